@@ -1,0 +1,64 @@
+"""The interface between the soak harness and a worker under test.
+
+A target knows how to start one worker for a run, how to drive a session through that worker's
+HTTP API the way its hooks would, and how to stop it. The census and the verdict do not depend on
+which target is used.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every target gets from the harness for one run."""
+
+    run_id: str
+    work_dir: Path  # private temp folder for this run (data dirs, HOME, logs)
+    claude_path: Path  # the fake shim (settings baked in) the worker must spawn
+    ledger_path: Path
+    seed: int
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One session of the workload: what the hooks would post."""
+
+    index: int
+    content_session_id: str
+    project: str
+    prompts: list[str]
+    observations_per_prompt: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerHandle:
+    """A started worker: where it listens and which process is its root."""
+
+    base_url: str
+    pid: int
+    create_time: float
+    mode: str
+    log_path: Path | None = None
+
+
+class Target(abc.ABC):
+    """A worker implementation the harness can soak."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def start(self, ctx: RunContext) -> WorkerHandle:
+        """Start the worker and return once it is ready to serve requests."""
+
+    @abc.abstractmethod
+    async def drive_session(self, session: SessionSpec, http: object) -> None:
+        """Drive one session to its end (`http` is an aiohttp.ClientSession)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop the worker and everything it started; must be safe to call twice."""
