@@ -1,0 +1,171 @@
+// Drives one session of the real TypeScript Agent SDK against a `claude` executable and prints
+// one JSON object (what the SDK yielded, what callbacks it made) on the last stdout line.
+//
+//   node drive.mjs '<json config>'
+//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
+//            "partial"|"exit-after-result", claude: "/path/to/claude", prompt?: string,
+//            deadlineMs?: number}
+//
+// "exit-after-result" is the leak demonstration: the parent exits right after the first result
+// without ending the session, so only the SDK's own exit-time cleanup stands between the child
+// and an orphan.
+
+import { readFileSync } from "node:fs";
+
+const cfg = JSON.parse(process.argv[2]);
+const deadlineMs = cfg.deadlineMs ?? 60000;
+const { query } = await import(cfg.sdk);
+const sdkVersion = JSON.parse(
+  readFileSync(new URL(`./node_modules/${cfg.sdk}/package.json`, import.meta.url), "utf8"),
+).version;
+
+const out = {
+  sdk: cfg.sdk,
+  sdk_version: sdkVersion,
+  session: cfg.session,
+  messages: [],
+  can_use_tool: [],
+  hooks: [],
+  interrupt: null,
+  error: null,
+  driver_pid: process.pid,
+};
+
+function finish(code) {
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  process.exit(code);
+}
+
+// A watchdog, so a hung SDK never hangs the test: report what was seen so far and fail.
+setTimeout(() => {
+  out.error = `driver deadline of ${deadlineMs} ms passed`;
+  finish(3);
+}, deadlineMs);
+
+function summarise(m) {
+  const s = { type: m.type };
+  if (m.subtype !== undefined) s.subtype = m.subtype;
+  if (m.session_id !== undefined) s.session_id = m.session_id;
+  if (m.type === "assistant" || m.type === "user") {
+    const c = m.message?.content;
+    s.content = typeof c === "string" ? [{ type: "text", text: c }] : (c ?? []).map((b) => ({
+      type: b.type,
+      ...(b.text !== undefined && { text: b.text }),
+      ...(b.name !== undefined && { name: b.name }),
+      ...(b.tool_use_id !== undefined && { tool_use_id: b.tool_use_id }),
+    }));
+  }
+  if (m.type === "result") {
+    Object.assign(s, { is_error: m.is_error, result: m.result, num_turns: m.num_turns });
+  }
+  if (m.type === "stream_event") s.event_type = m.event?.type;
+  if (m.type === "system" && m.subtype === "init") s.model = m.model;
+  return s;
+}
+
+const baseOptions = {
+  pathToClaudeCodeExecutable: cfg.claude,
+  model: cfg.model ?? "claude-sonnet-4-5",
+  settingSources: [],
+  // Keep the child's stderr out of our stdout; the test only reads the last stdout line.
+  stderr: () => {},
+};
+
+function userMessage(text) {
+  return {
+    type: "user",
+    message: { role: "user", content: text },
+    parent_tool_use_id: null,
+    session_id: "",
+  };
+}
+
+async function plain(extra = {}) {
+  const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions, ...extra } });
+  for await (const m of q) out.messages.push(summarise(m));
+}
+
+async function multiInterrupt() {
+  // Streaming input: turn 1 runs to completion, turn 2 is interrupted once it has started,
+  // turn 3 shows the session is still usable; then the input ends, which ends stdin.
+  let results = 0;
+  let wake = () => {};
+  const resultsReached = (n) =>
+    new Promise((resolve) => {
+      const check = () => (results >= n ? resolve() : (wake = check));
+      check();
+    });
+  const prompts = ["first turn", "second turn, to be interrupted", "third turn"];
+  async function* input() {
+    for (const [i, p] of prompts.entries()) {
+      yield userMessage(p);
+      await resultsReached(i + 1);
+    }
+  }
+  const q = query({ prompt: input(), options: { ...baseOptions } });
+  let interrupted = false;
+  for await (const m of q) {
+    out.messages.push(summarise(m));
+    if (m.type === "system" && m.subtype === "init" && results === 1 && !interrupted) {
+      interrupted = true;
+      try {
+        await q.interrupt();
+        out.interrupt = "ok";
+      } catch (e) {
+        out.interrupt = `error: ${e.message}`;
+      }
+    }
+    if (m.type === "result") {
+      results += 1;
+      wake();
+    }
+  }
+}
+
+async function tools() {
+  await plain({
+    canUseTool: async (toolName, input, ctx) => {
+      out.can_use_tool.push({ tool_name: toolName, input, has_signal: !!ctx?.signal });
+      return { behavior: "allow", updatedInput: input };
+    },
+    hooks: {
+      PreToolUse: [
+        {
+          hooks: [
+            async (input, toolUseId) => {
+              out.hooks.push({
+                hook_event_name: input.hook_event_name,
+                tool_name: input.tool_name,
+                tool_use_id: toolUseId ?? null,
+              });
+              return { continue: true };
+            },
+          ],
+        },
+      ],
+    },
+  });
+}
+
+async function exitAfterResult() {
+  const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
+  for await (const m of q) {
+    out.messages.push(summarise(m));
+    if (m.type === "result") finish(0);
+  }
+}
+
+const sessions = {
+  plain: () => plain(),
+  partial: () => plain({ includePartialMessages: true }),
+  "multi-interrupt": multiInterrupt,
+  tools,
+  "exit-after-result": exitAfterResult,
+};
+
+try {
+  await sessions[cfg.session]();
+} catch (e) {
+  out.error = String(e?.message ?? e);
+}
+finish(out.error ? 1 : 0);
