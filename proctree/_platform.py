@@ -1,0 +1,127 @@
+"""One interface over the platform modules; the rest of proctree only talks to this."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Collection
+
+from ._caps import capabilities
+from ._identity import ProcId
+
+WINDOWS = sys.platform == "win32"
+LINUX = sys.platform.startswith("linux")
+DARWIN = sys.platform == "darwin"
+
+if WINDOWS:
+    from . import _windows as _win
+else:
+    from . import _posix
+
+    if LINUX:
+        from . import _linux as _native
+    else:
+        from . import _darwin as _native  # macOS and other POSIX: no subreaper, no pdeathsig
+
+Group = object  # an int pgid on POSIX, a _windows.Job on Windows
+
+
+def enable_subreaper() -> bool:
+    if WINDOWS or not capabilities().has_subreaper:
+        return False
+    return _native.enable_subreaper()
+
+
+def is_subreaper() -> bool:
+    if WINDOWS or not LINUX:
+        return False
+    return _native.is_subreaper()
+
+
+def spawn_kwargs(parent_pid: int) -> dict[str, object]:
+    if WINDOWS:
+        return _win.popen_kwargs()
+    kwargs = _posix.popen_kwargs()
+    if LINUX and capabilities().has_pdeathsig:
+        kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
+    return kwargs
+
+
+def after_spawn(pid: int) -> Group | None:
+    if WINDOWS:
+        return _win.after_spawn(pid)
+    # start_new_session made the child its group's leader; if it is already gone its
+    # grandchildren may still hold the group, whose id is then still the child's pid.
+    pgid = _posix.group_of(pid)
+    return pid if pgid is None else pgid
+
+
+def group_of(pid: int) -> int | None:
+    if WINDOWS:
+        return None
+    return _posix.group_of(pid)
+
+
+def send_term(pid_id: ProcId) -> bool:
+    """The polite stage: SIGTERM on POSIX, CTRL_BREAK_EVENT on Windows."""
+    if WINDOWS:
+        # No per-process polite signal: CTRL_BREAK to a pid that leads no console group
+        # would reach the whole console (us included). term_group handles the root's group.
+        return False
+    if LINUX:
+        return _native.send_verified(pid_id, signal.SIGTERM)
+    return _posix.send_verified(pid_id, signal.SIGTERM)
+
+
+def send_kill(pid_id: ProcId) -> bool:
+    if WINDOWS:
+        return _win.send_verified(pid_id, 9)
+    if LINUX:
+        return _native.send_verified(pid_id, signal.SIGKILL)
+    return _posix.send_verified(pid_id, signal.SIGKILL)
+
+
+def group_members(group: Group) -> list[int] | None:
+    """Member pids where the OS lists them directly (a job), else None (scan for pgid)."""
+    if WINDOWS and isinstance(group, _win.Job):
+        return group.pids()
+    return None
+
+
+def term_group(group: Group, verified_member: ProcId | None) -> bool:
+    if WINDOWS:
+        # No SIGTERM; CTRL_BREAK goes to the console group whose id is the root's pid.
+        return verified_member is not None and _win.soft_signal_group(verified_member)
+    return isinstance(group, int) and _posix.signal_group(group, signal.SIGTERM)
+
+
+def kill_group(group: Group) -> bool:
+    if WINDOWS:
+        return isinstance(group, _win.Job) and group.terminate()
+    return isinstance(group, int) and _posix.signal_group(group, signal.SIGKILL)
+
+
+def close_group(group: Group) -> None:
+    if WINDOWS and isinstance(group, _win.Job):
+        group.close()
+
+
+def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
+    if WINDOWS:
+        return []
+    return _posix.reap_zombies(exclude)
+
+
+def reap_pid(pid: int) -> bool:
+    """Reap one exited child of ours, if it is one."""
+    if WINDOWS:
+        return False
+    try:
+        got, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return got == pid
+
+
+PreexecFn = Callable[[], None]

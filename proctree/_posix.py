@@ -1,0 +1,89 @@
+"""POSIX primitives shared by Linux and macOS: sessions, process groups, signals, reaping."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Collection
+
+import psutil
+
+from ._identity import ProcId
+
+TERM = signal.SIGTERM
+KILL = signal.SIGKILL
+
+
+def popen_kwargs() -> dict[str, object]:
+    # A new session makes the child a group leader with no controlling terminal:
+    # killpg reaches the whole group and a terminal's ^C does not.
+    return {"start_new_session": True}
+
+
+def group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
+def send_verified(pid_id: ProcId, sig: int) -> bool:
+    """Signal the process only if it is still the one we identified."""
+    proc = pid_id.process()
+    if proc is None:
+        return False
+    try:
+        os.kill(pid_id.pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
+    """Reap our exited children except `exclude` (e.g. pids asyncio or Popen will wait for)."""
+    reaped: list[int] = []
+    skip = set(exclude)
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return reaped
+    for child in children:
+        if child.pid in skip:
+            continue
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        if _peek_exited(child.pid):
+            try:
+                pid, _ = os.waitpid(child.pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if pid:
+                reaped.append(pid)
+    return reaped
+
+
+def _peek_exited(pid: int) -> bool:
+    """Look (WNOWAIT) before reaping, so we never take a status of a child still running."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        return True
+    try:
+        res = waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return res is not None
+
+
+def noop_preexec() -> Callable[[], None] | None:
+    return None

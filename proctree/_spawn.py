@@ -1,0 +1,84 @@
+"""Contained spawn: the Popen/asyncio kwargs and the handle recorded right after spawn."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _platform
+from ._identity import ProcId, identify
+
+MARK_ENV = "LEAKPROOF_WORKER_MARK"
+
+
+class SpawnOptions(Mapping[str, Any]):
+    """Keyword arguments for subprocess.Popen and asyncio.create_subprocess_exec.
+
+    Use as `Popen(argv, **opts, stdin=PIPE, ...)`; call `after_spawn(proc.pid)` at once
+    (on Windows the child is created suspended and only after_spawn resumes it).
+    """
+
+    def __init__(self, mark: str, popen_kwargs: dict[str, Any], env: dict[str, str]) -> None:
+        self.mark = mark
+        self.popen_kwargs = dict(popen_kwargs)
+        self.env = env
+
+    def _all(self) -> dict[str, Any]:
+        return {**self.popen_kwargs, "env": self.env}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        keys = ", ".join(sorted(self.popen_kwargs))
+        return f"SpawnOptions(mark={self.mark!r}, kwargs=[{keys}], env=<{len(self.env)} vars>)"
+
+
+def spawn_options(mark: str, *, env: Mapping[str, str] | None = None) -> SpawnOptions:
+    """Own session/process group (POSIX), pdeathsig (Linux), new group + job (Windows), marker.
+
+    `env` is the child's environment (default: ours); the marker is added to it. On Linux the
+    parent-death signal fires when the *spawning thread* dies: spawn from a long-lived thread.
+    """
+    child_env = dict(os.environ if env is None else env)
+    child_env[MARK_ENV] = mark
+    return SpawnOptions(mark, _platform.spawn_kwargs(os.getpid()), child_env)
+
+
+@dataclass
+class Containment:
+    """What after_spawn recorded: the child's identity and its group (pgid or job)."""
+
+    pid: int
+    proc_id: ProcId | None
+    group: Any
+    mark: str | None = None
+    closed: bool = field(default=False, repr=False)
+
+    @property
+    def pgid(self) -> int | None:
+        return self.group if isinstance(self.group, int) else None
+
+    def close(self) -> None:
+        """Release the group handle (Windows: closing the job kills what is left in it)."""
+        if not self.closed:
+            self.closed = True
+            _platform.close_group(self.group)
+
+
+def after_spawn(pid: int, options: SpawnOptions | None = None) -> Containment:
+    group = _platform.after_spawn(pid)
+    return Containment(
+        pid=pid,
+        proc_id=identify(pid),
+        group=group,
+        mark=options.mark if options is not None else None,
+    )

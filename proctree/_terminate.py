@@ -1,0 +1,280 @@
+"""Ending a tree: close stdin -> grace -> SIGTERM group and tree -> grace -> SIGKILL -> reap.
+
+Every signal goes to a (pid, create_time) verified at that moment; a process group is only
+signalled while a verified process of ours is still in it (a pgid cannot be reused while the
+group has a member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from . import _platform
+from ._identity import ProcId, is_alive, of_process
+from ._scan import descendants, protected_pids, scan
+
+# After SIGKILL a process is gone in milliseconds unless stuck in the kernel (D state).
+KILL_WAIT = 5.0
+_POLL_MIN = 0.005
+_POLL_MAX = 0.05
+
+
+@dataclass
+class TerminationResult:
+    root: ProcId
+    stdin: list[ProcId] = field(default_factory=list)  # gone after stdin was closed
+    term: list[ProcId] = field(default_factory=list)  # gone after SIGTERM / CTRL_BREAK
+    kill: list[ProcId] = field(default_factory=list)  # gone after SIGKILL / job termination
+    survivors: list[ProcId] = field(default_factory=list)
+    reaped: list[int] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def ended(self) -> list[ProcId]:
+        return self.stdin + self.term + self.kill
+
+    @property
+    def clean(self) -> bool:
+        return not self.survivors
+
+
+def wait_gone(ids: Iterable[ProcId], timeout: float) -> set[ProcId]:
+    """Poll until all are gone (exited or zombie) or the deadline passes; return the living."""
+    alive = {i for i in ids if is_alive(i)}
+    deadline = time.monotonic() + timeout
+    delay = _POLL_MIN
+    while alive and time.monotonic() < deadline:
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, _POLL_MAX)
+        alive = {i for i in alive if is_alive(i)}
+    return alive
+
+
+def _close(close_stdin: Any) -> None:
+    if close_stdin is True:  # already closed by the caller (e.g. in the event loop)
+        return
+    try:
+        if callable(close_stdin):
+            close_stdin()
+        else:
+            close_stdin.close()
+    except (OSError, ValueError, RuntimeError):
+        # EPIPE, already closed, closed loop: the child's stdin is closed either way.
+        pass
+
+
+class _Tree:
+    """The verified set of processes that belong to one root, refreshed at every stage."""
+
+    def __init__(self, root: ProcId, group: Any, mark: str | None, token: str | None) -> None:
+        self.root = root
+        self.group = getattr(group, "group", group)  # accept a Containment
+        self.mark = mark
+        self.token = token
+        self.known: set[ProcId] = set()
+
+    def group_verified(self) -> ProcId | None:
+        """A living process of ours that is in the group right now, if any."""
+        if self.group is None:
+            return None
+        if not isinstance(self.group, int):
+            return self.root if is_alive(self.root) else next(iter(self.alive()), None)
+        for pid_id in [self.root, *self.known]:
+            if is_alive(pid_id) and _platform.group_of(pid_id.pid) == self.group:
+                return pid_id
+        return None
+
+    def refresh(self) -> set[ProcId]:
+        group = self.group if self.group_verified() is not None else None
+        if is_alive(self.root):
+            self.known.add(self.root)
+            procs = descendants(self.root.pid, mark=self.mark, token=self.token, group=group)
+        else:
+            # Root gone: its pid may be reused, so no children() of it; what is left is in
+            # the verified group or carries the mark/token.
+            procs = _orphans(group, self.mark, self.token)
+        for p in procs:
+            pid_id = of_process(p)
+            if pid_id is not None:
+                self.known.add(pid_id)
+        return self.alive()
+
+    def alive(self) -> set[ProcId]:
+        return {i for i in self.known if is_alive(i)}
+
+    def signal(self, kill: bool) -> None:
+        member = self.group_verified()
+        if member is not None:
+            if kill:
+                _platform.kill_group(self.group)
+            else:
+                _platform.term_group(self.group, member)
+        for pid_id in self.alive():
+            if kill:
+                _platform.send_kill(pid_id)
+            elif not _platform.WINDOWS:
+                _platform.send_term(pid_id)
+
+
+def _orphans(group: Any, mark: str | None, token: str | None) -> list[psutil.Process]:
+    """What is left in a (verified) group or carries the mark/token."""
+    members = _platform.group_members(group) if group is not None else None
+    found = scan(mark=mark, token=token, pgid=group if isinstance(group, int) else None)
+    if members:
+        for pid in members:
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.Error:
+                pass
+    return found
+
+
+def terminate_tree(
+    root: ProcId,
+    *,
+    group: Any = None,
+    mark: str | None = None,
+    token: str | None = None,
+    grace: float,
+    close_stdin: Any = None,
+    kill_wait: float = KILL_WAIT,
+    dont_reap: Collection[int] = (),
+) -> TerminationResult:
+    """End root and everything under it; return who went at which stage.
+
+    close_stdin: None (skip that stage), a callable, an object with .close(), or True when
+    the caller already closed it (then only the grace is waited). The root itself is never
+    reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
+    Blocking, thread-safe (no shared state): run it in a thread from asyncio, or use
+    aterminate_tree.
+    """
+    started = time.monotonic()
+    res = TerminationResult(root=root)
+    tree = _Tree(root, group, mark, token)
+    before = tree.refresh()
+
+    if close_stdin is not None:
+        t = time.monotonic()
+        _close(close_stdin)
+        if root in before:
+            wait_gone([root], grace)
+        after = tree.refresh()
+        res.stdin = sorted(before - after)
+        before = after
+        res.stage_seconds["stdin"] = time.monotonic() - t
+
+    if before:
+        t = time.monotonic()
+        tree.signal(kill=False)
+        after = wait_gone(before, grace)
+        after |= tree.refresh()  # anything forked meanwhile
+        res.term = sorted(before - after)
+        before = after
+        res.stage_seconds["term"] = time.monotonic() - t
+
+    if before:
+        t = time.monotonic()
+        deadline = t + kill_wait
+        gone: set[ProcId] = set()
+        alive = before
+        while alive and time.monotonic() < deadline:
+            tree.signal(kill=True)
+            alive = wait_gone(alive, min(0.5, max(0.0, deadline - time.monotonic())))
+            alive |= tree.refresh()
+        gone = before - alive
+        res.kill = sorted(gone | (tree.known - alive - set(res.stdin) - set(res.term)))
+        res.survivors = sorted(alive)
+        res.stage_seconds["kill"] = time.monotonic() - t
+
+    keep = set(dont_reap) | {root.pid}
+    for pid_id in tree.known:
+        if pid_id.pid not in keep and _platform.reap_pid(pid_id.pid):
+            res.reaped.append(pid_id.pid)
+    res.elapsed = time.monotonic() - started
+    return res
+
+
+async def aterminate_tree(
+    root: ProcId,
+    *,
+    group: Any = None,
+    mark: str | None = None,
+    token: str | None = None,
+    grace: float,
+    close_stdin: Any = None,
+    kill_wait: float = KILL_WAIT,
+    dont_reap: Collection[int] = (),
+) -> TerminationResult:
+    """terminate_tree for asyncio: stdin is closed in the loop, the waiting runs in a thread."""
+    if close_stdin is not None and close_stdin is not True:
+        _close(close_stdin)
+        close_stdin = True
+    return await asyncio.to_thread(
+        terminate_tree,
+        root,
+        group=group,
+        mark=mark,
+        token=token,
+        grace=grace,
+        close_stdin=close_stdin,
+        kill_wait=kill_wait,
+        dont_reap=dont_reap,
+    )
+
+
+def sweep(
+    *,
+    mark: str | None = None,
+    token: str | None = None,
+    exclude: Collection[ProcId] = (),
+    grace: float = 1.0,
+    kill_wait: float = KILL_WAIT,
+    dont_reap: Collection[int] = (),
+) -> list[ProcId]:
+    """End every process carrying mark/token that is not a live excluded root or in its tree.
+
+    `exclude` holds the roots of sessions still alive; their children and process groups
+    are spared too. Returns the identities that were ended.
+    """
+    if not (mark or token):
+        return []
+    spared = protected_pids()
+    for root in exclude:
+        if not is_alive(root):
+            continue
+        spared.add(root.pid)
+        spared.update(p.pid for p in descendants(root.pid, group=_platform.group_of(root.pid)))
+    targets: set[ProcId] = set()
+    for p in scan(mark=mark, token=token):
+        if p.pid in spared:
+            continue
+        pid_id = of_process(p)
+        if pid_id is not None and is_alive(pid_id):
+            targets.add(pid_id)
+    if not targets:
+        return []
+    for pid_id in targets:
+        _platform.send_term(pid_id)
+    alive = wait_gone(targets, grace)
+    deadline = time.monotonic() + kill_wait
+    while alive and time.monotonic() < deadline:
+        for pid_id in alive:
+            _platform.send_kill(pid_id)
+        alive = wait_gone(alive, 0.5)
+    keep = set(dont_reap)
+    for pid_id in targets:
+        if pid_id.pid not in keep:
+            _platform.reap_pid(pid_id.pid)
+    return sorted(targets - alive)
+
+
+def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
+    """POSIX: reap exited children of ours (escapees adopted as subreaper) except `exclude`."""
+    return _platform.reap_zombies(exclude)
