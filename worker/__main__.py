@@ -1,0 +1,72 @@
+"""`python -m worker serve [flags]`: the reference worker daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from worker.config import DEFAULT_MODEL, WorkerConfig, default_data_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the worker in the foreground")
+    serve.add_argument("--mode", choices=("fixed", "leaky"), default="fixed")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--data-dir", type=Path, default=None)
+    serve.add_argument("--claude", default="claude", help="the claude to spawn (path or name)")
+    serve.add_argument("--model", default=DEFAULT_MODEL)
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds per escalation stage")
+    serve.add_argument("--idle-timeout", type=float, default=180.0)
+    serve.add_argument("--reap-interval", type=float, default=5.0)
+    serve.add_argument("--turn-timeout", type=float, default=120.0)
+    serve.add_argument("--max-attempts", type=int, default=2)
+    serve.add_argument("--max-body", type=int, default=1024 * 1024)
+    serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    cfg = WorkerConfig(
+        mode=args.mode,
+        host=args.host,
+        port=args.port,
+        data_dir=(args.data_dir or default_data_dir()).resolve(),
+        claude=args.claude,
+        model=args.model,
+        grace=args.grace,
+        idle_timeout=args.idle_timeout,
+        reap_interval=args.reap_interval,
+        turn_timeout=args.turn_timeout,
+        max_attempts=args.max_attempts,
+        max_body=args.max_body,
+        max_line=args.max_line,
+    )
+    from worker.service import DataDirInUse, WorkerService
+
+    async def serve() -> None:
+        service = WorkerService(cfg)
+        await service.run()
+
+    try:
+        asyncio.run(serve())
+    except DataDirInUse as exc:
+        logging.getLogger("worker").error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

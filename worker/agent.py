@@ -1,0 +1,196 @@
+"""The observer: one `claude` child driven over stream-json (claude-mem's SDKAgent, by hand).
+
+Fixed mode spawns it contained (worker/containment.py); both streams are drained concurrently;
+every failure (early exit, EPIPE, garbage, a huge line, a timeout) becomes an ObserverError for
+the session, never an exception that reaches the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from typing import Any
+
+from worker import protocol
+from worker.linereader import BoundedLines, EndOfStream, LineTooLong, drain_tail
+
+log = logging.getLogger("worker.agent")
+
+
+class ObserverError(Exception):
+    """The observer cannot serve this session any more; end it and carry on."""
+
+
+class Observer:
+    """A spawned `claude` observer and its two stream drains."""
+
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        *,
+        max_line: int,
+        token: str,
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.token = token
+        self.claude_session_id: str | None = None
+        self.turns = 0
+        assert proc.stdout is not None and proc.stderr is not None
+        self._lines = BoundedLines(proc.stdout, max_line)
+        self._messages: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(maxsize=256)
+        self._reader = asyncio.create_task(self._read_stdout(), name=f"stdout-{proc.pid}")
+        self._stderr = asyncio.create_task(drain_tail(proc.stderr), name=f"stderr-{proc.pid}")
+
+    @classmethod
+    async def spawn(
+        cls, argv: list[str], *, spawn_kwargs: dict[str, Any], max_line: int, token: str
+    ) -> Observer:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            **spawn_kwargs,
+        )
+        return cls(proc, max_line=max_line, token=token)
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_hex(8)
+
+    # -- streams ------------------------------------------------------------------------------
+    async def _read_stdout(self) -> None:
+        try:
+            while True:
+                line = await self._lines.next_line()
+                if not line.strip():
+                    continue
+                message: dict[str, Any] | BaseException
+                try:
+                    message = protocol.parse_line(line)
+                except protocol.ProtocolError as exc:
+                    message = exc
+                await self._messages.put(message)
+                if isinstance(message, BaseException):
+                    return
+        except (LineTooLong, EndOfStream) as exc:
+            await self._messages.put(exc)
+        except Exception as exc:  # a broken pipe or a reset: still just a session error
+            await self._messages.put(exc)
+
+    async def _next(self) -> dict[str, Any]:
+        item = await self._messages.get()
+        if isinstance(item, BaseException):
+            # Keep the failure visible to later calls too.
+            if not self._messages.full():
+                self._messages.put_nowait(item)
+            if isinstance(item, EndOfStream):
+                code = await self._exit_code_soon()
+                raise ObserverError(f"observer exited early (code {code}){self._stderr_hint()}")
+            raise ObserverError(str(item) or type(item).__name__)
+        return item
+
+    async def _exit_code_soon(self) -> int | None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), 1.0)
+        return self.proc.returncode
+
+    def _stderr_hint(self) -> str:
+        if self._stderr.done() and not self._stderr.cancelled() and not self._stderr.exception():
+            tail = self._stderr.result().decode("utf-8", "replace").strip()
+            if tail:
+                return f": {tail[-200:]}"
+        return ""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        stdin = self.proc.stdin
+        if stdin is None or stdin.is_closing():
+            raise ObserverError("observer stdin is closed")
+        try:
+            stdin.write(json.dumps(message).encode() + b"\n")
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:
+            raise ObserverError(f"observer stdin broke ({type(exc).__name__}: EPIPE)") from exc
+
+    # -- protocol -----------------------------------------------------------------------------
+    async def initialize(self, timeout: float) -> None:
+        request_id, request = protocol.initialize_request()
+        await self.send(request)
+
+        async def wait_reply() -> None:
+            while True:
+                message = await self._next()
+                if message.get("type") == "control_response":
+                    response = message.get("response") or {}
+                    if response.get("request_id") == request_id:
+                        if response.get("subtype") != "success":
+                            raise ObserverError(f"initialize refused: {response.get('error')}")
+                        return
+                elif message.get("type") == "control_request":
+                    await self.send(protocol.control_reply(message))
+
+        try:
+            await asyncio.wait_for(wait_reply(), timeout)
+        except asyncio.TimeoutError as exc:
+            raise ObserverError(f"no initialize reply within {timeout:g} s") from exc
+
+    async def turn(self, text: str, session_hint: str, timeout: float) -> str:
+        """Send one user message, read to its result; return the reply text."""
+        await self.send(protocol.user_message(text, self.claude_session_id or session_hint))
+        texts: list[str] = []
+
+        async def read_turn() -> str:
+            while True:
+                message = await self._next()
+                kind = message.get("type")
+                if kind == "system" and message.get("subtype") == "init":
+                    self.claude_session_id = message.get("session_id") or self.claude_session_id
+                elif kind == "assistant":
+                    texts.append(protocol.assistant_text(message))
+                elif kind == "control_request":
+                    await self.send(protocol.control_reply(message))
+                elif kind == "result":
+                    self.claude_session_id = message.get("session_id") or self.claude_session_id
+                    if message.get("is_error"):
+                        raise ObserverError(f"observer turn failed: {message.get('subtype')}")
+                    result = message.get("result")
+                    return result if isinstance(result, str) and result else "".join(texts)
+
+        try:
+            reply = await asyncio.wait_for(read_turn(), timeout)
+        except asyncio.TimeoutError as exc:
+            raise ObserverError(f"no result within {timeout:g} s") from exc
+        self.turns += 1
+        return reply
+
+    # -- ending -------------------------------------------------------------------------------
+    def close_stdin(self) -> None:
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            with contextlib.suppress(Exception):
+                stdin.close()
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """The exit code if the root exits within `timeout`, else None."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+        return None
+
+    async def finish_streams(self) -> None:
+        """After the tree is gone, stop the drains (a surviving grandchild may hold a pipe)."""
+        for task in (self._reader, self._stderr):
+            if not task.done():
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), 0.2)
+            task.cancel()
+        for task in (self._reader, self._stderr):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        transport = getattr(self.proc, "_transport", None)
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()

@@ -1,0 +1,134 @@
+"""What the worker says to the observer `claude` and how it reads the answers (stream-json).
+
+The argv and the shape of the prompts follow claude-mem 9.0.0's SDKAgent (through the TS Agent SDK
+0.1.76, which passes `--flag value` and an empty value after `--setting-sources`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from typing import Any
+
+from worker.config import DISALLOWED_TOOLS
+
+_request_ids = itertools.count(1)
+
+
+class ProtocolError(Exception):
+    """The observer wrote something a session cannot go on from."""
+
+
+def observer_argv(claude: str, model: str, resume: str | None) -> list[str]:
+    argv = [
+        claude,
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+        "--model",
+        model,
+    ]
+    if resume:
+        argv += ["--resume", resume]
+    argv += [
+        "--disallowedTools",
+        DISALLOWED_TOOLS,
+        "--setting-sources",
+        "",
+        "--permission-mode",
+        "default",
+    ]
+    return argv
+
+
+def initialize_request() -> tuple[str, dict[str, Any]]:
+    request_id = f"req_{next(_request_ids)}_{secrets.token_hex(4)}"
+    return request_id, {
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": "initialize", "hooks": None},
+    }
+
+
+def user_message(text: str, session_id: str) -> dict[str, Any]:
+    return {
+        "type": "user",
+        "message": {"role": "user", "content": text},
+        "parent_tool_use_id": None,
+        "session_id": session_id,
+        "isSynthetic": True,
+    }
+
+
+def control_reply(request: dict[str, Any]) -> dict[str, Any]:
+    """Answer a CLI-initiated control request: the observer may use no tool."""
+    request_id = request.get("request_id", "")
+    body = request.get("request") or {}
+    subtype = body.get("subtype") if isinstance(body, dict) else None
+    if subtype == "can_use_tool":
+        response: dict[str, Any] = {
+            "subtype": "success",
+            "request_id": request_id,
+            "response": {"behavior": "deny", "message": "the memory observer uses no tools"},
+        }
+    elif subtype == "hook_callback":
+        response = {"subtype": "success", "request_id": request_id, "response": {}}
+    else:
+        response = {
+            "subtype": "error",
+            "request_id": request_id,
+            "error": f"Unsupported control request subtype: {subtype}",
+        }
+    return {"type": "control_response", "response": response}
+
+
+def prompt_text(kind: str, payload: dict[str, Any], project: str, prompt_number: int) -> str:
+    """The user message for one queued item, in the spirit of claude-mem's prompts."""
+    if kind == "prompt":
+        intro = "You are a memory observer" if prompt_number <= 1 else "Continue observing"
+        return (
+            f"{intro} for project {project!r}. The user's prompt #{prompt_number} was:\n"
+            f"<user_request>{payload.get('userPrompt', '')}</user_request>\n"
+            "Record what the primary session does as <observation> blocks."
+        )
+    if kind == "observation":
+        return (
+            "<observed_from_primary_session>\n"
+            f"<what_happened>{payload.get('tool_name', '')}</what_happened>\n"
+            f"<working_directory>{payload.get('cwd', '')}</working_directory>\n"
+            f"<parameters>{json.dumps(payload.get('tool_input'))}</parameters>\n"
+            f"<outcome>{json.dumps(payload.get('tool_response'))}</outcome>\n"
+            "</observed_from_primary_session>"
+        )
+    if kind == "summarize":
+        return (
+            "Summarize this session as a <summary> block. The assistant's last message was:\n"
+            f"{payload.get('last_assistant_message', '')}"
+        )
+    raise ValueError(f"unknown queued item kind {kind!r}")
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """One stdout line -> message. Garbage is a session error (ProtocolError)."""
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"observer wrote a line that is not JSON: {line[:80]!r}") from exc
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError(f"observer wrote JSON that is not a message: {line[:80]!r}")
+    return message
+
+
+def assistant_text(message: dict[str, Any]) -> str:
+    content = (message.get("message") or {}).get("content") or []
+    if isinstance(content, str):
+        return content
+    parts = [
+        block.get("text", "")
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    ]
+    return "".join(parts)

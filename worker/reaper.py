@@ -1,0 +1,76 @@
+"""Fixed mode's reaper: at start, the exact survivors of earlier runs on this data dir;
+then every few seconds, anything of ours that outlived its session (escapees included)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import proctree
+from worker.containment import Containment
+from worker.sessions import SessionManager
+from worker.store import Store
+
+log = logging.getLogger("worker.reaper")
+
+
+@dataclass
+class ReaperCounters:
+    at_start: int = 0
+    swept: int = 0
+    sweeps: int = 0
+    zombies: int = 0
+
+
+class Reaper:
+    def __init__(
+        self,
+        store: Store,
+        containment: Containment,
+        sessions: SessionManager,
+        run_id: int,
+        interval: float,
+    ) -> None:
+        self.store = store
+        self.containment = containment
+        self.sessions = sessions
+        self.run_id = run_id
+        self.interval = interval
+        self.counters = ReaperCounters()
+
+    async def at_start(self) -> int:
+        """End what earlier runs left: registry rows matching (pid, create_time), and whatever
+        carries an earlier run's mark. A process that merely looks like `claude` is not ours."""
+        rows = self.store.open_processes(exclude_run=self.run_id)
+        marks = [str(r["mark"]) for r in self.store.previous_runs(self.run_id)]
+        ended = await self.containment.reap_previous(rows, marks)
+        for row in rows:
+            root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
+            if not proctree.is_alive(root):
+                self.store.set_process_state(int(row["id"]), "reaped", how="restart")
+        self.counters.at_start = len(ended)
+        if ended:
+            log.info("reaped %d survivor(s) of earlier runs: %s", len(ended), ended)
+        return len(ended)
+
+    async def run(self) -> None:
+        while True:
+            # A periodic timer, not a synchronisation: the sweep itself checks real state.
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("reaper sweep failed")
+
+    async def sweep_once(self) -> int:
+        async with self.sessions.spawn_lock:
+            owned = self.sessions.owned_pids()
+            self.counters.zombies += len(self.containment.reap_zombies(owned))
+            live = self.sessions.live_contained()
+            ended = await self.containment.sweep(live, owned)
+        self.counters.sweeps += 1
+        if ended:
+            self.counters.swept += len(ended)
+            log.warning("reaper ended %d process(es) that outlived their session", len(ended))
+        return len(ended)

@@ -1,0 +1,296 @@
+"""The HTTP API: claude-mem 9.0.0's routes and bodies, plus /api/processes and /api/stats.
+
+Every refusal is a 4xx with a JSON body {"error": ...} that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from worker.service import WorkerService
+
+log = logging.getLogger("worker.routes")
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "localhost.localdomain"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+
+
+def json_error(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+def host_is_loopback(host_header: str | None) -> bool:
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:port
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own Host.
+    if not host_is_loopback(request.headers.get("Host")):
+        return json_error(403, f"Host header {request.headers.get('Host')!r} is not loopback")
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return json_error(exc.status, exc.error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason or exc.text or "error")
+    except Exception:
+        log.exception("handler failed: %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+async def body_of(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BadRequest(413, f"body larger than {exc.max_size} bytes") from exc
+    if not raw:
+        raise BadRequest(400, "empty body: expected a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequest(400, f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def field_of(
+    body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool, default=None
+) -> Any:
+    if name not in body or body[name] is None:
+        if required:
+            raise BadRequest(400, f"missing field {name!r}")
+        return default
+    value = body[name]
+    # bool is an int in Python; JSON true is not a prompt number.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+        raise BadRequest(400, f"field {name!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def session_id_of(request: web.Request) -> int:
+    raw = request.match_info["session_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(400, f"session id {raw!r} is not a positive integer")
+    return int(raw)
+
+
+class Routes:
+    def __init__(self, service: WorkerService) -> None:
+        self.service = service
+        self.store = service.store
+
+    def install(self, app: web.Application) -> None:
+        r = app.router
+        r.add_post("/api/sessions/init", self.sessions_init)
+        r.add_post("/sessions/{session_id}/init", self.session_init)
+        r.add_post("/api/sessions/observations", self.observations)
+        r.add_post("/api/sessions/summarize", self.summarize)
+        r.add_post("/sessions/{session_id}/complete", self.complete)
+        r.add_delete("/sessions/{session_id}", self.delete)
+        r.add_get("/sessions/{session_id}/status", self.status)
+        r.add_get("/api/health", self.health)
+        r.add_get("/api/readiness", self.readiness)
+        r.add_get("/api/version", self.version)
+        r.add_get("/api/pending-queue", self.pending_queue)
+        r.add_get("/api/context/inject", self.context_inject)
+        r.add_post("/api/admin/shutdown", self.admin_shutdown)
+        r.add_get("/api/processes", self.processes)
+        r.add_get("/api/stats", self.stats)
+
+    def _known_session(self, session_id: int) -> Any:
+        row = self.store.session(session_id)
+        if row is None:
+            raise BadRequest(404, f"unknown session {session_id}")
+        return row
+
+    def _by_content_id(self, body: dict[str, Any]) -> Any:
+        content_id = field_of(body, "contentSessionId", str, required=True)
+        row = self.store.session_by_content_id(content_id)
+        if row is None:
+            raise BadRequest(404, f"unknown contentSessionId {content_id!r}")
+        return row
+
+    # -- hooks --------------------------------------------------------------------------------
+    async def sessions_init(self, request: web.Request) -> web.Response:
+        body = await body_of(request)
+        content_id = field_of(body, "contentSessionId", str, required=True)
+        if not content_id.strip():
+            raise BadRequest(400, "contentSessionId is empty")
+        project = field_of(body, "project", str, required=False, default="")
+        prompt = field_of(body, "prompt", str, required=False, default="")
+        session_id, number = self.store.init_session(content_id, project, prompt)
+        return web.json_response(
+            {"sessionDbId": session_id, "promptNumber": number, "skipped": False}
+        )
+
+    async def session_init(self, request: web.Request) -> web.Response:
+        session_id = session_id_of(request)
+        body = await body_of(request)
+        user_prompt = field_of(body, "userPrompt", str, required=False, default="")
+        number = field_of(body, "promptNumber", int, required=False, default=None)
+        row = self._known_session(session_id)
+        if number is None:
+            number = int(row["prompt_counter"]) or 1
+        await self.service.start_prompt(session_id, user_prompt, number)
+        return web.json_response(
+            {"status": "initialized", "sessionDbId": session_id, "port": self.service.port}
+        )
+
+    async def observations(self, request: web.Request) -> web.Response:
+        body = await body_of(request)
+        tool_name = field_of(body, "tool_name", str, required=True)
+        cwd = field_of(body, "cwd", str, required=False, default="")
+        row = self._by_content_id(body)
+        payload = {
+            "tool_name": tool_name,
+            "tool_input": body.get("tool_input"),
+            "tool_response": body.get("tool_response"),
+            "cwd": cwd,
+        }
+        self.service.queue(int(row["id"]), "observation", payload)
+        return web.json_response({"status": "queued"})
+
+    async def summarize(self, request: web.Request) -> web.Response:
+        body = await body_of(request)
+        last = field_of(body, "last_assistant_message", str, required=False, default="")
+        row = self._by_content_id(body)
+        self.service.queue(int(row["id"]), "summarize", {"last_assistant_message": last})
+        return web.json_response({"status": "queued"})
+
+    async def complete(self, request: web.Request) -> web.Response:
+        session_id = session_id_of(request)
+        self._known_session(session_id)
+        await self.service.complete(session_id)
+        return web.json_response({"success": True, "sessionDbId": session_id})
+
+    async def delete(self, request: web.Request) -> web.Response:
+        session_id = session_id_of(request)
+        self._known_session(session_id)
+        await self.service.delete(session_id)
+        return web.json_response({"status": "deleted", "sessionDbId": session_id})
+
+    async def status(self, request: web.Request) -> web.Response:
+        session_id = session_id_of(request)
+        row = self._known_session(session_id)
+        return web.json_response(
+            {
+                "status": row["status"],
+                "sessionDbId": session_id,
+                "contentSessionId": row["content_session_id"],
+                "project": row["project"],
+                "promptNumber": row["prompt_counter"],
+                "queueLength": self.store.pending_count(session_id),
+                "observers": self.service.live_observer_pids(session_id),
+            }
+        )
+
+    # -- service ------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "status": "ok",
+                "pid": self.service.pid,
+                "mode": self.service.cfg.mode,
+                "uptime": time.time() - self.service.started,
+            }
+        )
+
+    async def readiness(self, request: web.Request) -> web.Response:
+        if not self.service.ready:
+            return web.json_response({"status": "initializing"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": "9.0.0", "implementation": "leakproof-reference"})
+
+    async def pending_queue(self, request: web.Request) -> web.Response:
+        rows = self.store.pending_messages()
+        messages = [
+            {
+                "id": r["id"],
+                "sessionDbId": r["session_id"],
+                "type": r["kind"],
+                "status": r["status"],
+                "attempts": r["attempts"],
+                "createdAt": r["created"],
+            }
+            for r in rows
+        ]
+        return web.json_response(
+            {
+                "queue": {
+                    "messages": messages,
+                    "totalPending": len(messages),
+                    "sessionsWithPending": len({m["sessionDbId"] for m in messages}),
+                }
+            }
+        )
+
+    async def context_inject(self, request: web.Request) -> web.Response:
+        projects = [p for p in request.query.get("projects", "").split(",") if p]
+        marks = ",".join("?" * len(projects))
+        rows = self.store.db.execute(
+            "SELECT o.text FROM observations o JOIN sessions s ON s.id=o.session_id "
+            + (f"WHERE s.project IN ({marks}) " if projects else "")  # noqa: S608 - placeholders only
+            + "ORDER BY o.id DESC LIMIT 50",
+            projects,
+        )
+        return web.Response(text="\n".join(r[0] for r in rows), content_type="text/plain")
+
+    async def admin_shutdown(self, request: web.Request) -> web.Response:
+        self.service.request_stop("admin")
+        return web.json_response({"status": "shutting_down"})
+
+    async def processes(self, request: web.Request) -> web.Response:
+        rows = self.store.processes()
+        return web.json_response(
+            {
+                "processes": [
+                    {
+                        "pid": r["pid"],
+                        "create_time": r["create_time"],
+                        "session_db_id": r["session_id"],
+                        "state": r["state"],
+                        "started": r["started"],
+                        "ended": r["ended"],
+                        "run": r["run_id"],
+                        "group": r["grp"],
+                        "exit_code": r["exit_code"],
+                        "how": r["how"],
+                    }
+                    for r in rows
+                ]
+            }
+        )
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.stats())

@@ -1,0 +1,245 @@
+"""The worker service: wiring, start-up, the HTTP server, worker.json, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+import proctree
+from worker.config import WorkerConfig
+from worker.containment import Containment, worker_mark
+from worker.leaky import LeakySessionManager
+from worker.reaper import Reaper
+from worker.routes import Routes, guard
+from worker.sessions import SessionManager
+from worker.store import Store
+
+log = logging.getLogger("worker")
+
+
+class DataDirInUse(Exception):
+    pass
+
+
+class WorkerService:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.pid = os.getpid()
+        me = psutil.Process()
+        self.create_time = me.create_time()
+        self.mark = worker_mark(self.pid, self.create_time)
+        self.started = time.time()
+        self.port = 0
+        self.ready = False
+        self.stop_reason: str | None = None
+        self._stop = asyncio.Event()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(cfg.db_path)
+        self._refuse_if_in_use()
+        self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
+        self.containment = Containment(self.mark)
+        self.sessions = SessionManager(cfg, self.store, self.containment, self.run_id)
+        self.leaky = LeakySessionManager(cfg, self.store, self.run_id, self.mark)
+        self.reaper = Reaper(
+            self.store, self.containment, self.sessions, self.run_id, cfg.reap_interval
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def fixed(self) -> bool:
+        return self.cfg.mode == "fixed"
+
+    def _refuse_if_in_use(self) -> None:
+        """Two workers on one data dir would reap each other's children."""
+        for row in self.store.db.execute("SELECT * FROM runs WHERE ended IS NULL"):
+            ident = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
+            if ident.pid != self.pid and proctree.is_alive(ident):
+                raise DataDirInUse(f"{self.cfg.data_dir} is in use by worker pid {ident.pid}")
+
+    # -- what the routes call -----------------------------------------------------------------
+    async def start_prompt(self, session_id: int, user_prompt: str, number: int) -> None:
+        if self.fixed:
+            self.store.enqueue(
+                session_id, "prompt", {"userPrompt": user_prompt, "promptNumber": number}
+            )
+            self.sessions.notify(session_id)
+        else:
+            self.leaky.start_generator(session_id, user_prompt, number)
+
+    def queue(self, session_id: int, kind: str, payload: dict[str, Any]) -> None:
+        self.store.enqueue(session_id, kind, payload)
+        if self.fixed:
+            self.sessions.notify(session_id)
+        else:
+            self.leaky.notify(session_id)
+
+    async def complete(self, session_id: int) -> None:
+        if self.fixed:
+            await self.sessions.complete(session_id)
+        else:
+            self.store.end_session(session_id, "completed")
+            await self.leaky.abort(session_id)
+
+    async def delete(self, session_id: int) -> None:
+        if self.fixed:
+            await self.sessions.delete(session_id)
+        else:
+            self.store.end_session(session_id, "deleted")
+            await self.leaky.abort(session_id)
+
+    def live_observer_pids(self, session_id: int) -> list[int]:
+        if self.fixed:
+            return self.sessions.live_pids(session_id)
+        return self.leaky.live_pids(session_id)
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.info("shutdown requested (%s)", reason)
+        self._stop.set()
+
+    def stats(self) -> dict[str, Any]:
+        counts = self.store.counts()
+        if self.fixed:
+            c = self.sessions.counters
+            observers = {
+                "spawned": c.spawned,
+                "live": len(self.sessions.active_observers()),
+                "ended": c.ended,
+                "turns": c.turns,
+            }
+            errors = c.session_errors
+        else:
+            observers = {
+                "spawned": self.leaky.spawned,
+                "live": sum(len(self.leaky.live_pids(s)) for s in self.leaky.sessions),
+            }
+            errors = self.leaky.session_errors
+        try:
+            rss = psutil.Process().memory_info().rss
+        except psutil.Error:
+            rss = None
+        r = self.reaper.counters
+        return {
+            "mode": self.cfg.mode,
+            "pid": self.pid,
+            "uptime": time.time() - self.started,
+            "rss": rss,
+            **counts,
+            "observers": observers,
+            "session_errors": errors,
+            "reaper": {
+                "at_start": r.at_start,
+                "swept": r.swept,
+                "sweeps": r.sweeps,
+                "zombies": r.zombies,
+            },
+            "containment": {"subreaper": self.containment.subreaper, "mark": self.mark},
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        if self.fixed:
+            self.containment.start()
+            requeued = self.store.requeue_interrupted()
+            if requeued:
+                log.info("re-queued %d message(s) a previous run did not finish", requeued)
+            await self.reaper.at_start()
+        app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
+        Routes(self).install(app)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
+        await site.start()
+        try:
+            self.port = _bound_port(runner)
+            self._write_info()
+            log.info(
+                "worker (%s) listening on http://%s:%d pid %d",
+                self.cfg.mode,
+                self.cfg.host,
+                self.port,
+                self.pid,
+            )
+            self.ready = True
+            if self.fixed:
+                for session_id in self.store.sessions_with_pending():
+                    self.sessions.notify(session_id)
+                self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+            await self._stop.wait()
+        finally:
+            self.ready = False
+            await self._shutdown(runner)
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.fixed:
+            await self.sessions.shutdown()
+            # Whatever is still marked as ours now has no session at all.
+            with contextlib.suppress(Exception):
+                await self.reaper.sweep_once()
+        else:
+            await self.leaky.shutdown()
+        await runner.cleanup()
+        self.store.end_run(self.run_id)
+        self.store.close()
+        with contextlib.suppress(OSError):
+            self.cfg.info_path.unlink()
+        log.info("worker stopped")
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        if sys.platform == "win32":
+            # No loop signal handlers on Windows: CTRL_BREAK/CTRL_C arrive in the main thread.
+            def on_signal(signum: int, _frame: object) -> None:
+                loop.call_soon_threadsafe(self.request_stop, signal.Signals(signum).name)
+
+            for name in ("SIGBREAK", "SIGINT", "SIGTERM"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), on_signal)
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def _write_info(self) -> None:
+        info = {
+            "pid": self.pid,
+            "host": self.cfg.host,
+            "port": self.port,
+            "mode": self.cfg.mode,
+            "started": self.started,
+        }
+        # Atomic: readers see the old file or the whole new one, never half of it.
+        fd, tmp = tempfile.mkstemp(dir=self.cfg.data_dir, prefix=".worker.", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(info, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.cfg.info_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("the server has no listening socket")

@@ -1,0 +1,238 @@
+"""Fixed mode's session manager: a queue per session, at most one live observer per session.
+
+A session's generator takes queued items from SQLite one at a time, sends each to its observer
+and stores the reply. The observer is ended (close stdin, grace, terminate tree, grace, kill tree)
+when the session completes or is deleted, when it fails, and when it idles past the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from worker import protocol
+from worker.agent import Observer, ObserverError
+from worker.config import WorkerConfig
+from worker.containment import Contained, Containment
+from worker.store import Store
+
+log = logging.getLogger("worker.sessions")
+
+
+@dataclass
+class ActiveSession:
+    id: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    observer: Observer | None = None
+    contained: Contained | None = None
+    registry_row: int | None = None
+    errors: int = 0
+    last_error: str | None = None
+    last_activity: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Counters:
+    spawned: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    turns: int = 0
+    session_errors: int = 0
+
+    def count_end(self, reason: str) -> None:
+        self.ended[reason] = self.ended.get(reason, 0) + 1
+
+
+class SessionManager:
+    def __init__(
+        self, cfg: WorkerConfig, store: Store, containment: Containment, run_id: int
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.containment = containment
+        self.run_id = run_id
+        self.sessions: dict[int, ActiveSession] = {}
+        self.counters = Counters()
+        self._closing = False
+        # Held while spawning and while sweeping, so a sweep never sees a child that is
+        # ours but not yet in the live set.
+        self.spawn_lock = asyncio.Lock()
+        # Observer roots whose exit status asyncio still has to collect: never reap those.
+        self._owned: set[int] = set()
+
+    # -- called by the routes -----------------------------------------------------------------
+    def notify(self, session_id: int) -> None:
+        """New work for the session: wake its generator, starting one if none runs."""
+        if self._closing:
+            return
+        active = self.sessions.setdefault(session_id, ActiveSession(session_id))
+        active.wake.set()
+        if active.task is None or active.task.done():
+            active.task = asyncio.create_task(self._generator(active), name=f"gen-{session_id}")
+
+    def active_observers(self) -> list[ActiveSession]:
+        return [a for a in self.sessions.values() if a.observer is not None]
+
+    def live_contained(self) -> list[Contained]:
+        return [a.contained for a in self.sessions.values() if a.contained is not None]
+
+    def owned_pids(self) -> set[int]:
+        return set(self._owned)
+
+    def live_pids(self, session_id: int) -> list[int]:
+        active = self.sessions.get(session_id)
+        if active is None or active.observer is None:
+            return []
+        return [active.observer.pid]
+
+    async def complete(self, session_id: int) -> None:
+        """The session ended: its generator finishes what is queued, then ends the observer."""
+        self.store.end_session(session_id, "completed")
+        active = self.sessions.get(session_id)
+        if active is not None:
+            active.wake.set()
+            if active.task is None or active.task.done():
+                await self._end_observer(active, "completed")
+
+    async def delete(self, session_id: int) -> None:
+        """Abort the session now: cancel its generator, which ends the observer."""
+        self.store.end_session(session_id, "deleted")
+        self.store.db.execute(
+            "UPDATE pending_messages SET status='cancelled', done=? "
+            "WHERE session_id=? AND status IN ('pending','processing')",
+            (time.time(), session_id),
+        )
+        active = self.sessions.get(session_id)
+        if active is None:
+            return
+        if active.task is not None and not active.task.done():
+            active.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await active.task
+        await self._end_observer(active, "deleted")
+
+    async def shutdown(self) -> None:
+        """Stop every generator; each ends its observer's whole tree."""
+        self._closing = True
+        tasks = [a.task for a in self.sessions.values() if a.task and not a.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self._end_observer(a, "shutdown") for a in self.sessions.values()),
+            return_exceptions=True,
+        )
+
+    # -- the generator ------------------------------------------------------------------------
+    async def _generator(self, active: ActiveSession) -> None:
+        try:
+            while True:
+                active.wake.clear()
+                message = self.store.next_message(active.id)
+                if message is None:
+                    row = self.store.session(active.id)
+                    if row is None or row["status"] != "active":
+                        await self._end_observer(active, "completed")
+                        return
+                    try:
+                        await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
+                    except asyncio.TimeoutError:
+                        await self._end_observer(active, "idle")
+                        return
+                    continue
+                active.last_activity = time.monotonic()
+                try:
+                    observer = await self._ensure_observer(active)
+                    row = self.store.session(active.id)
+                    text = protocol.prompt_text(
+                        message.kind,
+                        message.payload,
+                        str(row["project"]) if row else "",
+                        int(message.payload.get("promptNumber") or 1),
+                    )
+                    reply = await observer.turn(
+                        text, str(row["content_session_id"]) if row else "", self.cfg.turn_timeout
+                    )
+                except ObserverError as exc:
+                    self._session_error(active, str(exc))
+                    self.store.release_message(message, str(exc), self.cfg.max_attempts)
+                    await self._end_observer(active, "error")
+                    continue
+                self.store.complete_message(message, reply)
+                self.counters.turns += 1
+                if observer.claude_session_id:
+                    self.store.set_memory_session_id(active.id, observer.claude_session_id)
+                active.last_activity = time.monotonic()
+        except asyncio.CancelledError:
+            # Delete or shutdown: the observer must not outlive its generator.
+            await asyncio.shield(self._end_observer(active, "cancelled"))
+            raise
+        except Exception as exc:  # the worker serves on; this session just failed
+            log.exception("session %s generator failed", active.id)
+            self._session_error(active, f"{type(exc).__name__}: {exc}")
+            await asyncio.shield(self._end_observer(active, "error"))
+
+    def _session_error(self, active: ActiveSession, error: str) -> None:
+        active.errors += 1
+        active.last_error = error
+        self.counters.session_errors += 1
+        log.warning("session %s: %s", active.id, error)
+
+    async def _ensure_observer(self, active: ActiveSession) -> Observer:
+        if active.observer is not None and active.observer.proc.returncode is None:
+            return active.observer
+        if active.observer is not None:
+            await self._end_observer(active, "exited")
+        row = self.store.session(active.id)
+        resume = row["memory_session_id"] if row is not None else None
+        argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
+        token = Observer.new_token()
+        async with self.spawn_lock:
+            try:
+                observer = await Observer.spawn(
+                    argv,
+                    spawn_kwargs=self.containment.spawn_kwargs(token),
+                    max_line=self.cfg.max_line,
+                    token=token,
+                )
+            except OSError as exc:
+                raise ObserverError(f"cannot start {self.cfg.claude!r}: {exc}") from exc
+            self._owned.add(observer.pid)
+            active.observer = observer
+            active.contained = self.containment.after_spawn(observer.pid, token)
+            self.counters.spawned += 1
+            active.registry_row = self.store.register_process(
+                self.run_id,
+                active.id,
+                observer.pid,
+                active.contained.identity.create_time,
+                active.contained.group_label,
+            )
+        await observer.initialize(self.cfg.turn_timeout)
+        return observer
+
+    async def _end_observer(self, active: ActiveSession, reason: str) -> None:
+        """The escalation: close stdin, grace, terminate tree, grace, kill tree; then record it."""
+        observer, contained, row = active.observer, active.contained, active.registry_row
+        if observer is None:
+            return
+        active.observer = active.contained = active.registry_row = None
+        if row is not None:
+            self.store.set_process_state(row, "ending")
+        how = "exited"
+        if contained is not None:
+            how = await self.containment.end(
+                contained, grace=self.cfg.grace, close_stdin=observer.close_stdin
+            )
+        else:
+            observer.close_stdin()
+        code = await observer.wait_exit(self.cfg.grace + 5.0)
+        if code is not None:
+            self._owned.discard(observer.pid)
+        await observer.finish_streams()
+        if row is not None:
+            self.store.set_process_state(row, "ended", exit_code=code, how=f"{reason}:{how}")
+        self.counters.count_end(reason)

@@ -1,0 +1,310 @@
+"""The worker's SQLite database (stdlib sqlite3, WAL).
+
+Sessions, prompts, the queue of pending messages, observations, summaries, the runs of the worker
+on this data dir, and the process registry. Every call commits before it returns, so an HTTP 2xx
+sent after a store call means the row is on disk (WAL survives a kill -9 of the worker).
+All calls happen on the event-loop thread; each is a few small statements.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pid INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    mark TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    content_session_id TEXT NOT NULL UNIQUE,
+    project TEXT NOT NULL,
+    memory_session_id TEXT,
+    status TEXT NOT NULL DEFAULT 'active',
+    prompt_counter INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    ended REAL
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    prompt_number INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pending_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created REAL NOT NULL,
+    done REAL
+);
+CREATE INDEX IF NOT EXISTS pending_by_session ON pending_messages(session_id, status);
+CREATE TABLE IF NOT EXISTS observations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    message_id INTEGER NOT NULL UNIQUE REFERENCES pending_messages(id),
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    message_id INTEGER NOT NULL UNIQUE REFERENCES pending_messages(id),
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS processes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    session_id INTEGER,
+    pid INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    grp TEXT,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    exit_code INTEGER,
+    how TEXT
+);
+CREATE INDEX IF NOT EXISTS processes_by_state ON processes(state);
+"""
+
+# Processes in these states may still be running; everything else is known to be gone.
+OPEN_STATES = ("live", "ending")
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    id: int
+    session_id: int
+    kind: str  # "prompt" | "observation" | "summarize"
+    payload: dict[str, Any]
+    attempts: int
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (only power loss can drop a commit).
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+    def begin_run(self, pid: int, create_time: float, mark: str, mode: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs(pid, create_time, mark, mode, started) VALUES (?,?,?,?,?)",
+            (pid, create_time, mark, mode, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def end_run(self, run_id: int) -> None:
+        self.db.execute("UPDATE runs SET ended=? WHERE id=?", (time.time(), run_id))
+
+    def previous_runs(self, current_run: int) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM runs WHERE id<>? ORDER BY id", (current_run,)))
+
+    # -- sessions -----------------------------------------------------------------------------
+    def init_session(self, content_session_id: str, project: str, prompt: str) -> tuple[int, int]:
+        """Create or reuse the session, record the prompt; return (session id, prompt number)."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "INSERT OR IGNORE INTO sessions(content_session_id, project, created) "
+                "VALUES (?,?,?)",
+                (content_session_id, project, now),
+            )
+            row = self.db.execute(
+                "SELECT id, prompt_counter FROM sessions WHERE content_session_id=?",
+                (content_session_id,),
+            ).fetchone()
+            number = int(row["prompt_counter"]) + 1
+            self.db.execute(
+                "UPDATE sessions SET prompt_counter=?, status='active', ended=NULL WHERE id=?",
+                (number, row["id"]),
+            )
+            self.db.execute(
+                "INSERT INTO prompts(session_id, prompt_number, text, created) VALUES (?,?,?,?)",
+                (row["id"], number, prompt, now),
+            )
+        return int(row["id"]), number
+
+    def session(self, session_id: int) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+
+    def session_by_content_id(self, content_session_id: str) -> sqlite3.Row | None:
+        return self.db.execute(
+            "SELECT * FROM sessions WHERE content_session_id=?", (content_session_id,)
+        ).fetchone()
+
+    def set_memory_session_id(self, session_id: int, memory_session_id: str) -> None:
+        self.db.execute(
+            "UPDATE sessions SET memory_session_id=? WHERE id=? AND memory_session_id IS NULL",
+            (memory_session_id, session_id),
+        )
+
+    def end_session(self, session_id: int, status: str) -> None:
+        self.db.execute(
+            "UPDATE sessions SET status=?, ended=? WHERE id=?", (status, time.time(), session_id)
+        )
+
+    def sessions_with_pending(self) -> list[int]:
+        rows = self.db.execute(
+            "SELECT DISTINCT m.session_id FROM pending_messages m JOIN sessions s "
+            "ON s.id=m.session_id WHERE m.status IN ('pending','processing') "
+            "AND s.status='active' ORDER BY m.session_id"
+        )
+        return [int(r[0]) for r in rows]
+
+    # -- queue --------------------------------------------------------------------------------
+    def enqueue(self, session_id: int, kind: str, payload: dict[str, Any]) -> int:
+        cur = self.db.execute(
+            "INSERT INTO pending_messages(session_id, kind, payload, created) VALUES (?,?,?,?)",
+            (session_id, kind, json.dumps(payload), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def next_message(self, session_id: int) -> QueuedMessage | None:
+        """Claim the oldest pending message of the session (it becomes 'processing')."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute(
+                "SELECT * FROM pending_messages WHERE session_id=? AND status='pending' "
+                "ORDER BY id LIMIT 1",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            self.db.execute(
+                "UPDATE pending_messages SET status='processing', attempts=attempts+1 WHERE id=?",
+                (row["id"],),
+            )
+        return QueuedMessage(
+            int(row["id"]),
+            int(row["session_id"]),
+            str(row["kind"]),
+            json.loads(row["payload"]),
+            int(row["attempts"]) + 1,
+        )
+
+    def complete_message(self, message: QueuedMessage, reply: str) -> None:
+        """Store the reply and mark the message processed, atomically (exactly once)."""
+        table = {"observation": "observations", "summarize": "summaries"}.get(message.kind)
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if table is not None:
+                self.db.execute(
+                    f"INSERT INTO {table}(session_id, message_id, text, created) VALUES (?,?,?,?)",  # noqa: S608 - table name from a fixed map
+                    (message.session_id, message.id, reply, now),
+                )
+            self.db.execute(
+                "UPDATE pending_messages SET status='processed', done=? WHERE id=?",
+                (now, message.id),
+            )
+
+    def release_message(self, message: QueuedMessage, error: str, max_attempts: int) -> None:
+        """A turn failed: give the message back to the queue, or fail it for good."""
+        status = "failed" if message.attempts >= max_attempts else "pending"
+        self.db.execute(
+            "UPDATE pending_messages SET status=?, error=?, done=? WHERE id=?",
+            (status, error[:500], time.time() if status == "failed" else None, message.id),
+        )
+
+    def requeue_interrupted(self) -> int:
+        """At start: messages a dead worker was processing were never stored; queue them again."""
+        cur = self.db.execute(
+            "UPDATE pending_messages SET status='pending' WHERE status='processing'"
+        )
+        return cur.rowcount
+
+    def pending_count(self, session_id: int | None = None) -> int:
+        if session_id is None:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM pending_messages WHERE status IN ('pending','processing')"
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM pending_messages WHERE session_id=? "
+                "AND status IN ('pending','processing')",
+                (session_id,),
+            ).fetchone()
+        return int(row[0])
+
+    def pending_messages(self) -> list[sqlite3.Row]:
+        return list(
+            self.db.execute(
+                "SELECT id, session_id, kind, status, attempts, created FROM pending_messages "
+                "WHERE status IN ('pending','processing') ORDER BY id"
+            )
+        )
+
+    # -- registry -----------------------------------------------------------------------------
+    def register_process(
+        self, run_id: int, session_id: int | None, pid: int, create_time: float, group: str
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO processes(run_id, session_id, pid, create_time, grp, state, started) "
+            "VALUES (?,?,?,?,?, 'live', ?)",
+            (run_id, session_id, pid, create_time, group, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def set_process_state(
+        self, row_id: int, state: str, *, exit_code: int | None = None, how: str | None = None
+    ) -> None:
+        ended = None if state in OPEN_STATES else time.time()
+        self.db.execute(
+            "UPDATE processes SET state=?, ended=COALESCE(ended, ?), "
+            "exit_code=COALESCE(?, exit_code), how=COALESCE(?, how) WHERE id=?",
+            (state, ended, exit_code, how, row_id),
+        )
+
+    def open_processes(self, *, exclude_run: int | None = None) -> list[sqlite3.Row]:
+        return list(
+            self.db.execute(
+                "SELECT p.*, r.mark FROM processes p JOIN runs r ON r.id=p.run_id "
+                "WHERE p.state IN ('live','ending') AND p.run_id<>? ORDER BY p.id",
+                (exclude_run if exclude_run is not None else -1,),
+            )
+        )
+
+    def processes(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM processes ORDER BY id"))
+
+    # -- stats --------------------------------------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        def by(sql: str) -> dict[str, int]:
+            return {str(k): int(v) for k, v in self.db.execute(sql)}
+
+        return {
+            "sessions": by("SELECT status, COUNT(*) FROM sessions GROUP BY status"),
+            "queue": by("SELECT status, COUNT(*) FROM pending_messages GROUP BY status"),
+            "processes": by("SELECT state, COUNT(*) FROM processes GROUP BY state"),
+            "observations": int(self.db.execute("SELECT COUNT(*) FROM observations").fetchone()[0]),
+            "summaries": int(self.db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]),
+            "prompts": int(self.db.execute("SELECT COUNT(*) FROM prompts").fetchone()[0]),
+        }
