@@ -1,0 +1,23 @@
+"""POSIX: SIGTERM/SIGINT/SIGHUP end the process with 128+n (as node does), or are ignored."""
+
+from __future__ import annotations
+
+import signal
+
+from fake_claude.ledger import Ledger
+from fake_claude.lifecycle import exit_now
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def install(ledger: Ledger, ignore: bool) -> None:
+    def handler(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if ignore:
+            ledger.write("signal", signum=signum, name=name, action="ignored")
+            return
+        ledger.write("signal", signum=signum, name=name, action="exit")
+        exit_now(ledger, 128 + signum)
+
+    for sig in SIGNALS:
+        signal.signal(sig, handler)

@@ -1,0 +1,58 @@
+"""POSIX spawning: posix_spawn for grandchildren, a double fork + setsid for escapees."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+# The write end of each grandchild's stdin pipe; held until this process dies, so a grandchild
+# sees EOF exactly when its fake parent is gone (as an MCP server on stdio does).
+_keep: list[int] = []
+
+
+def spawn_grandchild(argv: list[str]) -> int:
+    r, w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, r, 0),
+                (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, devnull, 2),
+            ],
+            setsigdef=(signal.SIGCHLD,),
+        )
+    finally:
+        os.close(r)
+        os.close(devnull)
+    _keep.append(w)
+    # Reap exited grandchildren automatically; real CLIs do not leave zombies behind either.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    return pid
+
+
+def spawn_escapee(argv: list[str]) -> None:
+    """Double fork: the daemon ends up in its own session, reparented away from us."""
+    pid = os.fork()
+    if pid == 0:  # intermediate
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.closerange(3, 1 << 16)
+            os.chdir("/")
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # already reaped through SIGCHLD=SIG_IGN

@@ -1,0 +1,29 @@
+"""Windows spawning: grandchildren on a stdin pipe; escapees detached, trying to leave the job."""
+
+from __future__ import annotations
+
+import subprocess
+
+_keep: list[subprocess.Popen] = []
+
+DETACHED_PROCESS = 0x00000008
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+
+
+def spawn_grandchild(argv: list[str]) -> int:
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _keep.append(proc)  # holding the pipe: EOF reaches the child when we die
+    return proc.pid
+
+
+def spawn_escapee(argv: list[str]) -> None:
+    base = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    io = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.Popen(argv, creationflags=base | CREATE_BREAKAWAY_FROM_JOB, close_fds=True, **io)
+    except OSError:
+        # The job forbids breakaway (as a well-contained worker's should): stay detached inside it.
+        subprocess.Popen(argv, creationflags=base, close_fds=True, **io)

@@ -1,0 +1,36 @@
+"""Windows stdin reader: a daemon thread reads lines into a queue, readline(timeout) drains it."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+
+from fake_claude.stdio import TIMEOUT
+
+
+class ThreadLineReader:
+    def __init__(self) -> None:
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.eof = False
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        stream = sys.stdin.buffer
+        while True:
+            line = stream.readline()
+            if not line:
+                self.lines.put(None)
+                return
+            self.lines.put(line.rstrip(b"\r\n"))
+
+    def readline(self, timeout: float | None = None) -> bytes | None | object:
+        if self.eof:
+            return None
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return TIMEOUT
+        if line is None:
+            self.eof = True
+        return line

@@ -1,0 +1,65 @@
+"""A grandchild (MCP-server-like) or escapee process started by a fake main.
+
+Grandchild: reads stdin until EOF (its parent's death), then exits, unless `--linger 1`.
+Escapee: detached, idles forever. Either may ignore SIGTERM/SIGINT/SIGHUP (`--ignore 1`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fake_claude import RUN_ID_FLAG
+
+
+def _opt(argv: list[str], name: str, default: str) -> str:
+    if name in argv:
+        i = argv.index(name)
+        if i + 1 < len(argv):
+            return argv[i + 1]
+    return default
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from fake_claude.identity import create_time
+    from fake_claude.ledger import Ledger
+    from fake_claude.lifecycle import exit_now, install_signal_policy
+
+    run_id = os.environ.get("FAKE_CLAUDE_RUN_ID")
+    for tok in argv:
+        if tok.startswith(RUN_ID_FLAG + "="):
+            run_id = tok.partition("=")[2] or run_id
+    role = _opt(argv, "--role", "grandchild")
+    ignore = _opt(argv, "--ignore", "0") == "1"
+    linger = _opt(argv, "--linger", "0") == "1"
+    ledger = Ledger(os.environ.get("FAKE_CLAUDE_LEDGER"), run_id)
+    install_signal_policy(ledger, ignore)
+    ledger.write(
+        "start",
+        ppid=os.getppid(),
+        create_time=create_time(),
+        argv=list(sys.orig_argv),
+        scenario=f"{role}:ignore={int(ignore)},linger={int(linger)}",
+        role=role,
+        parent_pid=int(_opt(argv, "--parent-pid", "0")),
+    )
+    if role == "grandchild":
+        while True:
+            try:
+                chunk = os.read(0, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+        ledger.write("stdin_eof")
+        if not linger:
+            exit_now(ledger, 0)
+    from fake_claude.faults import idle_forever
+
+    idle_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Processes a fake main starts: MCP-server-like grandchildren and escaping daemons.
+
+Each is `python -I -S fake_claude/_boot.py --fake-claude-child ...` and carries the run id in argv.
+Platform mechanics live in _spawn_posix.py / _spawn_windows.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fake_claude import RUN_ID_FLAG
+from fake_claude.context import Context
+
+BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
+
+
+def child_argv(role: str, run_id: str | None, *, ignore: bool, linger: bool) -> list[str]:
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        BOOT,
+        "--fake-claude-child",
+        "--role",
+        role,
+        "--parent-pid",
+        str(os.getpid()),
+        "--ignore",
+        "1" if ignore else "0",
+        "--linger",
+        "1" if linger else "0",
+        f"{RUN_ID_FLAG}={run_id or ''}",
+    ]
+
+
+def _platform():
+    if sys.platform == "win32":
+        from fake_claude import _spawn_windows as impl
+    else:
+        from fake_claude import _spawn_posix as impl
+    return impl
+
+
+def start_children(ctx: Context) -> list[int]:
+    """Start what the scenario asks for; returns the pids of direct children still ours."""
+    sc = ctx.scenario
+    impl = _platform()
+    pids: list[int] = []
+    if sc.has("grandchild"):
+        n = int(sc.num("grandchild", "n", 2))
+        ignore = sc.flag("grandchild", "ignore")
+        linger = sc.flag("grandchild", "linger")
+        for _ in range(n):
+            argv = child_argv("grandchild", ctx.run_id, ignore=ignore, linger=linger)
+            pids.append(impl.spawn_grandchild(argv))
+    if sc.has("escape"):
+        for _ in range(int(sc.num("escape", "n", 1))):
+            argv = child_argv("escapee", ctx.run_id, ignore=True, linger=True)
+            impl.spawn_escapee(argv)
+    return pids

@@ -1,0 +1,97 @@
+"""`fake-claude` / `python -m fake_claude`: the fake claude CLI's entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from fake_claude import DEFAULT_VERSION
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "shim":
+        from fake_claude.shim import shim_main
+
+        return shim_main(argv[1:])
+    if argv and argv[0] == "selfcheck":
+        from fake_claude.selfcheck import selfcheck_main
+
+        return selfcheck_main(argv[1:])
+
+    from fake_claude.args import parse
+
+    args = parse(argv)
+    if args.has("-v", "--version"):
+        version = os.environ.get("FAKE_CLAUDE_VERSION") or DEFAULT_VERSION
+        sys.stdout.write(f"{version} (Claude Code)\n")
+        return 0
+    if args.has("-h", "--help"):
+        sys.stdout.write(
+            "Usage: claude [options] [prompt]  (fake-claude: a stand-in for tests)\n"
+            "  fake-claude shim DIR [--scenario S] [--seed N] [--ledger PATH] [--run-id ID]\n"
+        )
+        return 0
+    return run_main_process(args, argv)
+
+
+def run_main_process(args, argv: list[str]) -> int:
+    from fake_claude.context import Context
+    from fake_claude.identity import create_time
+    from fake_claude.ledger import Ledger
+    from fake_claude.lifecycle import exit_now, install_signal_policy
+    from fake_claude.messages import new_uuid
+    from fake_claude.scenario import ScenarioError, draw_index, load_file, parse_spec, resolve_mix
+
+    env = os.environ
+    run_id = args.run_id or env.get("FAKE_CLAUDE_RUN_ID") or None
+    ledger = Ledger(env.get("FAKE_CLAUDE_LEDGER"), run_id)
+    seed = env.get("FAKE_CLAUDE_SEED", "0")
+    try:
+        spec = env.get("FAKE_CLAUDE_SCENARIO", "")
+        if env.get("FAKE_CLAUDE_SCENARIO_FILE"):
+            spec, file_seed = load_file(env["FAKE_CLAUDE_SCENARIO_FILE"])
+            if file_seed is not None and "FAKE_CLAUDE_SEED" not in env:
+                seed = file_seed
+        scenario = parse_spec(spec or "ok")
+        draw = draw_index(ledger.path) if scenario.has("mix") else 0
+        scenario = resolve_mix(scenario, seed, f"{draw}:{' '.join(argv)}")
+    except (ScenarioError, OSError, ValueError) as exc:
+        sys.stderr.write(f"fake-claude: bad scenario: {exc}\n")
+        return 2
+    ctx = Context(args, scenario, ledger, seed, draw)
+    session_id = args.value("--resume", "-r", "--session-id") or new_uuid()
+    install_signal_policy(ledger, scenario.has("ignore-sigterm"))
+    ledger.write(
+        "start",
+        ppid=os.getppid(),
+        create_time=create_time(),
+        argv=list(sys.orig_argv),
+        scenario=scenario.spec(),
+        role="main",
+        session_id=session_id,
+        parent_pid=None,
+    )
+    if scenario.has("exit-early"):
+        ledger.write("misbehave", what="exit-early", at="start")
+        exit_now(ledger, int(scenario.num("exit-early", "code", 1)))
+    if scenario.has("ballast"):
+        from fake_claude.faults import hold_ballast
+
+        hold_ballast(scenario.num("ballast", "mb", 64))
+    if scenario.has("grandchild") or scenario.has("escape"):
+        from fake_claude.children import start_children
+
+        start_children(ctx)
+    from fake_claude.faults import at_point
+
+    at_point(ctx, "start", 0, session_id)
+
+    if args.has("-p", "--print") and args.value("--input-format") != "stream-json":
+        from fake_claude.oneshot import run_oneshot
+
+        code = run_oneshot(ctx, session_id)
+        exit_now(ledger, code)
+    from fake_claude.session import run_session
+
+    return run_session(ctx, session_id)

@@ -1,0 +1,248 @@
+"""Builders for the stream-json messages the real CLI writes (fields the SDKs read)."""
+
+from __future__ import annotations
+
+import os
+
+from fake_claude import DEFAULT_VERSION
+
+TOOLS = [
+    "Task",
+    "Bash",
+    "Glob",
+    "Grep",
+    "Read",
+    "Edit",
+    "Write",
+    "NotebookEdit",
+    "WebFetch",
+    "TodoWrite",
+    "WebSearch",
+]
+
+
+def new_uuid() -> str:
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40  # version 4
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+def usage(input_tokens: int, output_tokens: int) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": output_tokens,
+        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+        "service_tier": "standard",
+    }
+
+
+def control_success(request_id: str, response: dict | None = None) -> dict:
+    return {
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": response or {}},
+    }
+
+
+def control_error(request_id: str, error: str) -> dict:
+    return {
+        "type": "control_response",
+        "response": {"subtype": "error", "request_id": request_id, "error": error},
+    }
+
+
+def initialize_response(model: str, version: str | None) -> dict:
+    return {
+        "commands": [
+            {
+                "name": "compact",
+                "description": "Clear history but keep a summary",
+                "argumentHint": "",
+            },
+            {"name": "context", "description": "Show current context usage", "argumentHint": ""},
+        ],
+        "agents": [{"name": "general-purpose", "description": "General-purpose agent"}],
+        "output_style": "default",
+        "available_output_styles": ["default", "Explanatory", "Learning"],
+        "models": [
+            {"value": "default", "displayName": "Default", "description": model},
+            {"value": model, "displayName": model, "description": model},
+        ],
+        "account": {"apiKeySource": "none", "tokenSource": "none"},
+        "pid": os.getpid(),
+        "claude_code_version": version or DEFAULT_VERSION,
+        "hook_on_failure_supported": True,
+        "hooks_applied": True,
+    }
+
+
+def session_state(session_id: str, state: str) -> dict:
+    return {
+        "type": "system",
+        "subtype": "session_state_changed",
+        "state": state,
+        "sdk_host_only": True,
+        "session_id": session_id,
+        "uuid": new_uuid(),
+    }
+
+
+def system_init(
+    session_id: str, model: str, permission_mode: str, version: str | None, tools: list[str]
+) -> dict:
+    return {
+        "type": "system",
+        "subtype": "init",
+        "cwd": os.getcwd(),
+        "session_id": session_id,
+        "tools": tools,
+        "mcp_servers": [],
+        "model": model,
+        "permissionMode": permission_mode,
+        "slash_commands": ["compact", "context", "cost", "init", "review"],
+        "apiKeySource": "none",
+        "claude_code_version": version or DEFAULT_VERSION,
+        "output_style": "default",
+        "agents": ["general-purpose"],
+        "skills": [],
+        "plugins": [],
+        "uuid": new_uuid(),
+    }
+
+
+def assistant(
+    session_id: str, model: str, content: list[dict], msg_id: str, stop_reason: str | None = None
+) -> dict:
+    return {
+        "type": "assistant",
+        "message": {
+            "id": msg_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage(3, 1),
+            "context_management": None,
+        },
+        "parent_tool_use_id": None,
+        "session_id": session_id,
+        "uuid": new_uuid(),
+    }
+
+
+def user(session_id: str, content: list[dict], tool_use_result: object = None) -> dict:
+    msg = {
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": None,
+        "session_id": session_id,
+        "uuid": new_uuid(),
+    }
+    if tool_use_result is not None:
+        msg["tool_use_result"] = tool_use_result
+    return msg
+
+
+def stream_event(session_id: str, event: dict) -> dict:
+    return {
+        "type": "stream_event",
+        "event": event,
+        "session_id": session_id,
+        "parent_tool_use_id": None,
+        "uuid": new_uuid(),
+    }
+
+
+def text_stream_events(model: str, msg_id: str, text: str, pieces: int = 3) -> list[dict]:
+    """The raw Messages API SSE events that stream `text` as one text block."""
+    step = max(1, -(-len(text) // pieces))
+    chunks = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+    events: list[dict] = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": usage(3, 1),
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    for chunk in chunks:
+        events.append(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": chunk},
+            }
+        )
+    events.append({"type": "content_block_stop", "index": 0})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": max(1, len(text) // 4)},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return events
+
+
+def result(
+    session_id: str,
+    *,
+    subtype: str,
+    is_error: bool,
+    text: str | None,
+    duration_ms: int,
+    num_turns: int,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    permission_denials: list[dict] | None = None,
+    errors: list[str] | None = None,
+) -> dict:
+    msg = {
+        "type": "result",
+        "subtype": subtype,
+        "is_error": is_error,
+        "duration_ms": duration_ms,
+        "duration_api_ms": max(0, duration_ms // 2),
+        "num_turns": num_turns,
+        "stop_reason": "end_turn" if not is_error else None,
+        "session_id": session_id,
+        "total_cost_usd": 0.0,
+        "usage": usage(input_tokens, output_tokens),
+        "modelUsage": {
+            model: {
+                "inputTokens": input_tokens,
+                "outputTokens": output_tokens,
+                "cacheReadInputTokens": 0,
+                "cacheCreationInputTokens": 0,
+                "webSearchRequests": 0,
+                "costUSD": 0.0,
+                "contextWindow": 200000,
+            }
+        },
+        "permission_denials": permission_denials or [],
+        "uuid": new_uuid(),
+    }
+    if text is not None:
+        msg["result"] = text
+    if errors:
+        msg["errors"] = errors
+    return msg

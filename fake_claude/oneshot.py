@@ -1,0 +1,49 @@
+"""`claude -p PROMPT`: one turn, printed as text, json or stream-json, then exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from fake_claude import messages as m
+from fake_claude.context import Context
+from fake_claude.faults import at_point
+from fake_claude.reply import observation
+from fake_claude.stdio import send, write_bytes
+
+
+def run_oneshot(ctx: Context, session_id: str) -> int:
+    started = time.monotonic()
+    args = ctx.args
+    prompt = " ".join(args.positional)
+    if not prompt:
+        prompt = sys.stdin.read()
+        ctx.ledger.write("stdin_eof")
+    fmt = args.value("--output-format") or "text"
+    model = args.value("--model") or "claude-sonnet-4-5"
+    mode = args.value("--permission-mode") or "default"
+    at_point(ctx, "mid-turn", 1, session_id)
+    text = observation(prompt)
+    res = m.result(
+        session_id,
+        subtype="success",
+        is_error=False,
+        text=text,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        num_turns=1,
+        model=model,
+        input_tokens=max(1, len(prompt.split())),
+        output_tokens=max(1, len(text) // 4),
+    )
+    if fmt == "json":
+        write_bytes((json.dumps(res) + "\n").encode())
+    elif fmt == "stream-json":
+        send(m.system_init(session_id, model, mode, ctx.version, list(m.TOOLS)))
+        send(m.assistant(session_id, model, [{"type": "text", "text": text}], m.new_id("msg_")))
+        send(res)
+    else:
+        write_bytes((text + "\n").encode())
+    ctx.ledger.write("turn", n=1, session_id=session_id, interrupted=False)
+    at_point(ctx, "after-result", 1, session_id)
+    return 0

@@ -1,0 +1,187 @@
+"""Scenario specs: `name[:k=v,...]` parts joined by `+`, from FAKE_CLAUDE_SCENARIO or a file.
+
+`mix` is resolved per process into one concrete part drawn from weights, from the seed and a draw
+index (see `draw_index`), so a seeded soak replays the same multiset of behaviours.
+"""
+
+from __future__ import annotations
+
+import os
+
+NAMES = (
+    "ok",
+    "slow",
+    "hang",
+    "ignore-eof",
+    "ignore-sigterm",
+    "grandchild",
+    "escape",
+    "crash",
+    "exit-early",
+    "garbage",
+    "huge-line",
+    "stderr-flood",
+    "ballast",
+    "mix",
+)
+POINTS = ("start", "before-init", "after-init", "mid-turn", "after-result")
+FAULTS = tuple(n for n in NAMES if n not in ("ok", "mix"))
+# Bare `mix`: mostly healthy processes, every fault now and then.
+DEFAULT_MIX = {"ok": 8, **{name: 1 for name in FAULTS}}
+
+
+class ScenarioError(ValueError):
+    pass
+
+
+class Scenario:
+    """Parts in order; a name given twice merges its parameters (the later one wins)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: dict[str, dict[str, str]] | None = None) -> None:
+        self.parts: dict[str, dict[str, str]] = parts or {}
+
+    def has(self, name: str) -> bool:
+        return name in self.parts
+
+    def param(self, name: str, key: str, default: str) -> str:
+        return self.parts.get(name, {}).get(key, default)
+
+    def num(self, name: str, key: str, default: float) -> float:
+        raw = self.parts.get(name, {}).get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ScenarioError(f"{name}:{key}={raw!r} is not a number") from None
+
+    def flag(self, name: str, key: str, default: bool = False) -> bool:
+        raw = self.parts.get(name, {}).get(key)
+        if raw is None:
+            return default
+        return raw.lower() not in ("0", "false", "no", "off", "")
+
+    def spec(self) -> str:
+        out = []
+        for name, params in self.parts.items():
+            if params:
+                out.append(name + ":" + ",".join(f"{k}={v}" for k, v in params.items()))
+            else:
+                out.append(name)
+        return "+".join(out) or "ok"
+
+
+def parse_spec(spec: str) -> Scenario:
+    scenario = Scenario()
+    for raw in spec.split("+"):
+        raw = raw.strip()
+        if not raw:
+            continue
+        name, _, rest = raw.partition(":")
+        name = name.strip()
+        if name not in NAMES:
+            raise ScenarioError(f"unknown scenario {name!r} (known: {' '.join(NAMES)})")
+        params = scenario.parts.setdefault(name, {})
+        for item in rest.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ScenarioError(f"{name}: expected key=value, got {item!r}")
+            params[key.strip()] = value.strip()
+    at = _points_used(scenario)
+    for point in at:
+        if point not in POINTS:
+            raise ScenarioError(f"unknown point {point!r} (known: {' '.join(POINTS)})")
+    return scenario
+
+
+def _points_used(scenario: Scenario) -> list[str]:
+    return [p["at"] for p in scenario.parts.values() if "at" in p]
+
+
+def load_file(path: str) -> tuple[str, str | None]:
+    """(spec, seed or None) from a JSON or TOML scenario file.
+
+    Accepted shapes: {"spec": "a+b:k=v"} or {"parts": [{"name": "a", "k": "v"}, ...]},
+    plus an optional "seed".
+    """
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        data = tomllib.loads(raw.decode())
+    else:
+        import json
+
+        data = json.loads(raw)
+    seed = data.get("seed")
+    if "spec" in data or "scenario" in data:
+        spec = str(data.get("spec", data.get("scenario")))
+    else:
+        parts = []
+        for part in data.get("parts", []):
+            part = dict(part)
+            name = str(part.pop("name"))
+            params = ",".join(f"{k}={v}" for k, v in part.items())
+            parts.append(f"{name}:{params}" if params else name)
+        spec = "+".join(parts) or "ok"
+    return spec, None if seed is None else str(seed)
+
+
+def draw_index(ledger_path: str | None) -> int:
+    """A per-process index for mix draws, unique within a ledger's run.
+
+    One byte is appended to `<ledger>.draws`; with O_APPEND the offset after the write is this
+    process's slot, so concurrent fakes get distinct indices without locks.
+    """
+    if not ledger_path:
+        return 0
+    fd = os.open(ledger_path + ".draws", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b".")
+        return os.lseek(fd, 0, os.SEEK_CUR) - 1
+    finally:
+        os.close(fd)
+
+
+def resolve_mix(scenario: Scenario, seed: str, key: str) -> Scenario:
+    """Replace `mix` by one drawn part (other parts stay). Deterministic in (seed, key)."""
+    if not scenario.has("mix"):
+        return scenario
+    import random  # lazily: only mixes pay for it
+
+    weights = scenario.parts["mix"] or {k: str(v) for k, v in DEFAULT_MIX.items()}
+    names, values = [], []
+    for name, w in weights.items():
+        if name not in NAMES or name == "mix":
+            raise ScenarioError(f"mix: unknown scenario {name!r}")
+        names.append(name)
+        values.append(float(w))
+    rng = random.Random(f"mix:{seed}:{key}")
+    name = rng.choices(names, weights=values)[0]
+    params: dict[str, str] = {}
+    if name == "hang":
+        params["at"] = rng.choice(("before-init", "mid-turn", "after-result"))
+    elif name == "crash":
+        params["at"] = rng.choice(("after-init", "mid-turn", "after-result"))
+        if rng.random() < 0.5:
+            params["signal"] = rng.choice(("KILL", "SEGV", "ABRT"))
+        else:
+            params["code"] = str(rng.choice((1, 2, 3)))
+    elif name == "grandchild":
+        params["n"] = str(rng.randint(1, 3))
+        params["ignore"] = str(rng.randint(0, 1))
+    parts = {}
+    for existing, p in scenario.parts.items():
+        if existing == "mix":
+            parts.setdefault(name, {}).update(params)
+        else:
+            parts.setdefault(existing, {}).update(p)
+    return Scenario(parts)

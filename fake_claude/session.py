@@ -1,0 +1,349 @@
+"""The stream-json session: control protocol, turns, interrupts, tool round-trips."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+
+from fake_claude import messages as m
+from fake_claude.context import Context
+from fake_claude.faults import at_point, idle_forever
+from fake_claude.lifecycle import exit_now
+from fake_claude.reply import content_text, observation
+from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
+
+INTERRUPTED_TEXT = "[Request interrupted by user]"
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InputClosed(Exception):
+    """stdin ended while the turn was waiting for an answer from the SDK."""
+
+
+class Session:
+    def __init__(self, ctx: Context, session_id: str) -> None:
+        a = ctx.args
+        self.ctx = ctx
+        self.reader = line_reader()
+        self.session_id = session_id
+        self.model = a.value("--model") or "claude-sonnet-4-5"
+        self.permission_mode = a.value("--permission-mode") or "default"
+        self.partial = a.has("--include-partial-messages")
+        self.stdio_permissions = a.value("--permission-prompt-tool") == "stdio"
+        disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
+        self.tools = [t for t in m.TOOLS if t not in disallowed]
+        self.hooks: dict = {}
+        self.pending: deque[dict] = deque()
+        self.responses: dict[str, dict] = {}
+        self.turns = 0
+        self.last_error = False
+        self.eof = False
+        self.seen_input = False
+        self.in_turn = False
+        self.req_counter = 0
+        sc = ctx.scenario
+        self.latency = sc.num("slow", "latency", 0.05) if sc.has("slow") else 0.0
+        self.jitter = sc.num("slow", "jitter", 0.05) if sc.has("slow") else 0.0
+        self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
+
+    # ---- main loop -------------------------------------------------------------------------
+    def run(self) -> int:
+        while True:
+            if self.pending:
+                self.turn(self.pending.popleft())
+                continue
+            if self.eof:
+                return self.finish()
+            self.dispatch(self.reader.readline(None))
+
+    def finish(self) -> int:
+        if self.ctx.scenario.has("ignore-eof"):
+            # The #603 observer: stdin is gone but the process stays.
+            self.ctx.ledger.write("misbehave", what="ignore-eof", at="stdin-eof")
+            idle_forever()
+        code = 1 if self.last_error else 0
+        exit_now(self.ctx.ledger, code)
+        return code  # pragma: no cover
+
+    def dispatch(self, line: bytes | None | object) -> None:
+        """Handle one stdin line (None = EOF). Raises Interrupted on an interrupt mid-turn."""
+        if line is TIMEOUT:
+            return
+        if line is None:
+            if not self.eof:
+                self.eof = True
+                self.ctx.ledger.write("stdin_eof")
+            return
+        assert isinstance(line, bytes)
+        if not line.strip():
+            return
+        if not self.seen_input:
+            self.seen_input = True
+            if self.first_delay:
+                time.sleep(self.first_delay)  # first-byte delay
+            at_point(self.ctx, "before-init", 0, self.session_id)
+        try:
+            msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            shown = line[:200].decode("utf-8", "replace")
+            sys.stderr.write(f"Error parsing streaming input line: {shown}: {exc}\n")
+            exit_now(self.ctx.ledger, 1)
+            return
+        kind = msg.get("type")
+        if kind == "user":
+            self.pending.append(msg)
+        elif kind == "control_request":
+            self.control(msg)
+        elif kind == "control_response":
+            resp = msg.get("response") or {}
+            self.responses[str(resp.get("request_id"))] = resp
+        # Anything else (keep_alive, environment updates) is accepted and ignored.
+
+    # ---- control requests from the SDK ------------------------------------------------------
+    def control(self, msg: dict) -> None:
+        rid = str(msg.get("request_id"))
+        req = msg.get("request") or {}
+        sub = req.get("subtype")
+        if sub == "initialize":
+            self.hooks = req.get("hooks") or {}
+            send(m.control_success(rid, m.initialize_response(self.model, self.ctx.version)))
+            at_point(self.ctx, "after-init", 0, self.session_id)
+        elif sub == "interrupt":
+            send(m.control_success(rid))
+            if self.in_turn:
+                raise Interrupted()
+        elif sub == "set_permission_mode":
+            self.permission_mode = str(req.get("mode", self.permission_mode))
+            send(m.control_success(rid, {"mode": self.permission_mode}))
+        elif sub == "set_model":
+            self.model = str(req.get("model") or "claude-sonnet-4-5")
+            send(m.control_success(rid))
+        elif sub == "mcp_status":
+            send(m.control_success(rid, {"mcpServers": []}))
+        elif sub in ("get_context_usage", "rewind_files", "mcp_reconnect", "mcp_toggle"):
+            send(m.control_success(rid))
+        else:
+            send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
+
+    def request(self, body: dict) -> dict:
+        """Send a CLI-initiated control request and wait for the SDK's answer."""
+        self.req_counter += 1
+        rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
+        send({"type": "control_request", "request_id": rid, "request": body})
+        while rid not in self.responses:
+            if self.eof:
+                raise InputClosed()
+            self.dispatch(self.reader.readline(None))
+        resp = self.responses.pop(rid)
+        if resp.get("subtype") == "error":
+            return {"_error": str(resp.get("error", "error"))}
+        return resp.get("response") or {}
+
+    def pause(self, seconds: float) -> None:
+        """Wait, while still answering control requests (an interrupt ends the turn)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.eof:
+                time.sleep(left)
+                return
+            self.dispatch(self.reader.readline(left))
+
+    def emit(self, msg: dict) -> None:
+        if self.latency or self.jitter:
+            extra = self.ctx.rng().uniform(0, self.jitter) if self.jitter else 0.0
+            self.pause(self.latency + extra)
+        send(msg)
+
+    # ---- a turn ---------------------------------------------------------------------------
+    def turn(self, user_msg: dict) -> None:
+        self.turns += 1
+        n = self.turns
+        started = time.monotonic()
+        message = user_msg.get("message") or {}
+        prompt = content_text(message.get("content"))
+        self.in_turn = True
+        interrupted = False
+        in_tokens = max(1, len(prompt.split()))
+        try:
+            send(m.session_state(self.session_id, "running"))
+            send(
+                m.system_init(
+                    self.session_id, self.model, self.permission_mode, self.ctx.version, self.tools
+                )
+            )
+            at_point(self.ctx, "mid-turn", n, self.session_id)
+            text = observation(prompt)
+            denials: list[dict] = []
+            api_turns = 1
+            tool = self.ctx.scenario.param("ok", "tool", "")
+            if tool:
+                denials = self.tool_round(tool, prompt)
+                api_turns = 2
+            msg_id = m.new_id("msg_")
+            if self.partial:
+                for event in m.text_stream_events(self.model, msg_id, text):
+                    self.emit(m.stream_event(self.session_id, event))
+            self.emit(
+                m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
+            )
+            self.emit(
+                m.result(
+                    self.session_id,
+                    subtype="success",
+                    is_error=False,
+                    text=text,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    num_turns=api_turns,
+                    model=self.model,
+                    input_tokens=in_tokens,
+                    output_tokens=max(1, len(text) // 4),
+                    permission_denials=denials,
+                )
+            )
+            self.last_error = False
+        except Interrupted:
+            interrupted = True
+            send(m.user(self.session_id, [{"type": "text", "text": INTERRUPTED_TEXT}]))
+            send(self._error_result(started, in_tokens, "error_during_execution", []))
+            self.last_error = True
+        except InputClosed:
+            send(self._error_result(started, in_tokens, "error_during_execution", ["stdin closed"]))
+            self.last_error = True
+        finally:
+            self.in_turn = False
+        send(m.session_state(self.session_id, "idle"))
+        self.ctx.ledger.write("turn", n=n, session_id=self.session_id, interrupted=interrupted)
+        at_point(self.ctx, "after-result", n, self.session_id)
+
+    def _error_result(self, started: float, in_tokens: int, subtype: str, errors: list) -> dict:
+        return m.result(
+            self.session_id,
+            subtype=subtype,
+            is_error=True,
+            text=None,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            num_turns=1,
+            model=self.model,
+            input_tokens=in_tokens,
+            output_tokens=0,
+            errors=errors,
+        )
+
+    def tool_round(self, tool: str, prompt: str) -> list[dict]:
+        """One tool use: PreToolUse hooks, can_use_tool, the result, PostToolUse hooks."""
+        tool_id = m.new_id("toolu_")
+        tool_input: dict = {"command": f"echo {len(prompt.split())} words", "description": "fake"}
+        self.emit(
+            m.assistant(
+                self.session_id,
+                self.model,
+                [{"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}],
+                m.new_id("msg_"),
+                stop_reason="tool_use",
+            )
+        )
+        denied: str | None = None
+        for out in self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input}):
+            specific = out.get("hookSpecificOutput") or {}
+            if out.get("decision") == "block" or specific.get("permissionDecision") == "deny":
+                denied = str(
+                    specific.get("permissionDecisionReason") or out.get("reason") or "hook denied"
+                )
+            if isinstance(specific.get("updatedInput"), dict):
+                tool_input = specific["updatedInput"]
+        if (
+            denied is None
+            and self.stdio_permissions
+            and self.permission_mode != "bypassPermissions"
+        ):
+            answer = self.request(
+                {
+                    "subtype": "can_use_tool",
+                    "tool_name": tool,
+                    "input": tool_input,
+                    "tool_use_id": tool_id,
+                    "permission_suggestions": [],
+                }
+            )
+            if answer.get("behavior") == "allow":
+                if isinstance(answer.get("updatedInput"), dict):
+                    tool_input = answer["updatedInput"]
+            else:
+                denied = str(answer.get("message") or answer.get("_error") or "denied")
+        if denied is None:
+            output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
+        else:
+            output = denied
+        self.emit(
+            m.user(
+                self.session_id,
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tool_id,
+                        "content": output,
+                        "is_error": denied is not None,
+                    }
+                ],
+                tool_use_result={"stdout": output, "stderr": "", "interrupted": False},
+            )
+        )
+        if denied is not None:
+            return [{"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}]
+        self.run_hooks(
+            "PostToolUse", tool, tool_id, {"tool_input": tool_input, "tool_response": output}
+        )
+        return []
+
+    def run_hooks(self, event: str, tool: str, tool_id: str, extra: dict) -> list[dict]:
+        outputs = []
+        for matcher in self.hooks.get(event) or []:
+            pattern = matcher.get("matcher")
+            if pattern not in (None, "", "*") and tool not in str(pattern).split("|"):
+                continue
+            for cb in matcher.get("hookCallbackIds") or []:
+                hook_input = {
+                    "session_id": self.session_id,
+                    "transcript_path": "",
+                    "cwd": os.getcwd(),
+                    "permission_mode": self.permission_mode,
+                    "hook_event_name": event,
+                    "tool_name": tool,
+                    "tool_use_id": tool_id,
+                    **extra,
+                }
+                outputs.append(
+                    self.request(
+                        {
+                            "subtype": "hook_callback",
+                            "callback_id": cb,
+                            "input": hook_input,
+                            "tool_use_id": tool_id,
+                        }
+                    )
+                )
+        return outputs
+
+
+def run_session(ctx: Context, session_id: str) -> int:
+    session = Session(ctx, session_id)
+    try:
+        return session.run()
+    except StdoutClosed:
+        # Our reader is gone: like EOF, unless this fake is built to linger.
+        ctx.ledger.write("stdin_eof")
+        if ctx.scenario.has("ignore-eof"):
+            idle_forever()
+        exit_now(ctx.ledger, 1)
+        return 1  # pragma: no cover

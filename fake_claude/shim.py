@@ -1,0 +1,120 @@
+"""Write an executable named `claude` that runs the fake with a run's settings baked in.
+
+POSIX: a /bin/sh script that execs the interpreter by absolute path (`-I -S`: no site import,
+so start-up stays close to a bare interpreter). Windows: `claude.cmd`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+
+from fake_claude import RUN_ID_FLAG
+
+BOOT = Path(__file__).resolve().with_name("_boot.py")
+SHORT_NAMES = {
+    "scenario": "FAKE_CLAUDE_SCENARIO",
+    "scenario_file": "FAKE_CLAUDE_SCENARIO_FILE",
+    "seed": "FAKE_CLAUDE_SEED",
+    "ledger": "FAKE_CLAUDE_LEDGER",
+    "run_id": "FAKE_CLAUDE_RUN_ID",
+    "version": "FAKE_CLAUDE_VERSION",
+}
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
+def normalise_settings(settings: dict[str, str]) -> dict[str, str]:
+    """Environment variables from settings given as FAKE_CLAUDE_* names or short names."""
+    env: dict[str, str] = {}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        name = SHORT_NAMES.get(key, key)
+        if not name.startswith("FAKE_CLAUDE_"):
+            name = "FAKE_CLAUDE_" + name.upper()
+        env[name] = str(value)
+    if "FAKE_CLAUDE_LEDGER" in env:
+        env["FAKE_CLAUDE_LEDGER"] = os.path.abspath(env["FAKE_CLAUDE_LEDGER"])
+    if "FAKE_CLAUDE_SCENARIO_FILE" in env:
+        env["FAKE_CLAUDE_SCENARIO_FILE"] = os.path.abspath(env["FAKE_CLAUDE_SCENARIO_FILE"])
+    env.setdefault("FAKE_CLAUDE_RUN_ID", new_run_id())
+    extra = _psutil_path()
+    if extra:
+        env.setdefault("FAKE_CLAUDE_SYS_PATH", extra)
+    return env
+
+
+def _psutil_path() -> str | None:
+    # Off Linux the fake needs psutil for its create_time; -S hides site-packages, so say where.
+    if sys.platform.startswith("linux"):
+        return None
+    import importlib.util
+
+    spec = importlib.util.find_spec("psutil")
+    if spec is None or not spec.origin:
+        return None
+    return str(Path(spec.origin).resolve().parent.parent)
+
+
+def write_shim(
+    directory: str | os.PathLike[str], settings: dict[str, str], *, python: str = sys.executable
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    env = normalise_settings(settings)
+    python = os.path.abspath(python)
+    run_flag = f"{RUN_ID_FLAG}={env['FAKE_CLAUDE_RUN_ID']}"
+    if sys.platform == "win32":
+        path = directory / "claude.cmd"
+        lines = ["@echo off", "rem fake claude (fake-claude shim): settings baked in"]
+        for k, v in sorted(env.items()):
+            lines.append(f'set "{k}={v.replace("%", "%%")}"')
+        lines.append(f'"{python}" -I -S "{BOOT}" {run_flag} %*')
+        text = "\r\n".join(lines) + "\r\n"
+    else:
+        path = directory / "claude"
+        lines = ["#!/bin/sh", "# fake claude (fake-claude shim): settings baked in"]
+        for k, v in sorted(env.items()):
+            lines.append(f"{k}={shlex.quote(v)}; export {k}")
+        cmd = " ".join(shlex.quote(p) for p in (python, "-I", "-S", str(BOOT), run_flag))
+        lines.append(f'exec {cmd} "$@"')
+        text = "\n".join(lines) + "\n"
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path
+
+
+def shim_main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="fake-claude shim", description=__doc__)
+    p.add_argument("dir")
+    p.add_argument("--scenario")
+    p.add_argument("--scenario-file")
+    p.add_argument("--seed")
+    p.add_argument("--ledger")
+    p.add_argument("--run-id")
+    p.add_argument("--version")
+    p.add_argument("--python", default=sys.executable)
+    ns = p.parse_args(argv)
+    settings = {
+        "scenario": ns.scenario,
+        "scenario_file": ns.scenario_file,
+        "seed": ns.seed,
+        "ledger": ns.ledger,
+        "run_id": ns.run_id,
+        "version": ns.version,
+    }
+    path = write_shim(
+        ns.dir, {k: v for k, v in settings.items() if v is not None}, python=ns.python
+    )
+    print(path)
+    return 0

@@ -1,0 +1,77 @@
+"""Line-framed stdin with timeouts, and whole-line writes to stdout.
+
+POSIX: select() on fd 0. Windows pipes cannot be select()ed: a reader thread feeds a queue
+(see _stdin_windows.py). Both give the same interface: readline(timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+TIMEOUT = object()  # readline() result when the timeout passed without a line
+
+
+class _PosixLineReader:
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def readline(self, timeout: float | None = None) -> bytes | None | object:
+        """Next line without its newline; None at EOF; TIMEOUT if none came in time."""
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+                return line
+            if self.eof:
+                if self.buf:
+                    line, self.buf = self.buf, b""
+                    return line
+                return None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return TIMEOUT
+                ready, _, _ = select.select([self.fd], [], [], left)
+                if not ready:
+                    continue
+            chunk = os.read(self.fd, 1 << 16)
+            if chunk:
+                self.buf += chunk
+            else:
+                self.eof = True
+
+
+def line_reader():
+    if sys.platform == "win32":
+        from fake_claude._stdin_windows import ThreadLineReader
+
+        return ThreadLineReader()
+    return _PosixLineReader()
+
+
+class StdoutClosed(Exception):
+    """The reader of our stdout went away (EPIPE)."""
+
+
+def write_bytes(data: bytes, fd: int = 1) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    except (BrokenPipeError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) in (22, 32):
+            raise StdoutClosed() from exc
+        raise
+
+
+def send(obj: dict) -> None:
+    write_bytes((json.dumps(obj, separators=(",", ":")) + "\n").encode())
