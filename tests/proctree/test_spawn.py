@@ -1,0 +1,96 @@
+"""Contained spawn: own session and group, the marker, pdeathsig wiring, after_spawn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+import proctree
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+
+SHOW_ENV = "import os, sys; sys.stdout.write(os.environ.get('LEAKPROOF_WORKER_MARK', '-'))"
+
+
+def test_marker_in_child_environment(mode: str) -> None:
+    opts = proctree.spawn_options("123:456.5")
+    out = subprocess.run(
+        [sys.executable, "-c", SHOW_ENV], capture_output=True, timeout=60, check=True, **opts
+    )
+    assert out.stdout.decode() == "123:456.5"
+
+
+def test_custom_env_is_kept_and_marked() -> None:
+    base = {k: v for k, v in os.environ.items() if k != proctree.MARK_ENV}
+    base["PROCTREE_TEST_VAR"] = "kept"
+    opts = proctree.spawn_options("m", env=base)
+    assert opts.env["PROCTREE_TEST_VAR"] == "kept"
+    assert opts.env[proctree.MARK_ENV] == "m"
+    assert proctree.MARK_ENV not in base  # the caller's mapping is not modified
+
+
+@posix_only
+def test_child_gets_its_own_session_and_group(mode: str, popens) -> None:
+    opts = proctree.spawn_options("m")
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], **opts)
+    popens.append(p)
+    c = proctree.after_spawn(p.pid, opts)
+    assert c.group == p.pid == c.pgid
+    assert os.getpgid(p.pid) == p.pid != os.getpgid(0)
+    assert os.getsid(p.pid) == p.pid
+    assert c.proc_id is not None and proctree.is_alive(c.proc_id)
+    assert c.mark == "m"
+
+
+def test_pdeathsig_only_on_native_linux(mode: str) -> None:
+    opts = proctree.spawn_options("m")
+    caps = proctree.capabilities()
+    assert ("preexec_fn" in opts) == caps.has_pdeathsig
+    if sys.platform.startswith("linux"):
+        assert caps.has_pdeathsig == (mode == "native")
+        assert caps.has_subreaper == (mode == "native")
+
+
+def test_fallback_env_var_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(proctree.FALLBACK_ENV, "1")
+    caps = proctree.capabilities()
+    assert not caps.has_pdeathsig and not caps.has_subreaper
+    assert not proctree.enable_subreaper()
+    monkeypatch.setenv(proctree.FALLBACK_ENV, "0")
+    assert proctree.capabilities().has_subreaper == sys.platform.startswith("linux")
+
+
+def test_asyncio_subprocess_accepts_the_options(mode: str) -> None:
+    async def go() -> tuple[str, bool]:
+        opts = proctree.spawn_options("async-mark")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SHOW_ENV, stdout=asyncio.subprocess.PIPE, **opts
+        )
+        c = proctree.after_spawn(proc.pid, opts)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        finally:
+            c.close()
+        own_group = sys.platform == "win32" or c.group == proc.pid
+        return out.decode(), own_group
+
+    out, own_group = asyncio.run(go())
+    assert out == "async-mark"
+    assert own_group
+
+
+def test_after_spawn_of_exited_child_still_names_its_group(popens) -> None:
+    opts = proctree.spawn_options("m")
+    p = subprocess.Popen([sys.executable, "-c", "pass"], **opts)
+    popens.append(p)
+    c = proctree.after_spawn(p.pid, opts)
+    p.wait(timeout=60)
+    if sys.platform != "win32":
+        assert c.group == p.pid
+    assert c.proc_id is None or not psutil.pid_exists(p.pid) or not proctree.is_alive(c.proc_id)
+    c.close()

@@ -1,0 +1,211 @@
+"""terminate_tree: the escalation ends whole trees, escapees included; nothing else is touched."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import psutil
+import pytest
+from proctree_helpers import PROG, Runner, new_token, wait_for
+
+import proctree
+
+GRACE = 0.5
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM semantics are POSIX")
+
+
+def _all_gone(ids: list[proctree.ProcId]) -> bool:
+    return not any(proctree.is_alive(i) for i in ids)
+
+
+@posix_only
+def test_escalation_kills_tree_that_ignores_eof_and_sigterm(mode: str, run: Runner) -> None:
+    tree = run.start(
+        mark="m-" + run.token, children=2, grandchildren=2, ignore_term=True, ignore_eof=True
+    )
+    everyone = tree.ids()
+    assert len(everyone) == 1 + 2 + 4
+    res = proctree.terminate_tree(
+        tree.root,
+        group=tree.containment,
+        mark="m-" + run.token,
+        grace=GRACE,
+        close_stdin=tree.popen.stdin,
+    )
+    assert res.clean, res
+    assert _all_gone(everyone)
+    assert res.stdin == [] and res.term == []
+    assert set(everyone) <= set(res.kill)
+    assert res.stage_seconds["stdin"] >= GRACE  # it waited the grace before escalating
+    assert tree.popen.wait(timeout=30) == -9
+
+
+@posix_only
+def test_stages_report_who_went_when(mode: str, run: Runner) -> None:
+    # main exits on EOF; its children obey SIGTERM.
+    tree = run.start(mark="m-" + run.token, children=2, grandchildren=1)
+    res = proctree.terminate_tree(
+        tree.root,
+        group=tree.containment,
+        mark="m-" + run.token,
+        grace=30.0,  # generous: each stage ends as soon as its processes are gone
+        close_stdin=tree.popen.stdin,
+    )
+    assert res.clean, res
+    assert res.stdin == [tree.root]
+    assert set(tree.ids("child", "grandchild")) <= set(res.term)
+    assert res.kill == []
+    assert res.elapsed < 30.0
+    assert tree.popen.wait(timeout=30) == 0
+
+
+@posix_only
+def test_escapee_in_new_session_is_caught_by_mark(mode: str, run: Runner) -> None:
+    mark = "m-" + run.token
+    tree = run.start(mark=mark, children=1, escape=True, ignore_term=True, ignore_eof=True)
+    (escapee,) = tree.ids("escapee")
+    try:
+        psutil.Process(escapee.pid).environ()
+    except psutil.AccessDenied:
+        pytest.skip("environ() of our own processes is unreadable here; argv tokens cover it")
+    assert psutil.Process(escapee.pid).ppid() != tree.root.pid  # really reparented
+    assert escapee in {
+        proctree.identify(p.pid) for p in proctree.descendants(tree.root.pid, mark=mark)
+    }
+    res = proctree.terminate_tree(tree.root, group=tree.containment, mark=mark, grace=GRACE)
+    assert res.clean, res
+    assert _all_gone(tree.ids())
+    assert escapee in res.kill
+
+
+def test_escapee_without_marker_is_caught_by_token(mode: str, run: Runner) -> None:
+    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    (escapee,) = tree.ids("escapee")
+    res = proctree.terminate_tree(tree.root, group=tree.containment, token=run.token, grace=GRACE)
+    assert res.clean, res
+    assert _all_gone(tree.ids())
+    assert escapee in res.ended
+
+
+def test_escapee_leaks_when_nothing_identifies_it(run: Runner) -> None:
+    """Negative control: with neither mark nor token, the escapee survives - the tests above
+    would fail against a terminate_tree that only followed children and the group."""
+    proctree.force_fallback(True)  # no subreaper adoption either
+    try:
+        tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True)
+        (escapee,) = tree.ids("escapee")
+        res = proctree.terminate_tree(tree.root, group=tree.containment, grace=GRACE)
+    finally:
+        proctree.force_fallback(False)
+    assert not proctree.is_alive(tree.root)
+    assert proctree.is_alive(escapee)
+    assert escapee not in res.ended
+
+
+def test_decoy_with_same_program_survives(mode: str, run: Runner, tmp_path) -> None:
+    decoy_run = Runner(new_token(), tmp_path)
+    try:
+        decoy = decoy_run.start(mark=None, children=1, contained=False, ignore_term=True)
+        tree = run.start(mark="m-" + run.token, children=1, escape=True, ignore_term=True)
+        res = proctree.terminate_tree(
+            tree.root,
+            group=tree.containment,
+            mark="m-" + run.token,
+            token=run.token,
+            grace=GRACE,
+            close_stdin=tree.popen.stdin,
+        )
+        assert res.clean and _all_gone(tree.ids())
+        assert all(proctree.is_alive(i) for i in decoy.ids())
+        assert not set(decoy.ids()) & set(res.ended)
+    finally:
+        decoy_run.cleanup()
+
+
+def test_wrong_create_time_is_never_signalled(run: Runner) -> None:
+    victim = run.start(mark=None, children=1, contained=True)
+    impostor = proctree.ProcId(victim.root.pid, victim.root.create_time - 3.0)
+    res = proctree.terminate_tree(impostor, group=victim.containment, grace=GRACE, close_stdin=None)
+    assert res.ended == [] and res.survivors == []
+    assert all(proctree.is_alive(i) for i in victim.ids())
+
+
+@posix_only
+def test_root_already_gone_group_left_behind(mode: str, run: Runner) -> None:
+    mark = "m-" + run.token
+    tree = run.start(mark=mark, children=2, ignore_term=True)
+    tree.popen.stdin.close()  # main exits on EOF, its children stay in the group
+    assert tree.popen.wait(timeout=60) == 0
+    children = tree.ids("child")
+    assert all(proctree.is_alive(c) for c in children)
+    res = proctree.terminate_tree(tree.root, group=tree.containment, mark=mark, grace=GRACE)
+    assert res.clean, res
+    assert set(children) <= set(res.kill)
+
+
+def test_aterminate_tree_leaves_exit_status_to_asyncio(mode: str, run: Runner) -> None:
+    mark = "m-" + run.token
+    report = run.tmp_path / "async-report.txt"
+
+    async def go() -> tuple[int, proctree.TerminationResult, list[proctree.ProcId]]:
+        opts = proctree.spawn_options(mark)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(PROG), "--report", str(report), "--token", run.token,
+            "--children", "1", "--ignore-term", "--ignore-eof",
+            stdin=asyncio.subprocess.PIPE, **opts,
+        )  # fmt: skip
+        c = proctree.after_spawn(proc.pid, opts)
+        try:
+            await asyncio.to_thread(
+                wait_for, lambda: report.exists() and len(report.read_text().splitlines()) >= 2
+            )
+            ids = [proctree.identify(int(x.split()[1])) for x in report.read_text().splitlines()]
+            assert c.proc_id is not None
+            res = await proctree.aterminate_tree(
+                c.proc_id, group=c, mark=mark, grace=GRACE, close_stdin=proc.stdin
+            )
+            code = await asyncio.wait_for(proc.wait(), 60)
+        finally:
+            c.close()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        return code, res, [i for i in ids if i is not None]
+
+    code, res, ids = asyncio.run(go())
+    assert res.clean and _all_gone(ids)
+    # The root's status went to asyncio, not to us: a stolen status would read 255.
+    expected = 1 if sys.platform == "win32" else -9
+    assert code == expected
+
+
+def test_uncontained_tree_still_ended_by_token(run: Runner) -> None:
+    tree = run.start(mark=None, children=2, grandchildren=1, contained=False, ignore_term=True)
+    res = proctree.terminate_tree(
+        tree.root, token=run.token, grace=GRACE, close_stdin=tree.popen.stdin
+    )
+    assert res.clean and _all_gone(tree.ids())
+    tree.popen.wait(timeout=30)
+
+
+def test_thread_safe_parallel_terminations(run: Runner) -> None:
+    import concurrent.futures
+
+    trees = [run.start(mark=f"m-{run.token}:{i}", children=1, ignore_term=True) for i in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(
+                lambda t: proctree.terminate_tree(
+                    t.root, group=t.containment, mark=t.containment.mark, grace=GRACE,
+                    close_stdin=t.popen.stdin,
+                ),
+                trees,
+            )
+        )  # fmt: skip
+    for tree, res in zip(trees, results, strict=True):
+        assert res.clean
+        assert set(tree.ids()) <= set(res.ended)
+        # Per-session marks: no termination took another session's processes.
+        others = {i for t in trees if t is not tree for i in t.ids()}
+        assert not others & set(res.ended)

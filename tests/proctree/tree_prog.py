@@ -1,0 +1,107 @@
+"""A tiny process tree for proctree's tests (stdlib only, runs on every OS).
+
+Every process appends "<role> <pid>" to --report and carries --token in its argv.
+  main:       spawns --children children (and an escaper with --escape), then reads stdin;
+              exits on EOF unless --ignore-eof.
+  child:      spawns --grandchildren grandchildren, then sleeps.
+  escaper:    starts an escapee in a new session and exits at once (a double fork), so the
+              escapee is reparented away from the tree.
+  escapee / grandchild / sleeper: sleep.
+--ignore-term makes every process ignore SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def report(path: str, role: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{role} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def spawn(args: argparse.Namespace, role: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, os.path.abspath(__file__), "--role", role, "--report", args.report]
+    argv += ["--token", args.token, "--grandchildren", str(args.grandchildren)]
+    if args.ignore_term:
+        argv.append("--ignore-term")
+    if args.scrub_escapee and role == "escaper":
+        argv.append("--scrub-escapee")
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+
+
+def sleep_forever() -> None:
+    while True:
+        time.sleep(3600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", default="main")
+    parser.add_argument("--report", required=True)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--children", type=int, default=0)
+    parser.add_argument("--grandchildren", type=int, default=0)
+    parser.add_argument("--escape", action="store_true")
+    parser.add_argument("--scrub-escapee", action="store_true")
+    parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--ignore-eof", action="store_true")
+    args = parser.parse_args()
+
+    if args.ignore_term and hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "SIGBREAK"):
+        # Windows: CTRL_BREAK_EVENT ends us unless we ignore SIGTERM too.
+        signal.signal(
+            signal.SIGBREAK, signal.SIG_IGN if args.ignore_term else signal.default_int_handler
+        )
+
+    if args.role == "escaper":
+        env = dict(os.environ)
+        if args.scrub_escapee:
+            env.pop("LEAKPROOF_WORKER_MARK", None)
+        if sys.platform == "win32":
+            flags = subprocess.CREATE_NEW_PROCESS_GROUP | 0x01000000 | 0x00000008
+            # CREATE_BREAKAWAY_FROM_JOB | DETACHED_PROCESS: tries to leave the job.
+            try:
+                spawn(args, "escapee", env=env, creationflags=flags)
+            except OSError:
+                spawn(args, "escapee", env=env, creationflags=0x00000008)
+        else:
+            spawn(args, "escapee", env=env, start_new_session=True)
+        report(args.report, "escaper")
+        os._exit(0)
+
+    report(args.report, args.role)
+    if args.role == "main":
+        kids = [spawn(args, "child") for _ in range(args.children)]
+        if args.escape:
+            kids.append(spawn(args, "escaper"))
+        try:
+            while sys.stdin.buffer.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+        if args.ignore_eof:
+            sleep_forever()
+        report(args.report, "main-eof")
+        sys.exit(0)
+    if args.role == "child":
+        for _ in range(args.grandchildren):
+            spawn(args, "grandchild")
+    sleep_forever()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
