@@ -62,3 +62,16 @@ class Target(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Stop the worker and everything it started; must be safe to call twice."""
+
+    async def session_processes(
+        self, session: SessionSpec, http: object
+    ) -> list[tuple[int, float]]:
+        """Optional: (pid, create_time) of the processes the worker spawned for `session`.
+
+        Called once, right after `drive_session` returns. A target that cannot say returns [] and
+        the census attributes the session's processes by time (sessions running at each spawn).
+        """
+        return []
+
+    def stop_now(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Optional synchronous last resort at interpreter exit; `stop()` is the normal path."""

@@ -1,0 +1,587 @@
+"""The census: every process of one run, known exactly, sampled in a background thread.
+
+A process belongs to the run iff the fake's ledger says so or its argv carries the run id token
+(`--fake-claude-run-id=<RUNID>`); nothing else is ever counted or touched, even if it is named
+`claude`. Identity is (pid, create_time), so a reused PID is a different process.
+
+Each process is classified at every sample:
+- expected: alive and one of the sessions it may belong to is still running (or within grace);
+- leaked: alive past its session's end plus grace (sticky: once leaked, always reported);
+- zombie: exited but not reaped by its parent;
+- escaped: alive while not a descendant of the worker (reparented away from it).
+
+Which session a process belongs to comes from the target (e.g. the worker's registry) when it can
+say; otherwise from time: the sessions that were running when it was spawned. Either way a process
+is judged only once every session it may belong to has ended, so attribution never invents leaks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.ledger import LedgerTail
+
+CT_TOLERANCE = 0.01  # docs/contracts.md: the fake may compute create_time without psutil
+RUN_ID_FLAG = "--fake-claude-run-id="
+MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
+
+
+def run_id_token(run_id: str) -> str:
+    return RUN_ID_FLAG + run_id
+
+
+@dataclass
+class ProcRecord:
+    pid: int
+    create_time: float
+    spawn_ts: float  # ledger start ts (exact) or first time seen
+    cmdline: list[str] = field(default_factory=list)
+    role: str | None = None
+    scenario: str | None = None
+    parent_pid: int | None = None  # the fake main that spawned it (ledger)
+    ppid: int | None = None
+    session: str | None = None  # attributed by the target
+    proc: psutil.Process | None = None
+    rss: int = 0
+    status: str = ""
+    exit_ts: float | None = None  # from the ledger's exit event
+    exit_code: int | None = None
+    exited_at: float | None = None  # exited (gone or zombie) as observed, or ledger exit
+    zombie_since: float | None = None
+    reaped: bool = False  # gone from the process table
+    escaped: bool = False
+    leaked_at: float | None = None
+    leak_reason: str = ""
+    signals: int = 0
+    candidates: tuple[str, ...] | None = None  # sessions running at spawn (time attribution)
+
+    @property
+    def identity(self) -> tuple[int, float]:
+        return (self.pid, self.create_time)
+
+    @property
+    def alive(self) -> bool:
+        return self.exited_at is None
+
+    def command(self) -> str:
+        return " ".join(self.cmdline) if self.cmdline else "?"
+
+
+@dataclass
+class SessionWindow:
+    key: str
+    start: float
+    end: float | None = None
+    ok: bool = True
+    attributed: bool = False  # the target had its say (or cannot say)
+    n_procs: int = 0
+    last_exit: float | None = None
+    leaked: bool = False
+
+
+@dataclass
+class Sample:
+    t: float
+    sessions_done: int
+    total_rss: int  # worker + every descendant
+    worker_rss: int
+    descendants: int
+    live_run: int  # live processes of the run (descendants or not)
+    leaked: int
+
+
+class Census:
+    def __init__(
+        self,
+        run_id: str,
+        ledger_path: Path | None,
+        grace: float,
+        sample_hz: float = 4.0,
+        fast_hz: float = 20.0,
+    ) -> None:
+        if sample_hz < 2:
+            raise ValueError("the census samples at >= 2 Hz")
+        self.run_id = run_id
+        self.token = run_id_token(run_id)
+        self.grace = grace
+        self.sample_interval = 1.0 / sample_hz
+        self.fast_interval = 1.0 / fast_hz
+        self._ledger = LedgerTail(ledger_path, run_id) if ledger_path else None
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
+        self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
+        self._pending_attr: dict[int, list[tuple[float, str]]] = {}
+        self.sessions: dict[str, SessionWindow] = {}
+        self._active: set[str] = set()
+        self._ended: list[SessionWindow] = []  # in end order
+        self._ended_ts: list[float] = []
+        self.sessions_done = 0
+        self.worker: psutil.Process | None = None
+        self.worker_pid: int | None = None
+        self._desc_procs: dict[int, psutil.Process] = {}
+        self.samples: list[Sample] = []
+        self._stride = 1
+        self._tick = 0
+        self.peak_descendants = 0
+        self.peak_total_rss = 0
+        self.peak_worker_rss = 0
+        self.last_descendants = 0
+        self.last_total_rss = 0
+        self.last_worker_rss = 0
+        self.latencies: list[float] = []
+        self.leaked: list[ProcRecord] = []
+        self.zombies: dict[tuple[int, float], ProcRecord] = {}
+        self.escaped: dict[tuple[int, float], ProcRecord] = {}
+        self.total_procs = 0
+        self.judging = True  # escape/leak judgement stops once the worker is being stopped
+        self.errors: list[str] = []
+        self.scan_cost_s: deque[float] = deque(maxlen=256)
+
+    # -- inputs from the soak --------------------------------------------------------------------
+    def set_worker(self, pid: int, create_time: float) -> None:
+        with self._lock:
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - create_time) > CT_TOLERANCE:
+                raise psutil.NoSuchProcess(pid, msg="worker identity changed")
+            self.worker, self.worker_pid = proc, pid
+
+    def session_started(self, key: str, ts: float | None = None) -> None:
+        with self._lock:
+            self.sessions[key] = SessionWindow(key, time.time() if ts is None else ts)
+            self._active.add(key)
+
+    def session_ended(self, key: str, ok: bool = True, ts: float | None = None) -> None:
+        with self._lock:
+            s = self.sessions[key]
+            s.end = time.time() if ts is None else ts
+            s.ok = ok
+            self._active.discard(key)
+            self._ended.append(s)
+            self._ended_ts.append(s.end)
+            self.sessions_done += 1
+
+    def attribute(self, key: str, identities: list[tuple[int, float]]) -> None:
+        """The target says these processes were spawned for session `key`."""
+        with self._lock:
+            for pid, ct in identities:
+                rec = self._find(pid, ct)
+                if rec is not None:
+                    rec.session = key
+                else:  # not seen yet (ledger or scan lag): apply when it appears
+                    self._pending_attr.setdefault(pid, []).append((ct, key))
+            s = self.sessions.get(key)
+            if s is not None:
+                s.attributed = True
+
+    # -- thread ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name="census", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        next_full = time.monotonic() + self.sample_interval
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + self.sample_interval
+                    self.sample()
+                else:
+                    self.fast_tick()
+            except Exception as exc:  # noqa: BLE001 - reported, never silently dropped
+                if len(self.errors) < 20:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.fast_interval)
+
+    # -- lookups -----------------------------------------------------------------------------
+    def _find(self, pid: int, ct: float) -> ProcRecord | None:
+        for rec in self.records.get(pid, ()):
+            if abs(rec.create_time - ct) <= CT_TOLERANCE:
+                return rec
+        return None
+
+    def _latest(self, pid: int, before: float | None = None) -> ProcRecord | None:
+        best = None
+        for rec in self.records.get(pid, ()):
+            if before is not None and rec.spawn_ts > before + CT_TOLERANCE:
+                continue
+            if best is None or rec.spawn_ts > best.spawn_ts:
+                best = rec
+        return best
+
+    def _add(self, rec: ProcRecord) -> ProcRecord:
+        self.records.setdefault(rec.pid, []).append(rec)
+        self.total_procs += 1
+        for ct, key in self._pending_attr.pop(rec.pid, []):
+            if abs(ct - rec.create_time) <= CT_TOLERANCE:
+                rec.session = key
+            else:
+                self._pending_attr.setdefault(rec.pid, []).append((ct, key))
+        return rec
+
+    def session_of(self, rec: ProcRecord) -> str | None:
+        if rec.session is not None:
+            return rec.session
+        if rec.parent_pid is not None:
+            parent = self._latest(rec.parent_pid, before=rec.spawn_ts)
+            if parent is not None and parent is not rec:
+                return parent.session
+        return None
+
+    def _candidates(self, rec: ProcRecord) -> tuple[str, ...]:
+        if rec.candidates is None:
+            keys = set(self._active)
+            # Sessions that ended after the spawn were running at it (ended deque is in end order).
+            i = bisect.bisect_left(self._ended_ts, rec.spawn_ts)
+            for j in range(i, len(self._ended)):
+                s = self._ended[j]
+                if s.start <= rec.spawn_ts:
+                    keys.add(s.key)
+            rec.candidates = tuple(k for k in keys if self.sessions[k].start <= rec.spawn_ts)
+        return rec.candidates
+
+    def deadline(self, rec: ProcRecord) -> float | None:
+        """When this process must be gone (its sessions' end plus grace); None = not yet known."""
+        key = self.session_of(rec)
+        if key is not None:
+            s = self.sessions.get(key)
+            return None if s is None or s.end is None else s.end + self.grace
+        cands = self._candidates(rec)
+        if not cands:  # spawned while no session ran: nothing justifies it beyond the grace
+            return rec.spawn_ts + self.grace
+        ends = [self.sessions[k].end for k in cands]
+        if any(e is None for e in ends):
+            return None
+        return max(e for e in ends if e is not None) + self.grace
+
+    # -- ledger ------------------------------------------------------------------------------
+    def _read_ledger(self) -> None:
+        if self._ledger is None:
+            return
+        for ev in self._ledger.read_new():
+            kind, pid = ev.get("event"), ev.get("pid")
+            if not isinstance(pid, int):
+                continue
+            ts = float(ev.get("ts") or time.time())
+            if kind == "start":
+                ct = float(ev.get("create_time") or 0.0)
+                rec = self._find(pid, ct)
+                if rec is None:
+                    rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=ts))
+                    self._seen.pop(pid, None)  # have the scan attach a psutil handle
+                rec.spawn_ts = min(rec.spawn_ts, ts)
+                rec.candidates = None
+                rec.role = ev.get("role") or rec.role
+                rec.scenario = ev.get("scenario") or rec.scenario
+                pp = ev.get("parent_pid")
+                rec.parent_pid = pp if isinstance(pp, int) else rec.parent_pid
+                if not rec.cmdline and isinstance(ev.get("argv"), list):
+                    rec.cmdline = [str(a) for a in ev["argv"]]
+                if rec.ppid is None and isinstance(ev.get("ppid"), int):
+                    rec.ppid = ev["ppid"]
+            else:
+                rec = self._latest(pid, before=ts)
+                if rec is None:
+                    continue
+                if kind == "exit":
+                    rec.exit_ts = ts
+                    code = ev.get("code")
+                    rec.exit_code = code if isinstance(code, int) else rec.exit_code
+                elif kind == "signal":
+                    rec.signals += 1
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _is_ours(self, proc: psutil.Process) -> tuple[bool, list[str]]:
+        try:
+            cmdline = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False, []
+        return any(self.token in arg for arg in cmdline), cmdline
+
+    def _mark_exited(self, rec: ProcRecord, now: float) -> None:
+        if rec.exited_at is None:
+            # The ledger's exit time is exact; the observation is at most one tick late.
+            rec.exited_at = min(now, rec.exit_ts) if rec.exit_ts else now
+
+    def fast_tick(self) -> None:
+        """Between full samples: notice exits of the run's live processes quickly."""
+        now = time.time()
+        with self._lock:
+            for recs in list(self.records.values()):
+                for rec in recs:
+                    if rec.alive and rec.proc is not None:
+                        try:
+                            running = rec.proc.is_running()
+                            zombie = running and rec.proc.status() == psutil.STATUS_ZOMBIE
+                        except psutil.NoSuchProcess:
+                            running, zombie = False, False
+                        if not running:
+                            rec.reaped = True
+                            self._mark_exited(rec, now)
+                        elif zombie:
+                            rec.zombie_since = rec.zombie_since or now
+                            self._mark_exited(rec, now)
+
+    def sample(self) -> Sample:
+        """One full census sample: ledger, process table, classification, RSS."""
+        t0 = time.perf_counter()
+        with self._lock:
+            self._read_ledger()
+            now = time.time()
+            ppid_of: dict[int, int] = {}
+            ours_live: dict[int, psutil.Process] = {}
+            seen_now: set[int] = set()
+            for proc in psutil.process_iter(["ppid", "create_time"]):
+                info = proc.info
+                ct, ppid = info.get("create_time"), info.get("ppid")
+                if ct is None:
+                    continue
+                pid = proc.pid
+                seen_now.add(pid)
+                if ppid is not None:
+                    ppid_of[pid] = ppid
+                known = self._seen.get(pid)
+                if known is None or abs(known[0] - ct) > CT_TOLERANCE:
+                    rec = self._find(pid, ct)
+                    ours = rec is not None
+                    cmdline: list[str] = []
+                    if not ours:
+                        ours, cmdline = self._is_ours(proc)
+                    self._seen[pid] = (ct, ours)
+                    if ours:
+                        if rec is None:
+                            rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
+                        rec.proc = proc
+                        if cmdline and not rec.cmdline:
+                            rec.cmdline = cmdline
+                        ours_live[pid] = proc
+                elif known[1]:
+                    ours_live[pid] = proc
+            for pid in [p for p in self._seen if p not in seen_now]:
+                del self._seen[pid]
+
+            descendants = self._descendants(ppid_of)
+            worker_alive = self.worker is not None and self.worker_pid in seen_now
+            self._classify(now, seen_now, ppid_of, descendants, worker_alive)
+            sample = self._measure(now, descendants, worker_alive)
+            self._compact()
+        self.scan_cost_s.append(time.perf_counter() - t0)
+        return sample
+
+    def _descendants(self, ppid_of: dict[int, int]) -> set[int]:
+        if self.worker_pid is None:
+            return set()
+        children: dict[int, list[int]] = {}
+        for pid, ppid in ppid_of.items():
+            if pid != ppid:
+                children.setdefault(ppid, []).append(pid)
+        out: set[int] = set()
+        stack = [self.worker_pid]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in out:
+                    out.add(child)
+                    stack.append(child)
+        return out
+
+    def _classify(
+        self,
+        now: float,
+        seen_now: set[int],
+        ppid_of: dict[int, int],
+        descendants: set[int],
+        worker_alive: bool,
+    ) -> None:
+        for pid, recs in self.records.items():
+            for rec in recs:
+                if rec.reaped:
+                    continue
+                present = pid in seen_now and abs(self._seen[pid][0] - rec.create_time) <= (
+                    CT_TOLERANCE
+                )
+                if not present:
+                    rec.reaped = True
+                    self._mark_exited(rec, now)
+                    continue
+                rec.ppid = ppid_of.get(pid, rec.ppid)
+                proc = rec.proc
+                if proc is not None:
+                    try:
+                        with proc.oneshot():
+                            rec.status = proc.status()
+                            rec.rss = proc.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        rec.reaped = True
+                        self._mark_exited(rec, now)
+                        continue
+                    except psutil.AccessDenied:
+                        pass
+                if rec.status == psutil.STATUS_ZOMBIE:
+                    rec.zombie_since = rec.zombie_since or now
+                    self._mark_exited(rec, now)
+                if not self.judging:
+                    continue
+                deadline = self.deadline(rec)
+                past = deadline is not None and now > deadline
+                if rec.alive:
+                    if worker_alive and pid not in descendants and not rec.escaped:
+                        rec.escaped = True
+                        self.escaped[rec.identity] = rec
+                    if past and rec.leaked_at is None:
+                        rec.leaked_at = now
+                        rec.leak_reason = "alive past its session's end + grace"
+                        self.leaked.append(rec)
+                        self._mark_session_leaked(rec)
+                elif rec.zombie_since is not None and past:
+                    self.zombies[rec.identity] = rec
+
+    def _mark_session_leaked(self, rec: ProcRecord) -> None:
+        key = self.session_of(rec)
+        keys = [key] if key else list(self._candidates(rec))
+        for k in keys:
+            s = self.sessions.get(k)
+            if s is not None:
+                s.leaked = True
+
+    def _measure(self, now: float, descendants: set[int], worker_alive: bool) -> Sample:
+        total = worker_rss = 0
+        if worker_alive and self.worker is not None:
+            try:
+                worker_rss = self.worker.memory_info().rss
+            except psutil.Error:
+                worker_alive = False
+        total = worker_rss
+        procs: dict[int, psutil.Process] = {}
+        for pid in descendants:
+            rec = self._latest(pid)
+            if rec is not None and not rec.reaped and rec.proc is not None:
+                total += rec.rss
+                continue
+            proc = self._desc_procs.get(pid)
+            try:
+                if proc is None:
+                    proc = psutil.Process(pid)
+                total += proc.memory_info().rss
+                procs[pid] = proc
+            except psutil.Error:
+                continue
+        self._desc_procs = procs
+        live_run = sum(1 for recs in self.records.values() for r in recs if r.alive)
+        sample = Sample(
+            t=now,
+            sessions_done=self.sessions_done,
+            total_rss=total,
+            worker_rss=worker_rss,
+            descendants=len(descendants),
+            live_run=live_run,
+            leaked=len(self.leaked),
+        )
+        self.last_descendants, self.last_total_rss = len(descendants), total
+        self.last_worker_rss = worker_rss
+        if self.judging:
+            self.peak_descendants = max(self.peak_descendants, len(descendants))
+            self.peak_total_rss = max(self.peak_total_rss, total)
+            self.peak_worker_rss = max(self.peak_worker_rss, worker_rss)
+        self._tick += 1
+        if self._tick % self._stride == 0:
+            self.samples.append(sample)
+            if len(self.samples) > MAX_SAMPLES:
+                self.samples = self.samples[::2]
+                self._stride *= 2
+        return sample
+
+    def _compact(self) -> None:
+        """Fold finished, judged processes into their session's figures and forget them."""
+        for pid in list(self.records):
+            keep = []
+            for rec in self.records[pid]:
+                if not rec.reaped or rec.leaked_at is not None or rec.identity in self.zombies:
+                    keep.append(rec)
+                    continue
+                key = self.session_of(rec)
+                if key is not None:
+                    s = self.sessions.get(key)
+                    if s is None or s.end is None:
+                        keep.append(rec)
+                        continue
+                    s.n_procs += 1
+                    if rec.exited_at is not None:
+                        s.last_exit = max(s.last_exit or 0.0, rec.exited_at)
+                    continue
+                cands = [self.sessions[k] for k in self._candidates(rec)]
+                if any(s.end is None or not s.attributed for s in cands):
+                    keep.append(rec)  # attribution may still arrive
+                    continue
+            if keep:
+                self.records[pid] = keep
+            else:
+                del self.records[pid]
+
+    # -- results -----------------------------------------------------------------------------
+    def live_records(self) -> list[ProcRecord]:
+        with self._lock:
+            return [r for recs in self.records.values() for r in recs if r.alive]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sessions_done": self.sessions_done,
+                "live_descendants": self.last_descendants,
+                "live_run": sum(1 for recs in self.records.values() for r in recs if r.alive),
+                "leaked": len(self.leaked),
+                "total_rss": self.last_total_rss,
+                "worker_rss": self.last_worker_rss,
+                "processes_seen": self.total_procs,
+            }
+
+    def finish(self) -> None:
+        """Last judgement: one more sample, then anything still alive is a leak."""
+        self.sample()
+        now = time.time()
+        with self._lock:
+            for recs in self.records.values():
+                for rec in recs:
+                    if rec.alive and rec.leaked_at is None:
+                        rec.leaked_at = now
+                        rec.leak_reason = "alive at the end of the run"
+                        self.leaked.append(rec)
+                        self._mark_session_leaked(rec)
+                    elif rec.zombie_since is not None and not rec.reaped:
+                        self.zombies[rec.identity] = rec
+            self._compact()
+            self.judging = False
+
+    def session_latencies(self) -> list[float]:
+        """Per session: from its end to its last process gone (sessions with known processes)."""
+        with self._lock:
+            # Fold any record not compacted yet (e.g. leaked ones are excluded below anyway).
+            last: dict[str, float] = {}
+            for recs in self.records.values():
+                for rec in recs:
+                    key = self.session_of(rec)
+                    if key and rec.exited_at is not None and rec.leaked_at is None:
+                        last[key] = max(last.get(key, 0.0), rec.exited_at)
+            out = []
+            for s in self.sessions.values():
+                if s.end is None or s.leaked:
+                    continue
+                ends = [x for x in (s.last_exit, last.get(s.key)) if x is not None]
+                if ends:
+                    out.append(max(0.0, max(ends) - s.end))
+            return out

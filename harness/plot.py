@@ -1,0 +1,52 @@
+"""rss.png: RSS and live descendants over time, session starts and ends marked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display in CI; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_rss(path: Path, report: dict[str, Any]) -> Path:
+    rss = report.get("rss") or {}
+    samples = rss.get("samples") or []
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    try:
+        if samples:
+            t0 = samples[0]["t"]
+            ts = [s["t"] - t0 for s in samples]
+            ax.plot(ts, [s["total_mb"] for s in samples], label="worker + descendants RSS (MB)")
+            ax.plot(ts, [s["worker_mb"] for s in samples], label="worker RSS (MB)")
+            ax.set_xlabel("seconds since start")
+            ax.set_ylabel("MB")
+            ax2 = ax.twinx()
+            ax2.step(
+                ts,
+                [s["descendants"] for s in samples],
+                where="post",
+                color="tab:red",
+                alpha=0.6,
+                label="live descendants",
+            )
+            ax2.set_ylabel("live descendants")
+            marks = rss.get("session_marks") or {}
+            for x in marks.get("starts", []):
+                ax.axvline(x - t0, color="tab:green", alpha=0.08, linewidth=0.6)
+            for x in marks.get("ends", []):
+                ax.axvline(x - t0, color="tab:gray", alpha=0.08, linewidth=0.6)
+            lines = ax.get_legend_handles_labels()
+            lines2 = ax2.get_legend_handles_labels()
+            ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+        ax.set_title(
+            f"soak {report.get('verdict')}: {report.get('target')} {report.get('mode')}, "
+            f"{report.get('completed')} sessions (green: starts, grey: ends)"
+        )
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path

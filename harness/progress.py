@@ -1,0 +1,79 @@
+"""Live progress of a soak: a rich display on a terminal, plain periodic lines elsewhere (CI)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+PLAIN_INTERVAL_S = 5.0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"
+
+
+class Progress:
+    """Call `update(snapshot)` often; it renders at its own pace."""
+
+    def __init__(self, total: int | None, mode: str = "auto", stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "rich" if self.stream.isatty() else "plain"
+        self.mode = mode
+        self.start = time.monotonic()
+        self._last_plain = 0.0
+        self._live: Live | None = None
+        if mode == "rich":
+            self._live = Live(
+                self._table({}), console=Console(file=self.stream), refresh_per_second=4
+            )
+            self._live.start()
+
+    def _table(self, snap: dict[str, Any]) -> Table:
+        elapsed = time.monotonic() - self.start
+        done = snap.get("sessions_done", 0)
+        table = Table(title="leakproof soak", show_header=False, expand=False)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        total = f"/{self.total}" if self.total else ""
+        table.add_row("sessions done", f"{done}{total}  (failed {snap.get('failed', 0)})")
+        table.add_row("live descendants", str(snap.get("live_descendants", 0)))
+        leaked = snap.get("leaked", 0)
+        table.add_row("leaked so far", f"[bold red]{leaked}[/]" if leaked else "0")
+        table.add_row("RSS worker+descendants", _mb(snap.get("total_rss", 0)))
+        table.add_row("RSS worker", _mb(snap.get("worker_rss", 0)))
+        rate = done / elapsed if elapsed > 0 else 0.0
+        table.add_row("elapsed", f"{elapsed:.0f} s  ({rate:.1f} sessions/s)")
+        return table
+
+    def line(self, snap: dict[str, Any]) -> str:
+        elapsed = time.monotonic() - self.start
+        total = f"/{self.total}" if self.total else ""
+        return (
+            f"[soak {elapsed:6.0f}s] sessions {snap.get('sessions_done', 0)}{total} "
+            f"failed {snap.get('failed', 0)} | live descendants {snap.get('live_descendants', 0)}"
+            f" | leaked {snap.get('leaked', 0)} | RSS {_mb(snap.get('total_rss', 0))}"
+            f" (worker {_mb(snap.get('worker_rss', 0))})"
+        )
+
+    def update(self, snap: dict[str, Any], force: bool = False) -> None:
+        if self.mode == "rich" and self._live is not None:
+            self._live.update(self._table(snap))
+        elif self.mode == "plain":
+            now = time.monotonic()
+            if force or now - self._last_plain >= PLAIN_INTERVAL_S:
+                self._last_plain = now
+                print(self.line(snap), file=self.stream, flush=True)
+
+    def close(self, snap: dict[str, Any] | None = None) -> None:
+        if snap is not None:
+            self.update(snap, force=True)
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

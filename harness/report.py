@@ -1,0 +1,131 @@
+"""Writing a soak report folder: report.json, leaks.txt, rss.png, junit.xml, step summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from harness.census import ProcRecord
+
+
+def format_elapsed(seconds: float) -> str:
+    """ps's ELAPSED format: [[dd-]hh:]mm:ss."""
+    s = max(0, int(seconds))
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}-{hours:02d}:{minutes:02d}:{s:02d}"
+    if hours:
+        return f"{hours:02d}:{minutes:02d}:{s:02d}"
+    return f"{minutes:02d}:{s:02d}"
+
+
+def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {
+        "pid": rec.pid,
+        "create_time": rec.create_time,
+        "ppid": rec.ppid,
+        "rss": rec.rss,
+        "age": round(((rec.exited_at or now) - rec.spawn_ts), 3),
+        "cmdline": rec.cmdline,
+        "scenario": rec.scenario,
+        "role": rec.role,
+        "session": session,
+        "escaped": rec.escaped,
+        "reason": rec.leak_reason,
+    }
+
+
+def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
+    lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
+    for e in leaked:
+        cmd = " ".join(e.get("cmdline") or []) or "?"
+        lines.append(
+            f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
+            f"{format_elapsed(e.get('age') or 0):>10} {cmd[:width]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_junit(path: Path, report: dict[str, Any]) -> None:
+    verdict = report["verdict"]
+    suite = ET.Element(
+        "testsuite",
+        name="leakproof-soak",
+        tests="1",
+        failures="1" if verdict == "FAIL" else "0",
+        errors="1" if verdict not in ("PASS", "FAIL") else "0",
+        time=f"{report.get('duration_s', 0):.3f}",
+    )
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        classname=f"soak.{report.get('target')}",
+        name=f"{report.get('mode')}-{report.get('sessions')}-sessions",
+        time=f"{report.get('duration_s', 0):.3f}",
+    )
+    message = "; ".join(report.get("reasons", [])) or verdict
+    if verdict == "FAIL":
+        el = ET.SubElement(case, "failure", message=message)
+        el.text = leaks_table(report.get("leaked", []))
+    elif verdict != "PASS":
+        ET.SubElement(case, "error", message=message)
+    ET.SubElement(case, "system-out").text = json.dumps(
+        {k: report.get(k) for k in ("leaked_count", "completed", "failed", "cleanup_latency_ms")}
+    )
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def markdown_summary(report: dict[str, Any]) -> str:
+    icon = {"PASS": "✅", "FAIL": "❌"}.get(report["verdict"], "⚠️")
+    lat = report.get("cleanup_latency_ms") or {}
+    rss = report.get("rss") or {}
+    lines = [
+        f"## {icon} Soak {report['verdict']}: {report.get('target')} ({report.get('mode')})",
+        "",
+        "| sessions | completed | failed | leaked | zombies | escaped | peak descendants |",
+        "|---|---|---|---|---|---|---|",
+        f"| {report.get('sessions')} | {report.get('completed')} | {report.get('failed')} | "
+        f"{report.get('leaked_count')} | {len(report.get('zombies', []))} | "
+        f"{len(report.get('escaped', []))} | {report.get('peak_descendants')} |",
+        "",
+        f"RSS slope (2nd half): worker+descendants "
+        f"{(rss.get('total_slope') or {}).get('mb_per_100_sessions')} MB/100 sessions, worker "
+        f"{(rss.get('worker_slope') or {}).get('mb_per_100_sessions')} MB/100 sessions; "
+        f"cleanup latency p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms; "
+        f"{report.get('sessions_per_s')} sessions/s.",
+    ]
+    for reason in report.get("reasons", []):
+        lines.append(f"- {reason}")
+    if report.get("leaked"):
+        lines += ["", "```", leaks_table(report["leaked"][:50]).rstrip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "report.json": directory / "report.json",
+        "leaks.txt": directory / "leaks.txt",
+        "junit.xml": directory / "junit.xml",
+    }
+    tmp = paths["report.json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, paths["report.json"])  # a half-written report must never be read
+    paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])))
+    write_junit(paths["junit.xml"], report)
+    if plot:
+        from harness.plot import plot_rss
+
+        paths["rss.png"] = plot_rss(directory / "rss.png", report)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(markdown_summary(report))
+    return paths

@@ -1,0 +1,514 @@
+"""`python -m harness soak`: many sessions through a worker, an exact census, a verdict, a report.
+
+`run_soak(config, target)` is the library entry point (used by repro, bench and other targets);
+`run(args)` is the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.census import Census
+from harness.cleanup import sweep_run
+from harness.progress import Progress
+from harness.report import leak_entry, leaks_table, write_report
+from harness.target import RunContext, Target
+from harness.verdict import (
+    DEFAULT_SLOPE_BUDGET_MB,
+    ERROR,
+    EXIT_CODES,
+    INTERRUPTED,
+    judge,
+    slope_per_100_sessions,
+)
+from harness.workload import make_session
+
+HTTP_TIMEOUT_S = 60.0  # per request; a loaded 2-core machine is slow, a hung worker is not
+FAILURE_MESSAGES_KEPT = 20
+
+
+def default_concurrency() -> int:
+    # Sessions mostly wait on HTTP and on the fake; two per core keeps the cores busy.
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+# Default peak budget for worker + descendants, MB. Why: at the default concurrency a fixed worker
+# holds at most ~concurrency observers (a fake plus its grandchildren, each a small interpreter)
+# plus itself; 1 GB is several times that, yet 40x under the 44 GB of issue #603.
+DEFAULT_PEAK_BUDGET_MB = 1024.0
+
+
+@dataclass
+class SoakConfig:
+    target: str = "reference"
+    mode: str = "fixed"
+    sessions: int = 300
+    concurrency: int = field(default_factory=default_concurrency)
+    prompts: int = 2
+    observations: int = 3
+    scenarios: str = "mix"  # FAKE_CLAUDE_SCENARIO: the fake's default mix of every fault
+    seed: int = 1
+    grace: float = 5.0  # a survivor this long after its session's end is leaked
+    duration: float | None = None  # time-boxed soak instead of N sessions
+    rss_budget: float = DEFAULT_SLOPE_BUDGET_MB  # MB per 100 sessions (2nd-half slope)
+    rss_peak: float | None = DEFAULT_PEAK_BUDGET_MB  # MB, worker + descendants
+    report: Path | None = None
+    worker_grace: float = 0.5  # the worker's own escalation step (--grace of the worker)
+    reap_interval: float = 1.0
+    sample_hz: float = 4.0
+    progress: str = "auto"  # auto | rich | plain | none
+    run_id: str | None = None
+    keep_work_dir: bool = False
+    plot: bool = True
+    target_options: dict[str, Any] = field(default_factory=dict)
+
+    def target_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"mode": self.mode}
+        if self.target == "reference":
+            kw.update(worker_grace=self.worker_grace, reap_interval=self.reap_interval)
+        kw.update(self.target_options)
+        return kw
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] * 1000, 1)
+
+    return {
+        "p50": pct(50),
+        "p95": pct(95),
+        "p99": pct(99),
+        "max": round(ordered[-1] * 1000, 1),
+        "n": len(ordered),
+    }
+
+
+def _write_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
+    from fake_claude.shim import write_shim
+
+    return write_shim(
+        work_dir / "bin",
+        {
+            "FAKE_CLAUDE_SCENARIO": config.scenarios,
+            "FAKE_CLAUDE_SEED": str(config.seed),
+            "FAKE_CLAUDE_LEDGER": str(ledger),
+            "FAKE_CLAUDE_RUN_ID": run_id,
+        },
+    )
+
+
+class _Run:
+    """Mutable state of one soak run, shared by its tasks."""
+
+    def __init__(self, config: SoakConfig) -> None:
+        self.config = config
+        self.next_index = 0
+        self.started = 0
+        self.completed = 0
+        self.failed = 0
+        self.failures: list[str] = []
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.t0 = time.monotonic()
+
+    def take(self) -> int | None:
+        cfg = self.config
+        if cfg.duration is not None:
+            if time.monotonic() - self.t0 >= cfg.duration:
+                return None
+        elif self.next_index >= cfg.sessions:
+            return None
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+
+async def _session_loop(run: _Run, target: Target, census: Census, http: Any, run_id: str) -> None:
+    cfg = run.config
+    while (index := run.take()) is not None:
+        spec = make_session(index, run_id, cfg.seed, cfg.prompts, cfg.observations)
+        key = spec.content_session_id
+        census.session_started(key)
+        run.started += 1
+        run.starts.append(time.time())
+        ok = False
+        try:
+            await target.drive_session(spec, http)
+            ok = True
+        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
+            run.failed += 1
+            if len(run.failures) < FAILURE_MESSAGES_KEPT:
+                run.failures.append(f"session {index}: {type(exc).__name__}: {exc}"[:500])
+        finally:
+            census.session_ended(key, ok=ok)
+            run.ends.append(time.time())
+        if ok:
+            run.completed += 1
+        try:
+            ids = await target.session_processes(spec, http)
+        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError):
+            ids = []
+        census.attribute(key, ids)
+
+
+async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
+    while True:
+        progress.update({**census.snapshot(), "failed": run.failed})
+        await asyncio.sleep(0.25)
+
+
+async def _settle(census: Census, baseline: int, grace: float) -> None:
+    """After the last session: wait (<= grace) for the run to end and the tree to idle."""
+    deadline = time.monotonic() + grace + 2 * census.sample_interval
+    while time.monotonic() < deadline:
+        snap = census.snapshot()
+        if snap["live_run"] == 0 and snap["live_descendants"] <= baseline:
+            break
+        await asyncio.sleep(0.1)
+    # Let the deadlines of the last sessions pass so their judgement is final.
+    await asyncio.to_thread(census.sample)
+
+
+async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
+    """Run one soak and return its report (also written to config.report when set)."""
+    run_id = config.run_id or secrets.token_hex(6)
+    work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
+    ledger = work_dir / "ledger.jsonl"
+    census = Census(run_id, ledger, config.grace, sample_hz=config.sample_hz)
+    run = _Run(config)
+    progress: Progress | None = None
+    interrupted = False
+    errors: list[str] = []
+    baseline = 0
+    worker_alive = True
+    worker_rss_start = 0
+    swept: list[dict] = []
+    t_start = time.time()
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        shim = _write_shim(work_dir, run_id, config, ledger)
+        ctx = RunContext(
+            run_id=run_id, work_dir=work_dir, claude_path=shim, ledger_path=ledger, seed=config.seed
+        )
+        census.start()
+        handle = await target.start(ctx)
+        census.set_worker(handle.pid, handle.create_time)
+        first = await asyncio.to_thread(census.sample)
+        baseline, worker_rss_start = first.descendants, first.worker_rss
+        if config.progress != "none":
+            total = None if config.duration is not None else config.sessions
+            progress = Progress(total, mode=config.progress)
+        timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+        connector = aiohttp.TCPConnector(limit=max(4, 2 * config.concurrency))
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            if progress is not None:
+                tasks.append(asyncio.ensure_future(_progress_loop(progress, census, run)))
+            loops = [
+                asyncio.ensure_future(_session_loop(run, target, census, http, run_id))
+                for _ in range(max(1, config.concurrency))
+            ]
+            tasks += loops
+            await asyncio.gather(*loops)
+            worker_alive = _is_alive(census)
+            await _settle(census, baseline, config.grace)
+        await asyncio.to_thread(census.finish)
+    except asyncio.CancelledError:
+        interrupted = True
+    except Exception as exc:  # noqa: BLE001 - any harness failure becomes verdict ERROR
+        errors.append(f"{type(exc).__name__}: {exc}")
+        errors.append(traceback.format_exc(limit=5))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        census.judging = False
+        snap_end = census.snapshot()
+        try:
+            await target.stop()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"stopping the target failed: {exc}")
+        swept = await asyncio.to_thread(sweep_run, run_id, census)
+        census.stop()
+        if progress is not None:
+            progress.close({**census.snapshot(), "failed": run.failed})
+
+    report = _build_report(
+        config,
+        target,
+        census,
+        run,
+        run_id=run_id,
+        t_start=t_start,
+        baseline=baseline,
+        descendants_end=snap_end["live_descendants"],
+        worker_alive=worker_alive,
+        worker_rss_start=worker_rss_start,
+        worker_rss_end=snap_end["worker_rss"],
+        interrupted=interrupted,
+        errors=errors + census.errors,
+        swept=swept,
+        work_dir=work_dir,
+    )
+    if config.report is not None:
+        write_report(Path(config.report), report, plot=config.plot)
+    if not config.keep_work_dir and report["verdict"] != "FAIL":
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return report
+
+
+def _is_alive(census: Census) -> bool:
+    worker = census.worker
+    try:
+        return worker is not None and worker.is_running()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _build_report(
+    config: SoakConfig,
+    target: Target,
+    census: Census,
+    run: _Run,
+    *,
+    run_id: str,
+    t_start: float,
+    baseline: int,
+    descendants_end: int,
+    worker_alive: bool,
+    worker_rss_start: int,
+    worker_rss_end: int,
+    interrupted: bool,
+    errors: list[str],
+    swept: list[dict],
+    work_dir: Path,
+) -> dict[str, Any]:
+    duration = time.time() - t_start
+    samples = census.samples
+    total_pts = [(s.t, s.sessions_done, s.total_rss) for s in samples]
+    worker_pts = [(s.t, s.sessions_done, s.worker_rss) for s in samples]
+    total_slope = slope_per_100_sessions(total_pts)
+    worker_slope = slope_per_100_sessions(worker_pts)
+    leaked = [leak_entry(r, census.session_of(r)) for r in census.leaked]
+    zombies_end = [leak_entry(r, census.session_of(r)) for r in census.zombies.values()]
+    escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
+    peak_total_mb = census.peak_total_rss / 1e6
+    verdict = judge(
+        leaked_count=len(leaked),
+        zombies_at_end=sum(1 for r in census.zombies.values() if not r.reaped),
+        descendants_end=descendants_end,
+        descendants_baseline=baseline,
+        total_slope=total_slope["mb_per_100_sessions"],
+        worker_slope=worker_slope["mb_per_100_sessions"],
+        slope_budget=config.rss_budget,
+        peak_total_mb=peak_total_mb,
+        peak_budget_mb=config.rss_peak,
+        completed=run.completed,
+        worker_alive=worker_alive,
+        harness_errors=[e for e in errors if e],
+        interrupted=interrupted,
+    )
+    scan_costs = sorted(census.scan_cost_s)
+    cfg = asdict(config)
+    cfg["report"] = str(config.report) if config.report else None
+    return {
+        "verdict": verdict.verdict,
+        "exit_code": verdict.exit_code,
+        "reasons": verdict.reasons,
+        "interrupted": interrupted,
+        "target": getattr(target, "name", config.target),
+        "mode": config.mode,
+        "seed": config.seed,
+        "run_id": run_id,
+        "scenarios": config.scenarios,
+        "sessions": config.sessions if config.duration is None else run.started,
+        "started": run.started,
+        "completed": run.completed,
+        "failed": run.failed,
+        "failures": run.failures,
+        "grace_s": config.grace,
+        "leaked_count": len(leaked),
+        "leaked": leaked,
+        "zombies": zombies_end,
+        "escaped": escaped,
+        "processes_seen": census.total_procs,
+        "peak_descendants": census.peak_descendants,
+        "descendants_baseline": baseline,
+        "descendants_end": descendants_end,
+        "rss": {
+            "samples": [
+                {
+                    "t": round(s.t, 3),
+                    "sessions_done": s.sessions_done,
+                    "total_mb": round(s.total_rss / 1e6, 2),
+                    "worker_mb": round(s.worker_rss / 1e6, 2),
+                    "descendants": s.descendants,
+                    "leaked": s.leaked,
+                }
+                for s in samples
+            ],
+            "total_slope": total_slope,
+            "worker_slope": worker_slope,
+            "budget_mb_per_100_sessions": config.rss_budget,
+            "peak_total_mb": round(peak_total_mb, 1),
+            "peak_budget_mb": config.rss_peak,
+            "session_marks": {
+                "starts": [round(x, 3) for x in run.starts],
+                "ends": [round(x, 3) for x in run.ends],
+            },
+        },
+        "worker_rss_mb": {
+            "start": round(worker_rss_start / 1e6, 1),
+            "end": round(worker_rss_end / 1e6, 1),
+            "peak": round(census.peak_worker_rss / 1e6, 1),
+        },
+        "cleanup_latency_ms": _percentiles(census.session_latencies()),
+        "duration_s": round(duration, 2),
+        "sessions_per_s": round(run.completed / duration, 3) if duration > 0 else 0.0,
+        "census": {
+            "sample_hz": config.sample_hz,
+            "sample_cost_ms_p50": round(scan_costs[len(scan_costs) // 2] * 1000, 2)
+            if scan_costs
+            else None,
+            "sample_cost_ms_max": round(scan_costs[-1] * 1000, 2) if scan_costs else None,
+        },
+        "swept_at_exit": swept,
+        "harness_errors": errors,
+        "work_dir": str(work_dir),
+        "config": cfg,
+    }
+
+
+# -- command line ------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = SoakConfig()
+    parser.add_argument("--target", default=d.target, help="worker under test (reference, ...)")
+    parser.add_argument("--mode", default=d.mode, choices=("fixed", "leaky"))
+    parser.add_argument("--sessions", type=int, default=d.sessions)
+    parser.add_argument("--concurrency", type=int, default=d.concurrency)
+    parser.add_argument("--prompts", type=int, default=d.prompts, help="prompts per session")
+    parser.add_argument(
+        "--observations", type=int, default=d.observations, help="tool uses per prompt"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=d.scenarios,
+        help="fake scenario spec or weights, e.g. 'mix' (default: every fault) or "
+        "'mix:ok=4,hang=1,escape=1'",
+    )
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=d.grace,
+        help="seconds after a session's end before a survivor counts as leaked",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="time-boxed soak (s) instead of --sessions"
+    )
+    parser.add_argument(
+        "--rss-budget",
+        type=float,
+        default=d.rss_budget,
+        help="max RSS slope over the 2nd half, MB per 100 sessions",
+    )
+    parser.add_argument(
+        "--rss-peak", type=float, default=d.rss_peak, help="max peak RSS of worker+descendants, MB"
+    )
+    parser.add_argument("--report", type=Path, default=None, help="write the report folder here")
+    parser.add_argument("--worker-grace", type=float, default=d.worker_grace)
+    parser.add_argument("--reap-interval", type=float, default=d.reap_interval)
+    parser.add_argument("--sample-hz", type=float, default=d.sample_hz)
+    parser.add_argument("--progress", default="auto", choices=("auto", "rich", "plain", "none"))
+    parser.add_argument("--keep-work-dir", action="store_true")
+    parser.add_argument("--no-plot", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> SoakConfig:
+    return SoakConfig(
+        target=args.target,
+        mode=args.mode,
+        sessions=args.sessions,
+        concurrency=args.concurrency,
+        prompts=args.prompts,
+        observations=args.observations,
+        scenarios=args.scenarios,
+        seed=args.seed,
+        grace=args.grace,
+        duration=args.duration,
+        rss_budget=args.rss_budget,
+        rss_peak=args.rss_peak,
+        report=args.report,
+        worker_grace=args.worker_grace,
+        reap_interval=args.reap_interval,
+        sample_hz=args.sample_hz,
+        progress=args.progress,
+        keep_work_dir=args.keep_work_dir,
+        plot=not args.no_plot,
+    )
+
+
+def print_summary(report: dict[str, Any], stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    lat = report["cleanup_latency_ms"]
+    rss = report["rss"]
+    print(
+        f"soak {report['verdict']}: target={report['target']} mode={report['mode']} "
+        f"sessions {report['completed']}/{report['sessions']} (failed {report['failed']}) "
+        f"in {report['duration_s']} s ({report['sessions_per_s']} sessions/s)\n"
+        f"  leaked {report['leaked_count']}, zombies {len(report['zombies'])}, escaped "
+        f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "
+        f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
+        f"  RSS slope 2nd half: total {rss['total_slope']['mb_per_100_sessions']} MB/100 "
+        f"sessions, worker {rss['worker_slope']['mb_per_100_sessions']} (budget "
+        f"{rss['budget_mb_per_100_sessions']}); peak {rss['peak_total_mb']} MB (budget "
+        f"{rss['peak_budget_mb']})\n"
+        f"  cleanup latency ms: p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} max "
+        f"{lat['max']} (n={lat['n']})",
+        file=stream,
+    )
+    for reason in report["reasons"]:
+        print(f"  - {reason}", file=stream)
+    if report["leaked"]:
+        print(leaks_table(report["leaked"][:40]), file=stream, end="")
+    if report.get("harness_errors"):
+        print("harness errors:\n" + "\n".join(report["harness_errors"]), file=stream)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.targets import UnknownTarget, get_target
+
+    config = config_from_args(args)
+    try:
+        target = get_target(config.target, **config.target_kwargs())
+    except (UnknownTarget, ValueError, TypeError) as exc:
+        print(f"harness soak: {exc}", file=sys.stderr)
+        return EXIT_CODES[ERROR]
+    try:
+        report = asyncio.run(run_soak(config, target))
+    except KeyboardInterrupt:
+        # A second Ctrl-C during cleanup: last-resort synchronous stop.
+        target.stop_now()
+        print("soak interrupted", file=sys.stderr)
+        return EXIT_CODES[INTERRUPTED]
+    print_summary(report)
+    if config.report is not None:
+        print(f"report: {config.report}/report.json")
+    return int(report["exit_code"])

@@ -1,0 +1,237 @@
+"""Our reference worker (`python -m worker serve`) as a soak target.
+
+The worker runs as a subprocess in its own process group; the session is driven as claude-mem
+9.0.0's hooks would, plus (fixed mode only) the session-end hook that 9.0.0 lacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.hooks import HookClient
+from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.workload import make_observation
+
+START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
+STOP_TIMEOUT_S = 20.0
+REGISTRY_MIN_INTERVAL_S = 1.0
+
+
+class WorkerStartError(RuntimeError):
+    pass
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+
+    def __init__(
+        self,
+        mode: str = "fixed",
+        worker_grace: float = 0.5,
+        reap_interval: float = 1.0,
+        idle_timeout: float | None = None,
+        end_sessions: bool | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        if mode not in ("fixed", "leaky"):
+            raise ValueError(f"mode must be fixed or leaky, not {mode!r}")
+        self.mode = mode
+        self.worker_grace = worker_grace
+        self.reap_interval = reap_interval
+        self.idle_timeout = idle_timeout
+        # 9.0.0 had no session-end hook; the fixed flow restores it.
+        self.end_sessions = (mode == "fixed") if end_sessions is None else end_sessions
+        self.extra_args = list(extra_args or [])
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+        self.handle: WorkerHandle | None = None
+        self.db_ids: dict[str, int] = {}
+        self._cwd = "/tmp"
+        self._registry: dict[int, list[tuple[int, float]]] = {}
+        self._registry_at: float | None = None
+        self._registry_started = 0.0
+        self._registry_task: asyncio.Future[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, ctx: RunContext) -> WorkerHandle:
+        data_dir = ctx.work_dir / f"worker-{self.mode}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._cwd = str(ctx.work_dir)
+        argv = [
+            sys.executable,
+            "-m",
+            "worker",
+            "serve",
+            "--mode",
+            self.mode,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--claude",
+            str(ctx.claude_path),
+            "--grace",
+            str(self.worker_grace),
+            "--reap-interval",
+            str(self.reap_interval),
+        ]
+        if self.idle_timeout is not None:
+            argv += ["--idle-timeout", str(self.idle_timeout)]
+        argv += self.extra_args
+        log_path = data_dir / "worker.log"
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ctx.work_dir),
+            env=env,
+            start_new_session=True,  # own group: a Ctrl-C at the terminal is ours to relay
+        )
+        info = await self._wait_ready(data_dir / "worker.json", log_path)
+        proc = psutil.Process(self._proc.pid)
+        self.handle = WorkerHandle(
+            base_url=f"http://{info.get('host', '127.0.0.1')}:{info['port']}",
+            pid=self._proc.pid,
+            create_time=proc.create_time(),
+            mode=self.mode,
+            log_path=log_path,
+        )
+        return self.handle
+
+    async def _wait_ready(self, info_path: Path, log_path: Path) -> dict:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise WorkerStartError(
+                    f"worker exited with {self._proc.returncode} before it was ready; "
+                    f"log {log_path}:\n{_tail(log_path)}"
+                )
+            try:
+                info = json.loads(info_path.read_text())
+            except (FileNotFoundError, ValueError):
+                info = None
+            if info and info.get("pid") == self._proc.pid and info.get("port"):
+                return info
+            await asyncio.sleep(0.05)
+        raise WorkerStartError(f"worker not ready after {START_TIMEOUT_S:.0f}s; log {log_path}")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            # Graceful first (the worker ends every tree on SIGTERM), then the whole group.
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        elif proc is not None:
+            proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop_now(self) -> None:
+        """Synchronous last resort (interpreter exit): kill the worker's group."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+    # -- driving -----------------------------------------------------------------------------
+    def client(self, http: Any) -> HookClient:
+        assert self.handle is not None, "start() first"
+        return HookClient(http, self.handle.base_url)
+
+    async def drive_prompt(self, session: SessionSpec, http: Any, prompt_no: int) -> int:
+        """One user prompt with its tool uses and its Stop; returns the session's db id."""
+        hooks = self.client(http)
+        prompt = session.prompts[prompt_no - 1]
+        init = await hooks.session_init(session.content_session_id, session.project, prompt)
+        db_id = int(init["sessionDbId"])
+        self.db_ids[session.content_session_id] = db_id
+        if not init.get("skipped"):
+            await hooks.start_generator(db_id, prompt, int(init.get("promptNumber", prompt_no)))
+        for k in range(session.observations_per_prompt):
+            obs = make_observation(session, prompt_no, k)
+            await hooks.observation(session.content_session_id, cwd=self._cwd, **obs)
+        await hooks.summarize(session.content_session_id, f"Done with prompt {prompt_no}.")
+        return db_id
+
+    async def end_session(self, session: SessionSpec, http: Any) -> None:
+        db_id = self.db_ids.get(session.content_session_id)
+        if db_id is not None and self.end_sessions:
+            await self.client(http).complete(db_id)
+
+    async def drive_session(self, session: SessionSpec, http: Any) -> None:
+        for prompt_no in range(1, len(session.prompts) + 1):
+            await self.drive_prompt(session, http, prompt_no)
+        await self.end_session(session, http)
+
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+        db_id = self.db_ids.pop(session.content_session_id, None)
+        if db_id is None:
+            return []
+        by_session = await self._registry_after(time.monotonic(), http)
+        return by_session.get(db_id, [])
+
+    async def _registry_after(self, t: float, http: Any) -> dict[int, list[tuple[int, float]]]:
+        """The worker's process registry as fetched after time t.
+
+        Sessions ending close together share one fetch (at most one per REGISTRY_MIN_INTERVAL_S),
+        so attribution costs the worker O(runs/s), not O(sessions^2).
+        """
+        while self._registry_at is None or self._registry_at < t:
+            if self._registry_task is None or self._registry_task.done():
+                self._registry_task = asyncio.ensure_future(self._fetch_registry(http))
+            await asyncio.shield(self._registry_task)
+        return self._registry
+
+    async def _fetch_registry(self, http: Any) -> None:
+        wait = self._registry_started + REGISTRY_MIN_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        started = self._registry_started = time.monotonic()
+        by_session: dict[int, list[tuple[int, float]]] = {}
+        try:
+            data = await self.client(http).get("/api/processes")
+            for row in data.get("processes", []) if isinstance(data, dict) else []:
+                sid = row.get("session_db_id")
+                if isinstance(sid, int) and "pid" in row and row.get("create_time") is not None:
+                    by_session.setdefault(sid, []).append(
+                        (int(row["pid"]), float(row["create_time"]))
+                    )
+        except Exception:  # noqa: BLE001 - attribution is optional; the census falls back
+            pass
+        self._registry, self._registry_at = by_session, started
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

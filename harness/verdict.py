@@ -1,0 +1,106 @@
+"""The verdict: exact leak census plus bounded RSS, turned into PASS / FAIL.
+
+RSS is judged by the least-squares slope over the second half of the run (after warm-up, as
+psleak-style checkers do), per 100 sessions, and by its peak; never by one sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+PASS, FAIL, ERROR, INTERRUPTED = "PASS", "FAIL", "ERROR", "interrupted"
+EXIT_CODES = {PASS: 0, FAIL: 1, ERROR: 2, INTERRUPTED: 130}
+
+# Default slope budget, MB per 100 sessions, for both the worker alone and worker+descendants.
+# Why 16: the census already catches every leaked process exactly; the slope catches memory that
+# grows *inside* live processes. One leaked fake observer is a Python interpreter (>= ~10 MB), one
+# real leaked observer ~370 MB (issue #603), so 16 MB/100 sessions is below "one small leak per
+# 100 sessions" yet above the sampling noise of a worker whose live children come and go.
+DEFAULT_SLOPE_BUDGET_MB = 16.0
+
+
+def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+
+
+def second_half(points: Sequence[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """Points are (t, sessions_done, value); keep those in the second half of the time span."""
+    if not points:
+        return []
+    t0, t1 = points[0][0], points[-1][0]
+    mid = t0 + (t1 - t0) / 2
+    return [p for p in points if p[0] >= mid]
+
+
+def slope_per_100_sessions(points: Sequence[tuple[float, float, float]]) -> dict:
+    half = second_half(points)
+    xs = [p[1] for p in half]
+    ys = [p[2] / 1e6 for p in half]
+    slope = least_squares_slope(xs, ys)
+    return {
+        "mb_per_100_sessions": None if slope is None else round(slope * 100, 3),
+        "samples": len(half),
+        "sessions_span": (max(xs) - min(xs)) if xs else 0,
+    }
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+
+def judge(
+    *,
+    leaked_count: int,
+    zombies_at_end: int,
+    descendants_end: int,
+    descendants_baseline: int,
+    total_slope: float | None,
+    worker_slope: float | None,
+    slope_budget: float,
+    peak_total_mb: float,
+    peak_budget_mb: float | None,
+    completed: int,
+    worker_alive: bool,
+    harness_errors: Sequence[str] = (),
+    interrupted: bool = False,
+) -> Verdict:
+    if interrupted:
+        return Verdict(INTERRUPTED, ["interrupted before the run finished"])
+    if harness_errors:
+        return Verdict(ERROR, [f"harness error: {e}" for e in harness_errors])
+    if completed == 0:
+        return Verdict(ERROR, ["no session completed: nothing was tested"])
+    reasons = []
+    if leaked_count:
+        reasons.append(f"{leaked_count} process(es) leaked (alive past their session's end+grace)")
+    if zombies_at_end:
+        reasons.append(f"{zombies_at_end} zombie(s) left unreaped")
+    if descendants_end > descendants_baseline:
+        reasons.append(
+            f"worker descendants did not return to idle baseline "
+            f"({descendants_end} > {descendants_baseline})"
+        )
+    if not worker_alive:
+        reasons.append("the worker died during the run")
+    for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
+        if slope is not None and slope > slope_budget:
+            reasons.append(
+                f"RSS of {name} grows {slope:.1f} MB/100 sessions > budget {slope_budget:g}"
+            )
+    if peak_budget_mb is not None and peak_total_mb > peak_budget_mb:
+        reasons.append(f"peak RSS {peak_total_mb:.0f} MB > budget {peak_budget_mb:g} MB")
+    return Verdict(FAIL if reasons else PASS, reasons)
