@@ -5,6 +5,7 @@ Every refusal is a 4xx with a JSON body {"error": ...} that says what was wrong.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.routes")
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "localhost.localdomain"})
+MAX_BODY_KEY = web.AppKey("max_body", int)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -41,7 +43,12 @@ def host_is_loopback(host_header: str | None) -> bool:
         host = host[1 : host.find("]")] if "]" in host else host
     elif host.count(":") == 1:
         host = host.rsplit(":", 1)[0]
-    return host in LOOPBACK_NAMES or host.startswith("127.")
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @web.middleware
@@ -66,7 +73,8 @@ async def body_of(request: web.Request) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise BadRequest(413, f"body larger than {exc.max_size} bytes") from exc
+        limit = request.app[MAX_BODY_KEY]
+        raise BadRequest(413, f"body larger than {limit} bytes") from exc
     if not raw:
         raise BadRequest(400, "empty body: expected a JSON object")
     try:

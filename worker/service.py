@@ -21,7 +21,7 @@ from worker.config import WorkerConfig
 from worker.containment import Containment, worker_mark
 from worker.leaky import LeakySessionManager
 from worker.reaper import Reaper
-from worker.routes import Routes, guard
+from worker.routes import MAX_BODY_KEY, Routes, guard
 from worker.sessions import SessionManager
 from worker.store import Store
 
@@ -159,6 +159,7 @@ class WorkerService:
                 log.info("re-queued %d message(s) a previous run did not finish", requeued)
             await self.reaper.at_start()
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
+        app[MAX_BODY_KEY] = self.cfg.max_body
         Routes(self).install(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

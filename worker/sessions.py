@@ -30,6 +30,7 @@ class ActiveSession:
     observer: Observer | None = None
     contained: Contained | None = None
     registry_row: int | None = None
+    ending: set[int] = field(default_factory=set)  # observers whose tree is being ended
     errors: int = 0
     last_error: str | None = None
     last_activity: float = field(default_factory=time.monotonic)
@@ -84,9 +85,12 @@ class SessionManager:
 
     def live_pids(self, session_id: int) -> list[int]:
         active = self.sessions.get(session_id)
-        if active is None or active.observer is None:
+        if active is None:
             return []
-        return [active.observer.pid]
+        pids = set(active.ending)
+        if active.observer is not None:
+            pids.add(active.observer.pid)
+        return sorted(pids)
 
     async def complete(self, session_id: int) -> None:
         """The session ended: its generator finishes what is queued, then ends the observer."""
@@ -220,6 +224,15 @@ class SessionManager:
         if observer is None:
             return
         active.observer = active.contained = active.registry_row = None
+        active.ending.add(observer.pid)
+        try:
+            await self._escalate(observer, contained, row, reason)
+        finally:
+            active.ending.discard(observer.pid)
+
+    async def _escalate(
+        self, observer: Observer, contained: Contained | None, row: int | None, reason: str
+    ) -> None:
         if row is not None:
             self.store.set_process_state(row, "ending")
         how = "exited"

@@ -1,0 +1,178 @@
+"""The HTTP API: claude-mem 9.0.0's routes and bodies, our additions, and every refusal."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import FakeRun, Worker
+
+
+def test_session_round_trip_stores_replies(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim("ok"))
+    assert set(worker.info) == {"pid", "host", "port", "mode", "started"}
+    assert worker.info["mode"] == "fixed" and worker.info["host"] == "127.0.0.1"
+    api = worker.api()
+    assert api.ok("GET", "/api/health")["status"] == "ok"
+    assert api.ok("GET", "/api/readiness")["status"] == "ready"
+
+    sid = worker.new_session("content-1")
+    api.ok("POST", f"/sessions/{sid}/init", {"userPrompt": "hello", "promptNumber": 1})
+    assert api.ok(
+        "POST",
+        "/api/sessions/observations",
+        {
+            "contentSessionId": "content-1",
+            "tool_name": "Read",
+            "tool_input": {"file_path": "/a.py"},
+            "tool_response": "x = 1",
+            "cwd": "/",
+        },
+    ) == {"status": "queued"}
+    assert api.ok(
+        "POST",
+        "/api/sessions/summarize",
+        {"contentSessionId": "content-1", "last_assistant_message": "done"},
+    ) == {"status": "queued"}
+    again = api.ok(
+        "POST",
+        "/api/sessions/init",
+        {"contentSessionId": "content-1", "project": "proj", "prompt": "second"},
+    )
+    assert again["sessionDbId"] == sid and again["promptNumber"] == 2 and again["skipped"] is False
+
+    api.ok("POST", f"/sessions/{sid}/complete")
+    final = worker.wait_session_done(sid)
+    assert final["status"] == "completed"
+
+    stats = worker.stats()
+    assert stats["observations"] == 1 and stats["summaries"] == 1
+    assert stats["queue"] == {"processed": 3}
+    assert stats["observers"]["spawned"] == 1 and stats["observers"]["live"] == 0
+    # The replies are the fake's, derived from what we sent.
+    assert "/a.py" in api.request("GET", "/api/context/inject?projects=proj")[1]
+
+    rows = worker.processes()
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) >= {"pid", "create_time", "session_db_id", "state", "started", "ended"}
+    assert row["session_db_id"] == sid and row["state"] == "ended" and row["ended"] is not None
+    main = fake_run.started("main")
+    assert [(p.pid, round(p.create_time, 1)) for p in main] == [
+        (row["pid"], round(row["create_time"], 1))
+    ]
+    # The argv claude-mem 9.0.0 spawns (through the TS SDK 0.1.76), after the shim's run id.
+    start = next(e for e in fake_run.ledger_lines() if e["event"] == "start")
+    argv = start["argv"]
+    tail = argv[argv.index(next(a for a in argv if a.startswith("--fake-claude-run-id"))) + 1 :]
+    assert tail[:8] == [
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+        "--model",
+        "claude-sonnet-4-5",
+        "--disallowedTools",
+    ]
+    assert tail[-4:] == ["--setting-sources", "", "--permission-mode", "default"]
+    fake_run.assert_none_alive()
+
+
+def test_refusals_are_json_4xx(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim("ok"))
+    api = worker.api()
+    cases = [
+        ("POST", "/api/sessions/init", b"{not json", None, 400, "malformed JSON"),
+        ("POST", "/api/sessions/init", b"[1,2]", None, 400, "JSON object"),
+        ("POST", "/api/sessions/init", b"", None, 400, "empty body"),
+        (
+            "POST",
+            "/api/sessions/init",
+            json.dumps({"contentSessionId": 7}).encode(),
+            None,
+            400,
+            "wrong type",
+        ),
+        (
+            "POST",
+            "/api/sessions/init",
+            json.dumps({"project": "p"}).encode(),
+            None,
+            400,
+            "missing field",
+        ),
+        (
+            "POST",
+            "/api/sessions/observations",
+            json.dumps({"contentSessionId": "nobody", "tool_name": "Read"}).encode(),
+            None,
+            404,
+            "unknown contentSessionId",
+        ),
+        (
+            "POST",
+            "/api/sessions/summarize",
+            json.dumps({"contentSessionId": "nobody"}).encode(),
+            None,
+            404,
+            "unknown contentSessionId",
+        ),
+        (
+            "POST",
+            "/sessions/424242/init",
+            json.dumps({"userPrompt": "x"}).encode(),
+            None,
+            404,
+            "unknown session",
+        ),
+        ("POST", "/sessions/abc/init", b"{}", None, 400, "not a positive integer"),
+        ("GET", "/sessions/424242/status", None, None, 404, "unknown session"),
+        ("POST", "/sessions/424242/complete", None, None, 404, "unknown session"),
+        ("DELETE", "/sessions/424242", None, None, 404, "unknown session"),
+        (
+            "POST",
+            "/api/sessions/init",
+            b"{" + b" " * (1024 * 1024 + 10) + b"}",
+            None,
+            413,
+            "larger than",
+        ),
+        ("GET", "/api/health", None, {"Host": "evil.example:37777"}, 403, "not loopback"),
+        ("GET", "/api/health", None, {"Host": "127.0.0.1.nip.io"}, 403, "not loopback"),
+        ("GET", "/no/such/route", None, None, 404, ""),
+    ]
+    for method, path, data, headers, want, words in cases:
+        status, body = api.request(method, path, data=data, headers=headers)
+        assert status == want, (method, path, status, body)
+        assert isinstance(body, dict) and isinstance(body.get("error"), str), body
+        assert words in body["error"], (path, body)
+    sid = worker.new_session("typed")
+    status, body = api.request(
+        "POST", f"/sessions/{sid}/init", json_body={"userPrompt": "x", "promptNumber": "one"}
+    )
+    assert status == 400 and "promptNumber" in body["error"]
+    status, body = api.request(
+        "POST", f"/sessions/{sid}/init", json_body={"userPrompt": "x", "promptNumber": True}
+    )
+    assert status == 400 and "promptNumber" in body["error"]
+    # localhost with a port, and the IPv6 loopback, are fine.
+    assert api.request("GET", "/api/health", headers={"Host": "localhost:1"})[0] == 200
+    assert api.request("GET", "/api/health", headers={"Host": "[::1]:1"})[0] == 200
+    assert worker.stats()["observers"]["spawned"] == 0
+    fake_run.assert_none_alive()
+
+
+def test_delete_aborts_at_once_and_pending_queue_lists(fake_run: FakeRun, workers) -> None:
+    # A slow observer keeps items queued long enough to see them in /api/pending-queue.
+    worker: Worker = workers(fake_run.shim("slow:first=0.5,latency=0.3"))
+    sid = worker.new_session("slow-1")
+    worker.prompt(sid, "slow-1", "work")
+    for i in range(4):
+        worker.observe("slow-1", i)
+    queue = worker.api().ok("GET", "/api/pending-queue")["queue"]
+    assert queue["totalPending"] >= 1 and queue["sessionsWithPending"] == 1
+    assert {m["type"] for m in queue["messages"]} <= {"prompt", "observation"}
+    worker.api().ok("DELETE", f"/sessions/{sid}")
+    st = worker.status(sid)
+    assert st["status"] == "deleted" and st["observers"] == [] and st["queueLength"] == 0
+    fake_run.assert_none_alive()
