@@ -1,0 +1,242 @@
+"""The stream-json protocol, driven over real pipes the way the Agent SDKs drive it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+from fake_helpers import POSIX, alive, wait_for
+
+RESULT_REQUIRED = (
+    "subtype",
+    "duration_ms",
+    "duration_api_ms",
+    "is_error",
+    "num_turns",
+    "session_id",
+)
+
+
+def test_initialize_reply_echoes_request_id(spawn):
+    fake = spawn()
+    reply = fake.initialize(request_id="req_1_abcd")
+    resp = reply["response"]
+    assert resp["subtype"] == "success" and resp["request_id"] == "req_1_abcd"
+    assert resp["response"]["pid"] == fake.pid
+    assert resp["response"]["claude_code_version"] == "2.1.332"
+
+
+def test_turn_sequence_and_required_fields(spawn):
+    fake = spawn()
+    fake.initialize()
+    msgs = fake.turn("the cat sat on the mat")
+    kinds = [(m["type"], m.get("subtype") or m.get("state")) for m in msgs]
+    assert kinds[0] == ("system", "session_state_changed")
+    assert msgs[0]["state"] == "running"
+    assert kinds[1] == ("system", "init")
+    assert kinds[-2][0] == "assistant" and kinds[-1] == ("result", "success")
+    result = msgs[-1]
+    for key in RESULT_REQUIRED:
+        assert key in result, key
+    assert result["is_error"] is False
+    sid = msgs[1]["session_id"]
+    assert all(m["session_id"] == sid for m in msgs)
+    idle = fake.read_message()
+    assert idle["subtype"] == "session_state_changed" and idle["state"] == "idle"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    assert [r["n"] for r in fake.records("turn")] == [1]
+    assert fake.records("exit")[0]["code"] == 0
+
+
+def test_replies_are_deterministic_in_the_input(spawn):
+    texts = []
+    for prompt in ("alpha beta", "alpha beta", "gamma delta"):
+        fake = spawn()
+        fake.initialize()
+        texts.append(fake.turn(prompt)[-1]["result"])
+        fake.close_stdin()
+        fake.wait_exit()
+    assert texts[0] == texts[1]
+    assert texts[0] != texts[2]
+    assert "<observation>" in texts[0] and "alpha beta" in texts[0]
+
+
+def test_resume_keeps_session_id(spawn):
+    fake = spawn(
+        args=[
+            "--output-format",
+            "stream-json",
+            "--input-format",
+            "stream-json",
+            "--resume",
+            "0f0e0d0c-1111-2222-3333-444455556666",
+        ]
+    )
+    fake.initialize()
+    msgs = fake.turn("continue")
+    assert {m["session_id"] for m in msgs} == {"0f0e0d0c-1111-2222-3333-444455556666"}
+    start = fake.wait_record("start")
+    assert start["session_id"] == "0f0e0d0c-1111-2222-3333-444455556666"
+
+
+def test_multi_turn_and_interrupt(spawn):
+    # slow: each message is held back long enough for the interrupt to land mid-turn.
+    fake = spawn("slow:latency=30,jitter=0,first=0")
+    fake.initialize()
+    fake.user("first")
+    fake.read_until(lambda m: m.get("subtype") == "init", "system init")
+    fake.send(
+        {"type": "control_request", "request_id": "int1", "request": {"subtype": "interrupt"}}
+    )
+    ack = fake.read_until(lambda m: m.get("type") == "control_response", "interrupt ack")
+    assert ack["response"]["request_id"] == "int1"
+    user = fake.read_message()
+    assert user["type"] == "user"
+    assert user["message"]["content"][0]["text"] == "[Request interrupted by user]"
+    result = fake.read_message()
+    assert result["type"] == "result" and result["is_error"] is True
+    assert result["subtype"] == "error_during_execution"
+    assert fake.wait_record("turn", n=1)["interrupted"] is True
+    fake.close_stdin()
+    # stdin EOF after an error result: exit 1, as the real CLI does.
+    assert fake.wait_exit() == 1
+
+
+def test_set_permission_mode_and_unknown_control(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.send(
+        {
+            "type": "control_request",
+            "request_id": "pm",
+            "request": {"subtype": "set_permission_mode", "mode": "acceptEdits"},
+        }
+    )
+    ack = fake.read_until(lambda m: m.get("type") == "control_response", "ack")
+    assert ack["response"]["subtype"] == "success"
+    init = [m for m in fake.turn("x") if m.get("subtype") == "init"][0]
+    assert init["permissionMode"] == "acceptEdits"
+    fake.send(
+        {"type": "control_request", "request_id": "zz", "request": {"subtype": "no_such_request"}}
+    )
+    err = fake.read_until(lambda m: m.get("type") == "control_response", "error reply")
+    assert err["response"]["subtype"] == "error"
+    assert "no_such_request" in err["response"]["error"]
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_tool_use_round_trips(spawn, allow):
+    fake = spawn(
+        "ok:tool=Bash",
+        args=[
+            "--output-format",
+            "stream-json",
+            "--input-format",
+            "stream-json",
+            "--permission-prompt-tool",
+            "stdio",
+        ],
+    )
+    hooks = {"PreToolUse": [{"matcher": "Bash", "hookCallbackIds": ["hook_0"]}]}
+    fake.initialize(hooks=hooks)
+    fake.user("run something")
+    hook = fake.read_until(lambda m: m.get("type") == "control_request", "hook_callback")
+    assert hook["request"]["subtype"] == "hook_callback"
+    assert hook["request"]["callback_id"] == "hook_0"
+    assert hook["request"]["input"]["hook_event_name"] == "PreToolUse"
+    assert hook["request"]["input"]["tool_name"] == "Bash"
+    fake.send(
+        {
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": hook["request_id"], "response": {}},
+        }
+    )
+    perm = fake.read_until(lambda m: m.get("type") == "control_request", "can_use_tool")
+    assert perm["request"]["subtype"] == "can_use_tool"
+    assert perm["request"]["tool_name"] == "Bash"
+    answer = (
+        {"behavior": "allow", "updatedInput": {"command": "echo changed"}}
+        if allow
+        else {"behavior": "deny", "message": "not today"}
+    )
+    fake.send(
+        {
+            "type": "control_response",
+            "response": {
+                "subtype": "success",
+                "request_id": perm["request_id"],
+                "response": answer,
+            },
+        }
+    )
+    tool_result = fake.read_until(lambda m: m.get("type") == "user", "tool result")
+    block = tool_result["message"]["content"][0]
+    assert block["type"] == "tool_result" and block["is_error"] is (not allow)
+    assert ("echo changed" in block["content"]) if allow else (block["content"] == "not today")
+    result = fake.read_until(lambda m: m.get("type") == "result", "result")
+    assert result["is_error"] is False
+    assert bool(result["permission_denials"]) is (not allow)
+
+
+def test_partial_messages_stream_events(spawn):
+    fake = spawn(
+        args=[
+            "--output-format",
+            "stream-json",
+            "--input-format",
+            "stream-json",
+            "--include-partial-messages",
+        ]
+    )
+    fake.initialize()
+    msgs = fake.turn("stream this please")
+    events = [m["event"] for m in msgs if m["type"] == "stream_event"]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    streamed = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    assistant = [m for m in msgs if m["type"] == "assistant"][0]
+    assert streamed == assistant["message"]["content"][0]["text"]
+
+
+def test_non_json_line_exits_1_with_message(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.send(b"this is not json\n")
+    assert fake.wait_exit() == 1
+    assert b"Error parsing streaming input line" in bytes(fake.stderr)
+
+
+def test_idle_with_stdin_open_stays_alive_then_eof_ends_it(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.turn("hello")
+    # The #603 mechanism: nothing closes stdin, so the fake waits. It must still be there after
+    # the reply and a pause; the pause asserts persistence, it does not synchronise anything.
+    with pytest.raises(subprocess.TimeoutExpired):
+        fake.popen.wait(timeout=1.0)
+    assert alive(fake.pid)
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    assert fake.records("stdin_eof")
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_sigterm_exits_143(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.signal(signal.SIGTERM)
+    assert fake.wait_exit() == 143
+    rec = fake.wait_record("signal")
+    assert rec["name"] == "SIGTERM" and rec["action"] == "exit"
+    assert fake.records("exit")[0]["code"] == 143
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_sigterm_while_reading_before_any_input(spawn):
+    fake = spawn()
+    fake.wait_record("start")
+    fake.signal(signal.SIGTERM)
+    assert fake.wait_exit() == 143
+    wait_for(lambda: not alive(fake.pid), "fake to be gone")
