@@ -35,6 +35,14 @@ class Session:
         self.model = a.value("--model") or "claude-sonnet-4-5"
         self.permission_mode = a.value("--permission-mode") or "default"
         self.partial = a.has("--include-partial-messages")
+        # The real CLI sends session_state_changed only to SDKs that ask (TS >= 0.2, Python 0.2);
+        # TS 0.1.76 (claude-mem 9.0.0) does not ask and would yield them to its caller.
+        self.state_frames = os.environ.get("CLAUDE_CODE_SDK_READS_SESSION_STATE", "").lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+        )
         self.stdio_permissions = a.value("--permission-prompt-tool") == "stdio"
         disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
         self.tools = [t for t in m.TOOLS if t not in disallowed]
@@ -176,7 +184,8 @@ class Session:
         interrupted = False
         in_tokens = max(1, len(prompt.split()))
         try:
-            send(m.session_state(self.session_id, "running"))
+            if self.state_frames:
+                send(m.session_state(self.session_id, "running"))
             send(
                 m.system_init(
                     self.session_id, self.model, self.permission_mode, self.ctx.version, self.tools
@@ -222,7 +231,8 @@ class Session:
             self.last_error = True
         finally:
             self.in_turn = False
-        send(m.session_state(self.session_id, "idle"))
+        if self.state_frames:
+            send(m.session_state(self.session_id, "idle"))
         self.ctx.ledger.write("turn", n=n, session_id=self.session_id, interrupted=interrupted)
         at_point(self.ctx, "after-result", n, self.session_id)
 
