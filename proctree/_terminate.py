@@ -17,7 +17,7 @@ import psutil
 
 from . import _platform
 from ._identity import ProcId, is_alive, of_process
-from ._scan import descendants, protected_pids, scan
+from ._scan import adopted_children, descendants, protected_pids, scan
 
 # After SIGKILL a process is gone in milliseconds unless stuck in the kernel (D state).
 KILL_WAIT = 5.0
@@ -73,8 +73,16 @@ def _close(close_stdin: Any) -> None:
 class _Tree:
     """The verified set of processes that belong to one root, refreshed at every stage."""
 
-    def __init__(self, root: ProcId, group: Any, mark: str | None, token: str | None) -> None:
+    def __init__(
+        self,
+        root: ProcId,
+        group: Any,
+        mark: str | None,
+        token: str | None,
+        known_children: Collection[int] | None = None,
+    ) -> None:
         self.root = root
+        self.known_children = known_children
         self.group = getattr(group, "group", group)  # accept a Containment
         self.mark = mark
         self.token = token
@@ -95,11 +103,19 @@ class _Tree:
         group = self.group if self.group_verified() is not None else None
         if is_alive(self.root):
             self.known.add(self.root)
-            procs = descendants(self.root.pid, mark=self.mark, token=self.token, group=group)
+            procs = descendants(
+                self.root.pid,
+                mark=self.mark,
+                token=self.token,
+                group=group,
+                known_children=self.known_children,
+            )
         else:
             # Root gone: its pid may be reused, so no children() of it; what is left is in
             # the verified group or carries the mark/token.
             procs = _orphans(group, self.mark, self.token)
+            if self.known_children is not None and _platform.is_subreaper():
+                procs += adopted_children(set(self.known_children) | {self.root.pid})
         for p in procs:
             pid_id = of_process(p)
             if pid_id is not None:
@@ -146,18 +162,21 @@ def terminate_tree(
     close_stdin: Any = None,
     kill_wait: float = KILL_WAIT,
     dont_reap: Collection[int] = (),
+    known_children: Collection[int] | None = None,
 ) -> TerminationResult:
     """End root and everything under it; return who went at which stage.
 
     close_stdin: None (skip that stage), a callable, an object with .close(), or True when
     the caller already closed it (then only the grace is waited). The root itself is never
     reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
+    known_children: the pids this process spawned itself; if given and we are a subreaper,
+    our other direct children (orphans the kernel handed to us) are ended too.
     Blocking, thread-safe (no shared state): run it in a thread from asyncio, or use
     aterminate_tree.
     """
     started = time.monotonic()
     res = TerminationResult(root=root)
-    tree = _Tree(root, group, mark, token)
+    tree = _Tree(root, group, mark, token, known_children)
     before = tree.refresh()
 
     if close_stdin is not None:
@@ -211,6 +230,7 @@ async def aterminate_tree(
     close_stdin: Any = None,
     kill_wait: float = KILL_WAIT,
     dont_reap: Collection[int] = (),
+    known_children: Collection[int] | None = None,
 ) -> TerminationResult:
     """terminate_tree for asyncio: stdin is closed in the loop, the waiting runs in a thread."""
     if close_stdin is not None and close_stdin is not True:
@@ -226,6 +246,7 @@ async def aterminate_tree(
         close_stdin=close_stdin,
         kill_wait=kill_wait,
         dont_reap=dont_reap,
+        known_children=known_children,
     )
 
 

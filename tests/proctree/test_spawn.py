@@ -17,12 +17,14 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="process groups 
 SHOW_ENV = "import os, sys; sys.stdout.write(os.environ.get('LEAKPROOF_WORKER_MARK', '-'))"
 
 
-def test_marker_in_child_environment(mode: str) -> None:
+def test_marker_in_child_environment(mode: str, popens) -> None:
     opts = proctree.spawn_options("123:456.5")
-    out = subprocess.run(
-        [sys.executable, "-c", SHOW_ENV], capture_output=True, timeout=60, check=True, **opts
-    )
-    assert out.stdout.decode() == "123:456.5"
+    p = subprocess.Popen([sys.executable, "-c", SHOW_ENV], stdout=subprocess.PIPE, **opts)
+    popens.append(p)
+    c = proctree.after_spawn(p.pid, opts)  # Windows: resumes the suspended child
+    out, _ = p.communicate(timeout=60)
+    c.close()
+    assert out.decode() == "123:456.5"
 
 
 def test_custom_env_is_kept_and_marked() -> None:

@@ -1,0 +1,134 @@
+"""Linux: subreaper adoption, parent-death signal, reaping; and the same with them forced off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from proctree_helpers import Runner, read_report, wait_for
+
+import proctree
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="prctl subreaper/pdeathsig are Linux-only"
+)
+SPAWNER = Path(__file__).with_name("spawner_prog.py")
+GRACE = 0.5
+
+
+def test_subreaper_adopts_escapee_without_mark_or_token(subreaper: bool, run: Runner) -> None:
+    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    (escapee,) = tree.ids("escapee")
+    # The double fork orphaned it; the kernel handed it to us, not to init.
+    assert wait_for(lambda: psutil.Process(escapee.pid).ppid() == os.getpid(), what="adoption")
+    others = {c.pid for c in psutil.Process().children()} - {escapee.pid}
+    assert escapee.pid in {p.pid for p in proctree.adopted_children(others)}
+    found = {p.pid for p in proctree.descendants(tree.root.pid, known_children=others)}
+    assert escapee.pid in found
+    res = proctree.terminate_tree(
+        tree.root, group=tree.containment, grace=GRACE, known_children=others
+    )
+    assert res.clean and escapee in res.kill
+    assert escapee.pid in res.reaped  # adopted orphans are ours to reap
+    assert not psutil.pid_exists(escapee.pid) or psutil.Process(escapee.pid).ppid() != os.getpid()
+
+
+def test_without_subreaper_escapee_goes_elsewhere(run: Runner) -> None:
+    """Negative control for the test above: no subreaper, the orphan is not our child."""
+    proctree.force_fallback(True)
+    try:
+        assert not proctree.enable_subreaper()
+        tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True)
+    finally:
+        proctree.force_fallback(False)
+    (escapee,) = tree.ids("escapee")
+    if proctree.is_subreaper():
+        pytest.skip("this test process was made a subreaper earlier")
+    assert psutil.Process(escapee.pid).ppid() != os.getpid()
+    others = {c.pid for c in psutil.Process().children()}
+    assert escapee.pid not in {p.pid for p in proctree.adopted_children(others - {escapee.pid})}
+
+
+def _start_spawner(run: Runner, n: int, fallback: bool) -> tuple[subprocess.Popen[bytes], Path]:
+    report = run.tmp_path / f"spawner-{fallback}.txt"
+    env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
+    mark = "m-" + run.token
+    argv = [sys.executable, str(SPAWNER), str(report), run.token, mark, str(n)]
+    spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+    run.extra.append(spawner)
+    wait_for(
+        lambda: (
+            [r for r, _ in read_report(report)].count("main") >= n
+            and any(r == "spawner" for r, _ in read_report(report))
+        ),
+        what="spawner and its children",
+    )
+    return spawner, report
+
+
+def _mains(report: Path) -> list[proctree.ProcId]:
+    ids = [proctree.identify(pid) for role, pid in read_report(report) if role == "main"]
+    return [i for i in ids if i is not None]
+
+
+def test_pdeathsig_takes_children_when_parent_is_sigkilled(run: Runner) -> None:
+    spawner, report = _start_spawner(run, n=3, fallback=False)
+    mains = _mains(report)
+    assert len(mains) == 3 and all(proctree.is_alive(m) for m in mains)
+    spawner.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    spawner.wait(timeout=30)
+    proctree.wait_gone(mains, timeout=2.0)
+    took = time.monotonic() - killed_at
+    assert not [m for m in mains if proctree.is_alive(m)], f"children alive {took:.2f}s after"
+
+
+def test_fallback_children_outlive_sigkilled_parent_until_swept(run: Runner) -> None:
+    """Without pdeathsig (macOS's situation) the children survive; the sweep by mark ends them."""
+    spawner, report = _start_spawner(run, n=2, fallback=True)
+    mains = _mains(report)
+    spawner.send_signal(signal.SIGKILL)
+    spawner.wait(timeout=30)
+    # Nothing ends them on its own: still alive after a deadline pdeathsig easily meets.
+    assert proctree.wait_gone(mains, timeout=2.0) == set(mains)
+    ended = proctree.sweep(mark="m-" + run.token, grace=GRACE)
+    assert set(mains) <= set(ended)
+    assert not [m for m in mains if proctree.is_alive(m)]
+
+
+def test_fallback_sweep_by_token_also_works(run: Runner) -> None:
+    spawner, report = _start_spawner(run, n=1, fallback=True)
+    mains = _mains(report)
+    spawner.send_signal(signal.SIGKILL)
+    spawner.wait(timeout=30)
+    ended = proctree.sweep(token=run.token, grace=GRACE)
+    assert set(mains) <= set(ended)
+
+
+def test_reap_zombies_spares_excluded_pids(popens) -> None:
+    a = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"])
+    b = subprocess.Popen([sys.executable, "-c", "raise SystemExit(5)"])
+    popens += [a, b]
+
+    def both_zombies() -> bool:
+        try:
+            return all(psutil.Process(p.pid).status() == psutil.STATUS_ZOMBIE for p in (a, b))
+        except psutil.NoSuchProcess:
+            return False
+
+    wait_for(both_zombies, what="two zombies")
+    # Never touch children this test did not start (other fixtures may wait on them).
+    others = {c.pid for c in psutil.Process().children()} - {a.pid, b.pid}
+    reaped = proctree.reap_zombies(exclude=others | {a.pid})
+    assert b.pid in reaped and a.pid not in reaped
+    assert a.wait(timeout=30) == 7  # its owner still gets the real exit status
+
+
+def test_subreaper_flag_is_really_set(subreaper: bool) -> None:
+    assert proctree.is_subreaper()

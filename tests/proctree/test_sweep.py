@@ -1,0 +1,66 @@
+"""sweep: ends what carries our mark/token and outlived its session; spares live sessions."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from proctree_helpers import Runner, new_token
+
+import proctree
+
+GRACE = 0.5
+
+
+def test_sweep_ends_orphaned_session_spares_live_one_and_decoy(
+    mode: str, run: Runner, tmp_path
+) -> None:
+    mark = "m-" + run.token  # one worker-wide mark, as the contract gives children
+    live = run.start(mark=mark, children=1, grandchildren=1, ignore_term=True)
+    dead = run.start(mark=mark, children=2, ignore_term=True, ignore_eof=True)
+    decoy_run = Runner(new_token(), tmp_path)
+    try:
+        decoy = decoy_run.start(mark=None, children=1, contained=False)
+        ended = proctree.sweep(mark=mark, token=run.token, exclude={live.root}, grace=GRACE)
+        assert set(dead.ids()) <= set(ended)
+        assert not [i for i in dead.ids() if proctree.is_alive(i)]
+        assert all(proctree.is_alive(i) for i in live.ids()), "a live session was swept"
+        assert all(proctree.is_alive(i) for i in decoy.ids()), "the decoy was swept"
+        assert not (set(live.ids()) | set(decoy.ids())) & set(ended)
+    finally:
+        decoy_run.cleanup()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="escapees are a POSIX double fork here")
+def test_sweep_catches_escapee_of_live_session(mode: str, run: Runner) -> None:
+    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    (escapee,) = tree.ids("escapee")
+    ended = proctree.sweep(token=run.token, exclude={tree.root}, grace=GRACE)
+    # It left its session's tree, so it is an orphan of ours: swept. The session lives on.
+    assert escapee in ended
+    assert proctree.is_alive(tree.root)
+
+
+def test_sweep_without_mark_or_token_does_nothing(run: Runner) -> None:
+    tree = run.start(mark="m-" + run.token)
+    assert proctree.sweep() == []
+    assert proctree.is_alive(tree.root)
+
+
+def test_sweep_by_prefix_mark_reaches_session_marks(run: Runner) -> None:
+    worker_mark = "m-" + run.token
+    a = run.start(mark=f"{worker_mark}:s1", children=1)
+    b = run.start(mark=f"{worker_mark}:s2", children=1)
+    other = run.start(mark=f"{worker_mark}x:s3")  # shares a prefix, not the mark
+    ended = proctree.sweep(mark=worker_mark, grace=GRACE)
+    if not ended and proctree.is_alive(a.root):
+        pytest.skip("environ() unreadable on this platform; marks need argv tokens here")
+    assert set(a.ids()) | set(b.ids()) <= set(ended)
+    assert proctree.is_alive(other.root)
+
+
+def test_mark_matching_rules() -> None:
+    assert proctree.mark_matches("12:3", "12:3")
+    assert proctree.mark_matches("12:3:session-7", "12:3")
+    assert not proctree.mark_matches("12:34", "12:3")
+    assert not proctree.mark_matches(None, "12:3")
