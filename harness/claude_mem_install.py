@@ -122,8 +122,16 @@ def plugin_dir(version: str, root: Path | None = None) -> Path:
 
 
 def installed_version(plugin: Path) -> str | None:
-    """The version a plugin folder declares (plugin/package.json, else the package's)."""
-    for manifest in (plugin / "package.json", plugin.parent / "package.json"):
+    """The version a plugin folder declares.
+
+    plugin.json first: in the v9.0.0 tag plugin/package.json still says 8.5.10.
+    """
+    manifests = (
+        plugin / ".claude-plugin" / "plugin.json",
+        plugin.parent / "package.json",
+        plugin / "package.json",
+    )
+    for manifest in manifests:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):

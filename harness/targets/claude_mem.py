@@ -1,0 +1,423 @@
+"""The real claude-mem worker (bun + the plugin's worker-service.cjs) as a soak target.
+
+`ClaudeMemTarget(version="13.25.3")` installs claude-mem from npm into a private cache;
+`ClaudeMemTarget(plugin=Path(".../plugin"))` uses a plugin folder (e.g. a checkout of v9.0.0).
+Each run gets its own HOME under the run's work dir with `~/.claude-mem/settings.json` (free port,
+127.0.0.1, CLAUDE_CODE_PATH = the run's fake shim, Chroma off). The worker runs in the foreground
+(`--daemon`) in its own process group and is ended by identity, with everything carrying the run id;
+sessions are driven the way that build's hooks drive them (see claude_mem_flow.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+import proctree
+from harness import claude_mem_install as install
+from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.targets.claude_mem_flow import HookFlow, detect_flow, major_version
+from harness.targets.claude_mem_reap import ReapTracker
+from harness.workload import make_observation
+
+START_TIMEOUT_S = 120.0  # 9.0.0 waits for its MCP server before it reports ready; loaded machine
+STOP_GRACE_S = 5.0
+RUN_ID_FLAG = "--fake-claude-run-id="
+DEFAULT_MODEL = "claude-sonnet-4-5"
+
+
+class ClaudeMemError(RuntimeError):
+    """The worker could not be prepared, started or driven."""
+
+
+class UnsafeVersionRefused(ClaudeMemError):
+    """The build kills processes that are not its own; refused without an explicit opt-in."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def real_home() -> Path | None:
+    """The user's real HOME, from the account database where there is one (HOME can lie)."""
+    try:
+        import pwd
+
+        return Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()
+    except (ImportError, KeyError, AttributeError):
+        home = os.environ.get("USERPROFILE") or os.environ.get("HOME")
+        return Path(home).resolve() if home else None
+
+
+class ClaudeMemTarget(Target):
+    name = "claude-mem"
+
+    def __init__(
+        self,
+        version: str | None = None,
+        plugin: str | os.PathLike[str] | None = None,
+        *,
+        allow_chroma_kill: bool = False,
+        reap_wait: float = 0.0,
+        settings: dict[str, str] | None = None,
+        cache: str | os.PathLike[str] | None = None,
+        bun: str | os.PathLike[str] | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        if (version is None) == (plugin is None):
+            raise ValueError("give exactly one of version (npm) or plugin (a plugin folder)")
+        self.version = version
+        self.plugin = Path(plugin).resolve() if plugin is not None else None
+        self.allow_chroma_kill = allow_chroma_kill
+        self.reap_wait = reap_wait
+        self.settings_overrides = dict(settings or {})
+        self.cache = Path(cache) if cache is not None else None
+        self.bun = Path(bun) if bun is not None else None
+        self.start_timeout = start_timeout
+        self.flow: HookFlow | None = None
+        self.handle: WorkerHandle | None = None
+        self.home: Path | None = None
+        self.tracker: ReapTracker | None = None
+        self.db_ids: dict[str, int] = {}
+        self.reap: dict | None = None
+        self.reported_version: str | None = None  # what the running worker says (/api/version)
+        self.stop_result: dict | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._containment: proctree.Containment | None = None
+        self._token: str | None = None
+        self._log: Any = None
+        self._cwd = "/tmp"
+        self._obs_counter = 0
+
+    @property
+    def label(self) -> str:
+        version = self.version or self.reported_version or self._plugin_version()
+        return f"claude-mem {version or self.plugin}"
+
+    def _plugin_version(self) -> str | None:
+        return install.installed_version(self.plugin) if self.plugin else None
+
+    # -- preparation -------------------------------------------------------------------------
+    def resolve(self) -> tuple[Path, Path]:
+        """(bun, plugin folder), installing from npm into the cache when needed."""
+        if self.version is not None:
+            inst = install.ensure_claude_mem(self.version, self.cache)
+            bun, plugin = inst.bun, inst.plugin
+        else:
+            assert self.plugin is not None
+            plugin = self.plugin
+            if (plugin / "plugin" / "scripts" / "worker-service.cjs").is_file():
+                plugin = plugin / "plugin"  # a checkout's root was given
+            if not (plugin / "scripts" / "worker-service.cjs").is_file():
+                raise ClaudeMemError(f"{plugin} has no scripts/worker-service.cjs")
+            bun = install.ensure_bun(self.cache)
+        if self.bun is not None:
+            bun = self.bun
+        self.flow = detect_flow(plugin)
+        version = self.version or install.installed_version(plugin)
+        dangerous = self.flow.kills_foreign_chroma or major_version(version) == 9
+        if dangerous and not self.allow_chroma_kill:
+            raise UnsafeVersionRefused(
+                f"{self.label} kills every chroma-mcp process on this machine when it starts "
+                "(`ps aux | grep chroma-mcp`, then kill), not only its own. Refused; pass "
+                "--allow-chroma-kill (allow_chroma_kill=True) if nothing here runs chroma-mcp."
+            )
+        return bun, plugin
+
+    def _write_home(self, ctx: RunContext, port: int) -> Path:
+        home = (ctx.work_dir / "claude-mem-home").resolve()
+        real = real_home()
+        if real is not None and home == real:
+            raise ClaudeMemError(f"refusing to use the real HOME {real}")
+        data = home / ".claude-mem"
+        data.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "CLAUDE_MEM_WORKER_PORT": str(port),
+            "CLAUDE_MEM_WORKER_HOST": "127.0.0.1",
+            "CLAUDE_CODE_PATH": str(ctx.claude_path),
+            "CLAUDE_MEM_CHROMA_ENABLED": "false",  # else 13.x spawns `uvx chroma-mcp`
+            "CLAUDE_MEM_MODEL": DEFAULT_MODEL,
+            "CLAUDE_MEM_TELEMETRY": "false",
+        }
+        settings.update(self.settings_overrides)
+        (data / "settings.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        return home
+
+    def _env(self, home: Path, bun: Path, claude: Path) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # Nothing of the user's Claude / claude-mem setup may steer the worker.
+            if not k.startswith(("CLAUDE_", "ANTHROPIC_", "XDG_")) and k not in ("HOME",)
+        }
+        path = os.pathsep.join([str(claude.parent), str(bun.parent), env.get("PATH", "")])
+        env.update(
+            {
+                "HOME": str(home),
+                "USERPROFILE": str(home),
+                "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_DATA_HOME": str(home / ".local" / "share"),
+                "XDG_CACHE_HOME": str(home / ".cache"),
+                "PATH": path,
+                "DO_NOT_TRACK": "1",
+                "CLAUDE_MEM_TELEMETRY": "false",
+            }
+        )
+        return env
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, ctx: RunContext) -> WorkerHandle:
+        bun, plugin = await asyncio.to_thread(self.resolve)
+        self._token = RUN_ID_FLAG + ctx.run_id
+        self._cwd = str(ctx.work_dir)
+        port = free_port()
+        self.home = self._write_home(ctx, port)
+        log_path = ctx.work_dir / "claude-mem-worker.log"
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        mark = f"claude-mem-target:{os.getpid()}:{ctx.run_id}"
+        opts = proctree.spawn_options(mark, env=self._env(self.home, bun, ctx.claude_path))
+        # Spawned from the event loop's thread: on Linux pdeathsig follows the spawning thread.
+        self._proc = subprocess.Popen(
+            [str(bun), str(plugin / "scripts" / "worker-service.cjs"), "--daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.home),
+            **opts,
+        )
+        self._containment = proctree.after_spawn(self._proc.pid, opts)
+        self.tracker = ReapTracker(self._token)
+        self.tracker.start()
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            await self._wait_ready(base_url, log_path)
+        except BaseException:
+            await self.stop()
+            raise
+        root = self._containment.proc_id
+        self.handle = WorkerHandle(
+            base_url=base_url,
+            pid=self._proc.pid,
+            create_time=root.create_time if root else time.time(),
+            mode=self.label,
+            log_path=log_path,
+        )
+        return self.handle
+
+    async def _wait_ready(self, base_url: str, log_path: Path) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        last = ""
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise ClaudeMemError(
+                        f"{self.label} exited with {self._proc.returncode} before it was ready; "
+                        f"log {log_path}:\n{_tail(log_path)}"
+                    )
+                try:
+                    async with http.get(base_url + "/api/readiness") as resp:
+                        last = f"{resp.status} {(await resp.text())[:200]}"
+                        if resp.status == 200:
+                            await self._read_version(http, base_url)
+                            return
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    last = repr(exc)
+                await asyncio.sleep(0.1)
+        raise ClaudeMemError(
+            f"{self.label} not ready after {self.start_timeout:.0f}s (last: {last}); "
+            f"log {log_path}:\n{_tail(log_path)}"
+        )
+
+    async def _read_version(self, http: aiohttp.ClientSession, base_url: str) -> None:
+        try:
+            async with http.get(base_url + "/api/version") as resp:
+                data = await resp.json(content_type=None)
+            self.reported_version = str(data.get("version")) if isinstance(data, dict) else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            self.reported_version = None
+
+    async def wait_reaped(self, timeout: float) -> dict:
+        """Let the worker end its observers on its own (up to timeout); return time-to-reap."""
+        if self.tracker is None:
+            return {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.tracker.alive() > 0:
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            await asyncio.sleep(0.25)
+        self.tracker.sample()
+        self.reap = self.tracker.report()
+        self.reap["waited_s"] = round(timeout - max(0.0, deadline - time.monotonic()), 2)
+        return self.reap
+
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if self.reap_wait > 0 and proc.poll() is None:
+            await self.wait_reaped(self.reap_wait)
+        self._proc = None
+        if self.tracker is not None:
+            if self.reap is None:
+                self.tracker.sample()
+                self.reap = self.tracker.report()
+            self.tracker.stop()
+        containment = self._containment
+        if containment is not None and containment.proc_id is not None:
+            # The whole group, everything marked, and every process of this run (13.x puts each
+            # observer in a group of its own, so the worker's group alone would miss them).
+            res = await proctree.aterminate_tree(
+                containment.proc_id,
+                group=containment.group,
+                mark=containment.mark,
+                token=self._token,
+                grace=STOP_GRACE_S,
+            )
+            self.stop_result = {
+                "term": len(res.term),
+                "kill": len(res.kill),
+                "survivors": [(p.pid, p.create_time) for p in res.survivors],
+                "seconds": round(res.elapsed, 3),
+            }
+        if proc.poll() is None:
+            proc.kill()
+        await asyncio.to_thread(proc.wait)
+        if containment is not None:
+            containment.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def stop_now(self) -> None:
+        """Synchronous last resort (interpreter exit)."""
+        proc, containment = self._proc, self._containment
+        if proc is None or containment is None or containment.proc_id is None:
+            return
+        proctree.terminate_tree(
+            containment.proc_id,
+            group=containment.group,
+            mark=containment.mark,
+            token=self._token,
+            grace=1.0,
+        )
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        self._proc = None
+
+    # -- driving -----------------------------------------------------------------------------
+    async def _post(self, http: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.handle is not None, "start() first"
+        async with http.post(self.handle.base_url + path, json=body) as resp:
+            text = await resp.text()
+            if resp.status // 100 != 2:
+                raise ClaudeMemError(f"POST {path} -> {resp.status}: {text[:300]}")
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise ClaudeMemError(f"POST {path}: not JSON: {text[:300]}") from exc
+        return data if isinstance(data, dict) else {"value": data}
+
+    def _body(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.flow is not None
+        if self.flow.platform_source:
+            body["platformSource"] = self.flow.platform_source
+        return body
+
+    async def drive_prompt(self, session: SessionSpec, http: Any, prompt_no: int) -> int:
+        """One UserPromptSubmit with its PostToolUse calls and its Stop, as the hooks post them."""
+        assert self.flow is not None and self.tracker is not None
+        key = session.content_session_id
+        prompt = session.prompts[prompt_no - 1]
+        init = await self._post(
+            http,
+            "/api/sessions/init",
+            self._body({"contentSessionId": key, "project": session.project, "prompt": prompt}),
+        )
+        if "sessionDbId" not in init:
+            raise ClaudeMemError(f"/api/sessions/init answered without sessionDbId: {init}")
+        db_id = int(init["sessionDbId"])
+        self.db_ids[key] = db_id
+        self.tracker.session_db_id(key, db_id)
+        step2 = self.flow.two_step_init and not (
+            init.get("skipped") and init.get("reason") == "private"
+        )
+        if step2 and self.flow.skip_step2_if_injected and init.get("contextInjected"):
+            step2 = False
+        if step2:
+            text = prompt[1:] if prompt.startswith("/") else prompt
+            number = int(init.get("promptNumber", prompt_no))
+            await self._post(
+                http, f"/sessions/{db_id}/init", {"userPrompt": text, "promptNumber": number}
+            )
+        for k in range(session.observations_per_prompt):
+            obs = make_observation(session, prompt_no, k)
+            self._obs_counter += 1
+            body = {"contentSessionId": key, **obs, "cwd": self._cwd}
+            if self.flow.platform_source:
+                # 13.x drops a second observation with the same tool_use_id as a duplicate.
+                body["tool_use_id"] = f"toolu_{key}_{prompt_no}_{k}_{self._obs_counter}"
+            await self._post(http, "/api/sessions/observations", self._body(body))
+        await self._post(
+            http,
+            "/api/sessions/summarize",
+            self._body({"contentSessionId": key, "last_assistant_message": f"Done {prompt_no}."}),
+        )
+        return db_id
+
+    async def end_session(self, session: SessionSpec, http: Any) -> None:
+        """SessionEnd as that build's hook posts it (9.0.0 has none)."""
+        assert self.flow is not None
+        key = session.content_session_id
+        if self.flow.session_end == "session-end":
+            body = {"contentSessionId": key, "reason": "exit", "cwd": self._cwd}
+            await self._post(http, "/api/sessions/session-end", self._body(body))
+        elif self.flow.session_end == "complete":
+            await self._post(http, "/api/sessions/complete", {"contentSessionId": key})
+
+    async def drive_session(self, session: SessionSpec, http: Any) -> None:
+        assert self.tracker is not None, "start() first"
+        self.tracker.session_started(session.content_session_id)
+        try:
+            for prompt_no in range(1, len(session.prompts) + 1):
+                await self.drive_prompt(session, http, prompt_no)
+            await self.end_session(session, http)
+        finally:
+            self.tracker.session_ended(session.content_session_id)
+
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+        """Observers of this session, where the worker's layout says (13.x: per-session cwd)."""
+        if self.tracker is None:
+            return []
+        self.tracker.sample()
+        return self.tracker.processes_of(session.content_session_id)
+
+    def extra_report(self) -> dict:
+        """What only this target knows: the build, its hook flow, time-to-reap."""
+        return {
+            "target": self.label,
+            "reported_version": self.reported_version,
+            "hook_flow": self.flow.label if self.flow else None,
+            "home": str(self.home) if self.home else None,
+            "time_to_reap": self.reap,
+            "stop": self.stop_result,
+        }
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

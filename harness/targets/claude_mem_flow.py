@@ -1,0 +1,83 @@
+"""Which HTTP calls a given claude-mem build's hooks make, read from the build's own code.
+
+Found by reading the installed plugins (not guessed):
+- 9.0.0 (`new-hook.js`, `save-hook.js`, `summary-hook.js`, no SessionEnd hook): UserPromptSubmit
+  posts `/api/sessions/init` {contentSessionId, project, prompt}, then always
+  `/sessions/{sessionDbId}/init` {userPrompt, promptNumber}; PostToolUse posts
+  `/api/sessions/observations`; Stop posts `/api/sessions/summarize`. Nothing ends a session.
+- 10.6.3: the same two-step init, but step 2 is skipped when step 1 answers `contextInjected`
+  (the session already has a generator); SessionEnd posts `/api/sessions/complete`
+  {contentSessionId}.
+- 13.x: `/api/sessions/init` alone starts the generator; bodies carry `platformSource`
+  ("claude" for Claude Code); SessionEnd posts `/api/sessions/session-end`
+  {contentSessionId, platformSource, reason, cwd}.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# 9.0.0 enumerates `ps aux | grep chroma-mcp` at start-up and kills every match on the machine.
+_CHROMA_KILL_MARKERS = ("Cleaning up orphaned chroma-mcp processes", "ps aux")
+
+
+@dataclass(frozen=True)
+class HookFlow:
+    two_step_init: bool  # UserPromptSubmit also posts /sessions/{id}/init
+    skip_step2_if_injected: bool  # ... unless step 1 answered contextInjected
+    platform_source: str | None  # added to hook bodies (13.x)
+    session_end: str | None  # "session-end" (13.x), "complete" (10.x) or None (9.0.0)
+    kills_foreign_chroma: bool  # start-up kills every chroma-mcp on the machine
+
+    @property
+    def label(self) -> str:
+        init = "two-step init" if self.two_step_init else "single init"
+        end = {"session-end": "session-end", "complete": "complete"}.get(
+            self.session_end or "", "no session end"
+        )
+        return f"{init}, {end}"
+
+
+def _scripts_text(plugin: Path) -> str:
+    parts = []
+    for pattern in ("*.cjs", "*.js"):
+        for path in sorted((plugin / "scripts").glob(pattern)):
+            try:
+                parts.append(path.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+    return "\n".join(parts)
+
+
+def _has_session_end_hook(plugin: Path) -> bool:
+    try:
+        hooks = json.loads((plugin / "hooks" / "hooks.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(hooks.get("hooks", {}).get("SessionEnd"))
+
+
+def detect_flow(plugin: Path) -> HookFlow:
+    text = _scripts_text(plugin)
+    two_step = "/sessions/:sessionDbId/init" in text
+    end: str | None = None
+    if _has_session_end_hook(plugin):
+        if '"/api/sessions/session-end"' in text:
+            end = "session-end"
+        elif '"/api/sessions/complete"' in text:
+            end = "complete"
+    return HookFlow(
+        two_step_init=two_step,
+        skip_step2_if_injected=two_step and "reason=context_already_injected" in text,
+        platform_source="claude" if "getPlatformSourceFromRequest" in text else None,
+        session_end=end,
+        kills_foreign_chroma=all(m in text for m in _CHROMA_KILL_MARKERS),
+    )
+
+
+def major_version(version: str | None) -> int | None:
+    m = re.match(r"^v?(\d+)\.", version or "")
+    return int(m.group(1)) if m else None

@@ -1,0 +1,175 @@
+"""Time-to-reap: how long a worker's observers outlive the end of their session.
+
+A background thread samples the run's processes (argv carries the run id, docs/contracts.md) every
+few hundred ms and remembers when each was first seen, where it ran (cwd) and when it was gone.
+Each process is tied to a session by the worker's own layout when it has one (13.x runs an
+observer in `observer-sessions/<sessionDbId>`), otherwise to the sessions that were running when it
+was first seen; it is judged against the latest end among those, so a process is never timed
+from the end of a session it may not belong to.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+import psutil
+
+SAMPLE_INTERVAL_S = 0.2
+
+
+@dataclass
+class _Seen:
+    pid: int
+    create_time: float
+    first_seen: float
+    cwd: str = ""
+    gone_at: float | None = None
+
+
+@dataclass
+class _Window:
+    start: float
+    end: float | None = None
+    db_id: int | None = None
+
+
+@dataclass
+class ReapTracker:
+    token: str  # `--fake-claude-run-id=<RUNID>`
+    interval: float = SAMPLE_INTERVAL_S
+    seen: dict[tuple[int, float], _Seen] = field(default_factory=dict)
+    windows: dict[str, _Window] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # -- sessions ----------------------------------------------------------------------------
+    def session_started(self, key: str) -> None:
+        with self._lock:
+            self.windows.setdefault(key, _Window(start=time.time()))
+
+    def session_db_id(self, key: str, db_id: int) -> None:
+        with self._lock:
+            self.windows.setdefault(key, _Window(start=time.time())).db_id = db_id
+
+    def session_ended(self, key: str) -> None:
+        with self._lock:
+            self.windows.setdefault(key, _Window(start=time.time())).end = time.time()
+
+    # -- sampling ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="reap-tracker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.sample()  # one last look, so exits during the final interval are not missed
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        now = time.time()
+        live: set[tuple[int, float]] = set()
+        for proc in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+            info = proc.info
+            cmdline = info.get("cmdline") or []
+            if self.token not in cmdline or info.get("status") == psutil.STATUS_ZOMBIE:
+                continue
+            key = (info["pid"], round(float(info["create_time"] or 0.0), 2))
+            live.add(key)
+            if key not in self.seen:
+                try:
+                    cwd = proc.cwd()
+                except (psutil.Error, OSError):
+                    cwd = ""
+                with self._lock:
+                    self.seen[key] = _Seen(info["pid"], info["create_time"], now, cwd)
+        with self._lock:
+            for key, rec in self.seen.items():
+                if rec.gone_at is None and key not in live:
+                    rec.gone_at = now
+
+    def alive(self) -> int:
+        with self._lock:
+            return sum(1 for r in self.seen.values() if r.gone_at is None)
+
+    def db_id_sessions(self) -> dict[int, str]:
+        with self._lock:
+            return {w.db_id: k for k, w in self.windows.items() if w.db_id is not None}
+
+    def processes_of(self, key: str) -> list[tuple[int, float]]:
+        """Processes tied to session `key` by the worker's layout (cwd), if it has one."""
+        out = []
+        by_db = self.db_id_sessions()
+        with self._lock:
+            for rec in self.seen.values():
+                if _session_by_cwd(rec.cwd, by_db) == key:
+                    out.append((rec.pid, rec.create_time))
+        return out
+
+    # -- figures -----------------------------------------------------------------------------
+    def _reference_end(self, rec: _Seen, by_db: dict[int, str]) -> float | None:
+        owner = _session_by_cwd(rec.cwd, by_db)
+        if owner is not None:
+            return self.windows[owner].end
+        t = rec.first_seen
+        cands = [
+            w
+            for w in self.windows.values()
+            if w.start - self.interval <= t and (w.end is None or t <= w.end + self.interval)
+        ]
+        if not cands or any(w.end is None for w in cands):
+            return None
+        return max(w.end for w in cands if w.end is not None)
+
+    def report(self) -> dict:
+        """Per process alive at its session's end: seconds until it was gone (None if not yet)."""
+        by_db = self.db_id_sessions()
+        now = time.time()
+        reaped: list[float] = []
+        unreaped: list[float] = []  # age past session end of those still alive
+        with self._lock:
+            for rec in self.seen.values():
+                end = self._reference_end(rec, by_db)
+                if end is None or (rec.gone_at is not None and rec.gone_at <= end):
+                    continue  # unattributable, or it ended with its session
+                if rec.gone_at is None:
+                    unreaped.append(now - end)
+                else:
+                    reaped.append(rec.gone_at - end)
+        reaped.sort()
+        return {
+            "outlived_session": len(reaped) + len(unreaped),
+            "reaped": len(reaped),
+            "not_reaped": len(unreaped),
+            "time_to_reap_s": {
+                "p50": _pct(reaped, 50),
+                "p99": _pct(reaped, 99),
+                "max": round(reaped[-1], 2) if reaped else None,
+            },
+            "not_reaped_age_s": round(max(unreaped), 2) if unreaped else None,
+            "sample_interval_s": self.interval,
+        }
+
+
+def _session_by_cwd(cwd: str, by_db: dict[int, str]) -> str | None:
+    path = PurePath(cwd) if cwd else None
+    if path is None or path.parent.name != "observer-sessions" or not path.name.isdigit():
+        return None
+    return by_db.get(int(path.name))
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return round(sorted_values[idx], 2)
