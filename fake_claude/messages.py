@@ -243,6 +243,7 @@ def result(
     }
     if text is not None:
         msg["result"] = text
-    if errors:
-        msg["errors"] = errors
+    if errors or subtype != "success":
+        # TS 0.3 reads errors.map(...) on every non-success result: the field must be there.
+        msg["errors"] = errors or []
     return msg
