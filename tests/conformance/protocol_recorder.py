@@ -37,39 +37,117 @@ def _out(obj: dict) -> None:
         sys.stdout.flush()
 
 
+_MODES = set(filter(None, os.environ.get("RECORDER_MODES", "").split(",")))
+
+
+def _out_raw(text: str) -> None:
+    with _LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 def _on_signal(signum: int, _frame: object) -> None:
-    _log("signal", name=signal.Signals(signum).name)
-    os._exit(128 + signum)
+    ignored = "ignore-sigterm" in _MODES
+    _log("signal", name=signal.Signals(signum).name, ignored=ignored)
+    if not ignored:
+        os._exit(128 + signum)
 
 
 def _turn(msg: dict, hooks: dict, tool: bool, partial: bool) -> None:
-    _out({"type": "system", "subtype": "init", "session_id": _SESSION, "cwd": os.getcwd(),
-          "model": "m", "tools": ["Bash"], "mcp_servers": [], "permissionMode": "default",
-          "slash_commands": [], "apiKeySource": "none", "claude_code_version": "2.1.332",
-          "output_style": "default", "uuid": "u-init"})
+    _out(
+        {
+            "type": "system",
+            "subtype": "init",
+            "session_id": _SESSION,
+            "cwd": os.getcwd(),
+            "model": "m",
+            "tools": ["Bash"],
+            "mcp_servers": [],
+            "permissionMode": "default",
+            "slash_commands": [],
+            "apiKeySource": "none",
+            "claude_code_version": "2.1.332",
+            "output_style": "default",
+            "uuid": "u-init",
+        }
+    )
     if partial:
-        _out({"type": "stream_event", "event": {"type": "message_start"}, "session_id": _SESSION,
-              "parent_tool_use_id": None, "uuid": "u-se"})
+        _out(
+            {
+                "type": "stream_event",
+                "event": {"type": "message_start"},
+                "session_id": _SESSION,
+                "parent_tool_use_id": None,
+                "uuid": "u-se",
+            }
+        )
     if tool:
         for cb in hooks.get("PreToolUse", []):
             for cid in cb.get("hookCallbackIds", []):
-                _out({"type": "control_request", "request_id": f"cli_hook_{cid}",
-                      "request": {"subtype": "hook_callback", "callback_id": cid,
-                                  "input": {"hook_event_name": "PreToolUse", "tool_name": "Bash",
-                                            "tool_input": {"command": "true"},
-                                            "session_id": _SESSION},
-                                  "tool_use_id": "toolu_1"}})
-        _out({"type": "control_request", "request_id": "cli_perm_1",
-              "request": {"subtype": "can_use_tool", "tool_name": "Bash",
-                          "input": {"command": "true"}, "tool_use_id": "toolu_1",
-                          "permission_suggestions": []}})
-    _out({"type": "assistant", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-          "model": "m", "content": [{"type": "text", "text": "ok"}], "stop_reason": None,
-          "usage": {}}, "parent_tool_use_id": None, "session_id": _SESSION, "uuid": "u-a"})
-    _out({"type": "result", "subtype": "success", "is_error": False, "duration_ms": 1,
-          "duration_api_ms": 1, "num_turns": 1, "result": "ok", "stop_reason": "end_turn",
-          "session_id": _SESSION, "total_cost_usd": 0, "usage": {}, "permission_denials": [],
-          "uuid": "u-r"})
+                _out(
+                    {
+                        "type": "control_request",
+                        "request_id": f"cli_hook_{cid}",
+                        "request": {
+                            "subtype": "hook_callback",
+                            "callback_id": cid,
+                            "input": {
+                                "hook_event_name": "PreToolUse",
+                                "tool_name": "Bash",
+                                "tool_input": {"command": "true"},
+                                "session_id": _SESSION,
+                            },
+                            "tool_use_id": "toolu_1",
+                        },
+                    }
+                )
+        _out(
+            {
+                "type": "control_request",
+                "request_id": "cli_perm_1",
+                "request": {
+                    "subtype": "can_use_tool",
+                    "tool_name": "Bash",
+                    "input": {"command": "true"},
+                    "tool_use_id": "toolu_1",
+                    "permission_suggestions": [],
+                },
+            }
+        )
+    _out(
+        {
+            "type": "assistant",
+            "message": {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": "m",
+                "content": [{"type": "text", "text": "ok"}],
+                "stop_reason": None,
+                "usage": {},
+            },
+            "parent_tool_use_id": None,
+            "session_id": _SESSION,
+            "uuid": "u-a",
+        }
+    )
+    _out(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "duration_ms": 1,
+            "duration_api_ms": 1,
+            "num_turns": 1,
+            "result": "ok",
+            "stop_reason": "end_turn",
+            "session_id": _SESSION,
+            "total_cost_usd": 0,
+            "usage": {},
+            "permission_denials": [],
+            "uuid": "u-r",
+        }
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -90,20 +168,36 @@ def main(argv: list[str]) -> int:
             req = msg["request"]
             if req.get("subtype") == "initialize":
                 hooks = req.get("hooks") or {}
+            if req.get("subtype") == "initialize" and "no-init-reply" in _MODES:
+                continue
             reply = {"pid": os.getpid(), "commands": [], "models": [], "account": {}}
-            _out({"type": "control_response", "response": {
-                "subtype": "success", "request_id": msg["request_id"], "response": reply}})
+            _out(
+                {
+                    "type": "control_response",
+                    "response": {
+                        "subtype": "success",
+                        "request_id": msg["request_id"],
+                        "response": reply,
+                    },
+                }
+            )
         elif msg.get("type") == "user":
+            if "garbage" in _MODES:
+                _out_raw("this is not json")
             _turn(msg, hooks, tool, partial)
     _log("stdin_eof")
+    if "ignore-eof" in _MODES:
+        while True:  # the idle observer of #603: stdin is gone, the process stays
+            time.sleep(3600)
     return 0
 
 
-def write_recorder_shim(directory: Path, log: Path) -> Path:
+def write_recorder_shim(directory: Path, log: Path, modes: str = "") -> Path:
     """Write an executable `claude` that runs this recorder with RECORDER_LOG=log."""
     path = directory / "claude"
     path.write_text(
-        f"#!/bin/sh\nRECORDER_LOG='{log}' exec '{sys.executable}' '{Path(__file__).resolve()}' "
+        f"#!/bin/sh\nRECORDER_LOG='{log}' RECORDER_MODES='{modes}' "
+        f"exec '{sys.executable}' '{Path(__file__).resolve()}' "
         '"$@"\n',
         encoding="utf-8",
     )

@@ -3,8 +3,9 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
-//            "partial"|"exit-after-result", claude: "/path/to/claude", prompt?: string,
-//            deadlineMs?: number}
+//            "partial"|"exit-after-result"|"break-after-result"|"abort-after-result",
+//            claude: "/path/to/claude", prompt?: string,
+//            deadlineMs?: number, lingerMs?: number}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
@@ -147,6 +148,37 @@ async function tools() {
   });
 }
 
+// claude-mem's shape: a streaming input that never ends on its own (a message generator fed by
+// a queue). After the first result the session is ended either by leaving the loop (iterator
+// return(): the SDK's close()) or by aborting the controller; then the driver lingers so the
+// SDK's escalation timers can fire, and reports how and when the child ended.
+async function endAfterResult(how) {
+  const abortController = new AbortController();
+  let release;
+  const never = new Promise((r) => (release = r));
+  async function* input() {
+    yield userMessage(cfg.prompt ?? "Say hello");
+    await never;
+  }
+  const q = query({ prompt: input(), options: { ...baseOptions, abortController } });
+  const t0 = Date.now();
+  try {
+    for await (const m of q) {
+      out.messages.push(summarise(m));
+      if (m.type === "result") {
+        out.ended_at_ms = Date.now() - t0;
+        if (how === "abort") abortController.abort();
+        break;
+      }
+    }
+  } catch (e) {
+    out.error_after_end = String(e?.message ?? e);
+  }
+  // releaseInput=false keeps the input generator pending, as a daemon's session queue would.
+  if (cfg.releaseInput !== false) release();
+  await new Promise((r) => setTimeout(r, cfg.lingerMs ?? 0));
+}
+
 async function exitAfterResult() {
   const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
   for await (const m of q) {
@@ -161,11 +193,14 @@ const sessions = {
   "multi-interrupt": multiInterrupt,
   tools,
   "exit-after-result": exitAfterResult,
+  "break-after-result": () => endAfterResult("break"),
+  "abort-after-result": () => endAfterResult("abort"),
 };
 
 try {
   await sessions[cfg.session]();
 } catch (e) {
   out.error = String(e?.message ?? e);
+  if (process.env.DRIVE_DEBUG) out.stack = String(e?.stack);
 }
 finish(out.error ? 1 : 0);

@@ -1,0 +1,157 @@
+"""Helpers for the conformance tests: find a run's processes, wait on conditions, run drivers.
+
+Everything here acts only on processes that carry the test's own run id on their command line
+(the fake puts `--fake-claude-run-id=<RUNID>` there) or on PIDs the test started itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+NODE_DIR = HERE / "node"
+RUN_ID_FLAG = "--fake-claude-run-id="
+# node_modules aliases (package.json): claude-mem 9.0.0's bundled SDK, and the current one.
+TS_SDKS = ("sdk-0.1.76", "sdk-0.3.332")
+T = TypeVar("T")
+
+# Generous: two shared cores, seven engineers' test runs, node start-up of ~0.3 s each.
+DEADLINE = float(os.environ.get("CONFORMANCE_DEADLINE", "90"))
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
+    end = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def run_processes(run_id: str) -> list[psutil.Process]:
+    """Live processes (not zombies) whose argv carries this run id."""
+    token = RUN_ID_FLAG + run_id
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(token in arg for arg in proc.info["cmdline"] or ()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def is_gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def end_processes(procs: list[psutil.Process], timeout: float = 10.0) -> None:
+    """SIGKILL these exact processes (psutil checks PID reuse) and wait until they are gone."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+
+
+def end_run(run_id: str) -> list[int]:
+    """End every process of this run; return the PIDs that were still alive."""
+    procs = run_processes(run_id)
+    end_processes(procs)
+    return [p.pid for p in procs]
+
+
+def read_ledger(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            events.append(json.loads(line))
+    return events
+
+
+def start_ledger_event(path: Path, run_id: str) -> dict | None:
+    """The fake main process's `start` line, once written."""
+    for event in read_ledger(path):
+        if event.get("event") == "start" and event.get("role", "main") == "main":
+            if event.get("run_id") in (None, run_id):
+                return event
+    return None
+
+
+class Driver:
+    """A driver process (node or python) run with a deadline; its last stdout line is JSON."""
+
+    def __init__(self, argv: list[str], cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+
+    def result(self, timeout: float = DEADLINE) -> dict:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(
+                f"driver {self.proc.args!r} still running after {timeout:.0f} s\n"
+                f"stdout tail: {out[-2000:]}\nstderr tail: {err[-2000:]}"
+            ) from None
+        lines = [line for line in out.splitlines() if line.strip()]
+        if not lines:
+            raise AssertionError(
+                f"driver printed nothing (exit {self.proc.returncode})\nstderr: {err[-3000:]}"
+            )
+        try:
+            data = json.loads(lines[-1])
+        except ValueError:
+            raise AssertionError(
+                f"driver's last line is not JSON: {lines[-1][:500]!r}\nstderr: {err[-3000:]}"
+            ) from None
+        data["_returncode"] = self.proc.returncode
+        data["_stderr"] = err[-3000:]
+        return data
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def node_driver(sdk: str, session: str, claude: Path, **extra: object) -> Driver:
+    cfg = {"sdk": sdk, "session": session, "claude": str(claude), **extra}
+    cfg.setdefault("deadlineMs", int(DEADLINE * 1000 * 0.8))
+    return Driver(["node", str(NODE_DIR / "drive.mjs"), json.dumps(cfg)], cwd=NODE_DIR)
+
+
+def python_driver(script: str, claude: Path, **extra: object) -> Driver:
+    cfg = {"claude": str(claude), **extra}
+    return Driver([sys.executable, str(HERE / script), json.dumps(cfg)])

@@ -1,0 +1,118 @@
+"""The real TypeScript Agent SDK (0.1.76 as bundled by claude-mem 9.0.0, and 0.3.332) completes
+its kinds of session against the fake `claude`, through `pathToClaudeCodeExecutable`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conformance_support import TS_SDKS, node_driver, read_ledger
+
+pytestmark = [pytest.mark.conformance, pytest.mark.usefixtures("node_sdks")]
+
+MakeFake = Callable[..., tuple[Path, Path]]
+
+
+def _ok(res: dict) -> None:
+    assert res["error"] is None, f"SDK error: {res['error']}\nstderr: {res['_stderr']}"
+    assert res["_returncode"] == 0, res["_stderr"]
+
+
+def _of(res: dict, kind: str, subtype: str | None = None) -> list[dict]:
+    return [
+        m
+        for m in res["messages"]
+        if m["type"] == kind and (subtype is None or m.get("subtype") == subtype)
+    ]
+
+
+def _texts(msg: dict) -> list[str]:
+    return [b["text"] for b in msg.get("content", []) if b["type"] == "text"]
+
+
+def _events(ledger: Path, kind: str) -> list[dict]:
+    return [e for e in read_ledger(ledger) if e["event"] == kind]
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_plain_query(sdk: str, make_fake: MakeFake) -> None:
+    shim, ledger = make_fake("ok")
+    res = node_driver(sdk, "plain", shim, prompt="Summarise the file layout").result()
+    _ok(res)
+    assert res["sdk_version"] == sdk.removeprefix("sdk-")
+    kinds = [(m["type"], m.get("subtype")) for m in res["messages"]]
+    assert kinds[0] == ("system", "init"), kinds
+    assert kinds[-1] == ("result", "success"), kinds
+    (assistant,) = _of(res, "assistant")
+    (result,) = _of(res, "result")
+    assert result["is_error"] is False
+    # The reply is derived from the prompt: non-empty and the same in assistant and result.
+    assert _texts(assistant) and _texts(assistant)[0] == result["result"]
+    assert len({m["session_id"] for m in res["messages"]}) == 1
+    # A string prompt: the SDK ends stdin after the result, the fake exits 0 on that EOF.
+    (start,) = _events(ledger, "start")
+    assert start["argv"][start["argv"].index("--input-format") + 1] == "stream-json"
+    assert len(_events(ledger, "turn")) == 1
+    assert _events(ledger, "stdin_eof")
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_multi_turn_streaming_input_with_interrupt(sdk: str, make_fake: MakeFake) -> None:
+    # Latency keeps turn 2 running long enough for the interrupt to land inside it.
+    shim, ledger = make_fake("slow:latency=1.5,jitter=0,first=0")
+    res = node_driver(sdk, "multi-interrupt", shim).result()
+    _ok(res)
+    assert res["interrupt"] == "ok"
+    results = _of(res, "result")
+    assert [(r["subtype"], r["is_error"]) for r in results] == [
+        ("success", False),
+        ("error_during_execution", True),
+        ("success", False),
+    ]
+    interrupted = [m for m in _of(res, "user") if "[Request interrupted by user]" in _texts(m)]
+    assert len(interrupted) == 1
+    assert len(_of(res, "system", "init")) == 3
+    assert len({m["session_id"] for m in res["messages"]}) == 1
+    turns = _events(ledger, "turn")
+    assert [(t["n"], t["interrupted"]) for t in turns] == [(1, False), (2, True), (3, False)]
+    # The async-iterable prompt ended, so the SDK ended stdin; the last turn succeeded: exit 0.
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_tool_turn_with_can_use_tool_and_pre_tool_use_hook(sdk: str, make_fake: MakeFake) -> None:
+    shim, ledger = make_fake("ok:tool=Bash")
+    res = node_driver(sdk, "tools", shim).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    assert any(a.startswith("--permission-prompt-tool") for a in start["argv"])
+    tool_uses = [b for m in _of(res, "assistant") for b in m["content"] if b["type"] == "tool_use"]
+    assert [b["name"] for b in tool_uses] == ["Bash"]
+    # The hook ran first, then the permission callback, both for that tool use.
+    assert [(h["hook_event_name"], h["tool_name"]) for h in res["hooks"]] == [
+        ("PreToolUse", "Bash")
+    ]
+    assert len(res["can_use_tool"]) == 1
+    assert res["can_use_tool"][0]["tool_name"] == "Bash"
+    assert "command" in res["can_use_tool"][0]["input"]
+    tool_results = [b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"]
+    assert len(tool_results) == 1
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success" and result["is_error"] is False
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_partial_messages(sdk: str, make_fake: MakeFake) -> None:
+    shim, ledger = make_fake("ok")
+    res = node_driver(sdk, "partial", shim).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    assert "--include-partial-messages" in start["argv"]
+    events = [m["event_type"] for m in _of(res, "stream_event")]
+    assert events[0] == "message_start" and events[-1] == "message_stop", events
+    assert "content_block_delta" in events
+    kinds = [m["type"] for m in res["messages"]]
+    # Partial events stream before the complete assistant message they add up to.
+    assert kinds.index("stream_event") < kinds.index("assistant") < kinds.index("result")
