@@ -1,0 +1,80 @@
+"""Every misbehaviour of the fake, against the fixed worker: the session ends, the worker keeps
+serving, and no process of the run is left alive (by the fake's ledger and by psutil)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FakeRun, Worker
+
+FAULT_FLAGS = [
+    "--grace",
+    "0.5",
+    "--reap-interval",
+    "0.5",
+    "--turn-timeout",
+    "2",
+    "--max-attempts",
+    "1",
+]
+
+SCENARIOS = [
+    "ok",
+    "slow",
+    "hang:at=before-init",
+    "hang:at=mid-turn",
+    "hang:at=after-result",
+    "ignore-eof",
+    "ignore-sigterm",
+    "ignore-eof+ignore-sigterm",
+    "grandchild:n=2",
+    "grandchild:n=2,ignore=1+ignore-eof+ignore-sigterm",
+    "escape",
+    "escape:n=2+ignore-eof+ignore-sigterm",
+    "crash:at=mid-turn,code=3",
+    "crash:at=after-init,signal=KILL",
+    "exit-early",
+    "garbage",
+    "huge-line",
+    "stderr-flood",
+    "ballast:mb=32",
+    "mix",
+]
+
+
+def drive_one_session(worker: Worker, content_id: str, observations: int = 2) -> int:
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    for i in range(observations):
+        worker.observe(content_id, i)
+    worker.summarize(content_id)
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    return sid
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) -> None:
+    worker: Worker = workers(fake_run.shim(scenario, seed=7), flags=FAULT_FLAGS)
+    sid = drive_one_session(worker, f"fault-{scenario}")
+    worker.wait_session_done(sid)
+    assert fake_run.started("main"), "the fake never ran"
+    if scenario.startswith("escape"):
+        assert fake_run.started("escapee"), "the escape scenario spawned no escapee"
+    if "grandchild" in scenario:
+        assert fake_run.started("grandchild")
+    # Ended with its session, not later by a sweep or at shutdown: the worker is still up.
+    fake_run.assert_none_alive(timeout=10)
+    assert worker.api().ok("GET", "/api/health")["status"] == "ok"
+    rows = worker.processes()
+    assert rows and all(r["state"] == "ended" for r in rows), rows
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+def test_fixed_worker_many_sessions_mixed(fake_run: FakeRun, workers) -> None:
+    """Several concurrent sessions of mixed behaviour; nothing survives their end."""
+    worker: Worker = workers(fake_run.shim("mix", seed=11), flags=FAULT_FLAGS)
+    sids = [drive_one_session(worker, f"mixed-{i}", observations=1) for i in range(6)]
+    for sid in sids:
+        worker.wait_session_done(sid)
+    assert len(fake_run.started("main")) >= len(sids)
+    fake_run.assert_none_alive(timeout=10)
+    assert "Traceback" not in worker.log(), worker.log()
