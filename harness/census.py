@@ -312,7 +312,7 @@ class Census:
             cmdline = proc.cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return False, []
-        return any(self.token in arg for arg in cmdline), cmdline
+        return self.token in cmdline, cmdline  # exact argv element: run ids may share prefixes
 
     def _mark_exited(self, rec: ProcRecord, now: float) -> None:
         if rec.exited_at is None:

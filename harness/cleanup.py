@@ -22,7 +22,7 @@ def run_processes(run_id: str) -> list[psutil.Process]:
             cmdline = proc.info.get("cmdline") or []
         except psutil.Error:
             continue
-        if any(token in arg for arg in cmdline):
+        if token in cmdline:  # an exact argv element, never a substring
             out.append(proc)
     return out
 

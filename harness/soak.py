@@ -437,6 +437,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reap-interval", type=float, default=d.reap_interval)
     parser.add_argument("--sample-hz", type=float, default=d.sample_hz)
     parser.add_argument("--progress", default="auto", choices=("auto", "rich", "plain", "none"))
+    parser.add_argument("--run-id", default=None, help="[a-z0-9]{12}; default: random")
     parser.add_argument("--keep-work-dir", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
 
@@ -460,6 +461,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         reap_interval=args.reap_interval,
         sample_hz=args.sample_hz,
         progress=args.progress,
+        run_id=args.run_id,
         keep_work_dir=args.keep_work_dir,
         plot=not args.no_plot,
     )

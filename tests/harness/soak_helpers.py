@@ -1,0 +1,33 @@
+"""Helpers shared by the harness tests (imported as a plain module)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import psutil
+
+SLEEPER = "import time\nwhile True: time.sleep(1)"
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    """Poll until cond() is truthy; generous deadline for a loaded 2-core machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_pids(run_id: str) -> list[int]:
+    """PIDs of live (non-zombie) processes whose argv mentions the run id anywhere."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == psutil.Process().pid:
+            continue
+        if any(run_id in a for a in (p.info["cmdline"] or [])):
+            out.append(p.pid)
+    return out

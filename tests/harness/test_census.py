@@ -1,0 +1,165 @@
+"""The census against real processes: exact membership, identity, zombies, escapes, leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from soak_helpers import SLEEPER, wait_for
+
+from harness.census import Census, run_id_token
+from harness.cleanup import sweep_run
+
+
+def _census(run_id: str, ledger: Path | None = None, grace: float = 1.0) -> Census:
+    return Census(run_id, ledger, grace=grace, sample_hz=4)
+
+
+def _ours(census: Census) -> set[int]:
+    return {r.pid for r in census.live_records()}
+
+
+def test_counts_only_processes_carrying_the_run_token(spawn, run_id, tmp_path):
+    mine = spawn(SLEEPER, run_id_token(run_id))
+    # Decoys: a different run whose id shares a prefix, the bare id, no token at all.
+    other_run = spawn(SLEEPER, run_id_token(run_id + "ab"))
+    bare = spawn(SLEEPER, run_id)
+    # A decoy whose process *name* is `claude` (script file name becomes comm on Linux).
+    claude = tmp_path / "claude"
+    claude.write_text(f"#!{sys.executable}\n{SLEEPER}\n")
+    claude.chmod(claude.stat().st_mode | stat.S_IEXEC)
+    named = subprocess.Popen([str(claude), "--fake-claude-run-id"], stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: psutil.Process(named.pid).name() == "claude", what="decoy named claude")
+        census = _census(run_id)
+        census.sample()
+        assert _ours(census) == {mine.pid}
+        # The sweep ends the run's process and nothing else.
+        killed = sweep_run(run_id, census)
+        assert [k["pid"] for k in killed] == [mine.pid]
+        wait_for(lambda: mine.poll() is not None, what="run process killed")
+        for decoy in (other_run, bare, named):
+            assert decoy.poll() is None, "a process not of the run was touched"
+    finally:
+        named.kill()
+        named.wait()
+
+
+def test_leak_is_named_only_after_session_end_plus_grace(spawn, run_id):
+    census = _census(run_id, grace=1.0)
+    census.session_started("s1")
+    leaker = spawn(SLEEPER, run_id_token(run_id))
+    well_behaved = spawn("import time; time.sleep(0.3)", run_id_token(run_id))
+    wait_for(lambda: (census.sample(), len(_ours(census)) >= 1)[1], what="census sees the run")
+    census.session_ended("s1")
+    census.attribute("s1", [])
+    t_end = time.time()
+    census.sample()
+    assert census.leaked == []  # within grace: not a leak yet
+    wait_for(lambda: (census.sample(), census.leaked)[1], timeout=30, what="leak detected")
+    assert time.time() >= t_end + census.grace
+    assert [r.pid for r in census.leaked] == [leaker.pid]
+    assert well_behaved.wait(timeout=30) == 0
+    leaked = census.leaked[0]
+    assert leaked.leak_reason and run_id_token(run_id) in leaked.cmdline
+
+
+def test_process_spawned_while_session_runs_is_expected_not_leaked(spawn, run_id):
+    census = _census(run_id, grace=0.5)
+    census.session_started("long")
+    spawn(SLEEPER, run_id_token(run_id))
+    deadline = time.time() + 2.0  # several grace periods while the session still runs
+    while time.time() < deadline:
+        census.sample()
+        time.sleep(0.1)
+    assert census.leaked == []
+    assert len(census.live_records()) == 1
+
+
+def test_pid_reuse_is_not_mistaken_for_a_run_process(spawn, run_id, tmp_path):
+    """A ledger names (pid, create_time); the same PID with another create_time is not ours."""
+    stranger = spawn(SLEEPER)  # not of the run
+    ps = psutil.Process(stranger.pid)
+    ledger = tmp_path / "ledger.jsonl"
+    old_ct = ps.create_time() - 120.0  # "our process had this PID two minutes ago"
+    ledger.write_text(
+        json.dumps(
+            {
+                "event": "start",
+                "ts": time.time() - 120.0,
+                "pid": stranger.pid,
+                "run_id": run_id,
+                "create_time": old_ct,
+                "ppid": os.getpid(),
+                "argv": ["claude", run_id_token(run_id)],
+                "role": "main",
+                "scenario": "ok",
+            }
+        )
+        + "\n"
+    )
+    census = _census(run_id, ledger)
+    census.sample()
+    assert _ours(census) == set(), "a reused PID was counted as the run's"
+    sweep_run(run_id, census)
+    assert stranger.poll() is None, "a reused PID's new owner was killed"
+
+
+def test_zombie_is_classified_as_zombie_not_leak(run_id):
+    code = "import sys; sys.stdin.read()"  # exits when we close its stdin
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, run_id_token(run_id)], stdin=subprocess.PIPE
+    )
+    try:
+        census = _census(run_id, grace=0.2)
+        census.session_started("s")
+        wait_for(lambda: (census.sample(), _ours(census))[1], what="census sees the child")
+        assert child.stdin is not None
+        child.stdin.close()
+        # Not reaped: we do not wait() until the end, so it stays a zombie.
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, what="zombie")
+        census.session_ended("s")
+        census.attribute("s", [])
+        wait_for(lambda: (census.sample(), census.zombies)[1], what="zombie classified")
+        assert [r.pid for r in census.zombies.values()] == [child.pid]
+        assert census.leaked == []
+        census.finish()
+        assert census.leaked == [], "a zombie is not a live leak"
+    finally:
+        child.wait(timeout=30)
+
+
+def test_escaped_process_is_flagged(spawn, run_id):
+    """A grandchild that leaves the worker's tree (new session, parent exits) is escaped."""
+    fake_worker = spawn(SLEEPER)  # plays the worker: the escapee's parent is not under it
+    code = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', {SLEEPER!r}, {run_id_token(run_id)!r}],"
+        " start_new_session=True, stdin=subprocess.DEVNULL)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code])
+    escapee = None
+    try:
+        launcher.wait(timeout=30)
+        census = _census(run_id)
+        census.set_worker(fake_worker.pid, psutil.Process(fake_worker.pid).create_time())
+        census.session_started("s")
+        wait_for(lambda: (census.sample(), census.escaped)[1], what="escapee flagged")
+        (escapee,) = census.escaped.values()
+        assert escapee.alive and escapee.ppid != fake_worker.pid
+    finally:
+        killed = sweep_run(run_id)
+        if escapee is not None:
+            assert escapee.pid in [k["pid"] for k in killed]
+
+
+def test_sample_rate_is_at_least_2hz():
+    with pytest.raises(ValueError):
+        Census("abcdefabcdef", None, grace=1.0, sample_hz=1)
