@@ -1,14 +1,579 @@
-"""pytest leak-check plugin (placeholder while the real one lands: registers the options only)."""
+"""pytest plugin: fail a test that leaves processes behind.
+
+Enable it for every test with ``pytest --leak-check``, for one test with
+``@pytest.mark.leak_check`` (``@pytest.mark.leak_check(enabled=False)`` opts out), or by requesting
+the ``leak_check`` fixture. After the test's teardown, every process the test started that is still
+alive (not a zombie) is a leak: the test gets an error at teardown naming each one (pid, age,
+command line), and the plugin kills them so the next test starts clean.
+
+How a process is tied to a test:
+- a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
+  and inherited by its children; it finds reparented (escaped) descendants too;
+- where the environment is unreadable or was scrubbed, the parent chain: processes seen as
+  descendants of this pytest process (at the test's start and end, and by a sampler thread while it
+  runs) inherit the owner of their parent, keyed by identity ``(pid, create_time)``.
+Processes started while a module/class/session fixture sets up belong to that fixture and are only
+judged after it is torn down. Under pytest-xdist each worker judges its own descendants only; the
+token carries a per-process session tag, so workers never claim each other's processes.
+
+Before failing, the check retries with backoff up to ``--leak-check-timeout`` seconds (goleak-style)
+so that a child which is already on its way out is not a false positive.
+
+This module must stay cheap to import (it is loaded by every pytest run): psutil is imported lazily.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+import threading
+import time
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 import pytest
+
+if TYPE_CHECKING:
+    import psutil
+
+TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
+DEFAULT_TIMEOUT_S = 2.5
+DEFAULT_INTERVAL_S = 0.5
+CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
+# Helpers that live as long as the pytest process itself, by design: not a test's leak.
+_LIFETIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+Identity = tuple[int, float]
+
+
+@dataclass
+class Owner:
+    """A test or a higher-scoped fixture whose processes must be gone once it has ended."""
+
+    number: int
+    label: str
+    started: float  # time.time() at its start; its processes are created after this
+    ended: bool = False
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    create_time: float
+
+    @property
+    def identity(self) -> Identity:
+        return (self.pid, self.create_time)
+
+
+@dataclass(frozen=True)
+class Leak:
+    pid: int
+    ppid: int
+    create_time: float
+    cmdline: str
+    owner: str
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.create_time)
+
+
+@dataclass
+class _State:
+    owners: dict[int, Owner] = field(default_factory=dict)
+    known: dict[Identity, int] = field(default_factory=dict)  # identity -> owner number
+    settled: set[Identity] = field(default_factory=set)  # reported, ignored or helper
+
+
+def _scan() -> dict[int, Proc]:
+    """One pass over the process table: pid -> (ppid, create_time)."""
+    import psutil
+
+    procs: dict[int, Proc] = {}
+    for p in psutil.process_iter(["pid", "ppid", "create_time"]):
+        info = p.info
+        if info.get("create_time") is None or info.get("ppid") is None:
+            continue  # not ours to judge (AccessDenied on another user's process)
+        procs[info["pid"]] = Proc(info["pid"], info["ppid"], info["create_time"])
+    return procs
+
+
+def _descendants(procs: dict[int, Proc], root: int) -> list[Proc]:
+    """Descendants of root, parents before children."""
+    children: dict[int, list[Proc]] = {}
+    for proc in procs.values():
+        children.setdefault(proc.ppid, []).append(proc)
+    out: list[Proc] = []
+    stack = [root]
+    while stack:
+        parent = stack.pop()
+        parent_ct = procs[parent].create_time if parent in procs else 0.0
+        for child in children.get(parent, ()):
+            # A ppid that points at a reused pid (Windows keeps stale ppids) is no parent.
+            if child.pid != parent and child.create_time + CT_TOLERANCE_S >= parent_ct:
+                out.append(child)
+                stack.append(child.pid)
+    return out
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= CT_TOLERANCE_S
+
+
+class LeakTracker:
+    """Process bookkeeping for one pytest process (one xdist worker)."""
+
+    def __init__(self, *, timeout: float, interval: float, kill: bool) -> None:
+        self.timeout = timeout
+        self.interval = interval
+        self.kill = kill
+        self.tag = secrets.token_hex(6)
+        self.root = os.getpid()
+        self._state = _State(owners={0: Owner(0, "outside any checked test", time.time(), False)})
+        self._current = 0
+        self._just_ended: list[Owner] = []
+        self._lock = threading.RLock()
+        self._active = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- owners ---------------------------------------------------------------------------------
+    def begin(self, label: str) -> tuple[Owner, int, str | None]:
+        """Start an owner; returns it with what to restore() when it stops being current."""
+        with self._lock:
+            self._absorb(_scan(), fallback=self._current)
+            number = len(self._state.owners)
+            owner = Owner(number, label, time.time())
+            self._state.owners[number] = owner
+            previous = (self._current, os.environ.get(TOKEN_VAR))
+            self._current = number
+            os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
+        return owner, previous[0], previous[1]
+
+    def restore(self, owner: Owner, current: int, env_value: str | None) -> None:
+        """Stop owner being current (its processes stay attributed to it)."""
+        with self._lock:
+            self._absorb(_scan(), fallback=owner.number)
+            self._current = current
+            if env_value is None:
+                os.environ.pop(TOKEN_VAR, None)
+            else:
+                os.environ[TOKEN_VAR] = env_value
+
+    def end(self, owner: Owner, label: str | None = None) -> None:
+        with self._lock:
+            owner.ended = True
+            self._just_ended.append(owner)
+            if label:
+                owner.label = label
+
+    def take_window_start(self) -> float:
+        """Earliest start among owners ended since the last call: where to look for tokens."""
+        with self._lock:
+            starts = [owner.started for owner in self._just_ended]
+            self._just_ended.clear()
+        return min(starts, default=time.time())
+
+    def ignore(self, pid: int) -> None:
+        import psutil
+
+        with self._lock:
+            proc = psutil.Process(pid)
+            self._state.settled.add((pid, proc.create_time()))
+
+    # -- observation ----------------------------------------------------------------------------
+    def _owner_from_env(self, pid: int) -> int | None:
+        import psutil
+
+        try:
+            value = psutil.Process(pid).environ().get(TOKEN_VAR, "")
+        except (psutil.Error, OSError):
+            return None
+        tag, _, number = value.partition(".")
+        if tag != self.tag or not number.isdigit() or int(number) not in self._state.owners:
+            return None  # another pytest process's token (xdist sibling, nested pytester run)
+        return int(number)
+
+    def _absorb(self, procs: dict[int, Proc], *, fallback: int) -> None:
+        """Give every descendant we have not seen yet an owner."""
+        known = self._state.known
+        for proc in _descendants(procs, self.root):
+            if proc.identity in known:
+                continue
+            owner = self._owner_from_env(proc.pid)
+            if owner is None:
+                parent = procs.get(proc.ppid)
+                owner = known.get(parent.identity) if parent else None
+            known[proc.identity] = fallback if owner is None else owner
+
+    def sample(self) -> None:
+        with self._lock:
+            self._absorb(_scan(), fallback=self._current)
+
+    def owned_alive(self, owner: Owner) -> list[Proc]:
+        with self._lock:
+            procs = _scan()
+            self._absorb(procs, fallback=self._current)
+            return [
+                procs[pid]
+                for (pid, ct), number in self._state.known.items()
+                if number == owner.number and pid in procs and _same(procs[pid].create_time, ct)
+            ]
+
+    # -- judging --------------------------------------------------------------------------------
+    def _candidates(self, since: float) -> list[tuple[Proc, Owner]]:
+        procs = _scan()
+        self._absorb(procs, fallback=self._current)
+        state = self._state
+        # Reparented processes never seen as descendants: find them by the inherited token.
+        for proc in procs.values():
+            if proc.create_time + 1.0 < since or proc.identity in state.known:
+                continue
+            owner = self._owner_from_env(proc.pid)
+            if owner is not None:
+                state.known[proc.identity] = owner
+        out = []
+        for identity, number in list(state.known.items()):
+            pid, ct = identity
+            proc = procs.get(pid)
+            if proc is None or not _same(proc.create_time, ct):
+                del state.known[identity]  # gone: forget it
+                continue
+            owner = state.owners[number]
+            if number != 0 and owner.ended and identity not in state.settled:
+                out.append((proc, owner))
+        return out
+
+    def find_leaks(self, since: float) -> tuple[list[Leak], int]:
+        """Leaked processes of ended owners now, and how many zombies were skipped."""
+        import psutil
+
+        leaks: list[Leak] = []
+        zombies = 0
+        with self._lock:
+            for proc, owner in self._candidates(since):
+                try:
+                    handle = psutil.Process(proc.pid)
+                    with handle.oneshot():
+                        if handle.status() == psutil.STATUS_ZOMBIE:
+                            zombies += 1
+                            continue
+                        try:
+                            cmdline = " ".join(handle.cmdline()) or handle.name()
+                        except psutil.AccessDenied:
+                            cmdline = handle.name()
+                except psutil.NoSuchProcess:
+                    continue
+                except psutil.AccessDenied:
+                    cmdline = "?"
+                if any(helper in cmdline for helper in _LIFETIME_HELPERS):
+                    self._state.settled.add(proc.identity)
+                    continue
+                leaks.append(Leak(proc.pid, proc.ppid, proc.create_time, cmdline, owner.label))
+        return leaks, zombies
+
+    def wait_for_leaks(self, since: float, timeout: float) -> tuple[list[Leak], float]:
+        """find_leaks, retried with backoff until none are left or timeout has passed."""
+        start = time.monotonic()
+        deadline = start + timeout
+        delay = 0.01
+        while True:
+            leaks, _ = self.find_leaks(since)
+            now = time.monotonic()
+            if not leaks or now >= deadline:
+                return leaks, now - start
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.2)
+
+    def settle(self, leaks: Iterable[Leak]) -> list[Leak]:
+        """Mark leaks reported and, if configured, kill them and their trees; returns survivors."""
+        import psutil
+
+        leaks = list(leaks)
+        with self._lock:
+            self._state.settled.update((leak.pid, leak.create_time) for leak in leaks)
+        if not self.kill:
+            return leaks
+        victims: list[psutil.Process] = []
+        for leak in leaks:
+            try:
+                proc = psutil.Process(leak.pid)
+                if not _same(proc.create_time(), leak.create_time):
+                    continue  # pid reused since: not ours
+                victims.extend(proc.children(recursive=True))
+                victims.append(proc)
+            except psutil.Error:
+                continue
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(victims, timeout=5)
+        alive_pids = {p.pid for p in alive}
+        return [leak for leak in leaks if leak.pid in alive_pids]
+
+    # -- sampler --------------------------------------------------------------------------------
+    def activate(self) -> None:
+        if self.interval <= 0:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="leak-check", daemon=True)
+            self._thread.start()
+        self._active.set()
+
+    def deactivate(self) -> None:
+        self._active.clear()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self._active.is_set():
+                try:
+                    self.sample()
+                except Exception:  # noqa: BLE001 - the sampler is best effort, never fatal
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def format_leaks(leaks: list[Leak], *, header: str, killed: bool) -> str:
+    lines = [header]
+    by_owner: dict[str, list[Leak]] = {}
+    for leak in sorted(leaks, key=lambda item: item.create_time):
+        by_owner.setdefault(leak.owner, []).append(leak)
+    for owner, group in by_owner.items():
+        lines.append(f"started by {owner}:")
+        lines.append(f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND")
+        for leak in group:
+            cmd = leak.cmdline if len(leak.cmdline) <= 300 else leak.cmdline[:297] + "..."
+            lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
+    lines.append("leak-check killed them." if killed else "leak-check left them running.")
+    return "\n".join(lines)
+
+
+class LeakCheckHandle:
+    """What the ``leak_check`` fixture gives a test."""
+
+    def __init__(self, tracker: LeakTracker, owner: Owner) -> None:
+        self._tracker = tracker
+        self._owner = owner
+
+    def processes(self) -> list[psutil.Process]:
+        """Live processes attributed to this test so far."""
+        import psutil
+
+        out = []
+        for proc in self._tracker.owned_alive(self._owner):
+            try:
+                out.append(psutil.Process(proc.pid))
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+    def ignore(self, pid: int) -> None:
+        """Let this process outlive the test (the test takes care of it)."""
+        self._tracker.ignore(pid)
+
+
+_plugin_key = pytest.StashKey["LeakCheckPlugin"]()
+_owner_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
+
+
+class LeakCheckPlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.everywhere = bool(config.getoption("leak_check"))
+        timeout = config.getoption("leak_check_timeout")
+        self.timeout = float(
+            timeout if timeout is not None else config.getini("leak_check_timeout")
+        )
+        self.tracker = LeakTracker(
+            timeout=self.timeout,
+            interval=float(config.getini("leak_check_interval")),
+            kill=not config.getoption("leak_check_keep"),
+        )
+        self._fixture_owners: dict[int, list[tuple[Owner, str]]] = {}
+        self.checked = 0
+        self.leaked: list[Leak] = []
+        self._item: pytest.Item | None = None  # the checked test now running, if any
+
+    def enabled_for(self, item: pytest.Item) -> tuple[bool, float]:
+        marker = item.get_closest_marker("leak_check")
+        timeout = self.timeout
+        if marker is not None:
+            timeout = float(marker.kwargs.get("timeout", timeout))
+            enabled = marker.kwargs.get("enabled", marker.args[0] if marker.args else True)
+            return bool(enabled), timeout
+        fixturenames = getattr(item, "fixturenames", ())
+        return self.everywhere or "leak_check" in fixturenames, timeout
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        enabled, _ = self.enabled_for(item)
+        if enabled:
+            item.stash[_owner_key] = self.tracker.begin(item.nodeid)
+            self._item = item
+            self.tracker.activate()
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, Any, Any]:
+        # request.node is the module/class/session node here: use the running test instead.
+        if self._item is None or fixturedef.scope == "function":
+            return (yield)
+        label = f"fixture {fixturedef.argname!r} ({fixturedef.scope})"
+        owner, current, env_value = self.tracker.begin(label)
+        try:
+            return (yield)
+        finally:
+            self.tracker.restore(owner, current, env_value)
+            self._fixture_owners.setdefault(id(fixturedef), []).append((owner, label))
+
+    def pytest_fixture_post_finalizer(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> None:
+        stack = self._fixture_owners.get(id(fixturedef))
+        if stack:
+            owner, label = stack.pop()
+            where = self._item.nodeid if self._item is not None else request.node.nodeid
+            self.tracker.end(owner, f"{label}, torn down after {where}")
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, Any, Any]:
+        begun = item.stash.get(_owner_key, None)
+        try:
+            result = yield
+        except BaseException as exc:
+            if begun is not None:
+                quick = isinstance(exc, KeyboardInterrupt)
+                message = self._judge(item, begun, timeout=0.0 if quick else None)
+                if message:
+                    item.add_report_section("teardown", "leak-check", message)
+            raise
+        if begun is not None:
+            message = self._judge(item, begun)
+            if message:
+                pytest.fail(message, pytrace=False)
+        return result
+
+    def _judge(
+        self, item: pytest.Item, begun: tuple[Owner, int, str | None], timeout: float | None = None
+    ) -> str | None:
+        owner, current, env_value = begun
+        self._item = None
+        self.tracker.restore(owner, current, env_value)
+        self.tracker.end(owner)
+        self.tracker.deactivate()
+        self.checked += 1
+        if timeout is None:
+            timeout = self.enabled_for(item)[1]
+        leaks, waited = self.tracker.wait_for_leaks(self.tracker.take_window_start(), timeout)
+        item.user_properties.append(("leak_check_wait_s", round(waited, 3)))
+        if not leaks:
+            return None
+        survivors = self.tracker.settle(leaks)
+        self.leaked.extend(leaks)
+        mine = sum(1 for leak in leaks if leak.owner == owner.label)
+        header = (
+            f"leak-check: {len(leaks)} process(es) still running {waited:.1f} s after the "
+            f"teardown of {item.nodeid} ({mine} started by this test, "
+            f"{len(leaks) - mine} by earlier tests or fixtures):"
+        )
+        return format_leaks(leaks, header=header, killed=self.tracker.kill and not survivors)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, Any, Any]:
+        # Runs after the last teardown: on Ctrl-C, the tests' teardowns were skipped, so this is
+        # where whatever the interrupted test started gets ended.
+        result = yield
+        if self.checked == 0 and not self.tracker._state.known:
+            return result
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        with self.tracker._lock:
+            for owner in self.tracker._state.owners.values():
+                if owner.number != 0:
+                    owner.ended = True
+        leaks, _ = self.tracker.wait_for_leaks(0.0, 0.0 if interrupted else self.timeout)
+        if leaks:
+            survivors = self.tracker.settle(leaks)
+            self.leaked.extend(leaks)
+            text = format_leaks(
+                leaks,
+                header=f"leak-check: {len(leaks)} process(es) still running at session end:",
+                killed=self.tracker.kill and not survivors,
+            )
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(text, red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return result
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("leak-check")
-    group.addoption("--leak-check", action="store_true", default=False)
+    group = parser.getgroup("leak-check", "fail tests that leave processes behind")
+    group.addoption(
+        "--leak-check",
+        action="store_true",
+        default=False,
+        help="fail any test that leaves descendant processes running after its teardown",
+    )
+    group.addoption(
+        "--leak-check-timeout",
+        type=float,
+        default=None,
+        help=f"seconds to keep retrying before a survivor counts as leaked "
+        f"(default {DEFAULT_TIMEOUT_S})",
+    )
+    group.addoption(
+        "--leak-check-keep",
+        action="store_true",
+        default=False,
+        help="report leaked processes but do not kill them",
+    )
+    parser.addini(
+        "leak_check_timeout", "default for --leak-check-timeout", default=str(DEFAULT_TIMEOUT_S)
+    )
+    parser.addini(
+        "leak_check_interval",
+        "seconds between descendant samples while a checked test runs (0 = off)",
+        default=str(DEFAULT_INTERVAL_S),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "leak_check: fail the test if it leaves processes behind")
+    config.addinivalue_line(
+        "markers",
+        "leak_check(enabled=True, timeout=None): fail the test if it leaves processes behind",
+    )
+    plugin = LeakCheckPlugin(config)
+    config.stash[_plugin_key] = plugin
+    config.pluginmanager.register(plugin, "leak-check-tracker")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(_plugin_key, None)
+    if plugin is not None:
+        plugin.tracker.close()
+
+
+@pytest.fixture
+def leak_check(request: pytest.FixtureRequest) -> LeakCheckHandle:
+    """Turn the leak check on for this test; the handle lists or excuses its processes."""
+    plugin = request.config.stash[_plugin_key]
+    begun = request.node.stash.get(_owner_key, None)
+    if begun is None:  # enabled=False marker wins over the fixture
+        pytest.skip("leak_check fixture requested but the check is disabled by a marker")
+    return LeakCheckHandle(plugin.tracker, begun[0])

@@ -1,0 +1,26 @@
+"""Fixtures for the leak-check plugin's tests: a per-test marker, and cleanup by that marker."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from leakcheck_helpers import processes_with
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A token put in the argv of every process the inner tests start; killed by it afterwards."""
+    token = f"leakcheck-test-{secrets.token_hex(6)}"
+    try:
+        yield token
+    finally:
+        victims = processes_with(token)
+        for proc in victims:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(victims, timeout=10)

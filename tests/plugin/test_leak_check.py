@@ -1,0 +1,276 @@
+"""The leak-check plugin, run for real: inner pytest sessions whose tests start real processes."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from leakcheck_helpers import processes_with, wait_until_gone
+
+pytest_plugins = ["pytester"]
+
+# Every inner test file starts with this: a sleeper command carrying the outer test's marker.
+PRELUDE = """
+import os, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+MARKER = {marker!r}
+OUT = Path({out!r})
+SLEEP = "import sys, time; time.sleep(float(sys.argv[1]))"
+
+def sleeper(seconds, name):
+    proc = subprocess.Popen([sys.executable, "-c", SLEEP, str(seconds), MARKER])
+    (OUT / (name + ".pid")).write_text(str(proc.pid))
+    return proc
+
+def wait_for(path, deadline=60.0):
+    end = time.monotonic() + deadline
+    while not path.exists():
+        assert time.monotonic() < end, f"{{path}} never appeared"
+        time.sleep(0.02)
+"""
+
+INNER_ARGS = ("-p", "no:cacheprovider", "-p", "no:randomly")
+
+
+def write_tests(pytester: pytest.Pytester, marker: str, body: str, name: str = "test_inner"):
+    out = pytester.path / "out"
+    out.mkdir(exist_ok=True)
+    source = PRELUDE.format(marker=marker, out=str(out)) + textwrap.dedent(body)
+    pytester.makepyfile(**{name: source})
+    return out
+
+
+def pid_of(out: Path, name: str) -> int:
+    return int((out / f"{name}.pid").read_text())
+
+
+def teardown_errors(output: str) -> dict[str, str]:
+    """Map test name -> text of its 'ERROR at teardown' section in pytest's output."""
+    sections: dict[str, str] = {}
+    parts = re.split(r"_+ ERROR at teardown of (\S+) _+", output)
+    for name, text in zip(parts[1::2], parts[2::2], strict=True):
+        sections[name.split("::")[-1]] = text
+    return sections
+
+
+LEAKY = """
+def test_leaks():
+    sleeper(600, "leaks")
+
+def test_clean():
+    sleeper(0, "clean").wait()
+"""
+
+
+def test_leaked_sleeping_child_fails_naming_it(pytester: pytest.Pytester, marker: str) -> None:
+    out = write_tests(pytester, marker, LEAKY)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=2, errors=1)
+    pid = pid_of(out, "leaks")
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_leaks"}
+    section = errors["test_leaks"]
+    assert "started by test_inner.py::test_leaks:" in section
+    # pid, ppid, age, then the command line
+    assert re.search(rf"^\s+{pid}\s+\d+\s+[\d.]+s\s+.*{marker}$", section, re.M), section
+    assert "leak-check killed them." in section
+    # The plugin killed it: nothing carrying the marker survives the inner run.
+    assert wait_until_gone(marker) == []
+
+
+def test_without_the_option_only_marked_tests_are_checked(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        def test_unchecked_leak():
+            sleeper(600, "unchecked")
+
+        @pytest.mark.leak_check
+        def test_marked_leak():
+            sleeper(600, "marked")
+
+        def test_fixture_leak(leak_check):
+            proc = sleeper(600, "fixture")
+            assert proc.pid in [p.pid for p in leak_check.processes()]
+
+        @pytest.mark.leak_check
+        def test_marked_ignored(leak_check):
+            proc = sleeper(600, "ignored")
+            leak_check.ignore(proc.pid)
+        """,
+    )
+    result = pytester.runpytest_subprocess(*INNER_ARGS)
+    result.assert_outcomes(passed=4, errors=2)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_marked_leak", "test_fixture_leak"}
+    assert str(pid_of(out, "marked")) in errors["test_marked_leak"]
+    assert str(pid_of(out, "fixture")) in errors["test_fixture_leak"]
+    # The unchecked and the excused sleepers are still running: the plugin only touches leaks.
+    alive = {proc.pid for proc in processes_with(marker)}
+    assert alive == {pid_of(out, "unchecked"), pid_of(out, "ignored")}
+
+
+SLOW_EXIT = """
+CHILD = (
+    "import sys, time; from pathlib import Path; out = Path(sys.argv[1]);"
+    "(out / 'started').write_text(repr(time.time()));"
+    "time.sleep(float(sys.argv[2]));"
+    "(out / 'exiting').write_text(repr(time.time()))"
+)
+
+def test_child_exits_slowly():
+    subprocess.Popen([sys.executable, "-c", CHILD, str(OUT), "{seconds}", MARKER])
+    wait_for(OUT / "started")
+    (OUT / "returned").write_text(repr(time.time()))
+"""
+
+
+def test_child_exiting_within_the_backoff_passes(pytester: pytest.Pytester, marker: str) -> None:
+    out = write_tests(pytester, marker, SLOW_EXIT.format(seconds=2.0))
+    result = pytester.runpytest_subprocess("--leak-check", "--leak-check-timeout=30", *INNER_ARGS)
+    result.assert_outcomes(passed=1)
+    # The child outlived the test body: the check had to wait for it, and did.
+    assert float((out / "exiting").read_text()) > float((out / "returned").read_text())
+
+
+def test_same_slow_child_is_a_leak_without_the_backoff(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    write_tests(pytester, marker, SLOW_EXIT.format(seconds=600))
+    result = pytester.runpytest_subprocess("--leak-check", "--leak-check-timeout=0", *INNER_ARGS)
+    result.assert_outcomes(passed=1, errors=1)
+    assert wait_until_gone(marker) == []
+
+
+def test_reparented_grandchild_is_found_and_attributed(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        # The middle process starts a detached grandchild and exits: the grandchild is reparented
+        # (to init or a subreaper) and no longer descends from pytest.
+        MIDDLE = (
+            "import subprocess, sys;"
+            "kw = dict(start_new_session=True) if sys.platform != 'win32' else "
+            "dict(creationflags=subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP);"
+            "p = subprocess.Popen([sys.executable, '-c', sys.argv[1], '600', sys.argv[3]], **kw);"
+            "open(sys.argv[2], 'w').write(str(p.pid))"
+        )
+
+        def test_orphans_a_grandchild():
+            pidfile = OUT / "grandchild.pid"
+            subprocess.run([sys.executable, "-c", MIDDLE, SLEEP, str(pidfile), MARKER], check=True)
+
+        def test_next():
+            pass
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=2, errors=1)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_orphans_a_grandchild"}
+    assert str(pid_of(out, "grandchild")) in errors["test_orphans_a_grandchild"]
+    assert wait_until_gone(marker) == []
+
+
+def test_module_fixture_processes_are_judged_at_its_teardown(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    write_tests(
+        pytester,
+        marker,
+        """
+        @pytest.fixture(scope="module")
+        def server():
+            proc = sleeper(600, "server")
+            yield proc
+            proc.kill()
+            proc.wait()
+
+        def test_uses_server_a(server):
+            assert server.poll() is None
+
+        def test_uses_server_b(server):
+            assert server.poll() is None
+        """,
+        name="test_tidy_fixture",
+    )
+    write_tests(
+        pytester,
+        marker,
+        """
+        @pytest.fixture(scope="module")
+        def forgetful():
+            yield sleeper(600, "forgetful")
+
+        def test_uses_forgetful_a(forgetful):
+            pass
+
+        def test_uses_forgetful_b(forgetful):
+            pass
+        """,
+        name="test_forgetful_fixture",
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=4, errors=1)
+    errors = teardown_errors(result.stdout.str())
+    # Not blamed on the first test that used it, but on the fixture, when it was torn down.
+    assert set(errors) == {"test_uses_forgetful_b"}
+    assert "fixture 'forgetful'" in errors["test_uses_forgetful_b"]
+    assert wait_until_gone(marker) == []
+
+
+def test_under_xdist_each_leak_is_attributed_to_its_test(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        def test_leak_a():
+            sleeper(600, "a")
+
+        def test_clean_1():
+            sleeper(0, "c1").wait()
+
+        def test_leak_b():
+            sleeper(600, "b")
+
+        def test_clean_2():
+            sleeper(0, "c2").wait()
+        """,
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=4, errors=2)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_leak_a", "test_leak_b"}
+    pid_a, pid_b = pid_of(out, "a"), pid_of(out, "b")
+    assert str(pid_a) in errors["test_leak_a"] and str(pid_b) not in errors["test_leak_a"]
+    assert str(pid_b) in errors["test_leak_b"] and str(pid_a) not in errors["test_leak_b"]
+    assert wait_until_gone(marker) == []
+
+
+def test_interrupted_session_kills_what_the_test_started(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    write_tests(
+        pytester,
+        marker,
+        """
+        def test_interrupted():
+            sleeper(600, "interrupted")
+            raise KeyboardInterrupt
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert wait_until_gone(marker) == []
