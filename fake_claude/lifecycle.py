@@ -26,7 +26,8 @@ def die_by_signal(ledger: Ledger, signame: str) -> None:
     ledger.write("exit", code=-signum)
     if sys.platform == "win32":
         os._exit(3)  # Windows has no death by signal; the CRT's abort code stands in
-    signal.signal(signum, signal.SIG_DFL)
+    if signum != signal.SIGKILL:  # SIGKILL cannot be handled, so it needs no reset
+        signal.signal(signum, signal.SIG_DFL)
     if signum == signal.SIGABRT:
         os.abort()
     os.kill(os.getpid(), signum)
