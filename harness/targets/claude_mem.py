@@ -73,7 +73,9 @@ class ClaudeMemTarget(Target):
         cache: str | os.PathLike[str] | None = None,
         bun: str | os.PathLike[str] | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        mode: str | None = None,  # SoakConfig passes the reference's mode; claude-mem has none
     ) -> None:
+        del mode
         if (version is None) == (plugin is None):
             raise ValueError("give exactly one of version (npm) or plugin (a plugin folder)")
         self.version = version

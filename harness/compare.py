@@ -1,0 +1,359 @@
+"""`python -m harness compare`: one workload against several workers, one table.
+
+Targets, one after the other (never at once, so they do not share the CPU): the reference worker
+fixed, the reference worker leaky, then each real claude-mem given (`--claude-mem VERSION` from
+npm, `--claude-mem-plugin PATH` from a folder). Each run is a full soak (same census, verdict and
+report folder as `harness soak`); on top, after the workload, the worker is left alone for up to
+`--reap-wait` seconds to see when it ends its observers by itself (time-to-reap).
+
+Figures: leaked per 100 prompts (census, after --grace), cleanup latency p50/p99, peak
+descendants, peak RSS (worker + descendants), sessions/s over the workload span (first session
+start to last session end, so the reap wait does not count), time-to-reap p50/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness.soak import SoakConfig, run_soak
+from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.targets.claude_mem_reap import ReapTracker
+
+DEFAULT_SCENARIOS = "mix:ok=6,ignore-eof=1,grandchild=1"
+DEFAULT_REAP_WAIT_S = 240.0  # longer than 13.x's 180 s idle timeout, so it can be measured
+DEFAULT_REFERENCE_REAP_WAIT_S = 15.0  # ours reaps within its grace; leaky never does
+COLUMNS = (
+    ("target", "target"),
+    ("verdict", "verdict"),
+    ("prompts", "prompts"),
+    ("leaked_per_100_prompts", "leaked / 100 prompts"),
+    ("cleanup_p50_ms", "cleanup p50 ms"),
+    ("cleanup_p99_ms", "cleanup p99 ms"),
+    ("peak_descendants", "peak descendants"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("sessions_per_s", "sessions/s"),
+    ("reap_p50_s", "time-to-reap p50 s"),
+    ("reap_max_s", "time-to-reap max s"),
+    ("not_reaped", "not reaped"),
+)
+
+
+class ReapWatch(Target):
+    """Wraps a target: records session windows and, before stopping it, waits for its reaping.
+
+    A target that measures this itself (`wait_reaped`, e.g. claude-mem's, which knows which
+    observer serves which session) is asked; otherwise the run's processes are tracked here.
+    """
+
+    def __init__(self, inner: Target, reap_wait: float) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "target")
+        self.reap_wait = reap_wait
+        self.tracker: ReapTracker | None = None
+        self.reap: dict | None = None
+
+    @property
+    def own_tracking(self) -> bool:
+        return not hasattr(self.inner, "wait_reaped")
+
+    async def start(self, ctx: RunContext) -> WorkerHandle:
+        if self.own_tracking:
+            self.tracker = ReapTracker("--fake-claude-run-id=" + ctx.run_id)
+            self.tracker.start()
+        return await self.inner.start(ctx)
+
+    async def drive_session(self, session: SessionSpec, http: Any) -> None:
+        key = session.content_session_id
+        if self.tracker is not None:
+            self.tracker.session_started(key)
+        try:
+            await self.inner.drive_session(session, http)
+        finally:
+            if self.tracker is not None:
+                self.tracker.session_ended(key)
+
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+        fn = getattr(self.inner, "session_processes", None)
+        return list(await fn(session, http)) if fn is not None else []
+
+    async def stop(self) -> None:
+        if self.reap is None:
+            self.reap = await self._wait_reaped()
+        await self.inner.stop()
+        if self.tracker is not None:
+            self.tracker.stop()
+
+    async def _wait_reaped(self) -> dict:
+        wait = getattr(self.inner, "wait_reaped", None)
+        if wait is not None:
+            return dict(await wait(self.reap_wait))
+        assert self.tracker is not None
+        started = time.monotonic()
+        deadline = started + self.reap_wait
+        while time.monotonic() < deadline and self.tracker.alive() > 0:
+            await asyncio.sleep(0.25)
+        self.tracker.sample()
+        report = self.tracker.report()
+        report["waited_s"] = round(time.monotonic() - started, 2)
+        return report
+
+    def stop_now(self) -> None:
+        fn = getattr(self.inner, "stop_now", None)
+        if fn is not None:
+            fn()
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
+
+
+def summarize(label: str, report: dict[str, Any], reap: dict | None, prompts: int) -> dict:
+    """One row of the table from a soak report and a time-to-reap report."""
+    started = int(report.get("started") or 0)
+    n_prompts = started * prompts
+    marks = (report.get("rss") or {}).get("session_marks") or {}
+    starts, ends = marks.get("starts") or [], marks.get("ends") or []
+    span = (max(ends) - min(starts)) if starts and ends else 0.0
+    completed = int(report.get("completed") or 0)
+    lat = report.get("cleanup_latency_ms") or {}
+    reap = reap or {}
+    ttr = reap.get("time_to_reap_s") or {}
+    return {
+        "target": label,
+        "verdict": report.get("verdict"),
+        "sessions": started,
+        "completed": completed,
+        "failed": report.get("failed"),
+        "prompts": n_prompts,
+        "leaked": report.get("leaked_count"),
+        "leaked_per_100_prompts": round(100 * report.get("leaked_count", 0) / n_prompts, 1)
+        if n_prompts
+        else None,
+        "cleanup_p50_ms": lat.get("p50"),
+        "cleanup_p99_ms": lat.get("p99"),
+        "peak_descendants": report.get("peak_descendants"),
+        "peak_rss_mb": (report.get("rss") or {}).get("peak_total_mb"),
+        "sessions_per_s": round(completed / span, 3) if span > 0 else None,
+        "workload_span_s": round(span, 2),
+        "reap_p50_s": ttr.get("p50"),
+        "reap_max_s": ttr.get("max"),
+        "outlived_session": reap.get("outlived_session"),
+        "not_reaped": reap.get("not_reaped"),
+        "reap_waited_s": reap.get("waited_s"),
+        "reasons": report.get("reasons", []),
+        "harness_errors": [e for e in report.get("harness_errors", []) if e][:3],
+    }
+
+
+def markdown_table(rows: list[dict], meta: dict) -> str:
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|" + "---|" * len(COLUMNS)
+    body = [
+        "| " + " | ".join("—" if r.get(k) is None else str(r.get(k)) for k, _ in COLUMNS) + " |"
+        for r in rows
+    ]
+    lines = [
+        "# Worker comparison",
+        "",
+        f"Workload: {meta['sessions']} sessions x {meta['prompts']} prompts x "
+        f"{meta['observations']} tool uses, concurrency {meta['concurrency']}, fake scenarios "
+        f"`{meta['scenarios']}`, seed {meta['seed']}; leaked = alive {meta['grace']} s after its "
+        f"session ended; time-to-reap = from session end until the worker ended the process by "
+        f"itself (waited up to {meta['reap_wait']} s for claude-mem, "
+        f"{meta['reference_reap_wait']} s for the reference).",
+        "",
+        head,
+        rule,
+        *body,
+        "",
+    ]
+    for r in rows:
+        if r.get("harness_errors"):
+            lines.append(f"- {r['target']}: " + "; ".join(r["harness_errors"])[:400])
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(path: Path, rows: list[dict]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in CI
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("leaked_per_100_prompts", "leaked / 100 prompts"),
+        ("cleanup_p99_ms", "cleanup p99 (ms)"),
+        ("peak_descendants", "peak descendants"),
+        ("peak_rss_mb", "peak RSS (MB)"),
+        ("sessions_per_s", "sessions/s"),
+        ("reap_max_s", "time-to-reap max (s)"),
+    ]
+    labels = [r["target"] for r in rows]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
+        values = [r.get(key) if r.get(key) is not None else 0 for r in rows]
+        bars = ax.bar(range(len(rows)), values, color="tab:blue")
+        for bar, row in zip(bars, rows, strict=True):
+            text = "—" if row.get(key) is None else f"{row[key]:g}"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center")
+        ax.set_title(title)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    fig.suptitle("One workload, several workers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(out: Path, rows: list[dict], meta: dict, plot: bool = True) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "md": out / "compare.md"}
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"workload": meta, "rows": rows}, indent=2, default=str))
+    os.replace(tmp, paths["json"])
+    paths["md"].write_text(markdown_table(rows, meta), encoding="utf-8")
+    if plot and rows:
+        paths["png"] = plot_comparison(out / "compare.png", rows)
+    return paths
+
+
+def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
+    """(label, target, reap wait) in run order; claude-mem targets are prepared lazily."""
+    from harness.targets import get_target
+
+    out: list[tuple[str, Target, float]] = []
+    if not args.no_reference:
+        for mode in ("fixed", "leaky"):
+            target = get_target("reference", mode=mode)
+            out.append((f"reference {mode}", target, args.reference_reap_wait))
+    settings = dict(kv.split("=", 1) for kv in args.claude_mem_setting)
+    common = {"allow_chroma_kill": args.allow_chroma_kill, "settings": settings}
+    for version in args.claude_mem:
+        target = get_target("claude-mem", version=version, **common)
+        out.append((f"claude-mem {version}", target, args.reap_wait))
+    for plugin in args.claude_mem_plugin:
+        target = get_target("claude-mem", plugin=plugin, **common)
+        out.append((f"claude-mem {target.label.split(' ', 1)[1]}", target, args.reap_wait))
+    return out
+
+
+async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    base = SoakConfig(
+        sessions=args.sessions,
+        concurrency=args.concurrency,
+        prompts=args.prompts,
+        observations=args.observations,
+        scenarios=args.scenarios,
+        seed=args.seed,
+        grace=args.grace,
+        progress=args.progress,
+        plot=not args.no_plot,
+        rss_peak=None,  # a real observer is ~370 MB; the peak is reported, not judged here
+    )
+    meta = {
+        "sessions": args.sessions,
+        "prompts": args.prompts,
+        "observations": args.observations,
+        "concurrency": args.concurrency,
+        "scenarios": args.scenarios,
+        "seed": args.seed,
+        "grace": args.grace,
+        "reap_wait": args.reap_wait,
+        "reference_reap_wait": args.reference_reap_wait,
+    }
+    targets = build_targets(args)
+    for _label, target, _wait in targets:
+        prepare = getattr(target, "resolve", None)
+        if prepare is not None:
+            # Install and vet every build before any run (a refusal must not cost a soak).
+            await asyncio.to_thread(prepare)
+    rows: list[dict] = []
+    for label, target, reap_wait in targets:
+        print(f"compare: {label} ...", file=sys.stderr, flush=True)
+        watch = ReapWatch(target, reap_wait)
+        config = replace(base, report=args.out / _slug(label))
+        report = await run_soak(config, watch)
+        extra = getattr(target, "extra_report", None)
+        if extra is not None:
+            (args.out / _slug(label)).mkdir(parents=True, exist_ok=True)
+            (args.out / _slug(label) / "claude-mem.json").write_text(
+                json.dumps(extra(), indent=2, default=str)
+            )
+            label = getattr(target, "label", label)
+        row = summarize(label, report, watch.reap, args.prompts)
+        rows.append(row)
+        if report.get("interrupted"):
+            raise KeyboardInterrupt
+        print(
+            f"compare: {label}: {row['verdict']}, leaked {row['leaked']}, "
+            f"time-to-reap max {row['reap_max_s']} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows, meta
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--claude-mem", action="append", default=[], metavar="VERSION", help="npm version"
+    )
+    parser.add_argument(
+        "--claude-mem-plugin",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a claude-mem plugin folder or checkout (e.g. tag v9.0.0)",
+    )
+    parser.add_argument(
+        "--allow-chroma-kill",
+        action="store_true",
+        help="run builds (9.0.0) that kill every chroma-mcp on this machine at start-up",
+    )
+    parser.add_argument(
+        "--claude-mem-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra ~/.claude-mem/settings.json entry, e.g. CLAUDE_MEM_MAX_CONCURRENT_AGENTS=4",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
+    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--prompts", type=int, default=3)
+    parser.add_argument("--observations", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--reap-wait", type=float, default=DEFAULT_REAP_WAIT_S)
+    parser.add_argument("--reference-reap-wait", type=float, default=DEFAULT_REFERENCE_REAP_WAIT_S)
+    parser.add_argument("--out", type=Path, default=Path("reports/compare"))
+    parser.add_argument("--progress", default="none", choices=("auto", "rich", "plain", "none"))
+    parser.add_argument("--no-plot", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    for kv in args.claude_mem_setting:
+        if "=" not in kv:
+            print(f"harness compare: --claude-mem-setting needs KEY=VALUE, not {kv!r}")
+            return 2
+    try:
+        rows, meta = asyncio.run(compare(args))
+    except KeyboardInterrupt:
+        print("compare interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError) as exc:
+        print(f"harness compare: {exc}", file=sys.stderr)
+        return 2
+    paths = write_outputs(args.out, rows, meta, plot=not args.no_plot)
+    print(markdown_table(rows, meta))
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0 if all(r.get("verdict") in ("PASS", "FAIL") for r in rows) else 2
