@@ -1,0 +1,86 @@
+"""Suite-wide guard: no process started by this test run may outlive it.
+
+Every process the suite starts inherits ``LEAKPROOF_TEST_SESSION=<token>`` (set here before xdist
+starts its workers). At the end of the session (in the xdist controller, after the workers are gone)
+any live process carrying the token is a survivor: it is listed (pid, ppid, age, command line, and
+the fake's ``--fake-claude-run-id=`` when it has one), killed, and the run fails. The per-test
+``--leak-check`` plugin catches most leaks earlier and names the test; this is the last line, and it
+also covers Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+
+import psutil
+import pytest
+
+SESSION_VAR = "LEAKPROOF_TEST_SESSION"
+RUN_ID_FLAG = "--fake-claude-run-id="
+_DEADLINE_S = 5.0  # xdist workers and slow exits get this long to go before they count
+_started_key = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        os.environ[SESSION_VAR] = secrets.token_hex(8)
+        config.stash[_started_key] = time.time()
+
+
+def _survivors(token: str, since: float) -> list[psutil.Process]:
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        info = proc.info
+        if info["pid"] == me or info["create_time"] is None or info["create_time"] + 1 < since:
+            continue
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if proc.environ().get(SESSION_VAR) == token:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue  # gone, or not ours to read
+    return found
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        with proc.oneshot():
+            argv = proc.cmdline()
+            run_ids = [arg[len(RUN_ID_FLAG) :] for arg in argv if arg.startswith(RUN_ID_FLAG)]
+            age = time.time() - proc.create_time()
+            tail = f"  [run id {run_ids[0]}]" if run_ids else ""
+            return f"  {proc.pid:>7} {proc.ppid():>7} {age:>7.1f}s  {' '.join(argv)[:300]}{tail}"
+    except psutil.Error:
+        return f"  {proc.pid:>7} (gone while being described)"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or _started_key not in config.stash:
+        return
+    token, since = os.environ[SESSION_VAR], config.stash[_started_key]
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    deadline = time.monotonic() + (1.0 if interrupted else _DEADLINE_S)
+    while (survivors := _survivors(token, since)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not survivors:
+        return
+    lines = [f"{len(survivors)} process(es) of this test run survived it (killing them):"]
+    lines += [f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND"]
+    lines += [_describe(proc) for proc in survivors]
+    for proc in survivors:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(survivors, timeout=5)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
