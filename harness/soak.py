@@ -128,6 +128,7 @@ class _Run:
         self.starts: list[float] = []
         self.ends: list[float] = []
         self.t0 = time.monotonic()
+        self.drive_end: float | None = None
 
     def take(self) -> int | None:
         cfg = self.config
@@ -227,6 +228,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             ]
             tasks += loops
             await asyncio.gather(*loops)
+            run.drive_end = time.time()
             worker_alive = _is_alive(census)
             await _settle(census, baseline, config.grace)
         await asyncio.to_thread(census.finish)
@@ -302,8 +304,13 @@ def _build_report(
 ) -> dict[str, Any]:
     duration = time.time() - t_start
     samples = census.samples
-    total_pts = [(s.t, s.sessions_done, s.total_rss) for s in samples]
-    worker_pts = [(s.t, s.sessions_done, s.worker_rss) for s in samples]
+    # Judge only while sessions were being driven: the drain after the last one has a constant
+    # session count and falling RSS, which would fake a negative slope.
+    t_first = run.starts[0] if run.starts else t_start
+    t_last = run.drive_end or time.time()
+    driven = [s for s in samples if t_first <= s.t <= t_last]
+    total_pts = [(s.t, s.sessions_done, s.total_rss) for s in driven]
+    worker_pts = [(s.t, s.sessions_done, s.worker_rss) for s in driven]
     total_slope = slope_per_100_sessions(total_pts)
     worker_slope = slope_per_100_sessions(worker_pts)
     leaked = [leak_entry(r, census.session_of(r)) for r in census.leaked]

@@ -1,0 +1,54 @@
+"""Ctrl-C in a terminal: the soak stops, ends every process of the run, reports `interrupted`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from soak_helpers import run_pids, wait_for
+
+pexpect = pytest.importorskip("pexpect")
+pytest.importorskip("worker")
+
+
+def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
+    report_dir = tmp_path / "report"
+    # The leaky worker guarantees live processes of the run at the moment of the interrupt,
+    # including ones nobody would end without the harness.
+    argv = [
+        "-m",
+        "harness",
+        "soak",
+        "--mode",
+        "leaky",
+        "--scenarios",
+        "ok",
+        "--sessions",
+        "10000",
+        "--concurrency",
+        "2",
+        "--run-id",
+        run_id,
+        "--report",
+        str(report_dir),
+        "--no-plot",
+    ]
+    child = pexpect.spawn(sys.executable, argv, timeout=120, dimensions=(40, 120))
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
+        child.sendintr()  # ^C through the pty: SIGINT to the foreground group, as a user would
+        child.expect(pexpect.EOF, timeout=120)
+        child.close()
+        assert child.exitstatus == 130, child.before
+        assert run_pids(run_id) == [], "processes of the run survived Ctrl-C"
+        report = json.loads((report_dir / "report.json").read_text())
+        assert report["interrupted"] is True and report["verdict"] == "interrupted"
+    finally:
+        if child.isalive():
+            child.kill(9)
+            child.close(force=True)
+        # Last resort so a failure here never leaks into the machine.
+        from harness.cleanup import sweep_run
+
+        sweep_run(run_id)

@@ -1,0 +1,79 @@
+"""Whole soaks against the real reference worker: the fixed one passes, the leaky one fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from soak_helpers import run_pids
+
+from harness.census import run_id_token
+from harness.soak import SoakConfig, run_soak
+from harness.targets import get_target
+
+pytest.importorskip("worker")
+
+
+def _soak(tmp_path: Path, run_id: str, **kw: object) -> dict:
+    config = SoakConfig(run_id=run_id, report=tmp_path / "report", progress="none", seed=7, **kw)  # type: ignore[arg-type]
+    target = get_target("reference", **config.target_kwargs())
+    return asyncio.run(run_soak(config, target))
+
+
+def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id):
+    sessions, prompts = 3, 2
+    report = _soak(
+        tmp_path,
+        run_id,
+        mode="leaky",
+        sessions=sessions,
+        prompts=prompts,
+        observations=1,
+        concurrency=2,
+        scenarios="ok",
+        grace=1.5,
+    )
+    assert report["verdict"] == "FAIL" and report["exit_code"] == 1
+    # 9.0.0's mechanism: one observer per prompt, none ever ended.
+    assert report["leaked_count"] == sessions * prompts
+    leaks_txt = (tmp_path / "report" / "leaks.txt").read_text()
+    for leak in report["leaked"]:
+        assert run_id_token(run_id) in leak["cmdline"]
+        assert leak["session"] and leak["scenario"] == "ok" and leak["rss"] > 0
+        assert str(leak["pid"]) in leaks_txt
+    assert any("leaked" in r for r in report["reasons"])
+    assert report["descendants_end"] > report["descendants_baseline"]
+    # The harness cleaned up after the leaky worker: nothing of the run survives.
+    assert run_pids(run_id) == []
+    on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert on_disk["leaked_count"] == report["leaked_count"]
+    assert (tmp_path / "report" / "rss.png").stat().st_size > 0
+    assert "failure" in (tmp_path / "report" / "junit.xml").read_text()
+
+
+@pytest.mark.parametrize(
+    "scenarios",
+    ["ok", "mix:ok=2,ignore-eof=1,ignore-sigterm=1,grandchild=1,escape=1,crash=1"],
+)
+def test_fixed_worker_passes(tmp_path, run_id, scenarios):
+    report = _soak(
+        tmp_path,
+        run_id,
+        mode="fixed",
+        sessions=12,
+        prompts=2,
+        observations=2,
+        concurrency=3,
+        scenarios=scenarios,
+        grace=5.0,
+    )
+    assert report["verdict"] == "PASS", (report["reasons"], report["leaked"])
+    assert report["leaked_count"] == 0 and report["completed"] == 12
+    assert report["processes_seen"] >= 12  # the census really saw the observers
+    assert report["cleanup_latency_ms"]["n"] > 0
+    assert report["descendants_end"] <= report["descendants_baseline"]
+    assert run_pids(run_id) == []
+    junit = (tmp_path / "report" / "junit.xml").read_text()
+    assert "<failure" not in junit and "<error" not in junit
