@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import FakeRun, Worker
+from workerkit import FakeRun, Worker
 
 
 def test_session_round_trip_stores_replies(fake_run: FakeRun, workers) -> None:

@@ -4,7 +4,7 @@ serving, and no process of the run is left alive (by the fake's ledger and by ps
 from __future__ import annotations
 
 import pytest
-from conftest import FakeRun, Worker
+from workerkit import FakeRun, Worker
 
 FAULT_FLAGS = [
     "--grace",
@@ -28,6 +28,7 @@ SCENARIOS = [
     "ignore-eof+ignore-sigterm",
     "grandchild:n=2",
     "grandchild:n=2,ignore=1+ignore-eof+ignore-sigterm",
+    "grandchild:n=2,ignore=1,linger=1+ignore-eof+ignore-sigterm",
     "escape",
     "escape:n=2+ignore-eof+ignore-sigterm",
     "crash:at=mid-turn,code=3",

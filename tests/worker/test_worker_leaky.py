@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import FakeRun, Worker, wait_until
+from workerkit import FakeRun, Worker, wait_until
 
 PROMPTS = 4
 
