@@ -59,6 +59,8 @@ class Session:
         self.latency = sc.num("slow", "latency", 0.05) if sc.has("slow") else 0.0
         self.jitter = sc.num("slow", "jitter", 0.05) if sc.has("slow") else 0.0
         self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
+        # slow:turn=K limits the per-message latency to turn K (default: every turn).
+        self.slow_turn = sc.param("slow", "turn", "0")
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -168,7 +170,7 @@ class Session:
             self.dispatch(self.reader.readline(left))
 
     def emit(self, msg: dict) -> None:
-        if self.latency or self.jitter:
+        if (self.latency or self.jitter) and self.slow_turn in ("0", str(self.turns)):
             extra = self.ctx.rng().uniform(0, self.jitter) if self.jitter else 0.0
             self.pause(self.latency + extra)
         send(msg)

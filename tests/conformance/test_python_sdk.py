@@ -1,0 +1,299 @@
+"""The real Python claude-agent-sdk drives the fake claude through its shim (cli_path).
+
+Only the tox `conformance` env installs the SDK (from its sdist); elsewhere these tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+sdk = pytest.importorskip(
+    "claude_agent_sdk",
+    reason="claude-agent-sdk is not installed (the tox `conformance` env installs it)",
+)
+anyio = pytest.importorskip("anyio", reason="anyio comes with claude-agent-sdk")
+
+from fake_claude.ledger import read_ledger  # noqa: E402
+from fake_claude.shim import write_shim  # noqa: E402
+
+pytestmark = pytest.mark.conformance
+DEADLINE = float(os.environ.get("CONFORMANCE_DEADLINE", "90"))
+RUN_ID_FLAG = "--fake-claude-run-id="
+
+
+def run_processes(run_id: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
+                RUN_ID_FLAG + run_id in a for a in proc.info["cmdline"] or ()
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_for(pred, what: str, timeout: float = DEADLINE):
+    end = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(2 * delay, 0.2)
+
+
+class Fake:
+    def __init__(self, tmp: Path, scenario: str) -> None:
+        self.run_id = secrets.token_hex(6)
+        self.ledger = tmp / "ledger.jsonl"
+        self.shim = write_shim(
+            tmp / "bin",
+            {"scenario": scenario, "ledger": str(self.ledger), "run_id": self.run_id, "seed": "1"},
+        )
+
+    def records(self, event: str) -> list[dict]:
+        if not self.ledger.exists():
+            return []
+        return [r for r in read_ledger(self.ledger) if r["event"] == event]
+
+    def options(self, **kw):
+        return sdk.ClaudeAgentOptions(cli_path=str(self.shim), **kw)
+
+    def cleanup(self) -> None:
+        for proc in run_processes(self.run_id):
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        wait_for(lambda: not run_processes(self.run_id), "fake processes to end")
+
+
+@pytest.fixture
+def fake_factory(tmp_path: Path) -> Iterator:
+    made: list[Fake] = []
+
+    def make(scenario: str = "ok") -> Fake:
+        fake = Fake(tmp_path / f"f{len(made)}", scenario)
+        made.append(fake)
+        return fake
+
+    try:
+        yield make
+    finally:
+        for fake in made:
+            fake.cleanup()
+
+
+def run_async(fn):
+    async def bounded():
+        with anyio.fail_after(DEADLINE):
+            return await fn()
+
+    return anyio.run(bounded)
+
+
+def test_plain_query(fake_factory):
+    fake = fake_factory()
+
+    async def go():
+        return [m async for m in sdk.query(prompt="index the repo layout", options=fake.options())]
+
+    msgs = run_async(go)
+    kinds = [type(m).__name__ for m in msgs]
+    assert kinds == ["SystemMessage", "AssistantMessage", "ResultMessage"]
+    result = msgs[-1]
+    assert result.subtype == "success" and result.is_error is False
+    assert "index the repo layout" in msgs[1].content[0].text
+    assert result.session_id == msgs[0].data["session_id"]
+    # The SDK closed stdin after the result; the fake finished and exited 0.
+    wait_for(lambda: fake.records("exit"), "the fake to exit")
+    assert fake.records("exit")[0]["code"] == 0
+
+
+def test_multi_turn_client_with_interrupt(fake_factory):
+    # Turn 2 is slow (30 s per message) unless interrupted; turns 1 and 3 are quick.
+    fake = fake_factory("slow:latency=30,jitter=0,first=0,turn=2")
+
+    async def go():
+        out = {}
+        async with sdk.ClaudeSDKClient(options=fake.options()) as client:
+            await client.query("first question")
+            out[1] = [m async for m in client.receive_response()]
+            await client.query("a long question")
+            got = []
+            async for m in client.receive_response():
+                got.append(m)
+                if isinstance(m, sdk.SystemMessage) and m.subtype == "init":
+                    await client.interrupt()
+            out[2] = got
+            await client.query("third question")
+            out[3] = [m async for m in client.receive_response()]
+        return out
+
+    out = run_async(go)
+    assert out[1][-1].subtype == "success"
+    interrupted = out[2]
+    assert any(
+        isinstance(m, sdk.UserMessage)
+        and any(getattr(b, "text", "") == "[Request interrupted by user]" for b in m.content)
+        for m in interrupted
+    )
+    assert interrupted[-1].is_error is True
+    assert interrupted[-1].subtype == "error_during_execution"
+    assert out[3][-1].subtype == "success"
+    assert "third question" in out[3][-1].result
+    assert {m.session_id for m in (out[1][-1], out[2][-1], out[3][-1])} == {out[1][-1].session_id}
+    turns = wait_for(lambda: len(fake.records("turn")) == 3 and fake.records("turn"), "3 turns")
+    assert [t["interrupted"] for t in turns] == [False, True, False]
+
+
+def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
+    fake = fake_factory("ok:tool=Bash")
+    calls: list[tuple[str, str]] = []
+
+    async def can_use_tool(name, tool_input, context):
+        calls.append(("can_use_tool", name))
+        return sdk.PermissionResultAllow(updated_input={**tool_input, "command": "echo allowed"})
+
+    async def pre_tool_use(hook_input, tool_use_id, context):
+        calls.append(("PreToolUse", hook_input["tool_name"]))
+        return {}
+
+    opts = fake.options(
+        can_use_tool=can_use_tool,
+        hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[pre_tool_use])]},
+    )
+
+    async def go():
+        async def prompt():
+            yield {"type": "user", "message": {"role": "user", "content": "list files"}}
+
+        return [m async for m in sdk.query(prompt=prompt(), options=opts)]
+
+    msgs = run_async(go)
+    assert calls == [("PreToolUse", "Bash"), ("can_use_tool", "Bash")]
+    tool_use = [
+        b
+        for m in msgs
+        if isinstance(m, sdk.AssistantMessage)
+        for b in m.content
+        if isinstance(b, sdk.ToolUseBlock)
+    ]
+    assert tool_use and tool_use[0].name == "Bash"
+    results = [
+        b
+        for m in msgs
+        if isinstance(m, sdk.UserMessage) and isinstance(m.content, list)
+        for b in m.content
+        if isinstance(b, sdk.ToolResultBlock)
+    ]
+    assert results and "echo allowed" in results[0].content
+    assert msgs[-1].subtype == "success" and not msgs[-1].permission_denials
+
+
+def test_hook_can_deny_the_tool(fake_factory):
+    fake = fake_factory("ok:tool=Bash")
+
+    async def deny(hook_input, tool_use_id, context):
+        return {
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": "deny",
+                "permissionDecisionReason": "blocked by test",
+            }
+        }
+
+    opts = fake.options(hooks={"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[deny])]})
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("delete everything")
+            return [m async for m in client.receive_response()]
+
+    msgs = run_async(go)
+    assert msgs[-1].permission_denials
+    blocks = [
+        b
+        for m in msgs
+        if isinstance(m, sdk.UserMessage) and isinstance(m.content, list)
+        for b in m.content
+        if isinstance(b, sdk.ToolResultBlock)
+    ]
+    assert blocks[0].is_error is True and blocks[0].content == "blocked by test"
+
+
+def test_partial_messages(fake_factory):
+    fake = fake_factory()
+
+    async def go():
+        opts = fake.options(include_partial_messages=True)
+        return [m async for m in sdk.query(prompt="stream me", options=opts)]
+
+    msgs = run_async(go)
+    events = [m.event for m in msgs if isinstance(m, sdk.StreamEvent)]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+    final = [m for m in msgs if isinstance(m, sdk.AssistantMessage)][0]
+    assert text == final.content[0].text
+
+
+ORPHAN_DRIVER = textwrap.dedent(
+    """
+    import sys, anyio
+    from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient
+
+    async def main():
+        client = ClaudeSDKClient(options=ClaudeAgentOptions(cli_path=sys.argv[1]))
+        await client.connect()
+        await client.query("observe")
+        async for m in client.receive_response():
+            pass
+        print("done", flush=True)
+        # The script ends without disconnect(): the SDK's own exit path is all that runs.
+
+    anyio.run(main)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_leak_mechanism_fake_outlives_sdk_cleanup(fake_factory):
+    fake = fake_factory("ignore-eof+ignore-sigterm")
+    # Files, not pipes: the orphan inherits the driver's stderr (the Python SDK passes it
+    # through), and a pipe it holds open would never reach EOF.
+    log = fake.ledger.parent / "driver.log"
+    with open(log, "wb") as sink:
+        driver = subprocess.Popen(
+            [sys.executable, "-c", ORPHAN_DRIVER, str(fake.shim)], stdout=sink, stderr=sink
+        )
+        try:
+            assert driver.wait(timeout=DEADLINE) == 0, log.read_text()
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+    assert "done" in log.read_text()
+    start = [r for r in fake.records("start") if r["role"] == "main"][0]
+    # The driver is gone; the fake is not. It was orphaned, not ended.
+    proc = psutil.Process(start["pid"])
+    assert abs(proc.create_time() - start["create_time"]) <= 0.01
+    assert proc.status() != psutil.STATUS_ZOMBIE
+    assert proc.ppid() != start["ppid"]
+    assert [p.pid for p in run_processes(fake.run_id)] == [proc.pid]
+    proc.kill()  # ended by PID, as found through the ledger
+    wait_for(lambda: not run_processes(fake.run_id), "the orphan to die")
