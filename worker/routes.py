@@ -56,6 +56,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own Host.
     if not host_is_loopback(request.headers.get("Host")):
         return json_error(403, f"Host header {request.headers.get('Host')!r} is not loopback")
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        return json_error(413, f"body larger than {limit} bytes")
     try:
         return await handler(request)
     except BadRequest as exc:

@@ -1,0 +1,101 @@
+"""Property: whatever is thrown at the endpoints, the answer is a JSON 4xx or a 2xx (never a 5xx
+or a dropped connection), the worker keeps serving, and afterwards nothing of the run is alive."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from workerkit import FakeRun, Worker
+
+CONTENT_IDS = ["alpha", "beta", "gamma"]  # few sessions: each may start one observer
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+FIELDS = [
+    "contentSessionId",
+    "project",
+    "prompt",
+    "userPrompt",
+    "promptNumber",
+    "tool_name",
+    "tool_input",
+    "tool_response",
+    "cwd",
+    "last_assistant_message",
+]
+field_values = json_values | st.sampled_from(CONTENT_IDS) | st.integers(0, 4)
+shaped_bodies = st.dictionaries(st.sampled_from(FIELDS), field_values, max_size=6)
+raw_bodies = st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
+bodies = (
+    shaped_bodies.map(lambda d: json.dumps(d).encode())
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | raw_bodies
+)
+session_ids = st.sampled_from(["1", "2", "3", "0", "-1", "abc", "99999999999999999999", "1.5"])
+routes = st.sampled_from(
+    [
+        ("POST", "/api/sessions/init"),
+        ("POST", "/sessions/{}/init"),
+        ("POST", "/api/sessions/observations"),
+        ("POST", "/api/sessions/summarize"),
+        ("POST", "/sessions/{}/complete"),
+        ("DELETE", "/sessions/{}"),
+        ("GET", "/sessions/{}/status"),
+        ("GET", "/api/pending-queue"),
+        ("GET", "/api/processes"),
+    ]
+)
+hosts = st.sampled_from([None, None, None, "evil.example", "127.0.0.1.evil.example", "[::2]"])
+
+
+def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(
+        fake_run.shim("ok"),
+        flags=["--grace", "0.5", "--reap-interval", "0.5", "--max-body", "4096"],
+    )
+    api = worker.api()
+    statuses: dict[int, int] = {}
+
+    @settings(
+        max_examples=120,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(route=routes, sid=session_ids, body=bodies, host=hosts, big=st.booleans())
+    def throw(route: tuple[str, str], sid: str, body: bytes, host: str | None, big: bool) -> None:
+        method, path = route
+        headers = {"Host": host} if host else None
+        data = body + b" " * 5000 if big else body
+        status, answer = api.request(
+            method, path.format(sid), data=data if method != "GET" else None, headers=headers
+        )
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status < 500, (method, path, status, answer)
+        if host is not None:
+            assert status == 403
+        if big and method != "GET" and host is None:
+            assert status == 413, (path, status)
+        if status >= 400:
+            assert isinstance(answer, dict) and isinstance(answer.get("error"), str), answer
+
+    throw()
+    assert any(400 <= s < 500 for s in statuses), statuses
+    # Still serving, with real work: a well-formed session still gets its observation stored.
+    sid = worker.new_session("after-the-storm")
+    worker.prompt(sid, "after-the-storm", "still there?")
+    worker.observe("after-the-storm", 1)
+    api.ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    stats: dict[str, Any] = worker.stats()
+    assert stats["observations"] >= 1
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit() == 0
+    fake_run.assert_none_alive(timeout=10)
+    assert "Traceback" not in worker.log(), worker.log()
