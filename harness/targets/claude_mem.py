@@ -111,10 +111,14 @@ class ClaudeMemTarget(Target):
 
     # -- preparation -------------------------------------------------------------------------
     def resolve(self) -> tuple[Path, Path]:
-        """(bun, plugin folder), installing from npm into the cache when needed."""
+        """(bun, plugin folder), installing from npm into the cache when needed.
+
+        A build that would kill foreign processes is refused before anything is installed or run.
+        """
         if self.version is not None:
-            inst = install.ensure_claude_mem(self.version, self.cache)
-            bun, plugin = inst.bun, inst.plugin
+            plugin = install.plugin_dir(self.version, self.cache)
+            if not (plugin / "scripts" / "worker-service.cjs").is_file():
+                plugin = install.ensure_claude_mem(self.version, self.cache).plugin
         else:
             assert self.plugin is not None
             plugin = self.plugin
@@ -122,18 +126,17 @@ class ClaudeMemTarget(Target):
                 plugin = plugin / "plugin"  # a checkout's root was given
             if not (plugin / "scripts" / "worker-service.cjs").is_file():
                 raise ClaudeMemError(f"{plugin} has no scripts/worker-service.cjs")
-            bun = install.ensure_bun(self.cache)
-        if self.bun is not None:
-            bun = self.bun
         self.flow = detect_flow(plugin)
         version = self.version or install.installed_version(plugin)
         dangerous = self.flow.kills_foreign_chroma or major_version(version) == 9
         if dangerous and not self.allow_chroma_kill:
             raise UnsafeVersionRefused(
-                f"{self.label} kills every chroma-mcp process on this machine when it starts "
-                "(`ps aux | grep chroma-mcp`, then kill), not only its own. Refused; pass "
-                "--allow-chroma-kill (allow_chroma_kill=True) if nothing here runs chroma-mcp."
+                f"claude-mem {version or plugin} kills every chroma-mcp process on this machine "
+                "when it starts (`ps aux | grep chroma-mcp`, then kill), not only its own. "
+                "Refused; pass --allow-chroma-kill (allow_chroma_kill=True) if nothing here "
+                "runs chroma-mcp."
             )
+        bun = self.bun if self.bun is not None else install.ensure_bun(self.cache)
         return bun, plugin
 
     def _write_home(self, ctx: RunContext, port: int) -> Path:

@@ -94,9 +94,14 @@ class ReapTracker:
                 with self._lock:
                     self.seen[key] = _Seen(info["pid"], info["create_time"], now, cwd)
         with self._lock:
-            for key, rec in self.seen.items():
-                if rec.gone_at is None and key not in live:
-                    rec.gone_at = now
+            missing = [r for k, r in self.seen.items() if r.gone_at is None and k not in live]
+        for rec in missing:
+            # A scan can miss a live process (cmdline unreadable for a moment): confirm by identity.
+            if not _still_running(rec.pid, rec.create_time):
+                # Stamped when found gone, not when the scan began: a slow scan on a loaded
+                # machine must not date an exit before the session end that preceded it.
+                with self._lock:
+                    rec.gone_at = time.time()
 
     def alive(self) -> int:
         with self._lock:
@@ -159,6 +164,16 @@ class ReapTracker:
             "not_reaped_age_s": round(max(unreaped), 2) if unreaped else None,
             "sample_interval_s": self.interval,
         }
+
+
+def _still_running(pid: int, create_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return (
+            abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return False
 
 
 def _session_by_cwd(cwd: str, by_db: dict[int, str]) -> str | None:

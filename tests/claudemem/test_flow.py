@@ -1,0 +1,66 @@
+"""The hook flow is read from each build's own code, and unsafe builds are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psutil
+import pytest
+from claudemem_support import VERSION_10, VERSION_13, require_cached
+
+from harness import claude_mem_install as install
+from harness.targets.claude_mem import ClaudeMemTarget, UnsafeVersionRefused
+from harness.targets.claude_mem_flow import detect_flow
+
+
+def test_13x_single_init_and_session_end() -> None:
+    require_cached(VERSION_13)
+    flow = detect_flow(install.plugin_dir(VERSION_13))
+    assert not flow.two_step_init
+    assert flow.session_end == "session-end"
+    assert flow.platform_source == "claude"
+    assert not flow.kills_foreign_chroma
+
+
+def test_10x_two_step_init_skipped_when_injected_and_complete() -> None:
+    require_cached(VERSION_10)
+    flow = detect_flow(install.plugin_dir(VERSION_10))
+    assert flow.two_step_init and flow.skip_step2_if_injected
+    assert flow.session_end == "complete"
+    assert flow.platform_source is None
+
+
+def _plugin_like_9_0_0(root: Path) -> Path:
+    """A plugin folder shaped like the v9.0.0 tag: prebuilt worker, plugin.json, no SessionEnd."""
+    plugin = root / "plugin"
+    (plugin / "scripts").mkdir(parents=True)
+    (plugin / ".claude-plugin").mkdir()
+    (plugin / ".claude-plugin" / "plugin.json").write_text(json.dumps({"version": "9.0.0"}))
+    (plugin / "hooks").mkdir()
+    (plugin / "hooks" / "hooks.json").write_text(json.dumps({"hooks": {"Stop": []}}))
+    (plugin / "scripts" / "worker-service.cjs").write_text(
+        'r.post("/sessions/:sessionDbId/init",h);'
+        'execSync("ps aux | grep chroma-mcp");'
+        'log("Cleaning up orphaned chroma-mcp processes");'
+    )
+    return plugin
+
+
+def test_9_0_0_is_refused_without_opt_in(tmp_path: Path) -> None:
+    plugin = _plugin_like_9_0_0(tmp_path)
+    flow = detect_flow(plugin)
+    assert flow.kills_foreign_chroma and flow.two_step_init and flow.session_end is None
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    target = ClaudeMemTarget(plugin=tmp_path, bun="/nonexistent/bun")
+    with pytest.raises(UnsafeVersionRefused, match="chroma-mcp"):
+        target.resolve()
+    # Refused before anything ran: no child was started.
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_exactly_one_source_is_required() -> None:
+    with pytest.raises(ValueError):
+        ClaudeMemTarget()
+    with pytest.raises(ValueError):
+        ClaudeMemTarget(version=VERSION_13, plugin="/x")

@@ -1,0 +1,71 @@
+"""Time-to-reap with real processes: measured when a process outlives its session, else None."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+
+from harness.targets.claude_mem_reap import ReapTracker
+
+DEADLINE_S = 30.0
+
+
+def _spawn(token: str) -> subprocess.Popen[bytes]:
+    # A real process carrying the run token in argv, as the fake's observers do.
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", token],
+        stdin=subprocess.PIPE,
+    )
+
+
+def _wait_seen(tracker: ReapTracker, n: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while len(tracker.seen) < n and time.monotonic() < deadline:
+        tracker.sample()
+        time.sleep(0.05)
+    assert len(tracker.seen) == n
+
+
+def test_outliving_process_is_timed_and_prompt_one_is_not() -> None:
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    tracker = ReapTracker(token, interval=0.05)
+    tracker.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        tracker.session_started("s-clean")
+        procs.append(_spawn(token))
+        tracker.session_started("s-late")
+        procs.append(_spawn(token))
+        _wait_seen(tracker, 2)
+        # s-clean's process ends before its session does (a worker that cleans up) ...
+        tracker.session_ended("s-late")
+        procs[0].communicate(b"")
+        tracker.sample()
+        tracker.session_ended("s-clean")
+        # ... while the other outlives both sessions it may belong to, then is ended.
+        report = tracker.report()
+        assert report["outlived_session"] == 1 and report["not_reaped"] == 1
+        procs[1].communicate(b"")
+        deadline = time.monotonic() + DEADLINE_S
+        while tracker.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        report = tracker.report()
+    finally:
+        tracker.stop()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert report["reaped"] == 1 and report["not_reaped"] == 0
+    assert report["time_to_reap_s"]["max"] is not None and report["time_to_reap_s"]["max"] >= 0
+
+
+def test_no_process_means_no_figure() -> None:
+    tracker = ReapTracker("--fake-claude-run-id=" + secrets.token_hex(6))
+    tracker.session_started("s")
+    tracker.session_ended("s")
+    tracker.sample()
+    report = tracker.report()
+    assert report["outlived_session"] == 0 and report["time_to_reap_s"]["max"] is None

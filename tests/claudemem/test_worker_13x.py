@@ -1,0 +1,106 @@
+"""One real claude-mem 13.25.3 worker, the project's fake `claude`, one session end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+from claudemem_support import VERSION_13, require_cached
+
+from harness.cleanup import run_processes
+from harness.target import RunContext
+from harness.targets.claude_mem import ClaudeMemTarget, real_home
+from harness.workload import make_session
+
+DEADLINE_S = 60.0  # generous: a loaded 2-core machine
+
+
+def _poll(predicate, deadline_s: float = DEADLINE_S):  # noqa: ANN001, ANN202 - tiny helper
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def _ledger(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _real_claude_mem_state() -> tuple[bool, float | None]:
+    home = real_home()
+    data = home / ".claude-mem" if home else None
+    if data is None or not data.exists():
+        return False, None
+    return True, data.stat().st_mtime
+
+
+def test_one_session_end_to_end(run_ctx: RunContext) -> None:
+    require_cached(VERSION_13)
+    real_before = _real_claude_mem_state()
+    target = ClaudeMemTarget(version=VERSION_13)
+    session = make_session(0, run_ctx.run_id, 1, prompts=2, observations=1)
+
+    async def scenario() -> dict:
+        handle = await target.start(run_ctx)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                await target.drive_session(session, http)
+                # 13.x starts one observer per session and keeps it until its idle timeout.
+                alive = await asyncio.to_thread(_poll, lambda: run_processes(run_ctx.run_id))
+                ids = await target.session_processes(session, http)
+            # Session over: within a 5 s grace the worker did not end its observer.
+            reap = await target.wait_reaped(5.0)
+            return {"handle": handle, "alive": alive, "ids": ids, "reap": reap}
+        finally:
+            await target.stop()
+
+    out = asyncio.run(scenario())
+    handle = out["handle"]
+    db_id = target.db_ids[session.content_session_id]
+
+    # The observer: one process of the run, the worker's child, in the session's own folder.
+    assert len(out["ids"]) == 1
+    assert [p.pid for p in out["alive"]] == [out["ids"][0][0]]
+    assert target.flow is not None and target.flow.session_end == "session-end"
+    home = run_ctx.work_dir / "claude-mem-home"
+    observer_dir = home / ".claude-mem" / "observer-sessions" / str(db_id)
+    assert observer_dir.is_dir()
+
+    # The fake really served it: started with the session's argv, answered turns.
+    events = _ledger(run_ctx.ledger_path)
+    starts = [e for e in events if e["event"] == "start" and e.get("role") == "main"]
+    assert len(starts) == 1 and starts[0]["ppid"] == handle.pid
+    assert "--no-session-persistence" in starts[0]["argv"]
+    assert any(e["event"] == "turn" for e in events)
+
+    # The worker's own SQLite (in the temporary HOME) recorded the session and both prompts.
+    con = sqlite3.connect(f"file:{home / '.claude-mem' / 'claude-mem.db'}?mode=ro", uri=True)
+    try:
+        prompts = con.execute(
+            "SELECT prompt_number FROM user_prompts WHERE content_session_id = ? ORDER BY 1",
+            (session.content_session_id,),
+        ).fetchall()
+    finally:
+        con.close()
+    assert prompts == [(1,), (2,)]
+
+    # The leak window that time-to-reap measures: alive after the session ended.
+    assert out["reap"]["outlived_session"] == 1 and out["reap"]["not_reaped"] == 1
+
+    # Stopped: no process of the run, the worker gone, the real HOME untouched.
+    assert _poll(lambda: not run_processes(run_ctx.run_id), 15.0)
+    assert not psutil.pid_exists(handle.pid) or (
+        psutil.Process(handle.pid).create_time() != handle.create_time
+    )
+    assert target.stop_result is not None and target.stop_result["survivors"] == []
+    assert _real_claude_mem_state() == real_before
