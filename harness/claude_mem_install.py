@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "claude-mem"
+_SOURCE_TREE = Path(__file__).resolve().parent.parent
 _VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?$")
 INSTALL_TIMEOUT_S = 600.0
 
@@ -34,7 +34,13 @@ class Installed:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LEAKPROOF_CLAUDE_MEM_CACHE", DEFAULT_CACHE))
+    """LEAKPROOF_CLAUDE_MEM_CACHE, else .cache/claude-mem in the source tree (or the cwd when
+    installed as a wheel): never under HOME, so nothing of claude-mem lands in the real HOME."""
+    env = os.environ.get("LEAKPROOF_CLAUDE_MEM_CACHE")
+    if env:
+        return Path(env)
+    base = _SOURCE_TREE if (_SOURCE_TREE / "pyproject.toml").is_file() else Path.cwd()
+    return base / ".cache" / "claude-mem"
 
 
 def npm_path() -> str | None:

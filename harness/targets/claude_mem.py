@@ -69,6 +69,7 @@ class ClaudeMemTarget(Target):
         *,
         allow_chroma_kill: bool = False,
         reap_wait: float = 0.0,
+        grace: float = 5.0,
         settings: dict[str, str] | None = None,
         cache: str | os.PathLike[str] | None = None,
         bun: str | os.PathLike[str] | None = None,
@@ -82,6 +83,7 @@ class ClaudeMemTarget(Target):
         self.plugin = Path(plugin).resolve() if plugin is not None else None
         self.allow_chroma_kill = allow_chroma_kill
         self.reap_wait = reap_wait
+        self.grace = grace  # for time-to-reap's "alive past grace" count (soak's --grace)
         self.settings_overrides = dict(settings or {})
         self.cache = Path(cache) if cache is not None else None
         self.bun = Path(bun) if bun is not None else None
@@ -263,7 +265,7 @@ class ClaudeMemTarget(Target):
                 break
             await asyncio.sleep(0.25)
         self.tracker.sample()
-        self.reap = self.tracker.report()
+        self.reap = self.tracker.report(self.grace)
         self.reap["waited_s"] = round(timeout - max(0.0, deadline - time.monotonic()), 2)
         return self.reap
 
@@ -277,7 +279,7 @@ class ClaudeMemTarget(Target):
         if self.tracker is not None:
             if self.reap is None:
                 self.tracker.sample()
-                self.reap = self.tracker.report()
+                self.reap = self.tracker.report(self.grace)
             self.tracker.stop()
         containment = self._containment
         if containment is not None and containment.proc_id is not None:

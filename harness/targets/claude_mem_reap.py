@@ -136,8 +136,12 @@ class ReapTracker:
             return None
         return max(w.end for w in cands if w.end is not None)
 
-    def report(self) -> dict:
-        """Per process alive at its session's end: seconds until it was gone (None if not yet)."""
+    def report(self, grace: float = 5.0) -> dict:
+        """Per process alive at its session's end: seconds until it was gone (None if not yet).
+
+        `past_grace` counts those alive longer than `grace` after their session ended, i.e. what
+        a census judging at that moment calls leaked, however late the worker ended them.
+        """
         by_db = self.db_id_sessions()
         now = time.time()
         reaped: list[float] = []
@@ -152,8 +156,11 @@ class ReapTracker:
                 else:
                     reaped.append(rec.gone_at - end)
         reaped.sort()
+        past_grace = sum(1 for x in reaped if x > grace) + sum(1 for x in unreaped if x > grace)
         return {
             "outlived_session": len(reaped) + len(unreaped),
+            "past_grace": past_grace,
+            "grace_s": grace,
             "reaped": len(reaped),
             "not_reaped": len(unreaped),
             "time_to_reap_s": {
