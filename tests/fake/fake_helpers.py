@@ -98,6 +98,7 @@ class FakeProc:
         ledger: Path | None = None,
         extra_settings: dict[str, str] | None = None,
         drain_stderr: bool = True,
+        sdk_env: bool = True,
     ) -> None:
         self.run_id = run_id
         self.ledger = ledger or tmp / f"ledger-{run_id}.jsonl"
@@ -115,8 +116,16 @@ class FakeProc:
             kwargs["start_new_session"] = True  # own process group: killpg ends what we started
         else:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        env = dict(os.environ)
+        if sdk_env:
+            # What both Agent SDKs (Python, TS >= 0.2) set; it turns on session_state frames.
+            env["CLAUDE_CODE_SDK_READS_SESSION_STATE"] = "1"
+            env["CLAUDE_CODE_ENTRYPOINT"] = "sdk-py"
+        else:
+            env.pop("CLAUDE_CODE_SDK_READS_SESSION_STATE", None)
         self.popen = subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

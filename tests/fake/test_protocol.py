@@ -50,6 +50,15 @@ def test_turn_sequence_and_required_fields(spawn):
     assert fake.records("exit")[0]["code"] == 0
 
 
+def test_no_state_frames_unless_the_sdk_asks(spawn):
+    # TS SDK 0.1.76 (claude-mem 9.0.0) does not set CLAUDE_CODE_SDK_READS_SESSION_STATE.
+    fake = spawn(sdk_env=False)
+    fake.initialize()
+    msgs = fake.turn("old sdk")
+    assert [m["type"] for m in msgs] == ["system", "assistant", "result"]
+    assert msgs[0]["subtype"] == "init"
+
+
 def test_replies_are_deterministic_in_the_input(spawn):
     texts = []
     for prompt in ("alpha beta", "alpha beta", "gamma delta"):
