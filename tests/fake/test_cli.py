@@ -135,3 +135,10 @@ def test_bad_scenario_is_reported(tmp_path, run_id):
     out = run([str(shim), "--input-format", "stream-json"], input="")
     assert out.returncode == 2
     assert "unknown scenario" in out.stderr
+
+
+@pytest.mark.skipif(not POSIX, reason="the self-check's signal checks are POSIX")
+def test_selfcheck_passes(run_id):
+    out = run([sys.executable, "-m", "fake_claude", "selfcheck"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("PASS") == 4
