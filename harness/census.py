@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from harness.ledger import LedgerTail
 
 CT_TOLERANCE = 0.01  # docs/contracts.md: the fake may compute create_time without psutil
 RUN_ID_FLAG = "--fake-claude-run-id="
+PARENT_MEMORY = 4096  # sessions of recently forgotten fake mains, for late grandchildren
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 
 
@@ -121,6 +122,7 @@ class Census:
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
         self._pending_attr: dict[int, list[tuple[float, str]]] = {}
+        self._parent_sessions: OrderedDict[int, tuple[float, str | None]] = OrderedDict()
         self.sessions: dict[str, SessionWindow] = {}
         self._active: set[str] = set()
         self._ended: list[SessionWindow] = []  # in end order
@@ -177,6 +179,7 @@ class Census:
                 rec = self._find(pid, ct)
                 if rec is not None:
                     rec.session = key
+                    self._inherit(rec)
                 else:  # not seen yet (ledger or scan lag): apply when it appears
                     self._pending_attr.setdefault(pid, []).append((ct, key))
             s = self.sessions.get(key)
@@ -231,17 +234,33 @@ class Census:
         for ct, key in self._pending_attr.pop(rec.pid, []):
             if abs(ct - rec.create_time) <= CT_TOLERANCE:
                 rec.session = key
+                self._inherit(rec)
             else:
                 self._pending_attr.setdefault(rec.pid, []).append((ct, key))
         return rec
+
+    def _inherit(self, parent: ProcRecord) -> None:
+        """Grandchildren and escapees belong to their fake main's session."""
+        self._parent_sessions[parent.pid] = (parent.spawn_ts, parent.session)
+        while len(self._parent_sessions) > PARENT_MEMORY:
+            self._parent_sessions.popitem(last=False)
+        for recs in self.records.values():
+            for rec in recs:
+                if rec.parent_pid == parent.pid and rec.session is None:
+                    if rec.spawn_ts + CT_TOLERANCE >= parent.spawn_ts:
+                        rec.session = parent.session
 
     def session_of(self, rec: ProcRecord) -> str | None:
         if rec.session is not None:
             return rec.session
         if rec.parent_pid is not None:
             parent = self._latest(rec.parent_pid, before=rec.spawn_ts)
-            if parent is not None and parent is not rec:
+            if parent is not None and parent is not rec and parent.session is not None:
                 return parent.session
+            # The parent may be compacted already: remember recent parents' sessions.
+            known = self._parent_sessions.get(rec.parent_pid)
+            if known is not None and known[0] <= rec.spawn_ts + CT_TOLERANCE:
+                return known[1]
         return None
 
     def _candidates(self, rec: ProcRecord) -> tuple[str, ...]:

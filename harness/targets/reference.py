@@ -25,9 +25,14 @@ from harness.workload import make_observation
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
 STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
+DRAIN_POLL_S = 0.1
 
 
 class WorkerStartError(RuntimeError):
+    pass
+
+
+class DrainTimeout(RuntimeError):
     pass
 
 
@@ -40,6 +45,8 @@ class ReferenceTarget(Target):
         worker_grace: float = 0.5,
         reap_interval: float = 1.0,
         idle_timeout: float | None = None,
+        turn_timeout: float | None = 10.0,
+        drain_timeout: float = 60.0,
         end_sessions: bool | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
@@ -49,6 +56,10 @@ class ReferenceTarget(Target):
         self.worker_grace = worker_grace
         self.reap_interval = reap_interval
         self.idle_timeout = idle_timeout
+        # A hung observer holds its session for one turn timeout; 120 s (the worker's default,
+        # like claude-mem's) would make a soak of hundreds of sessions take hours.
+        self.turn_timeout = turn_timeout
+        self.drain_timeout = drain_timeout
         # 9.0.0 had no session-end hook; the fixed flow restores it.
         self.end_sessions = (mode == "fixed") if end_sessions is None else end_sessions
         self.extra_args = list(extra_args or [])
@@ -89,6 +100,8 @@ class ReferenceTarget(Target):
         ]
         if self.idle_timeout is not None:
             argv += ["--idle-timeout", str(self.idle_timeout)]
+        if self.turn_timeout is not None:
+            argv += ["--turn-timeout", str(self.turn_timeout)]
         argv += self.extra_args
         log_path = data_dir / "worker.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -191,6 +204,30 @@ class ReferenceTarget(Target):
         for prompt_no in range(1, len(session.prompts) + 1):
             await self.drive_prompt(session, http, prompt_no)
         await self.end_session(session, http)
+        await self.wait_drained(session, http)
+
+    async def wait_drained(self, session: SessionSpec, http: Any) -> None:
+        """Return once the worker has processed everything queued for the session.
+
+        The worker processes observations after the hooks return (as claude-mem does), so the
+        session's observer may legitimately start and work after the last hook. The session ends,
+        for the census, when its queue is drained; from then on its processes get only the grace.
+        """
+        db_id = self.db_ids.get(session.content_session_id)
+        if db_id is None:
+            return
+        hooks = self.client(http)
+        deadline = time.monotonic() + self.drain_timeout
+        while True:
+            status = await hooks.get(f"/sessions/{db_id}/status")
+            if int(status.get("queueLength") or 0) == 0:
+                return
+            if time.monotonic() > deadline:
+                raise DrainTimeout(
+                    f"session {db_id}: queue not drained after {self.drain_timeout:.0f}s "
+                    f"({status.get('queueLength')} left)"
+                )
+            await asyncio.sleep(DRAIN_POLL_S)
 
     async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
         db_id = self.db_ids.pop(session.content_session_id, None)
