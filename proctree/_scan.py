@@ -1,4 +1,8 @@
-"""Finding a tree: children, group members, and processes that carry our mark or token."""
+"""Finding a tree: children, group members, and processes that carry our mark or token.
+
+One pass over the process table per call: a ppid map for the recursion, and the costlier
+reads (argv, environment, pgid) only for processes young enough to belong to the tree.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Collection, Iterable
 import psutil
 
 from . import _platform
+from ._identity import CREATE_TIME_TOLERANCE
 from ._spawn import MARK_ENV
 
 
@@ -21,14 +26,14 @@ def carries(proc: psutil.Process, *, mark: str | None, token: str | None) -> boo
     """True if the process has `token` in an argv element or `mark` in its environment."""
     if token:
         try:
-            cmdline = proc.info["cmdline"] if hasattr(proc, "info") else proc.cmdline()
-        except (psutil.Error, KeyError):
+            cmdline = proc.cmdline()
+        except (psutil.Error, OSError):
             cmdline = None
         if cmdline and any(token in arg for arg in cmdline):
             return True
     if mark:
         try:
-            # environ() of another user's process (or on macOS, often any) is unreadable:
+            # environ() of another user's process (on macOS, often of any) is unreadable:
             # that is why argv tokens exist.
             return mark_matches(proc.environ().get(MARK_ENV), mark)
         except (psutil.Error, OSError):
@@ -47,29 +52,73 @@ def protected_pids() -> set[int]:
     return pids
 
 
+class _Table:
+    """One snapshot of the process table: pid -> (ppid, create_time, Process)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, psutil.Process] = {}
+        self.ppid: dict[int, int] = {}
+        self.ctime: dict[int, float] = {}
+        self.kids: dict[int, list[int]] = {}
+        for p in psutil.process_iter(["ppid", "create_time"]):
+            info = p.info
+            if info["create_time"] is None:
+                continue
+            self.procs[p.pid] = p
+            self.ppid[p.pid] = info["ppid"] or 0
+            self.ctime[p.pid] = info["create_time"]
+            self.kids.setdefault(info["ppid"] or 0, []).append(p.pid)
+
+    def subtree(self, root_pid: int) -> list[int]:
+        out: list[int] = []
+        stack = list(self.kids.get(root_pid, ()))
+        seen = {root_pid}
+        while stack:
+            pid = stack.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            out.append(pid)
+            stack.extend(self.kids.get(pid, ()))
+        return out
+
+    def matching(
+        self,
+        *,
+        mark: str | None,
+        token: str | None,
+        pgid: int | None,
+        since: float | None,
+    ) -> list[int]:
+        if not (mark or token or pgid is not None):
+            return []
+        floor = None if since is None else since - CREATE_TIME_TOLERANCE
+        found = []
+        for pid, proc in self.procs.items():
+            if pid == 0 or (floor is not None and self.ctime[pid] < floor):
+                continue
+            if pgid is not None and _platform.group_of(pid) == pgid:
+                found.append(pid)
+            elif (mark or token) and carries(proc, mark=mark, token=token):
+                found.append(pid)
+        return found
+
+
 def scan(
-    *, mark: str | None = None, token: str | None = None, pgid: int | None = None
+    *,
+    mark: str | None = None,
+    token: str | None = None,
+    pgid: int | None = None,
+    since: float | None = None,
 ) -> list[psutil.Process]:
-    """Every process (but us and our ancestors) carrying the mark/token or in process group pgid."""
+    """Every process (but us and our ancestors) carrying the mark/token or in process group
+    pgid; with `since`, only those created at or after that time."""
     if not (mark or token or pgid is not None):
         return []
+    table = _Table()
     skip = protected_pids()
-    found: list[psutil.Process] = []
-    for proc in psutil.process_iter(["pid", "create_time", "cmdline"]):
-        if proc.pid in skip or proc.pid == 0:
-            continue
-        if pgid is not None and _platform.group_of(proc.pid) == pgid:
-            found.append(proc)
-        elif carries(proc, mark=mark, token=token):
-            found.append(proc)
-    return found
-
-
-def children_of(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
+    pids = table.matching(mark=mark, token=token, pgid=pgid, since=since)
+    return [table.procs[p] for p in pids if p not in skip]
 
 
 def adopted_children(known: Collection[int]) -> list[psutil.Process]:
@@ -93,40 +142,41 @@ def descendants(
 
     - children of root_pid, recursively;
     - members of `group` (pgid; Windows: the job's process list);
-    - processes whose environment carries `mark` or whose argv carries `token`;
+    - processes whose environment carries `mark` or whose argv carries `token` (only those
+      created after the root: nothing older can descend from it);
     - if we are a subreaper and `known_children` (pids we spawned) is given: our other
-      direct children, i.e. orphans that the kernel reparented to us.
+      direct children, i.e. orphans that the kernel reparented to us;
+    and the children of all of these.
     """
-    seen: dict[int, psutil.Process] = {}
+    table = _Table()
     skip = protected_pids() | {root_pid}
-
-    def add(procs: Iterable[psutil.Process]) -> None:
-        for p in procs:
-            if p.pid not in skip and p.pid not in seen:
-                seen[p.pid] = p
-                # An escapee's own children are part of the tree too.
-
-    add(children_of(root_pid))
+    found: list[int] = table.subtree(root_pid)
     group = getattr(group, "group", group)  # accept a Containment
     members = _platform.group_members(group) if group is not None else None
     if members is not None:
-        add(_procs(members))
+        found += members
     pgid = group if isinstance(group, int) else None
-    add(scan(mark=mark, token=token, pgid=pgid))
+    since = table.ctime.get(root_pid)
+    found += table.matching(mark=mark, token=token, pgid=pgid, since=since)
     if known_children is not None and _platform.is_subreaper():
-        add(adopted_children(set(known_children) | {root_pid}))
-    for p in list(seen.values()):
-        add(children_of(p.pid))
-    return list(seen.values())
+        me = os.getpid()
+        exclude = set(known_children) | {root_pid}
+        found += [p for p in table.kids.get(me, ()) if p not in exclude]
+    out: dict[int, psutil.Process] = {}
+    for pid in found:
+        for q in (pid, *table.subtree(pid)):
+            if q not in skip and q not in out:
+                proc = table.procs.get(q)
+                out[q] = proc if proc is not None else _proc(q)
+    return [p for p in out.values() if p is not None]
+
+
+def _proc(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
 
 def _procs(pids: Iterable[int]) -> list[psutil.Process]:
-    out = []
-    for pid in pids:
-        if pid == os.getpid():
-            continue
-        try:
-            out.append(psutil.Process(pid))
-        except psutil.Error:
-            continue
-    return out
+    return [p for p in map(_proc, pids) if p is not None]
