@@ -266,6 +266,8 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         progress=args.progress,
         plot=not args.no_plot,
         rss_peak=None,  # a real observer is ~370 MB; the peak is reported, not judged here
+        # A slope over a handful of sessions is noise: judged only when asked (--rss-budget).
+        rss_budget=args.rss_budget,
     )
     meta = {
         "sessions": args.sessions,
@@ -348,6 +350,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument(
+        "--rss-budget",
+        type=float,
+        default=float("inf"),
+        help="judge the RSS slope (MB/100 sessions); off by default (few sessions)",
+    )
     parser.add_argument("--reap-wait", type=float, default=DEFAULT_REAP_WAIT_S)
     parser.add_argument("--reference-reap-wait", type=float, default=DEFAULT_REFERENCE_REAP_WAIT_S)
     parser.add_argument("--out", type=Path, default=Path("reports/compare"))

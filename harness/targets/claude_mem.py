@@ -105,11 +105,20 @@ class ClaudeMemTarget(Target):
 
     @property
     def label(self) -> str:
-        version = self.version or self.reported_version or self._plugin_version()
+        # The build's own manifest first: v9.0.0's worker reports "8.5.9" from /api/version.
+        version = self.version or self._plugin_version() or self.reported_version
         return f"claude-mem {version or self.plugin}"
 
+    def _plugin_folder(self) -> Path | None:
+        if self.plugin is None:
+            return None
+        if (self.plugin / "plugin" / "scripts" / "worker-service.cjs").is_file():
+            return self.plugin / "plugin"  # a checkout's root was given
+        return self.plugin
+
     def _plugin_version(self) -> str | None:
-        return install.installed_version(self.plugin) if self.plugin else None
+        folder = self._plugin_folder()
+        return install.installed_version(folder) if folder else None
 
     # -- preparation -------------------------------------------------------------------------
     def resolve(self) -> tuple[Path, Path]:
@@ -122,10 +131,8 @@ class ClaudeMemTarget(Target):
             if not (plugin / "scripts" / "worker-service.cjs").is_file():
                 plugin = install.ensure_claude_mem(self.version, self.cache).plugin
         else:
-            assert self.plugin is not None
-            plugin = self.plugin
-            if (plugin / "plugin" / "scripts" / "worker-service.cjs").is_file():
-                plugin = plugin / "plugin"  # a checkout's root was given
+            plugin = self._plugin_folder()
+            assert plugin is not None
             if not (plugin / "scripts" / "worker-service.cjs").is_file():
                 raise ClaudeMemError(f"{plugin} has no scripts/worker-service.cjs")
         self.flow = detect_flow(plugin)

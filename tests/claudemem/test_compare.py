@@ -1,0 +1,58 @@
+"""`python -m harness compare` end to end: the table tells a leaky worker from a fixed one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import compare
+
+pytest.importorskip("worker")
+
+
+def _args(out: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    return parser.parse_args(
+        [
+            "--sessions=2",
+            "--prompts=2",
+            "--observations=1",
+            "--concurrency=2",
+            "--scenarios=ok",
+            "--grace=2",
+            "--reference-reap-wait=6",
+            "--no-plot",
+            f"--out={out}",
+            *extra,
+        ]
+    )
+
+
+def test_reference_fixed_and_leaky_side_by_side(tmp_path: Path) -> None:
+    assert compare.run(_args(tmp_path)) == 0
+    data = json.loads((tmp_path / "compare.json").read_text())
+    rows = {r["target"]: r for r in data["rows"]}
+    fixed, leaky = rows["reference fixed"], rows["reference leaky"]
+    assert fixed["prompts"] == leaky["prompts"] == 4
+    # Leaky (9.0.0's flow): one idle observer per prompt, never reaped; fixed: none left.
+    assert leaky["leaked"] >= 4 and leaky["leaked_per_100_prompts"] >= 100
+    assert leaky["not_reaped"] >= 4
+    assert fixed["leaked"] == 0 and fixed["not_reaped"] == 0
+    assert fixed["sessions_per_s"] and fixed["sessions_per_s"] > 0
+    table = (tmp_path / "compare.md").read_text()
+    assert "| reference leaky | FAIL |" in table and "| reference fixed | PASS |" in table
+
+
+def test_refused_build_runs_nothing(tmp_path: Path) -> None:
+    plugin = tmp_path / "v9" / "plugin"
+    (plugin / "scripts").mkdir(parents=True)
+    (plugin / "scripts" / "worker-service.cjs").write_text(
+        'log("Cleaning up orphaned chroma-mcp processes"); run("ps aux");'
+    )
+    out = tmp_path / "out"
+    assert compare.run(_args(out, f"--claude-mem-plugin={plugin.parent}")) == 2
+    assert not (out / "compare.json").exists()  # refused before the first soak
