@@ -214,7 +214,8 @@ def test_non_json_line_exits_1_with_message(spawn):
     fake.initialize()
     fake.send(b"this is not json\n")
     assert fake.wait_exit() == 1
-    assert b"Error parsing streaming input line" in bytes(fake.stderr)
+    # The stderr pump thread may still be reading what the fake wrote before it exited.
+    wait_for(lambda: b"Error parsing streaming input line" in bytes(fake.stderr), "the message")
 
 
 def test_idle_with_stdin_open_stays_alive_then_eof_ends_it(spawn):
