@@ -1,0 +1,184 @@
+"""`python -m harness repro`: claude-mem #603 in one command.
+
+The leaky worker (9.0.0's flow) and the fixed worker run side by side, each with a well-behaved
+fake `claude`, and receive the same session prompt by prompt. After each prompt the census of each
+is printed: the leaky worker's leaked observers grow by one per prompt, the fixed worker's stay at
+zero. Exit 0 when the leak reproduced and the fix held, 1 otherwise, 2 on a harness error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.census import Census, ProcRecord
+from harness.cleanup import sweep_run
+from harness.report import leak_entry, leaks_table
+from harness.soak import SoakConfig, _write_shim
+from harness.target import RunContext
+from harness.targets.reference import ReferenceTarget
+from harness.workload import make_session
+
+SETTLE_TIMEOUT_S = 30.0  # waiting for a worker to show the prompt's effect, on a loaded machine
+
+
+@dataclass
+class Side:
+    mode: str
+    run_id: str
+    work_dir: Path
+    census: Census
+    target: ReferenceTarget
+    history: list[int] = field(default_factory=list)  # leaked-so-far after each prompt
+    max_live: int = 0
+    reported: set[tuple[int, float]] = field(default_factory=set)
+
+
+def _live(side: Side) -> list[ProcRecord]:
+    return sorted(side.census.live_records(), key=lambda r: r.spawn_ts)
+
+
+async def _start_side(mode: str, seed: int, grace: float, worker_grace: float) -> Side:
+    run_id = secrets.token_hex(6)
+    work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-repro-{mode}-{run_id}-"))
+    ledger = work_dir / "ledger.jsonl"
+    shim = _write_shim(work_dir, run_id, SoakConfig(scenarios="ok", seed=seed), ledger)
+    census = Census(run_id, ledger, grace)
+    target = ReferenceTarget(mode=mode, worker_grace=worker_grace, reap_interval=1.0)
+    side = Side(mode, run_id, work_dir, census, target)
+    census.start()
+    handle = await target.start(RunContext(run_id, work_dir, shim, ledger, seed))
+    census.set_worker(handle.pid, handle.create_time)
+    return side
+
+
+async def _settle(side: Side, expect_at_least: int) -> None:
+    """Wait until the worker processed the prompt and its observers stopped changing."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    stable_since, last = time.monotonic(), -1
+    while time.monotonic() < deadline:
+        await asyncio.to_thread(side.census.sample)
+        n = len(_live(side))
+        if n != last:
+            stable_since, last = time.monotonic(), n
+        # Stable for a few samples and at least the expected count (leaky) -> settled.
+        if n >= expect_at_least and time.monotonic() - stable_since >= 1.0:
+            return
+        await asyncio.sleep(0.1)
+
+
+def _row(k: int, leaky: Side, fixed: Side) -> str:
+    ll, fl = _live(leaky), _live(fixed)
+    return (
+        f"after prompt {k:>2}: leaky worker: {len(ll):>2} live claude, {leaky.history[-1]:>2} "
+        f"leaked | fixed worker: {len(fl):>2} live claude, {fixed.history[-1]:>2} leaked"
+    )
+
+
+async def run_repro(
+    prompts: int, seed: int, grace: float, worker_grace: float, out: Any = None
+) -> dict[str, Any]:
+    out = out or sys.stdout
+    sides: list[Side] = []
+    try:
+        sides.append(await _start_side("leaky", seed, grace, worker_grace))
+        sides.append(await _start_side("fixed", seed, grace, worker_grace))
+        leaky, fixed = sides
+        print(
+            f"#603 repro: one session, {prompts} prompts, well-behaved fake claude\n"
+            f"  leaky worker = claude-mem 9.0.0's flow (no session end)   run {leaky.run_id}\n"
+            f"  fixed worker = contained observers + session-end hook     run {fixed.run_id}",
+            file=out,
+        )
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            spec = {side.mode: make_session(0, side.run_id, seed, prompts, 1) for side in sides}
+            for side in sides:
+                side.census.session_started(spec[side.mode].content_session_id)
+            for k in range(1, prompts + 1):
+                await asyncio.gather(*(s.target.drive_prompt(spec[s.mode], http, k) for s in sides))
+                await asyncio.gather(*(s.target.wait_drained(spec[s.mode], http) for s in sides))
+                await asyncio.gather(_settle(leaky, k), _settle(fixed, 1))
+                for side in sides:
+                    live = _live(side)
+                    side.max_live = max(side.max_live, len(live))
+                    # Every observer but the newest belongs to a prompt that is over.
+                    side.history.append(max(0, len(live) - 1))
+                print(_row(k, leaky, fixed), file=out)
+                stale = [r for r in _live(leaky)[:-1] if r.identity not in leaky.reported]
+                if stale:
+                    leaky.reported.update(r.identity for r in stale)
+                    table = leaks_table([leak_entry(r, None) for r in stale], width=100)
+                    print("    " + table.rstrip().replace("\n", "\n    "), file=out)
+            # Session end: 9.0.0 has no hook for it; the fixed flow sends it.
+            for side in sides:
+                await side.target.end_session(spec[side.mode], http)
+                await side.target.wait_drained(spec[side.mode], http)
+                side.census.session_ended(spec[side.mode].content_session_id)
+                side.census.attribute(spec[side.mode].content_session_id, [])
+        # Let the grace pass, then judge.
+        deadline = time.monotonic() + grace + 1.0
+        while time.monotonic() < deadline:
+            if not _live(fixed) and len(_live(leaky)) >= prompts and time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        for side in sides:
+            await asyncio.to_thread(side.census.finish)
+        result = {
+            "prompts": prompts,
+            "leaky_history": leaky.history,
+            "fixed_history": fixed.history,
+            "leaky_leaked": len(leaky.census.leaked),
+            "fixed_leaked": len(fixed.census.leaked),
+            "fixed_max_live": fixed.max_live,
+            "leaked": [leak_entry(r, None) for r in leaky.census.leaked],
+        }
+        grew = all(b > a for a, b in zip(leaky.history, leaky.history[1:], strict=False))
+        result["reproduced"] = grew and result["leaky_leaked"] >= prompts
+        result["fix_held"] = result["fixed_leaked"] == 0 and fixed.max_live <= 1
+        print(
+            f"after session end + {grace:g}s grace: leaky worker {result['leaky_leaked']} leaked "
+            f"(one per prompt), fixed worker {result['fixed_leaked']} leaked",
+            file=out,
+        )
+        return result
+    finally:
+        for side in sides:
+            side.census.judging = False
+            await side.target.stop()
+            await asyncio.to_thread(sweep_run, side.run_id, side.census)
+            side.census.stop()
+            shutil.rmtree(side.work_dir, ignore_errors=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompts", type=int, default=5, help="prompts in the session")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--grace", type=float, default=3.0, help="leak grace after session end")
+    parser.add_argument("--worker-grace", type=float, default=0.5)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompts < 2:
+        print("harness repro: --prompts must be >= 2 to show growth", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run_repro(args.prompts, args.seed, args.grace, args.worker_grace))
+    except KeyboardInterrupt:
+        return 130
+    ok = result["reproduced"] and result["fix_held"]
+    print(
+        f"leak reproduced: {'yes' if result['reproduced'] else 'NO'}; "
+        f"fix held: {'yes' if result['fix_held'] else 'NO'} -> {'OK' if ok else 'FAILED'}"
+    )
+    return 0 if ok else 1
