@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 
 from fake_claude.stdio import TIMEOUT
 
@@ -27,10 +28,17 @@ class ThreadLineReader:
     def readline(self, timeout: float | None = None) -> bytes | None | object:
         if self.eof:
             return None
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            return TIMEOUT
+        # Wait in short slices: a blocked lock wait on Windows would hold off signal handlers.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+            if left <= 0:
+                return TIMEOUT
+            try:
+                line = self.lines.get(timeout=left)
+                break
+            except queue.Empty:
+                continue
         if line is None:
             self.eof = True
         return line

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 import time
 
 from fake_claude.context import Context
@@ -24,8 +24,10 @@ DEFAULT_AT = {
 
 def idle_forever() -> None:
     """Block without using CPU; signal handlers still run (and may exit)."""
+    # POSIX signals interrupt sleep; on Windows handlers run only between sleeps, so keep short.
+    step = 0.25 if sys.platform == "win32" else 3600.0
     while True:
-        time.sleep(3600)
+        time.sleep(step)
 
 
 def hold_ballast(mb: float) -> None:
@@ -95,13 +97,3 @@ def at_point(ctx: Context, point: str, turn: int, session_id: str | None) -> Non
             huge_line(session_id or "", sc.num("huge-line", "mb", 8.0))
         elif name == "stderr-flood":
             flood_stderr(sc.num("stderr-flood", "mb", 4.0))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -62,14 +62,24 @@ def _psutil_path() -> str | None:
     return str(Path(spec.origin).resolve().parent.parent)
 
 
+def command_for(
+    settings: dict[str, str], *, python: str = sys.executable
+) -> tuple[list[str], dict[str, str]]:
+    """(argv prefix, environment additions) that the shim would exec: for callers that want
+    to start the fake without a shell or cmd.exe in between (on Windows, cmd.exe would be the
+    process they hold, not the fake)."""
+    env = normalise_settings(settings)
+    run_flag = f"{RUN_ID_FLAG}={env['FAKE_CLAUDE_RUN_ID']}"
+    return [os.path.abspath(python), "-I", "-S", str(BOOT), run_flag], env
+
+
 def write_shim(
     directory: str | os.PathLike[str], settings: dict[str, str], *, python: str = sys.executable
 ) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    env = normalise_settings(settings)
-    python = os.path.abspath(python)
-    run_flag = f"{RUN_ID_FLAG}={env['FAKE_CLAUDE_RUN_ID']}"
+    argv, env = command_for(settings, python=python)
+    python, run_flag = argv[0], argv[-1]
     if sys.platform == "win32":
         path = directory / "claude.cmd"
         lines = ["@echo off", "rem fake claude (fake-claude shim): settings baked in"]

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psutil
 
 from fake_claude.ledger import read_ledger
-from fake_claude.shim import write_shim
+from fake_claude.shim import command_for, write_shim
 
 T = TypeVar("T")
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -110,13 +110,19 @@ class FakeProc:
         }
         settings.update(extra_settings or {})
         self.shim = write_shim(tmp / f"bin-{secrets.token_hex(3)}", settings)
-        argv = [str(self.shim), *(SDK_ARGV if args is None else args)]
+        if POSIX:
+            argv = [str(self.shim), *(SDK_ARGV if args is None else args)]
+            baked: dict[str, str] = {}
+        else:
+            # Without cmd.exe in between, so that self.pid is the fake itself.
+            prefix, baked = command_for(settings)
+            argv = [*prefix, *(SDK_ARGV if args is None else args)]
         kwargs: dict[str, Any] = {}
         if POSIX:
             kwargs["start_new_session"] = True  # own process group: killpg ends what we started
         else:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        env = dict(os.environ)
+        env = {**os.environ, **baked}
         if sdk_env:
             # What both Agent SDKs (Python, TS >= 0.2) set; it turns on session_state frames.
             env["CLAUDE_CODE_SDK_READS_SESSION_STATE"] = "1"
