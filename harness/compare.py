@@ -18,7 +18,9 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +30,7 @@ from harness.soak import SoakConfig, run_soak
 from harness.target import RunContext, SessionSpec, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
 
+_INTERRUPTED = threading.Event()  # set by Ctrl-C: skip the remaining reap waits and runs
 DEFAULT_SCENARIOS = "mix:ok=6,ignore-eof=1,grandchild=1"
 DEFAULT_REAP_WAIT_S = 240.0  # longer than 13.x's 180 s idle timeout, so it can be measured
 DEFAULT_REFERENCE_REAP_WAIT_S = 15.0  # ours reaps within its grace; leaky never does
@@ -89,10 +92,21 @@ class ReapWatch(Target):
 
     async def stop(self) -> None:
         if self.reap is None:
-            self.reap = await self._wait_reaped()
+            self.reap = await self._wait_unless_interrupted()
         await self.inner.stop()
         if self.tracker is not None:
             self.tracker.stop()
+
+    async def _wait_unless_interrupted(self) -> dict:
+        """The reap wait, cut short by Ctrl-C: an interrupted run stops at once."""
+        waiter = asyncio.ensure_future(self._wait_reaped())
+        while not waiter.done():
+            if _INTERRUPTED.is_set():
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
+                return {"interrupted": True}
+            await asyncio.wait({waiter}, timeout=0.25)
+        return waiter.result()
 
     async def _wait_reaped(self) -> dict:
         wait = getattr(self.inner, "wait_reaped", None)
@@ -254,7 +268,20 @@ def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
     return out
 
 
+def _on_sigint(task: asyncio.Task[Any]) -> None:
+    _INTERRUPTED.set()
+    task.cancel()
+
+
 async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    _INTERRUPTED.clear()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        # Ctrl-C: cancel the run (run_soak stops its worker) and skip every reap wait.
+        loop.add_signal_handler(signal.SIGINT, _on_sigint, task)
+    except (NotImplementedError, RuntimeError):  # Windows: asyncio.run's own handling applies
+        pass
     base = SoakConfig(
         sessions=args.sessions,
         concurrency=args.concurrency,
@@ -378,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         rows, meta = asyncio.run(compare(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("compare interrupted", file=sys.stderr)
         return 130
     except (RuntimeError, ValueError) as exc:
