@@ -77,8 +77,15 @@ class ClaudeMemTarget(Target):
         mode: str | None = None,  # SoakConfig passes the reference's mode; claude-mem has none
     ) -> None:
         del mode
+        if version is None and plugin is None:
+            # `python -m harness soak --target claude-mem` has no flag for these.
+            version = os.environ.get("LEAKPROOF_CLAUDE_MEM") or None
+            plugin = os.environ.get("LEAKPROOF_CLAUDE_MEM_PLUGIN") or None
         if (version is None) == (plugin is None):
-            raise ValueError("give exactly one of version (npm) or plugin (a plugin folder)")
+            raise ValueError(
+                "claude-mem target: give exactly one of version (npm, LEAKPROOF_CLAUDE_MEM) or "
+                "plugin (a plugin folder or checkout, LEAKPROOF_CLAUDE_MEM_PLUGIN)"
+            )
         self.version = version
         self.plugin = Path(plugin).resolve() if plugin is not None else None
         self.allow_chroma_kill = allow_chroma_kill

@@ -59,8 +59,12 @@ def test_9_0_0_is_refused_without_opt_in(tmp_path: Path) -> None:
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 
 
-def test_exactly_one_source_is_required() -> None:
+def test_exactly_one_source_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEAKPROOF_CLAUDE_MEM", raising=False)
+    monkeypatch.delenv("LEAKPROOF_CLAUDE_MEM_PLUGIN", raising=False)
     with pytest.raises(ValueError):
         ClaudeMemTarget()
+    monkeypatch.setenv("LEAKPROOF_CLAUDE_MEM", VERSION_13)  # what `harness soak` relies on
+    assert ClaudeMemTarget().label == f"claude-mem {VERSION_13}"
     with pytest.raises(ValueError):
         ClaudeMemTarget(version=VERSION_13, plugin="/x")
