@@ -6,6 +6,7 @@ The public interface; platform code lives in _posix/_linux/_darwin/_windows behi
 from __future__ import annotations
 
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
+from ._guardian import Guardian, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
 from ._platform import enable_subreaper, is_subreaper
 from ._scan import adopted_children, descendants, mark_matches, scan
@@ -22,6 +23,7 @@ from ._terminate import (
 __all__ = [
     "CREATE_TIME_TOLERANCE",
     "FALLBACK_ENV",
+    "Guardian",
     "MARK_ENV",
     "Capabilities",
     "Containment",
@@ -43,6 +45,7 @@ __all__ = [
     "reap_zombies",
     "scan",
     "spawn_options",
+    "start_guardian",
     "sweep",
     "terminate_tree",
     "wait_gone",

@@ -1,11 +1,13 @@
-"""An intermediate parent: spawns contained tree_prog mains through proctree, then waits.
+"""An intermediate parent (a stand-in worker): spawns contained tree_prog mains through
+proctree, optionally under a guardian, reports, then waits to be killed.
 
-argv: REPORT TOKEN MARK N. Honours PROCTREE_FALLBACK like any proctree user. The test
-SIGKILLs this process and watches what happens to the mains.
+Honours PROCTREE_FALLBACK like any proctree user. The tests SIGKILL this process and watch
+what happens to the trees it started.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -17,18 +19,39 @@ import proctree
 PROG = Path(__file__).with_name("tree_prog.py")
 
 
+def report(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def main() -> None:
-    report, token, mark, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("report")
+    ap.add_argument("token")
+    ap.add_argument("mark")
+    ap.add_argument("n", type=int)
+    ap.add_argument("--children", type=int, default=0)
+    ap.add_argument("--escape", action="store_true")
+    ap.add_argument("--guardian", action="store_true")
+    args = ap.parse_args()
+    guardian = proctree.start_guardian(args.mark) if args.guardian else None
+    if guardian is not None:
+        report(args.report, f"guardian {guardian.pid}")
     kids = []
-    for _ in range(n):
-        opts = proctree.spawn_options(mark)
-        argv = [sys.executable, str(PROG), "--report", report, "--token", token]
-        argv += ["--ignore-term", "--ignore-eof"]
+    for i in range(args.n):
+        opts = proctree.spawn_options(f"{args.mark}:{i}")
+        argv = [sys.executable, str(PROG), "--report", args.report, "--token", args.token]
+        argv += ["--ignore-term", "--ignore-eof", "--children", str(args.children)]
+        argv += ["--grandchildren", "1"] if args.children else []
+        argv += ["--escape"] if args.escape else []
         kids.append(subprocess.Popen(argv, stdin=subprocess.PIPE, **opts))
-        proctree.after_spawn(kids[-1].pid, opts)
-    fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(fd, f"spawner {os.getpid()}\n".encode())
-    os.close(fd)
+        c = proctree.after_spawn(kids[-1].pid, opts)
+        if guardian is not None:
+            guardian.watch(c)
+    report(args.report, f"spawner {os.getpid()}")
     while True:
         time.sleep(3600)
 

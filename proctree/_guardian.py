@@ -1,0 +1,168 @@
+"""A guardian: a small process that ends a daemon's process trees when the daemon dies.
+
+pdeathsig only reaches the daemon's direct children (it is cleared on fork) and macOS has no
+pdeathsig at all; so after `kill -9` of the daemon, grandchildren and escapees would live on
+until the next start. The guardian holds the read end of a pipe (the lifeline) whose write end
+only the daemon holds (close-on-exec, never inherited). When the daemon dies - however - the
+kernel closes it, the guardian reads EOF, kills what it was told about plus everything carrying
+the daemon's mark/token, and exits.
+
+Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since"}
+(never argv: a census scanning argv for the token must not count the guardian), then
+`group <pgid> <leader create_time>` lines for each contained child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import _platform
+from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
+from ._scan import _Table, carries, protected_pids
+from ._spawn import MARK_ENV
+from ._terminate import wait_gone
+
+
+class Guardian:
+    """The daemon's side: start with start_guardian(); watch() each contained child."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _send(self, line: str) -> bool:
+        with self._lock:
+            stdin = self.popen.stdin
+            if stdin is None or stdin.closed:
+                return False
+            try:
+                stdin.write(line.encode() + b"\n")
+                stdin.flush()
+                return True
+            except (BrokenPipeError, OSError, ValueError):
+                return False
+
+    def watch(self, containment: Any) -> bool:
+        """Tell the guardian about a contained child's process group (POSIX)."""
+        group = getattr(containment, "group", None)
+        proc_id = getattr(containment, "proc_id", None)
+        if not isinstance(group, int) or proc_id is None:
+            return False
+        return self._send(f"group {group} {proc_id.create_time!r}")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def close(self, timeout: float = 30.0) -> int | None:
+        """Cut the lifeline (the guardian sweeps once and exits) and wait for it."""
+        with self._lock:
+            if self.popen.stdin is not None and not self.popen.stdin.closed:
+                try:
+                    self.popen.stdin.close()
+                except OSError:
+                    pass
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+
+def start_guardian(mark: str, *, token: str | None = None) -> Guardian:
+    """Start a guardian for this process's trees. Keep the returned object for our lifetime.
+
+    Only processes created after us are ever considered (nothing older can be ours).
+    """
+    env = {k: v for k, v in os.environ.items() if k != MARK_ENV}
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    kwargs: dict[str, Any] = {}
+    if _platform.WINDOWS:
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+    else:
+        # Its own session: a killpg of our group must not take the guardian with it.
+        kwargs["start_new_session"] = True
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "proctree.guardian", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        close_fds=True,
+        **kwargs,
+    )
+    guardian = Guardian(popen)
+    me = identify(os.getpid())
+    since = me.create_time if me is not None else None
+    guardian._send(json.dumps({"mark": mark, "token": token, "since": since}))
+    return guardian
+
+
+def _targets(
+    groups: dict[int, float], mark: str | None, token: str | None, since: float | None
+) -> set[ProcId]:
+    """One pass over the process table: members of our groups, and what carries our mark."""
+    skip = protected_pids()
+    table = _Table()
+    leaders_ours = {g for g, ct in groups.items() if is_alive(ProcId(g, ct))}
+    floor = None if since is None else since - CREATE_TIME_TOLERANCE
+    found: set[ProcId] = set()
+    for pid, proc in table.procs.items():
+        if pid in skip or pid == 0 or (floor is not None and table.ctime[pid] < floor):
+            continue
+        pgid = _platform.group_of(pid)
+        if pgid in groups and table.ctime[pid] >= groups[pgid] - CREATE_TIME_TOLERANCE:
+            # With the leader gone the pgid could in theory be someone else's: then only
+            # members that carry our mark/token are taken.
+            ours = pgid in leaders_ours or carries(proc, mark=mark, token=token)
+        else:
+            ours = bool(mark or token) and carries(proc, mark=mark, token=token)
+        if ours:
+            found.add(ProcId(pid, table.ctime[pid]))
+    return found
+
+
+def end_all(
+    groups: dict[int, float], mark: str | None, token: str | None, since: float | None
+) -> list[ProcId]:
+    """SIGKILL at once (the daemon is gone; nobody is waiting for a graceful end), twice over
+    to catch what forked meanwhile."""
+    ended: set[ProcId] = set()
+    for _ in range(3):
+        targets = {t for t in _targets(groups, mark, token, since) if is_alive(t)}
+        if not targets:
+            break
+        for t in targets:
+            if _platform.send_kill(t):
+                ended.add(t)
+        wait_gone(targets, 5.0)
+    return sorted(ended)
+
+
+def run(stream: Any) -> int:
+    """The guardian's side: read the lifeline until EOF, then end everything of ours."""
+    header = stream.readline()
+    if not header:
+        return 0
+    conf = json.loads(header)
+    mark, token, since = conf.get("mark"), conf.get("token"), conf.get("since")
+    groups: dict[int, float] = {}
+    for line in stream:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "group":
+            groups[int(parts[1])] = float(parts[2])
+    end_all(groups, mark, token, since)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(sys.stdin)

@@ -1,0 +1,88 @@
+"""The guardian: after kill -9 of the daemon, grandchildren and escapees go too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from proctree_helpers import Runner, read_report, wait_for
+
+import proctree
+
+SPAWNER = Path(__file__).with_name("spawner_prog.py")
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Windows uses the job instead")
+
+
+def _start(run: Runner, *, guardian: bool, fallback: bool) -> tuple[subprocess.Popen[bytes], Path]:
+    report = run.tmp_path / f"spawner-{guardian}-{fallback}.txt"
+    env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
+    argv = [sys.executable, str(SPAWNER), str(report), run.token, "m-" + run.token, "2"]
+    argv += ["--children", "1", "--escape"] + (["--guardian"] if guardian else [])
+    spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+    run.extra.append(spawner)
+    want = {"main": 2, "child": 2, "grandchild": 2, "escapee": 2, "spawner": 1}
+
+    def ready() -> bool:
+        roles = [r for r, _ in read_report(report)]
+        return all(roles.count(r) >= k for r, k in want.items())
+
+    wait_for(ready, what=f"stand-in worker tree {want}")
+    return spawner, report
+
+
+def _tree(report: Path) -> list[proctree.ProcId]:
+    skip = {"spawner", "guardian", "escaper", "main-eof"}
+    ids = [proctree.identify(pid) for role, pid in read_report(report) if role not in skip]
+    return [i for i in ids if i is not None]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+def test_guardian_ends_everything_after_kill_9(run: Runner, fallback: bool) -> None:
+    spawner, report = _start(run, guardian=True, fallback=fallback)
+    tree = _tree(report)
+    assert len(tree) == 8 and all(proctree.is_alive(i) for i in tree)
+    (guardian_pid,) = [pid for role, pid in read_report(report) if role == "guardian"]
+    guardian = proctree.identify(guardian_pid)
+    spawner.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    spawner.wait(timeout=30)
+    # Generous deadline for a loaded machine; the figure itself is printed.
+    left = proctree.wait_gone(tree, timeout=30.0)
+    took = time.monotonic() - t0
+    print(f"tree of {len(tree)} gone {took:.2f}s after kill -9 (fallback={fallback})")
+    assert not left, f"left after {took:.1f}s: {sorted(left)}"
+    assert guardian is not None
+    assert proctree.wait_gone([guardian], timeout=30.0) == set(), "guardian did not exit"
+
+
+def test_without_guardian_grandchildren_outlive_kill_9(run: Runner) -> None:
+    """Negative control: pdeathsig alone takes the direct children only."""
+    spawner, report = _start(run, guardian=False, fallback=False)
+    tree = _tree(report)
+    spawner.send_signal(signal.SIGKILL)
+    spawner.wait(timeout=30)
+    roles = dict((pid, role) for role, pid in read_report(report))
+    mains = [i for i in tree if roles[i.pid] == "main"]
+    rest = [i for i in tree if roles[i.pid] != "main"]
+    if proctree.capabilities().has_pdeathsig:
+        assert proctree.wait_gone(mains, timeout=10.0) == set()
+    assert all(proctree.is_alive(i) for i in rest)
+
+
+def test_clean_close_sweeps_and_exits(run: Runner) -> None:
+    mark = "m-" + run.token
+    guardian = proctree.start_guardian(mark)
+    try:
+        tree = run.start(mark=mark, children=1, ignore_term=True)
+        assert guardian.watch(tree.containment)
+        assert guardian.alive()
+    finally:
+        code = guardian.close()
+    assert code == 0
+    assert not [i for i in tree.ids() if proctree.is_alive(i)]
+    wait_for(lambda: tree.popen.poll() is not None, what="root reaped")
