@@ -55,7 +55,10 @@ def run_main_process(args, argv: list[str]) -> int:
                 seed = file_seed
         scenario = parse_spec(spec or "ok")
         draw = draw_index(ledger.path) if scenario.has("mix") else 0
-        scenario = resolve_mix(scenario, seed, f"{draw}:{' '.join(argv)}")
+        # With a ledger, the draw index tells processes apart reproducibly; argv may hold
+        # random session ids (--resume), so it only stands in when there is no ledger.
+        key = str(draw) if ledger.path else " ".join(argv)
+        scenario = resolve_mix(scenario, seed, key)
     except (ScenarioError, OSError, ValueError) as exc:
         sys.stderr.write(f"fake-claude: bad scenario: {exc}\n")
         return 2
