@@ -32,6 +32,7 @@ from harness.ledger import LedgerTail
 CT_TOLERANCE = 0.01  # docs/contracts.md: the fake may compute create_time without psutil
 RUN_ID_FLAG = "--fake-claude-run-id="
 PARENT_MEMORY = 4096  # sessions of recently forgotten fake mains, for late grandchildren
+FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: every 2 s at 4 Hz
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 
 
@@ -63,6 +64,8 @@ class ProcRecord:
     leak_reason: str = ""
     signals: int = 0
     candidates: tuple[str, ...] | None = None  # sessions running at spawn (time attribution)
+    deadline_epoch: int = -1
+    deadline_cache: float | None = None
 
     @property
     def identity(self) -> tuple[int, float]:
@@ -130,7 +133,10 @@ class Census:
         self.sessions_done = 0
         self.worker: psutil.Process | None = None
         self.worker_pid: int | None = None
-        self._desc_procs: dict[int, psutil.Process] = {}
+        self._desc_other: dict[int, psutil.Process] = {}
+        self._n_samples = 0
+        self._epoch = 0  # bumped whenever an input of a deadline changes
+        self._rotation = max(1, int(sample_hz))
         self.samples: list[Sample] = []
         self._stride = 1
         self._tick = 0
@@ -171,6 +177,7 @@ class Census:
             self._ended.append(s)
             self._ended_ts.append(s.end)
             self.sessions_done += 1
+            self._epoch += 1
 
     def attribute(self, key: str, identities: list[tuple[int, float]]) -> None:
         """The target says these processes were spawned for session `key`."""
@@ -185,6 +192,7 @@ class Census:
             s = self.sessions.get(key)
             if s is not None:
                 s.attributed = True
+            self._epoch += 1
 
     # -- thread ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -234,6 +242,7 @@ class Census:
         for ct, key in self._pending_attr.pop(rec.pid, []):
             if abs(ct - rec.create_time) <= CT_TOLERANCE:
                 rec.session = key
+                self._epoch += 1
                 self._inherit(rec)
             else:
                 self._pending_attr.setdefault(rec.pid, []).append((ct, key))
@@ -241,6 +250,7 @@ class Census:
 
     def _inherit(self, parent: ProcRecord) -> None:
         """Grandchildren and escapees belong to their fake main's session."""
+        self._epoch += 1
         self._parent_sessions[parent.pid] = (parent.spawn_ts, parent.session)
         while len(self._parent_sessions) > PARENT_MEMORY:
             self._parent_sessions.popitem(last=False)
@@ -277,6 +287,14 @@ class Census:
 
     def deadline(self, rec: ProcRecord) -> float | None:
         """When this process must be gone (its sessions' end plus grace); None = not yet known."""
+        # Cached until a session ends or attribution changes (the only inputs that move it).
+        if rec.deadline_epoch == self._epoch:
+            return rec.deadline_cache
+        value = self._compute_deadline(rec)
+        rec.deadline_epoch, rec.deadline_cache = self._epoch, value
+        return value
+
+    def _compute_deadline(self, rec: ProcRecord) -> float | None:
         key = self.session_of(rec)
         if key is not None:
             s = self.sessions.get(key)
@@ -306,6 +324,7 @@ class Census:
                     self._seen.pop(pid, None)  # have the scan attach a psutil handle
                 rec.spawn_ts = min(rec.spawn_ts, ts)
                 rec.candidates = None
+                rec.deadline_epoch = -1
                 rec.role = ev.get("role") or rec.role
                 rec.scenario = ev.get("scenario") or rec.scenario
                 pp = ev.get("parent_pid")
@@ -338,24 +357,42 @@ class Census:
             # The ledger's exit time is exact; the observation is at most one tick late.
             rec.exited_at = min(now, rec.exit_ts) if rec.exit_ts else now
 
+    def _probe(self, rec: ProcRecord, now: float) -> bool:
+        """Refresh one live record from the process table; False once it has exited."""
+        proc = rec.proc
+        if proc is None:
+            return True
+        try:
+            with proc.oneshot():
+                rec.ppid = proc.ppid()  # psutil raises NoSuchProcess if the PID was reused
+                rec.status = proc.status()
+                if rec.status != psutil.STATUS_ZOMBIE:
+                    rec.rss = proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            rec.reaped = True
+            self._seen.pop(rec.pid, None)  # rediscover whatever holds this PID now
+            self._mark_exited(rec, now)
+            return False
+        except psutil.AccessDenied:
+            return True
+        if rec.status == psutil.STATUS_ZOMBIE:
+            rec.zombie_since = rec.zombie_since or now
+            self._mark_exited(rec, now)
+            return False
+        return True
+
     def fast_tick(self) -> None:
-        """Between full samples: notice exits of the run's live processes quickly."""
+        """Between full samples: notice exits of processes whose session is over, quickly.
+
+        Only those matter for cleanup latency; the rest wait for the next full sample, which keeps
+        a run with hundreds of live processes cheap.
+        """
         now = time.time()
         with self._lock:
             for recs in list(self.records.values()):
                 for rec in recs:
-                    if rec.alive and rec.proc is not None:
-                        try:
-                            running = rec.proc.is_running()
-                            zombie = running and rec.proc.status() == psutil.STATUS_ZOMBIE
-                        except psutil.NoSuchProcess:
-                            running, zombie = False, False
-                        if not running:
-                            rec.reaped = True
-                            self._mark_exited(rec, now)
-                        elif zombie:
-                            rec.zombie_since = rec.zombie_since or now
-                            self._mark_exited(rec, now)
+                    if rec.alive and rec.proc is not None and self.deadline(rec) is not None:
+                        self._probe(rec, now)
 
     def sample(self) -> Sample:
         """One full census sample: ledger, process table, classification, RSS."""
@@ -363,103 +400,129 @@ class Census:
         with self._lock:
             self._read_ledger()
             now = time.time()
-            ppid_of: dict[int, int] = {}
-            ours_live: dict[int, psutil.Process] = {}
-            seen_now: set[int] = set()
-            for proc in psutil.process_iter(["ppid", "create_time"]):
-                info = proc.info
-                ct, ppid = info.get("create_time"), info.get("ppid")
-                if ct is None:
-                    continue
-                pid = proc.pid
-                seen_now.add(pid)
-                if ppid is not None:
-                    ppid_of[pid] = ppid
-                known = self._seen.get(pid)
-                if known is None or abs(known[0] - ct) > CT_TOLERANCE:
-                    rec = self._find(pid, ct)
-                    ours = rec is not None
-                    cmdline: list[str] = []
-                    if not ours:
-                        ours, cmdline = self._is_ours(proc)
-                    self._seen[pid] = (ct, ours)
-                    if ours:
-                        if rec is None:
-                            rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
-                        rec.proc = proc
-                        if cmdline and not rec.cmdline:
-                            rec.cmdline = cmdline
-                        ours_live[pid] = proc
-                elif known[1]:
-                    ours_live[pid] = proc
-            for pid in [p for p in self._seen if p not in seen_now]:
-                del self._seen[pid]
-
-            descendants = self._descendants(ppid_of)
-            worker_alive = self.worker is not None and self.worker_pid in seen_now
-            self._classify(now, seen_now, ppid_of, descendants, worker_alive)
+            pids = set(psutil.pids())
+            self._discover(pids, now)
+            self._n_samples += 1
+            if self.worker is not None and (
+                self._n_samples % FULL_TREE_EVERY == 1 or not self.judging
+            ):
+                self._scan_worker_tree()
+            worker_alive = self.worker is not None and self.worker_pid in pids
+            for recs in self.records.values():
+                for rec in recs:
+                    if rec.reaped:
+                        continue
+                    if rec.proc is None:
+                        # Known from the ledger only: present iff its PID holds its identity.
+                        known = self._seen.get(rec.pid)
+                        if known is None or abs(known[0] - rec.create_time) > CT_TOLERANCE:
+                            rec.reaped = True
+                            self._mark_exited(rec, now)
+                        continue
+                    if rec.alive:
+                        # Processes being judged (their sessions are over) every sample; the
+                        # others, whose sessions still run, in rotation (each >= 1 Hz): that keeps
+                        # a sample cheap with hundreds of live processes.
+                        if rec.pid not in pids:
+                            rec.reaped = True
+                            self._mark_exited(rec, now)
+                        elif (
+                            self.deadline(rec) is not None
+                            or (rec.pid + self._n_samples) % self._rotation == 0
+                        ):
+                            self._probe(rec, now)
+                    elif rec.pid not in pids:
+                        rec.reaped = True
+            descendants = self._descendants(pids)
+            self._classify(now, descendants, worker_alive)
             sample = self._measure(now, descendants, worker_alive)
             self._compact()
         self.scan_cost_s.append(time.perf_counter() - t0)
         return sample
 
-    def _descendants(self, ppid_of: dict[int, int]) -> set[int]:
+    def _discover(self, pids: set[int], now: float) -> None:
+        """Look at PIDs not seen before: is the process there one of the run's?"""
+        for pid in [p for p in self._seen if p not in pids]:
+            del self._seen[pid]
+        for pid in pids:
+            if pid in self._seen:
+                continue
+            try:
+                proc = psutil.Process(pid)
+                ct = proc.create_time()
+            except psutil.Error:
+                continue
+            rec = self._find(pid, ct)
+            ours = rec is not None
+            cmdline: list[str] = []
+            if not ours:
+                ours, cmdline = self._is_ours(proc)
+            self._seen[pid] = (ct, ours)
+            if not ours:
+                continue
+            if rec is None:
+                rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
+            if rec.proc is None:
+                rec.proc = proc
+            if cmdline and not rec.cmdline:
+                rec.cmdline = cmdline
+
+    def _scan_worker_tree(self) -> None:
+        """The worker's descendants that are not the run's (helpers of the worker itself).
+
+        A full walk of the process table, so it runs every FULL_TREE_EVERY samples only; the
+        run's own processes are placed in the tree at every sample from their ppid.
+        """
+        assert self.worker is not None
+        try:
+            children = self.worker.children(recursive=True)
+        except psutil.Error:
+            children = []
+        other: dict[int, psutil.Process] = {}
+        for child in children:
+            known = self._seen.get(child.pid)
+            if known is not None and known[1]:
+                continue
+            if known is None and self._latest(child.pid) is not None:
+                continue
+            other[child.pid] = child
+        self._desc_other = other
+
+    def _descendants(self, pids: set[int]) -> set[int]:
         if self.worker_pid is None:
             return set()
-        children: dict[int, list[int]] = {}
-        for pid, ppid in ppid_of.items():
-            if pid != ppid:
-                children.setdefault(ppid, []).append(pid)
-        out: set[int] = set()
-        stack = [self.worker_pid]
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child not in out:
-                    out.add(child)
-                    stack.append(child)
-        return out
-
-    def _classify(
-        self,
-        now: float,
-        seen_now: set[int],
-        ppid_of: dict[int, int],
-        descendants: set[int],
-        worker_alive: bool,
-    ) -> None:
-        for pid, recs in self.records.items():
+        other = {pid for pid in self._desc_other if pid in pids}
+        roots = other | {self.worker_pid}
+        parent: dict[int, int | None] = {}
+        for recs in self.records.values():
             for rec in recs:
-                if rec.reaped:
-                    continue
-                present = pid in seen_now and abs(self._seen[pid][0] - rec.create_time) <= (
-                    CT_TOLERANCE
-                )
-                if not present:
-                    rec.reaped = True
-                    self._mark_exited(rec, now)
-                    continue
-                rec.ppid = ppid_of.get(pid, rec.ppid)
-                proc = rec.proc
-                if proc is not None:
-                    try:
-                        with proc.oneshot():
-                            rec.status = proc.status()
-                            rec.rss = proc.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        rec.reaped = True
-                        self._mark_exited(rec, now)
-                        continue
-                    except psutil.AccessDenied:
-                        pass
-                if rec.status == psutil.STATUS_ZOMBIE:
-                    rec.zombie_since = rec.zombie_since or now
-                    self._mark_exited(rec, now)
-                if not self.judging:
+                if not rec.reaped and rec.proc is not None:
+                    parent[rec.pid] = rec.ppid
+        memo: dict[int, bool] = {}
+
+        def under(pid: int, depth: int = 0) -> bool:
+            if pid in memo:
+                return memo[pid]
+            ppid = parent.get(pid)
+            ok = ppid is not None and (
+                ppid in roots or (ppid in parent and depth < 64 and under(ppid, depth + 1))
+            )
+            memo[pid] = ok
+            return ok
+
+        return other | {pid for pid in parent if under(pid)}
+
+    def _classify(self, now: float, descendants: set[int], worker_alive: bool) -> None:
+        if not self.judging:
+            return
+        for recs in self.records.values():
+            for rec in recs:
+                if rec.reaped and rec.zombie_since is None:
                     continue
                 deadline = self.deadline(rec)
                 past = deadline is not None and now > deadline
                 if rec.alive:
-                    if worker_alive and pid not in descendants and not rec.escaped:
+                    if worker_alive and rec.pid not in descendants and not rec.escaped:
                         rec.escaped = True
                         self.escaped[rec.identity] = rec
                     if past and rec.leaked_at is None:
@@ -467,7 +530,7 @@ class Census:
                         rec.leak_reason = "alive past its session's end + grace"
                         self.leaked.append(rec)
                         self._mark_session_leaked(rec)
-                elif rec.zombie_since is not None and past:
+                elif rec.zombie_since is not None and not rec.reaped and past:
                     self.zombies[rec.identity] = rec
 
     def _mark_session_leaked(self, rec: ProcRecord) -> None:
@@ -486,21 +549,17 @@ class Census:
             except psutil.Error:
                 worker_alive = False
         total = worker_rss
-        procs: dict[int, psutil.Process] = {}
         for pid in descendants:
+            other = self._desc_other.get(pid)
+            if other is not None:
+                try:
+                    total += other.memory_info().rss
+                except psutil.Error:
+                    pass
+                continue
             rec = self._latest(pid)
-            if rec is not None and not rec.reaped and rec.proc is not None:
+            if rec is not None and not rec.reaped:
                 total += rec.rss
-                continue
-            proc = self._desc_procs.get(pid)
-            try:
-                if proc is None:
-                    proc = psutil.Process(pid)
-                total += proc.memory_info().rss
-                procs[pid] = proc
-            except psutil.Error:
-                continue
-        self._desc_procs = procs
         live_run = sum(1 for recs in self.records.values() for r in recs if r.alive)
         sample = Sample(
             t=now,

@@ -389,6 +389,11 @@ def _build_report(
         "cleanup_latency_ms": _percentiles(census.session_latencies()),
         "duration_s": round(duration, 2),
         "sessions_per_s": round(run.completed / duration, 3) if duration > 0 else 0.0,
+        # Throughput while sessions were driven (excludes worker start-up and the final grace).
+        "drive_s": round(t_last - t_first, 3),
+        "sessions_per_s_driving": round(run.completed / (t_last - t_first), 3)
+        if t_last > t_first
+        else 0.0,
         "census": {
             "sample_hz": config.sample_hz,
             "sample_cost_ms_p50": round(scan_costs[len(scan_costs) // 2] * 1000, 2)

@@ -1,0 +1,305 @@
+"""`python -m harness bench`: the harness's speed figures (issue 4, section 8).
+
+1. throughput: a soak of the fixed worker vs a bare loop that spawns the fake and drives one turn
+   directly, at the same concurrency (ratio; target >= 0.8);
+2. cleanup latency p50/p99 of the fixed worker, session end -> last process gone, with a
+   well-behaved fake (target p99 <= 200 ms) and with ignore-eof+ignore-sigterm (target
+   <= 2 x grace + 200 ms);
+3. the cost of one census sample with N live processes of the run (target <= 50 ms at 500);
+4. the harness's own RSS over a long soak (flat: slope per 100 sessions over the 2nd half).
+Every size is a flag so that a quick run is possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from harness.census import Census, run_id_token
+from harness.cleanup import sweep_run
+from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak
+from harness.targets import get_target
+from harness.verdict import slope_per_100_sessions
+
+BARE_TURN_TIMEOUT_S = 60.0
+
+
+# -- 1. throughput ------------------------------------------------------------------------------
+async def _bare_session(shim: Path, index: int) -> None:
+    """Spawn the fake, initialize, one user turn, close stdin, wait: no worker, no census."""
+    proc = await asyncio.create_subprocess_exec(
+        str(shim),
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--input-format",
+        "stream-json",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        limit=16 * 1024 * 1024,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        init = {"type": "control_request", "request_id": f"req_{index}", "request": {
+            "subtype": "initialize", "hooks": None}}  # fmt: skip
+        user = {"type": "user", "message": {"role": "user", "content": f"bench {index}"},
+                "parent_tool_use_id": None, "session_id": f"bench-{index}"}  # fmt: skip
+        proc.stdin.write((json.dumps(init) + "\n").encode())
+        await proc.stdin.drain()
+        await asyncio.wait_for(_read_until(proc.stdout, "control_response"), BARE_TURN_TIMEOUT_S)
+        proc.stdin.write((json.dumps(user) + "\n").encode())
+        await proc.stdin.drain()
+        await asyncio.wait_for(_read_until(proc.stdout, "result"), BARE_TURN_TIMEOUT_S)
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), BARE_TURN_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _read_until(stream: asyncio.StreamReader, kind: str) -> None:
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise RuntimeError(f"fake closed stdout before {kind}")
+        try:
+            if json.loads(line).get("type") == kind:
+                return
+        except ValueError:
+            continue
+
+
+async def bare_loop(sessions: int, concurrency: int, seed: int) -> dict[str, Any]:
+    run_id = secrets.token_hex(6)
+    with tempfile.TemporaryDirectory(prefix="leakproof-bench-bare-") as tmp:
+        shim = _write_shim(
+            Path(tmp), run_id, SoakConfig(scenarios="ok", seed=seed), Path(tmp) / "l"
+        )
+        counter = iter(range(sessions))
+
+        async def worker() -> None:
+            for i in counter:
+                await _bare_session(shim, i)
+
+        t0 = time.perf_counter()
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            await asyncio.to_thread(sweep_run, run_id)
+        dt = time.perf_counter() - t0
+    return {
+        "sessions": sessions,
+        "seconds": round(dt, 2),
+        "sessions_per_s": round(sessions / dt, 3),
+    }
+
+
+async def soak_once(config: SoakConfig) -> dict[str, Any]:
+    target = get_target(config.target, **config.target_kwargs())
+    return await run_soak(config, target)
+
+
+async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    bare = await bare_loop(args.sessions, args.concurrency, args.seed)
+    config = SoakConfig(
+        sessions=args.sessions,
+        concurrency=args.concurrency,
+        prompts=1,
+        observations=0,
+        scenarios="ok",
+        seed=args.seed,
+        grace=args.grace,
+        progress="none",
+        plot=False,
+    )
+    report = await soak_once(config)
+    soak_rate = report["sessions_per_s_driving"]
+    return {
+        "concurrency": args.concurrency,
+        "bare_sessions_per_s": bare["sessions_per_s"],
+        "soak_sessions_per_s": soak_rate,
+        "ratio": round(soak_rate / bare["sessions_per_s"], 3) if bare["sessions_per_s"] else None,
+        "soak_verdict": report["verdict"],
+    }
+
+
+# -- 2. cleanup latency -------------------------------------------------------------------------
+async def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"worker_grace_s": args.worker_grace}
+    for label, scenario in (
+        ("ok", "ok"),
+        ("ignore-eof+ignore-sigterm", "ignore-eof+ignore-sigterm"),
+    ):
+        config = SoakConfig(
+            sessions=args.latency_sessions,
+            concurrency=min(2, args.concurrency),
+            prompts=1,
+            observations=1,
+            scenarios=scenario,
+            seed=args.seed,
+            grace=max(args.grace, 4 * args.worker_grace + 1.0),
+            worker_grace=args.worker_grace,
+            progress="none",
+            plot=False,
+        )
+        report = await soak_once(config)
+        out[label] = {**report["cleanup_latency_ms"], "verdict": report["verdict"]}
+    out["target_ok_p99_ms"] = 200
+    out["target_stubborn_ms"] = round(2 * args.worker_grace * 1000 + 200)
+    return out
+
+
+# -- 3. census sample cost ----------------------------------------------------------------------
+_FORKER = """
+import os, sys, time
+n = int(sys.argv[1])
+for _ in range(n - 1):
+    if os.fork() == 0:
+        break  # children inherit argv, so each carries the run token
+while True:
+    time.sleep(60)
+"""
+
+
+def bench_census(n_procs: int, samples: int) -> dict[str, Any]:
+    run_id = secrets.token_hex(6)
+    parent = subprocess.Popen(
+        [sys.executable, "-S", "-c", _FORKER, str(n_procs), run_id_token(run_id)],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        census = Census(run_id, None, grace=60.0)
+        census.session_started("bench")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            census.sample()
+            if len(census.live_records()) >= n_procs:
+                break
+            time.sleep(0.2)
+        seen = len(census.live_records())
+        costs = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            census.sample()
+            costs.append((time.perf_counter() - t0) * 1000)
+        costs.sort()
+        total = len(psutil.pids())
+    finally:
+        sweep_run(run_id)
+        parent.wait(timeout=60)
+    return {
+        "run_processes": seen,
+        "all_processes": total,
+        "sample_ms_p50": round(costs[len(costs) // 2], 2),
+        "sample_ms_max": round(costs[-1], 2),
+        "target_ms": 50,
+    }
+
+
+# -- 4. harness RSS over a long soak ------------------------------------------------------------
+async def bench_harness_rss(args: argparse.Namespace) -> dict[str, Any]:
+    me = psutil.Process()
+    points: list[tuple[float, float, float]] = []
+    config = SoakConfig(
+        sessions=args.rss_sessions,
+        concurrency=args.concurrency,
+        prompts=1,
+        observations=1,
+        scenarios="ok",
+        seed=args.seed,
+        grace=args.grace,
+        progress="none",
+        plot=False,
+    )
+    target = get_target(config.target, **config.target_kwargs())
+    done = {"n": 0}
+
+    async def sampler() -> None:
+        while True:
+            points.append((time.time(), done["n"], float(me.memory_info().rss)))
+            await asyncio.sleep(0.5)
+
+    # Count completed sessions by wrapping drive_session (the sampler needs the x axis).
+    orig = target.drive_session
+
+    async def drive(session: Any, http: Any) -> None:
+        await orig(session, http)
+        done["n"] += 1
+
+    target.drive_session = drive  # type: ignore[method-assign]
+    task = asyncio.ensure_future(sampler())
+    try:
+        report = await run_soak(config, target)
+    finally:
+        task.cancel()
+    rss = [p[2] for p in points]
+    slope = slope_per_100_sessions([p for p in points if p[1] < args.rss_sessions])
+    return {
+        "sessions": report["completed"],
+        "harness_rss_mb_start": round(rss[0] / 1e6, 1) if rss else None,
+        "harness_rss_mb_end": round(rss[-1] / 1e6, 1) if rss else None,
+        "harness_rss_mb_peak": round(max(rss) / 1e6, 1) if rss else None,
+        "harness_rss_slope_mb_per_100_sessions_2nd_half": slope["mb_per_100_sessions"],
+        "soak_verdict": report["verdict"],
+    }
+
+
+# -- command line -------------------------------------------------------------------------------
+PARTS = ("throughput", "latency", "census", "rss")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts")
+    parser.add_argument("--sessions", type=int, default=100, help="throughput: sessions per side")
+    parser.add_argument("--concurrency", type=int, default=default_concurrency())
+    parser.add_argument("--latency-sessions", type=int, default=30)
+    parser.add_argument("--census-procs", type=int, default=500)
+    parser.add_argument("--census-samples", type=int, default=20)
+    parser.add_argument("--rss-sessions", type=int, default=1000)
+    parser.add_argument("--worker-grace", type=float, default=0.5)
+    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
+def _print(name: str, figures: dict[str, Any]) -> None:
+    print(f"{name}:")
+    for key, value in figures.items():
+        print(f"  {key}: {value}")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    parts = args.only or list(PARTS)
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    try:
+        if "census" in parts:
+            results["census"] = bench_census(args.census_procs, args.census_samples)
+            _print("census sample cost", results["census"])
+        if "throughput" in parts:
+            results["throughput"] = asyncio.run(bench_throughput(args))
+            _print("throughput (soak vs bare fake loop)", results["throughput"])
+        if "latency" in parts:
+            results["latency"] = asyncio.run(bench_latency(args))
+            _print("cleanup latency, fixed worker (ms)", results["latency"])
+        if "rss" in parts:
+            results["rss"] = asyncio.run(bench_harness_rss(args))
+            _print("harness RSS over a long soak", results["rss"])
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
