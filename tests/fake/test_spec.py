@@ -1,0 +1,68 @@
+"""Scenario spec grammar and the tolerant argv parser (pure functions, property-tested)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fake_claude.args import parse
+from fake_claude.scenario import (
+    NAMES,
+    ScenarioError,
+    draw_index,
+    parse_spec,
+    resolve_mix,
+)
+
+token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=8)
+part = st.tuples(
+    st.sampled_from([n for n in NAMES if n != "mix"]),
+    st.dictionaries(token.filter(lambda t: t != "at"), token, max_size=3),
+)
+
+
+@given(st.lists(part, min_size=1, max_size=4, unique_by=lambda p: p[0]))
+def test_spec_round_trips(parts):
+    spec = "+".join(
+        name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
+        for name, params in parts
+    )
+    sc = parse_spec(spec)
+    assert [n for n, _ in parts] == list(sc.parts)
+    assert parse_spec(sc.spec()).parts == sc.parts
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "hang:at=nowhere", "crash:code", "ok+bogus:x=1"])
+def test_bad_specs_are_rejected(bad):
+    with pytest.raises(ScenarioError):
+        parse_spec(bad)
+
+
+@given(st.integers(0, 10**6), st.integers(0, 500))
+def test_mix_draw_is_a_function_of_seed_and_key(seed, key):
+    sc = parse_spec("mix:ok=1,hang=1,crash=1,grandchild=1")
+    a = resolve_mix(sc, str(seed), str(key)).spec()
+    b = resolve_mix(sc, str(seed), str(key)).spec()
+    assert a == b
+    assert a.split(":")[0] in {"ok", "hang", "crash", "grandchild"}
+
+
+def test_draw_index_counts_up(tmp_path):
+    ledger = str(tmp_path / "l.jsonl")
+    assert [draw_index(ledger) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert draw_index(None) == 0
+
+
+@given(st.text(max_size=20).filter(lambda v: not v.startswith("-")))
+def test_unknown_flag_value_forms(value):
+    a = parse(["--mystery=" + value, "--setting-sources", "", "--other", "x" + value])
+    assert a.value("--mystery") == value
+    assert a.value("--setting-sources") == ""
+    assert a.value("--other") == "x" + value
+
+
+def test_run_id_is_taken_from_argv():
+    a = parse(["--fake-claude-run-id=abc123def456", "--verbose", "-p", "hi"])
+    assert a.run_id == "abc123def456"
+    assert a.has("--verbose", "-p") and a.positional == ["hi"]
