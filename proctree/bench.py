@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     mark = f"bench:{token}"
     extra: list[subprocess.Popen[str]] = []
     root = None
+    # Dogfood: forked children do not inherit pdeathsig, so a killed bench would leave them;
+    # the guardian ends them, and SIGTERM becomes an exception so `finally` runs.
+    guardian = proctree.start_guardian(mark)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, _raise_exit)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"starting {args.n} processes", total=None)
@@ -136,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        guardian.close()  # sweeps anything still carrying the mark
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
