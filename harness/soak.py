@@ -28,6 +28,7 @@ from harness.progress import Progress
 from harness.report import leak_entry, leaks_table, write_report
 from harness.target import RunContext, Target
 from harness.verdict import (
+    DEFAULT_MIN_SLOPE_SPAN,
     DEFAULT_SLOPE_BUDGET_MB,
     ERROR,
     EXIT_CODES,
@@ -66,6 +67,7 @@ class SoakConfig:
     duration: float | None = None  # time-boxed soak instead of N sessions
     rss_budget: float = DEFAULT_SLOPE_BUDGET_MB  # MB per 100 sessions (2nd-half slope)
     rss_peak: float | None = DEFAULT_PEAK_BUDGET_MB  # MB, worker + descendants
+    rss_min_span: int = DEFAULT_MIN_SLOPE_SPAN  # sessions in the 2nd half before slopes count
     report: Path | None = None
     worker_grace: float = 0.5  # the worker's own escalation step (--grace of the worker)
     reap_interval: float = 1.0
@@ -325,6 +327,8 @@ def _build_report(
         total_slope=total_slope["mb_per_100_sessions"],
         worker_slope=worker_slope["mb_per_100_sessions"],
         slope_budget=config.rss_budget,
+        slope_span=min(total_slope["sessions_span"], worker_slope["sessions_span"]),
+        min_slope_span=config.rss_min_span,
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
@@ -374,6 +378,7 @@ def _build_report(
             "total_slope": total_slope,
             "worker_slope": worker_slope,
             "budget_mb_per_100_sessions": config.rss_budget,
+            "min_sessions_span_judged": config.rss_min_span,
             "peak_total_mb": round(peak_total_mb, 1),
             "peak_budget_mb": config.rss_peak,
             "session_marks": {
@@ -444,6 +449,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rss-peak", type=float, default=d.rss_peak, help="max peak RSS of worker+descendants, MB"
     )
+    parser.add_argument(
+        "--rss-min-span",
+        type=int,
+        default=d.rss_min_span,
+        help="judge RSS slopes only when the 2nd half spans at least this many sessions",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write the report folder here")
     parser.add_argument("--worker-grace", type=float, default=d.worker_grace)
     parser.add_argument("--reap-interval", type=float, default=d.reap_interval)
@@ -468,6 +479,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         duration=args.duration,
         rss_budget=args.rss_budget,
         rss_peak=args.rss_peak,
+        rss_min_span=args.rss_min_span,
         report=args.report,
         worker_grace=args.worker_grace,
         reap_interval=args.reap_interval,

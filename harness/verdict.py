@@ -18,6 +18,10 @@ EXIT_CODES = {PASS: 0, FAIL: 1, ERROR: 2, INTERRUPTED: 130}
 # real leaked observer ~370 MB (issue #603), so 16 MB/100 sessions is below "one small leak per
 # 100 sessions" yet above the sampling noise of a worker whose live children come and go.
 DEFAULT_SLOPE_BUDGET_MB = 16.0
+# Below this many sessions in the 2nd half, a per-100-sessions slope extrapolates warm-up and
+# noise; it is reported but not judged.
+DEFAULT_MIN_SLOPE_SPAN = 50
+FLOOR_BUCKETS = 20
 
 
 def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -40,15 +44,36 @@ def second_half(points: Sequence[tuple[float, float, float]]) -> list[tuple[floa
     return [p for p in points if p[0] >= mid]
 
 
-def slope_per_100_sessions(points: Sequence[tuple[float, float, float]]) -> dict:
+def slope_per_100_sessions(
+    points: Sequence[tuple[float, float, float]], buckets: int = FLOOR_BUCKETS
+) -> dict:
+    """Least-squares slope over the 2nd half, in MB per 100 sessions, of two series.
+
+    `raw`: every sample. `floor`: the minimum of each bucket of sessions. Live observers come and
+    go, so the raw sum swings by whole processes between samples; what a leak raises is the floor
+    (what stays when the tree is idle), and the floor's slope is what the verdict judges.
+    """
     half = second_half(points)
     xs = [p[1] for p in half]
     ys = [p[2] / 1e6 for p in half]
-    slope = least_squares_slope(xs, ys)
+    raw = least_squares_slope(xs, ys)
+    floor = None
+    span = (max(xs) - min(xs)) if xs else 0
+    if span > 0:
+        lo = min(xs)
+        width = span / buckets
+        mins: dict[int, tuple[float, float]] = {}
+        for x, y in zip(xs, ys, strict=True):
+            b = min(buckets - 1, int((x - lo) / width))
+            if b not in mins or y < mins[b][1]:
+                mins[b] = (lo + (b + 0.5) * width, y)
+        pts = sorted(mins.values())
+        floor = least_squares_slope([p[0] for p in pts], [p[1] for p in pts])
     return {
-        "mb_per_100_sessions": None if slope is None else round(slope * 100, 3),
+        "mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
+        "raw_mb_per_100_sessions": None if raw is None else round(raw * 100, 3),
         "samples": len(half),
-        "sessions_span": (max(xs) - min(xs)) if xs else 0,
+        "sessions_span": span,
     }
 
 
@@ -71,6 +96,8 @@ def judge(
     total_slope: float | None,
     worker_slope: float | None,
     slope_budget: float,
+    slope_span: float = float("inf"),
+    min_slope_span: float = DEFAULT_MIN_SLOPE_SPAN,
     peak_total_mb: float,
     peak_budget_mb: float | None,
     completed: int,
@@ -97,7 +124,7 @@ def judge(
     if not worker_alive:
         reasons.append("the worker died during the run")
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
-        if slope is not None and slope > slope_budget:
+        if slope is not None and slope > slope_budget and slope_span >= min_slope_span:
             reasons.append(
                 f"RSS of {name} grows {slope:.1f} MB/100 sessions > budget {slope_budget:g}"
             )

@@ -1,0 +1,74 @@
+"""The RSS judgement on synthetic series: noise of live processes vs a rising floor."""
+
+from __future__ import annotations
+
+import random
+
+from harness.verdict import FAIL, PASS, judge, least_squares_slope, slope_per_100_sessions
+
+PROC_MB = 12.0  # size of one observer in these synthetic series
+
+
+def _series(
+    sessions: int, leak_per_session: float, seed: int = 3
+) -> list[tuple[float, float, float]]:
+    """(t, sessions_done, rss bytes): a base, 0-4 live observers at random, plus a leak."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(sessions * 4):
+        done = i / 4
+        live = rng.randrange(0, 5)
+        mb = 50 + live * PROC_MB + leak_per_session * done
+        out.append((float(i), done, mb * 1e6))
+    return out
+
+
+def test_least_squares_slope_recovers_a_line():
+    xs = [float(x) for x in range(10)]
+    assert abs(least_squares_slope(xs, [3 * x + 1 for x in xs]) - 3) < 1e-9
+    assert least_squares_slope([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
+
+
+def test_floor_slope_ignores_live_process_churn():
+    flat = slope_per_100_sessions(_series(300, 0.0))
+    # Raw samples swing by whole processes; the floor stays flat.
+    assert abs(flat["mb_per_100_sessions"]) < PROC_MB / 4
+
+
+def test_floor_slope_sees_one_leaked_process_per_10_sessions():
+    leak = PROC_MB / 10
+    rising = slope_per_100_sessions(_series(300, leak))
+    assert abs(rising["mb_per_100_sessions"] - leak * 100) < leak * 100 * 0.2
+
+
+def _judge(**kw):
+    base = dict(
+        leaked_count=0,
+        zombies_at_end=0,
+        descendants_end=0,
+        descendants_baseline=0,
+        total_slope=0.0,
+        worker_slope=0.0,
+        slope_budget=16.0,
+        slope_span=150,
+        peak_total_mb=100.0,
+        peak_budget_mb=1024.0,
+        completed=10,
+        worker_alive=True,
+    )
+    base.update(kw)
+    return judge(**base)
+
+
+def test_verdict_rules():
+    assert _judge().verdict == PASS and _judge().exit_code == 0
+    assert _judge(leaked_count=1).verdict == FAIL
+    assert _judge(descendants_end=2).verdict == FAIL
+    assert _judge(total_slope=17.0).verdict == FAIL
+    assert _judge(total_slope=17.0, slope_span=10).verdict == PASS  # too short to judge
+    assert _judge(peak_total_mb=2000.0).verdict == FAIL
+    assert _judge(zombies_at_end=1).verdict == FAIL
+    assert _judge(worker_alive=False).exit_code == 1
+    assert _judge(completed=0).exit_code == 2
+    assert _judge(harness_errors=["boom"]).exit_code == 2
+    assert _judge(interrupted=True).verdict == "interrupted"
