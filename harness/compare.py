@@ -132,7 +132,13 @@ def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
 
 
-def summarize(label: str, report: dict[str, Any], reap: dict | None, prompts: int) -> dict:
+def summarize(
+    label: str,
+    report: dict[str, Any],
+    reap: dict | None,
+    prompts: int,
+    extra: dict | None = None,
+) -> dict:
     """One row of the table from a soak report and a time-to-reap report."""
     started = int(report.get("started") or 0)
     n_prompts = started * prompts
@@ -168,6 +174,7 @@ def summarize(label: str, report: dict[str, Any], reap: dict | None, prompts: in
         else None,
         "not_reaped": reap.get("not_reaped"),
         "reap_waited_s": reap.get("waited_s"),
+        "worker_exit_before_stop": (extra or {}).get("worker_exit_before_stop"),
         "reasons": report.get("reasons", []),
         "harness_errors": [e for e in report.get("harness_errors", []) if e][:3],
     }
@@ -199,6 +206,14 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
         "",
     ]
     for r in rows:
+        if r.get("refused"):
+            lines.append(f"- {r['target']}: not run: {r['refused']}")
+        if r.get("worker_exit_before_stop") is not None:
+            lines.append(
+                f"- {r['target']}: the worker exited on its own (code "
+                f"{r['worker_exit_before_stop']}) before the harness stopped it; figures after "
+                "that are not the worker's doing."
+            )
         if r.get("harness_errors"):
             lines.append(f"- {r['target']}: " + "; ".join(r["harness_errors"])[:400])
     return "\n".join(lines) + "\n"
@@ -258,7 +273,8 @@ def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
             target = get_target("reference", mode=mode)
             out.append((f"reference {mode}", target, args.reference_reap_wait))
     settings = dict(kv.split("=", 1) for kv in args.claude_mem_setting)
-    common = {"allow_chroma_kill": args.allow_chroma_kill, "settings": settings}
+    allow = args.allow_foreign_kill or os.environ.get("LEAKPROOF_ALLOW_FOREIGN_KILL") == "1"
+    common = {"allow_foreign_kill": allow, "settings": settings}
     for version in args.claude_mem:
         target = get_target("claude-mem", version=version, **common)
         out.append((f"claude-mem {version}", target, args.reap_wait))
@@ -307,28 +323,40 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "reap_wait": args.reap_wait,
         "reference_reap_wait": args.reference_reap_wait,
     }
+    from harness.targets.claude_mem import UnsafeVersionRefused
+
     targets = build_targets(args)
-    for _label, target, _wait in targets:
-        prepare = getattr(target, "resolve", None)
-        if prepare is not None:
-            # Install and vet every build before any run (a refusal must not cost a soak).
-            await asyncio.to_thread(prepare)
     rows: list[dict] = []
-    for label, target, reap_wait in targets:
+    runnable = []
+    for label, target, wait in targets:
+        prepare = getattr(target, "resolve", None)
+        try:
+            if prepare is not None:
+                # Install and vet every build before any run (a refusal must not cost a soak).
+                await asyncio.to_thread(prepare)
+        except UnsafeVersionRefused as exc:
+            if not args.skip_refused:
+                raise
+            print(f"compare: {label}: REFUSED: {exc}", file=sys.stderr, flush=True)
+            rows.append({"target": label, "verdict": "REFUSED", "refused": str(exc)})
+            continue
+        runnable.append((label, target, wait))
+    for label, target, reap_wait in runnable:
         print(f"compare: {label} ...", file=sys.stderr, flush=True)
         if hasattr(target, "grace"):
             target.grace = args.grace
         watch = ReapWatch(target, reap_wait, args.grace)
         config = replace(base, report=args.out / _slug(label))
         report = await run_soak(config, watch)
-        extra = getattr(target, "extra_report", None)
+        extra_fn = getattr(target, "extra_report", None)
+        extra = extra_fn() if extra_fn is not None else None
         if extra is not None:
             (args.out / _slug(label)).mkdir(parents=True, exist_ok=True)
             (args.out / _slug(label) / "claude-mem.json").write_text(
-                json.dumps(extra(), indent=2, default=str)
+                json.dumps(extra, indent=2, default=str)
             )
             label = getattr(target, "label", label)
-        row = summarize(label, report, watch.reap, args.prompts)
+        row = summarize(label, report, watch.reap, args.prompts, extra)
         rows.append(row)
         if report.get("interrupted"):
             raise KeyboardInterrupt
@@ -353,9 +381,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a claude-mem plugin folder or checkout (e.g. tag v9.0.0)",
     )
     parser.add_argument(
+        "--allow-foreign-kill",
         "--allow-chroma-kill",
         action="store_true",
-        help="run builds (9.0.0) that kill every chroma-mcp on this machine at start-up",
+        help="run builds that kill processes not their own (9.0.0: every chroma-mcp; 10.6.3: "
+        "orphaned claude-looking processes); also LEAKPROOF_ALLOW_FOREIGN_KILL=1",
+    )
+    parser.add_argument(
+        "--skip-refused",
+        action="store_true",
+        help="list a refused build in the table instead of stopping (default: stop, exit 2)",
     )
     parser.add_argument(
         "--claude-mem-setting",
@@ -414,4 +449,4 @@ def run(args: argparse.Namespace) -> int:
     paths = write_outputs(args.out, rows, meta, plot=not args.no_plot)
     print(markdown_table(rows, meta))
     print("written: " + ", ".join(str(p) for p in paths.values()))
-    return 0 if all(r.get("verdict") in ("PASS", "FAIL") for r in rows) else 2
+    return 0 if all(r.get("verdict") in ("PASS", "FAIL", "REFUSED") for r in rows) else 2

@@ -67,7 +67,8 @@ class ClaudeMemTarget(Target):
         version: str | None = None,
         plugin: str | os.PathLike[str] | None = None,
         *,
-        allow_chroma_kill: bool = False,
+        allow_foreign_kill: bool = False,
+        allow_chroma_kill: bool = False,  # older name of allow_foreign_kill
         reap_wait: float = 0.0,
         grace: float = 5.0,
         settings: dict[str, str] | None = None,
@@ -88,7 +89,7 @@ class ClaudeMemTarget(Target):
             )
         self.version = version
         self.plugin = Path(plugin).resolve() if plugin is not None else None
-        self.allow_chroma_kill = allow_chroma_kill
+        self.allow_foreign_kill = allow_foreign_kill or allow_chroma_kill
         self.reap_wait = reap_wait
         self.grace = grace  # for time-to-reap's "alive past grace" count (soak's --grace)
         self.settings_overrides = dict(settings or {})
@@ -102,6 +103,7 @@ class ClaudeMemTarget(Target):
         self.db_ids: dict[str, int] = {}
         self.reap: dict | None = None
         self.reported_version: str | None = None  # what the running worker says (/api/version)
+        self.worker_exit: int | None = None
         self.stop_result: dict | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._containment: proctree.Containment | None = None
@@ -144,13 +146,14 @@ class ClaudeMemTarget(Target):
                 raise ClaudeMemError(f"{plugin} has no scripts/worker-service.cjs")
         self.flow = detect_flow(plugin)
         version = self.version or install.installed_version(plugin)
-        dangerous = self.flow.kills_foreign_chroma or major_version(version) == 9
-        if dangerous and not self.allow_chroma_kill:
+        kills = list(self.flow.foreign_kills)
+        if not kills and major_version(version) == 9:
+            kills.append("is a 9.x build (9.0.0 kills every chroma-mcp on the machine)")
+        if kills and not self.allow_foreign_kill:
             raise UnsafeVersionRefused(
-                f"claude-mem {version or plugin} kills every chroma-mcp process on this machine "
-                "when it starts (`ps aux | grep chroma-mcp`, then kill), not only its own. "
-                "Refused; pass --allow-chroma-kill (allow_chroma_kill=True) if nothing here "
-                "runs chroma-mcp."
+                f"claude-mem {version or plugin} {'; and '.join(kills)}. Those processes are not "
+                "its own. Refused; pass --allow-foreign-kill (allow_foreign_kill=True) only on a "
+                "machine where nothing else could match (e.g. a disposable CI runner)."
             )
         bun = self.bun if self.bun is not None else install.ensure_bun(self.cache)
         return bun, plugin
@@ -290,6 +293,7 @@ class ClaudeMemTarget(Target):
         if self.reap_wait > 0 and proc.poll() is None:
             await self.wait_reaped(self.reap_wait)
         self._proc = None
+        self.worker_exit = proc.poll()  # not None: the worker died before we stopped it
         if self.tracker is not None:
             if self.reap is None:
                 self.tracker.sample()
@@ -432,6 +436,7 @@ class ClaudeMemTarget(Target):
             "reported_version": self.reported_version,
             "hook_flow": self.flow.label if self.flow else None,
             "home": str(self.home) if self.home else None,
+            "worker_exit_before_stop": self.worker_exit,
             "time_to_reap": self.reap,
             "stop": self.stop_result,
         }

@@ -20,8 +20,22 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# 9.0.0 enumerates `ps aux | grep chroma-mcp` at start-up and kills every match on the machine.
-_CHROMA_KILL_MARKERS = ("Cleaning up orphaned chroma-mcp processes", "ps aux")
+# Code that kills processes which are not the worker's own, anywhere on the machine:
+# - 9.0.0 at start-up: `ps aux | grep chroma-mcp`, then kills every match;
+# - 10.6.3 every 30 s ("orphan reaper"): `ps -eo pid,ppid,args | grep -E "claude.*haiku|
+#   claude.*output-format"`, then SIGKILLs every match whose parent is PID 1 (any user's orphaned
+#   claude, or another harness's fake, whose argv matches). Seen here killing a foreign PID.
+FOREIGN_KILLERS: dict[str, tuple[str, ...]] = {
+    "kills every chroma-mcp process on the machine at start-up (ps aux | grep chroma-mcp)": (
+        "Cleaning up orphaned chroma-mcp processes",
+        "ps aux",
+    ),
+    "SIGKILLs, every 30 s, every process on the machine whose parent is PID 1 and whose argv "
+    'matches "claude.*output-format" or "claude.*haiku"': (
+        "Killing system orphan PID",
+        "ps -eo pid,ppid,args",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,7 @@ class HookFlow:
     skip_step2_if_injected: bool  # ... unless step 1 answered contextInjected
     platform_source: str | None  # added to hook bodies (13.x)
     session_end: str | None  # "session-end" (13.x), "complete" (10.x) or None (9.0.0)
-    kills_foreign_chroma: bool  # start-up kills every chroma-mcp on the machine
+    foreign_kills: tuple[str, ...] = ()  # what it kills that is not its own (see FOREIGN_KILLERS)
 
     @property
     def label(self) -> str:
@@ -74,7 +88,9 @@ def detect_flow(plugin: Path) -> HookFlow:
         skip_step2_if_injected=two_step and "reason=context_already_injected" in text,
         platform_source="claude" if "getPlatformSourceFromRequest" in text else None,
         session_end=end,
-        kills_foreign_chroma=all(m in text for m in _CHROMA_KILL_MARKERS),
+        foreign_kills=tuple(
+            what for what, markers in FOREIGN_KILLERS.items() if all(m in text for m in markers)
+        ),
     )
 
 

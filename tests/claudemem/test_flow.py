@@ -20,7 +20,7 @@ def test_13x_single_init_and_session_end() -> None:
     assert not flow.two_step_init
     assert flow.session_end == "session-end"
     assert flow.platform_source == "claude"
-    assert not flow.kills_foreign_chroma
+    assert flow.foreign_kills == ()
 
 
 def test_10x_two_step_init_skipped_when_injected_and_complete() -> None:
@@ -29,6 +29,10 @@ def test_10x_two_step_init_skipped_when_injected_and_complete() -> None:
     assert flow.two_step_init and flow.skip_step2_if_injected
     assert flow.session_end == "complete"
     assert flow.platform_source is None
+    # Its 30-second orphan reaper SIGKILLs matching processes of anyone: refused by default.
+    assert len(flow.foreign_kills) == 1 and "PID 1" in flow.foreign_kills[0]
+    with pytest.raises(UnsafeVersionRefused, match="PID 1"):
+        ClaudeMemTarget(version=VERSION_10).resolve()
 
 
 def _plugin_like_9_0_0(root: Path) -> Path:
@@ -50,7 +54,8 @@ def _plugin_like_9_0_0(root: Path) -> Path:
 def test_9_0_0_is_refused_without_opt_in(tmp_path: Path) -> None:
     plugin = _plugin_like_9_0_0(tmp_path)
     flow = detect_flow(plugin)
-    assert flow.kills_foreign_chroma and flow.two_step_init and flow.session_end is None
+    assert len(flow.foreign_kills) == 1 and "chroma-mcp" in flow.foreign_kills[0]
+    assert flow.two_step_init and flow.session_end is None
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     target = ClaudeMemTarget(plugin=tmp_path, bun="/nonexistent/bun")
     with pytest.raises(UnsafeVersionRefused, match="chroma-mcp"):
