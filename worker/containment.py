@@ -61,21 +61,66 @@ class Containment:
             result = await proctree.aterminate_tree(
                 contained.identity,
                 group=contained.handle,
-                mark=contained.mark,
+                # As subreaper, escapees become our own children (found cheaply below); a scan
+                # of every process's environment is only needed without it.
+                mark=None if self.subreaper else contained.mark,
                 grace=grace,
                 close_stdin=close_stdin,
             )
         finally:
             contained.handle.close()
+        if self.subreaper:
+            strays = await asyncio.to_thread(self._end_adopted, {contained.mark}, set(), grace)
+            result.kill.extend(strays)
         if result.survivors:
             log.error("survivors after ending %s: %s", contained.identity, result.survivors)
             return f"survivors={len(result.survivors)}"
         stages = [s for s in ("stdin", "term", "kill") if getattr(result, s)]
         return stages[-1] if stages else "stdin"
 
-    async def sweep(self, live: list[Contained], exclude_pids: set[int]) -> list[proctree.ProcId]:
-        """End every process of ours outside the trees of live observers (escapees too)."""
+    async def sweep(
+        self, live: list[Contained], exclude_pids: set[int], *, full: bool
+    ) -> list[proctree.ProcId]:
+        """End every process of ours outside the trees of live observers (escapees too).
+
+        As subreaper, whatever left one of our trees has been reparented to us, so our own
+        children are enough; `full` also scans every process for the mark (the only way
+        without a subreaper, and a cross-check with one).
+        """
+        if self.subreaper and not full:
+            return await asyncio.to_thread(
+                self._end_adopted,
+                None,
+                exclude_pids | {c.identity.pid for c in live},
+                1.0,
+                {c.mark for c in live},
+            )
         return await asyncio.to_thread(self._sweep, live, exclude_pids)
+
+    def _end_adopted(
+        self,
+        marks: set[str] | None,
+        exclude_pids: set[int],
+        grace: float,
+        spare_marks: frozenset[str] | set[str] = frozenset(),
+    ) -> list[proctree.ProcId]:
+        """End our direct children that are not observers we track: adopted escapees/orphans.
+
+        `marks`: only those carrying one of these marks; None: anything carrying ours.
+        """
+        ended: list[proctree.ProcId] = []
+        for proc in proctree.adopted_children(exclude_pids):
+            marker = _marker(proc)
+            if marker is None or not proctree.mark_matches(marker, self.mark):
+                continue
+            if marker in spare_marks or (marks is not None and marker not in marks):
+                continue
+            pid_id = proctree.identify(proc.pid)
+            if pid_id is None or not proctree.is_alive(pid_id):
+                continue
+            result = proctree.terminate_tree(pid_id, grace=grace, dont_reap=exclude_pids)
+            ended.extend(result.ended)
+        return ended
 
     def _sweep(self, live: list[Contained], exclude_pids: set[int]) -> list[proctree.ProcId]:
         spared = set(exclude_pids)

@@ -14,6 +14,8 @@ from worker.store import Store
 
 log = logging.getLogger("worker.reaper")
 
+FULL_SWEEP_EVERY = 10
+
 
 @dataclass
 class ReaperCounters:
@@ -21,6 +23,7 @@ class ReaperCounters:
     swept: int = 0
     sweeps: int = 0
     zombies: int = 0
+    full_sweeps: int = 0
 
 
 class Reaper:
@@ -63,13 +66,18 @@ class Reaper:
             except Exception:
                 log.exception("reaper sweep failed")
 
-    async def sweep_once(self) -> int:
+    async def sweep_once(self, *, full: bool | None = None) -> int:
+        if full is None:
+            # A full scan reads every process's environment: on a busy machine that is
+            # costly, and with the subreaper the cheap sweep already sees every stray.
+            full = self.counters.sweeps % FULL_SWEEP_EVERY == 0
         async with self.sessions.spawn_lock:
             owned = self.sessions.owned_pids()
             self.counters.zombies += len(self.containment.reap_zombies(owned))
             live = self.sessions.live_contained()
-            ended = await self.containment.sweep(live, owned)
+            ended = await self.containment.sweep(live, owned, full=full)
         self.counters.sweeps += 1
+        self.counters.full_sweeps += int(full)
         if ended:
             self.counters.swept += len(ended)
             log.warning("reaper ended %d process(es) that outlived their session", len(ended))

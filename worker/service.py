@@ -144,6 +144,7 @@ class WorkerService:
                 "swept": r.swept,
                 "sweeps": r.sweeps,
                 "zombies": r.zombies,
+                "full_sweeps": r.full_sweeps,
             },
             "containment": {"subreaper": self.containment.subreaper, "mark": self.mark},
         }
@@ -193,7 +194,7 @@ class WorkerService:
             await self.sessions.shutdown()
             # Whatever is still marked as ours now has no session at all.
             with contextlib.suppress(Exception):
-                await self.reaper.sweep_once()
+                await self.reaper.sweep_once(full=True)
         else:
             await self.leaky.shutdown()
         await runner.cleanup()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from workerkit import FakeRun, Worker
 
+import proctree
+
 FAULT_FLAGS = [
     "--grace",
     "0.5",
@@ -67,6 +69,26 @@ def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) 
     assert worker.api().ok("GET", "/api/health")["status"] == "ok"
     rows = worker.processes()
     assert rows and all(r["state"] == "ended" for r in rows), rows
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "ignore-eof+ignore-sigterm",
+        "grandchild:n=2,ignore=1,linger=1+ignore-eof+ignore-sigterm",
+        "escape:n=2+ignore-eof+ignore-sigterm",
+    ],
+)
+def test_fixed_worker_leaves_nothing_in_fallback(fake_run: FakeRun, workers, scenario: str) -> None:
+    """No subreaper, no pdeathsig (the macOS path, forced on Linux): still nothing left."""
+    worker: Worker = workers(
+        fake_run.shim(scenario, seed=7), flags=FAULT_FLAGS, env={proctree.FALLBACK_ENV: "1"}
+    )
+    assert worker.stats()["containment"]["subreaper"] is False
+    sid = drive_one_session(worker, f"fallback-{scenario}")
+    worker.wait_session_done(sid)
+    fake_run.assert_none_alive(timeout=10)
     assert "Traceback" not in worker.log(), worker.log()
 
 
