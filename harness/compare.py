@@ -173,6 +173,7 @@ def summarize(
         if n_prompts and reap.get("past_grace") is not None
         else None,
         "not_reaped": reap.get("not_reaped"),
+        "not_reaped_age_s": reap.get("not_reaped_age_s"),
         "reap_waited_s": reap.get("waited_s"),
         "worker_exit_before_stop": (extra or {}).get("worker_exit_before_stop"),
         "reasons": report.get("reasons", []),
@@ -236,10 +237,19 @@ def plot_comparison(path: Path, rows: list[dict]) -> Path:
     labels = [r["target"] for r in rows]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
-        values = [r.get(key) if r.get(key) is not None else 0 for r in rows]
+        values, texts, hatches = [], [], []
+        for r in rows:
+            value, text, hatch = r.get(key), None, ""
+            if key == "reap_max_s" and r.get("not_reaped"):
+                # Never reaped within the wait: a lower bound, drawn hatched.
+                value = max(value or 0, r.get("not_reaped_age_s") or 0)
+                text, hatch = f"> {value:g} ({r['not_reaped']} never)", "//"
+            values.append(value if value is not None else 0)
+            texts.append(text or ("—" if value is None else f"{value:g}"))
+            hatches.append(hatch)
         bars = ax.bar(range(len(rows)), values, color="tab:blue")
-        for bar, row in zip(bars, rows, strict=True):
-            text = "—" if row.get(key) is None else f"{row[key]:g}"
+        for bar, text, hatch in zip(bars, texts, hatches, strict=True):
+            bar.set_hatch(hatch)
             ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center")
         ax.set_title(title)
         ax.set_xticks(range(len(rows)))
