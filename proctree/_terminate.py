@@ -93,7 +93,8 @@ class _Tree:
         if self.group is None:
             return None
         if not isinstance(self.group, int):
-            return self.root if is_alive(self.root) else next(iter(self.alive()), None)
+            # A job object we created: the kernel lists only what it holds, all of it ours.
+            return self.root
         for pid_id in [self.root, *self.known]:
             if is_alive(pid_id) and _platform.group_of(pid_id.pid) == self.group:
                 return pid_id
@@ -130,7 +131,10 @@ class _Tree:
         if member is not None:
             if kill:
                 _platform.kill_group(self.group)
-            else:
+            elif is_alive(self.root):
+                # Windows: CTRL_BREAK only to the root, the leader of its console group.
+                _platform.term_group(self.group, self.root)
+            elif not _platform.WINDOWS:
                 _platform.term_group(self.group, member)
         for pid_id in self.alive():
             if kill:
@@ -201,14 +205,15 @@ def terminate_tree(
     if before:
         t = time.monotonic()
         deadline = t + kill_wait
-        gone: set[ProcId] = set()
+        targets = set(before)
         alive = before
         while alive and time.monotonic() < deadline:
             tree.signal(kill=True)
             alive = wait_gone(alive, min(0.5, max(0.0, deadline - time.monotonic())))
-            alive |= tree.refresh()
-        gone = before - alive
-        res.kill = sorted(gone | (tree.known - alive - set(res.stdin) - set(res.term)))
+            new = tree.refresh()  # forked meanwhile
+            targets |= new
+            alive |= new
+        res.kill = sorted(targets - alive)
         res.survivors = sorted(alive)
         res.stage_seconds["kill"] = time.monotonic() - t
 

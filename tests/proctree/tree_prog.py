@@ -58,11 +58,10 @@ def main() -> None:
 
     if args.ignore_term and hasattr(signal, "SIGTERM"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if hasattr(signal, "SIGBREAK"):
-        # Windows: CTRL_BREAK_EVENT ends us unless we ignore SIGTERM too.
-        signal.signal(
-            signal.SIGBREAK, signal.SIG_IGN if args.ignore_term else signal.default_int_handler
-        )
+    if hasattr(signal, "SIGBREAK") and args.ignore_term:
+        # Windows: CTRL_BREAK_EVENT is the polite stage there; left at its default it ends
+        # the process from the console handler's thread even while stdin.read() blocks.
+        signal.signal(signal.SIGBREAK, signal.SIG_IGN)
 
     if args.role == "escaper":
         env = dict(os.environ)
