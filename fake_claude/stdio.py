@@ -17,7 +17,8 @@ TIMEOUT = object()  # readline() result when the timeout passed without a line
 class _PosixLineReader:
     def __init__(self, fd: int = 0) -> None:
         self.fd = fd
-        self.buf = b""
+        self.buf = bytearray()
+        self.scanned = 0  # bytes of buf already known to hold no newline (big lines stay linear)
         self.eof = False
 
     def readline(self, timeout: float | None = None) -> bytes | None | object:
@@ -26,13 +27,18 @@ class _PosixLineReader:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            nl = self.buf.find(b"\n")
+            nl = self.buf.find(b"\n", self.scanned)
             if nl >= 0:
-                line, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+                line = bytes(self.buf[:nl])
+                del self.buf[: nl + 1]
+                self.scanned = 0
                 return line
+            self.scanned = len(self.buf)
             if self.eof:
                 if self.buf:
-                    line, self.buf = self.buf, b""
+                    line = bytes(self.buf)
+                    self.buf.clear()
+                    self.scanned = 0
                     return line
                 return None
             if deadline is not None:

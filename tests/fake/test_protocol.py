@@ -250,3 +250,13 @@ def test_sigterm_while_reading_before_any_input(spawn):
     fake.signal(signal.SIGTERM)
     assert fake.wait_exit() == 143
     wait_for(lambda: not alive(fake.pid), "fake to be gone")
+
+
+def test_huge_input_line_is_read_whole(spawn):
+    # Tool results make SDK->CLI lines large; the reader must not assume a small buffer.
+    fake = spawn()
+    fake.initialize()
+    big = "word " * (2 << 20)  # 10 MiB
+    msgs = fake.turn(big)
+    assert msgs[-1]["is_error"] is False
+    assert f"input had {2 << 20} words" in msgs[-1]["result"]
