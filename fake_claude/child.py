@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger.write(
         "start",
         ppid=os.getppid(),
-        create_time=create_time(),
+        create_time=create_time() if ledger.path else None,
         argv=list(sys.orig_argv),
         scenario=f"{role}:ignore={int(ignore)},linger={int(linger)}",
         role=role,

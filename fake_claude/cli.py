@@ -68,7 +68,7 @@ def run_main_process(args, argv: list[str]) -> int:
     ledger.write(
         "start",
         ppid=os.getppid(),
-        create_time=create_time(),
+        create_time=create_time() if ledger.path else None,
         argv=list(sys.orig_argv),
         scenario=scenario.spec(),
         role="main",
