@@ -142,3 +142,13 @@ def test_selfcheck_passes(run_id):
     out = run([sys.executable, "-m", "fake_claude", "selfcheck"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("PASS") == 4
+
+
+def test_bench_prints_ratios(run_id):
+    # Figures, not a timed assertion: the bench must run and report both ratios per variant.
+    out = run([sys.executable, "-m", "fake_claude.bench", "--runs", "2"])
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("shim", "python -m"))]
+    assert len(rows) == 2
+    for row in rows:
+        assert "ms" in row and "MiB" in row
