@@ -20,6 +20,8 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+import psutil
+
 import proctree
 from worker import protocol
 from worker.agent import Observer, ObserverError
@@ -142,6 +144,11 @@ class LeakySessionManager:
     async def shutdown(self) -> None:
         """GracefulShutdown in 9.0.0: abort every session; enumerate children on Windows only."""
         await asyncio.gather(*(self.abort(sid) for sid in list(self.sessions)))
+        if sys.platform == "win32":
+            # 9.0.0's getChildProcesses (wmic) and forceKillProcess: direct children only.
+            for child in psutil.Process().children():
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
         for task in list(self._watchers):
             task.cancel()
 

@@ -1,0 +1,166 @@
+"""`python -m worker.bench --claude PATH`: figures for the reference worker, printed.
+
+Starts `python -m worker serve` on a fresh data dir, drives sessions the way claude-mem 9.0.0's
+hooks do (init, init, observations, summarize, complete), and prints: request latency (a 2xx is a
+SQLite commit), throughput of the observer queue, time from /complete to the observer's tree
+being gone, worker RSS, and what is left alive afterwards (by the worker's mark).
+Make a fake claude first: `fake-claude shim /tmp/fc --scenario ok` -> /tmp/fc/claude.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+import proctree
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_for(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def drive(base: str, args: argparse.Namespace) -> dict[str, Any]:
+    latencies: list[float] = []
+    end_times: list[float] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def post(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+            t = time.perf_counter()
+            async with http.post(base + path, json=body) as resp:
+                data = await resp.json()
+                resp.raise_for_status()
+            latencies.append(time.perf_counter() - t)
+            return data
+
+        async def get(path: str) -> dict[str, Any]:
+            async with http.get(base + path) as resp:
+                return await resp.json()
+
+        async def session(i: int) -> None:
+            cid = f"bench-{i}"
+            init = {"contentSessionId": cid, "project": "bench", "prompt": "p"}
+            sid = (await post("/api/sessions/init", init))["sessionDbId"]
+            await post(f"/sessions/{sid}/init", {"userPrompt": "p", "promptNumber": 1})
+            for n in range(args.observations):
+                body = {
+                    "contentSessionId": cid,
+                    "tool_name": "Read",
+                    "tool_input": {"file_path": f"/f{n}"},
+                    "tool_response": "x" * 200,
+                    "cwd": "/",
+                }
+                await post("/api/sessions/observations", body)
+            await post("/api/sessions/summarize", {"contentSessionId": cid})
+
+            async def drained() -> bool:
+                return (await get(f"/sessions/{sid}/status"))["queueLength"] == 0
+
+            await wait_for(drained, 300)
+            if args.mode == "fixed":
+                t = time.perf_counter()
+                await post(f"/sessions/{sid}/complete")
+
+                async def gone() -> bool:
+                    return not (await get(f"/sessions/{sid}/status"))["observers"]
+
+                await wait_for(gone, 300)
+                end_times.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def limited(i: int) -> None:
+            async with sem:
+                await session(i)
+
+        await asyncio.gather(*(limited(i) for i in range(args.sessions)))
+        elapsed = time.perf_counter() - started
+        stats = await get("/api/stats")
+    items = args.sessions * (args.observations + 2)
+    return {
+        "latencies": latencies,
+        "end_times": end_times,
+        "elapsed": elapsed,
+        "items": items,
+        "stats": stats,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__)
+    p.add_argument("--claude", required=True)
+    p.add_argument("--mode", choices=("fixed", "leaky"), default="fixed")
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--observations", type=int, default=5)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--grace", type=float, default=0.5)
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
+        data = Path(tmp) / "data"
+        cmd = [sys.executable, "-m", "worker", "serve", "--mode", args.mode]
+        cmd += ["--data-dir", str(data), "--claude", args.claude, "--grace", str(args.grace)]
+        worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            info_path = data / "worker.json"
+            deadline = time.monotonic() + 60
+            while not info_path.exists():
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("worker did not start")
+                time.sleep(0.05)
+            info = json.loads(info_path.read_text())
+            mark = f"{info['pid']}:{psutil.Process(info['pid']).create_time():.3f}"
+            result = asyncio.run(drive(f"http://127.0.0.1:{info['port']}", args))
+            rss = psutil.Process(worker.pid).memory_info().rss
+            live_before_exit = len(proctree.scan(mark=mark))
+        finally:
+            worker.terminate()
+            worker.wait(timeout=120)
+        left = proctree.scan(mark=mark)
+        lat = [x * 1000 for x in result["latencies"]]
+        ends = [x * 1000 for x in result["end_times"]]
+        s = result["stats"]
+        print(f"mode                      {args.mode}")
+        print(f"sessions x observations   {args.sessions} x {args.observations}")
+        print(f"request latency ms        p50 {pct(lat, 0.5):.1f}  p95 {pct(lat, 0.95):.1f}")
+        print(f"queue throughput items/s  {result['items'] / result['elapsed']:.1f}")
+        if ends:
+            print(
+                f"complete -> tree gone ms  p50 {pct(ends, 0.5):.0f}  p95 {pct(ends, 0.95):.0f}"
+                f"  (mean {statistics.mean(ends):.0f})"
+            )
+        print(f"observers spawned         {s['observers']['spawned']}")
+        print(f"worker RSS MiB            {rss / 2**20:.1f}")
+        print(f"ours alive before exit    {live_before_exit}")
+        print(f"ours alive after exit     {len(left)}")
+        for proc in left:  # the bench cleans up what it caused, by verified identity
+            pid_id = proctree.identify(proc.pid)
+            if pid_id is not None:
+                proctree.terminate_tree(pid_id, grace=1.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
