@@ -70,6 +70,10 @@ def command_for(
     process they hold, not the fake)."""
     env = normalise_settings(settings)
     run_flag = f"{RUN_ID_FLAG}={env['FAKE_CLAUDE_RUN_ID']}"
+    if sys.platform == "win32" and python == sys.executable:
+        # A venv's python.exe is a redirector that starts the base interpreter as a child;
+        # the fake needs no venv (-I -S, explicit paths), so start the real one directly.
+        python = getattr(sys, "_base_executable", None) or python
     return [os.path.abspath(python), "-I", "-S", str(BOOT), run_flag], env
 
 
