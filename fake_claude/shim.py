@@ -51,9 +51,8 @@ def normalise_settings(settings: dict[str, str]) -> dict[str, str]:
 
 
 def _psutil_path() -> str | None:
-    # Off Linux the fake needs psutil for its create_time; -S hides site-packages, so say where.
-    if sys.platform.startswith("linux"):
-        return None
+    # -S hides site-packages. Off Linux the fake needs psutil for create_time, and on 3.10 tomli
+    # for TOML scenario files: point at the site-packages that holds them (searched last).
     import importlib.util
 
     spec = importlib.util.find_spec("psutil")
