@@ -462,10 +462,11 @@ class Census:
                 continue
             if rec is None:
                 rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
-            if rec.proc is None:
-                rec.proc = proc
             if cmdline and not rec.cmdline:
                 rec.cmdline = cmdline
+            if rec.proc is None:
+                rec.proc = proc
+                self._probe(rec, now)  # know its parent and RSS from the first sample on
 
     def _scan_worker_tree(self) -> None:
         """The worker's descendants that are not the run's (helpers of the worker itself).
@@ -493,11 +494,20 @@ class Census:
             return set()
         other = {pid for pid in self._desc_other if pid in pids}
         roots = other | {self.worker_pid}
-        parent: dict[int, int | None] = {}
-        for recs in self.records.values():
-            for rec in recs:
-                if not rec.reaped and rec.proc is not None:
-                    parent[rec.pid] = rec.ppid
+        live = [
+            rec
+            for recs in self.records.values()
+            for rec in recs
+            if not rec.reaped and rec.proc is not None
+        ]
+        parent: dict[int, int | None] = {rec.pid: rec.ppid for rec in live}
+        now = time.time()
+        for rec in live:
+            # A parent that is gone means this process was reparented since it was last probed
+            # (rotation): refresh it before calling it escaped.
+            if rec.ppid not in roots and rec.ppid not in parent and rec.alive:
+                self._probe(rec, now)
+                parent[rec.pid] = rec.ppid
         memo: dict[int, bool] = {}
 
         def under(pid: int, depth: int = 0) -> bool:
@@ -522,7 +532,12 @@ class Census:
                 deadline = self.deadline(rec)
                 past = deadline is not None and now > deadline
                 if rec.alive:
-                    if worker_alive and rec.pid not in descendants and not rec.escaped:
+                    if (
+                        worker_alive
+                        and rec.ppid is not None
+                        and rec.pid not in descendants
+                        and not rec.escaped
+                    ):
                         rec.escaped = True
                         self.escaped[rec.identity] = rec
                     if past and rec.leaked_at is None:

@@ -522,6 +522,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.targets import UnknownTarget, get_target
 
     config = config_from_args(args)
+    config.run_id = config.run_id or secrets.token_hex(6)
     try:
         target = get_target(config.target, **config.target_kwargs())
     except (UnknownTarget, ValueError, TypeError) as exc:
@@ -530,8 +531,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(run_soak(config, target))
     except KeyboardInterrupt:
-        # A second Ctrl-C during cleanup: last-resort synchronous stop.
+        # A second Ctrl-C during cleanup: last-resort synchronous stop and sweep.
         target.stop_now()
+        sweep_run(config.run_id)
         print("soak interrupted", file=sys.stderr)
         return EXIT_CODES[INTERRUPTED]
     print_summary(report)

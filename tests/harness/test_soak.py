@@ -22,7 +22,9 @@ def _soak(tmp_path: Path, run_id: str, **kw: object) -> dict:
     return asyncio.run(run_soak(config, target))
 
 
-def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id):
+def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
+    summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     sessions, prompts = 3, 2
     report = _soak(
         tmp_path,
@@ -50,7 +52,9 @@ def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id):
     on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
     assert on_disk["leaked_count"] == report["leaked_count"]
     assert (tmp_path / "report" / "rss.png").stat().st_size > 0
-    assert "failure" in (tmp_path / "report" / "junit.xml").read_text()
+    assert "<failure" in (tmp_path / "report" / "junit.xml").read_text()
+    md = summary.read_text()
+    assert "FAIL" in md and str(report["leaked"][0]["pid"]) in md
 
 
 @pytest.mark.parametrize(
