@@ -1,6 +1,22 @@
 """proctree: contain, identify and end process trees on Linux, macOS and Windows.
 
 The public interface; platform code lives in _posix/_linux/_darwin/_windows behind _platform.
+
+    proctree.enable_subreaper()                      # Linux: orphans of our trees come to us
+    guardian = proctree.start_guardian(mark)         # ends our trees if we are kill -9ed
+    opts = proctree.spawn_options(f"{mark}:{session}")
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=PIPE, stdout=PIPE, **opts)
+    c = proctree.after_spawn(proc.pid, opts)         # at once: Windows resumes the child here
+    guardian.watch(c)
+    ...
+    res = await proctree.aterminate_tree(c.proc_id, group=c, mark=c.mark, grace=5.0,
+                                         close_stdin=proc.stdin)
+    c.close()
+    proctree.sweep(mark=mark, exclude={live roots})  # periodically: what outlived its session
+
+Identity is (pid, create_time) everywhere; no signal goes to a process not verified as ours
+at that moment. Capabilities: capabilities(); force_fallback() / PROCTREE_FALLBACK=1 turns
+subreaper and pdeathsig off so Linux runs the macOS path.
 """
 
 from __future__ import annotations

@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dogfood: forked children do not inherit pdeathsig, so a killed bench would leave them;
     # the guardian ends them, and SIGTERM becomes an exception so `finally` runs.
     guardian = proctree.start_guardian(mark)
-    if hasattr(signal, "SIGTERM"):
-        signal.signal(signal.SIGTERM, _raise_exit)
+    previous = signal.signal(signal.SIGTERM, _raise_exit)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"starting {args.n} processes", total=None)
@@ -143,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.kill()
                 p.wait()
         guardian.close()  # sweeps anything still carrying the mark
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_exit(signum: int, frame: object) -> None:
