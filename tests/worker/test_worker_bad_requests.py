@@ -4,7 +4,6 @@ or a dropped connection), the worker keeps serving, and afterwards nothing of th
 from __future__ import annotations
 
 import json
-import signal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -95,7 +94,7 @@ def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None
     worker.wait_session_done(sid)
     stats: dict[str, Any] = worker.stats()
     assert stats["observations"] >= 1
-    worker.signal(signal.SIGTERM)
+    worker.stop()
     assert worker.wait_exit() == 0
     fake_run.assert_none_alive(timeout=10)
     assert "Traceback" not in worker.log(), worker.log()

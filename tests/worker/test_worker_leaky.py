@@ -3,7 +3,7 @@ the same hook flow, keeps at most one observer per session and leaves nothing.""
 
 from __future__ import annotations
 
-import signal
+import sys
 
 import pytest
 from workerkit import FakeRun, Worker, wait_until
@@ -52,11 +52,14 @@ def test_leaky_leaks_one_child_per_prompt(fake_run: FakeRun, workers) -> None:
     # The fixture ends the leaked children by PID.
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="9.0.0 force-kills its direct children on Windows"
+)
 def test_leaky_shutdown_leaves_stubborn_children_behind(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim("ignore-eof+ignore-sigterm"), mode="leaky")
     hook_flow(worker, "leaky-2", 2)
     wait_until(lambda: len(fake_run.census()) == 2, what="two live children")
-    worker.signal(signal.SIGTERM)
+    worker.stop()
     assert worker.wait_exit() == 0
     # 9.0.0's shutdown only closes stdin and SIGTERMs: both orphans outlive the worker.
     survivors = fake_run.census()
@@ -71,6 +74,6 @@ def test_fixed_same_flow_one_observer_and_nothing_left(fake_run: FakeRun, worker
     assert len(fake_run.census()) == 1
     assert len(worker.status(sid)["observers"]) == 1
     assert len(fake_run.started("main")) == 1  # reused across prompts, not replaced
-    worker.signal(signal.SIGTERM)
+    worker.stop()
     assert worker.wait_exit() == 0
     fake_run.assert_none_alive(timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -15,7 +16,12 @@ import proctree
 STUBBORN_TREE = "ignore-eof+ignore-sigterm+grandchild:n=2,ignore=1,linger=1"
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "admin"])
+SHUTDOWNS = (
+    ["CTRL_BREAK_EVENT", "admin"] if sys.platform == "win32" else ["SIGTERM", "SIGINT", "admin"]
+)
+
+
+@pytest.mark.parametrize("how", SHUTDOWNS)
 def test_graceful_shutdown_ends_every_tree(fake_run: FakeRun, workers, how: str) -> None:
     worker: Worker = workers(fake_run.shim(STUBBORN_TREE))
     for i in range(2):

@@ -244,6 +244,8 @@ class Worker:
                 stdout=log,
                 stderr=log,
                 env={**os.environ, **(self.env or {})},
+                # Windows: its own console group, so CTRL_BREAK reaches it and not us.
+                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
             )
         finally:
             log.close()
@@ -345,6 +347,10 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def stop(self) -> None:
+        """Ask for a graceful shutdown the platform's way (SIGTERM; CTRL_BREAK on Windows)."""
+        self.signal(getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM))
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()
@@ -355,7 +361,7 @@ class Worker:
             self.http.close()
             self.http = None
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.stop()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
