@@ -271,9 +271,7 @@ ORPHAN_DRIVER = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_leak_mechanism_fake_outlives_sdk_cleanup(fake_factory):
-    fake = fake_factory("ignore-eof+ignore-sigterm")
+def _drive_and_exit(fake: Fake) -> None:
     # Files, not pipes: the orphan inherits the driver's stderr (the Python SDK passes it
     # through), and a pipe it holds open would never reach EOF.
     log = fake.ledger.parent / "driver.log"
@@ -288,6 +286,19 @@ def test_leak_mechanism_fake_outlives_sdk_cleanup(fake_factory):
                 driver.kill()
                 driver.wait()
     assert "done" in log.read_text()
+
+
+def test_control_a_well_behaved_fake_dies_with_the_driver(fake_factory):
+    # The control for the test below: the same driver, a fake that honours EOF and SIGTERM.
+    fake = fake_factory("ok")
+    _drive_and_exit(fake)
+    wait_for(lambda: not run_processes(fake.run_id), "the fake to end with its driver")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_leak_mechanism_fake_outlives_sdk_cleanup(fake_factory):
+    fake = fake_factory("ignore-eof+ignore-sigterm")
+    _drive_and_exit(fake)
     start = [r for r in fake.records("start") if r["role"] == "main"][0]
     # The driver is gone; the fake is not. It was orphaned, not ended.
     proc = psutil.Process(start["pid"])
