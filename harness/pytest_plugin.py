@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
 DEFAULT_TIMEOUT_S = 2.5
-DEFAULT_INTERVAL_S = 0.5
+DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
 CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
 # Helpers that live as long as the pytest process itself, by design: not a test's leak.
 _LIFETIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
@@ -89,15 +89,21 @@ class _State:
 
 
 def _scan() -> dict[int, Proc]:
-    """One pass over the process table: pid -> (ppid, create_time)."""
+    """One pass over the process table: pid -> (ppid, create_time).
+
+    Not psutil.process_iter(): it shares cached Process objects whose ``info`` it overwrites, so a
+    scan from the sampler thread would corrupt a test's own concurrent process_iter() loop.
+    """
     import psutil
 
     procs: dict[int, Proc] = {}
-    for p in psutil.process_iter(["pid", "ppid", "create_time"]):
-        info = p.info
-        if info.get("create_time") is None or info.get("ppid") is None:
-            continue  # not ours to judge (AccessDenied on another user's process)
-        procs[info["pid"]] = Proc(info["pid"], info["ppid"], info["create_time"])
+    for pid in psutil.pids():
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                procs[pid] = Proc(pid, proc.ppid(), proc.create_time())
+        except psutil.Error:
+            continue  # gone, or not ours to judge (AccessDenied on another user's process)
     return procs
 
 

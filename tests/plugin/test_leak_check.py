@@ -274,3 +274,31 @@ def test_interrupted_session_kills_what_the_test_started(
     result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert wait_until_gone(marker) == []
+
+
+def test_sampler_does_not_disturb_the_tests_own_process_iter(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    # psutil.process_iter() shares cached Process objects and overwrites their .info: a sampler
+    # thread that used it would make a test's concurrent process_iter(["cmdline"]) lose keys.
+    write_tests(
+        pytester,
+        marker,
+        """
+        import psutil
+
+        def test_iterates_while_the_sampler_runs():
+            sleeper(0, "short").wait()
+            end = time.monotonic() + 3.0
+            loops = 0
+            while time.monotonic() < end:
+                procs = list(psutil.process_iter(["cmdline"]))
+                time.sleep(0.1)  # give the sampler a chance to run in between
+                assert all("cmdline" in proc.info for proc in procs)
+                loops += 1
+            assert loops > 1
+        """,
+    )
+    pytester.makeini("[pytest]\nleak_check_interval = 0.005\n")
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=1)
