@@ -6,13 +6,23 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from proctree_helpers import Runner, new_token
+from proctree_helpers import SESSION, Runner, new_token
 
 import proctree
 
 
+@pytest.fixture(scope="session")
+def session_guardian() -> Iterator[proctree.Guardian]:
+    """If this pytest process is killed outright, the guardian ends every tree it started."""
+    guardian = proctree.start_guardian(SESSION, token=SESSION)
+    try:
+        yield guardian
+    finally:
+        guardian.close()
+
+
 @pytest.fixture
-def run(tmp_path) -> Iterator[Runner]:
+def run(tmp_path, session_guardian: proctree.Guardian) -> Iterator[Runner]:
     """A run id for this test; teardown kills everything carrying it, then reaps by pid."""
     runner = Runner(new_token(), tmp_path)
     try:

@@ -21,8 +21,13 @@ PROG = Path(__file__).with_name("tree_prog.py")
 DEADLINE = 60.0
 
 
+# One per interpreter (per xdist worker): every test token starts with it and every mark
+# lives under it, so the session's guardian can end all of it if pytest itself is killed.
+SESSION = f"ptsess{secrets.token_hex(6)}"
+
+
 def new_token() -> str:
-    return secrets.token_hex(6)
+    return f"{SESSION}x{secrets.token_hex(6)}"
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = DEADLINE, what: str = "condition") -> Any:
@@ -147,6 +152,10 @@ class Runner:
         self.tmp_path = tmp_path
         self.trees: list[Tree] = []
         self.extra: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def mark(self) -> str:
+        return f"{SESSION}:{self.token}"
 
     def start(self, *, mark: str | None, **kwargs: Any) -> Tree:
         tree = start_tree(self.tmp_path, self.token, mark=mark, **kwargs)

@@ -20,13 +20,13 @@ def test_capabilities_report_the_macos_path() -> None:
 
 
 def test_token_finds_escapee_where_environ_is_unreadable(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    tree = run.start(mark=run.mark, escape=True, scrub_escapee=True, ignore_term=True)
     res = proctree.terminate_tree(tree.root, group=tree.containment, token=run.token, grace=0.5)
     assert res.clean
     assert not [i for i in tree.ids() if proctree.is_alive(i)]
 
 
 def test_polling_wait_sees_exit_without_kqueue(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token)
+    tree = run.start(mark=run.mark)
     tree.popen.stdin.close()
     assert proctree.wait_gone([tree.root], timeout=60) == set()

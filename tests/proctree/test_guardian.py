@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Windows uses th
 def _start(run: Runner, *, guardian: bool, fallback: bool) -> tuple[subprocess.Popen[bytes], Path]:
     report = run.tmp_path / f"spawner-{guardian}-{fallback}.txt"
     env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
-    argv = [sys.executable, str(SPAWNER), str(report), run.token, "m-" + run.token, "2"]
+    argv = [sys.executable, str(SPAWNER), str(report), run.token, run.mark, "2"]
     argv += ["--children", "1", "--escape"] + (["--guardian"] if guardian else [])
     spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     run.extra.append(spawner)
@@ -75,7 +75,7 @@ def test_without_guardian_grandchildren_outlive_kill_9(run: Runner) -> None:
 
 
 def test_clean_close_sweeps_and_exits(run: Runner) -> None:
-    mark = "m-" + run.token
+    mark = run.mark
     guardian = proctree.start_guardian(mark)
     try:
         tree = run.start(mark=mark, children=1, ignore_term=True)

@@ -23,7 +23,7 @@ GRACE = 0.5
 
 
 def test_subreaper_adopts_escapee_without_mark_or_token(subreaper: bool, run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    tree = run.start(mark=run.mark, escape=True, scrub_escapee=True, ignore_term=True)
     (escapee,) = tree.ids("escapee")
     # The double fork orphaned it; the kernel handed it to us, not to init.
     assert wait_for(lambda: psutil.Process(escapee.pid).ppid() == os.getpid(), what="adoption")
@@ -44,7 +44,7 @@ def test_without_subreaper_escapee_goes_elsewhere(run: Runner) -> None:
     proctree.force_fallback(True)
     try:
         assert not proctree.enable_subreaper()
-        tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True)
+        tree = run.start(mark=run.mark, escape=True, scrub_escapee=True)
     finally:
         proctree.force_fallback(False)
     (escapee,) = tree.ids("escapee")
@@ -58,7 +58,7 @@ def test_without_subreaper_escapee_goes_elsewhere(run: Runner) -> None:
 def _start_spawner(run: Runner, n: int, fallback: bool) -> tuple[subprocess.Popen[bytes], Path]:
     report = run.tmp_path / f"spawner-{fallback}.txt"
     env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
-    mark = "m-" + run.token
+    mark = run.mark
     argv = [sys.executable, str(SPAWNER), str(report), run.token, mark, str(n)]
     spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     run.extra.append(spawner)
@@ -97,7 +97,7 @@ def test_fallback_children_outlive_sigkilled_parent_until_swept(run: Runner) -> 
     spawner.wait(timeout=30)
     # Nothing ends them on its own: still alive after a deadline pdeathsig easily meets.
     assert proctree.wait_gone(mains, timeout=2.0) == set(mains)
-    ended = proctree.sweep(mark="m-" + run.token, grace=GRACE)
+    ended = proctree.sweep(mark=run.mark, grace=GRACE)
     assert set(mains) <= set(ended)
     assert not [m for m in mains if proctree.is_alive(m)]
 

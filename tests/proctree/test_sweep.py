@@ -15,7 +15,7 @@ GRACE = 0.5
 def test_sweep_ends_orphaned_session_spares_live_one_and_decoy(
     mode: str, run: Runner, tmp_path
 ) -> None:
-    mark = "m-" + run.token  # one worker-wide mark, as the contract gives children
+    mark = run.mark  # one worker-wide mark, as the contract gives children
     live = run.start(mark=mark, children=1, grandchildren=1, ignore_term=True)
     dead = run.start(mark=mark, children=2, ignore_term=True, ignore_eof=True)
     decoy_run = Runner(new_token(), tmp_path)
@@ -33,7 +33,7 @@ def test_sweep_ends_orphaned_session_spares_live_one_and_decoy(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="escapees are a POSIX double fork here")
 def test_sweep_catches_escapee_of_live_session(mode: str, run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    tree = run.start(mark=run.mark, escape=True, scrub_escapee=True, ignore_term=True)
     (escapee,) = tree.ids("escapee")
     ended = proctree.sweep(token=run.token, exclude={tree.root}, grace=GRACE)
     # It left its session's tree, so it is an orphan of ours: swept. The session lives on.
@@ -42,13 +42,13 @@ def test_sweep_catches_escapee_of_live_session(mode: str, run: Runner) -> None:
 
 
 def test_sweep_without_mark_or_token_does_nothing(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token)
+    tree = run.start(mark=run.mark)
     assert proctree.sweep() == []
     assert proctree.is_alive(tree.root)
 
 
 def test_sweep_by_prefix_mark_reaches_session_marks(run: Runner) -> None:
-    worker_mark = "m-" + run.token
+    worker_mark = run.mark
     a = run.start(mark=f"{worker_mark}:s1", children=1)
     b = run.start(mark=f"{worker_mark}:s2", children=1)
     other = run.start(mark=f"{worker_mark}x:s3")  # shares a prefix, not the mark

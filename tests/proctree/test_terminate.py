@@ -21,15 +21,13 @@ def _all_gone(ids: list[proctree.ProcId]) -> bool:
 
 @posix_only
 def test_escalation_kills_tree_that_ignores_eof_and_sigterm(mode: str, run: Runner) -> None:
-    tree = run.start(
-        mark="m-" + run.token, children=2, grandchildren=2, ignore_term=True, ignore_eof=True
-    )
+    tree = run.start(mark=run.mark, children=2, grandchildren=2, ignore_term=True, ignore_eof=True)
     everyone = tree.ids()
     assert len(everyone) == 1 + 2 + 4
     res = proctree.terminate_tree(
         tree.root,
         group=tree.containment,
-        mark="m-" + run.token,
+        mark=run.mark,
         grace=GRACE,
         close_stdin=tree.popen.stdin,
     )
@@ -44,11 +42,11 @@ def test_escalation_kills_tree_that_ignores_eof_and_sigterm(mode: str, run: Runn
 @posix_only
 def test_stages_report_who_went_when(mode: str, run: Runner) -> None:
     # main exits on EOF; its children obey SIGTERM.
-    tree = run.start(mark="m-" + run.token, children=2, grandchildren=1)
+    tree = run.start(mark=run.mark, children=2, grandchildren=1)
     res = proctree.terminate_tree(
         tree.root,
         group=tree.containment,
-        mark="m-" + run.token,
+        mark=run.mark,
         grace=30.0,  # generous: each stage ends as soon as its processes are gone
         close_stdin=tree.popen.stdin,
     )
@@ -62,7 +60,7 @@ def test_stages_report_who_went_when(mode: str, run: Runner) -> None:
 
 @posix_only
 def test_escapee_in_new_session_is_caught_by_mark(mode: str, run: Runner) -> None:
-    mark = "m-" + run.token
+    mark = run.mark
     tree = run.start(mark=mark, children=1, escape=True, ignore_term=True, ignore_eof=True)
     (escapee,) = tree.ids("escapee")
     try:
@@ -80,7 +78,7 @@ def test_escapee_in_new_session_is_caught_by_mark(mode: str, run: Runner) -> Non
 
 
 def test_escapee_without_marker_is_caught_by_token(mode: str, run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True, ignore_term=True)
+    tree = run.start(mark=run.mark, escape=True, scrub_escapee=True, ignore_term=True)
     (escapee,) = tree.ids("escapee")
     res = proctree.terminate_tree(tree.root, group=tree.containment, token=run.token, grace=GRACE)
     assert res.clean, res
@@ -94,7 +92,7 @@ def test_escapee_leaks_when_nothing_identifies_it(run: Runner) -> None:
     would fail against a terminate_tree that only followed children and the group."""
     proctree.force_fallback(True)  # no subreaper adoption either
     try:
-        tree = run.start(mark="m-" + run.token, escape=True, scrub_escapee=True)
+        tree = run.start(mark=run.mark, escape=True, scrub_escapee=True)
         (escapee,) = tree.ids("escapee")
         res = proctree.terminate_tree(tree.root, group=tree.containment, grace=GRACE)
     finally:
@@ -108,11 +106,11 @@ def test_decoy_with_same_program_survives(mode: str, run: Runner, tmp_path) -> N
     decoy_run = Runner(new_token(), tmp_path)
     try:
         decoy = decoy_run.start(mark=None, children=1, contained=False, ignore_term=True)
-        tree = run.start(mark="m-" + run.token, children=1, escape=True, ignore_term=True)
+        tree = run.start(mark=run.mark, children=1, escape=True, ignore_term=True)
         res = proctree.terminate_tree(
             tree.root,
             group=tree.containment,
-            mark="m-" + run.token,
+            mark=run.mark,
             token=run.token,
             grace=GRACE,
             close_stdin=tree.popen.stdin,
@@ -134,7 +132,7 @@ def test_wrong_create_time_is_never_signalled(run: Runner) -> None:
 
 @posix_only
 def test_root_already_gone_group_left_behind(mode: str, run: Runner) -> None:
-    mark = "m-" + run.token
+    mark = run.mark
     tree = run.start(mark=mark, children=2, ignore_term=True)
     tree.popen.stdin.close()  # main exits on EOF, its children stay in the group
     assert tree.popen.wait(timeout=60) == 0
@@ -146,7 +144,7 @@ def test_root_already_gone_group_left_behind(mode: str, run: Runner) -> None:
 
 
 def test_aterminate_tree_leaves_exit_status_to_asyncio(mode: str, run: Runner) -> None:
-    mark = "m-" + run.token
+    mark = run.mark
     report = run.tmp_path / "async-report.txt"
 
     async def go() -> tuple[int, proctree.TerminationResult, list[proctree.ProcId]]:
@@ -195,7 +193,7 @@ def test_uncontained_tree_still_ended_by_token(run: Runner) -> None:
 def test_thread_safe_parallel_terminations(run: Runner) -> None:
     import concurrent.futures
 
-    trees = [run.start(mark=f"m-{run.token}:{i}", children=1, ignore_term=True) for i in range(3)]
+    trees = [run.start(mark=f"{run.mark}:{i}", children=1, ignore_term=True) for i in range(3)]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         results = list(
             pool.map(

@@ -24,7 +24,7 @@ def _job(tree):
 
 
 def test_job_holds_children_grandchildren_and_launcher_chain(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, children=2, grandchildren=1)
+    tree = run.start(mark=run.mark, children=2, grandchildren=1)
     job = _job(tree)
     in_job = set(job.pids())
     for pid_id in tree.ids():
@@ -36,7 +36,7 @@ def test_job_holds_children_grandchildren_and_launcher_chain(run: Runner) -> Non
 
 
 def test_terminate_tree_ends_job(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, children=2, grandchildren=1, ignore_term=True)
+    tree = run.start(mark=run.mark, children=2, grandchildren=1, ignore_term=True)
     res = proctree.terminate_tree(
         tree.root, group=tree.containment, grace=GRACE, close_stdin=tree.popen.stdin
     )
@@ -45,14 +45,14 @@ def test_terminate_tree_ends_job(run: Runner) -> None:
 
 
 def test_closing_the_job_kills_the_tree(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, children=1, grandchildren=1, ignore_eof=True)
+    tree = run.start(mark=run.mark, children=1, grandchildren=1, ignore_eof=True)
     tree.containment.close()
     assert proctree.wait_gone(tree.ids(), timeout=30) == set()
 
 
 def test_breakaway_is_refused(run: Runner) -> None:
     # tree_prog's escaper asks for CREATE_BREAKAWAY_FROM_JOB; the job does not allow it.
-    tree = run.start(mark="m-" + run.token, escape=True)
+    tree = run.start(mark=run.mark, escape=True)
     (escapee,) = tree.ids("escapee")
     assert _job(tree).contains(escapee.pid)
     res = proctree.terminate_tree(tree.root, group=tree.containment, grace=GRACE)
@@ -60,7 +60,7 @@ def test_breakaway_is_refused(run: Runner) -> None:
 
 
 def test_ctrl_break_reaches_new_process_group_child(run: Runner) -> None:
-    tree = run.start(mark="m-" + run.token, ignore_eof=True)
+    tree = run.start(mark=run.mark, ignore_eof=True)
     res = proctree.terminate_tree(tree.root, group=tree.containment, grace=30.0)
     if tree.root in res.kill:
         pytest.skip("no shared console here: CTRL_BREAK_EVENT cannot be delivered")
