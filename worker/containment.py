@@ -153,8 +153,12 @@ class Containment:
         ended: list[proctree.ProcId] = []
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
-            if not proctree.is_alive(root):
+            proc = root.process()
+            if proc is None or not proctree.is_alive(root):
                 continue
+            marker = _marker(proc)
+            if marker is not None and not proctree.mark_matches(marker, str(row["mark"])):
+                continue  # same pid and start time, yet not carrying that run's mark: not ours
             group = int(row["grp"]) if str(row["grp"] or "").isdigit() else None
             # identity alone is exact (pid + create_time); the mark only widens to its tree.
             result = proctree.terminate_tree(root, group=group, mark=row["mark"], grace=1.0)

@@ -46,7 +46,9 @@ class Reaper:
         """End what earlier runs left: registry rows matching (pid, create_time), and whatever
         carries an earlier run's mark. A process that merely looks like `claude` is not ours."""
         rows = self.store.open_processes(exclude_run=self.run_id)
-        marks = [str(r["mark"]) for r in self.store.previous_runs(self.run_id)]
+        # A run that shut down cleanly already swept its own mark; only unclean ones can
+        # have left anything that no registry row names (grandchildren, escapees).
+        marks = [str(r["mark"]) for r in self.store.unclean_runs(self.run_id)]
         ended = await self.containment.reap_previous(rows, marks)
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))

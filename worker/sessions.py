@@ -140,11 +140,15 @@ class SessionManager:
                     row = self.store.session(active.id)
                     if row is None or row["status"] != "active":
                         await self._end_observer(active, "completed")
-                        return
-                    try:
-                        await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
-                    except asyncio.TimeoutError:
-                        await self._end_observer(active, "idle")
+                    else:
+                        try:
+                            await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
+                            continue
+                        except asyncio.TimeoutError:
+                            await self._end_observer(active, "idle")
+                    # Work may have arrived while the observer was being ended; with no await
+                    # between this check and the return, a later notify() starts a new task.
+                    if self.store.pending_count(active.id) == 0 or self._closing:
                         return
                     continue
                 active.last_activity = time.monotonic()

@@ -123,8 +123,13 @@ class Store:
     def end_run(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET ended=? WHERE id=?", (time.time(), run_id))
 
-    def previous_runs(self, current_run: int) -> list[sqlite3.Row]:
-        return list(self.db.execute("SELECT * FROM runs WHERE id<>? ORDER BY id", (current_run,)))
+    def unclean_runs(self, current_run: int) -> list[sqlite3.Row]:
+        """Earlier runs that never reached the end of their shutdown (killed, crashed)."""
+        return list(
+            self.db.execute(
+                "SELECT * FROM runs WHERE id<>? AND ended IS NULL ORDER BY id", (current_run,)
+            )
+        )
 
     # -- sessions -----------------------------------------------------------------------------
     def init_session(self, content_session_id: str, project: str, prompt: str) -> tuple[int, int]:

@@ -107,3 +107,18 @@ def test_failed_observer_is_replaced_never_doubled(fake_run: FakeRun, workers) -
     for earlier, later in zip(rows, rows[1:], strict=False):
         assert earlier["ended"] <= later["started"], "two observers lived at once"
     fake_run.assert_none_alive(timeout=10)
+
+
+def test_work_after_complete_is_not_stranded(fake_run: FakeRun, workers) -> None:
+    """A new prompt right after /complete (while the old observer is being ended) still runs."""
+    worker: Worker = workers(fake_run.shim("ignore-eof+ignore-sigterm"))
+    sid = worker.new_session("reopen")
+    worker.prompt(sid, "reopen", "first")
+    worker.observe("reopen", 1)
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.prompt(sid, "reopen", "second")  # reactivates the session
+    worker.observe("reopen", 2)
+    wait_until(lambda: worker.stats()["observations"] == 2, what="both observations stored")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    fake_run.assert_none_alive(timeout=10)
