@@ -77,3 +77,44 @@ def test_child_starts_suspended_until_after_spawn(popens) -> None:
     c = proctree.after_spawn(p.pid, opts)
     assert p.wait(timeout=60) == 0
     c.close()
+
+
+def test_console_script_launcher_chain_is_contained(run: Runner, popens) -> None:
+    """A pip-style console-script .exe starts python (a venv redirector, which starts the real
+    interpreter): 2-3 processes where one was written. The job holds every level."""
+    try:
+        from pip._vendor.distlib.scripts import ScriptMaker
+    except ImportError:
+        pytest.skip("pip's distlib (to build a console-script launcher) is not available")
+    import os
+    from pathlib import Path
+
+    from proctree_helpers import read_report
+
+    here = Path(__file__).parent
+    maker = ScriptMaker(None, str(run.tmp_path))
+    maker.executable = sys.executable
+    maker.variants = {""}
+    (exe,) = [p for p in maker.make("pt-tree = tree_prog:main") if p.endswith(".exe")]
+    report = run.tmp_path / "launcher-report.txt"
+    env = dict(os.environ, PYTHONPATH=str(here))
+    opts = proctree.spawn_options(run.mark, env=env)
+    argv = [exe, "--report", str(report), "--token", run.token, "--children", "1"]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, **opts)
+    popens.append(p)
+    c = proctree.after_spawn(p.pid, opts)
+    try:
+        wait_for(lambda: len(read_report(report)) >= 2, what="launcher tree")
+        (main_pid,) = [pid for role, pid in read_report(report) if role == "main"]
+        chain = psutil.Process(main_pid).parents()
+        assert p.pid in {q.pid for q in chain}  # the interpreter is below the launcher
+        assert main_pid != p.pid
+        in_job = set(c.group.pids())
+        levels = psutil.Process(p.pid).children(recursive=True)
+        assert {p.pid, *(q.pid for q in levels)} <= in_job
+        ids = [proctree.identify(pid) for _, pid in read_report(report)]
+        res = proctree.terminate_tree(c.proc_id, group=c, grace=GRACE, close_stdin=p.stdin)
+        assert res.clean
+        assert not [i for i in ids if i is not None and proctree.is_alive(i)]
+    finally:
+        c.close()
