@@ -103,6 +103,7 @@ def start_tree(
     scrub_escapee: bool = False,
     ignore_term: bool = False,
     ignore_eof: bool = False,
+    fork_on_term: bool = False,
     contained: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> Tree:
@@ -114,6 +115,7 @@ def start_tree(
         ("--scrub-escapee", scrub_escapee),
         ("--ignore-term", ignore_term),
         ("--ignore-eof", ignore_eof),
+        ("--fork-on-term", fork_on_term),
     ):
         if on:
             argv.append(flag)

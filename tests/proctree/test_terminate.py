@@ -7,7 +7,7 @@ import sys
 
 import psutil
 import pytest
-from proctree_helpers import PROG, Runner, new_token, wait_for
+from proctree_helpers import PROG, Runner, new_token, read_report, wait_for
 
 import proctree
 
@@ -210,3 +210,16 @@ def test_thread_safe_parallel_terminations(run: Runner) -> None:
         # Per-session marks: no termination took another session's processes.
         others = {i for t in trees if t is not tree for i in t.ids()}
         assert not others & set(res.ended)
+
+
+@posix_only
+def test_processes_forked_during_termination_are_ended(mode: str, run: Runner) -> None:
+    tree = run.start(mark=run.mark, children=3, ignore_term=False, fork_on_term=True)
+    res = proctree.terminate_tree(
+        tree.root, group=tree.containment, mark=run.mark, grace=GRACE, close_stdin=tree.popen.stdin
+    )
+    assert res.clean, res
+    # Everything that ever reported, including processes started in answer to SIGTERM.
+    late = [proctree.identify(pid) for role, pid in read_report(tree.report)]
+    assert not [i for i in late if i is not None and proctree.is_alive(i)]
+    assert not [p for p in proctree.scan(token=run.token) if p.status() != "zombie"]

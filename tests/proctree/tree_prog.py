@@ -8,6 +8,7 @@ Every process appends "<role> <pid>" to --report and carries --token in its argv
               escapee is reparented away from the tree.
   escapee / grandchild / sleeper: sleep.
 --ignore-term makes every process ignore SIGTERM.
+--fork-on-term: children answer SIGTERM by starting a new process (a race for the killer).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def spawn(args: argparse.Namespace, role: str, **kwargs: object) -> subprocess.P
         argv.append("--ignore-term")
     if args.scrub_escapee and role == "escaper":
         argv.append("--scrub-escapee")
+    if args.fork_on_term and role == "child":
+        argv.append("--fork-on-term")
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
 
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--scrub-escapee", action="store_true")
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--ignore-eof", action="store_true")
+    parser.add_argument("--fork-on-term", action="store_true")
     args = parser.parse_args()
 
     if args.ignore_term and hasattr(signal, "SIGTERM"):
@@ -94,6 +98,8 @@ def main() -> None:
         report(args.report, "main-eof")
         sys.exit(0)
     if args.role == "child":
+        if args.fork_on_term and hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, lambda *_: spawn(args, "spawned-on-term"))
         for _ in range(args.grandchildren):
             spawn(args, "grandchild")
     sleep_forever()
