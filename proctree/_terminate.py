@@ -114,7 +114,7 @@ class _Tree:
         else:
             # Root gone: its pid may be reused, so no children() of it; what is left is in
             # the verified group or carries the mark/token.
-            procs = _orphans(group, self.mark, self.token)
+            procs = _orphans(group, self.mark, self.token, self.root.create_time)
             if self.known_children is not None and _platform.is_subreaper():
                 procs += adopted_children(set(self.known_children) | {self.root.pid})
         for p in procs:
@@ -143,10 +143,12 @@ class _Tree:
                 _platform.send_term(pid_id)
 
 
-def _orphans(group: Any, mark: str | None, token: str | None) -> list[psutil.Process]:
-    """What is left in a (verified) group or carries the mark/token."""
+def _orphans(group: Any, mark: str | None, token: str | None, since: float) -> list[psutil.Process]:
+    """What is left in a (verified) group or carries the mark/token; nothing older than the
+    root can be part of its tree."""
     members = _platform.group_members(group) if group is not None else None
-    found = scan(mark=mark, token=token, pgid=group if isinstance(group, int) else None)
+    pgid = group if isinstance(group, int) else None
+    found = scan(mark=mark, token=token, pgid=pgid, since=since)
     if members:
         for pid in members:
             try:
