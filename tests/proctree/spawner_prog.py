@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--escape", action="store_true")
     ap.add_argument("--guardian", action="store_true")
     args = ap.parse_args()
-    guardian = proctree.start_guardian(args.mark) if args.guardian else None
+    # The token too: where environ() is unreadable (macOS) argv is what identifies escapees.
+    guardian = proctree.start_guardian(args.mark, token=args.token) if args.guardian else None
     if guardian is not None:
         report(args.report, f"guardian {guardian.pid}")
     kids = []
