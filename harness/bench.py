@@ -107,6 +107,42 @@ async def bare_loop(sessions: int, concurrency: int, seed: int) -> dict[str, Any
     }
 
 
+async def bare_worker_loop(config: SoakConfig) -> dict[str, Any]:
+    """The soak's sessions through the same worker, with no census, progress or report.
+
+    Against the soak's own rate this isolates what the harness costs; against the bare fake loop
+    the soak's rate also includes the worker's pipeline (HTTP, SQLite, queue, observer turns).
+    """
+    import aiohttp
+
+    from harness.target import RunContext
+    from harness.workload import make_session
+
+    run_id = secrets.token_hex(6)
+    target = get_target(config.target, **config.target_kwargs())
+    with tempfile.TemporaryDirectory(prefix="leakproof-bench-worker-") as tmp:
+        work = Path(tmp)
+        ledger = work / "ledger.jsonl"
+        shim = _write_shim(work, run_id, config, ledger)
+        await target.start(RunContext(run_id, work, shim, ledger, config.seed))
+        try:
+            counter = iter(range(config.sessions))
+            async with aiohttp.ClientSession() as http:
+
+                async def loop() -> None:
+                    for i in counter:
+                        spec = make_session(i, run_id, config.seed, config.prompts, 0)
+                        await target.drive_session(spec, http)
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(loop() for _ in range(config.concurrency)))
+                dt = time.perf_counter() - t0
+        finally:
+            await target.stop()
+            await asyncio.to_thread(sweep_run, run_id)
+    return {"sessions_per_s": round(config.sessions / dt, 3)}
+
+
 async def soak_once(config: SoakConfig) -> dict[str, Any]:
     target = get_target(config.target, **config.target_kwargs())
     return await run_soak(config, target)
@@ -127,11 +163,18 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     )
     report = await soak_once(config)
     soak_rate = report["sessions_per_s_driving"]
+    worker = await bare_worker_loop(config)
     return {
         "concurrency": args.concurrency,
-        "bare_sessions_per_s": bare["sessions_per_s"],
+        "bare_fake_sessions_per_s": bare["sessions_per_s"],
+        "bare_worker_sessions_per_s": worker["sessions_per_s"],
         "soak_sessions_per_s": soak_rate,
-        "ratio": round(soak_rate / bare["sessions_per_s"], 3) if bare["sessions_per_s"] else None,
+        "ratio_vs_bare_fake": round(soak_rate / bare["sessions_per_s"], 3)
+        if bare["sessions_per_s"]
+        else None,
+        "ratio_vs_bare_worker_driver": round(soak_rate / worker["sessions_per_s"], 3)
+        if worker["sessions_per_s"]
+        else None,
         "soak_verdict": report["verdict"],
     }
 

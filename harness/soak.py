@@ -131,6 +131,7 @@ class _Run:
         self.ends: list[float] = []
         self.t0 = time.monotonic()
         self.drive_end: float | None = None
+        self.pending: set[asyncio.Future[None]] = set()
 
     def take(self) -> int | None:
         cfg = self.config
@@ -165,11 +166,18 @@ async def _session_loop(run: _Run, target: Target, census: Census, http: Any, ru
             run.ends.append(time.time())
         if ok:
             run.completed += 1
-        try:
-            ids = await target.session_processes(spec, http)
-        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError):
-            ids = []
-        census.attribute(key, ids)
+        # Attribution runs beside the next session: a target may batch its registry look-ups.
+        task = asyncio.ensure_future(_attribute(target, census, spec, http))
+        run.pending.add(task)
+        task.add_done_callback(run.pending.discard)
+
+
+async def _attribute(target: Target, census: Census, spec: Any, http: Any) -> None:
+    try:
+        ids = await target.session_processes(spec, http)
+    except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError):
+        ids = []
+    census.attribute(spec.content_session_id, ids)
 
 
 async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
@@ -231,6 +239,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             tasks += loops
             await asyncio.gather(*loops)
             run.drive_end = time.time()
+            if run.pending:
+                await asyncio.gather(*list(run.pending))
             worker_alive = _is_alive(census)
             await _settle(census, baseline, config.grace)
         await asyncio.to_thread(census.finish)
@@ -240,9 +250,9 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         errors.append(f"{type(exc).__name__}: {exc}")
         errors.append(traceback.format_exc(limit=5))
     finally:
-        for task in tasks:
+        for task in [*tasks, *run.pending]:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
         census.judging = False
         snap_end = census.snapshot()
         try:
