@@ -46,3 +46,35 @@ def test_send_kill_to_verified_process(popens) -> None:
     p.wait(timeout=30)
     assert not proctree.is_alive(real)
     assert not _platform.send_kill(real)  # gone: nothing to signal, no error
+
+
+NO_SUCH_PID = 2**22 + 12345  # above Linux's largest pid_max, and macOS's
+
+
+@posix_only
+def test_group_helpers_on_missing_group() -> None:
+    from proctree import _posix
+
+    assert _platform.group_of(NO_SUCH_PID) is None
+    assert not _platform.kill_group(NO_SUCH_PID)
+    assert not _posix.signal_group(NO_SUCH_PID, 15)
+    assert not _platform.term_group(NO_SUCH_PID, None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd is Linux-only")
+def test_kernel_without_pidfd_falls_back_and_still_verifies(popens, monkeypatch) -> None:
+    import errno
+    import os
+
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "pidfd_open not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    popens.append(p)
+    real = proctree.identify(p.pid)
+    assert real is not None
+    assert not _platform.send_kill(proctree.ProcId(p.pid, real.create_time + 2.0))
+    assert p.poll() is None
+    assert _platform.send_kill(real)
+    assert p.wait(timeout=30) == -9
