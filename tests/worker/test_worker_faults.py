@@ -4,7 +4,7 @@ serving, and no process of the run is left alive (by the fake's ledger and by ps
 from __future__ import annotations
 
 import pytest
-from workerkit import FakeRun, Worker
+from workerkit import FakeRun, Worker, wait_until
 
 import proctree
 
@@ -44,12 +44,32 @@ SCENARIOS = [
 ]
 
 
-def drive_one_session(worker: Worker, content_id: str, observations: int = 2) -> int:
+def spawned_roles(scenario: str) -> list[str]:
+    return [
+        role
+        for role, part in (("escapee", "escape"), ("grandchild", "grandchild"))
+        if part in scenario
+    ]
+
+
+def drive_one_session(
+    worker: Worker,
+    content_id: str,
+    observations: int = 2,
+    *,
+    fake_run: FakeRun | None = None,
+    scenario: str = "",
+) -> int:
     sid = worker.new_session(content_id)
     worker.prompt(sid, content_id, "fix the bug")
     for i in range(observations):
         worker.observe(content_id, i)
     worker.summarize(content_id)
+    if fake_run is not None:
+        # Let what the scenario spawns really run (its ledger line proves it) before the
+        # session ends; otherwise it may be ended before it ever starts.
+        for role in spawned_roles(scenario):
+            wait_until(lambda r=role: fake_run.started(r), what=f"a {role} to start")
     worker.api().ok("POST", f"/sessions/{sid}/complete")
     return sid
 
@@ -57,7 +77,7 @@ def drive_one_session(worker: Worker, content_id: str, observations: int = 2) ->
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) -> None:
     worker: Worker = workers(fake_run.shim(scenario, seed=7), flags=FAULT_FLAGS)
-    sid = drive_one_session(worker, f"fault-{scenario}")
+    sid = drive_one_session(worker, f"fault-{scenario}", fake_run=fake_run, scenario=scenario)
     worker.wait_session_done(sid)
     assert fake_run.started("main"), "the fake never ran"
     if scenario.startswith("escape"):
@@ -86,7 +106,7 @@ def test_fixed_worker_leaves_nothing_in_fallback(fake_run: FakeRun, workers, sce
         fake_run.shim(scenario, seed=7), flags=FAULT_FLAGS, env={proctree.FALLBACK_ENV: "1"}
     )
     assert worker.stats()["containment"]["subreaper"] is False
-    sid = drive_one_session(worker, f"fallback-{scenario}")
+    sid = drive_one_session(worker, f"fallback-{scenario}", fake_run=fake_run, scenario=scenario)
     worker.wait_session_done(sid)
     fake_run.assert_none_alive(timeout=10)
     assert "Traceback" not in worker.log(), worker.log()
