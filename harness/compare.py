@@ -337,8 +337,8 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
     targets = build_targets(args)
     rows: list[dict] = []
-    runnable = []
-    for label, target, wait in targets:
+    refused: dict[str, dict] = {}
+    for label, target, _wait in targets:
         prepare = getattr(target, "resolve", None)
         try:
             if prepare is not None:
@@ -348,10 +348,12 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
             if not args.skip_refused:
                 raise
             print(f"compare: {label}: REFUSED: {exc}", file=sys.stderr, flush=True)
-            rows.append({"target": label, "verdict": "REFUSED", "refused": str(exc)})
+            refused[label] = {"target": label, "verdict": "REFUSED", "refused": str(exc)}
             continue
-        runnable.append((label, target, wait))
-    for label, target, reap_wait in runnable:
+    for label, target, reap_wait in targets:
+        if label in refused:
+            rows.append(refused[label])
+            continue
         print(f"compare: {label} ...", file=sys.stderr, flush=True)
         if hasattr(target, "grace"):
             target.grace = args.grace

@@ -10,6 +10,7 @@ from the end of a session it may not belong to.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -193,5 +194,6 @@ def _session_by_cwd(cwd: str, by_db: dict[int, str]) -> str | None:
 def _pct(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None
-    idx = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    # Nearest rank, as the soak's cleanup latency percentiles.
+    idx = min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))
     return round(sorted_values[idx], 2)

@@ -56,3 +56,18 @@ def test_refused_build_runs_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert compare.run(_args(out, f"--claude-mem-plugin={plugin.parent}")) == 2
     assert not (out / "compare.json").exists()  # refused before the first soak
+
+
+def test_skip_refused_lists_the_build_and_why(tmp_path: Path) -> None:
+    plugin = tmp_path / "v9" / "plugin"
+    (plugin / "scripts").mkdir(parents=True)
+    (plugin / "scripts" / "worker-service.cjs").write_text(
+        'log("Cleaning up orphaned chroma-mcp processes"); run("ps aux");'
+    )
+    out = tmp_path / "out"
+    args = _args(out, "--no-reference", "--skip-refused", f"--claude-mem-plugin={plugin.parent}")
+    assert compare.run(args) == 0
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [r["verdict"] for r in rows] == ["REFUSED"]
+    assert "chroma-mcp" in rows[0]["refused"]
+    assert "not run:" in (out / "compare.md").read_text()
