@@ -89,7 +89,11 @@ class ClaudeMemTarget(Target):
             )
         self.version = version
         self.plugin = Path(plugin).resolve() if plugin is not None else None
-        self.allow_foreign_kill = allow_foreign_kill or allow_chroma_kill
+        self.allow_foreign_kill = (
+            allow_foreign_kill
+            or allow_chroma_kill
+            or os.environ.get("LEAKPROOF_ALLOW_FOREIGN_KILL") == "1"
+        )
         self.reap_wait = reap_wait
         self.grace = grace  # for time-to-reap's "alive past grace" count (soak's --grace)
         self.settings_overrides = dict(settings or {})
@@ -133,7 +137,7 @@ class ClaudeMemTarget(Target):
     def resolve(self) -> tuple[Path, Path]:
         """(bun, plugin folder), installing from npm into the cache when needed.
 
-        A build that would kill foreign processes is refused before anything is installed or run.
+        A build that would kill foreign processes is refused before it is ever started.
         """
         if self.version is not None:
             plugin = install.plugin_dir(self.version, self.cache)
@@ -152,8 +156,8 @@ class ClaudeMemTarget(Target):
         if kills and not self.allow_foreign_kill:
             raise UnsafeVersionRefused(
                 f"claude-mem {version or plugin} {'; and '.join(kills)}. Those processes are not "
-                "its own. Refused; pass --allow-foreign-kill (allow_foreign_kill=True) only on a "
-                "machine where nothing else could match (e.g. a disposable CI runner)."
+                "its own. Refused; pass --allow-foreign-kill (or LEAKPROOF_ALLOW_FOREIGN_KILL=1) "
+                "only on a machine where nothing else could match (e.g. a disposable CI runner)."
             )
         bun = self.bun if self.bun is not None else install.ensure_bun(self.cache)
         return bun, plugin

@@ -47,7 +47,8 @@ def test_reference_fixed_and_leaky_side_by_side(tmp_path: Path) -> None:
     assert "| reference leaky | FAIL |" in table and "| reference fixed | PASS |" in table
 
 
-def test_refused_build_runs_nothing(tmp_path: Path) -> None:
+def test_refused_build_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     plugin = tmp_path / "v9" / "plugin"
     (plugin / "scripts").mkdir(parents=True)
     (plugin / "scripts" / "worker-service.cjs").write_text(
@@ -58,7 +59,10 @@ def test_refused_build_runs_nothing(tmp_path: Path) -> None:
     assert not (out / "compare.json").exists()  # refused before the first soak
 
 
-def test_skip_refused_lists_the_build_and_why(tmp_path: Path) -> None:
+def test_skip_refused_lists_the_build_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     plugin = tmp_path / "v9" / "plugin"
     (plugin / "scripts").mkdir(parents=True)
     (plugin / "scripts" / "worker-service.cjs").write_text(

@@ -23,8 +23,11 @@ def test_13x_single_init_and_session_end() -> None:
     assert flow.foreign_kills == ()
 
 
-def test_10x_two_step_init_skipped_when_injected_and_complete() -> None:
+def test_10x_two_step_init_skipped_when_injected_and_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     require_cached(VERSION_10)
+    monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     flow = detect_flow(install.plugin_dir(VERSION_10))
     assert flow.two_step_init and flow.skip_step2_if_injected
     assert flow.session_end == "complete"
@@ -51,7 +54,8 @@ def _plugin_like_9_0_0(root: Path) -> Path:
     return plugin
 
 
-def test_9_0_0_is_refused_without_opt_in(tmp_path: Path) -> None:
+def test_9_0_0_is_refused_without_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     plugin = _plugin_like_9_0_0(tmp_path)
     flow = detect_flow(plugin)
     assert len(flow.foreign_kills) == 1 and "chroma-mcp" in flow.foreign_kills[0]
