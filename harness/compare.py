@@ -91,11 +91,15 @@ class ReapWatch(Target):
         return list(await fn(session, http)) if fn is not None else []
 
     async def stop(self) -> None:
-        if self.reap is None:
-            self.reap = await self._wait_unless_interrupted()
-        await self.inner.stop()
-        if self.tracker is not None:
-            self.tracker.stop()
+        try:
+            if self.reap is None:
+                self.reap = await self._wait_unless_interrupted()
+        finally:
+            try:
+                await self.inner.stop()
+            finally:
+                if self.tracker is not None:
+                    self.tracker.stop()
 
     async def _wait_unless_interrupted(self) -> dict:
         """The reap wait, cut short by Ctrl-C: an interrupted run stops at once."""
