@@ -146,6 +146,12 @@ def start_tree(
     return tree
 
 
+def alive_by_token(token: str) -> list[proctree.ProcId]:
+    """Living (not zombie) processes carrying the token; tolerant of exits during the look."""
+    ids = (proctree.identify(p.pid) for p in proctree.scan(token=token))
+    return [i for i in ids if i is not None and proctree.is_alive(i)]
+
+
 class Runner:
     """Starts trees for one test and ends them all on teardown."""
 

@@ -7,7 +7,7 @@ import sys
 
 import psutil
 import pytest
-from proctree_helpers import PROG, Runner, new_token, read_report, wait_for
+from proctree_helpers import PROG, Runner, alive_by_token, new_token, read_report, wait_for
 
 import proctree
 
@@ -222,4 +222,4 @@ def test_processes_forked_during_termination_are_ended(mode: str, run: Runner) -
     # Everything that ever reported, including processes started in answer to SIGTERM.
     late = [proctree.identify(pid) for role, pid in read_report(tree.report)]
     assert not [i for i in late if i is not None and proctree.is_alive(i)]
-    assert not [p for p in proctree.scan(token=run.token) if p.status() != "zombie"]
+    assert not alive_by_token(run.token)
