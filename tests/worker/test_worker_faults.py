@@ -19,6 +19,9 @@ FAULT_FLAGS = [
     "1",
 ]
 
+# Scenarios whose observer cannot complete the session's turns.
+FAILING = {"hang", "crash", "exit-early", "garbage", "huge-line"}
+
 SCENARIOS = [
     "ok",
     "slow",
@@ -90,6 +93,13 @@ def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) 
     rows = worker.processes()
     assert rows and all(r["state"] == "ended" for r in rows), rows
     assert "Traceback" not in worker.log(), worker.log()
+    stats = worker.stats()
+    if scenario.split(":")[0].split("+")[0] in FAILING:
+        # A session error, handled: not a crash, and nothing stored from a broken turn.
+        assert stats["session_errors"] >= 1, stats
+    elif scenario != "mix":
+        assert stats["session_errors"] == 0, worker.log()
+        assert stats["observations"] == 2 and stats["summaries"] == 1, stats
 
 
 @pytest.mark.parametrize(
