@@ -592,7 +592,7 @@ class Census:
             self.peak_total_rss = max(self.peak_total_rss, total)
             self.peak_worker_rss = max(self.peak_worker_rss, worker_rss)
         self._tick += 1
-        if self._tick % self._stride == 0:
+        if self.worker is not None and self._tick % self._stride == 0:  # a run's series only
             self.samples.append(sample)
             if len(self.samples) > MAX_SAMPLES:
                 self.samples = self.samples[::2]
