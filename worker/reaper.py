@@ -46,14 +46,24 @@ class Reaper:
         """End what earlier runs left: registry rows matching (pid, create_time), and whatever
         carries an earlier run's mark. A process that merely looks like `claude` is not ours."""
         rows = self.store.open_processes(exclude_run=self.run_id)
+        alive_before = {
+            int(r["id"])
+            for r in rows
+            if proctree.is_alive(proctree.ProcId(int(r["pid"]), float(r["create_time"])))
+        }
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
         marks = [str(r["mark"]) for r in self.store.unclean_runs(self.run_id)]
         ended = await self.containment.reap_previous(rows, marks)
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
-            if not proctree.is_alive(root):
+            if proctree.is_alive(root):
+                continue  # not ours after all (its mark did not match): left alone
+            if int(row["id"]) in alive_before:
                 self.store.set_process_state(int(row["id"]), "reaped", how="restart")
+            else:
+                # Gone with its worker (parent-death signal) or by itself.
+                self.store.set_process_state(int(row["id"]), "ended", how="gone-at-restart")
         self.counters.at_start = len(ended)
         if ended:
             log.info("reaped %d survivor(s) of earlier runs: %s", len(ended), ended)
