@@ -96,3 +96,17 @@ def test_after_spawn_of_exited_child_still_names_its_group(popens) -> None:
         assert c.group == p.pid
     assert c.proc_id is None or not psutil.pid_exists(p.pid) or not proctree.is_alive(c.proc_id)
     c.close()
+
+
+def test_cli_reports_capabilities() -> None:
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "proctree"], capture_output=True, timeout=120, check=True
+    )
+    info = json.loads(out.stdout)
+    caps = proctree.capabilities()
+    assert info["has_subreaper"] == caps.has_subreaper
+    assert info["has_job_objects"] == (sys.platform == "win32")
+    if sys.platform.startswith("linux"):
+        assert info["environ_readable"] is True
