@@ -10,10 +10,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 import psutil
 
@@ -101,30 +102,34 @@ def start_ledger_event(path: Path, run_id: str) -> dict | None:
 
 
 class Driver:
-    """A driver process (node or python) run with a deadline; its last stdout line is JSON."""
+    """A driver process (node or python) run with a deadline; its last stdout line is JSON.
+
+    Output goes to files, not pipes: a child that outlives the driver (the point of the leak
+    tests) may inherit its stderr, and a pipe would then never reach EOF.
+    """
 
     def __init__(self, argv: list[str], cwd: Path | None = None) -> None:
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
         )
+
+    def _read(self, f: IO[bytes]) -> str:
+        f.seek(0)
+        return f.read().decode("utf-8", "replace")
 
     def result(self, timeout: float = DEADLINE) -> dict:
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
+            self.kill()
             raise AssertionError(
                 f"driver {self.proc.args!r} still running after {timeout:.0f} s\n"
-                f"stdout tail: {out[-2000:]}\nstderr tail: {err[-2000:]}"
+                f"stdout tail: {self._read(self._out)[-2000:]}\n"
+                f"stderr tail: {self._read(self._err)[-2000:]}"
             ) from None
+        out, err = self._read(self._out), self._read(self._err)
         lines = [line for line in out.splitlines() if line.strip()]
         if not lines:
             raise AssertionError(

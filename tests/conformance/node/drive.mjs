@@ -5,13 +5,14 @@
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
 //            "partial"|"exit-after-result"|"break-after-result"|"abort-after-result",
 //            claude: "/path/to/claude", prompt?: string,
-//            deadlineMs?: number, lingerMs?: number}
+//            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
+//            markerFile?: string}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
 // and an orphan.
 
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 const cfg = JSON.parse(process.argv[2]);
 const deadlineMs = cfg.deadlineMs ?? 60000;
@@ -176,6 +177,8 @@ async function endAfterResult(how) {
   }
   // releaseInput=false keeps the input generator pending, as a daemon's session queue would.
   if (cfg.releaseInput !== false) release();
+  // Tells a watching test that the session is over as far as the caller is concerned.
+  if (cfg.markerFile) writeFileSync(cfg.markerFile, JSON.stringify({ pid: process.pid }));
   await new Promise((r) => setTimeout(r, cfg.lingerMs ?? 0));
 }
 
