@@ -7,6 +7,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,12 +99,32 @@ def node_sdks() -> Path:
     return NODE_DIR / "node_modules"
 
 
+_RUN_IDS: set[str] = set()
+
+
 @pytest.fixture
 def run_id() -> Iterator[str]:
     """A fresh run id; at teardown every process still carrying it is ended (by PID)."""
     rid = secrets.token_hex(6)
+    _RUN_IDS.add(rid)
     yield rid
     end_run(rid)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the cleanup below still runs.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Also after Ctrl-C or a crash mid-test: end whatever this session's run ids left behind.
+    for rid in sorted(_RUN_IDS):
+        end_run(rid)
 
 
 @pytest.fixture
