@@ -28,6 +28,7 @@ def test_graceful_shutdown_ends_every_tree(fake_run: FakeRun, workers, how: str)
         sid = worker.new_session(f"sd-{i}")
         worker.prompt(sid, f"sd-{i}", "go")
     wait_until(lambda: len(fake_run.census()) == 6, what="two observer trees")
+    decoy = fake_run.start_decoy(["--output-format", "stream-json", "--verbose"])
     if how == "admin":
         assert worker.api().ok("POST", "/api/admin/shutdown")["status"] == "shutting_down"
     else:
@@ -36,6 +37,7 @@ def test_graceful_shutdown_ends_every_tree(fake_run: FakeRun, workers, how: str)
     # Ended by the worker itself before it exited, not by anyone after.
     assert not fake_run.alive(), fake_run.alive()
     assert not (worker.data_dir / "worker.json").exists()
+    assert decoy.poll() is None, "the worker ended a claude it did not start"
 
 
 def test_idle_observer_is_ended(fake_run: FakeRun, workers) -> None:
