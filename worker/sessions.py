@@ -149,6 +149,7 @@ class SessionManager:
                     # Work may have arrived while the observer was being ended; with no await
                     # between this check and the return, a later notify() starts a new task.
                     if self.store.pending_count(active.id) == 0 or self._closing:
+                        self._forget(active)
                         return
                     continue
                 active.last_activity = time.monotonic()
@@ -182,6 +183,13 @@ class SessionManager:
             log.exception("session %s generator failed", active.id)
             self._session_error(active, f"{type(exc).__name__}: {exc}")
             await asyncio.shield(self._end_observer(active, "error"))
+
+    def _forget(self, active: ActiveSession) -> None:
+        """A session with no observer and no work holds nothing: drop it, so a long-running
+        worker's memory does not grow with every session it ever saw (notify() recreates it)."""
+        if active.observer is None and not active.ending and not self._closing:
+            if self.sessions.get(active.id) is active:
+                del self.sessions[active.id]
 
     def _session_error(self, active: ActiveSession, error: str) -> None:
         active.errors += 1
