@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 T0 = time.monotonic()
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: signal handlers log too
 _SESSION = "00000000-0000-4000-8000-000000000001"
 
 
