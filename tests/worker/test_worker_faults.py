@@ -24,6 +24,7 @@ FAILING = {"hang", "crash", "exit-early", "garbage", "huge-line"}
 
 SCENARIOS = [
     "ok",
+    "ok:tool=Bash",  # the observer asks to use a tool: can_use_tool answered (denied)
     "slow",
     "hang:at=before-init",
     "hang:at=mid-turn",
