@@ -137,6 +137,7 @@ class Census:
         self._n_samples = 0
         self._epoch = 0  # bumped whenever an input of a deadline changes
         self._rotation = max(1, int(sample_hz))
+        self._force_tree = False  # next sample walks the whole worker tree
         self.samples: list[Sample] = []
         self._stride = 1
         self._tick = 0
@@ -404,8 +405,9 @@ class Census:
             self._discover(pids, now)
             self._n_samples += 1
             if self.worker is not None and (
-                self._n_samples % FULL_TREE_EVERY == 1 or not self.judging
+                self._n_samples % FULL_TREE_EVERY == 1 or not self.judging or self._force_tree
             ):
+                self._force_tree = False
                 self._scan_worker_tree()
             worker_alive = self.worker is not None and self.worker_pid in pids
             for recs in self.records.values():
@@ -645,6 +647,7 @@ class Census:
 
     def finish(self) -> None:
         """Last judgement: one more sample, then anything still alive is a leak."""
+        self._force_tree = True
         self.sample()
         now = time.time()
         with self._lock:

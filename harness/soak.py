@@ -103,13 +103,20 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def scenario_spec(scenarios: str) -> str:
+    """Bare weights (`ok=4,escape=1`) mean a mix of those; anything else is a fake spec."""
+    if "=" in scenarios and ":" not in scenarios:
+        return "mix:" + scenarios
+    return scenarios
+
+
 def _write_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
     from fake_claude.shim import write_shim
 
     return write_shim(
         work_dir / "bin",
         {
-            "FAKE_CLAUDE_SCENARIO": config.scenarios,
+            "FAKE_CLAUDE_SCENARIO": scenario_spec(config.scenarios),
             "FAKE_CLAUDE_SEED": str(config.seed),
             "FAKE_CLAUDE_LEDGER": str(ledger),
             "FAKE_CLAUDE_RUN_ID": run_id,

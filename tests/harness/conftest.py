@@ -23,9 +23,9 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     started: list[tuple[subprocess.Popen[bytes], psutil.Process]] = []
 
     def _spawn(code: str = SLEEPER, *argv: str, **kw: object) -> subprocess.Popen[bytes]:
+        kw.setdefault("stdin", subprocess.DEVNULL)
         proc = subprocess.Popen(
             [sys.executable, "-c", code, *argv],
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             **kw,  # type: ignore[arg-type]
@@ -35,6 +35,8 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
 
     yield _spawn
     for proc, ps in started:
+        if proc.stdin is not None:
+            proc.stdin.close()
         try:
             ps.kill()  # psutil refuses if the PID was reused
         except psutil.Error:

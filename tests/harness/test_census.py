@@ -53,14 +53,19 @@ def test_counts_only_processes_carrying_the_run_token(spawn, run_id, tmp_path):
 
 
 def test_leak_is_named_only_after_session_end_plus_grace(spawn, run_id):
-    census = _census(run_id, grace=1.0)
+    census = _census(run_id, grace=2.0)
     census.session_started("s1")
     leaker = spawn(SLEEPER, run_id_token(run_id))
-    well_behaved = spawn("import time; time.sleep(0.3)", run_id_token(run_id))
-    wait_for(lambda: (census.sample(), len(_ours(census)) >= 1)[1], what="census sees the run")
+    # Exits when its stdin closes, as a well-behaved observer does at its session's end.
+    well_behaved = spawn(
+        "import sys; sys.stdin.read()", run_id_token(run_id), stdin=subprocess.PIPE
+    )
+    wait_for(lambda: (census.sample(), len(_ours(census)) == 2)[1], what="census sees the run")
     census.session_ended("s1")
     census.attribute("s1", [])
     t_end = time.time()
+    assert well_behaved.stdin is not None
+    well_behaved.stdin.close()
     census.sample()
     assert census.leaked == []  # within grace: not a leak yet
     wait_for(lambda: (census.sample(), census.leaked)[1], timeout=30, what="leak detected")

@@ -1,0 +1,29 @@
+"""`python -m harness`: subcommands dispatch, bad input is a harness error (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from harness.cli import SUBCOMMANDS, main
+from harness.soak import scenario_spec
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in out.stdout
+
+
+def test_unknown_target_is_a_harness_error(capsys):
+    assert main(["soak", "--target", "no-such-target", "--progress", "none"]) == 2
+    assert "unknown target" in capsys.readouterr().err
+
+
+def test_bare_weights_mean_a_mix():
+    assert scenario_spec("ok=4,escape=1") == "mix:ok=4,escape=1"
+    assert scenario_spec("mix:ok=4") == "mix:ok=4"
+    assert scenario_spec("ignore-eof+grandchild:n=2") == "ignore-eof+grandchild:n=2"
