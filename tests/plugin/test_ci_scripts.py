@@ -21,7 +21,7 @@ def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.Complet
 
 
 def test_no_orphans_finds_names_and_kills_a_tagged_survivor(marker: str) -> None:
-    env = dict(os.environ, LEAKPROOF_CI_RUN=marker)
+    env = dict(os.environ, LEAKPROOF_CI_RUN=marker, NO_ORPHANS_GRACE_S="1")
     env.pop("RUNNER_TRACKING_ID", None)
     sleeper = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(600)", marker], env=env
