@@ -81,3 +81,26 @@ def test_fixed_worker_passes(tmp_path, run_id, scenarios):
     assert run_pids(run_id) == []
     junit = (tmp_path / "report" / "junit.xml").read_text()
     assert "<failure" not in junit and "<error" not in junit
+
+
+def test_escapees_of_a_leaky_worker_are_flagged_and_swept(tmp_path, run_id):
+    """Double-forked daemons leave the worker's tree: escaped, leaked, and still cleaned up."""
+    report = _soak(
+        tmp_path,
+        run_id,
+        mode="leaky",
+        sessions=2,
+        prompts=1,
+        observations=1,
+        concurrency=2,
+        scenarios="escape",
+        grace=1.5,
+    )
+    assert report["verdict"] == "FAIL"
+    escaped = report["escaped"]
+    assert escaped and all(e["role"] == "escapee" for e in escaped)
+    leaked_pids = {e["pid"] for e in report["leaked"]}
+    assert {e["pid"] for e in escaped} <= leaked_pids
+    # The leaky worker's shutdown does not reach them; the harness's sweep does.
+    assert {e["pid"] for e in escaped} <= {k["pid"] for k in report["swept_at_exit"]}
+    assert run_pids(run_id) == []
