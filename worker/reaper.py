@@ -92,5 +92,7 @@ class Reaper:
         self.counters.full_sweeps += int(full)
         if ended:
             self.counters.swept += len(ended)
-            log.warning("reaper ended %d process(es) that outlived their session", len(ended))
+            log.warning(
+                "reaper ended %d process(es) that outlived their session: %s", len(ended), ended
+            )
         return len(ended)

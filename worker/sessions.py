@@ -30,7 +30,8 @@ class ActiveSession:
     observer: Observer | None = None
     contained: Contained | None = None
     registry_row: int | None = None
-    ending: set[int] = field(default_factory=set)  # observers whose tree is being ended
+    # Observers whose tree is being ended (pid -> containment): the sweep leaves them to it.
+    ending: dict[int, Contained | None] = field(default_factory=dict)
     errors: int = 0
     last_error: str | None = None
     last_activity: float = field(default_factory=time.monotonic)
@@ -78,7 +79,13 @@ class SessionManager:
         return [a for a in self.sessions.values() if a.observer is not None]
 
     def live_contained(self) -> list[Contained]:
-        return [a.contained for a in self.sessions.values() if a.contained is not None]
+        """Trees the sweep must leave alone: live observers and those being ended right now."""
+        trees = []
+        for active in self.sessions.values():
+            if active.contained is not None:
+                trees.append(active.contained)
+            trees.extend(c for c in active.ending.values() if c is not None)
+        return trees
 
     def owned_pids(self) -> set[int]:
         return set(self._owned)
@@ -236,11 +243,11 @@ class SessionManager:
         if observer is None:
             return
         active.observer = active.contained = active.registry_row = None
-        active.ending.add(observer.pid)
+        active.ending[observer.pid] = contained
         try:
             await self._escalate(observer, contained, row, reason)
         finally:
-            active.ending.discard(observer.pid)
+            active.ending.pop(observer.pid, None)
 
     async def _escalate(
         self, observer: Observer, contained: Contained | None, row: int | None, reason: str
