@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,7 +82,9 @@ def node_sdks() -> Path:
     if major < MIN_NODE_MAJOR:
         _missing(f"node >= {MIN_NODE_MAJOR} is needed, found {version.stdout.strip()}")
     digest = _lock_digest()
-    with _InstallLock(NODE_DIR / ".install.lock"):
+    # The lock lives outside the tree (npm ci empties node_modules; no untracked file if killed).
+    tag = hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:12]
+    with _InstallLock(Path(tempfile.gettempdir()) / f"leakproof-npm-{tag}.lock"):
         if not (STAMP.exists() and STAMP.read_text() == digest):
             # npm ci: exactly the lock file's versions; optional deps are the bundled native CLI.
             done = subprocess.run(

@@ -3,10 +3,11 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
-//            "partial"|"exit-after-result"|"break-after-result"|"abort-after-result",
+//            "partial"|"exit-after-result"|"break-after-result"|"abort-after-result"|
+//            "claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
-//            markerFile?: string}
+//            markerFile?: string, resume?: string}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
@@ -182,6 +183,49 @@ async function endAfterResult(how) {
   await new Promise((r) => setTimeout(r, cfg.lingerMs ?? 0));
 }
 
+// claude-mem 9.0.0's SDKAgent, as far as the child can tell: its options (no settingSources, no
+// permissionMode: the SDK's defaults), a synthetic user message from a queue-fed generator that
+// never ends, and an abort when the session completes.
+const CLAUDE_MEM_DISALLOWED = [
+  "Bash", "Read", "Write", "Edit", "Grep", "Glob", "WebFetch", "WebSearch", "Task",
+  "NotebookEdit", "AskUserQuestion", "TodoWrite",
+];
+
+async function claudeMem() {
+  const abortController = new AbortController();
+  let release;
+  const never = new Promise((r) => (release = r));
+  async function* input() {
+    yield {
+      type: "user",
+      message: { role: "user", content: cfg.prompt ?? "<observed_from_primary_session/>" },
+      session_id: cfg.resume ?? "",
+      parent_tool_use_id: null,
+      isSynthetic: true,
+    };
+    await never;
+  }
+  const options = {
+    model: "claude-sonnet-4-5",
+    disallowedTools: CLAUDE_MEM_DISALLOWED,
+    abortController,
+    pathToClaudeCodeExecutable: cfg.claude,
+    ...(cfg.resume && { resume: cfg.resume }),
+  };
+  try {
+    for await (const m of query({ prompt: input(), options })) {
+      out.messages.push(summarise(m));
+      if (m.type === "result") {
+        abortController.abort();
+        break;
+      }
+    }
+  } catch (e) {
+    out.error_after_end = String(e?.message ?? e);
+  }
+  release();
+}
+
 async function exitAfterResult() {
   const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
   for await (const m of q) {
@@ -198,6 +242,7 @@ const sessions = {
   "exit-after-result": exitAfterResult,
   "break-after-result": () => endAfterResult("break"),
   "abort-after-result": () => endAfterResult("abort"),
+  "claude-mem": claudeMem,
 };
 
 try {
