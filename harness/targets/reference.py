@@ -25,7 +25,8 @@ from harness.workload import make_observation
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
 STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
-DRAIN_POLL_S = 0.1
+DRAIN_POLL_MIN_S = 0.01
+DRAIN_POLL_MAX_S = 0.05  # bounds how late a session end is seen (cleanup latency)
 
 
 class WorkerStartError(RuntimeError):
@@ -218,6 +219,7 @@ class ReferenceTarget(Target):
             return
         hooks = self.client(http)
         deadline = time.monotonic() + self.drain_timeout
+        delay = DRAIN_POLL_MIN_S
         while True:
             status = await hooks.get(f"/sessions/{db_id}/status")
             if int(status.get("queueLength") or 0) == 0:
@@ -227,7 +229,9 @@ class ReferenceTarget(Target):
                     f"session {db_id}: queue not drained after {self.drain_timeout:.0f}s "
                     f"({status.get('queueLength')} left)"
                 )
-            await asyncio.sleep(DRAIN_POLL_S)
+            # Back off: most queues drain within milliseconds, a hung observer takes seconds.
+            await asyncio.sleep(delay)
+            delay = min(DRAIN_POLL_MAX_S, delay * 2)
 
     async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
         db_id = self.db_ids.pop(session.content_session_id, None)
