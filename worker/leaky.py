@@ -97,6 +97,9 @@ class LeakySessionManager:
             await observer.send(init)
             text = protocol.prompt_text("prompt", {"userPrompt": user_prompt}, project, number)
             await observer.turn(text, hint, self.cfg.turn_timeout)
+            if observer.claude_session_id:
+                # Later generators of this session start with --resume (fresh and resumed mix).
+                self.store.set_memory_session_id(session.id, observer.claude_session_id)
             while True:
                 # Blocked here forever once the hooks stop posting: the child's stdin stays open.
                 await session.queue.get()

@@ -219,6 +219,7 @@ class Routes:
                 "contentSessionId": row["content_session_id"],
                 "project": row["project"],
                 "promptNumber": row["prompt_counter"],
+                "memorySessionId": row["memory_session_id"],
                 "queueLength": self.store.pending_count(session_id),
                 "observers": self.service.live_observer_pids(session_id),
             }

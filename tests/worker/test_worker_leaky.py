@@ -77,3 +77,19 @@ def test_fixed_same_flow_one_observer_and_nothing_left(fake_run: FakeRun, worker
     worker.stop()
     assert worker.wait_exit() == 0
     fake_run.assert_none_alive(timeout=10)
+
+
+def test_leaky_spawns_fresh_then_resumed_children(fake_run: FakeRun, workers) -> None:
+    """As in the report: leaked children are a mix of fresh ones and `--resume <id>` ones."""
+    worker: Worker = workers(fake_run.shim("ok"), mode="leaky")
+    sid = worker.new_session("resume-1", prompt="first")
+    worker.api().ok("POST", f"/sessions/{sid}/init", {"userPrompt": "first", "promptNumber": 1})
+    memory = wait_until(
+        lambda: worker.status(sid)["memorySessionId"], what="the observer's session id"
+    )
+    worker.prompt(sid, "resume-1", "second")
+    wait_until(lambda: len(fake_run.started("main")) == 2, what="the second child")
+    argvs = [e["argv"] for e in fake_run.ledger_lines() if e["event"] == "start"]
+    assert "--resume" not in argvs[0]
+    assert argvs[1][argvs[1].index("--resume") + 1] == memory
+    assert len(fake_run.census()) == 2
