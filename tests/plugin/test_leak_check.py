@@ -51,6 +51,7 @@ def pid_of(out: Path, name: str) -> int:
 def teardown_errors(output: str) -> dict[str, str]:
     """Map test name -> text of its 'ERROR at teardown' section in pytest's output."""
     sections: dict[str, str] = {}
+    output = re.split(r"^=+ short test summary info =+$", output, flags=re.M)[0]
     parts = re.split(r"_+ ERROR at teardown of (\S+) _+", output)
     for name, text in zip(parts[1::2], parts[2::2], strict=True):
         sections[name.split("::")[-1]] = text
