@@ -409,6 +409,12 @@ class LeakCheckPlugin:
         self.leaked: list[Leak] = []
         self._item: pytest.Item | None = None  # the checked test now running, if any
 
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if not self.everywhere:
+            return None
+        kill = "killed" if self.tracker.kill else "kept"
+        return f"leak-check: every test, retry up to {self.timeout:g} s, leaks {kill}"
+
     def enabled_for(self, item: pytest.Item) -> tuple[bool, float]:
         marker = item.get_closest_marker("leak_check")
         timeout = self.timeout
