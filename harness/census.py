@@ -420,6 +420,10 @@ class Census:
                         if known is None or abs(known[0] - rec.create_time) > CT_TOLERANCE:
                             rec.reaped = True
                             self._mark_exited(rec, now)
+                        else:
+                            # It is there (the scan may have judged it before its exec carried
+                            # the token): the ledger is authoritative, so attach and probe it.
+                            self._attach(rec, now)
                         continue
                     if rec.alive:
                         # Processes being judged (their sessions are over) every sample; the
@@ -469,6 +473,19 @@ class Census:
             if rec.proc is None:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on
+
+    def _attach(self, rec: ProcRecord, now: float) -> None:
+        try:
+            proc = psutil.Process(rec.pid)
+            if abs(proc.create_time() - rec.create_time) > CT_TOLERANCE:
+                return
+        except psutil.Error:
+            return
+        rec.proc = proc
+        self._seen[rec.pid] = (rec.create_time, True)
+        if not rec.cmdline:
+            _, rec.cmdline = self._is_ours(proc)
+        self._probe(rec, now)
 
     def _scan_worker_tree(self) -> None:
         """The worker's descendants that are not the run's (helpers of the worker itself).
