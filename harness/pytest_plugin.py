@@ -55,6 +55,7 @@ class Owner:
     label: str
     started: float  # time.time() at its start; its processes are created after this
     ended: bool = False
+    pids_at_start: frozenset[int] = frozenset()  # any process it starts has a pid not in here
 
 
 @dataclass(frozen=True)
@@ -88,41 +89,41 @@ class _State:
     settled: set[Identity] = field(default_factory=set)  # reported, ignored or helper
 
 
-def _scan() -> dict[int, Proc]:
-    """One pass over the process table: pid -> (ppid, create_time).
+def _tree(root: int) -> dict[int, Proc]:
+    """The live descendants of root: pid -> (ppid, create_time).
 
     Not psutil.process_iter(): it shares cached Process objects whose ``info`` it overwrites, so a
     scan from the sampler thread would corrupt a test's own concurrent process_iter() loop.
+    psutil's children() already skips a "child" whose pid was reused before its parent's.
     """
     import psutil
 
-    procs: dict[int, Proc] = {}
-    for pid in psutil.pids():
+    tree: dict[int, Proc] = {}
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return tree
+    for child in children:
         try:
-            proc = psutil.Process(pid)
-            with proc.oneshot():
-                procs[pid] = Proc(pid, proc.ppid(), proc.create_time())
+            tree[child.pid] = Proc(child.pid, child.ppid(), child.create_time())
         except psutil.Error:
-            continue  # gone, or not ours to judge (AccessDenied on another user's process)
-    return procs
+            continue  # gone meanwhile
+    return tree
 
 
-def _descendants(procs: dict[int, Proc], root: int) -> list[Proc]:
-    """Descendants of root, parents before children."""
-    children: dict[int, list[Proc]] = {}
-    for proc in procs.values():
-        children.setdefault(proc.ppid, []).append(proc)
-    out: list[Proc] = []
-    stack = [root]
-    while stack:
-        parent = stack.pop()
-        parent_ct = procs[parent].create_time if parent in procs else 0.0
-        for child in children.get(parent, ()):
-            # A ppid that points at a reused pid (Windows keeps stale ppids) is no parent.
-            if child.pid != parent and child.create_time + CT_TOLERANCE_S >= parent_ct:
-                out.append(child)
-                stack.append(child.pid)
-    return out
+def _alive(pid: int, create_time: float) -> bool:
+    import psutil
+
+    try:
+        return _same(psutil.Process(pid).create_time(), create_time)
+    except psutil.Error:
+        return False
+
+
+def _pids() -> set[int]:
+    import psutil
+
+    return set(psutil.pids())
 
 
 def _same(a: float, b: float) -> bool:
@@ -138,7 +139,7 @@ class LeakTracker:
         self.kill = kill
         self.tag = secrets.token_hex(6)
         self.root = os.getpid()
-        self._state = _State(owners={0: Owner(0, "outside any checked test", time.time(), False)})
+        self._state = _State(owners={0: Owner(0, "outside any checked test", time.time())})
         self._current = 0
         self._just_ended: list[Owner] = []
         self._lock = threading.RLock()
@@ -150,19 +151,22 @@ class LeakTracker:
     def begin(self, label: str) -> tuple[Owner, int, str | None]:
         """Start an owner; returns it with what to restore() when it stops being current."""
         with self._lock:
-            self._absorb(_scan(), fallback=self._current)
+            self._absorb(_tree(self.root), fallback=self._current)
             number = len(self._state.owners)
-            owner = Owner(number, label, time.time())
+            owner = Owner(number, label, time.time(), pids_at_start=frozenset(_pids()))
             self._state.owners[number] = owner
             previous = (self._current, os.environ.get(TOKEN_VAR))
             self._current = number
             os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
         return owner, previous[0], previous[1]
 
-    def restore(self, owner: Owner, current: int, env_value: str | None) -> None:
+    def restore(
+        self, owner: Owner, current: int, env_value: str | None, *, absorb: bool = True
+    ) -> None:
         """Stop owner being current (its processes stay attributed to it)."""
         with self._lock:
-            self._absorb(_scan(), fallback=owner.number)
+            if absorb:
+                self._absorb(_tree(self.root), fallback=owner.number)
             self._current = current
             if env_value is None:
                 os.environ.pop(TOKEN_VAR, None)
@@ -176,12 +180,15 @@ class LeakTracker:
             if label:
                 owner.label = label
 
-    def take_window_start(self) -> float:
-        """Earliest start among owners ended since the last call: where to look for tokens."""
+    def take_window(self) -> tuple[float, frozenset[int]]:
+        """Where to look for tokens: processes started after the earliest of the owners ended
+        since the last call (its start time, and the pids that existed then)."""
         with self._lock:
-            starts = [owner.started for owner in self._just_ended]
-            self._just_ended.clear()
-        return min(starts, default=time.time())
+            ended, self._just_ended = self._just_ended, []
+        if not ended:
+            return time.time(), frozenset(_pids())
+        first = min(ended, key=lambda owner: owner.started)
+        return first.started, first.pids_at_start
 
     def ignore(self, pid: int) -> None:
         import psutil
@@ -203,67 +210,87 @@ class LeakTracker:
             return None  # another pytest process's token (xdist sibling, nested pytester run)
         return int(number)
 
-    def _absorb(self, procs: dict[int, Proc], *, fallback: int) -> None:
-        """Give every descendant we have not seen yet an owner."""
+    def _absorb(self, tree: dict[int, Proc], *, fallback: int) -> None:
+        """Give every descendant we have not seen yet an owner (parents before children)."""
         known = self._state.known
-        for proc in _descendants(procs, self.root):
+        for proc in sorted(tree.values(), key=lambda item: item.create_time):
             if proc.identity in known:
                 continue
             owner = self._owner_from_env(proc.pid)
             if owner is None:
-                parent = procs.get(proc.ppid)
+                parent = tree.get(proc.ppid)
                 owner = known.get(parent.identity) if parent else None
             known[proc.identity] = fallback if owner is None else owner
 
     def sample(self) -> None:
         with self._lock:
-            self._absorb(_scan(), fallback=self._current)
+            if self._active.is_set():  # checked under the lock: deactivate() may have just run
+                self._absorb(_tree(self.root), fallback=self._current)
+
+    def _live_known(self, tree: dict[int, Proc]) -> list[tuple[Proc, int]]:
+        """Known processes still alive (forgetting the gone), with their owner numbers."""
+        out = []
+        for identity, number in list(self._state.known.items()):
+            pid, ct = identity
+            proc = tree.get(pid)
+            if proc is not None and _same(proc.create_time, ct):
+                out.append((proc, number))
+            elif proc is None and _alive(pid, ct):  # reparented away from us
+                out.append((Proc(pid, -1, ct), number))
+            else:
+                del self._state.known[identity]
+        return out
 
     def owned_alive(self, owner: Owner) -> list[Proc]:
         with self._lock:
-            procs = _scan()
-            self._absorb(procs, fallback=self._current)
-            return [
-                procs[pid]
-                for (pid, ct), number in self._state.known.items()
-                if number == owner.number and pid in procs and _same(procs[pid].create_time, ct)
-            ]
+            tree = _tree(self.root)
+            self._absorb(tree, fallback=self._current)
+            return [proc for proc, number in self._live_known(tree) if number == owner.number]
 
     # -- judging --------------------------------------------------------------------------------
-    def _candidates(self, since: float) -> list[tuple[Proc, Owner]]:
-        procs = _scan()
-        self._absorb(procs, fallback=self._current)
+    def _candidates(
+        self, since: float, baseline: frozenset[int], fallback: int
+    ) -> list[tuple[Proc, Owner]]:
+        import psutil
+
+        tree = _tree(self.root)
+        self._absorb(tree, fallback=fallback)
         state = self._state
-        # Reparented processes never seen as descendants: find them by the inherited token.
-        for proc in procs.values():
-            if proc.create_time + 1.0 < since or proc.identity in state.known:
+        # Reparented processes never seen as descendants: find them by the inherited token,
+        # among the processes started since the window opened (pids that did not exist then).
+        known_pids = {pid for pid, _ in state.known}
+        for pid in _pids() - baseline - tree.keys() - known_pids:
+            try:
+                create_time = psutil.Process(pid).create_time()
+            except psutil.Error:
                 continue
-            owner = self._owner_from_env(proc.pid)
+            if create_time + 1.0 < since:
+                continue
+            owner = self._owner_from_env(pid)
             if owner is not None:
-                state.known[proc.identity] = owner
+                state.known[(pid, create_time)] = owner
         out = []
-        for identity, number in list(state.known.items()):
-            pid, ct = identity
-            proc = procs.get(pid)
-            if proc is None or not _same(proc.create_time, ct):
-                del state.known[identity]  # gone: forget it
-                continue
+        for proc, number in self._live_known(tree):
             owner = state.owners[number]
-            if number != 0 and owner.ended and identity not in state.settled:
+            if number != 0 and owner.ended and proc.identity not in state.settled:
                 out.append((proc, owner))
         return out
 
-    def find_leaks(self, since: float) -> tuple[list[Leak], int]:
+    def find_leaks(
+        self, since: float, baseline: frozenset[int], fallback: int = 0
+    ) -> tuple[list[Leak], int]:
         """Leaked processes of ended owners now, and how many zombies were skipped."""
         import psutil
 
         leaks: list[Leak] = []
         zombies = 0
         with self._lock:
-            for proc, owner in self._candidates(since):
+            for proc, owner in self._candidates(since, baseline, fallback):
                 try:
                     handle = psutil.Process(proc.pid)
+                    ppid = proc.ppid
                     with handle.oneshot():
+                        ppid = handle.ppid()
                         if handle.status() == psutil.STATUS_ZOMBIE:
                             zombies += 1
                             continue
@@ -278,16 +305,18 @@ class LeakTracker:
                 if any(helper in cmdline for helper in _LIFETIME_HELPERS):
                     self._state.settled.add(proc.identity)
                     continue
-                leaks.append(Leak(proc.pid, proc.ppid, proc.create_time, cmdline, owner.label))
+                leaks.append(Leak(proc.pid, ppid, proc.create_time, cmdline, owner.label))
         return leaks, zombies
 
-    def wait_for_leaks(self, since: float, timeout: float) -> tuple[list[Leak], float]:
+    def wait_for_leaks(
+        self, window: tuple[float, frozenset[int]], timeout: float, fallback: int = 0
+    ) -> tuple[list[Leak], float]:
         """find_leaks, retried with backoff until none are left or timeout has passed."""
         start = time.monotonic()
         deadline = start + timeout
         delay = 0.01
         while True:
-            leaks, _ = self.find_leaks(since)
+            leaks, _ = self.find_leaks(*window, fallback=fallback)
             now = time.monotonic()
             if not leaks or now >= deadline:
                 return leaks, now - start
@@ -332,7 +361,8 @@ class LeakTracker:
         self._active.set()
 
     def deactivate(self) -> None:
-        self._active.clear()
+        with self._lock:
+            self._active.clear()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -483,13 +513,15 @@ class LeakCheckPlugin:
     ) -> str | None:
         owner, current, env_value = begun
         self._item = None
-        self.tracker.restore(owner, current, env_value)
-        self.tracker.end(owner)
+        # The first look for leaks absorbs new descendants as this test's: no scan here.
         self.tracker.deactivate()
+        self.tracker.restore(owner, current, env_value, absorb=False)
+        self.tracker.end(owner)
         self.checked += 1
         if timeout is None:
             timeout = self.enabled_for(item)[1]
-        leaks, waited = self.tracker.wait_for_leaks(self.tracker.take_window_start(), timeout)
+        window = self.tracker.take_window()
+        leaks, waited = self.tracker.wait_for_leaks(window, timeout, fallback=owner.number)
         item.user_properties.append(("leak_check_wait_s", round(waited, 3)))
         if not leaks:
             return None
@@ -517,7 +549,8 @@ class LeakCheckPlugin:
             for owner in self.tracker._state.owners.values():
                 if owner.number != 0:
                     owner.ended = True
-        leaks, _ = self.tracker.wait_for_leaks(0.0, 0.0 if interrupted else self.timeout)
+        everything = (0.0, frozenset[int]())  # look at every process for our tokens
+        leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
         if leaks:
             survivors = self.tracker.settle(leaks)
             self.leaked.extend(leaks)
