@@ -163,6 +163,7 @@ class Census:
             if abs(proc.create_time() - create_time) > CT_TOLERANCE:
                 raise psutil.NoSuchProcess(pid, msg="worker identity changed")
             self.worker, self.worker_pid = proc, pid
+            self._force_tree = True  # the idle baseline needs the worker's helpers counted
 
     def session_started(self, key: str, ts: float | None = None) -> None:
         with self._lock:
@@ -474,6 +475,12 @@ class Census:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on
 
+    def _refresh(self, rec: ProcRecord, now: float) -> None:
+        if rec.proc is None:
+            self._attach(rec, now)
+        else:
+            self._probe(rec, now)
+
     def _attach(self, rec: ProcRecord, now: float) -> None:
         try:
             proc = psutil.Process(rec.pid)
@@ -560,6 +567,9 @@ class Census:
                         rec.escaped = True
                         self.escaped[rec.identity] = rec
                     if past and rec.leaked_at is None:
+                        self._refresh(rec, now)  # the report names it with current facts
+                        if not rec.alive:
+                            continue
                         rec.leaked_at = now
                         rec.leak_reason = "alive past its session's end + grace"
                         self.leaked.append(rec)
@@ -671,6 +681,9 @@ class Census:
             for recs in self.records.values():
                 for rec in recs:
                     if rec.alive and rec.leaked_at is None:
+                        self._refresh(rec, now)
+                        if not rec.alive:
+                            continue
                         rec.leaked_at = now
                         rec.leak_reason = "alive at the end of the run"
                         self.leaked.append(rec)
