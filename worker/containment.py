@@ -3,12 +3,20 @@
 Marks: the worker's mark is `<worker pid>:<worker create_time>` (contracts.md); each observer
 gets a finer mark `<worker mark>:<token>` in the same variable, so ending one observer finds its
 own escapees and a worker-wide sweep still finds all of them (proctree.mark_matches).
+
+The guardian (POSIX, fixed mode): a small process started with the worker that holds the read
+end of a pipe only the worker writes to. If the worker is kill -9ed it reads EOF and SIGKILLs
+every watched observer group and everything carrying the worker's mark - grandchildren and
+escapees included, which the parent-death signal (Linux, direct children only) cannot reach
+and which macOS has no signal for at all. Windows needs none: each observer's job object is
+closed by the kernel when the worker dies, and that kills all it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +44,77 @@ class Contained:
 
 
 class Containment:
-    def __init__(self, mark: str) -> None:
+    def __init__(self, mark: str, create_time: float) -> None:
         self.mark = mark
+        # Nothing carrying our mark can be older than the worker: scans skip older processes
+        # without reading their environment.
+        self.since = create_time
         self.subreaper = False
+        self.guardian: proctree.Guardian | None = None
+        self.guardian_id: proctree.ProcId | None = None
+        self.guardian_starts = 0
+        self.watched = 0
 
     def start(self) -> None:
         # Linux: orphans of our children (escapees) reparent to us, not to PID 1.
         self.subreaper = proctree.enable_subreaper()
+        self.start_guardian([])
+
+    # -- the guardian -------------------------------------------------------------------------
+    def start_guardian(self, live: list[Contained]) -> bool:
+        """Start a guardian (again, after one died) and tell it about the live observers."""
+        if sys.platform == "win32":
+            return False  # the kernel closes each observer's job when we die (see above)
+        try:
+            guardian = proctree.start_guardian(self.mark)
+        except OSError as exc:
+            log.error("cannot start the guardian (kill -9 would leave grandchildren): %s", exc)
+            return False
+        self.guardian = guardian
+        self.guardian_id = proctree.identify(guardian.pid)
+        self.guardian_starts += 1
+        for c in live:
+            self._watch(c.handle)
+        log.info("guardian pid %d watches %d observer(s)", guardian.pid, len(live))
+        return True
+
+    def _watch(self, handle: proctree.Containment) -> None:
+        if self.guardian is not None and self.guardian.watch(handle):
+            self.watched += 1
+        elif self.guardian is not None:
+            log.warning("the guardian was not told about observer %s", handle.pid)
+
+    def check_guardian(self, live: list[Contained]) -> None:
+        """Called by the periodic sweep: a guardian that died (killed by someone) is replaced,
+        since without one a kill -9 of the worker would leave grandchildren behind."""
+        if self.guardian is None or self.guardian.alive():
+            return
+        log.error("the guardian (pid %d) died: starting another", self.guardian.pid)
+        self.start_guardian(live)
+
+    def helper_pids(self) -> set[int]:
+        """Our own helper children (the guardian): never swept, reaped only by their Popen."""
+        return {self.guardian.pid} if self.guardian is not None else set()
+
+    def close_guardian(self) -> int | None:
+        """Graceful shutdown: cut the lifeline; the guardian sweeps once more and exits."""
+        guardian, self.guardian = self.guardian, None
+        if guardian is None:
+            return None
+        code = guardian.close(timeout=10.0)
+        log.info("guardian pid %d exited %s", guardian.pid, code)
+        return code
+
+    def guardian_info(self) -> dict[str, Any] | None:
+        if self.guardian is None or self.guardian_id is None:
+            return None
+        return {
+            "pid": self.guardian_id.pid,
+            "create_time": self.guardian_id.create_time,
+            "alive": self.guardian.alive(),
+            "starts": self.guardian_starts,
+            "watched": self.watched,
+        }
 
     def observer_mark(self, token: str) -> str:
         return f"{self.mark}:{token}"
@@ -53,6 +125,7 @@ class Containment:
     def after_spawn(self, pid: int, token: str) -> Contained:
         handle = proctree.after_spawn(pid)
         identity = handle.proc_id or proctree.ProcId(pid, _create_time_or_now(pid))
+        self._watch(handle)
         return Contained(identity, handle, self.observer_mark(token))
 
     async def end(self, contained: Contained, *, grace: float, close_stdin: Any) -> str:
@@ -130,7 +203,7 @@ class Containment:
                 spared.add(c.identity.pid)
                 spared.update(p.pid for p in proctree.descendants(c.identity.pid, group=c.handle))
         ended: list[proctree.ProcId] = []
-        for proc in proctree.scan(mark=self.mark):
+        for proc in proctree.scan(mark=self.mark, since=self.since):
             if proc.pid in spared or _marker(proc) in live_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
@@ -145,11 +218,17 @@ class Containment:
     def reap_zombies(self, exclude: set[int]) -> list[int]:
         return proctree.reap_zombies(exclude)
 
-    async def reap_previous(self, rows: list[Any], marks: list[str]) -> list[proctree.ProcId]:
-        """A new worker on this data dir: end what earlier runs left, matched exactly."""
+    async def reap_previous(
+        self, rows: list[Any], marks: list[tuple[str, float]]
+    ) -> list[proctree.ProcId]:
+        """A new worker on this data dir: end what earlier runs left, matched exactly.
+
+        `marks`: (mark, worker create_time) of each unclean earlier run."""
         return await asyncio.to_thread(self._reap_previous, rows, marks)
 
-    def _reap_previous(self, rows: list[Any], marks: list[str]) -> list[proctree.ProcId]:
+    def _reap_previous(
+        self, rows: list[Any], marks: list[tuple[str, float]]
+    ) -> list[proctree.ProcId]:
         ended: list[proctree.ProcId] = []
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
@@ -163,8 +242,8 @@ class Containment:
             # identity alone is exact (pid + create_time); the mark only widens to its tree.
             result = proctree.terminate_tree(root, group=group, mark=row["mark"], grace=1.0)
             ended.extend(result.ended)
-        for mark in marks:
-            ended.extend(proctree.sweep(mark=mark, grace=1.0))
+        for mark, since in marks:
+            ended.extend(proctree.sweep(mark=mark, grace=1.0, since=since))
         return ended
 
 

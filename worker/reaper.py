@@ -53,7 +53,9 @@ class Reaper:
         }
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
-        marks = [str(r["mark"]) for r in self.store.unclean_runs(self.run_id)]
+        marks = [
+            (str(r["mark"]), float(r["create_time"])) for r in self.store.unclean_runs(self.run_id)
+        ]
         ended = await self.containment.reap_previous(rows, marks)
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
@@ -84,9 +86,10 @@ class Reaper:
             # costly, and with the subreaper the cheap sweep already sees every stray.
             full = self.counters.sweeps % FULL_SWEEP_EVERY == 0
         async with self.sessions.spawn_lock:
-            owned = self.sessions.owned_pids()
+            owned = self.sessions.owned_pids() | self.containment.helper_pids()
             self.counters.zombies += len(self.containment.reap_zombies(owned))
             live = self.sessions.live_contained()
+            self.containment.check_guardian(live)
             ended = await self.containment.sweep(live, owned, full=full)
         self.counters.sweeps += 1
         self.counters.full_sweeps += int(full)

@@ -48,7 +48,7 @@ class WorkerService:
         self.store = Store(cfg.db_path)
         self._refuse_if_in_use()
         self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
-        self.containment = Containment(self.mark)
+        self.containment = Containment(self.mark, self.create_time)
         self.sessions = SessionManager(cfg, self.store, self.containment, self.run_id)
         self.leaky = LeakySessionManager(cfg, self.store, self.run_id, self.mark)
         self.reaper = Reaper(
@@ -146,7 +146,12 @@ class WorkerService:
                 "zombies": r.zombies,
                 "full_sweeps": r.full_sweeps,
             },
-            "containment": {"subreaper": self.containment.subreaper, "mark": self.mark},
+            "containment": {
+                "subreaper": self.containment.subreaper,
+                "mark": self.mark,
+                # fixed mode on POSIX: the process that ends our trees if we are kill -9ed
+                "guardian": self.containment.guardian_info(),
+            },
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -195,6 +200,11 @@ class WorkerService:
             # Whatever is still marked as ours now has no session at all.
             with contextlib.suppress(Exception):
                 await self.reaper.sweep_once(full=True)
+            # Then the guardian: it sweeps our mark once more and exits (never left running).
+            try:
+                await asyncio.to_thread(self.containment.close_guardian)
+            except Exception:
+                log.exception("closing the guardian failed")
         else:
             await self.leaky.shutdown()
         await runner.cleanup()

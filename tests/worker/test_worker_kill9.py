@@ -1,6 +1,7 @@
-"""kill -9 of the fixed worker: children go with it (Linux), a restart on the same data dir reaps
-exactly the survivors of the previous run, a `claude` we started by hand survives everything,
-and no committed item is lost or processed twice."""
+"""kill -9 of the fixed worker: its guardian takes every observer's whole tree with it
+(grandchildren and escapees too, native and on the macOS path), a restart on the same data dir
+reaps exactly the survivors of a run whose guardian was killed too, a `claude` we started by hand
+survives everything, and no committed item is lost or processed twice."""
 
 from __future__ import annotations
 
@@ -16,9 +17,16 @@ from workerkit import FakeRun, Worker, wait_until
 import proctree
 
 STUBBORN = "ignore-eof+ignore-sigterm"
-linux_only = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only"
+# Grandchildren that ignore SIGTERM and do not exit when their parent's pipe closes: without
+# the guardian they outlive a kill -9 of the worker (see the restart test).
+LINGERING = "grandchild:n=2,ignore=1,linger=1"
+posix_only = pytest.mark.skipif(
+    sys.platform == "win32", reason="Windows: the observers' job objects do this, no guardian"
 )
+# The issue's figure for direct children (parent-death signal); the rest is the guardian's
+# work (wake on EOF, one scan of the process table, SIGKILL): generous for a loaded machine.
+CHILDREN_DEADLINE = 2.0
+TREE_DEADLINE = 5.0
 
 
 def open_sessions(worker: Worker, n: int, prefix: str) -> list[int]:
@@ -38,31 +46,103 @@ def start_decoy(fake_run: FakeRun) -> psutil.Process:
     return proc
 
 
-@linux_only
-def test_kill9_takes_stubborn_children_within_2s(fake_run: FakeRun, workers) -> None:
-    worker: Worker = workers(fake_run.shim(STUBBORN))
+@posix_only
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+@pytest.mark.parametrize(
+    "scenario",
+    [f"{STUBBORN}+{LINGERING}", f"{STUBBORN}+{LINGERING}+escape"],
+    ids=["grandchildren", "escapees"],
+)
+def test_kill9_takes_whole_trees(fake_run: FakeRun, workers, scenario: str, fallback: bool) -> None:
+    # fallback: no pdeathsig, no subreaper (the macOS path): the guardian alone does it all.
+    env = {proctree.FALLBACK_ENV: "1"} if fallback else {}
+    worker: Worker = workers(fake_run.shim(scenario), env=env)
+    assert worker.guardian is not None and proctree.is_alive(worker.guardian)
     open_sessions(worker, 3, "k9")
-    wait_until(lambda: len(fake_run.census()) == 3, what="three live observers")
+    per_tree = 1 + 2 + (1 if "escape" in scenario else 0)
+    wait_until(
+        lambda: (
+            len(fake_run.census()) == 3 * per_tree
+            and len(fake_run.alive_from_ledger()) == 3 * per_tree
+        ),
+        what=f"three observers with {per_tree - 1} descendants each",
+    )
+    assert worker.stats()["containment"]["guardian"]["watched"] == 3
+    mains = fake_run.started("main")
+    decoy = start_decoy(fake_run)
+
     worker.kill9()
     killed_at = time.monotonic()
-    wait_until(lambda: not fake_run.census(), timeout=2.0, what="children gone within 2 s")
-    assert time.monotonic() - killed_at <= 2.0
-    fake_run.assert_none_alive(timeout=2.0)
+    mains_gone = None
+    if not fallback and sys.platform.startswith("linux"):
+        # The parent-death signal takes the direct children within the issue's 2 s.
+        assert not proctree.wait_gone(mains, CHILDREN_DEADLINE), "observers outlived 2 s"
+        mains_gone = time.monotonic() - killed_at
+    # Every process of the run, by the run id in argv and by the fake's ledger.
+    wait_until(
+        lambda: not fake_run.alive(), TREE_DEADLINE, f"the whole run gone within {TREE_DEADLINE} s"
+    )
+    took = time.monotonic() - killed_at
+    observers = "n/a" if mains_gone is None else f"{mains_gone:.3f} s"
+    print(
+        f"\nkill -9 -> all {3 * per_tree} processes gone in {took:.3f} s"
+        f" (observers: {observers}; fallback={fallback}; {scenario})"
+    )
+    # Its work done, the guardian exits by itself; the user's own claude is untouched.
+    assert worker.guardian is not None
+    assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
+    assert decoy.is_running() and decoy.status() != psutil.STATUS_ZOMBIE
+
+
+@posix_only
+def test_a_killed_guardian_is_replaced(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim(f"{STUBBORN}+{LINGERING}"))
+    open_sessions(worker, 2, "gr")
+    wait_until(lambda: len(fake_run.census()) == 6, what="2 observers with 2 grandchildren each")
+    first = worker.guardian
+    worker.kill_guardian()
+
+    def replaced() -> dict | None:
+        g = worker.stats()["containment"]["guardian"]
+        return g if g and g["alive"] and g["pid"] != first.pid else None
+
+    g = wait_until(replaced, what="the periodic sweep to start a new guardian")
+    worker.guardian = proctree.ProcId(int(g["pid"]), float(g["create_time"]))
+    assert g["starts"] == 2 and g["watched"] == 4  # the new one was told about both observers
+    # And the new one does the job.
+    worker.kill9()
+    killed_at = time.monotonic()
+    wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone")
+    print(f"\nafter a replaced guardian: run gone in {time.monotonic() - killed_at:.3f} s")
+    assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
 def test_restart_reaps_survivors_and_spares_the_decoy(
     fake_run: FakeRun, workers, tmp_path: Path, fallback: bool
 ) -> None:
-    # fallback: no pdeathsig and no subreaper (the macOS path): the observers themselves survive
-    # the kill -9 and only the restart's registry match ends them.
+    # The guardian leaves no survivors; survivors are what a worker leaves whose guardian was
+    # killed as well (an OOM killer or `kill -9` of the whole process group can do that). So:
+    # freeze the worker (it would start a new guardian), SIGKILL its guardian by PID, then
+    # SIGKILL the worker. fallback: no pdeathsig and no subreaper (the macOS path): the
+    # observers themselves survive too and only the restart's registry match ends them.
     env = {proctree.FALLBACK_ENV: "1"} if fallback else {}
     data = tmp_path / "data"
-    claude = fake_run.shim(STUBBORN + "+grandchild:n=2,ignore=1,linger=1")
+    claude = fake_run.shim(f"{STUBBORN}+{LINGERING}")
     first: Worker = workers(claude, data_dir=data, env=env)
     open_sessions(first, 2, "rs")
     wait_until(lambda: len(fake_run.census()) == 6, what="2 observers with 2 grandchildren each")
+    # Both prompts answered: nothing is re-queued at the restart, so the second worker starts
+    # no observer of its own and everything of the run alive after it is a survivor.
+    wait_until(
+        lambda: first.api().ok("GET", "/api/pending-queue")["queue"]["totalPending"] == 0,
+        what="both prompts answered",
+    )
     decoy = start_decoy(fake_run)
+    assert (first.guardian is None) == (sys.platform == "win32")
+    if first.guardian is not None:
+        first.freeze()
+        first.kill_guardian()
     first.kill9()
     # The grandchildren (and in fallback the observers too) survive their worker's death.
     survivors = wait_until(
@@ -74,7 +154,7 @@ def test_restart_reaps_survivors_and_spares_the_decoy(
 
     second: Worker = workers(claude, data_dir=data, env=env)
     # Reaping happens before worker.json is written: nothing of the old run is left now.
-    assert not fake_run.census(), fake_run.alive()
+    assert not fake_run.census(), (fake_run.alive(), second.processes())
     fake_run.assert_none_alive(timeout=5)
     assert second.stats()["reaper"]["at_start"] >= len(survivors)
     old_rows = second.processes()  # the second run has no session: every row is the first's

@@ -38,6 +38,9 @@ def wait_queue_empty(worker: Worker) -> None:
 
 def test_leaky_leaks_one_child_per_prompt(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim("ok"), mode="leaky")
+    # 9.0.0 has no guardian, and neither has its faithful reproduction.
+    assert worker.guardian is None
+    assert worker.stats()["containment"]["guardian"] is None
     hook_flow(worker, "leaky-1", PROMPTS)
     wait_until(lambda: len(fake_run.started("main")) == PROMPTS, what="one spawn per prompt")
     wait_queue_empty(worker)

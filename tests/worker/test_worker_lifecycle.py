@@ -36,6 +36,9 @@ def test_graceful_shutdown_ends_every_tree(fake_run: FakeRun, workers, how: str)
     assert worker.wait_exit() == 0
     # Ended by the worker itself before it exited, not by anyone after.
     assert not fake_run.alive(), fake_run.alive()
+    # Its guardian too: the worker cut the lifeline and waited for it (POSIX; none on Windows).
+    if worker.guardian is not None:
+        assert not proctree.is_alive(worker.guardian), "the guardian outlived its worker"
     assert not (worker.data_dir / "worker.json").exists()
     assert decoy.poll() is None, "the worker ended a claude it did not start"
 

@@ -217,6 +217,8 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.http: Http | None = None
         self.info: dict[str, Any] = {}
+        # The worker's guardian (fixed mode, POSIX), by identity: ended by PID at cleanup.
+        self.guardian: proctree.ProcId | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.{secrets.token_hex(3)}.log"
 
     def start(self) -> Worker:
@@ -262,6 +264,9 @@ class Worker:
 
         self.info = wait_until(ready, DEADLINE, "worker.json")
         self.http = Http(f"http://127.0.0.1:{self.info['port']}")
+        g = self.stats()["containment"].get("guardian")
+        if g:
+            self.guardian = proctree.ProcId(int(g["pid"]), float(g["create_time"]))
         return self
 
     @property
@@ -356,14 +361,35 @@ class Worker:
         self.proc.kill()
         self.proc.wait(timeout=DEADLINE)
 
+    def freeze(self) -> None:
+        """SIGSTOP (POSIX): the worker can neither notice nor replace a guardian we kill."""
+        assert self.proc is not None
+        self.signal(signal.SIGSTOP)
+
+    def kill_guardian(self) -> None:
+        """SIGKILL the guardian by verified identity and wait until it is gone."""
+        if self.guardian is not None:
+            proc = self.guardian.process()
+            if proc is not None:
+                try:
+                    proc.kill()  # psutil checks the create_time before signalling
+                except psutil.Error:
+                    pass
+            assert not proctree.wait_gone([self.guardian], DEADLINE), "guardian survived SIGKILL"
+
     def close(self) -> None:
         if self.http is not None:
             self.http.close()
             self.http = None
         if self.proc is not None and self.proc.poll() is None:
+            if hasattr(signal, "SIGCONT"):
+                self.signal(signal.SIGCONT)  # a test may have left it frozen
             self.stop()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=DEADLINE)
+        # With its worker gone the guardian sweeps once and exits; if it does not, end it.
+        if self.guardian is not None and proctree.wait_gone([self.guardian], 10.0):
+            self.kill_guardian()
