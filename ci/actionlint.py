@@ -24,12 +24,10 @@ ENTRY = PREFIX / "node_modules" / "@tktco" / "node-actionlint" / "build" / "inde
 
 
 def find_tool(name: str) -> str:
-    """A Node tool from PATH, or from the Node that ci/install_node.sh puts under .cache/."""
-    extra = [ROOT / ".cache" / "node" / "bin", ROOT / ".cache" / "node"]
-    path = os.pathsep.join([os.environ.get("PATH", ""), *map(str, extra)])
-    found = shutil.which(name, path=path)
+    """A Node tool from PATH (ci/install_node.py puts one there when missing)."""
+    found = shutil.which(name)
     if found is None:
-        sys.exit(f"ci/actionlint.py: {name} not found (install Node >= 20: ci/install_node.sh)")
+        sys.exit(f"ci/actionlint.py: {name} not found (install Node >= 18: ci/install_node.py)")
     return found
 
 
