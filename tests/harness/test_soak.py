@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ pytest.importorskip("worker")
 def _soak(tmp_path: Path, run_id: str, **kw: object) -> dict:
     config = SoakConfig(run_id=run_id, report=tmp_path / "report", progress="none", seed=7, **kw)  # type: ignore[arg-type]
     target = get_target("reference", **config.target_kwargs())
-    return asyncio.run(run_soak(config, target))
+    report = asyncio.run(run_soak(config, target))
+    shutil.rmtree(report["work_dir"], ignore_errors=True)  # kept on FAIL for humans, not tests
+    return report
 
 
 def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
