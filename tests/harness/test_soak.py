@@ -13,6 +13,7 @@ from soak_helpers import run_pids
 from harness.census import run_id_token
 from harness.soak import SoakConfig, run_soak
 from harness.targets import get_target
+from harness.targets.reference import ReferenceTarget
 
 pytest.importorskip("worker")
 
@@ -108,4 +109,56 @@ def test_escapees_of_a_leaky_worker_are_flagged_and_swept(tmp_path, run_id):
     assert {e["pid"] for e in escaped} <= leaked_pids
     # The leaky worker's shutdown does not reach them; the harness's sweep does.
     assert {e["pid"] for e in escaped} <= {k["pid"] for k in report["swept_at_exit"]}
+    assert run_pids(run_id) == []
+
+
+class _NoRegistry(ReferenceTarget):
+    """A target that cannot say which process belongs to which session (like a foreign worker)."""
+
+    async def session_processes(self, session, http):  # type: ignore[override]
+        return []
+
+
+def test_leaks_are_found_without_the_workers_registry(tmp_path, run_id):
+    """Attribution by time (sessions running at each spawn) still names every leak."""
+    sessions, prompts = 3, 2
+    config = SoakConfig(
+        run_id=run_id,
+        report=None,
+        progress="none",
+        seed=7,
+        mode="leaky",
+        sessions=sessions,
+        prompts=prompts,
+        observations=1,
+        concurrency=2,
+        scenarios="ok",
+        grace=1.5,
+        plot=False,
+    )
+    report = asyncio.run(run_soak(config, _NoRegistry(mode="leaky", worker_grace=0.5)))
+    shutil.rmtree(report["work_dir"], ignore_errors=True)
+    assert report["verdict"] == "FAIL"
+    assert report["leaked_count"] == sessions * prompts
+    assert all(leak["session"] is None for leak in report["leaked"])
+    assert run_pids(run_id) == []
+
+
+def test_time_attribution_invents_no_leak(tmp_path, run_id):
+    config = SoakConfig(
+        run_id=run_id,
+        progress="none",
+        seed=7,
+        mode="fixed",
+        sessions=10,
+        prompts=2,
+        observations=1,
+        concurrency=3,
+        scenarios="ok",
+        grace=5.0,
+        plot=False,
+    )
+    report = asyncio.run(run_soak(config, _NoRegistry(mode="fixed", worker_grace=0.5)))
+    assert report["verdict"] == "PASS", (report["reasons"], report["leaked"])
+    assert report["processes_seen"] >= config.sessions
     assert run_pids(run_id) == []
