@@ -369,7 +369,8 @@ class Census:
                 rec.ppid = proc.ppid()  # psutil raises NoSuchProcess if the PID was reused
                 rec.status = proc.status()
                 if rec.status != psutil.STATUS_ZOMBIE:
-                    rec.rss = proc.memory_info().rss
+                    # statm reads 0 while an exec swaps the address space: keep the last value.
+                    rec.rss = proc.memory_info().rss or rec.rss
         except psutil.NoSuchProcess:
             rec.reaped = True
             self._seen.pop(rec.pid, None)  # rediscover whatever holds this PID now

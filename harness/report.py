@@ -39,6 +39,9 @@ def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -
         "session": session,
         "escaped": rec.escaped,
         "reason": rec.leak_reason,
+        # seen live in the process table (False: known from the ledger only)
+        "observed": rec.proc is not None,
+        "status": rec.status,
     }
 
 
