@@ -7,6 +7,14 @@ so the package root is put on sys.path by hand.
 import os
 import sys
 
+if os.environ.get("COVERAGE_PROCESS_CONFIG"):
+    # Only under coverage (its patch = ["subprocess"] sets this variable): -S skipped site, and so
+    # the .pth hook that starts coverage in child processes. Run site now so the fake is measured;
+    # without coverage the start-up stays as cheap as before.
+    import site
+
+    site.main()
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _extra = os.environ.get("FAKE_CLAUDE_SYS_PATH")
 if _extra:

@@ -28,6 +28,9 @@ T = TypeVar("T")
 RUN_ID_FLAG = "--fake-claude-run-id="
 # Generous: two cores shared by seven engineers' test runs.
 DEADLINE = float(os.environ.get("FAKE_TEST_DEADLINE", "60"))
+# Cleanup's polite stage: the fake's SIGTERM handler exits at once; a stopped or ignoring one
+# is SIGKILLed after this deadline.
+GRACEFUL_EXIT_S = 5.0
 SDK_ARGV = ["--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
 POSIX = sys.platform != "win32"
 
@@ -101,6 +104,7 @@ class FakeProc:
         sdk_env: bool = True,
     ) -> None:
         self.run_id = run_id
+        self.scenario = scenario
         self.ledger = ledger or tmp / f"ledger-{run_id}.jsonl"
         settings = {
             "scenario": scenario,
@@ -256,8 +260,21 @@ class FakeProc:
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
 
+    def _ask_to_exit(self) -> None:
+        """SIGTERM the fake first, so it leaves through its own handler (os._exit): under
+        `-e coverage` that is what saves its measurements, which a SIGKILL would lose. The
+        SIGKILL of the group that follows still ends whatever stays (grandchildren, ignorers)."""
+        if not POSIX or self.popen.poll() is not None or "ignore-sigterm" in self.scenario:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            self.popen.wait(timeout=GRACEFUL_EXIT_S)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
     def cleanup(self) -> None:
         """End the process group we created and anything else carrying our run id."""
+        self._ask_to_exit()
         if POSIX:
             try:
                 os.killpg(self.pid, signal.SIGKILL)

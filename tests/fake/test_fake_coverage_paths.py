@@ -1,0 +1,180 @@
+"""Fake paths the SDK tests seldom take, each driven over real pipes: control requests that change
+the session, list-shaped user content, hook denials, stdin closing mid-request, JSON that is not an
+object, blank lines, `--help`, and jittered slowness."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from fake_helpers import SDK_ARGV, wait_for
+
+from fake_claude.shim import command_for
+
+TOOL_ARGV = [*SDK_ARGV, "--permission-prompt-tool", "stdio"]
+
+
+def _control(fake, request_id: str, request: dict) -> dict:
+    fake.send({"type": "control_request", "request_id": request_id, "request": request})
+    return fake.read_until(
+        lambda m: (
+            m.get("type") == "control_response" and m["response"].get("request_id") == request_id
+        ),
+        f"reply to {request_id}",
+    )["response"]
+
+
+def test_set_model_and_status_requests_are_answered(spawn):
+    fake = spawn()
+    fake.initialize()
+    assert _control(fake, "r1", {"subtype": "set_model", "model": "claude-opus-4"})["subtype"] == (
+        "success"
+    )
+    status = _control(fake, "r2", {"subtype": "mcp_status"})
+    assert status["subtype"] == "success" and status["response"] == {"mcpServers": []}
+    usage = _control(fake, "r3", {"subtype": "get_context_usage"})
+    assert usage["subtype"] == "success"
+    interrupt = _control(fake, "r4", {"subtype": "interrupt"})  # no turn running: just success
+    assert interrupt["subtype"] == "success"
+    msgs = fake.turn("which model are you")
+    assert msgs[-1]["type"] == "result" and msgs[-1]["is_error"] is False
+    assert any(
+        m["type"] == "assistant" and m["message"]["model"] == "claude-opus-4" for m in msgs
+    ), msgs
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
+def test_list_content_and_blank_lines_are_read_as_text(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.send(b"\n   \n")  # blank lines are skipped, not parse errors
+    fake.send(
+        {
+            "type": "user",
+            "message": {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "alpha beta"},
+                    {"type": "image", "source": {}},
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "gamma delta"},
+                    "not a block",
+                ],
+            },
+            "parent_tool_use_id": None,
+            "session_id": "",
+        }
+    )
+    msgs = []
+    while not msgs or msgs[-1]["type"] != "result":
+        msgs.append(fake.read_message())
+    text = [m for m in msgs if m["type"] == "assistant"][0]["message"]["content"][0]["text"]
+    # The reply's title is the prompt's first words: both text and tool_result content count.
+    assert "alpha beta" in text and "gamma delta" in text
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
+def test_json_that_is_not_an_object_exits_1(spawn):
+    fake = spawn()
+    fake.initialize()
+    fake.send(b"[1, 2, 3]\n")
+    assert fake.wait_exit() == 1
+    wait_for(lambda: b"not an object" in bytes(fake.stderr), "the parse error on stderr")
+    assert fake.records("exit")[0]["code"] == 1
+
+
+def test_pre_tool_hook_denial_is_a_permission_denial(spawn):
+    fake = spawn("ok:tool=Bash", args=TOOL_ARGV)
+    hooks = {
+        "PreToolUse": [
+            {"matcher": "Edit|Write", "hookCallbackIds": ["never"]},  # does not match Bash
+            {"matcher": "Bash", "hookCallbackIds": ["guard"]},
+        ]
+    }
+    fake.initialize(hooks=hooks)
+    fake.user("delete everything")
+    hook = fake.read_until(lambda m: m.get("type") == "control_request", "hook_callback")
+    assert hook["request"]["callback_id"] == "guard"
+    fake.send(
+        {
+            "type": "control_response",
+            "response": {
+                "subtype": "success",
+                "request_id": hook["request_id"],
+                "response": {
+                    "hookSpecificOutput": {
+                        "permissionDecision": "deny",
+                        "permissionDecisionReason": "policy says no",
+                        "updatedInput": {"command": "true"},
+                    }
+                },
+            },
+        }
+    )
+    # A hook's denial skips can_use_tool: the next message is the failed tool result.
+    tool_result = fake.read_message()
+    assert tool_result["type"] == "user", tool_result
+    block = tool_result["message"]["content"][0]
+    assert block["is_error"] is True and block["content"] == "policy says no"
+    result = fake.read_until(lambda m: m.get("type") == "result", "result")
+    assert result["permission_denials"][0]["tool_input"] == {"command": "true"}
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
+def test_can_use_tool_error_reply_denies(spawn):
+    fake = spawn("ok:tool=Bash", args=TOOL_ARGV)
+    fake.initialize()
+    fake.user("try a tool")
+    perm = fake.read_until(lambda m: m.get("type") == "control_request", "can_use_tool")
+    fake.send(
+        {
+            "type": "control_response",
+            "response": {"subtype": "error", "request_id": perm["request_id"], "error": "no UI"},
+        }
+    )
+    tool_result = fake.read_until(lambda m: m.get("type") == "user", "tool result")
+    block = tool_result["message"]["content"][0]
+    assert block["is_error"] is True and block["content"] == "no UI"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
+def test_stdin_closing_while_a_tool_waits_ends_the_turn_as_an_error(spawn):
+    fake = spawn("ok:tool=Bash", args=TOOL_ARGV)
+    fake.initialize()
+    fake.user("use a tool")
+    fake.read_until(lambda m: m.get("type") == "control_request", "can_use_tool")
+    fake.close_stdin()  # the SDK goes away without answering
+    result = fake.read_until(lambda m: m.get("type") == "result", "error result")
+    assert result["is_error"] is True and result["subtype"] == "error_during_execution"
+    assert result["errors"] == ["stdin closed"]
+    assert fake.wait_exit() == 1  # last turn ended in error
+    assert fake.records("stdin_eof")
+
+
+def test_jittered_slow_turns_still_complete(spawn):
+    fake = spawn("slow:latency=0.01,jitter=0.05,first=0.05")
+    fake.initialize()
+    first = fake.turn("one")
+    second = fake.turn("two")
+    assert first[-1]["is_error"] is False and second[-1]["is_error"] is False
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    assert [r["n"] for r in fake.records("turn")] == [1, 2]
+
+
+def test_help_prints_usage(tmp_path, run_id):
+    argv, env = command_for({"run_id": run_id})
+    out = subprocess.run(
+        [*argv, "--help"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: claude [options] [prompt]")
+    assert "fake-claude shim DIR" in out.stdout

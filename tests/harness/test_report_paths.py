@@ -1,0 +1,164 @@
+"""Report, plot and progress code paths a soak rarely takes: long ages, ERROR verdicts, rich
+progress on a terminal-like stream, plain lines at their pace, an empty RSS plot."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from harness import progress as progress_mod
+from harness.census import ProcRecord
+from harness.progress import Progress
+from harness.report import format_elapsed, leak_entry, leaks_table, markdown_summary, write_report
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(-3, "00:00"), (59.9, "00:59"), (61, "01:01"), (3661, "01:01:01"), (90061, "1-01:01:01")],
+)
+def test_format_elapsed_matches_ps(seconds, text):
+    assert format_elapsed(seconds) == text
+
+
+def _leak(pid: int = 4242, age: float = 90061.0) -> dict:
+    rec = ProcRecord(
+        pid=pid,
+        create_time=1000.0,
+        spawn_ts=1000.0,
+        cmdline=["claude", "--fake-claude-run-id=abcdefabcdef"],
+        role="main",
+        scenario="ok",
+        ppid=1,
+        rss=10 * 1024 * 1024,
+        status="sleeping",
+        leak_reason="alive past grace",
+    )
+    return leak_entry(rec, "sess-1", now=1000.0 + age)
+
+
+def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
+    entry = _leak()
+    assert entry["age"] == 90061.0 and entry["session"] == "sess-1"
+    assert entry["observed"] is False  # known from the ledger only: no psutil handle
+    table = leaks_table([entry, {"pid": 7, "cmdline": [], "age": 5}])
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["PID", "PPID"]
+    assert "4242" in lines[1] and "10240" in lines[1] and "1-01:01:01" in lines[1]
+    assert lines[2].split() == ["7", "?", "0", "00:05", "?"]
+
+
+def _report(verdict: str, **kw: object) -> dict:
+    base = {
+        "verdict": verdict,
+        "target": "reference",
+        "mode": "fixed",
+        "sessions": 3,
+        "completed": 2,
+        "failed": 1,
+        "leaked_count": 0,
+        "leaked": [],
+        "reasons": [],
+        "duration_s": 1.5,
+        "cleanup_latency_ms": {"n": 2, "p50": 3.0, "p99": 9.0},
+    }
+    base.update(kw)
+    return base
+
+
+def test_error_verdict_writes_an_error_case_and_a_warning_summary(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    report = _report("ERROR", reasons=["harness error: boom", "worker died"])
+    paths = write_report(tmp_path / "out", report, plot=True)
+
+    case = ET.parse(paths["junit.xml"]).getroot()
+    assert case.get("errors") == "1" and case.get("failures") == "0"
+    error = case.find("testcase/error")
+    assert error is not None and error.get("message") == "harness error: boom; worker died"
+    assert json.loads(case.find("testcase/system-out").text)["failed"] == 1
+
+    md = summary.read_text(encoding="utf-8")
+    assert md.startswith("## ⚠️ Soak ERROR: reference (fixed)")
+    assert "- harness error: boom" in md and "- worker died" in md
+    assert "p50 3.0 ms" in md
+    # No samples: the plot is still written (title only), never a crash.
+    assert paths["rss.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["report.json"].read_text())["verdict"] == "ERROR"
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_fail_summary_lists_leaks_and_plot_draws_samples(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    t0 = time.time()
+    samples = [
+        {"t": t0 + i, "total_mb": 50.0 + i, "worker_mb": 40.0, "descendants": i % 3}
+        for i in range(6)
+    ]
+    report = _report(
+        "FAIL",
+        leaked=[_leak(pid=99)],
+        leaked_count=1,
+        reasons=["1 leaked"],
+        rss={
+            "samples": samples,
+            "session_marks": {"starts": [t0 + 1, t0 + 2], "ends": [t0 + 3]},
+            "total_slope": {"mb_per_100_sessions": 1.0},
+        },
+    )
+    paths = write_report(tmp_path / "fail", report, plot=True)
+    assert paths["rss.png"].stat().st_size > 0
+    assert "99" in paths["leaks.txt"].read_text()
+    assert ET.parse(paths["junit.xml"]).getroot().get("failures") == "1"
+    md = markdown_summary(report)
+    assert md.startswith("## ❌ Soak FAIL") and "```" in md and "1-01:01:01" in md
+    assert "worker+descendants 1.0 MB/100 sessions" in md
+
+
+def test_write_report_without_plot_has_no_png(tmp_path, monkeypatch):
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    paths = write_report(tmp_path / "np", _report("PASS"), plot=False)
+    assert "rss.png" not in paths and not (tmp_path / "np" / "rss.png").exists()
+    assert "<failure" not in paths["junit.xml"].read_text()
+
+
+SNAP = {
+    "sessions_done": 4,
+    "failed": 1,
+    "live_descendants": 2,
+    "leaked": 3,
+    "total_rss": 120_000_000,
+    "worker_rss": 40_000_000,
+}
+
+
+def test_rich_progress_renders_a_table_and_stops():
+    stream = io.StringIO()
+    prog = Progress(10, mode="rich", stream=stream)
+    try:
+        assert prog._live is not None
+        prog.update(SNAP)
+    finally:
+        prog.close(SNAP)
+    assert prog._live is None
+    out = stream.getvalue()
+    assert "leakproof soak" in out and "4/10" in out and "120 MB" in out
+
+
+def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
+    stream = io.StringIO()
+    prog = Progress(None, mode="auto", stream=stream)
+    assert prog.mode == "plain"
+    prog.update(SNAP)  # first line at once
+    prog.update(SNAP)  # within the interval: nothing
+    assert len(stream.getvalue().splitlines()) == 1
+    monkeypatch.setattr(progress_mod, "PLAIN_INTERVAL_S", 0.0)
+    prog.update({**SNAP, "sessions_done": 5})
+    prog.close({**SNAP, "sessions_done": 6})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "sessions 6 failed 1" in lines[-1] and "leaked 3" in lines[-1]
+    assert "/" not in lines[-1].split("sessions")[1].split()[0]  # no total without one

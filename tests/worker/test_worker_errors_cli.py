@@ -1,0 +1,56 @@
+"""The worker's start-up errors, as a real `python -m worker serve`: bad flags, and a second
+worker on a data dir a live worker holds (it must refuse, not share the database)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from workerkit import REPO, FakeRun, Worker
+
+_RUN = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
+
+
+def test_bad_flags_exit_2_and_name_the_flag(tmp_path):
+    bad_mode = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--mode", "sloppy", "--data-dir", str(tmp_path)],
+        **_RUN,
+    )
+    assert bad_mode.returncode == 2
+    assert "--mode" in bad_mode.stderr and "sloppy" in bad_mode.stderr
+    no_command = subprocess.run([sys.executable, "-m", "worker"], **_RUN)
+    assert no_command.returncode == 2 and "serve" in no_command.stderr
+    bad_number = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--grace", "soon", "--data-dir", str(tmp_path)],
+        **_RUN,
+    )
+    assert bad_number.returncode == 2 and "--grace" in bad_number.stderr
+    assert not (tmp_path / "worker.json").exists()  # refused before serving anything
+
+
+def test_second_worker_on_a_held_data_dir_refuses(fake_run: FakeRun, workers, tmp_path):
+    first: Worker = workers(fake_run.shim("ok"))
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "serve",
+            "--data-dir",
+            str(first.data_dir),
+            "--claude",
+            str(first.claude),
+        ],
+        **_RUN,
+    )
+    assert second.returncode == 2, second.stderr
+    assert f"in use by worker pid {first.pid}" in second.stderr
+    # The first one is untouched and still serves real work.
+    assert first.proc is not None and first.proc.poll() is None
+    sid = first.new_session("still-mine")
+    first.api().ok("POST", f"/sessions/{sid}/complete")
+    first.wait_session_done(sid)
+    assert sum(first.stats()["sessions"].values()) == 1
+    first.stop()
+    assert first.wait_exit() == 0
+    fake_run.assert_none_alive(timeout=30)
