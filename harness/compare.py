@@ -180,6 +180,8 @@ def summarize(
         "not_reaped_age_s": reap.get("not_reaped_age_s"),
         "reap_waited_s": reap.get("waited_s"),
         "worker_exit_before_stop": (extra or {}).get("worker_exit_before_stop"),
+        "isolation": (extra or {}).get("isolation"),
+        "isolation_note": (extra or {}).get("isolation_note"),
         "reasons": report.get("reasons", []),
         "harness_errors": [e for e in report.get("harness_errors", []) if e][:3],
     }
@@ -213,6 +215,9 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
     for r in rows:
         if r.get("refused"):
             lines.append(f"- {r['target']}: not run: {r['refused']}")
+        if r.get("isolation") == "pid-namespace" or r.get("isolation_note"):
+            note = f" ({r['isolation_note']})" if r.get("isolation_note") else ""
+            lines.append(f"- {r['target']}: isolation: {r.get('isolation')}{note}")
         if r.get("worker_exit_before_stop") is not None:
             lines.append(
                 f"- {r['target']}: the worker exited on its own (code "
@@ -288,7 +293,7 @@ def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
             out.append((f"reference {mode}", target, args.reference_reap_wait))
     settings = dict(kv.split("=", 1) for kv in args.claude_mem_setting)
     allow = args.allow_foreign_kill or os.environ.get("LEAKPROOF_ALLOW_FOREIGN_KILL") == "1"
-    common = {"allow_foreign_kill": allow, "settings": settings}
+    common = {"allow_foreign_kill": allow, "settings": settings, "isolation": args.isolation}
     for version in args.claude_mem:
         target = get_target("claude-mem", version=version, **common)
         out.append((f"claude-mem {version}", target, args.reap_wait))
@@ -376,9 +381,10 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         rows.append(row)
         if report.get("interrupted"):
             raise KeyboardInterrupt
+        isolation = f", isolation: {row['isolation']}" if row.get("isolation") else ""
         print(
             f"compare: {label}: {row['verdict']}, leaked {row['leaked']}, "
-            f"time-to-reap max {row['reap_max_s']} s",
+            f"time-to-reap max {row['reap_max_s']} s{isolation}",
             file=sys.stderr,
             flush=True,
         )
@@ -401,7 +407,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-chroma-kill",
         action="store_true",
         help="run builds that kill processes not their own (9.0.0: every chroma-mcp; 10.6.3: "
-        "orphaned claude-looking processes); also LEAKPROOF_ALLOW_FOREIGN_KILL=1",
+        "orphaned claude-looking processes) even where no PID namespace can contain them; also "
+        "LEAKPROOF_ALLOW_FOREIGN_KILL=1",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=("auto", "pid-namespace", "none"),
+        default=None,
+        help="auto (default): run a build that kills processes not its own in a PID namespace "
+        "of its own (Linux, unshare), refuse it where none can be made; pid-namespace: every "
+        "claude-mem build; none: never (also LEAKPROOF_CLAUDE_MEM_ISOLATION)",
     )
     parser.add_argument(
         "--skip-refused",

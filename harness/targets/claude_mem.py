@@ -6,6 +6,10 @@ Each run gets its own HOME under the run's work dir with `~/.claude-mem/settings
 127.0.0.1, CLAUDE_CODE_PATH = the run's fake shim, Chroma off). The worker runs in the foreground
 (`--daemon`) in its own process group and is ended by identity, with everything carrying the run id;
 sessions are driven the way that build's hooks drive them (see claude_mem_flow.py).
+
+A build that kills processes which are not its own (10.6.3's orphan reaper, 9.0.0's chroma-mcp
+sweep) runs in a PID namespace of its own when this machine allows one (claude_mem_pidns.py):
+`isolation: pid-namespace`. Where it does not, such a build is refused unless the user opts in.
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 import proctree
 from harness import claude_mem_install as install
 from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.targets import claude_mem_pidns as pidns
 from harness.targets.claude_mem_flow import HookFlow, detect_flow, major_version
 from harness.targets.claude_mem_reap import ReapTracker
 from harness.workload import make_observation
 
+ISOLATIONS = ("auto", "pid-namespace", "none")
 START_TIMEOUT_S = 120.0  # 9.0.0 waits for its MCP server before it reports ready; loaded machine
 STOP_GRACE_S = 5.0
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -76,6 +84,7 @@ class ClaudeMemTarget(Target):
         bun: str | os.PathLike[str] | None = None,
         start_timeout: float = START_TIMEOUT_S,
         mode: str | None = None,  # SoakConfig passes the reference's mode; claude-mem has none
+        isolation: str | None = None,  # auto (default) | pid-namespace | none
     ) -> None:
         del mode
         if version is None and plugin is None:
@@ -94,6 +103,19 @@ class ClaudeMemTarget(Target):
             or allow_chroma_kill
             or os.environ.get("LEAKPROOF_ALLOW_FOREIGN_KILL") == "1"
         )
+        isolation = isolation or os.environ.get("LEAKPROOF_CLAUDE_MEM_ISOLATION") or "auto"
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"claude-mem isolation must be one of {ISOLATIONS}, not {isolation!r}")
+        # auto: a PID namespace for builds that kill foreign processes; pid-namespace: always;
+        # none: never (such a build then needs allow_foreign_kill).
+        self.isolation = isolation
+        self.isolation_used: str | None = None  # "pid-namespace" or "none", known after resolve()
+        self.isolation_note = ""
+        self._ns_prefix: tuple[str, ...] | None = None
+        self._ns_init: psutil.Process | None = None
+        self._ns: str | None = None
+        self._translator: pidns.LedgerTranslator | None = None
+        self.namespace_stop: dict | None = None
         self.reap_wait = reap_wait
         self.grace = grace  # for time-to-reap's "alive past grace" count (soak's --grace)
         self.settings_overrides = dict(settings or {})
@@ -121,6 +143,11 @@ class ClaudeMemTarget(Target):
         # The build's own manifest first: v9.0.0's worker reports "8.5.9" from /api/version.
         version = self.version or self._plugin_version() or self.reported_version
         return f"claude-mem {version or self.plugin}"
+
+    @property
+    def namespace_init(self) -> psutil.Process | None:
+        """The PID namespace's init (host view) while the worker runs in one, else None."""
+        return self._ns_init
 
     def _plugin_folder(self) -> Path | None:
         if self.plugin is None:
@@ -153,16 +180,37 @@ class ClaudeMemTarget(Target):
         kills = list(self.flow.foreign_kills)
         if not kills and major_version(version) == 9:
             kills.append("is a 9.x build (9.0.0 kills every chroma-mcp on the machine)")
-        if kills and not self.allow_foreign_kill:
-            raise UnsafeVersionRefused(
-                f"claude-mem {version or plugin} {'; and '.join(kills)}. Those processes are not "
-                "its own. Refused; pass --allow-foreign-kill (or LEAKPROOF_ALLOW_FOREIGN_KILL=1) "
-                "only on a machine where nothing else could match (e.g. a disposable CI runner)."
+        self.isolation_used, self.isolation_note, self._ns_prefix = "none", "", None
+        contain = ""
+        if self.isolation == "pid-namespace" or (self.isolation == "auto" and kills):
+            prefix, how = pidns.probe()
+            if prefix is not None:
+                self.isolation_used, self._ns_prefix = "pid-namespace", prefix
+                self.isolation_note = how + (
+                    f"; it {'; and '.join(kills)}, and sees and can signal only its own"
+                    if kills
+                    else ""
+                )
+            elif self.isolation == "pid-namespace":
+                raise ClaudeMemError(f"isolation pid-namespace asked for, but {how}")
+            else:
+                self.isolation_note = f"no PID namespace: {how}"
+                contain = f"It would run contained in a PID namespace, but {how}. "
+        if kills and self.isolation_used == "none":
+            if not self.allow_foreign_kill:
+                raise UnsafeVersionRefused(
+                    f"claude-mem {version or plugin} {'; and '.join(kills)}. Those processes are "
+                    f"not its own. {contain}Refused; pass --allow-foreign-kill (or "
+                    "LEAKPROOF_ALLOW_FOREIGN_KILL=1) only on a machine where nothing else could "
+                    "match (e.g. a disposable CI runner)."
+                )
+            self.isolation_note = (self.isolation_note + "; " if self.isolation_note else "") + (
+                "foreign kills allowed by the user"
             )
         bun = self.bun if self.bun is not None else install.ensure_bun(self.cache)
         return bun, plugin
 
-    def _write_home(self, ctx: RunContext, port: int) -> Path:
+    def _write_home(self, ctx: RunContext, port: int, claude: Path | None = None) -> Path:
         home = (ctx.work_dir / "claude-mem-home").resolve()
         real = real_home()
         if real is not None and home == real:
@@ -172,7 +220,7 @@ class ClaudeMemTarget(Target):
         settings = {
             "CLAUDE_MEM_WORKER_PORT": str(port),
             "CLAUDE_MEM_WORKER_HOST": "127.0.0.1",
-            "CLAUDE_CODE_PATH": str(ctx.claude_path),
+            "CLAUDE_CODE_PATH": str(claude or ctx.claude_path),
             "CLAUDE_MEM_CHROMA_ENABLED": "false",  # else 13.x spawns `uvx chroma-mcp`
             "CLAUDE_MEM_MODEL": DEFAULT_MODEL,
             "CLAUDE_MEM_TELEMETRY": "false",
@@ -213,10 +261,31 @@ class ClaudeMemTarget(Target):
         log_path = ctx.work_dir / "claude-mem-worker.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         mark = f"claude-mem-target:{os.getpid()}:{ctx.run_id}"
-        opts = proctree.spawn_options(mark, env=self._env(self.home, bun, ctx.claude_path))
+        claude = ctx.claude_path
+        ns_ledger = ctx.work_dir / "ledger-pidns.jsonl"
+        if self._ns_prefix is not None:
+            # Inside, the fake records namespace PIDs: it writes to a ledger of its own, which
+            # the translator copies to the run's ledger with host PIDs.
+            shim = pidns.redirect_shim(
+                ctx.claude_path, ctx.ledger_path, ns_ledger, ctx.work_dir / "bin-pidns"
+            )
+            if shim is not None:
+                claude = shim
+                self._write_home(ctx, port, claude)
+        opts = proctree.spawn_options(mark, env=self._env(self.home, bun, claude))
+        argv = [str(bun), str(plugin / "scripts" / "worker-service.cjs"), "--daemon"]
+        if self._ns_prefix is not None:
+            argv = pidns.wrap(self._ns_prefix, argv)
+        print(
+            f"{self.label}: isolation: {self.isolation_used} ({self.isolation_note})"
+            if self.isolation_note
+            else f"{self.label}: isolation: {self.isolation_used}",
+            file=sys.stderr,
+            flush=True,
+        )
         # Spawned from the event loop's thread: on Linux pdeathsig follows the spawning thread.
         self._proc = subprocess.Popen(
-            [str(bun), str(plugin / "scripts" / "worker-service.cjs"), "--daemon"],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -224,6 +293,15 @@ class ClaudeMemTarget(Target):
             **opts,
         )
         self._containment = proctree.after_spawn(self._proc.pid, opts)
+        if self._ns_prefix is not None:
+            self._ns_init = await asyncio.to_thread(pidns.find_init, self._proc.pid)
+            if self._ns_init is None:
+                await self.stop()
+                raise ClaudeMemError(f"{self.label}: the PID namespace's init did not appear")
+            self._ns = pidns.pid_ns(self._ns_init.pid)
+            if claude != ctx.claude_path and self._ns is not None:
+                self._translator = pidns.LedgerTranslator(ns_ledger, ctx.ledger_path, self._ns)
+                self._translator.start()
         self.tracker = ReapTracker(self._token)
         self.tracker.start()
         base_url = f"http://127.0.0.1:{port}"
@@ -303,6 +381,10 @@ class ClaudeMemTarget(Target):
                 self.tracker.sample()
                 self.reap = self.tracker.report(self.grace)
             self.tracker.stop()
+        if self._ns_init is not None:
+            self.namespace_stop = await asyncio.to_thread(self._end_namespace, STOP_GRACE_S)
+        if self._translator is not None:
+            self._translator.stop()
         containment = self._containment
         if containment is not None and containment.proc_id is not None:
             # The whole group, everything marked, and every process of this run (13.x puts each
@@ -329,11 +411,44 @@ class ClaudeMemTarget(Target):
             self._log.close()
             self._log = None
 
+    def _end_namespace(self, grace: float) -> dict:
+        """End the PID namespace by its init's PID: SIGTERM (forwarded to the worker; the init
+        exits with it), then SIGKILL. Once the init is gone the kernel kills every process left
+        in the namespace; wait until none is."""
+        init, ns = self._ns_init, self._ns
+        assert init is not None
+        out: dict[str, Any] = {"init_pid": init.pid, "signal": None}
+        t0 = time.monotonic()
+        for sig, wait in (("term", grace), ("kill", grace)):
+            try:
+                if sig == "term":
+                    init.terminate()  # psutil checks the identity (pid + create time) first
+                else:
+                    init.kill()
+                out["signal"] = sig
+            except psutil.NoSuchProcess:
+                break
+            try:
+                init.wait(timeout=wait)
+                break
+            except psutil.TimeoutExpired:
+                continue
+        deadline = time.monotonic() + grace
+        left = pidns.members(ns) if ns else []
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = pidns.members(ns) if ns else []
+        out["left_in_namespace"] = len(left)
+        out["seconds"] = round(time.monotonic() - t0, 3)
+        return out
+
     def stop_now(self) -> None:
         """Synchronous last resort (interpreter exit)."""
         proc, containment = self._proc, self._containment
         if proc is None or containment is None or containment.proc_id is None:
             return
+        if self._ns_init is not None:
+            self._end_namespace(1.0)
         proctree.terminate_tree(
             containment.proc_id,
             group=containment.group,
@@ -442,6 +557,15 @@ class ClaudeMemTarget(Target):
             "home": str(self.home) if self.home else None,
             "worker_exit_before_stop": self.worker_exit,
             "time_to_reap": self.reap,
+            "isolation": self.isolation_used,
+            "isolation_note": self.isolation_note,
+            "namespace_stop": self.namespace_stop,
+            "ledger_translation": {
+                "translated": self._translator.translated,
+                "dropped": self._translator.dropped,
+            }
+            if self._translator is not None
+            else None,
             "stop": self.stop_result,
         }
 

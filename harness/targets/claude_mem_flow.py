@@ -22,6 +22,9 @@ from pathlib import Path
 
 # Code that kills processes which are not the worker's own, anywhere on the machine:
 # - 9.0.0 at start-up: `ps aux | grep chroma-mcp`, then kills every match;
+# - 10.6.3 at start-up ("aggressive startup cleanup"): `ps -eo pid,etime,command`, then SIGKILLs
+#   every process whose command line holds `worker-service.cjs` or `chroma-mcp` (any other
+#   claude-mem worker on the machine, anyone's) and every `mcp-server.cjs` older than 30 minutes;
 # - 10.6.3 every 30 s ("orphan reaper"): `ps -eo pid,ppid,args | grep -E "claude.*haiku|
 #   claude.*output-format"`, then SIGKILLs every match whose parent is PID 1 (any user's orphaned
 #   claude, or another harness's fake, whose argv matches). Seen here killing a foreign PID.
@@ -29,6 +32,12 @@ FOREIGN_KILLERS: dict[str, tuple[str, ...]] = {
     "kills every chroma-mcp process on the machine at start-up (ps aux | grep chroma-mcp)": (
         "Cleaning up orphaned chroma-mcp processes",
         "ps aux",
+    ),
+    "SIGKILLs at start-up every process on the machine whose command line holds "
+    "worker-service.cjs or chroma-mcp (every other claude-mem worker), and mcp-server.cjs ones "
+    "older than 30 min": (
+        "Aggressive startup cleanup: killing orphaned processes",
+        '"worker-service.cjs","chroma-mcp"',
     ),
     "SIGKILLs, every 30 s, every process on the machine whose parent is PID 1 and whose argv "
     'matches "claude.*output-format" or "claude.*haiku"': (

@@ -55,7 +55,9 @@ def test_refused_build_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         'log("Cleaning up orphaned chroma-mcp processes"); run("ps aux");'
     )
     out = tmp_path / "out"
-    assert compare.run(_args(out, f"--claude-mem-plugin={plugin.parent}")) == 2
+    # --isolation none: as where no PID namespace can be made (macOS, Windows, no userns).
+    args = _args(out, "--isolation=none", f"--claude-mem-plugin={plugin.parent}")
+    assert compare.run(args) == 2
     assert not (out / "compare.json").exists()  # refused before the first soak
 
 
@@ -69,7 +71,13 @@ def test_skip_refused_lists_the_build_and_why(
         'log("Cleaning up orphaned chroma-mcp processes"); run("ps aux");'
     )
     out = tmp_path / "out"
-    args = _args(out, "--no-reference", "--skip-refused", f"--claude-mem-plugin={plugin.parent}")
+    args = _args(
+        out,
+        "--no-reference",
+        "--skip-refused",
+        "--isolation=none",
+        f"--claude-mem-plugin={plugin.parent}",
+    )
     assert compare.run(args) == 0
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert [r["verdict"] for r in rows] == ["REFUSED"]

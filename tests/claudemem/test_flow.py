@@ -32,10 +32,23 @@ def test_10x_two_step_init_skipped_when_injected_and_complete(
     assert flow.two_step_init and flow.skip_step2_if_injected
     assert flow.session_end == "complete"
     assert flow.platform_source is None
-    # Its 30-second orphan reaper SIGKILLs matching processes of anyone: refused by default.
-    assert len(flow.foreign_kills) == 1 and "PID 1" in flow.foreign_kills[0]
+    # Its 30-second orphan reaper SIGKILLs matching processes of anyone, and at start-up it
+    # SIGKILLs every other worker-service.cjs: refused unless a PID namespace contains it.
+    assert len(flow.foreign_kills) == 2
+    assert any("PID 1" in k for k in flow.foreign_kills)
+    assert any("worker-service.cjs" in k for k in flow.foreign_kills)
     with pytest.raises(UnsafeVersionRefused, match="PID 1"):
-        ClaudeMemTarget(version=VERSION_10).resolve()
+        ClaudeMemTarget(version=VERSION_10, isolation="none").resolve()
+    from harness.targets import claude_mem_pidns as pidns
+
+    target = ClaudeMemTarget(version=VERSION_10)
+    prefix, how = pidns.probe()
+    if prefix is None:  # no PID namespace here: refused, and the message says why
+        with pytest.raises(UnsafeVersionRefused, match="would run contained in a PID namespace"):
+            target.resolve()
+    else:
+        target.resolve()
+        assert target.isolation_used == "pid-namespace", how
 
 
 def _plugin_like_9_0_0(root: Path) -> Path:
@@ -61,11 +74,18 @@ def test_9_0_0_is_refused_without_opt_in(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(flow.foreign_kills) == 1 and "chroma-mcp" in flow.foreign_kills[0]
     assert flow.two_step_init and flow.session_end is None
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    target = ClaudeMemTarget(plugin=tmp_path, bun="/nonexistent/bun")
+    target = ClaudeMemTarget(plugin=tmp_path, bun="/nonexistent/bun", isolation="none")
     with pytest.raises(UnsafeVersionRefused, match="chroma-mcp"):
         target.resolve()
     # Refused before anything ran: no child was started.
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+    # Where a PID namespace can hold it, the default (auto) runs it there instead.
+    from harness.targets import claude_mem_pidns as pidns
+
+    if pidns.probe()[0] is not None:
+        target = ClaudeMemTarget(plugin=tmp_path, bun="/nonexistent/bun")
+        target.resolve()
+        assert target.isolation_used == "pid-namespace"
 
 
 def test_exactly_one_source_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
