@@ -1,7 +1,7 @@
 """`python -m harness bench`: the harness's speed figures (issue 4, section 8).
 
-1. throughput: a soak of the fixed worker vs a bare loop that spawns the fake and drives one turn
-   directly, at the same concurrency (ratio; target >= 0.8);
+1. throughput: a soak of the fixed worker vs a bare loop that spawns the fake and drives the same
+   two turns per session directly (prompt + summary), at the same concurrency (ratio; >= 0.8);
 2. cleanup latency p50/p99 of the fixed worker, session end -> last process gone, with a
    well-behaved fake (target p99 <= 200 ms) and with ignore-eof+ignore-sigterm (target
    <= 2 x grace + 200 ms);
@@ -36,8 +36,13 @@ BARE_TURN_TIMEOUT_S = 60.0
 
 
 # -- 1. throughput ------------------------------------------------------------------------------
-async def _bare_session(shim: Path, index: int) -> None:
-    """Spawn the fake, initialize, one user turn, close stdin, wait: no worker, no census."""
+# The soak below runs prompts=1, observations=0: per session the worker's observer takes two
+# turns (the prompt, then the Stop hook's summary), so the bare loop drives two turns as well.
+BARE_TURNS_PER_SESSION = 2
+
+
+async def _bare_session(shim: Path, index: int, turns: int = BARE_TURNS_PER_SESSION) -> None:
+    """Spawn the fake, initialize, `turns` user turns, close stdin, wait: no worker, no census."""
     proc = await asyncio.create_subprocess_exec(
         str(shim),
         "--output-format",
@@ -54,14 +59,16 @@ async def _bare_session(shim: Path, index: int) -> None:
     try:
         init = {"type": "control_request", "request_id": f"req_{index}", "request": {
             "subtype": "initialize", "hooks": None}}  # fmt: skip
-        user = {"type": "user", "message": {"role": "user", "content": f"bench {index}"},
-                "parent_tool_use_id": None, "session_id": f"bench-{index}"}  # fmt: skip
         proc.stdin.write((json.dumps(init) + "\n").encode())
         await proc.stdin.drain()
         await asyncio.wait_for(_read_until(proc.stdout, "control_response"), BARE_TURN_TIMEOUT_S)
-        proc.stdin.write((json.dumps(user) + "\n").encode())
-        await proc.stdin.drain()
-        await asyncio.wait_for(_read_until(proc.stdout, "result"), BARE_TURN_TIMEOUT_S)
+        for turn in range(turns):
+            user = {"type": "user", "message": {"role": "user",
+                    "content": f"bench {index} turn {turn + 1}"},
+                    "parent_tool_use_id": None, "session_id": f"bench-{index}"}  # fmt: skip
+            proc.stdin.write((json.dumps(user) + "\n").encode())
+            await proc.stdin.drain()
+            await asyncio.wait_for(_read_until(proc.stdout, "result"), BARE_TURN_TIMEOUT_S)
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), BARE_TURN_TIMEOUT_S)
     finally:
@@ -166,6 +173,7 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     worker = await bare_worker_loop(config)
     return {
         "concurrency": args.concurrency,
+        "turns_per_session": BARE_TURNS_PER_SESSION,
         "bare_fake_sessions_per_s": bare["sessions_per_s"],
         "bare_worker_sessions_per_s": worker["sessions_per_s"],
         "soak_sessions_per_s": soak_rate,
@@ -217,19 +225,25 @@ while True:
 """
 
 
-def bench_census(n_procs: int, samples: int) -> dict[str, Any]:
+def bench_census(n_procs: int, samples: int, descendants: bool = False) -> dict[str, Any]:
+    """`descendants`: the processes carry no run token; the census knows them only as new
+    descendants of the "worker" (the forking parent), as with `soak --claude PATH`."""
     run_id = secrets.token_hex(6)
+    marker = "--no-run-token" if descendants else run_id_token(run_id)
     parent = subprocess.Popen(
-        [sys.executable, "-S", "-c", _FORKER, str(n_procs), run_id_token(run_id)],
+        [sys.executable, "-S", "-c", _FORKER, str(n_procs), marker],
         stdin=subprocess.DEVNULL,
     )
+    want = n_procs - 1 if descendants else n_procs  # the parent plays the worker
+    census = Census(run_id, None, grace=60.0, track_descendants=descendants)
     try:
-        census = Census(run_id, None, grace=60.0)
+        if descendants:
+            census.set_worker(parent.pid, psutil.Process(parent.pid).create_time())
         census.session_started("bench")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             census.sample()
-            if len(census.live_records()) >= n_procs:
+            if len(census.live_records()) >= want:
                 break
             time.sleep(0.2)
         seen = len(census.live_records())
@@ -241,11 +255,14 @@ def bench_census(n_procs: int, samples: int) -> dict[str, Any]:
         costs.sort()
         total = len(psutil.pids())
     finally:
-        sweep_run(run_id)
+        sweep_run(run_id, census)
+        if parent.poll() is None:
+            parent.kill()
         parent.wait(timeout=60)
     return {
         "run_processes": seen,
         "all_processes": total,
+        "found_by": "descendant tracking" if descendants else "run token",
         "sample_ms_p50": round(costs[len(costs) // 2], 2),
         "sample_ms_max": round(costs[-1], 2),
         "target_ms": 50,
@@ -332,6 +349,10 @@ def run(args: argparse.Namespace) -> int:
         if "census" in parts:
             results["census"] = bench_census(args.census_procs, args.census_samples)
             _print("census sample cost", results["census"])
+            results["census_descendants"] = bench_census(
+                args.census_procs, args.census_samples, descendants=True
+            )
+            _print("census sample cost, no run token", results["census_descendants"])
         if "throughput" in parts:
             results["throughput"] = asyncio.run(bench_throughput(args))
             _print("throughput (soak vs bare fake loop)", results["throughput"])

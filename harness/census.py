@@ -1,8 +1,14 @@
 """The census: every process of one run, known exactly, sampled in a background thread.
 
 A process belongs to the run iff the fake's ledger says so or its argv carries the run id token
-(`--fake-claude-run-id=<RUNID>`); nothing else is ever counted or touched, even if it is named
-`claude`. Identity is (pid, create_time), so a reused PID is a different process.
+(`--fake-claude-run-id=<RUNID>`), or (with `track_descendants`, for a worker all of whose later
+children are the run's, like ours) it was seen at a sample as a new descendant of the worker: a
+child of the worker that is not one of its helpers, or a child of a process of the run. Such a
+process is tracked by identity from then on, also after it is reparented away, and belongs to the
+session of the process it descended from (the worker's registry names the observers). So a
+`claude` that is not the fake (no token, no ledger, a cleared environment) is still counted.
+Nothing else is ever counted or touched, even if it is named `claude`. Identity is
+(pid, create_time), so a reused PID is a different process.
 
 Each process is classified at every sample:
 - expected: alive and one of the sessions it may belong to is still running (or within grace);
@@ -18,6 +24,8 @@ is judged only once every session it may belong to has ended, so attribution nev
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -34,6 +42,9 @@ RUN_ID_FLAG = "--fake-claude-run-id="
 PARENT_MEMORY = 4096  # sessions of recently forgotten fake mains, for late grandchildren
 FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: every 2 s at 4 Hz
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
+# The worker's own helpers (docs: worker/README.md), never the run's even when started later
+# (a guardian replaced after it died).
+HELPER_ARGV = ("proctree.guardian",)
 
 
 def run_id_token(run_id: str) -> str:
@@ -110,6 +121,8 @@ class Census:
         grace: float,
         sample_hz: float = 4.0,
         fast_hz: float = 20.0,
+        track_descendants: bool = False,
+        adopt_orphans: bool = False,
     ) -> None:
         if sample_hz < 2:
             raise ValueError("the census samples at >= 2 Hz")
@@ -155,6 +168,17 @@ class Census:
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
         self.errors: list[str] = []
         self.scan_cost_s: deque[float] = deque(maxlen=256)
+        self.track_descendants = track_descendants
+        self._helpers: set[tuple[int, float]] = set()  # the worker's tree when it was set
+        self._helper_procs: dict[int, psutil.Process] = {}  # helpers known (tracking only)
+        # adopt_orphans (Linux, a harness process of its own, e.g. `soak --claude`): we become a
+        # subreaper, so whatever is orphaned in the worker's tree (a worker without a subreaper of
+        # its own, a double fork completed between two samples) is reparented to us, not to
+        # init: still found, counted and ended. We then reap those orphans ourselves.
+        self.adopt_orphans = adopt_orphans
+        self._me = os.getpid()
+        self._own_children: set[int] = set()
+        self.adopting = False
 
     # -- inputs from the soak --------------------------------------------------------------------
     def set_worker(self, pid: int, create_time: float) -> None:
@@ -164,6 +188,15 @@ class Census:
                 raise psutil.NoSuchProcess(pid, msg="worker identity changed")
             self.worker, self.worker_pid = proc, pid
             self._force_tree = True  # the idle baseline needs the worker's helpers counted
+            # What the worker runs before any session (its guardian) is its own, not the run's.
+            self._helpers = set()
+            self._helper_procs = {}
+            try:
+                for child in proc.children(recursive=True):
+                    self._helpers.add((child.pid, child.create_time()))
+                    self._helper_procs[child.pid] = child
+            except psutil.Error:
+                pass
 
     def session_started(self, key: str, ts: float | None = None) -> None:
         with self._lock:
@@ -198,6 +231,11 @@ class Census:
 
     # -- thread ------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.adopt_orphans and self.track_descendants:
+            import proctree
+
+            self._own_children = {c.pid for c in psutil.Process().children()}
+            self.adopting = proctree.enable_subreaper()
         self.sample()
         self._thread = threading.Thread(target=self._loop, name="census", daemon=True)
         self._thread.start()
@@ -379,8 +417,15 @@ class Census:
         except psutil.AccessDenied:
             return True
         if rec.status == psutil.STATUS_ZOMBIE:
-            rec.zombie_since = rec.zombie_since or now
             self._mark_exited(rec, now)
+            if self.adopting and rec.ppid == self._me and rec.pid != self.worker_pid:
+                # An orphan adopted by us: ours to reap (its zombie is not the worker's fault).
+                with contextlib.suppress(ChildProcessError, OSError):
+                    if os.waitpid(rec.pid, os.WNOHANG)[0] == rec.pid:
+                        rec.reaped = True
+                        self._seen.pop(rec.pid, None)
+                        return False
+            rec.zombie_since = rec.zombie_since or now
             return False
         return True
 
@@ -452,29 +497,83 @@ class Census:
         """Look at PIDs not seen before: is the process there one of the run's?"""
         for pid in [p for p in self._seen if p not in pids]:
             del self._seen[pid]
+        fresh: list[tuple[float, int, psutil.Process, int | None]] = []
+        track = self.track_descendants and self.worker_pid is not None
         for pid in pids:
             if pid in self._seen:
                 continue
             try:
                 proc = psutil.Process(pid)
-                ct = proc.create_time()
+                with proc.oneshot():  # one read of /proc/<pid>/stat for both
+                    ct = proc.create_time()
+                    ppid = proc.ppid() if track else None
             except psutil.Error:
                 continue
+            fresh.append((ct, pid, proc, ppid))
+        if track:
+            fresh.sort()  # parents before their children: a new chain is judged in one sample
+        for ct, pid, proc, ppid in fresh:
             rec = self._find(pid, ct)
             ours = rec is not None
             cmdline: list[str] = []
+            parent: ProcRecord | None = None
             if not ours:
                 ours, cmdline = self._is_ours(proc)
+            if not ours and ppid is not None:
+                ours, parent = self._descends(pid, ct, ppid, cmdline or self._cmdline(proc))
+                if not ours and ppid == self.worker_pid and pid != self.worker_pid:
+                    self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
             self._seen[pid] = (ct, ours)
             if not ours:
                 continue
             if rec is None:
                 rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
+                if parent is not None:
+                    rec.parent_pid = parent.pid
+                    rec.role = rec.role or "descendant"
             if cmdline and not rec.cmdline:
                 rec.cmdline = cmdline
             if rec.proc is None:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on
+
+    @staticmethod
+    def _cmdline(proc: psutil.Process) -> list[str]:
+        try:
+            return proc.cmdline()
+        except psutil.Error:
+            return []
+
+    def _descends(
+        self, pid: int, ct: float, ppid: int, cmdline: list[str]
+    ) -> tuple[bool, ProcRecord | None]:
+        """A new process whose parent is the worker (not a helper) or a live process of the run
+        is the run's; returns (ours, the parent's record when the parent is of the run)."""
+        if pid == self.worker_pid:
+            return False, None
+        if ppid == self.worker_pid:
+            if (pid, ct) in self._helpers or any(
+                abs(hct - ct) <= CT_TOLERANCE and hpid == pid for hpid, hct in self._helpers
+            ):
+                return False, None
+            if any(h in arg for arg in cmdline for h in HELPER_ARGV):
+                return False, None
+            worker_ct = self.worker.create_time() if self.worker is not None else 0.0
+            return ct + CT_TOLERANCE >= worker_ct, None
+        if ppid == self._me and self.adopting and pid not in self._own_children:
+            # An orphan reparented to us (we are a subreaper and spawned only the worker): it
+            # came from the worker's tree. Session unknown: judged by time.
+            worker_ct = self.worker.create_time() if self.worker is not None else 0.0
+            return ct + CT_TOLERANCE >= worker_ct, None
+        parent = self._latest(ppid)
+        if (
+            parent is not None
+            and not parent.reaped
+            and parent.exited_at is None
+            and parent.create_time <= ct + CT_TOLERANCE
+        ):
+            return True, parent
+        return False, None
 
     def _refresh(self, rec: ProcRecord, now: float) -> None:
         if rec.proc is None:
@@ -502,6 +601,12 @@ class Census:
         run's own processes are placed in the tree at every sample from their ppid.
         """
         assert self.worker is not None
+        if self.track_descendants:
+            # Every new descendant was judged at discovery: the run's are records, the rest are
+            # the helpers seen then; no walk of the whole table (~0.3 s with 600 processes).
+            self._desc_other = {pid: p for pid, p in self._helper_procs.items() if _running(p)}
+            self._helper_procs = dict(self._desc_other)
+            return
         try:
             children = self.worker.children(recursive=True)
         except psutil.Error:
@@ -712,3 +817,10 @@ class Census:
                 if ends:
                     out.append(max(0.0, max(ends) - s.end))
             return out
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -77,6 +77,13 @@ class SoakConfig:
     keep_work_dir: bool = False
     plot: bool = True
     target_options: dict[str, Any] = field(default_factory=dict)
+    # The user's own `claude` executable instead of the fake (no ledger, no run token): the
+    # census then counts the worker's new descendants (targets that allow it, e.g. reference).
+    claude: Path | None = None
+    # Make the harness process a subreaper (Linux) so orphans of the worker's tree stay
+    # countable; the command does this with --claude (it is a process of its own), a library
+    # caller (e.g. inside a test runner) decides.
+    adopt_orphans: bool = False
 
     def target_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"mode": self.mode}
@@ -210,7 +217,14 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     run_id = config.run_id or secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
     ledger = work_dir / "ledger.jsonl"
-    census = Census(run_id, ledger, config.grace, sample_hz=config.sample_hz)
+    census = Census(
+        run_id,
+        None if config.claude is not None else ledger,
+        config.grace,
+        sample_hz=config.sample_hz,
+        track_descendants=target.descendants_are_run,
+        adopt_orphans=config.adopt_orphans,
+    )
     run = _Run(config)
     progress: Progress | None = None
     interrupted = False
@@ -222,7 +236,15 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     t_start = time.time()
     tasks: list[asyncio.Task[Any]] = []
     try:
-        shim = _write_shim(work_dir, run_id, config, ledger)
+        if config.claude is not None:
+            if not target.descendants_are_run:
+                raise ValueError(
+                    f"--claude needs a target whose new descendants are all the run's "
+                    f"(reference); {target.name} cannot count them without the fake's run id"
+                )
+            shim = Path(config.claude).resolve()
+        else:
+            shim = _write_shim(work_dir, run_id, config, ledger)
         ctx = RunContext(
             run_id=run_id, work_dir=work_dir, claude_path=shim, ledger_path=ledger, seed=config.seed
         )
@@ -449,6 +471,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
+        "--claude",
+        type=Path,
+        default=None,
+        help="soak with this claude executable instead of the fake (reference target; the "
+        "census counts the worker's new descendants; --scenarios and --seed do not apply)",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=d.grace,
@@ -505,6 +534,8 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         run_id=args.run_id,
         keep_work_dir=args.keep_work_dir,
         plot=not args.no_plot,
+        claude=args.claude,
+        adopt_orphans=args.claude is not None,
     )
 
 

@@ -50,6 +50,10 @@ class Target(abc.ABC):
     """A worker implementation the harness can soak."""
 
     name: str = "abstract"
+    # True iff every process the worker starts after it is ready (apart from its own helpers,
+    # which it starts before) belongs to the run: the census may then count new descendants of
+    # the worker even without the fake's run id (e.g. `soak --claude PATH`).
+    descendants_are_run: bool = False
 
     @abc.abstractmethod
     async def start(self, ctx: RunContext) -> WorkerHandle:

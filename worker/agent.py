@@ -20,6 +20,10 @@ from worker.linereader import BoundedLines, EndOfStream, LineTooLong, drain_tail
 log = logging.getLogger("worker.agent")
 
 
+# After the root has exited, how long its last lines may take to come through the pipe.
+EXIT_DRAIN_S = 0.5
+
+
 class ObserverError(Exception):
     """The observer cannot serve this session any more; end it and carry on."""
 
@@ -39,11 +43,15 @@ class Observer:
         self.token = token
         self.claude_session_id: str | None = None
         self.turns = 0
+        self.max_line = max_line
         assert proc.stdout is not None and proc.stderr is not None
         self._lines = BoundedLines(proc.stdout, max_line)
         self._messages: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(maxsize=256)
         self._reader = asyncio.create_task(self._read_stdout(), name=f"stdout-{proc.pid}")
         self._stderr = asyncio.create_task(drain_tail(proc.stderr), name=f"stderr-{proc.pid}")
+        # The root's exit, watched apart from stdout: a process it left behind may hold the
+        # pipe open, so EOF on stdout alone can never come (see _next).
+        self._exit = asyncio.create_task(self._watch_exit(), name=f"exit-{proc.pid}")
 
     @classmethod
     async def spawn(
@@ -83,16 +91,53 @@ class Observer:
             await self._messages.put(exc)
 
     async def _next(self) -> dict[str, Any]:
-        item = await self._messages.get()
+        item = await self._get_or_exit()
         if isinstance(item, BaseException):
             # Keep the failure visible to later calls too.
             if not self._messages.full():
                 self._messages.put_nowait(item)
             if isinstance(item, EndOfStream):
                 code = await self._exit_code_soon()
+                if code is None:
+                    raise ObserverError(
+                        f"observer closed its stdout but is still running{self._stderr_hint()}"
+                    )
                 raise ObserverError(f"observer exited early (code {code}){self._stderr_hint()}")
             raise ObserverError(str(item) or type(item).__name__)
         return item
+
+    async def _watch_exit(self) -> int:
+        """Return once the root has exited. Not proc.wait(): that also waits for every pipe to
+        close, which a descendant holding stdout prevents; returncode is set at the reap."""
+        delay = 0.01
+        while self.proc.returncode is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return self.proc.returncode
+
+    async def _get_or_exit(self) -> dict[str, Any] | BaseException:
+        """The next message; once the root has exited, only what it wrote before exiting.
+
+        A root that exits while a descendant still holds its stdout (a background job, a
+        daemon that kept its stdio) gives no EOF: waiting for one would hold the session for a
+        whole turn timeout per queued item. So the root's own exit ends the stream too, after
+        a short window to read the lines it wrote last."""
+        get = asyncio.ensure_future(self._messages.get())
+        try:
+            if not self._exit.done():
+                await asyncio.wait({get, self._exit}, return_when=asyncio.FIRST_COMPLETED)
+            if get.done():
+                return get.result()
+            return await asyncio.wait_for(get, EXIT_DRAIN_S)
+        except asyncio.TimeoutError:
+            code = self.proc.returncode
+            return ObserverError(
+                f"observer exited (code {code}); a process it left holds its stdout open"
+                f"{self._stderr_hint()}"
+            )
+        finally:
+            if not get.done():
+                get.cancel()  # a timed-out turn must not leave a getter that eats a message
 
     async def _exit_code_soon(self) -> int | None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -142,6 +187,7 @@ class Observer:
         """Send one user message, read to its result; return the reply text."""
         await self.send(protocol.user_message(text, self.claude_session_id or session_hint))
         texts: list[str] = []
+        size = [0]
 
         async def read_turn() -> str:
             while True:
@@ -151,6 +197,11 @@ class Observer:
                     self.claude_session_id = message.get("session_id") or self.claude_session_id
                 elif kind == "assistant":
                     texts.append(protocol.assistant_text(message))
+                    size[0] += len(texts[-1])
+                    if size[0] > self.max_line:
+                        # An output flood: each line is bounded, so is the reply (memory), and
+                        # the session fails now rather than at the turn timeout.
+                        raise ObserverError(f"observer reply longer than {self.max_line} bytes")
                 elif kind == "control_request":
                     await self.send(protocol.control_reply(message))
                 elif kind == "result":
@@ -182,6 +233,8 @@ class Observer:
 
     async def finish_streams(self) -> None:
         """After the tree is gone, stop the drains (a surviving grandchild may hold a pipe)."""
+        if not self._exit.done():
+            self._exit.cancel()
         for task in (self._reader, self._stderr):
             if not task.done():
                 with contextlib.suppress(asyncio.TimeoutError, Exception):

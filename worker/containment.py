@@ -160,15 +160,21 @@ class Containment:
         children are enough; `full` also scans every process for the mark (the only way
         without a subreaper, and a cross-check with one).
         """
-        if self.subreaper and not full:
-            return await asyncio.to_thread(
+        # A guardian replaced by this very sweep (check_guardian) is a helper too.
+        exclude_pids = exclude_pids | self.helper_pids()
+        ended: list[proctree.ProcId] = []
+        if self.subreaper:
+            ended += await asyncio.to_thread(
                 self._end_adopted,
                 None,
                 exclude_pids | {c.identity.pid for c in live},
                 1.0,
                 {c.mark for c in live},
+                [c.identity.create_time for c in live],
             )
-        return await asyncio.to_thread(self._sweep, live, exclude_pids)
+            if not full:
+                return ended
+        return ended + await asyncio.to_thread(self._sweep, live, exclude_pids)
 
     def _end_adopted(
         self,
@@ -176,14 +182,25 @@ class Containment:
         exclude_pids: set[int],
         grace: float,
         spare_marks: frozenset[str] | set[str] = frozenset(),
+        live_starts: list[float] | None = None,
     ) -> list[proctree.ProcId]:
         """End our direct children that are not observers we track: adopted escapees/orphans.
 
         `marks`: only those carrying one of these marks; None: anything carrying ours.
+        `live_starts` (the periodic sweep only, which holds the spawn lock, so no observer is
+        between fork and exec): also end adopted children that carry no mark at all - an
+        escapee that cleared its environment (execve with an empty env) or made it unreadable.
+        The kernel reparents to a subreaper only orphans of its own descendants, so a child we
+        did not spawn is ours whatever it carries; since it cannot say whose it was, it is
+        spared while any observer started before it is still live, and ended after that.
         """
         ended: list[proctree.ProcId] = []
         for proc in proctree.adopted_children(exclude_pids):
             marker = _marker(proc)
+            if marker is None and live_starts is not None:
+                if not self._unmarked_stray(proc, live_starts):
+                    continue
+                marker = self.mark
             if marker is None or not proctree.mark_matches(marker, self.mark):
                 continue
             if marker in spare_marks or (marks is not None and marker not in marks):
@@ -194,6 +211,17 @@ class Containment:
             result = proctree.terminate_tree(pid_id, grace=grace, dont_reap=exclude_pids)
             ended.extend(result.ended)
         return ended
+
+    def _unmarked_stray(self, proc: psutil.Process, live_starts: list[float]) -> bool:
+        try:
+            created = proc.create_time()
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False  # reap_zombies collects it
+        except psutil.Error:
+            return False
+        if created + proctree.CREATE_TIME_TOLERANCE < self.since:
+            return False  # older than us: cannot descend from us (belt and braces)
+        return not any(start <= created + proctree.CREATE_TIME_TOLERANCE for start in live_starts)
 
     def _sweep(self, live: list[Contained], exclude_pids: set[int]) -> list[proctree.ProcId]:
         spared = set(exclude_pids)

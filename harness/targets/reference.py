@@ -39,6 +39,7 @@ class DrainTimeout(RuntimeError):
 
 class ReferenceTarget(Target):
     name = "reference"
+    descendants_are_run = True  # it spawns observers only (its guardian before it is ready)
 
     def __init__(
         self,

@@ -1,0 +1,226 @@
+"""Hostile `claude` executables: small stdlib Python scripts, NOT the fake.
+
+They carry no `--fake-claude-run-id` and write no ledger. Each appends `<pid> <role>` to a pid
+file of its own (the test's ground truth, read with psutil; nothing in the worker or the census
+reads it), speaks just enough stream-json to be driven, then misbehaves.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+# Shared prologue: pid file, stream-json replies, helpers to start a sleeping descendant.
+PROLOGUE = r'''
+import json, os, signal, sys, time
+PIDFILE = {pidfile!r}
+SLEEP = "import time\nwhile True: time.sleep(1)"
+IGNORE_TERM_SLEEP = (
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "while True: time.sleep(1)"
+)
+
+def record(role):
+    fd = os.open(PIDFILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, f"{{os.getpid()}} {{role}}\n".encode())
+    os.close(fd)
+
+def out(obj):
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+def answer_init(msg):
+    out({{"type": "control_response", "response": {{"subtype": "success",
+        "request_id": msg.get("request_id"), "response": {{}}}}}})
+
+def answer_turn(msg, sid="hostile-0001"):
+    out({{"type": "system", "subtype": "init", "session_id": sid}})
+    text = {{"type": "text", "text": "<observation/>"}}
+    out({{"type": "assistant", "message": {{"content": [text]}}, "session_id": sid}})
+    out({{"type": "result", "subtype": "success", "is_error": False, "result": "<observation/>",
+         "session_id": sid}})
+
+def messages():
+    buf = b""
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            return
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+
+def serve(on_turn=answer_turn):
+    for msg in messages():
+        if msg.get("type") == "control_request":
+            answer_init(msg)
+        elif msg.get("type") == "user":
+            on_turn(msg)
+
+def daemon_sleep(role, code=SLEEP, env=None, setsid=False, setpgid=False, keep_stdio=False):
+    """fork; the child records itself and execs a sleeping interpreter."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        if setsid:
+            os.setsid()
+        if setpgid:
+            os.setpgid(0, 0)
+        if not keep_stdio:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+        record(role)
+        argv = [sys.executable, "-c", code]
+        if env is None:
+            os.execv(sys.executable, argv)
+        os.execve(sys.executable, argv, env)
+    finally:
+        os._exit(0)
+'''
+
+CASES: dict[str, str] = {
+    # 1) Exits at once; a background grandchild keeps the stdout pipe (and stderr) open.
+    "holds-stdout": r"""
+record("main")
+daemon_sleep("grandchild", keep_stdio=True, setsid=True)
+os._exit(0)
+""",
+    # 2) A grandchild double-forks into a new session and execs with an empty environment.
+    "double-fork-noenv": r"""
+record("main")
+if os.fork() == 0:
+    os.setsid()
+    daemon_sleep("escapee", env={{}}, setsid=True)
+    os._exit(0)
+os.wait()
+serve()
+""",
+    # 3) Answers initialize, then closes stdout/stderr and lives on, ignoring SIGTERM and EOF.
+    "closed-stdio": r"""
+record("main")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for msg in messages():
+    if msg.get("type") == "control_request":
+        answer_init(msg)
+        break
+os.close(1)
+os.close(2)
+while True:
+    time.sleep(1)
+""",
+    # 4) On SIGTERM forks a chain: every link starts the next (new session), ignores SIGTERM.
+    "fork-chain": r"""
+N = {n}
+record("main")
+def chain(signum, frame):
+    for i in range(N):
+        if os.fork():
+            if i == 0:
+                return  # the main carries on (and forks another chain on the next SIGTERM)
+            break  # this link stays, sleeping
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if i % 2:
+            os.setsid()  # every other link leaves the observer's process group
+        record(f"link{{i}}")
+        time.sleep(0.01)
+    while True:
+        time.sleep(1)
+signal.signal(signal.SIGTERM, chain)
+try:
+    serve()
+except OSError:
+    pass
+while True:  # ignores stdin EOF: waits for the signal
+    time.sleep(1)
+""",
+    # 5) Answers initialize, then floods valid JSON lines, never a result.
+    "flood": r"""
+record("main")
+def flood(msg):
+    line = (json.dumps({{"type": "assistant", "message": {{"content": [{{"type": "text",
+        "text": "x" * 4000}}]}}}}) + "\n").encode() * 16
+    while True:
+        os.write(1, line)
+serve(on_turn=flood)
+""",
+    # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
+    "own-pgid": r"""
+record("main")
+for i in range(2):
+    daemon_sleep(f"grandchild{{i}}", code=IGNORE_TERM_SLEEP, setpgid=True)
+serve()
+""",
+}
+
+
+def write_hostile(folder: Path, case: str, **params: object) -> Hostile:
+    folder.mkdir(parents=True, exist_ok=True)
+    pidfile = folder / "pids.txt"
+    path = folder / "claude"
+    body = (PROLOGUE + CASES[case]).format(pidfile=str(pidfile), **params)
+    path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return Hostile(path, pidfile, time.time())
+
+
+@dataclass
+class Hostile:
+    path: Path
+    pidfile: Path
+    since: float
+
+    def entries(self) -> list[tuple[int, str]]:
+        try:
+            text = self.pidfile.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            pid, _, role = line.partition(" ")
+            if pid.isdigit():
+                out.append((int(pid), role))
+        return out
+
+    def processes(self) -> list[tuple[psutil.Process, str]]:
+        """Live, non-zombie processes the pid file names (created since the test began)."""
+        found = []
+        for pid, role in self.entries():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() + 1 < self.since or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.Error:
+                continue
+            found.append((proc, role))
+        return found
+
+    def roles(self) -> set[str]:
+        return {role for _, role in self.entries()}
+
+    def kill_all(self) -> None:
+        """Cleanup by identity (psutil verifies create_time before signalling)."""
+        for _ in range(3):
+            procs = [p for p, _ in self.processes()]
+            if not procs:
+                return
+            for proc in procs:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(procs, timeout=5)
+
+
+def env_without_mark() -> dict[str, str]:
+    import proctree
+
+    return {k: v for k, v in os.environ.items() if k != proctree.MARK_ENV}

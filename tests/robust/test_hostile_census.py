@@ -1,0 +1,106 @@
+"""The harness census against hostile `claude` executables that carry no run id and write no
+ledger: `python -m harness soak --claude PATH` must see what the leaky worker leaks (descendant
+tracking, orphans adopted by the harness) and invent nothing against the fixed worker."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hostile import Hostile
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def soak_cli(tmp_path: Path, hostile: Hostile, mode: str) -> tuple[int, dict]:
+    out = tmp_path / f"report-{mode}"
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "soak",
+        "--claude",
+        str(hostile.path),
+        "--mode",
+        mode,
+        "--run-id",
+        secrets.token_hex(6),
+        "--sessions",
+        "2",
+        "--prompts",
+        "2",
+        "--observations",
+        "1",
+        "--concurrency",
+        "2",
+        "--grace",
+        "1.5",
+        "--reap-interval",
+        "0.5",
+        "--progress",
+        "none",
+        "--no-plot",
+        "--report",
+        str(out),
+    ]
+    # The soak ends the worker and sweeps the run itself; the fixture ends the rest by PID.
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    shutil.rmtree(report["work_dir"], ignore_errors=True)
+    return proc.returncode, report
+
+
+def wait_none_alive(hostile: Hostile, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while hostile.processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [(p.pid, role) for p, role in hostile.processes()]
+    assert not left, f"the harness left processes of the run alive: {left}"
+
+
+# case -> roles of the long-lived processes it leaves under the leaky worker
+LEAKY_CASES = {
+    "own-pgid": {"main", "grandchild0", "grandchild1"},
+    "double-fork-noenv": {"main", "escapee"},
+    "holds-stdout": {"grandchild"},  # its main exits at once
+    "closed-stdio": {"main"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEAKY_CASES))
+def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, hostiles) -> None:
+    hostile = hostiles(case)
+    code, report = soak_cli(tmp_path, hostile, "leaky")
+    # holds-stdout / closed-stdio never finish a turn, so no session completes (ERROR, exit 2);
+    # either way the leak must be named.
+    assert code in (1, 2) and report["verdict"] in ("FAIL", "ERROR"), report["reasons"]
+    leaked = {int(e["pid"]) for e in report["leaked"]}
+    recorded = dict(hostile.entries())
+    stray = leaked - set(recorded)
+    assert not stray, f"census counted processes the hostile did not start: {stray}"
+    # Every long-lived process it started is named: in other process groups, with an empty
+    # environment, orphaned before any sample saw it - none carries the run id.
+    expected = {pid for pid, role in recorded.items() if role in LEAKY_CASES[case]}
+    assert expected, recorded
+    assert expected <= leaked, {pid: recorded[pid] for pid in expected - leaked}
+    wait_none_alive(hostile)
+
+
+@pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout"])
+def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
+    hostile = hostiles(case)
+    code, report = soak_cli(tmp_path, hostile, "fixed")
+    assert report["leaked_count"] == 0, json.dumps(report["leaked"])[:2000]
+    if case != "holds-stdout":  # that one fails every turn by design
+        assert code == 0 and report["verdict"] == "PASS", report["reasons"]
+    # It did count the run's processes (descendant tracking found them): not a blind PASS.
+    assert report["cleanup_latency_ms"]["n"] >= 1, report["cleanup_latency_ms"]
+    wait_none_alive(hostile)

@@ -1,0 +1,144 @@
+"""Hostile `claude` executables (not the fake) against the fixed worker: every session ends, the
+worker neither hangs nor crashes, and nothing any hostile child started is left alive."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from hostile import Hostile
+from workerkit import Worker, wait_until
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
+
+GRACE = 0.5
+FLAGS = [
+    "--grace",
+    str(GRACE),
+    "--reap-interval",
+    "0.5",
+    "--turn-timeout",
+    "3",
+    "--max-attempts",
+    "1",
+]
+# A session's end: the turn timeout, the escalation (2 x grace), plus slack for a loaded machine.
+SESSION_DEADLINE = 60.0
+GONE_DEADLINE = 20.0
+
+# case -> (params, roles that prove the misbehaviour happened before the session ends)
+CASES: dict[str, tuple[dict[str, object], set[str]]] = {
+    "holds-stdout": ({}, {"main", "grandchild"}),
+    "double-fork-noenv": ({}, {"main", "escapee"}),
+    "closed-stdio": ({}, {"main"}),
+    "fork-chain": ({"n": 40}, {"main"}),
+    "flood": ({}, {"main"}),
+    "own-pgid": ({}, {"main", "grandchild0", "grandchild1"}),
+}
+
+
+def drive(worker: Worker, hostile: Hostile, roles: set[str], content_id: str) -> int:
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    worker.observe(content_id, 0)
+    worker.summarize(content_id)
+    wait_until(lambda: roles <= hostile.roles(), SESSION_DEADLINE, f"roles {sorted(roles)}")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    return sid
+
+
+def assert_all_gone(hostile: Hostile, what: str) -> None:
+    try:
+        wait_until(lambda: not hostile.processes(), GONE_DEADLINE, f"{what}: all gone")
+    except AssertionError as exc:
+        left = ", ".join(f"{p.pid}:{role}" for p, role in hostile.processes())
+        raise AssertionError(f"{exc}; still alive: {left}") from None
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fixed_worker_ends_everything(case: str, hostiles, workers) -> None:
+    params, roles = CASES[case]
+    hostile = hostiles(case, **params)
+    worker = workers(hostile.path, flags=FLAGS)
+    # A process with an empty environment that the worker did not start: never its to end.
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"],
+        env={},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        check_session(case, roles, hostile, worker)
+        assert decoy.poll() is None, "the worker ended a process it did not start"
+    finally:
+        decoy.kill()
+        decoy.wait(timeout=30)
+
+
+def check_session(case: str, roles: set[str], hostile: Hostile, worker: Worker) -> None:
+    started = time.monotonic()
+    sid = drive(worker, hostile, roles, f"robust-{case}")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    took = time.monotonic() - started
+    assert_all_gone(hostile, case)
+    # It still serves, and it did not crash on the way.
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+    assert worker.api().ok("GET", "/api/health")
+    assert took < SESSION_DEADLINE
+    if case == "fork-chain":
+        # The chain really forked during the escalation (else this case proves nothing).
+        assert {"link0", "link1"} <= hostile.roles(), hostile.roles()
+    rows = worker.processes()
+    assert rows and all(r["state"] == "ended" for r in rows), rows
+    # Its own helper, an unmarked child of the worker too, was left alone by the sweeps.
+    guardian = worker.stats()["containment"]["guardian"]
+    assert guardian["alive"] and guardian["starts"] == 1, guardian
+
+
+def _long_timeout_flags(turn_timeout: float) -> list[str]:
+    flags = list(FLAGS)
+    flags[flags.index("--turn-timeout") + 1] = str(turn_timeout)
+    return flags
+
+
+def test_root_exit_ends_the_stream_though_a_grandchild_holds_stdout(hostiles, workers) -> None:
+    """With the default-like turn timeout (120 s) and three queued items, waiting for EOF on a
+    pipe a grandchild holds would take 6 minutes; the root's exit must end each turn at once."""
+    hostile = hostiles("holds-stdout")
+    worker = workers(hostile.path, flags=_long_timeout_flags(120))
+    started = time.monotonic()
+    sid = drive(worker, hostile, {"main", "grandchild"}, "robust-holds-120")
+    worker.wait_session_done(sid, 40.0)  # well under one 120 s turn timeout
+    assert time.monotonic() - started < 40.0
+    assert_all_gone(hostile, "the pipe holders")
+    errors = " ".join(str(r.get("how")) for r in worker.processes())
+    assert "error" in errors, worker.processes()
+    assert "holds its stdout" in worker.log(), worker.log()
+
+
+def test_output_flood_fails_fast_with_bounded_memory(hostiles, workers) -> None:
+    """Endless valid lines and no result: the reply is bounded (memory) and the turn fails
+    when it passes the bound, not at the turn timeout."""
+    import psutil
+
+    hostile = hostiles("flood")
+    worker = workers(hostile.path, flags=_long_timeout_flags(60))
+    proc = psutil.Process(worker.pid)
+    base = proc.memory_info().rss
+    peak = base
+    started = time.monotonic()
+    sid = drive(worker, hostile, {"main"}, "robust-flood")
+
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, proc.memory_info().rss)
+        st = worker.status(sid)
+        return st["queueLength"] == 0 and not st["observers"] and st["status"] != "active"
+
+    wait_until(done, 50.0, "the flooded session to end")
+    assert time.monotonic() - started < 50.0  # under one 60 s turn timeout
+    assert peak - base < 150 * 2**20, f"worker grew {(peak - base) / 2**20:.0f} MB"
+    assert_all_gone(hostile, "the flooder")
+    assert "reply longer than" in worker.log(), worker.log()
