@@ -35,6 +35,12 @@ class ActiveSession:
     errors: int = 0
     last_error: str | None = None
     last_activity: float = field(default_factory=time.monotonic)
+    # The session row's fixed columns (project, content_session_id never change once the row
+    # exists), read once instead of once per turn.
+    project: str | None = None
+    content_id: str | None = None
+    # The memory session id already stored for this session (the UPDATE is a no-op after it).
+    memory_id_stored: str | None = None
 
 
 @dataclass
@@ -162,15 +168,16 @@ class SessionManager:
                 active.last_activity = time.monotonic()
                 try:
                     observer = await self._ensure_observer(active)
-                    row = self.store.session(active.id)
+                    if active.content_id is None:
+                        self._load_fixed_columns(active)
                     text = protocol.prompt_text(
                         message.kind,
                         message.payload,
-                        str(row["project"]) if row else "",
+                        active.project or "",
                         int(message.payload.get("promptNumber") or 1),
                     )
                     reply = await observer.turn(
-                        text, str(row["content_session_id"]) if row else "", self.cfg.turn_timeout
+                        text, active.content_id or "", self.cfg.turn_timeout
                     )
                 except ObserverError as exc:
                     self._session_error(active, str(exc))
@@ -179,8 +186,10 @@ class SessionManager:
                     continue
                 self.store.complete_message(message, reply)
                 self.counters.turns += 1
-                if observer.claude_session_id:
-                    self.store.set_memory_session_id(active.id, observer.claude_session_id)
+                memory_id = observer.claude_session_id
+                if memory_id and memory_id != active.memory_id_stored:
+                    self.store.set_memory_session_id(active.id, memory_id)
+                    active.memory_id_stored = memory_id
                 active.last_activity = time.monotonic()
         except asyncio.CancelledError:
             # Delete or shutdown: the observer must not outlive its generator.
@@ -190,6 +199,14 @@ class SessionManager:
             log.exception("session %s generator failed", active.id)
             self._session_error(active, f"{type(exc).__name__}: {exc}")
             await asyncio.shield(self._end_observer(active, "error"))
+
+    def _load_fixed_columns(self, active: ActiveSession) -> None:
+        row = self.store.session(active.id)
+        if row is not None:
+            active.project = str(row["project"])
+            active.content_id = str(row["content_session_id"])
+        else:  # not cached: a row that appears later is read then
+            active.project = active.content_id = None
 
     def _forget(self, active: ActiveSession) -> None:
         """A session with no observer and no work holds nothing: drop it, so a long-running
