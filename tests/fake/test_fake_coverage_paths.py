@@ -9,7 +9,7 @@ import subprocess
 
 from fake_helpers import SDK_ARGV, wait_for
 
-from fake_claude.shim import command_for
+from fake_claude.shim import command_for, write_shim
 
 TOOL_ARGV = [*SDK_ARGV, "--permission-prompt-tool", "stdio"]
 
@@ -178,3 +178,15 @@ def test_help_prints_usage(tmp_path, run_id):
     assert out.returncode == 0
     assert out.stdout.startswith("Usage: claude [options] [prompt]")
     assert "fake-claude shim DIR" in out.stdout
+
+
+def test_shim_settings_skip_none_and_prefix_plain_names(tmp_path, run_id):
+    shim = write_shim(
+        tmp_path / "bin",
+        {"run_id": run_id, "version": "3.0.0", "scenario": None, "custom_thing": "x y"},
+    )
+    text = shim.read_text()
+    assert "FAKE_CLAUDE_CUSTOM_THING='x y'" in text
+    assert "FAKE_CLAUDE_SCENARIO=" not in text  # None means unset, not the string "None"
+    out = subprocess.run([str(shim), "-v"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout == "3.0.0 (Claude Code)\n"
