@@ -359,8 +359,17 @@ class ClaudeMemTarget(Target):
         if self.tracker is None:
             return {}
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.tracker.alive() > 0:
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
+                break
+            # Done once nothing of the run has been alive for a few samples: a process that
+            # appears as the workload ends is seen by the next sample, not missed.
+            if self.tracker.alive() > 0:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= 3 * self.tracker.interval:
                 break
             await asyncio.sleep(0.25)
         self.tracker.sample()
