@@ -40,13 +40,20 @@ class Observer:
     ) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.max_line = max_line
         self.token = token
         self.claude_session_id: str | None = None
         self.turns = 0
-        self.max_line = max_line
         assert proc.stdout is not None and proc.stderr is not None
         self._lines = BoundedLines(proc.stdout, max_line)
-        self._messages: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue(maxsize=256)
+        # (size, message): at most 256 messages and, above all, at most max_line bytes of lines
+        # waiting to be read - an observer flooding while no turn reads (between turns) would
+        # otherwise park 256 lines of up to max_line each in the worker (~0.8 GB measured).
+        self._messages: asyncio.Queue[tuple[int, dict[str, Any] | BaseException]] = asyncio.Queue(
+            maxsize=256
+        )
+        self._queued_bytes = 0
+        self._room = asyncio.Event()
         self._reader = asyncio.create_task(self._read_stdout(), name=f"stdout-{proc.pid}")
         self._stderr = asyncio.create_task(drain_tail(proc.stderr), name=f"stderr-{proc.pid}")
         # The root's exit, watched apart from stdout: a process it left behind may hold the
@@ -82,20 +89,25 @@ class Observer:
                     message = protocol.parse_line(line)
                 except protocol.ProtocolError as exc:
                     message = exc
-                await self._messages.put(message)
+                size = len(line)
+                while self._queued_bytes and self._queued_bytes + size > self.max_line:
+                    self._room.clear()
+                    await self._room.wait()  # back-pressure: the pipe fills, the child blocks
+                self._queued_bytes += size
+                await self._messages.put((size, message))
                 if isinstance(message, BaseException):
                     return
         except (LineTooLong, EndOfStream) as exc:
-            await self._messages.put(exc)
+            await self._messages.put((0, exc))
         except Exception as exc:  # a broken pipe or a reset: still just a session error
-            await self._messages.put(exc)
+            await self._messages.put((0, exc))
 
     async def _next(self) -> dict[str, Any]:
         item = await self._get_or_exit()
         if isinstance(item, BaseException):
             # Keep the failure visible to later calls too.
             if not self._messages.full():
-                self._messages.put_nowait(item)
+                self._messages.put_nowait((0, item))
             if isinstance(item, EndOfStream):
                 code = await self._exit_code_soon()
                 if code is None:
@@ -123,12 +135,22 @@ class Observer:
         whole turn timeout per queued item. So the root's own exit ends the stream too, after
         a short window to read the lines it wrote last."""
         get = asyncio.ensure_future(self._messages.get())
+        taken = False
+
+        def take() -> dict[str, Any] | BaseException:
+            nonlocal taken
+            taken = True
+            size, item = get.result()
+            self._queued_bytes -= size
+            self._room.set()
+            return item
+
         try:
             if not self._exit.done():
                 await asyncio.wait({get, self._exit}, return_when=asyncio.FIRST_COMPLETED)
-            if get.done():
-                return get.result()
-            return await asyncio.wait_for(get, EXIT_DRAIN_S)
+            if not get.done():
+                await asyncio.wait_for(asyncio.shield(get), EXIT_DRAIN_S)
+            return take()
         except asyncio.TimeoutError:
             code = self.proc.returncode
             return ObserverError(
@@ -138,6 +160,8 @@ class Observer:
         finally:
             if not get.done():
                 get.cancel()  # a timed-out turn must not leave a getter that eats a message
+            elif not taken and not get.cancelled():
+                take()  # dropped (the turn is over), but its bytes no longer wait
 
     async def _exit_code_soon(self) -> int | None:
         with contextlib.suppress(asyncio.TimeoutError):

@@ -152,6 +152,22 @@ def flood(msg):
         os.write(1, line)
 serve(on_turn=flood)
 """,
+    # 5b) Answers a turn, then writes 100 big valid lines while nobody reads (between turns),
+    # records "flooded", and serves on.
+    "flood-idle": r"""
+record("main")
+def turn_then_flood(msg):
+    answer_turn(msg)
+    if "flooded" in open(PIDFILE).read():
+        return
+    line = json.dumps({{"type": "system", "subtype": "status", "x": "y" * 3_000_000}}) + "\n"
+    data = line.encode()
+    for i in range(100):
+        os.write(1, data)
+        record(f"line{{i}}")
+    record("flooded")
+serve(on_turn=turn_then_flood)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")

@@ -142,3 +142,56 @@ def test_output_flood_fails_fast_with_bounded_memory(hostiles, workers) -> None:
     assert peak - base < 150 * 2**20, f"worker grew {(peak - base) / 2**20:.0f} MB"
     assert_all_gone(hostile, "the flooder")
     assert "reply longer than" in worker.log(), worker.log()
+
+
+def _blocked_writing(pid: int) -> bool:
+    """The process sleeps in a write to a full pipe (Linux: /proc/<pid>/wchan)."""
+    try:
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as f:
+            return "pipe_write" in f.read()
+    except OSError:
+        return False
+
+
+def test_flood_between_turns_meets_back_pressure(hostiles, workers) -> None:
+    """Between turns nobody reads the observer's lines: they must not pile up in the worker
+    (256 queued lines of up to --max-line each were 0.8 GB); the child must block instead."""
+    import psutil
+
+    hostile = hostiles("flood-idle")
+    worker = workers(hostile.path, flags=_long_timeout_flags(60))
+    proc = psutil.Process(worker.pid)
+    base = proc.memory_info().rss
+    content_id = "robust-flood-idle"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+
+    def lines() -> int:
+        return sum(1 for _, role in hostile.entries() if role.startswith("line"))
+
+    last = [-1]
+
+    def flooded_or_held() -> bool:
+        """It wrote everything (the worker took it all in), or it is held: blocked in a write
+        to the full pipe with the same number of lines written at two polls in a row."""
+        if "flooded" in hostile.roles():
+            return True
+        mains = [p for p, role in hostile.processes() if role == "main"]
+        n = lines()
+        held = n >= 1 and n == last[0] and bool(mains) and _blocked_writing(mains[0].pid)
+        last[0] = n
+        return held
+
+    wait_until(flooded_or_held, SESSION_DEADLINE, "the flood to be written or to be held")
+    grown = proc.memory_info().rss - base
+    assert "flooded" not in hostile.roles(), "300 MB went into the worker with no turn reading"
+    # One line queued, one read and waiting for room, the next in the pipe: 3 MB lines, 4 MB
+    # budget (--max-line) -> two lines written at most.
+    assert lines() <= 3, f"{lines()} lines of 3 MB taken in with no turn reading"
+    assert grown < 150 * 2**20, f"worker grew {grown / 2**20:.0f} MB with nobody reading"
+    # The next turn reads through the flood to its result; then the session ends cleanly.
+    worker.observe(content_id, 0)
+    worker.summarize(content_id)
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    assert_all_gone(hostile, "flood-idle")
