@@ -114,6 +114,9 @@ def session_id_of(request: web.Request) -> int:
     return int(raw)
 
 
+MAX_WAIT_MS = 60_000  # cap for GET /sessions/{id}/status?waitDrainedMs=
+
+
 class Routes:
     def __init__(self, service: WorkerService) -> None:
         self.service = service
@@ -211,6 +214,14 @@ class Routes:
 
     async def status(self, request: web.Request) -> web.Response:
         session_id = session_id_of(request)
+        self._known_session(session_id)
+        # Our addition: ?waitDrainedMs=N answers once the queue is empty (or after N ms), so a
+        # caller waiting for the drain needs one request instead of a polling loop.
+        wait_ms = request.query.get("waitDrainedMs")
+        if wait_ms is not None:
+            if not wait_ms.isdigit() or len(wait_ms) > 9:
+                raise BadRequest(400, f"waitDrainedMs {wait_ms!r} is not a non-negative integer")
+            await self.service.wait_drained(session_id, min(int(wait_ms), MAX_WAIT_MS) / 1000)
         row = self._known_session(session_id)
         return web.json_response(
             {

@@ -98,6 +98,12 @@ class WorkerService:
             self.store.end_session(session_id, "deleted")
             await self.leaky.abort(session_id)
 
+    async def wait_drained(self, session_id: int, timeout: float) -> None:
+        """Fixed mode: wait (no polling) until the session's queue is empty or `timeout` passes.
+        Leaky mode answers at once, as before."""
+        if self.fixed and timeout > 0:
+            await self.sessions.wait_drained(session_id, timeout)
+
     def live_observer_pids(self, session_id: int) -> list[int]:
         if self.fixed:
             return self.sessions.live_pids(session_id)

@@ -70,6 +70,23 @@ class SessionManager:
         self.spawn_lock = asyncio.Lock()
         # Observer roots whose exit status asyncio still has to collect: never reap those.
         self._owned: set[int] = set()
+        # Set (and replaced) whenever a queued message leaves the queue: lets a status request
+        # wait for a drained queue without polling (GET /sessions/{id}/status?waitDrainedMs=).
+        self._progress = asyncio.Event()
+
+    def _queue_progressed(self) -> None:
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+    async def wait_drained(self, session_id: int, timeout: float) -> None:
+        """Return once the session has nothing pending or processing, or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self._closing and self.store.pending_count(session_id) > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
 
     # -- called by the routes -----------------------------------------------------------------
     def notify(self, session_id: int) -> None:
@@ -122,6 +139,7 @@ class SessionManager:
             "WHERE session_id=? AND status IN ('pending','processing')",
             (time.time(), session_id),
         )
+        self._queue_progressed()
         active = self.sessions.get(session_id)
         if active is None:
             return
@@ -134,6 +152,7 @@ class SessionManager:
     async def shutdown(self) -> None:
         """Stop every generator; each ends its observer's whole tree."""
         self._closing = True
+        self._queue_progressed()  # waiting status requests answer now, not at their deadline
         tasks = [a.task for a in self.sessions.values() if a.task and not a.task.done()]
         for task in tasks:
             task.cancel()
@@ -182,9 +201,11 @@ class SessionManager:
                 except ObserverError as exc:
                     self._session_error(active, str(exc))
                     self.store.release_message(message, str(exc), self.cfg.max_attempts)
+                    self._queue_progressed()
                     await self._end_observer(active, "error")
                     continue
                 self.store.complete_message(message, reply)
+                self._queue_progressed()
                 self.counters.turns += 1
                 memory_id = observer.claude_session_id
                 if memory_id and memory_id != active.memory_id_stored:
