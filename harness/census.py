@@ -580,6 +580,11 @@ class Census:
             self._attach(rec, now)
         else:
             self._probe(rec, now)
+            # A process first seen between fork and exec (a shell shim, a launcher) has since
+            # become what it runs now: name it by that.
+            cmdline = self._cmdline(rec.proc) if rec.proc is not None else []
+            if cmdline:
+                rec.cmdline = cmdline
 
     def _attach(self, rec: ProcRecord, now: float) -> None:
         try:
