@@ -102,5 +102,6 @@ def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostile
     if case != "holds-stdout":  # that one fails every turn by design
         assert code == 0 and report["verdict"] == "PASS", report["reasons"]
     # It did count the run's processes (descendant tracking found them): not a blind PASS.
-    assert report["cleanup_latency_ms"]["n"] >= 1, report["cleanup_latency_ms"]
+    # (Not cleanup latency: a short-lived tree can end between two samples of its session.)
+    assert report["processes_seen"] >= 1, {k: report.get(k) for k in ("processes_seen", "sessions")}
     wait_none_alive(hostile)
