@@ -13,14 +13,18 @@ import psutil
 from harness.census import CT_TOLERANCE, Census, run_id_token
 
 
-def run_processes(run_id: str) -> list[psutil.Process]:
-    """Every live process whose argv carries this run's token (a fresh scan)."""
+def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Process]:
+    """Every process whose argv carries this run's token (a fresh scan); zombies too unless
+    skip_zombies (a zombie has exited: it waits only for its parent to reap it)."""
     token = run_id_token(run_id)
     out = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "status"]):
         try:
             cmdline = proc.info.get("cmdline") or []
+            status = proc.info.get("status")
         except psutil.Error:
+            continue
+        if skip_zombies and status == psutil.STATUS_ZOMBIE:
             continue
         if token in cmdline:  # an exact argv element, never a substring
             out.append(proc)

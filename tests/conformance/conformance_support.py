@@ -18,6 +18,8 @@ from typing import IO, TypeVar
 
 import psutil
 
+from harness.cleanup import run_processes as harness_run_processes
+
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -44,18 +46,8 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -
 
 
 def run_processes(run_id: str) -> list[psutil.Process]:
-    """Live processes (not zombies) whose argv carries this run id."""
-    token = RUN_ID_FLAG + run_id
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if any(token in arg for arg in proc.info["cmdline"] or ()):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+    """Live (non-zombie) processes whose argv carries this run id."""
+    return harness_run_processes(run_id, skip_zombies=True)
 
 
 def is_gone(proc: psutil.Process) -> bool:

@@ -10,7 +10,6 @@ import secrets
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,38 +22,13 @@ sdk = pytest.importorskip(
 )
 anyio = pytest.importorskip("anyio", reason="anyio comes with claude-agent-sdk")
 
+from conformance_support import run_processes, wait_for  # noqa: E402
+
 from fake_claude.ledger import read_ledger  # noqa: E402
 from fake_claude.shim import write_shim  # noqa: E402
 
 pytestmark = pytest.mark.conformance
 DEADLINE = float(os.environ.get("CONFORMANCE_DEADLINE", "90"))
-RUN_ID_FLAG = "--fake-claude-run-id="
-
-
-def run_processes(run_id: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and any(
-                RUN_ID_FLAG + run_id in a for a in proc.info["cmdline"] or ()
-            ):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
-def wait_for(pred, what: str, timeout: float = DEADLINE):
-    end = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(2 * delay, 0.2)
 
 
 class Fake:

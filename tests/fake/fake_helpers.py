@@ -23,6 +23,7 @@ import psutil
 
 from fake_claude.ledger import read_ledger
 from fake_claude.shim import command_for, write_shim
+from harness.cleanup import run_processes as harness_run_processes
 
 T = TypeVar("T")
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -55,17 +56,7 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = DEADLINE) -
 
 def run_processes(run_id: str) -> list[psutil.Process]:
     """Live (non-zombie) processes whose argv carries this run id."""
-    token = RUN_ID_FLAG + run_id
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if any(token in arg for arg in proc.info["cmdline"] or ()):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+    return harness_run_processes(run_id, skip_zombies=True)
 
 
 def alive(pid: int) -> bool:
