@@ -4,13 +4,13 @@ The public interface; platform code lives in _posix/_linux/_darwin/_windows behi
 
     proctree.enable_subreaper()                      # Linux: orphans of our trees come to us
     guardian = proctree.start_guardian(mark)         # ends our trees if we are kill -9ed
-    opts = proctree.spawn_options(f"{mark}:{session}")
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=PIPE, stdout=PIPE, **opts)
+    opts = proctree.spawn_options(f"{mark}:{session}", argv=argv)
+    proc = await asyncio.create_subprocess_exec(*opts.argv, stdin=PIPE, stdout=PIPE, **opts)
     c = proctree.after_spawn(proc.pid, opts)         # at once: Windows resumes the child here
     guardian.watch(c)
     ...
     res = await proctree.aterminate_tree(c.proc_id, group=c, mark=c.mark, grace=5.0,
-                                         close_stdin=proc.stdin)
+                                         close_stdin=proc.stdin, own_child=True)
     c.close()
     proctree.sweep(mark=mark, exclude={live roots})  # periodically: what outlived its session
 
@@ -25,7 +25,7 @@ from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, fo
 from ._guardian import Guardian, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
 from ._platform import enable_subreaper, is_subreaper
-from ._scan import adopted_children, descendants, mark_matches, scan
+from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
 from ._terminate import (
     TerminationResult,
@@ -58,10 +58,12 @@ __all__ = [
     "is_alive",
     "is_subreaper",
     "mark_matches",
+    "marker_of",
     "reap_zombies",
     "scan",
     "spawn_options",
     "start_guardian",
+    "subtree_pids",
     "sweep",
     "terminate_tree",
     "wait_gone",

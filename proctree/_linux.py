@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 
 from ._identity import ProcId
@@ -62,6 +65,63 @@ def pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
             kill(os.getpid(), sigkill)
 
     return _set_pdeathsig
+
+
+def child_pids(pid: int) -> list[int] | None:
+    """The direct children of pid as the kernel lists them per thread, or None if it cannot.
+
+    psutil finds children by reading every process's stat file; /proc/<pid>/task/<tid>/children
+    (CONFIG_PROC_CHILDREN, in every mainstream kernel) costs a few reads however many
+    processes run. None (missing file, no permission) tells the caller to ask psutil.
+    """
+    kids: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []  # no such process: no children
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread exited meanwhile
+            return None  # the kernel has no children file
+        except (OSError, ValueError):
+            return None
+    return kids
+
+
+@functools.cache
+def pdeathsig_launcher() -> str | None:
+    """util-linux `setpriv` if it can set the parent-death signal (util-linux >= 2.33), else None.
+
+    It sets PR_SET_PDEATHSIG and execs the command, so the spawn needs no preexec_fn: with one,
+    Python must fork the whole parent and run Python code in the child before exec (5-9 ms on
+    the spawning thread, measured on a 60 MB worker) instead of a vfork (under 1 ms).
+    """
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        out = subprocess.run(
+            [path, "--help"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if out.returncode == 0 and "--pdeathsig" in out.stdout else None
+
+
+def pdeathsig_argv(argv: list[str]) -> list[str] | None:
+    """argv run under the launcher with SIGKILL as its parent-death signal, or None.
+
+    Unlike pdeathsig_preexec it cannot check that the parent is still alive after the prctl;
+    a parent that dies in that instant leaves the child to the guardian's sweep.
+    """
+    launcher = pdeathsig_launcher()
+    return None if launcher is None else [launcher, "--pdeathsig", "KILL", "--", *argv]
 
 
 def send_verified(pid_id: ProcId, sig: int) -> bool:

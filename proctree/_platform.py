@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Collection
+
+import psutil
 
 from ._caps import capabilities
 from ._identity import ProcId
@@ -39,13 +42,39 @@ def is_subreaper() -> bool:
     return _native.is_subreaper()
 
 
-def spawn_kwargs(parent_pid: int) -> dict[str, object]:
+def spawn_plan(
+    parent_pid: int, argv: list[str] | None, path: str | None
+) -> tuple[list[str] | None, dict[str, object]]:
+    """The command to run and the Popen kwargs that contain it.
+
+    Linux: the parent-death signal through a launcher that sets it and execs argv (no
+    preexec_fn, so Python can vfork); a preexec_fn when there is no argv to wrap, no
+    launcher, or argv[0] is not found (then Popen raises its usual error, not the launcher).
+    `path`: the PATH argv[0] is looked up in (the child's).
+    """
     if WINDOWS:
-        return _win.popen_kwargs()
+        return argv, _win.popen_kwargs()
     kwargs = _posix.popen_kwargs()
     if LINUX and capabilities().has_pdeathsig:
+        wrapped = None
+        if argv and shutil.which(argv[0], path=path) is not None:
+            wrapped = _native.pdeathsig_argv(argv)
+        if wrapped is not None:
+            return wrapped, kwargs
         kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
-    return kwargs
+    return argv, kwargs
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of pid (none if it is gone)."""
+    if LINUX:
+        kids = _native.child_pids(pid)
+        if kids is not None:
+            return kids
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.Error:
+        return []
 
 
 def after_spawn(pid: int) -> Group | None:

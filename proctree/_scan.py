@@ -7,7 +7,7 @@ reads (argv, environment, pgid) only for processes young enough to belong to the
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import psutil
 
@@ -31,14 +31,9 @@ def carries(proc: psutil.Process, *, mark: str | None, token: str | None) -> boo
             cmdline = None
         if cmdline and any(token in arg for arg in cmdline):
             return True
-    if mark:
-        try:
-            # environ() of another user's process (on macOS, often of any) is unreadable:
-            # that is why argv tokens exist.
-            return mark_matches(proc.environ().get(MARK_ENV), mark)
-        except (psutil.Error, OSError):
-            return False
-    return False
+    # environ() of another user's process (on macOS, often of any) is unreadable: that is
+    # why argv tokens exist.
+    return bool(mark) and mark_matches(marker_of(proc), mark or "")
 
 
 def protected_pids() -> set[int]:
@@ -70,17 +65,7 @@ class _Table:
             self.kids.setdefault(info["ppid"] or 0, []).append(p.pid)
 
     def subtree(self, root_pid: int) -> list[int]:
-        out: list[int] = []
-        stack = list(self.kids.get(root_pid, ()))
-        seen = {root_pid}
-        while stack:
-            pid = stack.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
-            out.append(pid)
-            stack.extend(self.kids.get(pid, ()))
-        return out
+        return _walk(root_pid, lambda pid: self.kids.get(pid, ()))
 
     def matching(
         self,
@@ -123,11 +108,37 @@ def scan(
 
 def adopted_children(known: Collection[int]) -> list[psutil.Process]:
     """Our direct children we did not spawn ourselves: with the subreaper bit, escapees."""
+    return _procs(p for p in _platform.child_pids(os.getpid()) if p not in known)
+
+
+def subtree_pids(root_pid: int) -> list[int]:
+    """Descendants of root_pid found child by child, without reading the whole process table
+    (the cheap way where the OS lists children; a pid may exit or be reused meanwhile, so
+    callers verify identities)."""
+    return _walk(root_pid, _platform.child_pids)
+
+
+def _walk(root_pid: int, children: Callable[[int], Iterable[int]]) -> list[int]:
+    """Every pid below root_pid, given a function that lists one pid's children."""
+    out: list[int] = []
+    seen = {root_pid}
+    stack = list(children(root_pid))
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        stack.extend(children(pid))
+    return out
+
+
+def marker_of(proc: psutil.Process) -> str | None:
+    """The mark in a process's environment, if it carries one and we may read it."""
     try:
-        kids = psutil.Process().children()
-    except psutil.Error:
-        return []
-    return [k for k in kids if k.pid not in known]
+        return proc.environ().get(MARK_ENV)
+    except (psutil.Error, OSError):
+        return None
 
 
 def descendants(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +17,22 @@ class SpawnOptions(Mapping[str, Any]):
     """Keyword arguments for subprocess.Popen and asyncio.create_subprocess_exec.
 
     Use as `Popen(argv, **opts, stdin=PIPE, ...)`; call `after_spawn(proc.pid)` at once
-    (on Windows the child is created suspended and only after_spawn resumes it).
+    (on Windows the child is created suspended and only after_spawn resumes it). Built with
+    `argv=`, run `opts.argv` instead: it may be argv wrapped in a launcher (Linux: the
+    parent-death signal without a preexec_fn, a much cheaper spawn).
     """
 
-    def __init__(self, mark: str, popen_kwargs: dict[str, Any], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        mark: str,
+        popen_kwargs: dict[str, Any],
+        env: dict[str, str],
+        argv: list[str] | None = None,
+    ) -> None:
         self.mark = mark
         self.popen_kwargs = dict(popen_kwargs)
         self.env = env
+        self.argv = argv
 
     def _all(self) -> dict[str, Any]:
         return {**self.popen_kwargs, "env": self.env}
@@ -42,15 +51,21 @@ class SpawnOptions(Mapping[str, Any]):
         return f"SpawnOptions(mark={self.mark!r}, kwargs=[{keys}], env=<{len(self.env)} vars>)"
 
 
-def spawn_options(mark: str, *, env: Mapping[str, str] | None = None) -> SpawnOptions:
+def spawn_options(
+    mark: str, *, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
+) -> SpawnOptions:
     """Own session/process group (POSIX), pdeathsig (Linux), new group + job (Windows), marker.
 
     `env` is the child's environment (default: ours); the marker is added to it. On Linux the
     parent-death signal fires when the *spawning thread* dies: spawn from a long-lived thread.
+    Give `argv` and run `opts.argv`: on Linux it then needs no preexec_fn (see SpawnOptions).
     """
     child_env = dict(os.environ if env is None else env)
     child_env[MARK_ENV] = mark
-    return SpawnOptions(mark, _platform.spawn_kwargs(os.getpid()), child_env)
+    command, kwargs = _platform.spawn_plan(
+        os.getpid(), None if argv is None else list(argv), child_env.get("PATH")
+    )
+    return SpawnOptions(mark, kwargs, child_env, command)
 
 
 @dataclass

@@ -16,8 +16,16 @@ from typing import Any
 import psutil
 
 from . import _platform
-from ._identity import ProcId, is_alive, of_process
-from ._scan import adopted_children, descendants, protected_pids, scan
+from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive, of_process
+from ._scan import (
+    adopted_children,
+    descendants,
+    mark_matches,
+    marker_of,
+    protected_pids,
+    scan,
+    subtree_pids,
+)
 
 # After SIGKILL a process is gone in milliseconds unless stuck in the kernel (D state).
 KILL_WAIT = 5.0
@@ -80,6 +88,7 @@ class _Tree:
         mark: str | None,
         token: str | None,
         known_children: Collection[int] | None = None,
+        own_child: bool = False,
     ) -> None:
         self.root = root
         self.known_children = known_children
@@ -87,6 +96,10 @@ class _Tree:
         self.mark = mark
         self.token = token
         self.known: set[ProcId] = set()
+        # As subreaper, whatever of root's tree outlives its parent is handed to us: the
+        # tree is root's subtree plus our adopted children that carry its mark (or, unmarked,
+        # sit in its group). Found child by child, with no scan of the process table.
+        self.local = own_child and mark is not None and _platform.is_subreaper()
 
     def group_verified(self) -> ProcId | None:
         """A living process of ours that is in the group right now, if any."""
@@ -101,6 +114,8 @@ class _Tree:
         return None
 
     def refresh(self) -> set[ProcId]:
+        if self.local:
+            return self._refresh_local()
         group = self.group if self.group_verified() is not None else None
         if is_alive(self.root):
             self.known.add(self.root)
@@ -120,6 +135,25 @@ class _Tree:
         for p in procs:
             pid_id = of_process(p)
             if pid_id is not None:
+                self.known.add(pid_id)
+        return self.alive()
+
+    def _refresh_local(self) -> set[ProcId]:
+        pids: list[int] = []
+        if is_alive(self.root):
+            self.known.add(self.root)
+            pids += subtree_pids(self.root.pid)
+        pgid = self.group if isinstance(self.group, int) else None
+        for proc in adopted_children({self.root.pid}):
+            marker = marker_of(proc)
+            if mark_matches(marker, self.mark or "") or (
+                marker is None and pgid is not None and _platform.group_of(proc.pid) == pgid
+            ):
+                pids += [proc.pid, *subtree_pids(proc.pid)]
+        floor = self.root.create_time - CREATE_TIME_TOLERANCE  # nothing older is of this tree
+        for pid in pids:
+            pid_id = identify(pid)
+            if pid_id is not None and pid_id.create_time >= floor:
                 self.known.add(pid_id)
         return self.alive()
 
@@ -169,6 +203,7 @@ def terminate_tree(
     kill_wait: float = KILL_WAIT,
     dont_reap: Collection[int] = (),
     known_children: Collection[int] | None = None,
+    own_child: bool = False,
 ) -> TerminationResult:
     """End root and everything under it; return who went at which stage.
 
@@ -177,12 +212,14 @@ def terminate_tree(
     reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
     known_children: the pids this process spawned itself; if given and we are a subreaper,
     our other direct children (orphans the kernel handed to us) are ended too.
+    own_child: root was spawned by this process; with a mark and as subreaper the tree is
+    then found without scanning the process table (see _Tree).
     Blocking, thread-safe (no shared state): run it in a thread from asyncio, or use
     aterminate_tree.
     """
     started = time.monotonic()
     res = TerminationResult(root=root)
-    tree = _Tree(root, group, mark, token, known_children)
+    tree = _Tree(root, group, mark, token, known_children, own_child)
     before = tree.refresh()
 
     if close_stdin is not None:
@@ -238,6 +275,7 @@ async def aterminate_tree(
     kill_wait: float = KILL_WAIT,
     dont_reap: Collection[int] = (),
     known_children: Collection[int] | None = None,
+    own_child: bool = False,
 ) -> TerminationResult:
     """terminate_tree for asyncio: stdin is closed in the loop, the waiting runs in a thread."""
     if close_stdin is not None and close_stdin is not True:
@@ -254,6 +292,7 @@ async def aterminate_tree(
         kill_wait=kill_wait,
         dont_reap=dont_reap,
         known_children=known_children,
+        own_child=own_child,
     )
 
 

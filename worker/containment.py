@@ -119,8 +119,10 @@ class Containment:
     def observer_mark(self, token: str) -> str:
         return f"{self.mark}:{token}"
 
-    def spawn_kwargs(self, token: str) -> dict[str, Any]:
-        return dict(proctree.spawn_options(self.observer_mark(token)))
+    def spawn_plan(self, token: str, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """The command to run (maybe wrapped, see proctree.SpawnOptions) and its kwargs."""
+        opts = proctree.spawn_options(self.observer_mark(token), argv=argv)
+        return opts.argv or argv, dict(opts)
 
     def after_spawn(self, pid: int, token: str) -> Contained:
         handle = proctree.after_spawn(pid)
@@ -134,17 +136,15 @@ class Containment:
             result = await proctree.aterminate_tree(
                 contained.identity,
                 group=contained.handle,
-                # As subreaper, escapees become our own children (found cheaply below); a scan
-                # of every process's environment is only needed without it.
-                mark=None if self.subreaper else contained.mark,
+                # As subreaper, escapees become our own children: proctree finds them among
+                # those by this mark; without it, by scanning every process's environment.
+                mark=contained.mark,
                 grace=grace,
                 close_stdin=close_stdin,
+                own_child=True,
             )
         finally:
             contained.handle.close()
-        if self.subreaper:
-            strays = await asyncio.to_thread(self._end_adopted, {contained.mark}, set(), grace)
-            result.kill.extend(strays)
         if result.survivors:
             log.error("survivors after ending %s: %s", contained.identity, result.survivors)
             return f"survivors={len(result.survivors)}"
@@ -166,7 +166,6 @@ class Containment:
         if self.subreaper:
             ended += await asyncio.to_thread(
                 self._end_adopted,
-                None,
                 exclude_pids | {c.identity.pid for c in live},
                 1.0,
                 {c.mark for c in live},
@@ -178,17 +177,16 @@ class Containment:
 
     def _end_adopted(
         self,
-        marks: set[str] | None,
         exclude_pids: set[int],
         grace: float,
-        spare_marks: frozenset[str] | set[str] = frozenset(),
-        live_starts: list[float] | None = None,
+        spare_marks: set[str],
+        live_starts: list[float],
     ) -> list[proctree.ProcId]:
-        """End our direct children that are not observers we track: adopted escapees/orphans.
+        """End our direct children that are not observers we track: adopted escapees/orphans
+        carrying our mark but none of `spare_marks` (the live observers').
 
-        `marks`: only those carrying one of these marks; None: anything carrying ours.
-        `live_starts` (the periodic sweep only, which holds the spawn lock, so no observer is
-        between fork and exec): also end adopted children that carry no mark at all - an
+        `live_starts` (the periodic sweep holds the spawn lock, so no observer is between fork
+        and exec): also end adopted children that carry no mark at all - an
         escapee that cleared its environment (execve with an empty env) or made it unreadable.
         The kernel reparents to a subreaper only orphans of its own descendants, so a child we
         did not spawn is ours whatever it carries; since it cannot say whose it was, it is
@@ -196,14 +194,12 @@ class Containment:
         """
         ended: list[proctree.ProcId] = []
         for proc in proctree.adopted_children(exclude_pids):
-            marker = _marker(proc)
-            if marker is None and live_starts is not None:
+            marker = proctree.marker_of(proc)
+            if marker is None:
                 if not self._unmarked_stray(proc, live_starts):
                     continue
                 marker = self.mark
-            if marker is None or not proctree.mark_matches(marker, self.mark):
-                continue
-            if marker in spare_marks or (marks is not None and marker not in marks):
+            if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
             if pid_id is None or not proctree.is_alive(pid_id):
@@ -232,13 +228,13 @@ class Containment:
                 spared.update(p.pid for p in proctree.descendants(c.identity.pid, group=c.handle))
         ended: list[proctree.ProcId] = []
         for proc in proctree.scan(mark=self.mark, since=self.since):
-            if proc.pid in spared or _marker(proc) in live_marks:
+            if proc.pid in spared or proctree.marker_of(proc) in live_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
             if pid_id is None or not proctree.is_alive(pid_id):
                 continue
             result = proctree.terminate_tree(
-                pid_id, mark=_marker(proc), grace=1.0, dont_reap=exclude_pids
+                pid_id, mark=proctree.marker_of(proc), grace=1.0, dont_reap=exclude_pids
             )
             ended.extend(result.ended)
         return ended
@@ -263,7 +259,7 @@ class Containment:
             proc = root.process()
             if proc is None or not proctree.is_alive(root):
                 continue
-            marker = _marker(proc)
+            marker = proctree.marker_of(proc)
             if marker is not None and not proctree.mark_matches(marker, str(row["mark"])):
                 continue  # same pid and start time, yet not carrying that run's mark: not ours
             group = int(row["grp"]) if str(row["grp"] or "").isdigit() else None
@@ -273,13 +269,6 @@ class Containment:
         for mark, since in marks:
             ended.extend(proctree.sweep(mark=mark, grace=1.0, since=since))
         return ended
-
-
-def _marker(proc: psutil.Process) -> str | None:
-    try:
-        return proc.environ().get(proctree.MARK_ENV)
-    except (psutil.Error, OSError):
-        return None
 
 
 def _create_time_or_now(pid: int) -> float:

@@ -251,11 +251,12 @@ class SessionManager:
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
         token = Observer.new_token()
+        command, spawn_kwargs = self.containment.spawn_plan(token, argv)
         async with self.spawn_lock:
             try:
                 observer = await Observer.spawn(
-                    argv,
-                    spawn_kwargs=self.containment.spawn_kwargs(token),
+                    command,
+                    spawn_kwargs=spawn_kwargs,
                     max_line=self.cfg.max_line,
                     token=token,
                 )

@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--children", type=int, default=0)
     ap.add_argument("--escape", action="store_true")
     ap.add_argument("--guardian", action="store_true")
+    # argv: the command built by spawn_options(argv=...) (Linux: a pdeathsig launcher);
+    # kwargs: spawn_options() alone (Linux: a preexec_fn).
+    ap.add_argument("--style", choices=("argv", "kwargs"), default="argv")
     args = ap.parse_args()
     # The token too: where environ() is unreadable (macOS) argv is what identifies escapees.
     guardian = proctree.start_guardian(args.mark, token=args.token) if args.guardian else None
@@ -43,11 +46,15 @@ def main() -> None:
         report(args.report, f"guardian {guardian.pid}")
     kids = []
     for i in range(args.n):
-        opts = proctree.spawn_options(f"{args.mark}:{i}")
         argv = [sys.executable, str(PROG), "--report", args.report, "--token", args.token]
         argv += ["--ignore-term", "--ignore-eof", "--children", str(args.children)]
         argv += ["--grandchildren", "1"] if args.children else []
         argv += ["--escape"] if args.escape else []
+        if args.style == "argv":
+            opts = proctree.spawn_options(f"{args.mark}:{i}", argv=argv)
+            argv = opts.argv or argv
+        else:
+            opts = proctree.spawn_options(f"{args.mark}:{i}")
         kids.append(subprocess.Popen(argv, stdin=subprocess.PIPE, **opts))
         c = proctree.after_spawn(kids[-1].pid, opts)
         if guardian is not None:

@@ -55,11 +55,13 @@ def test_without_subreaper_escapee_goes_elsewhere(run: Runner) -> None:
     assert escapee.pid not in {p.pid for p in proctree.adopted_children(others - {escapee.pid})}
 
 
-def _start_spawner(run: Runner, n: int, fallback: bool) -> tuple[subprocess.Popen[bytes], Path]:
-    report = run.tmp_path / f"spawner-{fallback}.txt"
+def _start_spawner(
+    run: Runner, n: int, fallback: bool, style: str = "argv"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    report = run.tmp_path / f"spawner-{fallback}-{style}.txt"
     env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
     mark = run.mark
-    argv = [sys.executable, str(SPAWNER), str(report), run.token, mark, str(n)]
+    argv = [sys.executable, str(SPAWNER), str(report), run.token, mark, str(n), "--style", style]
     spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
     run.extra.append(spawner)
     wait_for(
@@ -77,8 +79,10 @@ def _mains(report: Path) -> list[proctree.ProcId]:
     return [i for i in ids if i is not None]
 
 
-def test_pdeathsig_takes_children_when_parent_is_sigkilled(run: Runner) -> None:
-    spawner, report = _start_spawner(run, n=3, fallback=False)
+@pytest.mark.parametrize("style", ["argv", "kwargs"])
+def test_pdeathsig_takes_children_when_parent_is_sigkilled(run: Runner, style: str) -> None:
+    """Both ways of setting it: the launcher wrapping argv, and the preexec_fn."""
+    spawner, report = _start_spawner(run, n=3, fallback=False, style=style)
     mains = _mains(report)
     assert len(mains) == 3 and all(proctree.is_alive(m) for m in mains)
     spawner.send_signal(signal.SIGKILL)
@@ -132,3 +136,34 @@ def test_reap_zombies_spares_excluded_pids(popens) -> None:
 
 def test_subreaper_flag_is_really_set(subreaper: bool) -> None:
     assert proctree.is_subreaper()
+
+
+def test_own_child_tree_is_found_child_by_child(
+    subreaper: bool, run: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's path: as subreaper, a tree it spawned is its subtree plus our adopted
+    children carrying its mark (children orphaned when the root exits, the escapee); no scan
+    of the process table, and another tree of ours (another mark) is left alone."""
+    tree = run.start(mark=run.mark, children=2, grandchildren=1, escape=True)
+    other = run.start(mark=run.mark + "-other", children=1)
+    (escapee,) = tree.ids("escapee")
+    assert wait_for(lambda: psutil.Process(escapee.pid).ppid() == os.getpid(), what="adoption")
+
+    def no_table_scan() -> None:
+        raise AssertionError("the process table was scanned")
+
+    monkeypatch.setattr(proctree._scan, "_Table", no_table_scan)
+    assert tree.popen.stdin is not None
+    res = proctree.terminate_tree(
+        tree.root,
+        group=tree.containment,
+        mark=run.mark,
+        grace=GRACE,
+        close_stdin=tree.popen.stdin,
+        own_child=True,
+    )
+    monkeypatch.undo()
+    assert res.clean, res
+    assert not tree.living(), tree.living()
+    assert {escapee, *tree.ids("child", "grandchild")} <= set(res.ended)
+    assert other.living() == other.ids()  # untouched

@@ -53,9 +53,26 @@ def test_pdeathsig_only_on_native_linux(mode: str) -> None:
     opts = proctree.spawn_options("m")
     caps = proctree.capabilities()
     assert ("preexec_fn" in opts) == caps.has_pdeathsig
+    # With argv: a launcher wraps it instead of a preexec_fn (which forbids vfork), if any.
+    argv = [sys.executable, "-c", "pass"]
+    wrapped = proctree.spawn_options("m", argv=argv)
+    if caps.has_pdeathsig and wrapped.argv != argv:
+        assert "preexec_fn" not in wrapped and wrapped.argv[-len(argv) :] == argv
+        assert "--pdeathsig" in wrapped.argv
+    else:
+        assert wrapped.argv == argv and ("preexec_fn" in wrapped) == caps.has_pdeathsig
     if sys.platform.startswith("linux"):
         assert caps.has_pdeathsig == (mode == "native")
         assert caps.has_subreaper == (mode == "native")
+
+
+def test_missing_program_fails_at_spawn_not_in_a_launcher(mode: str) -> None:
+    """A command that does not exist must raise in Popen, as it would without a launcher."""
+    argv = ["leakproof-no-such-program-7f3a"]
+    opts = proctree.spawn_options("m", argv=argv)
+    assert opts.argv == argv
+    with pytest.raises(FileNotFoundError):
+        subprocess.Popen(opts.argv, **opts)
 
 
 def test_fallback_env_var_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
