@@ -1,0 +1,280 @@
+"""`harness compare` off the happy path: reap waits cut by Ctrl-C, notes, plot, bad arguments."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from soak_helpers import wait_for
+
+from harness import compare
+
+pytest.importorskip("worker")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+class _SelfReaping:
+    """A target that measures its own reaping (as claude-mem's does): ReapWatch must ask it."""
+
+    name = "self-reaping"
+
+    def __init__(self, block: bool = False) -> None:
+        self.block = block
+        self.waits: list[float] = []
+        self.stopped = False
+        self.stopped_now = False
+
+    async def wait_reaped(self, wait: float) -> dict:
+        self.waits.append(wait)
+        if self.block:  # never reaps: only Ctrl-C ends the wait
+            await asyncio.Event().wait()
+        return {"time_to_reap_s": {"p50": 0.5, "max": 1.5}, "not_reaped": 0}
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def stop_now(self) -> None:
+        self.stopped_now = True
+
+
+def test_reap_watch_asks_a_target_that_measures_its_own_reaping() -> None:
+    inner = _SelfReaping()
+    watch = compare.ReapWatch(inner, reap_wait=7.0)  # type: ignore[arg-type]
+    assert not watch.own_tracking and watch.name == "self-reaping"
+    asyncio.run(watch.stop())
+    assert inner.waits == [7.0] and inner.stopped
+    assert watch.reap == {"time_to_reap_s": {"p50": 0.5, "max": 1.5}, "not_reaped": 0}
+    assert watch.tracker is None
+    watch.stop_now()
+    assert inner.stopped_now
+
+
+def test_ctrl_c_cuts_the_reap_wait_short_and_still_stops_the_worker() -> None:
+    inner = _SelfReaping(block=True)
+    watch = compare.ReapWatch(inner, reap_wait=3600.0)  # type: ignore[arg-type]
+
+    async def scenario() -> float:
+        stopping = asyncio.ensure_future(watch.stop())
+
+        async def waiting() -> None:
+            while not inner.waits:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(waiting(), timeout=30)  # the reap wait has begun
+        assert inner.waits == [3600.0] and not stopping.done()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        compare._on_sigint(asyncio.ensure_future(asyncio.Event().wait()))
+        await asyncio.wait_for(stopping, timeout=30)
+        return loop.time() - started
+
+    try:
+        assert asyncio.run(scenario()) < 30
+    finally:
+        compare._INTERRUPTED.clear()
+    assert watch.reap == {"interrupted": True}
+    assert inner.stopped
+
+
+def test_on_sigint_marks_the_run_interrupted_and_cancels_it() -> None:
+    async def scenario() -> bool:
+        task = asyncio.ensure_future(asyncio.Event().wait())
+        compare._on_sigint(task)
+        await asyncio.gather(task, return_exceptions=True)
+        return task.cancelled()
+
+    try:
+        assert asyncio.run(scenario())
+        assert compare._INTERRUPTED.is_set()
+    finally:
+        compare._INTERRUPTED.clear()
+
+
+def _report(leaked: int, **extra: object) -> dict:
+    return {
+        "verdict": "FAIL" if leaked else "PASS",
+        "started": 2,
+        "completed": 2,
+        "leaked_count": leaked,
+        "cleanup_latency_ms": {"p50": 12, "p99": 80},
+        "peak_descendants": 3,
+        "rss": {
+            "peak_total_mb": 120.5,
+            "session_marks": {"starts": [0.0, 1.0], "ends": [2.0, 4.0]},
+        },
+        **extra,
+    }
+
+
+def test_table_notes_isolation_early_exits_refusals_and_harness_errors() -> None:
+    extra = {
+        "isolation": "pid-namespace",
+        "isolation_note": "unshare --pid (as root)",
+        "worker_exit_before_stop": 1,
+    }
+    cm = compare.summarize(
+        "claude-mem 10.6.3",
+        _report(2, harness_errors=["", "census: sample failed", "x"]),
+        {"time_to_reap_s": {"p50": 30.0, "max": 31.0}, "past_grace": 1, "not_reaped": 1},
+        prompts=3,
+        extra=extra,
+    )
+    assert cm["prompts"] == 6 and cm["leaked_per_100_prompts"] == 33.3
+    assert cm["sessions_per_s"] == 0.5  # 2 sessions over the 4 s from first start to last end
+    assert cm["outlived_per_100_prompts"] == 16.7
+    assert cm["harness_errors"] == ["census: sample failed", "x"]
+    refused = {"target": "claude-mem 9.0.0", "verdict": "REFUSED", "refused": "kills chroma-mcp"}
+    plain = compare.summarize("reference fixed", _report(0), None, prompts=3)
+    meta = dict.fromkeys(
+        ("sessions", "prompts", "observations", "concurrency", "scenarios", "seed", "grace"), 1
+    )
+    meta.update(reap_wait=240, reference_reap_wait=15)
+    md = compare.markdown_table([plain, cm, refused], meta)
+    lines = md.splitlines()
+    assert lines[0] == "# Worker comparison"
+    assert (
+        "| reference fixed | PASS | 6 | 0.0 | 12 | 80 | 3 | 120.5 | 0.5 | — | — | — | — |" in lines
+    )
+    assert "| claude-mem 9.0.0 | REFUSED | — | — |" in md
+    assert "- claude-mem 9.0.0: not run: kills chroma-mcp" in lines
+    assert "- claude-mem 10.6.3: isolation: pid-namespace (unshare --pid (as root))" in lines, md
+    assert any(
+        line.startswith("- claude-mem 10.6.3: the worker exited on its own (code 1)")
+        for line in lines
+    )
+    assert "- claude-mem 10.6.3: census: sample failed; x" in lines
+    assert not any(line.startswith("- reference fixed") for line in lines)
+
+
+def test_outputs_with_a_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    fixed = compare.summarize("reference fixed", _report(0), {"time_to_reap_s": {"max": 0.2}}, 2)
+    leaky = compare.summarize(
+        "reference leaky", _report(4), {"not_reaped": 4, "not_reaped_age_s": 15.0}, 2
+    )
+    meta = dict.fromkeys(
+        ("sessions", "prompts", "observations", "concurrency", "scenarios", "seed", "grace"), 2
+    )
+    meta.update(reap_wait=240, reference_reap_wait=15)
+    paths = compare.write_outputs(tmp_path / "out", [fixed, leaky], meta, plot=True)
+    assert set(paths) == {"json", "md", "png"}
+    png = paths["png"].read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    data = json.loads(paths["json"].read_text())
+    assert [r["target"] for r in data["rows"]] == ["reference fixed", "reference leaky"]
+    assert data["workload"] == meta
+    assert not (tmp_path / "out" / "compare.json.tmp").exists()
+    # No rows: nothing to draw.
+    assert "png" not in compare.write_outputs(tmp_path / "empty", [], meta, plot=True)
+
+
+def test_claude_mem_targets_are_built_with_the_settings_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
+    args = _args(
+        "--no-reference",
+        "--claude-mem=13.25.3",
+        "--claude-mem-setting=CLAUDE_MEM_MAX_CONCURRENT_AGENTS=4",
+        "--claude-mem-setting=CLAUDE_MEM_MODEL=a=b",
+        "--isolation=none",
+        "--reap-wait=99",
+    )
+    [(label, target, wait)] = compare.build_targets(args)
+    assert (label, wait) == ("claude-mem 13.25.3", 99.0)
+    assert target.settings_overrides == {  # type: ignore[attr-defined]
+        "CLAUDE_MEM_MAX_CONCURRENT_AGENTS": "4",
+        "CLAUDE_MEM_MODEL": "a=b",
+    }
+    assert target.isolation == "none"  # type: ignore[attr-defined]
+    assert target.allow_foreign_kill is False  # type: ignore[attr-defined]
+    monkeypatch.setenv("LEAKPROOF_ALLOW_FOREIGN_KILL", "1")
+    [(_, target, _)] = compare.build_targets(args)
+    assert target.allow_foreign_kill is True  # type: ignore[attr-defined]
+
+
+def test_bad_setting_and_unavailable_claude_mem_run_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = _args(
+        "--no-reference", "--claude-mem=13.25.3", "--claude-mem-setting=NOEQUALS", f"--out={out}"
+    )
+    assert compare.run(args) == 2
+    assert "--claude-mem-setting needs KEY=VALUE, not 'NOEQUALS'" in capsys.readouterr().out
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    args = _args("--claude-mem=13.25.3", "--skip-if-unavailable", f"--out={out}")
+    assert compare.run(args) == 0
+    assert capsys.readouterr().out == (
+        "SKIPPED harness compare: the real claude-mem cannot run here: node is not on PATH "
+        "(claude-mem and bun come from npm).\n"
+    )
+    assert not out.exists()
+
+
+def test_ctrl_c_during_a_compare_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
+    if sys.platform == "win32":
+        pytest.skip("SIGINT to one process is POSIX")
+    err = tmp_path / "stderr.txt"
+    argv = [
+        sys.executable,
+        "-m",
+        "harness",
+        "compare",
+        "--sessions=2000",
+        "--concurrency=2",
+        "--scenarios=ok",
+        "--grace=1",
+        "--no-plot",
+        f"--out={tmp_path / 'out'}",
+    ]
+    seen: dict[int, psutil.Process] = {}
+
+    def descendants() -> list[psutil.Process]:
+        try:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        for kid in kids:
+            seen.setdefault(kid.pid, kid)
+        return kids
+
+    with err.open("wb") as fh:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh
+        )
+    try:
+        wait_for(
+            lambda: (
+                "compare: reference fixed ..." in err.read_text(errors="replace")
+                and len(descendants()) >= 2
+            ),
+            timeout=90,
+            what="the fixed worker and an observer",
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    text = err.read_text(errors="replace")
+    assert "compare interrupted" in text
+    assert "compare: reference leaky" not in text  # the remaining runs are skipped
+    alive = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running after Ctrl-C: {alive}"

@@ -1,0 +1,36 @@
+"""`python -m harness`: a subcommand whose module is absent fails alone and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.cli import EXIT_HARNESS_ERROR, SUBCOMMANDS, main
+
+
+def test_missing_subcommand_module_is_a_harness_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(SUBCOMMANDS, "ghost", ("harness._no_such_subcommand", "gone"))
+    assert main(["ghost"]) == EXIT_HARNESS_ERROR
+    assert capsys.readouterr().err == (
+        "harness: the 'ghost' subcommand is not available: module harness._no_such_subcommand "
+        "is missing from this installation\n"
+    )
+    # The other subcommands still parse: only the chosen one is imported.
+    with pytest.raises(SystemExit) as exc:
+        main(["repro", "--help"])
+    assert exc.value.code == 0
+    assert "--prompts" in capsys.readouterr().out
+
+
+def test_a_broken_import_inside_a_subcommand_is_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "lp_broken_subcommand.py").write_text("import lp_dependency_not_installed\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(SUBCOMMANDS, "broken", ("lp_broken_subcommand", "imports what is absent"))
+    with pytest.raises(ModuleNotFoundError) as exc:
+        main(["broken"])
+    assert exc.value.name == "lp_dependency_not_installed"
