@@ -1,4 +1,4 @@
-"""`python -m harness`: a subcommand whose module is absent fails alone and says so."""
+"""`python -m harness`: a subcommand whose module is absent fails alone; repro from the CLI."""
 
 from __future__ import annotations
 
@@ -34,3 +34,16 @@ def test_a_broken_import_inside_a_subcommand_is_not_hidden(
     with pytest.raises(ModuleNotFoundError) as exc:
         main(["broken"])
     assert exc.value.name == "lp_dependency_not_installed"
+
+
+def test_repro_needs_two_prompts_to_show_growth(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["repro", "--prompts", "1"]) == EXIT_HARNESS_ERROR
+    assert "--prompts must be >= 2 to show growth" in capsys.readouterr().err
+
+
+def test_repro_from_the_command_line_says_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("worker")
+    assert main(["repro", "--prompts", "2", "--grace", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("after prompt") == 2
+    assert out.rstrip().endswith("leak reproduced: yes; fix held: yes -> OK")
