@@ -139,7 +139,7 @@ def close_group(group: Group) -> None:
 def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
     if WINDOWS:
         return []
-    return _posix.reap_zombies(exclude)
+    return _posix.reap_zombies(child_pids(os.getpid()), exclude)
 
 
 def reap_pid(pid: int) -> bool:

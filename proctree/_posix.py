@@ -6,8 +6,6 @@ import os
 import signal
 from collections.abc import Callable, Collection
 
-import psutil
-
 from ._identity import ProcId
 
 TERM = signal.SIGTERM
@@ -47,29 +45,20 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
-    """Reap our exited children except `exclude` (e.g. pids asyncio or Popen will wait for)."""
+def reap_zombies(children: Collection[int], exclude: Collection[int] = ()) -> list[int]:
+    """Reap those of our `children` that exited, except `exclude` (pids asyncio or a Popen
+    will wait for)."""
     reaped: list[int] = []
     skip = set(exclude)
-    try:
-        children = psutil.Process().children()
-    except psutil.Error:
-        return reaped
-    for child in children:
-        if child.pid in skip:
+    for pid in children:
+        if pid in skip or not _peek_exited(pid):
             continue
         try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.NoSuchProcess:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
             continue
-        if _peek_exited(child.pid):
-            try:
-                pid, _ = os.waitpid(child.pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if pid:
-                reaped.append(pid)
+        if done:
+            reaped.append(done)
     return reaped
 
 

@@ -25,8 +25,7 @@ from harness.workload import make_observation
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
 STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
-DRAIN_POLL_MIN_S = 0.01
-DRAIN_POLL_MAX_S = 0.05  # bounds how late a session end is seen (cleanup latency)
+DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
 
 
 class WorkerStartError(RuntimeError):
@@ -220,9 +219,10 @@ class ReferenceTarget(Target):
             return
         hooks = self.client(http)
         deadline = time.monotonic() + self.drain_timeout
-        delay = DRAIN_POLL_MIN_S
         while True:
-            status = await hooks.get(f"/sessions/{db_id}/status")
+            # The worker answers as soon as the queue is empty (or after the wait): one request
+            # per session instead of a polling loop, and the end is seen at once.
+            status = await hooks.get(f"/sessions/{db_id}/status?waitDrainedMs={DRAIN_WAIT_MS}")
             if int(status.get("queueLength") or 0) == 0:
                 return
             if time.monotonic() > deadline:
@@ -230,9 +230,6 @@ class ReferenceTarget(Target):
                     f"session {db_id}: queue not drained after {self.drain_timeout:.0f}s "
                     f"({status.get('queueLength')} left)"
                 )
-            # Back off: most queues drain within milliseconds, a hung observer takes seconds.
-            await asyncio.sleep(delay)
-            delay = min(DRAIN_POLL_MAX_S, delay * 2)
 
     async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
         db_id = self.db_ids.pop(session.content_session_id, None)
