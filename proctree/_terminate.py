@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,31 +192,27 @@ def _orphans(group: Any, mark: str | None, token: str | None, since: float) -> l
     return found
 
 
-def terminate_tree(
+# One wait of the escalation: (processes, timeout); resumed with those still alive.
+_Wait = tuple[set[ProcId], float]
+_Steps = Generator[_Wait, set[ProcId], TerminationResult]
+
+
+def _escalate(
     root: ProcId,
     *,
+    grace: float,
     group: Any = None,
     mark: str | None = None,
     token: str | None = None,
-    grace: float,
     close_stdin: Any = None,
     kill_wait: float = KILL_WAIT,
     dont_reap: Collection[int] = (),
     known_children: Collection[int] | None = None,
     own_child: bool = False,
-) -> TerminationResult:
-    """End root and everything under it; return who went at which stage.
-
-    close_stdin: None (skip that stage), a callable, an object with .close(), or True when
-    the caller already closed it (then only the grace is waited). The root itself is never
-    reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
-    known_children: the pids this process spawned itself; if given and we are a subreaper,
-    our other direct children (orphans the kernel handed to us) are ended too.
-    own_child: root was spawned by this process; with a mark and as subreaper the tree is
-    then found without scanning the process table (see _Tree).
-    Blocking, thread-safe (no shared state): run it in a thread from asyncio, or use
-    aterminate_tree.
-    """
+) -> _Steps:
+    """The escalation's steps; it yields each wait to its driver, so that the blocking version
+    sleeps in its thread and the asyncio one in the event loop (a thread held per tree for
+    the length of its graces would let a burst of endings queue behind each other)."""
     started = time.monotonic()
     res = TerminationResult(root=root)
     tree = _Tree(root, group, mark, token, known_children, own_child)
@@ -226,7 +222,7 @@ def terminate_tree(
         t = time.monotonic()
         _close(close_stdin)
         if root in before:
-            wait_gone([root], grace)
+            yield {root}, grace
         after = tree.refresh()
         res.stdin = sorted(before - after)
         before = after
@@ -235,7 +231,7 @@ def terminate_tree(
     if before:
         t = time.monotonic()
         tree.signal(kill=False)
-        after = wait_gone(before, grace)
+        after = yield before, grace
         after |= tree.refresh()  # anything forked meanwhile
         res.term = sorted(before - after)
         before = after
@@ -248,7 +244,7 @@ def terminate_tree(
         alive = before
         while alive and time.monotonic() < deadline:
             tree.signal(kill=True)
-            alive = wait_gone(alive, min(0.5, max(0.0, deadline - time.monotonic())))
+            alive = yield alive, min(0.5, max(0.0, deadline - time.monotonic()))
             new = tree.refresh()  # forked meanwhile
             targets |= new
             alive |= new
@@ -264,36 +260,64 @@ def terminate_tree(
     return res
 
 
+def terminate_tree(root: ProcId, **options: Any) -> TerminationResult:
+    """End root and everything under it; return who went at which stage.
+
+    Keywords: grace (required, seconds per stage), group (a pgid, a job, or a Containment),
+    mark / token (what its escapees carry), close_stdin, kill_wait, dont_reap,
+    known_children, own_child.
+    close_stdin: None (skip that stage), a callable, an object with .close(), or True when
+    the caller already closed it (then only the grace is waited). The root itself is never
+    reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
+    known_children: the pids this process spawned itself; if given and we are a subreaper,
+    our other direct children (orphans the kernel handed to us) are ended too.
+    own_child: root was spawned by this process; with a mark and as subreaper the tree is
+    then found without scanning the process table (see _Tree).
+    Blocking, thread-safe (no shared state); from asyncio use aterminate_tree.
+    """
+    steps = _escalate(root, **options)
+    done, value = _step(steps, None)
+    while not done:
+        ids, timeout = value
+        done, value = _step(steps, wait_gone(ids, timeout))
+    return value
+
+
+def _step(steps: _Steps, alive: set[ProcId] | None) -> Any:
+    """(False, the next wait) or (True, the result). StopIteration cannot cross a future."""
+    try:
+        return False, steps.send(alive)  # type: ignore[arg-type]
+    except StopIteration as stop:
+        return True, stop.value
+
+
+async def await_gone(ids: Iterable[ProcId], timeout: float) -> set[ProcId]:
+    """wait_gone without holding a thread: the polls sleep in the event loop."""
+    alive = {i for i in ids if is_alive(i)}
+    deadline = time.monotonic() + timeout
+    delay = _POLL_MIN
+    while alive and time.monotonic() < deadline:
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, _POLL_MAX)
+        alive = {i for i in alive if is_alive(i)}
+    return alive
+
+
 async def aterminate_tree(
-    root: ProcId,
-    *,
-    group: Any = None,
-    mark: str | None = None,
-    token: str | None = None,
-    grace: float,
-    close_stdin: Any = None,
-    kill_wait: float = KILL_WAIT,
-    dont_reap: Collection[int] = (),
-    known_children: Collection[int] | None = None,
-    own_child: bool = False,
+    root: ProcId, *, close_stdin: Any = None, **options: Any
 ) -> TerminationResult:
-    """terminate_tree for asyncio: stdin is closed in the loop, the waiting runs in a thread."""
+    """terminate_tree for asyncio (same keywords): stdin is closed in the loop, each step
+    between waits (scans, signals) runs in a thread, and the waits themselves in the loop."""
     if close_stdin is not None and close_stdin is not True:
         _close(close_stdin)
         close_stdin = True
-    return await asyncio.to_thread(
-        terminate_tree,
-        root,
-        group=group,
-        mark=mark,
-        token=token,
-        grace=grace,
-        close_stdin=close_stdin,
-        kill_wait=kill_wait,
-        dont_reap=dont_reap,
-        known_children=known_children,
-        own_child=own_child,
-    )
+    steps = _escalate(root, close_stdin=close_stdin, **options)
+    done, value = await asyncio.to_thread(_step, steps, None)
+    while not done:
+        ids, timeout = value
+        alive = await await_gone(ids, timeout)
+        done, value = await asyncio.to_thread(_step, steps, alive)
+    return value
 
 
 def sweep(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sys
+import time
 
 import psutil
 import pytest
@@ -223,3 +225,32 @@ def test_processes_forked_during_termination_are_ended(mode: str, run: Runner) -
     late = [proctree.identify(pid) for role, pid in read_report(tree.report)]
     assert not [i for i in late if i is not None and proctree.is_alive(i)]
     assert not alive_by_token(run.token)
+
+
+@posix_only
+def test_concurrent_aterminate_does_not_hold_a_thread_per_tree(mode: str, run: Runner) -> None:
+    """Endings of stubborn trees overlap: the graces are waited in the event loop, so a burst of
+    endings does not queue behind the executor's threads (here: one thread, four trees; held
+    for its graces, each tree would take 2 x GRACE in turn, >= 4 s in all)."""
+    trees = [run.start(mark=run.mark, ignore_term=True, ignore_eof=True) for _ in range(4)]
+
+    async def go() -> tuple[float, list[proctree.TerminationResult]]:
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        )
+        t0 = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                proctree.aterminate_tree(
+                    t.root, group=t.containment, grace=GRACE, close_stdin=t.popen.stdin
+                )
+                for t in trees
+            )
+        )
+        return time.monotonic() - t0, list(results)
+
+    took, results = asyncio.run(go())
+    assert all(r.clean and r.root in r.kill for r in results), results
+    assert _all_gone([i for t in trees for i in t.ids()])
+    serial_floor = len(trees) * 2 * GRACE
+    assert took < 0.75 * serial_floor, f"endings took {took:.2f}s: they waited in turn"
