@@ -163,6 +163,7 @@ class WorkerService:
     # -- life cycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        _watch_children_with_pidfds(loop)
         self._install_signals(loop)
         if self.fixed:
             self.containment.start()
@@ -253,6 +254,16 @@ class WorkerService:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
+    """Python < 3.12 waits for each child in a thread it starts per spawn; a pidfd watcher
+    waits in the event loop instead (the default from 3.12 where pidfds exist)."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
 
 
 def _bound_port(runner: web.AppRunner) -> int:
