@@ -60,6 +60,15 @@ class Guardian:
             return False
         return self._send(f"group {group} {proc_id.create_time!r}")
 
+    def unwatch(self, containment: Any) -> bool:
+        """That child's tree has been ended: forget its group, so the list stays as long as
+        the live trees (a daemon that runs for weeks spawns without end)."""
+        group = getattr(containment, "group", None)
+        proc_id = getattr(containment, "proc_id", None)
+        if not isinstance(group, int) or proc_id is None:
+            return False
+        return self._send(f"ungroup {group} {proc_id.create_time!r}")
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
@@ -158,8 +167,12 @@ def run(stream: Any) -> int:
     groups: dict[int, float] = {}
     for line in stream:
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "group":
+        if len(parts) != 3:
+            continue
+        if parts[0] == "group":
             groups[int(parts[1])] = float(parts[2])
+        elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
+            del groups[int(parts[1])]
     end_all(groups, mark, token, since)
     return 0
 

@@ -145,6 +145,8 @@ class Containment:
             )
         finally:
             contained.handle.close()
+        if self.guardian is not None and not result.survivors:
+            self.guardian.unwatch(contained.handle)
         if result.survivors:
             log.error("survivors after ending %s: %s", contained.identity, result.survivors)
             return f"survivors={len(result.survivors)}"

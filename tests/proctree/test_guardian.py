@@ -86,3 +86,18 @@ def test_clean_close_sweeps_and_exits(run: Runner) -> None:
     assert code == 0
     assert not [i for i in tree.ids() if proctree.is_alive(i)]
     wait_for(lambda: tree.popen.poll() is not None, what="root reaped")
+
+
+def test_unwatched_group_is_forgotten(run: Runner) -> None:
+    """A tree ended by its daemon is unwatched: the guardian's list follows the live trees,
+    and a later sweep does not take that group (here: unmarked, so only the group names it)."""
+    guardian = proctree.start_guardian(run.mark)
+    try:
+        kept = run.start(mark=None, children=1)
+        dropped = run.start(mark=None, children=1)
+        assert guardian.watch(kept.containment) and guardian.watch(dropped.containment)
+        assert guardian.unwatch(dropped.containment)
+    finally:
+        assert guardian.close() == 0
+    assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended
+    assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched: spared
