@@ -1,0 +1,292 @@
+"""The census's cheap refresh of known processes (RSS + identity; ppid and status only when they
+may have changed) against real processes: a PID reused under a tracked record, a parent that
+exits (gone or a zombie) after its child was seen, an exec after first sight.
+
+The PID reuse is genuine: inside a PID namespace of its own (util-linux `unshare`, skipped where
+none can be made) the test sets `ns_last_pid`, so the next process gets the PID that a tracked one
+just freed, between two samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from soak_helpers import SLEEPER, wait_for
+
+from harness.census import Census, run_id_token
+from harness.cleanup import sweep_run
+from harness.targets import claude_mem_pidns as pidns
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Run as PID 1 of a new PID namespace: a tracked process dies, its PID goes to a stranger (must
+# not be counted, must never be judged a leak, must survive the sweep), then to a new process of
+# the run (a new record). argv: ROOT, mode ("token" | "descendants").
+_REUSE = r"""
+import json, os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import psutil
+from harness.census import Census, run_id_token
+from harness.cleanup import sweep_run
+
+MODE = sys.argv[2]
+SLEEPER = "import time\nwhile True: time.sleep(1)"
+RUN = "abcdef012345"
+TOKEN = run_id_token(RUN)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # PID 1 here: reap everything at once
+
+
+def until(cond, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out: " + what)
+        time.sleep(0.02)
+
+
+def gone(pid):
+    return not psutil.pid_exists(pid)
+
+
+# Plays the worker: starts a sleeper per line on stdin (auto-reaped), prints its PID.
+FORKER = (
+    "import signal, subprocess, sys\n"
+    "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+    "for line in sys.stdin:\n"
+    "    argv = [sys.executable, '-c', %r] + line.split()\n"
+    "    print(subprocess.Popen(argv, stdin=subprocess.DEVNULL).pid, flush=True)\n" % SLEEPER
+)
+worker = subprocess.Popen(
+    [sys.executable, "-c", FORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+)
+census = Census(RUN, None, grace=0.3, sample_hz=4, track_descendants=MODE == "descendants")
+census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
+
+
+def start_run_process():
+    if MODE == "token":  # a child of ours carrying the run token
+        return subprocess.Popen([sys.executable, "-c", SLEEPER, TOKEN]).pid
+    worker.stdin.write("\n")  # a new child of the worker, no token
+    worker.stdin.flush()
+    return int(worker.stdout.readline())
+
+
+def live(pid):
+    return [r for r in census.live_records() if r.pid == pid]
+
+
+# start() (-> its PID) so that it gets this free PID. The number may become free a moment after
+# the process is gone from /proc: a process started too early is killed and tried again.
+def start_at(pid, start):
+    deadline = time.monotonic() + 30
+    while True:
+        with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(pid - 1))
+        got = start()
+        if got == pid:
+            return got
+        os.kill(got, signal.SIGKILL)  # ours, started just now
+        until(lambda: gone(got), "a process started at the wrong PID reaped")
+        assert time.monotonic() < deadline, "could not start a process at PID %d" % pid
+
+
+census.session_started("s")
+a = start_run_process()
+until(lambda: (census.sample(), live(a))[1], "census sees the run's process")
+(rec_a,) = live(a)
+for _ in range(2 * census._rotation):  # every record refreshed more than once (cheap path)
+    census.sample()
+assert live(a) == [rec_a] and rec_a.rss > 0, rec_a
+
+os.kill(a, signal.SIGKILL)
+until(lambda: gone(a), "the run's process reaped")
+strangers = []
+
+
+def start_stranger():  # not of the run
+    strangers.append(subprocess.Popen([sys.executable, "-c", SLEEPER]))
+    return strangers[-1].pid
+
+
+start_at(a, start_stranger)
+for _ in range(2 * census._rotation):
+    census.sample()
+assert rec_a.exited_at is not None and rec_a.reaped, "a reused PID kept a dead record alive"
+assert live(a) == [], "a stranger holding a reused PID was counted"
+
+census.session_ended("s")
+census.attribute("s", [])
+end = time.monotonic()
+while time.monotonic() < end + 3 * census.grace:
+    census.sample()
+    time.sleep(0.05)
+assert census.leaked == [], [r.pid for r in census.leaked]
+
+# The PID again, now for a process of the run: a new record, not the old one revived.
+census.session_started("t")
+os.kill(a, signal.SIGKILL)  # the stranger (ours)
+until(lambda: gone(a), "the stranger reaped")
+census.sample()  # sees the PID free: a PID that changes hands unseen between two samples is
+# not looked at again (the census judges a PID once per owner it sees)
+b = start_at(a, start_run_process)
+until(lambda: (census.sample(), live(b))[1], "census sees the run's new process at the PID")
+(rec_b,) = live(b)
+assert rec_b is not rec_a and rec_b.create_time > rec_a.create_time
+killed = sweep_run(RUN, census)
+assert [k["pid"] for k in killed] == [b], killed
+worker.kill()
+print(json.dumps({"ok": True, "pid": a}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["token", "descendants"])
+def test_pid_reused_under_a_tracked_record(mode: str) -> None:
+    prefix, how = pidns.probe()
+    if prefix is None:
+        pytest.skip(f"no PID namespace can be made here: {how}")
+    # --kill-child: whatever is left inside dies with the namespace's PID 1.
+    res = subprocess.run(
+        [*prefix, sys.executable, "-c", _REUSE, str(ROOT), mode],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["ok"]
+
+
+# Plays the worker: told to (a line on stdin), starts one middle process, which starts a
+# grandchild in a session of its own and prints its PID, then sleeps. The worker reaps its
+# children or not (argv[1]).
+_MIDDLE = f"""
+import subprocess, sys, time
+g = subprocess.Popen([sys.executable, "-c", {SLEEPER!r}], start_new_session=True,
+                     stdin=subprocess.DEVNULL)
+print(g.pid, flush=True)
+while True: time.sleep(1)
+"""
+_WORKER = f"""
+import signal, subprocess, sys, time
+if sys.argv[1] == "reap": signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+sys.stdin.readline()
+m = subprocess.Popen([sys.executable, "-c", {_MIDDLE!r}], stdout=sys.stdout)
+print(m.pid, flush=True)
+while True: time.sleep(1)
+"""
+
+
+@pytest.mark.parametrize("reaped", [True, False], ids=["parent-reaped", "parent-zombie"])
+def test_child_of_a_parent_that_exits_after_being_seen_is_escaped(reaped: bool) -> None:
+    """The grandchild is seen under its parent (ppid settled: not read again while the parent
+    lives); the parent then exits, gone or left a zombie by the worker: the grandchild's ppid
+    must be read again, and it is escaped (reparented away from the worker)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, "reap" if reaped else "keep"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ours: list[psutil.Process] = []  # started by our worker: ended by PID, identity checked
+    try:
+        assert worker.stdin is not None and worker.stdout is not None
+        census = Census("0123456789ab", None, grace=60.0, sample_hz=4, track_descendants=True)
+        census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
+        census.session_started("s")
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        middle = int(worker.stdout.readline())
+        ours.append(psutil.Process(middle))
+        grandchild = int(worker.stdout.readline())
+        ours.append(psutil.Process(grandchild))
+
+        def seen() -> bool:
+            census.sample()
+            pids = {r.pid: r for r in census.live_records()}
+            return middle in pids and grandchild in pids and pids[grandchild].ppid == middle
+
+        wait_for(seen, what="middle and grandchild tracked")
+        for _ in range(2 * census._rotation):  # every record refreshed more than once
+            census.sample()
+        assert census.escaped == {}
+        ours[0].kill()
+        if not reaped:
+            wait_for(lambda: ours[0].status() == psutil.STATUS_ZOMBIE, what="a zombie parent")
+        wait_for(lambda: (census.sample(), census.escaped)[1], what="grandchild escaped")
+        assert [r.pid for r in census.escaped.values()] == [grandchild]
+        (rec,) = [r for r in census.live_records() if r.pid == grandchild]
+        assert rec.ppid != middle
+    finally:
+        for proc in ours:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        worker.kill()
+        worker.wait(timeout=30)
+        psutil.wait_procs(ours, timeout=10)
+
+
+def test_process_that_execs_after_first_sight_is_named_by_its_current_argv(spawn) -> None:
+    """First seen before its exec (as a shell shim is, between fork and exec), tracked through the
+    cheap refresh, then leaked: the report names what it runs now."""
+    run_id = "fedcba987654"
+    marker = f"census-exec-marker-{os.getpid()}"
+    code = (
+        "import os, sys\n"
+        "sys.stdin.readline()\n"
+        f"os.execv(sys.executable, [sys.executable, '-c', {SLEEPER!r}, {marker!r}])\n"
+    )
+    shim = spawn(code, run_id_token(run_id), stdin=subprocess.PIPE)
+    census = Census(run_id, None, grace=0.2, sample_hz=4)
+    census.session_started("s")
+    wait_for(lambda: (census.sample(), census.live_records())[1], what="shim seen")
+    (rec,) = census.live_records()
+    assert marker not in rec.cmdline
+    for _ in range(2 * census._rotation):
+        census.sample()
+    assert shim.stdin is not None
+    shim.stdin.write(b"go\n")
+    shim.stdin.flush()
+    wait_for(lambda: marker in psutil.Process(shim.pid).cmdline(), what="exec")
+    for _ in range(2 * census._rotation):  # refreshed after the exec: still the same process
+        census.sample()
+    assert census.live_records() == [rec]
+    census.session_ended("s")
+    census.attribute("s", [])
+    wait_for(lambda: (census.sample(), census.leaked)[1], what="leak named")
+    assert census.leaked == [rec] and rec.alive
+    assert marker in rec.cmdline
+    sweep_run(run_id, census)
+
+
+def test_zombie_is_noticed_while_its_session_still_runs(run_id) -> None:
+    """A process of the run that exits and is left unreaped by its parent (here: us) is exited as
+    of the first refresh after it, not only once its session is judged."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()", run_id_token(run_id)],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        census = Census(run_id, None, grace=60.0, sample_hz=4)
+        census.session_started("s")
+        wait_for(lambda: (census.sample(), census.live_records())[1], what="census sees it")
+        (rec,) = census.live_records()
+        for _ in range(2 * census._rotation):
+            census.sample()
+        assert child.stdin is not None
+        child.stdin.close()
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, what="zombie")
+        for _ in range(census._rotation):  # every live record is refreshed once in a rotation
+            census.sample()
+        assert census.live_records() == [] and rec.zombie_since is not None and not rec.reaped
+        assert census.leaked == [] and census.zombies == {}  # its session still runs
+    finally:
+        child.wait(timeout=30)
