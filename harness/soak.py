@@ -35,6 +35,7 @@ from harness.verdict import (
     INTERRUPTED,
     judge,
     slope_per_100_sessions,
+    slopes_judged,
 )
 from harness.workload import make_session
 
@@ -368,6 +369,7 @@ def _build_report(
         slope_budget=config.rss_budget,
         slope_span=min(total_slope["sessions_span"], worker_slope["sessions_span"]),
         min_slope_span=config.rss_min_span,
+        slope_points=min(total_slope["floor_points"], worker_slope["floor_points"]),
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
@@ -418,6 +420,11 @@ def _build_report(
             "worker_slope": worker_slope,
             "budget_mb_per_100_sessions": config.rss_budget,
             "min_sessions_span_judged": config.rss_min_span,
+            "slopes_judged": slopes_judged(
+                min(total_slope["sessions_span"], worker_slope["sessions_span"]),
+                min(total_slope["floor_points"], worker_slope["floor_points"]),
+                config.rss_min_span,
+            ),
             "peak_total_mb": round(peak_total_mb, 1),
             "peak_budget_mb": config.rss_peak,
             "session_marks": {
@@ -552,7 +559,9 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
         f"  RSS slope 2nd half: total {rss['total_slope']['mb_per_100_sessions']} MB/100 "
         f"sessions, worker {rss['worker_slope']['mb_per_100_sessions']} (budget "
-        f"{rss['budget_mb_per_100_sessions']}); peak {rss['peak_total_mb']} MB (budget "
+        f"{rss['budget_mb_per_100_sessions']}"
+        f"{'' if rss.get('slopes_judged', True) else ', not judged: run too short'}); "
+        f"peak {rss['peak_total_mb']} MB (budget "
         f"{rss['peak_budget_mb']})\n"
         f"  cleanup latency ms: p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} max "
         f"{lat['max']} (n={lat['n']})",

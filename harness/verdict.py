@@ -21,6 +21,9 @@ DEFAULT_SLOPE_BUDGET_MB = 16.0
 # Below this many sessions in the 2nd half, a per-100-sessions slope extrapolates warm-up and
 # noise; it is reported but not judged.
 DEFAULT_MIN_SLOPE_SPAN = 50
+# Nor below this many points in the floor's fit: a fast run can put 50 sessions into a second
+# half of five samples, and a line through five noisy sums says nothing (measured: +-50 MB).
+MIN_SLOPE_POINTS = 10
 FLOOR_BUCKETS = 20
 
 
@@ -73,8 +76,14 @@ def slope_per_100_sessions(
         "mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
         "raw_mb_per_100_sessions": None if raw is None else round(raw * 100, 3),
         "samples": len(half),
+        "floor_points": len(mins) if span > 0 else 0,
         "sessions_span": span,
     }
+
+
+def slopes_judged(span: float, points: int, min_span: float = DEFAULT_MIN_SLOPE_SPAN) -> bool:
+    """Whether the 2nd half is long enough, in sessions and in points, for its slope to count."""
+    return span >= min_span and points >= MIN_SLOPE_POINTS
 
 
 @dataclass
@@ -98,6 +107,7 @@ def judge(
     slope_budget: float,
     slope_span: float = float("inf"),
     min_slope_span: float = DEFAULT_MIN_SLOPE_SPAN,
+    slope_points: int = MIN_SLOPE_POINTS,
     peak_total_mb: float,
     peak_budget_mb: float | None,
     completed: int,
@@ -123,8 +133,9 @@ def judge(
         )
     if not worker_alive:
         reasons.append("the worker died during the run")
+    judged = slopes_judged(slope_span, slope_points, min_slope_span)
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
-        if slope is not None and slope > slope_budget and slope_span >= min_slope_span:
+        if judged and slope is not None and slope > slope_budget:
             reasons.append(
                 f"RSS of {name} grows {slope:.1f} MB/100 sessions > budget {slope_budget:g}"
             )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import random
 
-from harness.verdict import FAIL, PASS, judge, least_squares_slope, slope_per_100_sessions
+from harness.verdict import (
+    FAIL,
+    MIN_SLOPE_POINTS,
+    PASS,
+    judge,
+    least_squares_slope,
+    slope_per_100_sessions,
+    slopes_judged,
+)
 
 PROC_MB = 12.0  # size of one observer in these synthetic series
 
@@ -66,9 +74,20 @@ def test_verdict_rules():
     assert _judge(descendants_end=2).verdict == FAIL
     assert _judge(total_slope=17.0).verdict == FAIL
     assert _judge(total_slope=17.0, slope_span=10).verdict == PASS  # too short to judge
+    assert _judge(total_slope=17.0, slope_points=5).verdict == PASS  # too few points to judge
     assert _judge(peak_total_mb=2000.0).verdict == FAIL
     assert _judge(zombies_at_end=1).verdict == FAIL
     assert _judge(worker_alive=False).exit_code == 1
     assert _judge(completed=0).exit_code == 2
     assert _judge(harness_errors=["boom"]).exit_code == 2
     assert _judge(interrupted=True).verdict == "interrupted"
+
+
+def test_a_fast_run_with_few_samples_reports_its_slope_but_does_not_judge_it():
+    """Fifty sessions in five samples: the floor has five points, not enough for a line."""
+    pts = [(float(t), float(t * 10), 100e6 + (t % 2) * 40e6) for t in range(10)]
+    slope = slope_per_100_sessions(pts)
+    assert slope["sessions_span"] >= 40 and slope["floor_points"] <= 5
+    assert slope["mb_per_100_sessions"] is not None
+    assert not slopes_judged(slope["sessions_span"], slope["floor_points"], 40)
+    assert slopes_judged(slope["sessions_span"], MIN_SLOPE_POINTS, 40)
