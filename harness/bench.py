@@ -180,6 +180,7 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
                 "soak_sessions_per_s": soak_rate,
                 "ratio": round(soak_rate / bare["sessions_per_s"], 3),
                 "soak_verdict": report["verdict"],
+                **({"soak_reasons": report["reasons"]} if report["verdict"] != "PASS" else {}),
             }
         )
     worker = await bare_worker_loop(config)
