@@ -16,6 +16,10 @@ def install(ledger: Ledger, ignore: bool) -> None:
         if ignore:
             ledger.write("signal", signum=signum, name=name, action="ignored")
             return
+        # Leaving: a tree is often signalled twice (its group, then each process). A second
+        # signal must stay pending, not run this handler again half-way through the exit (a
+        # second `exit` record and another code; under coverage, a torn data file).
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         ledger.write("signal", signum=signum, name=name, action="exit")
         exit_now(ledger, 128 + signum)
 
