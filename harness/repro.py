@@ -126,10 +126,11 @@ async def run_repro(
                 await side.target.wait_drained(spec[side.mode], http)
                 side.census.session_ended(spec[side.mode].content_session_id)
                 side.census.attribute(spec[side.mode].content_session_id, [])
-        # Let the grace pass, then judge.
+        # Judge once the census has seen it all: the fixed side empty and every leaky observer
+        # classified leaked (alive past its session's end + grace); at the latest after the grace.
         deadline = time.monotonic() + grace + 1.0
         while time.monotonic() < deadline:
-            if not _live(fixed) and len(_live(leaky)) >= prompts and time.monotonic() > deadline:
+            if not _live(fixed) and len(leaky.census.leaked) >= prompts:
                 break
             await asyncio.sleep(0.1)
         for side in sides:
