@@ -74,7 +74,11 @@ census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
 
 def start_run_process():
     if MODE == "token":  # a child of ours carrying the run token
-        return subprocess.Popen([sys.executable, "-c", SLEEPER, TOKEN]).pid
+        pid = subprocess.Popen([sys.executable, "-c", SLEEPER, TOKEN]).pid
+        # Sampled before its exec it would carry our argv, not the token, and with no ledger to
+        # say otherwise the census never looks at that PID again: wait for the exec.
+        until(lambda: TOKEN in psutil.Process(pid).cmdline(), "the exec")
+        return pid
     worker.stdin.write("\n")  # a new child of the worker, no token
     worker.stdin.flush()
     return int(worker.stdout.readline())
@@ -245,6 +249,8 @@ def test_process_that_execs_after_first_sight_is_named_by_its_current_argv(spawn
         f"os.execv(sys.executable, [sys.executable, '-c', {SLEEPER!r}, {marker!r}])\n"
     )
     shim = spawn(code, run_id_token(run_id), stdin=subprocess.PIPE)
+    # Found by its run token (no ledger here): sampled before its first exec, it would not be.
+    wait_for(lambda: run_id_token(run_id) in psutil.Process(shim.pid).cmdline(), what="started")
     census = Census(run_id, None, grace=0.2, sample_hz=4)
     census.session_started("s")
     wait_for(lambda: (census.sample(), census.live_records())[1], what="shim seen")
@@ -275,6 +281,7 @@ def test_zombie_is_noticed_while_its_session_still_runs(run_id) -> None:
         stdin=subprocess.PIPE,
     )
     try:
+        wait_for(lambda: run_id_token(run_id) in psutil.Process(child.pid).cmdline(), what="exec")
         census = Census(run_id, None, grace=60.0, sample_hz=4)
         census.session_started("s")
         wait_for(lambda: (census.sample(), census.live_records())[1], what="census sees it")
