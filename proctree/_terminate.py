@@ -89,8 +89,10 @@ class _Tree:
         token: str | None,
         known_children: Collection[int] | None = None,
         own_child: bool = False,
+        others: Collection[int] = (),
     ) -> None:
         self.root = root
+        self.others = set(others)  # our children that belong to someone else (not adopted)
         self.known_children = known_children
         self.group = getattr(group, "group", group)  # accept a Containment
         self.mark = mark
@@ -144,7 +146,7 @@ class _Tree:
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        for proc in adopted_children({self.root.pid}):
+        for proc in adopted_children({self.root.pid, *self.others}):
             marker = marker_of(proc)
             if mark_matches(marker, self.mark or "") or (
                 marker is None and pgid is not None and _platform.group_of(proc.pid) == pgid
@@ -215,7 +217,7 @@ def _escalate(
     the length of its graces would let a burst of endings queue behind each other)."""
     started = time.monotonic()
     res = TerminationResult(root=root)
-    tree = _Tree(root, group, mark, token, known_children, own_child)
+    tree = _Tree(root, group, mark, token, known_children, own_child, dont_reap)
     before = tree.refresh()
 
     if close_stdin is not None:
@@ -272,7 +274,9 @@ def terminate_tree(root: ProcId, **options: Any) -> TerminationResult:
     known_children: the pids this process spawned itself; if given and we are a subreaper,
     our other direct children (orphans the kernel handed to us) are ended too.
     own_child: root was spawned by this process; with a mark and as subreaper the tree is
-    then found without scanning the process table (see _Tree).
+    then found without scanning the process table (see _Tree); `dont_reap` then also names
+    our children that are not part of it (others' roots, helpers), whose environment need
+    not be read.
     Blocking, thread-safe (no shared state); from asyncio use aterminate_tree.
     """
     steps = _escalate(root, **options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,8 +131,17 @@ class Containment:
         self._watch(handle)
         return Contained(identity, handle, self.observer_mark(token))
 
-    async def end(self, contained: Contained, *, grace: float, close_stdin: Any) -> str:
-        """close stdin -> grace -> terminate tree -> grace -> kill tree; say which stage did it."""
+    async def end(
+        self,
+        contained: Contained,
+        *,
+        grace: float,
+        close_stdin: Any,
+        owned: Collection[int] = (),
+    ) -> str:
+        """close stdin -> grace -> terminate tree -> grace -> kill tree; say which stage did it.
+
+        `owned`: the other observers we spawned (asyncio reaps them; not part of this tree)."""
         try:
             result = await proctree.aterminate_tree(
                 contained.identity,
@@ -142,6 +152,7 @@ class Containment:
                 grace=grace,
                 close_stdin=close_stdin,
                 own_child=True,
+                dont_reap={*owned, *self.helper_pids()} - {contained.identity.pid},
             )
         finally:
             contained.handle.close()

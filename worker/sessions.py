@@ -296,7 +296,10 @@ class SessionManager:
         how = "exited"
         if contained is not None:
             how = await self.containment.end(
-                contained, grace=self.cfg.grace, close_stdin=observer.close_stdin
+                contained,
+                grace=self.cfg.grace,
+                close_stdin=observer.close_stdin,
+                owned=self._owned,
             )
         else:
             observer.close_stdin()
