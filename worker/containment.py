@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Containment:
         self.guardian_id: proctree.ProcId | None = None
         self.guardian_starts = 0
         self.watched = 0
+        # The observers' environment: ours, read once (copying os.environ decodes every
+        # variable, on each spawn otherwise); the worker never changes its own.
+        self.env = dict(os.environ)
 
     def start(self) -> None:
         # Linux: orphans of our children (escapees) reparent to us, not to PID 1.
@@ -122,7 +126,7 @@ class Containment:
 
     def spawn_plan(self, token: str, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
         """The command to run (maybe wrapped, see proctree.SpawnOptions) and its kwargs."""
-        opts = proctree.spawn_options(self.observer_mark(token), argv=argv)
+        opts = proctree.spawn_options(self.observer_mark(token), env=self.env, argv=argv)
         return opts.argv or argv, dict(opts)
 
     def after_spawn(self, pid: int, token: str) -> Contained:

@@ -72,11 +72,17 @@ class SessionManager:
         self._owned: set[int] = set()
         # Set (and replaced) whenever a queued message leaves the queue: lets a status request
         # wait for a drained queue without polling (GET /sessions/{id}/status?waitDrainedMs=).
-        self._progress = asyncio.Event()
+        # session id -> an event set (and dropped) when that session's queue moves.
+        self._progress: dict[int, asyncio.Event] = {}
+        self._waiting: dict[int, int] = {}  # session id -> requests waiting for its drain
 
-    def _queue_progressed(self) -> None:
-        event, self._progress = self._progress, asyncio.Event()
-        event.set()
+    def _queue_progressed(self, session_id: int | None = None) -> None:
+        """Wake those waiting for this session's drain (all of them if None)."""
+        keys = list(self._progress) if session_id is None else [session_id]
+        for key in keys:
+            event = self._progress.pop(key, None)
+            if event is not None:
+                event.set()
 
     async def wait_drained(self, session_id: int, timeout: float) -> None:
         """Return once the session has nothing pending or processing, or after `timeout`."""
@@ -85,8 +91,19 @@ class SessionManager:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
+            event = self._progress.setdefault(session_id, asyncio.Event())
+            self._waiting[session_id] = self._waiting.get(session_id, 0) + 1
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+            finally:
+                # The last waiter drops an event nobody set, so sessions never drained do not
+                # pile up in a long-running worker.
+                left = self._waiting.pop(session_id) - 1
+                if left:
+                    self._waiting[session_id] = left
+                elif self._progress.get(session_id) is event:
+                    del self._progress[session_id]
 
     # -- called by the routes -----------------------------------------------------------------
     def notify(self, session_id: int) -> None:
@@ -139,7 +156,7 @@ class SessionManager:
             "WHERE session_id=? AND status IN ('pending','processing')",
             (time.time(), session_id),
         )
-        self._queue_progressed()
+        self._queue_progressed(session_id)
         active = self.sessions.get(session_id)
         if active is None:
             return
@@ -201,11 +218,11 @@ class SessionManager:
                 except ObserverError as exc:
                     self._session_error(active, str(exc))
                     self.store.release_message(message, str(exc), self.cfg.max_attempts)
-                    self._queue_progressed()
+                    self._queue_progressed(active.id)
                     await self._end_observer(active, "error")
                     continue
                 self.store.complete_message(message, reply)
-                self._queue_progressed()
+                self._queue_progressed(active.id)
                 self.counters.turns += 1
                 memory_id = observer.claude_session_id
                 if memory_id and memory_id != active.memory_id_stored:
