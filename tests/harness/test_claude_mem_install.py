@@ -187,10 +187,21 @@ def test_main_installs_each_version_and_prints_its_paths(
     assert [c["argv"][1] for c in _calls(npm)] == ["claude-mem@10.6.3", "bun", "claude-mem@13.25.3"]
 
 
-def test_default_cache_is_in_the_source_tree_never_home(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_is_in_the_source_tree_never_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A source checkout keeps it in its tree; an installed wheel (as in tox's py env, where
+    the module lives in site-packages) in the working directory; never under HOME."""
     monkeypatch.delenv("LEAKPROOF_CLAUDE_MEM_CACHE", raising=False)
-    root = Path(install.__file__).resolve().parent.parent
-    assert install.cache_dir() == root / ".cache" / "claude-mem"
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "cwd"
+    checkout.mkdir()
+    elsewhere.mkdir()
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(install, "_SOURCE_TREE", checkout)
+    assert install.cache_dir() == checkout / ".cache" / "claude-mem"
+    monkeypatch.setattr(install, "_SOURCE_TREE", tmp_path / "site-packages")
+    assert install.cache_dir() == elsewhere / ".cache" / "claude-mem"
 
 
 def test_installed_version_prefers_plugin_json_and_skips_bad_manifests(tmp_path: Path) -> None:
