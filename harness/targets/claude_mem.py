@@ -233,8 +233,12 @@ class ClaudeMemTarget(Target):
         env = {
             k: v
             for k, v in os.environ.items()
-            # Nothing of the user's Claude / claude-mem setup may steer the worker.
-            if not k.startswith(("CLAUDE_", "ANTHROPIC_", "XDG_")) and k not in ("HOME",)
+            # Nothing of the user's Claude / claude-mem setup may steer the worker. Nor a
+            # terminal's size: a daemon has none, and claude-mem's reapers parse `ps -eo ...args`,
+            # which COLUMNS truncates (pytest-xdist sets COLUMNS=80 in its workers: 10.6.3's
+            # orphan reaper then never sees `claude ... --output-format` in a long command line).
+            if not k.startswith(("CLAUDE_", "ANTHROPIC_", "XDG_"))
+            and k not in ("HOME", "COLUMNS", "LINES")
         }
         path = os.pathsep.join([str(claude.parent), str(bun.parent), env.get("PATH", "")])
         env.update(

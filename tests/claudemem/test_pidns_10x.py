@@ -135,7 +135,11 @@ def test_orphan_reaper_cannot_reach_a_host_orphan(run_ctx: RunContext) -> None:
                 # One reaper cycle: the orphan inside is SIGKILLed, which proves it ran.
                 await asyncio.to_thread(_poll, lambda: not inner_decoy.is_running(), CYCLE_S)
                 log = _log_text(target.home)
-                assert not inner_decoy.is_running(), "no reaper cycle within the deadline"
+                reaper_lines = [ln for ln in log.splitlines() if "PROCESS" in ln or "eaper" in ln]
+                assert not inner_decoy.is_running(), (
+                    "no reaper cycle within the deadline; the worker's reaper lines:\n"
+                    + "\n".join(reaper_lines[-20:])
+                )
                 assert "Killing system orphan PID" in log
                 ns = pidns.pid_ns(init.pid)
             finally:
