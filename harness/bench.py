@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,17 +185,14 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     worker = await bare_worker_loop(config)
-    ratios = sorted(r["ratio"] for r in rounds)
-    soak_rates = [r["soak_sessions_per_s"] for r in rounds]
+    median_soak = statistics.median(r["soak_sessions_per_s"] for r in rounds)
     return {
         "concurrency": args.concurrency,
         "turns_per_session": BARE_TURNS_PER_SESSION,
         "rounds": rounds,
         "bare_worker_sessions_per_s": worker["sessions_per_s"],
-        "ratio_vs_bare_fake_median": ratios[len(ratios) // 2],
-        "ratio_vs_bare_worker_driver": round(
-            sorted(soak_rates)[len(soak_rates) // 2] / worker["sessions_per_s"], 3
-        )
+        "ratio_vs_bare_fake_median": statistics.median(r["ratio"] for r in rounds),
+        "ratio_vs_bare_worker_driver": round(median_soak / worker["sessions_per_s"], 3)
         if worker["sessions_per_s"]
         else None,
         "target": 0.8,

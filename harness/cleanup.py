@@ -31,6 +31,16 @@ def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Pro
     return out
 
 
+def kill_and_wait(procs: list[psutil.Process], timeout: float = 5.0) -> None:
+    """SIGKILL each (psutil refuses a PID reused since the handle was made) and wait for them."""
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)
+
+
 def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) -> list[dict]:
     """SIGKILL every remaining process of the run; return what had to be killed."""
     killed: list[dict] = []

@@ -17,6 +17,8 @@ import time
 import psutil
 import pytest
 
+from harness.cleanup import kill_and_wait
+
 SESSION_VAR = "LEAKPROOF_TEST_SESSION"
 RUN_ID_FLAG = "--fake-claude-run-id="
 _DEADLINE_S = 5.0  # xdist workers and slow exits get this long to go before they count
@@ -73,12 +75,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lines = [f"{len(survivors)} process(es) of this test run survived it (killing them):"]
     lines += [f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND"]
     lines += [_describe(proc) for proc in survivors]
-    for proc in survivors:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(survivors, timeout=5)
+    kill_and_wait(survivors)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("\n".join(lines), red=True)

@@ -18,6 +18,7 @@ from typing import IO, TypeVar
 
 import psutil
 
+from harness.cleanup import kill_and_wait
 from harness.cleanup import run_processes as harness_run_processes
 
 HERE = Path(__file__).resolve().parent
@@ -57,20 +58,10 @@ def is_gone(proc: psutil.Process) -> bool:
         return True
 
 
-def end_processes(procs: list[psutil.Process], timeout: float = 10.0) -> None:
-    """SIGKILL these exact processes (psutil checks PID reuse) and wait until they are gone."""
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=timeout)
-
-
 def end_run(run_id: str) -> list[int]:
     """End every process of this run; return the PIDs that were still alive."""
     procs = run_processes(run_id)
-    end_processes(procs)
+    kill_and_wait(procs, timeout=10.0)
     return [p.pid for p in procs]
 
 

@@ -12,15 +12,18 @@ from soak_helpers import run_pids
 
 from harness.census import run_id_token
 from harness.soak import SoakConfig, run_soak
+from harness.target import Target
 from harness.targets import get_target
 from harness.targets.reference import ReferenceTarget
 
 pytest.importorskip("worker")
 
 
-def _soak(tmp_path: Path, run_id: str, **kw: object) -> dict:
+def _soak(tmp_path: Path, run_id: str, target: Target | None = None, **kw: object) -> dict:
+    """A soak of the reference worker (or `target`) with these SoakConfig fields."""
     config = SoakConfig(run_id=run_id, report=tmp_path / "report", progress="none", seed=7, **kw)  # type: ignore[arg-type]
-    target = get_target("reference", **config.target_kwargs())
+    if target is None:
+        target = get_target("reference", **config.target_kwargs())
     report = asyncio.run(run_soak(config, target))
     shutil.rmtree(report["work_dir"], ignore_errors=True)  # kept on FAIL for humans, not tests
     return report
@@ -122,11 +125,10 @@ class _NoRegistry(ReferenceTarget):
 def test_leaks_are_found_without_the_workers_registry(tmp_path, run_id):
     """Attribution by time (sessions running at each spawn) still names every leak."""
     sessions, prompts = 3, 2
-    config = SoakConfig(
-        run_id=run_id,
-        report=None,
-        progress="none",
-        seed=7,
+    report = _soak(
+        tmp_path,
+        run_id,
+        _NoRegistry(mode="leaky", worker_grace=0.5),
         mode="leaky",
         sessions=sessions,
         prompts=prompts,
@@ -136,8 +138,6 @@ def test_leaks_are_found_without_the_workers_registry(tmp_path, run_id):
         grace=1.5,
         plot=False,
     )
-    report = asyncio.run(run_soak(config, _NoRegistry(mode="leaky", worker_grace=0.5)))
-    shutil.rmtree(report["work_dir"], ignore_errors=True)
     assert report["verdict"] == "FAIL"
     assert report["leaked_count"] == sessions * prompts
     assert all(leak["session"] is None for leak in report["leaked"])
@@ -145,12 +145,13 @@ def test_leaks_are_found_without_the_workers_registry(tmp_path, run_id):
 
 
 def test_time_attribution_invents_no_leak(tmp_path, run_id):
-    config = SoakConfig(
-        run_id=run_id,
-        progress="none",
-        seed=7,
+    sessions = 10
+    report = _soak(
+        tmp_path,
+        run_id,
+        _NoRegistry(mode="fixed", worker_grace=0.5),
         mode="fixed",
-        sessions=10,
+        sessions=sessions,
         prompts=2,
         observations=1,
         concurrency=3,
@@ -158,7 +159,6 @@ def test_time_attribution_invents_no_leak(tmp_path, run_id):
         grace=5.0,
         plot=False,
     )
-    report = asyncio.run(run_soak(config, _NoRegistry(mode="fixed", worker_grace=0.5)))
     assert report["verdict"] == "PASS", (report["reasons"], report["leaked"])
-    assert report["processes_seen"] >= config.sessions
+    assert report["processes_seen"] >= sessions
     assert run_pids(run_id) == []

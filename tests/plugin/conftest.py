@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
-import psutil
 import pytest
 from leakcheck_helpers import processes_with
+
+from harness.cleanup import kill_and_wait
 
 
 @pytest.fixture
@@ -17,10 +18,4 @@ def marker() -> Iterator[str]:
     try:
         yield token
     finally:
-        victims = processes_with(token)
-        for proc in victims:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(victims, timeout=10)
+        kill_and_wait(processes_with(token), timeout=10)

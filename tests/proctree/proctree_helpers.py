@@ -88,6 +88,12 @@ class Tree:
             if pid_id is not None:
                 self.roles.setdefault(role, []).append(pid_id)
 
+    def end(self, **options: Any) -> proctree.TerminationResult:
+        """terminate_tree on this tree's root and group, its stdin closed as the first stage."""
+        return proctree.terminate_tree(
+            self.root, group=self.containment, close_stdin=self.popen.stdin, **options
+        )
+
     def living(self, *roles: str) -> list[proctree.ProcId]:
         return [i for i in self.ids(*roles) if proctree.is_alive(i)]
 

@@ -154,14 +154,7 @@ def test_own_child_tree_is_found_child_by_child(
 
     monkeypatch.setattr(proctree._scan, "_Table", no_table_scan)
     assert tree.popen.stdin is not None
-    res = proctree.terminate_tree(
-        tree.root,
-        group=tree.containment,
-        mark=run.mark,
-        grace=GRACE,
-        close_stdin=tree.popen.stdin,
-        own_child=True,
-    )
+    res = tree.end(mark=run.mark, grace=GRACE, own_child=True)
     monkeypatch.undo()
     assert res.clean, res
     assert not tree.living(), tree.living()

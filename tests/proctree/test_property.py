@@ -37,14 +37,7 @@ def test_any_tree_is_ended_completely(tmp_path, session_guardian, shape, fallbac
     try:
         bystander = bystander_run.start(mark=None, contained=False)
         tree = run.start(mark=run.mark, **shape)
-        res = proctree.terminate_tree(
-            tree.root,
-            group=tree.containment,
-            mark=run.mark,
-            token=run.token,
-            grace=0.3,
-            close_stdin=tree.popen.stdin,
-        )
+        res = tree.end(mark=run.mark, token=run.token, grace=0.3)
         assert res.clean, res
         assert not [i for i in tree.ids() if proctree.is_alive(i)]
         assert not alive_by_token(run.token)

@@ -26,13 +26,7 @@ def test_escalation_kills_tree_that_ignores_eof_and_sigterm(mode: str, run: Runn
     tree = run.start(mark=run.mark, children=2, grandchildren=2, ignore_term=True, ignore_eof=True)
     everyone = tree.ids()
     assert len(everyone) == 1 + 2 + 4
-    res = proctree.terminate_tree(
-        tree.root,
-        group=tree.containment,
-        mark=run.mark,
-        grace=GRACE,
-        close_stdin=tree.popen.stdin,
-    )
+    res = tree.end(mark=run.mark, grace=GRACE)
     assert res.clean, res
     assert _all_gone(everyone)
     assert res.stdin == [] and res.term == []
@@ -45,13 +39,8 @@ def test_escalation_kills_tree_that_ignores_eof_and_sigterm(mode: str, run: Runn
 def test_stages_report_who_went_when(mode: str, run: Runner) -> None:
     # main exits on EOF; its children obey SIGTERM.
     tree = run.start(mark=run.mark, children=2, grandchildren=1)
-    res = proctree.terminate_tree(
-        tree.root,
-        group=tree.containment,
-        mark=run.mark,
-        grace=30.0,  # generous: each stage ends as soon as its processes are gone
-        close_stdin=tree.popen.stdin,
-    )
+    # generous: each stage ends as soon as its processes are gone
+    res = tree.end(mark=run.mark, grace=30.0)
     assert res.clean, res
     assert res.stdin == [tree.root]
     assert set(tree.ids("child", "grandchild")) <= set(res.term)
@@ -109,14 +98,7 @@ def test_decoy_with_same_program_survives(mode: str, run: Runner, tmp_path) -> N
     try:
         decoy = decoy_run.start(mark=None, children=1, contained=False, ignore_term=True)
         tree = run.start(mark=run.mark, children=1, escape=True, ignore_term=True)
-        res = proctree.terminate_tree(
-            tree.root,
-            group=tree.containment,
-            mark=run.mark,
-            token=run.token,
-            grace=GRACE,
-            close_stdin=tree.popen.stdin,
-        )
+        res = tree.end(mark=run.mark, token=run.token, grace=GRACE)
         assert res.clean and _all_gone(tree.ids())
         assert all(proctree.is_alive(i) for i in decoy.ids())
         assert not set(decoy.ids()) & set(res.ended)

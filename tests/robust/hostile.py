@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from harness.cleanup import kill_and_wait
+
 # Shared prologue: pid file, stream-json replies, helpers to start a sleeping descendant.
 PROLOGUE = r'''
 import json, os, signal, sys, time
@@ -228,12 +230,7 @@ class Hostile:
             procs = [p for p, _ in self.processes()]
             if not procs:
                 return
-            for proc in procs:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(procs, timeout=5)
+            kill_and_wait(procs)
 
 
 def env_without_mark() -> dict[str, str]:
