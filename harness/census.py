@@ -1,7 +1,9 @@
 """The census: every process of one run, known exactly, sampled in a background thread.
 
-A process belongs to the run iff the fake's ledger says so or its argv carries the run id token
-(`--fake-claude-run-id=<RUNID>`), or (with `track_descendants`, for a worker all of whose later
+A process belongs to the run iff the fake's ledger says so, its argv carries the run id token
+(`--fake-claude-run-id=<RUNID>`), the target names it as spawned for a session (the worker's
+registry; checked by identity at the next sample, so one that lived and died between two samples
+is still counted), or (with `track_descendants`, for a worker all of whose later
 children are the run's, like ours) it was seen at a sample as a new descendant of the worker: a
 child of the worker that is not one of its helpers, or a child of a process of the run. Such a
 process is tracked by identity from then on, also after it is reparented away, and belongs to the
@@ -29,6 +31,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ from typing import Any
 import psutil
 
 from harness.ledger import LedgerTail
+from harness.target import SpawnedProcess
 
 CT_TOLERANCE = 0.01  # docs/contracts.md: the fake may compute create_time without psutil
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -68,6 +72,7 @@ class ProcRecord:
     exit_ts: float | None = None  # from the ledger's exit event
     exit_code: int | None = None
     exited_at: float | None = None  # exited (gone or zombie) as observed, or ledger exit
+    reported_end: float | None = None  # the worker's registry: when it had ended this process
     zombie_since: float | None = None
     reaped: bool = False  # gone from the process table
     escaped: bool = False
@@ -137,7 +142,6 @@ class Census:
         self._thread: threading.Thread | None = None
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
-        self._pending_attr: dict[int, list[tuple[float, str]]] = {}
         self._parent_sessions: OrderedDict[int, tuple[float, str | None]] = OrderedDict()
         self.sessions: dict[str, SessionWindow] = {}
         self._active: set[str] = set()
@@ -215,16 +219,29 @@ class Census:
             self.sessions_done += 1
             self._epoch += 1
 
-    def attribute(self, key: str, identities: list[tuple[int, float]]) -> None:
-        """The target says these processes were spawned for session `key`."""
+    def attribute(self, key: str, spawned: Iterable[SpawnedProcess]) -> None:
+        """The target says these processes were spawned for session `key`.
+
+        One the census has not sampled yet (the ledger lags, or it lived and died between two
+        samples) becomes a record now: the next sample checks its identity in the process table,
+        so it is counted, judged if it is still there, and never taken on the target's word alone.
+        """
         with self._lock:
-            for pid, ct in identities:
-                rec = self._find(pid, ct)
-                if rec is not None:
-                    rec.session = key
-                    self._inherit(rec)
-                else:  # not seen yet (ledger or scan lag): apply when it appears
-                    self._pending_attr.setdefault(pid, []).append((ct, key))
+            for item in spawned:
+                rec = self._find(item.pid, item.create_time)
+                if rec is None:
+                    rec = self._add(
+                        ProcRecord(
+                            pid=item.pid,
+                            create_time=item.create_time,
+                            spawn_ts=item.create_time,
+                            role="observer",
+                        )
+                    )
+                    rec.reported_end = item.ended
+                    self._seen.pop(item.pid, None)  # have the scan attach a psutil handle
+                rec.session = key
+                self._inherit(rec)
             s = self.sessions.get(key)
             if s is not None:
                 s.attributed = True
@@ -280,13 +297,6 @@ class Census:
     def _add(self, rec: ProcRecord) -> ProcRecord:
         self.records.setdefault(rec.pid, []).append(rec)
         self.total_procs += 1
-        for ct, key in self._pending_attr.pop(rec.pid, []):
-            if abs(ct - rec.create_time) <= CT_TOLERANCE:
-                rec.session = key
-                self._epoch += 1
-                self._inherit(rec)
-            else:
-                self._pending_attr.setdefault(rec.pid, []).append((ct, key))
         return rec
 
     def _inherit(self, parent: ProcRecord) -> None:
@@ -395,8 +405,10 @@ class Census:
 
     def _mark_exited(self, rec: ProcRecord, now: float) -> None:
         if rec.exited_at is None:
-            # The ledger's exit time is exact; the observation is at most one tick late.
-            rec.exited_at = min(now, rec.exit_ts) if rec.exit_ts else now
+            # The ledger's exit time is exact; the observation is at most one tick late. A process
+            # never sampled alive was gone by when its worker said it had ended it.
+            ends = [rec.exit_ts, rec.reported_end if rec.proc is None else None]
+            rec.exited_at = min([now] + [t for t in ends if t])
 
     def _probe(self, rec: ProcRecord, now: float) -> bool:
         """Refresh one live record from the process table; False once it has exited."""

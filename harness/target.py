@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,14 @@ class SessionSpec:
     prompts: list[str]
     observations_per_prompt: int
     extra: dict[str, str] = field(default_factory=dict)
+
+
+class SpawnedProcess(NamedTuple):
+    """A process the worker says it spawned for a session (its registry row)."""
+
+    pid: int
+    create_time: float
+    ended: float | None = None  # when the worker had ended it (and its tree); None: not yet known
 
 
 @dataclass
@@ -67,13 +76,13 @@ class Target(abc.ABC):
     async def stop(self) -> None:
         """Stop the worker and everything it started; must be safe to call twice."""
 
-    async def session_processes(
-        self, session: SessionSpec, http: object
-    ) -> list[tuple[int, float]]:
-        """Optional: (pid, create_time) of the processes the worker spawned for `session`.
+    async def session_processes(self, session: SessionSpec, http: object) -> list[SpawnedProcess]:
+        """Optional: the processes the worker spawned for `session`.
 
         Called once, right after `drive_session` returns. A target that cannot say returns [] and
         the census attributes the session's processes by time (sessions running at each spawn).
+        The census also learns of processes it never sampled alive this way (a short-lived
+        observer ended between two samples), so they are counted and their identity checked.
         """
         return []
 

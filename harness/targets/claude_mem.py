@@ -29,7 +29,7 @@ import psutil
 
 import proctree
 from harness import claude_mem_install as install
-from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.targets import claude_mem_pidns as pidns
 from harness.targets.claude_mem_flow import HookFlow, detect_flow, major_version
 from harness.targets.claude_mem_reap import ReapTracker
@@ -554,7 +554,7 @@ class ClaudeMemTarget(Target):
         finally:
             self.tracker.session_ended(session.content_session_id)
 
-    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[SpawnedProcess]:
         """Observers of this session, where the worker's layout says (13.x: per-session cwd)."""
         if self.tracker is None:
             return []

@@ -18,6 +18,8 @@ from pathlib import PurePath
 
 import psutil
 
+from harness.target import SpawnedProcess
+
 SAMPLE_INTERVAL_S = 0.2
 
 
@@ -112,14 +114,14 @@ class ReapTracker:
         with self._lock:
             return {w.db_id: k for k, w in self.windows.items() if w.db_id is not None}
 
-    def processes_of(self, key: str) -> list[tuple[int, float]]:
+    def processes_of(self, key: str) -> list[SpawnedProcess]:
         """Processes tied to session `key` by the worker's layout (cwd), if it has one."""
         out = []
         by_db = self.db_id_sessions()
         with self._lock:
             for rec in self.seen.values():
                 if _session_by_cwd(rec.cwd, by_db) == key:
-                    out.append((rec.pid, rec.create_time))
+                    out.append(SpawnedProcess(rec.pid, rec.create_time))
         return out
 
     # -- figures -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from harness.hooks import HookClient
-from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.workload import make_observation
 
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
@@ -69,7 +69,7 @@ class ReferenceTarget(Target):
         self.handle: WorkerHandle | None = None
         self.db_ids: dict[str, int] = {}
         self._cwd = "/tmp"
-        self._registry: dict[int, list[tuple[int, float]]] = {}
+        self._registry: dict[int, list[SpawnedProcess]] = {}
         self._registry_at: float | None = None
         self._registry_started = 0.0
         self._registry_task: asyncio.Future[None] | None = None
@@ -231,14 +231,14 @@ class ReferenceTarget(Target):
                     f"({status.get('queueLength')} left)"
                 )
 
-    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[SpawnedProcess]:
         db_id = self.db_ids.pop(session.content_session_id, None)
         if db_id is None:
             return []
         by_session = await self._registry_after(time.monotonic(), http)
         return by_session.get(db_id, [])
 
-    async def _registry_after(self, t: float, http: Any) -> dict[int, list[tuple[int, float]]]:
+    async def _registry_after(self, t: float, http: Any) -> dict[int, list[SpawnedProcess]]:
         """The worker's process registry as fetched after time t.
 
         Sessions ending close together share one fetch (at most one per REGISTRY_MIN_INTERVAL_S),
@@ -255,14 +255,19 @@ class ReferenceTarget(Target):
         if wait > 0:
             await asyncio.sleep(wait)
         started = self._registry_started = time.monotonic()
-        by_session: dict[int, list[tuple[int, float]]] = {}
+        by_session: dict[int, list[SpawnedProcess]] = {}
         try:
             data = await self.client(http).get("/api/processes")
             for row in data.get("processes", []) if isinstance(data, dict) else []:
                 sid = row.get("session_db_id")
                 if isinstance(sid, int) and "pid" in row and row.get("create_time") is not None:
+                    ended = row.get("ended")
                     by_session.setdefault(sid, []).append(
-                        (int(row["pid"]), float(row["create_time"]))
+                        SpawnedProcess(
+                            int(row["pid"]),
+                            float(row["create_time"]),
+                            float(ended) if ended is not None else None,
+                        )
                     )
         except Exception:  # noqa: BLE001 - attribution is optional; the census falls back
             pass

@@ -16,6 +16,7 @@ from soak_helpers import SLEEPER, wait_for
 
 from harness.census import Census, run_id_token
 from harness.cleanup import sweep_run
+from harness.target import SpawnedProcess
 
 
 def _census(run_id: str, ledger: Path | None = None, grace: float = 1.0) -> Census:
@@ -168,3 +169,42 @@ def test_escaped_process_is_flagged(spawn, run_id):
 def test_sample_rate_is_at_least_2hz():
     with pytest.raises(ValueError):
         Census("abcdefabcdef", None, grace=1.0, sample_hz=1)
+
+
+def test_target_names_processes_the_samples_never_saw(spawn, run_id):
+    """The worker's registry names an observer that lived and died between two samples, one
+    still running (no run token, so no sample would count it), and one whose PID now holds
+    another process: counted, the live one judged, the stranger never taken for it."""
+    census = _census(run_id, grace=0.3)
+    census.session_started("s")
+    census.sample()
+    brief = spawn("pass")
+    brief_ct = psutil.Process(brief.pid).create_time()
+    assert brief.wait(timeout=30) == 0
+    ended = time.time()
+    lingering = spawn(SLEEPER)  # carries no run token
+    stranger = spawn(SLEEPER)
+    stranger_ct = psutil.Process(stranger.pid).create_time()
+    census.sample()
+    assert _ours(census) == set(), "nothing carries the token: a sample alone counts nothing"
+    census.session_ended("s")
+    census.attribute(
+        "s",
+        [
+            SpawnedProcess(brief.pid, brief_ct, ended),
+            SpawnedProcess(lingering.pid, psutil.Process(lingering.pid).create_time()),
+            # Its PID's earlier holder, ended a minute ago.
+            SpawnedProcess(stranger.pid, stranger_ct - 120.0, stranger_ct - 60.0),
+        ],
+    )
+    census.sample()
+    assert census.total_procs == 3
+    window = census.sessions["s"]
+    assert window.n_procs == 2  # the brief one and the earlier holder, folded into the session
+    assert window.last_exit == ended, "a process never sampled alive ended when the worker said"
+    assert _ours(census) == {lingering.pid}
+    wait_for(lambda: (census.sample(), census.leaked)[1], timeout=30, what="leak judged")
+    assert [r.pid for r in census.leaked] == [lingering.pid]
+    killed = sweep_run(run_id, census)
+    assert [k["pid"] for k in killed] == [lingering.pid]
+    assert stranger.poll() is None, "a PID's new holder was touched"
