@@ -156,6 +156,20 @@ async def soak_once(config: SoakConfig) -> dict[str, Any]:
     return await run_soak(config, target)
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for descendants): the bare loop's fakes are our children; the
+    soak's worker is, and its observers' time is added to it when it reaps them."""
+    t = os.times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+def _cpu_split(
+    before: tuple[float, float], after: tuple[float, float], sessions: int, names: tuple[str, str]
+) -> dict[str, float]:
+    own, kids = (round((b - a) / sessions * 1000, 1) for a, b in zip(before, after, strict=True))
+    return {names[0]: own, names[1]: kids, "total": round(own + kids, 1)}
+
+
 async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     """Bare loop and soak in alternating rounds: a load that changes during the bench (other
     jobs on the machine) then weighs on both sides alike; the figure is the median ratio."""
@@ -172,14 +186,23 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
     )
     rounds: list[dict[str, Any]] = []
     for _ in range(max(1, args.rounds)):
+        c0 = _cpu_seconds()
         bare = await bare_loop(args.sessions, args.concurrency, args.seed)
+        c1 = _cpu_seconds()
         report = await soak_once(config)
+        c2 = _cpu_seconds()
         soak_rate = report["sessions_per_s_driving"]
         rounds.append(
             {
                 "bare_fake_sessions_per_s": bare["sessions_per_s"],
                 "soak_sessions_per_s": soak_rate,
                 "ratio": round(soak_rate / bare["sessions_per_s"], 3),
+                # Where the CPU goes, per session: with both cores saturated the ratio is
+                # about the inverse ratio of these totals.
+                "cpu_ms_per_session": {
+                    "bare": _cpu_split(c0, c1, args.sessions, ("driver", "fakes")),
+                    "soak": _cpu_split(c1, c2, args.sessions, ("harness", "worker_and_fakes")),
+                },
                 "soak_verdict": report["verdict"],
                 **({"soak_reasons": report["reasons"]} if report["verdict"] != "PASS" else {}),
             }

@@ -311,11 +311,27 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         swept=swept,
         work_dir=work_dir,
     )
+    # A failed run's work folder (worker log and database, ledger) is the evidence: kept, and
+    # moved into the report folder when there is one, so no run leaves a temp folder behind.
+    keep = config.keep_work_dir or report["verdict"] == "FAIL"
+    if keep and config.report is not None:
+        report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
     if config.report is not None:
         write_report(Path(config.report), report, plot=config.plot)
-    if not config.keep_work_dir and report["verdict"] != "FAIL":
+    if not keep:
         shutil.rmtree(work_dir, ignore_errors=True)
     return report
+
+
+def _move_work_dir(work_dir: Path, report_dir: Path) -> Path:
+    dest = report_dir / "work"
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)  # an earlier run's, reported to this folder
+        shutil.move(str(work_dir), str(dest))
+    except OSError:
+        return work_dir  # left where it was; the report names it
+    return dest
 
 
 def _is_alive(census: Census) -> bool:
@@ -514,7 +530,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-hz", type=float, default=d.sample_hz)
     parser.add_argument("--progress", default="auto", choices=("auto", "rich", "plain", "none"))
     parser.add_argument("--run-id", default=None, help="[a-z0-9]{12}; default: random")
-    parser.add_argument("--keep-work-dir", action="store_true")
+    parser.add_argument(
+        "--keep-work-dir",
+        action="store_true",
+        help="keep the run's work folder (worker log and database, ledger) also when it passes; "
+        "a failed run keeps it always, in REPORT/work when --report is given",
+    )
     parser.add_argument("--no-plot", action="store_true")
 
 
@@ -573,6 +594,9 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         print(leaks_table(report["leaked"][:40]), file=stream, end="")
     if report.get("harness_errors"):
         print("harness errors:\n" + "\n".join(report["harness_errors"]), file=stream)
+    if Path(report["work_dir"]).is_dir():
+        kept = report["work_dir"]
+        print(f"  work folder kept (worker log, database, ledger): {kept}", file=stream)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,12 +6,18 @@ any live process carrying the token is a survivor: it is listed (pid, ppid, age,
 the fake's ``--fake-claude-run-id=`` when it has one), killed, and the run fails. The per-test
 ``--leak-check`` plugin catches most leaks earlier and names the test; this is the last line, and it
 also covers Ctrl-C.
+
+The suite's temporary folders (its own, pytest's, and the work folders the harness keeps for failed
+soaks, which many tests provoke on purpose) go to one folder per session via TMPDIR: removed when
+the session passes, kept and named when it fails.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 import time
 
 import psutil
@@ -20,15 +26,35 @@ import pytest
 from harness.cleanup import kill_and_wait
 
 SESSION_VAR = "LEAKPROOF_TEST_SESSION"
+OUTER_TMP_VAR = "LEAKPROOF_OUTER_TMPDIR"
 RUN_ID_FLAG = "--fake-claude-run-id="
 _DEADLINE_S = 5.0  # xdist workers and slow exits get this long to go before they count
 _started_key = pytest.StashKey[float]()
+_tmp_key = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         os.environ[SESSION_VAR] = secrets.token_hex(8)
         config.stash[_started_key] = time.time()
+        if config.option.basetemp is None:  # an explicit --basetemp says where things go
+            # Locks shared with other sessions (the npm install's) stay in the outer one.
+            os.environ.setdefault(OUTER_TMP_VAR, tempfile.gettempdir())
+            tmp = tempfile.mkdtemp(prefix="leakproof-tests-")
+            config.stash[_tmp_key] = os.environ["TMPDIR"] = tmp
+            tempfile.tempdir = None  # gettempdir() caches; xdist workers inherit TMPDIR
+
+
+def _remove_session_tmp(config: pytest.Config, passed: bool) -> None:
+    tmp = config.stash.get(_tmp_key, None)
+    if tmp is None:
+        return
+    if passed:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"temporary folders of this failed run kept in {tmp}")
 
 
 def _survivors(token: str, since: float) -> list[psutil.Process]:
@@ -71,6 +97,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     while (survivors := _survivors(token, since)) and time.monotonic() < deadline:
         time.sleep(0.1)
     if not survivors:
+        _remove_session_tmp(config, passed=session.exitstatus == pytest.ExitCode.OK)
         return
     lines = [f"{len(survivors)} process(es) of this test run survived it (killing them):"]
     lines += [f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND"]
@@ -81,3 +108,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line("\n".join(lines), red=True)
     if session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _remove_session_tmp(config, passed=False)

@@ -84,7 +84,9 @@ def node_sdks() -> Path:
     digest = _lock_digest()
     # The lock lives outside the tree (npm ci empties node_modules; no untracked file if killed).
     tag = hashlib.sha256(str(NODE_DIR).encode()).hexdigest()[:12]
-    with _InstallLock(Path(tempfile.gettempdir()) / f"leakproof-npm-{tag}.lock"):
+    # tests/conftest.py gives each session a TMPDIR of its own; the lock is shared across them.
+    outer_tmp = os.environ.get("LEAKPROOF_OUTER_TMPDIR") or tempfile.gettempdir()
+    with _InstallLock(Path(outer_tmp) / f"leakproof-npm-{tag}.lock"):
         if not (STAMP.exists() and STAMP.read_text() == digest):
             # npm ci: exactly the lock file's versions; optional deps are the bundled native CLI.
             done = subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,7 @@ def _soak(tmp_path: Path, run_id: str, target: Target | None = None, **kw: objec
     config = SoakConfig(run_id=run_id, report=tmp_path / "report", progress="none", seed=7, **kw)  # type: ignore[arg-type]
     if target is None:
         target = get_target("reference", **config.target_kwargs())
-    report = asyncio.run(run_soak(config, target))
-    shutil.rmtree(report["work_dir"], ignore_errors=True)  # kept on FAIL for humans, not tests
-    return report
+    return asyncio.run(run_soak(config, target))
 
 
 def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
@@ -64,6 +62,12 @@ def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
     assert "<failure" in (tmp_path / "report" / "junit.xml").read_text()
     md = summary.read_text()
     assert "FAIL" in md and str(report["leaked"][0]["pid"]) in md
+    # The evidence is kept, in the report folder: no temp folder is left behind.
+    work = tmp_path / "report" / "work"
+    assert on_disk["work_dir"] == str(work)
+    assert (work / "ledger.jsonl").stat().st_size > 0
+    assert (work / "worker-leaky" / "worker.log").is_file()
+    assert not list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
 
 
 @pytest.mark.parametrize(
