@@ -367,8 +367,8 @@ def _build_report(
     t_first = run.starts[0] if run.starts else t_start
     t_last = run.drive_end or time.time()
     driven = [s for s in samples if t_first <= s.t <= t_last]
-    total_pts = [(s.t, s.sessions_done, s.total_rss) for s in driven]
-    worker_pts = [(s.t, s.sessions_done, s.worker_rss) for s in driven]
+    total_pts = [(s.t, s.sessions_done, s.total_rss, s.descendants) for s in driven]
+    worker_pts = [(s.t, s.sessions_done, s.worker_rss, s.descendants) for s in driven]
     total_slope = slope_per_100_sessions(total_pts)
     worker_slope = slope_per_100_sessions(worker_pts)
     leaked = [leak_entry(r, census.session_of(r)) for r in census.leaked]
@@ -385,7 +385,7 @@ def _build_report(
         slope_budget=config.rss_budget,
         slope_span=min(total_slope["sessions_span"], worker_slope["sessions_span"]),
         min_slope_span=config.rss_min_span,
-        slope_points=min(total_slope["floor_points"], worker_slope["floor_points"]),
+        slope_points=min(total_slope["points"], worker_slope["points"]),
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
@@ -438,7 +438,7 @@ def _build_report(
             "min_sessions_span_judged": config.rss_min_span,
             "slopes_judged": slopes_judged(
                 min(total_slope["sessions_span"], worker_slope["sessions_span"]),
-                min(total_slope["floor_points"], worker_slope["floor_points"]),
+                min(total_slope["points"], worker_slope["points"]),
                 config.rss_min_span,
             ),
             "peak_total_mb": round(peak_total_mb, 1),

@@ -1,7 +1,8 @@
 """The verdict: exact leak census plus bounded RSS, turned into PASS / FAIL.
 
 RSS is judged by the least-squares slope over the second half of the run (after warm-up, as
-psleak-style checkers do), per 100 sessions, and by its peak; never by one sample.
+psleak-style checkers do), per 100 sessions, at a constant count of live processes, and by its
+peak; never by one sample.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ DEFAULT_SLOPE_BUDGET_MB = 16.0
 # Below this many sessions in the 2nd half, a per-100-sessions slope extrapolates warm-up and
 # noise; it is reported but not judged.
 DEFAULT_MIN_SLOPE_SPAN = 50
-# Nor below this many points in the floor's fit: a fast run can put 50 sessions into a second
-# half of five samples, and a line through five noisy sums says nothing (measured: +-50 MB).
+# Nor below this many points in the fit: a fast run can put 50 sessions into a second half of
+# five samples, and a line through five noisy sums says nothing (measured: +-50 MB).
 MIN_SLOPE_POINTS = 10
 FLOOR_BUCKETS = 20
+# Above this squared correlation of sessions and live count the two cannot be told apart.
+MAX_COUNT_COLLINEARITY = 0.8
 
 
 def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -38,8 +41,8 @@ def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | Non
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def second_half(points: Sequence[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
-    """Points are (t, sessions_done, value); keep those in the second half of the time span."""
+def second_half(points: Sequence[Sequence[float]]) -> list[Sequence[float]]:
+    """Points are (t, sessions_done, value[, live]); keep those in the 2nd half of the time span."""
     if not points:
         return []
     t0, t1 = points[0][0], points[-1][0]
@@ -47,37 +50,83 @@ def second_half(points: Sequence[tuple[float, float, float]]) -> list[tuple[floa
     return [p for p in points if p[0] >= mid]
 
 
-def slope_per_100_sessions(
-    points: Sequence[tuple[float, float, float]], buckets: int = FLOOR_BUCKETS
-) -> dict:
-    """Least-squares slope over the 2nd half, in MB per 100 sessions, of two series.
+def slope_given_count(
+    xs: Sequence[float], ls: Sequence[float], ys: Sequence[float]
+) -> float | None:
+    """The coefficient of x in the least-squares fit y = a + b*x + c*l.
 
-    `raw`: every sample. `floor`: the minimum of each bucket of sessions. Live observers come and
-    go, so the raw sum swings by whole processes between samples; what a leak raises is the floor
-    (what stays when the tree is idle), and the floor's slope is what the verdict judges.
+    x is sessions done, l the live descendants at the sample, y the summed RSS: c absorbs what
+    the processes alive at that instant weigh, so b is the growth at a constant process count.
+    None when x and l cannot be told apart (the count itself rises with the sessions, as when
+    processes leak) or there are too few points.
+    """
+    n = len(xs)
+    if n < 4:
+        return None
+    mx, ml, my = sum(xs) / n, sum(ls) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sll = sum((v - ml) ** 2 for v in ls)
+    if sxx <= 0:
+        return None
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    if sll <= 0:
+        return sxy / sxx  # the count never changed: the plain slope
+    sxl = sum((x - mx) * (v - ml) for x, v in zip(xs, ls, strict=True))
+    if sxl * sxl > MAX_COUNT_COLLINEARITY * sxx * sll:
+        return None
+    sly = sum((v - ml) * (y - my) for v, y in zip(ls, ys, strict=True))
+    return (sxy * sll - sly * sxl) / (sxx * sll - sxl * sxl)
+
+
+def _floor_slope(
+    xs: Sequence[float], ys: Sequence[float], buckets: int
+) -> tuple[float | None, int]:
+    """Slope of the minimum of each bucket of sessions, and how many buckets had a point."""
+    span = (max(xs) - min(xs)) if xs else 0
+    if span <= 0:
+        return None, 0
+    lo = min(xs)
+    width = span / buckets
+    mins: dict[int, tuple[float, float]] = {}
+    for x, y in zip(xs, ys, strict=True):
+        b = min(buckets - 1, int((x - lo) / width))
+        if b not in mins or y < mins[b][1]:
+            mins[b] = (lo + (b + 0.5) * width, y)
+    pts = sorted(mins.values())
+    return least_squares_slope([p[0] for p in pts], [p[1] for p in pts]), len(pts)
+
+
+def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLOOR_BUCKETS) -> dict:
+    """The RSS slope over the 2nd half, in MB per 100 sessions, as the verdict judges it.
+
+    Live observers come and go, so the summed RSS swings by whole processes between samples.
+    With the live count at each sample (points of four), the judged slope is the growth at a
+    constant count (`slope_given_count`), from every sample. Without it, or when the count rises
+    with the sessions, it is the slope of the floor: the minimum of each bucket of sessions
+    (what stays when the tree is idle). `raw` is the plain slope of every sample.
+    More processes is not judged here: the census names every leaked one, and the verdict wants
+    the descendant count back at its idle baseline.
     """
     half = second_half(points)
     xs = [p[1] for p in half]
     ys = [p[2] / 1e6 for p in half]
     raw = least_squares_slope(xs, ys)
-    floor = None
-    span = (max(xs) - min(xs)) if xs else 0
-    if span > 0:
-        lo = min(xs)
-        width = span / buckets
-        mins: dict[int, tuple[float, float]] = {}
-        for x, y in zip(xs, ys, strict=True):
-            b = min(buckets - 1, int((x - lo) / width))
-            if b not in mins or y < mins[b][1]:
-                mins[b] = (lo + (b + 0.5) * width, y)
-        pts = sorted(mins.values())
-        floor = least_squares_slope([p[0] for p in pts], [p[1] for p in pts])
+    floor, floor_points = _floor_slope(xs, ys, buckets)
+    given = None
+    if half and all(len(p) > 3 for p in half):
+        given = slope_given_count(xs, [p[3] for p in half], ys)
+    judged, method, points_used = floor, "floor", floor_points
+    if given is not None:
+        judged, method, points_used = given, "constant live count", len(half)
     return {
-        "mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
+        "mb_per_100_sessions": None if judged is None else round(judged * 100, 3),
+        "method": method,
         "raw_mb_per_100_sessions": None if raw is None else round(raw * 100, 3),
+        "floor_mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
         "samples": len(half),
-        "floor_points": len(mins) if span > 0 else 0,
-        "sessions_span": span,
+        "floor_points": floor_points,
+        "points": points_used,
+        "sessions_span": (max(xs) - min(xs)) if xs else 0,
     }
 
 

@@ -91,3 +91,46 @@ def test_a_fast_run_with_few_samples_reports_its_slope_but_does_not_judge_it():
     assert slope["mb_per_100_sessions"] is not None
     assert not slopes_judged(slope["sessions_span"], slope["floor_points"], 40)
     assert slopes_judged(slope["sessions_span"], MIN_SLOPE_POINTS, 40)
+
+
+def _fast_run(seed: int, leak_mb_per_100: float = 0.0, leaking_procs: bool = False) -> list:
+    """A fast soak: 300 sessions at 10 per sample (30 samples), 0-8 observers alive at each,
+    each 3-12 MB; (t, sessions_done, rss bytes, live count)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(30):
+        done = i * 10.0
+        # Leaking: one more process every 20 sessions, little churn beside it.
+        live = int(done / 20) + rng.randrange(0, 2) if leaking_procs else rng.randrange(0, 9)
+        mb = 50 + sum(rng.uniform(3, 12) for _ in range(live)) + leak_mb_per_100 * done / 100
+        out.append((i * 0.25, done, mb * 1e6, float(live)))
+    return out
+
+
+def test_a_fast_runs_churn_is_no_growth_at_a_constant_live_count():
+    """A bench soak FAILed on the floor's slope: 15 samples, one per bucket, each as many
+    observers as happened to be alive. Told the live count, the fit sees no growth."""
+    budget = 16.0
+    floor_fails = 0
+    for seed in range(50):
+        pts = _fast_run(seed)
+        slope = slope_per_100_sessions(pts)
+        assert slope["method"] == "constant live count"
+        assert slopes_judged(slope["sessions_span"], slope["points"])
+        assert abs(slope["mb_per_100_sessions"]) < budget, (seed, slope)
+        floor = slope_per_100_sessions([p[:3] for p in pts])  # without the counts
+        floor_fails += floor["mb_per_100_sessions"] > budget
+    assert floor_fails > 0, "the floor alone never failed here: this test shows nothing"
+
+
+def test_growth_at_a_constant_live_count_is_seen_in_a_fast_run():
+    for seed in range(50):
+        slope = slope_per_100_sessions(_fast_run(seed, leak_mb_per_100=40.0))
+        assert slope["mb_per_100_sessions"] > 16.0, (seed, slope)
+
+
+def test_a_live_count_that_rises_with_the_sessions_falls_back_to_the_floor():
+    """Leaked processes: the count and the sessions cannot be told apart."""
+    slope = slope_per_100_sessions(_fast_run(1, leaking_procs=True))
+    assert slope["method"] == "floor"
+    assert slope["mb_per_100_sessions"] == slope["floor_mb_per_100_sessions"] > 16.0
