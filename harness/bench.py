@@ -156,6 +156,11 @@ async def soak_once(config: SoakConfig) -> dict[str, Any]:
     return await run_soak(config, target)
 
 
+def _failure(report: dict[str, Any]) -> dict[str, Any]:
+    """Why a bench soak did not pass, and where its evidence was kept."""
+    return {"soak_reasons": report["reasons"], "soak_work_dir": report["work_dir"]}
+
+
 def _cpu_seconds() -> tuple[float, float]:
     """(this process, its waited-for descendants): the bare loop's fakes are our children; the
     soak's worker is, and its observers' time is added to it when it reaps them."""
@@ -204,7 +209,7 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
                     "soak": _cpu_split(c1, c2, args.sessions, ("harness", "worker_and_fakes")),
                 },
                 "soak_verdict": report["verdict"],
-                **({"soak_reasons": report["reasons"]} if report["verdict"] != "PASS" else {}),
+                **(_failure(report) if report["verdict"] != "PASS" else {}),
             }
         )
     worker = await bare_worker_loop(config)
