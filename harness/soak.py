@@ -32,6 +32,7 @@ from harness.verdict import (
     DEFAULT_SLOPE_BUDGET_MB,
     ERROR,
     EXIT_CODES,
+    FAIL,
     INTERRUPTED,
     judge,
     slope_per_100_sessions,
@@ -313,7 +314,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     )
     # A failed run's work folder (worker log and database, ledger) is the evidence: kept, and
     # moved into the report folder when there is one, so no run leaves a temp folder behind.
-    keep = config.keep_work_dir or report["verdict"] == "FAIL"
+    keep = config.keep_work_dir or report["verdict"] in (FAIL, ERROR)
     if keep and config.report is not None:
         report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
     if config.report is not None:
@@ -534,7 +535,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-work-dir",
         action="store_true",
         help="keep the run's work folder (worker log and database, ledger) also when it passes; "
-        "a failed run keeps it always, in REPORT/work when --report is given",
+        "a FAIL or ERROR keeps it always, in REPORT/work when --report is given",
     )
     parser.add_argument("--no-plot", action="store_true")
 
@@ -594,8 +595,8 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         print(leaks_table(report["leaked"][:40]), file=stream, end="")
     if report.get("harness_errors"):
         print("harness errors:\n" + "\n".join(report["harness_errors"]), file=stream)
-    if Path(report["work_dir"]).is_dir():
-        kept = report["work_dir"]
+    kept = report.get("work_dir")
+    if kept and Path(kept).is_dir():
         print(f"  work folder kept (worker log, database, ledger): {kept}", file=stream)
 
 
