@@ -1,8 +1,8 @@
 """The verdict: exact leak census plus bounded RSS, turned into PASS / FAIL.
 
 RSS is judged by the least-squares slope over the second half of the run (after warm-up, as
-psleak-style checkers do), per 100 sessions, at a constant count of live processes, and by its
-peak; never by one sample.
+psleak-style checkers do), per 100 sessions (the lower of two estimates that noise fools in
+different ways: see slope_per_100_sessions), and by its peak; never by one sample.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ DEFAULT_MIN_SLOPE_SPAN = 50
 # five samples, and a line through five noisy sums says nothing (measured: +-50 MB).
 MIN_SLOPE_POINTS = 10
 FLOOR_BUCKETS = 20
+SAMPLES_PER_BUCKET = 3  # fewer buckets in a sparse run: a floor needs samples to be one
 # Above this squared correlation of sessions and live count the two cannot be told apart.
 MAX_COUNT_COLLINEARITY = 0.8
 
@@ -99,30 +100,38 @@ def _floor_slope(
 def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLOOR_BUCKETS) -> dict:
     """The RSS slope over the 2nd half, in MB per 100 sessions, as the verdict judges it.
 
-    Live observers come and go, so the summed RSS swings by whole processes between samples.
-    With the live count at each sample (points of four), the judged slope is the growth at a
-    constant count (`slope_given_count`), from every sample. Without it, or when the count rises
-    with the sessions, it is the slope of the floor: the minimum of each bucket of sessions
-    (what stays when the tree is idle). `raw` is the plain slope of every sample.
-    More processes is not judged here: the census names every leaked one, and the verdict wants
-    the descendant count back at its idle baseline.
+    Live observers come and go, so the summed RSS swings by whole processes between samples. Two
+    estimates of growth, each fooled by something else:
+    - the floor: the slope of the minimum of each bucket of sessions (what stays when the tree
+      is idle); fooled by sparse samples (a bucket of one sample is just as many observers as
+      happened to be alive), so it needs >= SAMPLES_PER_BUCKET samples per bucket;
+    - at a constant live count (points of four: `slope_given_count`); fooled by processes of
+      unequal size (a fault mix holding memory in a few of them), and not defined when the count
+      rises with the sessions.
+    Growth raises both, so the lower of those with enough points is judged. `raw` is the plain
+    slope of every sample. More processes is not judged here: the census names every leaked one,
+    and the verdict wants the descendant count back at its idle baseline.
     """
     half = second_half(points)
     xs = [p[1] for p in half]
     ys = [p[2] / 1e6 for p in half]
     raw = least_squares_slope(xs, ys)
-    floor, floor_points = _floor_slope(xs, ys, buckets)
+    floor, floor_points = _floor_slope(
+        xs, ys, min(buckets, max(3, len(half) // SAMPLES_PER_BUCKET))
+    )
     given = None
     if half and all(len(p) > 3 for p in half):
         given = slope_given_count(xs, [p[3] for p in half], ys)
-    judged, method, points_used = floor, "floor", floor_points
-    if given is not None:
-        judged, method, points_used = given, "constant live count", len(half)
+    estimates = [(floor, "floor", floor_points), (given, "constant live count", len(half))]
+    known = [e for e in estimates if e[0] is not None]
+    usable = [e for e in known if e[2] >= MIN_SLOPE_POINTS]
+    judged, method, points_used = min(usable or known or [(None, "none", 0)])
     return {
         "mb_per_100_sessions": None if judged is None else round(judged * 100, 3),
         "method": method,
         "raw_mb_per_100_sessions": None if raw is None else round(raw * 100, 3),
         "floor_mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
+        "constant_count_mb_per_100_sessions": None if given is None else round(given * 100, 3),
         "samples": len(half),
         "floor_points": floor_points,
         "points": points_used,

@@ -134,3 +134,22 @@ def test_a_live_count_that_rises_with_the_sessions_falls_back_to_the_floor():
     slope = slope_per_100_sessions(_fast_run(1, leaking_procs=True))
     assert slope["method"] == "floor"
     assert slope["mb_per_100_sessions"] == slope["floor_mb_per_100_sessions"] > 16.0
+
+
+def test_a_few_big_processes_late_in_the_run_are_no_growth():
+    """The default soak's fault mix: a memory-holding fake (150 MB) alive at some samples near
+    the end tilts the fit at a constant count, which assumes processes of one size; the floor
+    is not fooled, and the lower estimate is judged."""
+    rng = random.Random(5)
+    pts = []
+    for i in range(300):
+        done = i * 1.0
+        live = rng.randrange(0, 9)
+        mb = 50 + live * 10.0
+        if i > 240 and rng.random() < 0.3:
+            live, mb = live + 1, mb + 150.0
+        pts.append((i * 0.25, done, mb * 1e6, float(live)))
+    slope = slope_per_100_sessions(pts)
+    assert slope["constant_count_mb_per_100_sessions"] > 16.0, slope  # fooled
+    assert slope["method"] == "floor" and slope["mb_per_100_sessions"] < 16.0, slope
+    assert slopes_judged(slope["sessions_span"], slope["points"])
