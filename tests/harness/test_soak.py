@@ -166,3 +166,31 @@ def test_time_attribution_invents_no_leak(tmp_path, run_id):
     assert report["verdict"] == "PASS", (report["reasons"], report["leaked"])
     assert report["processes_seen"] >= sessions
     assert run_pids(run_id) == []
+
+
+def test_a_leaky_workers_growing_rss_is_judged_too(tmp_path, run_id):
+    """Beyond the census: the leaked observers raise the summed RSS, and the slope says so (the
+    live count rises with the sessions, so the floor is judged)."""
+    report = _soak(
+        tmp_path,
+        run_id,
+        mode="leaky",
+        sessions=120,
+        prompts=1,
+        observations=1,
+        concurrency=2,
+        scenarios="ok",
+        grace=1.0,
+        # A short run: enough samples (>= 10 floor points of >= 3) and sessions in its 2nd half
+        # to be judged also when a loaded machine slows the census.
+        sample_hz=20.0,
+        rss_min_span=30,
+        plot=False,
+    )
+    rss = report["rss"]
+    assert rss["slopes_judged"], json.dumps([rss["total_slope"], rss["worker_slope"]])
+    assert rss["total_slope"]["method"] == "floor", rss["total_slope"]
+    # One fake observer (~10 MB) per session: far above the 16 MB/100 sessions budget.
+    assert rss["total_slope"]["mb_per_100_sessions"] > 300, rss["total_slope"]
+    assert any("RSS of worker+descendants grows" in r for r in report["reasons"]), report["reasons"]
+    assert run_pids(run_id) == []
