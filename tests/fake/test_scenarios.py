@@ -134,15 +134,51 @@ def test_grandchildren_are_children_and_die_with_their_parent(spawn):
     assert len(fake.records("exit", code=0)) == 3
 
 
+def _term_until_ignored(fake, kids: list[psutil.Process], timeout: float = 30.0) -> set[int]:
+    """SIGTERM each kid until its ledger says it ignored one (a signal sent again if none is
+    recorded within a second; the pids that recorded one are returned)."""
+    deadline = time.monotonic() + timeout
+    ignored: set[int] = set()
+    while time.monotonic() < deadline:
+        for k in kids:
+            if k.pid not in ignored and alive(k.pid):
+                k.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        while time.monotonic() - sent < 1.0:
+            ignored = {r["pid"] for r in fake.records("signal", action="ignored")}
+            if ignored >= {k.pid for k in kids}:
+                return ignored
+            time.sleep(0.02)
+    return ignored
+
+
+def _signal_diagnostics(fake, kids: list[psutil.Process]) -> str:
+    lines = [json.dumps(r) for r in fake.records() if r.get("pid") in {k.pid for k in kids}]
+    for k in kids:
+        try:
+            state = k.status()
+        except psutil.Error as exc:
+            state = type(exc).__name__
+        masks = ""
+        if sys.platform.startswith("linux"):  # why a signal would not arrive: blocked, ignored
+            wanted = ("SigBlk", "SigIgn", "SigCgt")
+            try:
+                with open(f"/proc/{k.pid}/status", encoding="ascii") as f:
+                    masks = " ".join(x.strip() for x in f if x.startswith(wanted))
+            except OSError:
+                masks = "(gone)"
+        lines.append(f"kid {k.pid}: {state} {masks}")
+    return "\n".join(lines)
+
+
 @posix_only
 def test_grandchildren_ignoring_signals(spawn):
     fake = spawn("grandchild:n=2,ignore=1")
     fake.initialize()
     kids = wait_for(lambda: len(_grandchildren(fake)) == 2 and _grandchildren(fake), "kids")
     wait_for(lambda: len(fake.records("start", role="grandchild")) == 2, "grandchild starts")
-    for k in kids:
-        k.send_signal(signal.SIGTERM)
-    wait_for(lambda: len(fake.records("signal", action="ignored")) == 2, "ignored signals")
+    ignored = _term_until_ignored(fake, kids)
+    assert ignored == {k.pid for k in kids}, _signal_diagnostics(fake, kids)
     assert all(alive(k.pid) for k in kids)
     os.killpg(fake.pid, signal.SIGKILL)  # the group kill ends them all
     wait_for(lambda: not any(alive(k.pid) for k in kids), "grandchildren to die")
