@@ -118,50 +118,34 @@ class Observer:
             raise ObserverError(str(item) or type(item).__name__)
         return item
 
-    async def _watch_exit(self) -> int:
-        """Return once the root has exited. Not proc.wait(): that also waits for every pipe to
-        close, which a descendant holding stdout prevents; returncode is set at the reap."""
+    async def _watch_exit(self) -> None:
+        """Once the root has exited, end its stream: its last lines get EXIT_DRAIN_S to come
+        through; if the pipe is still open then (a process it left holds stdout: a background
+        job, a daemon that kept its stdio), no EOF will come, and waiting for one would hold the
+        session a whole turn timeout per queued item, so an error goes into the stream instead.
+
+        Not proc.wait(): that also waits for every pipe to close; returncode is set at the reap.
+        """
         delay = 0.01
         while self.proc.returncode is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
-        return self.proc.returncode
+        done, _ = await asyncio.wait({self._reader}, timeout=EXIT_DRAIN_S)
+        if not done:
+            error = ObserverError(
+                f"observer exited (code {self.proc.returncode}); a process it left holds its "
+                f"stdout open{self._stderr_hint()}"
+            )
+            await self._messages.put((0, error))
 
     async def _get_or_exit(self) -> dict[str, Any] | BaseException:
-        """The next message; once the root has exited, only what it wrote before exiting.
-
-        A root that exits while a descendant still holds its stdout (a background job, a
-        daemon that kept its stdio) gives no EOF: waiting for one would hold the session for a
-        whole turn timeout per queued item. So the root's own exit ends the stream too, after
-        a short window to read the lines it wrote last."""
-        get = asyncio.ensure_future(self._messages.get())
-        taken = False
-
-        def take() -> dict[str, Any] | BaseException:
-            nonlocal taken
-            taken = True
-            size, item = get.result()
-            self._queued_bytes -= size
-            self._room.set()
-            return item
-
-        try:
-            if not self._exit.done():
-                await asyncio.wait({get, self._exit}, return_when=asyncio.FIRST_COMPLETED)
-            if not get.done():
-                await asyncio.wait_for(asyncio.shield(get), EXIT_DRAIN_S)
-            return take()
-        except asyncio.TimeoutError:
-            code = self.proc.returncode
-            return ObserverError(
-                f"observer exited (code {code}); a process it left holds its stdout open"
-                f"{self._stderr_hint()}"
-            )
-        finally:
-            if not get.done():
-                get.cancel()  # a timed-out turn must not leave a getter that eats a message
-            elif not taken and not get.cancelled():
-                take()  # dropped (the turn is over), but its bytes no longer wait
+        """The next message, or what ended the stream (EOF, garbage, the root's exit with the
+        pipe held open: see _watch_exit). One queue, one consumer: a cancelled read (a turn's
+        timeout) leaves no getter behind that could eat a later message."""
+        size, item = await self._messages.get()
+        self._queued_bytes -= size
+        self._room.set()
+        return item
 
     async def _exit_code_soon(self) -> int | None:
         with contextlib.suppress(asyncio.TimeoutError):
