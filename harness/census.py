@@ -236,9 +236,9 @@ class Census:
                             create_time=item.create_time,
                             spawn_ts=item.create_time,
                             role="observer",
+                            reported_end=item.ended,
                         )
                     )
-                    rec.reported_end = item.ended
                     self._seen.pop(item.pid, None)  # have the scan attach a psutil handle
                 rec.session = key
                 self._inherit(rec)

@@ -103,7 +103,7 @@ class Observer:
             await self._messages.put((0, exc))
 
     async def _next(self) -> dict[str, Any]:
-        item = await self._get_or_exit()
+        item = await self._take()
         if isinstance(item, BaseException):
             # Keep the failure visible to later calls too.
             if not self._messages.full():
@@ -138,7 +138,7 @@ class Observer:
             )
             await self._messages.put((0, error))
 
-    async def _get_or_exit(self) -> dict[str, Any] | BaseException:
+    async def _take(self) -> dict[str, Any] | BaseException:
         """The next message, or what ended the stream (EOF, garbage, the root's exit with the
         pipe held open: see _watch_exit). One queue, one consumer: a cancelled read (a turn's
         timeout) leaves no getter behind that could eat a later message."""
