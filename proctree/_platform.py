@@ -118,6 +118,11 @@ def group_members(group: Group) -> list[int] | None:
     return None
 
 
+def group_empty(group: Group) -> bool:
+    """True if nothing is left in a POSIX process group (False where it cannot tell)."""
+    return not WINDOWS and isinstance(group, int) and _posix.group_empty(group)
+
+
 def term_group(group: Group, verified_member: ProcId | None) -> bool:
     if WINDOWS:
         # No SIGTERM; CTRL_BREAK goes to the console group whose id is the root's pid.

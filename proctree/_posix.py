@@ -45,6 +45,17 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
+def group_empty(pgid: int) -> bool:
+    """True if no process is in group pgid (signal 0 checks without sending anything)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a member we may not signal: not empty
+    return False
+
+
 def reap_zombies(children: Collection[int], exclude: Collection[int] = ()) -> list[int]:
     """Reap those of our `children` that exited, except `exclude` (pids asyncio or a Popen
     will wait for)."""

@@ -8,8 +8,9 @@ group has a member).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Collection, Generator, Iterable
+from collections.abc import Awaitable, Collection, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -308,20 +309,76 @@ async def await_gone(ids: Iterable[ProcId], timeout: float) -> set[ProcId]:
 
 
 async def aterminate_tree(
-    root: ProcId, *, close_stdin: Any = None, **options: Any
+    root: ProcId,
+    *,
+    close_stdin: Any = None,
+    root_exited: Awaitable[Any] | None = None,
+    **options: Any,
 ) -> TerminationResult:
     """terminate_tree for asyncio (same keywords): stdin is closed in the loop, each step
-    between waits (scans, signals) runs in a thread, and the waits themselves in the loop."""
+    between waits (scans, signals) runs in a thread, and the waits themselves in the loop.
+
+    root_exited: completes when the loop has reaped root (the caller spawned it with asyncio).
+    The stdin stage then waits on it instead of polling; and where the rest of the tree can be
+    checked without a scan (own_child, subreaper, a pgid), a root that exits leaving nothing
+    behind is done at once, in the loop: the common case costs no thread and no scan.
+    """
     if close_stdin is not None and close_stdin is not True:
         _close(close_stdin)
         close_stdin = True
+    waited: float | None = None
+    exited = False
+    if root_exited is not None and close_stdin is True and _quick_checkable(options):
+        started = time.monotonic()
+        exit_future = asyncio.ensure_future(root_exited)
+        done, _ = await asyncio.wait({exit_future}, timeout=options["grace"])
+        exited = bool(done) and not exit_future.cancelled() and not exit_future.exception()
+        if exited or not done:
+            waited = time.monotonic() - started
+            known = {root.pid, *options.get("dont_reap", ())}
+            if exited and _left_nothing(_group_of(options), known):
+                return TerminationResult(
+                    root=root, stdin=[root], stage_seconds={"stdin": waited}, elapsed=waited
+                )
+            close_stdin = None  # the stdin stage is over: its grace was waited here
+    elif asyncio.iscoroutine(root_exited):
+        root_exited.close()  # not needed here: never leave it un-awaited
     steps = _escalate(root, close_stdin=close_stdin, **options)
-    done, value = await asyncio.to_thread(_step, steps, None)
-    while not done:
+    done_, value = await asyncio.to_thread(_step, steps, None)
+    while not done_:
         ids, timeout = value
         alive = await await_gone(ids, timeout)
-        done, value = await asyncio.to_thread(_step, steps, alive)
+        done_, value = await asyncio.to_thread(_step, steps, alive)
+    if waited is not None:
+        if exited and root not in value.stdin:
+            value.stdin.insert(0, root)
+        value.stage_seconds["stdin"] = waited
+        value.elapsed += waited
     return value
+
+
+def _group_of(options: dict[str, Any]) -> Any:
+    group = options.get("group")
+    return getattr(group, "group", group)  # accept a Containment
+
+
+def _quick_checkable(options: dict[str, Any]) -> bool:
+    """Whether what a root left behind can be found without a scan (see _left_nothing)."""
+    return (
+        bool(options.get("own_child"))
+        and options.get("mark") is not None
+        and isinstance(_group_of(options), int)
+        and _platform.is_subreaper()
+    )
+
+
+def _left_nothing(pgid: int, known: Collection[int]) -> bool:
+    """After root's reap: nothing in its group, and no child of ours we did not spawn (as
+    subreaper, what left the group and outlived its parent was handed to us before root's
+    exit was reported). Anything else: the full escalation, which tells ours from others'."""
+    if not _platform.group_empty(pgid):
+        return False
+    return all(pid in known for pid in _platform.child_pids(os.getpid()))
 
 
 def sweep(

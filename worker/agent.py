@@ -22,10 +22,31 @@ log = logging.getLogger("worker.agent")
 
 # After the root has exited, how long its last lines may take to come through the pipe.
 EXIT_DRAIN_S = 0.5
+# The StreamReader buffer of each pipe: asyncio's own default (BoundedLines caps lines).
+STREAM_LIMIT = 64 * 1024
 
 
 class ObserverError(Exception):
     """The observer cannot serve this session any more; end it and carry on."""
+
+
+class _ExitReporting(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol, plus a future resolved with the exit code at the root's reap.
+
+    Process.wait() resolves only once every pipe has closed too, which a process the root left
+    behind can hold off for ever; the reap is what ending the tree and the exit watch need.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=STREAM_LIMIT, loop=loop)
+        self.exited: asyncio.Future[int] = loop.create_future()
+
+    def process_exited(self) -> None:
+        # Read before super(): it may close the transport and drop it.
+        code = self._transport.get_returncode()  # type: ignore[attr-defined]
+        if not self.exited.done():
+            self.exited.set_result(code)
+        super().process_exited()
 
 
 class Observer:
@@ -35,10 +56,12 @@ class Observer:
         self,
         proc: asyncio.subprocess.Process,
         *,
+        exited: asyncio.Future[int],
         max_line: int,
         token: str,
     ) -> None:
         self.proc = proc
+        self.exited = exited
         self.pid = proc.pid
         self.max_line = max_line
         self.token = token
@@ -64,14 +87,18 @@ class Observer:
     async def spawn(
         cls, argv: list[str], *, spawn_kwargs: dict[str, Any], max_line: int, token: str
     ) -> Observer:
-        proc = await asyncio.create_subprocess_exec(
+        # create_subprocess_exec, with a protocol that also reports the reap (_ExitReporting).
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitReporting(loop),
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             **spawn_kwargs,
         )
-        return cls(proc, max_line=max_line, token=token)
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        return cls(proc, exited=protocol.exited, max_line=max_line, token=token)
 
     @staticmethod
     def new_token() -> str:
@@ -124,12 +151,9 @@ class Observer:
         job, a daemon that kept its stdio), no EOF will come, and waiting for one would hold the
         session a whole turn timeout per queued item, so an error goes into the stream instead.
 
-        Not proc.wait(): that also waits for every pipe to close; returncode is set at the reap.
+        Not proc.wait(): that also waits for every pipe to close (see _ExitReporting).
         """
-        delay = 0.01
-        while self.proc.returncode is None:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        await asyncio.shield(self.exited)
         done, _ = await asyncio.wait({self._reader}, timeout=EXIT_DRAIN_S)
         if not done:
             error = ObserverError(
@@ -149,7 +173,7 @@ class Observer:
 
     async def _exit_code_soon(self) -> int | None:
         with contextlib.suppress(asyncio.TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), 1.0)
+            return await asyncio.wait_for(asyncio.shield(self.exited), 1.0)
         return self.proc.returncode
 
     def _stderr_hint(self) -> str:
@@ -236,7 +260,7 @@ class Observer:
     async def wait_exit(self, timeout: float) -> int | None:
         """The exit code if the root exits within `timeout`, else None."""
         with contextlib.suppress(asyncio.TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout)
+            return await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         return None
 
     async def finish_streams(self) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,11 +141,14 @@ class Containment:
         *,
         grace: float,
         close_stdin: Any,
+        exited: Awaitable[Any] | None = None,
         owned: Collection[int] = (),
     ) -> str:
         """close stdin -> grace -> terminate tree -> grace -> kill tree; say which stage did it.
 
-        `owned`: the other observers we spawned (asyncio reaps them; not part of this tree)."""
+        `exited`: resolves at the root's reap (a root that exits leaving nothing is then done
+        without a scan); `owned`: the other observers we spawned (asyncio reaps them; not part
+        of this tree)."""
         try:
             result = await proctree.aterminate_tree(
                 contained.identity,
@@ -155,6 +158,7 @@ class Containment:
                 mark=contained.mark,
                 grace=grace,
                 close_stdin=close_stdin,
+                root_exited=exited,
                 own_child=True,
                 dont_reap={*owned, *self.helper_pids()} - {contained.identity.pid},
             )

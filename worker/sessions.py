@@ -316,6 +316,7 @@ class SessionManager:
                 contained,
                 grace=self.cfg.grace,
                 close_stdin=observer.close_stdin,
+                exited=observer.exited,
                 owned=self._owned,
             )
         else:

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import sys
 import time
+from typing import Any
 
 import psutil
 import pytest
@@ -236,3 +237,95 @@ def test_concurrent_aterminate_does_not_hold_a_thread_per_tree(mode: str, run: R
     assert _all_gone([i for t in trees for i in t.ids()])
     serial_floor = len(trees) * 2 * GRACE
     assert took < 0.6 * serial_floor, f"endings took {took:.2f}s: they waited in turn"
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+async def _end_asyncio_child(
+    run: Runner, *flags: str, expect: dict[str, int], grace: float = 30.0
+) -> tuple[proctree.TerminationResult, dict[str, list[proctree.ProcId]], int]:
+    """Spawn tree_prog with asyncio, end it with aterminate_tree told the root's exit; return
+    the result, the tree's processes by role, and how many steps went to a thread."""
+    loop = asyncio.get_running_loop()
+    executor = _CountingExecutor(max_workers=2)
+    loop.set_default_executor(executor)
+    report = run.tmp_path / f"async-{new_token()}.txt"
+    others = {c.pid for c in psutil.Process().children()}  # the session's guardian, ...
+    opts = proctree.spawn_options(run.mark)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROG), "--report", str(report), "--token", run.token, *flags,
+        stdin=asyncio.subprocess.PIPE, **opts,
+    )  # fmt: skip
+    c = proctree.after_spawn(proc.pid, opts)
+    roles: dict[str, list[proctree.ProcId]] = {}
+    try:
+
+        def ready() -> bool:
+            got = [role for role, _ in read_report(report)] if report.exists() else []
+            return all(got.count(role) >= n for role, n in expect.items())
+
+        await asyncio.to_thread(wait_for, ready)
+        for role, pid in read_report(report):
+            pid_id = proctree.identify(pid)
+            if pid_id is not None:
+                roles.setdefault(role, []).append(pid_id)
+        assert c.proc_id is not None
+        before = executor.submitted
+        res = await proctree.aterminate_tree(
+            c.proc_id, group=c, mark=run.mark, grace=grace, close_stdin=proc.stdin,
+            own_child=True, dont_reap=others, root_exited=asyncio.ensure_future(proc.wait()),
+        )  # fmt: skip
+        return res, roles, executor.submitted - before
+    finally:
+        c.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        executor.shutdown()
+
+
+def test_a_root_that_exits_leaving_nothing_ends_without_a_thread(
+    subreaper: bool, run: Runner
+) -> None:
+    """Told the root's exit, a root gone on EOF with its group empty and no child of ours
+    unaccounted for is done in the event loop: no scan, no thread (the worker's common case)."""
+    res, roles, threaded = asyncio.run(_end_asyncio_child(run, expect={"main": 1}))
+    assert res.clean and res.stdin == roles["main"] and not res.term and not res.kill, res
+    assert threaded == 0
+    assert res.stage_seconds["stdin"] < 30.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "left"),
+    [(("--children", "1"), "child"), (("--escape",), "escapee")],
+    ids=["child-in-its-group", "escapee-in-a-new-session"],
+)
+def test_what_an_exited_root_leaves_is_still_ended(
+    subreaper: bool, run: Runner, flags: tuple[str, ...], left: str
+) -> None:
+    """The quick check only ever skips work when nothing is left: a child in the root's group,
+    or an escapee in its own session (handed to us as subreaper), takes the full escalation."""
+    res, roles, threaded = asyncio.run(_end_asyncio_child(run, *flags, expect={"main": 1, left: 1}))
+    assert res.clean, res
+    assert res.stdin[:1] == roles["main"], res
+    assert set(roles[left]) <= set(res.ended), (roles, res)
+    assert _all_gone([i for ids in roles.values() for i in ids])
+    assert threaded > 0
+
+
+@posix_only
+def test_a_root_that_ignores_eof_gets_one_grace_not_two(mode: str, run: Runner) -> None:
+    """The stdin stage waited on the exit future is the whole stage: SIGTERM follows at once."""
+    grace = 2.0
+    res, roles, _ = asyncio.run(
+        _end_asyncio_child(run, "--ignore-eof", expect={"main": 1}, grace=grace)
+    )
+    assert res.clean and res.term == roles["main"], res
+    assert res.stage_seconds["stdin"] >= grace, res
+    assert res.elapsed < 2 * grace, res  # a second stdin grace would make it >= 2 x grace
