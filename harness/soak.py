@@ -381,8 +381,8 @@ def _build_report(
         zombies_at_end=sum(1 for r in census.zombies.values() if not r.reaped),
         descendants_end=descendants_end,
         descendants_baseline=baseline,
-        total_slope=total_slope["mb_per_100_sessions"],
-        worker_slope=worker_slope["mb_per_100_sessions"],
+        total_slope=total_slope["lower_bound_mb_per_100_sessions"],
+        worker_slope=worker_slope["lower_bound_mb_per_100_sessions"],
         slope_budget=config.rss_budget,
         slope_span=min(total_slope["sessions_span"], worker_slope["sessions_span"]),
         min_slope_span=config.rss_min_span,
@@ -568,6 +568,13 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
     )
 
 
+def _slope_text(slope: dict[str, Any]) -> str:
+    """`12.3 +- 4.5`: the estimate and its standard error (the verdict judges estimate - 2 SE)."""
+    if slope.get("stderr_mb_per_100_sessions") is None:
+        return str(slope["mb_per_100_sessions"])
+    return f"{slope['mb_per_100_sessions']} +- {slope['stderr_mb_per_100_sessions']}"
+
+
 def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     stream = stream or sys.stdout
     lat = report["cleanup_latency_ms"]
@@ -579,8 +586,8 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"  leaked {report['leaked_count']}, zombies {len(report['zombies'])}, escaped "
         f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "
         f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
-        f"  RSS slope 2nd half: total {rss['total_slope']['mb_per_100_sessions']} MB/100 "
-        f"sessions, worker {rss['worker_slope']['mb_per_100_sessions']} (budget "
+        f"  RSS slope 2nd half: total {_slope_text(rss['total_slope'])} MB/100 sessions, "
+        f"worker {_slope_text(rss['worker_slope'])} (budget "
         f"{rss['budget_mb_per_100_sessions']}"
         f"{'' if rss.get('slopes_judged', True) else ', not judged: run too short'}); "
         f"peak {rss['peak_total_mb']} MB (budget "

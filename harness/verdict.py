@@ -2,11 +2,13 @@
 
 RSS is judged by the least-squares slope over the second half of the run (after warm-up, as
 psleak-style checkers do), per 100 sessions (the lower of two estimates that noise fools in
-different ways: see slope_per_100_sessions), and by its peak; never by one sample.
+different ways, less its standard error: see slope_per_100_sessions), and by its peak; never by
+one sample.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,9 +31,20 @@ FLOOR_BUCKETS = 20
 SAMPLES_PER_BUCKET = 3  # fewer buckets in a sparse run: a floor needs samples to be one
 # Above this squared correlation of sessions and live count the two cannot be told apart.
 MAX_COUNT_COLLINEARITY = 0.8
+# The slope judged is the estimate minus this many standard errors: a one-sided bound at >= 95%
+# for every fit judged (>= MIN_SLOPE_POINTS points: t(0.95, 7 dof) = 1.89). A fast run of 15
+# noisy samples measured 20 MB/100 sessions of churn with a standard error of 10; a long run's
+# error is small, so real growth still fails it.
+LOWER_BOUND_STDERRS = 2.0
 
 
 def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    fit = _line_fit(xs, ys)
+    return None if fit is None else fit[0]
+
+
+def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """(slope, its standard error) of the least-squares line; None below 3 points."""
     n = len(xs)
     if n < 3:
         return None
@@ -39,7 +52,9 @@ def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | Non
     sxx = sum((x - mx) ** 2 for x in xs)
     if sxx <= 0:
         return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    ssr = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    return b, math.sqrt(ssr / (n - 2) / sxx)
 
 
 def second_half(points: Sequence[Sequence[float]]) -> list[Sequence[float]]:
@@ -53,8 +68,8 @@ def second_half(points: Sequence[Sequence[float]]) -> list[Sequence[float]]:
 
 def slope_given_count(
     xs: Sequence[float], ls: Sequence[float], ys: Sequence[float]
-) -> float | None:
-    """The coefficient of x in the least-squares fit y = a + b*x + c*l.
+) -> tuple[float, float] | None:
+    """The coefficient of x in the least-squares fit y = a + b*x + c*l, and its standard error.
 
     x is sessions done, l the live descendants at the sample, y the summed RSS: c absorbs what
     the processes alive at that instant weigh, so b is the growth at a constant process count.
@@ -69,20 +84,27 @@ def slope_given_count(
     sll = sum((v - ml) ** 2 for v in ls)
     if sxx <= 0:
         return None
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     if sll <= 0:
-        return sxy / sxx  # the count never changed: the plain slope
+        return _line_fit(xs, ys)  # the count never changed: the plain line
     sxl = sum((x - mx) * (v - ml) for x, v in zip(xs, ls, strict=True))
     if sxl * sxl > MAX_COUNT_COLLINEARITY * sxx * sll:
         return None
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     sly = sum((v - ml) * (y - my) for v, y in zip(ls, ys, strict=True))
-    return (sxy * sll - sly * sxl) / (sxx * sll - sxl * sxl)
+    det = sxx * sll - sxl * sxl
+    b = (sxy * sll - sly * sxl) / det
+    c = (sly * sxx - sxy * sxl) / det
+    ssr = sum(
+        (y - my - b * (x - mx) - c * (v - ml)) ** 2 for x, v, y in zip(xs, ls, ys, strict=True)
+    )
+    return b, math.sqrt(ssr / (n - 3) * sll / det)
 
 
 def _floor_slope(
     xs: Sequence[float], ys: Sequence[float], buckets: int
-) -> tuple[float | None, int]:
-    """Slope of the minimum of each bucket of sessions, and how many buckets had a point."""
+) -> tuple[tuple[float, float] | None, int]:
+    """Fit (slope, stderr) of the minimum of each bucket of sessions, and how many buckets had
+    a point."""
     span = (max(xs) - min(xs)) if xs else 0
     if span <= 0:
         return None, 0
@@ -94,7 +116,7 @@ def _floor_slope(
         if b not in mins or y < mins[b][1]:
             mins[b] = (lo + (b + 0.5) * width, y)
     pts = sorted(mins.values())
-    return least_squares_slope([p[0] for p in pts], [p[1] for p in pts]), len(pts)
+    return _line_fit([p[0] for p in pts], [p[1] for p in pts]), len(pts)
 
 
 def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLOOR_BUCKETS) -> dict:
@@ -108,7 +130,8 @@ def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLO
     - at a constant live count (points of four: `slope_given_count`); fooled by processes of
       unequal size (a fault mix holding memory in a few of them), and not defined when the count
       rises with the sessions.
-    Growth raises both, so the lower of those with enough points is judged. `raw` is the plain
+    Growth raises both, so the lower of those with enough points is taken, and the verdict
+    judges its lower bound (LOWER_BOUND_STDERRS standard errors below it). `raw` is the plain
     slope of every sample. More processes is not judged here: the census names every leaked one,
     and the verdict wants the descendant count back at its idle baseline.
     """
@@ -123,20 +146,29 @@ def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLO
     if half and all(len(p) > 3 for p in half):
         given = slope_given_count(xs, [p[3] for p in half], ys)
     estimates = [(floor, "floor", floor_points), (given, "constant live count", len(half))]
-    known = [e for e in estimates if e[0] is not None]
-    usable = [e for e in known if e[2] >= MIN_SLOPE_POINTS]
-    judged, method, points_used = min(usable or known or [(None, "none", 0)])
+    known = [(fit[0], fit[1], name, n) for fit, name, n in estimates if fit is not None]
+    usable = [e for e in known if e[3] >= MIN_SLOPE_POINTS]
+    judged, stderr, method, points_used = min(usable or known or [(None, None, "none", 0)])
     return {
-        "mb_per_100_sessions": None if judged is None else round(judged * 100, 3),
+        "mb_per_100_sessions": _per_100(judged),
+        # What the verdict compares with the budget: growth the noise cannot explain.
+        "lower_bound_mb_per_100_sessions": None
+        if judged is None or stderr is None
+        else _per_100(judged - LOWER_BOUND_STDERRS * stderr),
+        "stderr_mb_per_100_sessions": _per_100(stderr),
         "method": method,
-        "raw_mb_per_100_sessions": None if raw is None else round(raw * 100, 3),
-        "floor_mb_per_100_sessions": None if floor is None else round(floor * 100, 3),
-        "constant_count_mb_per_100_sessions": None if given is None else round(given * 100, 3),
+        "raw_mb_per_100_sessions": _per_100(raw),
+        "floor_mb_per_100_sessions": _per_100(floor[0] if floor else None),
+        "constant_count_mb_per_100_sessions": _per_100(given[0] if given else None),
         "samples": len(half),
         "floor_points": floor_points,
         "points": points_used,
         "sessions_span": (max(xs) - min(xs)) if xs else 0,
     }
+
+
+def _per_100(per_session: float | None) -> float | None:
+    return None if per_session is None else round(per_session * 100, 3)
 
 
 def slopes_judged(span: float, points: int, min_span: float = DEFAULT_MIN_SLOPE_SPAN) -> bool:
@@ -195,7 +227,8 @@ def judge(
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
         if judged and slope is not None and slope > slope_budget:
             reasons.append(
-                f"RSS of {name} grows {slope:.1f} MB/100 sessions > budget {slope_budget:g}"
+                f"RSS of {name} grows >= {slope:.1f} MB/100 sessions (the estimate less "
+                f"{LOWER_BOUND_STDERRS:g} standard errors) > budget {slope_budget:g}"
             )
     if peak_budget_mb is not None and peak_total_mb > peak_budget_mb:
         reasons.append(f"peak RSS {peak_total_mb:.0f} MB > budget {peak_budget_mb:g} MB")

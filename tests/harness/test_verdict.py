@@ -153,3 +153,51 @@ def test_a_few_big_processes_late_in_the_run_are_no_growth():
     assert slope["constant_count_mb_per_100_sessions"] > 16.0, slope  # fooled
     assert slope["method"] == "floor" and slope["mb_per_100_sessions"] < 16.0, slope
     assert slopes_judged(slope["sessions_span"], slope["points"])
+
+
+def _sparse_run(seed: int, leak_mb_per_100: float = 0.0) -> list:
+    """A faster soak still: 15 samples in the 2nd half, 0-8 observers alive, each anywhere from
+    starting up (5 MB) to mid-turn (40 MB): (t, sessions_done, rss bytes, live count)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(30):
+        done = i * 10.0
+        live = rng.randrange(0, 9)
+        mb = 50 + sum(rng.uniform(5, 40) for _ in range(live)) + leak_mb_per_100 * done / 100
+        out.append((i * 0.25, done, mb * 1e6, float(live)))
+    return out
+
+
+def _judged(slope: dict) -> str:
+    return _judge(total_slope=slope["lower_bound_mb_per_100_sessions"]).verdict
+
+
+def test_noise_a_sparse_run_cannot_tell_from_growth_is_not_judged_growth():
+    """The bench's fixed worker FAILed once on 20 MB/100 sessions from 15 samples of unequal
+    processes: the verdict judges the estimate less its noise (a one-sided 95% bound)."""
+    point_fails = 0
+    for seed in range(100):
+        slope = slope_per_100_sessions(_sparse_run(seed))
+        assert slope["stderr_mb_per_100_sessions"] > 0, slope
+        point_fails += slope["mb_per_100_sessions"] > 16.0
+        assert _judged(slope) == PASS, (seed, slope)
+    assert point_fails > 0, "the point estimate never crossed the budget: this test shows nothing"
+
+
+def test_growth_well_above_the_noise_still_fails_a_sparse_run():
+    for seed in range(100):
+        slope = slope_per_100_sessions(_sparse_run(seed, leak_mb_per_100=150.0))
+        assert _judged(slope) == FAIL, (seed, slope)
+
+
+def test_a_long_run_judges_growth_just_above_the_budget():
+    """Many samples make the error small: 25 MB/100 sessions is caught, not excused as noise."""
+    rng = random.Random(7)
+    pts = []
+    for i in range(600):
+        done = i * 0.5
+        live = rng.randrange(0, 9)
+        mb = 50 + sum(rng.uniform(5, 40) for _ in range(live)) + 25.0 * done / 100
+        pts.append((i * 0.25, done, mb * 1e6, float(live)))
+    slope = slope_per_100_sessions(pts)
+    assert _judged(slope) == FAIL, slope
