@@ -8,7 +8,6 @@ group has a member).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Collection, Generator, Iterable
 from dataclasses import dataclass, field
@@ -336,7 +335,7 @@ async def aterminate_tree(
         if exited or not done:
             waited = time.monotonic() - started
             known = {root.pid, *options.get("dont_reap", ())}
-            if exited and _left_nothing(_group_of(options), known):
+            if exited and _left_nothing(_group_of(options), known, options["mark"]):
                 return TerminationResult(
                     root=root, stdin=[root], stage_seconds={"stdin": waited}, elapsed=waited
                 )
@@ -372,13 +371,14 @@ def _quick_checkable(options: dict[str, Any]) -> bool:
     )
 
 
-def _left_nothing(pgid: int, known: Collection[int]) -> bool:
-    """After root's reap: nothing in its group, and no child of ours we did not spawn (as
-    subreaper, what left the group and outlived its parent was handed to us before root's
-    exit was reported). Anything else: the full escalation, which tells ours from others'."""
+def _left_nothing(pgid: int, known: Collection[int], mark: str) -> bool:
+    """After root's reap: nothing in its group, and no child of ours we did not spawn that
+    carries its mark (as subreaper, what left the group and outlived its parent was handed to
+    us before root's exit was reported). The same test _Tree._refresh_local makes, without a
+    thread: anything it would find sends the caller to the full escalation."""
     if not _platform.group_empty(pgid):
         return False
-    return all(pid in known for pid in _platform.child_pids(os.getpid()))
+    return not any(mark_matches(marker_of(p), mark) for p in adopted_children(known))
 
 
 def sweep(

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,24 @@ class Contained:
     def group_label(self) -> str:
         group = self.handle.group
         return str(group) if isinstance(group, int) else type(group).__name__
+
+
+class _LivePids(Collection[int]):
+    """The pids in `sets` but `skip`, read when asked, not when made: an observer spawned while
+    another is being ended is ours, not something the ended one left behind."""
+
+    def __init__(self, *sets: Collection[int], skip: int) -> None:
+        self.sets = sets
+        self.skip = skip
+
+    def __contains__(self, pid: object) -> bool:
+        return pid != self.skip and any(pid in s for s in self.sets)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter({p for s in self.sets for p in s} - {self.skip})
+
+    def __len__(self) -> int:
+        return len({p for s in self.sets for p in s} - {self.skip})
 
 
 class Containment:
@@ -160,7 +178,7 @@ class Containment:
                 close_stdin=close_stdin,
                 root_exited=exited,
                 own_child=True,
-                dont_reap={*owned, *self.helper_pids()} - {contained.identity.pid},
+                dont_reap=_LivePids(owned, self.helper_pids(), skip=contained.identity.pid),
             )
         finally:
             contained.handle.close()

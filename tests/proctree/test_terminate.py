@@ -248,15 +248,22 @@ class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 async def _end_asyncio_child(
-    run: Runner, *flags: str, expect: dict[str, int], grace: float = 30.0
+    run: Runner,
+    *flags: str,
+    expect: dict[str, int],
+    grace: float = 30.0,
+    sibling_mark: str | None = None,
 ) -> tuple[proctree.TerminationResult, dict[str, list[proctree.ProcId]], int]:
     """Spawn tree_prog with asyncio, end it with aterminate_tree told the root's exit; return
-    the result, the tree's processes by role, and how many steps went to a thread."""
+    the result, the tree's processes by role, and how many steps went to a thread.
+    sibling_mark: also start a child of ours it is not told about, carrying that mark."""
     loop = asyncio.get_running_loop()
     executor = _CountingExecutor(max_workers=2)
     loop.set_default_executor(executor)
     report = run.tmp_path / f"async-{new_token()}.txt"
     others = {c.pid for c in psutil.Process().children()}  # the session's guardian, ...
+    if sibling_mark is not None:
+        run.start(mark=sibling_mark)
     opts = proctree.spawn_options(run.mark)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(PROG), "--report", str(report), "--token", run.token, *flags,
@@ -299,6 +306,20 @@ def test_a_root_that_exits_leaving_nothing_ends_without_a_thread(
     assert res.clean and res.stdin == roles["main"] and not res.term and not res.kill, res
     assert threaded == 0
     assert res.stage_seconds["stdin"] < 30.0
+
+
+def test_a_child_of_ours_with_another_mark_is_not_the_exited_roots(
+    subreaper: bool, run: Runner
+) -> None:
+    """The worker spawns observers while it ends others: a child it was not told about but
+    that carries another tree's mark is not what this root left; it is left alone."""
+    res, _, threaded = asyncio.run(
+        _end_asyncio_child(run, expect={"main": 1}, sibling_mark=f"another-tree:{run.token}")
+    )
+    assert res.clean and not res.term and not res.kill, res
+    assert threaded == 0
+    (sibling,) = run.trees
+    assert proctree.is_alive(sibling.root)
 
 
 @pytest.mark.parametrize(
