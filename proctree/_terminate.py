@@ -343,11 +343,11 @@ async def aterminate_tree(
     elif asyncio.iscoroutine(root_exited):
         root_exited.close()  # not needed here: never leave it un-awaited
     steps = _escalate(root, close_stdin=close_stdin, **options)
-    done_, value = await asyncio.to_thread(_step, steps, None)
-    while not done_:
+    finished, value = await asyncio.to_thread(_step, steps, None)
+    while not finished:
         ids, timeout = value
         alive = await await_gone(ids, timeout)
-        done_, value = await asyncio.to_thread(_step, steps, alive)
+        finished, value = await asyncio.to_thread(_step, steps, alive)
     if waited is not None:
         if exited and root not in value.stdin:
             value.stdin.insert(0, root)

@@ -40,11 +40,16 @@ class _ExitReporting(asyncio.subprocess.SubprocessStreamProtocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(limit=STREAM_LIMIT, loop=loop)
         self.exited: asyncio.Future[int] = loop.create_future()
+        self._process: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._process = transport
+        super().connection_made(transport)
 
     def process_exited(self) -> None:
-        # Read before super(): it may close the transport and drop it.
-        code = self._transport.get_returncode()  # type: ignore[attr-defined]
-        if not self.exited.done():
+        code = self._process.get_returncode() if self._process is not None else None
+        if code is not None and not self.exited.done():
             self.exited.set_result(code)
         super().process_exited()
 

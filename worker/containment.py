@@ -60,7 +60,7 @@ class _LivePids(Collection[int]):
         return iter({p for s in self.sets for p in s} - {self.skip})
 
     def __len__(self) -> int:
-        return len({p for s in self.sets for p in s} - {self.skip})
+        return sum(1 for _ in self)
 
 
 class Containment:
