@@ -372,6 +372,9 @@ def _build_report(
     worker_pts = [(s.t, s.sessions_done, s.worker_rss, s.descendants) for s in driven]
     total_slope = slope_per_100_sessions(total_pts)
     worker_slope = slope_per_100_sessions(worker_pts)
+    # Both series are judged, or neither: by the shorter span and the fewer points.
+    slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
+    slope_points = min(total_slope["points"], worker_slope["points"])
     leaked = [leak_entry(r, census.session_of(r)) for r in census.leaked]
     zombies_end = [leak_entry(r, census.session_of(r)) for r in census.zombies.values()]
     escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
@@ -384,9 +387,9 @@ def _build_report(
         total_slope=total_slope["lower_bound_mb_per_100_sessions"],
         worker_slope=worker_slope["lower_bound_mb_per_100_sessions"],
         slope_budget=config.rss_budget,
-        slope_span=min(total_slope["sessions_span"], worker_slope["sessions_span"]),
+        slope_span=slope_span,
         min_slope_span=config.rss_min_span,
-        slope_points=min(total_slope["points"], worker_slope["points"]),
+        slope_points=slope_points,
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
@@ -437,11 +440,7 @@ def _build_report(
             "worker_slope": worker_slope,
             "budget_mb_per_100_sessions": config.rss_budget,
             "min_sessions_span_judged": config.rss_min_span,
-            "slopes_judged": slopes_judged(
-                min(total_slope["sessions_span"], worker_slope["sessions_span"]),
-                min(total_slope["points"], worker_slope["points"]),
-                config.rss_min_span,
-            ),
+            "slopes_judged": slopes_judged(slope_span, slope_points, config.rss_min_span),
             "peak_total_mb": round(peak_total_mb, 1),
             "peak_budget_mb": config.rss_peak,
             "session_marks": {

@@ -93,16 +93,24 @@ def test_a_fast_run_with_few_samples_reports_its_slope_but_does_not_judge_it():
     assert slopes_judged(slope["sessions_span"], MIN_SLOPE_POINTS, 40)
 
 
-def _fast_run(seed: int, leak_mb_per_100: float = 0.0, leaking_procs: bool = False) -> list:
-    """A fast soak: 300 sessions at 10 per sample (30 samples), 0-8 observers alive at each,
-    each 3-12 MB; (t, sessions_done, rss bytes, live count)."""
+def _fast_run(
+    seed: int,
+    leak_mb_per_100: float = 0.0,
+    leaking_procs: bool = False,
+    *,
+    proc_mb: tuple[float, float] = (3, 12),
+    samples: int = 30,
+    sessions_per_sample: float = 10.0,
+) -> list:
+    """A fast soak: by default 300 sessions at 10 per sample (30 samples), 0-8 observers alive
+    at each, each 3-12 MB; (t, sessions_done, rss bytes, live count)."""
     rng = random.Random(seed)
     out = []
-    for i in range(30):
-        done = i * 10.0
+    for i in range(samples):
+        done = i * sessions_per_sample
         # Leaking: one more process every 20 sessions, little churn beside it.
         live = int(done / 20) + rng.randrange(0, 2) if leaking_procs else rng.randrange(0, 9)
-        mb = 50 + sum(rng.uniform(3, 12) for _ in range(live)) + leak_mb_per_100 * done / 100
+        mb = 50 + sum(rng.uniform(*proc_mb) for _ in range(live)) + leak_mb_per_100 * done / 100
         out.append((i * 0.25, done, mb * 1e6, float(live)))
     return out
 
@@ -157,15 +165,8 @@ def test_a_few_big_processes_late_in_the_run_are_no_growth():
 
 def _sparse_run(seed: int, leak_mb_per_100: float = 0.0) -> list:
     """A faster soak still: 15 samples in the 2nd half, 0-8 observers alive, each anywhere from
-    starting up (5 MB) to mid-turn (40 MB): (t, sessions_done, rss bytes, live count)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(30):
-        done = i * 10.0
-        live = rng.randrange(0, 9)
-        mb = 50 + sum(rng.uniform(5, 40) for _ in range(live)) + leak_mb_per_100 * done / 100
-        out.append((i * 0.25, done, mb * 1e6, float(live)))
-    return out
+    starting up (5 MB) to mid-turn (40 MB)."""
+    return _fast_run(seed, leak_mb_per_100, proc_mb=(5, 40))
 
 
 def _judged(slope: dict) -> str:
@@ -192,12 +193,6 @@ def test_growth_well_above_the_noise_still_fails_a_sparse_run():
 
 def test_a_long_run_judges_growth_just_above_the_budget():
     """Many samples make the error small: 25 MB/100 sessions is caught, not excused as noise."""
-    rng = random.Random(7)
-    pts = []
-    for i in range(600):
-        done = i * 0.5
-        live = rng.randrange(0, 9)
-        mb = 50 + sum(rng.uniform(5, 40) for _ in range(live)) + 25.0 * done / 100
-        pts.append((i * 0.25, done, mb * 1e6, float(live)))
+    pts = _fast_run(7, 25.0, proc_mb=(5, 40), samples=600, sessions_per_sample=0.5)
     slope = slope_per_100_sessions(pts)
     assert _judged(slope) == FAIL, slope
