@@ -92,23 +92,39 @@ def group_of(pid: int) -> int | None:
     return _posix.group_of(pid)
 
 
+def _send_posix(pid_id: ProcId, sig: int) -> bool:
+    if LINUX:
+        return _native.send_verified(pid_id, sig)
+    return _posix.send_verified(pid_id, sig)
+
+
 def send_term(pid_id: ProcId) -> bool:
     """The polite stage: SIGTERM on POSIX, CTRL_BREAK_EVENT on Windows."""
     if WINDOWS:
         # No per-process polite signal: CTRL_BREAK to a pid that leads no console group
         # would reach the whole console (us included). term_group handles the root's group.
         return False
-    if LINUX:
-        return _native.send_verified(pid_id, signal.SIGTERM)
-    return _posix.send_verified(pid_id, signal.SIGTERM)
+    return _send_posix(pid_id, signal.SIGTERM)
 
 
 def send_kill(pid_id: ProcId) -> bool:
     if WINDOWS:
         return _win.send_verified(pid_id, 9)
-    if LINUX:
-        return _native.send_verified(pid_id, signal.SIGKILL)
-    return _posix.send_verified(pid_id, signal.SIGKILL)
+    return _send_posix(pid_id, signal.SIGKILL)
+
+
+def send_stop(pid_id: ProcId) -> bool:
+    """POSIX: stop the process: stopped, it forks no more until it is killed (Windows: no)."""
+    if WINDOWS:
+        return False
+    return _send_posix(pid_id, signal.SIGSTOP)
+
+
+def group_pids(group: Group) -> list[int]:
+    """POSIX: the pids in process group `group` now (one getpgid per process)."""
+    if WINDOWS or not isinstance(group, int):
+        return []
+    return [pid for pid in psutil.pids() if _posix.group_of(pid) == group]
 
 
 def group_members(group: Group) -> list[int] | None:

@@ -2,12 +2,14 @@
 
 Every signal goes to a (pid, create_time) verified at that moment; a process group is only
 signalled while a verified process of ours is still in it (a pgid cannot be reused while the
-group has a member).
+group has a member). Before SIGKILL the tree is stopped: a process that forks and exits again
+and again has a new pid by the time its old one is signalled, unless it can fork no more.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Collection, Generator, Iterable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from . import _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive, of_process
 from ._scan import (
     adopted_children,
+    carries,
     descendants,
     mark_matches,
     marker_of,
@@ -31,6 +34,11 @@ from ._scan import (
 KILL_WAIT = 5.0
 _POLL_MIN = 0.005
 _POLL_MAX = 0.05
+# Stop-then-refresh rounds before SIGKILL: each round stops what the last one found; a stopped
+# process forks no more, so one round per generation born since the last refresh.
+FREEZE_ROUNDS = 5
+# Extra looks when a refresh finds nothing (see _Tree.refresh).
+CHASE_LOOKS = 2
 
 
 @dataclass
@@ -113,11 +121,70 @@ class _Tree:
         for pid_id in [self.root, *self.known]:
             if is_alive(pid_id) and _platform.group_of(pid_id.pid) == self.group:
                 return pid_id
+        return self._member_of_group()
+
+    def _member_of_group(self) -> ProcId | None:
+        """A live process in our group that is provably ours: it carries our mark or token,
+        or (as subreaper) it is a child of ours. Every pid we knew may be gone while the group
+        lives on: a process that forks and exits keeps it populated under ever new pids."""
+        pgid = self.group if isinstance(self.group, int) else None
+        if pgid is None or _platform.group_empty(pgid):
+            return None
+        floor = self.root.create_time - CREATE_TIME_TOLERANCE
+        me = os.getpid()
+        for pid in _platform.group_pids(pgid):
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() < floor or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                ours = carries(proc, mark=self.mark, token=self.token)
+                ours = ours or (self.local and proc.ppid() == me)
+            except psutil.Error:
+                continue
+            pid_id = of_process(proc) if ours else None
+            if pid_id is not None:
+                self.known.add(pid_id)
+                return pid_id
         return None
 
     def refresh(self) -> set[ProcId]:
-        if self.local:
-            return self._refresh_local()
+        listed = None if self.local else set(psutil.pids())
+        alive = self._refresh_local() if self.local else self._refresh_scan()
+        for _ in range(CHASE_LOOKS):
+            if alive:
+                return alive
+            member = self._member_of_group()  # see there: nothing we knew, yet the group lives
+            if member is not None:
+                return {member}
+            # Nothing found. A lineage that forks and exits can be between two pids at any one
+            # look (the old one gone before we read it, the new one born after the listing);
+            # a short look at what was born since finds the new one.
+            if self.local:
+                alive = self._refresh_local()
+            else:
+                now = set(psutil.pids())
+                alive, listed = self._refresh_born(now - (listed or set())), now
+        return alive
+
+    def _refresh_born(self, pids: Collection[int]) -> set[ProcId]:
+        """Of these pids (born since the last look), those of the tree: young enough, and
+        carrying our mark or token, in our verified group, or children of what we know."""
+        floor = self.root.create_time - CREATE_TIME_TOLERANCE
+        known_pids = {i.pid for i in self.known}
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() < floor:
+                    continue
+                ours = proc.ppid() in known_pids or carries(proc, mark=self.mark, token=self.token)
+            except psutil.Error:
+                continue
+            pid_id = of_process(proc) if ours else None
+            if pid_id is not None:
+                self.known.add(pid_id)
+        return self.alive()
+
+    def _refresh_scan(self) -> set[ProcId]:
         group = self.group if self.group_verified() is not None else None
         if is_alive(self.root):
             self.known.add(self.root)
@@ -162,8 +229,26 @@ class _Tree:
     def alive(self) -> set[ProcId]:
         return {i for i in self.known if is_alive(i)}
 
+    def stop_all(self) -> None:
+        """Stop every process of the tree (POSIX), then look again for what they forked before
+        they stopped, until nothing new turns up: a lineage that forks and exits then holds
+        still for SIGKILL (see the module's docstring)."""
+        if _platform.WINDOWS:
+            return  # the job is terminated as a whole
+        stopped: set[ProcId] = set()
+        for _ in range(FREEZE_ROUNDS):
+            fresh = self.alive() - stopped
+            if not fresh:
+                return
+            for pid_id in fresh:
+                _platform.send_stop(pid_id)
+            stopped |= fresh
+            self.refresh()
+
     def signal(self, kill: bool) -> None:
         member = self.group_verified()
+        if kill:
+            self.stop_all()
         if member is not None:
             if kill:
                 _platform.kill_group(self.group)

@@ -110,6 +110,8 @@ def start_tree(
     ignore_term: bool = False,
     ignore_eof: bool = False,
     fork_on_term: bool = False,
+    hop: float = 0.0,
+    hop_setsid: bool = False,
     contained: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> Tree:
@@ -125,6 +127,8 @@ def start_tree(
     ):
         if on:
             argv.append(flag)
+    if hop:
+        argv += ["--hop", str(hop)] + (["--hop-setsid"] if hop_setsid else [])
     kwargs: dict[str, Any] = {}
     opts = None
     if contained:
@@ -144,8 +148,10 @@ def start_tree(
     expected = {"main": 1}
     if children:
         expected["child"] = children
-    if grandchildren and children:
+    if grandchildren and children and not hop:
         expected["grandchild"] = children * grandchildren
+    if hop and children:
+        expected["hop"] = 2 * children  # hopping for real before the test goes on
     if escape:
         expected["escapee"] = 1
     tree.wait_ready(expected)

@@ -13,6 +13,7 @@ import pytest
 from proctree_helpers import PROG, Runner, alive_by_token, new_token, read_report, wait_for
 
 import proctree
+from proctree import _platform
 
 GRACE = 0.5
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM semantics are POSIX")
@@ -350,3 +351,55 @@ def test_a_root_that_ignores_eof_gets_one_grace_not_two(mode: str, run: Runner) 
     assert res.clean and res.term == roles["main"], res
     assert res.stage_seconds["stdin"] >= grace, res
     assert res.elapsed < 2 * grace, res  # a second stdin grace would make it >= 2 x grace
+
+
+HOP = 0.01  # the hopper's interval: no pid of its lineage lives longer than this
+
+
+def _stops_growing(path, quiet: float = 50 * HOP, timeout: float = 20.0) -> bool:
+    """True once `path` has not grown for `quiet` seconds (within `timeout`). A hopper reports
+    each new pid: a lineage that still lives keeps writing; a scan could miss it between pids."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+        time.sleep(HOP)
+    return False
+
+
+@posix_only
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
+@pytest.mark.parametrize("own_child", [False, True], ids=["scan", "as-subreaper"])
+def test_a_lineage_that_forks_and_exits_is_ended(
+    mode: str, run: Runner, request: pytest.FixtureRequest, setsid: bool, own_child: bool
+) -> None:
+    """A child that forks and exits every 10 ms (the parent always dies, so every pid we find
+    is gone a moment later). Same group: one killpg takes it, once the group is proven ours by
+    a member that carries our mark. New session at each hop: the mark finds each pid, and
+    stopping before killing keeps the next one from being born."""
+    if own_child:
+        if mode == "fallback":
+            pytest.skip("the subreaper path is the native one")
+        request.getfixturevalue("subreaper")
+    # The root exits at EOF, as claude does, leaving the hopper as the tree's only member.
+    tree = run.start(mark=run.mark, children=1, hop=HOP, hop_setsid=setsid)
+    res = tree.end(mark=run.mark, grace=GRACE, own_child=own_child)
+    assert tree.popen.wait(timeout=30) == 0
+    assert _stops_growing(tree.report), f"the lineage still hops after {res}"
+    # Killed members may wait a while as zombies for init to reap them: none may live.
+    assert not [
+        pid
+        for pid in _platform.group_pids(tree.containment.group)
+        if psutil.pid_exists(pid) and _status(pid) not in (None, psutil.STATUS_ZOMBIE)
+    ]
+
+
+def _status(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return None

@@ -9,6 +9,10 @@ Every process appends "<role> <pid>" to --report and carries --token in its argv
   escapee / grandchild / sleeper: sleep.
 --ignore-term makes every process ignore SIGTERM.
 --fork-on-term: children answer SIGTERM by starting a new process (a race for the killer).
+--hop S: the child is a hopper instead: every S seconds it forks and the parent exits, so its
+  pid keeps changing (each new pid reported as "hop"); --hop-setsid also starts a new session
+  at each hop. It stops by itself after --hop-lifetime seconds, so a failed test leaves
+  nothing running for long.
 """
 
 from __future__ import annotations
@@ -38,12 +42,29 @@ def spawn(args: argparse.Namespace, role: str, **kwargs: object) -> subprocess.P
         argv.append("--scrub-escapee")
     if args.fork_on_term and role == "child":
         argv.append("--fork-on-term")
+    if args.hop and role == "child":
+        argv += ["--hop", str(args.hop), "--hop-lifetime", str(args.hop_lifetime)]
+        argv += ["--hop-setsid"] if args.hop_setsid else []
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
 
 
 def sleep_forever() -> None:
     while True:
         time.sleep(3600)
+
+
+def hop(args: argparse.Namespace) -> None:
+    """Fork and exit, again and again: no pid of this lineage lives longer than one interval."""
+    deadline = time.monotonic() + args.hop_lifetime
+    while time.monotonic() < deadline:
+        time.sleep(args.hop)
+        if os.fork() == 0:
+            if args.hop_setsid:
+                os.setsid()
+            report(args.report, "hop")
+            continue
+        os._exit(0)
+    os._exit(0)
 
 
 def main() -> None:
@@ -58,6 +79,9 @@ def main() -> None:
     parser.add_argument("--ignore-term", action="store_true")
     parser.add_argument("--ignore-eof", action="store_true")
     parser.add_argument("--fork-on-term", action="store_true")
+    parser.add_argument("--hop", type=float, default=0.0)
+    parser.add_argument("--hop-setsid", action="store_true")
+    parser.add_argument("--hop-lifetime", type=float, default=30.0)
     args = parser.parse_args()
 
     if args.ignore_term and hasattr(signal, "SIGTERM"):
@@ -97,6 +121,8 @@ def main() -> None:
             sleep_forever()
         report(args.report, "main-eof")
         sys.exit(0)
+    if args.role == "child" and args.hop:
+        hop(args)
     if args.role == "child":
         if args.fork_on_term and hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, lambda *_: spawn(args, "spawned-on-term"))
