@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Collection, Generator, Iterable
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,8 +137,7 @@ class _Tree:
                 proc = psutil.Process(pid)
                 if proc.create_time() < floor or proc.status() == psutil.STATUS_ZOMBIE:
                     continue
-                ours = carries(proc, mark=self.mark, token=self.token)
-                ours = ours or (self.local and proc.ppid() == me)
+                ours = self._carries(proc) or (self.local and proc.ppid() == me)
             except psutil.Error:
                 continue
             pid_id = of_process(proc) if ours else None
@@ -162,27 +161,17 @@ class _Tree:
             if self.local:
                 alive = self._refresh_local()
             else:
-                now = set(psutil.pids())
-                alive, listed = self._refresh_born(now - (listed or set())), now
+                born, listed = _born_since(listed or set(), self.root.create_time, self._born_ours)
+                self.known.update(born)
+                alive = self.alive()
         return alive
 
-    def _refresh_born(self, pids: Collection[int]) -> set[ProcId]:
-        """Of these pids (born since the last look), those of the tree: young enough, and
-        carrying our mark or token, in our verified group, or children of what we know."""
-        floor = self.root.create_time - CREATE_TIME_TOLERANCE
-        known_pids = {i.pid for i in self.known}
-        for pid in pids:
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() < floor:
-                    continue
-                ours = proc.ppid() in known_pids or carries(proc, mark=self.mark, token=self.token)
-            except psutil.Error:
-                continue
-            pid_id = of_process(proc) if ours else None
-            if pid_id is not None:
-                self.known.add(pid_id)
-        return self.alive()
+    def _carries(self, proc: psutil.Process) -> bool:
+        return carries(proc, mark=self.mark, token=self.token)
+
+    def _born_ours(self, proc: psutil.Process) -> bool:
+        """A newborn is the tree's if a process we know forked it or it carries our mark."""
+        return proc.ppid() in {i.pid for i in self.known} or self._carries(proc)
 
     def _refresh_scan(self) -> set[ProcId]:
         group = self.group if self.group_verified() is not None else None
@@ -262,6 +251,28 @@ class _Tree:
                 _platform.send_kill(pid_id)
             elif not _platform.WINDOWS:
                 _platform.send_term(pid_id)
+
+
+def _born_since(
+    listed: Collection[int], since: float, ours: Callable[[psutil.Process], bool]
+) -> tuple[list[ProcId], set[int]]:
+    """Processes born after the listing `listed` (and after `since`, a create_time) for which
+    `ours` holds, and the new listing. A second, short look after a scan that found nothing:
+    a process that forks and exits may have been between two pids during the scan."""
+    now = set(psutil.pids())
+    floor = since - CREATE_TIME_TOLERANCE
+    found: list[ProcId] = []
+    for pid in now - set(listed):
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() < floor or not ours(proc):
+                continue
+        except psutil.Error:
+            continue
+        pid_id = of_process(proc)
+        if pid_id is not None and is_alive(pid_id):
+            found.append(pid_id)
+    return found, now
 
 
 def _orphans(group: Any, mark: str | None, token: str | None, since: float) -> list[psutil.Process]:
@@ -490,20 +501,43 @@ def sweep(
             continue
         spared.add(root.pid)
         spared.update(p.pid for p in descendants(root.pid, group=_platform.group_of(root.pid)))
-    targets: set[ProcId] = set()
-    for p in scan(mark=mark, token=token, since=since):
-        if p.pid in spared:
-            continue
-        pid_id = of_process(p)
-        if pid_id is not None and is_alive(pid_id):
-            targets.add(pid_id)
+
+    def find() -> set[ProcId]:
+        """Carrying mark/token now; if nothing, a look at what was born during the scan."""
+        listed = set(psutil.pids())
+        found = {i for i in map(of_process, scan(mark=mark, token=token, since=since)) if i}
+        found = {i for i in found if i.pid not in spared and is_alive(i)}
+        for _ in range(CHASE_LOOKS):
+            if found:
+                break
+            born, listed = _born_since(listed, since or 0.0, carrying)
+            found = {i for i in born if i.pid not in spared}
+        return found
+
+    def carrying(proc: psutil.Process) -> bool:
+        return proc.pid not in spared and carries(proc, mark=mark, token=token)
+
+    targets = find()
     if not targets:
         return []
     for pid_id in targets:
         _platform.send_term(pid_id)
     alive = wait_gone(targets, grace)
     deadline = time.monotonic() + kill_wait
-    while alive and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        # What they forked meanwhile carries the mark too: a lineage that forks and exits
+        # leaves none of the pids found above alive, yet lives on.
+        alive |= find()
+        if not alive:
+            break
+        for _ in range(FREEZE_ROUNDS):  # stopped, nothing forks; then SIGKILL (see the top)
+            for pid_id in alive:
+                _platform.send_stop(pid_id)
+            fresh = find() - alive
+            if not fresh:
+                break
+            alive |= fresh
+        targets |= alive
         for pid_id in alive:
             _platform.send_kill(pid_id)
         alive = wait_gone(alive, 0.5)

@@ -234,16 +234,21 @@ class Containment:
         ended: list[proctree.ProcId] = []
         for proc in proctree.adopted_children(exclude_pids):
             marker = proctree.marker_of(proc)
+            tree_mark = marker  # an ended observer's own mark: its whole tree, and only it
             if marker is None:
                 if not self._unmarked_stray(proc, live_starts):
                     continue
-                marker = self.mark
+                marker, tree_mark = self.mark, None  # the worker's mark would take live trees
             if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
             if pid_id is None or not proctree.is_alive(pid_id):
                 continue
-            result = proctree.terminate_tree(pid_id, grace=grace, dont_reap=exclude_pids)
+            # With the mark, what this process forks is found even after its own pid is gone
+            # (a lineage that forks and exits would otherwise end "cleanly" at every sweep).
+            result = proctree.terminate_tree(
+                pid_id, mark=tree_mark, grace=grace, dont_reap=exclude_pids
+            )
             ended.extend(result.ended)
         return ended
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from proctree_helpers import Runner, new_token
+from proctree_helpers import HOP, Runner, new_token, stops_growing
 
 import proctree
 
@@ -64,3 +64,16 @@ def test_mark_matching_rules() -> None:
     assert proctree.mark_matches("12:3:session-7", "12:3")
     assert not proctree.mark_matches("12:34", "12:3")
     assert not proctree.mark_matches(None, "12:3")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
+def test_sweep_ends_a_lineage_that_forks_and_exits(mode: str, run: Runner, setsid: bool) -> None:
+    """No pid of it outlives the grace: the sweep looks again for what carries the mark after
+    the grace, and stops what it finds before SIGKILL (see test_terminate)."""
+    tree = run.start(mark=run.mark, children=1, hop=HOP, hop_setsid=setsid)
+    tree.popen.stdin.close()  # the root exits, the hopper lives on: its session is over
+    assert tree.popen.wait(timeout=30) == 0
+    ended = proctree.sweep(mark=run.mark, grace=GRACE)
+    assert ended
+    assert stops_growing(tree.report), "the lineage still hops after the sweep"

@@ -10,7 +10,16 @@ from typing import Any
 
 import psutil
 import pytest
-from proctree_helpers import PROG, Runner, alive_by_token, new_token, read_report, wait_for
+from proctree_helpers import (
+    HOP,
+    PROG,
+    Runner,
+    alive_by_token,
+    new_token,
+    read_report,
+    stops_growing,
+    wait_for,
+)
 
 import proctree
 from proctree import _platform
@@ -353,24 +362,6 @@ def test_a_root_that_ignores_eof_gets_one_grace_not_two(mode: str, run: Runner) 
     assert res.elapsed < 2 * grace, res  # a second stdin grace would make it >= 2 x grace
 
 
-HOP = 0.01  # the hopper's interval: no pid of its lineage lives longer than this
-
-
-def _stops_growing(path, quiet: float = 50 * HOP, timeout: float = 20.0) -> bool:
-    """True once `path` has not grown for `quiet` seconds (within `timeout`). A hopper reports
-    each new pid: a lineage that still lives keeps writing; a scan could miss it between pids."""
-    deadline = time.monotonic() + timeout
-    size, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = path.stat().st_size
-        if now != size:
-            size, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return True
-        time.sleep(HOP)
-    return False
-
-
 @posix_only
 @pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
 @pytest.mark.parametrize("own_child", [False, True], ids=["scan", "as-subreaper"])
@@ -389,7 +380,7 @@ def test_a_lineage_that_forks_and_exits_is_ended(
     tree = run.start(mark=run.mark, children=1, hop=HOP, hop_setsid=setsid)
     res = tree.end(mark=run.mark, grace=GRACE, own_child=own_child)
     assert tree.popen.wait(timeout=30) == 0
-    assert _stops_growing(tree.report), f"the lineage still hops after {res}"
+    assert stops_growing(tree.report), f"the lineage still hops after {res}"
     # Killed members may wait a while as zombies for init to reap them: none may live.
     assert not [
         pid
