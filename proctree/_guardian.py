@@ -22,11 +22,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from . import _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
 from ._scan import _Table, carries, protected_pids
 from ._spawn import MARK_ENV
-from ._terminate import wait_gone
+from ._terminate import born_since, stop_spreading, wait_gone
+
+# Passes of end_all: each ends what the last one found; later ones catch what forked meanwhile.
+END_ROUNDS = 5
 
 
 class Guardian:
@@ -143,13 +148,27 @@ def _targets(
 def end_all(
     groups: dict[int, float], mark: str | None, token: str | None, since: float | None
 ) -> list[ProcId]:
-    """SIGKILL at once (the daemon is gone; nobody is waiting for a graceful end), twice over
-    to catch what forked meanwhile."""
+    """SIGKILL at once (the daemon is gone; nobody is waiting for a graceful end), over again
+    to catch what forked meanwhile. A process that forks and exits again and again has a new
+    pid by the time its old one is signalled: a group of ours is killed whole (killpg), and
+    the rest is stopped (it forks no more) before it is killed."""
+
+    def find() -> set[ProcId]:
+        listed = set(psutil.pids())
+        found = {t for t in _targets(groups, mark, token, since) if is_alive(t)}
+        if not found and (mark or token):  # a look at what was born during that scan
+            born, _ = born_since(listed, since or 0.0, lambda p: carries(p, mark=mark, token=token))
+            found = set(born)
+        return found
+
     ended: set[ProcId] = set()
-    for _ in range(3):
-        targets = {t for t in _targets(groups, mark, token, since) if is_alive(t)}
+    for _ in range(END_ROUNDS):
+        targets = find()
         if not targets:
             break
+        for pgid in {_platform.group_of(t.pid) for t in targets} & set(groups):
+            _platform.kill_group(pgid)  # pgid is a watched group with a member of ours in it
+        targets = stop_spreading(targets, find)
         for t in targets:
             if _platform.send_kill(t):
                 ended.add(t)

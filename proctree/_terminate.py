@@ -161,7 +161,7 @@ class _Tree:
             if self.local:
                 alive = self._refresh_local()
             else:
-                born, listed = _born_since(listed or set(), self.root.create_time, self._born_ours)
+                born, listed = born_since(listed or set(), self.root.create_time, self._born_ours)
                 self.known.update(born)
                 alive = self.alive()
         return alive
@@ -218,26 +218,10 @@ class _Tree:
     def alive(self) -> set[ProcId]:
         return {i for i in self.known if is_alive(i)}
 
-    def stop_all(self) -> None:
-        """Stop every process of the tree (POSIX), then look again for what they forked before
-        they stopped, until nothing new turns up: a lineage that forks and exits then holds
-        still for SIGKILL (see the module's docstring)."""
-        if _platform.WINDOWS:
-            return  # the job is terminated as a whole
-        stopped: set[ProcId] = set()
-        for _ in range(FREEZE_ROUNDS):
-            fresh = self.alive() - stopped
-            if not fresh:
-                return
-            for pid_id in fresh:
-                _platform.send_stop(pid_id)
-            stopped |= fresh
-            self.refresh()
-
     def signal(self, kill: bool) -> None:
         member = self.group_verified()
         if kill:
-            self.stop_all()
+            stop_spreading(self.alive(), self.refresh)
         if member is not None:
             if kill:
                 _platform.kill_group(self.group)
@@ -253,7 +237,27 @@ class _Tree:
                 _platform.send_term(pid_id)
 
 
-def _born_since(
+def stop_spreading(found: set[ProcId], find: Callable[[], set[ProcId]]) -> set[ProcId]:
+    """Stop every process in `found`, then look (`find`) for what they forked before they
+    stopped, until nothing new turns up; return all of them. Stopped, a lineage that forks and
+    exits holds still for SIGKILL (see the module's docstring). POSIX; Windows ends jobs whole.
+    """
+    found = set(found)
+    if _platform.WINDOWS:
+        return found
+    stopped: set[ProcId] = set()
+    for _ in range(FREEZE_ROUNDS):
+        fresh = found - stopped
+        if not fresh:
+            break
+        for pid_id in fresh:
+            _platform.send_stop(pid_id)
+        stopped |= fresh
+        found |= find()
+    return found
+
+
+def born_since(
     listed: Collection[int], since: float, ours: Callable[[psutil.Process], bool]
 ) -> tuple[list[ProcId], set[int]]:
     """Processes born after the listing `listed` (and after `since`, a create_time) for which
@@ -510,7 +514,7 @@ def sweep(
         for _ in range(CHASE_LOOKS):
             if found:
                 break
-            born, listed = _born_since(listed, since or 0.0, carrying)
+            born, listed = born_since(listed, since or 0.0, carrying)
             found = {i for i in born if i.pid not in spared}
         return found
 
@@ -530,13 +534,7 @@ def sweep(
         alive |= find()
         if not alive:
             break
-        for _ in range(FREEZE_ROUNDS):  # stopped, nothing forks; then SIGKILL (see the top)
-            for pid_id in alive:
-                _platform.send_stop(pid_id)
-            fresh = find() - alive
-            if not fresh:
-                break
-            alive |= fresh
+        alive = stop_spreading(alive, find)
         targets |= alive
         for pid_id in alive:
             _platform.send_kill(pid_id)

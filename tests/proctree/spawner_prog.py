@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--children", type=int, default=0)
     ap.add_argument("--escape", action="store_true")
     ap.add_argument("--guardian", action="store_true")
+    ap.add_argument("--hop", type=float, default=0.0, help="children fork and exit (tree_prog)")
+    ap.add_argument("--hop-setsid", action="store_true")
     # argv: the command built by spawn_options(argv=...) (Linux: a pdeathsig launcher);
     # kwargs: spawn_options() alone (Linux: a preexec_fn).
     ap.add_argument("--style", choices=("argv", "kwargs"), default="argv")
@@ -50,6 +52,8 @@ def main() -> None:
         argv += ["--ignore-term", "--ignore-eof", "--children", str(args.children)]
         argv += ["--grandchildren", "1"] if args.children else []
         argv += ["--escape"] if args.escape else []
+        argv += ["--hop", str(args.hop)] if args.hop else []
+        argv += ["--hop-setsid"] if args.hop_setsid else []
         if args.style == "argv":
             opts = proctree.spawn_options(f"{args.mark}:{i}", argv=argv)
             argv = opts.argv or argv

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proctree_helpers import Runner, read_report, wait_for
+from proctree_helpers import HOP, Runner, read_report, stops_growing, wait_for
 
 import proctree
 
@@ -101,3 +101,29 @@ def test_unwatched_group_is_forgotten(run: Runner) -> None:
         assert guardian.close() == 0
     assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended
     assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched: spared
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
+def test_guardian_ends_lineages_that_fork_and_exit(
+    run: Runner, fallback: bool, setsid: bool
+) -> None:
+    """After kill -9 of the daemon, children that fork and exit every 10 ms (no pid of them
+    lives long enough to be signalled twice) are ended too: their group whole, or (a new
+    session at each hop) stopped before they are killed."""
+    report = run.tmp_path / f"hop-spawner-{fallback}-{setsid}.txt"
+    env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
+    argv = [sys.executable, str(SPAWNER), str(report), run.token, run.mark, "2"]
+    argv += ["--children", "1", "--hop", str(HOP), "--guardian"]
+    argv += ["--hop-setsid"] if setsid else []
+    spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+    run.extra.append(spawner)
+
+    def hopping() -> bool:
+        roles = [r for r, _ in read_report(report)]
+        return roles.count("hop") >= 4 and "spawner" in roles
+
+    wait_for(hopping, what="two hopping lineages and their spawner")
+    spawner.send_signal(signal.SIGKILL)
+    spawner.wait(timeout=30)
+    assert stops_growing(report), "a lineage still hops after the guardian's sweep"
