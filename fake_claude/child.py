@@ -2,14 +2,22 @@
 
 Grandchild: reads stdin until EOF (its parent's death), then exits, unless `--linger 1`.
 Escapee: detached, idles forever. Either may ignore SIGTERM/SIGINT/SIGHUP (`--ignore 1`).
+`--hop S` (POSIX): instead, every S seconds it forks and the parent exits, so the lineage lives
+on under ever new pids (each writes a `hop` ledger line); an escapee also starts a new session
+at each hop. It stops by itself after `--hop-for` seconds.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import TYPE_CHECKING
 
 from fake_claude import RUN_ID_FLAG
+
+if TYPE_CHECKING:
+    from fake_claude.ledger import Ledger
 
 
 def _opt(argv: list[str], name: str, default: str) -> str:
@@ -44,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         role=role,
         parent_pid=int(_opt(argv, "--parent-pid", "0")),
     )
+    hop = float(_opt(argv, "--hop", "0"))
+    if hop > 0 and hasattr(os, "fork"):
+        _hop(ledger, hop, float(_opt(argv, "--hop-for", "300")), new_session=role == "escapee")
     if role == "grandchild":
         while True:
             try:
@@ -59,6 +70,22 @@ def main(argv: list[str] | None = None) -> int:
 
     idle_forever()
     return 0
+
+
+def _hop(ledger: Ledger, interval: float, lifetime: float, *, new_session: bool) -> None:
+    from fake_claude.identity import create_time
+    from fake_claude.lifecycle import exit_now
+
+    deadline = time.monotonic() + lifetime
+    while time.monotonic() < deadline:
+        time.sleep(interval)
+        if os.fork() == 0:
+            if new_session:
+                os.setsid()
+            ledger.write("hop", ppid=os.getppid(), create_time=create_time())
+            continue
+        os._exit(0)  # the lineage goes on in the child
+    exit_now(ledger, 0)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ from fake_claude.context import Context
 BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 
 
-def child_argv(role: str, run_id: str | None, *, ignore: bool, linger: bool) -> list[str]:
+def child_argv(
+    role: str, run_id: str | None, *, ignore: bool, linger: bool, hop: float = 0.0
+) -> list[str]:
+    hopping = ["--hop", str(hop)] if hop > 0 else []
     return [
         sys.executable,
         "-I",
@@ -30,6 +33,7 @@ def child_argv(role: str, run_id: str | None, *, ignore: bool, linger: bool) -> 
         "1" if ignore else "0",
         "--linger",
         "1" if linger else "0",
+        *hopping,
         f"{RUN_ID_FLAG}={run_id or ''}",
     ]
 
@@ -51,11 +55,13 @@ def start_children(ctx: Context) -> list[int]:
         n = int(sc.num("grandchild", "n", 2))
         ignore = sc.flag("grandchild", "ignore")
         linger = sc.flag("grandchild", "linger")
+        hop = sc.num("grandchild", "hop", 0.0)
         for _ in range(n):
-            argv = child_argv("grandchild", ctx.run_id, ignore=ignore, linger=linger)
+            argv = child_argv("grandchild", ctx.run_id, ignore=ignore, linger=linger, hop=hop)
             pids.append(impl.spawn_grandchild(argv))
     if sc.has("escape"):
+        hop = sc.num("escape", "hop", 0.0)
         for _ in range(int(sc.num("escape", "n", 1))):
-            argv = child_argv("escapee", ctx.run_id, ignore=True, linger=True)
+            argv = child_argv("escapee", ctx.run_id, ignore=True, linger=True, hop=hop)
             impl.spawn_escapee(argv)
     return pids

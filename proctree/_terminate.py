@@ -37,8 +37,10 @@ _POLL_MAX = 0.05
 # Stop-then-refresh rounds before SIGKILL: each round stops what the last one found; a stopped
 # process forks no more, so one round per generation born since the last refresh.
 FREEZE_ROUNDS = 5
-# Extra looks when a refresh finds nothing (see _Tree.refresh).
+# Extra looks when a refresh finds nothing (see _Tree.refresh); as subreaper, while children
+# of ours keep exiting during the looks, up to CHURN_LOOKS (each lists our children only).
 CHASE_LOOKS = 2
+CHURN_LOOKS = 20
 
 
 @dataclass
@@ -106,6 +108,8 @@ class _Tree:
         self.mark = mark
         self.token = token
         self.known: set[ProcId] = set()
+        self.gone: set[ProcId] = set()  # known once, dead since (reaped at the end)
+        self.churn = False  # the last look saw a child of ours exit (see refresh)
         # As subreaper, whatever of root's tree outlives its parent is handed to us: the
         # tree is root's subtree plus our adopted children that carry its mark (or, unmarked,
         # sit in its group). Found child by child, with no scan of the process table.
@@ -149,15 +153,18 @@ class _Tree:
     def refresh(self) -> set[ProcId]:
         listed = None if self.local else set(psutil.pids())
         alive = self._refresh_local() if self.local else self._refresh_scan()
-        for _ in range(CHASE_LOOKS):
-            if alive:
-                return alive
+        looks = 0
+        while not alive:
             member = self._member_of_group()  # see there: nothing we knew, yet the group lives
             if member is not None:
                 return {member}
             # Nothing found. A lineage that forks and exits can be between two pids at any one
             # look (the old one gone before we read it, the new one born after the listing);
-            # a short look at what was born since finds the new one.
+            # a short look at what was born since finds the new one. As subreaper, a child of
+            # ours that exited during the look says such a lineage may be about: look on.
+            looks += 1
+            if looks > (CHURN_LOOKS if self.churn else CHASE_LOOKS):
+                break
             if self.local:
                 alive = self._refresh_local()
             else:
@@ -197,13 +204,16 @@ class _Tree:
         return self.alive()
 
     def _refresh_local(self) -> set[ProcId]:
+        # Our exited children but the ones others wait for: orphans of our trees handed to us.
+        # Reaped now, or a lineage that forks and exits piles up hundreds for each look here.
+        _platform.reap_zombies({self.root.pid, *self.others})
         pids: list[int] = []
         if is_alive(self.root):
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        for proc in adopted_children({self.root.pid, *self.others}):
-            marker = marker_of(proc)
+        children, self.churn = _adopted_marks({self.root.pid, *self.others})
+        for proc, marker in children:
             if mark_matches(marker, self.mark or "") or (
                 marker is None and pgid is not None and _platform.group_of(proc.pid) == pgid
             ):
@@ -216,7 +226,12 @@ class _Tree:
         return self.alive()
 
     def alive(self) -> set[ProcId]:
-        return {i for i in self.known if is_alive(i)}
+        alive = {i for i in self.known if is_alive(i)}
+        # The dead are set apart, so each look checks only the living: a lineage that forks
+        # and exits would otherwise grow `known` by every pid it ever had.
+        self.gone |= self.known - alive
+        self.known = alive
+        return alive
 
     def signal(self, kill: bool) -> None:
         member = self.group_verified()
@@ -355,7 +370,7 @@ def _escalate(
         res.stage_seconds["kill"] = time.monotonic() - t
 
     keep = set(dont_reap) | {root.pid}
-    for pid_id in tree.known:
+    for pid_id in tree.known | tree.gone:
         if pid_id.pid not in keep and _platform.reap_pid(pid_id.pid):
             res.reaped.append(pid_id.pid)
     res.elapsed = time.monotonic() - started
@@ -478,7 +493,30 @@ def _left_nothing(pgid: int, known: Collection[int], mark: str) -> bool:
     thread: anything it would find sends the caller to the full escalation."""
     if not _platform.group_empty(pgid):
         return False
-    return not any(mark_matches(marker_of(p), mark) for p in adopted_children(known))
+    children, churn = _adopted_marks(known)
+    # churn: one of them exited while we looked; a lineage that forks and exits may have a pid
+    # we did not list (see _Tree.refresh), so the full escalation looks closer.
+    return not churn and not any(mark_matches(marker, mark) for _, marker in children)
+
+
+def _adopted_marks(known: Collection[int]) -> tuple[list[tuple[psutil.Process, str | None]], bool]:
+    """Our children not in `known` (as subreaper: adopted orphans), each with the mark it
+    carries; and whether one of them had exited by the time we read it (gone, or a zombie)."""
+    children: list[tuple[psutil.Process, str | None]] = []
+    churn = False
+    for pid in _platform.child_pids(os.getpid()):
+        if pid in known:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                churn = True
+                continue
+        except psutil.Error:
+            churn = True
+            continue
+        children.append((proc, marker_of(proc)))
+    return children, churn
 
 
 def sweep(

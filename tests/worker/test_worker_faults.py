@@ -3,6 +3,8 @@ serving, and no process of the run is left alive (by the fake's ledger and by ps
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from workerkit import FakeRun, Worker, wait_until
 
@@ -131,4 +133,31 @@ def test_fixed_worker_many_sessions_mixed(fake_run: FakeRun, workers) -> None:
         worker.wait_session_done(sid)
     assert len(fake_run.started("main")) >= len(sids)
     fake_run.assert_none_alive(timeout=10)
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["grandchild:n=1,ignore=1,hop=0.01", "escape:hop=0.01"],
+    ids=["in-its-group", "new-session-each-hop"],
+)
+def test_fixed_worker_ends_lineages_that_fork_and_exit(
+    fake_run: FakeRun, workers, scenario: str, fallback: bool
+) -> None:
+    """A child that forks and exits every 10 ms (no pid of it lives long enough to be found
+    and signalled twice) is ended with its session, in its group or a new session per hop."""
+    env = {proctree.FALLBACK_ENV: "1"} if fallback else {}
+    worker: Worker = workers(fake_run.shim(scenario, seed=7), flags=FAULT_FLAGS, env=env)
+    content_id = f"hop-{scenario}"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    worker.summarize(content_id)
+    wait_until(lambda: fake_run.hops() >= 3, what="the lineage to hop")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    fake_run.assert_hopping_stops()
+    fake_run.assert_none_alive(timeout=10)
+    assert worker.api().ok("GET", "/api/health")["status"] == "ok"
     assert "Traceback" not in worker.log(), worker.log()
