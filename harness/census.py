@@ -258,6 +258,14 @@ class Census:
         self._thread = threading.Thread(target=self._loop, name="census", daemon=True)
         self._thread.start()
 
+    def own_children(self) -> set[int]:
+        """Children of ours that are not the run's orphans: those we had before adopting, and
+        the worker."""
+        own = set(self._own_children)
+        if self.worker_pid is not None:
+            own.add(self.worker_pid)
+        return own
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -109,3 +109,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _remove_session_tmp(config, passed=False)
+
+
+HOP_QUIET_S = 0.5  # 50 hops of the tests' 10 ms hoppers
+
+
+@pytest.fixture
+def stops_growing():
+    """stops_growing(path) -> True once the file has not grown for HOP_QUIET_S (within a
+    deadline). Tests of lineages that fork and exit watch the file each new pid writes to:
+    a lineage that still lives keeps writing, while a scan could miss it between two pids."""
+
+    def check(path, quiet: float = HOP_QUIET_S, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        size, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now = path.stat().st_size
+            if now != size:
+                size, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return True
+            time.sleep(0.01)
+        return False
+
+    return check

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,20 @@ def _soak(tmp_path: Path, run_id: str, target: Target | None = None, **kw: objec
     if target is None:
         target = get_target("reference", **config.target_kwargs())
     return asyncio.run(run_soak(config, target))
+
+
+def _small_leaky_soak(tmp_path: Path, run_id: str, scenarios: str, **kw: object) -> dict:
+    """Two one-prompt sessions of the leaky worker, two at a time, with these scenarios."""
+    return _soak(
+        tmp_path,
+        run_id,
+        mode="leaky",
+        sessions=2,
+        prompts=1,
+        concurrency=2,
+        scenarios=scenarios,
+        **kw,
+    )
 
 
 def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
@@ -98,17 +113,7 @@ def test_fixed_worker_passes(tmp_path, run_id, scenarios):
 
 def test_escapees_of_a_leaky_worker_are_flagged_and_swept(tmp_path, run_id):
     """Double-forked daemons leave the worker's tree: escaped, leaked, and still cleaned up."""
-    report = _soak(
-        tmp_path,
-        run_id,
-        mode="leaky",
-        sessions=2,
-        prompts=1,
-        observations=1,
-        concurrency=2,
-        scenarios="escape",
-        grace=1.5,
-    )
+    report = _small_leaky_soak(tmp_path, run_id, "escape", observations=1, grace=1.5)
     assert report["verdict"] == "FAIL"
     escaped = report["escaped"]
     assert escaped and all(e["role"] == "escapee" for e in escaped)
@@ -116,6 +121,22 @@ def test_escapees_of_a_leaky_worker_are_flagged_and_swept(tmp_path, run_id):
     assert {e["pid"] for e in escaped} <= leaked_pids
     # The leaky worker's shutdown does not reach them; the harness's sweep does.
     assert {e["pid"] for e in escaped} <= {k["pid"] for k in report["swept_at_exit"]}
+    assert run_pids(run_id) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("part", ["grandchild:n=1,ignore=1,linger=1", "escape"])
+def test_lineages_that_fork_and_exit_are_swept_after_a_leaky_run(
+    tmp_path, run_id, stops_growing, part
+):
+    """The leaky worker leaves children that fork and exit every 10 ms: no pid of them lives
+    long enough to be found and killed from a list, yet the run leaves none of them behind."""
+    scenarios = f"{part},hop=0.01" if ":" in part else f"{part}:hop=0.01"
+    report = _small_leaky_soak(tmp_path, run_id, scenarios, observations=0, grace=1.0)
+    assert report["verdict"] == "FAIL"
+    ledger = tmp_path / "report" / "work" / "ledger.jsonl"  # a FAIL keeps the work folder
+    assert '"hop"' in ledger.read_text(), "the children never hopped"
+    assert stops_growing(ledger), "a lineage still hops after the run"
     assert run_pids(run_id) == []
 
 

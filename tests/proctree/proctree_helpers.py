@@ -46,21 +46,6 @@ def wait_for(cond: Callable[[], Any], timeout: float = DEADLINE, what: str = "co
 HOP = 0.01  # the hopper's interval: no pid of its lineage lives longer than this
 
 
-def stops_growing(path, quiet: float = 50 * HOP, timeout: float = 20.0) -> bool:
-    """True once `path` has not grown for `quiet` seconds (within `timeout`). A hopper reports
-    each new pid: a lineage that still lives keeps writing; a scan could miss it between pids."""
-    deadline = time.monotonic() + timeout
-    size, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now = path.stat().st_size
-        if now != size:
-            size, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return True
-        time.sleep(HOP)
-    return False
-
-
 def read_report(path: Path) -> list[tuple[str, int]]:
     try:
         text = path.read_text()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proctree_helpers import HOP, Runner, read_report, stops_growing, wait_for
+from proctree_helpers import HOP, Runner, read_report, wait_for
 
 import proctree
 
@@ -106,7 +106,7 @@ def test_unwatched_group_is_forgotten(run: Runner) -> None:
 @pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
 @pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
 def test_guardian_ends_lineages_that_fork_and_exit(
-    run: Runner, fallback: bool, setsid: bool
+    run: Runner, fallback: bool, setsid: bool, stops_growing
 ) -> None:
     """After kill -9 of the daemon, children that fork and exit every 10 ms (no pid of them
     lives long enough to be signalled twice) are ended too: their group whole, or (a new

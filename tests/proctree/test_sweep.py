@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from proctree_helpers import HOP, Runner, new_token, stops_growing
+from proctree_helpers import HOP, Runner, new_token
 
 import proctree
 
@@ -68,7 +68,9 @@ def test_mark_matching_rules() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
 @pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
-def test_sweep_ends_a_lineage_that_forks_and_exits(mode: str, run: Runner, setsid: bool) -> None:
+def test_sweep_ends_a_lineage_that_forks_and_exits(
+    mode: str, run: Runner, setsid: bool, stops_growing
+) -> None:
     """No pid of it outlives the grace: the sweep looks again for what carries the mark after
     the grace, and stops what it finds before SIGKILL (see test_terminate)."""
     tree = run.start(mark=run.mark, children=1, hop=HOP, hop_setsid=setsid)

@@ -17,7 +17,6 @@ from proctree_helpers import (
     alive_by_token,
     new_token,
     read_report,
-    stops_growing,
     wait_for,
 )
 
@@ -366,7 +365,12 @@ def test_a_root_that_ignores_eof_gets_one_grace_not_two(mode: str, run: Runner) 
 @pytest.mark.parametrize("setsid", [False, True], ids=["in-its-group", "new-session-each-hop"])
 @pytest.mark.parametrize("own_child", [False, True], ids=["scan", "as-subreaper"])
 def test_a_lineage_that_forks_and_exits_is_ended(
-    mode: str, run: Runner, request: pytest.FixtureRequest, setsid: bool, own_child: bool
+    mode: str,
+    run: Runner,
+    request: pytest.FixtureRequest,
+    setsid: bool,
+    own_child: bool,
+    stops_growing,
 ) -> None:
     """A child that forks and exits every 10 ms (the parent always dies, so every pid we find
     is gone a moment later). Same group: one killpg takes it, once the group is proven ours by

@@ -112,19 +112,6 @@ class FakeRun:
     def hops(self) -> int:
         return sum(1 for e in self.ledger_lines() if e["event"] == "hop")
 
-    def assert_hopping_stops(self, quiet: float = 0.5, timeout: float = DEADLINE) -> None:
-        """No new `hop` ledger line for `quiet` seconds (50 hops of a 10 ms hopper): a lineage
-        that forks and exits writes one per pid, and a scan can miss it between two pids."""
-        seen = [-1, time.monotonic()]
-
-        def stopped() -> bool:
-            n = self.hops()
-            if n != seen[0]:
-                seen[:] = [n, time.monotonic()]
-            return time.monotonic() - seen[1] >= quiet
-
-        wait_until(stopped, timeout, "the hopping lineage to stop")
-
     def start_decoy(self, argv_tail: list[str]) -> subprocess.Popen[bytes]:
         """A `claude` the user started by hand: our fake, launched by us, not by the worker."""
         claude = self.shim("ok")
