@@ -79,10 +79,11 @@ def _hop(ledger: Ledger, interval: float, lifetime: float, *, new_session: bool)
     deadline = time.monotonic() + lifetime
     while time.monotonic() < deadline:
         time.sleep(interval)
+        parent = os.getpid()  # getppid() in the child may already say 1: the parent exits now
         if os.fork() == 0:
             if new_session:
                 os.setsid()
-            ledger.write("hop", ppid=os.getppid(), create_time=create_time())
+            ledger.write("hop", ppid=parent, create_time=create_time())
             continue
         os._exit(0)  # the lineage goes on in the child
     exit_now(ledger, 0)

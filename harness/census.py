@@ -375,6 +375,11 @@ class Census:
             if not isinstance(pid, int):
                 continue
             ts = float(ev.get("ts") or time.time())
+            if kind == "hop":
+                # A new pid of a lineage that forks and exits (the fake's `hop`): the process
+                # it forked from is the lineage so far, so it is of the same session and kind.
+                ev = {**self._lineage_of(ev, ts), **ev, "event": "start"}
+                kind = "start"
             if kind == "start":
                 ct = float(ev.get("create_time") or 0.0)
                 rec = self._find(pid, ct)
@@ -402,6 +407,13 @@ class Census:
                     rec.exit_code = code if isinstance(code, int) else rec.exit_code
                 elif kind == "signal":
                     rec.signals += 1
+
+    def _lineage_of(self, ev: dict, ts: float) -> dict:
+        ppid = ev.get("ppid")
+        parent = self._latest(ppid, before=ts) if isinstance(ppid, int) else None
+        if parent is None:
+            return {}
+        return {"role": parent.role, "scenario": parent.scenario, "parent_pid": parent.parent_pid}
 
     # -- sampling ----------------------------------------------------------------------------
     def _is_ours(self, proc: psutil.Process) -> tuple[bool, list[str]]:

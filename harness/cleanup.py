@@ -43,84 +43,108 @@ def kill_and_wait(procs: list[psutil.Process], timeout: float = 5.0) -> None:
 
 
 def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) -> list[dict]:
-    """SIGKILL every remaining process of the run; return what had to be killed."""
-    killed = _kill_known(run_id, census, timeout)
-    seen = {(k["pid"], k["create_time"]) for k in killed}
-    # A process that forks and exits under ever new pids can be gone by the time each scan
-    # above reads it, while its lineage lives on. proctree's sweep looks again at what was
-    # born during its scan and stops what it finds before SIGKILL.
-    ended = proctree.sweep(token=run_id_token(run_id), grace=0.0, kill_wait=timeout)
-    if census is not None and census.adopting:
-        # `soak --claude`: orphans of the run (its token or not) were handed to us.
-        ended += _end_adopted(census.own_children(), timeout)
-    for pid_id in ended:
-        if (pid_id.pid, pid_id.create_time) not in seen:
-            seen.add((pid_id.pid, pid_id.create_time))
-            killed.append({"pid": pid_id.pid, "create_time": pid_id.create_time})
-    return killed
+    """SIGKILL every remaining process of the run; return what had to be killed.
 
-
-def _end_adopted(own: set[int], timeout: float, quiet_looks: int = 3) -> list[proctree.ProcId]:
-    """Stop, then kill, every child of ours but `own` (as subreaper: orphans of the run), until
-    a few looks in a row find none: stopped, a lineage that forks and exits holds still."""
-    ended: list[proctree.ProcId] = []
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < quiet_looks and time.monotonic() < deadline:
-        proctree.reap_zombies(own)
-        procs = [p for p in proctree.adopted_children(own) if _running(p)]
-        quiet = 0 if procs else quiet + 1
-        for proc in procs:
-            try:
-                proc.suspend()  # psutil checks the create_time before signalling
-            except psutil.Error:
-                continue
-        for proc in procs:
-            pid_id = proctree.identify(proc.pid)
-            try:
-                proc.kill()
-            except psutil.Error:
-                continue
-            if pid_id is not None:
-                ended.append(pid_id)
-        psutil.wait_procs(procs, timeout=0.5)
-    return ended
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _kill_known(run_id: str, census: Census | None, timeout: float) -> list[dict]:
-    """The census's live records and what carries the run's token, killed until none is left."""
+    A process that forks and exits under ever new pids can be gone by the time each scan reads
+    it while its lineage lives on: what is found is stopped before it is killed (stopped, it
+    forks no more), a scan that finds nothing is followed by a look at what was born during it,
+    and the sweep ends only after QUIET_LOOKS such rounds in a row find nothing.
+    """
     killed: list[dict] = []
     seen: set[tuple[int, float]] = set()
     deadline = time.monotonic() + timeout
-    while True:
+    token = run_id_token(run_id)
+    quiet = 0
+    while quiet < QUIET_LOOKS and time.monotonic() < deadline:
+        listed = set(psutil.pids())
         procs: list[psutil.Process] = []
         if census is not None:
-            for rec in census.live_records():
-                if rec.proc is not None:
-                    procs.append(rec.proc)
+            procs += [rec.proc for rec in census.live_records() if rec.proc is not None]
         procs += run_processes(run_id)
-        live = []
-        for proc in procs:
-            try:
-                ident = (proc.pid, proc.create_time())
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    continue  # already dead; its parent (or init) reaps it
-                proc.kill()  # psutil refuses if the PID was reused since we saw it
-            except psutil.Error:
-                continue
-            live.append(proc)
-            if not any(ident[0] == p and abs(ident[1] - c) <= CT_TOLERANCE for p, c in seen):
-                seen.add(ident)
-                killed.append({"pid": ident[0], "create_time": ident[1]})
-        if not live:
-            return killed
+        if not _running(procs):
+            procs = [p for p in _born_since(listed) if token in _cmdline(p)]
+        live = _stop_then_kill(procs, seen, killed)
+        quiet = 0 if live else quiet + 1
         psutil.wait_procs(live, timeout=0.5)
-        if time.monotonic() > deadline:
-            return killed
+    if census is not None and census.adopting:
+        # `soak --claude`: orphans of the run (its token or not) were handed to us.
+        for pid_id in _end_adopted(census.own_children(), timeout):
+            _record(pid_id.pid, pid_id.create_time, seen, killed)
+    return killed
+
+
+# Rounds in a row that must find nothing before a sweep is done (see sweep_run).
+QUIET_LOOKS = 2
+
+
+def _stop_then_kill(
+    procs: list[psutil.Process], seen: set[tuple[int, float]], killed: list[dict]
+) -> list[psutil.Process]:
+    """Stop all, then kill all (psutil refuses a PID reused since the handle was made); the
+    ones that were running, each recorded once in `killed`."""
+    live = _running(procs)
+    for proc in live:
+        try:
+            proc.suspend()
+        except psutil.Error:
+            pass
+    done = []
+    for proc in live:
+        try:
+            ident = (proc.pid, proc.create_time())
+            proc.kill()
+        except psutil.Error:
+            continue
+        done.append(proc)
+        _record(ident[0], ident[1], seen, killed)
+    return done
+
+
+def _record(pid: int, create_time: float, seen: set[tuple[int, float]], killed: list[dict]) -> None:
+    if not any(pid == p and abs(create_time - c) <= CT_TOLERANCE for p, c in seen):
+        seen.add((pid, create_time))
+        killed.append({"pid": pid, "create_time": create_time})
+
+
+def _end_adopted(own: set[int], timeout: float) -> list[proctree.ProcId]:
+    """Stop, then kill, every child of ours but `own` (as subreaper: orphans of the run), until
+    QUIET_LOOKS looks in a row find none: stopped, a lineage that forks and exits holds still."""
+    ended: list[proctree.ProcId] = []
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < QUIET_LOOKS + 1 and time.monotonic() < deadline:
+        proctree.reap_zombies(own)
+        procs = _running(proctree.adopted_children(own))
+        quiet = 0 if procs else quiet + 1
+        done = _stop_then_kill(procs, set(), [])
+        ended += [i for i in map(proctree.identify, (p.pid for p in done)) if i is not None]
+        psutil.wait_procs(done, timeout=0.5)
+    return ended
+
+
+def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for proc in procs:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _born_since(listed: set[int]) -> list[psutil.Process]:
+    out = []
+    for pid in set(psutil.pids()) - listed:
+        try:
+            out.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return out
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
