@@ -7,6 +7,7 @@ before each signal) and processes whose argv carries the run id token.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import psutil
 
@@ -43,37 +44,50 @@ def kill_and_wait(procs: list[psutil.Process], timeout: float = 5.0) -> None:
 
 
 def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) -> list[dict]:
-    """SIGKILL every remaining process of the run; return what had to be killed.
-
-    A process that forks and exits under ever new pids can be gone by the time each scan reads
-    it while its lineage lives on: what is found is stopped before it is killed (stopped, it
-    forks no more), a scan that finds nothing is followed by a look at what was born during it,
-    and the sweep ends only after QUIET_LOOKS such rounds in a row find nothing.
-    """
-    killed: list[dict] = []
-    seen: set[tuple[int, float]] = set()
-    deadline = time.monotonic() + timeout
+    """SIGKILL every remaining process of the run; return what had to be killed."""
     token = run_id_token(run_id)
-    quiet = 0
-    while quiet < QUIET_LOOKS and time.monotonic() < deadline:
-        listed = set(psutil.pids())
-        procs: list[psutil.Process] = []
-        if census is not None:
-            procs += [rec.proc for rec in census.live_records() if rec.proc is not None]
-        procs += run_processes(run_id)
-        if not _running(procs):
-            procs = [p for p in _born_since(listed) if token in _cmdline(p)]
-        live = _stop_then_kill(procs, seen, killed)
-        quiet = 0 if live else quiet + 1
-        psutil.wait_procs(live, timeout=0.5)
+
+    def scan() -> list[psutil.Process]:
+        procs = [r.proc for r in census.live_records() if r.proc is not None] if census else []
+        return procs + run_processes(run_id)
+
+    killed = end_all(scan, lambda proc: token in _cmdline(proc), timeout)
     if census is not None and census.adopting:
         # `soak --claude`: orphans of the run (its token or not) were handed to us.
+        seen = {(k["pid"], k["create_time"]) for k in killed}
         for pid_id in _end_adopted(census.own_children(), timeout):
             _record(pid_id.pid, pid_id.create_time, seen, killed)
     return killed
 
 
-# Rounds in a row that must find nothing before a sweep is done (see sweep_run).
+def end_all(
+    scan: Callable[[], list[psutil.Process]],
+    matches: Callable[[psutil.Process], bool],
+    timeout: float = 15.0,
+) -> list[dict]:
+    """Stop, then SIGKILL, what `scan` finds, until QUIET_LOOKS rounds in a row find nothing;
+    return what was killed ({pid, create_time}, each once).
+
+    A process that forks and exits under ever new pids can be gone by the time a scan reads
+    it while its lineage lives on: stopped, it forks no more; and a scan that finds nothing is
+    followed by a look at the processes born during it (those `matches` says are ours).
+    """
+    killed: list[dict] = []
+    seen: set[tuple[int, float]] = set()
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < QUIET_LOOKS and time.monotonic() < deadline:
+        listed = set(psutil.pids())
+        procs = _running(scan())
+        if not procs:
+            procs = [p for p in _born_since(listed) if matches(p)]
+        live = _stop_then_kill(procs, seen, killed)
+        quiet = 0 if live else quiet + 1
+        psutil.wait_procs(live, timeout=0.5)
+    return killed
+
+
+# Rounds in a row that must find nothing before a sweep is done (see end_all).
 QUIET_LOOKS = 2
 
 

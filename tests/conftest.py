@@ -23,7 +23,7 @@ import time
 import psutil
 import pytest
 
-from harness.cleanup import kill_and_wait
+from harness.cleanup import end_all
 
 SESSION_VAR = "LEAKPROOF_TEST_SESSION"
 OUTER_TMP_VAR = "LEAKPROOF_OUTER_TMPDIR"
@@ -64,14 +64,16 @@ def _survivors(token: str, since: float) -> list[psutil.Process]:
         info = proc.info
         if info["pid"] == me or info["create_time"] is None or info["create_time"] + 1 < since:
             continue
-        if info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        try:
-            if proc.environ().get(SESSION_VAR) == token:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue  # gone, or not ours to read
+        if info["status"] != psutil.STATUS_ZOMBIE and _carries(proc, token):
+            found.append(proc)
     return found
+
+
+def _carries(proc: psutil.Process, token: str) -> bool:
+    try:
+        return proc.environ().get(SESSION_VAR) == token
+    except (psutil.Error, OSError):
+        return False  # gone, or not ours to read
 
 
 def _describe(proc: psutil.Process) -> str:
@@ -96,13 +98,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     deadline = time.monotonic() + (1.0 if interrupted else _DEADLINE_S)
     while (survivors := _survivors(token, since)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if not survivors:
+    described = [_describe(proc) for proc in survivors]
+    # Also what a scan can miss: a lineage that forks and exits (see end_all).
+    killed = end_all(lambda: _survivors(token, since), lambda p: _carries(p, token))
+    if not killed:
         _remove_session_tmp(config, passed=session.exitstatus == pytest.ExitCode.OK)
         return
-    lines = [f"{len(survivors)} process(es) of this test run survived it (killing them):"]
-    lines += [f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND"]
-    lines += [_describe(proc) for proc in survivors]
-    kill_and_wait(survivors)
+    listed = {proc.pid for proc in survivors}
+    lines = [f"{len(killed)} process(es) of this test run survived it (killed):"]
+    lines += [f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND", *described]
+    late = [k["pid"] for k in killed if k["pid"] not in listed]
+    lines += [f"  {pid:>7} (found while ending the rest)" for pid in late]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line("\n".join(lines), red=True)
