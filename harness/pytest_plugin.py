@@ -342,11 +342,14 @@ class LeakTracker:
                 victims.append(proc)
             except psutil.Error:
                 continue
-        for victim in victims:
-            try:
-                victim.kill()
-            except psutil.Error:
-                pass
+        # Stopped first, then killed: a process that forks and exits would have a new pid by
+        # the time its old one is killed; stopped, it forks no more.
+        for action in ("suspend", "kill"):
+            for victim in victims:
+                try:
+                    getattr(victim, action)()
+                except psutil.Error:
+                    pass
         _, alive = psutil.wait_procs(victims, timeout=5)
         alive_pids = {p.pid for p in alive}
         return [leak for leak in leaks if leak.pid in alive_pids]
