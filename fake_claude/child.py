@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     hop = float(_opt(argv, "--hop", "0"))
     if hop > 0 and hasattr(os, "fork"):
-        _hop(ledger, hop, float(_opt(argv, "--hop-for", "300")), new_session=role == "escapee")
+        _hop(ledger, hop, float(_opt(argv, "--hop-for", "30")), new_session=role == "escapee")
     if role == "grandchild":
         while True:
             try:

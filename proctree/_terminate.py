@@ -102,7 +102,10 @@ class _Tree:
         others: Collection[int] = (),
     ) -> None:
         self.root = root
-        self.others = set(others)  # our children that belong to someone else (not adopted)
+        # Our children that belong to someone else (not adopted), kept as given: a live view
+        # (the worker's) also covers children spawned while this tree is being ended, which
+        # must be neither reaped here nor taken for the tree's churn.
+        self.others = others
         self.known_children = known_children
         self.group = getattr(group, "group", group)  # accept a Containment
         self.mark = mark
