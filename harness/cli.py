@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -51,6 +53,14 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _term_as_interrupt() -> None:
+    """SIGTERM (`timeout`, a CI job cancelled, `kill`) takes the Ctrl-C path: the run is
+    stopped, every process of it ended, and the report says `interrupted`. Left at its default,
+    SIGTERM would end the harness on the spot and leave the worker and its children running."""
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -63,4 +73,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_HARNESS_ERROR
+    _term_as_interrupt()
     return int(module.run(args))

@@ -52,3 +52,29 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
         from harness.cleanup import sweep_run
 
         sweep_run(run_id)
+
+
+def test_sigterm_leaves_nothing_behind(tmp_path, run_id):
+    """`timeout`, a cancelled CI job or `kill` send SIGTERM: the same clean stop as Ctrl-C."""
+    import signal
+    import subprocess
+
+    report_dir = tmp_path / "report"
+    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios", "ok"]
+    argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
+    argv += ["--report", str(report_dir), "--no-plot", "--progress", "none"]
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(timeout=120) == 130
+        assert run_pids(run_id) == [], "processes of the run survived SIGTERM"
+        report = json.loads((report_dir / "report.json").read_text())
+        assert report["interrupted"] is True and report["verdict"] == "interrupted"
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        from harness.cleanup import sweep_run
+
+        sweep_run(run_id)
