@@ -408,7 +408,7 @@ class Census:
                 elif kind == "signal":
                     rec.signals += 1
 
-    def _lineage_of(self, ev: dict, ts: float) -> dict:
+    def _lineage_of(self, ev: dict[str, Any], ts: float) -> dict[str, Any]:
         ppid = ev.get("ppid")
         parent = self._latest(ppid, before=ts) if isinstance(ppid, int) else None
         if parent is None:

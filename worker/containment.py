@@ -234,11 +234,11 @@ class Containment:
         ended: list[proctree.ProcId] = []
         for proc in proctree.adopted_children(exclude_pids):
             marker = proctree.marker_of(proc)
-            tree_mark = marker  # an ended observer's own mark: its whole tree, and only it
+            tree_mark = self._tree_mark(marker)
             if marker is None:
                 if not self._unmarked_stray(proc, live_starts):
                     continue
-                marker, tree_mark = self.mark, None  # the worker's mark would take live trees
+                marker = self.mark
             if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
@@ -251,6 +251,11 @@ class Containment:
             )
             ended.extend(result.ended)
         return ended
+
+    def _tree_mark(self, marker: str | None) -> str | None:
+        """The mark to end a stray's tree by: an ended observer's own (finer than ours) takes
+        its whole tree and only it; ours would take every observer's tree, live ones too."""
+        return marker if marker != self.mark else None
 
     def _unmarked_stray(self, proc: psutil.Process, live_starts: list[float]) -> bool:
         try:
@@ -278,7 +283,10 @@ class Containment:
             if pid_id is None or not proctree.is_alive(pid_id):
                 continue
             result = proctree.terminate_tree(
-                pid_id, mark=proctree.marker_of(proc), grace=1.0, dont_reap=exclude_pids
+                pid_id,
+                mark=self._tree_mark(proctree.marker_of(proc)),
+                grace=1.0,
+                dont_reap=exclude_pids,
             )
             ended.extend(result.ended)
         return ended
