@@ -55,8 +55,7 @@ def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) 
     if census is not None and census.adopting:
         # `soak --claude`: orphans of the run (its token or not) were handed to us.
         seen = {(k["pid"], k["create_time"]) for k in killed}
-        for pid_id in _end_adopted(census.own_children(), timeout):
-            _record(pid_id.pid, pid_id.create_time, seen, killed)
+        _end_adopted(census.own_children(), timeout, seen, killed)
     return killed
 
 
@@ -120,20 +119,18 @@ def _record(pid: int, create_time: float, seen: set[tuple[int, float]], killed: 
         killed.append({"pid": pid, "create_time": create_time})
 
 
-def _end_adopted(own: set[int], timeout: float) -> list[proctree.ProcId]:
+def _end_adopted(
+    own: set[int], timeout: float, seen: set[tuple[int, float]], killed: list[dict]
+) -> None:
     """Stop, then kill, every child of ours but `own` (as subreaper: orphans of the run), until
     QUIET_LOOKS looks in a row find none: stopped, a lineage that forks and exits holds still."""
-    ended: list[proctree.ProcId] = []
     deadline = time.monotonic() + timeout
     quiet = 0
-    while quiet < QUIET_LOOKS + 1 and time.monotonic() < deadline:
+    while quiet < QUIET_LOOKS and time.monotonic() < deadline:
         proctree.reap_zombies(own)
-        procs = _running(proctree.adopted_children(own))
-        quiet = 0 if procs else quiet + 1
-        done = _stop_then_kill(procs, set(), [])
-        ended += [i for i in map(proctree.identify, (p.pid for p in done)) if i is not None]
+        done = _stop_then_kill(_running(proctree.adopted_children(own)), seen, killed)
+        quiet = 0 if done else quiet + 1
         psutil.wait_procs(done, timeout=0.5)
-    return ended
 
 
 def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
