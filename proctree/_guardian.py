@@ -162,18 +162,46 @@ def end_all(
         return found
 
     ended: set[ProcId] = set()
+    quiet = 0
     for _ in range(END_ROUNDS):
+        _kill_our_groups(groups, mark, token)
         targets = find()
         if not targets:
-            break
-        for pgid in {_platform.group_of(t.pid) for t in targets} & set(groups):
-            _platform.kill_group(pgid)  # pgid is a watched group with a member of ours in it
+            # A scan can miss a lineage between two pids: done only after two quiet rounds.
+            quiet += 1
+            if quiet >= 2:
+                break
+            continue
+        quiet = 0
         targets = stop_spreading(targets, find)
         for t in targets:
             if _platform.send_kill(t):
                 ended.add(t)
         wait_gone(targets, 5.0)
     return sorted(ended)
+
+
+def _kill_our_groups(groups: dict[int, float], mark: str | None, token: str | None) -> None:
+    """killpg each watched group that still holds a process of ours: its leader (same
+    create_time), or any live member carrying our mark/token. Group membership outlasts every
+    single pid of a lineage that forks and exits in it; one member found is enough."""
+    for pgid, leader_ct in groups.items():
+        if _platform.group_empty(pgid):
+            continue
+        if is_alive(ProcId(pgid, leader_ct)):
+            _platform.kill_group(pgid)
+            continue
+        for pid in _platform.group_pids(pgid):
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() == psutil.STATUS_ZOMBIE or proc.create_time() < leader_ct:
+                    continue
+                ours = bool(mark or token) and carries(proc, mark=mark, token=token)
+            except psutil.Error:
+                continue
+            if ours:
+                _platform.kill_group(pgid)
+                break
 
 
 def run(stream: Any) -> int:
