@@ -79,7 +79,8 @@ def end_all(
         listed = set(psutil.pids())
         procs = _running(scan())
         if not procs:
-            procs = [p for p in _born_since(listed) if matches(p)]
+            born, _ = proctree.born_since(listed, 0.0, matches)
+            procs = [p for p in (pid_id.process() for pid_id in born) if p is not None]
         live = _stop_then_kill(procs, seen, killed)
         quiet = 0 if live else quiet + 1
         psutil.wait_procs(live, timeout=0.5)
@@ -139,16 +140,6 @@ def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
         try:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 out.append(proc)
-        except psutil.Error:
-            continue
-    return out
-
-
-def _born_since(listed: set[int]) -> list[psutil.Process]:
-    out = []
-    for pid in set(psutil.pids()) - listed:
-        try:
-            out.append(psutil.Process(pid))
         except psutil.Error:
             continue
     return out

@@ -30,6 +30,7 @@ from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_opti
 from ._terminate import (
     TerminationResult,
     aterminate_tree,
+    born_since,
     reap_zombies,
     sweep,
     terminate_tree,
@@ -49,6 +50,7 @@ __all__ = [
     "adopted_children",
     "after_spawn",
     "aterminate_tree",
+    "born_since",
     "capabilities",
     "descendants",
     "enable_subreaper",

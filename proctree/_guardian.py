@@ -22,13 +22,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from . import _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
 from ._scan import _Table, carries, protected_pids
 from ._spawn import MARK_ENV
-from ._terminate import born_since, stop_spreading, wait_gone
+from ._terminate import group_member, look_or_born, stop_spreading, wait_gone
 
 # Passes of end_all: each ends what the last one found; later ones catch what forked meanwhile.
 END_ROUNDS = 5
@@ -153,13 +151,13 @@ def end_all(
     pid by the time its old one is signalled: a group of ours is killed whole (killpg), and
     the rest is stopped (it forks no more) before it is killed."""
 
-    def find() -> set[ProcId]:
-        listed = set(psutil.pids())
-        found = {t for t in _targets(groups, mark, token, since) if is_alive(t)}
-        if not found and (mark or token):  # a look at what was born during that scan
-            born, _ = born_since(listed, since or 0.0, lambda p: carries(p, mark=mark, token=token))
-            found = set(born)
-        return found
+    def find() -> set[ProcId]:  # with one look at what was born during the scan
+        return look_or_born(
+            lambda: {t for t in _targets(groups, mark, token, since) if is_alive(t)},
+            since or 0.0,
+            lambda p: carries(p, mark=mark, token=token),
+            looks=1 if (mark or token) else 0,
+        )
 
     ended: set[ProcId] = set()
     quiet = 0
@@ -186,22 +184,11 @@ def _kill_our_groups(groups: dict[int, float], mark: str | None, token: str | No
     create_time), or any live member carrying our mark/token. Group membership outlasts every
     single pid of a lineage that forks and exits in it; one member found is enough."""
     for pgid, leader_ct in groups.items():
-        if _platform.group_empty(pgid):
-            continue
-        if is_alive(ProcId(pgid, leader_ct)):
+        if is_alive(ProcId(pgid, leader_ct)) or (
+            (mark or token)
+            and group_member(pgid, leader_ct, lambda p: carries(p, mark=mark, token=token))
+        ):
             _platform.kill_group(pgid)
-            continue
-        for pid in _platform.group_pids(pgid):
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() == psutil.STATUS_ZOMBIE or proc.create_time() < leader_ct:
-                    continue
-                ours = bool(mark or token) and carries(proc, mark=mark, token=token)
-            except psutil.Error:
-                continue
-            if ours:
-                _platform.kill_group(pgid)
-                break
 
 
 def run(stream: Any) -> int:

@@ -134,24 +134,17 @@ class _Tree:
         """A live process in our group that is provably ours: it carries our mark or token,
         or (as subreaper) it is a child of ours. Every pid we knew may be gone while the group
         lives on: a process that forks and exits keeps it populated under ever new pids."""
-        pgid = self.group if isinstance(self.group, int) else None
-        if pgid is None or _platform.group_empty(pgid):
+        if not isinstance(self.group, int):
             return None
-        floor = self.root.create_time - CREATE_TIME_TOLERANCE
         me = os.getpid()
-        for pid in _platform.group_pids(pgid):
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() < floor or proc.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                ours = self._carries(proc) or (self.local and proc.ppid() == me)
-            except psutil.Error:
-                continue
-            pid_id = of_process(proc) if ours else None
-            if pid_id is not None:
-                self.known.add(pid_id)
-                return pid_id
-        return None
+        member = group_member(
+            self.group,
+            self.root.create_time - CREATE_TIME_TOLERANCE,
+            lambda proc: self._carries(proc) or (self.local and proc.ppid() == me),
+        )
+        if member is not None:
+            self.known.add(member)
+        return member
 
     def refresh(self) -> set[ProcId]:
         listed = None if self.local else set(psutil.pids())
@@ -272,6 +265,43 @@ def stop_spreading(found: set[ProcId], find: Callable[[], set[ProcId]]) -> set[P
             _platform.send_stop(pid_id)
         stopped |= fresh
         found |= find()
+    return found
+
+
+def group_member(pgid: int, since: float, ours: Callable[[psutil.Process], bool]) -> ProcId | None:
+    """A live process in group `pgid`, created at or after `since`, for which `ours` holds."""
+    if _platform.group_empty(pgid):
+        return None
+    for pid in _platform.group_pids(pgid):
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() < since or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if not ours(proc):
+                continue
+        except psutil.Error:
+            continue
+        pid_id = of_process(proc)
+        if pid_id is not None:
+            return pid_id
+    return None
+
+
+def look_or_born(
+    look: Callable[[], set[ProcId]],
+    since: float,
+    ours: Callable[[psutil.Process], bool],
+    looks: int = CHASE_LOOKS,
+) -> set[ProcId]:
+    """`look()`; if it finds nothing, up to `looks` short looks at the processes born since
+    (those `ours` accepts): a process that forks and exits may have been between two pids."""
+    listed = set(psutil.pids())
+    found = look()
+    for _ in range(looks):
+        if found:
+            break
+        born, listed = born_since(listed, since, ours)
+        found = set(born)
     return found
 
 
@@ -549,15 +579,11 @@ def sweep(
 
     def find() -> set[ProcId]:
         """Carrying mark/token now; if nothing, a look at what was born during the scan."""
-        listed = set(psutil.pids())
+        return look_or_born(carrying_now, since or 0.0, carrying)
+
+    def carrying_now() -> set[ProcId]:
         found = {i for i in map(of_process, scan(mark=mark, token=token, since=since)) if i}
-        found = {i for i in found if i.pid not in spared and is_alive(i)}
-        for _ in range(CHASE_LOOKS):
-            if found:
-                break
-            born, listed = born_since(listed, since or 0.0, carrying)
-            found = {i for i in born if i.pid not in spared}
-        return found
+        return {i for i in found if i.pid not in spared and is_alive(i)}
 
     def carrying(proc: psutil.Process) -> bool:
         return proc.pid not in spared and carries(proc, mark=mark, token=token)
