@@ -24,7 +24,7 @@ from __future__ import annotations
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
 from ._guardian import Guardian, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
-from ._platform import enable_subreaper, is_subreaper
+from ._platform import enable_subreaper, is_subreaper, pdeathsig_method
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
 from ._terminate import (
@@ -60,6 +60,7 @@ __all__ = [
     "is_alive",
     "is_subreaper",
     "mark_matches",
+    "pdeathsig_method",
     "marker_of",
     "reap_zombies",
     "scan",

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 
+from . import _launcher
 from ._identity import ProcId
 from ._posix import send_verified as _posix_send_verified
 
@@ -95,13 +96,19 @@ def child_pids(pid: int) -> list[int] | None:
 
 
 @functools.cache
-def pdeathsig_launcher() -> str | None:
-    """util-linux `setpriv` if it can set the parent-death signal (util-linux >= 2.33), else None.
+def pdeathsig_launcher() -> tuple[str, str] | None:
+    """(kind, path) of the program that sets the parent-death signal and execs, or None.
 
-    It sets PR_SET_PDEATHSIG and execs the command, so the spawn needs no preexec_fn: with one,
+    kind "native": proctree's own launcher (_launcher.py), built once with the C compiler;
+    kind "setpriv": util-linux >= 2.33. Either way the spawn needs no preexec_fn: with one,
     Python must fork the whole parent and run Python code in the child before exec (5-9 ms on
     the spawning thread, measured on a 60 MB worker) instead of a vfork (under 1 ms).
     """
+    choice = os.environ.get(_launcher.CHOICE_ENV, "").strip().lower()
+    if choice == "preexec":
+        return None
+    if choice != "setpriv" and (native := _launcher.native_launcher()) is not None:
+        return "native", native
     path = shutil.which("setpriv")
     if path is None:
         return None
@@ -111,17 +118,27 @@ def pdeathsig_launcher() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return path if out.returncode == 0 and "--pdeathsig" in out.stdout else None
+    return ("setpriv", path) if out.returncode == 0 and "--pdeathsig" in out.stdout else None
 
 
-def pdeathsig_argv(argv: list[str]) -> list[str] | None:
+def pdeathsig_argv(argv: list[str], parent_pid: int, program: str) -> list[str] | None:
     """argv run under the launcher with SIGKILL as its parent-death signal, or None.
 
-    Unlike pdeathsig_preexec it cannot check that the parent is still alive after the prctl;
-    a parent that dies in that instant leaves the child to the guardian's sweep.
+    program: argv[0] as found on the child's PATH. The native launcher execs it directly and
+    kills itself if parent_pid is no longer its parent after the prctl; setpriv cannot check,
+    so a parent that dies in that instant leaves the child to the guardian's sweep.
     """
     launcher = pdeathsig_launcher()
-    return None if launcher is None else [launcher, "--pdeathsig", "KILL", "--", *argv]
+    if launcher is None:
+        return None
+    kind, path = launcher
+    if kind == "native":
+        if os.sep in argv[0]:
+            program = argv[0]  # as exec would take it: relative to the child's cwd
+        elif not os.path.isabs(program):
+            return None  # found through a relative PATH entry: only a PATH search in the child
+        return [path, str(parent_pid), program, *argv]
+    return [path, "--pdeathsig", "KILL", "--", *argv]
 
 
 def send_verified(pid_id: ProcId, sig: int) -> bool:

@@ -57,12 +57,23 @@ def spawn_plan(
     kwargs = _posix.popen_kwargs()
     if LINUX and capabilities().has_pdeathsig:
         wrapped = None
-        if argv and shutil.which(argv[0], path=path) is not None:
-            wrapped = _native.pdeathsig_argv(argv)
+        program = shutil.which(argv[0], path=path) if argv else None
+        if argv and program is not None:
+            wrapped = _native.pdeathsig_argv(argv, parent_pid, program)
         if wrapped is not None:
             return wrapped, kwargs
         kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
     return argv, kwargs
+
+
+def pdeathsig_method() -> str | None:
+    """How spawn_options sets the parent-death signal here ("native PATH", "setpriv PATH",
+    "preexec_fn"), or None where it is not set. The first call builds proctree's launcher
+    if it must: a daemon calls this at start, so that its first spawn does not wait."""
+    if not LINUX or not capabilities().has_pdeathsig:
+        return None
+    launcher = _native.pdeathsig_launcher()
+    return "preexec_fn" if launcher is None else " ".join(launcher)
 
 
 def child_pids(pid: int) -> list[int]:

@@ -70,6 +70,7 @@ class Containment:
         # without reading their environment.
         self.since = create_time
         self.subreaper = False
+        self.pdeathsig: str | None = None
         self.guardian: proctree.Guardian | None = None
         self.guardian_id: proctree.ProcId | None = None
         self.guardian_starts = 0
@@ -81,6 +82,9 @@ class Containment:
     def start(self) -> None:
         # Linux: orphans of our children (escapees) reparent to us, not to PID 1.
         self.subreaper = proctree.enable_subreaper()
+        # Now rather than at the first spawn: it may have to build proctree's launcher.
+        self.pdeathsig = proctree.pdeathsig_method()
+        log.info("parent-death signal: %s", self.pdeathsig or "not available here")
         self.start_guardian([])
 
     # -- the guardian -------------------------------------------------------------------------

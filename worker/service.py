@@ -154,6 +154,7 @@ class WorkerService:
             },
             "containment": {
                 "subreaper": self.containment.subreaper,
+                "pdeathsig": self.containment.pdeathsig,
                 "mark": self.mark,
                 # fixed mode on POSIX: the process that ends our trees if we are kill -9ed
                 "guardian": self.containment.guardian_info(),

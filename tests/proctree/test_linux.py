@@ -14,6 +14,8 @@ import pytest
 from proctree_helpers import Runner, read_report, wait_for
 
 import proctree
+from proctree import _launcher, _linux
+from proctree._launcher import CHOICE_ENV
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="prctl subreaper/pdeathsig are Linux-only"
@@ -56,10 +58,11 @@ def test_without_subreaper_escapee_goes_elsewhere(run: Runner) -> None:
 
 
 def _start_spawner(
-    run: Runner, n: int, fallback: bool, style: str = "argv"
+    run: Runner, n: int, fallback: bool, style: str = "argv", launcher: str = ""
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    report = run.tmp_path / f"spawner-{fallback}-{style}.txt"
+    report = run.tmp_path / f"spawner-{fallback}-{style}-{launcher}.txt"
     env = dict(os.environ, PROCTREE_FALLBACK="1" if fallback else "0")
+    env[CHOICE_ENV] = launcher
     mark = run.mark
     argv = [sys.executable, str(SPAWNER), str(report), run.token, mark, str(n), "--style", style]
     spawner = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
@@ -79,10 +82,22 @@ def _mains(report: Path) -> list[proctree.ProcId]:
     return [i for i in ids if i is not None]
 
 
-@pytest.mark.parametrize("style", ["argv", "kwargs"])
-def test_pdeathsig_takes_children_when_parent_is_sigkilled(run: Runner, style: str) -> None:
-    """Both ways of setting it: the launcher wrapping argv, and the preexec_fn."""
-    spawner, report = _start_spawner(run, n=3, fallback=False, style=style)
+@pytest.mark.parametrize(
+    ("style", "launcher"), [("argv", "native"), ("argv", "setpriv"), ("kwargs", "preexec")]
+)
+def test_pdeathsig_takes_children_when_parent_is_sigkilled(
+    run: Runner, style: str, launcher: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way of setting it: proctree's launcher or setpriv wrapping argv, the preexec_fn."""
+    if style == "argv":
+        # The spawner resolves its launcher as this process does with the same setting.
+        monkeypatch.setenv(CHOICE_ENV, launcher)
+        _linux.pdeathsig_launcher.cache_clear()
+        found = _linux.pdeathsig_launcher()
+        _linux.pdeathsig_launcher.cache_clear()
+        if found is None or found[0] != launcher:
+            pytest.skip(f"no {launcher} launcher on this machine (found {found})")
+    spawner, report = _start_spawner(run, n=3, fallback=False, style=style, launcher=launcher)
     mains = _mains(report)
     assert len(mains) == 3 and all(proctree.is_alive(m) for m in mains)
     spawner.send_signal(signal.SIGKILL)
@@ -160,3 +175,70 @@ def test_own_child_tree_is_found_child_by_child(
     assert not tree.living(), tree.living()
     assert {escapee, *tree.ids("child", "grandchild")} <= set(res.ended)
     assert other.living() == other.ids()  # untouched
+
+
+def _native_or_skip() -> str:
+    path = _launcher.native_launcher()
+    if path is None:
+        pytest.skip("no C compiler: proctree's launcher cannot be built here")
+    return path
+
+
+def test_launcher_whose_parent_died_before_the_prctl_kills_itself(tmp_path: Path) -> None:
+    """The race setpriv leaves open: the parent is gone by the time the signal is set. The
+    launcher sees that its parent is not the one it was told and dies before the command."""
+    path = _native_or_skip()
+    flag = tmp_path / "ran"
+    cmd = [sys.executable, "-c", f"open({str(flag)!r}, 'w').close()"]
+    other = os.getppid()  # a live process that is not the launcher's parent
+    done = subprocess.run([path, str(other), cmd[0], *cmd], timeout=60)
+    assert done.returncode == -signal.SIGKILL and not flag.exists()
+    # Control: told its real parent, it runs the command.
+    done = subprocess.run([path, str(os.getpid()), cmd[0], *cmd], timeout=60)
+    assert done.returncode == 0 and flag.exists()
+
+
+def test_launcher_reports_what_it_cannot_run(tmp_path: Path) -> None:
+    path = _native_or_skip()
+    missing = str(tmp_path / "no-such-program")
+    done = subprocess.run(
+        [path, str(os.getpid()), missing, "x"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 127 and missing in done.stderr
+    done = subprocess.run([path, "not-a-pid", "/bin/true", "true"], capture_output=True, timeout=60)
+    assert done.returncode == 127 and b"usage" in done.stderr
+
+
+def test_launcher_is_built_into_the_cache_and_a_tampered_one_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _native_or_skip()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = Path(_launcher.native_launcher() or "")
+    assert path.parent == tmp_path / "leakproof" and path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no build leftovers
+    built = path.stat().st_ino
+    path.chmod(0o777)  # writable by others: not to be run for every spawn
+    assert _launcher.native_launcher() == str(path)
+    assert path.stat().st_ino != built and not path.stat().st_mode & 0o022
+
+
+def test_without_a_compiler_setpriv_or_the_preexec_fn_sets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-cc"))
+    monkeypatch.setattr(_launcher, "_compiler", lambda: None)
+    assert _launcher.native_launcher() is None
+    _linux.pdeathsig_launcher.cache_clear()
+    try:
+        found = _linux.pdeathsig_launcher()
+        argv = ["sleep", "1"]
+        opts = proctree.spawn_options("m", argv=argv)
+        if found is None:
+            assert opts.argv == argv and "preexec_fn" in opts
+        else:
+            assert found[0] == "setpriv" and opts.argv is not None
+            assert opts.argv[:4] == [found[1], "--pdeathsig", "KILL", "--"]
+    finally:
+        _linux.pdeathsig_launcher.cache_clear()

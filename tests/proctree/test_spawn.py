@@ -58,7 +58,8 @@ def test_pdeathsig_only_on_native_linux(mode: str) -> None:
     wrapped = proctree.spawn_options("m", argv=argv)
     if caps.has_pdeathsig and wrapped.argv != argv:
         assert "preexec_fn" not in wrapped and wrapped.argv[-len(argv) :] == argv
-        assert "--pdeathsig" in wrapped.argv
+        # proctree's launcher (parent pid, program, argv) or setpriv's options
+        assert wrapped.argv[1:3] == [str(os.getpid()), argv[0]] or "--pdeathsig" in wrapped.argv
     else:
         assert wrapped.argv == argv and ("preexec_fn" in wrapped) == caps.has_pdeathsig
     if sys.platform.startswith("linux"):
