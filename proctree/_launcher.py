@@ -128,16 +128,21 @@ def _compiler() -> str | None:
     return None
 
 
+def _ours_alone(st: os.stat_result) -> bool:
+    return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _trusted(path: Path) -> bool:
-    """Ours and writable by nobody else: we are about to run it for every spawn."""
+    """It and its directory ours and writable by nobody else: we run it for every spawn."""
     try:
-        st = path.stat()
+        st, parent = path.lstat(), path.parent.lstat()
     except OSError:
         return False
     return (
         stat.S_ISREG(st.st_mode)
-        and st.st_uid == os.getuid()
-        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and _ours_alone(st)
+        and stat.S_ISDIR(parent.st_mode)
+        and _ours_alone(parent)
         and os.access(path, os.X_OK)
     )
 
@@ -197,6 +202,8 @@ def native_launcher() -> str | None:
         return None
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not _ours_alone(target.parent.lstat()):
+            return None  # others could swap what we build: setpriv instead
     except OSError:
         return None
     attempts = [RAW_FLAGS, []] if machine in RAW_MACHINES else [[]]

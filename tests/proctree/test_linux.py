@@ -221,6 +221,8 @@ def test_launcher_is_built_into_the_cache_and_a_tampered_one_is_rebuilt(
     path.chmod(0o777)  # writable by others: not to be run for every spawn
     assert _launcher.native_launcher() == str(path)
     assert path.stat().st_ino != built and not path.stat().st_mode & 0o022
+    path.parent.chmod(0o777)  # a directory others can write to: nothing in it is run
+    assert _launcher.native_launcher() is None
 
 
 def test_without_a_compiler_setpriv_or_the_preexec_fn_sets_it(
