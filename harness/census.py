@@ -40,6 +40,7 @@ import psutil
 
 from harness.ledger import LedgerTail
 from harness.target import SpawnedProcess
+from harness.text import printable
 
 CT_TOLERANCE = 0.01  # docs/contracts.md: the fake may compute create_time without psutil
 RUN_ID_FLAG = "--fake-claude-run-id="
@@ -92,7 +93,7 @@ class ProcRecord:
         return self.exited_at is None
 
     def command(self) -> str:
-        return " ".join(self.cmdline) if self.cmdline else "?"
+        return printable(" ".join(self.cmdline)) if self.cmdline else "?"
 
 
 @dataclass
@@ -253,7 +254,9 @@ class Census:
             import proctree
 
             self._own_children = {c.pid for c in psutil.Process().children()}
-            self.adopting = proctree.enable_subreaper()
+            # Even with PROCTREE_FALLBACK set (for the worker): a judge that lost its subreaper
+            # could not see a daemon that scrubbed both our run id and the worker's mark.
+            self.adopting = proctree.enable_subreaper(despite_fallback=True)
         self.sample()
         self._thread = threading.Thread(target=self._loop, name="census", daemon=True)
         self._thread.start()

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.text import printable
+
 if TYPE_CHECKING:
     import psutil
 
@@ -305,7 +307,9 @@ class LeakTracker:
                 if any(helper in cmdline for helper in _LIFETIME_HELPERS):
                     self._state.settled.add(proc.identity)
                     continue
-                leaks.append(Leak(proc.pid, ppid, proc.create_time, cmdline, owner.label))
+                leaks.append(
+                    Leak(proc.pid, ppid, proc.create_time, printable(cmdline), owner.label)
+                )
         return leaks, zombies
 
     def wait_for_leaks(

@@ -10,6 +10,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from harness.census import ProcRecord
+from harness.text import printable, printable_argv
 
 
 def format_elapsed(seconds: float) -> str:
@@ -33,7 +34,7 @@ def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -
         "ppid": rec.ppid,
         "rss": rec.rss,
         "age": round(((rec.exited_at or now) - rec.spawn_ts), 3),
-        "cmdline": rec.cmdline,
+        "cmdline": printable_argv(rec.cmdline),
         "scenario": rec.scenario,
         "role": rec.role,
         "session": session,
@@ -48,7 +49,7 @@ def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
     for e in leaked:
-        cmd = " ".join(e.get("cmdline") or []) or "?"
+        cmd = printable(" ".join(e.get("cmdline") or [])) or "?"
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
             f"{format_elapsed(e.get('age') or 0):>10} {cmd[:width]}"
@@ -73,7 +74,7 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
         name=f"{report.get('mode')}-{report.get('sessions')}-sessions",
         time=f"{report.get('duration_s', 0):.3f}",
     )
-    message = "; ".join(report.get("reasons", [])) or verdict
+    message = printable("; ".join(report.get("reasons", [])) or verdict)
     if verdict == "FAIL":
         el = ET.SubElement(case, "failure", message=message)
         el.text = leaks_table(report.get("leaked", []))
