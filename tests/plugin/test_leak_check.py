@@ -303,3 +303,26 @@ def test_sampler_does_not_disturb_the_tests_own_process_iter(
     pytester.makeini("[pytest]\nleak_check_interval = 0.005\n")
     result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
     result.assert_outcomes(passed=1)
+
+
+def test_a_leak_with_an_unprintable_command_line_is_named_readably(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Undecodable bytes and a terminal escape in a leaked child's argv: the report shows
+    them as escapes (not a crash of the report, not a cleared terminal) and the child ends."""
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        def test_leaks_odd_argv():
+            odd = b"odd\\xff\\x1b[2J"
+            proc = subprocess.Popen([sys.executable, "-c", SLEEP, "600", MARKER, odd])
+            (OUT / "odd.pid").write_text(str(proc.pid))
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=1, errors=1)
+    section = teardown_errors(result.stdout.str())["test_leaks_odd_argv"]
+    assert str(pid_of(out, "odd")) in section
+    assert "odd\\xff\\x1b[2J" in section and "\x1b[2J" not in section
+    assert wait_until_gone(marker) == []
