@@ -170,6 +170,40 @@ def turn_then_flood(msg):
     record("flooded")
 serve(on_turn=turn_then_flood)
 """,
+    # 7) Serves, and at stdin EOF stops itself (SIGSTOP: SIGTERM stays pending); a grandchild
+    # in a group of its own stops itself at once.
+    "stops-itself": r"""
+record("main")
+daemon_sleep("grandchild", code="import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)",
+             setpgid=True)
+serve()
+os.kill(os.getpid(), signal.SIGSTOP)
+while True:
+    time.sleep(1)
+""",
+    # 8) A grandchild in a group of its own, ignoring SIGTERM, starts 20 children that exit at
+    # once and never reaps them: 20 zombies under a live process.
+    "zombie-farm": r"""
+record("main")
+if os.fork() == 0:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record("farmer")
+    for i in range(20):
+        if os.fork() == 0:
+            os._exit(0)
+    record("farmed")
+    while True:
+        time.sleep(1)
+serve()
+""",
+    # 9) Never reads stdin, never answers, ignores SIGTERM.
+    "deaf": r"""
+record("main")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+while True:
+    time.sleep(1)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")

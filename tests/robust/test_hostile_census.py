@@ -72,6 +72,8 @@ LEAKY_CASES = {
     "double-fork-noenv": {"main", "escapee"},
     "holds-stdout": {"grandchild"},  # its main exits at once
     "closed-stdio": {"main"},
+    "stops-itself": {"main", "grandchild"},
+    "zombie-farm": {"main", "farmer"},
 }
 
 

@@ -3,10 +3,12 @@ worker neither hangs nor crashes, and nothing any hostile child started is left 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 from hostile import Hostile
 from workerkit import Worker, wait_until
@@ -36,6 +38,9 @@ CASES: dict[str, tuple[dict[str, object], set[str]]] = {
     "fork-chain": ({"n": 40}, {"main"}),
     "flood": ({}, {"main"}),
     "own-pgid": ({}, {"main", "grandchild0", "grandchild1"}),
+    "stops-itself": ({}, {"main", "grandchild"}),
+    "zombie-farm": ({}, {"main", "farmer", "farmed"}),
+    "deaf": ({}, {"main"}),
 }
 
 
@@ -83,6 +88,8 @@ def check_session(case: str, roles: set[str], hostile: Hostile, worker: Worker) 
     worker.wait_session_done(sid, SESSION_DEADLINE)
     took = time.monotonic() - started
     assert_all_gone(hostile, case)
+    # Nothing they left exited unreaped either: as subreaper the worker reaps what it adopts.
+    wait_until(lambda: not worker_zombies(worker), GONE_DEADLINE, f"{case}: no zombie children")
     # It still serves, and it did not crash on the way.
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()
     assert worker.api().ok("GET", "/api/health")
@@ -95,6 +102,20 @@ def check_session(case: str, roles: set[str], hostile: Hostile, worker: Worker) 
     # Its own helper, an unmarked child of the worker too, was left alone by the sweeps.
     guardian = worker.stats()["containment"]["guardian"]
     assert guardian["alive"] and guardian["starts"] == 1, guardian
+
+
+def worker_zombies(worker: Worker) -> list[int]:
+    assert worker.proc is not None
+    try:
+        children = psutil.Process(worker.proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    zombies = []
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                zombies.append(child.pid)
+    return zombies
 
 
 def _long_timeout_flags(turn_timeout: float) -> list[str]:
