@@ -168,6 +168,8 @@ class Census:
         self.latencies: list[float] = []
         self.leaked: list[ProcRecord] = []
         self.zombies: dict[tuple[int, float], ProcRecord] = {}
+        # Zombies whose parent is outside the run (init, after an escape): theirs to reap.
+        self.zombies_elsewhere: dict[tuple[int, float], ProcRecord] = {}
         self.escaped: dict[tuple[int, float], ProcRecord] = {}
         self.total_procs = 0
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
@@ -777,7 +779,24 @@ class Census:
                         self.leaked.append(rec)
                         self._mark_session_leaked(rec)
                 elif rec.zombie_since is not None and not rec.reaped and past:
-                    self.zombies[rec.identity] = rec
+                    self._note_zombie(rec)
+
+    def _note_zombie(self, rec: ProcRecord) -> None:
+        """A zombie past its deadline is the run's fault only if the run holds it: its parent is
+        the worker, us, or a live process of the run. One whose parent is outside the run (PID
+        1 after an escape, which reaps at its own pace) is dead, not leaked: listed apart."""
+        ppid = rec.ppid
+        parent = self._latest(ppid) if ppid is not None else None
+        ours = (
+            ppid is None
+            or ppid in (self.worker_pid, self._me)
+            or (parent is not None and parent.alive and not parent.reaped)
+        )
+        if ours:
+            self.zombies[rec.identity] = rec
+            self.zombies_elsewhere.pop(rec.identity, None)
+        else:
+            self.zombies_elsewhere[rec.identity] = rec
 
     def _mark_session_leaked(self, rec: ProcRecord) -> None:
         key = self.session_of(rec)
@@ -891,7 +910,7 @@ class Census:
                         self.leaked.append(rec)
                         self._mark_session_leaked(rec)
                     elif rec.zombie_since is not None and not rec.reaped:
-                        self.zombies[rec.identity] = rec
+                        self._note_zombie(rec)
             self._compact()
             self.judging = False
 

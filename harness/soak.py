@@ -419,6 +419,12 @@ def _build_report(
         "leaked_count": len(leaked),
         "leaked": leaked,
         "zombies": zombies_end,
+        # exited, awaiting a reaper outside the run (not the target's to reap): not judged
+        "zombies_elsewhere": [
+            leak_entry(r, census.session_of(r))
+            for r in census.zombies_elsewhere.values()
+            if not r.reaped
+        ],
         "escaped": escaped,
         "processes_seen": census.total_procs,
         "peak_descendants": census.peak_descendants,
