@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -305,6 +306,7 @@ def test_sampler_does_not_disturb_the_tests_own_process_iter(
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="argv bytes that are not text: POSIX only")
 def test_a_leak_with_an_unprintable_command_line_is_named_readably(
     pytester: pytest.Pytester, marker: str
 ) -> None:
