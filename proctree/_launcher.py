@@ -116,8 +116,11 @@ RAW_FLAGS = [
 RAW_MACHINES = {"x86_64", "amd64"}
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def cache_dir() -> Path | None:
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except RuntimeError:  # no home directory to be found
+        return None
     return Path(base) / "leakproof"
 
 
@@ -166,7 +169,10 @@ def _works(path: Path) -> bool:
 
 def _build(cc: str, target: Path, flags: list[str]) -> bool:
     """Compile into a private file next to target, then rename: concurrent builds are safe."""
-    fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    except OSError:
+        return False
     os.close(fd)
     tmp = Path(tmp_name)
     src = tmp.parent / (tmp.name + ".c")
@@ -194,7 +200,10 @@ def native_launcher() -> str | None:
     """The built launcher's path (building it on first use), or None if it cannot be had."""
     machine = platform.machine().lower()
     digest = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
-    target = cache_dir() / f"pdeathsig-{digest}-{machine}"
+    folder = cache_dir()
+    if folder is None:
+        return None
+    target = folder / f"pdeathsig-{digest}-{machine}"
     if _trusted(target) and _works(target):
         return str(target)
     cc = _compiler()

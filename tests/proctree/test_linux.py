@@ -244,3 +244,21 @@ def test_without_a_compiler_setpriv_or_the_preexec_fn_sets_it(
             assert opts.argv[:4] == [found[1], "--pdeathsig", "KILL", "--"]
     finally:
         _linux.pdeathsig_launcher.cache_clear()
+
+
+def test_a_cache_that_cannot_be_written_leaves_setpriv_or_the_preexec_fn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(not_a_dir))
+    assert _launcher.native_launcher() is None
+    _linux.pdeathsig_launcher.cache_clear()
+    try:
+        method = proctree.pdeathsig_method()
+        assert method is not None and not method.startswith("native")
+        opts = proctree.spawn_options("m", argv=["true"])
+        proc = subprocess.Popen(opts.argv or ["true"], **opts)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        _linux.pdeathsig_launcher.cache_clear()
