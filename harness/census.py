@@ -881,6 +881,21 @@ class Census:
         with self._lock:
             return [r for recs in self.records.values() for r in recs if r.alive]
 
+    def read_ledger(self) -> None:
+        """Take in the ledger's new lines now (between samples): a lineage that forks and exits
+        writes its newest pid there the moment it is born."""
+        with self._lock:
+            self._read_ledger()
+
+    def ledger_size(self) -> int:
+        """Bytes in the ledger so far: while it grows, some process of the run is at work."""
+        if self._ledger is None:
+            return 0
+        try:
+            return self._ledger.path.stat().st_size
+        except OSError:
+            return 0
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psutil
 
 import proctree
-from harness.census import CT_TOLERANCE, Census, run_id_token
+from harness.census import CT_TOLERANCE, Census, ProcRecord, run_id_token
 
 
 def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Process]:
@@ -47,11 +47,19 @@ def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) 
     """SIGKILL every remaining process of the run; return what had to be killed."""
     token = run_id_token(run_id)
 
-    def scan() -> list[psutil.Process]:
-        procs = [r.proc for r in census.live_records() if r.proc is not None] if census else []
-        return procs + run_processes(run_id)
+    def known() -> list[psutil.Process]:
+        if census is None:
+            return []
+        census.read_ledger()
+        return [p for p in (_handle(r) for r in census.live_records()) if p is not None]
 
-    killed = end_all(scan, lambda proc: token in _cmdline(proc), timeout)
+    killed = end_all(
+        lambda: run_processes(run_id),
+        lambda proc: token in _cmdline(proc),
+        timeout,
+        known=known,
+        activity=census.ledger_size if census is not None else None,
+    )
     if census is not None and census.adopting:
         # `soak --claude`: orphans of the run (its token or not) were handed to us.
         seen = {(k["pid"], k["create_time"]) for k in killed}
@@ -63,26 +71,35 @@ def end_all(
     scan: Callable[[], list[psutil.Process]],
     matches: Callable[[psutil.Process], bool],
     timeout: float = 15.0,
+    *,
+    known: Callable[[], list[psutil.Process]] | None = None,
+    activity: Callable[[], int] | None = None,
 ) -> list[dict]:
-    """Stop, then SIGKILL, what `scan` finds, until QUIET_LOOKS rounds in a row find nothing;
-    return what was killed ({pid, create_time}, each once).
+    """Stop, then SIGKILL, what `known` (cheap: processes already known) and then `scan` find,
+    until QUIET_LOOKS rounds in a row find nothing and `activity` (a counter of the run's
+    doings, e.g. its ledger's size) did not move; return what was killed ({pid, create_time},
+    each once).
 
     A process that forks and exits under ever new pids can be gone by the time a scan reads
-    it while its lineage lives on: stopped, it forks no more; and a scan that finds nothing is
-    followed by a look at the processes born during it (those `matches` says are ours).
+    it while its lineage lives on: stopped, it forks no more; a scan that finds nothing is
+    followed by a look at the processes born during it (those `matches` says are ours); and
+    while the run still writes, it is not over, however quiet the scans.
     """
     killed: list[dict] = []
     seen: set[tuple[int, float]] = set()
     deadline = time.monotonic() + timeout
     quiet = 0
     while quiet < QUIET_LOOKS and time.monotonic() < deadline:
+        before = activity() if activity is not None else 0
         listed = set(psutil.pids())
+        live = _stop_then_kill(_running(known()), seen, killed) if known is not None else []
         procs = _running(scan())
-        if not procs:
+        if not procs and not live:
             born, _ = proctree.born_since(listed, 0.0, matches)
             procs = [p for p in (pid_id.process() for pid_id in born) if p is not None]
-        live = _stop_then_kill(procs, seen, killed)
-        quiet = 0 if live else quiet + 1
+        live += _stop_then_kill(procs, seen, killed)
+        busy = activity is not None and activity() != before
+        quiet = 0 if live or busy else quiet + 1
         psutil.wait_procs(live, timeout=0.5)
     return killed
 
@@ -132,6 +149,20 @@ def _end_adopted(
         done = _stop_then_kill(_running(proctree.adopted_children(own)), seen, killed)
         quiet = 0 if done else quiet + 1
         psutil.wait_procs(done, timeout=0.5)
+
+
+def _handle(rec: ProcRecord) -> psutil.Process | None:
+    """The census record's process, if its pid still holds it (a record known from the
+    ledger alone has no handle yet)."""
+    if rec.proc is not None:
+        return rec.proc
+    try:
+        proc = psutil.Process(rec.pid)
+        if abs(proc.create_time() - rec.create_time) <= CT_TOLERANCE:
+            return proc
+    except psutil.Error:
+        pass
+    return None
 
 
 def _running(procs: list[psutil.Process]) -> list[psutil.Process]:

@@ -41,6 +41,8 @@ FREEZE_ROUNDS = 5
 # of ours keep exiting during the looks, up to CHURN_LOOKS (each lists our children only).
 CHASE_LOOKS = 2
 CHURN_LOOKS = 20
+# born_since: looks in a row while newcomers vanish before they can be read.
+BORN_PASSES = 4
 
 
 @dataclass
@@ -310,21 +312,37 @@ def born_since(
 ) -> tuple[list[ProcId], set[int]]:
     """Processes born after the listing `listed` (and after `since`, a create_time) for which
     `ours` holds, and the new listing. A second, short look after a scan that found nothing:
-    a process that forks and exits may have been between two pids during the scan."""
-    now = set(psutil.pids())
+    a process that forks and exits may have been between two pids during the scan.
+
+    Newest first, since such a lineage lives under its latest pid; and when a newcomer was gone
+    before it could be read (on a loaded machine, often the lineage's pid of a moment ago), up
+    to BORN_PASSES looks at what was born since the last listing."""
     floor = since - CREATE_TIME_TOLERANCE
     found: list[ProcId] = []
-    for pid in now - set(listed):
-        try:
-            proc = psutil.Process(pid)
-            if proc.create_time() < floor or not ours(proc):
+    known = set(listed)
+    for _ in range(BORN_PASSES):
+        now = set(psutil.pids())
+        vanished = False
+        # pids grow until they wrap: descending order reads the newest first (mostly)
+        for pid in sorted(now - known, reverse=True):
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() < floor or not ours(proc):
+                    continue
+            except psutil.NoSuchProcess:  # zombies too: exited before we could tell
+                vanished = True
                 continue
-        except psutil.Error:
-            continue
-        pid_id = of_process(proc)
-        if pid_id is not None and is_alive(pid_id):
-            found.append(pid_id)
-    return found, now
+            except psutil.Error:
+                continue
+            pid_id = of_process(proc)
+            if pid_id is not None and is_alive(pid_id):
+                found.append(pid_id)
+            else:
+                vanished = True
+        known = now
+        if found or not vanished:
+            break
+    return found, known
 
 
 def _orphans(group: Any, mark: str | None, token: str | None, since: float) -> list[psutil.Process]:
