@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psutil
 
 import proctree
-from harness.census import CT_TOLERANCE, Census, ProcRecord, run_id_token
+from harness.census import CT_TOLERANCE, Census, run_id_token
 
 
 def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Process]:
@@ -51,7 +51,11 @@ def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) 
         if census is None:
             return []
         census.read_ledger()
-        return [p for p in (_handle(r) for r in census.live_records()) if p is not None]
+        # A record known from the ledger alone has no handle yet: its identity finds it.
+        handles = (
+            r.proc or proctree.ProcId(r.pid, r.create_time).process() for r in census.live_records()
+        )
+        return [p for p in handles if p is not None]
 
     killed = end_all(
         lambda: run_processes(run_id),
@@ -149,20 +153,6 @@ def _end_adopted(
         done = _stop_then_kill(_running(proctree.adopted_children(own)), seen, killed)
         quiet = 0 if done else quiet + 1
         psutil.wait_procs(done, timeout=0.5)
-
-
-def _handle(rec: ProcRecord) -> psutil.Process | None:
-    """The census record's process, if its pid still holds it (a record known from the
-    ledger alone has no handle yet)."""
-    if rec.proc is not None:
-        return rec.proc
-    try:
-        proc = psutil.Process(rec.pid)
-        if abs(proc.create_time() - rec.create_time) <= CT_TOLERANCE:
-            return proc
-    except psutil.Error:
-        pass
-    return None
 
 
 def _running(procs: list[psutil.Process]) -> list[psutil.Process]:

@@ -133,10 +133,10 @@ def pdeathsig_argv(argv: list[str], parent_pid: int, program: str) -> list[str] 
         return None
     kind, path = launcher
     if kind == "native":
-        if os.sep in argv[0]:
-            program = argv[0]  # as exec would take it: relative to the child's cwd
-        elif not os.path.isabs(program):
-            return None  # found through a relative PATH entry: only a PATH search in the child
+        # A bare name found through a relative PATH entry: only a PATH search in the child
+        # would find it where the child runs (a name with a slash, which() gives back as is).
+        if os.sep not in argv[0] and not os.path.isabs(program):
+            return None
         return [path, str(parent_pid), program, *argv]
     return [path, "--pdeathsig", "KILL", "--", *argv]
 

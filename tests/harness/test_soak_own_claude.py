@@ -55,7 +55,7 @@ os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
 
 
 def _daemons(argv: list[bytes]) -> list[psutil.Process]:
-    want = [a.decode("utf-8", "surrogateescape") for a in argv]
+    want = _texts(argv)
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
         if p.info["cmdline"] == want and p.info["status"] != psutil.STATUS_ZOMBIE:

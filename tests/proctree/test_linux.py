@@ -229,7 +229,6 @@ def test_without_a_compiler_setpriv_or_the_preexec_fn_sets_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-cc"))
     monkeypatch.setattr(_launcher, "_compiler", lambda: None)
     assert _launcher.native_launcher() is None
     _linux.pdeathsig_launcher.cache_clear()
