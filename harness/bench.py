@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from harness.census import Census, run_id_token
-from harness.cleanup import sweep_run
+from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak
 from harness.targets import get_target
 from harness.verdict import slope_per_100_sessions
@@ -102,11 +102,13 @@ async def bare_loop(sessions: int, concurrency: int, seed: int) -> dict[str, Any
             for i in counter:
                 await _bare_session(shim, i)
 
+        live_run(run_id, None, Path(tmp))
         t0 = time.perf_counter()
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:
             await asyncio.to_thread(sweep_run, run_id)
+            run_over(run_id)
         dt = time.perf_counter() - t0
     return {
         "sessions": sessions,
@@ -132,6 +134,7 @@ async def bare_worker_loop(config: SoakConfig) -> dict[str, Any]:
         work = Path(tmp)
         ledger = work / "ledger.jsonl"
         shim = _write_shim(work, run_id, config, ledger)
+        live_run(run_id, target.stop_now, work)
         await target.start(RunContext(run_id, work, shim, ledger, config.seed))
         try:
             counter = iter(range(config.sessions))
@@ -148,12 +151,19 @@ async def bare_worker_loop(config: SoakConfig) -> dict[str, Any]:
         finally:
             await target.stop()
             await asyncio.to_thread(sweep_run, run_id)
+            run_over(run_id)
     return {"sessions_per_s": round(config.sessions / dt, 3)}
 
 
-async def soak_once(config: SoakConfig) -> dict[str, Any]:
-    target = get_target(config.target, **config.target_kwargs())
-    return await run_soak(config, target)
+async def soak_once(config: SoakConfig, target: Any = None) -> dict[str, Any]:
+    """One soak; a Ctrl-C ends it (run_soak stops it and reports `interrupted`) and the
+    bench with it, rather than the bench going on to its next round."""
+    if target is None:
+        target = get_target(config.target, **config.target_kwargs())
+    report = await run_soak(config, target)
+    if report.get("interrupted"):
+        raise KeyboardInterrupt
+    return report
 
 
 def _failure(report: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +358,7 @@ async def bench_harness_rss(args: argparse.Namespace) -> dict[str, Any]:
     target.drive_session = drive  # type: ignore[method-assign]
     task = asyncio.ensure_future(sampler())
     try:
-        report = await run_soak(config, target)
+        report = await soak_once(config, target)
     finally:
         task.cancel()
     rss = [p[2] for p in points]
@@ -414,6 +424,9 @@ def run(args: argparse.Namespace) -> int:
             results["rss"] = asyncio.run(bench_harness_rss(args))
             _print("harness RSS over a long soak", results["rss"])
     except KeyboardInterrupt:
+        # A second Ctrl-C cuts the runs' own cleanup short: end what they started here.
+        end_live_runs()
+        print("bench interrupted", file=sys.stderr)
         return 130
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

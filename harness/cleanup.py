@@ -6,13 +6,48 @@ before each signal) and processes whose argv carries the run id token.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
 import proctree
 from harness.census import CT_TOLERANCE, Census, run_id_token
+
+# The runs under way in this process: what a second Ctrl-C, which leaves no coroutine the time to
+# finish its own cleanup, must still end synchronously (end_live_runs).
+_LIVE_RUNS: dict[str, tuple[Callable[[], None] | None, Path | None]] = {}
+
+
+def live_run(
+    run_id: str, stop_now: Callable[[], None] | None = None, work_dir: Path | None = None
+) -> None:
+    """Register a run: `stop_now` ends its target at once, `work_dir` is removed with it."""
+    _LIVE_RUNS[run_id] = (stop_now, work_dir)
+
+
+def run_over(run_id: str) -> None:
+    """The run's own cleanup has finished: nothing is left for end_live_runs."""
+    _LIVE_RUNS.pop(run_id, None)
+
+
+def end_live_runs() -> list[str]:
+    """Last resort at an interrupt: stop every registered run's target, sweep its processes,
+    remove its work folder; return the run ids so ended."""
+    ended = list(_LIVE_RUNS)
+    for run_id in ended:
+        stop_now, work_dir = _LIVE_RUNS.pop(run_id)
+        if stop_now is not None:
+            try:
+                stop_now()
+            except Exception:  # noqa: BLE001 - the sweep below still ends the run's processes
+                pass
+        sweep_run(run_id)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return ended
 
 
 def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Process]:

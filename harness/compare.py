@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.cleanup import end_live_runs
 from harness.soak import SoakConfig, run_soak
 from harness.target import RunContext, SessionSpec, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
@@ -472,6 +473,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows, meta = asyncio.run(compare(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
+        end_live_runs()  # a second Ctrl-C cut a run's own cleanup short
         print("compare interrupted", file=sys.stderr)
         return 130
     except (RuntimeError, ValueError) as exc:

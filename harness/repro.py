@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from harness.census import Census, ProcRecord
-from harness.cleanup import sweep_run
+from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.report import leak_entry, leaks_table
 from harness.soak import SoakConfig, _write_shim
 from harness.target import RunContext
@@ -48,18 +48,23 @@ def _live(side: Side) -> list[ProcRecord]:
     return sorted(side.census.live_records(), key=lambda r: r.spawn_ts)
 
 
-async def _start_side(mode: str, seed: int, grace: float, worker_grace: float) -> Side:
+async def _start_side(
+    sides: list[Side], mode: str, seed: int, grace: float, worker_grace: float
+) -> None:
+    """Start one side, listed in `sides` before anything of it runs: however the start ends
+    (an error, a Ctrl-C), the caller's cleanup finds it."""
     run_id = secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-repro-{mode}-{run_id}-"))
     ledger = work_dir / "ledger.jsonl"
     shim = _write_shim(work_dir, run_id, SoakConfig(scenarios="ok", seed=seed), ledger)
     census = Census(run_id, ledger, grace)
     target = ReferenceTarget(mode=mode, worker_grace=worker_grace, reap_interval=1.0)
+    live_run(run_id, target.stop_now, work_dir)
     side = Side(mode, run_id, work_dir, census, target)
+    sides.append(side)
     census.start()
     handle = await target.start(RunContext(run_id, work_dir, shim, ledger, seed))
     census.set_worker(handle.pid, handle.create_time)
-    return side
 
 
 async def _settle(side: Side, expect_at_least: int) -> None:
@@ -91,8 +96,8 @@ async def run_repro(
     out = out or sys.stdout
     sides: list[Side] = []
     try:
-        sides.append(await _start_side("leaky", seed, grace, worker_grace))
-        sides.append(await _start_side("fixed", seed, grace, worker_grace))
+        await _start_side(sides, "leaky", seed, grace, worker_grace)
+        await _start_side(sides, "fixed", seed, grace, worker_grace)
         leaky, fixed = sides
         print(
             f"#603 repro: one session, {prompts} prompts, well-behaved fake claude\n"
@@ -160,6 +165,7 @@ async def run_repro(
             await asyncio.to_thread(sweep_run, side.run_id, side.census)
             side.census.stop()
             shutil.rmtree(side.work_dir, ignore_errors=True)
+            run_over(side.run_id)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run_repro(args.prompts, args.seed, args.grace, args.worker_grace))
     except KeyboardInterrupt:
+        end_live_runs()  # a second Ctrl-C cut the cleanup above short
         return 130
     ok = result["reproduced"] and result["fix_held"]
     print(

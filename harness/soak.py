@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from harness.census import Census
-from harness.cleanup import sweep_run
+from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.progress import Progress
 from harness.report import leak_entry, leaks_table, write_report
 from harness.target import RunContext, Target
@@ -218,6 +218,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     """Run one soak and return its report (also written to config.report when set)."""
     run_id = config.run_id or secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
+    live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir)
     ledger = work_dir / "ledger.jsonl"
     census = Census(
         run_id,
@@ -292,6 +293,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             errors.append(f"stopping the target failed: {exc}")
         swept = await asyncio.to_thread(sweep_run, run_id, census)
         census.stop()
+        run_over(run_id)
         if progress is not None:
             progress.close({**census.snapshot(), "failed": run.failed})
 
@@ -626,8 +628,7 @@ def run(args: argparse.Namespace) -> int:
         report = asyncio.run(run_soak(config, target))
     except KeyboardInterrupt:
         # A second Ctrl-C during cleanup: last-resort synchronous stop and sweep.
-        target.stop_now()
-        sweep_run(config.run_id)
+        end_live_runs()
         print("soak interrupted", file=sys.stderr)
         return EXIT_CODES[INTERRUPTED]
     print_summary(report)

@@ -387,7 +387,6 @@ class ClaudeMemTarget(Target):
             return
         if self.reap_wait > 0 and proc.poll() is None:
             await self.wait_reaped(self.reap_wait)
-        self._proc = None
         self.worker_exit = proc.poll()  # not None: the worker died before we stopped it
         if self.tracker is not None:
             if self.reap is None:
@@ -418,6 +417,8 @@ class ClaudeMemTarget(Target):
         if proc.poll() is None:
             proc.kill()
         await asyncio.to_thread(proc.wait)
+        # Only now: until the worker is gone, a second Ctrl-C must find it for stop_now.
+        self._proc = None
         if containment is not None:
             containment.close()
         if self._log is not None:

@@ -147,7 +147,9 @@ class ReferenceTarget(Target):
         raise WorkerStartError(f"worker not ready after {START_TIMEOUT_S:.0f}s; log {log_path}")
 
     async def stop(self) -> None:
-        proc, self._proc = self._proc, None
+        # self._proc stays set until the worker is gone: a second Ctrl-C during the waits below
+        # still finds it for stop_now.
+        proc = self._proc
         if proc is not None and proc.poll() is None:
             # Graceful first (the worker ends every tree on SIGTERM), then the whole group.
             proc.send_signal(signal.SIGTERM)
@@ -162,6 +164,7 @@ class ReferenceTarget(Target):
                 proc.wait()
         elif proc is not None:
             proc.wait()
+        self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
