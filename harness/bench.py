@@ -405,7 +405,7 @@ def _print(name: str, figures: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     parts = args.only or list(PARTS)
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_1m": psutil.getloadavg()[0]}
     try:
         if "census" in parts:
             results["census"] = bench_census(args.census_procs, args.census_samples)

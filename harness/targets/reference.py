@@ -28,6 +28,18 @@ REGISTRY_MIN_INTERVAL_S = 1.0
 DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
 
 
+def _kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the worker's whole process group (it leads its own). Windows has no groups to
+    signal: the worker alone (the job holding its observers dies with it)."""
+    if sys.platform == "win32":
+        proc.kill()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class WorkerStartError(RuntimeError):
     pass
 
@@ -157,10 +169,7 @@ class ReferenceTarget(Target):
             while proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _kill_worker(proc)
                 proc.wait()
         elif proc is not None:
             proc.wait()
@@ -173,10 +182,7 @@ class ReferenceTarget(Target):
         """Synchronous last resort (interpreter exit): kill the worker's group."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_worker(proc)
             proc.wait()
 
     # -- driving -----------------------------------------------------------------------------
