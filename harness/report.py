@@ -107,6 +107,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
     ]
     for reason in report.get("reasons", []):
         lines.append(f"- {reason}")
+    for warning in report.get("warnings", []):
+        lines.append(f"- warning: {warning}")
     if report.get("leaked"):
         lines += ["", "```", leaks_table(report["leaked"][:50]).rstrip(), "```"]
     return "\n".join(lines) + "\n"

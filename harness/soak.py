@@ -418,6 +418,8 @@ def _build_report(
         "failed": run.failed,
         "failures": run.failures,
         "grace_s": config.grace,
+        # settings that make the verdict misleading (not judged: the user chose them)
+        "warnings": [w for w in (grace_warning(config),) if w],
         "leaked_count": len(leaked),
         "leaked": leaked,
         "zombies": zombies_end,
@@ -575,6 +577,29 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
     )
 
 
+def grace_warning(config: SoakConfig) -> str | None:
+    """Why --grace is too short for the fixed reference worker to be judged fairly, if it is.
+
+    That worker ends an observer by closing its stdin, then SIGTERM, then SIGKILL, --worker-grace
+    apart: one that ignores EOF and SIGTERM lives 2 x --worker-grace past its session's end by
+    design. A shorter --grace (plus a second for the kill and the census to see it) counts such
+    observers as leaked while the worker is still ending them.
+    """
+    if config.target != "reference" or config.mode != "fixed":
+        return None
+    floor = 2 * config.worker_grace
+    if config.grace >= floor + 1.0:
+        return None
+    return (
+        f"--grace {config.grace:g} s is shorter than the fixed worker's own way of ending a "
+        f"stubborn observer (stdin EOF, SIGTERM, then SIGKILL, "
+        f"--worker-grace {config.worker_grace:g} s apart: up to {floor:g} s): observers that "
+        f"ignore EOF and SIGTERM will count as leaked "
+        f"while the worker is still ending them. Use --grace {math.ceil(floor + 1.0):d} or more, "
+        f"or a smaller --worker-grace."
+    )
+
+
 def _slope_text(slope: dict[str, Any]) -> str:
     """`12.3 +- 4.5`: the estimate and its standard error (the verdict judges estimate - 2 SE)."""
     if slope.get("stderr_mb_per_100_sessions") is None:
@@ -607,6 +632,8 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         print(f"  - {reason}", file=stream)
     if report["leaked"]:
         print(leaks_table(report["leaked"][:40]), file=stream, end="")
+    for warning in report.get("warnings", []):
+        print(f"  warning: {warning}", file=stream)
     if report.get("harness_errors"):
         print("harness errors:\n" + "\n".join(report["harness_errors"]), file=stream)
     kept = report.get("work_dir")
@@ -619,6 +646,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
+    warning = grace_warning(config)
+    if warning:
+        print(f"harness soak: warning: {warning}", file=sys.stderr)
     try:
         target = get_target(config.target, **config.target_kwargs())
     except (UnknownTarget, ValueError, TypeError) as exc:
