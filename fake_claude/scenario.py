@@ -151,19 +151,40 @@ def draw_index(ledger_path: str | None) -> int:
         os.close(fd)
 
 
+def validate_spec(spec: str) -> None:
+    """Raise ScenarioError if `spec` cannot run: for callers that start many fakes with it (a
+    soak), so that a typo fails at once rather than as every fake exiting with code 2."""
+    scenario = parse_spec(spec)
+    if scenario.has("mix"):
+        _mix_weights(scenario)
+
+
+def _mix_weights(scenario: Scenario) -> tuple[list[str], list[float]]:
+    weights = scenario.parts["mix"] or {k: str(v) for k, v in DEFAULT_MIX.items()}
+    names, values = [], []
+    for name, raw in weights.items():
+        if name not in NAMES or name == "mix":
+            raise ScenarioError(f"mix: unknown scenario {name!r} (known: {' '.join(NAMES)})")
+        try:
+            weight = float(raw)
+        except ValueError:
+            raise ScenarioError(f"mix: weight of {name} is not a number: {raw!r}") from None
+        if not weight >= 0 or weight == float("inf"):
+            raise ScenarioError(f"mix: weight of {name} must be a finite number >= 0: {raw!r}")
+        names.append(name)
+        values.append(weight)
+    if not sum(values) > 0:
+        raise ScenarioError("mix: every weight is 0, so no scenario can be drawn")
+    return names, values
+
+
 def resolve_mix(scenario: Scenario, seed: str, key: str) -> Scenario:
     """Replace `mix` by one drawn part (other parts stay). Deterministic in (seed, key)."""
     if not scenario.has("mix"):
         return scenario
     import random  # lazily: only mixes pay for it
 
-    weights = scenario.parts["mix"] or {k: str(v) for k, v in DEFAULT_MIX.items()}
-    names, values = [], []
-    for name, w in weights.items():
-        if name not in NAMES or name == "mix":
-            raise ScenarioError(f"mix: unknown scenario {name!r}")
-        names.append(name)
-        values.append(float(w))
+    names, values = _mix_weights(scenario)
     rng = random.Random(f"mix:{seed}:{key}")
     name = rng.choices(names, weights=values)[0]
     params: dict[str, str] = {}

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from harness.argtypes import COUNT, NON_NEGATIVE, int_at_least
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak
@@ -380,18 +381,18 @@ PARTS = ("throughput", "latency", "census", "rss")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts")
     parser.add_argument(
-        "--sessions", type=int, default=100, help="throughput: sessions per side and round"
+        "--sessions", type=COUNT, default=100, help="throughput: sessions per side and round"
     )
     # Single rounds vary by +-0.05 on a shared 2-core VM (the fakes' own CPU drifts by 15%
     # between rounds): the median of five is steadier than of three.
-    parser.add_argument("--rounds", type=int, default=5, help="throughput: bare/soak rounds")
-    parser.add_argument("--concurrency", type=int, default=default_concurrency())
-    parser.add_argument("--latency-sessions", type=int, default=30)
-    parser.add_argument("--census-procs", type=int, default=500)
-    parser.add_argument("--census-samples", type=int, default=20)
-    parser.add_argument("--rss-sessions", type=int, default=1000)
-    parser.add_argument("--worker-grace", type=float, default=0.5)
-    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--rounds", type=COUNT, default=5, help="throughput: bare/soak rounds")
+    parser.add_argument("--concurrency", type=COUNT, default=default_concurrency())
+    parser.add_argument("--latency-sessions", type=COUNT, default=30)
+    parser.add_argument("--census-procs", type=int_at_least(2), default=500)
+    parser.add_argument("--census-samples", type=COUNT, default=20)
+    parser.add_argument("--rss-sessions", type=COUNT, default=1000)
+    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
+    parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
 

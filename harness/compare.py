@@ -26,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.argtypes import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.cleanup import end_live_runs
 from harness.soak import SoakConfig, run_soak
 from harness.target import RunContext, SessionSpec, Target, WorkerHandle
@@ -437,21 +438,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 0 with the reason when claude-mem cannot run here (no node/npm)",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
-    parser.add_argument("--sessions", type=int, default=6)
-    parser.add_argument("--prompts", type=int, default=3)
-    parser.add_argument("--observations", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--sessions", type=COUNT, default=6)
+    parser.add_argument("--prompts", type=COUNT, default=3)
+    parser.add_argument("--observations", type=NON_NEGATIVE_INT, default=2)
+    parser.add_argument("--concurrency", type=COUNT, default=2)
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--grace", type=float, default=5.0)
+    parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
     parser.add_argument(
         "--rss-budget",
         type=float,
         default=float("inf"),
         help="judge the RSS slope (MB/100 sessions); off by default (few sessions)",
     )
-    parser.add_argument("--reap-wait", type=float, default=DEFAULT_REAP_WAIT_S)
-    parser.add_argument("--reference-reap-wait", type=float, default=DEFAULT_REFERENCE_REAP_WAIT_S)
+    parser.add_argument("--reap-wait", type=NON_NEGATIVE, default=DEFAULT_REAP_WAIT_S)
+    parser.add_argument(
+        "--reference-reap-wait", type=NON_NEGATIVE, default=DEFAULT_REFERENCE_REAP_WAIT_S
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/compare"))
     parser.add_argument("--progress", default="none", choices=("auto", "rich", "plain", "none"))
     parser.add_argument("--no-plot", action="store_true")

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.argtypes import NON_NEGATIVE, int_at_least
 from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.report import leak_entry, leaks_table
@@ -169,16 +170,17 @@ async def run_repro(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompts", type=int, default=5, help="prompts in the session")
+    parser.add_argument(
+        "--prompts", type=int_at_least(2), default=5, help="prompts in the session (>= 2: growth)"
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--grace", type=float, default=3.0, help="leak grace after session end")
-    parser.add_argument("--worker-grace", type=float, default=0.5)
+    parser.add_argument(
+        "--grace", type=NON_NEGATIVE, default=3.0, help="leak grace after session end"
+    )
+    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.prompts < 2:
-        print("harness repro: --prompts must be >= 2 to show growth", file=sys.stderr)
-        return 2
     try:
         result = asyncio.run(run_repro(args.prompts, args.seed, args.grace, args.worker_grace))
     except KeyboardInterrupt:

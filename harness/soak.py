@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.argtypes import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.progress import Progress
@@ -214,8 +215,28 @@ async def _settle(census: Census, baseline: int, grace: float) -> None:
     await asyncio.to_thread(census.sample)
 
 
+def config_problem(config: SoakConfig) -> str | None:
+    """What makes this configuration unable to test anything, found before anything starts."""
+    if config.claude is None:
+        from fake_claude.scenario import ScenarioError, validate_spec
+
+        try:
+            validate_spec(scenario_spec(config.scenarios))
+        except ScenarioError as exc:
+            return f"--scenarios {config.scenarios!r}: {exc}"
+    else:
+        claude = Path(config.claude)
+        if not claude.is_file() or not os.access(claude, os.X_OK):
+            return f"--claude {claude}: not an executable file"
+    return None
+
+
 async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
-    """Run one soak and return its report (also written to config.report when set)."""
+    """Run one soak and return its report (also written to config.report when set).
+    A configuration that cannot test anything raises ValueError before anything starts."""
+    problem = config_problem(config)
+    if problem:
+        raise ValueError(problem)
     run_id = config.run_id or secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
     live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir)
@@ -490,11 +511,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SoakConfig()
     parser.add_argument("--target", default=d.target, help="worker under test (reference, ...)")
     parser.add_argument("--mode", default=d.mode, choices=("fixed", "leaky"))
-    parser.add_argument("--sessions", type=int, default=d.sessions)
-    parser.add_argument("--concurrency", type=int, default=d.concurrency)
-    parser.add_argument("--prompts", type=int, default=d.prompts, help="prompts per session")
+    parser.add_argument("--sessions", type=COUNT, default=d.sessions)
+    parser.add_argument("--concurrency", type=COUNT, default=d.concurrency)
+    parser.add_argument("--prompts", type=COUNT, default=d.prompts, help="prompts per session")
     parser.add_argument(
-        "--observations", type=int, default=d.observations, help="tool uses per prompt"
+        "--observations", type=NON_NEGATIVE_INT, default=d.observations, help="tool uses per prompt"
     )
     parser.add_argument(
         "--scenarios",
@@ -512,32 +533,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=NON_NEGATIVE,
         default=d.grace,
         help="seconds after a session's end before a survivor counts as leaked",
     )
     parser.add_argument(
-        "--duration", type=float, default=None, help="time-boxed soak (s) instead of --sessions"
+        "--duration", type=POSITIVE, default=None, help="time-boxed soak (s) instead of --sessions"
     )
     parser.add_argument(
         "--rss-budget",
-        type=float,
+        type=NON_NEGATIVE,
         default=d.rss_budget,
         help="max RSS slope over the 2nd half, MB per 100 sessions",
     )
     parser.add_argument(
-        "--rss-peak", type=float, default=d.rss_peak, help="max peak RSS of worker+descendants, MB"
+        "--rss-peak",
+        type=POSITIVE,
+        default=d.rss_peak,
+        help="max peak RSS of worker+descendants, MB",
     )
     parser.add_argument(
         "--rss-min-span",
-        type=int,
+        type=NON_NEGATIVE_INT,
         default=d.rss_min_span,
         help="judge RSS slopes only when the 2nd half spans at least this many sessions",
     )
     parser.add_argument("--report", type=Path, default=None, help="write the report folder here")
-    parser.add_argument("--worker-grace", type=float, default=d.worker_grace)
-    parser.add_argument("--reap-interval", type=float, default=d.reap_interval)
-    parser.add_argument("--sample-hz", type=float, default=d.sample_hz)
+    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=d.worker_grace)
+    parser.add_argument("--reap-interval", type=POSITIVE, default=d.reap_interval)
+    parser.add_argument("--sample-hz", type=float_at_least(2.0), default=d.sample_hz)
     parser.add_argument("--progress", default="auto", choices=("auto", "rich", "plain", "none"))
     parser.add_argument("--run-id", default=None, help="[a-z0-9]{12}; default: random")
     parser.add_argument(
@@ -600,6 +624,20 @@ def grace_warning(config: SoakConfig) -> str | None:
     )
 
 
+def _report_dir_problem(report: Path | None) -> str | None:
+    """Checked before the run: a report folder that cannot be made would otherwise fail only
+    after the whole soak."""
+    if report is None:
+        return None
+    try:
+        Path(report).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--report {report}: cannot create the folder ({exc.strerror or exc})"
+    if not os.access(report, os.W_OK):
+        return f"--report {report}: the folder is not writable"
+    return None
+
+
 def _slope_text(slope: dict[str, Any]) -> str:
     """`12.3 +- 4.5`: the estimate and its standard error (the verdict judges estimate - 2 SE)."""
     if slope.get("stderr_mb_per_100_sessions") is None:
@@ -646,6 +684,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
+    problem = config_problem(config) or _report_dir_problem(config.report)
+    if problem:
+        print(f"harness soak: {problem}", file=sys.stderr)
+        return EXIT_CODES[ERROR]
     warning = grace_warning(config)
     if warning:
         print(f"harness soak: warning: {warning}", file=sys.stderr)

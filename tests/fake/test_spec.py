@@ -13,6 +13,7 @@ from fake_claude.scenario import (
     draw_index,
     parse_spec,
     resolve_mix,
+    validate_spec,
 )
 
 token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=8)
@@ -37,6 +38,21 @@ def test_spec_round_trips(parts):
 def test_bad_specs_are_rejected(bad):
     with pytest.raises(ScenarioError):
         parse_spec(bad)
+
+
+@pytest.mark.parametrize(
+    "bad", ["mix:bogus=1", "mix:ok=0", "mix:ok=-1", "mix:ok=x", "mix:ok=nan", "mix:ok=inf"]
+)
+def test_mixes_that_cannot_draw_are_rejected_before_and_at_the_draw(bad):
+    with pytest.raises(ScenarioError):
+        validate_spec(bad)
+    with pytest.raises(ScenarioError):  # the fake itself says so too, not a traceback
+        resolve_mix(parse_spec(bad), "1", "k")
+
+
+@pytest.mark.parametrize("good", ["mix", "mix:ok=1,hang=0", "ok+hang:at=mid-turn", "escape"])
+def test_runnable_specs_validate(good):
+    validate_spec(good)
 
 
 @given(st.integers(0, 10**6), st.integers(0, 500))

@@ -1,7 +1,8 @@
-"""`python -m harness`: a subcommand whose module is absent fails alone; repro from the CLI."""
+"""`python -m harness`: a subcommand whose module is absent fails alone; usage errors; repro."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,46 @@ def test_a_broken_import_inside_a_subcommand_is_not_hidden(
 
 
 def test_repro_needs_two_prompts_to_show_growth(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["repro", "--prompts", "1"]) == EXIT_HARNESS_ERROR
-    assert "--prompts must be >= 2 to show growth" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["repro", "--prompts", "1"])
+    assert exc.value.code == EXIT_HARNESS_ERROR
+    assert "--prompts: must be >= 2, not 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["soak", "--sessions", "0"],
+        ["soak", "--grace", "-1"],
+        ["soak", "--duration", "nan"],
+        ["soak", "--sample-hz", "1"],
+        ["bench", "--rounds", "0"],
+        ["compare", "--concurrency", "0"],
+    ],
+)
+def test_senseless_numbers_are_usage_errors(argv: list[str], capsys) -> None:
+    """Before: --sessions 0 ran a soak of nothing and passed; --sample-hz 1 was a traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == EXIT_HARNESS_ERROR
+    assert "must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--scenarios", "nosuch", "unknown scenario 'nosuch'"),
+        ("--scenarios", "ok=0", "every weight is 0"),
+        ("--claude", "/nonexistent/claude", "not an executable file"),
+        ("--report", "/proc/no/such/folder", "cannot create the folder"),
+    ],
+)
+def test_soak_refuses_what_cannot_test_anything_before_it_starts(option, value, says, capsys):
+    """Before: an unknown scenario made every fake exit with code 2, and the soak PASSed."""
+    t0 = time.monotonic()
+    assert main(["soak", option, value, "--sessions", "2", "--progress", "none"]) == 2
+    assert says in capsys.readouterr().err
+    assert time.monotonic() - t0 < 30, "it ran the soak first"
 
 
 def test_repro_from_the_command_line_says_ok(capsys: pytest.CaptureFixture[str]) -> None:

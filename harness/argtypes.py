@@ -1,0 +1,46 @@
+"""argparse types for counts and durations: a value that cannot make sense (0 sessions, a negative
+grace, NaN) is a usage error at once (exit 2), not a run that tests nothing or a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
+
+
+def float_at_least(minimum: float, *, exclusive: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+        if value < minimum or (exclusive and value == minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be {'>' if exclusive else '>='} {minimum:g}, not {value:g}"
+            )
+        return value
+
+    parse.__name__ = f"number{'>' if exclusive else '>='}{minimum:g}"
+    return parse
+
+
+COUNT = int_at_least(1)  # sessions, prompts, rounds, concurrency
+NON_NEGATIVE_INT = int_at_least(0)  # observations per prompt, a span that may be 0
+NON_NEGATIVE = float_at_least(0.0)  # a grace, a wait, a budget: 0 allowed
+POSITIVE = float_at_least(0.0, exclusive=True)  # an interval, a duration, a peak
