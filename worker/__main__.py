@@ -28,18 +28,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-attempts", type=int, default=2)
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-level",
+        type=str.upper,
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    cfg = WorkerConfig(
+    try:
+        cfg = _config(args)
+    except ValueError as exc:  # settings that cannot run a worker: a usage error, like argparse's
+        print(f"python -m worker serve: error: {exc}", file=sys.stderr)
+        return 2
+    from worker.service import DataDirInUse, WorkerService
+
+    async def serve() -> None:
+        service = WorkerService(cfg)
+        await service.run()
+
+    try:
+        asyncio.run(serve())
+    except DataDirInUse as exc:
+        logging.getLogger("worker").error("%s", exc)
+        return 2
+    return 0
+
+
+def _config(args: argparse.Namespace) -> WorkerConfig:
+    return WorkerConfig(
         mode=args.mode,
         host=args.host,
         port=args.port,
@@ -54,18 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         max_body=args.max_body,
         max_line=args.max_line,
     )
-    from worker.service import DataDirInUse, WorkerService
-
-    async def serve() -> None:
-        service = WorkerService(cfg)
-        await service.run()
-
-    try:
-        asyncio.run(serve())
-    except DataDirInUse as exc:
-        logging.getLogger("worker").error("%s", exc)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ DISALLOWED_TOOLS = (
 MAX_BODY_BYTES = 1024 * 1024
 # A stdout line longer than this is a session error, never unbounded memory.
 MAX_LINE_BYTES = 4 * 1024 * 1024
+# Below these a hook's body or an observer's init line no longer fits: nothing would work.
+MIN_BODY_BYTES = MIN_LINE_BYTES = 1024
 
 
 def default_data_dir() -> Path:
@@ -45,6 +49,36 @@ class WorkerConfig:
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
 
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self) -> str | None:
+        """Why these settings cannot run a worker (flag names, as a user gave them), or None."""
+        if not _is_loopback(self.host):
+            # The API is unauthenticated and spawns processes: it must not be reachable from
+            # another machine.
+            return f"--host {self.host}: the worker serves loopback only (127.0.0.1, ::1)"
+        if not 0 <= self.port <= 65535:
+            return f"--port {self.port}: not a TCP port (0 picks a free one)"
+        for flag, value, zero_ok in (
+            ("--grace", self.grace, True),
+            ("--idle-timeout", self.idle_timeout, False),
+            ("--reap-interval", self.reap_interval, False),
+            ("--turn-timeout", self.turn_timeout, False),
+        ):
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+                least = ">= 0" if zero_ok else "> 0"
+                return f"{flag} {value:g}: seconds must be a finite number {least}"
+        if self.max_attempts < 1:
+            return f"--max-attempts {self.max_attempts}: must be >= 1"
+        if self.max_body < MIN_BODY_BYTES:
+            return f"--max-body {self.max_body}: must be >= {MIN_BODY_BYTES} bytes"
+        if self.max_line < MIN_LINE_BYTES:
+            return f"--max-line {self.max_line}: must be >= {MIN_LINE_BYTES} bytes"
+        return None
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "worker.db"
@@ -52,3 +86,12 @@ class WorkerConfig:
     @property
     def info_path(self) -> Path:
         return self.data_dir / "worker.json"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

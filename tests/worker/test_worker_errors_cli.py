@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from workerkit import REPO, FakeRun, Worker
 
 _RUN = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
@@ -26,6 +27,35 @@ def test_bad_flags_exit_2_and_name_the_flag(tmp_path):
     )
     assert bad_number.returncode == 2 and "--grace" in bad_number.stderr
     assert not (tmp_path / "worker.json").exists()  # refused before serving anything
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--host", "0.0.0.0"],  # the API spawns processes: never beyond loopback
+        ["--port", "70000"],
+        ["--grace", "-1"],
+        ["--reap-interval", "0"],  # was a busy loop
+        ["--turn-timeout", "nan"],
+        ["--max-attempts", "0"],
+        ["--max-line", "10"],
+        ["--log-level", "chatty"],  # was a traceback from logging
+    ],
+)
+def test_settings_that_cannot_run_a_worker_are_refused(tmp_path, flags):
+    run = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", *flags, "--data-dir", str(tmp_path)], **_RUN
+    )
+    assert run.returncode == 2, run.stderr
+    assert flags[0] in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "worker.json").exists()
+
+
+def test_loopback_hosts_are_accepted():
+    from worker.config import WorkerConfig
+
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert WorkerConfig(host=host).problem() is None
 
 
 def test_second_worker_on_a_held_data_dir_refuses(fake_run: FakeRun, workers, tmp_path):
