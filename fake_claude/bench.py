@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 
+from cliargs import COUNT
+
 INIT = (
     json.dumps(
         {"type": "control_request", "request_id": "bench", "request": {"subtype": "initialize"}}
@@ -79,11 +81,17 @@ def measure(cmd: list[str], first: bytes | None, expect: bytes) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fake_claude.bench", description=__doc__)
-    p.add_argument("--runs", type=int, default=40)
+    p.add_argument("--runs", type=COUNT, default=40)
     p.add_argument("--scenario", default="ok")
     ns = p.parse_args(argv)
 
+    from fake_claude.scenario import ScenarioError, validate_spec
     from fake_claude.shim import write_shim
+
+    try:
+        validate_spec(ns.scenario)
+    except ScenarioError as exc:
+        p.error(f"--scenario {ns.scenario!r}: {exc}")
 
     with tempfile.TemporaryDirectory(prefix="fake-claude-bench-") as tmp:
         shim = write_shim(tmp, {"scenario": ns.scenario, "ledger": os.path.join(tmp, "l.jsonl")})

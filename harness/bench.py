@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from harness.argtypes import COUNT, NON_NEGATIVE, int_at_least
+from cliargs import COUNT, NON_NEGATIVE, int_at_least
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from harness.argtypes import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.cleanup import end_live_runs
 from harness.soak import SoakConfig, run_soak
 from harness.target import RunContext, SessionSpec, Target, WorkerHandle

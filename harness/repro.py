@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from harness.argtypes import NON_NEGATIVE, int_at_least
+from cliargs import NON_NEGATIVE, int_at_least
 from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.report import leak_entry, leaks_table

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from harness.argtypes import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.progress import Progress

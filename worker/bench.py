@@ -24,6 +24,7 @@ import aiohttp
 import psutil
 
 import proctree
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 
 
 def pct(values: list[float], q: float) -> float:
@@ -112,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__)
     p.add_argument("--claude", required=True)
     p.add_argument("--mode", choices=("fixed", "leaky"), default="fixed")
-    p.add_argument("--sessions", type=int, default=20)
-    p.add_argument("--observations", type=int, default=5)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--grace", type=float, default=0.5)
+    p.add_argument("--sessions", type=COUNT, default=20)
+    p.add_argument("--observations", type=NON_NEGATIVE_INT, default=5)
+    p.add_argument("--concurrency", type=COUNT, default=4)
+    p.add_argument("--grace", type=NON_NEGATIVE, default=0.5)
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:

@@ -1,5 +1,6 @@
-"""argparse types for counts and durations: a value that cannot make sense (0 sessions, a negative
-grace, NaN) is a usage error at once (exit 2), not a run that tests nothing or a traceback."""
+"""argparse types shared by every command line of the project (harness, worker, the benches): a
+value that cannot make sense (0 sessions, a negative grace, NaN) is a usage error at once (exit 2),
+not a run that tests nothing, a hang or a traceback."""
 
 from __future__ import annotations
 
