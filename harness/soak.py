@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
 from harness.census import Census
@@ -28,6 +29,7 @@ from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.progress import Progress
 from harness.report import leak_entry, leaks_table, write_report
 from harness.target import RunContext, Target
+from harness.text import printable
 from harness.verdict import (
     DEFAULT_MIN_SLOPE_SPAN,
     DEFAULT_SLOPE_BUDGET_MB,
@@ -255,6 +257,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     errors: list[str] = []
     baseline = 0
     worker_alive = True
+    worker_exit: int | None = None
     worker_rss_start = 0
     swept: list[dict] = []
     t_start = time.time()
@@ -294,7 +297,9 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             run.drive_end = time.time()
             if run.pending:
                 await asyncio.gather(*list(run.pending))
-            worker_alive = _is_alive(census)
+            # The target's word first: a worker that died is our child's zombie until reaped.
+            worker_exit = target.exit_status()
+            worker_alive = worker_exit is None and _is_alive(census)
             await _settle(census, baseline, config.grace)
         await asyncio.to_thread(census.finish)
     except asyncio.CancelledError:
@@ -328,6 +333,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         baseline=baseline,
         descendants_end=snap_end["live_descendants"],
         worker_alive=worker_alive,
+        worker_exit=worker_exit,
         worker_rss_start=worker_rss_start,
         worker_rss_end=snap_end["worker_rss"],
         interrupted=interrupted,
@@ -361,7 +367,11 @@ def _move_work_dir(work_dir: Path, report_dir: Path) -> Path:
 def _is_alive(census: Census) -> bool:
     worker = census.worker
     try:
-        return worker is not None and worker.is_running()
+        return (
+            worker is not None
+            and worker.is_running()
+            and worker.status() != psutil.STATUS_ZOMBIE  # dead, waiting to be reaped
+        )
     except Exception:  # noqa: BLE001
         return False
 
@@ -377,6 +387,7 @@ def _build_report(
     baseline: int,
     descendants_end: int,
     worker_alive: bool,
+    worker_exit: int | None,
     worker_rss_start: int,
     worker_rss_end: int,
     interrupted: bool,
@@ -417,6 +428,7 @@ def _build_report(
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
         worker_alive=worker_alive,
+        worker_exit=worker_exit,
         harness_errors=[e for e in errors if e],
         interrupted=interrupted,
     )
@@ -438,6 +450,8 @@ def _build_report(
         "completed": run.completed,
         "failed": run.failed,
         "failures": run.failures,
+        "worker_alive": worker_alive,
+        "worker_exit": worker_exit,  # Popen-style: negative = killed by that signal
         "grace_s": config.grace,
         # settings that make the verdict misleading (not judged: the user chose them)
         "warnings": [w for w in (grace_warning(config),) if w],
@@ -668,6 +682,9 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     )
     for reason in report["reasons"]:
         print(f"  - {reason}", file=stream)
+    if report.get("failures"):
+        first = printable(report["failures"][0])
+        print(f"  failed sessions: {report['failed']}; the first: {first}", file=stream)
     if report["leaked"]:
         print(leaks_table(report["leaked"][:40]), file=stream, end="")
     for warning in report.get("warnings", []):

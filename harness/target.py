@@ -86,5 +86,10 @@ class Target(abc.ABC):
         """
         return []
 
+    def exit_status(self) -> int | None:
+        """Optional: the worker's exit status if it has ended by itself (before stop()), else
+        None; negative: killed by that signal (POSIX), as Popen.returncode."""
+        return None
+
     def stop_now(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Optional synchronous last resort at interpreter exit; `stop()` is the normal path."""

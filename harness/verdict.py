@@ -9,6 +9,7 @@ one sample.
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -186,6 +187,20 @@ class Verdict:
         return EXIT_CODES[self.verdict]
 
 
+def worker_death(exit_status: int | None) -> str:
+    """`the worker died during the run`, with how when known (Popen's returncode)."""
+    text = "the worker died during the run"
+    if exit_status is None:
+        return text
+    if exit_status < 0:
+        try:
+            name = signal.Signals(-exit_status).name
+        except ValueError:
+            name = f"signal {-exit_status}"
+        return f"{text} (killed by {name})"
+    return f"{text} (exit code {exit_status})"
+
+
 def judge(
     *,
     leaked_count: int,
@@ -202,6 +217,7 @@ def judge(
     peak_budget_mb: float | None,
     completed: int,
     worker_alive: bool,
+    worker_exit: int | None = None,
     harness_errors: Sequence[str] = (),
     interrupted: bool = False,
 ) -> Verdict:
@@ -209,8 +225,10 @@ def judge(
         return Verdict(INTERRUPTED, ["interrupted before the run finished"])
     if harness_errors:
         return Verdict(ERROR, [f"harness error: {e}" for e in harness_errors])
+    died = None if worker_alive else worker_death(worker_exit)
     if completed == 0:
-        return Verdict(ERROR, ["no session completed: nothing was tested"])
+        # The worker's death is most often why: say so beside it.
+        return Verdict(ERROR, ["no session completed: nothing was tested", *filter(None, [died])])
     reasons = []
     if leaked_count:
         reasons.append(f"{leaked_count} process(es) leaked (alive past their session's end+grace)")
@@ -221,8 +239,8 @@ def judge(
             f"worker descendants did not return to idle baseline "
             f"({descendants_end} > {descendants_baseline})"
         )
-    if not worker_alive:
-        reasons.append("the worker died during the run")
+    if died:
+        reasons.append(died)
     judged = slopes_judged(slope_span, slope_points, min_slope_span)
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
         if judged and slope is not None and slope > slope_budget:

@@ -178,6 +178,9 @@ class ReferenceTarget(Target):
             self._log.close()
             self._log = None
 
+    def exit_status(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
     def stop_now(self) -> None:
         """Synchronous last resort (interpreter exit): kill the worker's group."""
         proc = self._proc
