@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+import proctree
 from harness.hooks import HookClient
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.workload import make_observation
@@ -77,6 +78,7 @@ class ReferenceTarget(Target):
         self.end_sessions = (mode == "fixed") if end_sessions is None else end_sessions
         self.extra_args = list(extra_args or [])
         self._proc: subprocess.Popen[bytes] | None = None
+        self._containment: proctree.Containment | None = None
         self._log: Any = None
         self.handle: WorkerHandle | None = None
         self.db_ids: dict[str, int] = {}
@@ -120,15 +122,20 @@ class ReferenceTarget(Target):
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        # Contained like any child: its own group (a Ctrl-C at the terminal is ours to relay),
+        # and it dies with us should we be killed outright (Linux: parent-death signal;
+        # Windows: job), so the fixed worker's guardian still ends its observers.
+        opts = proctree.spawn_options(f"harness-target:{os.getpid()}:{ctx.run_id}", env=env,
+                                      argv=argv)  # fmt: skip
         self._proc = subprocess.Popen(
-            argv,
+            opts.argv or argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(ctx.work_dir),
-            env=env,
-            start_new_session=True,  # own group: a Ctrl-C at the terminal is ours to relay
+            **opts,
         )
+        self._containment = proctree.after_spawn(self._proc.pid, opts)
         info = await self._wait_ready(data_dir / "worker.json", log_path)
         proc = psutil.Process(self._proc.pid)
         self.handle = WorkerHandle(
@@ -174,6 +181,9 @@ class ReferenceTarget(Target):
         elif proc is not None:
             proc.wait()
         self._proc = None
+        if self._containment is not None:
+            self._containment.close()
+            self._containment = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -78,3 +78,44 @@ def test_sigterm_leaves_nothing_behind(tmp_path, run_id):
         from harness.cleanup import sweep_run
 
         sweep_run(run_id)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the worker dies with the harness: Linux pdeathsig"
+)
+def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, run_id):
+    """SIGKILL (the OOM killer, a CI runner torn down) leaves the harness no cleanup at all: the
+    worker must die with it, and the fixed worker's guardian then ends the observers (these
+    ignore EOF and SIGTERM). Before, the worker and its observers ran on."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    argv = [sys.executable, "-m", "harness", "soak", "--scenarios", "ignore-eof+ignore-sigterm"]
+    argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
+    argv += ["--progress", "none", "--no-plot"]
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    worker: list[psutil.Process] = []
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 3, timeout=90, what="a few run processes")
+        worker = [
+            p for p in psutil.Process(harness.pid).children() if "serve" in p.cmdline()
+        ]  # fmt: skip
+        assert worker, "the worker was not found under the harness"
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(timeout=30)
+        wait_for(lambda: not worker[0].is_running(), timeout=30, what="the worker to die")
+        wait_for(lambda: run_pids(run_id) == [], timeout=60, what="the observers to be ended")
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        for p in worker:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        from harness.cleanup import sweep_run
+
+        sweep_run(run_id)
