@@ -107,8 +107,17 @@ def load_file(path: str) -> tuple[str, str | None]:
     """(spec, seed or None) from a JSON or TOML scenario file.
 
     Accepted shapes: {"spec": "a+b:k=v"} or {"parts": [{"name": "a", "k": "v"}, ...]},
-    plus an optional "seed".
+    plus an optional "seed". A file that cannot be read or has another shape: ScenarioError.
     """
+    try:
+        return _load_file(path)
+    except ScenarioError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ScenarioError(f"scenario file {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _load_file(path: str) -> tuple[str, str | None]:
     with open(path, "rb") as f:
         raw = f.read()
     if path.endswith(".toml"):

@@ -105,6 +105,20 @@ def write_shim(
     return path
 
 
+def _scenario_problem(spec: str | None, scenario_file: str | None) -> str | None:
+    from fake_claude.scenario import ScenarioError, load_file, validate_spec
+
+    try:
+        if scenario_file is not None:
+            spec_from_file, _ = load_file(scenario_file)
+            validate_spec(spec_from_file)
+        if spec is not None:
+            validate_spec(spec)
+    except ScenarioError as exc:
+        return f"scenario: {exc}"
+    return None
+
+
 def shim_main(argv: list[str]) -> int:
     import argparse
 
@@ -118,6 +132,9 @@ def shim_main(argv: list[str]) -> int:
     p.add_argument("--version")
     p.add_argument("--python", default=sys.executable)
     ns = p.parse_args(argv)
+    problem = _scenario_problem(ns.scenario, ns.scenario_file)
+    if problem:
+        p.error(problem)  # a shim every run of which would fail: refused now, exit 2
     settings = {
         "scenario": ns.scenario,
         "scenario_file": ns.scenario_file,

@@ -11,6 +11,7 @@ from fake_claude.scenario import (
     NAMES,
     ScenarioError,
     draw_index,
+    load_file,
     parse_spec,
     resolve_mix,
     validate_spec,
@@ -82,3 +83,33 @@ def test_run_id_is_taken_from_argv():
     a = parse(["--fake-claude-run-id=abc123def456", "--verbose", "-p", "hi"])
     assert a.run_id == "abc123def456"
     assert a.has("--verbose", "-p") and a.positional == ["hi"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("a.json", '{"parts": [{"nam": "ok"}]}'),
+        ("b.json", "[1, 2]"),
+        ("c.json", "{not json"),
+        ("d.toml", "spec = [1"),
+    ],
+)
+def test_malformed_scenario_files_are_scenario_errors(tmp_path, name, content):
+    """Before: the fake died with a KeyError or a decoder traceback instead of `bad scenario`."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ScenarioError):
+        load_file(str(path))
+    with pytest.raises(ScenarioError):
+        load_file(str(tmp_path / "absent.json"))
+
+
+@pytest.mark.parametrize("flags", [["--scenario", "nosuch"], ["--scenario", "mix:ok=0"]])
+def test_shim_refuses_a_scenario_no_run_could_use(tmp_path, flags, capsys):
+    from fake_claude.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["shim", str(tmp_path / "bin"), *flags])
+    assert exc.value.code == 2
+    assert "scenario" in capsys.readouterr().err
+    assert not (tmp_path / "bin").exists()
