@@ -24,6 +24,7 @@ This module must stay cheap to import (it is loaded by every pytest run): psutil
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import threading
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from cliargs import NON_NEGATIVE
 from harness.text import printable
 
 if TYPE_CHECKING:
@@ -425,6 +427,17 @@ class LeakCheckHandle:
 
 
 _plugin_key = pytest.StashKey["LeakCheckPlugin"]()
+
+
+def _ini_seconds(config: pytest.Config, name: str) -> float:
+    """An ini value in seconds (>= 0); a bad one is a usage error, not an INTERNALERROR."""
+    raw = config.getini(name)
+    try:
+        return NON_NEGATIVE(str(raw))
+    except argparse.ArgumentTypeError as exc:
+        raise pytest.UsageError(f"ini option {name}: {exc}") from None
+
+
 _owner_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
 
 
@@ -433,12 +446,12 @@ class LeakCheckPlugin:
         self.config = config
         self.everywhere = bool(config.getoption("leak_check"))
         timeout = config.getoption("leak_check_timeout")
-        self.timeout = float(
-            timeout if timeout is not None else config.getini("leak_check_timeout")
+        self.timeout = (
+            timeout if timeout is not None else _ini_seconds(config, "leak_check_timeout")
         )
         self.tracker = LeakTracker(
             timeout=self.timeout,
-            interval=float(config.getini("leak_check_interval")),
+            interval=_ini_seconds(config, "leak_check_interval"),
             kill=not config.getoption("leak_check_keep"),
         )
         self._fixture_owners: dict[int, list[tuple[Owner, str]]] = {}
@@ -584,7 +597,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--leak-check-timeout",
-        type=float,
+        type=NON_NEGATIVE,
         default=None,
         help=f"seconds to keep retrying before a survivor counts as leaked "
         f"(default {DEFAULT_TIMEOUT_S})",

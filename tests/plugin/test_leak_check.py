@@ -328,3 +328,20 @@ def test_a_leak_with_an_unprintable_command_line_is_named_readably(
     assert str(pid_of(out, "odd")) in section
     assert "odd\\xff\\x1b[2J" in section and "\x1b[2J" not in section
     assert wait_until_gone(marker) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--leak-check-timeout=-1"], "must be >= 0"),
+        (["-o", "leak_check_interval=abc"], "ini option leak_check_interval"),
+        (["-o", "leak_check_timeout=nan"], "ini option leak_check_timeout"),
+    ],
+)
+def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, args, says) -> None:
+    """Before: a bad ini value was an INTERNALERROR traceback, a negative timeout was taken."""
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("--leak-check", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert says in result.stderr.str()
+    assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
