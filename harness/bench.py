@@ -136,8 +136,10 @@ async def bare_worker_loop(config: SoakConfig) -> dict[str, Any]:
         ledger = work / "ledger.jsonl"
         shim = _write_shim(work, run_id, config, ledger)
         live_run(run_id, target.stop_now, work)
-        await target.start(RunContext(run_id, work, shim, ledger, config.seed))
         try:
+            # Inside the try: a start that fails half-way (a worker that never got ready)
+            # is stopped like any other.
+            await target.start(RunContext(run_id, work, shim, ledger, config.seed))
             counter = iter(range(config.sessions))
             async with aiohttp.ClientSession() as http:
 

@@ -229,7 +229,7 @@ def config_problem(config: SoakConfig) -> str | None:
     else:
         claude = Path(config.claude)
         if not claude.is_file() or not os.access(claude, os.X_OK):
-            return f"--claude {claude}: not an executable file"
+            return f"--claude {claude}: not an executable file (give its path)"
     return None
 
 
