@@ -130,6 +130,9 @@ def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> 
         from harness.plot import plot_rss
 
         paths["rss.png"] = plot_rss(directory / "rss.png", report)
+    else:
+        # An earlier run's plot beside this run's report would be read as this run's.
+        (directory / "rss.png").unlink(missing_ok=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:

@@ -346,6 +346,11 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     keep = config.keep_work_dir or report["verdict"] in (FAIL, ERROR)
     if keep and config.report is not None:
         report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
+    elif not keep:
+        report["work_dir"] = None  # removed below: a report must not name a folder that is gone
+        if config.report is not None:
+            # An earlier run's evidence in this report folder would pass for this run's.
+            shutil.rmtree(Path(config.report) / "work", ignore_errors=True)
     if config.report is not None:
         write_report(Path(config.report), report, plot=config.plot)
     if not keep:
