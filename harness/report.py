@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,9 @@ def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> 
         (directory / "rss.png").unlink(missing_ok=True)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(markdown_summary(report))
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown_summary(report))
+        except OSError as exc:  # the report itself is written; only the CI summary is lost
+            print(f"harness: GITHUB_STEP_SUMMARY {summary}: cannot append ({exc})", file=sys.stderr)
     return paths

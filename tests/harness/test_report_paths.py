@@ -162,3 +162,11 @@ def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
     assert len(lines) == 3
     assert "sessions 6 failed 1" in lines[-1] and "leaked 3" in lines[-1]
     assert "/" not in lines[-1].split("sessions")[1].split()[0]  # no total without one
+
+
+def test_an_unwritable_step_summary_loses_only_the_summary(tmp_path, monkeypatch, capsys):
+    """Before: a stale GITHUB_STEP_SUMMARY path raised after the whole soak."""
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "s.md"))
+    paths = write_report(tmp_path / "out", _report("PASS"), plot=False)
+    assert json.loads(paths["report.json"].read_text())["verdict"] == "PASS"
+    assert "GITHUB_STEP_SUMMARY" in capsys.readouterr().err
