@@ -6,6 +6,7 @@ index (see `draw_index`), so a seeded soak replays the same multiset of behaviou
 
 from __future__ import annotations
 
+import math
 import os
 
 NAMES = (
@@ -178,7 +179,7 @@ def _mix_weights(scenario: Scenario) -> tuple[list[str], list[float]]:
             weight = float(raw)
         except ValueError:
             raise ScenarioError(f"mix: weight of {name} is not a number: {raw!r}") from None
-        if not weight >= 0 or weight == float("inf"):
+        if not (math.isfinite(weight) and weight >= 0):
             raise ScenarioError(f"mix: weight of {name} must be a finite number >= 0: {raw!r}")
         names.append(name)
         values.append(weight)

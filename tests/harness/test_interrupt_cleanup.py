@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -124,7 +125,11 @@ def test_stop_now_ends_a_worker_whose_stop_was_cut_short(tmp_path, run_id):
     async def scenario() -> int:
         handle = await _start_with_observer(target, work, run_id, "ignore-eof+ignore-sigterm")
         stop = asyncio.ensure_future(target.stop())
-        await asyncio.sleep(0.5)  # stop() is now waiting for the worker's graceful exit
+        log = work / "worker-fixed" / "worker.log"
+        deadline = time.monotonic() + 60
+        while b"shutdown requested" not in log.read_bytes():  # stop() has sent its SIGTERM
+            assert time.monotonic() < deadline, "the worker never began to shut down"
+            await asyncio.sleep(0.05)
         assert not stop.done(), "the worker exited at once; this test needs a slow shutdown"
         stop.cancel()
         await asyncio.gather(stop, return_exceptions=True)
