@@ -281,6 +281,8 @@ def write_outputs(out: Path, rows: list[dict], meta: dict, plot: bool = True) ->
     paths["md"].write_text(markdown_table(rows, meta), encoding="utf-8")
     if plot and rows:
         paths["png"] = plot_comparison(out / "compare.png", rows)
+    else:
+        (out / "compare.png").unlink(missing_ok=True)  # an earlier run's, not this one's
     return paths
 
 

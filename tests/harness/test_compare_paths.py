@@ -178,6 +178,9 @@ def test_outputs_with_a_plot(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "compare.json.tmp").exists()
     # No rows: nothing to draw.
     assert "png" not in compare.write_outputs(tmp_path / "empty", [], meta, plot=True)
+    # The same folder again without a plot: the earlier plot must not pass for this run's.
+    assert "png" not in compare.write_outputs(tmp_path / "out", [fixed], meta, plot=False)
+    assert not (tmp_path / "out" / "compare.png").exists()
 
 
 def test_claude_mem_targets_are_built_with_the_settings_given(
