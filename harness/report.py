@@ -50,7 +50,7 @@ def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
     for e in leaked:
-        cmd = printable(" ".join(e.get("cmdline") or [])) or "?"
+        cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry made it printable
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
             f"{format_elapsed(e.get('age') or 0):>10} {cmd[:width]}"

@@ -33,7 +33,7 @@ Group = object  # an int pgid on POSIX, a _windows.Job on Windows
 def enable_subreaper(*, despite_fallback: bool = False) -> bool:
     """despite_fallback: for an observer (the soak's census), not for the code under test,
     which is what the fallback switch is meant to put on the macOS path."""
-    if WINDOWS or not LINUX:
+    if not LINUX:
         return False
     if not despite_fallback and not capabilities().has_subreaper:
         return False

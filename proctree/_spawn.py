@@ -82,6 +82,12 @@ class Containment:
     def pgid(self) -> int | None:
         return self.group if isinstance(self.group, int) else None
 
+    def kill(self) -> bool:
+        """Kill the whole group at once (POSIX: SIGKILL to the pgid; Windows: terminate the
+        job). For the owner of the root's Popen while the root is unreaped, so that the group
+        is still the one it started."""
+        return not self.closed and _platform.kill_group(self.group)
+
     def close(self) -> None:
         """Release the group handle (Windows: closing the job kills what is left in it)."""
         if not self.closed:

@@ -29,18 +29,6 @@ REGISTRY_MIN_INTERVAL_S = 1.0
 DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
 
 
-def _kill_worker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the worker's whole process group (it leads its own). Windows has no groups to
-    signal: the worker alone (the job holding its observers dies with it)."""
-    if sys.platform == "win32":
-        proc.kill()
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 class WorkerStartError(RuntimeError):
     pass
 
@@ -176,7 +164,7 @@ class ReferenceTarget(Target):
             while proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if proc.poll() is None:
-                _kill_worker(proc)
+                self._kill_worker(proc)
                 proc.wait()
         elif proc is not None:
             proc.wait()
@@ -188,6 +176,11 @@ class ReferenceTarget(Target):
             self._log.close()
             self._log = None
 
+    def _kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """The worker's whole group (its own, or its job on Windows), all at once."""
+        if self._containment is None or not self._containment.kill():
+            proc.kill()
+
     def exit_status(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
 
@@ -195,7 +188,7 @@ class ReferenceTarget(Target):
         """Synchronous last resort (interpreter exit): kill the worker's group."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            _kill_worker(proc)
+            self._kill_worker(proc)
             proc.wait()
 
     # -- driving -----------------------------------------------------------------------------
