@@ -52,6 +52,9 @@ def default_concurrency() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
+# How long a run with failed sessions waits for the worker's exit status (see run_soak).
+WORKER_EXIT_WAIT_S = 2.0
+
 # Default peak budget for worker + descendants, MB. Why: at the default concurrency a fixed worker
 # holds at most ~concurrency observers (a fake plus its grandchildren, each a small interpreter)
 # plus itself; 1 GB is several times that, yet 40x under the 44 GB of issue #603.
@@ -297,8 +300,9 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             run.drive_end = time.time()
             if run.pending:
                 await asyncio.gather(*list(run.pending))
-            # The target's word first: a worker that died is our child's zombie until reaped.
-            worker_exit = target.exit_status()
+            # Failed sessions may mean a worker that is dying right now (its sockets close
+            # before it exits): give it a moment to say how, rather than race its exit.
+            worker_exit = await _exit_status(target, WORKER_EXIT_WAIT_S if run.failed else 0.0)
             worker_alive = worker_exit is None and _is_alive(census)
             await _settle(census, baseline, config.grace)
         await asyncio.to_thread(census.finish)
@@ -367,6 +371,14 @@ def _move_work_dir(work_dir: Path, report_dir: Path) -> Path:
     except OSError:
         return work_dir  # left where it was; the report names it
     return dest
+
+
+async def _exit_status(target: Target, wait: float) -> int | None:
+    """The worker's exit status if it has ended, waiting up to `wait` s for it to end."""
+    deadline = time.monotonic() + wait
+    while (status := target.exit_status()) is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return status
 
 
 def _is_alive(census: Census) -> bool:
