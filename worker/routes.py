@@ -114,6 +114,22 @@ def session_id_of(request: web.Request) -> int:
     return int(raw)
 
 
+MAX_SESSIONS_PER_QUERY = 500  # ?sessions= of /api/processes: one SQLite statement's worth
+
+
+def session_ids_of(raw: str | None) -> list[int] | None:
+    """`1,2,3` -> [1, 2, 3]; absent -> None (every session)."""
+    if raw is None:
+        return None
+    parts = raw.split(",") if raw else []
+    if len(parts) > MAX_SESSIONS_PER_QUERY:
+        raise BadRequest(400, f"sessions: at most {MAX_SESSIONS_PER_QUERY} ids per request")
+    for part in parts:
+        if not part.isdigit() or len(part) > 18:
+            raise BadRequest(400, f"sessions: {part!r} is not a positive integer")
+    return [int(p) for p in parts]
+
+
 MAX_WAIT_MS = 60_000  # cap for GET /sessions/{id}/status?waitDrainedMs=
 
 
@@ -294,7 +310,8 @@ class Routes:
         return web.json_response({"status": "shutting_down"})
 
     async def processes(self, request: web.Request) -> web.Response:
-        rows = self.store.processes()
+        # Our addition: ?sessions=1,2,3 answers only those sessions' rows.
+        rows = self.store.processes(session_ids_of(request.query.get("sessions")))
         return web.json_response(
             {
                 "processes": [

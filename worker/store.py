@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS processes (
     how TEXT
 );
 CREATE INDEX IF NOT EXISTS processes_by_state ON processes(state);
+CREATE INDEX IF NOT EXISTS processes_by_session ON processes(session_id);
 """
 
 # Processes in these states may still be running; everything else is known to be gone.
@@ -302,8 +304,17 @@ class Store:
             )
         )
 
-    def processes(self) -> list[sqlite3.Row]:
-        return list(self.db.execute("SELECT * FROM processes ORDER BY id"))
+    def processes(self, session_ids: Collection[int] | None = None) -> list[sqlite3.Row]:
+        """Every registry row, or only those of the given sessions (a caller that polls the
+        registry asks for what it waits on: its cost then does not grow with the run)."""
+        if session_ids is None:
+            return list(self.db.execute("SELECT * FROM processes ORDER BY id"))
+        ids = sorted(set(session_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))  # placeholders only: the ids are bound, not formatted
+        sql = f"SELECT * FROM processes WHERE session_id IN ({marks}) ORDER BY id"
+        return list(self.db.execute(sql, ids))
 
     # -- stats --------------------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from harness.workload import make_observation
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
 STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
+REGISTRY_SESSIONS_PER_REQUEST = 200  # the worker takes up to 500 ids per ?sessions=
 DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
 
 
@@ -71,7 +72,8 @@ class ReferenceTarget(Target):
         self.handle: WorkerHandle | None = None
         self.db_ids: dict[str, int] = {}
         self._cwd = "/tmp"
-        self._registry: dict[int, list[SpawnedProcess]] = {}
+        self._registry: dict[int, list[SpawnedProcess]] = {}  # fetched, not yet taken
+        self._registry_wanted: set[int] = set()  # sessions waiting for the next fetch
         self._registry_at: float | None = None
         self._registry_started = 0.0
         self._registry_task: asyncio.Future[None] | None = None
@@ -250,43 +252,52 @@ class ReferenceTarget(Target):
         db_id = self.db_ids.pop(session.content_session_id, None)
         if db_id is None:
             return []
-        by_session = await self._registry_after(time.monotonic(), http)
-        return by_session.get(db_id, [])
+        self._registry_wanted.add(db_id)
+        await self._registry_after(time.monotonic(), http)
+        return self._registry.pop(db_id, [])
 
-    async def _registry_after(self, t: float, http: Any) -> dict[int, list[SpawnedProcess]]:
-        """The worker's process registry as fetched after time t.
+    async def _registry_after(self, t: float, http: Any) -> None:
+        """Return once a registry fetch that started after time t is done.
 
-        Sessions ending close together share one fetch (at most one per REGISTRY_MIN_INTERVAL_S),
-        so attribution costs the worker O(runs/s), not O(sessions^2).
+        Sessions ending close together share one fetch (at most one per REGISTRY_MIN_INTERVAL_S)
+        that asks only for the sessions waiting on it, so attribution costs the worker O(runs/s)
+        and O(1) per session, however long the soak.
         """
         while self._registry_at is None or self._registry_at < t:
             if self._registry_task is None or self._registry_task.done():
                 self._registry_task = asyncio.ensure_future(self._fetch_registry(http))
             await asyncio.shield(self._registry_task)
-        return self._registry
 
     async def _fetch_registry(self, http: Any) -> None:
         wait = self._registry_started + REGISTRY_MIN_INTERVAL_S - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        # No await between the two lines below: every session added before `started` is asked for.
         started = self._registry_started = time.monotonic()
-        by_session: dict[int, list[SpawnedProcess]] = {}
+        wanted, self._registry_wanted = sorted(self._registry_wanted), set()
         try:
-            data = await self.client(http).get("/api/processes")
-            for row in data.get("processes", []) if isinstance(data, dict) else []:
-                sid = row.get("session_db_id")
-                if isinstance(sid, int) and "pid" in row and row.get("create_time") is not None:
-                    ended = row.get("ended")
-                    by_session.setdefault(sid, []).append(
-                        SpawnedProcess(
-                            int(row["pid"]),
-                            float(row["create_time"]),
-                            float(ended) if ended is not None else None,
-                        )
-                    )
+            for i in range(0, len(wanted), REGISTRY_SESSIONS_PER_REQUEST):
+                chunk = wanted[i : i + REGISTRY_SESSIONS_PER_REQUEST]
+                query = ",".join(map(str, chunk))
+                data = await self.client(http).get(f"/api/processes?sessions={query}")
+                self._file_rows(data, set(chunk))
         except Exception:  # noqa: BLE001 - attribution is optional; the census falls back
             pass
-        self._registry, self._registry_at = by_session, started
+        self._registry_at = started
+
+    def _file_rows(self, data: Any, sessions: set[int]) -> None:
+        """Keep the rows of `sessions` (a worker that ignored the filter sent more)."""
+        for row in data.get("processes", []) if isinstance(data, dict) else []:
+            sid = row.get("session_db_id")
+            if sid in sessions and "pid" in row and row.get("create_time") is not None:
+                ended = row.get("ended")
+                self._registry.setdefault(sid, []).append(
+                    SpawnedProcess(
+                        int(row["pid"]),
+                        float(row["create_time"]),
+                        float(ended) if ended is not None else None,
+                    )
+                )
 
 
 def _tail(path: Path, lines: int = 30) -> str:

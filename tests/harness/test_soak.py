@@ -12,6 +12,7 @@ import pytest
 from soak_helpers import run_pids
 
 from harness.census import run_id_token
+from harness.hooks import HookClient
 from harness.soak import SoakConfig, run_soak
 from harness.target import Target
 from harness.targets import get_target
@@ -109,6 +110,54 @@ def test_fixed_worker_passes(tmp_path, run_id, scenarios):
     assert run_pids(run_id) == []
     junit = (tmp_path / "report" / "junit.xml").read_text()
     assert "<failure" not in junit and "<error" not in junit
+
+
+class _RegistrySpy(ReferenceTarget):
+    """The reference target, recording each registry look-up: its path and the rows answered."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.lookups: list[tuple[str, int]] = []
+
+    def client(self, http: object) -> HookClient:
+        lookups = self.lookups
+
+        class Recording(HookClient):
+            async def get(self, path: str) -> object:
+                data = await super().get(path)
+                if path.startswith("/api/processes"):
+                    lookups.append((path, len(data.get("processes", []))))
+                return data
+
+        inner = super().client(http)
+        return Recording(inner.http, inner.base_url)
+
+
+def test_registry_lookups_ask_only_for_the_sessions_waiting(tmp_path, run_id):
+    """Attribution asks the worker for the sessions that ended since the last look-up, each once:
+    its cost per session stays flat however long the soak (it fetched every row ever, each time)."""
+    config = SoakConfig(
+        run_id=run_id,
+        report=tmp_path / "report",
+        progress="none",
+        seed=7,
+        sessions=16,
+        prompts=1,
+        observations=0,
+        concurrency=4,
+        scenarios="ok",
+    )
+    target = _RegistrySpy(**config.target_kwargs())
+    report = asyncio.run(run_soak(config, target))
+    assert report["verdict"] == "PASS", report["reasons"]
+    asked: list[int] = []
+    for path, _rows in target.lookups:
+        assert path.startswith("/api/processes?sessions="), target.lookups
+        asked += [int(x) for x in path.split("=", 1)[1].split(",")]
+    assert len(asked) == len(set(asked)) == 16, target.lookups
+    # One observer per session ("ok", one prompt), each answered once.
+    assert sum(rows for _path, rows in target.lookups) == 16, target.lookups
+    assert run_pids(run_id) == []
 
 
 def test_escapees_of_a_leaky_worker_are_flagged_and_swept(tmp_path, run_id):

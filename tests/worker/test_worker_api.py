@@ -176,3 +176,29 @@ def test_delete_aborts_at_once_and_pending_queue_lists(fake_run: FakeRun, worker
     st = worker.status(sid)
     assert st["status"] == "deleted" and st["observers"] == [] and st["queueLength"] == 0
     fake_run.assert_none_alive()
+
+
+def test_processes_by_session(fake_run: FakeRun, workers) -> None:
+    """?sessions= answers only those sessions' rows (the soak asks for what it waits on, so its
+    look-ups do not grow with the run); a bad list is a 400 that says why."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    api = worker.api()
+    sids = []
+    for i in range(3):
+        sid = worker.new_session(f"by-session-{i}")
+        worker.prompt(sid, f"by-session-{i}", "hello")
+        api.ok("POST", f"/sessions/{sid}/complete")
+        worker.wait_session_done(sid)
+        sids.append(sid)
+    every = worker.processes()
+    assert sorted(r["session_db_id"] for r in every) == sids
+    one = api.ok("GET", f"/api/processes?sessions={sids[1]}")["processes"]
+    assert one == [r for r in every if r["session_db_id"] == sids[1]]
+    two = api.ok("GET", f"/api/processes?sessions={sids[2]},{sids[0]},424242")["processes"]
+    assert two == [r for r in every if r["session_db_id"] in (sids[0], sids[2])]
+    assert api.ok("GET", "/api/processes?sessions=")["processes"] == []
+    for bad, words in [("1,x", "not a positive integer"), ("-1", "not a positive integer"),
+                       (",".join(["1"] * 501), "at most 500")]:  # fmt: skip
+        status, body = api.request("GET", f"/api/processes?sessions={bad}")
+        assert status == 400 and words in body["error"], (bad, status, body)
+    fake_run.assert_none_alive()
