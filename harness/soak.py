@@ -220,6 +220,16 @@ async def _settle(census: Census, baseline: int, grace: float) -> None:
     await asyncio.to_thread(census.sample)
 
 
+def claude_path(value: str) -> Path:
+    """--claude: a bare name is looked up on PATH, as a shell would (`--claude claude`)."""
+    path = Path(value)
+    if path.name == value and not path.exists():
+        found = shutil.which(value)
+        if found:
+            return Path(found)
+    return path
+
+
 def config_problem(config: SoakConfig) -> str | None:
     """What makes this configuration unable to test anything, found before anything starts."""
     if config.claude is None:
@@ -232,7 +242,7 @@ def config_problem(config: SoakConfig) -> str | None:
     else:
         claude = Path(config.claude)
         if not claude.is_file() or not os.access(claude, os.X_OK):
-            return f"--claude {claude}: not an executable file (give its path)"
+            return f"--claude {claude}: not an executable file (a path, or a command on PATH)"
     return None
 
 
@@ -557,10 +567,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
         "--claude",
-        type=Path,
+        type=claude_path,
         default=None,
-        help="soak with this claude executable instead of the fake (reference target; the "
-        "census counts the worker's new descendants; --scenarios and --seed do not apply)",
+        help="soak with this claude executable (a path, or a command on PATH) instead of the "
+        "fake (reference target; the census counts the worker's new descendants; --scenarios "
+        "and --seed do not apply)",
     )
     parser.add_argument(
         "--grace",

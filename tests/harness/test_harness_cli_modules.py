@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +80,30 @@ def test_soak_refuses_what_cannot_test_anything_before_it_starts(option, value, 
     assert main(["soak", option, value, "--sessions", "2", "--progress", "none"]) == 2
     assert says in capsys.readouterr().err
     assert time.monotonic() - t0 < 30, "it ran the soak first"
+
+
+def test_soak_claude_by_name_is_looked_up_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--claude NAME` finds NAME on PATH, as a shell would (it was taken as a relative path)."""
+    from harness.soak import claude_path
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if sys.platform == "win32":  # found through PATHEXT
+        exe = bin_dir / "my-claude.bat"
+        exe.write_text("@exit /b 0\r\n")
+    else:
+        exe = bin_dir / "my-claude"
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.chdir(tmp_path)
+    assert os.path.samefile(claude_path("my-claude"), exe)
+    assert claude_path(str(Path("bin", exe.name))) == Path("bin", exe.name)  # a path stays one
+    assert claude_path("not-on-path") == Path("not-on-path")
+    assert main(["soak", "--claude", "not-on-path", "--progress", "none"]) == 2
+    assert "--claude not-on-path: not an executable file" in capsys.readouterr().err
 
 
 def test_repro_from_the_command_line_says_ok(capsys: pytest.CaptureFixture[str]) -> None:
