@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirInUse as exc:
         logging.getLogger("worker").error("%s", exc)
         return 2
+    if cfg.mode == "leaky":
+        from worker.leaky import exit_leaving_children
+
+        exit_leaving_children(0)
     return 0
 
 

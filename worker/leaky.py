@@ -33,6 +33,9 @@ log = logging.getLogger("worker.leaky")
 # The TS Agent SDK's close(): SIGTERM this long after ending stdin.
 SDK_SIGTERM_DELAY = 2.0
 
+# Children still running at shutdown, held until the process ends (see exit_leaving_children).
+_ABANDONED: list[Observer] = []
+
 
 @dataclass
 class LeakySession:
@@ -52,6 +55,7 @@ class LeakySessionManager:
         self.spawned = 0
         self.session_errors = 0
         self._watchers: set[asyncio.Task[None]] = set()
+        self._running: set[Observer] = set()  # spawned, exit not seen yet
 
     def _session(self, session_id: int) -> LeakySession:
         return self.sessions.setdefault(session_id, LeakySession(session_id))
@@ -83,6 +87,7 @@ class LeakySessionManager:
             return
         self.spawned += 1
         session.observers.append(observer)
+        self._running.add(observer)
         row_id = self.store.register_process(
             self.run_id, session.id, observer.pid, _create_time(observer.pid), ""
         )
@@ -121,6 +126,7 @@ class LeakySessionManager:
 
     async def _watch_exit(self, observer: Observer, row_id: int) -> None:
         code = await observer.proc.wait()
+        self._running.discard(observer)
         self.store.set_process_state(row_id, "exited", exit_code=code)
 
     async def abort(self, session_id: int) -> None:
@@ -152,6 +158,7 @@ class LeakySessionManager:
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
                     child.kill()
+        _ABANDONED.extend(o for o in self._running if o.proc.returncode is None)
         for task in list(self._watchers):
             task.cancel()
 
@@ -160,6 +167,19 @@ class LeakySessionManager:
         if session is None:
             return []
         return [o.pid for o in session.observers if o.proc.returncode is None]
+
+
+def exit_leaving_children(code: int) -> None:
+    """End the process the way 9.0.0's Node process ends: its children keep running.
+
+    asyncio kills a child that is still running when its transport is collected (at the latest
+    at interpreter exit), which would end the very survivors #603 is about. So the survivors are
+    held (_ABANDONED) and the process ends without collecting them."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _create_time(pid: int) -> float:

@@ -3,8 +3,10 @@ the same hook flow, keeps at most one observer per session and leaves nothing.""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
+import psutil
 import pytest
 from workerkit import FakeRun, Worker, wait_until
 
@@ -96,3 +98,64 @@ def test_leaky_spawns_fresh_then_resumed_children(fake_run: FakeRun, workers) ->
     assert "--resume" not in argvs[0]
     assert argvs[1][argvs[1].index("--resume") + 1] == memory
     assert len(fake_run.census()) == 2
+
+
+# Speaks just enough stream-json to be driven; at stdin EOF it closes its stdout and stderr and
+# lives on, noting EOF and each SIGTERM (ignored) in its note file, the test's ground truth.
+QUIET_SURVIVOR = r"""
+import json, os, signal, sys, time
+NOTES = {notes!r}
+def note(word):
+    fd = os.open(NOTES, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, word.encode() + b"\n")
+    os.close(fd)
+def out(obj):
+    os.write(1, (json.dumps(obj) + "\n").encode())
+note(str(os.getpid()))
+signal.signal(signal.SIGTERM, lambda *_: note("term"))
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("type") == "control_request":
+        out({{"type": "control_response", "response": {{"subtype": "success",
+             "request_id": msg.get("request_id"), "response": {{}}}}}})
+    elif msg.get("type") == "user":
+        out({{"type": "system", "subtype": "init", "session_id": "quiet-1"}})
+        out({{"type": "result", "subtype": "success", "is_error": False,
+             "session_id": "quiet-1", "result": "noted"}})
+os.close(1)
+os.close(2)
+note("eof")
+deadline = time.monotonic() + 120  # ends by itself should a failed test not end it
+while time.monotonic() < deadline:
+    time.sleep(0.2)
+"""
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32", reason="9.0.0 force-kills its direct children on Windows"
+)
+def test_leaky_exit_leaves_its_survivors_running(tmp_path, workers) -> None:
+    """9.0.0's Node process ends without ending its children. asyncio SIGKILLs a child that is
+    still running when its transport is collected (at the latest at interpreter exit), so the
+    leaky worker used to kill, as it exited, a survivor that had closed its stdio."""
+    notes = tmp_path / "notes"
+    claude = tmp_path / "quiet-claude"
+    claude.write_text(f"#!{sys.executable}\n" + QUIET_SURVIVOR.format(notes=str(notes)))
+    claude.chmod(0o755)
+    worker: Worker = workers(claude, mode="leaky")
+    survivor: psutil.Process | None = None
+    try:
+        sid = worker.new_session("quiet-1")
+        worker.prompt(sid, "quiet-1", "hello")
+        first = wait_until(lambda: notes.exists() and notes.read_text().split(), what="its pid")
+        survivor = psutil.Process(int(first[0]))
+        worker.api().ok("POST", f"/sessions/{sid}/complete")  # the SDK's close(): EOF, SIGTERM
+        wait_until(lambda: {"eof", "term"} <= set(notes.read_text().split()), what="EOF, SIGTERM")
+        worker.stop()
+        assert worker.wait_exit() == 0
+        assert survivor.is_running() and survivor.status() != psutil.STATUS_ZOMBIE
+    finally:
+        if survivor is not None:
+            with contextlib.suppress(psutil.Error):
+                survivor.kill()  # psutil checks the create_time before signalling
+                survivor.wait(10)
