@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from worker.config import DEFAULT_MODEL, WorkerConfig, default_data_dir
+from worker.config import DEFAULT_MODEL, WorkerConfig, claude_problem, default_data_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,10 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = _config(args)
+        problem = claude_problem(cfg.claude)
+        if problem:
+            raise ValueError(problem)
     except ValueError as exc:  # settings that cannot run a worker: a usage error, like argparse's
         print(f"python -m worker serve: error: {exc}", file=sys.stderr)
         return 2
-    from worker.service import DataDirInUse, WorkerService
+    from worker.service import CannotListen, DataDirInUse, WorkerService
 
     async def serve() -> None:
         service = WorkerService(cfg)
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
-    except DataDirInUse as exc:
+    except (DataDirInUse, CannotListen) as exc:
         logging.getLogger("worker").error("%s", exc)
         return 2
     if cfg.mode == "leaky":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,18 @@ class WorkerConfig:
     @property
     def info_path(self) -> Path:
         return self.data_dir / "worker.json"
+
+
+def claude_problem(claude: str) -> str | None:
+    """Why `--claude` cannot start an observer (every session would fail later), or None.
+
+    A name without a folder is looked up on PATH, as the spawn itself will."""
+    if os.sep in claude or (os.altsep and os.altsep in claude):
+        if not os.path.isfile(claude) or not os.access(claude, os.X_OK):
+            return f"--claude {claude}: not an executable file"
+    elif shutil.which(claude) is None:
+        return f"--claude {claude}: not found on PATH (give its path)"
+    return None
 
 
 def _is_loopback(host: str) -> bool:

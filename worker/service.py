@@ -32,6 +32,10 @@ class DataDirInUse(Exception):
     pass
 
 
+class CannotListen(Exception):
+    """The port cannot be bound (in use, or not ours to bind)."""
+
+
 class WorkerService:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
@@ -178,7 +182,15 @@ class WorkerService:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # Undo the start-up (the guardian, the run's record) before saying why.
+            await self._shutdown(runner)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise CannotListen(
+                f"cannot listen on {self.cfg.host}:{self.cfg.port}: {reason}"
+            ) from exc
         try:
             self.port = _bound_port(runner)
             self._write_info()

@@ -84,3 +84,48 @@ def test_second_worker_on_a_held_data_dir_refuses(fake_run: FakeRun, workers, tm
     first.stop()
     assert first.wait_exit() == 0
     fake_run.assert_none_alive(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("claude", "says"),
+    [
+        (str(REPO / "no" / "such" / "claude"), "not an executable file"),
+        ("no-such-claude-on-path-a1b2c3", "not found on PATH"),
+    ],
+)
+def test_a_claude_that_cannot_start_is_refused_at_start(tmp_path, claude, says):
+    """Before: the worker served, and every session failed later with 'cannot start'."""
+    run = subprocess.run(
+        [sys.executable, "-m", "worker", "serve", "--claude", claude, "--data-dir", str(tmp_path)],
+        **_RUN,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"--claude {claude}: {says}" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "worker.json").exists()
+
+
+def test_a_port_in_use_is_refused_cleanly(fake_run: FakeRun, workers, tmp_path):
+    """Before: a traceback and exit 1, with the guardian left to find out by itself."""
+    first: Worker = workers(fake_run.shim("ok"))
+    port = str(first.info["port"])
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "serve",
+            "--port",
+            port,
+            "--claude",
+            str(first.claude),
+            "--data-dir",
+            str(tmp_path / "second"),
+        ],  # fmt: skip
+        **_RUN,
+    )
+    assert second.returncode == 2, second.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert "guardian pid" not in second.stderr or "exited" in second.stderr  # closed, not left
+    assert not (tmp_path / "second" / "worker.json").exists()
+    assert first.api().ok("GET", "/api/health")["status"] == "ok"
