@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # settings that cannot run a worker: a usage error, like argparse's
         print(f"python -m worker serve: error: {exc}", file=sys.stderr)
         return 2
-    from worker.service import CannotListen, DataDirInUse, WorkerService
+    from worker.service import StartError, WorkerService
 
     async def serve() -> None:
         service = WorkerService(cfg)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
-    except (DataDirInUse, CannotListen) as exc:
+    except StartError as exc:
         logging.getLogger("worker").error("%s", exc)
         return 2
     if cfg.mode == "leaky":

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -28,11 +29,15 @@ from worker.store import Store
 log = logging.getLogger("worker")
 
 
-class DataDirInUse(Exception):
+class StartError(Exception):
+    """The worker cannot start with these settings on this machine (exit 2, no traceback)."""
+
+
+class DataDirInUse(StartError):
     pass
 
 
-class CannotListen(Exception):
+class CannotListen(StartError):
     """The port cannot be bound (in use, or not ours to bind)."""
 
 
@@ -48,8 +53,11 @@ class WorkerService:
         self.ready = False
         self.stop_reason: str | None = None
         self._stop = asyncio.Event()
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(cfg.db_path)
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store(cfg.db_path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartError(f"--data-dir {cfg.data_dir}: cannot hold the database: {exc}") from exc
         self._refuse_if_in_use()
         self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
         self.containment = Containment(self.mark, self.create_time)

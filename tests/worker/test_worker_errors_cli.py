@@ -129,3 +129,25 @@ def test_a_port_in_use_is_refused_cleanly(fake_run: FakeRun, workers, tmp_path):
     assert "guardian pid" not in second.stderr or "exited" in second.stderr  # closed, not left
     assert not (tmp_path / "second" / "worker.json").exists()
     assert first.api().ok("GET", "/api/health")["status"] == "ok"
+
+
+def test_a_data_dir_that_cannot_hold_the_database_is_refused(tmp_path):
+    """Before: a traceback from mkdir or from sqlite3."""
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "serve",
+            "--claude",
+            sys.executable,
+            "--data-dir",
+            str(taken),
+        ],  # fmt: skip
+        **_RUN,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"--data-dir {taken}: cannot hold the database" in run.stderr
+    assert "Traceback" not in run.stderr
