@@ -50,6 +50,8 @@ class Progress:
         table.add_row("RSS worker", _mb(snap.get("worker_rss", 0)))
         rate = done / elapsed if elapsed > 0 else 0.0
         table.add_row("elapsed", f"{elapsed:.0f} s  ({rate:.1f} sessions/s)")
+        if snap.get("stage"):
+            table.add_row("now", str(snap["stage"]))
         return table
 
     def line(self, snap: dict[str, Any]) -> str:
@@ -60,6 +62,7 @@ class Progress:
             f"failed {snap.get('failed', 0)} | live descendants {snap.get('live_descendants', 0)}"
             f" | leaked {snap.get('leaked', 0)} | RSS {_mb(snap.get('total_rss', 0))}"
             f" (worker {_mb(snap.get('worker_rss', 0))})"
+            + (f" | {snap['stage']}" if snap.get("stage") else "")
         )
 
     def update(self, snap: dict[str, Any], force: bool = False) -> None:

@@ -154,13 +154,16 @@ class _Run:
         self.t0 = time.monotonic()
         self.drive_end: float | None = None
         self.pending: set[asyncio.Future[None]] = set()
+        self.no_more = False  # every session that will run has started
 
     def take(self) -> int | None:
         cfg = self.config
         if cfg.duration is not None:
             if time.monotonic() - self.t0 >= cfg.duration:
+                self.no_more = True
                 return None
         elif self.next_index >= cfg.sessions:
+            self.no_more = True
             return None
         index = self.next_index
         self.next_index += 1
@@ -202,9 +205,21 @@ async def _attribute(target: Target, census: Census, spec: Any, http: Any) -> No
     census.attribute(spec.content_session_id, ids)
 
 
+def _stage(run: _Run) -> str:
+    """What the run is doing now, for the progress display: a time-boxed run goes on after
+    its time is up until the sessions in flight end, then waits for their processes."""
+    if not run.no_more:
+        return ""
+    in_flight = run.started - run.completed - run.failed
+    if in_flight > 0:
+        why = "time is up" if run.config.duration is not None else "all started"
+        return f"{why}: finishing {in_flight} session(s) in flight"
+    return f"settling: up to {run.config.grace:g} s for the last processes to go"
+
+
 async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
     while True:
-        progress.update({**census.snapshot(), "failed": run.failed})
+        progress.update({**census.snapshot(), "failed": run.failed, "stage": _stage(run)})
         await asyncio.sleep(0.25)
 
 
@@ -334,8 +349,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         swept = await asyncio.to_thread(sweep_run, run_id, census)
         census.stop()
         run_over(run_id)
-        if progress is not None:
-            progress.close({**census.snapshot(), "failed": run.failed})
+        if progress is not None:  # the last state seen with the worker up, not after its stop
+            progress.close({**snap_end, "failed": run.failed})
 
     report = _build_report(
         config,

@@ -164,6 +164,26 @@ def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
     assert "/" not in lines[-1].split("sessions")[1].split()[0]  # no total without one
 
 
+def test_progress_says_why_a_time_boxed_run_goes_on():
+    """Before: a --duration 12 soak printed lines for 24 s with no word on why (its sessions in
+    flight were finishing, then their processes had their grace)."""
+    from harness.soak import SoakConfig, _Run, _stage
+
+    run = _Run(SoakConfig(duration=12.0, grace=5.0))
+    run.started, run.completed, run.failed = 5, 1, 1
+    assert _stage(run) == ""  # still starting sessions
+    run.no_more = True
+    assert _stage(run) == "time is up: finishing 3 session(s) in flight"
+    run.completed = 4
+    assert _stage(run) == "settling: up to 5 s for the last processes to go"
+    counted = _Run(SoakConfig(sessions=5))
+    counted.started, counted.no_more = 5, True
+    assert _stage(counted).startswith("all started: finishing 5")
+    stream = io.StringIO()
+    Progress(None, mode="plain", stream=stream).update({**SNAP, "stage": _stage(run)})
+    assert stream.getvalue().rstrip().endswith("| settling: up to 5 s for the last processes to go")
+
+
 def test_an_unwritable_step_summary_loses_only_the_summary(tmp_path, monkeypatch, capsys):
     """Before: a stale GITHUB_STEP_SUMMARY path raised after the whole soak."""
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "s.md"))
