@@ -201,9 +201,10 @@ class Observer:
     # -- protocol -----------------------------------------------------------------------------
     async def initialize(self, timeout: float) -> None:
         request_id, request = protocol.initialize_request()
-        await self.send(request)
 
         async def wait_reply() -> None:
+            # The send is timed too (as in turn()).
+            await self.send(request)
             while True:
                 message = await self._next()
                 if message.get("type") == "control_response":
@@ -221,12 +222,17 @@ class Observer:
             raise ObserverError(f"no initialize reply within {timeout:g} s") from exc
 
     async def turn(self, text: str, session_hint: str, timeout: float) -> str:
-        """Send one user message, read to its result; return the reply text."""
-        await self.send(protocol.user_message(text, self.claude_session_id or session_hint))
+        """Send one user message, read to its result; return the reply text.
+
+        The timeout covers the send: an observer that no longer reads its stdin blocks the
+        write once the pipe is full (a prompt with a large tool output), and an untimed write
+        would hold the session, and its observer, until the worker stops."""
+        user = protocol.user_message(text, self.claude_session_id or session_hint)
         texts: list[str] = []
         size = [0]
 
         async def read_turn() -> str:
+            await self.send(user)
             while True:
                 message = await self._next()
                 kind = message.get("type")

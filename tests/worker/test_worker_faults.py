@@ -105,6 +105,22 @@ def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) 
         assert stats["observations"] == 2 and stats["summaries"] == 1, stats
 
 
+@pytest.mark.parametrize("at", ["after-init", "mid-turn"])
+def test_an_observer_that_stops_reading_stdin_is_ended(fake_run: FakeRun, workers, at) -> None:
+    """A hung observer reads no more stdin; a prompt larger than the pipe (a big tool output)
+    then blocks the worker's write. The write was not under the turn timeout: the session, and
+    its observer, were held until the worker stopped."""
+    worker: Worker = workers(fake_run.shim(f"hang:at={at}"), flags=FAULT_FLAGS)
+    sid = worker.new_session("deaf-1")
+    worker.prompt(sid, "deaf-1", "x" * 300_000)  # several times a pipe's 64 KiB buffer
+    worker.observe("deaf-1", 0)
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    fake_run.assert_none_alive(timeout=10)
+    assert worker.stats()["session_errors"] >= 1
+    assert worker.api().ok("GET", "/api/health")["status"] == "ok"
+
+
 @pytest.mark.parametrize(
     "scenario",
     [
