@@ -237,7 +237,7 @@ class Observer:
                 message = await self._next()
                 kind = message.get("type")
                 if kind == "system" and message.get("subtype") == "init":
-                    self.claude_session_id = message.get("session_id") or self.claude_session_id
+                    self._note_session_id(message)
                 elif kind == "assistant":
                     texts.append(protocol.assistant_text(message))
                     size[0] += len(texts[-1])
@@ -248,7 +248,7 @@ class Observer:
                 elif kind == "control_request":
                     await self.send(protocol.control_reply(message))
                 elif kind == "result":
-                    self.claude_session_id = message.get("session_id") or self.claude_session_id
+                    self._note_session_id(message)
                     if message.get("is_error"):
                         raise ObserverError(f"observer turn failed: {message.get('subtype')}")
                     result = message.get("result")
@@ -260,6 +260,9 @@ class Observer:
             raise ObserverError(f"no result within {timeout:g} s") from exc
         self.turns += 1
         return reply
+
+    def _note_session_id(self, message: dict[str, Any]) -> None:
+        self.claude_session_id = protocol.session_id_of(message) or self.claude_session_id
 
     # -- ending -------------------------------------------------------------------------------
     def close_stdin(self) -> None:

@@ -123,12 +123,29 @@ def parse_line(line: bytes) -> dict[str, Any]:
 
 
 def assistant_text(message: dict[str, Any]) -> str:
-    content = (message.get("message") or {}).get("content") or []
+    """The text of an assistant message; fields of another type than the CLI's count as none."""
+    body = message.get("message")
+    content = body.get("content") if isinstance(body, dict) else None
     if isinstance(content, str):
         return content
-    parts = [
-        block.get("text", "")
-        for block in content
-        if isinstance(block, dict) and block.get("type") == "text"
-    ]
+    if not isinstance(content, list):
+        return ""
+    parts = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                parts.append(text)
     return "".join(parts)
+
+
+# The CLI's session ids are UUIDs; one is passed back as `--resume ID` argv, so anything else
+# (another type, a huge or unprintable string) is not taken for one.
+MAX_SESSION_ID = 256
+
+
+def session_id_of(message: dict[str, Any]) -> str | None:
+    value = message.get("session_id")
+    if isinstance(value, str) and 0 < len(value) <= MAX_SESSION_ID and value.isprintable():
+        return value
+    return None

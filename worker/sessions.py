@@ -215,9 +215,14 @@ class SessionManager:
                     reply = await observer.turn(
                         text, active.content_id or "", self.cfg.turn_timeout
                     )
-                except ObserverError as exc:
-                    self._session_error(active, str(exc))
-                    self.store.release_message(message, str(exc), self.cfg.max_attempts)
+                except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
+                    if isinstance(exc, ObserverError):
+                        error = str(exc)
+                    else:  # not foreseen: say where, but keep the session's queue moving
+                        log.exception("session %s: turn failed", active.id)
+                        error = f"{type(exc).__name__}: {exc}"
+                    self._session_error(active, error)
+                    self.store.release_message(message, error, self.cfg.max_attempts)
                     self._queue_progressed(active.id)
                     await self._end_observer(active, "error")
                     continue
