@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -272,8 +273,28 @@ def plot_comparison(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _stale_folders(out: Path, rows: list[dict]) -> list[Path]:
+    """Report folders an earlier compare wrote into `out` for targets this one did not run:
+    left, they would pass for this run's. Only folders its compare.json names, holding a
+    report.json, are counted (nothing else in `out` is touched)."""
+    try:
+        before = json.loads((out / "compare.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = {r.get("folder") for r in rows}
+    stale = []
+    for row in before if isinstance(before, list) else []:
+        name = row.get("folder") if isinstance(row, dict) else None
+        if isinstance(name, str) and name == _slug(name) and name and name not in now:
+            if (out / name / "report.json").is_file():
+                stale.append(out / name)
+    return stale
+
+
 def write_outputs(out: Path, rows: list[dict], meta: dict, plot: bool = True) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
+    for folder in _stale_folders(out, rows):
+        shutil.rmtree(folder, ignore_errors=True)
     paths = {"json": out / "compare.json", "md": out / "compare.md"}
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"workload": meta, "rows": rows}, indent=2, default=str))
@@ -371,7 +392,8 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if hasattr(target, "grace"):
             target.grace = args.grace
         watch = ReapWatch(target, reap_wait, args.grace)
-        config = replace(base, report=args.out / _slug(label))
+        folder = _slug(label)
+        config = replace(base, report=args.out / folder)
         report = await run_soak(config, watch)
         extra_fn = getattr(target, "extra_report", None)
         extra = extra_fn() if extra_fn is not None else None
@@ -382,6 +404,7 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
             )
             label = getattr(target, "label", label)
         row = summarize(label, report, watch.reap, args.prompts, extra)
+        row["folder"] = folder  # its soak report, under the output folder
         rows.append(row)
         if report.get("interrupted"):
             raise KeyboardInterrupt

@@ -183,6 +183,37 @@ def test_outputs_with_a_plot(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "compare.png").exists()
 
 
+def test_an_output_folder_used_again_loses_the_earlier_runs_target_folders(tmp_path: Path):
+    """Before: a second compare with fewer targets left the first one's per-target reports
+    beside its own, as if this run had made them. Only folders the earlier compare.json names
+    (holding a report.json) go; anything else in the folder stays."""
+    meta = dict.fromkeys(
+        ("sessions", "prompts", "observations", "concurrency", "scenarios", "seed", "grace"), 2
+    )
+    meta.update(reap_wait=240, reference_reap_wait=15)
+    out = tmp_path / "out"
+    rows = []
+    for label in ("reference fixed", "reference leaky"):
+        row = compare.summarize(label, _report(0), None, 2)
+        row["folder"] = compare._slug(label)
+        (out / row["folder"]).mkdir(parents=True)
+        (out / row["folder"] / "report.json").write_text("{}")
+        rows.append(row)
+    (out / "notes-of-mine").mkdir()
+    (out / "notes-of-mine" / "report.json").write_text("{}")  # not named by compare.json
+    compare.write_outputs(out, rows, meta, plot=False)
+    compare.write_outputs(out, rows[:1], meta, plot=False)  # only the fixed worker this time
+    assert (out / "reference-fixed" / "report.json").exists()
+    assert not (out / "reference-leaky").exists()
+    assert (out / "notes-of-mine" / "report.json").exists()
+    # A compare.json naming a path outside the folder is not followed.
+    (out / "compare.json").write_text(json.dumps({"rows": [{"folder": "../escape"}]}))
+    (tmp_path / "escape").mkdir()
+    (tmp_path / "escape" / "report.json").write_text("{}")
+    compare.write_outputs(out, [], meta, plot=False)
+    assert (tmp_path / "escape" / "report.json").exists()
+
+
 def test_claude_mem_targets_are_built_with_the_settings_given(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
