@@ -776,10 +776,20 @@ class Census:
                             continue
                         rec.leaked_at = now
                         rec.leak_reason = "alive past its session's end + grace"
+                        if self._of_failed_sessions(rec):
+                            # The harness stopped waiting, not the worker: worth saying.
+                            rec.leak_reason += " (its session failed; the worker may be on it)"
                         self.leaked.append(rec)
                         self._mark_session_leaked(rec)
                 elif rec.zombie_since is not None and not rec.reaped and past:
                     self._note_zombie(rec)
+
+    def _of_failed_sessions(self, rec: ProcRecord) -> bool:
+        """Whether every session this process may belong to failed (the harness gave up)."""
+        key = self.session_of(rec)
+        keys = [key] if key is not None else list(self._candidates(rec))
+        windows = [self.sessions[k] for k in keys if k in self.sessions]
+        return bool(windows) and not any(w.ok for w in windows)
 
     def _note_zombie(self, rec: ProcRecord) -> None:
         """A zombie past its deadline is the run's fault only if the run holds it: its parent is

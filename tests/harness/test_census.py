@@ -77,6 +77,21 @@ def test_leak_is_named_only_after_session_end_plus_grace(spawn, run_id):
     assert leaked.leak_reason and run_id_token(run_id) in leaked.cmdline
 
 
+def test_a_leak_of_a_failed_session_says_so(spawn, run_id):
+    """A session the harness gave up on (a drain timeout) is judged like any other, but its
+    leak says why the worker may still have been on it."""
+    census = _census(run_id, grace=0.5)
+    census.session_started("failed-1")
+    leaker = spawn(SLEEPER, run_id_token(run_id))
+    wait_for(lambda: (census.sample(), _ours(census) == {leaker.pid})[1], what="the census")
+    census.session_ended("failed-1", ok=False)
+    census.attribute("failed-1", [])
+    wait_for(lambda: (census.sample(), census.leaked)[1], timeout=30, what="leak detected")
+    assert census.leaked[0].leak_reason == (
+        "alive past its session's end + grace (its session failed; the worker may be on it)"
+    )
+
+
 def test_process_spawned_while_session_runs_is_expected_not_leaked(spawn, run_id):
     census = _census(run_id, grace=0.5)
     census.session_started("long")
