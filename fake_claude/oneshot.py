@@ -10,7 +10,7 @@ from fake_claude import messages as m
 from fake_claude.context import Context
 from fake_claude.faults import at_point
 from fake_claude.reply import observation
-from fake_claude.stdio import send, write_bytes
+from fake_claude.stdio import send, utf8, write_bytes
 
 
 def run_oneshot(ctx: Context, session_id: str) -> int:
@@ -43,7 +43,7 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
         send(m.assistant(session_id, model, [{"type": "text", "text": text}], m.new_id("msg_")))
         send(res)
     else:
-        write_bytes((text + "\n").encode())
+        write_bytes(utf8(text + "\n"))
     ctx.ledger.write("turn", n=1, session_id=session_id, interrupted=False)
     at_point(ctx, "after-result", 1, session_id)
     return 0

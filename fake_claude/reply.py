@@ -31,7 +31,8 @@ def _escape(text: str) -> str:
 
 def observation(prompt: str) -> str:
     words = prompt.split()
-    digest = f"{zlib.crc32(prompt.encode()):08x}"
+    # surrogatepass: a prompt may hold a lone surrogate (JSON allows one); the real CLI is fine.
+    digest = f"{zlib.crc32(prompt.encode('utf-8', 'surrogatepass')):08x}"
     title = _escape(" ".join(words[:8]) or "(empty prompt)")
     if "summary" in prompt.lower() or "summarize" in prompt.lower():
         return (

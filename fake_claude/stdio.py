@@ -79,5 +79,10 @@ def write_bytes(data: bytes, fd: int = 1) -> None:
         raise
 
 
+def utf8(text: str) -> bytes:
+    """As Node writes a string: a lone surrogate (which JSON input may carry) becomes U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
 def send(obj: dict) -> None:
     write_bytes((json.dumps(obj, separators=(",", ":")) + "\n").encode())

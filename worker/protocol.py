@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 from typing import Any
 
@@ -114,12 +115,35 @@ def prompt_text(kind: str, payload: dict[str, Any], project: str, prompt_number:
 def parse_line(line: bytes) -> dict[str, Any]:
     """One stdout line -> message. Garbage is a session error (ProtocolError)."""
     try:
-        message = json.loads(line)
+        message = loads_text(line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"observer wrote a line that is not JSON: {line[:80]!r}") from exc
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(f"observer wrote JSON that is not a message: {line[:80]!r}")
     return message
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads_text(raw: bytes) -> Any:
+    """json.loads, with each lone surrogate (a `\\ud800` escape with no partner: half an emoji
+    cut by a truncation, say) made U+FFFD, as a JavaScript writer's UTF-8 would make it: such a
+    string cannot be encoded, so it would fail later in SQLite, or in an observer."""
+    value = json.loads(raw)
+    if b"\\u" not in raw:  # a lone surrogate can only come from an escape
+        return value
+    return _no_lone_surrogates(value)
+
+
+def _no_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_no_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_no_lone_surrogates(k): _no_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def assistant_text(message: dict[str, Any]) -> str:

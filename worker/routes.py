@@ -6,13 +6,14 @@ Every refusal is a 4xx with a JSON body {"error": ...} that says what was wrong.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from worker import protocol
 
 if TYPE_CHECKING:
     from worker.service import WorkerService
@@ -81,7 +82,7 @@ async def body_of(request: web.Request) -> dict[str, Any]:
     if not raw:
         raise BadRequest(400, "empty body: expected a JSON object")
     try:
-        body = json.loads(raw)
+        body = protocol.loads_text(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"malformed JSON: {exc}") from exc
     if not isinstance(body, dict):

@@ -72,6 +72,18 @@ def test_replies_are_deterministic_in_the_input(spawn):
     assert "<observation>" in texts[0] and "alpha beta" in texts[0]
 
 
+def test_a_lone_surrogate_in_a_prompt_is_answered(spawn):
+    """JSON may carry half a surrogate pair (the SDKs' JSON.stringify escapes one as \\ud83d);
+    the real CLI answers. Before: the fake's reply digest could not encode it, and it exited 1."""
+    fake = spawn()
+    fake.initialize()
+    msgs = fake.turn("half an emoji: \ud83d, and a whole one: \U0001f600")
+    assert msgs[-1]["type"] == "result" and msgs[-1]["is_error"] is False
+    assert "half an emoji" in msgs[-1]["result"]
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
 def test_resume_keeps_session_id(spawn):
     fake = spawn(
         args=[

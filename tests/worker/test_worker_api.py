@@ -202,3 +202,44 @@ def test_processes_by_session(fake_run: FakeRun, workers) -> None:
         status, body = api.request("GET", f"/api/processes?sessions={bad}")
         assert status == 400 and words in body["error"], (bad, status, body)
     fake_run.assert_none_alive()
+
+
+def test_lone_surrogates_in_hook_bodies_are_stored_as_replacement_chars(
+    fake_run: FakeRun, workers
+) -> None:
+    """JSON may escape half a surrogate pair (`\\ud83d` of a cut emoji); such a string cannot
+    be encoded. Before: /api/sessions/init answered 500 with a traceback (SQLite), and a prompt
+    holding one crashed the fake observer (its turn failed, nothing was stored)."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    api = worker.api()
+    headers = {"Content-Type": "application/json"}
+    status, body = api.request(
+        "POST",
+        "/api/sessions/init",
+        data=b'{"contentSessionId": "cut-\\ud83d", "project": "p\\udfff", "prompt": "hi"}',
+        headers=headers,
+    )
+    assert status == 200, body
+    sid = body["sessionDbId"]
+    status, _ = api.request(
+        "POST",
+        f"/sessions/{sid}/init",
+        data=b'{"userPrompt": "half an emoji: \\ud83d, whole: \\ud83d\\ude00", "promptNumber": 1}',
+        headers=headers,
+    )
+    assert status == 200
+    status, _ = api.request(
+        "POST",
+        "/api/sessions/observations",
+        data=b'{"contentSessionId": "cut-\\ud83d", "tool_name": "Read", "tool_input": {},'
+        b' "tool_response": "\\udc80 bytes", "cwd": "/"}',
+        headers=headers,
+    )
+    assert status == 200
+    assert api.ok("GET", f"/sessions/{sid}/status")["contentSessionId"] == "cut-\ufffd"
+    api.ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    stats = worker.stats()
+    assert stats["session_errors"] == 0 and stats["observations"] == 1, worker.log()
+    assert "Traceback" not in worker.log()
+    fake_run.assert_none_alive()

@@ -135,3 +135,10 @@ def test_wrongly_typed_fields_fail_nothing(tmp_path, workers, case):
     assert "Traceback" not in worker.log(), worker.log()
     want_id = None if case.endswith("-id") else "typed-1"
     assert status["memorySessionId"] == want_id
+
+
+def test_lone_surrogates_become_replacement_chars_and_pairs_stay():
+    raw = b'{"a\\udfff": ["x\\ud800y", {"k": "\\ud83d\\ude00"}], "n": 1}'
+    assert protocol.loads_text(raw) == {"a\ufffd": ["x\ufffdy", {"k": "\U0001f600"}], "n": 1}
+    line = b'{"type": "assistant", "message": {"content": "cut \\udc80"}}'
+    assert protocol.assistant_text(protocol.parse_line(line)) == "cut \ufffd"
