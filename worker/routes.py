@@ -237,7 +237,11 @@ class Routes:
         wait_ms = request.query.get("waitDrainedMs")
         if wait_ms is not None:
             if not wait_ms.isdigit() or len(wait_ms) > 9:
-                raise BadRequest(400, f"waitDrainedMs {wait_ms!r} is not a non-negative integer")
+                raise BadRequest(
+                    400,
+                    f"waitDrainedMs {wait_ms!r}: want milliseconds, 0-999999999 (capped at "
+                    f"{MAX_WAIT_MS})",
+                )
             await self.service.wait_drained(session_id, min(int(wait_ms), MAX_WAIT_MS) / 1000)
         row = self._known_session(session_id)
         return web.json_response(
