@@ -92,8 +92,12 @@ def run_main_process(args, argv: list[str]) -> int:
 
     if args.has("-p", "--print") and args.value("--input-format") != "stream-json":
         from fake_claude.oneshot import run_oneshot
+        from fake_claude.stdio import StdoutClosed
 
-        code = run_oneshot(ctx, session_id)
+        try:
+            code = run_oneshot(ctx, session_id)
+        except StdoutClosed:  # `claude -p ... | head`: the reader left; exit as on EPIPE, quietly
+            code = 1
         exit_now(ledger, code)
     from fake_claude.session import run_session
 

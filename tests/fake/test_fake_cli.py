@@ -60,6 +60,23 @@ def test_print_mode_reads_prompt_from_stdin(tmp_path, run_id):
     assert "prompt from stdin" in out.stdout
 
 
+@pytest.mark.parametrize("fmt", ["text", "stream-json"])
+def test_print_mode_into_a_closed_pipe_exits_quietly(tmp_path, run_id, fmt):
+    """`claude -p ... | head -1`: the reader leaves. Before: a StdoutClosed traceback."""
+    shim = write_shim(tmp_path, {"run_id": run_id, "ledger": str(tmp_path / "l.jsonl")})
+    proc = subprocess.Popen(
+        [str(shim), "-p", "--output-format", fmt],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdout.close()  # gone before the fake writes a byte: its first write fails
+    _, err = proc.communicate(b"the prompt, from stdin", timeout=DEADLINE)
+    assert proc.returncode == 1, err
+    assert b"Traceback" not in err, err
+
+
 def test_unknown_flags_in_every_form_are_tolerated(tmp_path, run_id):
     shim = write_shim(tmp_path, {"run_id": run_id})
     argv = [
