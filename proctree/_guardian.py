@@ -211,5 +211,20 @@ def run(stream: Any) -> int:
     return 0
 
 
+USAGE = """usage: python -m proctree.guardian [DAEMON_PID]  (started by a daemon, not by hand)
+
+It reads its orders on stdin from the daemon that started it (proctree.start_guardian): a
+JSON header {"mark", "token", "since"}, then `group PGID CREATE_TIME` lines. When stdin
+closes (the daemon died), it ends those groups and every process carrying the mark or token.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    # Its one argument is the daemon's pid, shown in process lists (start_guardian).
+    daemon_pid = len(args) == 1 and args[0].isdigit()
+    if (args and not daemon_pid) or sys.stdin is None or sys.stdin.isatty():
+        # A person at a terminal, not a daemon's pipe: say what this is instead of waiting.
+        print(USAGE, file=sys.stderr, end="")
+        return 0 if args in (["-h"], ["--help"]) else 2
     return run(sys.stdin)

@@ -127,3 +127,17 @@ def test_guardian_ends_lineages_that_fork_and_exit(
     spawner.send_signal(signal.SIGKILL)
     spawner.wait(timeout=30)
     assert stops_growing(report), "a lineage still hops after the guardian's sweep"
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["-h"], 0), (["bogus"], 2)])
+def test_run_by_hand_it_says_what_it_is(args: list[str], code: int) -> None:
+    """Before: `python -m proctree.guardian --help` read stdin and exited 0 without a word."""
+    out = subprocess.run(
+        [sys.executable, "-m", "proctree.guardian", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == code
+    assert out.stderr.startswith("usage: python -m proctree.guardian [DAEMON_PID]")
