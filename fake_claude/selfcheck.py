@@ -181,3 +181,7 @@ def selfcheck_main(argv: list[str]) -> int:
             _wait(lambda: not run.processes(), "the self-check's processes to end")
     print("selfcheck:", "ok" if not failures else f"{failures} failed")
     return 1 if failures else 0
+
+
+if __name__ == "__main__":  # the same as `python -m fake_claude selfcheck`
+    sys.exit(selfcheck_main(sys.argv[1:]))

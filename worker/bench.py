@@ -123,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "data"
         cmd = [sys.executable, "-m", "worker", "serve", "--mode", args.mode]
         cmd += ["--data-dir", str(data), "--claude", args.claude, "--grace", str(args.grace)]
-        worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log_path = Path(tmp) / "worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         try:
             info_path = data / "worker.json"
             deadline = time.monotonic() + 60
             while not info_path.exists():
                 if worker.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("worker did not start")
+                    # Say why: the worker refuses bad settings with a one-line reason.
+                    tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise SystemExit("worker did not start:\n" + "\n".join(tail))
                 time.sleep(0.05)
             info = json.loads(info_path.read_text())
             mark = f"{info['pid']}:{psutil.Process(info['pid']).create_time():.3f}"

@@ -151,3 +151,12 @@ def test_a_data_dir_that_cannot_hold_the_database_is_refused(tmp_path):
     assert run.returncode == 2, run.stderr
     assert f"--data-dir {taken}: cannot hold the database" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_worker_bench_says_why_its_worker_did_not_start(tmp_path):
+    """Before: 'worker did not start', the worker's own reason thrown away."""
+    claude = str(REPO / "no" / "such" / "claude")
+    run = subprocess.run([sys.executable, "-m", "worker.bench", "--claude", claude], **_RUN)
+    assert run.returncode == 1
+    assert "worker did not start" in run.stderr
+    assert f"--claude {claude}: not an executable file" in run.stderr
