@@ -116,7 +116,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
     """One stdout line -> message. Garbage is a session error (ProtocolError)."""
     try:
         message = loads_text(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: nested too deep
         raise ProtocolError(f"observer wrote a line that is not JSON: {line[:80]!r}") from exc
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError(f"observer wrote JSON that is not a message: {line[:80]!r}")

@@ -83,7 +83,7 @@ async def body_of(request: web.Request) -> dict[str, Any]:
         raise BadRequest(400, "empty body: expected a JSON object")
     try:
         body = protocol.loads_text(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: nested too deep
         raise BadRequest(400, f"malformed JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequest(400, f"expected a JSON object, got {type(body).__name__}")

@@ -137,6 +137,8 @@ def test_refusals_are_json_4xx(fake_run: FakeRun, workers) -> None:
             413,
             "larger than",
         ),
+        # Nested deeper than the parser recurses: was a 500 (RecursionError).
+        ("POST", "/api/sessions/init", b"[" * 100_000 + b"]" * 100_000, None, 400, "malformed"),
         ("GET", "/api/health", None, {"Host": "evil.example:37777"}, 403, "not loopback"),
         ("GET", "/api/health", None, {"Host": "127.0.0.1.nip.io"}, 403, "not loopback"),
         ("GET", "/no/such/route", None, None, 404, ""),

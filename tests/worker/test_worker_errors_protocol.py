@@ -40,6 +40,8 @@ def test_hook_callbacks_succeed_empty_and_unknown_subtypes_are_errors():
         (b"\xff\xfe\x00", "not JSON"),
         (b"[1, 2]", "not a message"),
         (b'{"type": 3}', "not a message"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # nested too deep: was a RecursionError
+        (b'{"type": "x", "a": ' + b'["\\ud800", ' * 5000 + b"1" + b"]" * 5000 + b"}", "not JSON"),
     ],
 )
 def test_lines_that_are_not_messages_are_protocol_errors(line, why):
