@@ -102,7 +102,7 @@ class Session:
             msg = json.loads(line)
             if not isinstance(msg, dict):
                 raise ValueError("not an object")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
             shown = line[:200].decode("utf-8", "replace")
             sys.stderr.write(f"Error parsing streaming input line: {shown}: {exc}\n")
             exit_now(self.ctx.ledger, 1)

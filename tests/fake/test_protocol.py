@@ -221,13 +221,18 @@ def test_partial_messages_stream_events(spawn):
     assert streamed == assistant["message"]["content"][0]["text"]
 
 
-def test_non_json_line_exits_1_with_message(spawn):
+@pytest.mark.parametrize(
+    "line",
+    [b"this is not json", b"[" * 100_000 + b"]" * 100_000],  # too deep: was a RecursionError
+)
+def test_non_json_line_exits_1_with_message(spawn, line):
     fake = spawn()
     fake.initialize()
-    fake.send(b"this is not json\n")
+    fake.send(line + b"\n")
     assert fake.wait_exit() == 1
     # The stderr pump thread may still be reading what the fake wrote before it exited.
     wait_for(lambda: b"Error parsing streaming input line" in bytes(fake.stderr), "the message")
+    assert b"Traceback" not in bytes(fake.stderr)
 
 
 def test_idle_with_stdin_open_stays_alive_then_eof_ends_it(spawn):
