@@ -256,7 +256,7 @@ def config_problem(config: SoakConfig) -> str | None:
             return f"--scenarios {config.scenarios!r}: {exc}"
     else:
         claude = Path(config.claude)
-        if not claude.is_file() or not os.access(claude, os.X_OK):
+        if shutil.which(str(claude.absolute())) is None:  # an executable file, as a spawn tests it
             return f"--claude {claude}: not an executable file (a path, or a command on PATH)"
     return None
 

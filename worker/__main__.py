@@ -44,13 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Settings that cannot run a worker: a usage error, like argparse's.
     try:
         cfg = _config(args)
+    except ValueError as exc:
+        problem: str | None = str(exc)
+    else:
         problem = claude_problem(cfg.claude)
-        if problem:
-            raise ValueError(problem)
-    except ValueError as exc:  # settings that cannot run a worker: a usage error, like argparse's
-        print(f"python -m worker serve: error: {exc}", file=sys.stderr)
+    if problem:
+        print(f"python -m worker serve: error: {problem}", file=sys.stderr)
         return 2
     from worker.service import StartError, WorkerService
 

@@ -92,13 +92,13 @@ class WorkerConfig:
 def claude_problem(claude: str) -> str | None:
     """Why `--claude` cannot start an observer (every session would fail later), or None.
 
-    A name without a folder is looked up on PATH, as the spawn itself will."""
-    if os.sep in claude or (os.altsep and os.altsep in claude):
-        if not os.path.isfile(claude) or not os.access(claude, os.X_OK):
-            return f"--claude {claude}: not an executable file"
-    elif shutil.which(claude) is None:
-        return f"--claude {claude}: not found on PATH (give its path)"
-    return None
+    shutil.which makes the spawn's own test: a path must be an executable file, a bare name is
+    looked up on PATH."""
+    if shutil.which(claude) is not None:
+        return None
+    if os.path.dirname(claude):
+        return f"--claude {claude}: not an executable file"
+    return f"--claude {claude}: not found on PATH (give its path)"
 
 
 def _is_loopback(host: str) -> bool:
