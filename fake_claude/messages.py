@@ -83,6 +83,48 @@ def initialize_response(model: str, version: str | None) -> dict:
     }
 
 
+CONTEXT_WINDOW = 200_000
+# What an empty session already holds (system prompt and tool schemas), roughly as /context shows.
+BASE_CONTEXT = {"system_prompt": 3_000, "system_tools": 12_000}
+
+
+def context_usage(model: str, message_tokens: int) -> dict:
+    """The answer to get_context_usage: the fields both SDKs document, with the session's own
+    token count in the messages row (a caller reading usage['percentage'] gets a number)."""
+    rows = [
+        ("system_prompt", "System prompt", BASE_CONTEXT["system_prompt"], "promptBorder"),
+        ("system_tools", "System tools", BASE_CONTEXT["system_tools"], "inactive"),
+        ("messages", "Messages", message_tokens, "purple"),
+    ]
+    used = sum(tokens for _, _, tokens, _ in rows)
+    free = max(0, CONTEXT_WINDOW - used)
+    categories = [
+        {"id": key, "name": name, "tokens": tokens, "color": color, "kind": "used"}
+        for key, name, tokens, color in rows
+    ]
+    categories.append(
+        {
+            "id": "free_space",
+            "name": "Free space",
+            "tokens": free,
+            "color": "promptBorder",
+            "kind": "free",
+        }  # fmt: skip
+    )
+    return {
+        "categories": categories,
+        "totalTokens": used,
+        "maxTokens": CONTEXT_WINDOW,
+        "rawMaxTokens": CONTEXT_WINDOW,
+        "percentage": round(100.0 * used / CONTEXT_WINDOW, 1),
+        "gridRows": [],
+        "model": model,
+        "memoryFiles": [],
+        "mcpTools": [],
+        "agents": [],
+    }
+
+
 def session_state(session_id: str, state: str) -> dict:
     return {
         "type": "system",

@@ -50,6 +50,7 @@ class Session:
         self.pending: deque[dict] = deque()
         self.responses: dict[str, dict] = {}
         self.turns = 0
+        self.context_tokens = 0  # prompts and replies so far, for get_context_usage
         self.last_error = False
         self.eof = False
         self.seen_input = False
@@ -138,7 +139,9 @@ class Session:
             send(m.control_success(rid))
         elif sub == "mcp_status":
             send(m.control_success(rid, {"mcpServers": []}))
-        elif sub in ("get_context_usage", "rewind_files", "mcp_reconnect", "mcp_toggle"):
+        elif sub == "get_context_usage":
+            send(m.control_success(rid, m.context_usage(self.model, self.context_tokens)))
+        elif sub in ("rewind_files", "mcp_reconnect", "mcp_toggle"):
             send(m.control_success(rid))
         else:
             send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
@@ -208,6 +211,8 @@ class Session:
             self.emit(
                 m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
             )
+            out_tokens = max(1, len(text) // 4)
+            self.context_tokens += in_tokens + out_tokens
             self.emit(
                 m.result(
                     self.session_id,
@@ -218,7 +223,7 @@ class Session:
                     num_turns=api_turns,
                     model=self.model,
                     input_tokens=in_tokens,
-                    output_tokens=max(1, len(text) // 4),
+                    output_tokens=out_tokens,
                     permission_denials=denials,
                 )
             )

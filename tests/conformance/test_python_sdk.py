@@ -136,6 +136,35 @@ def test_multi_turn_client_with_interrupt(fake_factory):
     assert [t["interrupted"] for t in turns] == [False, True, False]
 
 
+def test_client_status_calls_answer_in_the_documented_shape(fake_factory):
+    # A caller reading the documented fields (the SDK's own examples) must get values, not
+    # a KeyError; the usage grows with the conversation.
+    fake = fake_factory()
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=fake.options()) as client:
+            before = await client.get_context_usage()
+            await client.query("count the words in this question please")
+            _ = [m async for m in client.receive_response()]
+            after = await client.get_context_usage()
+            status = await client.get_mcp_status()
+            await client.set_model("claude-opus-4")
+            await client.set_permission_mode("acceptEdits")
+            info = await client.get_server_info()
+        return before, after, status, info
+
+    before, after, status, info = run_async(go)
+    for usage in (before, after):
+        assert 0 <= usage["percentage"] <= 100
+        assert usage["totalTokens"] == sum(c["tokens"] for c in usage["categories"] if
+                                           c["kind"] == "used")  # fmt: skip
+        assert usage["maxTokens"] >= usage["totalTokens"]
+        assert all(isinstance(c["name"], str) for c in usage["categories"])
+    assert after["totalTokens"] > before["totalTokens"]
+    assert status["mcpServers"] == []
+    assert info is not None and "commands" in info
+
+
 def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     calls: list[tuple[str, str]] = []

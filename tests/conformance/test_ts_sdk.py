@@ -117,3 +117,25 @@ def test_partial_messages(sdk: str, make_fake: MakeFake) -> None:
     kinds = [m["type"] for m in res["messages"]]
     # Partial events stream before the complete assistant message they add up to.
     assert kinds.index("stream_event") < kinds.index("assistant") < kinds.index("result")
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_status_and_settings_calls(sdk: str, make_fake: MakeFake) -> None:
+    # What a caller of the Query object reads after a turn: values in the shape the SDK's types
+    # declare (0.1.76 has no getContextUsage; the driver skips calls an SDK does not have).
+    shim, ledger = make_fake("ok")
+    res = node_driver(sdk, "status", shim).result()
+    _ok(res)
+    status = res["status"]
+    assert all("error" not in v for v in status.values()), status
+    assert status["mcpServerStatus"]["value"] == []
+    assert any(m["value"] == "claude-sonnet-4-5" for m in status["supportedModels"]["value"])
+    assert set(status) >= {"mcpServerStatus", "setModel", "setPermissionMode", "supportedModels"}
+    if sdk != "sdk-0.1.76":
+        usage = status["contextUsage"]["value"]
+        used = [c for c in usage["categories"] if c["kind"] == "used"]
+        assert usage["totalTokens"] == sum(c["tokens"] for c in used) > 0
+        assert 0 < usage["percentage"] < 100 and usage["maxTokens"] > usage["totalTokens"]
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]

@@ -33,7 +33,8 @@ def test_set_model_and_status_requests_are_answered(spawn):
     status = _control(fake, "r2", {"subtype": "mcp_status"})
     assert status["subtype"] == "success" and status["response"] == {"mcpServers": []}
     usage = _control(fake, "r3", {"subtype": "get_context_usage"})
-    assert usage["subtype"] == "success"
+    assert usage["subtype"] == "success" and usage["response"]["model"] == "claude-opus-4"
+    assert 0 < usage["response"]["percentage"] < 100
     interrupt = _control(fake, "r4", {"subtype": "interrupt"})  # no turn running: just success
     assert interrupt["subtype"] == "success"
     msgs = fake.turn("which model are you")
@@ -41,6 +42,8 @@ def test_set_model_and_status_requests_are_answered(spawn):
     assert any(
         m["type"] == "assistant" and m["message"]["model"] == "claude-opus-4" for m in msgs
     ), msgs
+    grown = _control(fake, "r5", {"subtype": "get_context_usage"})["response"]
+    assert grown["totalTokens"] > usage["response"]["totalTokens"]
     fake.close_stdin()
     assert fake.wait_exit() == 0
 

@@ -3,8 +3,8 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
-//            "partial"|"exit-after-result"|"break-after-result"|"abort-after-result"|
-//            "claude-mem",
+//            "partial"|"status"|"exit-after-result"|"break-after-result"|
+//            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            markerFile?: string, resume?: string}
@@ -226,6 +226,41 @@ async function claudeMem() {
   release();
 }
 
+// The Query object's status and settings calls, one turn in: what each answered (a value the
+// SDK's types promise, or the error it raised), under out.status.
+async function status() {
+  let release;
+  const done = new Promise((r) => (release = r));
+  async function* input() {
+    yield userMessage(cfg.prompt ?? "count the words of this question");
+    await done;
+  }
+  const q = query({ prompt: input(), options: { ...baseOptions } });
+  // [what, method, args]: a method an SDK version lacks is left out of out.status.
+  const calls = [
+    ["contextUsage", "getContextUsage", []],
+    ["mcpServerStatus", "mcpServerStatus", []],
+    ["setModel", "setModel", ["claude-opus-4"]],
+    ["setPermissionMode", "setPermissionMode", ["acceptEdits"]],
+    ["supportedModels", "supportedModels", []],
+  ];
+  out.status = {};
+  for await (const m of q) {
+    out.messages.push(summarise(m));
+    if (m.type === "result") {
+      for (const [what, method, args] of calls) {
+        if (typeof q[method] !== "function") continue;
+        try {
+          out.status[what] = { value: (await q[method](...args)) ?? null };
+        } catch (e) {
+          out.status[what] = { error: String(e?.message ?? e) };
+        }
+      }
+      release();
+    }
+  }
+}
+
 async function exitAfterResult() {
   const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
   for await (const m of q) {
@@ -239,6 +274,7 @@ const sessions = {
   partial: () => plain({ includePartialMessages: true }),
   "multi-interrupt": multiInterrupt,
   tools,
+  status,
   "exit-after-result": exitAfterResult,
   "break-after-result": () => endAfterResult("break"),
   "abort-after-result": () => endAfterResult("abort"),
