@@ -75,6 +75,14 @@ def run_main_process(args, argv: list[str]) -> int:
         session_id=session_id,
         parent_pid=None,
     )
+    if args.value("--json-schema") is not None:
+        from fake_claude.schema import SchemaError, load
+
+        try:
+            ctx.schema = load(args.value("--json-schema") or "")
+        except SchemaError as exc:  # the real CLI refuses a bad option before any turn
+            sys.stderr.write(f"Error: {exc}\n")
+            exit_now(ledger, 1)
     if scenario.has("exit-early"):
         ledger.write("misbehave", what="exit-early", at="start")
         exit_now(ledger, int(scenario.num("exit-early", "code", 1)))

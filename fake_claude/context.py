@@ -10,7 +10,9 @@ from fake_claude.scenario import Scenario
 
 
 class Context:
-    __slots__ = ("args", "scenario", "ledger", "seed", "version", "run_id", "draw", "_rng")
+    __slots__ = (
+        "args", "scenario", "ledger", "seed", "version", "run_id", "draw", "schema", "_rng"
+    )  # fmt: skip
 
     def __init__(
         self, args: Args, scenario: Scenario, ledger: Ledger, seed: str, draw: int
@@ -22,7 +24,19 @@ class Context:
         self.draw = draw
         self.version = os.environ.get("FAKE_CLAUDE_VERSION") or None
         self.run_id = ledger.run_id
+        self.schema: dict | None = None  # --json-schema, parsed (cli.run_main_process)
         self._rng = None
+
+    def structured(self, text: str):
+        """The result's structured_output for this reply: a value of the --json-schema, or
+        messages.ABSENT without one."""
+        from fake_claude.messages import ABSENT
+
+        if self.schema is None:
+            return ABSENT
+        from fake_claude.schema import instance
+
+        return instance(self.schema, text)
 
     def rng(self):
         """A random.Random seeded from the run seed and this process's draw (lazy: import cost)."""

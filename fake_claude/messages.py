@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from fake_claude import DEFAULT_VERSION
+
+ABSENT: Any = object()  # a result without structured_output (no --json-schema)
 
 TOOLS = [
     "Task",
@@ -257,6 +260,7 @@ def result(
     output_tokens: int,
     permission_denials: list[dict] | None = None,
     errors: list[str] | None = None,
+    structured_output: Any = ABSENT,
 ) -> dict:
     msg = {
         "type": "result",
@@ -285,6 +289,8 @@ def result(
     }
     if text is not None:
         msg["result"] = text
+    if structured_output is not ABSENT:  # only with --json-schema, as the real CLI
+        msg["structured_output"] = structured_output
     if errors or subtype != "success":
         # TS 0.3 reads errors.map(...) on every non-success result: the field must be there.
         msg["errors"] = errors or []

@@ -35,6 +35,7 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
         model=model,
         input_tokens=max(1, len(prompt.split())),
         output_tokens=max(1, len(text) // 4),
+        structured_output=ctx.structured(text),
     )
     if fmt == "json":
         write_bytes((json.dumps(res) + "\n").encode())

@@ -125,6 +125,8 @@ class Session:
         sub = req.get("subtype")
         if sub == "initialize":
             self.hooks = req.get("hooks") or {}
+            if self.ctx.schema is None and isinstance(req.get("jsonSchema"), dict):
+                self.ctx.schema = req["jsonSchema"]  # TS SDK >= 0.3 sends it here too
             send(m.control_success(rid, m.initialize_response(self.model, self.ctx.version)))
             at_point(self.ctx, "after-init", 0, self.session_id)
         elif sub == "interrupt":
@@ -225,6 +227,7 @@ class Session:
                     input_tokens=in_tokens,
                     output_tokens=out_tokens,
                     permission_denials=denials,
+                    structured_output=self.ctx.structured(text),
                 )
             )
             self.last_error = False

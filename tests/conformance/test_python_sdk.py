@@ -165,6 +165,25 @@ def test_client_status_calls_answer_in_the_documented_shape(fake_factory):
     assert info is not None and "commands" in info
 
 
+def test_structured_output(fake_factory):
+    jsonschema = pytest.importorskip("jsonschema")
+    fake = fake_factory()
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string"}, "score": {"type": "integer", "minimum": 1}},
+        "required": ["summary", "score"],
+    }
+
+    async def go():
+        opts = fake.options(output_format={"type": "json_schema", "schema": schema})
+        return [m async for m in sdk.query(prompt="rate this change", options=opts)]
+
+    result = run_async(go)[-1]
+    assert isinstance(result, sdk.ResultMessage) and result.subtype == "success"
+    jsonschema.validate(result.structured_output, schema)
+    assert "rate this change" in result.structured_output["summary"]
+
+
 def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     calls: list[tuple[str, str]] = []

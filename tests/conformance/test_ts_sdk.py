@@ -139,3 +139,23 @@ def test_status_and_settings_calls(sdk: str, make_fake: MakeFake) -> None:
     (result,) = _of(res, "result")
     assert result["subtype"] == "success"
     assert [e["code"] for e in _events(ledger, "exit")] == [0]
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_structured_output(sdk: str, make_fake: MakeFake) -> None:
+    schema = {
+        "type": "object",
+        "required": ["title", "files"],
+        "properties": {"title": {"type": "string"}, "files": {"type": "array"}},
+    }
+    shim, ledger = make_fake("ok")
+    res = node_driver(
+        sdk, "plain", shim, outputFormat={"type": "json_schema", "schema": schema}
+    ).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    # Both SDKs pass it as one `--json-schema=...` token (0.3 also in the initialize request).
+    assert any(a.startswith("--json-schema") for a in start["argv"]), start["argv"]
+    (result,) = _of(res, "result")
+    out = result["structured_output"]
+    assert isinstance(out["title"], str) and out["title"] and isinstance(out["files"], list)

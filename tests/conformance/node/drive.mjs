@@ -7,6 +7,7 @@
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
+//            outputFormat?: {type: "json_schema", schema: object},
 //            markerFile?: string, resume?: string}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
@@ -60,6 +61,7 @@ function summarise(m) {
   }
   if (m.type === "result") {
     Object.assign(s, { is_error: m.is_error, result: m.result, num_turns: m.num_turns });
+    if ("structured_output" in m) s.structured_output = m.structured_output;
   }
   if (m.type === "stream_event") s.event_type = m.event?.type;
   if (m.type === "system" && m.subtype === "init") s.model = m.model;
@@ -70,6 +72,7 @@ const baseOptions = {
   pathToClaudeCodeExecutable: cfg.claude,
   model: cfg.model ?? "claude-sonnet-4-5",
   settingSources: [],
+  ...(cfg.outputFormat && { outputFormat: cfg.outputFormat }),
   // Keep the child's stderr out of our stdout; the test only reads the last stdout line.
   stderr: () => {},
 };
