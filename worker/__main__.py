@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
     serve.add_argument(
+        "--db-busy-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a database statement waits for another process's lock before it fails",
+    )
+    serve.add_argument(
         "--log-level",
         type=str.upper,
         default="INFO",
@@ -87,6 +93,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         max_attempts=args.max_attempts,
         max_body=args.max_body,
         max_line=args.max_line,
+        db_busy_timeout=args.db_busy_timeout,
     )
 
 

@@ -49,6 +49,7 @@ class WorkerConfig:
     max_attempts: int = 2
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
+    db_busy_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -68,6 +69,7 @@ class WorkerConfig:
             ("--idle-timeout", self.idle_timeout, False),
             ("--reap-interval", self.reap_interval, False),
             ("--turn-timeout", self.turn_timeout, False),
+            ("--db-busy-timeout", self.db_busy_timeout, False),
         ):
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"

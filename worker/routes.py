@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason or exc.text or "error")
+    except sqlite3.OperationalError as exc:
+        # Locked by another process, or the disk is full: nothing was committed, and the
+        # same request may well succeed later. Say so rather than "internal error".
+        log.warning("store unavailable: %s %s: %s", request.method, request.path, exc)
+        response = json_error(503, f"store unavailable, retry later: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
     except Exception:
         log.exception("handler failed: %s %s", request.method, request.path)
         return json_error(500, "internal error")

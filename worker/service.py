@@ -55,7 +55,7 @@ class WorkerService:
         self._stop = asyncio.Event()
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            self.store = Store(cfg.db_path)
+            self.store = Store(cfg.db_path, cfg.db_busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise StartError(f"--data-dir {cfg.data_dir}: cannot hold the database: {exc}") from exc
         self._refuse_if_in_use()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -17,9 +18,16 @@ from worker import protocol
 from worker.agent import Observer, ObserverError
 from worker.config import WorkerConfig
 from worker.containment import Contained, Containment
-from worker.store import Store
+from worker.store import QueuedMessage, Store
 
 log = logging.getLogger("worker.sessions")
+
+# A store failure in a session's generator (the database locked by another process, a full
+# disk) is retried this many times in a row, waiting twice as long each time, before the
+# session's generator gives up (its next hook starts a new one).
+STORE_RETRIES = 8
+STORE_BACKOFF_S = 0.25
+STORE_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
@@ -41,6 +49,9 @@ class ActiveSession:
     content_id: str | None = None
     # The memory session id already stored for this session (the UPDATE is a no-op after it).
     memory_id_stored: str | None = None
+    # The message this session's generator took from the queue and has not stored or given
+    # back yet.
+    claimed: QueuedMessage | None = None
 
 
 @dataclass
@@ -181,59 +192,25 @@ class SessionManager:
 
     # -- the generator ------------------------------------------------------------------------
     async def _generator(self, active: ActiveSession) -> None:
+        failures = 0  # store failures in a row
         try:
             while True:
-                active.wake.clear()
-                message = self.store.next_message(active.id)
-                if message is None:
-                    row = self.store.session(active.id)
-                    if row is None or row["status"] != "active":
-                        await self._end_observer(active, "completed")
-                    else:
-                        try:
-                            await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
-                            continue
-                        except asyncio.TimeoutError:
-                            await self._end_observer(active, "idle")
-                    # Work may have arrived while the observer was being ended; with no await
-                    # between this check and the return, a later notify() starts a new task.
-                    if self.store.pending_count(active.id) == 0 or self._closing:
-                        self._forget(active)
-                        return
-                    continue
-                active.last_activity = time.monotonic()
                 try:
-                    observer = await self._ensure_observer(active)
-                    if active.content_id is None:
-                        self._load_fixed_columns(active)
-                    text = protocol.prompt_text(
-                        message.kind,
-                        message.payload,
-                        active.project or "",
-                        int(message.payload.get("promptNumber") or 1),
-                    )
-                    reply = await observer.turn(
-                        text, active.content_id or "", self.cfg.turn_timeout
-                    )
-                except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
-                    if isinstance(exc, ObserverError):
-                        error = str(exc)
-                    else:  # not foreseen: say where, but keep the session's queue moving
-                        log.exception("session %s: turn failed", active.id)
-                        error = f"{type(exc).__name__}: {exc}"
-                    self._session_error(active, error)
-                    self.store.release_message(message, error, self.cfg.max_attempts)
-                    self._queue_progressed(active.id)
-                    await self._end_observer(active, "error")
-                    continue
-                self.store.complete_message(message, reply)
-                self._queue_progressed(active.id)
-                self.counters.turns += 1
-                memory_id = observer.claude_session_id
-                if memory_id and memory_id != active.memory_id_stored:
-                    self.store.set_memory_session_id(active.id, memory_id)
-                    active.memory_id_stored = memory_id
-                active.last_activity = time.monotonic()
+                    if active.claimed is not None:  # a claim a store failure left open
+                        self._release(active, active.claimed, "retried after a store error")
+                    if not await self._step(active):
+                        return
+                    failures = 0
+                except sqlite3.OperationalError as exc:
+                    # The store, not the observer, failed (locked by another process, disk
+                    # full): the same step may succeed later. Keep the observer, wait, retry;
+                    # a claimed message goes back to the queue first, so none stays
+                    # 'processing' (a drain would wait on it for ever).
+                    failures += 1
+                    self._session_error(active, f"store: {exc} (attempt {failures})")
+                    if failures >= STORE_RETRIES:
+                        raise
+                    await asyncio.sleep(min(STORE_BACKOFF_MAX_S, STORE_BACKOFF_S * 2**failures))
         except asyncio.CancelledError:
             # Delete or shutdown: the observer must not outlive its generator.
             await asyncio.shield(self._end_observer(active, "cancelled"))
@@ -241,7 +218,73 @@ class SessionManager:
         except Exception as exc:  # the worker serves on; this session just failed
             log.exception("session %s generator failed", active.id)
             self._session_error(active, f"{type(exc).__name__}: {exc}")
+            if active.claimed is not None:
+                # Best effort: if the store still fails, the next start requeues it.
+                with contextlib.suppress(sqlite3.Error):
+                    self._release(active, active.claimed, f"{type(exc).__name__}: {exc}")
             await asyncio.shield(self._end_observer(active, "error"))
+
+    async def _step(self, active: ActiveSession) -> bool:
+        """One message, or one wait for one; False once the generator has nothing left to do."""
+        active.wake.clear()
+        message = self.store.next_message(active.id)
+        if message is None:
+            row = self.store.session(active.id)
+            if row is None or row["status"] != "active":
+                await self._end_observer(active, "completed")
+            else:
+                try:
+                    await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
+                    return True
+                except asyncio.TimeoutError:
+                    await self._end_observer(active, "idle")
+            # Work may have arrived while the observer was being ended; with no await
+            # between this check and the return, a later notify() starts a new task.
+            if self.store.pending_count(active.id) == 0 or self._closing:
+                self._forget(active)
+                return False
+            return True
+        active.claimed = message
+        active.last_activity = time.monotonic()
+        try:
+            observer = await self._ensure_observer(active)
+            if active.content_id is None:
+                self._load_fixed_columns(active)
+            text = protocol.prompt_text(
+                message.kind,
+                message.payload,
+                active.project or "",
+                int(message.payload.get("promptNumber") or 1),
+            )
+            reply = await observer.turn(text, active.content_id or "", self.cfg.turn_timeout)
+        except sqlite3.OperationalError:
+            raise  # the store's, not the turn's: retried by the generator
+        except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
+            if isinstance(exc, ObserverError):
+                error = str(exc)
+            else:  # not foreseen: say where, but keep the session's queue moving
+                log.exception("session %s: turn failed", active.id)
+                error = f"{type(exc).__name__}: {exc}"
+            self._session_error(active, error)
+            self._release(active, message, error)
+            await self._end_observer(active, "error")
+            return True
+        self.store.complete_message(message, reply)
+        active.claimed = None
+        self._queue_progressed(active.id)
+        self.counters.turns += 1
+        memory_id = observer.claude_session_id
+        if memory_id and memory_id != active.memory_id_stored:
+            self.store.set_memory_session_id(active.id, memory_id)
+            active.memory_id_stored = memory_id
+        active.last_activity = time.monotonic()
+        return True
+
+    def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
+        """Give a claimed message back to the queue (or fail it after max_attempts)."""
+        self.store.release_message(message, error, self.cfg.max_attempts)
+        active.claimed = None
+        self._queue_progressed(active.id)
 
     def _load_fixed_columns(self, active: ActiveSession) -> None:
         row = self.store.session(active.id)
@@ -288,13 +331,23 @@ class SessionManager:
             active.observer = observer
             active.contained = self.containment.after_spawn(observer.pid, token)
             self.counters.spawned += 1
-            active.registry_row = self.store.register_process(
-                self.run_id,
-                active.id,
-                observer.pid,
-                active.contained.identity.create_time,
-                active.contained.group_label,
-            )
+            try:
+                active.registry_row = self.store.register_process(
+                    self.run_id,
+                    active.id,
+                    observer.pid,
+                    active.contained.identity.create_time,
+                    active.contained.group_label,
+                )
+            except sqlite3.Error as exc:
+                unrecorded: sqlite3.Error | None = exc
+            else:
+                unrecorded = None
+        if unrecorded is not None:
+            # An observer the registry does not know of must not be reused (nor outlive a
+            # crash unseen): end it (outside the spawn lock: that takes a grace), then fail.
+            await self._end_observer(active, "error")
+            raise unrecorded
         await observer.initialize(self.cfg.turn_timeout)
         return observer
 

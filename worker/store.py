@@ -100,7 +100,7 @@ class QueuedMessage:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -113,7 +113,9 @@ class Store:
         # worker process, which is the guarantee issue 4 asks for. Only an OS crash or power loss
         # can roll back the last commits; FULL would cost an fsync per hook request for that.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        # Another process holding a lock (a backup, a sqlite3 shell) delays a statement this
+        # long, then it fails with "database is locked" (the caller retries; see sessions).
+        self.db.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout * 1000))}")
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -1,0 +1,69 @@
+"""The database locked by another process (a backup, a sqlite3 shell): hooks get a 503 that says
+so, and a session's generator waits and retries rather than dying with a message stuck in
+'processing' (which no drain would ever see end)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from workerkit import FakeRun, Worker, wait_until
+
+# A short busy timeout: a locked statement fails in 0.1 s instead of the default 5 s.
+FLAGS = ["--grace", "0.5", "--reap-interval", "0.5", "--turn-timeout", "30",
+         "--db-busy-timeout", "0.1"]  # fmt: skip
+
+
+@contextmanager
+def write_locked(db: Path) -> Iterator[None]:
+    """Hold the database's write lock from this (another) process, as a backup tool would."""
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        other.close()  # rolls the open transaction back
+
+
+def test_the_generator_retries_a_locked_store_and_keeps_its_observer(
+    fake_run: FakeRun, workers
+) -> None:
+    # Turn 1 takes ~4 s: long enough to lock the store while it runs, so storing its reply
+    # (and the generator's next claim) meets the lock.
+    shim = fake_run.shim("slow:latency=2,jitter=0,first=0,turn=1")
+    worker: Worker = workers(shim, flags=FLAGS)
+    sid = worker.new_session("locked-1")
+    worker.prompt(sid, "locked-1", "what is in the repo")
+    wait_until(lambda: fake_run.started("main"), what="the observer to start")
+    with write_locked(worker.data_dir / "worker.db"):
+        wait_until(
+            lambda: "database is locked" in worker.log(),
+            what="the generator to meet the lock",
+        )
+    # Unlocked: the message went back to the queue and is processed; no message is left
+    # 'processing', and the same observer served it (the store's failure is not the observer's).
+    st = wait_until(
+        lambda: (s := worker.status(sid))["queueLength"] == 0 and s, what="the queue to drain"
+    )
+    assert st["status"] == "active"
+    assert len(fake_run.started("main")) == 1
+    turns = [e for e in fake_run.ledger_lines() if e["event"] == "turn"]
+    assert len(turns) == 2, turns  # the first reply was lost to the lock, then done again
+    worker.summarize("locked-1")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    fake_run.assert_none_alive()
+
+
+def test_a_hook_meeting_a_locked_store_gets_503_then_succeeds(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim("ok"), flags=FLAGS)
+    body = {"contentSessionId": "locked-2", "project": "p", "prompt": "hi"}
+    with write_locked(worker.data_dir / "worker.db"):
+        status, reply = worker.api().request("POST", "/api/sessions/init", json_body=body)
+        assert status == 503, (status, reply)
+        assert "database is locked" in reply["error"] and "retry" in reply["error"]
+    sid = int(worker.api().ok("POST", "/api/sessions/init", body)["sessionDbId"])
+    assert worker.status(sid)["status"] == "active"
+    assert "handler failed" not in worker.log()  # a known condition, not a traceback
