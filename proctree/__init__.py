@@ -14,6 +14,9 @@ The public interface; platform code lives in _posix/_linux/_darwin/_windows behi
     c.close()
     proctree.sweep(mark=mark, exclude={live roots})  # periodically: what outlived its session
 
+A daemon that should stop (ending its trees) when its parent dies, however that dies, takes a
+Lifeline (POSIX): proctree.Lifeline() in the parent, proctree.watch_lifeline(fd, ...) in the child.
+
 Identity is (pid, create_time) everywhere; no signal goes to a process not verified as ours
 at that moment. Capabilities: capabilities(); force_fallback() / PROCTREE_FALLBACK=1 turns
 subreaper and pdeathsig off so Linux runs the macOS path.
@@ -24,6 +27,7 @@ from __future__ import annotations
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
 from ._guardian import Guardian, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
+from ._lifeline import Lifeline, lifeline_problem, watch_lifeline
 from ._platform import enable_subreaper, is_subreaper, pdeathsig_method
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
@@ -44,6 +48,7 @@ __all__ = [
     "MARK_ENV",
     "Capabilities",
     "Containment",
+    "Lifeline",
     "ProcId",
     "SpawnOptions",
     "TerminationResult",
@@ -59,6 +64,7 @@ __all__ = [
     "identify",
     "is_alive",
     "is_subreaper",
+    "lifeline_problem",
     "mark_matches",
     "marker_of",
     "pdeathsig_method",
@@ -70,4 +76,5 @@ __all__ = [
     "sweep",
     "terminate_tree",
     "wait_gone",
+    "watch_lifeline",
 ]

@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
     serve.add_argument(
+        "--lifeline-fd",
+        type=int,
+        default=None,
+        help="POSIX: an inherited pipe's read end; when its writer (the parent) is gone, stop "
+        "as on SIGTERM (what a harness or supervisor passes, so we never outlive it)",
+    )
+    serve.add_argument(
         "--db-busy-timeout",
         type=float,
         default=5.0,
@@ -94,6 +101,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         max_body=args.max_body,
         max_line=args.max_line,
         db_busy_timeout=args.db_busy_timeout,
+        lifeline_fd=args.lifeline_fd,
     )
 
 

@@ -50,6 +50,8 @@ class WorkerConfig:
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
     db_busy_timeout: float = 5.0
+    # POSIX: the read end of a pipe only our parent writes to; EOF = the parent is gone, stop.
+    lifeline_fd: int | None = None
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -74,6 +76,14 @@ class WorkerConfig:
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"
                 return f"{flag} {value:g}: seconds must be a finite number {least}"
+        if self.lifeline_fd is not None:
+            if sys.platform == "win32":
+                return "--lifeline-fd: POSIX only (on Windows the parent's job object ends us)"
+            from proctree import lifeline_problem
+
+            problem = lifeline_problem(self.lifeline_fd)
+            if problem:
+                return f"--lifeline-fd {self.lifeline_fd}: {problem}"
         if self.max_attempts < 1:
             return f"--max-attempts {self.max_attempts}: must be >= 1"
         if self.max_body < MIN_BODY_BYTES:

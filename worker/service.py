@@ -178,6 +178,10 @@ class WorkerService:
         loop = asyncio.get_running_loop()
         _watch_children_with_pidfds(loop)
         self._install_signals(loop)
+        if self.cfg.lifeline_fd is not None:
+            proctree.watch_lifeline(
+                self.cfg.lifeline_fd, loop, lambda: self.request_stop("lifeline: parent gone")
+            )
         if self.fixed:
             self.containment.start()
             requeued = self.store.requeue_interrupted()

@@ -181,10 +181,13 @@ class SessionManager:
         """Stop every generator; each ends its observer's whole tree."""
         self._closing = True
         self._queue_progressed()  # waiting status requests answer now, not at their deadline
-        tasks = [a.task for a in self.sessions.values() if a.task and not a.task.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {a.task for a in self.sessions.values() if a.task and not a.task.done()}
+        while pending:
+            # Cancelled again while still running: a cancellation can be lost (see _generator);
+            # the next one lands on whatever the task awaits by then.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(
             *(self._end_observer(a, "shutdown") for a in self.sessions.values()),
             return_exceptions=True,
@@ -194,7 +197,11 @@ class SessionManager:
     async def _generator(self, active: ActiveSession) -> None:
         failures = 0  # store failures in a row
         try:
-            while True:
+            # Checked each round, not only through cancellation: Python 3.11's wait_for returns
+            # the result, and drops the cancellation, when its awaitable completes in the same
+            # loop iteration as the cancel (a hook's wake-up racing shutdown); the generator
+            # then waited out the idle timeout and held the worker's exit.
+            while not self._closing:
                 try:
                     if active.claimed is not None:  # a claim a store failure left open
                         self._release(active, active.claimed, "retried after a store error")
@@ -235,7 +242,7 @@ class SessionManager:
             else:
                 try:
                     await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
-                    return True
+                    return not self._closing
                 except asyncio.TimeoutError:
                     await self._end_observer(active, "idle")
             # Work may have arrived while the observer was being ended; with no await

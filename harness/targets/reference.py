@@ -68,6 +68,7 @@ class ReferenceTarget(Target):
         self.extra_args = list(extra_args or [])
         self._proc: subprocess.Popen[bytes] | None = None
         self._containment: proctree.Containment | None = None
+        self._lifeline: proctree.Lifeline | None = None
         self._log: Any = None
         self.handle: WorkerHandle | None = None
         self.db_ids: dict[str, int] = {}
@@ -108,6 +109,13 @@ class ReferenceTarget(Target):
         if self.turn_timeout is not None:
             argv += ["--turn-timeout", str(self.turn_timeout)]
         argv += self.extra_args
+        pass_fds: tuple[int, ...] = ()
+        if sys.platform != "win32":
+            # Should we die outright, the worker reads EOF here and stops as on SIGTERM, ending
+            # its observers (where no parent-death signal kills it first: macOS).
+            self._lifeline = proctree.Lifeline()
+            argv += ["--lifeline-fd", str(self._lifeline.child_fd)]
+            pass_fds = self._lifeline.pass_fds
         log_path = data_dir / "worker.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ)
@@ -123,8 +131,11 @@ class ReferenceTarget(Target):
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=str(ctx.work_dir),
+            pass_fds=pass_fds,
             **opts,
         )
+        if self._lifeline is not None:
+            self._lifeline.spawned()
         self._containment = proctree.after_spawn(self._proc.pid, opts)
         info = await self._wait_ready(data_dir / "worker.json", log_path)
         proc = psutil.Process(self._proc.pid)
@@ -174,9 +185,15 @@ class ReferenceTarget(Target):
         if self._containment is not None:
             self._containment.close()
             self._containment = None
+        self._cut_lifeline()
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def _cut_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     def _kill_worker(self, proc: subprocess.Popen[bytes]) -> None:
         """The worker's whole group (its own, or its job on Windows), all at once."""
@@ -192,6 +209,7 @@ class ReferenceTarget(Target):
         if proc is not None and proc.poll() is None:
             self._kill_worker(proc)
             proc.wait()
+        self._cut_lifeline()
 
     # -- driving -----------------------------------------------------------------------------
     def client(self, http: Any) -> HookClient:

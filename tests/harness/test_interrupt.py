@@ -80,22 +80,41 @@ def test_sigterm_leaves_nothing_behind(tmp_path, run_id):
         sweep_run(run_id)
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the worker dies with the harness: Linux pdeathsig"
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(
+            "pdeathsig",
+            marks=pytest.mark.skipif(
+                not sys.platform.startswith("linux"), reason="Linux parent-death signal"
+            ),
+        ),
+        pytest.param(
+            "lifeline",
+            marks=pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipe lifeline"),
+        ),
+    ],
 )
-def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, run_id):
+def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, run_id, how):
     """SIGKILL (the OOM killer, a CI runner torn down) leaves the harness no cleanup at all: the
     worker must die with it, and the fixed worker's guardian then ends the observers (these
-    ignore EOF and SIGTERM). Before, the worker and its observers ran on."""
+    ignore EOF and SIGTERM). Before, the worker and its observers ran on.
+
+    "lifeline" runs the macOS path on Linux (PROCTREE_FALLBACK: no parent-death signal, no
+    subreaper): the worker reads EOF on the pipe the harness held and stops as on SIGTERM."""
+    import os
     import signal
     import subprocess
 
     import psutil
 
+    env = dict(os.environ)
+    if how == "lifeline":
+        env["PROCTREE_FALLBACK"] = "1"
     argv = [sys.executable, "-m", "harness", "soak", "--scenarios", "ignore-eof+ignore-sigterm"]
     argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
     argv += ["--progress", "none", "--no-plot"]
-    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     worker: list[psutil.Process] = []
     try:
         wait_for(lambda: len(run_pids(run_id)) >= 3, timeout=90, what="a few run processes")

@@ -40,11 +40,16 @@ def test_bad_flags_exit_2_and_name_the_flag(tmp_path):
         ["--max-attempts", "0"],
         ["--max-line", "10"],
         ["--log-level", "chatty"],  # was a traceback from logging
+        ["--db-busy-timeout", "0"],
+        ["--lifeline-fd", "987"],  # not open
+        ["--lifeline-fd", "0"],  # open, but stdin (/dev/null here): not a pipe
     ],
 )
 def test_settings_that_cannot_run_a_worker_are_refused(tmp_path, flags):
     run = subprocess.run(
-        [sys.executable, "-m", "worker", "serve", *flags, "--data-dir", str(tmp_path)], **_RUN
+        [sys.executable, "-m", "worker", "serve", *flags, "--data-dir", str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        **_RUN,
     )
     assert run.returncode == 2, run.stderr
     assert flags[0] in run.stderr and "Traceback" not in run.stderr
