@@ -140,7 +140,12 @@ def session_state(session_id: str, state: str) -> dict:
 
 
 def system_init(
-    session_id: str, model: str, permission_mode: str, version: str | None, tools: list[str]
+    session_id: str,
+    model: str,
+    permission_mode: str,
+    version: str | None,
+    tools: list[str],
+    mcp_servers: list[dict] | None = None,
 ) -> dict:
     return {
         "type": "system",
@@ -148,7 +153,7 @@ def system_init(
         "cwd": os.getcwd(),
         "session_id": session_id,
         "tools": tools,
-        "mcp_servers": [],
+        "mcp_servers": mcp_servers or [],
         "model": model,
         "permissionMode": permission_mode,
         "slash_commands": ["compact", "context", "cost", "init", "review"],

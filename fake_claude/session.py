@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
 from fake_claude.context import Context
@@ -14,6 +15,9 @@ from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
 from fake_claude.reply import content_text, observation
 from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
+
+if TYPE_CHECKING:
+    from fake_claude.mcp import McpClients
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
 
@@ -47,6 +51,7 @@ class Session:
         disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
         self.tools = [t for t in m.TOOLS if t not in disallowed]
         self.hooks: dict = {}
+        self.mcp: McpClients | None = None  # the SDK host's in-process MCP servers, if any
         self.pending: deque[dict] = deque()
         self.responses: dict[str, dict] = {}
         self.turns = 0
@@ -127,6 +132,7 @@ class Session:
             self.hooks = req.get("hooks") or {}
             if self.ctx.schema is None and isinstance(req.get("jsonSchema"), dict):
                 self.ctx.schema = req["jsonSchema"]  # TS SDK >= 0.3 sends it here too
+            self._sdk_mcp_servers(req)
             send(m.control_success(rid, m.initialize_response(self.model, self.ctx.version)))
             at_point(self.ctx, "after-init", 0, self.session_id)
         elif sub == "interrupt":
@@ -140,13 +146,24 @@ class Session:
             self.model = str(req.get("model") or "claude-sonnet-4-5")
             send(m.control_success(rid))
         elif sub == "mcp_status":
-            send(m.control_success(rid, {"mcpServers": []}))
+            servers = self.mcp.mcp_status() if self.mcp is not None else []
+            send(m.control_success(rid, {"mcpServers": servers}))
         elif sub == "get_context_usage":
             send(m.control_success(rid, m.context_usage(self.model, self.context_tokens)))
         elif sub in ("rewind_files", "mcp_reconnect", "mcp_toggle"):
             send(m.control_success(rid))
         else:
             send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
+
+    def _sdk_mcp_servers(self, init_request: dict) -> None:
+        config = self.ctx.args.value("--mcp-config")
+        if not config and not init_request.get("sdkMcpServers"):
+            return  # the common case: no import, no cost
+        from fake_claude.mcp import McpClients, sdk_server_names
+
+        names = sdk_server_names(config, init_request)
+        if names:
+            self.mcp = McpClients(names, self.request, self.ctx.version or m.DEFAULT_VERSION)
 
     def request(self, body: dict) -> dict:
         """Send a CLI-initiated control request and wait for the SDK's answer."""
@@ -193,11 +210,18 @@ class Session:
         try:
             if self.state_frames:
                 send(m.session_state(self.session_id, "running"))
+            tools, servers = self.tools, None
+            if self.mcp is not None:
+                # As the real CLI: the SDK's servers are connected before the first turn's init;
+                # one whose handshake failed is tried again at each turn.
+                self.mcp.connect()
+                tools, servers = tools + self.mcp.tool_names(), self.mcp.server_list()
             send(
                 m.system_init(
-                    self.session_id, self.model, self.permission_mode, self.ctx.version, self.tools
+                    self.session_id, self.model, self.permission_mode, self.ctx.version, tools,
+                    servers,
                 )
-            )
+            )  # fmt: skip
             at_point(self.ctx, "mid-turn", n, self.session_id)
             text = observation(prompt)
             denials: list[dict] = []
@@ -264,6 +288,14 @@ class Session:
         """One tool use: PreToolUse hooks, can_use_tool, the result, PostToolUse hooks."""
         tool_id = m.new_id("toolu_")
         tool_input: dict = {"command": f"echo {len(prompt.split())} words", "description": "fake"}
+        mcp_tool = self.mcp.find(tool) if self.mcp is not None else None
+        if mcp_tool is not None:
+            # Arguments valid against the tool's own input schema, carrying the prompt.
+            from fake_claude.schema import instance
+
+            schema = mcp_tool[1].get("inputSchema")
+            made = instance(schema if isinstance(schema, dict) else {"type": "object"}, prompt)
+            tool_input = made if isinstance(made, dict) else {}
         self.emit(
             m.assistant(
                 self.session_id,
@@ -301,10 +333,13 @@ class Session:
                     tool_input = answer["updatedInput"]
             else:
                 denied = str(answer.get("message") or answer.get("_error") or "denied")
-        if denied is None:
-            output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
-        else:
+        failed = False
+        if denied is not None:
             output = denied
+        elif mcp_tool is not None and self.mcp is not None:
+            output, failed = self.mcp.call_tool(mcp_tool[0], str(mcp_tool[1]["name"]), tool_input)
+        else:
+            output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
         self.emit(
             m.user(
                 self.session_id,
@@ -313,7 +348,7 @@ class Session:
                         "type": "tool_result",
                         "tool_use_id": tool_id,
                         "content": output,
-                        "is_error": denied is not None,
+                        "is_error": denied is not None or failed,
                     }
                 ],
                 tool_use_result={"stdout": output, "stderr": "", "interrupted": False},

@@ -184,6 +184,41 @@ def test_structured_output(fake_factory):
     assert "rate this change" in result.structured_output["summary"]
 
 
+def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory):
+    # An in-process tool of the SDK's host: the fake connects to its server (handshake and
+    # tools/list over mcp_message) and a turn using it runs the host's own code.
+    fake = fake_factory("ok:tool=mcp__calc__add")
+    calls = []
+
+    @sdk.tool("add", "Add two integers", {"a": int, "b": int})
+    async def add(args):
+        calls.append(args)
+        return {"content": [{"type": "text", "text": f"sum={args['a'] + args['b']}"}]}
+
+    server = sdk.create_sdk_mcp_server(name="calc", version="1.0.0", tools=[add])
+
+    async def go():
+        opts = fake.options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("add some numbers")
+            msgs = [m async for m in client.receive_response()]
+            status = await client.get_mcp_status()
+        return msgs, status
+
+    msgs, status = run_async(go)
+    assert calls and set(calls[0]) == {"a", "b"}
+    init = next(m for m in msgs if isinstance(m, sdk.SystemMessage) and m.subtype == "init")
+    assert {"name": "calc", "status": "connected"} in init.data["mcp_servers"]
+    assert "mcp__calc__add" in init.data["tools"]
+    results = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+               if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert len(results) == 1 and results[0].content == "sum=0" and not results[0].is_error
+    assert msgs[-1].subtype == "success"
+    (calc,) = status["mcpServers"]
+    assert calc["name"] == "calc" and calc["status"] == "connected"
+    assert [t["name"] for t in calc["tools"]] == ["add"]
+
+
 def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     calls: list[tuple[str, str]] = []

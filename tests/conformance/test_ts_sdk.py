@@ -3,6 +3,7 @@ its kinds of session against the fake `claude`, through `pathToClaudeCodeExecuta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,3 +160,21 @@ def test_structured_output(sdk: str, make_fake: MakeFake) -> None:
     (result,) = _of(res, "result")
     out = result["structured_output"]
     assert isinstance(out["title"], str) and out["title"] and isinstance(out["files"], list)
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
+    # createSdkMcpServer: the fake connects to the in-process server through the SDK and a turn
+    # using its tool runs the driver's own code.
+    shim, _ = make_fake("ok:tool=mcp__calc__add")
+    res = node_driver(sdk, "mcp", shim).result()
+    _ok(res)
+    assert res["tool_calls"] and set(res["tool_calls"][0]) == {"a", "b"}
+    (init,) = _of(res, "system", "init")
+    assert {"name": "calc", "status": "connected"} in init["mcp_servers"]
+    assert "mcp__calc__add" in init["tools"]
+    results = [b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"]
+    assert len(results) == 1 and not results[0]["is_error"]
+    assert "sum=0" in json.dumps(results[0]["content"])
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"

@@ -3,7 +3,7 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
-//            "partial"|"status"|"exit-after-result"|"break-after-result"|
+//            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
@@ -57,6 +57,7 @@ function summarise(m) {
       ...(b.text !== undefined && { text: b.text }),
       ...(b.name !== undefined && { name: b.name }),
       ...(b.tool_use_id !== undefined && { tool_use_id: b.tool_use_id }),
+      ...(b.type === "tool_result" && { content: b.content, is_error: b.is_error ?? false }),
     }));
   }
   if (m.type === "result") {
@@ -64,7 +65,9 @@ function summarise(m) {
     if ("structured_output" in m) s.structured_output = m.structured_output;
   }
   if (m.type === "stream_event") s.event_type = m.event?.type;
-  if (m.type === "system" && m.subtype === "init") s.model = m.model;
+  if (m.type === "system" && m.subtype === "init") {
+    Object.assign(s, { model: m.model, tools: m.tools, mcp_servers: m.mcp_servers });
+  }
   return s;
 }
 
@@ -264,6 +267,25 @@ async function status() {
   }
 }
 
+// An in-process MCP tool of ours (createSdkMcpServer): the child reaches it through the SDK
+// (mcp_message control requests); what it was called with goes to out.tool_calls.
+async function mcp() {
+  const sdkModule = await import(cfg.sdk);
+  const { z } = await import("zod");
+  out.tool_calls = [];
+  const add = sdkModule.tool(
+    "add",
+    "Add two integers",
+    { a: z.number(), b: z.number() },
+    async (args) => {
+      out.tool_calls.push(args);
+      return { content: [{ type: "text", text: `sum=${args.a + args.b}` }] };
+    },
+  );
+  const server = sdkModule.createSdkMcpServer({ name: "calc", version: "1.0.0", tools: [add] });
+  await plain({ mcpServers: { calc: server }, allowedTools: ["mcp__calc__add"] });
+}
+
 async function exitAfterResult() {
   const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
   for await (const m of q) {
@@ -278,6 +300,7 @@ const sessions = {
   "multi-interrupt": multiInterrupt,
   tools,
   status,
+  mcp,
   "exit-after-result": exitAfterResult,
   "break-after-result": () => endAfterResult("break"),
   "abort-after-result": () => endAfterResult("abort"),

@@ -1,0 +1,154 @@
+"""SDK MCP servers: tools that live in the SDK's host process, reached through the control
+channel (`mcp_message` requests carrying JSON-RPC), as the real CLI reaches them.
+
+The servers are named in `--mcp-config` (`"type": "sdk"`) or, from the TS SDK, in the
+initialize request's `sdkMcpServers`. The fake connects to each before its first turn (the MCP
+handshake, then `tools/list`), reports them in system/init and `mcp_status`, and a turn whose
+tool is `mcp__SERVER__TOOL` (scenario `ok:tool=...`) calls it with `tools/call`, so the host's
+own tool code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+PROTOCOL_VERSION = "2025-06-18"
+
+# request(body) -> the SDK's response body ({"_error": text} on an error response)
+Requester = Callable[[dict], dict]
+
+
+class McpError(Exception):
+    pass
+
+
+def sdk_server_names(mcp_config: str | None, init_request: dict | None = None) -> list[str]:
+    """SDK server names from --mcp-config (JSON text or a file) and the initialize request."""
+    names: list[str] = []
+    for name, entry in _config_servers(mcp_config).items():
+        if isinstance(entry, dict) and entry.get("type") == "sdk":
+            names.append(str(name))
+    listed = (init_request or {}).get("sdkMcpServers")
+    if isinstance(listed, dict):
+        listed = list(listed)
+    if isinstance(listed, list):
+        names += [str(n) for n in listed if isinstance(n, str) and n not in names]
+    return names
+
+
+def _config_servers(mcp_config: str | None) -> dict:
+    if not mcp_config:
+        return {}
+    text = mcp_config
+    if not mcp_config.lstrip().startswith("{") and os.path.isfile(mcp_config):
+        try:
+            with open(mcp_config, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            return {}
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    servers = config.get("mcpServers") if isinstance(config, dict) else None
+    return servers if isinstance(servers, dict) else {}
+
+
+class McpClients:
+    """The CLI's side of the SDK's servers for one session."""
+
+    def __init__(self, names: list[str], request: Requester, version: str) -> None:
+        self.names = names
+        self._request = request
+        self._version = version
+        self._next_id = 0
+        self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
+        self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
+
+    def connect(self) -> None:
+        """Handshake and tools/list with every server not connected yet."""
+        for name in self.names:
+            if self.status.get(name, {}).get("status") == "connected":
+                continue
+            try:
+                self._call(name, "initialize", {
+                    "protocolVersion": PROTOCOL_VERSION,
+                    "capabilities": {},
+                    "clientInfo": {"name": "claude-code", "version": self._version},
+                })  # fmt: skip
+                self._notify(name, "notifications/initialized")
+                listed = self._call(name, "tools/list", {})
+                tools = listed.get("tools") if isinstance(listed, dict) else None
+                self.tools[name] = [t for t in tools or [] if isinstance(t, dict)]
+                self.status[name] = {"status": "connected"}
+            except McpError as exc:
+                self.status[name] = {"status": "failed", "error": str(exc)}
+
+    def tool_names(self) -> list[str]:
+        return [
+            f"mcp__{server}__{tool.get('name')}"
+            for server, tools in self.tools.items()
+            for tool in tools
+        ]
+
+    def server_list(self) -> list[dict]:
+        """For system/init: [{"name", "status"}]."""
+        return [{"name": n, "status": self.status.get(n, {}).get("status", "pending")}
+                for n in self.names]  # fmt: skip
+
+    def mcp_status(self) -> list[dict]:
+        """For the mcp_status control request."""
+        out = []
+        for name in self.names:
+            entry: dict[str, Any] = {"name": name, **self.status.get(name, {"status": "pending"})}
+            entry["config"] = {"type": "sdk", "name": name}
+            if entry["status"] == "connected":
+                entry["tools"] = [{"name": t.get("name")} for t in self.tools.get(name, [])]
+            out.append(entry)
+        return out
+
+    def find(self, qualified: str) -> tuple[str, dict] | None:
+        """(server, tool entry) for `mcp__SERVER__TOOL`, if an SDK server offers it."""
+        for server, tools in self.tools.items():
+            prefix = f"mcp__{server}__"
+            if qualified.startswith(prefix):
+                name = qualified[len(prefix) :]
+                for tool in tools:
+                    if tool.get("name") == name:
+                        return server, tool
+        return None
+
+    def call_tool(self, server: str, tool: str, arguments: dict) -> tuple[str, bool]:
+        """(the result's text, is_error)."""
+        try:
+            result = self._call(server, "tools/call", {"name": tool, "arguments": arguments})
+        except McpError as exc:
+            return str(exc), True
+        parts = result.get("content") if isinstance(result, dict) else None
+        texts = [p.get("text", "") for p in parts or [] if isinstance(p, dict)]
+        is_error = bool(result.get("isError")) if isinstance(result, dict) else True
+        return "\n".join(t for t in texts if isinstance(t, str)), is_error
+
+    # -- JSON-RPC over mcp_message ------------------------------------------------------------
+    def _call(self, server: str, method: str, params: dict) -> Any:
+        self._next_id += 1
+        message = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
+        answer = self._request({"subtype": "mcp_message", "server_name": server,
+                                "message": message})  # fmt: skip
+        if "_error" in answer:
+            raise McpError(f"{server}: {method}: {answer['_error']}")
+        reply = answer.get("mcp_response")
+        if not isinstance(reply, dict):
+            raise McpError(f"{server}: {method}: no mcp_response")
+        if "error" in reply:
+            error = reply["error"]
+            text = error.get("message") if isinstance(error, dict) else error
+            raise McpError(f"{server}: {method}: {text}")
+        return reply.get("result")
+
+    def _notify(self, server: str, method: str) -> None:
+        message = {"jsonrpc": "2.0", "method": method}
+        self._request({"subtype": "mcp_message", "server_name": server, "message": message})
