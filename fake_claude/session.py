@@ -26,6 +26,10 @@ class Interrupted(Exception):
     pass
 
 
+class MaxTurns(Exception):
+    """The turn needs more model round trips than --max-turns allows."""
+
+
 class InputClosed(Exception):
     """stdin ended while the turn was waiting for an answer from the SDK."""
 
@@ -48,6 +52,8 @@ class Session:
             "on",
         )
         self.stdio_permissions = a.value("--permission-prompt-tool") == "stdio"
+        max_turns = a.value("--max-turns") or ""
+        self.max_turns = int(max_turns) if max_turns.isdigit() and int(max_turns) > 0 else None
         disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
         self.tools = [t for t in m.TOOLS if t not in disallowed]
         self.hooks: dict = {}
@@ -230,6 +236,8 @@ class Session:
             if tool:
                 denials = self.tool_round(tool, prompt)
                 api_turns = 2
+                if self.max_turns is not None and self.max_turns < api_turns:
+                    raise MaxTurns()  # the reply after the tool would be one round trip too many
             msg_id = m.new_id("msg_")
             if self.partial:
                 for event in m.text_stream_events(self.model, msg_id, text):
@@ -263,6 +271,12 @@ class Session:
         except InputClosed:
             send(self._error_result(started, in_tokens, "error_during_execution", ["stdin closed"]))
             self.last_error = True
+        except MaxTurns:
+            # As the real CLI: num_turns one past the limit, is_error, no errors text.
+            res = self._error_result(started, in_tokens, "error_max_turns", [], num_turns=2)
+            res["terminal_reason"] = "max_turns"
+            send(res)
+            self.last_error = True
         finally:
             self.in_turn = False
         if self.state_frames:
@@ -270,14 +284,16 @@ class Session:
         self.ctx.ledger.write("turn", n=n, session_id=self.session_id, interrupted=interrupted)
         at_point(self.ctx, "after-result", n, self.session_id)
 
-    def _error_result(self, started: float, in_tokens: int, subtype: str, errors: list) -> dict:
+    def _error_result(
+        self, started: float, in_tokens: int, subtype: str, errors: list, num_turns: int = 1
+    ) -> dict:
         return m.result(
             self.session_id,
             subtype=subtype,
             is_error=True,
             text=None,
             duration_ms=int((time.monotonic() - started) * 1000),
-            num_turns=1,
+            num_turns=num_turns,
             model=self.model,
             input_tokens=in_tokens,
             output_tokens=0,

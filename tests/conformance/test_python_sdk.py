@@ -219,6 +219,26 @@ def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory)
     assert [t["name"] for t in calc["tools"]] == ["add"]
 
 
+def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):
+    fake = fake_factory("ok:tool=Bash")
+
+    async def go():
+        opts = fake.options(max_turns=1, permission_mode="bypassPermissions")
+        got = []
+        # The CLI exits 1 after an error result; the SDK then raises ResultError, which
+        # carries why (SDK >= 0.2): the same shape as the real CLI's run out of turns.
+        with pytest.raises(sdk.ResultError) as failed:
+            async for m in sdk.query(prompt="run something", options=opts):
+                got.append(m)
+        return got, failed.value
+
+    msgs, error = run_async(go)
+    result = msgs[-1]
+    assert isinstance(result, sdk.ResultMessage)
+    assert result.subtype == "error_max_turns" and result.is_error and result.num_turns == 2
+    assert error.subtype == "error_max_turns" and error.terminal_reason == "max_turns"
+
+
 def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     calls: list[tuple[str, str]] = []
