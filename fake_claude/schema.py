@@ -61,32 +61,36 @@ def _value(schema: Any, root: dict, slot: list[str], depth: int) -> Any:
     if kind is None:
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     if kind == "object":
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
         required = [r for r in schema.get("required") or [] if isinstance(r, str)]
         # Every listed property, required first: a caller that reads an optional field too
         # finds it.
         names = required + [p for p in props if p not in required]
         return {n: _value(props.get(n, {}), root, slot, depth + 1) for n in names}
     if kind == "array":
-        low = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 1
-        high = schema.get("maxItems") if isinstance(schema.get("maxItems"), int) else low
-        count = max(0, min(max(low, 1), high, 100))
+        low_items = _int(schema, "minItems", 1)
+        count = max(0, min(max(low_items, 1), _int(schema, "maxItems", low_items), 100))
         return [_value(schema.get("items"), root, slot, depth + 1) for _ in range(count)]
     if kind in ("number", "integer"):
         low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        value = low if isinstance(low, (int, float)) and not isinstance(low, bool) else 0
+        number = low if isinstance(low, (int, float)) and not isinstance(low, bool) else 0
         if "exclusiveMinimum" in schema and "minimum" not in schema:
-            value += 1
-        return int(value) if kind == "integer" else value
+            number += 1
+        return int(number) if kind == "integer" else number
     if kind == "boolean":
         return True
     if kind == "null":
         return None
-    value = slot.pop() if slot else "fake"
-    low = schema.get("minLength") if isinstance(schema.get("minLength"), int) else 0
-    high = schema.get("maxLength") if isinstance(schema.get("maxLength"), int) else None
-    value = value.ljust(min(low, 10_000), ".")
-    return value[:high] if high is not None else value
+    text = slot.pop() if slot else "fake"
+    text = text.ljust(min(_int(schema, "minLength", 0), 10_000), ".")
+    longest = schema.get("maxLength")
+    return text[:longest] if isinstance(longest, int) else text
+
+
+def _int(schema: dict, key: str, default: int) -> int:
+    value = schema.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 def _merge(parts: list) -> dict:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import sys
 from collections.abc import Callable
 
 
@@ -59,6 +60,8 @@ def lifeline_problem(fd: int) -> str | None:
 
 def watch_lifeline(fd: int, loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> None:
     """Call on_gone() once the parent's end closes. Our own children do not inherit the fd."""
+    if sys.platform == "win32":  # no pipe readers in the Proactor loop; the job covers it there
+        raise OSError("a lifeline is POSIX only")
     os.set_inheritable(fd, False)
     os.set_blocking(fd, False)
 
