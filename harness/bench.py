@@ -2,6 +2,8 @@
 
 1. throughput: a soak of the fixed worker vs a bare loop that spawns the fake and drives the same
    two turns per session directly (prompt + summary), at the same concurrency (ratio; >= 0.8);
+   with the CPU cost of one bare HTTP round trip here (bench_http), the floor of the soak's
+   5 hook requests per session;
 2. cleanup latency p50/p99 of the fixed worker, session end -> last process gone, with a
    well-behaved fake (target p99 <= 200 ms) and with ignore-eof+ignore-sigterm (target
    <= 2 x grace + 200 ms);
@@ -28,6 +30,7 @@ from typing import Any
 import psutil
 
 from cliargs import COUNT, NON_NEGATIVE, int_at_least
+from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak
@@ -226,6 +229,7 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
     worker = await bare_worker_loop(config)
+    floor = await http_round_trip()
     median_soak = statistics.median(r["soak_sessions_per_s"] for r in rounds)
     return {
         "concurrency": args.concurrency,
@@ -238,6 +242,8 @@ async def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
         else None,
         "target": 0.8,
         "soak_verdicts": sorted({r["soak_verdict"] for r in rounds}),
+        # What the soak's hook requests cost before the worker does any work (bench_http).
+        "http_round_trip_floor": floor,
     }
 
 
