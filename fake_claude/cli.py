@@ -63,7 +63,9 @@ def run_main_process(args, argv: list[str]) -> int:
         sys.stderr.write(f"fake-claude: bad scenario: {exc}\n")
         return 2
     ctx = Context(args, scenario, ledger, seed, draw)
-    session_id = args.value("--resume", "-r", "--session-id") or new_uuid()
+    session_id = args.value("--session-id") or args.value("--resume", "-r") or new_uuid()
+    if args.has("--fork-session") and not args.value("--session-id"):
+        session_id = new_uuid()  # the resumed conversation goes on under a new id
     install_signal_policy(ledger, scenario.has("ignore-sigterm"))
     ledger.write(
         "start",

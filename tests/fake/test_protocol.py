@@ -6,7 +6,7 @@ import signal
 import subprocess
 
 import pytest
-from fake_helpers import POSIX, alive, wait_for
+from fake_helpers import POSIX, SDK_ARGV, alive, wait_for
 
 RESULT_REQUIRED = (
     "subtype",
@@ -100,6 +100,23 @@ def test_resume_keeps_session_id(spawn):
     assert {m["session_id"] for m in msgs} == {"0f0e0d0c-1111-2222-3333-444455556666"}
     start = fake.wait_record("start")
     assert start["session_id"] == "0f0e0d0c-1111-2222-3333-444455556666"
+
+
+@pytest.mark.parametrize(
+    ("extra", "kept"),
+    [(["--fork-session"], False), (["--fork-session", "--session-id", "aa-given"], True)],
+)
+def test_fork_session_goes_on_under_a_new_id(spawn, extra, kept):
+    resumed = "0f0e0d0c-1111-2222-3333-444455556666"
+    fake = spawn(args=[*SDK_ARGV, "--resume", resumed, *extra])
+    fake.initialize()
+    (sid,) = {m["session_id"] for m in fake.turn("continue")}
+    if kept:  # an explicit --session-id names the fork
+        assert sid == "aa-given"
+    else:
+        assert sid != resumed and len(sid) == 36
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
 
 
 def test_multi_turn_and_interrupt(spawn):
