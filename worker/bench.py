@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,14 +120,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=COUNT, default=4)
     p.add_argument("--grace", type=NON_NEGATIVE, default=0.5)
     args = p.parse_args(argv)
+    # `timeout`, a cancelled job: SIGTERM becomes an exception, so the worker is stopped below.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _bench(args)
+    except KeyboardInterrupt:
+        print("worker.bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
         data = Path(tmp) / "data"
         cmd = [sys.executable, "-m", "worker", "serve", "--mode", args.mode]
         cmd += ["--data-dir", str(data), "--claude", args.claude, "--grace", str(args.grace)]
         log_path = Path(tmp) / "worker.log"
+        # Contained, and on a lifeline: killed outright, the bench takes its worker along
+        # (Linux: parent-death signal; macOS: the worker reads EOF and stops; Windows: the job).
+        line = proctree.Lifeline() if sys.platform != "win32" else None
+        if line is not None:
+            cmd += ["--lifeline-fd", str(line.child_fd)]
+        opts = proctree.spawn_options(f"worker-bench:{os.getpid()}", argv=cmd)
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+            worker = subprocess.Popen(
+                opts.argv or cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                pass_fds=line.pass_fds if line is not None else (),
+                **opts,
+            )
+        contained = proctree.after_spawn(worker.pid, opts)
+        if line is not None:
+            line.spawned()
         try:
             info_path = data / "worker.json"
             deadline = time.monotonic() + 60
@@ -141,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
             rss = psutil.Process(worker.pid).memory_info().rss
             live_before_exit = len(proctree.scan(mark=mark))
         finally:
-            worker.terminate()
-            worker.wait(timeout=120)
+            worker.terminate()  # the worker ends its observers' trees on SIGTERM
+            try:
+                worker.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                contained.kill()
+                worker.wait()
+            contained.close()
+            if line is not None:
+                line.close()
         left = proctree.scan(mark=mark)
         lat = [x * 1000 for x in result["latencies"]]
         ends = [x * 1000 for x in result["end_times"]]
