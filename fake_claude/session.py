@@ -228,6 +228,8 @@ class Session:
                     servers,
                 )
             )  # fmt: skip
+            # The prompt's and the stop's hooks run; their decisions (block) are not acted on.
+            self.run_hooks("UserPromptSubmit", None, None, {"prompt": prompt})
             at_point(self.ctx, "mid-turn", n, self.session_id)
             text = observation(prompt)
             denials: list[dict] = []
@@ -244,6 +246,9 @@ class Session:
                     self.emit(m.stream_event(self.session_id, event))
             self.emit(
                 m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
+            )
+            self.run_hooks(
+                "Stop", None, None, {"stop_hook_active": False, "last_assistant_message": text}
             )
             out_tokens = max(1, len(text) // 4)
             self.context_tokens += in_tokens + out_tokens
@@ -377,12 +382,17 @@ class Session:
         )
         return []
 
-    def run_hooks(self, event: str, tool: str, tool_id: str, extra: dict) -> list[dict]:
+    def run_hooks(
+        self, event: str, tool: str | None, tool_id: str | None, extra: dict
+    ) -> list[dict]:
+        """Call the SDK's callbacks registered for `event` (tool events: those whose matcher
+        matches the tool); return their outputs."""
         outputs = []
         for matcher in self.hooks.get(event) or []:
             pattern = matcher.get("matcher")
-            if pattern not in (None, "", "*") and tool not in str(pattern).split("|"):
-                continue
+            if tool is not None and pattern not in (None, "", "*"):
+                if tool not in str(pattern).split("|"):
+                    continue
             for cb in matcher.get("hookCallbackIds") or []:
                 hook_input = {
                     "session_id": self.session_id,
@@ -390,8 +400,7 @@ class Session:
                     "cwd": os.getcwd(),
                     "permission_mode": self.permission_mode,
                     "hook_event_name": event,
-                    "tool_name": tool,
-                    "tool_use_id": tool_id,
+                    **({"tool_name": tool, "tool_use_id": tool_id} if tool is not None else {}),
                     **extra,
                 }
                 outputs.append(

@@ -283,6 +283,31 @@ def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     assert msgs[-1].subtype == "success" and not msgs[-1].permission_denials
 
 
+def test_prompt_and_stop_hooks_run_in_order(fake_factory):
+    fake = fake_factory("ok:tool=Bash")
+    seen: list[dict] = []
+
+    async def record(hook_input, tool_use_id, context):
+        seen.append(dict(hook_input))
+        return {}
+
+    events = ("UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop")
+    opts = fake.options(
+        permission_mode="bypassPermissions",
+        hooks={e: [sdk.HookMatcher(matcher=None, hooks=[record])] for e in events},
+    )
+
+    async def go():
+        return [m async for m in sdk.query(prompt="tidy the imports", options=opts)]
+
+    msgs = run_async(go)
+    assert [h["hook_event_name"] for h in seen] == list(events)
+    prompt, _, _, stop = seen
+    assert prompt["prompt"] == "tidy the imports" and "tool_name" not in prompt
+    assert stop["stop_hook_active"] is False and stop["last_assistant_message"] == msgs[-1].result
+    assert {h["session_id"] for h in seen} == {msgs[-1].session_id}
+
+
 def test_hook_can_deny_the_tool(fake_factory):
     fake = fake_factory("ok:tool=Bash")
 

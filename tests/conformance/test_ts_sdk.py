@@ -92,10 +92,11 @@ def test_tool_turn_with_can_use_tool_and_pre_tool_use_hook(sdk: str, make_fake: 
     assert any(a.startswith("--permission-prompt-tool") for a in start["argv"])
     tool_uses = [b for m in _of(res, "assistant") for b in m["content"] if b["type"] == "tool_use"]
     assert [b["name"] for b in tool_uses] == ["Bash"]
-    # The hook ran first, then the permission callback, both for that tool use.
+    # The prompt's hook, the tool's hook, then (after the tool) the stop's.
     assert [(h["hook_event_name"], h["tool_name"]) for h in res["hooks"]] == [
-        ("PreToolUse", "Bash")
-    ]
+        ("UserPromptSubmit", None), ("PreToolUse", "Bash"), ("Stop", None)
+    ]  # fmt: skip
+    assert res["hooks"][0]["prompt"]
     assert len(res["can_use_tool"]) == 1
     assert res["can_use_tool"][0]["tool_name"] == "Bash"
     assert "command" in res["can_use_tool"][0]["input"]

@@ -132,26 +132,24 @@ async function multiInterrupt() {
 }
 
 async function tools() {
+  const record = async (input, toolUseId) => {
+    out.hooks.push({
+      hook_event_name: input.hook_event_name,
+      tool_name: input.tool_name ?? null,
+      tool_use_id: toolUseId ?? null,
+      ...(input.prompt !== undefined && { prompt: input.prompt }),
+    });
+    return { continue: true };
+  };
   await plain({
     canUseTool: async (toolName, input, ctx) => {
       out.can_use_tool.push({ tool_name: toolName, input, has_signal: !!ctx?.signal });
       return { behavior: "allow", updatedInput: input };
     },
     hooks: {
-      PreToolUse: [
-        {
-          hooks: [
-            async (input, toolUseId) => {
-              out.hooks.push({
-                hook_event_name: input.hook_event_name,
-                tool_name: input.tool_name,
-                tool_use_id: toolUseId ?? null,
-              });
-              return { continue: true };
-            },
-          ],
-        },
-      ],
+      UserPromptSubmit: [{ hooks: [record] }],
+      PreToolUse: [{ hooks: [record] }],
+      Stop: [{ hooks: [record] }],
     },
   });
 }
