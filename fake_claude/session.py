@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
+MCP_TIMEOUT_S = 30.0  # a silent SDK MCP server counts as failed after this
 
 
 class Interrupted(Exception):
@@ -60,6 +61,7 @@ class Session:
         self.mcp: McpClients | None = None  # the SDK host's in-process MCP servers, if any
         self.pending: deque[dict] = deque()
         self.responses: dict[str, dict] = {}
+        self.waiting: set[str] = set()  # our requests still waiting for an answer
         self.turns = 0
         self.context_tokens = 0  # prompts and replies so far, for get_context_usage
         self.last_error = False
@@ -126,7 +128,9 @@ class Session:
             self.control(msg)
         elif kind == "control_response":
             resp = msg.get("response") or {}
-            self.responses[str(resp.get("request_id"))] = resp
+            rid = str(resp.get("request_id"))
+            if rid in self.waiting:  # a late answer to a request given up on is dropped
+                self.responses[rid] = resp
         # Anything else (keep_alive, environment updates) is accepted and ignored.
 
     # ---- control requests from the SDK ------------------------------------------------------
@@ -169,17 +173,33 @@ class Session:
 
         names = sdk_server_names(config, init_request)
         if names:
-            self.mcp = McpClients(names, self.request, self.ctx.version or m.DEFAULT_VERSION)
+            # MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer.
+            raw = os.environ.get("MCP_TIMEOUT", "")
+            wait = int(raw) / 1000 if raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
 
-    def request(self, body: dict) -> dict:
-        """Send a CLI-initiated control request and wait for the SDK's answer."""
+            def ask(body: dict) -> dict:
+                return self.request(body, wait)
+
+            self.mcp = McpClients(names, ask, self.ctx.version or m.DEFAULT_VERSION)
+
+    def request(self, body: dict, timeout: float | None = None) -> dict:
+        """Send a CLI-initiated control request and wait for the SDK's answer (or, with a
+        timeout, {"_error": ...} once it has passed)."""
         self.req_counter += 1
         rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
         send({"type": "control_request", "request_id": rid, "request": body})
-        while rid not in self.responses:
-            if self.eof:
-                raise InputClosed()
-            self.dispatch(self.reader.readline(None))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.waiting.add(rid)
+        try:
+            while rid not in self.responses:
+                if self.eof:
+                    raise InputClosed()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return {"_error": f"no answer within {timeout:g} s"}
+                self.dispatch(self.reader.readline(left))
+        finally:
+            self.waiting.discard(rid)
         resp = self.responses.pop(rid)
         if resp.get("subtype") == "error":
             return {"_error": str(resp.get("error", "error"))}

@@ -273,8 +273,10 @@ class SessionManager:
                 log.exception("session %s: turn failed", active.id)
                 error = f"{type(exc).__name__}: {exc}"
             self._session_error(active, error)
-            self._release(active, message, error)
-            await self._end_observer(active, "error")
+            try:
+                self._release(active, message, error)
+            finally:  # also when the store fails too: a failed observer is never reused
+                await self._end_observer(active, "error")
             return True
         self.store.complete_message(message, reply)
         active.claimed = None

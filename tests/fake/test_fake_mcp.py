@@ -131,3 +131,22 @@ def test_server_names_from_every_form(tmp_path: Path) -> None:
         "{" * 9999,
     ):
         assert sdk_server_names(junk) == []
+
+
+def test_a_server_that_never_answers_fails_after_mcp_timeout(spawn, monkeypatch) -> None:
+    # A host that names an SDK server but never answers: the turn goes on after MCP_TIMEOUT
+    # (ms, the real CLI's variable), the server reported failed.
+    monkeypatch.setenv("MCP_TIMEOUT", "300")
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", CONFIG])
+    fake.initialize()
+    fake.user("anyone there")
+    out = []
+    while not out or out[-1].get("type") != "result":
+        msg = fake.read_message()
+        assert msg is not None
+        out.append(msg)  # the mcp_message requests go unanswered
+    init = next(m for m in out if m.get("subtype") == "init")
+    assert init["mcp_servers"] == [{"name": "calc", "status": "failed"}]
+    assert out[-1]["subtype"] == "success"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
