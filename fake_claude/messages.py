@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -212,10 +213,19 @@ def stream_event(session_id: str, event: dict) -> dict:
     }
 
 
-def text_stream_events(model: str, msg_id: str, text: str, pieces: int = 3) -> list[dict]:
-    """The raw Messages API SSE events that stream `text` as one text block."""
-    step = max(1, -(-len(text) // pieces))
-    chunks = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+def stream_events(model: str, msg_id: str, block: dict, pieces: int = 3) -> list[dict]:
+    """The raw Messages API SSE events that stream one content block: a text block in
+    text_delta pieces, or a tool_use block with its input in input_json_delta pieces."""
+    if block["type"] == "tool_use":
+        whole = json.dumps(block["input"])
+        opening: dict = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+        kind, field, stop_reason = "input_json_delta", "partial_json", "tool_use"
+    else:
+        whole = block["text"]
+        opening = {"type": "text", "text": ""}
+        kind, field, stop_reason = "text_delta", "text", "end_turn"
+    step = max(1, -(-len(whole) // pieces))
+    chunks = [whole[i : i + step] for i in range(0, len(whole), step)] or [""]
     events: list[dict] = [
         {
             "type": "message_start",
@@ -230,22 +240,18 @@ def text_stream_events(model: str, msg_id: str, text: str, pieces: int = 3) -> l
                 "usage": usage(3, 1),
             },
         },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_start", "index": 0, "content_block": opening},
     ]
-    for chunk in chunks:
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": chunk},
-            }
-        )
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": kind, field: chunk}}
+        for chunk in chunks
+    ]
     events.append({"type": "content_block_stop", "index": 0})
     events.append(
         {
             "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": max(1, len(text) // 4)},
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": max(1, len(whole) // 4)},
         }
     )
     events.append({"type": "message_stop"})

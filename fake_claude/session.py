@@ -262,7 +262,7 @@ class Session:
                     raise MaxTurns()  # the reply after the tool would be one round trip too many
             msg_id = m.new_id("msg_")
             if self.partial:
-                for event in m.text_stream_events(self.model, msg_id, text):
+                for event in m.stream_events(self.model, msg_id, {"type": "text", "text": text}):
                     self.emit(m.stream_event(self.session_id, event))
             self.emit(
                 m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
@@ -337,15 +337,12 @@ class Session:
             schema = mcp_tool[1].get("inputSchema")
             made = instance(schema if isinstance(schema, dict) else {"type": "object"}, prompt)
             tool_input = made if isinstance(made, dict) else {}
-        self.emit(
-            m.assistant(
-                self.session_id,
-                self.model,
-                [{"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}],
-                m.new_id("msg_"),
-                stop_reason="tool_use",
-            )
-        )
+        use = {"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}
+        msg_id = m.new_id("msg_")
+        if self.partial:
+            for event in m.stream_events(self.model, msg_id, use):
+                self.emit(m.stream_event(self.session_id, event))
+        self.emit(m.assistant(self.session_id, self.model, [use], msg_id, stop_reason="tool_use"))
         denied: str | None = None
         for out in self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input}):
             specific = out.get("hookSpecificOutput") or {}

@@ -5,6 +5,7 @@ Only the tox `conformance` env installs the SDK (from its sdist); elsewhere thes
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -352,6 +353,22 @@ def test_partial_messages(fake_factory):
     text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
     final = [m for m in msgs if isinstance(m, sdk.AssistantMessage)][0]
     assert text == final.content[0].text
+
+
+def test_partial_messages_stream_a_tool_input(fake_factory):
+    fake = fake_factory("ok:tool=Bash")
+
+    async def go():
+        opts = fake.options(include_partial_messages=True, permission_mode="bypassPermissions")
+        return [m async for m in sdk.query(prompt="run the tests", options=opts)]
+
+    msgs = run_async(go)
+    deltas = [m.event["delta"] for m in msgs if isinstance(m, sdk.StreamEvent)
+              and m.event["type"] == "content_block_delta"]  # fmt: skip
+    streamed = "".join(d["partial_json"] for d in deltas if d["type"] == "input_json_delta")
+    (use,) = [b for m in msgs if isinstance(m, sdk.AssistantMessage) for b in m.content
+              if isinstance(b, sdk.ToolUseBlock)]  # fmt: skip
+    assert json.loads(streamed) == use.input
 
 
 ORPHAN_DRIVER = textwrap.dedent(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 
@@ -236,6 +237,26 @@ def test_partial_messages_stream_events(spawn):
     streamed = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
     assistant = [m for m in msgs if m["type"] == "assistant"][0]
     assert streamed == assistant["message"]["content"][0]["text"]
+
+
+def test_partial_messages_stream_a_tool_use_input(spawn):
+    fake = spawn("ok:tool=Bash", args=[*SDK_ARGV, "--include-partial-messages"])
+    fake.initialize()
+    msgs = fake.turn("run it")
+    # Two model messages: the tool use, then the reply; each streamed before it is whole.
+    starts = [i for i, m in enumerate(msgs) if m.get("event", {}).get("type") == "message_start"]
+    assert len(starts) == 2
+    first = [m["event"] for m in msgs[starts[0] : starts[1]] if m["type"] == "stream_event"]
+    (opening,) = [e for e in first if e["type"] == "content_block_start"]
+    use = next(b for m in msgs if m["type"] == "assistant" for b in m["message"]["content"])
+    assert opening["content_block"] == {**use, "input": {}}
+    deltas = [e["delta"] for e in first if e["type"] == "content_block_delta"]
+    assert {d["type"] for d in deltas} == {"input_json_delta"}
+    assert json.loads("".join(d["partial_json"] for d in deltas)) == use["input"]
+    (stop,) = [e for e in first if e["type"] == "message_delta"]
+    assert stop["delta"]["stop_reason"] == "tool_use"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
 
 
 @pytest.mark.parametrize(
