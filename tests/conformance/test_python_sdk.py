@@ -427,3 +427,30 @@ def test_leak_mechanism_fake_outlives_sdk_cleanup(fake_factory):
     assert [p.pid for p in run_processes(fake.run_id)] == [proc.pid]
     proc.kill()  # ended by PID, as found through the ledger
     wait_for(lambda: not run_processes(fake.run_id), "the orphan to die")
+
+
+OPTION_CASES = {
+    "system-prompt": {"system_prompt": "-terse-"},
+    "preset-prompt": {"system_prompt": {"type": "preset", "preset": "claude_code", "append": "-x"}},
+    "tools": {"tools": ["Read"], "allowed_tools": ["Bash(git:*)"], "disallowed_tools": ["Write"]},
+    "no-tools": {"tools": []},
+    "limits": {"max_turns": 3, "max_budget_usd": 0.5, "fallback_model": "claude-haiku-4-5"},
+    "settings": {"settings": '{"permissions": {"allow": ["Read"]}}', "setting_sources": []},
+    "thinking": {"thinking": {"type": "enabled", "budget_tokens": 2048}, "effort": "high"},
+    "extra-args": {"extra_args": {"replay-user-messages": None}, "env": {"FOO": "-x"}},
+    "session-id": {"session_id": "11111111-2222-3333-4444-666666666666"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_options_the_sdk_turns_into_flags(fake_factory, case):
+    fake = fake_factory()
+
+    async def go():
+        opts = fake.options(**OPTION_CASES[case])
+        return [m async for m in sdk.query(prompt="hello", options=opts)]
+
+    result = run_async(go)[-1]
+    assert isinstance(result, sdk.ResultMessage) and result.subtype == "success"
+    if case == "session-id":
+        assert result.session_id == OPTION_CASES[case]["session_id"]

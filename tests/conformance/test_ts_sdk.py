@@ -179,3 +179,34 @@ def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
     assert "sum=0" in json.dumps(results[0]["content"])
     (result,) = _of(res, "result")
     assert result["subtype"] == "success"
+
+
+OPTION_CASES = {
+    "system-prompt": {"systemPrompt": "-terse-"},
+    "preset-prompt": {"systemPrompt": {"type": "preset", "preset": "claude_code", "append": "--x"}},
+    "tools": {"allowedTools": ["Read"], "disallowedTools": ["Write"], "tools": ["Read", "Grep"]},
+    "limits": {"maxTurns": 3, "maxBudgetUsd": 0.5, "fallbackModel": "claude-haiku-4-5"},
+    "agents": {"agents": {"rev": {"description": "reviews", "prompt": "-review-", "tools": []}}},
+    "thinking": {"maxThinkingTokens": 2000},
+    "setting-sources": {"settingSources": ["user", "project", "local"]},
+    "env": {"env": {"PATH": "/usr/bin:/bin", "FOO": "-x"}},
+    "permission-mode": {"permissionMode": "acceptEdits"},
+    "sandbox": {"sandbox": {"enabled": True}},
+    "betas": {"betas": ["context-1m-2025-08-07"]},
+    "resume-fork": {"resume": "11111111-2222-3333-4444-555555555555", "forkSession": True},
+}
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_options_the_sdk_turns_into_flags(sdk: str, case: str, make_fake: MakeFake) -> None:
+    # Whatever flags an option becomes (values that start with a dash included), the fake
+    # takes them and the session completes.
+    shim, ledger = make_fake("ok")
+    res = node_driver(sdk, "plain", shim, options=OPTION_CASES[case]).result()
+    _ok(res)
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+    if case == "resume-fork":  # a fork goes on under a new id
+        assert result["session_id"] != OPTION_CASES[case]["resume"]
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]

@@ -7,7 +7,7 @@
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
-//            outputFormat?: {type: "json_schema", schema: object},
+//            outputFormat?: {type: "json_schema", schema: object}, options?: object,
 //            markerFile?: string, resume?: string}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
@@ -76,6 +76,7 @@ const baseOptions = {
   model: cfg.model ?? "claude-sonnet-4-5",
   settingSources: [],
   ...(cfg.outputFormat && { outputFormat: cfg.outputFormat }),
+  ...cfg.options, // any other query() options, as JSON
   // Keep the child's stderr out of our stdout; the test only reads the last stdout line.
   stderr: () => {},
 };
