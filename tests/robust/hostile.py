@@ -204,6 +204,35 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 while True:
     time.sleep(1)
 """,
+    # 10) Answers initialize, then closes its stdin (the worker's writes meet EPIPE) and stays,
+    # ignoring SIGTERM.
+    "closes-stdin": r"""
+record("main")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for msg in messages():
+    if msg.get("type") == "control_request":
+        answer_init(msg)
+        os.close(0)
+        break
+while True:
+    time.sleep(1)
+""",
+    # 11) Asks the worker its own control requests (unknown subtypes, a tool permission, an MCP
+    # message) by the thousand instead of answering the turn, and never reads the answers.
+    "asks-back": r"""
+record("main")
+for msg in messages():
+    if msg.get("type") == "control_request":
+        answer_init(msg)
+    elif msg.get("type") == "user":
+        for i in range(3000):
+            sub = ("can_use_tool", "mcp_message", "no_such_request")[i % 3]
+            out({{"type": "control_request", "request_id": f"ask-{{i}}",
+                 "request": {{"subtype": sub, "tool_name": "Bash", "input": {{}},
+                              "server_name": "x", "message": {{}}}}}})
+        while True:
+            time.sleep(1)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")

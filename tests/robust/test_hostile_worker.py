@@ -41,6 +41,8 @@ CASES: dict[str, tuple[dict[str, object], set[str]]] = {
     "stops-itself": ({}, {"main", "grandchild"}),
     "zombie-farm": ({}, {"main", "farmer", "farmed"}),
     "deaf": ({}, {"main"}),
+    "closes-stdin": ({}, {"main"}),
+    "asks-back": ({}, {"main"}),
 }
 
 
