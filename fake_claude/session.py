@@ -15,6 +15,7 @@ from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
 from fake_claude.reply import content_text, observation
 from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
+from fake_claude.toolturns import ToolTurns
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
@@ -35,7 +36,7 @@ class InputClosed(Exception):
     """stdin ended while the turn was waiting for an answer from the SDK."""
 
 
-class Session:
+class Session(ToolTurns):
     def __init__(self, ctx: Context, session_id: str) -> None:
         a = ctx.args
         self.ctx = ctx
@@ -324,113 +325,6 @@ class Session:
             output_tokens=0,
             errors=errors,
         )
-
-    def tool_round(self, tool: str, prompt: str) -> list[dict]:
-        """One tool use: PreToolUse hooks, can_use_tool, the result, PostToolUse hooks."""
-        tool_id = m.new_id("toolu_")
-        tool_input: dict = {"command": f"echo {len(prompt.split())} words", "description": "fake"}
-        mcp_tool = self.mcp.find(tool) if self.mcp is not None else None
-        if mcp_tool is not None:
-            # Arguments valid against the tool's own input schema, carrying the prompt.
-            from fake_claude.schema import instance
-
-            schema = mcp_tool[1].get("inputSchema")
-            made = instance(schema if isinstance(schema, dict) else {"type": "object"}, prompt)
-            tool_input = made if isinstance(made, dict) else {}
-        use = {"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input}
-        msg_id = m.new_id("msg_")
-        if self.partial:
-            for event in m.stream_events(self.model, msg_id, use):
-                self.emit(m.stream_event(self.session_id, event))
-        self.emit(m.assistant(self.session_id, self.model, [use], msg_id, stop_reason="tool_use"))
-        denied: str | None = None
-        for out in self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input}):
-            specific = out.get("hookSpecificOutput") or {}
-            if out.get("decision") == "block" or specific.get("permissionDecision") == "deny":
-                denied = str(
-                    specific.get("permissionDecisionReason") or out.get("reason") or "hook denied"
-                )
-            if isinstance(specific.get("updatedInput"), dict):
-                tool_input = specific["updatedInput"]
-        if (
-            denied is None
-            and self.stdio_permissions
-            and self.permission_mode != "bypassPermissions"
-        ):
-            answer = self.request(
-                {
-                    "subtype": "can_use_tool",
-                    "tool_name": tool,
-                    "input": tool_input,
-                    "tool_use_id": tool_id,
-                    "permission_suggestions": [],
-                }
-            )
-            if answer.get("behavior") == "allow":
-                if isinstance(answer.get("updatedInput"), dict):
-                    tool_input = answer["updatedInput"]
-            else:
-                denied = str(answer.get("message") or answer.get("_error") or "denied")
-        failed = False
-        if denied is not None:
-            output = denied
-        elif mcp_tool is not None and self.mcp is not None:
-            output, failed = self.mcp.call_tool(mcp_tool[0], str(mcp_tool[1]["name"]), tool_input)
-        else:
-            output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
-        self.emit(
-            m.user(
-                self.session_id,
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": tool_id,
-                        "content": output,
-                        "is_error": denied is not None or failed,
-                    }
-                ],
-                tool_use_result={"stdout": output, "stderr": "", "interrupted": False},
-            )
-        )
-        if denied is not None:
-            return [{"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}]
-        self.run_hooks(
-            "PostToolUse", tool, tool_id, {"tool_input": tool_input, "tool_response": output}
-        )
-        return []
-
-    def run_hooks(
-        self, event: str, tool: str | None, tool_id: str | None, extra: dict
-    ) -> list[dict]:
-        """Call the SDK's callbacks registered for `event` (tool events: those whose matcher
-        matches the tool); return their outputs."""
-        outputs = []
-        for matcher in self.hooks.get(event) or []:
-            pattern = matcher.get("matcher")
-            if tool is not None and pattern not in (None, "", "*"):
-                if tool not in str(pattern).split("|"):
-                    continue
-            for cb in matcher.get("hookCallbackIds") or []:
-                hook_input = {
-                    "session_id": self.session_id,
-                    "transcript_path": "",
-                    "cwd": os.getcwd(),
-                    "permission_mode": self.permission_mode,
-                    "hook_event_name": event,
-                    **({"tool_name": tool, "tool_use_id": tool_id} if tool is not None else {}),
-                    **extra,
-                }
-                outputs.append(
-                    self.request(
-                        {
-                            "subtype": "hook_callback",
-                            "callback_id": cb,
-                            "input": hook_input,
-                            "tool_use_id": tool_id,
-                        }
-                    )
-                )
-        return outputs
 
 
 def run_session(ctx: Context, session_id: str) -> int:
