@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             "shim (python -I -S)": [str(shim), *SDK_ARGV],
             "python -m fake_claude": [sys.executable, "-m", "fake_claude", *SDK_ARGV],
         }
-        base_t, base_m = [], []
+        base_t: list[float] = []
+        base_m: list[int] = []
         res: dict[str, tuple[list[float], list[int]]] = {k: ([], []) for k in variants}
         measure(variants["shim (python -I -S)"], INIT, b'"bench"')  # warm the page cache
         for _ in range(ns.runs):
@@ -114,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':28}{'spawn->reply':>14}{'ratio':>8}{'peak RSS':>12}{'ratio':>8}")
     print(f"{'python -c pass':28}{bt * 1000:>11.1f} ms{'1.00':>8}{bm / 2**20:>9.1f} MiB{'1.00':>8}")
     for name, (ts, ms) in res.items():
-        t, m = statistics.median(ts), statistics.median(ms)
+        t, rss = statistics.median(ts), statistics.median(ms)
         rt = t / bt
-        rm = (m / bm) if bm else float("nan")
-        print(f"{name:28}{t * 1000:>11.1f} ms{rt:>8.2f}{m / 2**20:>9.1f} MiB{rm:>8.2f}")
+        rm = (rss / bm) if bm else float("nan")
+        print(f"{name:28}{t * 1000:>11.1f} ms{rt:>8.2f}{rss / 2**20:>9.1f} MiB{rm:>8.2f}")
     return 0
 
 

@@ -191,7 +191,7 @@ def assistant(
 
 
 def user(session_id: str, content: list[dict], tool_use_result: object = None) -> dict:
-    msg = {
+    msg: dict[str, Any] = {
         "type": "user",
         "message": {"role": "user", "content": content},
         "parent_tool_use_id": None,

@@ -209,7 +209,7 @@ def resolve_mix(scenario: Scenario, seed: str, key: str) -> Scenario:
     elif name == "grandchild":
         params["n"] = str(rng.randint(1, 3))
         params["ignore"] = str(rng.randint(0, 1))
-    parts = {}
+    parts: dict[str, dict[str, str]] = {}
     for existing, p in scenario.parts.items():
         if existing == "mix":
             parts.setdefault(name, {}).update(params)

@@ -143,7 +143,8 @@ def check_escape(run: _Run) -> str:
     proc, ledger = run.start("escape+grandchild:n=2")
     _talk(proc, INIT)
     _read_until(proc, "control_response")
-    starts = _wait(lambda: len(_records(ledger, "start")) >= 4 and _records(ledger, "start"), "4")
+    _wait(lambda: len(_records(ledger, "start")) >= 4, "4 processes in the ledger")
+    starts = _records(ledger, "start")
     esc = [r for r in starts if r["role"] == "escapee"][0]
     kids = {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
     assert esc["pid"] not in kids, "the escapee should not be a descendant"

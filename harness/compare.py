@@ -30,7 +30,7 @@ from typing import Any
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.cleanup import end_live_runs
 from harness.soak import SoakConfig, run_soak
-from harness.target import RunContext, SessionSpec, Target, WorkerHandle
+from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
 
 _INTERRUPTED = threading.Event()  # set by Ctrl-C: skip the remaining reap waits and runs
@@ -89,7 +89,7 @@ class ReapWatch(Target):
             if self.tracker is not None:
                 self.tracker.session_ended(key)
 
-    async def session_processes(self, session: SessionSpec, http: Any) -> list[tuple[int, float]]:
+    async def session_processes(self, session: SessionSpec, http: Any) -> list[SpawnedProcess]:
         fn = getattr(self.inner, "session_processes", None)
         return list(await fn(session, http)) if fn is not None else []
 
@@ -324,13 +324,15 @@ def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
         out.append((f"claude-mem {version}", target, args.reap_wait))
     for plugin in args.claude_mem_plugin:
         target = get_target("claude-mem", plugin=plugin, **common)
-        out.append((f"claude-mem {target.label.split(' ', 1)[1]}", target, args.reap_wait))
+        label = str(getattr(target, "label", f"claude-mem {plugin}"))  # the build's version
+        out.append((f"claude-mem {label.split(' ', 1)[1]}", target, args.reap_wait))
     return out
 
 
-def _on_sigint(task: asyncio.Task[Any]) -> None:
+def _on_sigint(task: asyncio.Task[Any] | None) -> None:
     _INTERRUPTED.set()
-    task.cancel()
+    if task is not None:
+        task.cancel()
 
 
 async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:

@@ -275,9 +275,9 @@ class LeakTracker:
                 state.known[(pid, create_time)] = owner
         out = []
         for proc, number in self._live_known(tree):
-            owner = state.owners[number]
-            if number != 0 and owner.ended and proc.identity not in state.settled:
-                out.append((proc, owner))
+            holder = state.owners[number]
+            if number != 0 and holder.ended and proc.identity not in state.settled:
+                out.append((proc, holder))
         return out
 
     def find_leaks(

@@ -151,8 +151,8 @@ async def run_repro(
             "leaked": [leak_entry(r, None) for r in leaky.census.leaked],
         }
         grew = all(b > a for a, b in zip(leaky.history, leaky.history[1:], strict=False))
-        result["reproduced"] = grew and result["leaky_leaked"] >= prompts
-        result["fix_held"] = result["fixed_leaked"] == 0 and fixed.max_live <= 1
+        result["reproduced"] = grew and len(leaky.census.leaked) >= prompts
+        result["fix_held"] = not fixed.census.leaked and fixed.max_live <= 1
         print(
             f"after session end + {grace:g}s grace: leaky worker {result['leaky_leaked']} leaked "
             f"(one per prompt), fixed worker {result['fixed_leaked']} leaked",

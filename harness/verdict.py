@@ -149,7 +149,8 @@ def slope_per_100_sessions(points: Sequence[Sequence[float]], buckets: int = FLO
     estimates = [(floor, "floor", floor_points), (given, "constant live count", len(half))]
     known = [(fit[0], fit[1], name, n) for fit, name, n in estimates if fit is not None]
     usable = [e for e in known if e[3] >= MIN_SLOPE_POINTS]
-    judged, stderr, method, points_used = min(usable or known or [(None, None, "none", 0)])
+    nothing: list[tuple[float | None, float | None, str, int]] = [(None, None, "none", 0)]
+    judged, stderr, method, points_used = min(usable or known or nothing)
     return {
         "mb_per_100_sessions": _per_100(judged),
         # What the verdict compares with the budget: growth the noise cannot explain.

@@ -131,7 +131,7 @@ class ClaudeMemTarget(Target):
         self.reported_version: str | None = None  # what the running worker says (/api/version)
         self.worker_exit: int | None = None
         self.stop_result: dict | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[Any] | None = None
         self._containment: proctree.Containment | None = None
         self._token: str | None = None
         self._log: Any = None
@@ -166,6 +166,7 @@ class ClaudeMemTarget(Target):
 
         A build that would kill foreign processes is refused before it is ever started.
         """
+        plugin: Path | None
         if self.version is not None:
             plugin = install.plugin_dir(self.version, self.cache)
             if not (plugin / "scripts" / "worker-service.cjs").is_file():

@@ -66,7 +66,7 @@ class ReferenceTarget(Target):
         # 9.0.0 had no session-end hook; the fixed flow restores it.
         self.end_sessions = (mode == "fixed") if end_sessions is None else end_sessions
         self.extra_args = list(extra_args or [])
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[Any] | None = None
         self._containment: proctree.Containment | None = None
         self._lifeline: proctree.Lifeline | None = None
         self._log: Any = None
