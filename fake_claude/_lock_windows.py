@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import msvcrt  # type: ignore[import-not-found]
 import os
+import sys
 import time
+
+# Imported on Windows only; the assert also tells type checkers to skip it elsewhere.
+assert sys.platform == "win32"
 
 
 def locked_append(fd: int, path: str, data: bytes) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from typing import Any
+
+# Imported on Windows only; the assert also tells type checkers to skip it elsewhere.
+assert sys.platform == "win32"
 
 _keep: list[subprocess.Popen] = []
 
@@ -21,7 +26,9 @@ def spawn_grandchild(argv: list[str]) -> int:
 
 def spawn_escapee(argv: list[str]) -> None:
     base = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
-    io = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    io: dict[str, Any] = {
+        "stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL
+    }  # fmt: skip
     try:
         subprocess.Popen(argv, creationflags=base | CREATE_BREAKAWAY_FROM_JOB, close_fds=True, **io)
     except OSError:

@@ -99,7 +99,7 @@ def start_guardian(mark: str, *, token: str | None = None) -> Guardian:
     here = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     kwargs: dict[str, Any] = {}
-    if _platform.WINDOWS:
+    if sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     else:
         # Its own session: a killpg of our group must not take the guardian with it.

@@ -17,12 +17,13 @@ WINDOWS = sys.platform == "win32"
 LINUX = sys.platform.startswith("linux")
 DARWIN = sys.platform == "darwin"
 
-if WINDOWS:
+# sys.platform itself, not the names above, so that a type checker follows the branches.
+if sys.platform == "win32":
     from . import _windows as _win
 else:
     from . import _posix
 
-    if LINUX:
+    if sys.platform.startswith("linux"):
         from . import _linux as _native
     else:
         from . import _darwin as _native  # macOS and other POSIX: no subreaper, no pdeathsig
@@ -33,7 +34,7 @@ Group = object  # an int pgid on POSIX, a _windows.Job on Windows
 def enable_subreaper(*, despite_fallback: bool = False) -> bool:
     """despite_fallback: for an observer (the soak's census), not for the code under test,
     which is what the fallback switch is meant to put on the macOS path."""
-    if not LINUX:
+    if not sys.platform.startswith("linux"):
         return False
     if not despite_fallback and not capabilities().has_subreaper:
         return False
@@ -41,7 +42,7 @@ def enable_subreaper(*, despite_fallback: bool = False) -> bool:
 
 
 def is_subreaper() -> bool:
-    if WINDOWS or not LINUX:
+    if sys.platform == "win32" or not sys.platform.startswith("linux"):
         return False
     return _native.is_subreaper()
 
@@ -56,10 +57,10 @@ def spawn_plan(
     launcher, or argv[0] is not found (then Popen raises its usual error, not the launcher).
     `path`: the PATH argv[0] is looked up in (the child's).
     """
-    if WINDOWS:
+    if sys.platform == "win32":
         return argv, _win.popen_kwargs()
     kwargs = _posix.popen_kwargs()
-    if LINUX and capabilities().has_pdeathsig:
+    if sys.platform.startswith("linux") and capabilities().has_pdeathsig:
         wrapped = None
         program = shutil.which(argv[0], path=path) if argv else None
         if argv and program is not None:
@@ -74,7 +75,7 @@ def pdeathsig_method() -> str | None:
     """How spawn_options sets the parent-death signal here ("native PATH", "setpriv PATH",
     "preexec_fn"), or None where it is not set. The first call builds proctree's launcher
     if it must: a daemon calls this at start, so that its first spawn does not wait."""
-    if not LINUX or not capabilities().has_pdeathsig:
+    if not sys.platform.startswith("linux") or not capabilities().has_pdeathsig:
         return None
     launcher = _native.pdeathsig_launcher()
     return "preexec_fn" if launcher is None else " ".join(launcher)
@@ -82,7 +83,7 @@ def pdeathsig_method() -> str | None:
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of pid (none if it is gone)."""
-    if LINUX:
+    if sys.platform.startswith("linux"):
         kids = _native.child_pids(pid)
         if kids is not None:
             return kids
@@ -93,7 +94,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def after_spawn(pid: int) -> Group | None:
-    if WINDOWS:
+    if sys.platform == "win32":
         return _win.after_spawn(pid)
     # start_new_session made the child its group's leader; if it is already gone its
     # grandchildren may still hold the group, whose id is then still the child's pid.
@@ -102,20 +103,20 @@ def after_spawn(pid: int) -> Group | None:
 
 
 def group_of(pid: int) -> int | None:
-    if WINDOWS:
+    if sys.platform == "win32":
         return None
     return _posix.group_of(pid)
 
 
 def _send_posix(pid_id: ProcId, sig: int) -> bool:
-    if LINUX:
+    if sys.platform.startswith("linux"):
         return _native.send_verified(pid_id, sig)
     return _posix.send_verified(pid_id, sig)
 
 
 def send_term(pid_id: ProcId) -> bool:
     """The polite stage: SIGTERM on POSIX, CTRL_BREAK_EVENT on Windows."""
-    if WINDOWS:
+    if sys.platform == "win32":
         # No per-process polite signal: CTRL_BREAK to a pid that leads no console group
         # would reach the whole console (us included). term_group handles the root's group.
         return False
@@ -123,64 +124,64 @@ def send_term(pid_id: ProcId) -> bool:
 
 
 def send_kill(pid_id: ProcId) -> bool:
-    if WINDOWS:
+    if sys.platform == "win32":
         return _win.send_verified(pid_id, 9)
     return _send_posix(pid_id, signal.SIGKILL)
 
 
 def send_stop(pid_id: ProcId) -> bool:
     """POSIX: stop the process: stopped, it forks no more until it is killed (Windows: no)."""
-    if WINDOWS:
+    if sys.platform == "win32":
         return False
     return _send_posix(pid_id, signal.SIGSTOP)
 
 
 def group_pids(group: Group) -> list[int]:
     """POSIX: the pids in process group `group` now (one getpgid per process)."""
-    if WINDOWS or not isinstance(group, int):
+    if sys.platform == "win32" or not isinstance(group, int):
         return []
     return [pid for pid in psutil.pids() if _posix.group_of(pid) == group]
 
 
 def group_members(group: Group) -> list[int] | None:
     """Member pids where the OS lists them directly (a job), else None (scan for pgid)."""
-    if WINDOWS and isinstance(group, _win.Job):
+    if sys.platform == "win32" and isinstance(group, _win.Job):
         return group.pids()
     return None
 
 
 def group_empty(group: Group) -> bool:
     """True if nothing is left in a POSIX process group (False where it cannot tell)."""
-    return not WINDOWS and isinstance(group, int) and _posix.group_empty(group)
+    return sys.platform != "win32" and isinstance(group, int) and _posix.group_empty(group)
 
 
 def term_group(group: Group, verified_member: ProcId | None) -> bool:
-    if WINDOWS:
+    if sys.platform == "win32":
         # No SIGTERM; CTRL_BREAK goes to the console group whose id is the root's pid.
         return verified_member is not None and _win.soft_signal_group(verified_member)
     return isinstance(group, int) and _posix.signal_group(group, signal.SIGTERM)
 
 
 def kill_group(group: Group) -> bool:
-    if WINDOWS:
+    if sys.platform == "win32":
         return isinstance(group, _win.Job) and group.terminate()
     return isinstance(group, int) and _posix.signal_group(group, signal.SIGKILL)
 
 
 def close_group(group: Group) -> None:
-    if WINDOWS and isinstance(group, _win.Job):
+    if sys.platform == "win32" and isinstance(group, _win.Job):
         group.close()
 
 
 def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
-    if WINDOWS:
+    if sys.platform == "win32":
         return []
     return _posix.reap_zombies(child_pids(os.getpid()), exclude)
 
 
 def reap_pid(pid: int) -> bool:
     """Reap one exited child of ours, if it is one."""
-    if WINDOWS:
+    if sys.platform == "win32":
         return False
     try:
         got, _ = os.waitpid(pid, os.WNOHANG)
