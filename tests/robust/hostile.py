@@ -59,6 +59,17 @@ def messages():
             if line.strip():
                 yield json.loads(line)
 
+def answer_first_init():
+    """Answer the initialize request, then read nothing more."""
+    for msg in messages():
+        if msg.get("type") == "control_request":
+            answer_init(msg)
+            return
+
+def idle():
+    while True:
+        time.sleep(1)
+
 def serve(on_turn=answer_turn):
     for msg in messages():
         if msg.get("type") == "control_request":
@@ -110,14 +121,10 @@ serve()
     "closed-stdio": r"""
 record("main")
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-for msg in messages():
-    if msg.get("type") == "control_request":
-        answer_init(msg)
-        break
+answer_first_init()
 os.close(1)
 os.close(2)
-while True:
-    time.sleep(1)
+idle()
 """,
     # 4) On SIGTERM forks a chain: every link starts the next (new session), ignores SIGTERM.
     "fork-chain": r"""
@@ -134,15 +141,13 @@ def chain(signum, frame):
             os.setsid()  # every other link leaves the observer's process group
         record(f"link{{i}}")
         time.sleep(0.01)
-    while True:
-        time.sleep(1)
+    idle()
 signal.signal(signal.SIGTERM, chain)
 try:
     serve()
 except OSError:
     pass
-while True:  # ignores stdin EOF: waits for the signal
-    time.sleep(1)
+idle()  # ignores stdin EOF: waits for the signal
 """,
     # 5) Answers initialize, then floods valid JSON lines, never a result.
     "flood": r"""
@@ -178,8 +183,7 @@ daemon_sleep("grandchild", code="import os, signal\nos.kill(os.getpid(), signal.
              setpgid=True)
 serve()
 os.kill(os.getpid(), signal.SIGSTOP)
-while True:
-    time.sleep(1)
+idle()
 """,
     # 8) A grandchild in a group of its own, ignoring SIGTERM, starts 20 children that exit at
     # once and never reaps them: 20 zombies under a live process.
@@ -193,29 +197,23 @@ if os.fork() == 0:
         if os.fork() == 0:
             os._exit(0)
     record("farmed")
-    while True:
-        time.sleep(1)
+    idle()
 serve()
 """,
     # 9) Never reads stdin, never answers, ignores SIGTERM.
     "deaf": r"""
 record("main")
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-while True:
-    time.sleep(1)
+idle()
 """,
     # 10) Answers initialize, then closes its stdin (the worker's writes meet EPIPE) and stays,
     # ignoring SIGTERM.
     "closes-stdin": r"""
 record("main")
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-for msg in messages():
-    if msg.get("type") == "control_request":
-        answer_init(msg)
-        os.close(0)
-        break
-while True:
-    time.sleep(1)
+answer_first_init()
+os.close(0)
+idle()
 """,
     # 11) Asks the worker its own control requests (unknown subtypes, a tool permission, an MCP
     # message) by the thousand instead of answering the turn, and never reads the answers.
@@ -230,8 +228,7 @@ for msg in messages():
             out({{"type": "control_request", "request_id": f"ask-{{i}}",
                  "request": {{"subtype": sub, "tool_name": "Bash", "input": {{}},
                               "server_name": "x", "message": {{}}}}}})
-        while True:
-            time.sleep(1)
+        idle()
 """,
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
