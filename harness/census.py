@@ -172,6 +172,9 @@ class Census:
         self.zombies_elsewhere: dict[tuple[int, float], ProcRecord] = {}
         self.escaped: dict[tuple[int, float], ProcRecord] = {}
         self.total_procs = 0
+        # Fake `claude` mains that got as far as their ledger's start line: none in a run whose
+        # sessions completed means the worker never got one running, so nothing was tested.
+        self.claude_starts = 0
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
         self.errors: list[str] = []
         self.scan_cost_s: deque[float] = deque(maxlen=256)
@@ -380,6 +383,8 @@ class Census:
             if not isinstance(pid, int):
                 continue
             ts = float(ev.get("ts") or time.time())
+            if kind == "start" and ev.get("role") == "main":
+                self.claude_starts += 1
             if kind == "hop":
                 # A new pid of a lineage that forks and exits (the fake's `hop`): the process
                 # it forked from is the lineage so far, so it is of the same session and kind.

@@ -469,6 +469,8 @@ def _build_report(
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
+        # Only the fake writes the ledger: with the user's own claude, no figure (None).
+        claude_starts=census.claude_starts if config.claude is None else None,
         worker_alive=worker_alive,
         worker_exit=worker_exit,
         harness_errors=[e for e in errors if e],
@@ -508,6 +510,7 @@ def _build_report(
         ],
         "escaped": escaped,
         "processes_seen": census.total_procs,
+        "claude_starts": census.claude_starts if config.claude is None else None,
         "peak_descendants": census.peak_descendants,
         "descendants_baseline": baseline,
         "descendants_end": descendants_end,

@@ -217,6 +217,7 @@ def judge(
     peak_total_mb: float,
     peak_budget_mb: float | None,
     completed: int,
+    claude_starts: int | None = None,
     worker_alive: bool,
     worker_exit: int | None = None,
     harness_errors: Sequence[str] = (),
@@ -230,6 +231,12 @@ def judge(
     if completed == 0:
         # The worker's death is most often why: say so beside it.
         return Verdict(ERROR, ["no session completed: nothing was tested", *filter(None, [died])])
+    if claude_starts == 0:
+        # Hooks answer before the queue is worked, so a worker whose every spawn fails still
+        # completes sessions: with no process to end, "nothing leaked" would prove nothing.
+        return Verdict(ERROR, [
+            f"no claude ever started in {completed} completed session(s): the worker's spawns "
+            "failed (see its log), so nothing was tested", *filter(None, [died])])  # fmt: skip
     reasons = []
     if leaked_count:
         reasons.append(f"{leaked_count} process(es) leaked (alive past their session's end+grace)")

@@ -265,3 +265,26 @@ def test_a_leaky_workers_growing_rss_is_judged_too(tmp_path, run_id):
     assert rss["total_slope"]["mb_per_100_sessions"] > 300, rss["total_slope"]
     assert any("RSS of worker+descendants grows" in r for r in report["reasons"]), report["reasons"]
     assert run_pids(run_id) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a POSIX #! script that cannot start")
+def test_a_worker_that_never_gets_claude_running_is_an_error(tmp_path, run_id):
+    # The worker spawns this instead of the harness's fake (a later --claude wins): it passes
+    # the worker's start-up check (an executable file), and every spawn of it fails at exec.
+    # The hooks still answer and the queue still drains, so every session "completes".
+    broken = tmp_path / "claude"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    target = ReferenceTarget(mode="fixed", extra_args=["--claude", str(broken)])
+    report = _soak(tmp_path, run_id, target, sessions=3, prompts=1, concurrency=2, plot=False)
+    assert report["completed"] == 3 and report["claude_starts"] == 0
+    assert report["verdict"] == "ERROR" and report["exit_code"] == 2, report["reasons"]
+    assert "no claude ever started in 3 completed session(s)" in report["reasons"][0]
+    assert run_pids(run_id) == []
+
+
+def test_a_soak_counts_the_claudes_it_started(tmp_path, run_id):
+    report = _soak(tmp_path, run_id, sessions=2, prompts=1, concurrency=2, plot=False)
+    assert report["verdict"] == "PASS", report["reasons"]
+    # One observer per session (its prompt and its summary in one process).
+    assert report["claude_starts"] >= 2

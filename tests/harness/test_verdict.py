@@ -79,6 +79,10 @@ def test_verdict_rules():
     assert _judge(zombies_at_end=1).verdict == FAIL
     assert _judge(worker_alive=False).exit_code == 1
     assert _judge(completed=0).exit_code == 2
+    # Sessions that completed without one claude started tested nothing; with the user's own
+    # claude (no ledger) there is no count to judge.
+    assert _judge(claude_starts=0).exit_code == 2
+    assert _judge(claude_starts=None).verdict == PASS and _judge(claude_starts=1).verdict == PASS
     assert _judge(harness_errors=["boom"]).exit_code == 2
     assert _judge(interrupted=True).verdict == "interrupted"
 
