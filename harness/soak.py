@@ -455,6 +455,8 @@ def _build_report(
     zombies_end = [leak_entry(r, census.session_of(r)) for r in census.zombies.values()]
     escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
     peak_total_mb = census.peak_total_rss / 1e6
+    # Only the fake writes the ledger: with the user's own claude, no figure (None).
+    starts = census.claude_starts if config.claude is None else None
     verdict = judge(
         leaked_count=len(leaked),
         zombies_at_end=sum(1 for r in census.zombies.values() if not r.reaped),
@@ -469,8 +471,7 @@ def _build_report(
         peak_total_mb=peak_total_mb,
         peak_budget_mb=config.rss_peak,
         completed=run.completed,
-        # Only the fake writes the ledger: with the user's own claude, no figure (None).
-        claude_starts=census.claude_starts if config.claude is None else None,
+        claude_starts=starts,
         worker_alive=worker_alive,
         worker_exit=worker_exit,
         harness_errors=[e for e in errors if e],
@@ -497,8 +498,11 @@ def _build_report(
         "worker_alive": worker_alive,
         "worker_exit": worker_exit,  # Popen-style: negative = killed by that signal
         "grace_s": config.grace,
-        # settings that make the verdict misleading (not judged: the user chose them)
-        "warnings": [w for w in (grace_warning(config),) if w],
+        # what makes the verdict weaker than it looks (not judged): settings the user chose,
+        # sessions that ran no claude
+        "warnings": [
+            w for w in (grace_warning(config), starts_warning(starts, run.completed)) if w
+        ],
         "leaked_count": len(leaked),
         "leaked": leaked,
         "zombies": zombies_end,
@@ -510,7 +514,7 @@ def _build_report(
         ],
         "escaped": escaped,
         "processes_seen": census.total_procs,
-        "claude_starts": census.claude_starts if config.claude is None else None,
+        "claude_starts": starts,
         "peak_descendants": census.peak_descendants,
         "descendants_baseline": baseline,
         "descendants_end": descendants_end,
@@ -658,6 +662,20 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         plot=not args.no_plot,
         claude=args.claude,
         adopt_orphans=args.claude is not None,
+    )
+
+
+def starts_warning(claude_starts: int | None, completed: int) -> str | None:
+    """Fewer fake claudes started than sessions completed: some sessions tested nothing.
+
+    Each session's observer is a claude of its own in both targets (none started at all is an
+    ERROR, see judge); a worker that shares observers between sessions would trip this too, so it
+    is said, not judged."""
+    if claude_starts is None or claude_starts == 0 or claude_starts >= completed:
+        return None
+    return (
+        f"only {claude_starts} claude start(s) for {completed} completed sessions: some sessions "
+        f"never ran one, so their cleanup was not tested (see the worker log)"
     )
 
 

@@ -13,7 +13,7 @@ from soak_helpers import run_pids
 
 from harness.census import run_id_token
 from harness.hooks import HookClient
-from harness.soak import SoakConfig, run_soak
+from harness.soak import SoakConfig, run_soak, starts_warning
 from harness.target import Target
 from harness.targets import get_target
 from harness.targets.reference import ReferenceTarget
@@ -287,4 +287,11 @@ def test_a_soak_counts_the_claudes_it_started(tmp_path, run_id):
     report = _soak(tmp_path, run_id, sessions=2, prompts=1, concurrency=2, plot=False)
     assert report["verdict"] == "PASS", report["reasons"]
     # One observer per session (its prompt and its summary in one process).
-    assert report["claude_starts"] >= 2
+    assert report["claude_starts"] >= 2 and report["warnings"] == []
+
+
+def test_sessions_that_ran_no_claude_are_called_out():
+    assert "only 3 claude start(s) for 5 completed sessions" in (starts_warning(3, 5) or "")
+    assert starts_warning(5, 5) is None and starts_warning(7, 5) is None
+    assert starts_warning(None, 5) is None  # the user's own claude: no ledger to count
+    assert starts_warning(0, 5) is None  # none at all is the verdict's ERROR, not a warning
