@@ -1,4 +1,4 @@
-"""This process's identity (pid, create_time), matching psutil's Process.create_time()."""
+"""A process's identity (pid, create_time), matching psutil's Process.create_time()."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 import sys
 
 
-def _linux_create_time() -> float:
+def _linux_create_time(pid: int | None) -> float:
     # Same arithmetic as psutil on Linux: starttime ticks since boot / CLK_TCK + btime.
-    with open("/proc/self/stat", "rb") as f:
+    with open(f"/proc/{pid or 'self'}/stat", "rb") as f:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2 :].split()
     ticks = int(fields[19])  # field 22 overall; fields here start at field 3
@@ -22,11 +22,12 @@ def _linux_create_time() -> float:
     return ticks / os.sysconf("SC_CLK_TCK") + btime
 
 
-def create_time() -> float | None:
-    """Creation time of this process, or None when it cannot be known cheaply or at all."""
+def create_time(pid: int | None = None) -> float | None:
+    """Creation time of this process (or of `pid`, a child), or None when it cannot be known
+    cheaply or at all."""
     if sys.platform.startswith("linux"):
         try:
-            return _linux_create_time()
+            return _linux_create_time(pid)
         except (OSError, ValueError, IndexError):
             pass
     try:
@@ -34,6 +35,6 @@ def create_time() -> float | None:
     except ImportError:
         return None
     try:
-        return psutil.Process().create_time()
+        return psutil.Process(pid).create_time()
     except Exception:
         return None

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 from fake_claude.ledger import Ledger
 
+# Run by exit_now before it leaves: what an orderly exit of the real CLI ends (its stdio MCP
+# servers). A death by signal or a crash skips them, as it would the real one's.
+_on_exit: list[Callable[[], None]] = []
+
+
+def at_exit(fn: Callable[[], None]) -> None:
+    _on_exit.append(fn)
+
 
 def exit_now(ledger: Ledger, code: int) -> None:
-    """Log `exit` and leave at once (no interpreter teardown: children are not ours to wait for)."""
+    """Log `exit` and leave at once (no interpreter teardown: children are not ours to wait for,
+    except what at_exit() named)."""
+    while _on_exit:
+        try:
+            _on_exit.pop()()
+        except Exception:  # leaving regardless
+            pass
     ledger.write("exit", code=code)
     try:
         sys.stderr.flush()

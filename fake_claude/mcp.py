@@ -1,5 +1,6 @@
-"""SDK MCP servers: tools that live in the SDK's host process, reached through the control
-channel (`mcp_message` requests carrying JSON-RPC), as the real CLI reaches them.
+"""MCP servers: SDK ones, tools that live in the SDK's host process, reached through the control
+channel (`mcp_message` requests carrying JSON-RPC), as the real CLI reaches them; and stdio ones,
+the fake's own children (mcp_stdio.py), reached over their pipes with the same JSON-RPC.
 
 The servers are named in `--mcp-config` (`"type": "sdk"`) or, from the TS SDK, in the
 initialize request's `sdkMcpServers`. The fake connects to each before its first turn (the MCP
@@ -28,7 +29,7 @@ class McpError(Exception):
 def sdk_server_names(mcp_config: str | None, init_request: dict | None = None) -> list[str]:
     """SDK server names from --mcp-config (JSON text or a file) and the initialize request."""
     names: list[str] = []
-    for name, entry in _config_servers(mcp_config).items():
+    for name, entry in config_servers(mcp_config).items():
         if isinstance(entry, dict) and entry.get("type") == "sdk":
             names.append(str(name))
     listed = (init_request or {}).get("sdkMcpServers")
@@ -39,7 +40,7 @@ def sdk_server_names(mcp_config: str | None, init_request: dict | None = None) -
     return names
 
 
-def _config_servers(mcp_config: str | None) -> dict:
+def config_servers(mcp_config: str | None) -> dict:
     if not mcp_config:
         return {}
     text = mcp_config
@@ -58,20 +59,35 @@ def _config_servers(mcp_config: str | None) -> dict:
 
 
 class McpClients:
-    """The CLI's side of the SDK's servers for one session."""
+    """The CLI's side of its MCP servers for one session: the SDK's (over the control channel)
+    and stdio ones (mcp_stdio.py), each reached through its own Requester."""
 
-    def __init__(self, names: list[str], request: Requester, version: str) -> None:
-        self.names = names
-        self._request = request
+    def __init__(self, version: str) -> None:
+        self.names: list[str] = []
         self._version = version
         self._next_id = 0
+        # name -> (request or None when it could not even start, config, tried again per turn)
+        self._servers: dict[str, tuple[Requester | None, dict, bool]] = {}
         self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
 
+    def add(self, name: str, request: Requester | None, config: dict, *, retry: bool) -> None:
+        if name in self._servers:
+            return
+        self.names.append(name)
+        self._servers[name] = (request, config, retry)
+
+    def add_failed(self, name: str, config: dict, error: str) -> None:
+        self.add(name, None, config, retry=False)
+        self.status[name] = {"status": "failed", "error": error}
+
     def connect(self) -> None:
-        """Handshake and tools/list with every server not connected yet."""
+        """Handshake and tools/list with every server not connected yet (an SDK server whose
+        handshake failed is tried again at each turn, as the real CLI does)."""
         for name in self.names:
-            if self.status.get(name, {}).get("status") == "connected":
+            request, _, retry = self._servers[name]
+            status = self.status.get(name, {}).get("status")
+            if request is None or status == "connected" or (status == "failed" and not retry):
                 continue
             try:
                 self._call(name, "initialize", {
@@ -104,7 +120,7 @@ class McpClients:
         out = []
         for name in self.names:
             entry: dict[str, Any] = {"name": name, **self.status.get(name, {"status": "pending"})}
-            entry["config"] = {"type": "sdk", "name": name}
+            entry["config"] = self._servers[name][1]
             if entry["status"] == "connected":
                 entry["tools"] = [{"name": t.get("name")} for t in self.tools.get(name, [])]
             out.append(entry)
@@ -136,8 +152,7 @@ class McpClients:
     def _call(self, server: str, method: str, params: dict) -> Any:
         self._next_id += 1
         message = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
-        answer = self._request({"subtype": "mcp_message", "server_name": server,
-                                "message": message})  # fmt: skip
+        answer = self._send(server, message)
         if "_error" in answer:
             raise McpError(f"{server}: {method}: {answer['_error']}")
         reply = answer.get("mcp_response")
@@ -150,5 +165,10 @@ class McpClients:
         return reply.get("result")
 
     def _notify(self, server: str, method: str) -> None:
-        message = {"jsonrpc": "2.0", "method": method}
-        self._request({"subtype": "mcp_message", "server_name": server, "message": message})
+        self._send(server, {"jsonrpc": "2.0", "method": method})
+
+    def _send(self, server: str, message: dict) -> dict:
+        request = self._servers[server][0]
+        if request is None:
+            return {"_error": self.status.get(server, {}).get("error", "not started")}
+        return request({"subtype": "mcp_message", "server_name": server, "message": message})

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
-MCP_TIMEOUT_S = 30.0  # a silent SDK MCP server counts as failed after this
+MCP_TIMEOUT_S = 30.0  # a silent MCP server counts as failed after this
+
+
+def mcp_timeout() -> float:
+    """MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer."""
+    raw = os.environ.get("MCP_TIMEOUT", "")
+    return int(raw) / 1000 if raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
 
 
 class Interrupted(Exception):
@@ -59,7 +65,7 @@ class Session(ToolTurns):
         disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
         self.tools = [t for t in m.TOOLS if t not in disallowed]
         self.hooks: dict = {}
-        self.mcp: McpClients | None = None  # the SDK host's in-process MCP servers, if any
+        self.mcp: McpClients | None = None  # its MCP servers (the SDK's, stdio ones), if any
         self.pending: deque[dict] = deque()
         self.responses: dict[str, dict] = {}
         self.waiting: set[str] = set()  # our requests still waiting for an answer
@@ -76,6 +82,8 @@ class Session(ToolTurns):
         self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
         # slow:turn=K limits the per-message latency to turn K (default: every turn).
         self.slow_turn = sc.param("slow", "turn", "0")
+        if a.value("--mcp-config"):
+            self._stdio_mcp_servers(a.value("--mcp-config"))
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -166,22 +174,49 @@ class Session(ToolTurns):
         else:
             send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
 
+    def _clients(self) -> McpClients:
+        if self.mcp is None:
+            from fake_claude.mcp import McpClients
+
+            self.mcp = McpClients(self.ctx.version or m.DEFAULT_VERSION)
+        return self.mcp
+
+    def _stdio_mcp_servers(self, config: str | None) -> None:
+        """Start the config's stdio servers now, as the real CLI does at its start (connected
+        before the first turn); they are ended when the fake leaves in order (exit_now)."""
+        from fake_claude import mcp_stdio
+        from fake_claude.lifecycle import at_exit
+        from fake_claude.mcp import config_servers
+
+        entries, errors = mcp_stdio.stdio_entries(config_servers(config))
+        started: list[mcp_stdio.StdioServer] = []
+        for name, entry in entries.items():
+            shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
+            try:
+                server = mcp_stdio.start(name, entry, self.ctx.ledger, mcp_timeout())
+            except OSError as exc:  # not found, not executable: a failed server, as the CLI's
+                self._clients().add_failed(name, shown, f"spawn {entry['command']}: {exc}")
+                continue
+            started.append(server)
+            self._clients().add(name, server.request, shown, retry=False)
+        for name, error in errors.items():
+            self._clients().add_failed(name, {"name": name}, error)
+        if started:
+            at_exit(lambda: mcp_stdio.end_all(started))
+
     def _sdk_mcp_servers(self, init_request: dict) -> None:
         config = self.ctx.args.value("--mcp-config")
         if not config and not init_request.get("sdkMcpServers"):
             return  # the common case: no import, no cost
-        from fake_claude.mcp import McpClients, sdk_server_names
+        from fake_claude.mcp import sdk_server_names
 
-        names = sdk_server_names(config, init_request)
-        if names:
-            # MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer.
-            raw = os.environ.get("MCP_TIMEOUT", "")
-            wait = int(raw) / 1000 if raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
+        wait = mcp_timeout()
 
-            def ask(body: dict) -> dict:
-                return self.request(body, wait)
+        def ask(body: dict) -> dict:
+            return self.request(body, wait)
 
-            self.mcp = McpClients(names, ask, self.ctx.version or m.DEFAULT_VERSION)
+        for name in sdk_server_names(config, init_request):
+            self._clients().add(name, ask, {"type": "sdk", "name": name}, retry=True)
 
     def request(self, body: dict, timeout: float | None = None) -> dict:
         """Send a CLI-initiated control request and wait for the SDK's answer (or, with a

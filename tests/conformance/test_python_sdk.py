@@ -185,6 +185,19 @@ def test_structured_output(fake_factory):
     assert "rate this change" in result.structured_output["summary"]
 
 
+def query_then_mcp_status(opts, prompt: str) -> tuple[list, dict]:
+    """One turn through ClaudeSDKClient, then its get_mcp_status(): (messages, status)."""
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query(prompt)
+            msgs = [m async for m in client.receive_response()]
+            status = await client.get_mcp_status()
+        return msgs, status
+
+    return run_async(go)
+
+
 def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory):
     # An in-process tool of the SDK's host: the fake connects to its server (handshake and
     # tools/list over mcp_message) and a turn using it runs the host's own code.
@@ -198,15 +211,8 @@ def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory)
 
     server = sdk.create_sdk_mcp_server(name="calc", version="1.0.0", tools=[add])
 
-    async def go():
-        opts = fake.options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
-        async with sdk.ClaudeSDKClient(options=opts) as client:
-            await client.query("add some numbers")
-            msgs = [m async for m in client.receive_response()]
-            status = await client.get_mcp_status()
-        return msgs, status
-
-    msgs, status = run_async(go)
+    opts = fake.options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc__add"])
+    msgs, status = query_then_mcp_status(opts, "add some numbers")
     assert calls and set(calls[0]) == {"a", "b"}
     init = next(m for m in msgs if isinstance(m, sdk.SystemMessage) and m.subtype == "init")
     assert {"name": "calc", "status": "connected"} in init.data["mcp_servers"]
@@ -218,6 +224,29 @@ def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory)
     (calc,) = status["mcpServers"]
     assert calc["name"] == "calc" and calc["status"] == "connected"
     assert [t["name"] for t in calc["tools"]] == ["add"]
+
+
+def test_stdio_mcp_server_is_the_fakes_child_and_ends_with_it(fake_factory):
+    # A stdio server in the SDK's options: the SDK passes it in --mcp-config, the fake starts
+    # it as its child (as the real CLI does), calls its tool, and ends it when the SDK is done.
+    fake = fake_factory("ok:tool=mcp__echo__pid")
+    server = {"command": sys.executable, "args": ["-m", "fake_claude.mcp_server"]}
+
+    opts = fake.options(mcp_servers={"echo": server}, allowed_tools=["mcp__echo__pid"])
+    msgs, status = query_then_mcp_status(opts, "which process serves you")
+    (started,) = [r for r in fake.records("start") if r.get("role") == "mcp-server"]
+    init = next(m for m in msgs if isinstance(m, sdk.SystemMessage) and m.subtype == "init")
+    assert {"name": "echo", "status": "connected"} in init.data["mcp_servers"]
+    results = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+               if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert [r.content for r in results] == [str(started["pid"])]
+    (echo,) = status["mcpServers"]
+    assert echo["status"] == "connected" and echo["config"]["type"] == "stdio"
+    assert {t["name"] for t in echo["tools"]} == {"echo", "pid"}
+    # The SDK closed the fake's stdin and waited for it; the fake ended its server first.
+    wait_for(lambda: not psutil.pid_exists(started["pid"]) or
+             psutil.Process(started["pid"]).create_time() != pytest.approx(
+                 started["create_time"], abs=0.02), "the MCP server to be gone")  # fmt: skip
 
 
 def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):

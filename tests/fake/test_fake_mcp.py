@@ -14,6 +14,9 @@ from fake_claude.mcp import sdk_server_names
 
 CONFIG = json.dumps({"mcpServers": {"calc": {"type": "sdk", "name": "calc"},
                                     "files": {"command": "some-stdio-server"}}})  # fmt: skip
+# The config's stdio server is the fake's to start (test_fake_mcp_stdio.py); this one's command
+# does not exist, so it is listed as failed, first (started at the fake's start).
+FILES = {"name": "files", "status": "failed"}
 ADD = {
     "name": "add",
     "inputSchema": {
@@ -70,7 +73,7 @@ def test_handshake_list_and_call(spawn) -> None:
     assert "id" not in sent[1]  # a notification
     assert sent[3]["params"] == {"name": "add", "arguments": {"a": 0}}
     init = next(m for m in out if m.get("subtype") == "init")
-    assert init["mcp_servers"] == [{"name": "calc", "status": "connected"}]
+    assert init["mcp_servers"] == [FILES, {"name": "calc", "status": "connected"}]
     assert "mcp__calc__add" in init["tools"]
     (result_block,) = [b for m in out if m["type"] == "user" for b in m["message"]["content"]]
     assert result_block["content"] == "got 0" and result_block["is_error"] is False
@@ -93,17 +96,19 @@ def test_a_server_that_fails_its_handshake_is_reported_and_the_turn_goes_on(spaw
     sent, out = serve_turn(fake, "use the adder", broken)
     assert [m["method"] for m in sent] == ["initialize"]
     init = next(m for m in out if m.get("subtype") == "init")
-    assert init["mcp_servers"] == [{"name": "calc", "status": "failed"}]
+    assert init["mcp_servers"] == [FILES, {"name": "calc", "status": "failed"}]
     assert out[-1]["type"] == "result" and out[-1]["subtype"] == "success"
     status = fake_control(fake, {"subtype": "mcp_status"})
-    (calc,) = status["mcpServers"]
+    files, calc = status["mcpServers"]
     assert calc["status"] == "failed" and "boom" in calc["error"]
+    assert files["status"] == "failed" and "some-stdio-server" in files["error"]
+    assert files["config"] == {"type": "stdio", "command": "some-stdio-server", "args": []}
     # As the real CLI, a server whose handshake failed is tried again at the next turn.
     sent, out = serve_turn(fake, "and now", good_server)
     assert [m["method"] for m in sent] == [
         "initialize", "notifications/initialized", "tools/list", "tools/call"
     ]  # fmt: skip
-    assert next(m for m in out if m.get("subtype") == "init")["mcp_servers"][0]["status"] == (
+    assert next(m for m in out if m.get("subtype") == "init")["mcp_servers"][1]["status"] == (
         "connected"
     )
     fake.close_stdin()
@@ -146,7 +151,7 @@ def test_a_server_that_never_answers_fails_after_mcp_timeout(spawn, monkeypatch)
         assert msg is not None
         out.append(msg)  # the mcp_message requests go unanswered
     init = next(m for m in out if m.get("subtype") == "init")
-    assert init["mcp_servers"] == [{"name": "calc", "status": "failed"}]
+    assert init["mcp_servers"] == [FILES, {"name": "calc", "status": "failed"}]
     assert out[-1]["subtype"] == "success"
     fake.close_stdin()
     assert fake.wait_exit() == 0

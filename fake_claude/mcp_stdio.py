@@ -1,0 +1,181 @@
+"""Stdio MCP servers from `--mcp-config`: children of the fake, as they are of the real CLI.
+
+The real CLI starts every stdio server of its MCP config (`command`, `args`, `env`) as its own
+child and speaks MCP to it over the child's stdin/stdout, one JSON-RPC message per line. So a
+daemon that leaks its `claude` leaks the servers under it too, and the fake does the same: it
+starts each server at its start, records it in the ledger (role `mcp-server`, so a census counts
+it), connects before the first turn, and ends it when the fake leaves in order (exit_now): stdin
+closed, then SIGTERM, then SIGKILL. A fake that dies (a crash, SIGKILL) leaves them to their own
+devices; one that ignores stdin EOF keeps them, as the real CLI would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from typing import Any
+
+from fake_claude.ledger import Ledger
+
+# Each stage of the ending: a server that ignores its stdin's EOF gets SIGTERM after this, one
+# that ignores SIGTERM gets SIGKILL after as long again.
+END_STAGE_S = 0.5
+METHOD_NOT_FOUND = -32601
+
+
+class StdioServer:
+    """One stdio MCP server: its process, a reader thread, and JSON-RPC over its pipes."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Its log would fill a pipe nobody reads; the real CLI keeps it in its debug log.
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self._answers: dict[Any, dict] = {}
+        self._cond = threading.Condition()
+        self._closed = False  # its stdout reached EOF
+        self._write_lock = threading.Lock()
+        threading.Thread(target=self._read, name=f"mcp-{name}", daemon=True).start()
+
+    # -- the Requester of McpClients ----------------------------------------------------------
+    def request(self, body: dict) -> dict:
+        """{"mcp_response": reply} for a request, {} once a notification is sent, or
+        {"_error": text}: the shape the SDK's answer to an `mcp_message` has."""
+        message = body.get("message") or {}
+        if not self._send(message):
+            return {"_error": f"server {self.name} is gone{self._exit_text()}"}
+        if "id" not in message:
+            return {}
+        deadline = time.monotonic() + self.timeout
+        with self._cond:
+            while message["id"] not in self._answers:
+                left = deadline - time.monotonic()
+                if self._closed:
+                    return {"_error": f"server {self.name} closed its stdout{self._exit_text()}"}
+                if left <= 0:
+                    return {"_error": f"no answer within {self.timeout:g} s"}
+                self._cond.wait(left)
+            return {"mcp_response": self._answers.pop(message["id"])}
+
+    def _send(self, message: dict) -> bool:
+        data = (json.dumps(message) + "\n").encode()
+        with self._write_lock:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError):  # a broken pipe, or stdin already closed
+                return False
+        return True
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue  # a server's stray print: the real CLI skips it too
+                if not isinstance(msg, dict):
+                    continue
+                if "method" in msg and "id" in msg:
+                    # The server asks us (sampling, roots...): the fake offers none of that.
+                    self._send({"jsonrpc": "2.0", "id": msg["id"], "error": {
+                        "code": METHOD_NOT_FOUND, "message": "Method not found"}})  # fmt: skip
+                elif "id" in msg:
+                    with self._cond:
+                        self._answers[msg["id"]] = msg
+                        self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _exit_text(self) -> str:
+        code = self.proc.poll()
+        return "" if code is None else f" (exit code {code})"
+
+    # -- ending --------------------------------------------------------------------------------
+    def end(self) -> None:
+        """stdin EOF, then SIGTERM, then SIGKILL, END_STAGE_S apart, until it has exited."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        for stage in (self.proc.terminate, self.proc.kill, None):
+            try:
+                self.proc.wait(END_STAGE_S)
+                return
+            except subprocess.TimeoutExpired:
+                if stage is None:
+                    return  # unkillable (a process in uninterruptible sleep): let it be
+                try:
+                    stage()
+                except OSError:
+                    return
+
+
+def stdio_entries(servers: dict) -> tuple[dict[str, dict], dict[str, str]]:
+    """({name: entry} of the stdio servers, {name: error} of entries the fake cannot start)."""
+    entries: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    for name, entry in servers.items():
+        if not isinstance(entry, dict):
+            continue
+        kind = entry.get("type", "stdio")
+        if kind == "sdk":
+            continue  # the SDK's own: reached over the control channel (mcp.py)
+        if kind != "stdio":
+            errors[str(name)] = f"the fake does not connect to {kind} MCP servers"
+            continue
+        command, args, env = entry.get("command"), entry.get("args", []), entry.get("env", {})
+        if not isinstance(command, str) or not command:
+            errors[str(name)] = "no command"
+        elif not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            errors[str(name)] = "args must be a list of strings"
+        elif not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            errors[str(name)] = "env must map names to strings"
+        else:
+            entries[str(name)] = entry
+    return entries, errors
+
+
+def start(name: str, entry: dict, ledger: Ledger, timeout: float) -> StdioServer:
+    """Start one server (OSError if it cannot be) and record it in the ledger."""
+    argv = [entry["command"], *entry.get("args", [])]
+    env = {**os.environ, **entry.get("env", {})}
+    server = StdioServer(name, argv, env, timeout)
+    if ledger.path:
+        from fake_claude.identity import create_time
+
+        ledger.write(
+            "start",
+            pid=server.proc.pid,  # written for it: the server is not a fake and keeps no ledger
+            ppid=os.getpid(),
+            create_time=create_time(server.proc.pid),
+            argv=argv,
+            scenario=f"mcp-server:{name}",
+            role="mcp-server",
+            parent_pid=os.getpid(),
+        )
+    return server
+
+
+def end_all(servers: list[StdioServer]) -> None:
+    """End every server at once: each stage waits for all of them, not one after another."""
+    threads = [threading.Thread(target=s.end, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(4 * END_STAGE_S)

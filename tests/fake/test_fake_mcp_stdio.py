@@ -1,0 +1,125 @@
+"""Stdio MCP servers in `--mcp-config`: the fake starts each as its child (the ledger names it),
+connects, calls its tools, and ends it when it leaves in order; a fake killed outright leaves it
+behind, where only a server that exits at stdin EOF goes by itself."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import psutil
+import pytest
+from fake_helpers import SDK_ARGV, alive, wait_for
+
+SERVER = [sys.executable, "-m", "fake_claude.mcp_server"]
+POSIX = sys.platform != "win32"
+
+
+def config(**servers: list[str]) -> str:
+    """--mcp-config text: one stdio server per name, with these extra server flags."""
+    return json.dumps({"mcpServers": {
+        name: {"command": SERVER[0], "args": [*SERVER[1:], *flags]}
+        for name, flags in servers.items()}})  # fmt: skip
+
+
+def server_pids(fake, count: int) -> dict[str, int]:
+    """{server name: pid} from the fake's ledger, once all `count` are recorded."""
+    records = wait_for(
+        lambda: (r := fake.records("start", role="mcp-server")) and len(r) >= count and r,
+        f"{count} mcp-server start records",
+    )
+    return {r["scenario"].removeprefix("mcp-server:"): r["pid"] for r in records}
+
+
+def test_a_server_is_started_connected_called_and_ended(spawn) -> None:
+    fake = spawn("ok:tool=mcp__echo__pid", args=[*SDK_ARGV, "--mcp-config", config(echo=[])])
+    server_pids(fake, 1)
+    (record,) = fake.records("start", role="mcp-server")
+    proc = psutil.Process(record["pid"])
+    # The census's identity: the fake wrote its child's (pid, create_time) as psutil sees them.
+    assert proc.create_time() == pytest.approx(record["create_time"], abs=0.02)
+    assert proc.ppid() == fake.pid and record["parent_pid"] == fake.pid
+    fake.initialize()
+    out = fake.turn("which process are you")
+    init = next(m for m in out if m.get("subtype") == "init")
+    assert init["mcp_servers"] == [{"name": "echo", "status": "connected"}]
+    assert {"mcp__echo__echo", "mcp__echo__pid"} <= set(init["tools"])
+    (block,) = [b for m in out if m["type"] == "user" for b in m["message"]["content"]]
+    assert block["content"] == str(record["pid"]) and block["is_error"] is False
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    assert not alive(record["pid"]), "the fake left its MCP server running"
+
+
+def test_a_stubborn_server_is_ended_in_stages(spawn) -> None:
+    flags = ["--ignore-eof", "--ignore-sigterm"]
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", config(stubborn=flags, polite=[])])
+    pids = server_pids(fake, 2)
+    fake.initialize()
+    fake.turn("hello")
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    # EOF, then SIGTERM, then SIGKILL: both are gone by the time the fake has exited.
+    assert [p for p in pids.values() if alive(p)] == []
+
+
+@pytest.mark.skipif(not POSIX, reason="SIGTERM is TerminateProcess on Windows")
+def test_sigterm_to_the_fake_ends_its_servers(spawn) -> None:
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", config(echo=["--ignore-eof"])])
+    pids = server_pids(fake, 1)
+    fake.initialize()
+    fake.signal(signal.SIGTERM)
+    assert fake.wait_exit() == 128 + signal.SIGTERM
+    assert not alive(pids["echo"])
+
+
+@pytest.mark.skipif(not POSIX, reason="orphans are reparented on POSIX")
+def test_a_fake_killed_outright_leaves_a_server_that_ignores_eof(spawn) -> None:
+    # The bug reports' orphans: the CLI dies without ending its servers. One that exits at
+    # stdin EOF goes by itself; one that does not is left running, reparented.
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config",
+                             config(polite=[], deaf=["--ignore-eof"])])  # fmt: skip
+    pids = server_pids(fake, 2)
+    deaf = psutil.Process(pids["deaf"])
+    fake.signal(signal.SIGKILL)
+    fake.wait_exit()
+    wait_for(lambda: not alive(pids["polite"]), "the polite server to exit at EOF")
+    wait_for(lambda: deaf.ppid() != fake.pid, "the deaf server to be reparented")
+    assert deaf.is_running() and deaf.status() != psutil.STATUS_ZOMBIE
+    # (The spawn fixture's group kill ends it: it stayed in the fake's process group.)
+
+
+def test_a_server_that_never_answers_fails_after_mcp_timeout(spawn, monkeypatch) -> None:
+    monkeypatch.setenv("MCP_TIMEOUT", "300")
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", config(mute=["--silent"])])
+    pids = server_pids(fake, 1)
+    fake.initialize()
+    out = fake.turn("anyone there")
+    init = next(m for m in out if m.get("subtype") == "init")
+    assert init["mcp_servers"] == [{"name": "mute", "status": "failed"}]
+    assert out[-1]["subtype"] == "success"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    assert not alive(pids["mute"])
+
+
+def test_entries_the_fake_cannot_start_are_failed_servers(spawn, tmp_path) -> None:
+    servers = {
+        "missing": {"command": str(tmp_path / "no-such-server")},
+        "remote": {"type": "http", "url": "http://127.0.0.1:9/mcp"},
+        "bad-args": {"command": SERVER[0], "args": "-m fake_claude.mcp_server"},
+    }
+    fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", json.dumps({"mcpServers": servers})])
+    fake.initialize()
+    fake.send({"type": "control_request", "request_id": "s1",
+               "request": {"subtype": "mcp_status"}})  # fmt: skip
+    reply = fake.read_until(lambda m: m.get("type") == "control_response", "mcp_status")
+    status = {s["name"]: s for s in reply["response"]["response"]["mcpServers"]}
+    assert {s["status"] for s in status.values()} == {"failed"}
+    assert "no-such-server" in status["missing"]["error"]
+    assert "http" in status["remote"]["error"]
+    assert "args" in status["bad-args"]["error"]
+    assert fake.records("start", role="mcp-server") == []
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
