@@ -32,6 +32,21 @@ TOOLS = [
 ]
 
 
+def server_argv(*flags: str, python: str = sys.executable) -> list[str]:
+    """A command for an MCP config: this file run by path (stdlib only; `-I -S` for a quick
+    start), so it needs no installed package wherever the config is used."""
+    return [python, "-I", "-S", os.path.abspath(__file__), *flags]
+
+
+def mcp_config(count: int, *flags: str) -> dict:
+    """An MCP config of `count` such servers (mcp1, mcp2, ...), each with these flags."""
+    servers = {}
+    for i in range(1, count + 1):
+        command, *args = server_argv(*flags)
+        servers[f"mcp{i}"] = {"command": command, "args": args}
+    return {"mcpServers": servers}
+
+
 def answer(msg: dict) -> dict | None:
     """The reply to one JSON-RPC message, or None for a notification."""
     method, rid = msg.get("method"), msg.get("id")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
 MCP_TIMEOUT_S = 30.0  # a silent MCP server counts as failed after this
+USER_MCP_ENV = "FAKE_CLAUDE_USER_MCP_CONFIG"  # JSON text or a file, as --mcp-config
 
 
 def mcp_timeout() -> float:
@@ -82,8 +83,11 @@ class Session(ToolTurns):
         self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
         # slow:turn=K limits the per-message latency to turn K (default: every turn).
         self.slow_turn = sc.param("slow", "turn", "0")
-        if a.value("--mcp-config"):
-            self._stdio_mcp_servers(a.value("--mcp-config"))
+        # The user's own MCP servers (~/.claude.json to the real CLI; a setting to the fake,
+        # which never reads the real file), loaded unless --strict-mcp-config, as the real one.
+        user_mcp = None if a.has("--strict-mcp-config") else os.environ.get(USER_MCP_ENV)
+        if a.value("--mcp-config") or user_mcp:
+            self._stdio_mcp_servers(a.value("--mcp-config"), user_mcp)
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -181,14 +185,15 @@ class Session(ToolTurns):
             self.mcp = McpClients(self.ctx.version or m.DEFAULT_VERSION)
         return self.mcp
 
-    def _stdio_mcp_servers(self, config: str | None) -> None:
-        """Start the config's stdio servers now, as the real CLI does at its start (connected
-        before the first turn); they are ended when the fake leaves in order (exit_now)."""
+    def _stdio_mcp_servers(self, config: str | None, user_config: str | None) -> None:
+        """Start the stdio servers now, as the real CLI does at its start (connected before the
+        first turn); they are ended when the fake leaves in order (exit_now)."""
         from fake_claude import mcp_stdio
         from fake_claude.lifecycle import at_exit
         from fake_claude.mcp import config_servers
 
-        entries, errors = mcp_stdio.stdio_entries(config_servers(config))
+        servers = {**config_servers(user_config), **config_servers(config)}  # --mcp-config wins
+        entries, errors = mcp_stdio.stdio_entries(servers)
         started: list[mcp_stdio.StdioServer] = []
         for name, entry in entries.items():
             shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}

@@ -22,6 +22,7 @@ SHORT_NAMES = {
     "ledger": "FAKE_CLAUDE_LEDGER",
     "run_id": "FAKE_CLAUDE_RUN_ID",
     "version": "FAKE_CLAUDE_VERSION",
+    "user_mcp_config": "FAKE_CLAUDE_USER_MCP_CONFIG",
 }
 
 
@@ -43,6 +44,9 @@ def normalise_settings(settings: dict[str, str]) -> dict[str, str]:
         env["FAKE_CLAUDE_LEDGER"] = os.path.abspath(env["FAKE_CLAUDE_LEDGER"])
     if "FAKE_CLAUDE_SCENARIO_FILE" in env:
         env["FAKE_CLAUDE_SCENARIO_FILE"] = os.path.abspath(env["FAKE_CLAUDE_SCENARIO_FILE"])
+    user_mcp = env.get("FAKE_CLAUDE_USER_MCP_CONFIG", "")
+    if user_mcp and not user_mcp.lstrip().startswith("{"):  # a file, not JSON text
+        env["FAKE_CLAUDE_USER_MCP_CONFIG"] = os.path.abspath(user_mcp)
     env.setdefault("FAKE_CLAUDE_RUN_ID", new_run_id())
     extra = _psutil_path()
     if extra:

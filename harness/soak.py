@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import secrets
@@ -92,6 +93,12 @@ class SoakConfig:
     # countable; the command does this with --claude (it is a process of its own), a library
     # caller (e.g. inside a test runner) decides.
     adopt_orphans: bool = False
+    # Stdio MCP servers every fake starts as its children, standing in for the user's own MCP
+    # config that a real `claude` loads unless given --strict-mcp-config (claude-mem < 13 did
+    # not give it): each leaked observer then leaks these too. `stubborn` ones ignore stdin EOF
+    # and SIGTERM, so only a tree kill ends them once their fake is gone.
+    mcp_servers: int = 0
+    mcp_server_mode: str = "polite"  # polite | stubborn
 
     def target_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"mode": self.mode}
@@ -125,18 +132,26 @@ def scenario_spec(scenarios: str) -> str:
     return scenarios
 
 
+MCP_SERVER_FLAGS = {"polite": (), "stubborn": ("--ignore-eof", "--ignore-sigterm")}
+
+
 def _write_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
     from fake_claude.shim import write_shim
 
-    return write_shim(
-        work_dir / "bin",
-        {
-            "FAKE_CLAUDE_SCENARIO": scenario_spec(config.scenarios),
-            "FAKE_CLAUDE_SEED": str(config.seed),
-            "FAKE_CLAUDE_LEDGER": str(ledger),
-            "FAKE_CLAUDE_RUN_ID": run_id,
-        },
-    )
+    settings = {
+        "FAKE_CLAUDE_SCENARIO": scenario_spec(config.scenarios),
+        "FAKE_CLAUDE_SEED": str(config.seed),
+        "FAKE_CLAUDE_LEDGER": str(ledger),
+        "FAKE_CLAUDE_RUN_ID": run_id,
+    }
+    if config.mcp_servers:
+        from fake_claude.mcp_server import mcp_config
+
+        flags = MCP_SERVER_FLAGS[config.mcp_server_mode]
+        path = work_dir / "user-mcp.json"
+        path.write_text(json.dumps(mcp_config(config.mcp_servers, *flags)), encoding="utf-8")
+        settings["FAKE_CLAUDE_USER_MCP_CONFIG"] = str(path)
+    return write_shim(work_dir / "bin", settings)
 
 
 class _Run:
@@ -258,6 +273,10 @@ def config_problem(config: SoakConfig) -> str | None:
         claude = Path(config.claude)
         if shutil.which(str(claude.absolute())) is None:  # an executable file, as a spawn tests it
             return f"--claude {claude}: not an executable file (a path, or a command on PATH)"
+        if config.mcp_servers:
+            return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
+    if config.mcp_server_mode not in MCP_SERVER_FLAGS:
+        return f"--mcp-server-mode {config.mcp_server_mode!r}: polite or stubborn"
     return None
 
 
@@ -596,6 +615,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and --seed do not apply)",
     )
     parser.add_argument(
+        "--mcp-servers",
+        type=COUNT,
+        default=d.mcp_servers,
+        metavar="N",
+        help="every fake starts N stdio MCP servers as its children, as a real claude does with "
+        "the user's MCP config (without --strict-mcp-config): a leaked observer leaks them too",
+    )
+    parser.add_argument(
+        "--mcp-server-mode",
+        choices=sorted(MCP_SERVER_FLAGS),
+        default=d.mcp_server_mode,
+        help="polite: they exit at stdin EOF; stubborn: they ignore it and SIGTERM",
+    )
+    parser.add_argument(
         "--grace",
         type=NON_NEGATIVE,
         default=d.grace,
@@ -662,6 +695,8 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         plot=not args.no_plot,
         claude=args.claude,
         adopt_orphans=args.claude is not None,
+        mcp_servers=args.mcp_servers,
+        mcp_server_mode=args.mcp_server_mode,
     )
 
 

@@ -12,6 +12,8 @@ import psutil
 import pytest
 from fake_helpers import SDK_ARGV, alive, wait_for
 
+from fake_claude.mcp_server import mcp_config
+
 SERVER = [sys.executable, "-m", "fake_claude.mcp_server"]
 POSIX = sys.platform != "win32"
 
@@ -25,8 +27,13 @@ def config(**servers: list[str]) -> str:
 
 def server_pids(fake, count: int) -> dict[str, int]:
     """{server name: pid} from the fake's ledger, once all `count` are recorded."""
+    # The fakes of one test share a ledger: this one's servers are those it is the parent of.
     records = wait_for(
-        lambda: (r := fake.records("start", role="mcp-server")) and len(r) >= count and r,
+        lambda: (
+            (r := fake.records("start", role="mcp-server", parent_pid=fake.pid))
+            and len(r) >= count
+            and r
+        ),
         f"{count} mcp-server start records",
     )
     return {r["scenario"].removeprefix("mcp-server:"): r["pid"] for r in records}
@@ -123,3 +130,29 @@ def test_entries_the_fake_cannot_start_are_failed_servers(spawn, tmp_path) -> No
     assert fake.records("start", role="mcp-server") == []
     fake.close_stdin()
     assert fake.wait_exit() == 0
+
+
+def test_the_users_mcp_servers_unless_strict(spawn, tmp_path) -> None:
+    # The fake's stand-in for ~/.claude.json: loaded as the real CLI loads the user's MCP
+    # config, and left alone under --strict-mcp-config (what claude-mem 13.x passes).
+    user = tmp_path / "user-mcp.json"
+    user.write_text(json.dumps(mcp_config(2)))
+    settings = {"user_mcp_config": str(user)}
+    loose = spawn("ok", extra_settings=settings)
+    assert sorted(server_pids(loose, 2)) == ["mcp1", "mcp2"]
+    # --mcp-config's own servers come on top (and win a name both use).
+    entry = {"command": SERVER[0], "args": SERVER[1:]}
+    mine = json.dumps({"mcpServers": {"mcp2": entry, "extra": entry}})
+    both = spawn("ok", args=[*SDK_ARGV, "--mcp-config", mine], extra_settings=settings)
+    assert sorted(server_pids(both, 3)) == ["extra", "mcp1", "mcp2"]
+    mcp = both.records("start", role="mcp-server", parent_pid=both.pid)
+    argv = {r["scenario"]: r["argv"] for r in mcp}
+    assert argv["mcp-server:mcp2"] == SERVER and argv["mcp-server:mcp1"] != SERVER
+    strict = spawn("ok", args=[*SDK_ARGV, "--strict-mcp-config"], extra_settings=settings)
+    strict.initialize()
+    init = next(m for m in strict.turn("hi") if m.get("subtype") == "init")
+    assert init["mcp_servers"] == []
+    assert strict.records("start", role="mcp-server", parent_pid=strict.pid) == []
+    for fake in (loose, both, strict):
+        fake.close_stdin()
+        assert fake.wait_exit() == 0

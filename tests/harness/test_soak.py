@@ -8,9 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 from soak_helpers import run_pids
 
+from fake_claude.ledger import read_ledger
 from harness.census import run_id_token
 from harness.hooks import HookClient
 from harness.soak import SoakConfig, run_soak, starts_warning
@@ -295,3 +297,49 @@ def test_sessions_that_ran_no_claude_are_called_out():
     assert starts_warning(5, 5) is None and starts_warning(7, 5) is None
     assert starts_warning(None, 5) is None  # the user's own claude: no ledger to count
     assert starts_warning(0, 5) is None  # none at all is the verdict's ERROR, not a warning
+
+
+def _gone(records: list[dict]) -> bool:
+    """None of these (pid, create_time) is a live process any more (a reused pid is not it)."""
+    for record in records:
+        try:
+            proc = psutil.Process(record["pid"])
+            if abs(proc.create_time() - record["create_time"]) < 0.05 and (
+                proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def test_a_leaky_worker_leaks_its_observers_mcp_servers_too(tmp_path, run_id):
+    # Each observer starts the user's MCP servers (no --strict-mcp-config, as claude-mem 9.0.0):
+    # every observer the leaky worker never ends holds its servers too, and the census names
+    # them, with their observer's session.
+    report = _soak(tmp_path, run_id, mode="leaky", sessions=2, prompts=1, observations=0,
+                   concurrency=2, scenarios="ok", grace=1.5, plot=False, mcp_servers=2)  # fmt: skip
+    assert report["verdict"] == "FAIL"
+    observers = {leak["pid"]: leak for leak in report["leaked"] if leak["scenario"] == "ok"}
+    servers = [leak for leak in report["leaked"] if leak["scenario"].startswith("mcp-server:")]
+    assert len(observers) == 2 and len(servers) == 4, report["leaked"]
+    for server in servers:
+        assert server["ppid"] in observers
+        assert server["session"] == observers[server["ppid"]]["session"]
+    assert _gone(report["leaked"])
+
+
+def test_the_fixed_worker_ends_stubborn_mcp_servers_of_stubborn_observers(tmp_path, run_id):
+    # Observers that ignore EOF and SIGTERM are SIGKILLed, which orphans their servers; these
+    # ignore EOF and SIGTERM as well, so only the worker's tree ending can end them.
+    report = _soak(tmp_path, run_id, mode="fixed", sessions=4, prompts=1, observations=0,
+                   concurrency=2, scenarios="ignore-eof+ignore-sigterm", grace=5.0,
+                   plot=False, mcp_servers=2, mcp_server_mode="stubborn",
+                   keep_work_dir=True)  # fmt: skip
+    assert report["verdict"] == "PASS", (report["reasons"], report["leaked"])
+    ledger = read_ledger(Path(report["work_dir"]) / "ledger.jsonl")
+    servers = [r for r in ledger if r["event"] == "start" and r.get("role") == "mcp-server"]
+    killed = [r for r in ledger if r["event"] == "signal" and r.get("name") == "SIGTERM"]
+    assert len(servers) == 8 and killed, "the scenario did not play out"
+    assert report["processes_seen"] >= 12  # the census saw observers and servers
+    assert _gone(servers)
