@@ -25,6 +25,7 @@ anyio = pytest.importorskip("anyio", reason="anyio comes with claude-agent-sdk")
 
 from conformance_support import run_processes, wait_for  # noqa: E402
 
+import proctree  # noqa: E402
 from fake_claude.ledger import read_ledger  # noqa: E402
 from fake_claude.shim import write_shim  # noqa: E402
 
@@ -243,10 +244,9 @@ def test_stdio_mcp_server_is_the_fakes_child_and_ends_with_it(fake_factory):
     (echo,) = status["mcpServers"]
     assert echo["status"] == "connected" and echo["config"]["type"] == "stdio"
     assert {t["name"] for t in echo["tools"]} == {"echo", "pid"}
-    # The SDK closed the fake's stdin and waited for it; the fake ended its server first.
-    wait_for(lambda: not psutil.pid_exists(started["pid"]) or
-             psutil.Process(started["pid"]).create_time() != pytest.approx(
-                 started["create_time"], abs=0.02), "the MCP server to be gone")  # fmt: skip
+    # The SDK closed the fake's stdin; the fake ended its server as it left.
+    server = proctree.ProcId(started["pid"], started["create_time"])
+    wait_for(lambda: not proctree.is_alive(server), "the MCP server to be gone")
 
 
 def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from conformance_support import TS_SDKS, node_driver, read_ledger
 
+import proctree
+from fake_claude.mcp_server import server_argv
+
 pytestmark = [pytest.mark.conformance, pytest.mark.usefixtures("node_sdks")]
 
 MakeFake = Callable[..., tuple[Path, Path]]
@@ -179,6 +182,26 @@ def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
     assert "sum=0" in json.dumps(results[0]["content"])
     (result,) = _of(res, "result")
     assert result["subtype"] == "success"
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_stdio_mcp_server_is_the_fakes_child(sdk: str, make_fake: MakeFake) -> None:
+    # A stdio server in mcpServers: the SDK passes it in --mcp-config, the fake starts it as its
+    # child, a turn calls its tool, and the fake ends it when the SDK closes its stdin.
+    shim, ledger = make_fake("ok:tool=mcp__echo__pid")
+    command, *args = server_argv()
+    options = {"mcpServers": {"echo": {"command": command, "args": args}},
+               "allowedTools": ["mcp__echo__pid"]}  # fmt: skip
+    res = node_driver(sdk, "plain", shim, options=options).result()
+    _ok(res)
+    (server,) = [e for e in _events(ledger, "start") if e.get("role") == "mcp-server"]
+    (init,) = _of(res, "system", "init")
+    assert {"name": "echo", "status": "connected"} in init["mcp_servers"]
+    results = [b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"]
+    assert len(results) == 1 and str(server["pid"]) in json.dumps(results[0]["content"])
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]
+    alive = proctree.is_alive(proctree.ProcId(server["pid"], server["create_time"]))
+    assert not alive, "the fake left its MCP server running"
 
 
 OPTION_CASES = {

@@ -8,10 +8,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 from soak_helpers import run_pids
 
+import proctree
 from fake_claude.ledger import read_ledger
 from harness.census import run_id_token
 from harness.hooks import HookClient
@@ -301,16 +301,7 @@ def test_sessions_that_ran_no_claude_are_called_out():
 
 def _gone(records: list[dict]) -> bool:
     """None of these (pid, create_time) is a live process any more (a reused pid is not it)."""
-    for record in records:
-        try:
-            proc = psutil.Process(record["pid"])
-            if abs(proc.create_time() - record["create_time"]) < 0.05 and (
-                proc.status() != psutil.STATUS_ZOMBIE
-            ):
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
+    return not any(proctree.is_alive(proctree.ProcId(r["pid"], r["create_time"])) for r in records)
 
 
 def test_a_leaky_worker_leaks_its_observers_mcp_servers_too(tmp_path, run_id):
