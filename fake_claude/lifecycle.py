@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fake_claude.ledger import Ledger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Run by exit_now before it leaves: what an orderly exit of the real CLI ends (its stdio MCP
 # servers). A death by signal or a crash skips them, as it would the real one's.
