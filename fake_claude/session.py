@@ -195,6 +195,9 @@ class Session(ToolTurns):
         servers = {**config_servers(user_config), **config_servers(config)}  # --mcp-config wins
         entries, errors = mcp_stdio.stdio_entries(servers)
         started: list[mcp_stdio.StdioServer] = []
+        if entries:
+            # Before the first start: a SIGTERM half-way through ends those started so far.
+            at_exit(lambda: mcp_stdio.end_all(started))
         for name, entry in entries.items():
             shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
             try:
@@ -206,8 +209,6 @@ class Session(ToolTurns):
             self._clients().add(name, server.request, shown, retry=False)
         for name, error in errors.items():
             self._clients().add_failed(name, {"name": name}, error)
-        if started:
-            at_exit(lambda: mcp_stdio.end_all(started))
 
     def _sdk_mcp_servers(self, init_request: dict) -> None:
         config = self.ctx.args.value("--mcp-config")
