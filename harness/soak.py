@@ -709,8 +709,10 @@ def starts_warning(claude_starts: int | None, completed: int) -> str | None:
     if claude_starts is None or claude_starts == 0 or claude_starts >= completed:
         return None
     return (
-        f"only {claude_starts} claude start(s) for {completed} completed sessions: some sessions "
-        f"never ran one, so their cleanup was not tested (see the worker log)"
+        f"only {claude_starts} claude start(s) for {completed} completed sessions: at least "
+        f"{completed - claude_starts} session(s) never ran one, so their cleanup was not tested "
+        f"(their work still queued? a pool of observers kept full by live ones, as claude-mem "
+        f"13.x's 2 slots; see the worker log)"
     )
 
 
