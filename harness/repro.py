@@ -3,7 +3,9 @@
 The leaky worker (9.0.0's flow) and the fixed worker run side by side, each with a well-behaved
 fake `claude`, and receive the same session prompt by prompt. After each prompt the census of each
 is printed: the leaky worker's leaked observers grow by one per prompt, the fixed worker's stay at
-zero. Exit 0 when the leak reproduced and the fix held, 1 otherwise, 2 on a harness error.
+zero. With --mcp-servers N every observer also starts N MCP servers, as 9.0.0's load the user's
+own, and each leaked observer leaks them too. Exit 0 when the leak reproduced and the fix held,
+1 otherwise, 2 on a harness error.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from cliargs import NON_NEGATIVE, int_at_least
+from cliargs import NON_NEGATIVE, NON_NEGATIVE_INT, int_at_least
 from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.report import leak_entry, leaks_table
@@ -46,18 +48,30 @@ class Side:
 
 
 def _live(side: Side) -> list[ProcRecord]:
+    """Live observers (and, with --mcp-servers, the MCP servers under them), oldest first."""
     return sorted(side.census.live_records(), key=lambda r: r.spawn_ts)
 
 
+def _observers(records: list[ProcRecord]) -> list[ProcRecord]:
+    return [r for r in records if r.role != "mcp-server"]
+
+
+def _servers_of(records: list[ProcRecord], observers: list[ProcRecord]) -> list[ProcRecord]:
+    """The MCP servers these observers started (the fake's ledger names each one's parent)."""
+    pids = {r.pid for r in observers}
+    return [r for r in records if r.role == "mcp-server" and r.parent_pid in pids]
+
+
 async def _start_side(
-    sides: list[Side], mode: str, seed: int, grace: float, worker_grace: float
+    sides: list[Side], mode: str, seed: int, grace: float, worker_grace: float, mcp_servers: int
 ) -> None:
     """Start one side, listed in `sides` before anything of it runs: however the start ends
     (an error, a Ctrl-C), the caller's cleanup finds it."""
     run_id = secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-repro-{mode}-{run_id}-"))
     ledger = work_dir / "ledger.jsonl"
-    shim = _write_shim(work_dir, run_id, SoakConfig(scenarios="ok", seed=seed), ledger)
+    config = SoakConfig(scenarios="ok", seed=seed, mcp_servers=mcp_servers)
+    shim = _write_shim(work_dir, run_id, config, ledger)
     census = Census(run_id, ledger, grace)
     target = ReferenceTarget(mode=mode, worker_grace=worker_grace, reap_interval=1.0)
     live_run(run_id, target.stop_now, work_dir)
@@ -74,34 +88,44 @@ async def _settle(side: Side, expect_at_least: int) -> None:
     stable_since, last = time.monotonic(), -1
     while time.monotonic() < deadline:
         await asyncio.to_thread(side.census.sample)
-        n = len(_live(side))
+        live = _live(side)
+        n = len(live)
         if n != last:
             stable_since, last = time.monotonic(), n
-        # Stable for a few samples and at least the expected count (leaky) -> settled.
-        if n >= expect_at_least and time.monotonic() - stable_since >= 1.0:
+        # Stable for a few samples and at least the expected observers (leaky) -> settled.
+        settled = time.monotonic() - stable_since >= 1.0
+        if len(_observers(live)) >= expect_at_least and settled:
             return
         await asyncio.sleep(0.1)
 
 
-def _row(k: int, leaky: Side, fixed: Side) -> str:
-    ll, fl = _live(leaky), _live(fixed)
-    return (
-        f"after prompt {k:>2}: leaky worker: {len(ll):>2} live claude, {leaky.history[-1]:>2} "
-        f"leaked | fixed worker: {len(fl):>2} live claude, {fixed.history[-1]:>2} leaked"
-    )
+def _row(k: int, leaky: Side, fixed: Side, mcp_servers: int) -> str:
+    def side(s: Side) -> str:
+        live = _live(s)
+        claude = len(_observers(live))
+        servers = f" (+{len(live) - claude} MCP)" if mcp_servers else ""
+        return f"{claude:>2} live claude{servers}, {s.history[-1]:>2} leaked"
+
+    return f"after prompt {k:>2}: leaky worker: {side(leaky)} | fixed worker: {side(fixed)}"
 
 
 async def run_repro(
-    prompts: int, seed: int, grace: float, worker_grace: float, out: Any = None
+    prompts: int,
+    seed: int,
+    grace: float,
+    worker_grace: float,
+    out: Any = None,
+    mcp_servers: int = 0,
 ) -> dict[str, Any]:
     out = out or sys.stdout
     sides: list[Side] = []
     try:
-        await _start_side(sides, "leaky", seed, grace, worker_grace)
-        await _start_side(sides, "fixed", seed, grace, worker_grace)
+        await _start_side(sides, "leaky", seed, grace, worker_grace, mcp_servers)
+        await _start_side(sides, "fixed", seed, grace, worker_grace, mcp_servers)
         leaky, fixed = sides
+        with_mcp = f", {mcp_servers} MCP server(s) each" if mcp_servers else ""
         print(
-            f"#603 repro: one session, {prompts} prompts, well-behaved fake claude\n"
+            f"#603 repro: one session, {prompts} prompts, well-behaved fake claude{with_mcp}\n"
             f"  leaky worker = claude-mem 9.0.0's flow (no session end)   run {leaky.run_id}\n"
             f"  fixed worker = contained observers + session-end hook     run {fixed.run_id}",
             file=out,
@@ -117,11 +141,17 @@ async def run_repro(
                 await asyncio.gather(_settle(leaky, k), _settle(fixed, 1))
                 for side in sides:
                     live = _live(side)
-                    side.max_live = max(side.max_live, len(live))
-                    # Every observer but the newest belongs to a prompt that is over.
-                    side.history.append(max(0, len(live) - 1))
-                print(_row(k, leaky, fixed), file=out)
-                stale = [r for r in _live(leaky)[:-1] if r.identity not in leaky.reported]
+                    observers = _observers(live)
+                    side.max_live = max(side.max_live, len(observers))
+                    # Every observer but the newest belongs to a prompt that is over, and so do
+                    # the MCP servers it started.
+                    over = observers[:-1]
+                    side.history.append(len(over) + len(_servers_of(live, over)))
+                print(_row(k, leaky, fixed, mcp_servers), file=out)
+                live = _live(leaky)
+                over = _observers(live)[:-1]
+                stale = [r for r in [*over, *_servers_of(live, over)]
+                         if r.identity not in leaky.reported]  # fmt: skip
                 if stale:
                     leaky.reported.update(r.identity for r in stale)
                     table = leaks_table([leak_entry(r, None) for r in stale], width=100)
@@ -135,8 +165,9 @@ async def run_repro(
         # Judge once the census has seen it all: the fixed side empty and every leaky observer
         # classified leaked (alive past its session's end + grace); at the latest after the grace.
         deadline = time.monotonic() + grace + 1.0
+        per_prompt = 1 + mcp_servers  # an observer and the servers it started
         while time.monotonic() < deadline:
-            if not _live(fixed) and len(leaky.census.leaked) >= prompts:
+            if not _live(fixed) and len(leaky.census.leaked) >= prompts * per_prompt:
                 break
             await asyncio.sleep(0.1)
         for side in sides:
@@ -151,11 +182,11 @@ async def run_repro(
             "leaked": [leak_entry(r, None) for r in leaky.census.leaked],
         }
         grew = all(b > a for a, b in zip(leaky.history, leaky.history[1:], strict=False))
-        result["reproduced"] = grew and len(leaky.census.leaked) >= prompts
+        result["reproduced"] = grew and len(leaky.census.leaked) >= prompts * per_prompt
         result["fix_held"] = not fixed.census.leaked and fixed.max_live <= 1
         print(
             f"after session end + {grace:g}s grace: leaky worker {result['leaky_leaked']} leaked "
-            f"(one per prompt), fixed worker {result['fixed_leaked']} leaked",
+            f"({per_prompt} per prompt), fixed worker {result['fixed_leaked']} leaked",
             file=out,
         )
         return result
@@ -178,11 +209,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace", type=NON_NEGATIVE, default=3.0, help="leak grace after session end"
     )
     parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
+    parser.add_argument(
+        "--mcp-servers",
+        type=NON_NEGATIVE_INT,
+        default=0,
+        metavar="N",
+        help="each observer also starts N stdio MCP servers (the user's own, which 9.0.0's "
+        "observers load): each leaked observer then leaks them too",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = asyncio.run(run_repro(args.prompts, args.seed, args.grace, args.worker_grace))
+        result = asyncio.run(
+            run_repro(
+                args.prompts, args.seed, args.grace, args.worker_grace,
+                mcp_servers=args.mcp_servers,
+            )
+        )  # fmt: skip
     except KeyboardInterrupt:
         end_live_runs()  # a second Ctrl-C cut the cleanup above short
         return 130

@@ -22,3 +22,20 @@ def test_repro_shows_growth_and_the_fix():
     assert result["reproduced"] and result["fix_held"]
     text = out.getvalue()
     assert text.count("after prompt") == prompts and "PID" in text and "ELAPSED" in text
+
+
+def test_repro_with_mcp_servers_leaks_each_observers_servers_too():
+    # 9.0.0's observers load the user's MCP servers: every leaked observer holds its servers.
+    prompts, servers = 2, 2
+    out = io.StringIO()
+    result = asyncio.run(
+        run_repro(prompts, seed=1, grace=2.0, worker_grace=0.5, out=out, mcp_servers=servers)
+    )
+    per_prompt = 1 + servers
+    assert result["leaky_history"] == [0, per_prompt], out.getvalue()
+    assert result["leaky_leaked"] == prompts * per_prompt
+    leaked = result["leaked"]
+    assert sum("mcp_server.py" in " ".join(leak["cmdline"]) for leak in leaked) == 4, leaked
+    assert result["fixed_leaked"] == 0 and result["fixed_max_live"] <= 1
+    assert result["reproduced"] and result["fix_held"]
+    assert "(+2 MCP)" in out.getvalue()
