@@ -16,6 +16,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fake_claude.ledger import Ledger
@@ -24,6 +25,7 @@ from fake_claude.ledger import Ledger
 # that ignores SIGTERM gets SIGKILL after as long again.
 END_STAGE_S = 0.5
 METHOD_NOT_FOUND = -32601
+MAX_LINE = 16 * 1024 * 1024  # a longer line is dropped: a flooding server cannot grow the fake
 
 
 class StdioServer:
@@ -41,6 +43,7 @@ class StdioServer:
             env=env,
         )
         self._answers: dict[Any, dict] = {}
+        self._waiting: set[Any] = set()  # ids of requests sent and not given up on
         self._cond = threading.Condition()
         self._closed = False  # its stdout reached EOF
         self._write_lock = threading.Lock()
@@ -57,17 +60,24 @@ class StdioServer:
             return {}
         deadline = time.monotonic() + self.timeout
         with self._cond:
-            while message["id"] not in self._answers:
-                left = deadline - time.monotonic()
-                if self._closed:
-                    return {"_error": f"server {self.name} closed its stdout{self._exit_text()}"}
-                if left <= 0:
-                    return {"_error": f"no answer within {self.timeout:g} s"}
-                self._cond.wait(left)
-            return {"mcp_response": self._answers.pop(message["id"])}
+            try:
+                while message["id"] not in self._answers:
+                    left = deadline - time.monotonic()
+                    if self._closed:
+                        return {"_error": f"server {self.name} closed its stdout"
+                                          f"{self._exit_text()}"}  # fmt: skip
+                    if left <= 0:
+                        return {"_error": f"no answer within {self.timeout:g} s"}
+                    self._cond.wait(left)
+                return {"mcp_response": self._answers.pop(message["id"])}
+            finally:
+                self._waiting.discard(message["id"])
 
     def _send(self, message: dict) -> bool:
         data = (json.dumps(message) + "\n").encode()
+        if "id" in message and "method" in message:
+            with self._cond:  # before it goes out: the answer may come back at once
+                self._waiting.add(message["id"])
         with self._write_lock:
             try:
                 assert self.proc.stdin is not None
@@ -77,13 +87,22 @@ class StdioServer:
                 return False
         return True
 
-    def _read(self) -> None:
+    def _lines(self) -> Iterator[bytes]:
+        """Its stdout's lines, each at most MAX_LINE (the rest of a longer one is dropped)."""
         assert self.proc.stdout is not None
+        skipping = False
+        while line := self.proc.stdout.readline(MAX_LINE):
+            whole = line.endswith(b"\n")
+            if not skipping:
+                yield line
+            skipping = not whole
+
+    def _read(self) -> None:
         try:
-            for line in self.proc.stdout:
+            for line in self._lines():
                 try:
                     msg = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
                     continue  # a server's stray print: the real CLI skips it too
                 if not isinstance(msg, dict):
                     continue
@@ -93,8 +112,11 @@ class StdioServer:
                         "code": METHOD_NOT_FOUND, "message": "Method not found"}})  # fmt: skip
                 elif "id" in msg:
                     with self._cond:
-                        self._answers[msg["id"]] = msg
-                        self._cond.notify_all()
+                        rid = msg["id"]
+                        # A late or unasked answer (or an id no request has) is dropped.
+                        if isinstance(rid, (int, str)) and rid in self._waiting:
+                            self._answers[rid] = msg
+                            self._cond.notify_all()
         except (OSError, ValueError):
             pass
         with self._cond:

@@ -156,3 +156,39 @@ def test_the_users_mcp_servers_unless_strict(spawn, tmp_path) -> None:
     for fake in (loose, both, strict):
         fake.close_stdin()
         assert fake.wait_exit() == 0
+
+
+NOISY = r"""
+import json, sys
+from fake_claude.mcp_server import answer
+for line in sys.stdin.buffer:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        out = sys.stdout.buffer
+        out.write(b"x" * (17 * 1024 * 1024) + b"\n")  # over the fake's line cap
+        out.write(b"starting up...\n" + b"[" * 100000 + b"\n")  # a print; nested too deep
+        out.write(json.dumps({"jsonrpc": "2.0", "id": [1], "result": {}}).encode() + b"\n")
+        out.write(json.dumps({"jsonrpc": "2.0", "id": 999, "result": {}}).encode() + b"\n")
+        out.write(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "roots/list"}).encode() + b"\n")
+    reply = answer(msg)
+    if reply is not None:
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+"""
+
+
+def test_a_noisy_server_still_connects(spawn, tmp_path) -> None:
+    # Junk the fake must read past: an over-long line, a stray print, JSON nested too deep,
+    # answers nobody asked for, and a request of its own (answered "method not found").
+    script = tmp_path / "noisy_server.py"
+    script.write_text(NOISY)
+    config = json.dumps({"mcpServers": {"noisy": {"command": sys.executable,
+                                                  "args": [str(script)]}}})  # fmt: skip
+    fake = spawn("ok:tool=mcp__noisy__echo", args=[*SDK_ARGV, "--mcp-config", config])
+    fake.initialize()
+    out = fake.turn("hello")
+    init = next(m for m in out if m.get("subtype") == "init")
+    assert init["mcp_servers"] == [{"name": "noisy", "status": "connected"}]
+    assert out[-1]["subtype"] == "success"
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
