@@ -616,7 +616,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mcp-servers",
-        type=COUNT,
+        type=NON_NEGATIVE_INT,
         default=d.mcp_servers,
         metavar="N",
         help="every fake starts N stdio MCP servers as its children, as a real claude does with "

@@ -55,6 +55,8 @@ def test_repro_needs_two_prompts_to_show_growth(capsys: pytest.CaptureFixture[st
         ["soak", "--sample-hz", "1"],
         ["bench", "--rounds", "0"],
         ["compare", "--concurrency", "0"],
+        ["soak", "--mcp-servers", "-1"],
+        ["repro", "--mcp-servers", "-1"],
     ],
 )
 def test_senseless_numbers_are_usage_errors(argv: list[str], capsys) -> None:
@@ -80,6 +82,13 @@ def test_soak_refuses_what_cannot_test_anything_before_it_starts(option, value, 
     assert main(["soak", option, value, "--sessions", "2", "--progress", "none"]) == 2
     assert says in capsys.readouterr().err
     assert time.monotonic() - t0 < 30, "it ran the soak first"
+
+
+def test_soak_mcp_servers_are_the_fakes(capsys) -> None:
+    # With the user's own claude there is no fake to start them: said, not silently ignored.
+    argv = ["soak", "--claude", sys.executable, "--mcp-servers", "1", "--sessions", "1"]
+    assert main([*argv, "--progress", "none"]) == 2
+    assert "cannot be used with --claude" in capsys.readouterr().err
 
 
 def test_soak_claude_by_name_is_looked_up_on_path(
