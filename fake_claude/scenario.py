@@ -125,7 +125,7 @@ def _load_file(path: str) -> tuple[str, str | None]:
         try:
             import tomllib
         except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib  # type: ignore[no-redef,import-not-found]
         data = tomllib.loads(raw.decode())
     else:
         import json

@@ -173,7 +173,7 @@ def descendants(
         me = os.getpid()
         exclude = set(known_children) | {root_pid}
         found += [p for p in table.kids.get(me, ()) if p not in exclude]
-    out: dict[int, psutil.Process] = {}
+    out: dict[int, psutil.Process | None] = {}
     for pid in found:
         for q in (pid, *table.subtree(pid)):
             if q not in skip and q not in out:
