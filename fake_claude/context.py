@@ -8,6 +8,8 @@ from fake_claude.args import Args
 from fake_claude.ledger import Ledger
 from fake_claude.scenario import Scenario
 
+USER_MCP_ENV = "FAKE_CLAUDE_USER_MCP_CONFIG"
+
 
 class Context:
     __slots__ = (
@@ -37,6 +39,14 @@ class Context:
         from fake_claude.schema import instance
 
         return instance(self.schema, text)
+
+    def mcp_configs(self) -> tuple[str | None, str | None]:
+        """(--mcp-config, the user's own MCP config) as JSON text or file paths. The user's is
+        FAKE_CLAUDE_USER_MCP_CONFIG, the fake's stand-in for ~/.claude.json (never read): the
+        real CLI loads it, even with --setting-sources "", unless --strict-mcp-config."""
+        a = self.args
+        user = None if a.has("--strict-mcp-config") else os.environ.get(USER_MCP_ENV)
+        return a.value("--mcp-config"), user or None
 
     def rng(self):
         """A random.Random seeded from the run seed and this process's draw (lazy: import cost)."""

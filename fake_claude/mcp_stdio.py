@@ -17,9 +17,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fake_claude.ledger import Ledger
+
+if TYPE_CHECKING:
+    from fake_claude.context import Context
+    from fake_claude.mcp import McpClients
 
 # Each stage of the ending: a server that ignores its stdin's EOF gets SIGTERM after this, one
 # that ignores SIGTERM gets SIGKILL after as long again.
@@ -192,6 +196,31 @@ def start(name: str, entry: dict, ledger: Ledger, timeout: float) -> StdioServer
             parent_pid=os.getpid(),
         )
     return server
+
+
+def start_configured(ctx: Context, clients: McpClients, timeout: float) -> None:
+    """Start the stdio servers of --mcp-config and of the user's config (--mcp-config wins a
+    name both use) as clients of `clients`; they are ended when the fake leaves in order."""
+    from fake_claude.lifecycle import at_exit
+    from fake_claude.mcp import config_servers
+
+    config, user_config = ctx.mcp_configs()
+    entries, errors = stdio_entries({**config_servers(user_config), **config_servers(config)})
+    started: list[StdioServer] = []
+    if entries:
+        # Before the first start: a SIGTERM half-way through ends those started so far.
+        at_exit(lambda: end_all(started))
+    for name, entry in entries.items():
+        shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
+        try:
+            server = start(name, entry, ctx.ledger, timeout)
+        except OSError as exc:  # not found, not executable: a failed server, as the CLI's
+            clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}")
+            continue
+        started.append(server)
+        clients.add(name, server.request, shown, retry=False)
+    for name, error in errors.items():
+        clients.add_failed(name, {"name": name}, error)
 
 
 def end_all(servers: list[StdioServer]) -> None:

@@ -23,6 +23,17 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
     fmt = args.value("--output-format") or "text"
     model = args.value("--model") or "claude-sonnet-4-5"
     mode = args.value("--permission-mode") or "default"
+    tools, servers = list(m.TOOLS), None
+    if any(ctx.mcp_configs()):
+        # `claude -p` starts its stdio MCP servers too (the orphans of bug reports about
+        # scripted runs), connects them before its turn and ends them as it leaves in order.
+        from fake_claude.mcp import McpClients, mcp_timeout
+        from fake_claude.mcp_stdio import start_configured
+
+        clients = McpClients(ctx.version or m.DEFAULT_VERSION)
+        start_configured(ctx, clients, mcp_timeout())
+        clients.connect()
+        tools, servers = tools + clients.tool_names(), clients.server_list()
     at_point(ctx, "mid-turn", 1, session_id)
     text = observation(prompt)
     res = m.result(
@@ -40,7 +51,7 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
     if fmt == "json":
         write_bytes((json.dumps(res) + "\n").encode())
     elif fmt == "stream-json":
-        send(m.system_init(session_id, model, mode, ctx.version, list(m.TOOLS)))
+        send(m.system_init(session_id, model, mode, ctx.version, tools, servers))
         send(m.assistant(session_id, model, [{"type": "text", "text": text}], m.new_id("msg_")))
         send(res)
     else:

@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
-MCP_TIMEOUT_S = 30.0  # a silent MCP server counts as failed after this
-USER_MCP_ENV = "FAKE_CLAUDE_USER_MCP_CONFIG"  # JSON text or a file, as --mcp-config
-
-
-def mcp_timeout() -> float:
-    """MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer."""
-    raw = os.environ.get("MCP_TIMEOUT", "")
-    return int(raw) / 1000 if raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
 
 
 class Interrupted(Exception):
@@ -83,11 +75,12 @@ class Session(ToolTurns):
         self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
         # slow:turn=K limits the per-message latency to turn K (default: every turn).
         self.slow_turn = sc.param("slow", "turn", "0")
-        # The user's own MCP servers (~/.claude.json to the real CLI; a setting to the fake,
-        # which never reads the real file), loaded unless --strict-mcp-config, as the real one.
-        user_mcp = None if a.has("--strict-mcp-config") else os.environ.get(USER_MCP_ENV)
-        if a.value("--mcp-config") or user_mcp:
-            self._stdio_mcp_servers(a.value("--mcp-config"), user_mcp)
+        if any(ctx.mcp_configs()):
+            # As the real CLI: its stdio MCP servers start with it, connected before a turn.
+            from fake_claude.mcp import mcp_timeout
+            from fake_claude.mcp_stdio import start_configured
+
+            start_configured(ctx, self._clients(), mcp_timeout())
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -185,36 +178,11 @@ class Session(ToolTurns):
             self.mcp = McpClients(self.ctx.version or m.DEFAULT_VERSION)
         return self.mcp
 
-    def _stdio_mcp_servers(self, config: str | None, user_config: str | None) -> None:
-        """Start the stdio servers now, as the real CLI does at its start (connected before the
-        first turn); they are ended when the fake leaves in order (exit_now)."""
-        from fake_claude import mcp_stdio
-        from fake_claude.lifecycle import at_exit
-        from fake_claude.mcp import config_servers
-
-        servers = {**config_servers(user_config), **config_servers(config)}  # --mcp-config wins
-        entries, errors = mcp_stdio.stdio_entries(servers)
-        started: list[mcp_stdio.StdioServer] = []
-        if entries:
-            # Before the first start: a SIGTERM half-way through ends those started so far.
-            at_exit(lambda: mcp_stdio.end_all(started))
-        for name, entry in entries.items():
-            shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
-            try:
-                server = mcp_stdio.start(name, entry, self.ctx.ledger, mcp_timeout())
-            except OSError as exc:  # not found, not executable: a failed server, as the CLI's
-                self._clients().add_failed(name, shown, f"spawn {entry['command']}: {exc}")
-                continue
-            started.append(server)
-            self._clients().add(name, server.request, shown, retry=False)
-        for name, error in errors.items():
-            self._clients().add_failed(name, {"name": name}, error)
-
     def _sdk_mcp_servers(self, init_request: dict) -> None:
         config = self.ctx.args.value("--mcp-config")
         if not config and not init_request.get("sdkMcpServers"):
             return  # the common case: no import, no cost
-        from fake_claude.mcp import sdk_server_names
+        from fake_claude.mcp import mcp_timeout, sdk_server_names
 
         wait = mcp_timeout()
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 
 import psutil
 import pytest
 from fake_helpers import SDK_ARGV, alive, wait_for
 
+import proctree
+from fake_claude.ledger import read_ledger
 from fake_claude.mcp_server import mcp_config
+from fake_claude.shim import write_shim
 
 SERVER = [sys.executable, "-m", "fake_claude.mcp_server"]
 POSIX = sys.platform != "win32"
@@ -192,3 +196,41 @@ def test_a_noisy_server_still_connects(spawn, tmp_path) -> None:
     assert out[-1]["subtype"] == "success"
     fake.close_stdin()
     assert fake.wait_exit() == 0
+
+
+def test_print_mode_starts_connects_and_ends_its_servers(tmp_path, run_id) -> None:
+    # `claude -p` in scripts and cron jobs: the bug reports' orphans of scripted runs. The fake
+    # starts the servers, connects them before its turn, and ends them before it exits.
+    ledger = tmp_path / "ledger.jsonl"
+    shim = write_shim(tmp_path / "bin", {"run_id": run_id, "ledger": str(ledger),
+                                         "user_mcp_config": json.dumps(mcp_config(1))})  # fmt: skip
+    flags = ["--ignore-eof", "--ignore-sigterm"]
+    mine = json.dumps({"mcpServers": {"stubborn": {"command": SERVER[0],
+                                                   "args": [*SERVER[1:], *flags]}}})  # fmt: skip
+    cmd = [str(shim), "-p", "--output-format", "stream-json", "--verbose", "--mcp-config", mine]
+    try:
+        done = subprocess.run([*cmd, "hello"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        init = json.loads(done.stdout.splitlines()[0])
+        assert init["mcp_servers"] == [{"name": "mcp1", "status": "connected"},
+                                       {"name": "stubborn", "status": "connected"}]  # fmt: skip
+        assert {"mcp__mcp1__echo", "mcp__stubborn__pid"} <= set(init["tools"])
+        assert len(_servers_in(ledger)) == 2
+        alive = [r["scenario"] for r in _servers_in(ledger) if proctree.is_alive(_id(r))]
+        assert alive == [], "the fake left these MCP servers running"
+    finally:  # these carry no run id: end any that a failure left, by identity
+        for r in _servers_in(ledger):
+            if (proc := _id(r).process()) is not None:
+                proc.kill()
+
+
+def _servers_in(ledger) -> list[dict]:
+    if not ledger.exists():
+        return []
+    return [
+        r for r in read_ledger(ledger) if r["event"] == "start" and r.get("role") == "mcp-server"
+    ]
+
+
+def _id(record: dict) -> proctree.ProcId:
+    return proctree.ProcId(record["pid"], record["create_time"])
