@@ -43,8 +43,9 @@ class _ExitReporting(asyncio.subprocess.SubprocessStreamProtocol):
         self._process: asyncio.SubprocessTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._process = transport
+        # Duck-typed: another event loop's transport (uvloop's) has get_returncode() without
+        # subclassing asyncio's class; an isinstance check would fail every spawn there.
+        self._process = transport  # type: ignore[assignment]
         super().connection_made(transport)
 
     def process_exited(self) -> None:
