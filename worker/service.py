@@ -286,6 +286,8 @@ def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
     waits in the event loop instead (the default from 3.12 where pidfds exist)."""
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
+    if not isinstance(loop, asyncio.SelectorEventLoop):
+        return  # another loop (uvloop) reaps its children itself and has no watchers
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(loop)
     asyncio.set_child_watcher(watcher)
