@@ -43,6 +43,18 @@ def server_pids(fake, count: int) -> dict[str, int]:
     return {r["scenario"].removeprefix("mcp-server:"): r["pid"] for r in records}
 
 
+def turn_init(fake, prompt: str) -> tuple[dict, list[dict]]:
+    """One turn: (its system/init message, all its messages)."""
+    out = fake.turn(prompt)
+    return next(m for m in out if m.get("subtype") == "init"), out
+
+
+def end_ok(fake) -> None:
+    """Close the fake's stdin: it leaves in order, with exit code 0."""
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
 def test_a_server_is_started_connected_called_and_ended(spawn) -> None:
     fake = spawn("ok:tool=mcp__echo__pid", args=[*SDK_ARGV, "--mcp-config", config(echo=[])])
     server_pids(fake, 1)
@@ -52,14 +64,12 @@ def test_a_server_is_started_connected_called_and_ended(spawn) -> None:
     assert proc.create_time() == pytest.approx(record["create_time"], abs=0.02)
     assert proc.ppid() == fake.pid and record["parent_pid"] == fake.pid
     fake.initialize()
-    out = fake.turn("which process are you")
-    init = next(m for m in out if m.get("subtype") == "init")
+    init, out = turn_init(fake, "which process are you")
     assert init["mcp_servers"] == [{"name": "echo", "status": "connected"}]
     assert {"mcp__echo__echo", "mcp__echo__pid"} <= set(init["tools"])
     (block,) = [b for m in out if m["type"] == "user" for b in m["message"]["content"]]
     assert block["content"] == str(record["pid"]) and block["is_error"] is False
-    fake.close_stdin()
-    assert fake.wait_exit() == 0
+    end_ok(fake)
     assert not alive(record["pid"]), "the fake left its MCP server running"
 
 
@@ -69,8 +79,7 @@ def test_a_stubborn_server_is_ended_in_stages(spawn) -> None:
     pids = server_pids(fake, 2)
     fake.initialize()
     fake.turn("hello")
-    fake.close_stdin()
-    assert fake.wait_exit() == 0
+    end_ok(fake)
     # EOF, then SIGTERM, then SIGKILL: both are gone by the time the fake has exited.
     assert [p for p in pids.values() if alive(p)] == []
 
@@ -106,12 +115,10 @@ def test_a_server_that_never_answers_fails_after_mcp_timeout(spawn, monkeypatch)
     fake = spawn("ok", args=[*SDK_ARGV, "--mcp-config", config(mute=["--silent"])])
     pids = server_pids(fake, 1)
     fake.initialize()
-    out = fake.turn("anyone there")
-    init = next(m for m in out if m.get("subtype") == "init")
+    init, out = turn_init(fake, "anyone there")
     assert init["mcp_servers"] == [{"name": "mute", "status": "failed"}]
     assert out[-1]["subtype"] == "success"
-    fake.close_stdin()
-    assert fake.wait_exit() == 0
+    end_ok(fake)
     assert not alive(pids["mute"])
 
 
@@ -132,8 +139,7 @@ def test_entries_the_fake_cannot_start_are_failed_servers(spawn, tmp_path) -> No
     assert "http" in status["remote"]["error"]
     assert "args" in status["bad-args"]["error"]
     assert fake.records("start", role="mcp-server") == []
-    fake.close_stdin()
-    assert fake.wait_exit() == 0
+    end_ok(fake)
 
 
 def test_the_users_mcp_servers_unless_strict(spawn, tmp_path) -> None:
@@ -154,12 +160,11 @@ def test_the_users_mcp_servers_unless_strict(spawn, tmp_path) -> None:
     assert argv["mcp-server:mcp2"] == SERVER and argv["mcp-server:mcp1"] != SERVER
     strict = spawn("ok", args=[*SDK_ARGV, "--strict-mcp-config"], extra_settings=settings)
     strict.initialize()
-    init = next(m for m in strict.turn("hi") if m.get("subtype") == "init")
+    init, _ = turn_init(strict, "hi")
     assert init["mcp_servers"] == []
     assert strict.records("start", role="mcp-server", parent_pid=strict.pid) == []
     for fake in (loose, both, strict):
-        fake.close_stdin()
-        assert fake.wait_exit() == 0
+        end_ok(fake)
 
 
 NOISY = r"""
@@ -190,12 +195,10 @@ def test_a_noisy_server_still_connects(spawn, tmp_path) -> None:
                                                   "args": [str(script)]}}})  # fmt: skip
     fake = spawn("ok:tool=mcp__noisy__echo", args=[*SDK_ARGV, "--mcp-config", config])
     fake.initialize()
-    out = fake.turn("hello")
-    init = next(m for m in out if m.get("subtype") == "init")
+    init, out = turn_init(fake, "hello")
     assert init["mcp_servers"] == [{"name": "noisy", "status": "connected"}]
     assert out[-1]["subtype"] == "success"
-    fake.close_stdin()
-    assert fake.wait_exit() == 0
+    end_ok(fake)
 
 
 def test_print_mode_starts_connects_and_ends_its_servers(tmp_path, run_id) -> None:
