@@ -71,7 +71,6 @@ class McpClients:
     and stdio ones (mcp_stdio.py), each reached through its own Requester."""
 
     def __init__(self, version: str) -> None:
-        self.names: list[str] = []
         self._version = version
         self._next_id = 0
         # name -> (request or None when it could not even start, config, tried again per turn)
@@ -80,10 +79,7 @@ class McpClients:
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
 
     def add(self, name: str, request: Requester | None, config: dict, *, retry: bool) -> None:
-        if name in self._servers:
-            return
-        self.names.append(name)
-        self._servers[name] = (request, config, retry)
+        self._servers.setdefault(name, (request, config, retry))  # the first one named wins
 
     def add_failed(self, name: str, config: dict, error: str) -> None:
         self.add(name, None, config, retry=False)
@@ -92,8 +88,7 @@ class McpClients:
     def connect(self) -> None:
         """Handshake and tools/list with every server not connected yet (an SDK server whose
         handshake failed is tried again at each turn, as the real CLI does)."""
-        for name in self.names:
-            request, _, retry = self._servers[name]
+        for name, (request, _, retry) in self._servers.items():
             status = self.status.get(name, {}).get("status")
             if request is None or status == "connected" or (status == "failed" and not retry):
                 continue
@@ -121,12 +116,12 @@ class McpClients:
     def server_list(self) -> list[dict]:
         """For system/init: [{"name", "status"}]."""
         return [{"name": n, "status": self.status.get(n, {}).get("status", "pending")}
-                for n in self.names]  # fmt: skip
+                for n in self._servers]  # fmt: skip
 
     def mcp_status(self) -> list[dict]:
         """For the mcp_status control request."""
         out = []
-        for name in self.names:
+        for name in self._servers:
             entry: dict[str, Any] = {"name": name, **self.status.get(name, {"status": "pending"})}
             entry["config"] = self._servers[name][1]
             if entry["status"] == "connected":

@@ -44,6 +44,8 @@ class Side:
     target: ReferenceTarget
     history: list[int] = field(default_factory=list)  # leaked-so-far after each prompt
     max_live: int = 0
+    live: list[ProcRecord] = field(default_factory=list)  # after the last prompt: observers...
+    over: list[ProcRecord] = field(default_factory=list)  # ...those of prompts over, servers too
     reported: set[tuple[int, float]] = field(default_factory=set)
 
 
@@ -101,9 +103,8 @@ async def _settle(side: Side, expect_at_least: int) -> None:
 
 def _row(k: int, leaky: Side, fixed: Side, mcp_servers: int) -> str:
     def side(s: Side) -> str:
-        live = _live(s)
-        claude = len(_observers(live))
-        servers = f" (+{len(live) - claude} MCP)" if mcp_servers else ""
+        claude = len(_observers(s.live))
+        servers = f" (+{len(s.live) - claude} MCP)" if mcp_servers else ""
         return f"{claude:>2} live claude{servers}, {s.history[-1]:>2} leaked"
 
     return f"after prompt {k:>2}: leaky worker: {side(leaky)} | fixed worker: {side(fixed)}"
@@ -140,18 +141,15 @@ async def run_repro(
                 await asyncio.gather(*(s.target.wait_drained(spec[s.mode], http) for s in sides))
                 await asyncio.gather(_settle(leaky, k), _settle(fixed, 1))
                 for side in sides:
-                    live = _live(side)
-                    observers = _observers(live)
+                    side.live = _live(side)
+                    observers = _observers(side.live)
                     side.max_live = max(side.max_live, len(observers))
                     # Every observer but the newest belongs to a prompt that is over, and so do
                     # the MCP servers it started.
-                    over = observers[:-1]
-                    side.history.append(len(over) + len(_servers_of(live, over)))
+                    side.over = [*observers[:-1], *_servers_of(side.live, observers[:-1])]
+                    side.history.append(len(side.over))
                 print(_row(k, leaky, fixed, mcp_servers), file=out)
-                live = _live(leaky)
-                over = _observers(live)[:-1]
-                stale = [r for r in [*over, *_servers_of(live, over)]
-                         if r.identity not in leaky.reported]  # fmt: skip
+                stale = [r for r in leaky.over if r.identity not in leaky.reported]
                 if stale:
                     leaky.reported.update(r.identity for r in stale)
                     table = leaks_table([leak_entry(r, None) for r in stale], width=100)
