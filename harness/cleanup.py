@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 import proctree
+from harness import runs
 from harness.census import CT_TOLERANCE, Census, run_id_token
 
 # The runs under way in this process: what a second Ctrl-C, which leaves no coroutine the time to
@@ -24,13 +25,16 @@ _LIVE_RUNS: dict[str, tuple[Callable[[], None] | None, Path | None]] = {}
 def live_run(
     run_id: str, stop_now: Callable[[], None] | None = None, work_dir: Path | None = None
 ) -> None:
-    """Register a run: `stop_now` ends its target at once, `work_dir` is removed with it."""
+    """Register a run: `stop_now` ends its target at once, `work_dir` is removed with it.
+    Also on disk (runs.record): if this process is killed outright, a later sweep finds it."""
     _LIVE_RUNS[run_id] = (stop_now, work_dir)
+    runs.record(run_id, work_dir)
 
 
 def run_over(run_id: str) -> None:
     """The run's own cleanup has finished: nothing is left for end_live_runs."""
     _LIVE_RUNS.pop(run_id, None)
+    runs.forget(run_id)
 
 
 def end_live_runs() -> list[str]:
@@ -47,6 +51,7 @@ def end_live_runs() -> list[str]:
         sweep_run(run_id)
         if work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
+        runs.forget(run_id)
     return ended
 
 

@@ -21,7 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "repro": ("harness.repro", "reproduce claude-mem #603: leaky worker beside fixed worker"),
     "bench": ("harness.bench", "print the harness's speed figures"),
     "compare": ("harness.compare", "compare the reference worker with the real claude-mem"),
+    "sweep": ("harness.sweep", "end what runs of a harness killed outright left behind"),
 }
+# The subcommands that start runs: each first ends what earlier runs killed outright left.
+STARTS_RUNS = ("soak", "repro", "bench", "compare")
 
 EXIT_HARNESS_ERROR = 2
 
@@ -54,11 +57,17 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def _term_as_interrupt() -> None:
-    """SIGTERM (`timeout`, a CI job cancelled, `kill`) takes the Ctrl-C path: the run is
-    stopped, every process of it ended, and the report says `interrupted`. Left at its default,
-    SIGTERM would end the harness on the spot and leave the worker and its children running."""
-    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    """SIGTERM (`timeout`, a CI job cancelled, `kill`) and SIGHUP (the terminal closed, an ssh
+    session dropped) take the Ctrl-C path: the run is stopped, every process of it ended, and
+    the report says `interrupted`. Left at their default, they would end the harness on the
+    spot and leave the worker's orphans running."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        # Under `nohup` SIGHUP is ignored on purpose: the run is meant to outlive the terminal.
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, lambda *_: signal.raise_signal(signal.SIGINT))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,4 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_HARNESS_ERROR
     _term_as_interrupt()
+    if args.command in STARTS_RUNS:
+        from harness.sweep import sweep_before_start
+
+        sweep_before_start()
     return int(module.run(args))

@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from harness.cleanup import end_all
+from harness.runs import RUNS_DIR_ENV
 
 SESSION_VAR = "LEAKPROOF_TEST_SESSION"
 OUTER_TMP_VAR = "LEAKPROOF_OUTER_TMPDIR"
@@ -43,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
             tmp = tempfile.mkdtemp(prefix="leakproof-tests-")
             config.stash[_tmp_key] = os.environ["TMPDIR"] = tmp
             tempfile.tempdir = None  # gettempdir() caches; xdist workers inherit TMPDIR
+            # The records of runs under way (harness/runs.py) stay in the session too: the
+            # tests that kill a harness outright leave stale ones, which are not the user's.
+            os.environ.setdefault(RUNS_DIR_ENV, os.path.join(tmp, "runs"))
 
 
 def _remove_session_tmp(config: pytest.Config, passed: bool) -> None:

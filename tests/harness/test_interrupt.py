@@ -105,10 +105,12 @@ def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, ru
     import os
     import signal
     import subprocess
+    import tempfile
+    from pathlib import Path
 
     import psutil
 
-    env = dict(os.environ)
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
     if how == "lifeline":
         env["PROCTREE_FALLBACK"] = "1"
     argv = [sys.executable, "-m", "harness", "soak", "--scenarios", "ignore-eof+ignore-sigterm"]
@@ -126,6 +128,10 @@ def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, ru
         harness.wait(timeout=30)
         wait_for(lambda: not worker[0].is_running(), timeout=30, what="the worker to die")
         wait_for(lambda: run_pids(run_id) == [], timeout=60, what="the observers to be ended")
+        # What the harness could not remove, its work folder, the next sweep does.
+        sweep = [sys.executable, "-m", "harness", "sweep"]
+        subprocess.run(sweep, env=env, stdin=subprocess.DEVNULL, timeout=120, check=True)
+        assert not list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
     finally:
         if harness.poll() is None:
             harness.kill()

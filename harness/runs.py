@@ -1,0 +1,111 @@
+"""The runs under way on this machine, on disk: what a harness killed outright leaves behind.
+
+A Ctrl-C or SIGTERM ends a run in order (harness/cleanup.py). A SIGKILL, an OOM kill or a
+crashed machine session does not: the worker dies with its lifeline, but what it had orphaned
+(a leaky worker's observers that ignore EOF, a daemon that escaped) lives on, and so does the
+run's work folder. Every run therefore writes a record here while it is under way: its id, its
+owner (the harness process, by pid and create time) and its work folder. A record whose owner
+is gone is stale; harness/sweep.py ends what such a run left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+import proctree
+from proctree._launcher import cache_dir
+
+RUNS_DIR_ENV = "LEAKPROOF_RUNS_DIR"
+# Work folders are made by tempfile.mkdtemp with these prefixes; a record naming any other
+# folder (edited by hand, damaged) is not trusted with a removal.
+WORK_DIR_PREFIX = "leakproof-"
+
+
+def runs_dir() -> Path:
+    if os.environ.get(RUNS_DIR_ENV):
+        return Path(os.environ[RUNS_DIR_ENV])
+    base = cache_dir()
+    if base is not None:
+        return base / "runs"
+    # No home: per user all the same, as another user's runs are not ours to end.
+    user = psutil.Process().username().replace("\\", "-")
+    return Path(tempfile.gettempdir()) / f"leakproof-runs-{user}"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    owner_pid: int
+    owner_create_time: float
+    started: float
+    work_dir: str | None
+    command: list[str]
+
+    def owner_alive(self) -> bool:
+        return proctree.is_alive(proctree.ProcId(self.owner_pid, self.owner_create_time))
+
+
+def _path(run_id: str) -> Path:
+    return runs_dir() / f"{run_id}.json"
+
+
+def record(run_id: str, work_dir: Path | None) -> None:
+    """Write the run's record (best effort: a read-only home must not stop a soak)."""
+    me = psutil.Process()
+    rec = {
+        "run_id": run_id,
+        "owner_pid": me.pid,
+        "owner_create_time": me.create_time(),
+        "started": time.time(),
+        "work_dir": str(work_dir) if work_dir is not None else None,
+        "command": me.cmdline(),
+    }
+    try:
+        runs_dir().mkdir(parents=True, exist_ok=True)
+        tmp = _path(run_id).with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec))
+        tmp.replace(_path(run_id))  # whole or not at all: a reader never sees half a record
+    except OSError:
+        pass
+
+
+def forget(run_id: str) -> None:
+    try:
+        _path(run_id).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _load(path: Path) -> RunRecord | None:
+    try:
+        raw = json.loads(path.read_text())
+        return RunRecord(
+            run_id=str(raw["run_id"]),
+            owner_pid=int(raw["owner_pid"]),
+            owner_create_time=float(raw["owner_create_time"]),
+            started=float(raw["started"]),
+            work_dir=raw.get("work_dir"),
+            command=[str(a) for a in raw.get("command") or []],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def stale_runs() -> list[RunRecord]:
+    """Records whose owner is gone, oldest first; unreadable records are removed."""
+    out = []
+    for path in sorted(runs_dir().glob("*.json")):
+        rec = _load(path)
+        if rec is None or rec.run_id != path.stem:
+            path.unlink(missing_ok=True)
+            continue
+        if not rec.owner_alive():
+            out.append(rec)
+    return sorted(out, key=lambda r: r.started)

@@ -1,0 +1,92 @@
+"""`python -m harness sweep`: end what runs killed outright left behind (harness/runs.py).
+
+Every command that starts runs sweeps first, so a developer whose soak was SIGKILLed (or
+OOM-killed) finds the orphans of that run ended at the next soak. Only the dead run's own
+identity is acted on: a process is ended only if its argv carries that run's token
+(cleanup.sweep_run), a folder removed only if it is the one the run made. With `soak --claude`
+the run's orphans carry no token (the harness found them as its adopted children while it
+lived): those a sweep cannot find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import runs
+from harness.cleanup import sweep_run
+
+
+@dataclass
+class SweepResult:
+    record: runs.RunRecord
+    ended: list[dict]
+    removed: str | None  # the work folder removed (or, in a dry run, that would be)
+
+
+def _removable(work_dir: str | None) -> Path | None:
+    if not work_dir:
+        return None
+    path = Path(work_dir)
+    if not path.is_absolute() or not path.name.startswith(runs.WORK_DIR_PREFIX):
+        return None
+    if path.is_symlink() or not path.is_dir():
+        return None
+    return path
+
+
+def sweep_stale(dry_run: bool = False) -> list[SweepResult]:
+    """End every stale run's processes and remove its work folder (dry_run: only list)."""
+    results = []
+    for rec in runs.stale_runs():
+        folder = _removable(rec.work_dir)
+        if dry_run:
+            results.append(SweepResult(rec, [], str(folder) if folder else None))
+            continue
+        ended = sweep_run(rec.run_id)
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        runs.forget(rec.run_id)
+        results.append(SweepResult(rec, ended, str(folder) if folder else None))
+    return results
+
+
+def describe(result: SweepResult, dry_run: bool = False) -> str:
+    rec = result.record
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rec.started))
+    what = " ".join(rec.command[1:4]) or "harness"
+    head = f"run {rec.run_id} ({what}, started {when} by pid {rec.owner_pid}, which is gone)"
+    if dry_run:
+        folder = f" and remove {result.removed}" if result.removed else ""
+        return f"{head}: would end the processes carrying its run id{folder}"
+    ended = f"ended {len(result.ended)} process(es)"
+    pids = ", ".join(str(k["pid"]) for k in result.ended[:10])
+    if pids:
+        ended += f" (pid {pids}{', ...' if len(result.ended) > 10 else ''})"
+    folder = f", removed {result.removed}" if result.removed else ""
+    return f"{head}: {ended}{folder}"
+
+
+def sweep_before_start() -> None:
+    """What a command that starts runs does first; silent when nothing was left."""
+    for result in sweep_stale():
+        print(f"harness: an earlier {describe(result)}", file=sys.stderr)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list what would be ended, end nothing"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    results = sweep_stale(dry_run=args.dry_run)
+    for result in results:
+        print(describe(result, dry_run=args.dry_run))
+    if not results:
+        print(f"nothing to sweep: no run whose harness is gone is recorded in {runs.runs_dir()}")
+    return 0

@@ -1,0 +1,150 @@
+"""A harness killed outright (SIGKILL, the OOM killer) cannot clean up: the next command that
+starts runs, or `python -m harness sweep`, ends what its run left and removes its work folder;
+and a closed terminal (SIGHUP) stops a soak in order, as Ctrl-C does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from soak_helpers import SLEEPER, run_pids, wait_for
+
+pytest.importorskip("worker")
+
+from harness import runs  # noqa: E402
+from harness.census import run_id_token  # noqa: E402
+from harness.cleanup import sweep_run  # noqa: E402
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGHUP: POSIX")
+
+
+def _env(runs_dir: Path) -> dict[str, str]:
+    # A private record folder: no other test's sweep can end this test's stale run first.
+    return {**os.environ, runs.RUNS_DIR_ENV: str(runs_dir)}
+
+
+def _leaky_soak(run_id: str, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    """A soak whose observers ignore EOF, under a worker that never ends them (#603)."""
+    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios"]
+    argv += ["ignore-eof", "--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
+    argv += ["--progress", "none", "--no-plot", *extra]
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+
+
+def _end(harness: subprocess.Popen, run_id: str) -> None:
+    """Whatever the test's outcome: the harness, the run's processes and its work folder go."""
+    if harness.poll() is None:
+        harness.kill()
+        harness.wait()
+    sweep_run(run_id)
+    for folder in _work_dirs(run_id):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _work_dirs(run_id: str) -> list[Path]:
+    import tempfile
+
+    return sorted(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
+
+
+@posix_only
+def test_sweep_ends_what_a_killed_soak_left(tmp_path, run_id):
+    """Leaky worker, observers that ignore EOF: with the harness SIGKILLed, the worker dies on its
+    lifeline but its observers live on (what the sweep exists for), and so does the work folder."""
+    env = _env(tmp_path / "runs")
+    harness = _leaky_soak(run_id, env)
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 3, timeout=90, what="a few observers")
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(timeout=30)
+        survivors = run_pids(run_id)
+        assert survivors, "nothing of the killed run survived: this test would prove nothing"
+        assert (tmp_path / "runs" / f"{run_id}.json").exists()
+        [work_dir] = _work_dirs(run_id)
+
+        dry = subprocess.run(
+            [sys.executable, "-m", "harness", "sweep", "--dry-run"],
+            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        assert f"run {run_id}" in dry.stdout and "would end" in dry.stdout
+        assert set(survivors) <= set(run_pids(run_id)), "a dry run ended something"
+
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "sweep"],
+            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"run {run_id}" in done.stdout and f"removed {work_dir}" in done.stdout
+        wait_for(lambda: run_pids(run_id) == [], timeout=30, what="the run's survivors to go")
+        assert not work_dir.exists()
+        assert list((tmp_path / "runs").glob("*.json")) == []
+    finally:
+        _end(harness, run_id)
+
+
+def _record(runs_dir: Path, run_id: str, owner: psutil.Process, work_dir: Path | None) -> None:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    (runs_dir / f"{run_id}.json").write_text(json.dumps({
+        "run_id": run_id, "owner_pid": owner.pid, "owner_create_time": owner.create_time(),
+        "started": owner.create_time(), "work_dir": str(work_dir) if work_dir else None,
+        "command": ["python", "-m", "harness", "soak"],
+    }))  # fmt: skip
+
+
+def test_a_starting_soak_sweeps_only_runs_whose_owner_is_gone(tmp_path, spawn):
+    """Three records: a dead owner (its process and folder go), a live owner (untouched), and a
+    dead owner whose record names a folder that is not a run's (the process goes, the folder
+    stays)."""
+    runs_dir = tmp_path / "runs"
+    dead_owner = spawn("pass")
+    owner_handle = psutil.Process(dead_owner.pid)
+    dead_ids = ["a1" * 6, "c3" * 6]
+    live_id = "b2" * 6
+    procs = {rid: spawn(SLEEPER, run_id_token(rid)) for rid in [*dead_ids, live_id]}
+    stale_dir = tmp_path / "leakproof-soak-stale"
+    foreign_dir = tmp_path / "not-a-run-folder"
+    for folder in (stale_dir, foreign_dir):
+        folder.mkdir()
+    _record(runs_dir, dead_ids[0], owner_handle, stale_dir)
+    _record(runs_dir, dead_ids[1], owner_handle, foreign_dir)
+    _record(runs_dir, live_id, psutil.Process(), None)  # this test process: alive
+    dead_owner.wait(timeout=30)  # now the owner's identity names no live process
+
+    soak = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--sessions", "1", "--concurrency", "1",
+         "--scenarios", "ok", "--progress", "none", "--no-plot"],
+        env=_env(runs_dir), capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert soak.returncode == 0, soak.stdout + soak.stderr
+    for rid in dead_ids:
+        assert f"an earlier run {rid}" in soak.stderr
+        wait_for(lambda rid=rid: procs[rid].poll() is not None, timeout=30, what=f"run {rid}")
+    assert procs[live_id].poll() is None, "a run whose owner lives was swept"
+    assert not stale_dir.exists() and foreign_dir.exists()
+    assert sorted(p.stem for p in runs_dir.glob("*.json")) == [live_id]
+
+
+@posix_only
+def test_sighup_stops_a_soak_in_order(tmp_path, run_id):
+    """A closed terminal or a dropped ssh session sends SIGHUP: before, the harness died on the
+    spot and the leaky worker's observers that ignore EOF lived on."""
+    report_dir = tmp_path / "report"
+    harness = _leaky_soak(run_id, _env(tmp_path / "runs"), "--report", str(report_dir))
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 3, timeout=90, what="a few observers")
+        harness.send_signal(signal.SIGHUP)
+        assert harness.wait(timeout=120) == 130
+        assert run_pids(run_id) == [], "processes of the run survived SIGHUP"
+        report = json.loads((report_dir / "report.json").read_text())
+        assert report["verdict"] == "interrupted"
+        assert list((tmp_path / "runs").glob("*.json")) == [], "the run's record was left"
+    finally:
+        _end(harness, run_id)
