@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import signal
+import sys
 
 from fake_claude.ledger import Ledger
 from fake_claude.lifecycle import exit_now
+
+# POSIX only (its importers choose it by sys.platform); the assert also tells type checkers
+# to skip this module when they check for Windows.
+assert sys.platform != "win32"
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+
+# POSIX only (its importers choose it by sys.platform); the assert also tells type checkers
+# to skip this module when they check for Windows.
+assert sys.platform != "win32"
 
 # The write end of each grandchild's stdin pipe; held until this process dies, so a grandchild
 # sees EOF exactly when its fake parent is gone (as an MCP server on stdio does).

@@ -76,6 +76,9 @@ def _hop(ledger: Ledger, interval: float, lifetime: float, *, new_session: bool)
     from fake_claude.identity import create_time
     from fake_claude.lifecycle import exit_now
 
+    if sys.platform == "win32":  # the caller asks for fork; this tells type checkers
+        raise NotImplementedError("hop needs fork")
+
     deadline = time.monotonic() + lifetime
     while time.monotonic() < deadline:
         time.sleep(interval)

@@ -7,6 +7,8 @@ import sys
 
 
 def _linux_create_time(pid: int | None) -> float:
+    if sys.platform == "win32":  # Linux's /proc; this tells type checkers
+        raise NotImplementedError("/proc")
     # Same arithmetic as psutil on Linux: starttime ticks since boot / CLK_TCK + btime.
     with open(f"/proc/{pid or 'self'}/stat", "rb") as f:
         stat = f.read()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 NAMES = (
     "ok",
@@ -122,10 +123,10 @@ def _load_file(path: str) -> tuple[str, str | None]:
     with open(path, "rb") as f:
         raw = f.read()
     if path.endswith(".toml"):
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef,import-not-found]
+        else:
+            import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
         data = tomllib.loads(raw.decode())
     else:
         import json

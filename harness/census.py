@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -459,7 +460,9 @@ class Census:
             return True
         if rec.status == psutil.STATUS_ZOMBIE:
             self._mark_exited(rec, now)
-            if self.adopting and rec.ppid == self._me and rec.pid != self.worker_pid:
+            # (adopting is Linux's: the platform test is for type checkers)
+            mine = rec.ppid == self._me and rec.pid != self.worker_pid
+            if sys.platform != "win32" and self.adopting and mine:
                 # An orphan adopted by us: ours to reap (its zombie is not the worker's fault).
                 with contextlib.suppress(ChildProcessError, OSError):
                     if os.waitpid(rec.pid, os.WNOHANG)[0] == rec.pid:

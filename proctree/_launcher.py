@@ -22,6 +22,7 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def _compiler() -> str | None:
 
 
 def _ours_alone(st: os.stat_result) -> bool:
+    if sys.platform == "win32":  # the launcher is Linux's; this tells type checkers
+        raise NotImplementedError("POSIX ownership")
     return st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 

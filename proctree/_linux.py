@@ -9,11 +9,16 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 
-from . import _launcher
-from ._identity import ProcId
-from ._posix import send_verified as _posix_send_verified
+# Imported on Linux only (_platform chooses by sys.platform); the assert also tells type
+# checkers to skip this module when they check for Windows.
+assert sys.platform != "win32"
+
+from . import _launcher  # noqa: E402
+from ._identity import ProcId  # noqa: E402
+from ._posix import send_verified as _posix_send_verified  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36

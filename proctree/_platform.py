@@ -34,17 +34,17 @@ Group = object  # an int pgid on POSIX, a _windows.Job on Windows
 def enable_subreaper(*, despite_fallback: bool = False) -> bool:
     """despite_fallback: for an observer (the soak's census), not for the code under test,
     which is what the fallback switch is meant to put on the macOS path."""
-    if not sys.platform.startswith("linux"):
-        return False
-    if not despite_fallback and not capabilities().has_subreaper:
-        return False
-    return _native.enable_subreaper()
+    if sys.platform.startswith("linux"):
+        if not despite_fallback and not capabilities().has_subreaper:
+            return False
+        return _native.enable_subreaper()
+    return False
 
 
 def is_subreaper() -> bool:
-    if sys.platform == "win32" or not sys.platform.startswith("linux"):
-        return False
-    return _native.is_subreaper()
+    if sys.platform.startswith("linux"):
+        return _native.is_subreaper()
+    return False
 
 
 def spawn_plan(
@@ -59,26 +59,27 @@ def spawn_plan(
     """
     if sys.platform == "win32":
         return argv, _win.popen_kwargs()
-    kwargs = _posix.popen_kwargs()
-    if sys.platform.startswith("linux") and capabilities().has_pdeathsig:
-        wrapped = None
-        program = shutil.which(argv[0], path=path) if argv else None
-        if argv and program is not None:
-            wrapped = _native.pdeathsig_argv(argv, parent_pid, program)
-        if wrapped is not None:
-            return wrapped, kwargs
-        kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
-    return argv, kwargs
+    else:  # an else, not a fall-through: a type checker then skips this for Windows
+        kwargs = _posix.popen_kwargs()
+        if sys.platform.startswith("linux") and capabilities().has_pdeathsig:
+            wrapped = None
+            program = shutil.which(argv[0], path=path) if argv else None
+            if argv and program is not None:
+                wrapped = _native.pdeathsig_argv(argv, parent_pid, program)
+            if wrapped is not None:
+                return wrapped, kwargs
+            kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
+        return argv, kwargs
 
 
 def pdeathsig_method() -> str | None:
     """How spawn_options sets the parent-death signal here ("native PATH", "setpriv PATH",
     "preexec_fn"), or None where it is not set. The first call builds proctree's launcher
     if it must: a daemon calls this at start, so that its first spawn does not wait."""
-    if not sys.platform.startswith("linux") or not capabilities().has_pdeathsig:
-        return None
-    launcher = _native.pdeathsig_launcher()
-    return "preexec_fn" if launcher is None else " ".join(launcher)
+    if sys.platform.startswith("linux") and capabilities().has_pdeathsig:
+        launcher = _native.pdeathsig_launcher()
+        return "preexec_fn" if launcher is None else " ".join(launcher)
+    return None
 
 
 def child_pids(pid: int) -> list[int]:
@@ -96,22 +97,27 @@ def child_pids(pid: int) -> list[int]:
 def after_spawn(pid: int) -> Group | None:
     if sys.platform == "win32":
         return _win.after_spawn(pid)
-    # start_new_session made the child its group's leader; if it is already gone its
-    # grandchildren may still hold the group, whose id is then still the child's pid.
-    pgid = _posix.group_of(pid)
-    return pid if pgid is None else pgid
+    else:
+        # start_new_session made the child its group's leader; if it is already gone its
+        # grandchildren may still hold the group, whose id is then still the child's pid.
+        pgid = _posix.group_of(pid)
+        return pid if pgid is None else pgid
 
 
 def group_of(pid: int) -> int | None:
     if sys.platform == "win32":
         return None
-    return _posix.group_of(pid)
+    else:
+        return _posix.group_of(pid)
 
 
 def _send_posix(pid_id: ProcId, sig: int) -> bool:
-    if sys.platform.startswith("linux"):
+    if sys.platform == "win32":
+        raise NotImplementedError("POSIX signals")
+    elif sys.platform.startswith("linux"):
         return _native.send_verified(pid_id, sig)
-    return _posix.send_verified(pid_id, sig)
+    else:
+        return _posix.send_verified(pid_id, sig)
 
 
 def send_term(pid_id: ProcId) -> bool:
@@ -140,7 +146,8 @@ def group_pids(group: Group) -> list[int]:
     """POSIX: the pids in process group `group` now (one getpgid per process)."""
     if sys.platform == "win32" or not isinstance(group, int):
         return []
-    return [pid for pid in psutil.pids() if _posix.group_of(pid) == group]
+    else:
+        return [pid for pid in psutil.pids() if _posix.group_of(pid) == group]
 
 
 def group_members(group: Group) -> list[int] | None:
@@ -152,20 +159,25 @@ def group_members(group: Group) -> list[int] | None:
 
 def group_empty(group: Group) -> bool:
     """True if nothing is left in a POSIX process group (False where it cannot tell)."""
-    return sys.platform != "win32" and isinstance(group, int) and _posix.group_empty(group)
+    if sys.platform == "win32":
+        return False
+    else:
+        return isinstance(group, int) and _posix.group_empty(group)
 
 
 def term_group(group: Group, verified_member: ProcId | None) -> bool:
     if sys.platform == "win32":
         # No SIGTERM; CTRL_BREAK goes to the console group whose id is the root's pid.
         return verified_member is not None and _win.soft_signal_group(verified_member)
-    return isinstance(group, int) and _posix.signal_group(group, signal.SIGTERM)
+    else:
+        return isinstance(group, int) and _posix.signal_group(group, signal.SIGTERM)
 
 
 def kill_group(group: Group) -> bool:
     if sys.platform == "win32":
         return isinstance(group, _win.Job) and group.terminate()
-    return isinstance(group, int) and _posix.signal_group(group, signal.SIGKILL)
+    else:
+        return isinstance(group, int) and _posix.signal_group(group, signal.SIGKILL)
 
 
 def close_group(group: Group) -> None:
@@ -176,7 +188,8 @@ def close_group(group: Group) -> None:
 def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
     if sys.platform == "win32":
         return []
-    return _posix.reap_zombies(child_pids(os.getpid()), exclude)
+    else:
+        return _posix.reap_zombies(child_pids(os.getpid()), exclude)
 
 
 def reap_pid(pid: int) -> bool:

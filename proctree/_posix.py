@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Collection
 
 from ._identity import ProcId
+
+# POSIX only (its importers choose it by sys.platform); the assert also tells type checkers
+# to skip this module when they check for Windows.
+assert sys.platform != "win32"
 
 TERM = signal.SIGTERM
 KILL = signal.SIGKILL

@@ -292,7 +292,7 @@ class WorkerService:
 def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:
     """Python < 3.12 waits for each child in a thread it starts per spawn; a pidfd watcher
     waits in the event loop instead (the default from 3.12 where pidfds exist)."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+    if sys.version_info >= (3, 12) or sys.platform == "win32" or not hasattr(os, "pidfd_open"):
         return
     if not isinstance(loop, asyncio.SelectorEventLoop):
         return  # another loop (uvloop) reaps its children itself and has no watchers

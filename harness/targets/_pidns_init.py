@@ -13,6 +13,10 @@ import os
 import signal
 import sys
 
+# POSIX only (its importers choose it by sys.platform); the assert also tells type checkers
+# to skip this module when they check for Windows.
+assert sys.platform != "win32"
+
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 

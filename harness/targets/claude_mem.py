@@ -58,13 +58,15 @@ def free_port() -> int:
 
 def real_home() -> Path | None:
     """The user's real HOME, from the account database where there is one (HOME can lie)."""
-    try:
+    if sys.platform != "win32":
         import pwd
 
-        return Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()
-    except (ImportError, KeyError, AttributeError):
-        home = os.environ.get("USERPROFILE") or os.environ.get("HOME")
-        return Path(home).resolve() if home else None
+        try:
+            return Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()
+        except KeyError:  # a uid with no account (a container's)
+            pass
+    home = os.environ.get("USERPROFILE") or os.environ.get("HOME")
+    return Path(home).resolve() if home else None
 
 
 class ClaudeMemTarget(Target):

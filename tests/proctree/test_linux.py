@@ -14,12 +14,13 @@ import pytest
 from proctree_helpers import Runner, read_report, wait_for
 
 import proctree
-from proctree import _launcher, _linux
-from proctree._launcher import CHOICE_ENV
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="prctl subreaper/pdeathsig are Linux-only"
-)
+if not sys.platform.startswith("linux"):  # before _linux is imported: it is POSIX-only
+    pytest.skip("prctl subreaper/pdeathsig are Linux-only", allow_module_level=True)
+
+from proctree import _launcher, _linux  # noqa: E402
+from proctree._launcher import CHOICE_ENV  # noqa: E402
+
 SPAWNER = Path(__file__).with_name("spawner_prog.py")
 GRACE = 0.5
 
