@@ -1,4 +1,5 @@
-"""Misbehaviour at named points: hang, crash, garbage, huge-line, stderr-flood, ballast."""
+"""Misbehaviour at named points: hang, crash, garbage, huge-line, stdout-flood, stderr-flood,
+ballast."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ DEFAULT_AT = {
     "crash": "mid-turn",
     "garbage": "mid-turn",
     "huge-line": "mid-turn",
+    "stdout-flood": "mid-turn",
     "stderr-flood": "start",
 }
 
@@ -58,19 +60,32 @@ def garbage(n: int) -> None:
     write_bytes(out)
 
 
-def huge_line(session_id: str, mb: float) -> None:
-    from fake_claude import messages
-    from fake_claude.stdio import send
+def _assistant_line(session_id: str, text: str) -> bytes:
+    import json
 
-    text = "x" * int(mb * MiB)
-    send(
-        messages.assistant(
-            session_id,
-            "claude-sonnet-4-5",
-            [{"type": "text", "text": text}],
-            messages.new_id("msg_"),
-        )
+    from fake_claude import messages
+
+    msg = messages.assistant(
+        session_id, "claude-sonnet-4-5", [{"type": "text", "text": text}], messages.new_id("msg_")
     )
+    return (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+
+
+def huge_line(session_id: str, mb: float) -> None:
+    write_bytes(_assistant_line(session_id, "x" * int(mb * MiB)))
+
+
+def flood_stdout(session_id: str, mb: float, forever: bool) -> None:
+    """Valid assistant lines of about 1 KiB: mb MiB of them, or without end. A reader that
+    stops reading holds the fake in its write (a pipe's back-pressure); one that reads on
+    must bound what it keeps."""
+    line = _assistant_line(session_id, "flood " + "~" * 1000)
+    block = line * max(1, 65536 // len(line))
+    left = int(mb * MiB)
+    while forever or left > 0:
+        chunk = block if forever or left >= len(block) else line * -(-left // len(line))
+        write_bytes(chunk)
+        left -= len(chunk)
 
 
 def at_point(ctx: Context, point: str, turn: int, session_id: str | None) -> None:
@@ -95,5 +110,11 @@ def at_point(ctx: Context, point: str, turn: int, session_id: str | None) -> Non
             garbage(int(sc.num("garbage", "lines", 4)))
         elif name == "huge-line":
             huge_line(session_id or "", sc.num("huge-line", "mb", 8.0))
+        elif name == "stdout-flood":
+            flood_stdout(
+                session_id or "",
+                sc.num("stdout-flood", "mb", 2.0),
+                sc.flag("stdout-flood", "forever"),
+            )
         elif name == "stderr-flood":
             flood_stderr(sc.num("stderr-flood", "mb", 4.0))

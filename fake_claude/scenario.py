@@ -22,6 +22,7 @@ NAMES = (
     "exit-early",
     "garbage",
     "huge-line",
+    "stdout-flood",
     "stderr-flood",
     "ballast",
     "mix",

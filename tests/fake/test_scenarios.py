@@ -300,6 +300,31 @@ def test_huge_line(spawn):
     assert json.loads(biggest)["type"] == "assistant"
 
 
+def test_stdout_flood_is_valid_lines_then_the_turn_goes_on(spawn):
+    fake = spawn("stdout-flood:mb=2")
+    fake.initialize()
+    msgs = fake.turn("x")  # every line parses (read_message), and the result comes after
+    flood = [m for m in msgs if m.get("type") == "assistant"]
+    assert len(flood) > 1000
+    assert sum(len(json.dumps(m)) for m in flood) >= 2 * MiB
+    assert msgs[-1]["subtype"] == "success"
+    assert fake.records("misbehave", what="stdout-flood")
+
+
+def test_stdout_flood_forever_between_turns(spawn):
+    """After the result, with no turn asked for, the lines keep coming (the flood a worker that
+    stops reading between turns must hold off by back-pressure, not by buffering)."""
+    fake = spawn("stdout-flood:at=after-result,forever=1")
+    fake.initialize()
+    fake.turn("x")
+    got = 0
+    while got < 8 * MiB:  # past any one turn's worth; each read has the helper's deadline
+        line = fake.read_line()
+        assert line is not None
+        if json.loads(line)["type"] == "assistant":  # (the turn's idle state frame comes first)
+            got += len(line)
+
+
 def test_stderr_flood_blocks_until_drained(spawn):
     fake = spawn("stderr-flood:mb=4", drain_stderr=False)
     fake.send({"type": "control_request", "request_id": "i", "request": {"subtype": "initialize"}})

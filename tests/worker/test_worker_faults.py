@@ -23,6 +23,9 @@ FAULT_FLAGS = [
 
 # Scenarios whose observer cannot complete the session's turns.
 FAILING = {"hang", "crash", "exit-early", "garbage", "huge-line"}
+# Floods past the worker's 4 MiB bound on a reply: in one turn, or between turns (read as the
+# next turn's reply once the worker reads again).
+FAILING_SPECS = {"stdout-flood:mb=8", "stdout-flood:at=after-result,forever=1"}
 
 SCENARIOS = [
     "ok",
@@ -44,6 +47,8 @@ SCENARIOS = [
     "exit-early",
     "garbage",
     "huge-line",
+    "stdout-flood",
+    *sorted(FAILING_SPECS),
     "stderr-flood",
     "ballast:mb=32",
     "mix",
@@ -97,7 +102,7 @@ def test_fixed_worker_leaves_nothing(fake_run: FakeRun, workers, scenario: str) 
     assert rows and all(r["state"] == "ended" for r in rows), rows
     assert "Traceback" not in worker.log(), worker.log()
     stats = worker.stats()
-    if scenario.split(":")[0].split("+")[0] in FAILING:
+    if scenario.split(":")[0].split("+")[0] in FAILING or scenario in FAILING_SPECS:
         # A session error, handled: not a crash, and nothing stored from a broken turn.
         assert stats["session_errors"] >= 1, stats
     elif scenario != "mix":
