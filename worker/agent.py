@@ -12,7 +12,8 @@ import contextlib
 import json
 import logging
 import secrets
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from worker import protocol
 from worker.linereader import BoundedLines, EndOfStream, LineTooLong, drain_tail
@@ -28,6 +29,28 @@ STREAM_LIMIT = 64 * 1024
 
 class ObserverError(Exception):
     """The observer cannot serve this session any more; end it and carry on."""
+
+
+T = TypeVar("T")
+
+
+async def _within(work: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+    """Await `work` for at most `timeout` s; its failure, or the timeout, as an ObserverError
+    that holds no frame of `work`.
+
+    On Python < 3.12, wait_for leaves an exception from its task in a reference cycle (the
+    task, the exception, its traceback's frames): all those frames hold (the reply read so
+    far, the observer and its buffers) stayed until the collector's next full pass: ~5 MB per
+    turn failed by a flood; a 12-session soak of such floods grew the worker from 43 to 320 MB
+    (45 MB with this and the byte queue)."""
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except asyncio.TimeoutError as exc:
+        exc.__traceback__ = None
+        raise ObserverError(f"no {what} within {timeout:g} s") from None
+    except ObserverError as exc:
+        exc.__traceback__ = None
+        raise ObserverError(str(exc)) from None
 
 
 class _ExitReporting(asyncio.subprocess.SubprocessStreamProtocol):
@@ -75,13 +98,16 @@ class Observer:
         self.turns = 0
         assert proc.stdout is not None and proc.stderr is not None
         self._lines = BoundedLines(proc.stdout, max_line)
-        # (size, message): at most 256 messages and, above all, at most max_line bytes of lines
+        # (size, line): at most 256 lines and, above all, at most max_line bytes of them
         # waiting to be read - an observer flooding while no turn reads (between turns) would
         # otherwise park 256 lines of up to max_line each in the worker (~0.8 GB measured).
-        self._messages: asyncio.Queue[tuple[int, dict[str, Any] | BaseException]] = asyncio.Queue(
+        # They wait as bytes, parsed only when taken: parsed, small JSON objects weigh several
+        # times their text.
+        self._messages: asyncio.Queue[tuple[int, bytes | BaseException]] = asyncio.Queue(
             maxsize=256
         )
         self._queued_bytes = 0
+        self._failure: BaseException | None = None  # what ended the stream, for every later read
         self._room = asyncio.Event()
         self._reader = asyncio.create_task(self._read_stdout(), name=f"stdout-{proc.pid}")
         self._stderr = asyncio.create_task(drain_tail(proc.stderr), name=f"stderr-{proc.pid}")
@@ -117,30 +143,26 @@ class Observer:
                 line = await self._lines.next_line()
                 if not line.strip():
                     continue
-                message: dict[str, Any] | BaseException
-                try:
-                    message = protocol.parse_line(line)
-                except protocol.ProtocolError as exc:
-                    message = exc
                 size = len(line)
                 while self._queued_bytes and self._queued_bytes + size > self.max_line:
                     self._room.clear()
                     await self._room.wait()  # back-pressure: the pipe fills, the child blocks
                 self._queued_bytes += size
-                await self._messages.put((size, message))
-                if isinstance(message, BaseException):
-                    return
+                await self._messages.put((size, line))
         except (LineTooLong, EndOfStream) as exc:
             await self._messages.put((0, exc))
         except Exception as exc:  # a broken pipe or a reset: still just a session error
             await self._messages.put((0, exc))
 
     async def _next(self) -> dict[str, Any]:
-        item = await self._take()
+        item = self._failure or await self._take()
+        if isinstance(item, bytes):
+            try:
+                return protocol.parse_line(item)
+            except protocol.ProtocolError as exc:
+                item = exc  # the stream is broken (the reader goes on only to its bounds)
         if isinstance(item, BaseException):
-            # Keep the failure visible to later calls too.
-            if not self._messages.full():
-                self._messages.put_nowait((0, item))
+            self._failure = item  # visible to later calls too
             if isinstance(item, EndOfStream):
                 code = await self._exit_code_soon()
                 if code is None:
@@ -168,8 +190,8 @@ class Observer:
             )
             await self._messages.put((0, error))
 
-    async def _take(self) -> dict[str, Any] | BaseException:
-        """The next message, or what ended the stream (EOF, garbage, the root's exit with the
+    async def _take(self) -> bytes | BaseException:
+        """The next line, or what ended the stream (EOF, garbage, the root's exit with the
         pipe held open: see _watch_exit). One queue, one consumer: a cancelled read (a turn's
         timeout) leaves no getter behind that could eat a later message."""
         size, item = await self._messages.get()
@@ -217,10 +239,7 @@ class Observer:
                 elif message.get("type") == "control_request":
                     await self.send(protocol.control_reply(message))
 
-        try:
-            await asyncio.wait_for(wait_reply(), timeout)
-        except asyncio.TimeoutError as exc:
-            raise ObserverError(f"no initialize reply within {timeout:g} s") from exc
+        await _within(wait_reply(), timeout, "initialize reply")
 
     async def turn(self, text: str, session_hint: str, timeout: float) -> str:
         """Send one user message, read to its result; return the reply text.
@@ -255,10 +274,7 @@ class Observer:
                     result = message.get("result")
                     return result if isinstance(result, str) and result else "".join(texts)
 
-        try:
-            reply = await asyncio.wait_for(read_turn(), timeout)
-        except asyncio.TimeoutError as exc:
-            raise ObserverError(f"no result within {timeout:g} s") from exc
+        reply = await _within(read_turn(), timeout, "result")
         self.turns += 1
         return reply
 
