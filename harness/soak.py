@@ -239,15 +239,20 @@ async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
 
 
 async def _settle(census: Census, baseline: int, grace: float) -> None:
-    """After the last session: wait (<= grace) for the run to end and the tree to idle."""
+    """After the last session: wait (<= grace) for the run to end and the tree to idle.
+
+    By samples taken here, not the census thread's last one: a run that drove its sessions
+    between two of those (10 short sessions in 0.39 s) looked idle at once, and the final
+    sample then found an observer still ending (a FAIL: descendants above the baseline)."""
     deadline = time.monotonic() + grace + 2 * census.sample_interval
-    while time.monotonic() < deadline:
+    while True:
+        # The last one also lets the deadlines of the last sessions pass: their judgement is final.
+        await asyncio.to_thread(census.sample)
         snap = census.snapshot()
-        if snap["live_run"] == 0 and snap["live_descendants"] <= baseline:
-            break
+        idle = snap["live_run"] == 0 and snap["live_descendants"] <= baseline
+        if idle or time.monotonic() >= deadline:
+            return
         await asyncio.sleep(0.1)
-    # Let the deadlines of the last sessions pass so their judgement is final.
-    await asyncio.to_thread(census.sample)
 
 
 def claude_path(value: str) -> Path:
