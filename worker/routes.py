@@ -116,11 +116,19 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def _positive_int(raw: str) -> int | None:
+    """ASCII digits (str.isdigit() also takes "²", which int() refuses) of a value in 1..10**18."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18 and int(raw) > 0:
+        return int(raw)
+    return None
+
+
 def session_id_of(request: web.Request) -> int:
     raw = request.match_info["session_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    value = _positive_int(raw)
+    if value is None:
         raise BadRequest(400, f"session id {raw!r} is not a positive integer")
-    return int(raw)
+    return value
 
 
 MAX_SESSIONS_PER_QUERY = 500  # ?sessions= of /api/processes: one SQLite statement's worth
@@ -133,10 +141,11 @@ def session_ids_of(raw: str | None) -> list[int] | None:
     parts = raw.split(",") if raw else []
     if len(parts) > MAX_SESSIONS_PER_QUERY:
         raise BadRequest(400, f"sessions: at most {MAX_SESSIONS_PER_QUERY} ids per request")
-    for part in parts:
-        if not part.isdigit() or len(part) > 18:
+    ids = [_positive_int(part) for part in parts]
+    for part, value in zip(parts, ids, strict=True):
+        if value is None:
             raise BadRequest(400, f"sessions: {part!r} is not a positive integer")
-    return [int(p) for p in parts]
+    return [value for value in ids if value is not None]
 
 
 MAX_WAIT_MS = 60_000  # cap for GET /sessions/{id}/status?waitDrainedMs=
