@@ -23,7 +23,7 @@ MCP_TIMEOUT_S = 30.0  # a silent MCP server counts as failed after this
 def mcp_timeout() -> float:
     """MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer."""
     raw = os.environ.get("MCP_TIMEOUT", "")
-    return int(raw) / 1000 if raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
+    return int(raw) / 1000 if raw.isascii() and raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
 
 
 # request(body) -> the SDK's response body ({"_error": text} on an error response)

@@ -54,7 +54,8 @@ class Session(ToolTurns):
         )
         self.stdio_permissions = a.value("--permission-prompt-tool") == "stdio"
         max_turns = a.value("--max-turns") or ""
-        self.max_turns = int(max_turns) if max_turns.isdigit() and int(max_turns) > 0 else None
+        digits = max_turns.isascii() and max_turns.isdigit()  # isdigit() alone takes "²"
+        self.max_turns = int(max_turns) if digits and int(max_turns) > 0 else None
         disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
         self.tools = [t for t in m.TOOLS if t not in disallowed]
         self.hooks: dict = {}

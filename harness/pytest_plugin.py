@@ -210,7 +210,8 @@ class LeakTracker:
         except (psutil.Error, OSError):
             return None
         tag, _, number = value.partition(".")
-        if tag != self.tag or not number.isdigit() or int(number) not in self._state.owners:
+        ours = tag == self.tag and number.isascii() and number.isdigit()  # isdigit() takes "²"
+        if not ours or int(number) not in self._state.owners:
             return None  # another pytest process's token (xdist sibling, nested pytester run)
         return int(number)
 

@@ -253,7 +253,7 @@ class Routes:
         # caller waiting for the drain needs one request instead of a polling loop.
         wait_ms = request.query.get("waitDrainedMs")
         if wait_ms is not None:
-            if not wait_ms.isdigit() or len(wait_ms) > 9:
+            if not (wait_ms.isascii() and wait_ms.isdigit()) or len(wait_ms) > 9:
                 raise BadRequest(
                     400,
                     f"waitDrainedMs {wait_ms!r}: want milliseconds, 0-999999999 (capped at "

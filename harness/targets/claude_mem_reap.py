@@ -188,7 +188,9 @@ def _still_running(pid: int, create_time: float) -> bool:
 
 def _session_by_cwd(cwd: str, by_db: dict[int, str]) -> str | None:
     path = PurePath(cwd) if cwd else None
-    if path is None or path.parent.name != "observer-sessions" or not path.name.isdigit():
+    if path is None or path.parent.name != "observer-sessions":
+        return None
+    if not (path.name.isascii() and path.name.isdigit()):  # isdigit() alone takes "²"
         return None
     return by_db.get(int(path.name))
 

@@ -91,6 +91,10 @@ def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None
     assert any(400 <= s < 500 for s in statuses), statuses
     # Still serving, with real work: a well-formed session still gets its observation stored.
     sid = worker.new_session("after-the-storm")
+    # A known session (the examples above rarely hit one): "²" is a digit to str.isdigit().
+    for wait in ("%C2%B2", "-1", "1e3"):
+        status, answer = api.request("GET", f"/sessions/{sid}/status?waitDrainedMs={wait}")
+        assert status == 400 and "waitDrainedMs" in answer["error"], (wait, status, answer)
     worker.prompt(sid, "after-the-storm", "still there?")
     worker.observe("after-the-storm", 1)
     api.ok("POST", f"/sessions/{sid}/complete")
