@@ -54,23 +54,34 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
         sweep_run(run_id)
 
 
-def test_sigterm_leaves_nothing_behind(tmp_path, run_id):
-    """`timeout`, a cancelled CI job or `kill` send SIGTERM: the same clean stop as Ctrl-C."""
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM/SIGHUP to a process: POSIX")
+@pytest.mark.parametrize(
+    ("sig", "scenario"),
+    # SIGHUP: a closed terminal or a dropped ssh session. Before, the harness died on the spot
+    # and the leaky worker's observers that ignore EOF lived on.
+    [("SIGTERM", "ok"), ("SIGHUP", "ignore-eof")],
+)
+def test_a_termination_signal_leaves_nothing_behind(tmp_path, run_id, sig, scenario):
+    """`timeout`, a cancelled CI job or `kill` send SIGTERM, a hangup SIGHUP: the same clean
+    stop as Ctrl-C, and the run's record (harness/runs.py) goes with it."""
+    import os
     import signal
     import subprocess
 
     report_dir = tmp_path / "report"
-    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios", "ok"]
+    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios", scenario]
     argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
     argv += ["--report", str(report_dir), "--no-plot", "--progress", "none"]
-    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     try:
         wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
-        harness.send_signal(signal.SIGTERM)
+        harness.send_signal(getattr(signal, sig))
         assert harness.wait(timeout=120) == 130
-        assert run_pids(run_id) == [], "processes of the run survived SIGTERM"
+        assert run_pids(run_id) == [], f"processes of the run survived {sig}"
         report = json.loads((report_dir / "report.json").read_text())
         assert report["interrupted"] is True and report["verdict"] == "interrupted"
+        assert list((tmp_path / "runs").glob("*.json")) == [], "the run's record was left"
     finally:
         if harness.poll() is None:
             harness.kill()
