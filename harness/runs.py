@@ -10,7 +10,9 @@ is gone is stale; harness/sweep.py ends what such a run left.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -84,27 +86,31 @@ def forget(run_id: str) -> None:
 
 
 def _load(path: Path) -> RunRecord | None:
+    """The record, or None if it is not one (damaged, edited by hand)."""
     try:
         raw = json.loads(path.read_text())
-        return RunRecord(
+        rec = RunRecord(
             run_id=str(raw["run_id"]),
             owner_pid=int(raw["owner_pid"]),
             owner_create_time=float(raw["owner_create_time"]),
             started=float(raw["started"]),
-            work_dir=raw.get("work_dir"),
+            work_dir=str(raw["work_dir"]) if raw.get("work_dir") else None,
             command=[str(a) for a in raw.get("command") or []],
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    ok = rec.run_id == path.stem and rec.owner_pid > 0 and math.isfinite(rec.started)
+    return rec if ok else None
 
 
 def stale_runs() -> list[RunRecord]:
-    """Records whose owner is gone, oldest first; unreadable records are removed."""
+    """Records whose owner is gone, oldest first; records that are not records are removed."""
     out = []
     for path in sorted(runs_dir().glob("*.json")):
         rec = _load(path)
-        if rec is None or rec.run_id != path.stem:
-            path.unlink(missing_ok=True)
+        if rec is None:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             continue
         if not rec.owner_alive():
             out.append(rec)

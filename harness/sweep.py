@@ -72,8 +72,16 @@ def describe(result: SweepResult, dry_run: bool = False) -> str:
 
 
 def sweep_before_start() -> None:
-    """What a command that starts runs does first; silent when nothing was left."""
-    for result in sweep_stale():
+    """What a command that starts runs does first; silent when nothing was left. It cannot stop
+    the command: a sweep that fails (a records folder we may not read) is only reported."""
+    try:
+        results = sweep_stale()
+    except Exception as exc:  # noqa: BLE001 - the run asked for goes on
+        print(
+            f"harness: could not sweep earlier runs ({type(exc).__name__}: {exc})", file=sys.stderr
+        )
+        return
+    for result in results:
         print(f"harness: an earlier {describe(result)}", file=sys.stderr)
 
 

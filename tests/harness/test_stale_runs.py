@@ -130,3 +130,29 @@ def test_a_starting_soak_sweeps_only_runs_whose_owner_is_gone(tmp_path, spawn):
     assert procs[live_id].poll() is None, "a run whose owner lives was swept"
     assert not stale_dir.exists() and foreign_dir.exists()
     assert sorted(p.stem for p in runs_dir.glob("*.json")) == [live_id]
+
+
+def test_records_that_are_not_records_are_dropped_not_trusted(tmp_path, monkeypatch, spawn):
+    """Damaged or hand-edited records: none may stop a soak from starting, none is acted on."""
+    from harness.sweep import sweep_stale
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(runs_dir))
+    victim_id = "d4" * 6
+    victim = spawn(SLEEPER, run_id_token(victim_id))  # would be ended if a record were trusted
+    good = {"run_id": victim_id, "owner_pid": 1, "owner_create_time": 0.0, "started": 0.0,
+            "work_dir": str(tmp_path), "command": []}  # fmt: skip
+    bad = {
+        "garbage": "{not json",
+        "list": "[1, 2]",
+        "negative-pid": json.dumps({**good, "owner_pid": -5}),
+        "int-folder": json.dumps({**good, "work_dir": 7}),
+        "nan-start": json.dumps({**good, "started": float("nan")}),
+    }
+    for name, text in bad.items():
+        (runs_dir / f"{name}.json").write_text(text)
+    (runs_dir / f"{victim_id}.json").write_text(json.dumps({**good, "owner_pid": -5}))
+    assert sweep_stale() == []
+    assert list(runs_dir.glob("*.json")) == []
+    assert victim.poll() is None, "a process was ended on a record that is not one"
