@@ -51,7 +51,7 @@ def end_live_runs() -> list[str]:
         sweep_run(run_id)
         if work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
-        runs.forget(run_id)
+        run_over(run_id)  # its record on disk goes too
     return ended
 
 

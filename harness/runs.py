@@ -106,7 +106,7 @@ def _load(path: Path) -> RunRecord | None:
 def stale_runs() -> list[RunRecord]:
     """Records whose owner is gone, oldest first; records that are not records are removed."""
     out = []
-    for path in sorted(runs_dir().glob("*.json")):
+    for path in runs_dir().glob("*.json"):
         rec = _load(path)
         if rec is None:
             with contextlib.suppress(OSError):

@@ -44,13 +44,12 @@ def sweep_stale(dry_run: bool = False) -> list[SweepResult]:
     results = []
     for rec in runs.stale_runs():
         folder = _removable(rec.work_dir)
-        if dry_run:
-            results.append(SweepResult(rec, [], str(folder) if folder else None))
-            continue
-        ended = sweep_run(rec.run_id)
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        runs.forget(rec.run_id)
+        ended: list[dict] = []
+        if not dry_run:
+            ended = sweep_run(rec.run_id)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            runs.forget(rec.run_id)
         results.append(SweepResult(rec, ended, str(folder) if folder else None))
     return results
 
