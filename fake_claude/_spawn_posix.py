@@ -39,8 +39,9 @@ def spawn_grandchild(argv: list[str]) -> int:
     return pid
 
 
-def spawn_escapee(argv: list[str]) -> None:
-    """Double fork: the daemon ends up in its own session, reparented away from us."""
+def spawn_escapee(argv: list[str], env: dict[str, str] | None = None) -> None:
+    """Double fork: the daemon ends up in its own session, reparented away from us; with `env`,
+    in that environment instead of ours."""
     pid = os.fork()
     if pid == 0:  # intermediate
         try:
@@ -54,7 +55,10 @@ def spawn_escapee(argv: list[str]) -> None:
             os.chdir("/")
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            os.execv(argv[0], argv)
+            if env is None:
+                os.execv(argv[0], argv)
+            else:
+                os.execve(argv[0], argv, env)
         finally:
             os._exit(127)
     try:

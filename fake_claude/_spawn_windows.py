@@ -24,10 +24,11 @@ def spawn_grandchild(argv: list[str]) -> int:
     return proc.pid
 
 
-def spawn_escapee(argv: list[str]) -> None:
+def spawn_escapee(argv: list[str], env: dict[str, str] | None = None) -> None:
     base = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
     io: dict[str, Any] = {
-        "stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL
+        "stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+        "env": env,
     }  # fmt: skip
     try:
         subprocess.Popen(argv, creationflags=base | CREATE_BREAKAWAY_FROM_JOB, close_fds=True, **io)

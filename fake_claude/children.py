@@ -61,7 +61,18 @@ def start_children(ctx: Context) -> list[int]:
             pids.append(impl.spawn_grandchild(argv))
     if sc.has("escape"):
         hop = sc.num("escape", "hop", 0.0)
+        env = scrubbed_env() if sc.flag("escape", "scrub") else None
         for _ in range(int(sc.num("escape", "n", 1))):
             argv = child_argv("escapee", ctx.run_id, ignore=True, linger=True, hop=hop)
-            impl.spawn_escapee(argv)
+            impl.spawn_escapee(argv, env)
     return pids
+
+
+# What a scrubbed escapee keeps: its ledger, and what Windows needs to start a Python at all.
+_KEPT_BY_SCRUB = ("FAKE_CLAUDE_LEDGER", "FAKE_CLAUDE_RUN_ID", "SYSTEMROOT")
+
+
+def scrubbed_env() -> dict[str, str]:
+    """escape:scrub=1: the escapee sheds the environment it inherited, and with it any mark its
+    worker put there, as a tool that sanitizes its environment before it daemonizes does."""
+    return {k: os.environ[k] for k in _KEPT_BY_SCRUB if k in os.environ}

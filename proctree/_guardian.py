@@ -7,9 +7,15 @@ only the daemon holds (close-on-exec, never inherited). When the daemon dies - h
 kernel closes it, the guardian reads EOF, kills what it was told about plus everything carrying
 the daemon's mark/token, and exits.
 
-Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since"}
-(never argv: a census scanning argv for the token must not count the guardian), then
+Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since",
+"daemon"} (never argv: a census scanning argv for the token must not count the guardian), then
 `group <pgid> <leader create_time>` lines for each contained child.
+
+With "daemon" ([pid, create_time], start_guardian(children=True)) the guardian also lists the
+daemon's children every CHILDREN_POLL_S and ends them and their trees too. That is for a
+subreaper: an orphan it adopted (a double fork with setsid and a scrubbed environment) carries
+neither the mark nor a watched group, and once the daemon is dead it belongs to init, where
+nothing can tell it from anyone else's process.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,9 @@ from ._terminate import group_member, look_or_born, stop_spreading, wait_gone
 
 # Passes of end_all: each ends what the last one found; later ones catch what forked meanwhile.
 END_ROUNDS = 5
+# How often the daemon's children are listed (children=True). An orphan adopted less than this
+# before the daemon dies is missed; a look costs a few reads of /proc (Linux).
+CHILDREN_POLL_S = 0.25
 
 
 class Guardian:
@@ -90,10 +100,13 @@ class Guardian:
             return self.popen.wait()
 
 
-def start_guardian(mark: str, *, token: str | None = None) -> Guardian:
+def start_guardian(mark: str, *, token: str | None = None, children: bool = False) -> Guardian:
     """Start a guardian for this process's trees. Keep the returned object for our lifetime.
 
     Only processes created after us are ever considered (nothing older can be ours).
+    `children`: also end our own children and their trees when we die; meant for a subreaper,
+    whose adopted orphans are its children (see the module's docstring). Every child of ours
+    then counts as ours to end, so a daemon with a child meant to outlive it must not ask.
     """
     env = {k: v for k, v in os.environ.items() if k != MARK_ENV}
     here = str(Path(__file__).resolve().parent.parent)
@@ -115,19 +128,30 @@ def start_guardian(mark: str, *, token: str | None = None) -> Guardian:
     guardian = Guardian(popen)
     me = identify(os.getpid())
     since = me.create_time if me is not None else None
-    guardian._send(json.dumps({"mark": mark, "token": token, "since": since}))
+    daemon = [me.pid, me.create_time] if children and me is not None else None
+    guardian._send(json.dumps({"mark": mark, "token": token, "since": since, "daemon": daemon}))
     return guardian
 
 
 def _targets(
-    groups: dict[int, float], mark: str | None, token: str | None, since: float | None
+    groups: dict[int, float],
+    mark: str | None,
+    token: str | None,
+    since: float | None,
+    roots: Collection[ProcId] = (),
 ) -> set[ProcId]:
-    """One pass over the process table: members of our groups, and what carries our mark."""
+    """One pass over the process table: members of our groups, what carries our mark, and the
+    trees of `roots` (the daemon's children as last listed) where the same process still is."""
     skip = protected_pids()
     table = _Table()
     leaders_ours = {g for g, ct in groups.items() if is_alive(ProcId(g, ct))}
     floor = None if since is None else since - CREATE_TIME_TOLERANCE
     found: set[ProcId] = set()
+    for root in roots:
+        if root.pid in table.ctime and root.matches(table.ctime[root.pid]):
+            for pid in [root.pid, *table.subtree(root.pid)]:
+                if pid not in skip and (floor is None or table.ctime[pid] >= floor):
+                    found.add(ProcId(pid, table.ctime[pid]))
     for pid, proc in table.procs.items():
         if pid in skip or pid == 0 or (floor is not None and table.ctime[pid] < floor):
             continue
@@ -144,7 +168,11 @@ def _targets(
 
 
 def end_all(
-    groups: dict[int, float], mark: str | None, token: str | None, since: float | None
+    groups: dict[int, float],
+    mark: str | None,
+    token: str | None,
+    since: float | None,
+    roots: Collection[ProcId] = (),
 ) -> list[ProcId]:
     """SIGKILL at once (the daemon is gone; nobody is waiting for a graceful end), over again
     to catch what forked meanwhile. A process that forks and exits again and again has a new
@@ -153,7 +181,7 @@ def end_all(
 
     def find() -> set[ProcId]:  # with one look at what was born during the scan
         return look_or_born(
-            lambda: {t for t in _targets(groups, mark, token, since) if is_alive(t)},
+            lambda: {t for t in _targets(groups, mark, token, since, roots) if is_alive(t)},
             since or 0.0,
             lambda p: carries(p, mark=mark, token=token),
             looks=1 if (mark or token) else 0,
@@ -191,6 +219,59 @@ def _kill_our_groups(groups: dict[int, float], mark: str | None, token: str | No
             _platform.kill_group(pgid)
 
 
+class _DaemonChildren:
+    """The daemon's children as last listed, kept by a thread while the daemon lives.
+
+    Every child counts: an observer as much as an adopted orphan. One that is not the leader
+    of a watched group at its second sighting (by then its `group` line has had a poll's time
+    to come) is an adoptee, and said so on stderr, which is the daemon's log.
+    """
+
+    def __init__(self, daemon: ProcId, since: float | None, groups: dict[int, float]) -> None:
+        self.daemon = daemon
+        self.floor = (since or 0.0) - CREATE_TIME_TOLERANCE
+        self.groups = groups
+        self.lock = threading.Lock()  # groups and known: the reading thread changes groups
+        self.known: dict[int, ProcId] = {}
+        self.seen_once: set[int] = set()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="daemon-children", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(CHILDREN_POLL_S):
+            self.poll()
+
+    def poll(self) -> None:
+        kids = set(_platform.child_pids(self.daemon.pid)) - {os.getpid()}
+        if not is_alive(self.daemon):
+            return  # the list may be another process's: keep the last one of the daemon
+        with self.lock:
+            for pid in [p for p in self.known if p not in kids]:
+                del self.known[pid]
+            for pid in kids:
+                if pid not in self.known:
+                    ident = identify(pid)
+                    if ident is not None and ident.create_time >= self.floor:
+                        self.known[pid] = ident
+                        self.seen_once.add(pid)
+                elif pid in self.seen_once:
+                    self.seen_once.discard(pid)
+                    if self.groups.get(pid) is None:
+                        print(
+                            f"proctree guardian: the daemon adopted pid {pid}; it is ended "
+                            "with the daemon's trees if the daemon dies",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            self.seen_once &= self.known.keys()
+
+    def stop(self) -> list[ProcId]:
+        self.stopped.set()
+        self.thread.join(timeout=5.0)
+        with self.lock:
+            return list(self.known.values())
+
+
 def run(stream: Any) -> int:
     """The guardian's side: read the lifeline until EOF, then end everything of ours."""
     header = stream.readline()
@@ -199,15 +280,24 @@ def run(stream: Any) -> int:
     conf = json.loads(header)
     mark, token, since = conf.get("mark"), conf.get("token"), conf.get("since")
     groups: dict[int, float] = {}
+    daemon = conf.get("daemon")
+    children = None
+    if daemon is not None:
+        children = _DaemonChildren(ProcId(int(daemon[0]), float(daemon[1])), since, groups)
+        children.poll()
+        children.thread.start()
+    lock = children.lock if children is not None else threading.Lock()
     for line in stream:
         parts = line.split()
         if len(parts) != 3:
             continue
-        if parts[0] == "group":
-            groups[int(parts[1])] = float(parts[2])
-        elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
-            del groups[int(parts[1])]
-    end_all(groups, mark, token, since)
+        with lock:
+            if parts[0] == "group":
+                groups[int(parts[1])] = float(parts[2])
+            elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
+                del groups[int(parts[1])]
+    roots = children.stop() if children is not None else []
+    end_all(groups, mark, token, since, roots)
     return 0
 
 

@@ -75,6 +75,10 @@ class Containment:
         self.guardian_id: proctree.ProcId | None = None
         self.guardian_starts = 0
         self.watched = 0
+        # Unmarked strays the last sweep had to spare (see _adopted_strays): each observer's
+        # end may settle whose they were, so it asks the reaper for a sweep at once.
+        self.spared_strays = 0
+        self.sweep_soon = asyncio.Event()
         # The observers' environment: ours, read once (copying os.environ decodes every
         # variable, on each spawn otherwise); the worker never changes its own.
         self.env = dict(os.environ)
@@ -93,7 +97,9 @@ class Containment:
         if sys.platform == "win32":
             return False  # the kernel closes each observer's job when we die (see above)
         try:
-            guardian = proctree.start_guardian(self.mark)
+            # As a subreaper we adopt orphans that may carry neither our mark nor a watched
+            # group (setsid, a scrubbed environment): the guardian lists our children too.
+            guardian = proctree.start_guardian(self.mark, children=self.subreaper)
         except OSError as exc:
             log.error("cannot start the guardian (kill -9 would leave grandchildren): %s", exc)
             return False
@@ -188,6 +194,8 @@ class Containment:
             contained.handle.close()
         if self.guardian is not None and not result.survivors:
             self.guardian.unwatch(contained.handle)
+        if self.spared_strays:
+            self.sweep_soon.set()
         if result.survivors:
             log.error("survivors after ending %s: %s", contained.identity, result.survivors)
             return f"survivors={len(result.survivors)}"
@@ -207,8 +215,7 @@ class Containment:
         exclude_pids = exclude_pids | self.helper_pids()
         ended: list[proctree.ProcId] = []
         if self.subreaper:
-            ended += await asyncio.to_thread(
-                self._end_adopted,
+            ended += await self._end_adopted(
                 exclude_pids | {c.identity.pid for c in live},
                 1.0,
                 {c.mark for c in live},
@@ -218,29 +225,58 @@ class Containment:
                 return ended
         return ended + await asyncio.to_thread(self._sweep, live, exclude_pids)
 
-    def _end_adopted(
+    async def _end_adopted(
         self,
         exclude_pids: set[int],
         grace: float,
         spare_marks: set[str],
         live_starts: list[float],
     ) -> list[proctree.ProcId]:
-        """End our direct children that are not observers we track: adopted escapees/orphans
-        carrying our mark but none of `spare_marks` (the live observers').
+        """End our direct children that are not observers we track (see _adopted_strays).
+
+        All at once: the sweep holds the spawn lock, so strays that ignore SIGTERM, ended one
+        after another, would hold every new session back by a grace each."""
+        strays = await asyncio.to_thread(
+            self._adopted_strays, exclude_pids, spare_marks, live_starts
+        )
+        if not strays:
+            return []
+        results = await asyncio.gather(
+            *(
+                proctree.aterminate_tree(pid_id, mark=mark, grace=grace, dont_reap=exclude_pids)
+                for pid_id, mark in strays
+            )
+        )
+        # An ending leaves its root's exit status to the root's owner, which for an adopted
+        # stray is us: reaped now, not left a zombie until the next sweep.
+        self.reap_zombies(exclude_pids)
+        return [pid_id for result in results for pid_id in result.ended]
+
+    def _adopted_strays(
+        self,
+        exclude_pids: set[int],
+        spare_marks: set[str],
+        live_starts: list[float],
+    ) -> list[tuple[proctree.ProcId, str | None]]:
+        """Our adopted escapees/orphans carrying our mark but none of `spare_marks` (the live
+        observers'), each with the mark to end its tree by.
 
         `live_starts` (the periodic sweep holds the spawn lock, so no observer is between fork
-        and exec): also end adopted children that carry no mark at all - an
+        and exec): also adopted children that carry no mark at all - an
         escapee that cleared its environment (execve with an empty env) or made it unreadable.
         The kernel reparents to a subreaper only orphans of its own descendants, so a child we
         did not spawn is ours whatever it carries; since it cannot say whose it was, it is
         spared while any observer started before it is still live, and ended after that.
         """
-        ended: list[proctree.ProcId] = []
+        strays: list[tuple[proctree.ProcId, str | None]] = []
+        spared = 0
         for proc in proctree.adopted_children(exclude_pids):
             marker = proctree.marker_of(proc)
             tree_mark = self._tree_mark(marker)
             if marker is None:
-                if not self._unmarked_stray(proc, live_starts):
+                verdict = self._unmarked_stray(proc, live_starts)
+                if verdict is not True:
+                    spared += verdict is False
                     continue
                 marker = self.mark
             if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
@@ -250,26 +286,25 @@ class Containment:
                 continue
             # With the mark, what this process forks is found even after its own pid is gone
             # (a lineage that forks and exits would otherwise end "cleanly" at every sweep).
-            result = proctree.terminate_tree(
-                pid_id, mark=tree_mark, grace=grace, dont_reap=exclude_pids
-            )
-            ended.extend(result.ended)
-        return ended
+            strays.append((pid_id, tree_mark))
+        self.spared_strays = spared
+        return strays
 
     def _tree_mark(self, marker: str | None) -> str | None:
         """The mark to end a stray's tree by: an ended observer's own (finer than ours) takes
         its whole tree and only it; ours would take every observer's tree, live ones too."""
         return marker if marker != self.mark else None
 
-    def _unmarked_stray(self, proc: psutil.Process, live_starts: list[float]) -> bool:
+    def _unmarked_stray(self, proc: psutil.Process, live_starts: list[float]) -> bool | None:
+        """True: end it; False: spared for now (a live observer may own it); None: not one."""
         try:
             created = proc.create_time()
             if proc.status() == psutil.STATUS_ZOMBIE:
-                return False  # reap_zombies collects it
+                return None  # reap_zombies collects it
         except psutil.Error:
-            return False
+            return None
         if created + proctree.CREATE_TIME_TOLERANCE < self.since:
-            return False  # older than us: cannot descend from us (belt and braces)
+            return None  # older than us: cannot descend from us (belt and braces)
         return not any(start <= created + proctree.CREATE_TIME_TOLERANCE for start in live_starts)
 
     def _sweep(self, live: list[Contained], exclude_pids: set[int]) -> list[proctree.ProcId]:

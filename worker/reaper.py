@@ -72,9 +72,15 @@ class Reaper:
         return len(ended)
 
     async def run(self) -> None:
+        soon = self.containment.sweep_soon
         while True:
             # A periodic timer, not a synchronisation: the sweep itself checks real state.
-            await asyncio.sleep(self.interval)
+            # Sooner when an observer ended while unmarked strays wait to be told apart.
+            try:
+                await asyncio.wait_for(soon.wait(), self.interval)
+            except asyncio.TimeoutError:
+                pass
+            soon.clear()
             try:
                 await self.sweep_once()
             except Exception:

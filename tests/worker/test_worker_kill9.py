@@ -94,6 +94,41 @@ def test_kill9_takes_whole_trees(fake_run: FakeRun, workers, scenario: str, fall
     assert decoy.is_running() and decoy.status() != psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="only a Linux subreaper adopts orphans"
+)
+def test_kill9_takes_adopted_escapees_without_a_mark(fake_run: FakeRun, workers) -> None:
+    # escape:scrub=1: the escapee leaves the observer's group and sheds the worker's mark. The
+    # worker, a subreaper, adopts it; once the worker is dead it is init's, and only the
+    # guardian's list of the worker's children still knows it was ours.
+    worker: Worker = workers(fake_run.shim(f"{STUBBORN}+escape:scrub=1"))
+    open_sessions(worker, 2, "ad")
+    wait_until(
+        lambda: len(fake_run.census()) == 4 and len(fake_run.alive_from_ledger()) == 4,
+        what="two observers with one escapee each",
+    )
+    escapees = fake_run.started("escapee")
+    assert len(escapees) == 2
+    for e in escapees:
+        proc = psutil.Process(e.pid)
+        assert proctree.MARK_ENV not in proc.environ(), "the escapee kept the worker's mark"
+        wait_until(lambda proc=proc: proc.ppid() == worker.pid, what="the worker to adopt it")
+    # The guardian says so once it has listed the adoptee (it lists every 0.25 s).
+    wait_until(
+        lambda: all(
+            f"adopted pid {e.pid};" in worker.log_path.read_text(errors="replace") for e in escapees
+        ),
+        what="the guardian to see both adoptees",
+    )
+
+    worker.kill9()
+    killed_at = time.monotonic()
+    wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone")
+    print(f"\nkill -9 -> adopted escapees gone in {time.monotonic() - killed_at:.3f} s")
+    assert worker.guardian is not None
+    assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
+
+
 @posix_only
 def test_a_killed_guardian_is_replaced(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim(f"{STUBBORN}+{LINGERING}"))

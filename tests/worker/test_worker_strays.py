@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 # must not run inside the test runner): one live observer, one stray carrying the worker's
 # own mark; it sweeps, reports, and ends what is left.
 STAND_IN = """
-import json, os, subprocess, sys
+import asyncio, json, os, subprocess, sys
 import psutil, proctree
 from worker.containment import Containment, worker_mark
 me = psutil.Process()
@@ -28,7 +28,7 @@ def start(mark):
 observer, stray = start(c.observer_mark("live")), start(c.mark)
 while not all(proctree.identify(p.pid) for p in (observer, stray)):
     pass
-ended = c._end_adopted({observer.pid}, 0.2, {c.observer_mark("live")}, [])
+ended = asyncio.run(c._end_adopted({observer.pid}, 0.2, {c.observer_mark("live")}, []))
 stray.wait(timeout=30)
 print(json.dumps({"ended": [e.pid for e in ended], "stray": stray.pid,
                   "observer_alive": observer.poll() is None}))
@@ -46,3 +46,64 @@ def test_a_stray_with_the_workers_own_mark_does_not_take_live_observers() -> Non
     result = json.loads(out.stdout)
     assert result["ended"] == [result["stray"]], result
     assert result["observer_alive"], "the sweep of a stray took a live observer"
+
+
+# Three strays that ignore SIGTERM and carry no mark, adopted by a stand-in worker (a
+# subreaper): each writes the monotonic time at which its SIGTERM came (system-wide on Linux).
+STUBBORN_STRAYS = """
+import asyncio, json, os, signal, subprocess, sys, time
+import psutil, proctree
+from worker.containment import Containment, worker_mark
+me = psutil.Process()
+c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
+assert proctree.enable_subreaper()
+c.subreaper = True
+out = sys.argv[1]
+STRAY = '''
+import os, signal, sys, time
+def term(*_):
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{os.getpid()} {time.monotonic()}\\\\n")
+signal.signal(signal.SIGTERM, term)
+if os.fork():
+    os._exit(0)  # the stray is handed to the subreaper
+os.setsid()
+while True:
+    time.sleep(60)
+'''
+parents = [subprocess.Popen([sys.executable, "-c", STRAY, out], env={}) for _ in range(3)]
+for p in parents:
+    p.wait()
+deadline = time.monotonic() + 60
+while len(proctree.adopted_children(set())) < 3:
+    assert time.monotonic() < deadline, "the strays were not adopted"
+    time.sleep(0.02)
+strays = [p.pid for p in proctree.adopted_children(set())]
+ended = asyncio.run(c._end_adopted(set(), 2.0, set(), []))
+zombies = [p for p in strays if psutil.pid_exists(p)]
+print(json.dumps({"strays": strays, "ended": [e.pid for e in ended], "left": zombies}))
+"""
+
+
+def test_stubborn_strays_are_ended_side_by_side_and_reaped(tmp_path) -> None:
+    """The sweep holds the spawn lock: ended one after another, N strays that ignore SIGTERM
+    held every new session back N graces. All get SIGTERM together, and none is left a
+    zombie of the worker afterwards."""
+    terms = tmp_path / "terms"
+    out = subprocess.run(
+        [sys.executable, "-c", STUBBORN_STRAYS, str(terms)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert sorted(result["ended"]) == sorted(result["strays"]), result
+    assert result["left"] == [], "ended strays were left unreaped"
+    times = {
+        int(p): float(t)
+        for p, t in (line.split() for line in terms.read_text().split("\n") if line)
+    }
+    assert set(times) == set(result["strays"]), times
+    # One after another, each SIGTERM would come a whole grace (2 s) after the one before.
+    assert max(times.values()) - min(times.values()) < 1.0, times
