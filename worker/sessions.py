@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import sqlite3
 import time
@@ -28,6 +29,15 @@ log = logging.getLogger("worker.sessions")
 STORE_RETRIES = 8
 STORE_BACKOFF_S = 0.25
 STORE_BACKOFF_MAX_S = 30.0
+# A spawn that fails for want of a resource the system may have again in a moment: file
+# descriptors (ours or the system's), processes (RLIMIT_NPROC), memory. Retried like the store.
+SHORTAGE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+
+
+class ResourceShortage(ObserverError):
+    """The observer could not be started for want of a resource, not through its own fault:
+    its message goes back to the queue uncounted and the session waits, instead of failing
+    the message after --max-attempts spawns that could never have worked."""
 
 
 @dataclass
@@ -208,13 +218,15 @@ class SessionManager:
                     if not await self._step(active):
                         return
                     failures = 0
-                except sqlite3.OperationalError as exc:
+                except (sqlite3.OperationalError, ResourceShortage) as exc:
                     # The store, not the observer, failed (locked by another process, disk
-                    # full): the same step may succeed later. Keep the observer, wait, retry;
+                    # full), or the system had no fd, process or memory to spare for a spawn:
+                    # the same step may succeed later. Keep the observer, wait, retry;
                     # a claimed message goes back to the queue first, so none stays
                     # 'processing' (a drain would wait on it for ever).
                     failures += 1
-                    self._session_error(active, f"store: {exc} (attempt {failures})")
+                    what = "store" if isinstance(exc, sqlite3.Error) else "resources"
+                    self._session_error(active, f"{what}: {exc} (attempt {failures})")
                     if failures >= STORE_RETRIES:
                         raise
                     await asyncio.sleep(min(STORE_BACKOFF_MAX_S, STORE_BACKOFF_S * 2**failures))
@@ -266,6 +278,12 @@ class SessionManager:
             reply = await observer.turn(text, active.content_id or "", self.cfg.turn_timeout)
         except sqlite3.OperationalError:
             raise  # the store's, not the turn's: retried by the generator
+        except ResourceShortage:
+            # The system's, not the message's: back to the queue as it was; the generator
+            # waits and tries again.
+            self.store.unclaim(message)
+            active.claimed = None
+            raise
         except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
             if isinstance(exc, ObserverError):
                 error = str(exc)
@@ -335,7 +353,8 @@ class SessionManager:
                     token=token,
                 )
             except OSError as exc:
-                raise ObserverError(f"cannot start {self.cfg.claude!r}: {exc}") from exc
+                kind = ResourceShortage if exc.errno in SHORTAGE_ERRNOS else ObserverError
+                raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
             active.observer = observer
             active.contained = self.containment.after_spawn(observer.pid, token)

@@ -248,6 +248,15 @@ class Store:
             (status, error[:500], time.time() if status == "failed" else None, message.id),
         )
 
+    def unclaim(self, message: QueuedMessage) -> None:
+        """Give a claimed message back as if it had not been claimed: the attempt is not
+        counted (nothing was tried: the observer could not even be started)."""
+        self.db.execute(
+            "UPDATE pending_messages SET status='pending', attempts=MAX(0, attempts-1) "
+            "WHERE id=? AND status='processing'",
+            (message.id,),
+        )
+
     def requeue_interrupted(self) -> int:
         """At start: messages a dead worker was processing were never stored; queue them again."""
         cur = self.db.execute(
