@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 
+from harness import runs
 from harness.ledger import LedgerTail
 from harness.target import SpawnedProcess
 from harness.text import printable
@@ -50,6 +51,8 @@ FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: eve
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 # The worker's own helpers (docs: worker/README.md), never the run's even when started later
 # (a guardian replaced after it died).
+# How often at most the run's record on disk is told its live processes (runs.note_processes).
+NOTE_INTERVAL_S = 1.0
 HELPER_ARGV = ("proctree.guardian",)
 
 
@@ -191,6 +194,8 @@ class Census:
         self._own_children: set[int] = set()
         self.adopting = False
         self._worker_alive = False  # at the last sample
+        self._noted: frozenset[tuple[int, float]] = frozenset()
+        self._noted_at = -NOTE_INTERVAL_S
 
     # -- inputs from the soak --------------------------------------------------------------------
     def set_worker(self, pid: int, create_time: float) -> None:
@@ -589,8 +594,23 @@ class Census:
             self._classify(now, descendants, worker_alive)
             sample = self._measure(now, descendants, worker_alive)
             self._compact()
+            self._note_live()
         self.scan_cost_s.append(time.perf_counter() - t0)
         return sample
+
+    def _note_live(self) -> None:
+        """Keep the run's record naming its live processes: a harness killed outright leaves
+        them to `harness sweep`, which ends each while that very process holds its pid (those
+        of `soak --claude` carry no run token to be found by). At most once a second."""
+        mono = time.monotonic()
+        if mono - self._noted_at < NOTE_INTERVAL_S:
+            return
+        live = frozenset(
+            (r.pid, r.create_time) for recs in self.records.values() for r in recs if r.alive
+        )
+        if live != self._noted:
+            runs.note_processes(self.run_id, live)
+            self._noted, self._noted_at = live, mono
 
     def _discover(self, pids: set[int], now: float) -> None:
         """Look at PIDs not seen before: is the process there one of the run's?"""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import psutil
@@ -83,18 +83,27 @@ def kill_and_wait(procs: list[psutil.Process], timeout: float = 5.0) -> None:
     psutil.wait_procs(procs, timeout=timeout)
 
 
-def sweep_run(run_id: str, census: Census | None = None, timeout: float = 15.0) -> list[dict]:
-    """SIGKILL every remaining process of the run; return what had to be killed."""
+def sweep_run(
+    run_id: str,
+    census: Census | None = None,
+    timeout: float = 15.0,
+    recorded: Collection[tuple[int, float]] = (),
+) -> list[dict]:
+    """SIGKILL every remaining process of the run; return what had to be killed.
+
+    `recorded`: (pid, create_time) of the run's processes as its record names them (a run
+    killed outright): each is ended only while that very process holds the pid."""
     token = run_id_token(run_id)
 
     def known() -> list[psutil.Process]:
-        if census is None:
-            return []
-        census.read_ledger()
-        # A record known from the ledger alone has no handle yet: its identity finds it.
-        handles = (
-            r.proc or proctree.ProcId(r.pid, r.create_time).process() for r in census.live_records()
-        )
+        handles = [proctree.ProcId(pid, ct).process() for pid, ct in recorded]
+        if census is not None:
+            census.read_ledger()
+            # A record known from the ledger alone has no handle yet: its identity finds it.
+            handles += [
+                r.proc or proctree.ProcId(r.pid, r.create_time).process()
+                for r in census.live_records()
+            ]
         return [p for p in handles if p is not None]
 
     killed = end_all(

@@ -15,7 +15,9 @@ import json
 import math
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,9 @@ class RunRecord:
     started: float
     work_dir: str | None
     command: list[str]
+    # The run's live processes, (pid, create_time), as its census last wrote them (at most
+    # once a second): those of `soak --claude` carry no run token to find them by.
+    processes: tuple[tuple[int, float], ...] = ()
 
     def owner_alive(self) -> bool:
         return proctree.is_alive(proctree.ProcId(self.owner_pid, self.owner_create_time))
@@ -56,6 +61,12 @@ class RunRecord:
 
 def _path(run_id: str) -> Path:
     return runs_dir() / f"{run_id}.json"
+
+
+# The records this process wrote, as written (note_processes rewrites them). The lock: a
+# census thread's rewrite must not bring back a record that forget() has just removed.
+_WRITTEN: dict[str, dict] = {}
+_LOCK = threading.Lock()
 
 
 def record(run_id: str, work_dir: Path | None) -> None:
@@ -69,6 +80,20 @@ def record(run_id: str, work_dir: Path | None) -> None:
         "work_dir": str(work_dir) if work_dir is not None else None,
         "command": me.cmdline(),
     }
+    with _LOCK:
+        _WRITTEN[run_id] = rec
+        _write(run_id, rec)
+
+
+def note_processes(run_id: str, processes: Iterable[tuple[int, float]]) -> None:
+    """Name the run's live processes in its record (a run without one: nothing to do)."""
+    with _LOCK:
+        rec = _WRITTEN.get(run_id)
+        if rec is not None:
+            _write(run_id, {**rec, "processes": sorted(processes)})
+
+
+def _write(run_id: str, rec: dict) -> None:
     try:
         runs_dir().mkdir(parents=True, exist_ok=True)
         tmp = _path(run_id).with_suffix(".tmp")
@@ -79,10 +104,12 @@ def record(run_id: str, work_dir: Path | None) -> None:
 
 
 def forget(run_id: str) -> None:
-    try:
-        _path(run_id).unlink(missing_ok=True)
-    except OSError:
-        pass
+    with _LOCK:
+        _WRITTEN.pop(run_id, None)
+        try:
+            _path(run_id).unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _load(path: Path) -> RunRecord | None:
@@ -96,10 +123,12 @@ def _load(path: Path) -> RunRecord | None:
             started=float(raw["started"]),
             work_dir=str(raw["work_dir"]) if raw.get("work_dir") else None,
             command=[str(a) for a in raw.get("command") or []],
+            processes=tuple((int(pid), float(ct)) for pid, ct in raw.get("processes") or []),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     ok = rec.run_id == path.stem and rec.owner_pid > 0 and math.isfinite(rec.started)
+    ok = ok and all(pid > 0 and math.isfinite(ct) for pid, ct in rec.processes)
     return rec if ok else None
 
 

@@ -3,9 +3,10 @@
 Every command that starts runs sweeps first, so a developer whose soak was SIGKILLed (or
 OOM-killed) finds the orphans of that run ended at the next soak. Only the dead run's own
 identity is acted on: a process is ended only if its argv carries that run's token
-(cleanup.sweep_run), a folder removed only if it is the one the run made. With `soak --claude`
-the run's orphans carry no token (the harness found them as its adopted children while it
-lived): those a sweep cannot find.
+(cleanup.sweep_run) or the record names it by pid and create time (the census writes the run's
+live processes there once a second; with `soak --claude` they carry no token), a folder removed
+only if it is the one the run made. What a `--claude` run's processes started in the last second
+before the kill, and no record names, a sweep cannot tell from anyone else's.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def sweep_stale(dry_run: bool = False) -> list[SweepResult]:
         folder = _removable(rec.work_dir)
         ended: list[dict] = []
         if not dry_run:
-            ended = sweep_run(rec.run_id)
+            ended = sweep_run(rec.run_id, recorded=rec.processes)
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
             runs.forget(rec.run_id)
@@ -61,7 +62,8 @@ def describe(result: SweepResult, dry_run: bool = False) -> str:
     head = f"run {rec.run_id} ({what}, started {when} by pid {rec.owner_pid}, which is gone)"
     if dry_run:
         folder = f" and remove {result.removed}" if result.removed else ""
-        return f"{head}: would end the processes carrying its run id{folder}"
+        named = f" and the {len(rec.processes)} its record names" if rec.processes else ""
+        return f"{head}: would end the processes carrying its run id{named}{folder}"
     ended = f"ended {len(result.ended)} process(es)"
     pids = ", ".join(str(k["pid"]) for k in result.ended[:10])
     if pids:

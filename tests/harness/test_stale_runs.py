@@ -90,6 +90,52 @@ def test_sweep_ends_what_a_killed_soak_left(tmp_path, run_id):
         _end(harness, run_id)
 
 
+@posix_only
+def test_sweep_ends_a_killed_claude_runs_orphans_by_identity(tmp_path, run_id):
+    """`soak --claude`: the run's processes are the user's own claude, with no run token in
+    argv. The census names them in the run's record, so a sweep still ends them (by pid and
+    create time, each only while that very process holds its pid)."""
+    env = _env(tmp_path / "runs")
+    theirs = run_id[::-1]  # the claude's own run id (the fake's): not the harness run's token
+    shim = [sys.executable, "-m", "fake_claude", "shim", str(tmp_path / "fc")]
+    shim += ["--scenario", "ignore-eof", "--run-id", theirs]
+    subprocess.run(shim, check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    harness = _leaky_soak(run_id, env, "--claude", str(tmp_path / "fc" / "claude"))
+    record = tmp_path / "runs" / f"{run_id}.json"
+
+    def named() -> set[int]:
+        try:
+            return {pid for pid, _ in json.loads(record.read_text()).get("processes", [])}
+        except (OSError, ValueError):
+            return set()
+
+    try:
+        wait_for(lambda: len(run_pids(theirs)) >= 3, timeout=90, what="a few observers")
+        assert not set(run_pids(theirs)) & set(run_pids(run_id)), "they carry the run's token"
+        wait_for(
+            lambda: set(run_pids(theirs)[:3]) <= named(), timeout=30, what="the record to name them"
+        )
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(timeout=30)
+        # Those the record names (one born in the last second before the kill may not be
+        # named yet: the record is written at most once a second; the cleanup below ends it).
+        survivors = set(run_pids(theirs)) & named()
+        assert survivors, "nothing named of the killed run survived: this test would prove nothing"
+
+        done = subprocess.run(
+            [sys.executable, "-m", "harness", "sweep"],
+            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"run {run_id}" in done.stdout
+        wait_for(
+            lambda: not survivors & set(run_pids(theirs)), timeout=30, what="the named ones to go"
+        )
+    finally:
+        _end(harness, run_id)
+        sweep_run(theirs)
+
+
 def _record(runs_dir: Path, run_id: str, owner: psutil.Process, work_dir: Path | None) -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)
     (runs_dir / f"{run_id}.json").write_text(json.dumps({
@@ -149,6 +195,8 @@ def test_records_that_are_not_records_are_dropped_not_trusted(tmp_path, monkeypa
         "negative-pid": json.dumps({**good, "owner_pid": -5}),
         "int-folder": json.dumps({**good, "work_dir": 7}),
         "nan-start": json.dumps({**good, "started": float("nan")}),
+        "negative-named-pid": json.dumps({**good, "processes": [[-1, 0.0]]}),
+        "named-not-a-pair": json.dumps({**good, "processes": [["x", 1.0, 2]]}),
     }
     for name, text in bad.items():
         (runs_dir / f"{name}.json").write_text(text)
