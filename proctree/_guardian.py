@@ -239,7 +239,10 @@ class _DaemonChildren:
 
     def _loop(self) -> None:
         while not self.stopped.wait(CHILDREN_POLL_S):
-            self.poll()
+            try:
+                self.poll()
+            except Exception as exc:  # noqa: BLE001 - a look that fails must not end the watch
+                print(f"proctree guardian: listing the daemon's children: {exc!r}", file=sys.stderr)
 
     def poll(self) -> None:
         kids = set(_platform.child_pids(self.daemon.pid)) - {os.getpid()}
