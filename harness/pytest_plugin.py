@@ -12,6 +12,11 @@ How a process is tied to a test:
 - where the environment is unreadable or was scrubbed, the parent chain: processes seen as
   descendants of this pytest process (at the test's start and end, and by a sampler thread while it
   runs) inherit the owner of their parent, keyed by identity ``(pid, create_time)``.
+- a thread that a test started and left running may spawn while a later test runs, and the token
+  then names the later test: where the kernel still lists the process among that thread's
+  children (Linux, the thread alive), the leak is put on the test that left the thread; otherwise
+  the report names the threads earlier tests left running that were alive meanwhile
+  (harness/pytest_threads.py).
 Processes started while a module/class/session fixture sets up belong to that fixture and are only
 judged after it is torn down. Under pytest-xdist each worker judges its own descendants only; the
 token carries a per-process session tag, so workers never claim each other's processes.
@@ -25,6 +30,7 @@ This module must stay cheap to import (it is loaded by every pytest run): psutil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import threading
@@ -36,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from cliargs import NON_NEGATIVE
+from harness.pytest_threads import Lingering, LingeringThreads, doubt
 from harness.text import printable
 
 if TYPE_CHECKING:
@@ -440,6 +447,8 @@ def _ini_seconds(config: pytest.Config, name: str) -> float:
 
 
 _owner_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
+# The threads alive at a checked test's start, and those earlier tests left running then.
+_threads_key = pytest.StashKey["tuple[frozenset[int], list[Lingering]]"]()
 
 
 class LeakCheckPlugin:
@@ -459,6 +468,7 @@ class LeakCheckPlugin:
         self.checked = 0
         self.leaked: list[Leak] = []
         self._item: pytest.Item | None = None  # the checked test now running, if any
+        self.threads = LingeringThreads()
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
         if not self.everywhere:
@@ -480,6 +490,8 @@ class LeakCheckPlugin:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
         enabled, _ = self.enabled_for(item)
         if enabled:
+            suspects = self.threads.alive_besides(item.nodeid)
+            item.stash[_threads_key] = (LingeringThreads.snapshot(), suspects)
             item.stash[_owner_key] = self.tracker.begin(item.nodeid)
             self._item = item
             self.tracker.activate()
@@ -544,8 +556,11 @@ class LeakCheckPlugin:
         window = self.tracker.take_window()
         leaks, waited = self.tracker.wait_for_leaks(window, timeout, fallback=owner.number)
         item.user_properties.append(("leak_check_wait_s", round(waited, 3)))
+        before, suspects = item.stash.get(_threads_key, (frozenset(), []))
+        self.threads.left_by(owner.label, before)
         if not leaks:
             return None
+        leaks, doubtful = self._blame_threads(leaks, owner.label, suspects)
         survivors = self.tracker.settle(leaks)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
@@ -554,7 +569,27 @@ class LeakCheckPlugin:
             f"teardown of {item.nodeid} ({mine} started by this test, "
             f"{len(leaks) - mine} by earlier tests or fixtures):"
         )
-        return format_leaks(leaks, header=header, killed=self.tracker.kill and not survivors)
+        text = format_leaks(leaks, header=header, killed=self.tracker.kill and not survivors)
+        return text + "\n" + doubt(doubtful) if doubtful else text
+
+    @staticmethod
+    def _blame_threads(
+        leaks: list[Leak], label: str, suspects: list[Lingering]
+    ) -> tuple[list[Leak], list[Lingering]]:
+        """Leaks this test's token names that a thread an earlier test left running forked:
+        put on that test where the kernel says so; the suspects, if any leak is left in doubt."""
+        if not suspects:
+            return leaks, []
+        blamed: list[Leak] = []
+        doubtful = False
+        for leak in leaks:
+            thread = LingeringThreads.forked_by(suspects, leak.pid)
+            if leak.owner == label and thread is not None:
+                by = f"{thread.owner}, by the thread {thread.name!r} it left running"
+                leak = dataclasses.replace(leak, owner=by)
+            doubtful = doubtful or leak.owner == label
+            blamed.append(leak)
+        return blamed, suspects if doubtful else []
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_sessionfinish(

@@ -345,3 +345,64 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, args, says) ->
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert says in result.stderr.str()
     assert "INTERNALERROR" not in result.stderr.str() + result.stdout.str()
+
+
+# test_a leaves a thread running that spawns a sleeper once test_b asks it to (a file), so the
+# sleeper carries test_b's token. `keep`: the thread stays alive until test_c (the kernel still
+# lists the sleeper among its children); otherwise it ends right after the spawn.
+LINGERING_THREAD = """
+import threading
+done = threading.Event()
+
+def spawner(keep):
+    wait_for(OUT / "go")
+    sleeper(600, "late")
+    if keep:
+        done.wait(60)
+
+def test_a_leaves_a_thread():
+    threading.Thread(target=spawner, args=({keep},), name="spawner").start()
+
+def test_b_innocent():
+    (OUT / "go").write_text("")
+    wait_for(OUT / "late.pid")
+    if not {keep}:
+        end = time.monotonic() + 60
+        while any(t.name == "spawner" for t in threading.enumerate()):
+            assert time.monotonic() < end, "the spawner thread did not end"
+            time.sleep(0.02)
+
+def test_c_ends_it():
+    done.set()
+"""
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [
+        pytest.param(
+            True,
+            id="thread-alive",
+            marks=pytest.mark.skipif(
+                not sys.platform.startswith("linux"), reason="per-thread children: Linux"
+            ),
+        ),
+        pytest.param(False, id="thread-gone"),
+    ],
+)
+def test_a_process_a_lingering_thread_started(
+    pytester: pytest.Pytester, marker: str, keep: bool
+) -> None:
+    out = write_tests(pytester, marker, LINGERING_THREAD.format(keep=keep))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=3, errors=1)
+    section = teardown_errors(result.stdout.str())["test_b_innocent"]
+    assert str(pid_of(out, "late")) in section
+    if keep:  # the kernel still says which thread forked it: put on the test that left it
+        assert "(0 started by this test, 1 by earlier tests or fixtures)" in section, section
+        by = "test_inner.py::test_a_leaves_a_thread, by the thread 'spawner' it left running"
+        assert f"started by {by}" in section, section
+    else:  # that thread is gone: the token says test_b, and the report says the doubt
+        assert "note: threads left running by earlier tests were alive" in section, section
+        assert "test_inner.py::test_a_leaves_a_thread ('spawner')" in section, section
+    assert wait_until_gone(marker) == []

@@ -1,0 +1,81 @@
+"""Threads a checked test leaves running, for the pytest plugin's blame.
+
+A process takes the leak-check token from the environment at the moment it is spawned, and the
+environment names the test running then. A thread that an earlier test started and left running
+can spawn during a later test: the token then names the later test, which did not start it. So
+the plugin notes the threads each test leaves behind; a leak found after one of them was alive
+is either put on that test, where the kernel still says which thread forked it (Linux, while the
+thread lives: /proc/self/task/<tid>/children), or reported with that doubt spelled out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+# The plugin's own sampler thread: not a test's.
+OWN_THREAD_NAMES = ("leak-check",)
+
+
+@dataclass(frozen=True)
+class Lingering:
+    owner: str  # the label of the test that started it
+    thread: threading.Thread
+
+    @property
+    def name(self) -> str:
+        return self.thread.name
+
+
+class LingeringThreads:
+    def __init__(self) -> None:
+        self._by_ident: dict[int, Lingering] = {}
+
+    @staticmethod
+    def snapshot() -> frozenset[int]:
+        return frozenset(t.ident for t in threading.enumerate() if t.ident is not None)
+
+    def left_by(self, owner: str, before: frozenset[int]) -> None:
+        """Note the threads started since `before` (taken at the test's start) still running."""
+        for t in threading.enumerate():
+            if t.ident is None or t.ident in before or t.name in OWN_THREAD_NAMES:
+                continue
+            if t.is_alive() and t is not threading.current_thread():
+                self._by_ident[t.ident] = Lingering(owner, t)
+
+    def alive_besides(self, owner: str) -> list[Lingering]:
+        """Threads left running by owners other than `owner` that are still alive."""
+        for ident in [i for i, lt in self._by_ident.items() if not lt.thread.is_alive()]:
+            del self._by_ident[ident]
+        return [lt for lt in self._by_ident.values() if lt.owner != owner]
+
+    @staticmethod
+    def forked_by(suspects: list[Lingering], pid: int) -> Lingering | None:
+        """Which of these threads forked `pid`, where the kernel says (Linux, both alive)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        me = os.getpid()
+        for lt in suspects:
+            tid = lt.thread.native_id
+            if tid is None or not lt.thread.is_alive():
+                continue
+            try:
+                with open(f"/proc/{me}/task/{tid}/children", "rb") as f:
+                    if str(pid).encode() in f.read().split():
+                        return lt
+            except OSError:
+                continue
+        return None
+
+
+def doubt(suspects: list[Lingering]) -> str:
+    """The note for a leak that a lingering thread may have started."""
+    names = ", ".join(f"{lt.owner} ({lt.name!r})" for lt in suspects[:5])
+    more = f" and {len(suspects) - 5} more" if len(suspects) > 5 else ""
+    return (
+        "note: threads left running by earlier tests were alive while this test ran; a process "
+        "such a thread starts carries the token of the test running then, so these may be "
+        f"theirs: {names}{more}"
+    )
