@@ -29,6 +29,7 @@ from ._guardian import Guardian, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
 from ._lifeline import Lifeline, lifeline_problem, watch_lifeline
 from ._platform import enable_subreaper, is_subreaper, pdeathsig_method
+from ._platform import send_stop as stop
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
 from ._terminate import (
@@ -72,6 +73,7 @@ __all__ = [
     "scan",
     "spawn_options",
     "start_guardian",
+    "stop",
     "subtree_pids",
     "sweep",
     "terminate_tree",

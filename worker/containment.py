@@ -28,6 +28,9 @@ import proctree
 
 log = logging.getLogger("worker.containment")
 
+# Looks for adopted strays in one sweep: each after the last one's endings (see _end_adopted).
+STRAY_ROUNDS = 3
+
 
 def worker_mark(pid: int, create_time: float) -> str:
     return f"{pid}:{create_time:.3f}"
@@ -79,6 +82,9 @@ class Containment:
         # end may settle whose they were, so it asks the reaper for a sweep at once.
         self.spared_strays = 0
         self.sweep_soon = asyncio.Event()
+        # The birth of the first unmarked stray of those there at each sweep since (see
+        # _adopted_strays); None once a sweep finds none.
+        self._unmarked_since: float | None = None
         # The observers' environment: ours, read once (copying os.environ decodes every
         # variable, on each spawn otherwise); the worker never changes its own.
         self.env = dict(os.environ)
@@ -235,31 +241,48 @@ class Containment:
         """End our direct children that are not observers we track (see _adopted_strays).
 
         All at once: the sweep holds the spawn lock, so strays that ignore SIGTERM, ended one
-        after another, would hold every new session back by a grace each."""
-        strays = await asyncio.to_thread(
-            self._adopted_strays, exclude_pids, spare_marks, live_starts
-        )
-        if not strays:
-            return []
-        results = await asyncio.gather(
-            *(
-                proctree.aterminate_tree(pid_id, mark=mark, grace=grace, dont_reap=exclude_pids)
-                for pid_id, mark in strays
+        after another, would hold every new session back by a grace each. Looked at again
+        after each round (at most STRAY_ROUNDS): a lineage that forks and exits hands us its
+        newest pid while the one we signalled is given its grace. Newcomers after the first
+        round get none: stopped at once, such a lineage forks no more."""
+        ended: list[proctree.ProcId] = []
+        tried: set[proctree.ProcId] = set()
+        for round_no in range(STRAY_ROUNDS):
+            found = await asyncio.to_thread(
+                self._adopted_strays, exclude_pids, spare_marks, live_starts, round_no > 0
             )
-        )
-        # An ending leaves its root's exit status to the root's owner, which for an adopted
-        # stray is us: reaped now, not left a zombie until the next sweep.
-        self.reap_zombies(exclude_pids)
-        return [pid_id for result in results for pid_id in result.ended]
+            # Only newcomers: one that outlived its ending is not tried again in this sweep.
+            strays = [(pid_id, mark) for pid_id, mark in found if pid_id not in tried]
+            if not strays:
+                break
+            tried.update(pid_id for pid_id, _ in strays)
+            results = await asyncio.gather(
+                *(
+                    proctree.aterminate_tree(
+                        pid_id,
+                        mark=mark,
+                        grace=grace if round_no == 0 else 0.0,
+                        dont_reap=exclude_pids,
+                    )
+                    for pid_id, mark in strays
+                )
+            )
+            # An ending leaves its root's exit status to the root's owner, which for an
+            # adopted stray is us: reaped now, not left a zombie until the next sweep.
+            self.reap_zombies(exclude_pids)
+            ended += [pid_id for result in results for pid_id in result.ended]
+        return ended
 
     def _adopted_strays(
         self,
         exclude_pids: set[int],
         spare_marks: set[str],
         live_starts: list[float],
+        freeze: bool = False,
     ) -> list[tuple[proctree.ProcId, str | None]]:
         """Our adopted escapees/orphans carrying our mark but none of `spare_marks` (the live
-        observers'), each with the mark to end its tree by.
+        observers'), each with the mark to end its tree by; `freeze`: each stopped the moment
+        it is found (a lineage that forks and exits outruns endings that queue for a thread).
 
         `live_starts` (the periodic sweep holds the spawn lock, so no observer is between fork
         and exec): also adopted children that carry no mark at all - an
@@ -267,16 +290,30 @@ class Containment:
         The kernel reparents to a subreaper only orphans of its own descendants, so a child we
         did not spawn is ours whatever it carries; since it cannot say whose it was, it is
         spared while any observer started before it is still live, and ended after that.
+        A lineage that forks and exits is born again at every step, always after some live
+        observer: so while unmarked strays are there sweep after sweep, each counts as born
+        when the first of them was (`_unmarked_since`).
         """
+        found = [
+            (proc, proctree.marker_of(proc)) for proc in proctree.adopted_children(exclude_pids)
+        ]
+        births = {proc.pid: self._birth(proc) for proc, marker in found if marker is None}
+        first = min((b for b in births.values() if b is not None), default=None)
+        if first is None:
+            self._unmarked_since = None
+        elif self._unmarked_since is None or first < self._unmarked_since:
+            self._unmarked_since = first
         strays: list[tuple[proctree.ProcId, str | None]] = []
         spared = 0
-        for proc in proctree.adopted_children(exclude_pids):
-            marker = proctree.marker_of(proc)
+        for proc, marker in found:
             tree_mark = self._tree_mark(marker)
             if marker is None:
-                verdict = self._unmarked_stray(proc, live_starts)
-                if verdict is not True:
-                    spared += verdict is False
+                born = births.get(proc.pid)
+                if born is None:
+                    continue  # a zombie (reap_zombies collects it), gone, or older than us
+                born = min(born, self._unmarked_since or born)
+                if any(start <= born + proctree.CREATE_TIME_TOLERANCE for start in live_starts):
+                    spared += 1
                     continue
                 marker = self.mark
             if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
@@ -284,6 +321,8 @@ class Containment:
             pid_id = proctree.identify(proc.pid)
             if pid_id is None or not proctree.is_alive(pid_id):
                 continue
+            if freeze:
+                proctree.stop(pid_id)
             # With the mark, what this process forks is found even after its own pid is gone
             # (a lineage that forks and exits would otherwise end "cleanly" at every sweep).
             strays.append((pid_id, tree_mark))
@@ -295,17 +334,16 @@ class Containment:
         its whole tree and only it; ours would take every observer's tree, live ones too."""
         return marker if marker != self.mark else None
 
-    def _unmarked_stray(self, proc: psutil.Process, live_starts: list[float]) -> bool | None:
-        """True: end it; False: spared for now (a live observer may own it); None: not one."""
+    def _birth(self, proc: psutil.Process) -> float | None:
+        """An unmarked adopted child's create time; None for a zombie (reap_zombies collects
+        it), one gone meanwhile, or one older than us (it cannot descend from us)."""
         try:
             created = proc.create_time()
             if proc.status() == psutil.STATUS_ZOMBIE:
-                return None  # reap_zombies collects it
+                return None
         except psutil.Error:
             return None
-        if created + proctree.CREATE_TIME_TOLERANCE < self.since:
-            return None  # older than us: cannot descend from us (belt and braces)
-        return not any(start <= created + proctree.CREATE_TIME_TOLERANCE for start in live_starts)
+        return None if created + proctree.CREATE_TIME_TOLERANCE < self.since else created
 
     def _sweep(self, live: list[Contained], exclude_pids: set[int]) -> list[proctree.ProcId]:
         spared = set(exclude_pids)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 
+import psutil
 import pytest
+from workerkit import wait_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="adopted children: the Linux subreaper path"
@@ -107,3 +110,64 @@ def test_stubborn_strays_are_ended_side_by_side_and_reaped(tmp_path) -> None:
     assert set(times) == set(result["strays"]), times
     # One after another, each SIGTERM would come a whole grace (2 s) after the one before.
     assert max(times.values()) - min(times.values()) < 1.0, times
+
+
+# Unmarked lineages that ignore SIGTERM and fork, start a new session and exit every 0.3 s,
+# adopted by a stand-in worker (a subreaper); each carries the test's marker in argv (for the
+# test, not the worker).
+HOP = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as an escapee that means to stay
+end = time.monotonic() + 120
+if os.fork():
+    os._exit(0)  # handed to the subreaper
+while time.monotonic() < end:
+    time.sleep(0.3)
+    if os.fork():
+        os._exit(0)  # the lineage goes on in the child
+    os.setsid()
+"""
+HOPPERS = """
+import asyncio, subprocess, sys, time
+import psutil, proctree
+from worker.containment import Containment, worker_mark
+me = psutil.Process()
+c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
+assert proctree.enable_subreaper()
+c.subreaper = True
+for _ in range(4):
+    subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2]], env={}, check=True)
+deadline = time.monotonic() + 60
+while len(proctree.adopted_children(set())) < 4:
+    assert time.monotonic() < deadline, "the lineages were not adopted"
+    time.sleep(0.02)
+asyncio.run(c._end_adopted(set(), 1.0, set(), []))  # one sweep
+"""
+
+
+def _with_marker(marker: str) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+def test_one_sweep_ends_unmarked_lineages_that_fork_and_exit() -> None:
+    """A lineage with no mark hops away during its SIGTERM's grace, and its next pid is handed to
+    the worker: one look per sweep never caught one. The sweep now looks again and stops what
+    it finds at once, so one sweep ends them all."""
+    marker = f"hopper-{secrets.token_hex(6)}"
+    try:
+        subprocess.run(
+            [sys.executable, "-c", HOPPERS, HOP, marker],
+            capture_output=True,
+            # Before, the sweep chased each lineage until it stopped by itself (120 s).
+            timeout=60,
+            check=True,
+        )
+        # The stand-in has exited; what its one sweep did not end lives on (for up to 120 s).
+        wait_until(lambda: not _with_marker(marker), 10.0, "no lineage left after one sweep")
+    finally:
+        for proc in _with_marker(marker):
+            proc.kill()  # psutil checks the identity it took: never a reused pid
