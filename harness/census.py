@@ -49,10 +49,10 @@ RUN_ID_FLAG = "--fake-claude-run-id="
 PARENT_MEMORY = 4096  # sessions of recently forgotten fake mains, for late grandchildren
 FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: every 2 s at 4 Hz
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
-# The worker's own helpers (docs: worker/README.md), never the run's even when started later
-# (a guardian replaced after it died).
 # How often at most the run's record on disk is told its live processes (runs.note_processes).
 NOTE_INTERVAL_S = 1.0
+# The worker's own helpers (docs: worker/README.md), never the run's even when started later
+# (a guardian replaced after it died).
 HELPER_ARGV = ("proctree.guardian",)
 
 

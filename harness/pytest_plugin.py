@@ -506,9 +506,11 @@ class LeakCheckPlugin:
             return (yield)
         label = f"fixture {fixturedef.argname!r} ({fixturedef.scope})"
         owner, current, env_value = self.tracker.begin(label)
+        threads_before = LingeringThreads.snapshot()
         try:
             return (yield)
         finally:
+            self.threads.left_by(label, threads_before, by_test=False)
             self.tracker.restore(owner, current, env_value)
             self._fixture_owners.setdefault(id(fixturedef), []).append((owner, label))
 

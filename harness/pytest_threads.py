@@ -21,8 +21,9 @@ OWN_THREAD_NAMES = ("leak-check",)
 
 @dataclass(frozen=True)
 class Lingering:
-    owner: str  # the label of the test that started it
+    owner: str  # the label of the test (or higher-scoped fixture) that started it
     thread: threading.Thread
+    by_test: bool = True  # a fixture's thread is meant to outlive the tests that use it
 
     @property
     def name(self) -> str:
@@ -37,19 +38,23 @@ class LingeringThreads:
     def snapshot() -> frozenset[int]:
         return frozenset(t.ident for t in threading.enumerate() if t.ident is not None)
 
-    def left_by(self, owner: str, before: frozenset[int]) -> None:
-        """Note the threads started since `before` (taken at the test's start) still running."""
+    def left_by(self, owner: str, before: frozenset[int], *, by_test: bool = True) -> None:
+        """Note the threads started since `before` (taken at the owner's start) still running;
+        one already noted keeps its owner (a fixture's, set up within a test's window)."""
         for t in threading.enumerate():
-            if t.ident is None or t.ident in before or t.name in OWN_THREAD_NAMES:
+            if t.ident is None or t.ident in before or t.ident in self._by_ident:
                 continue
-            if t.is_alive() and t is not threading.current_thread():
-                self._by_ident[t.ident] = Lingering(owner, t)
+            if t.name in OWN_THREAD_NAMES or t is threading.current_thread():
+                continue
+            if t.is_alive():
+                self._by_ident[t.ident] = Lingering(owner, t, by_test)
 
     def alive_besides(self, owner: str) -> list[Lingering]:
-        """Threads left running by owners other than `owner` that are still alive."""
+        """Threads that tests other than `owner` left running and that are still alive (a
+        fixture's threads are its own business: judged with the fixture, as its processes)."""
         for ident in [i for i, lt in self._by_ident.items() if not lt.thread.is_alive()]:
             del self._by_ident[ident]
-        return [lt for lt in self._by_ident.values() if lt.owner != owner]
+        return [lt for lt in self._by_ident.values() if lt.by_test and lt.owner != owner]
 
     @staticmethod
     def forked_by(suspects: list[Lingering], pid: int) -> Lingering | None:

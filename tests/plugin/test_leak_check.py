@@ -406,3 +406,44 @@ def test_a_process_a_lingering_thread_started(
         assert "note: threads left running by earlier tests were alive" in section, section
         assert "test_inner.py::test_a_leaves_a_thread ('spawner')" in section, section
     assert wait_until_gone(marker) == []
+
+
+# A module fixture's thread spawns during a later test: it is the fixture's, not the first
+# test's (whose window its setup fell in), and no test "left it running".
+FIXTURE_THREAD = """
+import threading
+done = threading.Event()
+
+def pool():
+    wait_for(OUT / "go")
+    sleeper(600, "late")
+    done.wait(60)
+
+@pytest.fixture(scope="module")
+def server():
+    t = threading.Thread(target=pool, name="pool")
+    t.start()
+    yield
+    done.set()
+
+def test_a_uses_the_server(server):
+    pass
+
+def test_b_asks_it_to_spawn(server):
+    (OUT / "go").write_text("")
+    wait_for(OUT / "late.pid")
+
+def test_c_last(server):
+    pass
+"""
+
+
+def test_a_fixtures_thread_is_not_put_on_the_first_test(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(pytester, marker, FIXTURE_THREAD)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    output = result.stdout.str()
+    assert str(pid_of(out, "late")) in output
+    assert "left running" not in output and "threads left running" not in output, output
+    assert wait_until_gone(marker) == []
