@@ -204,13 +204,16 @@ class _Tree:
     def _refresh_local(self) -> set[ProcId]:
         # Our exited children but the ones others wait for: orphans of our trees handed to us.
         # Reaped now, or a lineage that forks and exits piles up hundreds for each look here.
-        _platform.reap_zombies({self.root.pid, *self.others})
+        # One reaped is churn too: reaped here, it is no longer there for _adopted_marks to see
+        # exit, and a look that then finds nothing would stop after CHASE_LOOKS.
+        reaped = _platform.reap_zombies({self.root.pid, *self.others})
         pids: list[int] = []
         if is_alive(self.root):
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        children, self.churn = _adopted_marks({self.root.pid, *self.others})
+        children, churn = _adopted_marks({self.root.pid, *self.others})
+        self.churn = churn or bool(reaped)
         for proc, marker in children:
             if mark_matches(marker, self.mark or "") or (
                 marker is None and pgid is not None and _platform.group_of(proc.pid) == pgid
