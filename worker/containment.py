@@ -248,11 +248,10 @@ class Containment:
         ended: list[proctree.ProcId] = []
         tried: set[proctree.ProcId] = set()
         for round_no in range(STRAY_ROUNDS):
-            found = await asyncio.to_thread(
-                self._adopted_strays, exclude_pids, spare_marks, live_starts, round_no > 0
+            # Only newcomers: one that outlived its ending is not tried (nor stopped) again.
+            strays = await asyncio.to_thread(
+                self._adopted_strays, exclude_pids, spare_marks, live_starts, round_no > 0, tried
             )
-            # Only newcomers: one that outlived its ending is not tried again in this sweep.
-            strays = [(pid_id, mark) for pid_id, mark in found if pid_id not in tried]
             if not strays:
                 break
             tried.update(pid_id for pid_id, _ in strays)
@@ -279,10 +278,12 @@ class Containment:
         spare_marks: set[str],
         live_starts: list[float],
         freeze: bool = False,
+        skip: Collection[proctree.ProcId] = (),
     ) -> list[tuple[proctree.ProcId, str | None]]:
         """Our adopted escapees/orphans carrying our mark but none of `spare_marks` (the live
         observers'), each with the mark to end its tree by; `freeze`: each stopped the moment
-        it is found (a lineage that forks and exits outruns endings that queue for a thread).
+        it is found (a lineage that forks and exits outruns endings that queue for a thread);
+        `skip`: those this sweep tried already.
 
         `live_starts` (the periodic sweep holds the spawn lock, so no observer is between fork
         and exec): also adopted children that carry no mark at all - an
@@ -319,7 +320,7 @@ class Containment:
             if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
                 continue
             pid_id = proctree.identify(proc.pid)
-            if pid_id is None or not proctree.is_alive(pid_id):
+            if pid_id is None or pid_id in skip or not proctree.is_alive(pid_id):
                 continue
             if freeze:
                 proctree.stop(pid_id)
