@@ -59,19 +59,20 @@ class LingeringThreads:
     @staticmethod
     def forked_by(suspects: list[Lingering], pid: int) -> Lingering | None:
         """Which of these threads forked `pid`, where the kernel says (Linux, both alive)."""
-        if not sys.platform.startswith("linux"):
-            return None
-        me = os.getpid()
-        for lt in suspects:
-            tid = lt.thread.native_id
-            if tid is None or not lt.thread.is_alive():
-                continue
-            try:
-                with open(f"/proc/{me}/task/{tid}/children", "rb") as f:
-                    if str(pid).encode() in f.read().split():
+        # A block on sys.platform, as mypy reads it: proctree._linux is checked for Linux only.
+        if sys.platform == "linux":
+            from proctree._linux import thread_child_pids  # here: the plugin imports cheaply
+
+            me = os.getpid()
+            for lt in suspects:
+                tid = lt.thread.native_id
+                if tid is None or not lt.thread.is_alive():
+                    continue
+                try:
+                    if pid in thread_child_pids(me, tid):
                         return lt
-            except OSError:
-                continue
+                except (OSError, ValueError):
+                    continue
         return None
 
 

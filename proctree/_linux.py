@@ -89,8 +89,7 @@ def child_pids(pid: int) -> list[int] | None:
         return None
     for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.extend(int(x) for x in f.read().split())
+            kids.extend(thread_child_pids(pid, int(tid)))
         except FileNotFoundError:
             if not os.path.exists(f"/proc/{pid}/task/{tid}"):
                 continue  # the thread exited meanwhile
@@ -98,6 +97,13 @@ def child_pids(pid: int) -> list[int] | None:
         except (OSError, ValueError):
             return None
     return kids
+
+
+def thread_child_pids(pid: int, tid: int) -> list[int]:
+    """The children that thread `tid` of process `pid` forked (raises OSError if the kernel
+    cannot say: the thread is gone, or there is no children file)."""
+    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+        return [int(x) for x in f.read().split()]
 
 
 @functools.cache
