@@ -4,7 +4,8 @@ Enable it for every test with ``pytest --leak-check``, for one test with
 ``@pytest.mark.leak_check`` (``@pytest.mark.leak_check(enabled=False)`` opts out), or by requesting
 the ``leak_check`` fixture. After the test's teardown, every process the test started that is still
 alive (not a zombie) is a leak: the test gets an error at teardown naming each one (pid, age,
-command line), and the plugin kills them so the next test starts clean.
+command line), and the plugin kills them so the next test starts clean. It never reaps them: a
+killed child of pytest itself stays a zombie until its owner (a Popen, pexpect, asyncio) waits.
 
 How a process is tied to a test:
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
@@ -139,6 +140,36 @@ def _pids() -> set[int]:
 
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= CT_TOLERANCE_S
+
+
+def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process is gone or a zombie; returns those still running at the deadline.
+
+    Never reaps: a killed child of this pytest process stays a zombie for its owner (a Popen, an
+    asyncio transport, pexpect) to collect. psutil.wait_procs would waitpid() it, and the owner's
+    own wait would then fail with ECHILD or report exit status 0 instead of the kill.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    pending = list(procs)
+    while True:
+        still = []
+        for proc in pending:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    still.append(proc)
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.Error:
+                still.append(proc)
+        pending = still
+        now = time.monotonic()
+        if not pending or now >= deadline:
+            return pending
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 2, 0.1)
 
 
 class LeakTracker:
@@ -364,8 +395,7 @@ class LeakTracker:
                     getattr(victim, action)()
                 except psutil.Error:
                     pass
-        _, alive = psutil.wait_procs(victims, timeout=5)
-        alive_pids = {p.pid for p in alive}
+        alive_pids = {p.pid for p in _wait_ended(victims, timeout=5.0)}
         return [leak for leak in leaks if leak.pid in alive_pids]
 
     # -- sampler --------------------------------------------------------------------------------

@@ -278,6 +278,35 @@ def test_interrupted_session_kills_what_the_test_started(
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="exit status by signal is POSIX")
+def test_a_killed_leak_is_left_for_its_owner_to_reap(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    # pexpect's own suite leaves `cat` children until gc collects their spawn objects; reaped by
+    # the plugin, their owners' later waits failed ("Did someone else call waitpid()?") and a
+    # Popen's wait() said 0 instead of the SIGKILL.
+    write_tests(
+        pytester,
+        marker,
+        """
+        import signal
+
+        LEFT = []
+
+        def test_a_leaves_it():
+            LEFT.append(sleeper(600, "left"))
+
+        def test_b_its_owner_reaps_it():
+            assert LEFT[0].wait(timeout=60) == -signal.SIGKILL
+            assert os.waitpid(sleeper(0, "next").pid, 0)[1] == 0
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=2, errors=1)
+    assert set(teardown_errors(result.stdout.str())) == {"test_a_leaves_it"}
+    assert wait_until_gone(marker) == []
+
+
 def test_sampler_does_not_disturb_the_tests_own_process_iter(
     pytester: pytest.Pytester, marker: str
 ) -> None:
