@@ -54,7 +54,8 @@ def soak_cli(tmp_path: Path, hostile: Hostile, mode: str) -> tuple[int, dict]:
     # The soak ends the worker and sweeps the run itself; the fixture ends the rest by PID.
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    shutil.rmtree(report["work_dir"], ignore_errors=True)
+    if report["work_dir"]:  # None once a passing soak removed it (rmtree(None) raises on 3.13+)
+        shutil.rmtree(report["work_dir"], ignore_errors=True)
     return proc.returncode, report
 
 
