@@ -6,6 +6,8 @@ the ``leak_check`` fixture. After the test's teardown, every process the test st
 alive (not a zombie) is a leak: the test gets an error at teardown naming each one (pid, age,
 command line), and the plugin kills them so the next test starts clean. It never reaps them: a
 killed child of pytest itself stays a zombie until its owner (a Popen, pexpect, asyncio) waits.
+Before killing, it runs the garbage collector once: a leak that ends then is named as such (its
+owner was left unclosed in a reference cycle, and only its finalizer ended it).
 
 How a process is tied to a test:
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
@@ -368,6 +370,28 @@ class LeakTracker:
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.2)
 
+    def ended_by_gc(self, leaks: list[Leak], timeout: float = 0.25) -> list[Leak]:
+        """The leaks that end once the garbage collector has run: an object that owned them
+        (a pexpect spawn, an asyncio transport) sat unclosed in a reference cycle, and its
+        finalizer ends its child. Still leaks, but the report can say where to look."""
+        import gc
+
+        import psutil
+
+        handles: dict[int, psutil.Process] = {}
+        for leak in leaks:
+            try:
+                proc = psutil.Process(leak.pid)
+                if _same(proc.create_time(), leak.create_time):
+                    handles[leak.pid] = proc
+            except psutil.Error:
+                continue
+        if not handles:
+            return []
+        gc.collect()
+        running = {proc.pid for proc in _wait_ended(list(handles.values()), timeout)}
+        return [leak for leak in leaks if leak.pid in handles and leak.pid not in running]
+
     def settle(self, leaks: Iterable[Leak]) -> list[Leak]:
         """Mark leaks reported and, if configured, kill them and their trees; returns survivors."""
         import psutil
@@ -438,6 +462,16 @@ def format_leaks(leaks: list[Leak], *, header: str, killed: bool) -> str:
             lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
     lines.append("leak-check killed them." if killed else "leak-check left them running.")
     return "\n".join(lines)
+
+
+def gc_note(collected: list[Leak]) -> str:
+    pids = ", ".join(str(leak.pid) for leak in collected)
+    return (
+        f"note: {len(collected)} of them ({pids}) ended only when leak-check ran gc.collect(): "
+        "the test left the object that owned them (a pexpect spawn, an asyncio subprocess "
+        "transport, ...) unclosed in a reference cycle; close it (or wait for its process) "
+        "before the test ends"
+    )
 
 
 class LeakCheckHandle:
@@ -593,6 +627,7 @@ class LeakCheckPlugin:
         if not leaks:
             return None
         leaks, doubtful = self._blame_threads(leaks, owner.label, suspects)
+        collected = self.tracker.ended_by_gc(leaks)
         survivors = self.tracker.settle(leaks)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
@@ -602,7 +637,9 @@ class LeakCheckPlugin:
             f"{len(leaks) - mine} by earlier tests or fixtures):"
         )
         text = format_leaks(leaks, header=header, killed=self.tracker.kill and not survivors)
-        return text + "\n" + doubt(doubtful) if doubtful else text
+        notes = [gc_note(collected)] if collected else []
+        notes += [doubt(doubtful)] if doubtful else []
+        return "\n".join([text, *notes])
 
     @staticmethod
     def _blame_threads(

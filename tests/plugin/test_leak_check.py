@@ -278,6 +278,48 @@ def test_interrupted_session_kills_what_the_test_started(
     assert wait_until_gone(marker) == []
 
 
+def test_a_leak_that_only_the_garbage_collector_ends_is_named_so(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    # As pexpect's spawn and asyncio's subprocess transport do: a finalizer that ends the child,
+    # on an object left in a reference cycle. gc is off in the inner run, so only leak-check's
+    # own gc.collect() ends it.
+    write_tests(
+        pytester,
+        marker,
+        """
+        import gc
+
+        gc.disable()
+
+        class Owner:
+            def __init__(self, name):
+                self.proc = sleeper(600, name)
+                self.me = self  # the cycle
+
+            def __del__(self):
+                self.proc.kill()
+                self.proc.wait()
+
+        def test_a_cycle():
+            Owner("cycle")
+
+        def test_b_plain():
+            sleeper(600, "plain")
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=2, errors=2)
+    errors = teardown_errors(result.stdout.str())
+    cycle, plain = pid_of(out := pytester.path / "out", "cycle"), pid_of(out, "plain")
+    assert str(cycle) in errors["test_a_cycle"]
+    assert (
+        f"1 of them ({cycle}) ended only when leak-check ran gc.collect()" in errors["test_a_cycle"]
+    )
+    assert str(plain) in errors["test_b_plain"] and "gc.collect()" not in errors["test_b_plain"]
+    assert wait_until_gone(marker) == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="exit status by signal is POSIX")
 def test_a_killed_leak_is_left_for_its_owner_to_reap(
     pytester: pytest.Pytester, marker: str
