@@ -29,7 +29,7 @@ from typing import Any
 
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.cleanup import end_live_runs
-from harness.soak import SoakConfig, run_soak
+from harness.soak import SoakConfig, add_mcp_arguments, run_soak
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
 
@@ -190,6 +190,16 @@ def summarize(
     }
 
 
+def _mcp_words(meta: dict) -> str:
+    n = meta.get("mcp_servers") or 0
+    if not n:
+        return ""
+    return (
+        f", {n} {meta.get('mcp_server_mode', 'polite')} MCP server(s) per observer (the user's "
+        "own, which a claude started without --strict-mcp-config loads)"
+    )
+
+
 def markdown_table(rows: list[dict], meta: dict) -> str:
     head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "---|" * len(COLUMNS)
@@ -202,7 +212,8 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
         "",
         f"Workload: {meta['sessions']} sessions x {meta['prompts']} prompts x "
         f"{meta['observations']} tool uses, concurrency {meta['concurrency']}, fake scenarios "
-        f"`{meta['scenarios']}`, seed {meta['seed']}; leaked = alive {meta['grace']} s after its "
+        f"`{meta['scenarios']}`, seed {meta['seed']}{_mcp_words(meta)}; leaked = alive "
+        f"{meta['grace']} s after its "
         f"session ended; time-to-reap = from session end until the worker ended the process by "
         f"itself (waited up to {meta['reap_wait']} s for claude-mem, "
         f'{meta["reference_reap_wait"]} s for the reference). "leaked" is the soak census, '
@@ -351,6 +362,8 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         observations=args.observations,
         scenarios=args.scenarios,
         seed=args.seed,
+        mcp_servers=args.mcp_servers,
+        mcp_server_mode=args.mcp_server_mode,
         grace=args.grace,
         progress=args.progress,
         plot=not args.no_plot,
@@ -365,6 +378,8 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         "concurrency": args.concurrency,
         "scenarios": args.scenarios,
         "seed": args.seed,
+        "mcp_servers": args.mcp_servers,
+        "mcp_server_mode": args.mcp_server_mode,
         "grace": args.grace,
         "reap_wait": args.reap_wait,
         "reference_reap_wait": args.reference_reap_wait,
@@ -470,6 +485,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observations", type=NON_NEGATIVE_INT, default=2)
     parser.add_argument("--concurrency", type=COUNT, default=2)
     parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
+    # claude-mem 13.x passes --strict-mcp-config, so its observers start none of them.
+    add_mcp_arguments(parser)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
     parser.add_argument(

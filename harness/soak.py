@@ -594,6 +594,25 @@ def _build_report(
 
 
 # -- command line ------------------------------------------------------------------------------
+def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mcp-servers and --mcp-server-mode (soak and compare): into SoakConfig's fields."""
+    d = SoakConfig()
+    parser.add_argument(
+        "--mcp-servers",
+        type=NON_NEGATIVE_INT,
+        default=d.mcp_servers,
+        metavar="N",
+        help="every fake starts N stdio MCP servers as its children, as a real claude does with "
+        "the user's MCP config (without --strict-mcp-config): a leaked observer leaks them too",
+    )
+    parser.add_argument(
+        "--mcp-server-mode",
+        choices=sorted(MCP_SERVER_FLAGS),
+        default=d.mcp_server_mode,
+        help="polite: they exit at stdin EOF; stubborn: they ignore it and SIGTERM",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SoakConfig()
     parser.add_argument("--target", default=d.target, help="worker under test (reference, ...)")
@@ -619,20 +638,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "fake (reference target; the census counts the worker's new descendants; --scenarios "
         "and --seed do not apply)",
     )
-    parser.add_argument(
-        "--mcp-servers",
-        type=NON_NEGATIVE_INT,
-        default=d.mcp_servers,
-        metavar="N",
-        help="every fake starts N stdio MCP servers as its children, as a real claude does with "
-        "the user's MCP config (without --strict-mcp-config): a leaked observer leaks them too",
-    )
-    parser.add_argument(
-        "--mcp-server-mode",
-        choices=sorted(MCP_SERVER_FLAGS),
-        default=d.mcp_server_mode,
-        help="polite: they exit at stdin EOF; stubborn: they ignore it and SIGTERM",
-    )
+    add_mcp_arguments(parser)
     parser.add_argument(
         "--grace",
         type=NON_NEGATIVE,

@@ -47,6 +47,18 @@ def test_reference_fixed_and_leaky_side_by_side(tmp_path: Path) -> None:
     assert "| reference leaky | FAIL |" in table and "| reference fixed | PASS |" in table
 
 
+def test_mcp_servers_leak_with_each_leaked_observer(tmp_path: Path) -> None:
+    assert compare.run(_args(tmp_path, "--mcp-servers=2", "--mcp-server-mode=stubborn")) == 0
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert data["workload"]["mcp_servers"] == 2
+    rows = {r["target"]: r for r in data["rows"]}
+    fixed, leaky = rows["reference fixed"], rows["reference leaky"]
+    # 4 prompts: each leaked observer leaves its 2 servers with it (3 processes per prompt).
+    assert leaky["leaked"] >= 12
+    assert fixed["leaked"] == 0 and fixed["not_reaped"] == 0
+    assert "2 stubborn MCP server(s) per observer" in (tmp_path / "compare.md").read_text()
+
+
 def test_refused_build_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     plugin = tmp_path / "v9" / "plugin"
