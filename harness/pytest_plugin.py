@@ -20,6 +20,9 @@ How a process is tied to a test:
   children (Linux, the thread alive), the leak is put on the test that left the thread; otherwise
   the report names the threads earlier tests left running that were alive meanwhile
   (harness/pytest_threads.py).
+- a daemon (double fork, setsid) started with an empty environment carries no token and is
+  no descendant: on Linux, ``--leak-check-subreaper`` makes pytest a child subreaper, so such
+  orphans are reparented to pytest instead of init and the parent chain finds them.
 Processes started while a module/class/session fixture sets up belong to that fixture and are only
 judged after it is torn down. Under pytest-xdist each worker judges its own descendants only; the
 token carries a per-process session tag, so workers never claim each other's processes.
@@ -36,6 +39,7 @@ import argparse
 import dataclasses
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Generator, Iterable
@@ -510,6 +514,17 @@ def _ini_seconds(config: pytest.Config, name: str) -> float:
         raise pytest.UsageError(f"ini option {name}: {exc}") from None
 
 
+def _become_subreaper() -> str:
+    """--leak-check-subreaper: "on", or why it is off. Orphans in the tree of a subreaper are
+    reparented to it rather than to init: a daemon a test started stays our descendant, so the
+    parent chain finds it even with its token scrubbed from its environment."""
+    if sys.platform != "linux":
+        return "off (Linux only)"
+    from proctree import enable_subreaper
+
+    return "on" if enable_subreaper(despite_fallback=True) else "off (prctl refused it)"
+
+
 _owner_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
 # The threads alive at a checked test's start, and those earlier tests left running then.
 _threads_key = pytest.StashKey["tuple[frozenset[int], list[Lingering]]"]()
@@ -533,12 +548,14 @@ class LeakCheckPlugin:
         self.leaked: list[Leak] = []
         self._item: pytest.Item | None = None  # the checked test now running, if any
         self.threads = LingeringThreads()
+        self.subreaper = _become_subreaper() if config.getoption("leak_check_subreaper") else None
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
+        adopting = f", subreaper {self.subreaper}" if self.subreaper else ""
         if not self.everywhere:
-            return None
+            return f"leak-check: marked tests{adopting}" if adopting else None
         kill = "killed" if self.tracker.kill else "kept"
-        return f"leak-check: every test, retry up to {self.timeout:g} s, leaks {kill}"
+        return f"leak-check: every test, retry up to {self.timeout:g} s, leaks {kill}{adopting}"
 
     def enabled_for(self, item: pytest.Item) -> tuple[bool, float]:
         marker = item.get_closest_marker("leak_check")
@@ -712,6 +729,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="report leaked processes but do not kill them",
+    )
+    group.addoption(
+        "--leak-check-subreaper",
+        action="store_true",
+        default=False,
+        help="Linux: make pytest a child subreaper, so that a daemon a test starts (a double "
+        "fork, setsid, a scrubbed environment) is reparented to pytest and found; a test's "
+        "orphans then become pytest's children (os.wait() may return them; their zombies stay "
+        "until pytest exits)",
     )
     parser.addini(
         "leak_check_timeout", "default for --leak-check-timeout", default=str(DEFAULT_TIMEOUT_S)

@@ -278,6 +278,50 @@ def test_interrupted_session_kills_what_the_test_started(
     assert wait_until_gone(marker) == []
 
 
+DAEMON = """
+DAEMONIZE = '''
+import os, sys, time
+if os.fork():
+    sys.exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+open(sys.argv[1], "w").write(str(os.getpid()))
+# An empty environment, the leak-check token with it (os.environ.clear() would not do: the
+# kernel still shows the environment the process was started with).
+os.execve(sys.executable, [sys.executable, "-c", sys.argv[2], "600", sys.argv[3]], {})
+'''
+
+def test_starts_a_daemon():
+    pid_file = str(OUT / "daemon.pid")
+    subprocess.run([sys.executable, "-c", DAEMONIZE, pid_file, SLEEP, MARKER], check=True)
+    wait_for(OUT / "daemon.pid")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a child subreaper is Linux-only")
+def test_a_scrubbed_daemon_is_found_with_the_subreaper(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(pytester, marker, DAEMON)
+    try:
+        # Without it: double fork, setsid and no token, so nothing ties the daemon to the test.
+        missed = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+        missed.assert_outcomes(passed=1)
+        assert processes_with(marker), "the daemon should have outlived the inner run"
+    finally:
+        for proc in processes_with(marker):
+            proc.kill()
+    assert wait_until_gone(marker) == []
+    (out / "daemon.pid").unlink()
+    found = pytester.runpytest_subprocess("--leak-check", "--leak-check-subreaper", *INNER_ARGS)
+    found.assert_outcomes(passed=1, errors=1)
+    assert "subreaper on" in found.stdout.str()
+    section = teardown_errors(found.stdout.str())["test_starts_a_daemon"]
+    assert f" {pid_of(out, 'daemon')} " in section and "leak-check killed them." in section
+    assert wait_until_gone(marker) == []
+
+
 def test_a_leak_that_only_the_garbage_collector_ends_is_named_so(
     pytester: pytest.Pytester, marker: str
 ) -> None:
