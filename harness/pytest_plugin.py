@@ -7,7 +7,10 @@ alive (not a zombie) is a leak: the test gets an error at teardown naming each o
 command line), and the plugin kills them so the next test starts clean. It never reaps them: a
 killed child of pytest itself stays a zombie until its owner (a Popen, pexpect, asyncio) waits.
 Before killing, it runs the garbage collector once: a leak that ends then is named as such (its
-owner was left unclosed in a reference cycle, and only its finalizer ended it).
+owner was left unclosed in a reference cycle, and only its finalizer ended it). A leak that a live
+object still holds (a Popen, a multiprocessing or ptyprocess handle: a cache, a session-wide object
+a test filled lazily), and that one's own tree, is reported but killed only at the session's end,
+so that the later tests that reuse it do not fail for it.
 
 How a process is tied to a test:
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
@@ -42,7 +45,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Collection, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -178,6 +181,38 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
         delay = min(delay * 2, 0.1)
 
 
+def _held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
+    """pid -> class of a live object in this process that owns that child (after gc.collect(),
+    so unreachable ones are gone): a subprocess.Popen (asyncio's transports hold one), a
+    multiprocessing Popen, a ptyprocess (pexpect). Killing such a child breaks whoever reuses it:
+    a cache, a session-wide object that a function-scoped fixture filled lazily (execnet's suite:
+    a gateway started by the first test that needs it, then shared by later ones)."""
+    import gc
+    import subprocess
+
+    if not pids:
+        return {}
+    kinds: list[type] = [subprocess.Popen]
+    for module, name in (
+        ("multiprocessing.popen_fork", "Popen"),
+        ("ptyprocess.ptyprocess", "PtyProcess"),
+    ):
+        kind = getattr(sys.modules.get(module), name, None)
+        if isinstance(kind, type):
+            kinds.append(kind)
+    # A Popen dropped while its child ran sits in subprocess._active (POSIX) to be reaped later:
+    # nobody holds it any more.
+    dropped = {id(proc) for proc in getattr(subprocess, "_active", None) or ()}
+    wanted, owners = set(pids), tuple(kinds)
+    held: dict[int, str] = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, owners) and id(obj) not in dropped:
+            pid = getattr(obj, "pid", None)
+            if pid in wanted:
+                held[pid] = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return held
+
+
 class LeakTracker:
     """Process bookkeeping for one pytest process (one xdist worker)."""
 
@@ -190,6 +225,7 @@ class LeakTracker:
         self._state = _State(owners={0: Owner(0, "outside any checked test", time.time())})
         self._current = 0
         self._just_ended: list[Owner] = []
+        self._spared: list[Leak] = []  # reported, not killed: a live object still held them
         self._lock = threading.RLock()
         self._active = threading.Event()
         self._stop = threading.Event()
@@ -374,10 +410,12 @@ class LeakTracker:
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.2)
 
-    def ended_by_gc(self, leaks: list[Leak], timeout: float = 0.25) -> list[Leak]:
-        """The leaks that end once the garbage collector has run: an object that owned them
-        (a pexpect spawn, an asyncio transport) sat unclosed in a reference cycle, and its
-        finalizer ends its child. Still leaks, but the report can say where to look."""
+    def after_gc(
+        self, leaks: list[Leak], timeout: float = 0.25
+    ) -> tuple[list[Leak], dict[int, str]]:
+        """Run the garbage collector once, then: the leaks that ended (an object that owned them,
+        a pexpect spawn or an asyncio transport, sat unclosed in a reference cycle, and its
+        finalizer ended its child), and those a live object still holds (pid -> its class)."""
         import gc
 
         import psutil
@@ -391,22 +429,38 @@ class LeakTracker:
             except psutil.Error:
                 continue
         if not handles:
-            return []
+            return [], {}
         gc.collect()
         running = {proc.pid for proc in _wait_ended(list(handles.values()), timeout)}
-        return [leak for leak in leaks if leak.pid in handles and leak.pid not in running]
+        collected = [leak for leak in leaks if leak.pid in handles and leak.pid not in running]
+        held = _held_by_live_objects(running)
+        # A held process's own children are its business (execnet's proxy gateway is the child
+        # of the gateway it runs through): spared with it.
+        for pid in running - held.keys():
+            try:
+                above = {parent.pid for parent in handles[pid].parents()}
+            except psutil.Error:
+                continue
+            holder = next((ancestor for ancestor in held if ancestor in above), None)
+            if holder is not None:
+                held[pid] = f"in the tree of {holder}"
+        return collected, held
 
-    def settle(self, leaks: Iterable[Leak]) -> list[Leak]:
-        """Mark leaks reported and, if configured, kill them and their trees; returns survivors."""
+    def settle(self, leaks: Iterable[Leak], spare: Collection[int] = ()) -> list[Leak]:
+        """Mark leaks reported and, if configured, kill them and their trees, except the pids in
+        spare (ended at the session's end instead: end_spared); returns the survivors."""
         import psutil
 
         leaks = list(leaks)
         with self._lock:
             self._state.settled.update((leak.pid, leak.create_time) for leak in leaks)
+            self._spared.extend(leak for leak in leaks if leak.pid in spare)
         if not self.kill:
             return leaks
         victims: list[psutil.Process] = []
         for leak in leaks:
+            if leak.pid in spare:
+                continue
             try:
                 proc = psutil.Process(leak.pid)
                 if not _same(proc.create_time(), leak.create_time):
@@ -425,6 +479,16 @@ class LeakTracker:
                     pass
         alive_pids = {p.pid for p in _wait_ended(victims, timeout=5.0)}
         return [leak for leak in leaks if leak.pid in alive_pids]
+
+    def end_spared(self) -> list[Leak]:
+        """At the session's end, every fixture torn down: kill the spared leaks still running
+        (reported at their tests' teardown already); returns them."""
+        with self._lock:
+            spared, self._spared = self._spared, []
+        alive = [leak for leak in spared if _alive(leak.pid, leak.create_time)]
+        if alive and self.kill:
+            self.settle(alive)
+        return alive
 
     # -- sampler --------------------------------------------------------------------------------
     def activate(self) -> None:
@@ -453,7 +517,7 @@ class LeakTracker:
             self._thread.join(timeout=5)
 
 
-def format_leaks(leaks: list[Leak], *, header: str, killed: bool) -> str:
+def format_leaks(leaks: list[Leak], *, header: str, killed: bool, spared: int = 0) -> str:
     lines = [header]
     by_owner: dict[str, list[Leak]] = {}
     for leak in sorted(leaks, key=lambda item: item.create_time):
@@ -464,8 +528,20 @@ def format_leaks(leaks: list[Leak], *, header: str, killed: bool) -> str:
         for leak in group:
             cmd = leak.cmdline if len(leak.cmdline) <= 300 else leak.cmdline[:297] + "..."
             lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
-    lines.append("leak-check killed them." if killed else "leak-check left them running.")
+    if spared and killed:
+        lines.append("leak-check killed the others.")
+    else:
+        lines.append("leak-check killed them." if killed else "leak-check left them running.")
     return "\n".join(lines)
+
+
+def held_note(held: dict[int, str]) -> str:
+    pids = ", ".join(f"{pid} ({kind})" for pid, kind in sorted(held.items()))
+    return (
+        f"note: leak-check left {len(held)} of them running: a live object still holds each "
+        f"({pids}), so later tests may still use them (a cache, or a session-wide object that "
+        "this test filled); they are ended at the session's end"
+    )
 
 
 def gc_note(collected: list[Leak]) -> str:
@@ -644,8 +720,8 @@ class LeakCheckPlugin:
         if not leaks:
             return None
         leaks, doubtful = self._blame_threads(leaks, owner.label, suspects)
-        collected = self.tracker.ended_by_gc(leaks)
-        survivors = self.tracker.settle(leaks)
+        collected, held = self.tracker.after_gc(leaks)
+        survivors = self.tracker.settle(leaks, spare=held)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
         header = (
@@ -653,8 +729,10 @@ class LeakCheckPlugin:
             f"teardown of {item.nodeid} ({mine} started by this test, "
             f"{len(leaks) - mine} by earlier tests or fixtures):"
         )
-        text = format_leaks(leaks, header=header, killed=self.tracker.kill and not survivors)
+        killed = self.tracker.kill and not survivors and len(held) < len(leaks)
+        text = format_leaks(leaks, header=header, killed=killed, spared=len(held))
         notes = [gc_note(collected)] if collected else []
+        notes += [held_note(held)] if held and self.tracker.kill else []
         notes += [doubt(doubtful)] if doubtful else []
         return "\n".join([text, *notes])
 
@@ -692,6 +770,15 @@ class LeakCheckPlugin:
                 if owner.number != 0:
                     owner.ended = True
         everything = (0.0, frozenset[int]())  # look at every process for our tokens
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        spared = self.tracker.end_spared()  # first: their trees go with them
+        if spared and reporter is not None:
+            verb = "killed" if self.tracker.kill else "left running"
+            pids = ", ".join(str(leak.pid) for leak in spared)
+            reporter.write_line(
+                f"leak-check: {verb} at session end the {len(spared)} process(es) it spared for "
+                f"later tests (reported at their tests' teardown): {pids}"
+            )
         leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
         if leaks:
             survivors = self.tracker.settle(leaks)
@@ -701,7 +788,6 @@ class LeakCheckPlugin:
                 header=f"leak-check: {len(leaks)} process(es) still running at session end:",
                 killed=self.tracker.kill and not survivors,
             )
-            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line(text, red=True)
             if session.exitstatus == pytest.ExitCode.OK:
