@@ -8,9 +8,9 @@ command line), and the plugin kills them so the next test starts clean. It never
 killed child of pytest itself stays a zombie until its owner (a Popen, pexpect, asyncio) waits.
 Before killing, it runs the garbage collector once: a leak that ends then is named as such (its
 owner was left unclosed in a reference cycle, and only its finalizer ended it). A leak that a live
-object still holds (a Popen, a multiprocessing or ptyprocess handle: a cache, a session-wide object
-a test filled lazily), and that one's own tree, is reported but killed only at the session's end,
-so that the later tests that reuse it do not fail for it.
+object still holds (a ``*Popen``: subprocess's, multiprocessing's, loky's; a ptyprocess: in a cache,
+a session-wide object a test filled lazily), and that one's own tree, is reported but killed only
+at the session's end, so that the later tests that reuse it do not fail for it.
 
 How a process is tied to a test:
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
@@ -63,7 +63,11 @@ DEFAULT_TIMEOUT_S = 2.5
 DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
 CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
 # Helpers that live as long as the pytest process itself, by design: not a test's leak.
-_LIFETIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+_LIFETIME_HELPERS = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "loky.backend.resource_tracker",  # joblib's vendored copy too (joblib.externals.loky...)
+)
 
 Identity = tuple[int, float]
 
@@ -183,33 +187,36 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
 
 def _held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
     """pid -> class of a live object in this process that owns that child (after gc.collect(),
-    so unreachable ones are gone): a subprocess.Popen (asyncio's transports hold one), a
-    multiprocessing Popen, a ptyprocess (pexpect). Killing such a child breaks whoever reuses it:
-    a cache, a session-wide object that a function-scoped fixture filled lazily (execnet's suite:
-    a gateway started by the first test that needs it, then shared by later ones)."""
+    so unreachable ones are gone). Killing such a child breaks whoever reuses it: a cache, a
+    session-wide object that a function-scoped fixture filled lazily (execnet's suite: a gateway
+    started by the first test that needs it; loky's: a reusable executor's workers).
+
+    Owners are known by their class: a name ending in "Popen" (subprocess's, which asyncio's
+    transports hold, and those of multiprocessing, loky, billiard) or ptyprocess's PtyProcess
+    (pexpect), with the child's pid as an instance attribute. Other objects are not looked into:
+    reading every object's __dict__ would build one for each that has none yet.
+    """
     import gc
     import subprocess
 
     if not pids:
         return {}
-    kinds: list[type] = [subprocess.Popen]
-    for module, name in (
-        ("multiprocessing.popen_fork", "Popen"),
-        ("ptyprocess.ptyprocess", "PtyProcess"),
-    ):
-        kind = getattr(sys.modules.get(module), name, None)
-        if isinstance(kind, type):
-            kinds.append(kind)
+    pty = getattr(sys.modules.get("ptyprocess.ptyprocess"), "PtyProcess", None)
     # A Popen dropped while its child ran sits in subprocess._active (POSIX) to be reaped later:
     # nobody holds it any more.
     dropped = {id(proc) for proc in getattr(subprocess, "_active", None) or ()}
-    wanted, owners = set(pids), tuple(kinds)
+    wanted = set(pids)
     held: dict[int, str] = {}
     for obj in gc.get_objects():
-        if isinstance(obj, owners) and id(obj) not in dropped:
-            pid = getattr(obj, "pid", None)
-            if pid in wanted:
-                held[pid] = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        kind = type(obj)
+        if not (kind.__name__.endswith("Popen") or (pty is not None and isinstance(obj, pty))):
+            continue
+        try:
+            pid = object.__getattribute__(obj, "__dict__").get("pid")
+        except (AttributeError, TypeError):
+            continue
+        if type(pid) is int and pid in wanted and id(obj) not in dropped:
+            held[pid] = f"{kind.__module__}.{kind.__qualname__}"
     return held
 
 

@@ -394,21 +394,38 @@ def test_a_killed_leak_is_left_for_its_owner_to_reap(
     assert wait_until_gone(marker) == []
 
 
+# The owner: a subprocess.Popen, or a class of its own named like one (loky's, billiard's),
+# which holds only the pid (checked alive with signal 0 then).
+OWNERS = {
+    "subprocess.Popen": "sleeper(600, 'shared')",
+    "test_inner.WorkerPopen": "WorkerPopen()",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OWNERS))
 def test_a_leak_a_live_object_still_holds_is_reported_but_spared(
-    pytester: pytest.Pytester, marker: str
+    pytester: pytest.Pytester, marker: str, kind: str
 ) -> None:
     # execnet's suite: a function-scoped fixture starts a gateway on first use and caches it in
-    # a session-wide group; killed after the first test, every later test that used it failed.
+    # a session-wide group; killed after the first test, every later test that used it failed
+    # (loky's: the workers of its reusable executor).
     write_tests(
         pytester,
         marker,
-        """
-        CACHE = {}
+        f"""
+        class WorkerPopen:
+            def __init__(self):
+                self.pid = sleeper(600, "shared").pid
+
+            def poll(self):
+                os.kill(self.pid, 0)  # raises once it is gone
+
+        CACHE = {{}}
 
         @pytest.fixture
         def server():
             if "proc" not in CACHE:
-                CACHE["proc"] = sleeper(600, "shared")
+                CACHE["proc"] = {OWNERS[kind]}
             return CACHE["proc"]
 
         def test_a_starts_it(server):
@@ -424,11 +441,9 @@ def test_a_leak_a_live_object_still_holds_is_reported_but_spared(
     result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
     result.assert_outcomes(passed=3, errors=1)
     out = result.stdout.str()
-    section = teardown_errors(out)["test_a_starts_it"]
+    section = " ".join(teardown_errors(out)["test_a_starts_it"].split())
     pid = pid_of(pytester.path / "out", "shared")
-    assert f"left 1 of them running: a live object still holds each ({pid} (subprocess.Popen))" in (
-        " ".join(section.split())
-    )
+    assert f"left 1 of them running: a live object still holds each ({pid} ({kind}))" in section
     assert "killed at session end the 1 process(es) it spared" in out and str(pid) in out
     assert wait_until_gone(marker) == []
 
