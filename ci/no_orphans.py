@@ -32,14 +32,28 @@ def ours(proc: psutil.Process, wanted: dict[str, str]) -> bool:
     return any(environ.get(name) == value for name, value in wanted.items())
 
 
+def running_thread(proc: psutil.Process) -> psutil.Process | None:
+    """For a zombie leader: a thread that runs on after the main one exited (Linux), through
+    which the process reads; None if it has really ended. (Standalone: this env has only psutil;
+    proctree.running_view is the project's own.)"""
+    try:
+        tids = [t.id for t in proc.threads() if t.id != proc.pid]
+        return psutil.Process(tids[0]) if tids else None
+    except (psutil.Error, OSError):
+        return None
+
+
 def survivors(wanted: dict[str, str]) -> list[psutil.Process]:
     me = psutil.Process()
     exclude = {me.pid, *(p.pid for p in me.parents())}
     found = []
     for proc in psutil.process_iter(["pid", "status"]):
-        if proc.info["pid"] in exclude or proc.info["status"] == psutil.STATUS_ZOMBIE:
+        if proc.info["pid"] in exclude:
             continue
-        if ours(proc, wanted):
+        view: psutil.Process | None = proc
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            view = running_thread(proc)
+        if view is not None and ours(view, wanted):
             found.append(proc)
     return found
 
@@ -48,7 +62,7 @@ def describe(proc: psutil.Process) -> str:
     try:
         with proc.oneshot():
             age = time.time() - proc.create_time()
-            cmd = " ".join(proc.cmdline())[:300]
+            cmd = " ".join((running_thread(proc) or proc).cmdline())[:300]
             return f"{proc.pid:>7} {proc.ppid():>7} {age:>8.1f}s  {cmd}"
     except psutil.Error:
         return f"{proc.pid:>7} (exited while being described)"

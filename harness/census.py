@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 
+import proctree
 from harness import runs
 from harness.ledger import LedgerTail
 from harness.target import SpawnedProcess
@@ -434,8 +435,8 @@ class Census:
     # -- sampling ----------------------------------------------------------------------------
     def _is_ours(self, proc: psutil.Process) -> tuple[bool, list[str]]:
         try:
-            cmdline = proc.cmdline()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            cmdline = proctree.cmdline(proc)  # through a live thread if its leader looks dead
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False, []
         return self.token in cmdline, cmdline  # exact argv element: run ids may share prefixes
 
@@ -454,10 +455,10 @@ class Census:
         try:
             with proc.oneshot():
                 rec.ppid = proc.ppid()  # psutil raises NoSuchProcess if the PID was reused
-                rec.status = proc.status()
+                # A leader that reads as a zombie may run on in another thread (Linux).
+                rec.status = proctree.status(proc)
                 if rec.status != psutil.STATUS_ZOMBIE:
-                    # statm reads 0 while an exec swaps the address space: keep the last value.
-                    rec.rss = proc.memory_info().rss or rec.rss
+                    rec.rss = _rss(proc) or rec.rss
         except psutil.NoSuchProcess:
             self._gone(rec, now)
             return False
@@ -987,8 +988,18 @@ class Census:
             return out
 
 
+def _rss(proc: psutil.Process) -> int:
+    """Its RSS; 0 while an exec swaps the address space (the caller keeps its last value).
+    A process whose main thread has exited reads 0 through the leader: read a live thread."""
+    rss = proc.memory_info().rss
+    if not rss and (view := proctree.running_view(proc)) is not None:
+        with contextlib.suppress(psutil.Error):
+            rss = view.memory_info().rss
+    return rss
+
+
 def _running(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return proc.is_running() and not proctree.exited(proc)
     except psutil.Error:
         return False

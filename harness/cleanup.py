@@ -62,12 +62,13 @@ def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Pro
     out = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         try:
-            cmdline = proc.info.get("cmdline") or []
-            status = proc.info.get("status")
+            cmdline = proctree.listed_cmdline(proc)  # None: it has exited
         except psutil.Error:
             continue
-        if skip_zombies and status == psutil.STATUS_ZOMBIE:
-            continue
+        if cmdline is None:
+            if skip_zombies:
+                continue
+            cmdline = proc.info.get("cmdline") or []
         if token in cmdline:  # an exact argv element, never a substring
             out.append(proc)
     return out
@@ -208,7 +209,7 @@ def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
     out = []
     for proc in procs:
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
+            if not proctree.exited(proc):
                 out.append(proc)
         except psutil.Error:
             continue

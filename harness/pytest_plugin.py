@@ -164,6 +164,8 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
     """
     import psutil
 
+    import proctree
+
     deadline = time.monotonic() + timeout
     delay = 0.005
     pending = list(procs)
@@ -171,7 +173,7 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
         still = []
         for proc in pending:
             try:
-                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                if proc.is_running() and not proctree.exited(proc):
                     still.append(proc)
             except psutil.NoSuchProcess:
                 continue
@@ -374,6 +376,8 @@ class LeakTracker:
         """Leaked processes of ended owners now, and how many zombies were skipped."""
         import psutil
 
+        import proctree
+
         leaks: list[Leak] = []
         zombies = 0
         with self._lock:
@@ -383,11 +387,12 @@ class LeakTracker:
                     ppid = proc.ppid
                     with handle.oneshot():
                         ppid = handle.ppid()
-                        if handle.status() == psutil.STATUS_ZOMBIE:
+                        # A leader that reads as a zombie may run on in another thread.
+                        if proctree.exited(handle):
                             zombies += 1
                             continue
                         try:
-                            cmdline = " ".join(handle.cmdline()) or handle.name()
+                            cmdline = " ".join(proctree.cmdline(handle)) or handle.name()
                         except psutil.AccessDenied:
                             cmdline = handle.name()
                 except psutil.NoSuchProcess:

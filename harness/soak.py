@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 
+import proctree
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
@@ -436,7 +436,7 @@ def _is_alive(census: Census) -> bool:
         return (
             worker is not None
             and worker.is_running()
-            and worker.status() != psutil.STATUS_ZOMBIE  # dead, waiting to be reaped
+            and not proctree.exited(worker)  # dead, waiting to be reaped
         )
     except Exception:  # noqa: BLE001
         return False

@@ -26,8 +26,17 @@ from __future__ import annotations
 
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
 from ._guardian import Guardian, start_guardian
-from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
+from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
 from ._lifeline import Lifeline, lifeline_problem, watch_lifeline
+from ._liveness import (
+    cmdline,
+    environ,
+    exited,
+    is_alive,
+    listed_cmdline,
+    running_view,
+    status,
+)
 from ._platform import enable_subreaper, is_subreaper, pdeathsig_method
 from ._platform import send_stop as stop
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
@@ -58,21 +67,27 @@ __all__ = [
     "aterminate_tree",
     "born_since",
     "capabilities",
+    "cmdline",
     "descendants",
     "enable_subreaper",
+    "environ",
+    "exited",
     "fallback_forced",
     "force_fallback",
     "identify",
     "is_alive",
     "is_subreaper",
     "lifeline_problem",
+    "listed_cmdline",
     "mark_matches",
     "marker_of",
     "pdeathsig_method",
     "reap_zombies",
+    "running_view",
     "scan",
     "spawn_options",
     "start_guardian",
+    "status",
     "stop",
     "subtree_pids",
     "sweep",

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _platform
-from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive
+from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
+from ._liveness import is_alive
 from ._scan import _Table, carries, protected_pids
 from ._spawn import MARK_ENV
 from ._terminate import group_member, look_or_born, stop_spreading, wait_gone

@@ -44,17 +44,3 @@ def of_process(proc: psutil.Process) -> ProcId | None:
         return ProcId(proc.pid, proc.create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
         return None
-
-
-def is_alive(pid_id: ProcId) -> bool:
-    """True if the same process (pid and create_time) still runs and is not a zombie."""
-    proc = pid_id.process()
-    if proc is None:
-        return False
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        # Exists with the right create_time; we just may not read its state.
-        return True

@@ -1,4 +1,5 @@
-"""Linux: prctl (child subreaper, parent-death signal) through ctypes, pidfd signalling."""
+"""Linux: prctl (child subreaper, parent-death signal) through ctypes, pidfd signalling,
+threads that outlive their process's main thread."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+
+import psutil
 
 # Imported on Linux only (_platform chooses by sys.platform); the assert also tells type
 # checkers to skip this module when they check for Windows.
@@ -104,6 +107,20 @@ def thread_child_pids(pid: int, tid: int) -> list[int]:
     cannot say: the thread is gone, or there is no children file)."""
     with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
         return [int(x) for x in f.read().split()]
+
+
+def live_thread(pid: int) -> int | None:
+    """A thread of `pid` other than its main one, or None.
+
+    When a process's main thread exits (pthread_exit) while others run on, the kernel shows the
+    leader as a zombie until the last thread ends; the process still runs, and its cmdline,
+    environment and memory read empty through the leader but not through a live thread.
+    """
+    try:
+        tids = [t.id for t in psutil.Process(pid).threads()]
+    except psutil.Error:
+        return None
+    return next((tid for tid in tids if tid != pid), None)
 
 
 @functools.cache

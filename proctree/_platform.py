@@ -185,6 +185,14 @@ def close_group(group: Group) -> None:
         group.close()
 
 
+def live_thread(pid: int) -> int | None:
+    """A thread of `pid` that runs on after its main thread exited (see _linux.live_thread);
+    None where a process cannot outlive its main thread as a zombie (macOS, Windows)."""
+    if sys.platform.startswith("linux"):
+        return _native.live_thread(pid)
+    return None
+
+
 def reap_zombies(exclude: Collection[int] = ()) -> list[int]:
     if sys.platform == "win32":
         return []

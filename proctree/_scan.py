@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Iterable
 
 import psutil
 
-from . import _platform
+from . import _liveness, _platform
 from ._identity import CREATE_TIME_TOLERANCE
 from ._spawn import MARK_ENV
 
@@ -26,7 +26,7 @@ def carries(proc: psutil.Process, *, mark: str | None, token: str | None) -> boo
     """True if the process has `token` in an argv element or `mark` in its environment."""
     if token:
         try:
-            cmdline = proc.cmdline()
+            cmdline = _liveness.cmdline(proc)
         except (psutil.Error, OSError):
             cmdline = None
         if cmdline and any(token in arg for arg in cmdline):
@@ -136,7 +136,7 @@ def _walk(root_pid: int, children: Callable[[int], Iterable[int]]) -> list[int]:
 def marker_of(proc: psutil.Process) -> str | None:
     """The mark in a process's environment, if it carries one and we may read it."""
     try:
-        return proc.environ().get(MARK_ENV)
+        return _liveness.environ(proc).get(MARK_ENV)
     except (psutil.Error, OSError):
         return None
 

@@ -18,7 +18,8 @@ from typing import Any
 import psutil
 
 from . import _platform
-from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, is_alive, of_process
+from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, of_process
+from ._liveness import exited, is_alive
 from ._scan import (
     adopted_children,
     carries,
@@ -280,7 +281,7 @@ def group_member(pgid: int, since: float, ours: Callable[[psutil.Process], bool]
     for pid in _platform.group_pids(pgid):
         try:
             proc = psutil.Process(pid)
-            if proc.create_time() < since or proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.create_time() < since or exited(proc):
                 continue
             if not ours(proc):
                 continue
@@ -563,7 +564,7 @@ def _adopted_marks(known: Collection[int]) -> tuple[list[tuple[psutil.Process, s
             continue
         try:
             proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if exited(proc):
                 churn = True
                 continue
         except psutil.Error:

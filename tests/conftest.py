@@ -23,6 +23,7 @@ import time
 import psutil
 import pytest
 
+import proctree
 from harness.cleanup import end_all
 from harness.runs import RUNS_DIR_ENV
 
@@ -68,14 +69,22 @@ def _survivors(token: str, since: float) -> list[psutil.Process]:
         info = proc.info
         if info["pid"] == me or info["create_time"] is None or info["create_time"] + 1 < since:
             continue
-        if info["status"] != psutil.STATUS_ZOMBIE and _carries(proc, token):
+        if _carries(proc, token) and not _exited(proc, info["status"]):
             found.append(proc)
     return found
 
 
+def _exited(proc: psutil.Process, status: str | None) -> bool:
+    try:
+        return status == psutil.STATUS_ZOMBIE and proctree.exited(proc)
+    except psutil.Error:
+        return True  # gone meanwhile
+
+
 def _carries(proc: psutil.Process, token: str) -> bool:
     try:
-        return proc.environ().get(SESSION_VAR) == token
+        # through a live thread if its main thread has exited (the leader then reads empty)
+        return proctree.environ(proc).get(SESSION_VAR) == token
     except (psutil.Error, OSError):
         return False  # gone, or not ours to read
 
@@ -83,7 +92,7 @@ def _carries(proc: psutil.Process, token: str) -> bool:
 def _describe(proc: psutil.Process) -> str:
     try:
         with proc.oneshot():
-            argv = proc.cmdline()
+            argv = proctree.cmdline(proc)
             run_ids = [arg[len(RUN_ID_FLAG) :] for arg in argv if arg.startswith(RUN_ID_FLAG)]
             age = time.time() - proc.create_time()
             tail = f"  [run id {run_ids[0]}]" if run_ids else ""

@@ -340,7 +340,7 @@ class Containment:
         it), one gone meanwhile, or one older than us (it cannot descend from us)."""
         try:
             created = proc.create_time()
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if proctree.exited(proc):
                 return None
         except psutil.Error:
             return None

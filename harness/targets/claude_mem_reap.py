@@ -18,6 +18,7 @@ from pathlib import PurePath
 
 import psutil
 
+import proctree
 from harness.target import SpawnedProcess
 
 SAMPLE_INTERVAL_S = 0.2
@@ -84,8 +85,11 @@ class ReapTracker:
         live: set[tuple[int, float]] = set()
         for proc in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
             info = proc.info
-            cmdline = info.get("cmdline") or []
-            if self.token not in cmdline or info.get("status") == psutil.STATUS_ZOMBIE:
+            try:
+                cmdline = proctree.listed_cmdline(proc)  # None: it has exited
+            except psutil.Error:
+                continue
+            if cmdline is None or self.token not in cmdline:
                 continue
             key = (info["pid"], round(float(info["create_time"] or 0.0), 2))
             live.add(key)
@@ -177,13 +181,7 @@ class ReapTracker:
 
 
 def _still_running(pid: int, create_time: float) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        return (
-            abs(proc.create_time() - create_time) <= 0.01 and proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-        return False
+    return proctree.is_alive(proctree.ProcId(pid, create_time))
 
 
 def _session_by_cwd(cwd: str, by_db: dict[int, str]) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from leakcheck_helpers import wait_until_gone
+from leakcheck_helpers import wait_until, wait_until_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,13 +20,26 @@ def run_script(name: str, *args: str, env: dict[str, str]) -> subprocess.Complet
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_no_orphans_finds_names_and_kills_a_tagged_survivor(marker: str) -> None:
+# The second: its main thread exits while another sleeps on (the leader reads as a zombie).
+SURVIVORS = {
+    "sleeper": "import time; time.sleep(600)",
+    "headless": "import ctypes, threading, time\n"
+    "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+    "ctypes.CDLL(None).pthread_exit(None)",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SURVIVORS))
+def test_no_orphans_finds_names_and_kills_a_tagged_survivor(marker: str, kind: str) -> None:
+    if kind == "headless" and sys.platform != "linux":
+        pytest.skip("a zombie leader with live threads is Linux's")
     env = dict(os.environ, LEAKPROOF_CI_RUN=marker, NO_ORPHANS_GRACE_S="1")
     env.pop("RUNNER_TRACKING_ID", None)
-    sleeper = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(600)", marker], env=env
-    )
+    sleeper = subprocess.Popen([sys.executable, "-c", SURVIVORS[kind], marker], env=env)
     try:
+        if kind == "headless":
+            leader = psutil.Process(sleeper.pid)
+            wait_until(lambda: leader.status() == psutil.STATUS_ZOMBIE, "the main thread's exit")
         result = run_script("no_orphans.py", env=env)
         assert result.returncode == 1, result.stdout + result.stderr
         assert str(sleeper.pid) in result.stdout and marker in result.stdout

@@ -617,3 +617,38 @@ def test_a_fixtures_thread_is_not_put_on_the_first_test(
     assert str(pid_of(out, "late")) in output
     assert "left running" not in output and "threads left running" not in output, output
     assert wait_until_gone(marker) == []
+
+
+HEADLESS_LEAK = """
+# Its main thread exits while another sleeps on: the leader reads as a zombie, the process runs.
+HEADLESS = (
+    "import ctypes, sys, threading, time\\n"
+    "threading.Thread(target=time.sleep, args=(float(sys.argv[1]),)).start()\\n"
+    "ctypes.CDLL(None).pthread_exit(None)\\n"
+)
+
+def test_leaves_a_headless_child():
+    import psutil
+    proc = subprocess.Popen([sys.executable, "-c", HEADLESS, "600", MARKER])
+    (OUT / "headless.pid").write_text(str(proc.pid))
+    handle = psutil.Process(proc.pid)
+    end = time.monotonic() + 60
+    while handle.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < end, "its main thread never exited"
+        time.sleep(0.02)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a zombie leader with live threads is Linux's")
+def test_a_leak_whose_main_thread_exited_is_not_taken_for_a_zombie(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    out = write_tests(pytester, marker, HEADLESS_LEAK)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=1, errors=1)
+    pid = pid_of(out, "headless")
+    section = teardown_errors(result.stdout.str())["test_leaves_a_headless_child"]
+    # Named with its command line, read through its live thread.
+    assert re.search(rf"^\s+{pid}\s+\d+\s+[\d.]+s\s+.*{marker}$", section, re.M), section
+    assert "leak-check killed them." in section
+    assert wait_until_gone(marker) == []

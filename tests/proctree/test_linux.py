@@ -262,3 +262,51 @@ def test_a_cache_that_cannot_be_written_leaves_setpriv_or_the_preexec_fn(
         assert proc.wait(timeout=60) == 0
     finally:
         _linux.pdeathsig_launcher.cache_clear()
+
+
+# Its main thread exits (pthread_exit) while another sleeps on, ignoring SIGTERM: the leader
+# reads as a zombie, the process runs.
+HEADLESS = """
+import ctypes, signal, threading, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+threading.Thread(target=time.sleep, args=(600,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def test_a_process_whose_main_thread_exited_runs_until_ended(run: Runner, popens) -> None:
+    opts = proctree.spawn_options(run.mark)
+    popen = subprocess.Popen([sys.executable, "-c", HEADLESS, run.token], **opts)
+    popens.append(popen)
+    group = proctree.after_spawn(popen.pid, opts)
+    proc = psutil.Process(popen.pid)
+    root = proctree.ProcId(popen.pid, proc.create_time())
+
+    def headless() -> bool:
+        return proc.status() == psutil.STATUS_ZOMBIE and proc.num_threads() == 2
+
+    wait_for(headless, what="the main thread's exit")
+    # psutil sees a zombie; proctree sees what runs, and reads it through the live thread.
+    assert not proctree.exited(proc) and proctree.is_alive(root)
+    assert proctree.status(proc) in (psutil.STATUS_SLEEPING, psutil.STATUS_RUNNING)
+    assert run.token in proctree.cmdline(proc)
+    assert proctree.marker_of(proc) == run.mark
+    assert proctree.running_view(proc) is not None
+    assert popen.pid in {p.pid for p in proctree.scan(mark=run.mark)}
+    assert popen.pid in {p.pid for p in proctree.scan(token=run.token)}
+    res = proctree.terminate_tree(root, group=group, mark=run.mark, grace=GRACE)
+    group.close()
+    assert res.clean and root in res.kill, res
+    assert popen.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_a_zombie_with_no_thread_left_has_exited(popens) -> None:
+    """The control: a child that ended and waits to be reaped reads as exited."""
+    popen = subprocess.Popen([sys.executable, "-c", "pass"])
+    popens.append(popen)
+    proc = psutil.Process(popen.pid)
+    wait_for(lambda: proc.status() == psutil.STATUS_ZOMBIE, what="the child's exit")
+    assert proctree.exited(proc) and proctree.running_view(proc) is None
+    assert proctree.cmdline(proc) == []
+    assert not proctree.is_alive(proctree.ProcId(popen.pid, proc.create_time()))
+    assert popen.wait(timeout=30) == 0

@@ -28,6 +28,24 @@ IGNORE_TERM_SLEEP = (
     "while True: time.sleep(1)"
 )
 
+def headless(role):
+    """Code for daemon_sleep: ignores SIGTERM, then its main thread exits while another lives
+    on; that thread records `role` once the leader reads as a zombie, and sleeps."""
+    return "\n".join([
+        "import ctypes, os, signal, threading, time",
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+        "def run():",
+        "    stat = '/proc/%d/stat' % os.getpid()",
+        "    while open(stat).read().rsplit(') ', 1)[1][0] != 'Z':",
+        "        time.sleep(0.01)",
+        f"    fd = os.open({{PIDFILE!r}}, os.O_WRONLY | os.O_APPEND)",
+        f"    os.write(fd, ('%d {{role}}' % os.getpid() + chr(10)).encode())",
+        "    while True:",
+        "        time.sleep(1)",
+        "threading.Thread(target=run).start()",
+        "ctypes.CDLL(None).pthread_exit(None)",
+    ])
+
 def record(role):
     fd = os.open(PIDFILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.write(fd, f"{{os.getpid()}} {{role}}\n".encode())
@@ -230,6 +248,18 @@ for msg in messages():
                               "server_name": "x", "message": {{}}}}}})
         idle()
 """,
+    # 12) Two grandchildren whose main thread exits while another runs on (the leader reads as a
+    # zombie): one in a group of its own, one double-forked with an empty environment.
+    "headless": r"""
+record("main")
+daemon_sleep("grandchild", code=headless("grandchild-headless"), setpgid=True)
+if os.fork() == 0:
+    os.setsid()
+    daemon_sleep("escapee", code=headless("escapee-headless"), env={{}}, setsid=True)
+    os._exit(0)
+os.wait()
+serve()
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")
@@ -274,7 +304,7 @@ class Hostile:
         for pid, role in self.entries():
             try:
                 proc = psutil.Process(pid)
-                if proc.create_time() + 1 < self.since or proc.status() == psutil.STATUS_ZOMBIE:
+                if proc.create_time() + 1 < self.since or not runs_on(proc):
                     continue
             except psutil.Error:
                 continue
@@ -291,6 +321,12 @@ class Hostile:
             if not procs:
                 return
             kill_and_wait(procs)
+
+
+def runs_on(proc: psutil.Process) -> bool:
+    """Not a zombie, or a zombie leader with a thread still running (its main thread exited):
+    the test's own reading, apart from proctree's."""
+    return proc.status() != psutil.STATUS_ZOMBIE or proc.num_threads() > 1
 
 
 def env_without_mark() -> dict[str, str]:

@@ -75,6 +75,8 @@ LEAKY_CASES = {
     "closed-stdio": {"main"},
     "stops-itself": {"main", "grandchild"},
     "zombie-farm": {"main", "farmer"},
+    # leaders that read as zombies, running on in another thread
+    "headless": {"main", "grandchild-headless", "escapee-headless"},
 }
 
 
@@ -91,12 +93,15 @@ def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, host
     assert not stray, f"census counted processes the hostile did not start: {stray}"
     # Every long-lived process it started is named: in other process groups, with an empty
     # environment, orphaned before any sample saw it - none carries the run id.
+    assert LEAKY_CASES[case] <= hostile.roles(), recorded  # the misbehaviour happened
     expected = {pid for pid, role in recorded.items() if role in LEAKY_CASES[case]}
-    assert expected, recorded
     assert expected <= leaked, {pid: recorded[pid] for pid in expected - leaked}
     wait_none_alive(hostile)
 
 
+# Not "headless": its escapee is unmarked and ignores SIGTERM, so the fixed worker spares it while
+# an older observer lives (it cannot tell whose it is) and then needs its grace to kill it: on a
+# loaded machine that can outlast this soak's 1.5 s grace (test_hostile_worker covers its end).
 @pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout"])
 def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
     hostile = hostiles(case)

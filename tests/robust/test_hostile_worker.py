@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from hostile import Hostile
+from hostile import Hostile, runs_on
 from workerkit import Worker, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
@@ -43,6 +43,7 @@ CASES: dict[str, tuple[dict[str, object], set[str]]] = {
     "deaf": ({}, {"main"}),
     "closes-stdin": ({}, {"main"}),
     "asks-back": ({}, {"main"}),
+    "headless": ({}, {"main", "grandchild-headless", "escapee-headless"}),
 }
 
 
@@ -115,7 +116,7 @@ def worker_zombies(worker: Worker) -> list[int]:
     zombies = []
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
-            if child.status() == psutil.STATUS_ZOMBIE:
+            if not runs_on(child):
                 zombies.append(child.pid)
     return zombies
 
