@@ -542,7 +542,7 @@ def format_leaks(leaks: list[Leak], *, header: str, killed: bool, spared: int = 
             lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
     if spared and killed:
         lines.append("leak-check killed the others.")
-    else:
+    elif not spared or spared < len(leaks):  # all spared: the note that follows says why
         lines.append("leak-check killed them." if killed else "leak-check left them running.")
     return "\n".join(lines)
 
@@ -793,6 +793,7 @@ class LeakCheckPlugin:
             )
         leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
         if leaks:
+            collected, _ = self.tracker.after_gc(leaks)  # nothing is spared any longer
             survivors = self.tracker.settle(leaks)
             self.leaked.extend(leaks)
             text = format_leaks(
@@ -800,8 +801,9 @@ class LeakCheckPlugin:
                 header=f"leak-check: {len(leaks)} process(es) still running at session end:",
                 killed=self.tracker.kill and not survivors,
             )
+            notes = [gc_note(collected)] if collected else []
             if reporter is not None:
-                reporter.write_line(text, red=True)
+                reporter.write_line("\n".join([text, *notes]), red=True)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return result

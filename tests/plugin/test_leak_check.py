@@ -322,35 +322,41 @@ def test_a_scrubbed_daemon_is_found_with_the_subreaper(
     assert wait_until_gone(marker) == []
 
 
+# As pexpect's spawn and asyncio's subprocess transport do: a finalizer that ends the child, on
+# an object left in a reference cycle. gc is off in the inner run, so only leak-check's own
+# gc.collect() ends it.
+CYCLE_OWNER = """
+import gc
+
+gc.disable()
+
+class Owner:
+    def __init__(self, name):
+        self.proc = sleeper(600, name)
+        self.me = self  # the cycle
+
+    def __del__(self):
+        self.proc.kill()
+        self.proc.wait()
+"""
+
+
 def test_a_leak_that_only_the_garbage_collector_ends_is_named_so(
     pytester: pytest.Pytester, marker: str
 ) -> None:
-    # As pexpect's spawn and asyncio's subprocess transport do: a finalizer that ends the child,
-    # on an object left in a reference cycle. gc is off in the inner run, so only leak-check's
-    # own gc.collect() ends it.
     write_tests(
         pytester,
         marker,
-        """
-        import gc
+        CYCLE_OWNER
+        + textwrap.dedent(
+            """
+            def test_a_cycle():
+                Owner("cycle")
 
-        gc.disable()
-
-        class Owner:
-            def __init__(self, name):
-                self.proc = sleeper(600, name)
-                self.me = self  # the cycle
-
-            def __del__(self):
-                self.proc.kill()
-                self.proc.wait()
-
-        def test_a_cycle():
-            Owner("cycle")
-
-        def test_b_plain():
-            sleeper(600, "plain")
-        """,
+            def test_b_plain():
+                sleeper(600, "plain")
+            """
+        ),
     )
     result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
     result.assert_outcomes(passed=2, errors=2)
@@ -361,6 +367,31 @@ def test_a_leak_that_only_the_garbage_collector_ends_is_named_so(
         f"1 of them ({cycle}) ended only when leak-check ran gc.collect()" in errors["test_a_cycle"]
     )
     assert str(plain) in errors["test_b_plain"] and "gc.collect()" not in errors["test_b_plain"]
+    assert wait_until_gone(marker) == []
+
+
+def test_a_leak_found_at_session_end_that_only_the_garbage_collector_ends_is_named_so(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    # The test is interrupted, so its teardown never judges it: the session's end does.
+    write_tests(
+        pytester,
+        marker,
+        CYCLE_OWNER
+        + textwrap.dedent(
+            """
+            def test_interrupted():
+                Owner("interrupted")
+                raise KeyboardInterrupt
+            """
+        ),
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    pid = pid_of(pytester.path / "out", "interrupted")
+    text = result.stdout.str()
+    assert "1 process(es) still running at session end:" in text, text
+    assert f"1 of them ({pid}) ended only when leak-check ran gc.collect()" in text, text
     assert wait_until_gone(marker) == []
 
 
@@ -444,6 +475,7 @@ def test_a_leak_a_live_object_still_holds_is_reported_but_spared(
     section = " ".join(teardown_errors(out)["test_a_starts_it"].split())
     pid = pid_of(pytester.path / "out", "shared")
     assert f"left 1 of them running: a live object still holds each ({pid} ({kind}))" in section
+    assert "leak-check left them running." not in section  # said once, by the note
     assert "killed at session end the 1 process(es) it spared" in out and str(pid) in out
     assert wait_until_gone(marker) == []
 
