@@ -1,7 +1,8 @@
 """A grandchild (MCP-server-like) or escapee process started by a fake main.
 
 Grandchild: reads stdin until EOF (its parent's death), then exits, unless `--linger 1`.
-Escapee: detached, idles forever. Either may ignore SIGTERM/SIGINT/SIGHUP (`--ignore 1`).
+Escapee: detached, idles forever. Either may ignore SIGTERM/SIGINT/SIGHUP (`--ignore 1`), and
+either may go on in a thread of its own while its main thread exits (`--headless 1`).
 `--hop S` (POSIX): instead, every S seconds it forks and the parent exits, so the lineage lives
 on under ever new pids (each writes a `hop` ledger line); an escapee also starts a new session
 at each hop. It stops by itself after `--hop-for` seconds.
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from fake_claude.identity import create_time
     from fake_claude.ledger import Ledger
-    from fake_claude.lifecycle import exit_now, install_signal_policy
+    from fake_claude.lifecycle import install_signal_policy
 
     run_id = os.environ.get("FAKE_CLAUDE_RUN_ID")
     for tok in argv:
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     role = _opt(argv, "--role", "grandchild")
     ignore = _opt(argv, "--ignore", "0") == "1"
     linger = _opt(argv, "--linger", "0") == "1"
+    headless = _opt(argv, "--headless", "0") == "1"
     ledger = Ledger(os.environ.get("FAKE_CLAUDE_LEDGER"), run_id)
     install_signal_policy(ledger, ignore)
     ledger.write(
@@ -48,13 +50,24 @@ def main(argv: list[str] | None = None) -> int:
         ppid=os.getppid(),
         create_time=create_time() if ledger.path else None,
         argv=list(sys.orig_argv),
-        scenario=f"{role}:ignore={int(ignore)},linger={int(linger)}",
+        scenario=f"{role}:ignore={int(ignore)},linger={int(linger)},headless={int(headless)}",
         role=role,
         parent_pid=int(_opt(argv, "--parent-pid", "0")),
     )
     hop = float(_opt(argv, "--hop", "0"))
     if hop > 0 and hasattr(os, "fork"):
         _hop(ledger, hop, float(_opt(argv, "--hop-for", "30")), new_session=role == "escapee")
+    if headless:
+        from fake_claude.headless import go_headless
+
+        go_headless(ledger, lambda: _live(ledger, role, linger))  # does not return
+    return _live(ledger, role, linger)
+
+
+def _live(ledger: Ledger, role: str, linger: bool) -> int:
+    """A grandchild reads stdin until EOF and exits (unless it lingers); the rest idle."""
+    from fake_claude.lifecycle import exit_now
+
     if role == "grandchild":
         while True:
             try:

@@ -16,9 +16,16 @@ BOOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_boot.py")
 
 
 def child_argv(
-    role: str, run_id: str | None, *, ignore: bool, linger: bool, hop: float = 0.0
+    role: str,
+    run_id: str | None,
+    *,
+    ignore: bool,
+    linger: bool,
+    hop: float = 0.0,
+    headless: bool = False,
 ) -> list[str]:
-    hopping = ["--hop", str(hop)] if hop > 0 else []
+    extra = ["--hop", str(hop)] if hop > 0 else []
+    extra += ["--headless", "1"] if headless else []
     return [
         sys.executable,
         "-I",
@@ -33,7 +40,7 @@ def child_argv(
         "1" if ignore else "0",
         "--linger",
         "1" if linger else "0",
-        *hopping,
+        *extra,
         f"{RUN_ID_FLAG}={run_id or ''}",
     ]
 
@@ -56,14 +63,20 @@ def start_children(ctx: Context) -> list[int]:
         ignore = sc.flag("grandchild", "ignore")
         linger = sc.flag("grandchild", "linger")
         hop = sc.num("grandchild", "hop", 0.0)
+        headless = sc.flag("grandchild", "headless")
         for _ in range(n):
-            argv = child_argv("grandchild", ctx.run_id, ignore=ignore, linger=linger, hop=hop)
+            argv = child_argv(
+                "grandchild", ctx.run_id, ignore=ignore, linger=linger, hop=hop, headless=headless
+            )
             pids.append(impl.spawn_grandchild(argv))
     if sc.has("escape"):
         hop = sc.num("escape", "hop", 0.0)
         env = scrubbed_env() if sc.flag("escape", "scrub") else None
+        headless = sc.flag("escape", "headless")
         for _ in range(int(sc.num("escape", "n", 1))):
-            argv = child_argv("escapee", ctx.run_id, ignore=True, linger=True, hop=hop)
+            argv = child_argv(
+                "escapee", ctx.run_id, ignore=True, linger=True, hop=hop, headless=headless
+            )
             impl.spawn_escapee(argv, env)
     return pids
 

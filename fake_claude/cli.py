@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from fake_claude import DEFAULT_VERSION
+
+if TYPE_CHECKING:
+    from fake_claude.args import Args
+    from fake_claude.context import Context
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +104,17 @@ def run_main_process(args, argv: list[str]) -> int:
     from fake_claude.faults import at_point
 
     at_point(ctx, "start", 0, session_id)
+    if scenario.has("headless"):
+        from fake_claude.headless import go_headless
+
+        # Does not return: the work's thread leaves the process.
+        go_headless(ledger, lambda: serve(ctx, args, session_id))
+    return serve(ctx, args, session_id)
+
+
+def serve(ctx: Context, args: Args, session_id: str) -> int:
+    """The one turn of print mode, or the stream-json session."""
+    from fake_claude.lifecycle import exit_now
 
     if args.has("-p", "--print") and args.value("--input-format") != "stream-json":
         from fake_claude.oneshot import run_oneshot
@@ -108,7 +124,7 @@ def run_main_process(args, argv: list[str]) -> int:
             code = run_oneshot(ctx, session_id)
         except StdoutClosed:  # `claude -p ... | head`: the reader left; exit as on EPIPE, quietly
             code = 1
-        exit_now(ledger, code)
+        exit_now(ctx.ledger, code)
     from fake_claude.session import run_session
 
     return run_session(ctx, session_id)

@@ -45,7 +45,10 @@ def die_by_signal(ledger: Ledger, signame: str) -> None:
     if sys.platform == "win32":
         os._exit(3)  # Windows has no death by signal; the CRT's abort code stands in
     if signum != signal.SIGKILL:  # SIGKILL cannot be handled, so it needs no reset
-        signal.signal(signum, signal.SIG_DFL)
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except ValueError:  # not the main thread (headless): the exit below stands in
+            pass
     if signum == signal.SIGABRT:
         os.abort()
     os.kill(os.getpid(), signum)

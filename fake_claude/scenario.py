@@ -25,6 +25,7 @@ NAMES = (
     "stdout-flood",
     "stderr-flood",
     "ballast",
+    "headless",
     "mix",
 )
 POINTS = ("start", "before-init", "after-init", "mid-turn", "after-result")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+import proctree
 from fake_claude.ledger import read_ledger
 from fake_claude.shim import command_for, write_shim
 from harness.cleanup import run_processes as harness_run_processes
@@ -60,8 +61,10 @@ def run_processes(run_id: str) -> list[psutil.Process]:
 
 
 def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie with no thread left (a `headless` process's leader
+    reads as a zombie while another thread runs on)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return not proctree.exited(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return False
 

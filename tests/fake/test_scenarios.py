@@ -225,6 +225,44 @@ def test_escape_double_forks_into_new_session(spawn):
     wait_for(lambda: not alive(esc.pid), "escapee to die")
 
 
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="a zombie leader with live threads is Linux's"
+)
+
+
+@posix_only
+def test_headless_main_serves_from_a_thread_and_shrugs_off_sigterm(spawn):
+    fake = spawn("headless")
+    fake.initialize()
+    fake.wait_record("misbehave", what="headless", pid=fake.pid)
+    if sys.platform.startswith("linux"):
+        leader = psutil.Process(fake.pid)
+        wait_for(lambda: leader.status() == psutil.STATUS_ZOMBIE, "the main thread's exit")
+        assert alive(fake.pid)
+    assert fake.turn("before")[-1]["type"] == "result"
+    # Only the main thread runs Python's signal handlers: SIGTERM is caught, then nothing.
+    fake.signal(signal.SIGTERM)
+    assert fake.turn("after")[-1]["type"] == "result"
+    assert not fake.records("signal")
+    fake.close_stdin()
+    assert fake.wait_exit() == 0  # stdin EOF still ends it, from its thread
+    assert fake.records("exit")[-1]["code"] == 0
+
+
+@linux_only
+def test_a_headless_escapee_reads_as_a_zombie_and_runs(spawn):
+    fake = spawn("escape:headless=1")
+    fake.initialize()
+    rec = fake.wait_record("start", role="escapee")
+    fake.wait_record("misbehave", what="headless", pid=rec["pid"])
+    esc = psutil.Process(rec["pid"])
+    wait_for(lambda: esc.status() == psutil.STATUS_ZOMBIE, "its main thread's exit")
+    assert esc.num_threads() >= 2 and alive(esc.pid)
+    assert esc.pid in {p.pid for p in run_processes(fake.run_id)}  # argv read through a thread
+    esc.kill()
+    wait_for(lambda: not alive(esc.pid), "the escapee to die")
+
+
 def still_running_pid(pid: int, seconds: float = 0.5) -> bool:
     try:
         psutil.Process(pid).wait(timeout=seconds)
