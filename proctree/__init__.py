@@ -3,6 +3,7 @@
 The public interface; platform code lives in _posix/_linux/_darwin/_windows behind _platform.
 
     proctree.enable_subreaper()                      # Linux: orphans of our trees come to us
+    proctree.enable_cgroups(label)                   # Linux, where allowed: a cgroup per tree
     guardian = proctree.start_guardian(mark)         # ends our trees if we are kill -9ed
     opts = proctree.spawn_options(f"{mark}:{session}", argv=argv)
     proc = await asyncio.create_subprocess_exec(*opts.argv, stdin=PIPE, stdout=PIPE, **opts)
@@ -37,7 +38,14 @@ from ._liveness import (
     running_view,
     status,
 )
-from ._platform import enable_subreaper, is_subreaper, pdeathsig_method
+from ._platform import (
+    cgroups_enabled,
+    disable_cgroups,
+    enable_cgroups,
+    enable_subreaper,
+    is_subreaper,
+    pdeathsig_method,
+)
 from ._platform import send_stop as stop
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
@@ -67,8 +75,11 @@ __all__ = [
     "aterminate_tree",
     "born_since",
     "capabilities",
+    "cgroups_enabled",
     "cmdline",
     "descendants",
+    "disable_cgroups",
+    "enable_cgroups",
     "enable_subreaper",
     "environ",
     "exited",

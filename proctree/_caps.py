@@ -22,7 +22,7 @@ class Capabilities:
 
 
 def force_fallback(on: bool = True) -> None:
-    """Disable subreaper and pdeathsig so Linux runs the path macOS depends on."""
+    """Disable subreaper, pdeathsig and cgroup cells so Linux runs the path macOS depends on."""
     global _forced_fallback
     _forced_fallback = on
 

@@ -8,14 +8,17 @@ kernel closes it, the guardian reads EOF, kills what it was told about plus ever
 the daemon's mark/token, and exits.
 
 Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since",
-"daemon"} (never argv: a census scanning argv for the token must not count the guardian), then
-`group <pgid> <leader create_time>` lines for each contained child.
+"daemon", "cgroup"} (never argv: a census scanning argv for the token must not count the
+guardian), then `group <pgid> <leader create_time>` lines for each contained child.
 
 With "daemon" ([pid, create_time], start_guardian(children=True)) the guardian also lists the
 daemon's children every CHILDREN_POLL_S and ends them and their trees too. That is for a
 subreaper: an orphan it adopted (a double fork with setsid and a scrubbed environment) carries
 neither the mark nor a watched group, and once the daemon is dead it belongs to init, where
 nothing can tell it from anyone else's process.
+
+With "cgroup" (the daemon's parent cgroup, Linux, enable_cgroups() before start_guardian()) it
+also kills every cell in it at once and removes them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from . import _platform
+from . import _cgroup, _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
 from ._liveness import is_alive
 from ._scan import _Table, carries, protected_pids
@@ -130,7 +133,10 @@ def start_guardian(mark: str, *, token: str | None = None, children: bool = Fals
     me = identify(os.getpid())
     since = me.create_time if me is not None else None
     daemon = [me.pid, me.create_time] if children and me is not None else None
-    guardian._send(json.dumps({"mark": mark, "token": token, "since": since, "daemon": daemon}))
+    jail = _cgroup.jail()  # enable_cgroups() before start_guardian(): its cells die with us
+    cgroup = str(jail.parent) if jail is not None else None
+    header = {"mark": mark, "token": token, "since": since, "daemon": daemon, "cgroup": cgroup}
+    guardian._send(json.dumps(header))
     return guardian
 
 
@@ -301,7 +307,12 @@ def run(stream: Any) -> int:
             elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
                 del groups[int(parts[1])]
     roots = children.stop() if children is not None else []
+    cgroup = conf.get("cgroup")
+    if cgroup is not None:
+        _cgroup.kill(Path(cgroup))  # every cell at once (recursive)
     end_all(groups, mark, token, since, roots)
+    if cgroup is not None:
+        _cgroup.remove_tree(Path(cgroup), timeout=5.0)
     return 0
 
 

@@ -7,10 +7,12 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import psutil
 
-from ._caps import capabilities
+from . import _cgroup
+from ._caps import capabilities, fallback_forced
 from ._identity import ProcId
 
 WINDOWS = sys.platform == "win32"
@@ -183,6 +185,46 @@ def kill_group(group: Group) -> bool:
 def close_group(group: Group) -> None:
     if sys.platform == "win32" and isinstance(group, _win.Job):
         group.close()
+
+
+def enable_cgroups(label: str, *, despite_fallback: bool = False) -> bool:
+    """Linux: give each contained child a cgroup cell of its own (see _cgroup), where we may
+    create cgroups; False elsewhere, or under the fallback."""
+    if sys.platform.startswith("linux") and (despite_fallback or not fallback_forced()):
+        return _cgroup.enable(label) is not None
+    return False
+
+
+def disable_cgroups() -> None:
+    """Kill what is left in our cells and remove them and our parent cgroup."""
+    _cgroup.disable()
+
+
+def cgroups_enabled() -> Path | None:
+    """Our parent cgroup, if enable_cgroups() made one."""
+    jail = _cgroup.jail()
+    return jail.parent if jail is not None else None
+
+
+def cgroup_cell(pid: int, name: str) -> Path | None:
+    """A new cell holding `pid`, if cells are enabled and the move works."""
+    jail = _cgroup.jail()
+    return jail.cell(name, pid) if jail is not None else None
+
+
+def cell_members(cell: Path) -> list[ProcId]:
+    jail = _cgroup.jail()
+    return jail.members(cell) if jail is not None else []
+
+
+def kill_cell(cell: Path) -> bool:
+    return _cgroup.kill(cell)
+
+
+def close_cell(cell: Path) -> None:
+    jail = _cgroup.jail()
+    if jail is not None:
+        jail.close_cell(cell)
 
 
 def live_thread(pid: int) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import _platform
@@ -76,6 +77,7 @@ class Containment:
     proc_id: ProcId | None
     group: Any
     mark: str | None = None
+    cgroup: Path | None = None  # Linux: its cgroup cell, where enable_cgroups() made one
     closed: bool = field(default=False, repr=False)
 
     @property
@@ -86,20 +88,30 @@ class Containment:
         """Kill the whole group at once (POSIX: SIGKILL to the pgid; Windows: terminate the
         job). For the owner of the root's Popen while the root is unreaped, so that the group
         is still the one it started."""
-        return not self.closed and _platform.kill_group(self.group)
+        if self.closed:
+            return False
+        cell = self.cgroup is not None and _platform.kill_cell(self.cgroup)
+        return _platform.kill_group(self.group) or cell
 
     def close(self) -> None:
-        """Release the group handle (Windows: closing the job kills what is left in it)."""
+        """Release the group handle (Windows: closing the job kills what is left in it; Linux:
+        the cell's remaining members are killed and the cell removed)."""
         if not self.closed:
             self.closed = True
             _platform.close_group(self.group)
+            if self.cgroup is not None:
+                _platform.close_cell(self.cgroup)
 
 
 def after_spawn(pid: int, options: SpawnOptions | None = None) -> Containment:
     group = _platform.after_spawn(pid)
+    proc_id = identify(pid)
+    # Moved into its cell now, before a freshly exec'd program can fork (see _cgroup).
+    name = f"{pid}-{proc_id.create_time:.2f}" if proc_id is not None else str(pid)
     return Containment(
         pid=pid,
-        proc_id=identify(pid),
+        proc_id=proc_id,
         group=group,
         mark=options.mark if options is not None else None,
+        cgroup=_platform.cgroup_cell(pid, name),
     )

@@ -111,6 +111,8 @@ class _Tree:
         self.others = others
         self.known_children = known_children
         self.group = getattr(group, "group", group)  # accept a Containment
+        # Linux: the root's cgroup cell, whose members are all of its tree (see _cgroup).
+        self.cell = getattr(group, "cgroup", None)
         self.mark = mark
         self.token = token
         self.known: set[ProcId] = set()
@@ -150,6 +152,8 @@ class _Tree:
         return member
 
     def refresh(self) -> set[ProcId]:
+        if self.cell is not None:
+            self.known.update(_platform.cell_members(self.cell))
         listed = None if self.local else set(psutil.pids())
         alive = self._refresh_local() if self.local else self._refresh_scan()
         looks = 0
@@ -237,6 +241,8 @@ class _Tree:
 
     def signal(self, kill: bool) -> None:
         member = self.group_verified()
+        if kill and self.cell is not None:
+            _platform.kill_cell(self.cell)  # all members at once, forks in flight included
         if kill:
             stop_spreading(self.alive(), self.refresh)
         if member is not None:

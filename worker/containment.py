@@ -92,6 +92,11 @@ class Containment:
     def start(self) -> None:
         # Linux: orphans of our children (escapees) reparent to us, not to PID 1.
         self.subreaper = proctree.enable_subreaper()
+        # Linux, where we may make cgroups: a cell per observer holds all of its tree, so an
+        # escapee with nothing to know it by is still its observer's. Before the guardian,
+        # which kills the cells if we die.
+        if proctree.enable_cgroups(self.mark.replace(":", "-")):
+            log.info("cgroup cells under %s", proctree.cgroups_enabled())
         # Now rather than at the first spawn: it may have to build proctree's launcher.
         self.pdeathsig = proctree.pdeathsig_method()
         log.info("parent-death signal: %s", self.pdeathsig or "not available here")
@@ -134,6 +139,10 @@ class Containment:
     def helper_pids(self) -> set[int]:
         """Our own helper children (the guardian): never swept, reaped only by their Popen."""
         return {self.guardian.pid} if self.guardian is not None else set()
+
+    def close_cgroups(self) -> None:
+        """Graceful shutdown, once the observers are ended: remove their (empty) cells."""
+        proctree.disable_cgroups()
 
     def close_guardian(self) -> int | None:
         """Graceful shutdown: cut the lifeline; the guardian sweeps once more and exits."""

@@ -167,6 +167,8 @@ class WorkerService:
             "containment": {
                 "subreaper": self.containment.subreaper,
                 "pdeathsig": self.containment.pdeathsig,
+                # Linux, where allowed: the parent cgroup of the observers' cells
+                "cgroups": str(proctree.cgroups_enabled() or "") or None,
                 "mark": self.mark,
                 # fixed mode on POSIX: the process that ends our trees if we are kill -9ed
                 "guardian": self.containment.guardian_info(),
@@ -245,6 +247,7 @@ class WorkerService:
                 await asyncio.to_thread(self.containment.close_guardian)
             except Exception:
                 log.exception("closing the guardian failed")
+            await asyncio.to_thread(self.containment.close_cgroups)
         else:
             await self.leaky.shutdown()
         await runner.cleanup()

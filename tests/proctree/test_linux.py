@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -310,3 +311,56 @@ def test_a_zombie_with_no_thread_left_has_exited(popens) -> None:
     assert proctree.cmdline(proc) == []
     assert not proctree.is_alive(proctree.ProcId(popen.pid, proc.create_time()))
     assert popen.wait(timeout=30) == 0
+
+
+def test_a_cgroup_cell_holds_an_escapee_with_nothing_to_know_it_by(run: Runner) -> None:
+    """Without a mark, a token or the subreaper's adoption, a scrubbed escapee in a new session
+    is lost to the tree; its cgroup cell still holds it, and the kill stage takes it."""
+
+    def end(tree):
+        return proctree.terminate_tree(tree.root, group=tree.containment, grace=GRACE)
+
+    # The control: no cells, so nothing ties the escapee to the tree.
+    lost = run.start(mark=None, escape=True, scrub_escapee=True, ignore_term=True)
+    (stray,) = lost.ids("escapee")
+    assert lost.containment.cgroup is None
+    end(lost)
+    assert proctree.is_alive(stray), "the control found the escapee without a cell"
+    if not proctree.enable_cgroups(f"test-{run.token}"):
+        pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
+    try:
+        held = run.start(mark=None, escape=True, scrub_escapee=True, ignore_term=True)
+        (escapee,) = held.ids("escapee")
+        cell = held.containment.cgroup
+        assert cell is not None and cell.parent == proctree.cgroups_enabled()
+        res = end(held)
+        assert res.clean and escapee in res.kill, res
+        assert not proctree.is_alive(escapee)
+        held.containment.close()
+        assert not cell.exists()
+    finally:
+        parent = proctree.cgroups_enabled()
+        proctree.disable_cgroups()
+    assert parent is not None and not parent.exists()
+
+
+def test_enabling_cells_removes_the_empty_parents_of_daemons_that_are_gone(run: Runner) -> None:
+    if not proctree.enable_cgroups(f"test-{run.token}"):
+        pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
+    base = proctree.cgroups_enabled().parent
+    proctree.disable_cgroups()
+    me = proctree.identify(os.getpid())
+    assert me is not None
+    gone = base / "leakproof-999999999-1.000"  # no such pid: a daemon killed with its guardian
+    alive = base / f"leakproof-{me.pid}-{me.create_time:.3f}"  # ours: its owner lives
+    try:
+        for parent in (gone, alive):
+            (parent / "cell").mkdir(parents=True)
+        assert proctree.enable_cgroups(f"test-{run.token}")
+        assert not gone.exists() and (alive / "cell").exists()
+    finally:
+        proctree.disable_cgroups()
+        for parent in (gone, alive):
+            for path in (parent / "cell", parent):
+                with contextlib.suppress(FileNotFoundError):
+                    path.rmdir()

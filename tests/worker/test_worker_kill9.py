@@ -68,6 +68,8 @@ def test_kill9_takes_whole_trees(fake_run: FakeRun, workers, scenario: str, fall
         what=f"three observers with {per_tree - 1} descendants each",
     )
     assert worker.stats()["containment"]["guardian"]["watched"] == 3
+    cells = worker.stats()["containment"]["cgroups"]  # Linux, where the worker may make them
+    assert cells is None or fallback is False
     mains = fake_run.started("main")
     decoy = start_decoy(fake_run)
 
@@ -92,6 +94,7 @@ def test_kill9_takes_whole_trees(fake_run: FakeRun, workers, scenario: str, fall
     assert worker.guardian is not None
     assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
     assert decoy.is_running() and decoy.status() != psutil.STATUS_ZOMBIE
+    assert cells is None or not Path(cells).exists(), "the guardian left the worker's cgroups"
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,216 @@
+"""Linux: a cgroup v2 cell per contained child, where this process may create cgroups.
+
+A process cannot leave its cgroup by setsid, a double fork, an empty environment or a new PID
+namespace; only a write to another cgroup's `cgroup.procs`, which needs write access there. So
+the members of a child's cell are exactly its tree, escapees included, found without any mark;
+and `cgroup.kill` (Linux 5.14+) kills every member at once, forks in flight included.
+
+Layout: `<cgroup2 mount><our own cgroup>/leakproof-<label>/<cell>` - one parent per daemon
+(`enable_cgroups(label)`), one cell per child, moved there right after spawn. Moving a process
+needs write access to the `cgroup.procs` of the common ancestor of where it is and where it
+goes (our own cgroup): root has it, and so does a user whose subtree is delegated (systemd
+`Delegate=yes`); elsewhere (a CI runner's unprivileged user, cgroup v1 only) there are no
+cells and the other means (process group, mark, subreaper) do the work alone, as they also do
+for whatever a child forks in the instant between its spawn and its move.
+
+psutil has no cgroup interface: the files below are the kernel's documented one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+
+from ._identity import ProcId, identify
+
+PARENT_PREFIX = "leakproof-"
+
+
+def _mount() -> Path | None:
+    for part in psutil.disk_partitions(all=True):
+        if part.fstype == "cgroup2":
+            return Path(part.mountpoint)
+    return None
+
+
+def _own_cgroup() -> str | None:
+    return cgroup_of("self")
+
+
+def cgroup_of(pid: int | str) -> str | None:
+    """The v2 cgroup path of a process (the `0::` line; v1 lines name controllers), or None
+    (gone, or no v2 hierarchy)."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+class Jail:
+    """One daemon's parent cgroup and the cells it made in it."""
+
+    def __init__(self, parent: Path, mount: Path) -> None:
+        self.parent = parent
+        self.mount = mount
+        self.pending: set[Path] = set()  # cells closed while not yet empty
+
+    @classmethod
+    def open(cls, label: str) -> Jail | None:
+        """Our parent cgroup, made now; None where cells cannot work (see the module)."""
+        mount, own = _mount(), _own_cgroup()
+        if mount is None or own is None:
+            return None
+        base = mount / own.lstrip("/")
+        parent = base / f"{PARENT_PREFIX}{label}"
+        # Moving a child out of our cgroup is a write to its cgroup.procs.
+        if not os.access(base / "cgroup.procs", os.W_OK):
+            return None
+        try:
+            parent.mkdir()
+        except FileExistsError:
+            pass
+        except OSError:
+            return None
+        if not (parent / "cgroup.kill").exists():  # a kernel older than 5.14
+            _rmdir(parent)
+            return None
+        _remove_stale(base)
+        return cls(parent, mount)
+
+    def cell(self, name: str, pid: int) -> Path | None:
+        """A new cell holding `pid`, or None if it cannot be made or the move fails."""
+        self.tidy()
+        cell = self.parent / name
+        try:
+            cell.mkdir()
+            (cell / "cgroup.procs").write_text(str(pid))
+        except OSError:
+            _rmdir(cell)
+            return None
+        return cell
+
+    def relative(self, cell: Path) -> str:
+        return "/" + str(cell.relative_to(self.mount))
+
+    def members(self, cell: Path) -> list[ProcId]:
+        """The processes in the cell now, each checked to be in it after it was identified (a
+        pid read from the list may have been reused by then)."""
+        want = self.relative(cell)
+        out = []
+        for pid in _pids(cell):
+            pid_id = identify(pid)
+            if pid_id is not None and cgroup_of(pid) == want:
+                out.append(pid_id)
+        return out
+
+    def close_cell(self, cell: Path) -> None:
+        """Kill what is left in it and remove it (later, by tidy(), if it is not empty yet)."""
+        if populated(cell):
+            kill(cell)
+        if not _rmdir(cell):
+            self.pending.add(cell)
+
+    def tidy(self) -> None:
+        for cell in list(self.pending):
+            if _rmdir(cell) or not cell.exists():
+                self.pending.discard(cell)
+
+    def close(self) -> None:
+        """Kill everything in every cell (recursive) and remove them and the parent."""
+        kill(self.parent)
+        remove_tree(self.parent, timeout=5.0)
+
+
+def remove_tree(parent: Path, timeout: float) -> bool:
+    """Remove the cells under parent and parent itself, once their members are gone (a killed
+    process leaves its cgroup as it exits, not when it is reaped); False at the deadline."""
+    deadline = time.monotonic() + timeout
+    while populated(parent) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        cells = [p for p in parent.iterdir() if p.is_dir()]
+    except OSError:
+        cells = []
+    return all([_rmdir(cell) for cell in cells]) and _rmdir(parent)
+
+
+def _remove_stale(base: Path) -> None:
+    """Empty parents of daemons that are gone (killed with their guardian): labelled
+    `<pid>-<create_time>` (a daemon's mark), checked by identity; a cell still populated keeps
+    its parent (its members are the next start's to reap, by their mark)."""
+    for parent in base.glob(f"{PARENT_PREFIX}*-*"):
+        pid, _, created = parent.name[len(PARENT_PREFIX) :].partition("-")
+        try:
+            owner = ProcId(int(pid), float(created))
+        except ValueError:
+            continue  # not a daemon's label
+        if owner.process() is None and not populated(parent):
+            remove_tree(parent, timeout=0.0)
+
+
+def _pids(cell: Path) -> list[int]:
+    try:
+        text = (cell / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def populated(cell: Path) -> bool:
+    try:
+        for line in (cell / "cgroup.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "populated":
+                return value.strip() == "1"
+    except OSError:
+        pass
+    return False
+
+
+def kill(cell: Path) -> bool:
+    """SIGKILL every process in the cell and its descendants' cells, at once."""
+    try:
+        (cell / "cgroup.kill").write_text("1")
+        return True
+    except OSError:
+        return False
+
+
+def _rmdir(path: Path) -> bool:
+    try:
+        path.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False  # still populated (EBUSY), or not ours to remove
+
+
+# The daemon's jail, once enable() has made it (one per process, as the subreaper bit is).
+_jail: Jail | None = None
+
+
+def enable(label: str) -> Jail | None:
+    global _jail
+    if _jail is None:
+        _jail = Jail.open(label)
+    return _jail
+
+
+def jail() -> Jail | None:
+    return _jail
+
+
+def disable() -> None:
+    """Kill what is left in our cells and remove them (a daemon's orderly end)."""
+    global _jail
+    jail, _jail = _jail, None
+    if jail is not None:
+        jail.close()
