@@ -27,6 +27,9 @@ import psutil
 from ._identity import ProcId, identify
 
 PARENT_PREFIX = "leakproof-"
+# PROCTREE_CGROUPS=0 turns cells off: on a systemd machine, cgroups made inside a unit that is
+# not delegated (Delegate=yes) are against systemd's rules, even for root.
+OFF_ENV = "PROCTREE_CGROUPS"
 
 
 def _mount() -> Path | None:

@@ -189,7 +189,9 @@ def close_group(group: Group) -> None:
 
 def enable_cgroups(label: str, *, despite_fallback: bool = False) -> bool:
     """Linux: give each contained child a cgroup cell of its own (see _cgroup), where we may
-    create cgroups; False elsewhere, or under the fallback."""
+    create cgroups; False elsewhere, under the fallback, or with PROCTREE_CGROUPS=0."""
+    if os.environ.get(_cgroup.OFF_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return False
     if sys.platform.startswith("linux") and (despite_fallback or not fallback_forced()):
         return _cgroup.enable(label) is not None
     return False

@@ -364,3 +364,9 @@ def test_enabling_cells_removes_the_empty_parents_of_daemons_that_are_gone(run: 
             for path in (parent / "cell", parent):
                 with contextlib.suppress(FileNotFoundError):
                     path.rmdir()
+
+
+def test_cells_are_off_with_the_switch(monkeypatch: pytest.MonkeyPatch, run: Runner) -> None:
+    monkeypatch.setenv("PROCTREE_CGROUPS", "0")
+    assert not proctree.enable_cgroups(f"test-{run.token}")
+    assert proctree.cgroups_enabled() is None
