@@ -1,0 +1,56 @@
+"""cgroup cells (Linux, where the worker may create cgroups): an escapee with nothing to know it
+by is still its own observer's, and ends with it, while an older observer lives on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from workerkit import FakeRun, Worker, wait_until
+
+import proctree
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux's")
+
+# escape:scrub=1: each observer's escapee leaves its group and sheds the worker's mark; the
+# worker (a subreaper) adopts it, and without a cell cannot tell whose it is.
+SCENARIO = "escape:scrub=1"
+ENDED_DEADLINE = 10.0  # the worker's escalation (2 x its grace) plus slack for a loaded machine
+
+
+def escapee_of(fake_run: FakeRun, worker: Worker, session_id: int) -> proctree.ProcId:
+    mains = {r["pid"] for r in worker.processes() if r["session_db_id"] == session_id}
+    found = [
+        proctree.ProcId(int(e["pid"]), float(e["create_time"]))
+        for e in fake_run.ledger_lines()
+        if e["event"] == "start" and e.get("role") == "escapee" and e.get("parent_pid") in mains
+    ]
+    assert len(found) == 1, (mains, found)
+    return found[0]
+
+
+def test_an_unmarked_escapee_ends_with_its_own_observer(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim(SCENARIO))
+    cells = worker.stats()["containment"]["cgroups"]
+    if cells is None:
+        pytest.skip("the worker may not create cgroups here (not root, no delegated subtree)")
+    sids = []
+    for name in ("older", "newer"):
+        sid = worker.new_session(name)
+        worker.prompt(sid, name, "go")
+        sids.append(sid)
+        count = len(sids)
+        wait_until(lambda n=count: len(fake_run.started("escapee")) == n, what=name)
+    older, newer = (escapee_of(fake_run, worker, sid) for sid in sids)
+    worker.summarize("newer")
+    worker.api().ok("POST", f"/sessions/{sids[1]}/complete")
+    worker.wait_session_done(sids[1])
+    # Before cells it was spared while the older observer lived: nothing said whose it was.
+    wait_until(
+        lambda: not proctree.is_alive(newer), ENDED_DEADLINE, "the newer session's escapee to end"
+    )
+    assert proctree.is_alive(older), "the older session's escapee went with the newer's"
+    rows = [r for r in worker.processes() if r["session_db_id"] == sids[0]]
+    assert rows and all(r["state"] != "ended" for r in rows), rows
+    assert Path(cells).is_dir()
