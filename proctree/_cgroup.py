@@ -126,9 +126,11 @@ class Jail:
                 self.pending.discard(cell)
 
     def close(self) -> None:
-        """Kill everything in every cell (recursive) and remove them and the parent."""
+        """Kill everything in every cell (recursive) and remove them and the parent; and the
+        parents of gone daemons that have emptied since our start (see _remove_stale)."""
         kill(self.parent)
         remove_tree(self.parent, timeout=5.0)
+        _remove_stale(self.parent.parent)
 
 
 def remove_tree(parent: Path, timeout: float) -> bool:
