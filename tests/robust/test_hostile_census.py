@@ -99,9 +99,10 @@ def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, host
     wait_none_alive(hostile)
 
 
-# Not "headless": its escapee is unmarked and ignores SIGTERM, so the fixed worker spares it while
-# an older observer lives (it cannot tell whose it is) and then needs its grace to kill it: on a
-# loaded machine that can outlast this soak's 1.5 s grace (test_hostile_worker covers its end).
+# Not "headless": its escapee is unmarked and ignores SIGTERM, so without cgroup cells (a user
+# who may not create cgroups) the fixed worker spares it while an older observer lives (it cannot
+# tell whose it is) and then needs its grace to kill it: on a loaded machine that can outlast this
+# soak's 1.5 s grace. test_hostile_worker covers its end, test_worker_cells the cells.
 @pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout"])
 def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
     hostile = hostiles(case)
