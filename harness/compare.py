@@ -65,6 +65,7 @@ class ReapWatch(Target):
         self.inner = inner
         self.grace = grace
         self.name = getattr(inner, "name", "target")
+        self.descendants_are_run = getattr(inner, "descendants_are_run", False)
         self.reap_wait = reap_wait
         self.tracker: ReapTracker | None = None
         self.reap: dict | None = None
@@ -92,6 +93,15 @@ class ReapWatch(Target):
     async def session_processes(self, session: SessionSpec, http: Any) -> list[SpawnedProcess]:
         fn = getattr(self.inner, "session_processes", None)
         return list(await fn(session, http)) if fn is not None else []
+
+    # Passed through (as stop_now below): the soak asks any target these.
+    def exit_status(self) -> int | None:
+        fn = getattr(self.inner, "exit_status", None)
+        return fn() if fn is not None else None
+
+    def facts(self) -> dict[str, Any]:
+        fn = getattr(self.inner, "facts", None)
+        return fn() if fn is not None else {}
 
     async def stop(self) -> None:
         try:

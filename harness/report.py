@@ -87,6 +87,27 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
+# What a target's containment facts name, in the words a reader knows them by.
+_HELD_BY = (
+    ("subreaper", "subreaper"),
+    ("pdeathsig", "parent-death signal"),
+    ("cgroups", "cgroup cells"),
+    ("guardian", "guardian"),
+)
+
+
+def facts_text(facts: dict[str, Any]) -> str:
+    """One line on what the target said about itself ('' when it said nothing)."""
+    parts = []
+    for key, value in facts.items():
+        if key == "containment" and isinstance(value, dict):
+            held = [name for k, name in _HELD_BY if value.get(k)]
+            parts.append(f"containment: {', '.join(held) or 'none'}")
+        elif value not in (None, "", [], {}):
+            parts.append(f"{key.replace('_', ' ')}: {printable(str(value))}")
+    return "; ".join(parts)
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
     icon = {"PASS": "✅", "FAIL": "❌"}.get(report["verdict"], "⚠️")
     lat = report.get("cleanup_latency_ms") or {}
@@ -106,6 +127,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"cleanup latency p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms; "
         f"{report.get('sessions_per_s')} sessions/s.",
     ]
+    facts = facts_text(report.get("target_facts") or {})
+    if facts:
+        lines += ["", f"Target: {facts}."]
     for reason in report.get("reasons", []):
         lines.append(f"- {reason}")
     for warning in report.get("warnings", []):

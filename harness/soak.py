@@ -28,7 +28,7 @@ from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_le
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.progress import Progress
-from harness.report import leak_entry, leaks_table, write_report
+from harness.report import facts_text, leak_entry, leaks_table, write_report
 from harness.target import RunContext, Target
 from harness.text import printable
 from harness.verdict import (
@@ -510,6 +510,7 @@ def _build_report(
         "reasons": verdict.reasons,
         "interrupted": interrupted,
         "target": getattr(target, "name", config.target),
+        "target_facts": target.facts(),  # e.g. what held the worker's children on this machine
         "mode": config.mode,
         "seed": config.seed,
         "run_id": run_id,
@@ -792,6 +793,9 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"{lat['max']} (n={lat['n']})",
         file=stream,
     )
+    facts = facts_text(report.get("target_facts") or {})
+    if facts:
+        print(f"  target: {facts}", file=stream)
     for reason in report["reasons"]:
         print(f"  - {reason}", file=stream)
     if report.get("failures"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,11 @@ class Target(abc.ABC):
         """Optional: the worker's exit status if it has ended by itself (before stop()), else
         None; negative: killed by that signal (POSIX), as Popen.returncode."""
         return None
+
+    def facts(self) -> dict[str, Any]:
+        """Optional: what the target said about itself, for the report (small, JSON-ready): e.g.
+        what held its children on this machine. Asked once the run is over."""
+        return {}
 
     def stop_now(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Optional synchronous last resort at interpreter exit; `stop()` is the normal path."""

@@ -164,15 +164,19 @@ class WorkerService:
                 "zombies": r.zombies,
                 "full_sweeps": r.full_sweeps,
             },
-            "containment": {
-                "subreaper": self.containment.subreaper,
-                "pdeathsig": self.containment.pdeathsig,
-                # Linux, where allowed: the parent cgroup of the observers' cells
-                "cgroups": str(proctree.cgroups_enabled() or "") or None,
-                "mark": self.mark,
-                # fixed mode on POSIX: the process that ends our trees if we are kill -9ed
-                "guardian": self.containment.guardian_info(),
-            },
+            "containment": self.containment_info(),
+        }
+
+    def containment_info(self) -> dict[str, Any]:
+        """What holds the observers here: it depends on the platform and the privileges."""
+        return {
+            "subreaper": self.containment.subreaper,
+            "pdeathsig": self.containment.pdeathsig,
+            # Linux, where allowed: the parent cgroup of the observers' cells
+            "cgroups": str(proctree.cgroups_enabled() or "") or None,
+            "mark": self.mark,
+            # fixed mode on POSIX: the process that ends our trees if we are kill -9ed
+            "guardian": self.containment.guardian_info(),
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -277,6 +281,7 @@ class WorkerService:
             "port": self.port,
             "mode": self.cfg.mode,
             "started": self.started,
+            "containment": self.containment_info(),  # for a harness's report
         }
         # Atomic: readers see the old file or the whole new one, never half of it.
         fd, tmp = tempfile.mkstemp(dir=self.cfg.data_dir, prefix=".worker.", suffix=".json")

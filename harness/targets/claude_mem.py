@@ -565,17 +565,22 @@ class ClaudeMemTarget(Target):
         self.tracker.sample()
         return self.tracker.processes_of(session.content_session_id)
 
+    def facts(self) -> dict[str, Any]:
+        return {
+            "reported_version": self.reported_version,
+            "hook_flow": self.flow.label if self.flow else None,
+            "isolation": self.isolation_used,
+            "isolation_note": self.isolation_note,
+        }
+
     def extra_report(self) -> dict:
         """What only this target knows: the build, its hook flow, time-to-reap."""
         return {
             "target": self.label,
-            "reported_version": self.reported_version,
-            "hook_flow": self.flow.label if self.flow else None,
+            **self.facts(),
             "home": str(self.home) if self.home else None,
             "worker_exit_before_stop": self.worker_exit,
             "time_to_reap": self.reap,
-            "isolation": self.isolation_used,
-            "isolation_note": self.isolation_note,
             "namespace_stop": self.namespace_stop,
             "ledger_translation": {
                 "translated": self._translator.translated,

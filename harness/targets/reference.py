@@ -71,6 +71,7 @@ class ReferenceTarget(Target):
         self._lifeline: proctree.Lifeline | None = None
         self._log: Any = None
         self.handle: WorkerHandle | None = None
+        self._info: dict[str, Any] = {}  # its worker.json
         self.db_ids: dict[str, int] = {}
         self._cwd = "/tmp"
         self._registry: dict[int, list[SpawnedProcess]] = {}  # fetched, not yet taken
@@ -137,7 +138,7 @@ class ReferenceTarget(Target):
         if self._lifeline is not None:
             self._lifeline.spawned()
         self._containment = proctree.after_spawn(self._proc.pid, opts)
-        info = await self._wait_ready(data_dir / "worker.json", log_path)
+        info = self._info = await self._wait_ready(data_dir / "worker.json", log_path)
         proc = psutil.Process(self._proc.pid)
         self.handle = WorkerHandle(
             base_url=f"http://{info.get('host', '127.0.0.1')}:{info['port']}",
@@ -199,6 +200,11 @@ class ReferenceTarget(Target):
         """The worker's whole group (its own, or its job on Windows), all at once."""
         if self._containment is None or not self._containment.kill():
             proc.kill()
+
+    def facts(self) -> dict[str, Any]:
+        # The fixed worker's containment varies by platform and privilege (cgroup cells need
+        # write access to a cgroup): a reader of the verdict should see which it had.
+        return {"containment": self._info.get("containment")} if self._info else {}
 
     def exit_status(self) -> int | None:
         return None if self._proc is None else self._proc.poll()

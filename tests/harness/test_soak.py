@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 import tempfile
@@ -15,7 +16,8 @@ import proctree
 from fake_claude.ledger import read_ledger
 from harness.census import run_id_token
 from harness.hooks import HookClient
-from harness.soak import SoakConfig, run_soak, starts_warning
+from harness.report import facts_text
+from harness.soak import SoakConfig, print_summary, run_soak, starts_warning
 from harness.target import Target
 from harness.targets import get_target
 from harness.targets.reference import ReferenceTarget
@@ -80,6 +82,9 @@ def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
     assert "<failure" in (tmp_path / "report" / "junit.xml").read_text()
     md = summary.read_text()
     assert "FAIL" in md and str(report["leaked"][0]["pid"]) in md
+    # The report says what held the worker's children: nothing (9.0.0 had no containment).
+    assert facts_text(report["target_facts"]) == "containment: none"
+    assert "Target: containment: none." in md
     # The evidence is kept, in the report folder: no temp folder is left behind.
     work = tmp_path / "report" / "work"
     assert on_disk["work_dir"] == str(work)
@@ -112,6 +117,13 @@ def test_fixed_worker_passes(tmp_path, run_id, scenarios):
     assert run_pids(run_id) == []
     junit = (tmp_path / "report" / "junit.xml").read_text()
     assert "<failure" not in junit and "<error" not in junit
+    # What held the children on this machine, as the worker said (cgroup cells need privileges).
+    held = report["target_facts"]["containment"]
+    if sys.platform.startswith("linux"):
+        assert held["subreaper"] and held["pdeathsig"] and held["guardian"]["alive"], held
+    out = io.StringIO()
+    print_summary(report, out)
+    assert f"  target: {facts_text(report['target_facts'])}\n" in out.getvalue()
 
 
 class _RegistrySpy(ReferenceTarget):

@@ -99,14 +99,16 @@ def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, host
     wait_none_alive(hostile)
 
 
-# Not "headless": its escapee is unmarked and ignores SIGTERM, so without cgroup cells (a user
-# who may not create cgroups) the fixed worker spares it while an older observer lives (it cannot
-# tell whose it is) and then needs its grace to kill it: on a loaded machine that can outlast this
-# soak's 1.5 s grace. test_hostile_worker covers its end, test_worker_cells the cells.
-@pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout"])
+@pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout", "headless"])
 def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
     hostile = hostiles(case)
     code, report = soak_cli(tmp_path, hostile, "fixed")
+    if case == "headless" and not report["target_facts"]["containment"]["cgroups"]:
+        # Its escapee is unmarked and ignores SIGTERM: without cgroup cells (a user who may not
+        # create cgroups) the fixed worker spares it while an older observer lives (nothing
+        # says whose it is), then needs its grace to kill it, which on a loaded machine can
+        # outlast this soak's 1.5 s grace. test_hostile_worker covers its end there.
+        pytest.skip("the worker had no cgroup cells here (not root, no delegated subtree)")
     assert report["leaked_count"] == 0, json.dumps(report["leaked"])[:2000]
     if case != "holds-stdout":  # that one fails every turn by design
         assert code == 0 and report["verdict"] == "PASS", report["reasons"]

@@ -9,7 +9,9 @@ from workerkit import FakeRun, Worker
 
 def test_session_round_trip_stores_replies(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim("ok"))
-    assert set(worker.info) == {"pid", "host", "port", "mode", "started"}
+    assert set(worker.info) == {"pid", "host", "port", "mode", "started", "containment"}
+    # The same containment as /api/stats says (a harness's report carries it).
+    assert worker.info["containment"]["mark"] == worker.stats()["containment"]["mark"]
     assert worker.info["mode"] == "fixed" and worker.info["host"] == "127.0.0.1"
     api = worker.api()
     assert api.ok("GET", "/api/health")["status"] == "ok"
