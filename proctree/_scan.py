@@ -79,14 +79,16 @@ class _Table:
             return []
         floor = None if since is None else since - CREATE_TIME_TOLERANCE
         found = []
-        for pid, proc in self.procs.items():
+        # Newest first: a lineage that forks and exits lives under its latest pid, which may be
+        # gone if read last, after the snapshot's older processes.
+        for pid in sorted(self.procs, key=self.ctime.__getitem__, reverse=True):
             if pid == 0 or (floor is not None and self.ctime[pid] < floor):
                 continue
             if pgid is not None and _platform.group_of(pid) == pgid:
                 found.append(pid)
-            elif (mark or token) and carries(proc, mark=mark, token=token):
+            elif (mark or token) and carries(self.procs[pid], mark=mark, token=token):
                 found.append(pid)
-        return found
+        return sorted(found)
 
 
 def scan(

@@ -142,11 +142,14 @@ class _Tree:
         if not isinstance(self.group, int):
             return None
         me = os.getpid()
-        member = group_member(
+        member, vanished = _group_member(
             self.group,
             self.root.create_time - CREATE_TIME_TOLERANCE,
             lambda proc: self._carries(proc) or (self.local and proc.ppid() == me),
         )
+        # A member gone before it could be read says the group lives on under new pids (a
+        # lineage that forks and exits, read too slowly on a loaded machine): look on.
+        self.churn = self.churn or vanished
         if member is not None:
             self.known.add(member)
         return member
@@ -155,6 +158,7 @@ class _Tree:
         if self.cell is not None:
             self.known.update(_platform.cell_members(self.cell))
         listed = None if self.local else set(psutil.pids())
+        self.churn = False  # as subreaper, _refresh_local sets it at each look
         alive = self._refresh_local() if self.local else self._refresh_scan()
         looks = 0
         while not alive:
@@ -163,15 +167,19 @@ class _Tree:
                 return {member}
             # Nothing found. A lineage that forks and exits can be between two pids at any one
             # look (the old one gone before we read it, the new one born after the listing);
-            # a short look at what was born since finds the new one. As subreaper, a child of
-            # ours that exited during the look says such a lineage may be about: look on.
+            # a short look at what was born since finds the new one. A sign that such a lineage
+            # may be about (as subreaper, a child of ours that exited during the look; else a
+            # member of our group, or a newcomer, gone before it could be read): look on.
             looks += 1
             if looks > (CHURN_LOOKS if self.churn else CHASE_LOOKS):
                 break
             if self.local:
                 alive = self._refresh_local()
             else:
-                born, listed = born_since(listed or set(), self.root.create_time, self._born_ours)
+                born, listed, vanished = _born_since(
+                    listed or set(), self.root.create_time, self._born_ours
+                )
+                self.churn = self.churn or vanished
                 self.known.update(born)
                 alive = self.alive()
         return alive
@@ -282,21 +290,35 @@ def stop_spreading(found: set[ProcId], find: Callable[[], set[ProcId]]) -> set[P
 
 def group_member(pgid: int, since: float, ours: Callable[[psutil.Process], bool]) -> ProcId | None:
     """A live process in group `pgid`, created at or after `since`, for which `ours` holds."""
+    return _group_member(pgid, since, ours)[0]
+
+
+def _group_member(
+    pgid: int, since: float, ours: Callable[[psutil.Process], bool]
+) -> tuple[ProcId | None, bool]:
+    """group_member, and whether a listed member was gone before it could be read."""
     if _platform.group_empty(pgid):
-        return None
-    for pid in _platform.group_pids(pgid):
+        return None, False
+    vanished = False
+    # Newest first, as in born_since: a lineage that forks and exits lives under its latest pid,
+    # behind the zombies of its earlier ones until their reaper (init, maybe slow) collects them.
+    for pid in sorted(_platform.group_pids(pgid), reverse=True):
         try:
             proc = psutil.Process(pid)
             if proc.create_time() < since or exited(proc):
                 continue
             if not ours(proc):
                 continue
+        except psutil.NoSuchProcess:
+            vanished = True
+            continue
         except psutil.Error:
             continue
         pid_id = of_process(proc)
         if pid_id is not None:
-            return pid_id
-    return None
+            return pid_id, vanished
+        vanished = True
+    return None, vanished
 
 
 def look_or_born(
@@ -327,6 +349,14 @@ def born_since(
     Newest first, since such a lineage lives under its latest pid; and when a newcomer was gone
     before it could be read (on a loaded machine, often the lineage's pid of a moment ago), up
     to BORN_PASSES looks at what was born since the last listing."""
+    found, known, _ = _born_since(listed, since, ours)
+    return found, known
+
+
+def _born_since(
+    listed: Collection[int], since: float, ours: Callable[[psutil.Process], bool]
+) -> tuple[list[ProcId], set[int], bool]:
+    """born_since, and whether the last pass saw a newcomer gone before it could be read."""
     floor = since - CREATE_TIME_TOLERANCE
     found: list[ProcId] = []
     known = set(listed)
@@ -352,7 +382,7 @@ def born_since(
         known = now
         if found or not vanished:
             break
-    return found, known
+    return found, known, vanished
 
 
 def _orphans(group: Any, mark: str | None, token: str | None, since: float) -> list[psutil.Process]:
