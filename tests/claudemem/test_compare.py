@@ -45,6 +45,10 @@ def test_reference_fixed_and_leaky_side_by_side(tmp_path: Path) -> None:
     assert fixed["sessions_per_s"] and fixed["sessions_per_s"] > 0
     table = (tmp_path / "compare.md").read_text()
     assert "| reference leaky | FAIL |" in table and "| reference fixed | PASS |" in table
+    # Each soak report, made through compare's wrapper, keeps what its target said of itself.
+    for row in (fixed, leaky):
+        report = json.loads((tmp_path / row["folder"] / "report.json").read_text())
+        assert report["target_facts"]["containment"]["mark"], report["target_facts"]
 
 
 def test_mcp_servers_leak_with_each_leaked_observer(tmp_path: Path) -> None:
