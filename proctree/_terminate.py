@@ -160,6 +160,13 @@ class _Tree:
         listed = None if self.local else set(psutil.pids())
         self.churn = False  # as subreaper, _refresh_local sets it at each look
         alive = self._refresh_local() if self.local else self._refresh_scan()
+        if alive and listed is not None:
+            # The scan reads one snapshot of the table: what a member forked while it read (a
+            # lineage that forks and exits moves on meanwhile) is only among the pids born since.
+            born, listed, vanished = _born_since(listed, self.root.create_time, self._born_ours)
+            self.churn = self.churn or vanished
+            self.known.update(born)
+            alive = self.alive()
         looks = 0
         while not alive:
             member = self._member_of_group()  # see there: nothing we knew, yet the group lives
@@ -179,9 +186,11 @@ class _Tree:
                 born, listed, vanished = _born_since(
                     listed or set(), self.root.create_time, self._born_ours
                 )
-                self.churn = self.churn or vanished
                 self.known.update(born)
                 alive = self.alive()
+                # Found and gone again at once is the lineage moving on, as is a newcomer gone
+                # before it could be read.
+                self.churn = self.churn or vanished or (bool(born) and not alive)
         return alive
 
     def _carries(self, proc: psutil.Process) -> bool:
