@@ -163,10 +163,7 @@ class _Tree:
         if alive and listed is not None:
             # The scan reads one snapshot of the table: what a member forked while it read (a
             # lineage that forks and exits moves on meanwhile) is only among the pids born since.
-            born, listed, vanished = _born_since(listed, self.root.create_time, self._born_ours)
-            self.churn = self.churn or vanished
-            self.known.update(born)
-            alive = self.alive()
+            alive, listed = self._look_born(listed)
         looks = 0
         while not alive:
             member = self._member_of_group()  # see there: nothing we knew, yet the group lives
@@ -183,15 +180,18 @@ class _Tree:
             if self.local:
                 alive = self._refresh_local()
             else:
-                born, listed, vanished = _born_since(
-                    listed or set(), self.root.create_time, self._born_ours
-                )
-                self.known.update(born)
-                alive = self.alive()
-                # Found and gone again at once is the lineage moving on, as is a newcomer gone
-                # before it could be read.
-                self.churn = self.churn or vanished or (bool(born) and not alive)
+                alive, listed = self._look_born(listed or set())
         return alive
+
+    def _look_born(self, listed: set[int]) -> tuple[set[ProcId], set[int]]:
+        """A look at what was born since `listed`: what is alive of the tree, the new listing."""
+        born, listed, vanished = _born_since(listed, self.root.create_time, self._born_ours)
+        self.known.update(born)
+        alive = self.alive()
+        # Found and gone again at once is the lineage moving on, as is a newcomer gone before it
+        # could be read.
+        self.churn = self.churn or vanished or (bool(born) and not alive)
+        return alive, listed
 
     def _carries(self, proc: psutil.Process) -> bool:
         return carries(proc, mark=self.mark, token=self.token)
