@@ -14,6 +14,7 @@ the session passes, kept and named when it fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
@@ -35,7 +36,25 @@ _started_key = pytest.StashKey[float]()
 _tmp_key = pytest.StashKey[str]()
 
 
+PACKAGES = ("proctree", "harness", "worker", "fake_claude")
+
+
+def _shadowed() -> list[str]:
+    """Our packages that resolve to no file of theirs: a namespace package, i.e. a folder of the
+    same name (tests/proctree) found instead of the package."""
+    specs = {name: importlib.util.find_spec(name) for name in PACKAGES}
+    return [name for name, spec in specs.items() if spec is not None and not spec.has_location]
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if shadowed := _shadowed():
+        # Found once with an editable install and a bare `pytest` (before pyproject's pythonpath):
+        # the tests ran against test folders, crashed in their clean-up, and the end-of-session
+        # check below crashed too, so the processes they had started were left running.
+        raise pytest.UsageError(
+            f"{', '.join(shadowed)} import(s) as a namespace package, not this project's code "
+            "(a test folder of the same name?): nothing was run. Try `python -m pytest`."
+        )
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         os.environ[SESSION_VAR] = secrets.token_hex(8)
         config.stash[_started_key] = time.time()
