@@ -31,3 +31,11 @@ def run_pids(run_id: str) -> list[int]:
         if any(run_id in a for a in (p.info["cmdline"] or [])):
             out.append(p.pid)
     return out
+
+
+def alive(pid: int) -> bool:
+    """pid is a live process (not a zombie awaiting its reaper)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
-from soak_helpers import run_pids, wait_for
+from soak_helpers import alive, run_pids, wait_for
 
 pytest.importorskip("worker")
 
@@ -138,7 +138,7 @@ def test_stop_now_ends_a_worker_whose_stop_was_cut_short(tmp_path, run_id):
     try:
         pid = asyncio.run(scenario())
         target.stop_now()
-        assert not _alive(pid), "the worker survived stop_now"
+        assert not alive(pid), "the worker survived stop_now"
         sweep_run(run_id)
         assert run_pids(run_id) == []
     finally:
@@ -149,12 +149,5 @@ def test_stop_now_ends_a_worker_whose_stop_was_cut_short(tmp_path, run_id):
 def _same(pid: int, create_time: float) -> bool:
     try:
         return abs(psutil.Process(pid).create_time() - create_time) < 0.01
-    except psutil.Error:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False

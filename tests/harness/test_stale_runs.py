@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from soak_helpers import SLEEPER, run_pids, wait_for
+from soak_helpers import SLEEPER, alive, run_pids, wait_for
 
 pytest.importorskip("worker")
 
@@ -48,13 +48,6 @@ def _end(harness: subprocess.Popen, run_id: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _work_dirs(run_id: str) -> list[Path]:
     import tempfile
 
@@ -75,7 +68,7 @@ def test_sweep_ends_what_a_killed_soak_left(tmp_path, run_id):
         harness.wait(timeout=30)
         # The worker (its argv names the run too) dies on its lifeline a moment later; taken
         # among the survivors, its end would pass for the dry run's doing (failed in CI once).
-        wait_for(lambda: not _running(worker[0]), timeout=30, what="the worker to die")
+        wait_for(lambda: not alive(worker[0].pid), timeout=30, what="the worker to die")
         survivors = run_pids(run_id)
         assert survivors, "nothing of the killed run survived: this test would prove nothing"
         assert (tmp_path / "runs" / f"{run_id}.json").exists()
