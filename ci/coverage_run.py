@@ -8,7 +8,7 @@ floor is [tool.coverage.report] fail_under, over the modules that can run on thi
 OSes' platform modules are left out of the report). Runs inside the tox env `coverage`.
 
 Usage: python ci/coverage_run.py [pytest args]
-       (default: -n auto --leak-check tests --ignore=tests/conformance)
+       (default: -n auto --leak-check tests --ignore=tests/conformance --ignore=tests/claudemem)
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PYTEST = ["-n", "auto", "--leak-check", "tests", "--ignore=tests/conformance"]
+DEFAULT_PYTEST = [
+    "-n",
+    "auto",
+    "--leak-check",
+    "tests",
+    "--ignore=tests/conformance",
+    "--ignore=tests/claudemem",
+]
 # Platform modules of the other OSes cannot run here; each OS's CI job reports its own.
 OTHER_OS = {
     "linux": "*/_windows.py,*/_*_windows.py,*/_darwin.py",

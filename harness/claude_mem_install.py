@@ -172,17 +172,32 @@ def is_cached(version: str, root: Path | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.claude_mem_install VERSION...`: install into the cache, print paths."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print("usage: python -m harness.claude_mem_install VERSION [VERSION...]", file=sys.stderr)
+    """`python -m harness.claude_mem_install [--skip-if-unavailable] VERSION...`: install into
+    the cache, print paths. Exit 3 without node or npm (0 with --skip-if-unavailable, which
+    says SKIPPED and why: the tests then skip, or fail under CI=true), 1 if an install fails."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    skip = "--skip-if-unavailable" in args
+    versions = [a for a in args if a != "--skip-if-unavailable"]
+    if not versions:
+        print(
+            "usage: python -m harness.claude_mem_install [--skip-if-unavailable] "
+            "VERSION [VERSION...]",
+            file=sys.stderr,
+        )
         return 2
     reason = why_unavailable()
     if reason:
+        if skip:
+            print(f"SKIPPED claude-mem install: {reason}")
+            return 0
         print(f"cannot install: {reason}", file=sys.stderr)
         return 3
-    for version in args:
-        inst = ensure_claude_mem(version)
+    for version in versions:
+        try:
+            inst = ensure_claude_mem(version)
+        except InstallError as exc:
+            print(f"claude-mem {version}: {exc}", file=sys.stderr)
+            return 1
         print(f"claude-mem {inst.version}: plugin={inst.plugin} bun={inst.bun}")
     return 0
 

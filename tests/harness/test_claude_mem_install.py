@@ -158,6 +158,11 @@ def test_without_node_or_npm_nothing_can_be_installed(
     assert install.why_unavailable() == "node is not on PATH (claude-mem and bun come from npm)"
     assert install.main(["13.25.3"]) == 3
     assert "cannot install: node is not on PATH" in capsys.readouterr().err
+    # tox -e claude-mem-tests: the install step skips; the tests then say why (or fail in CI).
+    assert install.main(["--skip-if-unavailable", "13.25.3"]) == 0
+    assert capsys.readouterr().out == "SKIPPED claude-mem install: node is not on PATH " + (
+        "(claude-mem and bun come from npm)\n"
+    )
     with pytest.raises(install.InstallError, match="npm is not on PATH"):
         install.ensure_bun(tmp_path / "cache")
 
@@ -170,7 +175,9 @@ def test_main_installs_each_version_and_prints_its_paths(
     npm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install.main([]) == 2
-    assert "usage: python -m harness.claude_mem_install VERSION" in capsys.readouterr().err
+    assert "usage: python -m harness.claude_mem_install [--skip-if-unavailable] VERSION" in (
+        capsys.readouterr().err
+    )
 
     root = tmp_path / "cache"
     monkeypatch.setenv("LEAKPROOF_CLAUDE_MEM_CACHE", str(root))
@@ -233,3 +240,14 @@ def test_bun_binary_must_be_executable(tmp_path: Path) -> None:
     assert install.bun_binary(tmp_path) == base / "bun"
     os.chmod(base / "bun.exe", 0o755)
     assert install.bun_binary(tmp_path) == base / "bun.exe"
+
+
+def test_main_says_which_install_failed_and_exits_1(
+    npm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEAKPROOF_CLAUDE_MEM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FAKE_NPM_MODE", "fail")
+    assert install.main(["--skip-if-unavailable", "13.25.3"]) == 1  # node is there: no skip
+    err = capsys.readouterr().err
+    assert err.startswith("claude-mem 13.25.3: npm install claude-mem@13.25.3 failed (1): ")
+    assert "404 Not Found" in err
