@@ -433,7 +433,7 @@ def run(args: argparse.Namespace) -> int:
             results["rss"] = asyncio.run(bench_harness_rss(args))
             _print("harness RSS over a long soak", results["rss"])
     except KeyboardInterrupt:
-        # A second Ctrl-C cuts the runs' own cleanup short: end what they started here.
+        # An interrupt that got past the runs' own cleanup: end what they started here.
         end_live_runs()
         print("bench interrupted", file=sys.stderr)
         return 130

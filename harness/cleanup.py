@@ -16,18 +16,23 @@ import psutil
 import proctree
 from harness import runs
 from harness.census import CT_TOLERANCE, Census, run_id_token
+from harness.interrupts import shielded
 
-# The runs under way in this process: what a second Ctrl-C, which leaves no coroutine the time to
-# finish its own cleanup, must still end synchronously (end_live_runs).
-_LIVE_RUNS: dict[str, tuple[Callable[[], None] | None, Path | None]] = {}
+# The runs under way in this process: what an interrupt that got past a run's own cleanup (which
+# leaves no coroutine the time to finish it) must still end synchronously (end_live_runs).
+_LIVE_RUNS: dict[str, tuple[Callable[[], None] | None, Path | None, Census | None]] = {}
 
 
 def live_run(
-    run_id: str, stop_now: Callable[[], None] | None = None, work_dir: Path | None = None
+    run_id: str,
+    stop_now: Callable[[], None] | None = None,
+    work_dir: Path | None = None,
+    census: Census | None = None,
 ) -> None:
-    """Register a run: `stop_now` ends its target at once, `work_dir` is removed with it.
+    """Register a run: `stop_now` ends its target at once, `work_dir` is removed with it, and
+    what its `census` knows (escapees without the run's token among them) is swept with it.
     Also on disk (runs.record): if this process is killed outright, a later sweep finds it."""
-    _LIVE_RUNS[run_id] = (stop_now, work_dir)
+    _LIVE_RUNS[run_id] = (stop_now, work_dir, census)
     runs.record(run_id, work_dir)
 
 
@@ -39,16 +44,21 @@ def run_over(run_id: str) -> None:
 
 def end_live_runs() -> list[str]:
     """Last resort at an interrupt: stop every registered run's target, sweep its processes,
-    remove its work folder; return the run ids so ended."""
+    remove its work folder; return the run ids so ended. Further interrupts wait for it."""
+    with shielded():
+        return _end_live_runs()
+
+
+def _end_live_runs() -> list[str]:
     ended = list(_LIVE_RUNS)
     for run_id in ended:
-        stop_now, work_dir = _LIVE_RUNS.pop(run_id)
+        stop_now, work_dir, census = _LIVE_RUNS.pop(run_id)
         if stop_now is not None:
             try:
                 stop_now()
             except Exception:  # noqa: BLE001 - the sweep below still ends the run's processes
                 pass
-        sweep_run(run_id)
+        sweep_run(run_id, census)
         if work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
         run_over(run_id)  # its record on disk goes too

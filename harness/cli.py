@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from types import ModuleType
+
+from harness.interrupts import term_as_interrupt
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -56,20 +56,6 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _term_as_interrupt() -> None:
-    """SIGTERM (`timeout`, a CI job cancelled, `kill`) and SIGHUP (the terminal closed, an ssh
-    session dropped) take the Ctrl-C path: the run is stopped, every process of it ended, and
-    the report says `interrupted`. Left at their default, they would end the harness on the
-    spot and leave the worker's orphans running."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        # Under `nohup` SIGHUP is ignored on purpose: the run is meant to outlive the terminal.
-        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
-            signal.signal(sig, lambda *_: signal.raise_signal(signal.SIGINT))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -82,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_HARNESS_ERROR
-    _term_as_interrupt()
+    term_as_interrupt()
     if args.command in STARTS_RUNS:
         from harness.sweep import sweep_before_start
 

@@ -530,7 +530,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows, meta = asyncio.run(compare(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        end_live_runs()  # a second Ctrl-C cut a run's own cleanup short
+        end_live_runs()  # an interrupt that got past a run's own cleanup
         print("compare interrupted", file=sys.stderr)
         return 130
     except (RuntimeError, ValueError) as exc:

@@ -26,6 +26,7 @@ import aiohttp
 from cliargs import NON_NEGATIVE, NON_NEGATIVE_INT, int_at_least
 from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
+from harness.interrupts import shielded
 from harness.report import leak_entry, leaks_table
 from harness.soak import SoakConfig, _write_shim
 from harness.target import RunContext
@@ -76,7 +77,7 @@ async def _start_side(
     shim = _write_shim(work_dir, run_id, config, ledger)
     census = Census(run_id, ledger, grace)
     target = ReferenceTarget(mode=mode, worker_grace=worker_grace, reap_interval=1.0)
-    live_run(run_id, target.stop_now, work_dir)
+    live_run(run_id, target.stop_now, work_dir, census)
     side = Side(mode, run_id, work_dir, census, target)
     sides.append(side)
     census.start()
@@ -189,13 +190,14 @@ async def run_repro(
         )
         return result
     finally:
-        for side in sides:
-            side.census.judging = False
-            await side.target.stop()
-            await asyncio.to_thread(sweep_run, side.run_id, side.census)
-            side.census.stop()
-            shutil.rmtree(side.work_dir, ignore_errors=True)
-            run_over(side.run_id)
+        with shielded():  # a second Ctrl-C here would leave a side's processes running
+            for side in sides:
+                side.census.judging = False
+                await side.target.stop()
+                await asyncio.to_thread(sweep_run, side.run_id, side.census)
+                side.census.stop()
+                shutil.rmtree(side.work_dir, ignore_errors=True)
+                run_over(side.run_id)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
     except KeyboardInterrupt:
-        end_live_runs()  # a second Ctrl-C cut the cleanup above short
+        end_live_runs()  # an interrupt that got past the cleanup above
         return 130
     ok = result["reproduced"] and result["fix_held"]
     print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,7 @@ import proctree
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
+from harness.interrupts import shielded
 from harness.progress import Progress
 from harness.report import facts_text, leak_entry, leaks_table, write_report
 from harness.target import RunContext, Target
@@ -293,7 +295,6 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         raise ValueError(problem)
     run_id = config.run_id or secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
-    live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir)
     ledger = work_dir / "ledger.jsonl"
     census = Census(
         run_id,
@@ -303,6 +304,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         track_descendants=target.descendants_are_run,
         adopt_orphans=config.adopt_orphans,
     )
+    live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir, census)
     run = _Run(config)
     progress: Progress | None = None
     interrupted = False
@@ -314,100 +316,108 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     swept: list[dict] = []
     t_start = time.time()
     tasks: list[asyncio.Task[Any]] = []
-    try:
-        if config.claude is not None:
-            if not target.descendants_are_run:
-                raise ValueError(
-                    f"--claude needs a target whose new descendants are all the run's "
-                    f"(reference); {target.name} cannot count them without the fake's run id"
-                )
-            shim = Path(config.claude).resolve()
-        else:
-            shim = _write_shim(work_dir, run_id, config, ledger)
-        ctx = RunContext(
-            run_id=run_id, work_dir=work_dir, claude_path=shim, ledger_path=ledger, seed=config.seed
-        )
-        census.start()
-        handle = await target.start(ctx)
-        census.set_worker(handle.pid, handle.create_time)
-        first = await asyncio.to_thread(census.sample)
-        baseline, worker_rss_start = first.descendants, first.worker_rss
-        if config.progress != "none":
-            total = None if config.duration is not None else config.sessions
-            progress = Progress(total, mode=config.progress)
-        timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
-        connector = aiohttp.TCPConnector(limit=max(4, 2 * config.concurrency))
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-            if progress is not None:
-                tasks.append(asyncio.ensure_future(_progress_loop(progress, census, run)))
-            loops = [
-                asyncio.ensure_future(_session_loop(run, target, census, http, run_id))
-                for _ in range(max(1, config.concurrency))
-            ]
-            tasks += loops
-            await asyncio.gather(*loops)
-            run.drive_end = time.time()
-            if run.pending:
-                await asyncio.gather(*list(run.pending))
-            # Failed sessions may mean a worker that is dying right now (its sockets close
-            # before it exits): give it a moment to say how, rather than race its exit.
-            worker_exit = await _exit_status(target, WORKER_EXIT_WAIT_S if run.failed else 0.0)
-            worker_alive = worker_exit is None and _is_alive(census)
-            await _settle(census, baseline, config.grace)
-        await asyncio.to_thread(census.finish)
-    except asyncio.CancelledError:
-        interrupted = True
-    except Exception as exc:  # noqa: BLE001 - any harness failure becomes verdict ERROR
-        errors.append(f"{type(exc).__name__}: {exc}")
-        errors.append(traceback.format_exc(limit=5))
-    finally:
-        for task in [*tasks, *run.pending]:
-            task.cancel()
-        await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
-        census.judging = False
-        snap_end = census.snapshot()
+    with contextlib.ExitStack() as shield:
         try:
-            await target.stop()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"stopping the target failed: {exc}")
-        swept = await asyncio.to_thread(sweep_run, run_id, census)
-        census.stop()
-        run_over(run_id)
-        if progress is not None:  # the last state seen with the worker up, not after its stop
-            progress.close({**snap_end, "failed": run.failed})
+            if config.claude is not None:
+                if not target.descendants_are_run:
+                    raise ValueError(
+                        f"--claude needs a target whose new descendants are all the run's "
+                        f"(reference); {target.name} cannot count them without the fake's run id"
+                    )
+                shim = Path(config.claude).resolve()
+            else:
+                shim = _write_shim(work_dir, run_id, config, ledger)
+            ctx = RunContext(
+                run_id=run_id,
+                work_dir=work_dir,
+                claude_path=shim,
+                ledger_path=ledger,
+                seed=config.seed,
+            )
+            census.start()
+            handle = await target.start(ctx)
+            census.set_worker(handle.pid, handle.create_time)
+            first = await asyncio.to_thread(census.sample)
+            baseline, worker_rss_start = first.descendants, first.worker_rss
+            if config.progress != "none":
+                total = None if config.duration is not None else config.sessions
+                progress = Progress(total, mode=config.progress)
+            timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+            connector = aiohttp.TCPConnector(limit=max(4, 2 * config.concurrency))
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+                if progress is not None:
+                    tasks.append(asyncio.ensure_future(_progress_loop(progress, census, run)))
+                loops = [
+                    asyncio.ensure_future(_session_loop(run, target, census, http, run_id))
+                    for _ in range(max(1, config.concurrency))
+                ]
+                tasks += loops
+                await asyncio.gather(*loops)
+                run.drive_end = time.time()
+                if run.pending:
+                    await asyncio.gather(*list(run.pending))
+                # Failed sessions may mean a worker that is dying right now (its sockets close
+                # before it exits): give it a moment to say how, rather than race its exit.
+                worker_exit = await _exit_status(target, WORKER_EXIT_WAIT_S if run.failed else 0.0)
+                worker_alive = worker_exit is None and _is_alive(census)
+                await _settle(census, baseline, config.grace)
+            await asyncio.to_thread(census.finish)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # KeyboardInterrupt: SIGTERM to a harness started with SIGINT ignored (interrupts).
+            interrupted = True
+        except Exception as exc:  # noqa: BLE001 - any harness failure becomes verdict ERROR
+            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(traceback.format_exc(limit=5))
+        finally:
+            # A second Ctrl-C or SIGTERM from here on would cut the cleanup and the report short.
+            shield.enter_context(shielded())
+            for task in [*tasks, *run.pending]:
+                task.cancel()
+            await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
+            census.judging = False
+            snap_end = census.snapshot()
+            try:
+                await target.stop()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"stopping the target failed: {exc}")
+            swept = await asyncio.to_thread(sweep_run, run_id, census)
+            census.stop()
+            run_over(run_id)
+            if progress is not None:  # the last state seen with the worker up, not after its stop
+                progress.close({**snap_end, "failed": run.failed})
 
-    report = _build_report(
-        config,
-        target,
-        census,
-        run,
-        run_id=run_id,
-        t_start=t_start,
-        baseline=baseline,
-        descendants_end=snap_end["live_descendants"],
-        worker_alive=worker_alive,
-        worker_exit=worker_exit,
-        worker_rss_start=worker_rss_start,
-        worker_rss_end=snap_end["worker_rss"],
-        interrupted=interrupted,
-        errors=errors + census.errors,
-        swept=swept,
-        work_dir=work_dir,
-    )
-    # A failed run's work folder (worker log and database, ledger) is the evidence: kept, and
-    # moved into the report folder when there is one, so no run leaves a temp folder behind.
-    keep = config.keep_work_dir or report["verdict"] in (FAIL, ERROR)
-    if keep and config.report is not None:
-        report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
-    elif not keep:
-        report["work_dir"] = None  # removed below: a report must not name a folder that is gone
+        report = _build_report(
+            config,
+            target,
+            census,
+            run,
+            run_id=run_id,
+            t_start=t_start,
+            baseline=baseline,
+            descendants_end=snap_end["live_descendants"],
+            worker_alive=worker_alive,
+            worker_exit=worker_exit,
+            worker_rss_start=worker_rss_start,
+            worker_rss_end=snap_end["worker_rss"],
+            interrupted=interrupted,
+            errors=errors + census.errors,
+            swept=swept,
+            work_dir=work_dir,
+        )
+        # A failed run's work folder (worker log and database, ledger) is the evidence: kept, and
+        # moved into the report folder when there is one, so no run leaves a temp folder behind.
+        keep = config.keep_work_dir or report["verdict"] in (FAIL, ERROR)
+        if keep and config.report is not None:
+            report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
+        elif not keep:
+            report["work_dir"] = None  # removed below: a report must not name a folder that is gone
+            if config.report is not None:
+                # An earlier run's evidence in this report folder would pass for this run's.
+                shutil.rmtree(Path(config.report) / "work", ignore_errors=True)
         if config.report is not None:
-            # An earlier run's evidence in this report folder would pass for this run's.
-            shutil.rmtree(Path(config.report) / "work", ignore_errors=True)
-    if config.report is not None:
-        write_report(Path(config.report), report, plot=config.plot)
-    if not keep:
-        shutil.rmtree(work_dir, ignore_errors=True)
+            write_report(Path(config.report), report, plot=config.plot)
+        if not keep:
+            shutil.rmtree(work_dir, ignore_errors=True)
     return report
 
 
@@ -832,7 +842,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(run_soak(config, target))
     except KeyboardInterrupt:
-        # A second Ctrl-C during cleanup: last-resort synchronous stop and sweep.
+        # An interrupt that reached past the run's own cleanup (SIGTERM with SIGINT ignored,
+        # landing outside the run's task): last-resort synchronous stop and sweep.
         end_live_runs()
         print("soak interrupted", file=sys.stderr)
         return EXIT_CODES[INTERRUPTED]

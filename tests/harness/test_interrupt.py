@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from soak_helpers import run_pids, wait_for
 
 pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("worker")
+
+
+@contextlib.contextmanager
+def _running(argv: list[str], run_id: str, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """The harness, once the run has a few processes; whatever happens, nothing of it is left."""
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **popen)
+    try:
+        wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
+        yield harness
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait()
+        from harness.cleanup import sweep_run
+
+        sweep_run(run_id)  # last resort: a failure here never leaks into the machine
+
+
+def _ended_cleanly(run_id: str, report_dir: Path, how: str) -> None:
+    assert run_pids(run_id) == [], f"processes of the run survived {how}"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["interrupted"] is True and report["verdict"] == "interrupted"
 
 
 def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
@@ -41,9 +71,7 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
         child.expect(pexpect.EOF, timeout=120)
         child.close()
         assert child.exitstatus == 130, child.before
-        assert run_pids(run_id) == [], "processes of the run survived Ctrl-C"
-        report = json.loads((report_dir / "report.json").read_text())
-        assert report["interrupted"] is True and report["verdict"] == "interrupted"
+        _ended_cleanly(run_id, report_dir, "Ctrl-C")
     finally:
         if child.isalive():
             child.kill(9)
@@ -64,31 +92,14 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
 def test_a_termination_signal_leaves_nothing_behind(tmp_path, run_id, sig, scenario):
     """`timeout`, a cancelled CI job or `kill` send SIGTERM, a hangup SIGHUP: the same clean
     stop as Ctrl-C, and the run's record (harness/runs.py) goes with it."""
-    import os
-    import signal
-    import subprocess
-
     report_dir = tmp_path / "report"
-    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios", scenario]
-    argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
-    argv += ["--report", str(report_dir), "--no-plot", "--progress", "none"]
+    argv = _soak_argv(run_id, report_dir, scenario)
     env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
-    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
-    try:
-        wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
+    with _running(argv, run_id, env=env) as harness:
         harness.send_signal(getattr(signal, sig))
         assert harness.wait(timeout=120) == 130
-        assert run_pids(run_id) == [], f"processes of the run survived {sig}"
-        report = json.loads((report_dir / "report.json").read_text())
-        assert report["interrupted"] is True and report["verdict"] == "interrupted"
+        _ended_cleanly(run_id, report_dir, sig)
         assert list((tmp_path / "runs").glob("*.json")) == [], "the run's record was left"
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.wait()
-        from harness.cleanup import sweep_run
-
-        sweep_run(run_id)
 
 
 @pytest.mark.parametrize(
@@ -113,11 +124,7 @@ def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, ru
 
     "lifeline" runs the macOS path on Linux (PROCTREE_FALLBACK: no parent-death signal, no
     subreaper): the worker reads EOF on the pipe the harness held and stops as on SIGTERM."""
-    import os
-    import signal
-    import subprocess
     import tempfile
-    from pathlib import Path
 
     import psutil
 
@@ -155,3 +162,49 @@ def test_harness_killed_outright_takes_the_worker_and_its_observers(tmp_path, ru
         from harness.cleanup import sweep_run
 
         sweep_run(run_id)
+
+
+def _soak_argv(run_id: str, report_dir: Path, scenario: str) -> list[str]:
+    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios", scenario]
+    argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
+    return argv + ["--report", str(report_dir), "--no-plot", "--progress", "none"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a process: POSIX")
+def test_sigterm_stops_a_harness_started_with_sigint_ignored(tmp_path, run_id):
+    """`soak ... &` in a script starts it with SIGINT ignored. SIGTERM took the Ctrl-C path by
+    raising SIGINT, which did nothing then: the run went on to its end."""
+    report_dir = tmp_path / "report"
+    # SIG_IGN survives exec: the harness starts as a shell's background job would.
+    launch = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    launch += "os.execv(sys.executable, sys.argv[1:])"
+    argv = [sys.executable, "-c", launch, *_soak_argv(run_id, report_dir, "ok")]
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
+    with _running(argv, run_id, env=env) as harness:
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(timeout=120) == 130
+        _ended_cleanly(run_id, report_dir, "SIGTERM")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a process: POSIX")
+def test_signals_during_the_cleanup_wait_for_it(tmp_path, run_id):
+    """A second SIGTERM (or Ctrl-C) cut the cleanup short: the run's processes known only to
+    the census were left running, and no report was written. Now it is acknowledged and the
+    cleanup and the report finish."""
+    report_dir = tmp_path / "report"
+    err = tmp_path / "stderr.txt"
+    # Observers that ignore EOF and SIGTERM: a cleanup long enough for signals to land in it.
+    argv = _soak_argv(run_id, report_dir, "ignore-eof+ignore-sigterm")
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
+    acknowledged = "SIGTERM noted; ending the run's processes and writing its report first"
+    with err.open("w") as err_file, _running(argv, run_id, env=env, stderr=err_file) as harness:
+        harness.send_signal(signal.SIGTERM)
+        # More, until one has landed in the cleanup (it says so) or the harness is done.
+        deadline = time.monotonic() + 60
+        while harness.poll() is None and acknowledged not in err.read_text():
+            assert time.monotonic() < deadline, "the harness neither ended nor acknowledged"
+            harness.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        assert harness.wait(timeout=120) == 130, err.read_text()
+        assert acknowledged in err.read_text()
+        _ended_cleanly(run_id, report_dir, "two SIGTERMs")
