@@ -15,14 +15,16 @@ assert sys.platform != "win32"
 _keep: list[int] = []
 
 
-def spawn_grandchild(argv: list[str]) -> int:
+def spawn_grandchild(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """A child on a stdin pipe we hold; with `env`, that environment and a session of its own."""
     r, w = os.pipe()
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         pid = os.posix_spawn(
             argv[0],
             argv,
-            os.environ,
+            os.environ if env is None else env,
+            setsid=env is not None,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, r, 0),
                 (os.POSIX_SPAWN_DUP2, devnull, 1),

@@ -16,9 +16,15 @@ CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
 
 
-def spawn_grandchild(argv: list[str]) -> int:
+def spawn_grandchild(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """A child on a stdin pipe we hold; with `env`, that environment and a group of its own."""
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        creationflags=CREATE_NEW_PROCESS_GROUP if env is not None else 0,
     )
     _keep.append(proc)  # holding the pipe: EOF reaches the child when we die
     return proc.pid

@@ -64,11 +64,14 @@ def start_children(ctx: Context) -> list[int]:
         linger = sc.flag("grandchild", "linger")
         hop = sc.num("grandchild", "hop", 0.0)
         headless = sc.flag("grandchild", "headless")
+        # scrub=1: a session of its own and none of the environment it inherited (the worker's
+        # mark), yet still our child: only its parentage says whose it is.
+        scrub = sc.flag("grandchild", "scrub")
         for _ in range(n):
             argv = child_argv(
                 "grandchild", ctx.run_id, ignore=ignore, linger=linger, hop=hop, headless=headless
             )
-            pids.append(impl.spawn_grandchild(argv))
+            pids.append(impl.spawn_grandchild(argv, scrubbed_env() if scrub else None))
     if sc.has("escape"):
         hop = sc.num("escape", "hop", 0.0)
         env = scrubbed_env() if sc.flag("escape", "scrub") else None

@@ -52,9 +52,6 @@ FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: eve
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 # How often at most the run's record on disk is told its live processes (runs.note_processes).
 NOTE_INTERVAL_S = 1.0
-# The worker's own helpers (docs: worker/README.md), never the run's even when started later
-# (a guardian replaced after it died).
-HELPER_ARGV = ("proctree.guardian",)
 
 
 def run_id_token(run_id: str) -> str:
@@ -678,7 +675,9 @@ class Census:
                 abs(hct - ct) <= CT_TOLERANCE and hpid == pid for hpid, hct in self._helpers
             ):
                 return False, None
-            if any(h in arg for arg in cmdline for h in HELPER_ARGV):
+            # The worker's guardian (docs: worker/README.md) is its own, also one started later
+            # (a replacement): known by its exact argv, which names this worker.
+            if cmdline[1:] == proctree.guardian_args(self.worker_pid):
                 return False, None
             worker_ct = self.worker.create_time() if self.worker is not None else 0.0
             return ct + CT_TOLERANCE >= worker_ct, None

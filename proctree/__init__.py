@@ -26,7 +26,7 @@ subreaper and pdeathsig off so Linux runs the macOS path.
 from __future__ import annotations
 
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
-from ._guardian import Guardian, start_guardian
+from ._guardian import Guardian, guardian_args, start_guardian
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
 from ._lifeline import Lifeline, lifeline_problem, watch_lifeline
 from ._liveness import (
@@ -85,6 +85,7 @@ __all__ = [
     "exited",
     "fallback_forced",
     "force_fallback",
+    "guardian_args",
     "identify",
     "is_alive",
     "is_subreaper",

@@ -12,10 +12,12 @@ Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "tok
 guardian), then `group <pgid> <leader create_time>` lines for each contained child.
 
 With "daemon" ([pid, create_time], start_guardian(children=True)) the guardian also lists the
-daemon's children every CHILDREN_POLL_S and ends them and their trees too. That is for a
-subreaper: an orphan it adopted (a double fork with setsid and a scrubbed environment) carries
-neither the mark nor a watched group, and once the daemon is dead it belongs to init, where
-nothing can tell it from anyone else's process.
+daemon's children and their descendants every CHILDREN_POLL_S and ends them and their trees
+too. That is for what carries neither the mark nor a watched group, and so, once the daemon is
+dead and it belongs to init, could not be told from anyone else's process: an orphan a subreaper
+adopted (a double fork with setsid and a scrubbed environment), and a grandchild that left its
+parent's session and shed its environment while that parent, killed by its parent-death signal
+with the daemon, still held it.
 
 With "cgroup" (the daemon's parent cgroup, Linux, enable_cgroups() before start_guardian()) it
 also kills every cell in it at once and removes them.
@@ -41,8 +43,9 @@ from ._terminate import group_member, look_or_born, stop_spreading, wait_gone
 
 # Passes of end_all: each ends what the last one found; later ones catch what forked meanwhile.
 END_ROUNDS = 5
-# How often the daemon's children are listed (children=True). An orphan adopted less than this
-# before the daemon dies is missed; a look costs a few reads of /proc (Linux).
+# How often the daemon's tree is listed (children=True). An orphan adopted, or a grandchild
+# started, less than this before the daemon dies is missed; a look costs a few reads of /proc
+# per process of the tree (Linux).
 CHILDREN_POLL_S = 0.25
 
 
@@ -104,6 +107,12 @@ class Guardian:
             return self.popen.wait()
 
 
+def guardian_args(daemon_pid: int) -> list[str]:
+    """The guardian's argv after the interpreter's path: exactly this, so that a census can tell
+    it from the daemon's other children (an adopted orphan may name the guardian in its argv)."""
+    return ["-m", "proctree.guardian", str(daemon_pid)]
+
+
 def start_guardian(mark: str, *, token: str | None = None, children: bool = False) -> Guardian:
     """Start a guardian for this process's trees. Keep the returned object for our lifetime.
 
@@ -122,7 +131,7 @@ def start_guardian(mark: str, *, token: str | None = None, children: bool = Fals
         # Its own session: a killpg of our group must not take the guardian with it.
         kwargs["start_new_session"] = True
     popen = subprocess.Popen(
-        [sys.executable, "-m", "proctree.guardian", str(os.getpid())],
+        [sys.executable, *guardian_args(os.getpid())],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         env=env,
@@ -227,11 +236,14 @@ def _kill_our_groups(groups: dict[int, float], mark: str | None, token: str | No
 
 
 class _DaemonChildren:
-    """The daemon's children as last listed, kept by a thread while the daemon lives.
+    """The daemon's children and their descendants as last listed, kept by a thread while the
+    daemon lives.
 
     Every child counts: an observer as much as an adopted orphan. One that is not the leader
     of a watched group at its second sighting (by then its `group` line has had a poll's time
-    to come) is an adoptee, and said so on stderr, which is the daemon's log.
+    to come) is an adoptee, and said so on stderr, which is the daemon's log. The descendants
+    are kept by identity: when the daemon dies its children die too (parent-death signal), and
+    what they held goes to init.
     """
 
     def __init__(self, daemon: ProcId, since: float | None, groups: dict[int, float]) -> None:
@@ -240,6 +252,7 @@ class _DaemonChildren:
         self.groups = groups
         self.lock = threading.Lock()  # groups and known: the reading thread changes groups
         self.known: dict[int, ProcId] = {}
+        self.below: dict[int, ProcId] = {}  # the children's descendants at the last look
         self.seen_once: set[int] = set()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="daemon-children", daemon=True)
@@ -274,12 +287,32 @@ class _DaemonChildren:
                             flush=True,
                         )
             self.seen_once &= self.known.keys()
+            roots = list(self.known)
+        below = self._below(roots)
+        with self.lock:
+            self.below = below
+
+    def _below(self, roots: list[int]) -> dict[int, ProcId]:
+        """The descendants of roots, by identity (pid, create_time) as they are now."""
+        found: dict[int, ProcId] = {}
+        todo = [kid for pid in roots for kid in _platform.child_pids(pid)]
+        while todo:
+            pid = todo.pop()
+            if pid in found or pid == os.getpid():
+                continue
+            ident = identify(pid)
+            if ident is None or ident.create_time < self.floor:
+                continue
+            found[pid] = ident
+            todo.extend(_platform.child_pids(pid))
+        return found
 
     def stop(self) -> list[ProcId]:
         self.stopped.set()
-        self.thread.join(timeout=5.0)
+        if self.thread.ident is not None:  # started
+            self.thread.join(timeout=5.0)
         with self.lock:
-            return list(self.known.values())
+            return [*self.known.values(), *self.below.values()]
 
 
 def run(stream: Any) -> int:

@@ -108,9 +108,11 @@ class Containment:
         if sys.platform == "win32":
             return False  # the kernel closes each observer's job when we die (see above)
         try:
-            # As a subreaper we adopt orphans that may carry neither our mark nor a watched
-            # group (setsid, a scrubbed environment): the guardian lists our children too.
-            guardian = proctree.start_guardian(self.mark, children=self.subreaper)
+            # What carries neither our mark nor a watched group (setsid and a scrubbed
+            # environment: an orphan we adopted as subreaper, or a grandchild still held by its
+            # observer) is found by the guardian's own listing of our tree. Every child of ours
+            # is an observer or an adoptee: none is meant to outlive us.
+            guardian = proctree.start_guardian(self.mark, children=True)
         except OSError as exc:
             log.error("cannot start the guardian (kill -9 would leave grandchildren): %s", exc)
             return False

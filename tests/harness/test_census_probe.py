@@ -189,6 +189,16 @@ while True: time.sleep(1)
 """
 
 
+def _end(worker: subprocess.Popen, ours: list[psutil.Process]) -> None:
+    """End the stand-in worker and what it started (by handle: identity checked)."""
+    for proc in ours:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    worker.kill()
+    worker.wait(timeout=30)
+    psutil.wait_procs(ours, timeout=10)
+
+
 @pytest.mark.parametrize("reaped", [True, False], ids=["parent-reaped", "parent-zombie"])
 def test_child_of_a_parent_that_exits_after_being_seen_is_escaped(reaped: bool) -> None:
     """The grandchild is seen under its parent (ppid settled: not read again while the parent
@@ -230,12 +240,7 @@ def test_child_of_a_parent_that_exits_after_being_seen_is_escaped(reaped: bool) 
         (rec,) = [r for r in census.live_records() if r.pid == grandchild]
         assert rec.ppid != middle
     finally:
-        for proc in ours:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        worker.kill()
-        worker.wait(timeout=30)
-        psutil.wait_procs(ours, timeout=10)
+        _end(worker, ours)
 
 
 def test_process_that_execs_after_first_sight_is_named_by_its_current_argv(spawn) -> None:
@@ -297,3 +302,43 @@ def test_zombie_is_noticed_while_its_session_still_runs(run_id) -> None:
         assert census.leaked == [] and census.zombies == {}  # its session still runs
     finally:
         child.wait(timeout=30)
+
+
+_HELPERS_WORKER = """
+import subprocess, sys, time
+sys.stdin.readline()
+# A replacement guardian (exact argv, naming this worker), then a process that only names it.
+g = subprocess.Popen([sys.executable, "-m", "proctree.guardian", str(__import__("os").getpid())],
+                     stdin=subprocess.PIPE)
+d = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "proctree.guardian"])
+print(g.pid, d.pid, flush=True)
+while True: time.sleep(1)
+"""
+
+
+def test_only_the_workers_own_guardian_is_a_helper() -> None:
+    """A child of the worker is the run's unless it is the worker's guardian, known by its exact
+    argv. Before, any argv containing "proctree.guardian" passed for it, and such a process was
+    never counted (an adopted orphan can carry any argv)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _HELPERS_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    ours: list[psutil.Process] = []
+    try:
+        assert worker.stdin is not None and worker.stdout is not None
+        census = Census("0123456789ab", None, grace=60.0, sample_hz=4, track_descendants=True)
+        census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
+        census.session_started("s")
+        worker.stdin.write(b"go\n")
+        worker.stdin.flush()
+        guardian, decoy = (int(x) for x in worker.stdout.readline().split())
+        ours += [psutil.Process(guardian), psutil.Process(decoy)]
+        wait_for(
+            lambda: (census.sample(), decoy in {r.pid for r in census.live_records()})[1],
+            what="the decoy counted",
+        )
+        for _ in range(2 * census._rotation):
+            census.sample()
+        assert guardian not in {r.pid for r in census.live_records()}
+    finally:
+        _end(worker, ours)

@@ -141,3 +141,52 @@ def test_run_by_hand_it_says_what_it_is(args: list[str], code: int) -> None:
     )
     assert out.returncode == code
     assert out.stderr.startswith("usage: python -m proctree.guardian [DAEMON_PID]")
+
+
+# A stand-in daemon: one child (an observer) that holds a grandchild in a session of its own
+# with an empty environment (no mark, no watched group). Each reports "<role> <pid>".
+_HOLDER = """
+import os, subprocess, sys, time
+report = sys.argv[1]
+def say(role):
+    with open(report, "a") as f:
+        f.write(f"{role} {os.getpid()}\\n")
+if sys.argv[2] == "daemon":
+    subprocess.Popen([sys.executable, "-c", sys.argv[3], report, "observer", sys.argv[3]])
+elif sys.argv[2] == "observer":
+    subprocess.Popen([sys.executable, "-c", sys.argv[3], report, "grandchild", sys.argv[3]],
+                     start_new_session=True, env={})
+say(sys.argv[2])
+time.sleep(600)
+"""
+
+
+def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
+    """A grandchild in its own session, without the mark, held by its parent when the daemon
+    dies: the parent dies with the daemon (parent-death signal) and it goes to init. Before,
+    the guardian kept only the daemon's children, and so lost it."""
+    from proctree._guardian import _DaemonChildren, end_all
+
+    report = run.tmp_path / "holder.txt"
+    daemon = subprocess.Popen([sys.executable, "-c", _HOLDER, str(report), "daemon", _HOLDER])
+    run.extra.append(daemon)
+    roles = lambda: dict(read_report(report))  # noqa: E731
+    wait_for(lambda: {"daemon", "observer", "grandchild"} <= roles().keys(), what="the tree")
+    ids = {role: proctree.identify(pid) for role, pid in roles().items()}
+    assert all(ids.values()), ids
+    try:
+        listing = _DaemonChildren(ids["daemon"], ids["daemon"].create_time, {})
+        listing.poll()  # what the guardian's thread does every CHILDREN_POLL_S
+        known = listing.stop()
+        assert ids["observer"] in known and ids["grandchild"] in known, known
+        for role in ("daemon", "observer"):  # the daemon killed, its child by pdeathsig
+            os.kill(ids[role].pid, signal.SIGKILL)
+        daemon.wait(timeout=30)
+        assert proctree.wait_gone([ids["observer"]], timeout=30.0) == set()
+        assert proctree.is_alive(ids["grandchild"]), "the grandchild went with its parent"
+        end_all({}, None, None, ids["daemon"].create_time, known)
+        assert proctree.wait_gone([ids["grandchild"]], timeout=30.0) == set()
+    finally:
+        for ident in ids.values():
+            if ident is not None and proctree.is_alive(ident):
+                os.kill(ident.pid, signal.SIGKILL)

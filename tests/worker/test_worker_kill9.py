@@ -5,6 +5,7 @@ survives everything, and no committed item is lost or processed twice."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -130,6 +131,40 @@ def test_kill9_takes_adopted_escapees_without_a_mark(fake_run: FakeRun, workers)
     print(f"\nkill -9 -> adopted escapees gone in {time.monotonic() - killed_at:.3f} s")
     assert worker.guardian is not None
     assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
+
+
+@posix_only
+@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+def test_kill9_takes_a_scrubbed_grandchild_its_observer_held(
+    fake_run: FakeRun, workers, fallback: bool
+) -> None:
+    """grandchild:scrub=1: a session of its own, no mark, still its observer's child, and no
+    cell (PROCTREE_CGROUPS=0; the cells would hold it). Its observer dies with the worker
+    (parent-death signal) or at the guardian's hand (the macOS path); then it is init's, and
+    only the guardian's listing of the worker's tree still knows it. Before, that listing had
+    the worker's children only (and only as a subreaper): it survived."""
+    env = {"PROCTREE_CGROUPS": "0", **({proctree.FALLBACK_ENV: "1"} if fallback else {})}
+    scenario = f"{STUBBORN}+grandchild:n=1,ignore=1,linger=1,scrub=1"
+    worker: Worker = workers(fake_run.shim(scenario), env=env)
+    assert worker.stats()["containment"]["cgroups"] is None
+    open_sessions(worker, 2, "sg")
+    wait_until(
+        lambda: len(fake_run.census()) == 4 and len(fake_run.alive_from_ledger()) == 4,
+        what="two observers with one grandchild each",
+    )
+    grandchildren = [psutil.Process(g.pid) for g in fake_run.started("grandchild")]
+    for g in grandchildren:
+        assert proctree.MARK_ENV not in g.environ(), "the grandchild kept the worker's mark"
+        assert os.getsid(g.pid) == g.pid, "the grandchild is not in a session of its own"
+    # The guardian lists the tree every CHILDREN_POLL_S (0.25 s): one born later is missed
+    # (documented). Ten listings' time since the youngest was born, for a loaded machine.
+    youngest = max(g.create_time() for g in grandchildren)
+    wait_until(lambda: time.time() - youngest > 2.5, what="a few of the guardian's listings")
+
+    worker.kill9()
+    killed_at = time.monotonic()
+    wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone")
+    print(f"\nkill -9 -> scrubbed grandchildren gone in {time.monotonic() - killed_at:.3f} s")
 
 
 @posix_only
