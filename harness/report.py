@@ -139,16 +139,26 @@ def markdown_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Whole or not at all: a half-written report must never be read."""
+    tmp = path.with_suffix(".json.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> dict[str, Path]:
+    """report.json, leaks.txt, junit.xml, rss.png and the CI summary; OSError if one of the
+    files cannot be written (report.json, written last, then is not)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
         "report.json": directory / "report.json",
         "leaks.txt": directory / "leaks.txt",
         "junit.xml": directory / "junit.xml",
     }
-    tmp = paths["report.json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, paths["report.json"])  # a half-written report must never be read
     paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])))
     write_junit(paths["junit.xml"], report)
     if plot:
@@ -158,6 +168,8 @@ def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> 
     else:
         # An earlier run's plot beside this run's report would be read as this run's.
         (directory / "rss.png").unlink(missing_ok=True)
+    # Last: when another file cannot be written, the report that is written says so instead.
+    write_json(paths["report.json"], report)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:

@@ -30,7 +30,7 @@ from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.progress import Progress
-from harness.report import facts_text, leak_entry, leaks_table, write_report
+from harness.report import facts_text, leak_entry, leaks_table, write_json, write_report
 from harness.target import RunContext, Target
 from harness.text import printable
 from harness.verdict import (
@@ -414,11 +414,28 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             if config.report is not None:
                 # An earlier run's evidence in this report folder would pass for this run's.
                 shutil.rmtree(Path(config.report) / "work", ignore_errors=True)
-        if config.report is not None:
-            write_report(Path(config.report), report, plot=config.plot)
-        if not keep:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        try:
+            if config.report is not None:
+                _write_report(Path(config.report), report, plot=config.plot)
+        finally:
+            if not keep:
+                shutil.rmtree(work_dir, ignore_errors=True)
     return report
+
+
+def _write_report(directory: Path, report: dict[str, Any], plot: bool) -> None:
+    """A report folder that cannot be written makes the run a harness error (exit 2), said in
+    the summary and, where it can still be written, in report.json."""
+    try:
+        write_report(directory, report, plot=plot)
+    except OSError as exc:
+        report["verdict"], report["exit_code"] = ERROR, EXIT_CODES[ERROR]
+        report["reasons"] = [*report["reasons"], f"the report could not be written: {exc}"]
+        try:
+            write_json(directory / "report.json", report)
+        except OSError as again:
+            report["reasons"].append(f"nor report.json: {again}")
+            report["report_json_written"] = False
 
 
 def _move_work_dir(work_dir: Path, report_dir: Path) -> Path:
@@ -848,6 +865,6 @@ def run(args: argparse.Namespace) -> int:
         print("soak interrupted", file=sys.stderr)
         return EXIT_CODES[INTERRUPTED]
     print_summary(report)
-    if config.report is not None:
+    if config.report is not None and report.get("report_json_written", True):
         print(f"report: {config.report}/report.json")
     return int(report["exit_code"])

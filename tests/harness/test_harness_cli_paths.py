@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from soak_helpers import run_pids
 
 
@@ -80,3 +81,34 @@ def test_argument_errors_exit_2_and_name_the_problem():
     assert bad_number.returncode == 2 and "--sessions" in bad_number.stderr
     bad_target = _harness("soak", "--target", "nowhere", "--progress", "none", timeout=60)
     assert bad_target.returncode == 2 and "harness soak:" in bad_target.stderr
+
+
+@pytest.mark.parametrize("blocked", ["rss.png", "report.json"])
+def test_a_report_that_cannot_be_written_is_a_harness_error(tmp_path, run_id, blocked):
+    """Before: a traceback, exit 1 (the code of FAIL), a report.json.tmp left in the folder
+    and the run's work folder left in the temp dir."""
+    import tempfile
+    from pathlib import Path
+
+    report_dir = tmp_path / "report"
+    (report_dir / blocked).mkdir(parents=True)  # a folder where the file must go
+    argv = ["soak", "--sessions", "2", "--prompts", "1", "--scenarios", "ok", "--grace", "5"]
+    argv += ["--progress", "none", "--run-id", run_id, "--report", str(report_dir)]
+    try:
+        out = _harness(*argv)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
+        assert out.stdout.startswith("soak ERROR: target=reference mode=fixed sessions 2/2")
+        assert f"the report could not be written: [Errno 21] Is a directory: '{report_dir}" in (
+            out.stdout
+        )
+        assert not list(report_dir.glob("*.tmp")), "a half-written report was left"
+        assert not list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
+        if blocked == "report.json":
+            assert "report: " not in out.stdout  # no report.json to point at
+        else:
+            report = json.loads((report_dir / "report.json").read_text())
+            assert report["verdict"] == "ERROR" and report["exit_code"] == 2
+            assert f"report: {report_dir}/report.json" in out.stdout
+    finally:
+        assert run_pids(run_id) == []
