@@ -24,8 +24,10 @@ How a process is tied to a test:
   the report names the threads earlier tests left running that were alive meanwhile
   (harness/pytest_threads.py).
 - a daemon (double fork, setsid) started with an empty environment carries no token and is
-  no descendant: on Linux, ``--leak-check-subreaper`` makes pytest a child subreaper, so such
-  orphans are reparented to pytest instead of init and the parent chain finds them.
+  no descendant, nor does one that forks without exec (a copy of pytest itself: the kernel shows
+  the environment pytest started with, from before the token was set): on Linux,
+  ``--leak-check-subreaper`` makes pytest a child subreaper, so such orphans are reparented to
+  pytest instead of init and the parent chain finds them.
 Processes started while a module/class/session fixture sets up belong to that fixture and are only
 judged after it is torn down. Under pytest-xdist each worker judges its own descendants only; the
 token carries a per-process session tag, so workers never claim each other's processes.
@@ -835,7 +837,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="Linux: make pytest a child subreaper, so that a daemon a test starts (a double "
-        "fork, setsid, a scrubbed environment) is reparented to pytest and found; a test's "
+        "fork, setsid, a scrubbed environment, or no exec at all) is reparented to pytest and "
+        "found; a test's "
         "orphans then become pytest's children (os.wait() may return them; their zombies stay "
         "until pytest exits)",
     )

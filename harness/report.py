@@ -51,9 +51,11 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
     for e in leaked:
         cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry made it printable
+        if len(cmd) > width:  # said, so that a cut argument is not read as the real one
+            cmd = cmd[: width - 1] + "…"
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
-            f"{format_elapsed(e.get('age') or 0):>10} {cmd[:width]}"
+            f"{format_elapsed(e.get('age') or 0):>10} {cmd}"
         )
     return "\n".join(lines) + "\n"
 
@@ -108,6 +110,37 @@ def facts_text(facts: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _slope_text(slope: dict[str, Any]) -> str:
+    """`12.3 +- 4.5`: the estimate and its standard error (the verdict judges estimate - 2 SE)."""
+    if slope.get("stderr_mb_per_100_sessions") is None:
+        return str(slope.get("mb_per_100_sessions"))
+    return f"{slope['mb_per_100_sessions']} +- {slope['stderr_mb_per_100_sessions']}"
+
+
+def slopes_text(rss: dict[str, Any]) -> str:
+    """The 2nd half's RSS slopes, or why they were not judged (the figures of a short 2nd half
+    mean nothing: they stay in report.json, out of the summaries)."""
+    total, worker = rss.get("total_slope") or {}, rss.get("worker_slope") or {}
+    if not rss.get("slopes_judged", True) or total.get("mb_per_100_sessions") is None:
+        span = min(total.get("sessions_span") or 0, worker.get("sessions_span") or 0)
+        return (
+            f"RSS slope 2nd half: not judged (it spans {span:g} sessions, fewer than "
+            f"{rss.get('min_sessions_span_judged', '?')}, or too few samples)"
+        )
+    return (
+        f"RSS slope 2nd half: worker+descendants {_slope_text(total)} MB/100 sessions, worker "
+        f"{_slope_text(worker)} (budget {rss.get('budget_mb_per_100_sessions')})"
+    )
+
+
+def latency_text(lat: dict[str, Any]) -> str:
+    """Cleanup latency percentiles (ms), or why there are none."""
+    if not lat.get("n"):
+        return "none measured (no session's processes were all gone)"
+    figures = " ".join(f"{k} {lat.get(k)}" for k in ("p50", "p95", "p99", "max"))
+    return f"{figures} (n={lat['n']})"
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
     icon = {"PASS": "✅", "FAIL": "❌"}.get(report["verdict"], "⚠️")
     lat = report.get("cleanup_latency_ms") or {}
@@ -121,10 +154,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"{report.get('leaked_count')} | {len(report.get('zombies', []))} | "
         f"{len(report.get('escaped', []))} | {report.get('peak_descendants')} |",
         "",
-        f"RSS slope (2nd half): worker+descendants "
-        f"{(rss.get('total_slope') or {}).get('mb_per_100_sessions')} MB/100 sessions, worker "
-        f"{(rss.get('worker_slope') or {}).get('mb_per_100_sessions')} MB/100 sessions; "
-        f"cleanup latency p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms; "
+        f"{slopes_text(rss)}; cleanup latency ms: {latency_text(lat)}; "
         f"{report.get('sessions_per_s')} sessions/s.",
     ]
     facts = facts_text(report.get("target_facts") or {})

@@ -30,7 +30,15 @@ from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.progress import Progress
-from harness.report import facts_text, leak_entry, leaks_table, write_json, write_report
+from harness.report import (
+    facts_text,
+    latency_text,
+    leak_entry,
+    leaks_table,
+    slopes_text,
+    write_json,
+    write_report,
+)
 from harness.target import RunContext, Target
 from harness.text import printable
 from harness.verdict import (
@@ -792,13 +800,6 @@ def _report_dir_problem(report: Path | None) -> str | None:
     return None
 
 
-def _slope_text(slope: dict[str, Any]) -> str:
-    """`12.3 +- 4.5`: the estimate and its standard error (the verdict judges estimate - 2 SE)."""
-    if slope.get("stderr_mb_per_100_sessions") is None:
-        return str(slope["mb_per_100_sessions"])
-    return f"{slope['mb_per_100_sessions']} +- {slope['stderr_mb_per_100_sessions']}"
-
-
 def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     stream = stream or sys.stdout
     lat = report["cleanup_latency_ms"]
@@ -810,14 +811,9 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"  leaked {report['leaked_count']}, zombies {len(report['zombies'])}, escaped "
         f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "
         f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
-        f"  RSS slope 2nd half: total {_slope_text(rss['total_slope'])} MB/100 sessions, "
-        f"worker {_slope_text(rss['worker_slope'])} (budget "
-        f"{rss['budget_mb_per_100_sessions']}"
-        f"{'' if rss.get('slopes_judged', True) else ', not judged: run too short'}); "
-        f"peak {rss['peak_total_mb']} MB (budget "
+        f"  {slopes_text(rss)}; peak {rss['peak_total_mb']} MB (budget "
         f"{rss['peak_budget_mb']})\n"
-        f"  cleanup latency ms: p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} max "
-        f"{lat['max']} (n={lat['n']})",
+        f"  cleanup latency ms: {latency_text(lat)}",
         file=stream,
     )
     facts = facts_text(report.get("target_facts") or {})

@@ -268,7 +268,7 @@ class ReferenceTarget(Target):
                 return
             if time.monotonic() > deadline:
                 raise DrainTimeout(
-                    f"session {db_id}: queue not drained after {self.drain_timeout:.0f}s "
+                    f"worker session id {db_id}: queue not drained after {self.drain_timeout:.0f}s "
                     f"({status.get('queueLength')} left)"
                 )
 

@@ -49,6 +49,10 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     assert lines[0].split()[:2] == ["PID", "PPID"]
     assert "4242" in lines[1] and "10240" in lines[1] and "1-01:01:01" in lines[1]
     assert lines[2].split() == ["7", "?", "0", "00:05", "?"]
+    # A long command is cut to the width, and says so: a cut `--model x` must not read as `-`.
+    long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300], "age": 1}
+    (row,) = leaks_table([long], width=40).splitlines()[1:]
+    assert row.endswith("claude --model " + "x" * 24 + "…"), row
 
 
 def _report(verdict: str, **kw: object) -> dict:
@@ -84,7 +88,7 @@ def test_error_verdict_writes_an_error_case_and_a_warning_summary(tmp_path, monk
     md = summary.read_text(encoding="utf-8")
     assert md.startswith("## ⚠️ Soak ERROR: reference (fixed)")
     assert "- harness error: boom" in md and "- worker died" in md
-    assert "p50 3.0 ms" in md
+    assert "cleanup latency ms: p50 3.0 " in md
     # No samples: the plot is still written (title only), never a crash.
     assert paths["rss.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["report.json"].read_text())["verdict"] == "ERROR"
@@ -190,3 +194,34 @@ def test_an_unwritable_step_summary_loses_only_the_summary(tmp_path, monkeypatch
     paths = write_report(tmp_path / "out", _report("PASS"), plot=False)
     assert json.loads(paths["report.json"].read_text())["verdict"] == "PASS"
     assert "GITHUB_STEP_SUMMARY" in capsys.readouterr().err
+
+
+def test_summaries_say_what_was_not_measured_instead_of_printing_none():
+    """A short run's slopes (a 2nd half of a few sessions) and a leaky run's latency (no session
+    ended all its processes) printed as `-818.43 +- 114.822` and `p50 None ... (n=0)`."""
+    from harness.report import latency_text, slopes_text
+
+    short = {
+        "slopes_judged": False,
+        "min_sessions_span_judged": 50,
+        "budget_mb_per_100_sessions": 16.0,
+        "total_slope": {"mb_per_100_sessions": -818.43, "sessions_span": 7},
+        "worker_slope": {"mb_per_100_sessions": 0.2, "sessions_span": 7},
+    }
+    text = slopes_text(short)
+    assert (
+        text
+        == "RSS slope 2nd half: not judged (it spans 7 sessions, fewer than 50, or too few samples)"
+    )
+    judged = {**short, "slopes_judged": True}
+    assert slopes_text(judged) == (
+        "RSS slope 2nd half: worker+descendants -818.43 MB/100 sessions, worker 0.2 (budget 16.0)"
+    )
+    none = {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    assert latency_text(none) == "none measured (no session's processes were all gone)"
+    assert latency_text({"n": 2, "p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0}) == (
+        "p50 1.0 p95 2.0 p99 3.0 max 4.0 (n=2)"
+    )
+    report = _report("FAIL", rss=short, cleanup_latency_ms=none)
+    md = markdown_summary(report)
+    assert f"{text}; cleanup latency ms: none measured" in md and "-818" not in md
