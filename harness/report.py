@@ -27,7 +27,12 @@ def format_elapsed(seconds: float) -> str:
     return f"{minutes:02d}:{s:02d}"
 
 
-def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -> dict[str, Any]:
+def leak_entry(
+    rec: ProcRecord, session: str | None, now: float | None = None, exited_as: str = ""
+) -> dict[str, Any]:
+    """One process as the report lists it, with the status it was last seen in. `exited_as`:
+    that of one last seen as a zombie (a leak the harness ended at the run's end reads
+    "exited", not "zombie": the report's `zombies` are the zombies the run left)."""
     now = time.time() if now is None else now
     return {
         "pid": rec.pid,
@@ -43,7 +48,7 @@ def leak_entry(rec: ProcRecord, session: str | None, now: float | None = None) -
         "reason": rec.leak_reason,
         # seen live in the process table (False: known from the ledger only)
         "observed": rec.proc is not None,
-        "status": rec.status,
+        "status": exited_as if exited_as and rec.status == "zombie" else rec.status,
     }
 
 

@@ -510,7 +510,7 @@ def _build_report(
     # Both series are judged, or neither: by the shorter span and the fewer points.
     slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
     slope_points = min(total_slope["points"], worker_slope["points"])
-    leaked = [leak_entry(r, census.session_of(r)) for r in census.leaked]
+    leaked = [leak_entry(r, census.session_of(r), exited_as="exited") for r in census.leaked]
     zombies_end = [leak_entry(r, census.session_of(r)) for r in census.zombies.values()]
     escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
     peak_total_mb = census.peak_total_rss / 1e6

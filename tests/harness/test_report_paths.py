@@ -225,3 +225,13 @@ def test_summaries_say_what_was_not_measured_instead_of_printing_none():
     report = _report("FAIL", rss=short, cleanup_latency_ms=none)
     md = markdown_summary(report)
     assert f"{text}; cleanup latency ms: none measured" in md and "-818" not in md
+
+
+def test_a_leak_last_seen_as_a_zombie_reads_exited_among_the_leaks():
+    """A leak the harness ended at the run's end was listed as "zombie" (with the RSS it had
+    alive) while the report's `zombies` was empty."""
+    rec = ProcRecord(pid=5, create_time=1.0, spawn_ts=1.0, status="zombie", exited_at=9.0)
+    assert leak_entry(rec, None, exited_as="exited")["status"] == "exited"
+    assert leak_entry(rec, None)["status"] == "zombie"  # as the zombies lists show it
+    rec.status = "sleeping"  # last seen alive: said as seen
+    assert leak_entry(rec, None, exited_as="exited")["status"] == "sleeping"
