@@ -47,6 +47,8 @@ END_ROUNDS = 5
 # started, less than this before the daemon dies is missed; a look costs a few reads of /proc
 # per process of the tree (Linux).
 CHILDREN_POLL_S = 0.25
+# Adoptees named by pid in the log line of one look (the rest are counted).
+ADOPTED_NAMED = 10
 
 
 class Guardian:
@@ -268,6 +270,7 @@ class _DaemonChildren:
         kids = set(_platform.child_pids(self.daemon.pid)) - {os.getpid()}
         if not is_alive(self.daemon):
             return  # the list may be another process's: keep the last one of the daemon
+        adopted = []
         with self.lock:
             for pid in [p for p in self.known if p not in kids]:
                 del self.known[pid]
@@ -280,14 +283,20 @@ class _DaemonChildren:
                 elif pid in self.seen_once:
                     self.seen_once.discard(pid)
                     if self.groups.get(pid) is None:
-                        print(
-                            f"proctree guardian: the daemon adopted pid {pid}; it is ended "
-                            "with the daemon's trees if the daemon dies",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                        adopted.append(pid)
             self.seen_once &= self.known.keys()
             roots = list(self.known)
+        if adopted:
+            # One line per look: a tree that orphans hundreds at once must not flood the log.
+            rest = len(adopted) - ADOPTED_NAMED
+            named = ", ".join(map(str, sorted(adopted)[:ADOPTED_NAMED]))
+            print(
+                f"proctree guardian: the daemon adopted pid {named}"
+                f"{f' and {rest} more' if rest > 0 else ''}; ended with the daemon's trees if "
+                "the daemon dies",
+                file=sys.stderr,
+                flush=True,
+            )
         below = self._below(roots)
         with self.lock:
             self.below = below

@@ -214,6 +214,16 @@ def cgroup_cell(pid: int, name: str) -> Path | None:
     return jail.cell(name, pid) if jail is not None else None
 
 
+def cell_pids() -> set[int]:
+    """The pids in any of our cells (unverified; empty without cells)."""
+    jail = _cgroup.jail()
+    return jail.member_pids() if jail is not None else set()
+
+
+def cell_populated(cell: Path) -> bool:
+    return _cgroup.populated(cell)
+
+
 def cell_members(cell: Path) -> list[ProcId]:
     jail = _cgroup.jail()
     return jail.members(cell) if jail is not None else []

@@ -234,7 +234,7 @@ class _Tree:
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        children, churn = _adopted_marks({self.root.pid, *self.others})
+        children, churn = _adopted_marks({self.root.pid, *self.others}, self.cell is not None)
         self.churn = churn or bool(reaped)
         for proc, marker in children:
             if mark_matches(marker, self.mark or "") or (
@@ -550,7 +550,7 @@ async def aterminate_tree(
         if exited or not done:
             waited = time.monotonic() - started
             known = {root.pid, *options.get("dont_reap", ())}
-            if exited and _left_nothing(_group_of(options), known, options["mark"]):
+            if exited and _left_nothing(options, known):
                 return TerminationResult(
                     root=root, stdin=[root], stage_seconds={"stdin": waited}, elapsed=waited
                 )
@@ -586,26 +586,45 @@ def _quick_checkable(options: dict[str, Any]) -> bool:
     )
 
 
-def _left_nothing(pgid: int, known: Collection[int], mark: str) -> bool:
-    """After root's reap: nothing in its group, and no child of ours we did not spawn that
-    carries its mark (as subreaper, what left the group and outlived its parent was handed to
-    us before root's exit was reported). The same test _Tree._refresh_local makes, without a
-    thread: anything it would find sends the caller to the full escalation."""
-    if not _platform.group_empty(pgid):
+def _left_nothing(options: dict[str, Any], known: Collection[int]) -> bool:
+    """After root's reap: nothing in its group or its cell, and no child of ours we did not
+    spawn that carries its mark (as subreaper, what left the group and outlived its parent was
+    handed to us before root's exit was reported; those held in our other cells are theirs).
+    The same test _Tree._refresh_local makes, without a thread: anything it would find sends
+    the caller to the full escalation."""
+    mark = options["mark"]
+    cell = getattr(options.get("group"), "cgroup", None)
+    if not _platform.group_empty(_group_of(options)):
         return False
-    children, churn = _adopted_marks(known)
+    if cell is not None and _platform.cell_populated(cell):
+        return False
+    children, churn = _adopted_marks(known, cell is not None)
     # churn: one of them exited while we looked; a lineage that forks and exits may have a pid
     # we did not list (see _Tree.refresh), so the full escalation looks closer.
     return not churn and not any(mark_matches(marker, mark) for _, marker in children)
 
 
-def _adopted_marks(known: Collection[int]) -> tuple[list[tuple[psutil.Process, str | None]], bool]:
+# The mark each adopted child carried when last read, by pid with its create_time: an adoptee
+# is read once, not at every look of every ending (hundreds of them made each look cost
+# hundreds of ms). Its environment as read then is what matters: a mark found stays ours.
+_MARKS: dict[int, tuple[float, str | None]] = {}
+
+
+def _adopted_marks(
+    known: Collection[int], cells: bool = False
+) -> tuple[list[tuple[psutil.Process, str | None]], bool]:
     """Our children not in `known` (as subreaper: adopted orphans), each with the mark it
-    carries; and whether one of them had exited by the time we read it (gone, or a zombie)."""
+    carries; and whether one of them had exited by the time we read it (gone, or a zombie).
+    `cells`: leave out those held in a cgroup cell of ours (that cell's tree: a tree with a
+    cell finds its own members there)."""
     children: list[tuple[psutil.Process, str | None]] = []
     churn = False
-    for pid in _platform.child_pids(os.getpid()):
-        if pid in known:
+    pids = _platform.child_pids(os.getpid())
+    skip = set(known) | (_platform.cell_pids() if cells else set())
+    for pid in _MARKS.keys() - set(pids):
+        del _MARKS[pid]
+    for pid in pids:
+        if pid in skip:
             continue
         try:
             proc = psutil.Process(pid)
@@ -615,7 +634,11 @@ def _adopted_marks(known: Collection[int]) -> tuple[list[tuple[psutil.Process, s
         except psutil.Error:
             churn = True
             continue
-        children.append((proc, marker_of(proc)))
+        cached = _MARKS.get(pid)
+        if cached is None or abs(cached[0] - proc.create_time()) > CREATE_TIME_TOLERANCE:
+            cached = (proc.create_time(), marker_of(proc))
+            _MARKS[pid] = cached
+        children.append((proc, cached[1]))
     return children, churn
 
 

@@ -260,6 +260,32 @@ if os.fork() == 0:
 os.wait()
 serve()
 """,
+    # 9) At its first turn forks N sleepers (plain forks: cheap) that ignore SIGTERM, every
+    # other one in a session of its own; exits at stdin EOF, so all N are orphaned at once.
+    # They stop by themselves after a minute: a failed test leaves nothing for long.
+    "fan-out": r"""
+N = {n}
+record("main")
+fanned = []
+def fan(msg):
+    if not fanned:
+        fanned.append(True)
+        for i in range(N):
+            if os.fork() == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if i % 2:
+                    os.setsid()
+                record("fanned")
+                nul = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(nul, fd)
+                end = time.monotonic() + 60
+                while time.monotonic() < end:
+                    time.sleep(1)
+                os._exit(0)
+    answer_turn(msg)
+serve(on_turn=fan)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")
