@@ -19,17 +19,17 @@ import psutil
 
 from . import _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, of_process
-from ._liveness import exited, is_alive
+from ._liveness import environ, exited, is_alive
 from ._scan import (
     adopted_children,
     carries,
     descendants,
     mark_matches,
-    marker_of,
     protected_pids,
     scan,
     subtree_pids,
 )
+from ._spawn import MARK_ENV
 
 # After SIGKILL a process is gone in milliseconds unless stuck in the kernel (D state).
 KILL_WAIT = 5.0
@@ -66,16 +66,26 @@ class TerminationResult:
         return not self.survivors
 
 
+def _drop_dead(pending: list[ProcId]) -> list[ProcId]:
+    """pending without its leading dead: a poll stops at the first one alive. While one
+    lives the wait goes on, so reading the others then is wasted (hundreds of processes that
+    ignore SIGTERM made every poll of a grace read every one of them)."""
+    for k, pid_id in enumerate(pending):
+        if is_alive(pid_id):
+            return pending[k:]
+    return []
+
+
 def wait_gone(ids: Iterable[ProcId], timeout: float) -> set[ProcId]:
     """Poll until all are gone (exited or zombie) or the deadline passes; return the living."""
-    alive = {i for i in ids if is_alive(i)}
+    pending = _drop_dead(list(ids))
     deadline = time.monotonic() + timeout
     delay = _POLL_MIN
-    while alive and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _POLL_MAX)
-        alive = {i for i in alive if is_alive(i)}
-    return alive
+        pending = _drop_dead(pending)
+    return {i for i in pending if is_alive(i)}
 
 
 def _close(close_stdin: Any) -> None:
@@ -234,7 +244,9 @@ class _Tree:
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        children, churn = _adopted_marks({self.root.pid, *self.others}, self.cell is not None)
+        children, churn = _adopted_marks(
+            {self.root.pid, *self.others}, self.cell is not None, self.mark
+        )
         self.churn = churn or bool(reaped)
         for proc, marker in children:
             if mark_matches(marker, self.mark or "") or (
@@ -512,14 +524,14 @@ def _step(steps: _Steps, alive: set[ProcId] | None) -> Any:
 
 async def await_gone(ids: Iterable[ProcId], timeout: float) -> set[ProcId]:
     """wait_gone without holding a thread: the polls sleep in the event loop."""
-    alive = {i for i in ids if is_alive(i)}
+    pending = _drop_dead(list(ids))
     deadline = time.monotonic() + timeout
     delay = _POLL_MIN
-    while alive and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, _POLL_MAX)
-        alive = {i for i in alive if is_alive(i)}
-    return alive
+        pending = _drop_dead(pending)
+    return {i for i in pending if is_alive(i)}
 
 
 async def aterminate_tree(
@@ -598,34 +610,58 @@ def _left_nothing(options: dict[str, Any], known: Collection[int]) -> bool:
         return False
     if cell is not None and _platform.cell_populated(cell):
         return False
-    children, churn = _adopted_marks(known, cell is not None)
+    children, churn = _adopted_marks(known, cell is not None, mark)
     # churn: one of them exited while we looked; a lineage that forks and exits may have a pid
     # we did not list (see _Tree.refresh), so the full escalation looks closer.
     return not churn and not any(mark_matches(marker, mark) for _, marker in children)
 
 
-# The mark each adopted child carried when last read, by pid with its create_time: an adoptee
-# is read once, not at every look of every ending (hundreds of them made each look cost
-# hundreds of ms). Its environment as read then is what matters: a mark found stays ours.
+# The mark each adopted child carried when its environment was read, by pid with its
+# create_time: an adoptee is read once, not at every look of every ending (hundreds of them
+# made each look cost hundreds of ms). Only a read that returned an environment is kept (one
+# caught in its exec reads empty). One known to carry another tree's mark is passed over
+# unread: its pid could only be another process's after it left our children (an entry is
+# dropped at the first look that misses it), and what such a reuse hid from one ending the
+# worker's periodic sweep still finds by its mark. Shared by the threads that end trees:
+# single dict operations only.
 _MARKS: dict[int, tuple[float, str | None]] = {}
 
 
+def _mark_of(proc: psutil.Process) -> str | None:
+    create_time = proc.create_time()
+    cached = _MARKS.get(proc.pid)
+    if cached is not None and abs(cached[0] - create_time) <= CREATE_TIME_TOLERANCE:
+        return cached[1]
+    try:
+        env = environ(proc)
+    except (psutil.Error, OSError):
+        return None
+    if env:
+        _MARKS[proc.pid] = (create_time, env.get(MARK_ENV))
+    return env.get(MARK_ENV)
+
+
 def _adopted_marks(
-    known: Collection[int], cells: bool = False
+    known: Collection[int], cells: bool = False, mark: str | None = None
 ) -> tuple[list[tuple[psutil.Process, str | None]], bool]:
     """Our children not in `known` (as subreaper: adopted orphans), each with the mark it
     carries; and whether one of them had exited by the time we read it (gone, or a zombie).
     `cells`: leave out those held in a cgroup cell of ours (that cell's tree: a tree with a
-    cell finds its own members there)."""
+    cell finds its own members there). `mark`: leave out those already known to carry another
+    tree's mark, unread (hundreds of another observer's orphans cost a look 100+ ms to read)."""
     children: list[tuple[psutil.Process, str | None]] = []
     churn = False
     pids = _platform.child_pids(os.getpid())
     skip = set(known) | (_platform.cell_pids() if cells else set())
     for pid in _MARKS.keys() - set(pids):
-        del _MARKS[pid]
+        _MARKS.pop(pid, None)  # gone from our children: a pid seen again is read again
     for pid in pids:
         if pid in skip:
             continue
+        cached = _MARKS.get(pid)
+        if mark is not None and cached is not None and cached[1] is not None:
+            if not mark_matches(cached[1], mark):
+                continue
         try:
             proc = psutil.Process(pid)
             if exited(proc):
@@ -634,11 +670,7 @@ def _adopted_marks(
         except psutil.Error:
             churn = True
             continue
-        cached = _MARKS.get(pid)
-        if cached is None or abs(cached[0] - proc.create_time()) > CREATE_TIME_TOLERANCE:
-            cached = (proc.create_time(), marker_of(proc))
-            _MARKS[pid] = cached
-        children.append((proc, cached[1]))
+        children.append((proc, _mark_of(proc)))
     return children, churn
 
 
