@@ -40,7 +40,7 @@ from harness.report import (
     write_report,
 )
 from harness.target import RunContext, Target
-from harness.text import printable
+from harness.text import describe, printable
 from harness.verdict import (
     DEFAULT_MIN_SLOPE_SPAN,
     DEFAULT_SLOPE_BUDGET_MB,
@@ -210,7 +210,7 @@ async def _session_loop(run: _Run, target: Target, census: Census, http: Any, ru
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
             run.failed += 1
             if len(run.failures) < FAILURE_MESSAGES_KEPT:
-                run.failures.append(f"session {index}: {type(exc).__name__}: {exc}"[:500])
+                run.failures.append(f"session {index}: {describe(exc)}"[:500])
         finally:
             census.session_ended(key, ok=ok)
             run.ends.append(time.time())
@@ -374,7 +374,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             # KeyboardInterrupt: SIGTERM to a harness started with SIGINT ignored (interrupts).
             interrupted = True
         except Exception as exc:  # noqa: BLE001 - any harness failure becomes verdict ERROR
-            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(describe(exc))
             errors.append(traceback.format_exc(limit=5))
         finally:
             # A second Ctrl-C or SIGTERM from here on would cut the cleanup and the report short.

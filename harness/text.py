@@ -22,3 +22,12 @@ def printable(text: str) -> str:
 
 def printable_argv(argv: list[str]) -> list[str]:
     return [printable(arg) for arg in argv]
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`; an exception without a message (a timeout) says what it means instead
+    of ending in a bare colon."""
+    text = str(exc)
+    if not text and isinstance(exc, TimeoutError):  # asyncio's too, since 3.11
+        text = "no answer in time (the worker may be stopped or overloaded)"
+    return f"{type(exc).__name__}: {text or 'no message'}"

@@ -96,7 +96,9 @@ class ClaudeMemTarget(Target):
         if (version is None) == (plugin is None):
             raise ValueError(
                 "claude-mem target: give exactly one of version (npm, LEAKPROOF_CLAUDE_MEM) or "
-                "plugin (a plugin folder or checkout, LEAKPROOF_CLAUDE_MEM_PLUGIN)"
+                "plugin (a plugin folder or checkout, LEAKPROOF_CLAUDE_MEM_PLUGIN); e.g. "
+                "LEAKPROOF_CLAUDE_MEM=13.25.3 python -m harness soak --target claude-mem "
+                "(docs/claude-mem.md)"
             )
         self.version = version
         self.plugin = Path(plugin).resolve() if plugin is not None else None

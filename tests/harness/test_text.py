@@ -19,3 +19,14 @@ def test_undecodable_bytes_and_control_characters_become_escapes() -> None:
 def test_ordinary_text_is_kept_as_it_is() -> None:
     argv = ["/usr/bin/python3", "-m", "fake_claude", "--prompt", "café 日本 ✓", "a b"]
     assert printable_argv(argv) == argv
+
+
+def test_an_exception_without_a_message_says_what_it_means():
+    """A soak whose worker was stopped (SIGSTOP) failed its sessions with `TimeoutError: `."""
+    import asyncio
+
+    from harness.text import describe
+
+    assert describe(ValueError("bad")) == "ValueError: bad"
+    assert describe(asyncio.TimeoutError()).startswith("TimeoutError: no answer in time")
+    assert describe(RuntimeError()) == "RuntimeError: no message"
