@@ -194,7 +194,7 @@ def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> 
         "leaks.txt": directory / "leaks.txt",
         "junit.xml": directory / "junit.xml",
     }
-    paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])))
+    paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])), encoding="utf-8")
     write_junit(paths["junit.xml"], report)
     if plot:
         from harness.plot import plot_rss
