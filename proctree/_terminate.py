@@ -652,12 +652,13 @@ def _adopted_marks(
     children: list[tuple[psutil.Process, str | None]] = []
     churn = False
     pids = _platform.child_pids(os.getpid())
-    skip = set(known) | (_platform.cell_pids() if cells else set())
     for pid in _MARKS.keys() - set(pids):
         _MARKS.pop(pid, None)  # gone from our children: a pid seen again is read again
+    pids = [pid for pid in pids if pid not in known]
+    if cells and pids:  # the cells are read only when there is an adoptee to place
+        in_cells = _platform.cell_pids()
+        pids = [pid for pid in pids if pid not in in_cells]
     for pid in pids:
-        if pid in skip:
-            continue
         cached = _MARKS.get(pid)
         if mark is not None and cached is not None and cached[1] is not None:
             if not mark_matches(cached[1], mark):
