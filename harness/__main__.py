@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from harness.cli import main
+
+        code = main()
+    except KeyboardInterrupt:
+        # Only a Ctrl-C while Python still imports gets here (a run ends its processes and
+        # reports the interrupt itself): nothing was started, so no traceback.
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

@@ -286,8 +286,11 @@ def config_problem(config: SoakConfig) -> str | None:
             return f"--scenarios {config.scenarios!r}: {exc}"
     else:
         claude = Path(config.claude)
-        if shutil.which(str(claude.absolute())) is None:  # an executable file, as a spawn tests it
-            return f"--claude {claude}: not an executable file (a path, or a command on PATH)"
+        where = claude.absolute()  # said in full: Path drops the "./" of "./claude"
+        if shutil.which(str(where)) is None:  # an executable file, as a spawn tests it
+            if len(claude.parts) == 1:  # a name: claude_path found it nowhere on PATH either
+                return f"--claude {claude}: not a command on PATH, nor an executable file {where}"
+            return f"--claude {where}: not an executable file (a path, or a command on PATH)"
         if config.mcp_servers:
             return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
     if config.mcp_server_mode not in MCP_SERVER_FLAGS:
@@ -392,7 +395,11 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             census.stop()
             run_over(run_id)
             if progress is not None:  # the last state seen with the worker up, not after its stop
-                progress.close({**snap_end, "failed": run.failed})
+                # The run's own counts: the census counts a session cancelled by an interrupt
+                # as ended, which the summary does not.
+                stage = "interrupted" if interrupted else ""
+                progress.close({**snap_end, "sessions_done": run.completed + run.failed,
+                                "failed": run.failed, "stage": stage})  # fmt: skip
 
         report = _build_report(
             config,

@@ -112,7 +112,12 @@ def test_soak_claude_by_name_is_looked_up_on_path(
     assert claude_path(str(Path("bin", exe.name))) == Path("bin", exe.name)  # a path stays one
     assert claude_path("not-on-path") == Path("not-on-path")
     assert main(["soak", "--claude", "not-on-path", "--progress", "none"]) == 2
-    assert "--claude not-on-path: not an executable file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--claude not-on-path: not a command on PATH, nor an executable file {tmp_path}" in err
+    if sys.platform != "win32":  # there an executable is one by its name's suffix
+        exe.chmod(0o644)  # "./bin/my-claude": said with the folder it was looked for in
+        assert main(["soak", "--claude", "./bin/my-claude", "--progress", "none"]) == 2
+        assert f"--claude {exe}: not an executable file" in capsys.readouterr().err
 
 
 def test_repro_from_the_command_line_says_ok(capsys: pytest.CaptureFixture[str]) -> None:

@@ -208,3 +208,23 @@ def test_signals_during_the_cleanup_wait_for_it(tmp_path, run_id):
         assert harness.wait(timeout=120) == 130, err.read_text()
         assert acknowledged in err.read_text()
         _ended_cleanly(run_id, report_dir, "two SIGTERMs")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a process: POSIX")
+def test_the_last_progress_line_counts_as_the_report_does(tmp_path, run_id):
+    """The sessions in flight at an interrupt are cancelled, not done: the progress line's last
+    count said 16/10000 where the summary said 12 completed and 0 failed."""
+    report_dir = tmp_path / "report"
+    err = tmp_path / "stderr.txt"
+    argv = _soak_argv(run_id, report_dir, "ok")
+    argv[argv.index("--progress") + 1] = "plain"
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
+    with err.open("w") as err_file, _running(argv, run_id, env=env, stderr=err_file) as harness:
+        # Sessions in flight at the signal: the run has processes (see _running) and goes on.
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(timeout=120) == 130
+    report = json.loads((report_dir / "report.json").read_text())
+    last = [line for line in err.read_text().splitlines() if line.startswith("[soak")][-1]
+    ended = report["completed"] + report["failed"]
+    assert f" sessions {ended}/10000 failed {report['failed']} " in last, last
+    assert last.endswith("| interrupted"), last
