@@ -32,8 +32,12 @@ class ThreadLineReader:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
-            if left <= 0:
-                return TIMEOUT
+            if left <= 0:  # time is up, but what has come is taken: readline(0) polls
+                try:
+                    line = self.lines.get_nowait()
+                    break
+                except queue.Empty:
+                    return TIMEOUT
             try:
                 line = self.lines.get(timeout=left)
                 break

@@ -243,6 +243,7 @@ class Session(ToolTurns):
         prompt = content_text(message.get("content"))
         self.in_turn = True
         interrupted = False
+        subtype = "error_during_execution"  # the result's subtype, for the ledger
         in_tokens = max(1, len(prompt.split()))
         try:
             if self.state_frames:
@@ -299,6 +300,7 @@ class Session(ToolTurns):
                 )
             )
             self.last_error = False
+            subtype = "success"
         except Interrupted:
             interrupted = True
             send(m.user(self.session_id, [{"type": "text", "text": INTERRUPTED_TEXT}]))
@@ -312,13 +314,27 @@ class Session(ToolTurns):
             res = self._error_result(started, in_tokens, "error_max_turns", [], num_turns=2)
             res["terminal_reason"] = "max_turns"
             send(res)
+            subtype = "error_max_turns"
             self.last_error = True
         finally:
             self.in_turn = False
-        if self.state_frames:
+        # "idle" is the SDKs' sign that the run is over (they may close stdin on it): as the
+        # real CLI, which reads stdin while it works, not while prompts already sent wait.
+        self.take_written()
+        if self.state_frames and not self.pending:
             send(m.session_state(self.session_id, "idle"))
-        self.ctx.ledger.write("turn", n=n, session_id=self.session_id, interrupted=interrupted)
+        self.ctx.ledger.write(
+            "turn", n=n, session_id=self.session_id, interrupted=interrupted, result=subtype
+        )
         at_point(self.ctx, "after-result", n, self.session_id)
+
+    def take_written(self) -> None:
+        """Handle every line already written to stdin, without waiting for more."""
+        while not self.eof:
+            line = self.reader.readline(0)
+            if line is TIMEOUT:
+                return
+            self.dispatch(line)
 
     def _error_result(
         self, started: float, in_tokens: int, subtype: str, errors: list, num_turns: int = 1

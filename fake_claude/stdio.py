@@ -42,12 +42,11 @@ class _PosixLineReader:
                     return line
                 return None
             if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return TIMEOUT
+                # Looked at once even when the time is up: readline(0) takes what is written.
+                left = max(0.0, deadline - time.monotonic())
                 ready, _, _ = select.select([self.fd], [], [], left)
                 if not ready:
-                    continue
+                    return TIMEOUT
             chunk = os.read(self.fd, 1 << 16)
             if chunk:
                 self.buf += chunk

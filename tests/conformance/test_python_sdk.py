@@ -338,6 +338,34 @@ def test_prompt_and_stop_hooks_run_in_order(fake_factory):
     assert {h["session_id"] for h in seen} == {msgs[-1].session_id}
 
 
+def test_prompts_sent_together_each_get_a_turn_with_hooks(fake_factory):
+    """With a hook the SDK keeps stdin open until the CLI says "idle". The fake said it after
+    every turn, also with the next prompt waiting: the SDK closed stdin and the second turn
+    failed ("stdin closed"). Turn 1 is slowed so that prompt 2 is written during it."""
+    fake = fake_factory("ok+slow:first=0,latency=0.2,jitter=0,turn=1")
+    prompts_seen: list[str] = []
+
+    async def record(hook_input, tool_use_id, context):
+        prompts_seen.append(hook_input["prompt"])
+        return {}
+
+    async def prompts():
+        for text in ("first prompt", "second prompt"):
+            yield {"type": "user", "message": {"role": "user", "content": text},
+                   "parent_tool_use_id": None, "session_id": ""}  # fmt: skip
+
+    opts = fake.options(hooks={"UserPromptSubmit": [sdk.HookMatcher(hooks=[record])]})
+
+    async def go():
+        return [m async for m in sdk.query(prompt=prompts(), options=opts)]
+
+    results = [m for m in run_async(go) if isinstance(m, sdk.ResultMessage)]
+    assert [(r.subtype, r.is_error) for r in results] == [("success", False)] * 2, results
+    assert prompts_seen == ["first prompt", "second prompt"]
+    turns = fake.records("turn")
+    assert [(t["n"], t["result"]) for t in turns] == [(1, "success"), (2, "success")]
+
+
 def test_hook_can_deny_the_tool(fake_factory):
     fake = fake_factory("ok:tool=Bash")
 

@@ -86,6 +86,23 @@ def test_multi_turn_streaming_input_with_interrupt(sdk: str, make_fake: MakeFake
     assert [e["code"] for e in _events(ledger, "exit")] == [0]
 
 
+# 0.1.76 reads no session state: it closes stdin at the first result whatever the CLI says
+# (it then throws ERR_STREAM_WRITE_AFTER_END answering the second turn's hook), with the real
+# CLI as with the fake.
+@pytest.mark.parametrize("sdk", [s for s in TS_SDKS if s != "sdk-0.1.76"])
+def test_prompts_sent_together_each_get_a_turn_with_hooks(sdk: str, make_fake: MakeFake) -> None:
+    """A hook keeps the SDK's stdin open until "idle": the fake said it with the second prompt
+    waiting, and the SDK closed stdin under it (error_during_execution, then a throw)."""
+    shim, ledger = make_fake("ok+slow:first=0,latency=0.2,jitter=0,turn=1")
+    res = node_driver(sdk, "queued-prompts", shim).result()
+    _ok(res)
+    results = _of(res, "result")
+    assert [(r["subtype"], r["is_error"]) for r in results] == [("success", False)] * 2
+    assert [h["prompt"] for h in res["hooks"]] == ["first prompt", "second prompt"]
+    turns = _events(ledger, "turn")
+    assert [(t["n"], t["result"]) for t in turns] == [(1, "success"), (2, "success")]
+
+
 @pytest.mark.parametrize("sdk", TS_SDKS)
 def test_tool_turn_with_can_use_tool_and_pre_tool_use_hook(sdk: str, make_fake: MakeFake) -> None:
     shim, ledger = make_fake("ok:tool=Bash")

@@ -2,7 +2,8 @@
 // one JSON object (what the SDK yielded, what callbacks it made) on the last stdout line.
 //
 //   node drive.mjs '<json config>'
-//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|"tools"|
+//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|
+//            "queued-prompts"|"tools"|
 //            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
@@ -132,25 +133,38 @@ async function multiInterrupt() {
   }
 }
 
+async function recordHook(input, toolUseId) {
+  out.hooks.push({
+    hook_event_name: input.hook_event_name,
+    tool_name: input.tool_name ?? null,
+    tool_use_id: toolUseId ?? null,
+    ...(input.prompt !== undefined && { prompt: input.prompt }),
+  });
+  return { continue: true };
+}
+
+// Two prompts written at once, then the input ends; a hook keeps stdin open until the CLI
+// says the run is over ("idle"), which it must not say while the second prompt waits.
+async function queuedPrompts() {
+  async function* input() {
+    yield userMessage("first prompt");
+    yield userMessage("second prompt");
+  }
+  const hooks = { UserPromptSubmit: [{ hooks: [recordHook] }] };
+  const q = query({ prompt: input(), options: { ...baseOptions, hooks } });
+  for await (const m of q) out.messages.push(summarise(m));
+}
+
 async function tools() {
-  const record = async (input, toolUseId) => {
-    out.hooks.push({
-      hook_event_name: input.hook_event_name,
-      tool_name: input.tool_name ?? null,
-      tool_use_id: toolUseId ?? null,
-      ...(input.prompt !== undefined && { prompt: input.prompt }),
-    });
-    return { continue: true };
-  };
   await plain({
     canUseTool: async (toolName, input, ctx) => {
       out.can_use_tool.push({ tool_name: toolName, input, has_signal: !!ctx?.signal });
       return { behavior: "allow", updatedInput: input };
     },
     hooks: {
-      UserPromptSubmit: [{ hooks: [record] }],
-      PreToolUse: [{ hooks: [record] }],
-      Stop: [{ hooks: [record] }],
+      UserPromptSubmit: [{ hooks: [recordHook] }],
+      PreToolUse: [{ hooks: [recordHook] }],
+      Stop: [{ hooks: [recordHook] }],
     },
   });
 }
@@ -297,6 +311,7 @@ const sessions = {
   plain: () => plain(),
   partial: () => plain({ includePartialMessages: true }),
   "multi-interrupt": multiInterrupt,
+  "queued-prompts": queuedPrompts,
   tools,
   status,
   mcp,
