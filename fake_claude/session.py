@@ -10,6 +10,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
+from fake_claude import permissions
 from fake_claude.context import Context
 from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
@@ -56,8 +57,12 @@ class Session(ToolTurns):
         max_turns = a.value("--max-turns") or ""
         digits = max_turns.isascii() and max_turns.isdigit()  # isdigit() alone takes "²"
         self.max_turns = int(max_turns) if digits and int(max_turns) > 0 else None
-        disallowed = set((a.value("--disallowedTools", "--disallowed-tools") or "").split(","))
-        self.tools = [t for t in m.TOOLS if t not in disallowed]
+        self.allow_rules = permissions.parse_rules(a.value("--allowedTools", "--allowed-tools"))
+        self.deny_rules = permissions.parse_rules(
+            a.value("--disallowedTools", "--disallowed-tools")
+        )
+        self.denied_tools = {t for r in self.deny_rules if (t := permissions.whole_tool(r))}
+        self.tools = [t for t in m.TOOLS if t not in self.denied_tools]
         self.hooks: dict = {}
         self.mcp: McpClients | None = None  # its MCP servers (the SDK's, stdio ones), if any
         self.pending: deque[dict] = deque()
@@ -157,8 +162,12 @@ class Session(ToolTurns):
             if self.in_turn:
                 raise Interrupted()
         elif sub == "set_permission_mode":
-            self.permission_mode = str(req.get("mode", self.permission_mode))
-            send(m.control_success(rid, {"mode": self.permission_mode}))
+            mode = str(req.get("mode", self.permission_mode))
+            if mode in permissions.MODES:
+                self.permission_mode = mode
+                send(m.control_success(rid, {"mode": self.permission_mode}))
+            else:
+                send(m.control_error(rid, f"Invalid permission mode: {mode}"))
         elif sub == "set_model":
             self.model = str(req.get("model") or "claude-sonnet-4-5")
             send(m.control_success(rid))
@@ -253,7 +262,8 @@ class Session(ToolTurns):
                 # As the real CLI: the SDK's servers are connected before the first turn's init;
                 # one whose handshake failed is tried again at each turn.
                 self.mcp.connect()
-                tools, servers = tools + self.mcp.tool_names(), self.mcp.server_list()
+                mcp_tools = [t for t in self.mcp.tool_names() if t not in self.denied_tools]
+                tools, servers = tools + mcp_tools, self.mcp.server_list()
             send(
                 m.system_init(
                     self.session_id, self.model, self.permission_mode, self.ctx.version, tools,

@@ -9,6 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
+from fake_claude import permissions
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
@@ -22,6 +23,10 @@ class ToolTurns:
     partial: bool
     permission_mode: str
     stdio_permissions: bool
+    tools: list[str]
+    allow_rules: list[str]
+    deny_rules: list[str]
+    denied_tools: set[str]  # named outright by a deny rule: not in the model's list
     hooks: dict
     mcp: McpClients | None
 
@@ -49,34 +54,47 @@ class ToolTurns:
             for event in m.stream_events(self.model, msg_id, use):
                 self.emit(m.stream_event(self.session_id, event))
         self.emit(m.assistant(self.session_id, self.model, [use], msg_id, stop_reason="tool_use"))
-        denied: str | None = None
+        if tool not in self.tools and (mcp_tool is None or tool in self.denied_tools):
+            # Not in the model's list (unknown, or a bare-name deny rule): the real CLI's error.
+            error = f"<tool_use_error>Error: No such tool available: {tool}</tool_use_error>"
+            self._tool_result(tool_id, error, is_error=True)
+            return []
+        denied, hook = None, None
         for out in self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input}):
             specific = out.get("hookSpecificOutput") or {}
-            if out.get("decision") == "block" or specific.get("permissionDecision") == "deny":
+            decision = specific.get("permissionDecision")
+            if out.get("decision") == "block" or decision == "deny":
                 denied = str(
                     specific.get("permissionDecisionReason") or out.get("reason") or "hook denied"
                 )
+            elif decision in (permissions.ASK, permissions.ALLOW) and hook != permissions.ASK:
+                hook = decision  # of several hooks: deny over ask over allow
             if isinstance(specific.get("updatedInput"), dict):
                 tool_input = specific["updatedInput"]
-        if (
-            denied is None
-            and self.stdio_permissions
-            and self.permission_mode != "bypassPermissions"
-        ):
-            answer = self.request(
-                {
-                    "subtype": "can_use_tool",
-                    "tool_name": tool,
-                    "input": tool_input,
-                    "tool_use_id": tool_id,
-                    "permission_suggestions": [],
-                }
-            )
-            if answer.get("behavior") == "allow":
-                if isinstance(answer.get("updatedInput"), dict):
-                    tool_input = answer["updatedInput"]
-            else:
-                denied = str(answer.get("message") or answer.get("_error") or "denied")
+        if denied is None:
+            verdict, why = permissions.decide(
+                tool, tool_input, mode=self.permission_mode, allow=self.allow_rules,
+                deny=self.deny_rules, hook=hook,
+            )  # fmt: skip
+            if verdict == permissions.DENY:
+                denied = why
+            elif verdict == permissions.ASK and not self.stdio_permissions:
+                denied = permissions.not_granted(tool)  # nobody to ask: headless
+            elif verdict == permissions.ASK:
+                answer = self.request(
+                    {
+                        "subtype": "can_use_tool",
+                        "tool_name": tool,
+                        "input": tool_input,
+                        "tool_use_id": tool_id,
+                        "permission_suggestions": [],
+                    }
+                )
+                if answer.get("behavior") == "allow":
+                    if isinstance(answer.get("updatedInput"), dict):
+                        tool_input = answer["updatedInput"]
+                else:
+                    denied = str(answer.get("message") or answer.get("_error") or "denied")
         failed = False
         if denied is not None:
             output = denied
@@ -84,26 +102,19 @@ class ToolTurns:
             output, failed = self.mcp.call_tool(mcp_tool[0], str(mcp_tool[1]["name"]), tool_input)
         else:
             output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
-        self.emit(
-            m.user(
-                self.session_id,
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": tool_id,
-                        "content": output,
-                        "is_error": denied is not None or failed,
-                    }
-                ],
-                tool_use_result={"stdout": output, "stderr": "", "interrupted": False},
-            )
-        )
+        self._tool_result(tool_id, output, is_error=denied is not None or failed)
         if denied is not None:
             return [{"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}]
         self.run_hooks(
             "PostToolUse", tool, tool_id, {"tool_input": tool_input, "tool_response": output}
         )
         return []
+
+    def _tool_result(self, tool_id: str, output: str, *, is_error: bool) -> None:
+        block = {"type": "tool_result", "tool_use_id": tool_id, "content": output,
+                 "is_error": is_error}  # fmt: skip
+        result = {"stdout": output, "stderr": "", "interrupted": False}
+        self.emit(m.user(self.session_id, [block], tool_use_result=result))
 
     def run_hooks(
         self, event: str, tool: str | None, tool_id: str | None, extra: dict

@@ -313,6 +313,76 @@ def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     assert msgs[-1].subtype == "success" and not msgs[-1].permission_denials
 
 
+async def _allow_by_hook(hook_input, tool_use_id, context):
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "allow"}}
+
+
+# (options, callback?, expected: "ran" / "denied" / "no such tool", callback asked?)
+PERMISSION_CASES = {
+    "allowed_tools shadows the callback": ({"allowed_tools": ["Bash"]}, True, "ran", False),
+    "a hook's allow skips the callback": (
+        {"hooks": {"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[_allow_by_hook])]}},
+        True,
+        "ran",
+        False,
+    ),  # fmt: skip
+    "nothing decides: the callback": ({}, True, "ran", True),
+    "nobody to ask: denied": ({}, False, "denied", False),
+    "dontAsk never asks": ({"permission_mode": "dontAsk"}, True, "denied", False),
+    "a deny rule beats bypassPermissions": (
+        {"permission_mode": "bypassPermissions", "disallowed_tools": ["Bash(echo *)"]},
+        False,
+        "denied",
+        False,
+    ),  # fmt: skip
+    "a tool denied by name is not there": (
+        {"disallowed_tools": ["Bash"]},
+        True,
+        "no such tool",
+        False,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.filterwarnings("ignore:can_use_tool will not be invoked")  # the SDK's, as meant
+@pytest.mark.parametrize("case", list(PERMISSION_CASES))
+def test_permissions_follow_the_documented_order(fake_factory, case):
+    """Before, only bypassPermissions and the presence of a callback counted: the callback was
+    asked despite allowed_tools or a hook's allow, dontAsk asked, and a denied tool ran."""
+    options, with_callback, expected, asked_expected = PERMISSION_CASES[case]
+    fake = fake_factory("ok:tool=Bash")
+    asked: list[str] = []
+
+    async def can_use_tool(tool_name, tool_input, context):
+        asked.append(tool_name)
+        return sdk.PermissionResultAllow()
+
+    callback = {"can_use_tool": can_use_tool} if with_callback else {}
+    opts = fake.options(**options, **callback)
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("list the files")
+            return [m async for m in client.receive_response()]
+
+    msgs = run_async(go)
+    init = msgs[0]
+    (block,) = [b for m in msgs if isinstance(m, sdk.UserMessage) and isinstance(m.content, list)
+                for b in m.content if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    result = msgs[-1]
+    assert result.subtype == "success", result
+    assert bool(asked) is asked_expected, asked
+    if expected == "ran":
+        assert block.is_error is False and not result.permission_denials
+    elif expected == "denied":
+        assert block.is_error is True
+        assert [d["tool_name"] for d in result.permission_denials] == ["Bash"]
+    else:
+        assert "Bash" not in init.data["tools"]
+        assert block.is_error is True and "No such tool available: Bash" in block.content
+        assert not result.permission_denials
+
+
 def test_prompt_and_stop_hooks_run_in_order(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     seen: list[dict] = []

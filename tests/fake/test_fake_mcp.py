@@ -63,8 +63,12 @@ def good_server(message: dict) -> dict:
     return {"jsonrpc": "2.0", "result": {}}  # a notification's ack
 
 
+# An MCP tool needs permission: approved by a rule, as an SDK user's allowed_tools would.
+ALLOW_CALC = [*SDK_ARGV, "--allowedTools", "mcp__calc"]
+
+
 def test_handshake_list_and_call(spawn) -> None:
-    fake = spawn("ok:tool=mcp__calc__add", args=[*SDK_ARGV, "--mcp-config", CONFIG])
+    fake = spawn("ok:tool=mcp__calc__add", args=[*ALLOW_CALC, "--mcp-config", CONFIG])
     fake.initialize()
     sent, out = serve_turn(fake, "use the adder", good_server)
     assert [m["method"] for m in sent] == [
@@ -86,7 +90,7 @@ def test_handshake_list_and_call(spawn) -> None:
 
 
 def test_a_server_that_fails_its_handshake_is_reported_and_the_turn_goes_on(spawn) -> None:
-    fake = spawn("ok:tool=mcp__calc__add", args=[*SDK_ARGV, "--mcp-config", CONFIG])
+    fake = spawn("ok:tool=mcp__calc__add", args=[*ALLOW_CALC, "--mcp-config", CONFIG])
     fake.initialize()
 
     def broken(message: dict) -> dict:

@@ -56,7 +56,10 @@ def end_ok(fake) -> None:
 
 
 def test_a_server_is_started_connected_called_and_ended(spawn) -> None:
-    fake = spawn("ok:tool=mcp__echo__pid", args=[*SDK_ARGV, "--mcp-config", config(echo=[])])
+    fake = spawn(
+        "ok:tool=mcp__echo__pid",
+        args=[*SDK_ARGV, "--allowedTools", "mcp__echo__pid", "--mcp-config", config(echo=[])],
+    )
     server_pids(fake, 1)
     (record,) = fake.records("start", role="mcp-server")
     proc = psutil.Process(record["pid"])

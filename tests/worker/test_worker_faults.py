@@ -29,7 +29,7 @@ FAILING_SPECS = {"stdout-flood:mb=8", "stdout-flood:at=after-result,forever=1"}
 
 SCENARIOS = [
     "ok",
-    "ok:tool=Bash",  # the observer asks to use a tool: can_use_tool answered (denied)
+    "ok:tool=Bash",  # the observer calls a tool the worker disallows: "No such tool" result
     "slow",
     "hang:at=before-init",
     "hang:at=mid-turn",

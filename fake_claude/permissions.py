@@ -1,0 +1,110 @@
+"""Whether a tool call may run: the real CLI's evaluation order, as the Agent SDK documents it
+(code.claude.com/docs/en/agent-sdk/permissions): PreToolUse hooks, deny rules, the permission
+mode, allow rules, then the SDK's can_use_tool callback (never asked in dontAsk mode).
+
+A bare-name deny rule (`--disallowedTools Bash`) takes the tool out of the model's list
+altogether; Session leaves it out of system/init, and a call to it gets "No such tool".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+# Approved by acceptEdits (file edits).
+EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
+# Tools that need no permission in any mode (they only read, or plan).
+READ_ONLY_TOOLS = frozenset(
+    {"Read", "Glob", "Grep", "LS", "NotebookRead", "Task", "Agent", "TodoWrite", "ExitPlanMode"}
+)
+# What a rule's specifier is matched against, by the first key the input has.
+_SUBJECT_KEYS = ("command", "file_path", "notebook_path", "path", "url", "pattern", "query")
+_RULE = re.compile(r"^([^()]+?)(?:\((.*)\))?$", re.S)
+
+ALLOW, DENY, ASK = "allow", "deny", "ask"
+MODES = frozenset({"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"})
+
+
+def parse_rules(*values: str | None) -> list[str]:
+    """Rules from --allowedTools / --disallowedTools values: separated by commas or spaces,
+    except inside a specifier's parentheses ("Bash(git log:*)")."""
+    rules: list[str] = []
+    for value in values:
+        depth, current = 0, ""
+        for ch in value or "":
+            depth += (ch == "(") - (ch == ")")
+            if depth <= 0 and (ch == "," or ch.isspace()):
+                depth = 0
+                if current:
+                    rules.append(current)
+                current = ""
+            else:
+                current += ch
+        if current:
+            rules.append(current)
+    return rules
+
+
+def whole_tool(rule: str) -> str | None:
+    """The tool a rule names outright ("Bash", "Bash()", "Bash(*)"), else None."""
+    found = _RULE.match(rule.strip())
+    if found is None:
+        return None
+    name, spec = found.group(1), found.group(2)
+    return name if spec in (None, "", "*") else None
+
+
+def matches(rule: str, tool: str, tool_input: dict) -> bool:
+    found = _RULE.match(rule.strip())
+    if found is None:
+        return False
+    name, spec = found.group(1), found.group(2)
+    if name != tool:
+        # An MCP server's rule covers its tools: "mcp__srv" and "mcp__srv__*".
+        server = name.removesuffix("__*")
+        if not (name.startswith("mcp__") and tool.startswith(server + "__")):
+            return False
+        return spec in (None, "", "*")
+    if spec in (None, "", "*"):
+        return True
+    subject = next((tool_input[k] for k in _SUBJECT_KEYS if isinstance(tool_input.get(k), str)), "")
+    if spec.endswith(":*"):  # the prefix form: "Bash(git log:*)"
+        return subject.startswith(spec[:-2])
+    return fnmatch.fnmatchcase(subject, spec)
+
+
+def decide(
+    tool: str,
+    tool_input: dict,
+    *,
+    mode: str,
+    allow: list[str],
+    deny: list[str],
+    hook: str | None = None,
+) -> tuple[str, str]:
+    """(ALLOW | DENY | ASK, why) for a call that no hook denied; `hook`: a hook's allow or
+    ask. ASK goes to can_use_tool, or is denied where there is none to ask."""
+    for rule in deny:  # even in bypassPermissions, and after a hook's allow
+        if matches(rule, tool, tool_input):
+            return DENY, f"Permission to use {tool} has been denied by the rule {rule!r}."
+    if hook == ASK:
+        return ASK, "a PreToolUse hook asked"
+    if hook == ALLOW:
+        return ALLOW, "a PreToolUse hook allowed it"
+    if mode == "bypassPermissions":
+        return ALLOW, "bypassPermissions"
+    if mode == "acceptEdits" and tool in EDIT_TOOLS:
+        return ALLOW, "acceptEdits"
+    if tool in READ_ONLY_TOOLS:
+        return ALLOW, "needs no permission"
+    for rule in allow:
+        if matches(rule, tool, tool_input):
+            return ALLOW, f"allowed by the rule {rule!r}"
+    if mode == "dontAsk":
+        return DENY, f"Permission to use {tool} was not granted (dontAsk mode)."
+    return ASK, "no rule decides it"
+
+
+def not_granted(tool: str) -> str:
+    """The real CLI's words when nobody can be asked (no --permission-prompt-tool)."""
+    return f"Claude requested permissions to use {tool}, but you haven't granted it yet."
