@@ -176,8 +176,21 @@ class Session(ToolTurns):
             send(m.control_success(rid, {"mcpServers": servers}))
         elif sub == "get_context_usage":
             send(m.control_success(rid, m.context_usage(self.model, self.context_tokens)))
-        elif sub in ("rewind_files", "mcp_reconnect", "mcp_toggle"):
-            send(m.control_success(rid))
+        elif sub in ("set_max_thinking_tokens", "apply_flag_settings", "update_settings"):
+            send(m.control_success(rid))  # accepted; nothing the fake does depends on them
+        elif sub == "rewind_files":
+            # The fake keeps no file checkpoints: no message can be rewound to.
+            error = f"No file checkpoint found for {req.get('user_message_id')}"
+            send(m.control_success(rid, {"canRewind": False, "error": error}))
+        elif sub in ("mcp_reconnect", "mcp_toggle"):
+            name = req.get("serverName")
+            known = {s.get("name") for s in (self.mcp.mcp_status() if self.mcp else [])}
+            if name in known:
+                send(m.control_success(rid))
+            else:
+                send(m.control_error(rid, f"Server not found: {name}"))
+        elif sub == "stop_task":
+            send(m.control_error(rid, f"No task found with ID: {req.get('task_id')}"))  # none run
         else:
             send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
 
@@ -216,8 +229,14 @@ class Session(ToolTurns):
                     raise InputClosed()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
+                    # As the real CLI: the SDK is told to stop working on it.
+                    send({"type": "control_cancel_request", "request_id": rid})
                     return {"_error": f"no answer within {timeout:g} s"}
-                self.dispatch(self.reader.readline(left))
+                try:
+                    self.dispatch(self.reader.readline(left))
+                except Interrupted:
+                    send({"type": "control_cancel_request", "request_id": rid})
+                    raise
         finally:
             self.waiting.discard(rid)
         resp = self.responses.pop(rid)

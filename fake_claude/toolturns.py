@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
@@ -123,10 +124,12 @@ class ToolTurns:
         matches the tool); return their outputs."""
         outputs = []
         for matcher in self.hooks.get(event) or []:
-            pattern = matcher.get("matcher")
-            if tool is not None and pattern not in (None, "", "*"):
-                if tool not in str(pattern).split("|"):
-                    continue
+            if tool is not None and not matcher_matches(matcher.get("matcher"), tool):
+                continue
+            # The matcher's timeout (seconds; the real CLI's default 60): a hook that does not
+            # answer in time is cancelled and counts as having said nothing.
+            timeout = matcher.get("timeout")
+            wait = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else 60.0
             for cb in matcher.get("hookCallbackIds") or []:
                 hook_input = {
                     "session_id": self.session_id,
@@ -137,14 +140,22 @@ class ToolTurns:
                     **({"tool_name": tool, "tool_use_id": tool_id} if tool is not None else {}),
                     **extra,
                 }
-                outputs.append(
-                    self.request(
-                        {
-                            "subtype": "hook_callback",
-                            "callback_id": cb,
-                            "input": hook_input,
-                            "tool_use_id": tool_id,
-                        }
-                    )
-                )
+                body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
+                        "tool_use_id": tool_id}  # fmt: skip
+                out = self.request(body, wait)
+                outputs.append({} if "_error" in out else out)
         return outputs
+
+
+def matcher_matches(pattern: object, tool: str) -> bool:
+    """A hook matcher as the real CLI reads it: none, "" or "*" match every tool; names joined
+    by "|" match exactly; anything else is a regular expression searched in the name."""
+    if pattern in (None, "", "*"):
+        return True
+    text = str(pattern)
+    if re.fullmatch(r"[\w|-]+", text):
+        return tool in text.split("|")
+    try:
+        return re.search(text, tool) is not None
+    except re.error:
+        return False  # not a valid expression: matches nothing

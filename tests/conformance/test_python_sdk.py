@@ -383,6 +383,66 @@ def test_permissions_follow_the_documented_order(fake_factory, case):
         assert not result.permission_denials
 
 
+def test_a_hook_past_its_timeout_is_cancelled_and_the_turn_goes_on(fake_factory):
+    """HookMatcher(timeout=1): the fake waited for ever for a hook that never answers."""
+    fake = fake_factory("ok:tool=Bash")
+    cancelled = anyio.Event()
+
+    async def never(hook_input, tool_use_id, context):
+        try:
+            await anyio.Event().wait()  # never set
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()  # by the CLI's control_cancel_request
+            raise
+        return {}
+
+    hooks = {"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[never], timeout=1)]}
+    opts = fake.options(permission_mode="bypassPermissions", hooks=hooks)
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("run it")
+            msgs = [m async for m in client.receive_response()]
+            # While the client is open: its own teardown would cancel a pending hook too.
+            with anyio.fail_after(10):
+                await cancelled.wait()
+            return msgs
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "success" and not msgs[-1].is_error
+
+
+def test_an_interrupt_cancels_a_pending_permission_question(fake_factory):
+    """interrupt() while can_use_tool waits: the turn ends interrupted and the SDK is told to
+    drop the question (before, the callback ran on, unanswered)."""
+    fake = fake_factory("ok:tool=Bash")
+    asked, cancelled = anyio.Event(), anyio.Event()
+
+    async def can_use_tool(tool_name, tool_input, context):
+        asked.set()
+        try:
+            await anyio.Event().wait()  # the user never answers
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+        return sdk.PermissionResultAllow()
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=fake.options(can_use_tool=can_use_tool)) as client:
+            await client.query("run something")
+            await asked.wait()
+            await client.interrupt()
+            msgs = [m async for m in client.receive_response()]
+            # While the client is open: its own teardown would cancel the question too.
+            with anyio.fail_after(10):
+                await cancelled.wait()
+            return msgs
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "error_during_execution" and msgs[-1].is_error
+    assert [(t["n"], t["interrupted"]) for t in fake.records("turn")] == [(1, True)]
+
+
 def test_prompt_and_stop_hooks_run_in_order(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     seen: list[dict] = []

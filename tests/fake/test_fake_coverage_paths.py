@@ -48,6 +48,27 @@ def test_set_model_and_status_requests_are_answered(spawn):
     assert fake.wait_exit() == 0
 
 
+def test_control_requests_the_cli_version_knows_are_answered_in_their_shape(spawn):
+    """Before, these got "Unsupported control request subtype" (or a bare success where the
+    SDK reads fields), though the fake says it is the CLI version that serves them."""
+    fake = spawn()
+    fake.initialize()
+    for i, sub in enumerate(("set_max_thinking_tokens", "apply_flag_settings", "update_settings")):
+        assert _control(fake, f"s{i}", {"subtype": sub})["subtype"] == "success"
+    rewind = _control(fake, "r1", {"subtype": "rewind_files", "user_message_id": "u-1"})
+    assert rewind["response"]["canRewind"] is False and "u-1" in rewind["response"]["error"]
+    for i, sub in enumerate(("mcp_reconnect", "mcp_toggle")):
+        gone = _control(fake, f"m{i}", {"subtype": sub, "serverName": "nowhere", "enabled": True})
+        assert gone["subtype"] == "error" and "nowhere" in gone["error"]
+    task = _control(fake, "t1", {"subtype": "stop_task", "task_id": "task-9"})
+    assert task["subtype"] == "error" and "task-9" in task["error"]
+    mode = _control(fake, "p1", {"subtype": "set_permission_mode", "mode": "bogusMode"})
+    assert mode["subtype"] == "error" and "bogusMode" in mode["error"]
+    assert fake.turn("still fine")[-1]["is_error"] is False
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+
+
 def test_list_content_and_blank_lines_are_read_as_text(spawn):
     fake = spawn()
     fake.initialize()

@@ -65,3 +65,24 @@ def test_the_evaluation_order() -> None:
     assert _decide(mode="dontAsk", allow=["Bash(git log:*)"]) == ALLOW
     assert _decide("Read", mode="dontAsk") == ALLOW  # reading needs no permission
     assert _decide(mode="plan") == ASK  # falls through, as the documented order says
+
+
+@pytest.mark.parametrize(
+    ("pattern", "tool", "expected"),
+    [
+        (None, "Bash", True),
+        ("*", "Bash", True),
+        ("Bash", "Bash", True),
+        ("Read|Bash", "Bash", True),
+        ("Bas", "Bash", False),  # a plain name is exact, not a prefix
+        ("Ba.*", "Bash", True),  # before, every regular expression matched nothing
+        ("^(Bash|Shell)$", "Bash", True),
+        ("mcp__memory__.*", "mcp__memory__search", True),
+        ("mcp__memory__.*", "Bash", False),
+        ("(", "Bash", False),  # not a valid expression
+    ],
+)
+def test_hook_matchers(pattern: str | None, tool: str, expected: bool) -> None:
+    from fake_claude.toolturns import matcher_matches
+
+    assert matcher_matches(pattern, tool) is expected
