@@ -52,6 +52,7 @@ FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: eve
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 # How often at most the run's record on disk is told its live processes (runs.note_processes).
 NOTE_INTERVAL_S = 1.0
+MID_EXEC_WAIT_S = 1.0  # how long a worker child's empty argv is taken for an exec under way
 
 
 def run_id_token(run_id: str) -> str:
@@ -145,6 +146,7 @@ class Census:
         self._thread: threading.Thread | None = None
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
+        self._undecided: dict[int, tuple[float, float]] = {}  # see _mid_exec: pid -> (ct, since)
         self._parent_sessions: OrderedDict[int, tuple[float, str | None]] = OrderedDict()
         self.sessions: dict[str, SessionWindow] = {}
         self._active: set[str] = set()
@@ -614,6 +616,8 @@ class Census:
         """Look at PIDs not seen before: is the process there one of the run's?"""
         for pid in [p for p in self._seen if p not in pids]:
             del self._seen[pid]
+        for pid in [p for p in self._undecided if p not in pids]:
+            del self._undecided[pid]
         fresh: list[tuple[float, int, psutil.Process, int | None]] = []
         track = self.track_descendants and self.worker_pid is not None
         for pid in pids:
@@ -639,7 +643,10 @@ class Census:
             if not ours:
                 ours, cmdline = self._is_ours(proc)
             if not ours and ppid is not None:
-                ours, parent = self._descends(pid, ct, ppid, cmdline or self._cmdline(proc))
+                cmdline = cmdline or self._cmdline(proc)
+                if self._mid_exec(pid, ct, ppid, cmdline, proc, now):
+                    continue  # judged at a later sample, once its argv can be read
+                ours, parent = self._descends(pid, ct, ppid, cmdline)
                 if not ours and ppid == self.worker_pid and pid != self.worker_pid:
                     self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
             self._seen[pid] = (ct, ours)
@@ -663,6 +670,24 @@ class Census:
         except psutil.Error:
             return []
 
+    def _mid_exec(
+        self, pid: int, ct: float, ppid: int, cmdline: list[str], proc: psutil.Process, now: float
+    ) -> bool:
+        """A live child of the worker whose argv reads empty: caught in its exec (the parent
+        of a vfork resumes before the kernel has set the new program's arguments), so whether
+        it is the worker's guardian cannot be told yet. For at most MID_EXEC_WAIT_S: a process
+        that blanks its own argv is judged then."""
+        if ppid != self.worker_pid or cmdline or pid == self.worker_pid:
+            self._undecided.pop(pid, None)
+            return False
+        first = self._undecided.setdefault(pid, (ct, now))
+        if abs(first[0] - ct) > CT_TOLERANCE:  # another process under that pid
+            first = self._undecided[pid] = (ct, now)
+        if now - first[1] >= MID_EXEC_WAIT_S or not _running(proc):
+            del self._undecided[pid]
+            return False
+        return True
+
     def _descends(
         self, pid: int, ct: float, ppid: int, cmdline: list[str]
     ) -> tuple[bool, ProcRecord | None]:
@@ -676,8 +701,16 @@ class Census:
             ):
                 return False, None
             # The worker's guardian (docs: worker/README.md) is its own, also one started later
-            # (a replacement): known by its exact argv, which names this worker.
-            if cmdline[1:] == proctree.guardian_args(self.worker_pid):
+            # (a replacement): known by its exact argv, which names this worker. A worker with
+            # no helper at the start has none to replace, and one replaces its guardian only
+            # once it has died: any other process with that argv is the run's (an observer's
+            # child made to look like it).
+            if (
+                self._helpers
+                and cmdline[1:] == proctree.guardian_args(self.worker_pid)
+                and not any(_running(p) for p in self._helper_procs.values())
+            ):
+                self._helpers.add((pid, ct))
                 return False, None
             worker_ct = self.worker.create_time() if self.worker is not None else 0.0
             return ct + CT_TOLERANCE >= worker_ct, None

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -305,40 +306,82 @@ def test_zombie_is_noticed_while_its_session_still_runs(run_id) -> None:
 
 
 _HELPERS_WORKER = """
-import subprocess, sys, time
+import os, subprocess, sys, time
+guardian = [sys.executable, "-m", "proctree.guardian", str(os.getpid())]
+start = len(sys.argv) > 1  # a guardian from the start, as the fixed worker has one
+g = subprocess.Popen(guardian, stdin=subprocess.PIPE) if start else None
+print(g.pid if g else 0, flush=True)
 sys.stdin.readline()
-# A replacement guardian (exact argv, naming this worker), then a process that only names it.
-g = subprocess.Popen([sys.executable, "-m", "proctree.guardian", str(__import__("os").getpid())],
-                     stdin=subprocess.PIPE)
-d = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "proctree.guardian"])
-print(g.pid, d.pid, flush=True)
+# A process with the guardian's exact argv while the guardian lives, and one that only names it.
+d = subprocess.Popen(guardian, stdin=subprocess.PIPE)
+n = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "proctree.guardian"])
+print(d.pid, n.pid, flush=True)
+sys.stdin.readline()
+if g:  # the guardian dies, the worker reaps it and starts a replacement
+    g.kill()
+    g.wait()
+    r = subprocess.Popen(guardian, stdin=subprocess.PIPE)
+    print(r.pid, flush=True)
 while True: time.sleep(1)
 """
 
 
-def test_only_the_workers_own_guardian_is_a_helper() -> None:
-    """A child of the worker is the run's unless it is the worker's guardian, known by its exact
-    argv. Before, any argv containing "proctree.guardian" passed for it, and such a process was
-    never counted (an adopted orphan can carry any argv)."""
-    worker = subprocess.Popen(
-        [sys.executable, "-c", _HELPERS_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+@pytest.mark.parametrize("with_guardian", [True, False], ids=["fixed", "no-guardian"])
+def test_only_the_workers_own_guardian_is_a_helper(with_guardian: bool) -> None:
+    """A child of the worker is the run's unless it is the worker's guardian: known by its exact
+    argv, and only while the worker has no other (one started later replaces a dead one).
+    Before, any argv containing "proctree.guardian" passed for it; then any process with its
+    exact argv did, even beside the live guardian or under a worker that never had one (an
+    observer's child made to look like it was never counted)."""
+    argv = [sys.executable, "-c", _HELPERS_WORKER, *(["guardian"] if with_guardian else [])]
+    worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     ours: list[psutil.Process] = []
-    try:
+
+    def say(line: bytes) -> list[int]:
         assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(line)
+        worker.stdin.flush()
+        pids = [int(x) for x in worker.stdout.readline().split()]
+        ours.extend(psutil.Process(pid) for pid in pids)
+        return pids
+
+    def counted(pid: int) -> bool:
+        census.sample()
+        return pid in {r.pid for r in census.live_records()}
+
+    try:
+        assert worker.stdout is not None
+        first = int(worker.stdout.readline())
+        if first:
+            ours.append(psutil.Process(first))
         census = Census("0123456789ab", None, grace=60.0, sample_hz=4, track_descendants=True)
         census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
         census.session_started("s")
-        worker.stdin.write(b"go\n")
-        worker.stdin.flush()
-        guardian, decoy = (int(x) for x in worker.stdout.readline().split())
-        ours += [psutil.Process(guardian), psutil.Process(decoy)]
-        wait_for(
-            lambda: (census.sample(), decoy in {r.pid for r in census.live_records()})[1],
-            what="the decoy counted",
-        )
-        for _ in range(2 * census._rotation):
-            census.sample()
-        assert guardian not in {r.pid for r in census.live_records()}
+        look_alike, namer = say(b"go\n")
+        wait_for(lambda: counted(look_alike) and counted(namer), what="the look-alikes counted")
+        if with_guardian:
+            (replacement,) = say(b"replace\n")
+            for _ in range(2 * census._rotation):
+                assert not counted(replacement), "the replacement guardian was counted"
+            assert not counted(first)
     finally:
         _end(worker, ours)
+
+
+def test_a_worker_child_with_an_empty_argv_is_judged_within_a_second() -> None:
+    """Caught in its exec, a new child's argv reads empty (the replacement guardian was counted
+    as the run's about one time in twelve): its judgement waits, but not for ever, or a process
+    that blanks its own argv would never be counted."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = psutil.Process(child.pid)
+        census = Census("0123456789ab", None, grace=60.0, sample_hz=4, track_descendants=True)
+        census.worker_pid = os.getpid()  # as if we were the worker
+        ct, now = proc.create_time(), time.time()
+        assert census._mid_exec(child.pid, ct, os.getpid(), [], proc, now)
+        assert census._mid_exec(child.pid, ct, os.getpid(), [], proc, now + 0.5)
+        assert not census._mid_exec(child.pid, ct, os.getpid(), [], proc, now + 1.0)
+        assert not census._mid_exec(child.pid, ct, os.getpid(), ["python"], proc, now)
+    finally:
+        child.kill()
+        child.wait()
