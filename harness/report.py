@@ -97,6 +97,7 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
 # What a target's containment facts name, in the words a reader knows them by.
 _HELD_BY = (
     ("subreaper", "subreaper"),
+    ("observer_subreapers", "observer subreapers"),
     ("pdeathsig", "parent-death signal"),
     ("cgroups", "cgroup cells"),
     ("guardian", "guardian"),

@@ -29,7 +29,9 @@ from pathlib import Path
 CHOICE_ENV = "PROCTREE_PDEATHSIG_LAUNCHER"
 BUILD_TIMEOUT_S = 120.0
 
-# argv: launcher PARENT_PID PATH ARGV0 [ARG...]  ->  execve(PATH, [ARGV0, ARG...], environ)
+# argv: launcher [-s] PARENT_PID PATH ARGV0 [ARG...]  ->  execve(PATH, [ARGV0, ARG...], environ)
+# -s: the command is made a child subreaper first (kept across the exec): what its descendants
+# orphan is reparented to it, not to an ancestor, so it stays in the command's own tree.
 SOURCE = r"""
 #define EXIT_CANNOT_EXEC 127
 #if defined(LEAKPROOF_RAW) && defined(__x86_64__)
@@ -48,6 +50,7 @@ __asm__(".globl _start\n_start:\n xor %rbp,%rbp\n mov %rsp,%rdi\n and $-16,%rsp\
 
 #ifdef RAW
 #define PR_SET_PDEATHSIG 1
+#define PR_SET_CHILD_SUBREAPER 36
 #define SIGKILL 9
 static void say(const char *s) {
     long n = 0;
@@ -67,9 +70,16 @@ __attribute__((used, noreturn)) void launch(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
     char **envp = argv + argc + 1;
+    int reaper = argc >= 2 && argv[1][0] == '-' && argv[1][1] == 's' && !argv[1][2];
+    argv += reaper;
+    argc -= reaper;
     long parent = argc >= 4 ? parse_pid(argv[1]) : -1;
     if (parent < 0) {
-        say("usage: leakproof-pdeathsig PARENT_PID PATH ARGV0 [ARG...]\n");
+        say("usage: leakproof-pdeathsig [-s] PARENT_PID PATH ARGV0 [ARG...]\n");
+        sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
+    }
+    if (reaper && sys3(__NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0) != 0) {
+        say("leakproof-pdeathsig: cannot become a subreaper\n");
         sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
     }
     sys3(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0);
@@ -90,9 +100,16 @@ __attribute__((used, noreturn)) void launch(long *sp) {
 #include <unistd.h>
 int main(int argc, char **argv) {
     char *end = NULL;
+    int reaper = argc >= 2 && argv[1][0] == '-' && argv[1][1] == 's' && !argv[1][2];
+    argv += reaper;
+    argc -= reaper;
     long parent = argc >= 4 ? strtol(argv[1], &end, 10) : -1;
     if (parent < 0 || end == argv[1] || *end) {
-        fputs("usage: leakproof-pdeathsig PARENT_PID PATH ARGV0 [ARG...]\n", stderr);
+        fputs("usage: leakproof-pdeathsig [-s] PARENT_PID PATH ARGV0 [ARG...]\n", stderr);
+        return EXIT_CANNOT_EXEC;
+    }
+    if (reaper && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+        fputs("leakproof-pdeathsig: cannot become a subreaper\n", stderr);
         return EXIT_CANNOT_EXEC;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);

@@ -57,8 +57,9 @@ def is_subreaper() -> bool:
     return rc == 0 and val.value != 0
 
 
-def pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
-    """A preexec_fn that asks for SIGKILL when the spawning thread dies.
+def pdeathsig_preexec(parent_pid: int, subreaper: bool = False) -> Callable[[], None]:
+    """A preexec_fn that asks for SIGKILL when the spawning thread dies (and with `subreaper`
+    makes the child a child subreaper, kept across its exec: see _launcher).
 
     Everything is resolved before fork so the child only makes two syscalls. If the parent
     already died between fork and prctl, getppid() no longer names it: die at once.
@@ -69,6 +70,8 @@ def pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
     sigkill = int(signal.SIGKILL)
 
     def _set_pdeathsig() -> None:
+        if subreaper and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "cannot become a subreaper")
         prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
         if getppid() != parent_pid:
             kill(os.getpid(), sigkill)
@@ -149,12 +152,16 @@ def pdeathsig_launcher() -> tuple[str, str] | None:
     return ("setpriv", path) if out.returncode == 0 and "--pdeathsig" in out.stdout else None
 
 
-def pdeathsig_argv(argv: list[str], parent_pid: int, program: str) -> list[str] | None:
+def pdeathsig_argv(
+    argv: list[str], parent_pid: int, program: str, subreaper: bool = False
+) -> list[str] | None:
     """argv run under the launcher with SIGKILL as its parent-death signal, or None.
 
     program: argv[0] as found on the child's PATH. The native launcher execs it directly and
     kills itself if parent_pid is no longer its parent after the prctl; setpriv cannot check,
     so a parent that dies in that instant leaves the child to the guardian's sweep.
+    `subreaper`: the child is made a child subreaper too, which only proctree's own launcher
+    does (None with setpriv: the caller falls back to a preexec_fn).
     """
     launcher = pdeathsig_launcher()
     if launcher is None:
@@ -165,7 +172,9 @@ def pdeathsig_argv(argv: list[str], parent_pid: int, program: str) -> list[str] 
         # would find it where the child runs (a name with a slash, which() gives back as is).
         if os.sep not in argv[0] and not os.path.isabs(program):
             return None
-        return [path, str(parent_pid), program, *argv]
+        return [path, *(["-s"] if subreaper else []), str(parent_pid), program, *argv]
+    if subreaper:
+        return None
     return [path, "--pdeathsig", "KILL", "--", *argv]
 
 

@@ -50,28 +50,34 @@ def is_subreaper() -> bool:
 
 
 def spawn_plan(
-    parent_pid: int, argv: list[str] | None, path: str | None
-) -> tuple[list[str] | None, dict[str, object]]:
-    """The command to run and the Popen kwargs that contain it.
+    parent_pid: int, argv: list[str] | None, path: str | None, subreaper: bool = False
+) -> tuple[list[str] | None, dict[str, object], bool]:
+    """The command to run, the Popen kwargs that contain it, and whether the child will be a
+    child subreaper.
 
     Linux: the parent-death signal through a launcher that sets it and execs argv (no
     preexec_fn, so Python can vfork); a preexec_fn when there is no argv to wrap, no
     launcher, or argv[0] is not found (then Popen raises its usual error, not the launcher).
-    `path`: the PATH argv[0] is looked up in (the child's).
+    `path`: the PATH argv[0] is looked up in (the child's). `subreaper` (Linux): the child
+    is made a child subreaper before its exec, so what its descendants orphan stays in its
+    tree (see _launcher); where subreapers are off (the fallback) it is not.
     """
     if sys.platform == "win32":
-        return argv, _win.popen_kwargs()
+        return argv, _win.popen_kwargs(), False
     else:  # an else, not a fall-through: a type checker then skips this for Windows
         kwargs = _posix.popen_kwargs()
-        if sys.platform.startswith("linux") and capabilities().has_pdeathsig:
+        caps = capabilities()
+        if sys.platform.startswith("linux") and caps.has_pdeathsig:
+            subreaper = subreaper and caps.has_subreaper
             wrapped = None
             program = shutil.which(argv[0], path=path) if argv else None
             if argv and program is not None:
-                wrapped = _native.pdeathsig_argv(argv, parent_pid, program)
+                wrapped = _native.pdeathsig_argv(argv, parent_pid, program, subreaper)
             if wrapped is not None:
-                return wrapped, kwargs
-            kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid)
-        return argv, kwargs
+                return wrapped, kwargs, subreaper
+            kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid, subreaper)
+            return argv, kwargs, subreaper
+        return argv, kwargs, False
 
 
 def pdeathsig_method() -> str | None:

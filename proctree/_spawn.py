@@ -34,6 +34,7 @@ class SpawnOptions(Mapping[str, Any]):
         self.popen_kwargs = dict(popen_kwargs)
         self.env = env
         self.argv = argv
+        self.subreaper = False  # whether the child will be a child subreaper (spawn_options)
 
     def _all(self) -> dict[str, Any]:
         return {**self.popen_kwargs, "env": self.env}
@@ -53,20 +54,28 @@ class SpawnOptions(Mapping[str, Any]):
 
 
 def spawn_options(
-    mark: str, *, env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None
+    mark: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+    subreaper: bool = False,
 ) -> SpawnOptions:
     """Own session/process group (POSIX), pdeathsig (Linux), new group + job (Windows), marker.
 
     `env` is the child's environment (default: ours); the marker is added to it. On Linux the
     parent-death signal fires when the *spawning thread* dies: spawn from a long-lived thread.
     Give `argv` and run `opts.argv`: on Linux it then needs no preexec_fn (see SpawnOptions).
+    `subreaper` (Linux): the child becomes a child subreaper, so its descendants' orphans
+    (a daemon's double fork) stay in its tree; `opts.subreaper` says whether it will.
     """
     child_env = dict(os.environ if env is None else env)
     child_env[MARK_ENV] = mark
-    command, kwargs = _platform.spawn_plan(
-        os.getpid(), None if argv is None else list(argv), child_env.get("PATH")
+    command, kwargs, made = _platform.spawn_plan(
+        os.getpid(), None if argv is None else list(argv), child_env.get("PATH"), subreaper
     )
-    return SpawnOptions(mark, kwargs, child_env, command)
+    opts = SpawnOptions(mark, kwargs, child_env, command)
+    opts.subreaper = made
+    return opts
 
 
 @dataclass

@@ -41,6 +41,9 @@ class Contained:
     identity: proctree.ProcId
     handle: proctree.Containment
     mark: str
+    # A child subreaper (see spawn_plan): what its descendants orphan stays in its tree while
+    # it lives, so nothing adopted by us can be its.
+    subreaper: bool = False
 
     @property
     def group_label(self) -> str:
@@ -73,6 +76,7 @@ class Containment:
         # without reading their environment.
         self.since = create_time
         self.subreaper = False
+        self.observer_subreapers: bool | None = None  # whether the last spawn made one
         self.pdeathsig: str | None = None
         self.guardian: proctree.Guardian | None = None
         self.guardian_id: proctree.ProcId | None = None
@@ -100,6 +104,11 @@ class Containment:
         # Now rather than at the first spawn: it may have to build proctree's launcher.
         self.pdeathsig = proctree.pdeathsig_method()
         log.info("parent-death signal: %s", self.pdeathsig or "not available here")
+        # Said in worker.json before any spawn: what spawn_plan will make of every observer.
+        probe = proctree.spawn_options(
+            self.mark, env=self.env, argv=[sys.executable], subreaper=True
+        )
+        self.observer_subreapers = probe.subreaper
         self.start_guardian([])
 
     # -- the guardian -------------------------------------------------------------------------
@@ -169,16 +178,26 @@ class Containment:
     def observer_mark(self, token: str) -> str:
         return f"{self.mark}:{token}"
 
-    def spawn_plan(self, token: str, argv: list[str]) -> tuple[list[str], dict[str, Any]]:
-        """The command to run (maybe wrapped, see proctree.SpawnOptions) and its kwargs."""
-        opts = proctree.spawn_options(self.observer_mark(token), env=self.env, argv=argv)
-        return opts.argv or argv, dict(opts)
+    def spawn_plan(self, token: str, argv: list[str]) -> tuple[list[str], dict[str, Any], bool]:
+        """The command to run (maybe wrapped, see proctree.SpawnOptions), its kwargs, and
+        whether the observer will be a child subreaper.
 
-    def after_spawn(self, pid: int, token: str) -> Contained:
+        Linux: it is made one (with the parent-death signal, before its exec). A daemon it
+        starts (double fork, setsid, its environment shed: nothing left to know it by) is
+        then reparented to the observer, not to us, and ends with the observer's tree;
+        without that, such an orphan could be anyone's and was spared while any observer
+        older than it lived (one long session kept every later one's alive)."""
+        opts = proctree.spawn_options(
+            self.observer_mark(token), env=self.env, argv=argv, subreaper=True
+        )
+        self.observer_subreapers = opts.subreaper
+        return opts.argv or argv, dict(opts), opts.subreaper
+
+    def after_spawn(self, pid: int, token: str, subreaper: bool = False) -> Contained:
         handle = proctree.after_spawn(pid)
         identity = handle.proc_id or proctree.ProcId(pid, _create_time_or_now(pid))
         self._watch(handle)
-        return Contained(identity, handle, self.observer_mark(token))
+        return Contained(identity, handle, self.observer_mark(token), subreaper)
 
     async def end(
         self,
@@ -211,13 +230,21 @@ class Containment:
             contained.handle.close()
         if self.guardian is not None and not result.survivors:
             self.guardian.unwatch(contained.handle)
-        if self.spared_strays:
+        if self.spared_strays or self._adoptees(owned):
+            # What the observer left us (its orphans, reparented at its exit) is swept now,
+            # not at the next round.
             self.sweep_soon.set()
         if result.survivors:
             log.error("survivors after ending %s: %s", contained.identity, result.survivors)
             return f"survivors={len(result.survivors)}"
         stages = [s for s in ("stdin", "term", "kill") if getattr(result, s)]
         return stages[-1] if stages else "stdin"
+
+    def _adoptees(self, owned: Collection[int]) -> bool:
+        """Whether we have a child that is neither an observer nor a helper of ours."""
+        if not self.subreaper:
+            return False
+        return bool(proctree.adopted_children({*owned, *self.helper_pids()}))
 
     async def sweep(
         self, live: list[Contained], exclude_pids: set[int], *, full: bool
@@ -236,7 +263,9 @@ class Containment:
                 exclude_pids | {c.identity.pid for c in live},
                 1.0,
                 {c.mark for c in live},
-                [c.identity.create_time for c in live],
+                # Only an observer that is no subreaper can have handed us an orphan while
+                # it lives: the others' unmarked strays are ended at once.
+                [c.identity.create_time for c in live if not c.subreaper],
             )
             if not full:
                 return ended

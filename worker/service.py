@@ -171,6 +171,8 @@ class WorkerService:
         """What holds the observers here: it depends on the platform and the privileges."""
         return {
             "subreaper": self.containment.subreaper,
+            # Linux: each observer a child subreaper too (None until the first spawn says)
+            "observer_subreapers": self.containment.observer_subreapers,
             "pdeathsig": self.containment.pdeathsig,
             # Linux, where allowed: the parent cgroup of the observers' cells
             "cgroups": str(proctree.cgroups_enabled() or "") or None,

@@ -343,7 +343,7 @@ class SessionManager:
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
         token = Observer.new_token()
-        command, spawn_kwargs = self.containment.spawn_plan(token, argv)
+        command, spawn_kwargs, subreaper = self.containment.spawn_plan(token, argv)
         async with self.spawn_lock:
             try:
                 observer = await Observer.spawn(
@@ -357,7 +357,7 @@ class SessionManager:
                 raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
             active.observer = observer
-            active.contained = self.containment.after_spawn(observer.pid, token)
+            active.contained = self.containment.after_spawn(observer.pid, token, subreaper)
             self.counters.spawned += 1
             try:
                 active.registry_row = self.store.register_process(

@@ -370,3 +370,55 @@ def test_cells_are_off_with_the_switch(monkeypatch: pytest.MonkeyPatch, run: Run
     monkeypatch.setenv("PROCTREE_CGROUPS", "0")
     assert not proctree.enable_cgroups(f"test-{run.token}")
     assert proctree.cgroups_enabled() is None
+
+
+_DAEMONIZER = """
+import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:  # a daemon's double fork: the middle process leaves its child orphaned
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, f"{os.getpid()}\\n".encode())
+        time.sleep(60)
+        os._exit(0)
+    os._exit(0)
+os.wait()
+print(int(os.read(r, 64)), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("launcher", ["native", "setpriv", "preexec"])
+def test_a_subreaper_child_keeps_its_daemons_orphans(
+    launcher: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spawn_options(subreaper=True): the orphan of a double fork is reparented to the child
+    itself (kept in its tree), whichever way the spawn is wrapped; setpriv cannot set it, so
+    that choice takes the preexec_fn."""
+    monkeypatch.setenv(CHOICE_ENV, launcher)
+    _linux.pdeathsig_launcher.cache_clear()
+    try:
+        opts = proctree.spawn_options("m", argv=[sys.executable, "-c", _DAEMONIZER], subreaper=True)
+        assert opts.subreaper is True
+        wrapped = opts.argv is not None and opts.argv[0] != sys.executable
+        assert wrapped == (launcher == "native" and _linux.pdeathsig_launcher() is not None)
+        child = subprocess.Popen(opts.argv, **opts, stdout=subprocess.PIPE, text=True)
+    finally:
+        _linux.pdeathsig_launcher.cache_clear()
+    orphan: proctree.ProcId | None = None
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+        orphan = proctree.identify(pid)
+        assert psutil.Process(pid).ppid() == child.pid
+    finally:
+        child.kill()
+        child.wait()
+        if orphan is not None:  # by its identity: its pid may be another's by now
+            proctree.terminate_tree(orphan, grace=0.5)
+
+
+def test_no_subreaper_child_under_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROCTREE_FALLBACK", "1")
+    opts = proctree.spawn_options("m", argv=[sys.executable, "-c", "pass"], subreaper=True)
+    assert opts.subreaper is False and "-s" not in (opts.argv or [])

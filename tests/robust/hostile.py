@@ -46,9 +46,9 @@ def headless(role):
         "ctypes.CDLL(None).pthread_exit(None)",
     ])
 
-def record(role):
+def record(role, pid=None):
     fd = os.open(PIDFILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.write(fd, f"{{os.getpid()}} {{role}}\n".encode())
+    os.write(fd, f"{{pid or os.getpid()}} {{role}}\n".encode())
     os.close(fd)
 
 def out(obj):
@@ -271,18 +271,20 @@ def fan(msg):
     if not fanned:
         fanned.append(True)
         for i in range(N):
-            if os.fork() == 0:
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                if i % 2:
-                    os.setsid()
-                record("fanned")
-                nul = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(nul, fd)
-                end = time.monotonic() + 60
-                while time.monotonic() < end:
-                    time.sleep(1)
-                os._exit(0)
+            pid = os.fork()
+            if pid:  # recorded by the parent: a fork ended before it first ran still counts
+                record("fanned", pid)
+                continue
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if i % 2:
+                os.setsid()
+            nul = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(nul, fd)
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                time.sleep(1)
+            os._exit(0)
     answer_turn(msg)
 serve(on_turn=fan)
 """,

@@ -1,5 +1,6 @@
-"""cgroup cells (Linux, where the worker may create cgroups): an escapee with nothing to know it
-by is still its own observer's, and ends with it, while an older observer lives on."""
+"""cgroup cells (Linux, where the worker may create cgroups), and without them observers that are
+subreapers: an escapee with nothing to know it by is still its own observer's, and ends with it,
+while an older observer lives on."""
 
 from __future__ import annotations
 
@@ -30,11 +31,21 @@ def escapee_of(fake_run: FakeRun, worker: Worker, session_id: int) -> proctree.P
     return found[0]
 
 
-def test_an_unmarked_escapee_ends_with_its_own_observer(fake_run: FakeRun, workers) -> None:
-    worker: Worker = workers(fake_run.shim(SCENARIO))
-    cells = worker.stats()["containment"]["cgroups"]
-    if cells is None:
+@pytest.mark.parametrize("held_by", ["cells", "observer-subreapers"])
+def test_an_unmarked_escapee_ends_with_its_own_observer(
+    fake_run: FakeRun, workers, held_by: str
+) -> None:
+    """observer-subreapers: no cells (an unprivileged worker), each observer a subreaper, so
+    the escapee is reparented to its own observer. Before, the worker adopted it, could not
+    tell whose it was, and spared it while the older observer lived."""
+    env = {"PROCTREE_CGROUPS": "0"} if held_by == "observer-subreapers" else None
+    worker: Worker = workers(fake_run.shim(SCENARIO), env=env)
+    containment = worker.stats()["containment"]
+    cells = containment["cgroups"]
+    if held_by == "cells" and cells is None:
         pytest.skip("the worker may not create cgroups here (not root, no delegated subtree)")
+    if held_by == "observer-subreapers":
+        assert cells is None and containment["observer_subreapers"] is True, containment
     sids = []
     for name in ("older", "newer"):
         sid = worker.new_session(name)
@@ -53,4 +64,5 @@ def test_an_unmarked_escapee_ends_with_its_own_observer(fake_run: FakeRun, worke
     assert proctree.is_alive(older), "the older session's escapee went with the newer's"
     rows = [r for r in worker.processes() if r["session_db_id"] == sids[0]]
     assert rows and all(r["state"] != "ended" for r in rows), rows
-    assert Path(cells).is_dir()
+    if cells is not None:
+        assert Path(cells).is_dir()
