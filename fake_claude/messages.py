@@ -62,7 +62,10 @@ def control_error(request_id: str, error: str) -> dict:
     }
 
 
-def initialize_response(model: str, version: str | None) -> dict:
+GENERAL_AGENT = {"name": "general-purpose", "description": "General-purpose agent"}
+
+
+def initialize_response(model: str, version: str | None, agents: list[dict] | None = None) -> dict:
     return {
         "commands": [
             {
@@ -72,7 +75,7 @@ def initialize_response(model: str, version: str | None) -> dict:
             },
             {"name": "context", "description": "Show current context usage", "argumentHint": ""},
         ],
-        "agents": [{"name": "general-purpose", "description": "General-purpose agent"}],
+        "agents": [GENERAL_AGENT, *(agents or [])],
         "output_style": "default",
         "available_output_styles": ["default", "Explanatory", "Learning"],
         "models": [
@@ -147,6 +150,7 @@ def system_init(
     version: str | None,
     tools: list[str],
     mcp_servers: list[dict] | None = None,
+    agents: list[str] | None = None,
 ) -> dict:
     return {
         "type": "system",
@@ -161,7 +165,7 @@ def system_init(
         "apiKeySource": "none",
         "claude_code_version": version or DEFAULT_VERSION,
         "output_style": "default",
-        "agents": ["general-purpose"],
+        "agents": [GENERAL_AGENT["name"], *(agents or [])],
         "skills": [],
         "plugins": [],
         "uuid": new_uuid(),
@@ -306,3 +310,11 @@ def result(
         # TS 0.3 reads errors.map(...) on every non-success result: the field must be there.
         msg["errors"] = errors or []
     return msg
+
+
+def hook_event(
+    subtype: str, session_id: str, hook_id: str, event: str, name: str, **extra: object
+) -> dict:
+    """hook_started / hook_response, sent with --include-hook-events."""
+    return {"type": "system", "subtype": subtype, "hook_id": hook_id, "hook_name": name,
+            "hook_event": event, **extra, "uuid": new_uuid(), "session_id": session_id}  # fmt: skip

@@ -45,6 +45,9 @@ class Session(ToolTurns):
         self.model = a.value("--model") or "claude-sonnet-4-5"
         self.permission_mode = a.value("--permission-mode") or "default"
         self.partial = a.has("--include-partial-messages")
+        self.hook_events = a.has("--include-hook-events")
+        self.replay = a.has("--replay-user-messages")
+        self.agents: list[dict] = []  # the SDK's own agent definitions (initialize request)
         # The real CLI sends session_state_changed only to SDKs that ask (TS >= 0.2, Python 0.2);
         # TS 0.1.76 (claude-mem 9.0.0) does not ask and would yield them to its caller.
         self.state_frames = os.environ.get("CLAUDE_CODE_SDK_READS_SESSION_STATE", "").lower() in (
@@ -152,10 +155,21 @@ class Session(ToolTurns):
         sub = req.get("subtype")
         if sub == "initialize":
             self.hooks = req.get("hooks") or {}
+            agents = req.get("agents")
+            if isinstance(agents, dict):
+                self.agents = [
+                    {"name": str(name), "description": str((spec or {}).get("description", ""))}
+                    for name, spec in agents.items()
+                    if isinstance(spec, dict) or spec is None
+                ]
             if self.ctx.schema is None and isinstance(req.get("jsonSchema"), dict):
                 self.ctx.schema = req["jsonSchema"]  # TS SDK >= 0.3 sends it here too
             self._sdk_mcp_servers(req)
-            send(m.control_success(rid, m.initialize_response(self.model, self.ctx.version)))
+            send(
+                m.control_success(
+                    rid, m.initialize_response(self.model, self.ctx.version, self.agents)
+                )
+            )
             at_point(self.ctx, "after-init", 0, self.session_id)
         elif sub == "interrupt":
             send(m.control_success(rid))
@@ -231,7 +245,7 @@ class Session(ToolTurns):
                 if left is not None and left <= 0:
                     # As the real CLI: the SDK is told to stop working on it.
                     send({"type": "control_cancel_request", "request_id": rid})
-                    return {"_error": f"no answer within {timeout:g} s"}
+                    return {"_error": f"no answer within {timeout:g} s", "_cancelled": True}
                 try:
                     self.dispatch(self.reader.readline(left))
                 except Interrupted:
@@ -283,10 +297,13 @@ class Session(ToolTurns):
                 self.mcp.connect()
                 mcp_tools = [t for t in self.mcp.tool_names() if t not in self.denied_tools]
                 tools, servers = tools + mcp_tools, self.mcp.server_list()
+            if self.replay:  # the prompt back, with the uuid a rewind_files names it by
+                send({**user_msg, "session_id": self.session_id,
+                      "uuid": user_msg.get("uuid") or m.new_uuid(), "isReplay": True})  # fmt: skip
             send(
                 m.system_init(
                     self.session_id, self.model, self.permission_mode, self.ctx.version, tools,
-                    servers,
+                    servers, [a["name"] for a in self.agents],
                 )
             )  # fmt: skip
             # The prompt's and the stop's hooks run; their decisions (block) are not acted on.

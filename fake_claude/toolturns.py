@@ -23,6 +23,7 @@ class ToolTurns:
     model: str
     partial: bool
     permission_mode: str
+    hook_events: bool  # --include-hook-events: hook_started/hook_response around each call
     stdio_permissions: bool
     tools: list[str]
     allow_rules: list[str]
@@ -142,9 +143,22 @@ class ToolTurns:
                 }
                 body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
                         "tool_use_id": tool_id}  # fmt: skip
+                hook_id, name = m.new_uuid(), f"{event}:{matcher.get('matcher') or ''}"
+                if self.hook_events:
+                    self.emit(m.hook_event("hook_started", self.session_id, hook_id, event, name))
                 out = self.request(body, wait)
+                if self.hook_events:
+                    self._hook_response(hook_id, event, name, out)
                 outputs.append({} if "_error" in out else out)
         return outputs
+
+    def _hook_response(self, hook_id: str, event: str, name: str, out: dict) -> None:
+        error = str(out.get("_error", ""))
+        outcome = "cancelled" if out.get("_cancelled") else "error" if error else "success"
+        shown = json.dumps({} if error else out)
+        self.emit(m.hook_event("hook_response", self.session_id, hook_id, event, name,
+                               output=shown, stdout=shown, stderr=error,
+                               exit_code=1 if error else 0, outcome=outcome))  # fmt: skip
 
 
 def matcher_matches(pattern: object, tool: str) -> bool:

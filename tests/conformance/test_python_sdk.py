@@ -443,6 +443,40 @@ def test_an_interrupt_cancels_a_pending_permission_question(fake_factory):
     assert [(t["n"], t["interrupted"]) for t in fake.records("turn")] == [(1, True)]
 
 
+def test_agents_hook_events_and_replayed_prompts(fake_factory):
+    """Options that did nothing with the fake: the SDK's own agents (sent in the initialize
+    request) were not listed, include_hook_events sent no hook_started/hook_response, and
+    --replay-user-messages echoed no prompt (the uuid rewind_files names a checkpoint by)."""
+    fake = fake_factory()
+
+    async def stop_hook(hook_input, tool_use_id, context):
+        return {}
+
+    opts = fake.options(
+        agents={"reviewer": sdk.AgentDefinition(description="Reviews code", prompt="Review.")},
+        hooks={"Stop": [sdk.HookMatcher(hooks=[stop_hook])]},
+        include_hook_events=True,
+        extra_args={"replay-user-messages": None},
+    )
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            info = await client.get_server_info()
+            await client.query("review the diff")
+            return info, [m async for m in client.receive_response()]
+
+    info, msgs = run_async(go)
+    assert "reviewer" in [a["name"] for a in info["agents"]]
+    init = next(m for m in msgs if isinstance(m, sdk.SystemMessage) and m.subtype == "init")
+    assert init.data["agents"] == ["general-purpose", "reviewer"]
+    events = [(m.subtype, m.data["hook_event"]) for m in msgs
+              if isinstance(m, sdk.SystemMessage) and m.subtype.startswith("hook_")]  # fmt: skip
+    assert events == [("hook_started", "Stop"), ("hook_response", "Stop")]
+    (replayed,) = [m for m in msgs if isinstance(m, sdk.UserMessage)]
+    assert replayed.content == "review the diff" and replayed.uuid
+    assert msgs[-1].subtype == "success"
+
+
 def test_prompt_and_stop_hooks_run_in_order(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     seen: list[dict] = []
