@@ -147,6 +147,13 @@ def latency_text(lat: dict[str, Any]) -> str:
     return f"{figures} (n={lat['n']})"
 
 
+def zombies_text(zombies: list[dict[str, Any]]) -> str:
+    """Those left unreaped (what the verdict counts), and how many more were reaped late."""
+    late = sum(1 for z in zombies if z.get("reaped"))
+    left = len(zombies) - late
+    return f"{left} ({late} more reaped late)" if late else str(left)
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
     icon = {"PASS": "✅", "FAIL": "❌"}.get(report["verdict"], "⚠️")
     lat = report.get("cleanup_latency_ms") or {}
@@ -157,7 +164,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         "| sessions | completed | failed | leaked | zombies | escaped | peak descendants |",
         "|---|---|---|---|---|---|---|",
         f"| {report.get('sessions')} | {report.get('completed')} | {report.get('failed')} | "
-        f"{report.get('leaked_count')} | {len(report.get('zombies', []))} | "
+        f"{report.get('leaked_count')} | {zombies_text(report.get('zombies', []))} | "
         f"{len(report.get('escaped', []))} | {report.get('peak_descendants')} |",
         "",
         f"{slopes_text(rss)}; cleanup latency ms: {latency_text(lat)}; "

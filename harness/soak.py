@@ -38,6 +38,7 @@ from harness.report import (
     slopes_text,
     write_json,
     write_report,
+    zombies_text,
 )
 from harness.target import RunContext, Target
 from harness.text import describe, printable
@@ -518,7 +519,10 @@ def _build_report(
     slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
     slope_points = min(total_slope["points"], worker_slope["points"])
     leaked = [leak_entry(r, census.session_of(r), exited_as="exited") for r in census.leaked]
-    zombies_end = [leak_entry(r, census.session_of(r)) for r in census.zombies.values()]
+    # Each zombie seen, and whether it was reaped after all (only the others fail the run).
+    zombies_end = [
+        {**leak_entry(r, census.session_of(r)), "reaped": r.reaped} for r in census.zombies.values()
+    ]
     escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
     peak_total_mb = census.peak_total_rss / 1e6
     # Only the fake writes the ledger: with the user's own claude, no figure (None).
@@ -815,7 +819,7 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"soak {report['verdict']}: target={report['target']} mode={report['mode']} "
         f"sessions {report['completed']}/{report['sessions']} (failed {report['failed']}) "
         f"in {report['duration_s']} s ({report['sessions_per_s']} sessions/s)\n"
-        f"  leaked {report['leaked_count']}, zombies {len(report['zombies'])}, escaped "
+        f"  leaked {report['leaked_count']}, zombies {zombies_text(report['zombies'])}, escaped "
         f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "
         f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
         f"  {slopes_text(rss)}; peak {rss['peak_total_mb']} MB (budget "

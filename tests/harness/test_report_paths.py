@@ -13,7 +13,14 @@ import pytest
 from harness import progress as progress_mod
 from harness.census import ProcRecord
 from harness.progress import Progress
-from harness.report import format_elapsed, leak_entry, leaks_table, markdown_summary, write_report
+from harness.report import (
+    format_elapsed,
+    leak_entry,
+    leaks_table,
+    markdown_summary,
+    write_report,
+    zombies_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -120,6 +127,15 @@ def test_fail_summary_lists_leaks_and_plot_draws_samples(tmp_path, monkeypatch):
     md = markdown_summary(report)
     assert md.startswith("## ❌ Soak FAIL") and "```" in md and "1-01:01:01" in md
     assert "worker+descendants 1.0 MB/100 sessions" in md
+
+
+def test_zombies_are_counted_as_the_verdict_counts_them():
+    """The summary said "zombies 2" beside a reason of "1 zombie(s) left unreaped": the list
+    holds every zombie seen, also one reaped after all."""
+    zombies = [{**_leak(pid=7), "reaped": True}, {**_leak(pid=8), "reaped": False}]
+    assert zombies_text(zombies) == "1 (1 more reaped late)"
+    assert zombies_text(zombies[1:]) == "1" and zombies_text([]) == "0"
+    assert "| 1 (1 more reaped late) |" in markdown_summary(_report("FAIL", zombies=zombies))
 
 
 def test_write_report_without_plot_has_no_png(tmp_path, monkeypatch):
