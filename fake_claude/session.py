@@ -16,16 +16,12 @@ from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
 from fake_claude.reply import content_text, observation
 from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
-from fake_claude.toolturns import ToolTurns
+from fake_claude.toolturns import Interrupted, ToolTurns
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
-
-
-class Interrupted(Exception):
-    pass
 
 
 class MaxTurns(Exception):
@@ -347,9 +343,10 @@ class Session(ToolTurns):
             )
             self.last_error = False
             subtype = "success"
-        except Interrupted:
+        except Interrupted as exc:
             interrupted = True
-            send(m.user(self.session_id, [{"type": "text", "text": INTERRUPTED_TEXT}]))
+            text = str(exc) or INTERRUPTED_TEXT
+            send(m.user(self.session_id, [{"type": "text", "text": text}]))
             send(self._error_result(started, in_tokens, "error_during_execution", []))
             self.last_error = True
         except InputClosed:

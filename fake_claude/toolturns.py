@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
 
 
+class Interrupted(Exception):
+    """The turn ends now, as after the SDK's interrupt (the message: what the user sees)."""
+
+
 class ToolTurns:
     """Mixed into Session, which provides what is declared here."""
 
@@ -97,6 +101,9 @@ class ToolTurns:
                         tool_input = answer["updatedInput"]
                 else:
                     denied = str(answer.get("message") or answer.get("_error") or "denied")
+                    if answer.get("interrupt"):  # deny and stop: the turn ends interrupted
+                        self._tool_result(tool_id, denied, is_error=True)
+                        raise Interrupted("[Request interrupted by user for tool use]")
         failed = False
         if denied is not None:
             output = denied

@@ -440,7 +440,8 @@ def test_an_interrupt_cancels_a_pending_permission_question(fake_factory):
 
     msgs = run_async(go)
     assert msgs[-1].subtype == "error_during_execution" and msgs[-1].is_error
-    assert [(t["n"], t["interrupted"]) for t in fake.records("turn")] == [(1, True)]
+    turns = wait_for(lambda: fake.records("turn"), "the turn's ledger line")
+    assert [(t["n"], t["interrupted"]) for t in turns] == [(1, True)]
 
 
 def test_agents_hook_events_and_replayed_prompts(fake_factory):
@@ -526,7 +527,7 @@ def test_prompts_sent_together_each_get_a_turn_with_hooks(fake_factory):
     results = [m for m in run_async(go) if isinstance(m, sdk.ResultMessage)]
     assert [(r.subtype, r.is_error) for r in results] == [("success", False)] * 2, results
     assert prompts_seen == ["first prompt", "second prompt"]
-    turns = fake.records("turn")
+    turns = wait_for(lambda: len(fake.records("turn")) == 2 and fake.records("turn"), "2 turns")
     assert [(t["n"], t["result"]) for t in turns] == [(1, "success"), (2, "success")]
 
 

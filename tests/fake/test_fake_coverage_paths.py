@@ -165,6 +165,28 @@ def test_can_use_tool_error_reply_denies(spawn):
     assert fake.wait_exit() == 0
 
 
+def test_a_denial_that_interrupts_ends_the_turn_interrupted(spawn):
+    """can_use_tool's deny with interrupt: true (PermissionResultDeny(interrupt=True)): the
+    turn stops there, as after an interrupt. Before, it went on to a reply and a success."""
+    fake = spawn("ok:tool=Bash", args=TOOL_ARGV)
+    fake.initialize()
+    fake.user("delete everything")
+    perm = fake.read_until(lambda m: m.get("type") == "control_request", "can_use_tool")
+    answer = {"behavior": "deny", "message": "stop right there", "interrupt": True}
+    fake.send({"type": "control_response", "response": {
+        "subtype": "success", "request_id": perm["request_id"], "response": answer}})  # fmt: skip
+    denied = fake.read_until(lambda m: m.get("type") == "user", "the denied tool result")
+    assert denied["message"]["content"][0]["content"] == "stop right there"
+    said = fake.read_until(lambda m: m.get("type") == "user", "the interruption")
+    assert said["message"]["content"][0]["text"] == "[Request interrupted by user for tool use]"
+    result = fake.read_until(lambda m: m.get("type") == "result", "result")
+    assert result["subtype"] == "error_during_execution" and result["is_error"] is True
+    wait_for(lambda: fake.records("turn"), "the turn's ledger line")  # written after the result
+    assert fake.records("turn")[-1]["interrupted"] is True
+    fake.close_stdin()
+    assert fake.wait_exit() == 1
+
+
 def test_stdin_closing_while_a_tool_waits_ends_the_turn_as_an_error(spawn):
     fake = spawn("ok:tool=Bash", args=TOOL_ARGV)
     fake.initialize()
