@@ -22,6 +22,7 @@ TOOLS = [
     "WebFetch",
     "TodoWrite",
     "WebSearch",
+    "ExitPlanMode",
 ]
 
 

@@ -13,10 +13,12 @@ import re
 
 # Approved by acceptEdits (file edits).
 EDIT_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit"})
-# Tools that need no permission in any mode (they only read, or plan).
+# Tools that need no permission in any mode (they only read, or keep a list).
 READ_ONLY_TOOLS = frozenset(
-    {"Read", "Glob", "Grep", "LS", "NotebookRead", "Task", "Agent", "TodoWrite", "ExitPlanMode"}
+    {"Read", "Glob", "Grep", "LS", "NotebookRead", "Task", "Agent", "TodoWrite"}
 )
+# Asks whatever the rules and mode say (the user approves the plan); denied in dontAsk.
+ALWAYS_ASKS = frozenset({"ExitPlanMode"})
 # What a rule's specifier is matched against, by the first key the input has.
 _SUBJECT_KEYS = ("command", "file_path", "notebook_path", "path", "url", "pattern", "query")
 _RULE = re.compile(r"^([^()]+?)(?:\((.*)\))?$", re.S)
@@ -86,11 +88,13 @@ def decide(
     ask. ASK goes to can_use_tool, or is denied where there is none to ask."""
     for rule in deny:  # even in bypassPermissions, and after a hook's allow
         if matches(rule, tool, tool_input):
-            return DENY, f"Permission to use {tool} has been denied by the rule {rule!r}."
+            return DENY, denied_text(rule, tool, tool_input)
     if hook == ASK:
         return ASK, "a PreToolUse hook asked"
     if hook == ALLOW:
         return ALLOW, "a PreToolUse hook allowed it"
+    if tool in ALWAYS_ASKS:
+        return (DENY, dont_ask_text(tool)) if mode == "dontAsk" else (ASK, "it always asks")
     if mode == "bypassPermissions":
         return ALLOW, "bypassPermissions"
     if mode == "acceptEdits" and tool in EDIT_TOOLS:
@@ -101,10 +105,62 @@ def decide(
         if matches(rule, tool, tool_input):
             return ALLOW, f"allowed by the rule {rule!r}"
     if mode == "dontAsk":
-        return DENY, f"Permission to use {tool} was not granted (dontAsk mode)."
+        return DENY, dont_ask_text(tool)
     return ASK, "no rule decides it"
+
+
+# The real CLI's words (2.0.76).
+def dont_ask_text(tool: str) -> str:
+    return f"Permission to use {tool} has been auto-denied in dontAsk mode."
+
+
+def denied_text(rule: str, tool: str, tool_input: dict) -> str:
+    if whole_tool(rule) is not None or not isinstance(tool_input.get("command"), str):
+        return f"Permission to use {tool} has been denied."
+    return f"Permission to use {tool} with command {tool_input['command']} has been denied."
 
 
 def not_granted(tool: str) -> str:
     """The real CLI's words when nobody can be asked (no --permission-prompt-tool)."""
     return f"Claude requested permissions to use {tool}, but you haven't granted it yet."
+
+
+def suggestions(tool: str, tool_input: dict) -> list[dict]:
+    """What can_use_tool is offered to answer "always allow" with (permission_suggestions), in
+    the real CLI's shapes: a command prefix rule for Bash, acceptEdits for file edits."""
+    if tool == "Bash" and isinstance(tool_input.get("command"), str):
+        prefix = tool_input["command"].split(" ", 1)[0]
+        rules = [{"toolName": "Bash", "ruleContent": f"{prefix}:*"}]
+    elif tool in EDIT_TOOLS:
+        return [{"type": "setMode", "mode": "acceptEdits", "destination": "session"}]
+    else:
+        rules = [{"toolName": tool}]
+    return [{"type": "addRules", "rules": rules, "behavior": "allow", "destination": "session"}]
+
+
+def apply_updates(updates: object, allow: list[str], deny: list[str]) -> str | None:
+    """Apply an allow answer's updatedPermissions to the session's rules (in place); return
+    the permission mode one of them sets, if any. Directory updates mean nothing here."""
+    mode = None
+    for update in updates if isinstance(updates, list) else []:
+        if not isinstance(update, dict):
+            continue
+        kind = update.get("type")
+        if kind == "setMode" and update.get("mode") in MODES:
+            mode = str(update["mode"])
+            continue
+        target = {"allow": allow, "deny": deny}.get(str(update.get("behavior")))
+        if target is None or kind not in ("addRules", "replaceRules", "removeRules"):
+            continue
+        rules = [
+            str(r["toolName"]) + (f"({r['ruleContent']})" if r.get("ruleContent") else "")
+            for r in update.get("rules") or []
+            if isinstance(r, dict) and r.get("toolName")
+        ]
+        if kind == "replaceRules":
+            target.clear()
+        if kind == "removeRules":
+            target[:] = [r for r in target if r not in rules]
+        else:
+            target.extend(r for r in rules if r not in target)
+    return mode

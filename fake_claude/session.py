@@ -62,6 +62,10 @@ class Session(ToolTurns):
         )
         self.denied_tools = {t for r in self.deny_rules if (t := permissions.whole_tool(r))}
         self.tools = [t for t in m.TOOLS if t not in self.denied_tools]
+        listed = a.value("--tools")  # the built-in tools offered ("" none, "default" all)
+        if listed is not None and listed.strip() != "default":
+            offered = set(permissions.parse_rules(listed))
+            self.tools = [t for t in self.tools if t in offered]
         self.hooks: dict = {}
         self.mcp: McpClients | None = None  # its MCP servers (the SDK's, stdio ones), if any
         self.pending: deque[dict] = deque()

@@ -45,7 +45,7 @@ class ToolTurns:
     def tool_round(self, tool: str, prompt: str) -> list[dict]:
         """One tool use: PreToolUse hooks, can_use_tool, the result, PostToolUse hooks."""
         tool_id = m.new_id("toolu_")
-        tool_input: dict = {"command": f"echo {len(prompt.split())} words", "description": "fake"}
+        tool_input = builtin_input(tool, len(prompt.split()))
         mcp_tool = self.mcp.find(tool) if self.mcp is not None else None
         if mcp_tool is not None:
             # Arguments valid against the tool's own input schema, carrying the prompt.
@@ -93,12 +93,17 @@ class ToolTurns:
                         "tool_name": tool,
                         "input": tool_input,
                         "tool_use_id": tool_id,
-                        "permission_suggestions": [],
+                        "permission_suggestions": permissions.suggestions(tool, tool_input),
                     }
                 )
                 if answer.get("behavior") == "allow":
                     if isinstance(answer.get("updatedInput"), dict):
                         tool_input = answer["updatedInput"]
+                    # "Always allow": the rules (or the mode) hold for the session's next calls.
+                    mode = permissions.apply_updates(
+                        answer.get("updatedPermissions"), self.allow_rules, self.deny_rules
+                    )
+                    self.permission_mode = mode or self.permission_mode
                 else:
                     denied = str(answer.get("message") or answer.get("_error") or "denied")
                     if answer.get("interrupt"):  # deny and stop: the turn ends interrupted
@@ -168,13 +173,38 @@ class ToolTurns:
                                exit_code=1 if error else 0, outcome=outcome))  # fmt: skip
 
 
+def builtin_input(tool: str, words: int) -> dict:
+    """An input in the shape of the tool's own schema (an SDK user's code reads its fields).
+    Bash's command writes a file: the real CLI allows read-only commands (echo, ls) unasked."""
+    name = f"fake-{words}-words.txt"
+    inputs: dict[str, dict] = {
+        "Bash": {"command": f"touch {name}", "description": "fake"},
+        "Edit": {"file_path": name, "old_string": "a", "new_string": "b"},
+        "Write": {"file_path": name, "content": f"{words} words"},
+        "Read": {"file_path": name},
+        "NotebookEdit": {"notebook_path": "fake.ipynb", "new_source": f"{words} words"},
+        "Glob": {"pattern": "**/*.py"},
+        "Grep": {"pattern": "words"},
+        "WebFetch": {"url": "https://example.com/", "prompt": "summarize"},
+        "WebSearch": {"query": f"{words} words"},
+        "Task": {
+            "description": "fake",
+            "prompt": f"{words} words",
+            "subagent_type": "general-purpose",
+        },  # fmt: skip
+        "TodoWrite": {"todos": []},
+        "ExitPlanMode": {"plan": f"a plan of {words} words"},
+    }
+    return dict(inputs.get(tool, {"command": f"touch {name}", "description": "fake"}))
+
+
 def matcher_matches(pattern: object, tool: str) -> bool:
     """A hook matcher as the real CLI reads it: none, "" or "*" match every tool; names joined
     by "|" match exactly; anything else is a regular expression searched in the name."""
     if pattern in (None, "", "*"):
         return True
     text = str(pattern)
-    if re.fullmatch(r"[\w|-]+", text):
+    if re.fullmatch(r"[A-Za-z0-9_|]+", text):
         return tool in text.split("|")
     try:
         return re.search(text, tool) is not None

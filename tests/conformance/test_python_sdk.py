@@ -330,7 +330,7 @@ PERMISSION_CASES = {
     "nobody to ask: denied": ({}, False, "denied", False),
     "dontAsk never asks": ({"permission_mode": "dontAsk"}, True, "denied", False),
     "a deny rule beats bypassPermissions": (
-        {"permission_mode": "bypassPermissions", "disallowed_tools": ["Bash(echo *)"]},
+        {"permission_mode": "bypassPermissions", "disallowed_tools": ["Bash(touch *)"]},
         False,
         "denied",
         False,
@@ -381,6 +381,35 @@ def test_permissions_follow_the_documented_order(fake_factory, case):
         assert "Bash" not in init.data["tools"]
         assert block.is_error is True and "No such tool available: Bash" in block.content
         assert not result.permission_denials
+
+
+def test_always_allow_with_the_offered_suggestions_asks_once(fake_factory):
+    """The usual "always allow" button: answer with the suggestions the CLI offered. The fake
+    offered none and applied no update, so it asked again at every turn."""
+    fake = fake_factory("ok:tool=Bash")
+    offered: list[list] = []
+
+    async def can_use_tool(tool_name, tool_input, context):
+        offered.append(context.suggestions)
+        return sdk.PermissionResultAllow(updated_permissions=context.suggestions)
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=fake.options(can_use_tool=can_use_tool)) as client:
+            got = []
+            for prompt in ("make a file", "make another"):
+                await client.query(prompt)
+                got.append([m async for m in client.receive_response()])
+            return got
+
+    first, second = run_async(go)
+    assert len(offered) == 1, offered  # the second turn's call was allowed by the new rule
+    ((update,),) = offered
+    (rule,) = update.rules
+    assert (update.type, rule.tool_name, rule.rule_content) == ("addRules", "Bash", "touch:*")
+    for msgs in (first, second):
+        blocks = [b for m in msgs if isinstance(m, sdk.UserMessage) and isinstance(m.content, list)
+                  for b in m.content if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+        assert [b.is_error for b in blocks] == [False] and msgs[-1].subtype == "success"
 
 
 def test_a_hook_past_its_timeout_is_cancelled_and_the_turn_goes_on(fake_factory):

@@ -86,3 +86,24 @@ def test_hook_matchers(pattern: str | None, tool: str, expected: bool) -> None:
     from fake_claude.toolturns import matcher_matches
 
     assert matcher_matches(pattern, tool) is expected
+
+
+def test_suggestions_and_their_updates() -> None:
+    from fake_claude.permissions import apply_updates, suggestions
+
+    (bash,) = suggestions("Bash", {"command": "touch x.txt"})
+    assert bash["rules"] == [{"toolName": "Bash", "ruleContent": "touch:*"}]
+    assert suggestions("Edit", {"file_path": "a"}) == [
+        {"type": "setMode", "mode": "acceptEdits", "destination": "session"}
+    ]
+    allow: list[str] = []
+    deny: list[str] = ["WebFetch"]
+    assert apply_updates([bash], allow, deny) is None and allow == ["Bash(touch:*)"]
+    assert _decide(allow=allow) == ASK  # git log is not a touch
+    assert decide("Bash", {"command": "touch y"}, mode="default", allow=allow, deny=[])[0] == ALLOW
+    remove = {"type": "removeRules", "rules": [{"toolName": "WebFetch"}], "behavior": "deny"}
+    mode = {"type": "setMode", "mode": "acceptEdits"}
+    updates = [remove, mode, "junk", {"type": "setMode", "mode": "bogus"}]
+    assert apply_updates(updates, allow, deny) == "acceptEdits"
+    assert deny == []
+    assert apply_updates(None, allow, deny) is None
