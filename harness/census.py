@@ -894,7 +894,9 @@ class Census:
                     pass
                 continue
             rec = self._latest(pid)
-            if rec is not None and not rec.reaped:
+            # A zombie holds no memory: its last live RSS is not counted (hundreds of zombies
+            # under a subreaper that does not reap read as a gigabyte).
+            if rec is not None and not rec.reaped and rec.exited_at is None:
                 total += rec.rss
         live_run = sum(1 for recs in self.records.values() for r in recs if r.alive)
         sample = Sample(

@@ -106,7 +106,7 @@ class Containment:
         log.info("parent-death signal: %s", self.pdeathsig or "not available here")
         # Said in worker.json before any spawn: what spawn_plan will make of every observer.
         probe = proctree.spawn_options(
-            self.mark, env=self.env, argv=[sys.executable], subreaper=True
+            self.mark, env=self.env, argv=[sys.executable], subreaper=self._subreapers()
         )
         self.observer_subreapers = probe.subreaper
         self.start_guardian([])
@@ -182,16 +182,23 @@ class Containment:
         """The command to run (maybe wrapped, see proctree.SpawnOptions), its kwargs, and
         whether the observer will be a child subreaper.
 
-        Linux: it is made one (with the parent-death signal, before its exec). A daemon it
-        starts (double fork, setsid, its environment shed: nothing left to know it by) is
-        then reparented to the observer, not to us, and ends with the observer's tree;
-        without that, such an orphan could be anyone's and was spared while any observer
-        older than it lived (one long session kept every later one's alive)."""
+        Linux without cgroup cells: it is made one (with the parent-death signal, before its
+        exec). A daemon it starts (double fork, setsid, its environment shed: nothing left to
+        know it by) is then reparented to the observer, not to us, and ends with the
+        observer's tree; without that, such an orphan could be anyone's and was spared while
+        any observer older than it lived (one long session kept every later one's alive).
+        With cells the cell holds it already, and a subreaper costs: the orphans of its tree
+        that die stay zombies until it exits (a claude reaps only its own children)."""
         opts = proctree.spawn_options(
-            self.observer_mark(token), env=self.env, argv=argv, subreaper=True
+            self.observer_mark(token), env=self.env, argv=argv, subreaper=self._subreapers()
         )
         self.observer_subreapers = opts.subreaper
         return opts.argv or argv, dict(opts), opts.subreaper
+
+    @staticmethod
+    def _subreapers() -> bool:
+        """Whether observers are to be subreapers: where no cgroup cell holds their trees."""
+        return proctree.cgroups_enabled() is None
 
     def after_spawn(self, pid: int, token: str, subreaper: bool = False) -> Contained:
         handle = proctree.after_spawn(pid)

@@ -385,3 +385,28 @@ def test_a_worker_child_with_an_empty_argv_is_judged_within_a_second() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_zombie_holds_no_memory_in_the_rss_total(run_id) -> None:
+    """Its last live RSS was added to the total until it was reaped: hundreds of zombies under
+    an observer that does not reap read as a gigabyte (a false peak-RSS FAIL)."""
+    census = Census(run_id, None, grace=60.0, sample_hz=4, track_descendants=True)
+    census.set_worker(os.getpid(), psutil.Process().create_time())  # we stand in for the worker
+    census.session_started("s")
+    code = "b = bytearray(64 << 20); import sys; sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, run_id_token(run_id)], stdin=subprocess.PIPE
+    )
+    try:
+
+        def counted() -> float:
+            census.sample()
+            return census.last_total_rss - census.last_worker_rss
+
+        wait_for(lambda: counted() > 60e6, what="the child's 64 MB counted")
+        assert child.stdin is not None
+        child.stdin.close()
+        wait_for(lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, what="zombie")
+        wait_for(lambda: counted() < 30e6, what="the zombie's memory no longer counted")
+    finally:
+        child.wait(timeout=30)
