@@ -232,28 +232,56 @@ class Session(ToolTurns):
     def request(self, body: dict, timeout: float | None = None) -> dict:
         """Send a CLI-initiated control request and wait for the SDK's answer (or, with a
         timeout, {"_error": ...} once it has passed)."""
-        self.req_counter += 1
-        rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
-        send({"type": "control_request", "request_id": rid, "request": body})
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self.waiting.add(rid)
+        return self.request_all([(body, timeout)])[0]
+
+    def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
+        """Several control requests in flight at once (the real CLI runs the hooks that match
+        an event side by side), each with its own timeout; their answers in order. One not
+        answered in time is cancelled (control_cancel_request, as the real CLI tells the SDK
+        to stop working on it), and so is every open one when an interrupt ends the turn."""
+        start = time.monotonic()
+        timeouts: dict[str, float | None] = {}
+        for body, timeout in asks:
+            self.req_counter += 1
+            rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
+            send({"type": "control_request", "request_id": rid, "request": body})
+            timeouts[rid] = timeout
+            self.waiting.add(rid)
+        rids = list(timeouts)
+        late: dict[str, dict] = {}
         try:
-            while rid not in self.responses:
+            while pending := [r for r in rids if r not in self.responses and r not in late]:
                 if self.eof:
                     raise InputClosed()
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    # As the real CLI: the SDK is told to stop working on it.
-                    send({"type": "control_cancel_request", "request_id": rid})
-                    return {"_error": f"no answer within {timeout:g} s", "_cancelled": True}
+                now = time.monotonic()
+                dues = []
+                for rid in pending:
+                    timeout = timeouts[rid]
+                    if timeout is None:
+                        continue
+                    if start + timeout <= now:
+                        send({"type": "control_cancel_request", "request_id": rid})
+                        late[rid] = {"_error": f"no answer within {timeout:g} s",
+                                     "_cancelled": True}  # fmt: skip
+                    else:
+                        dues.append(start + timeout - now)
+                if all(rid in late for rid in pending):
+                    break
                 try:
-                    self.dispatch(self.reader.readline(left))
+                    self.dispatch(self.reader.readline(min(dues) if dues else None))
                 except Interrupted:
-                    send({"type": "control_cancel_request", "request_id": rid})
+                    for rid in pending:
+                        if rid not in late:
+                            send({"type": "control_cancel_request", "request_id": rid})
                     raise
         finally:
-            self.waiting.discard(rid)
-        resp = self.responses.pop(rid)
+            self.waiting.difference_update(rids)
+            for rid in late:  # an answer that came after all is dropped
+                self.responses.pop(rid, None)
+        return [late[rid] if rid in late else self._answer(self.responses.pop(rid)) for rid in rids]
+
+    @staticmethod
+    def _answer(resp: dict) -> dict:
         if resp.get("subtype") == "error":
             return {"_error": str(resp.get("error", "error"))}
         return resp.get("response") or {}

@@ -42,6 +42,9 @@ class ToolTurns:
     def request(self, body: dict, timeout: float | None = None) -> dict:
         raise NotImplementedError
 
+    def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
+        raise NotImplementedError
+
     def tool_round(self, tool: str, prompt: str) -> list[dict]:
         """One tool use: PreToolUse hooks, can_use_tool, the result, PostToolUse hooks."""
         tool_id = m.new_id("toolu_")
@@ -134,8 +137,9 @@ class ToolTurns:
         self, event: str, tool: str | None, tool_id: str | None, extra: dict
     ) -> list[dict]:
         """Call the SDK's callbacks registered for `event` (tool events: those whose matcher
-        matches the tool); return their outputs."""
-        outputs = []
+        matches the tool), all at once as the real CLI does; return their outputs in order."""
+        asks: list[tuple[dict, float | None]] = []
+        names: list[tuple[str, str]] = []  # (hook_id, hook_name) of each, for hook events
         for matcher in self.hooks.get(event) or []:
             if tool is not None and not matcher_matches(matcher.get("matcher"), tool):
                 continue
@@ -155,14 +159,18 @@ class ToolTurns:
                 }
                 body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
                         "tool_use_id": tool_id}  # fmt: skip
-                hook_id, name = m.new_uuid(), f"{event}:{matcher.get('matcher') or ''}"
-                if self.hook_events:
-                    self.emit(m.hook_event("hook_started", self.session_id, hook_id, event, name))
-                out = self.request(body, wait)
-                if self.hook_events:
-                    self._hook_response(hook_id, event, name, out)
-                outputs.append({} if "_error" in out else out)
-        return outputs
+                asks.append((body, wait))
+                names.append((m.new_uuid(), f"{event}:{matcher.get('matcher') or ''}"))
+        if not asks:
+            return []
+        if self.hook_events:
+            for hook_id, name in names:
+                self.emit(m.hook_event("hook_started", self.session_id, hook_id, event, name))
+        outs = self.request_all(asks)
+        if self.hook_events:
+            for (hook_id, name), out in zip(names, outs, strict=True):
+                self._hook_response(hook_id, event, name, out)
+        return [{} if "_error" in out else out for out in outs]
 
     def _hook_response(self, hook_id: str, event: str, name: str, out: dict) -> None:
         error = str(out.get("_error", ""))

@@ -383,6 +383,36 @@ def test_permissions_follow_the_documented_order(fake_factory, case):
         assert not result.permission_denials
 
 
+def test_the_hooks_of_an_event_run_side_by_side(fake_factory):
+    """Each of two PreToolUse hooks waits until the other has started: together they finish;
+    one after the other (as the fake ran them), the first waited out its 10 s and failed."""
+    fake = fake_factory("ok:tool=Bash")
+    started: list[str] = []
+    both = anyio.Event()
+    met: list[str] = []
+
+    def hook(name: str):
+        async def run(hook_input, tool_use_id, context):
+            started.append(name)
+            if len(started) == 2:
+                both.set()
+            with anyio.fail_after(10):
+                await both.wait()
+            met.append(name)
+            return {}
+
+        return run
+
+    hooks = {"PreToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[hook("a"), hook("b")])]}
+    opts = fake.options(permission_mode="bypassPermissions", hooks=hooks)
+
+    async def go():
+        return [m async for m in sdk.query(prompt="run it", options=opts)]
+
+    msgs = run_async(go)
+    assert sorted(met) == ["a", "b"] and msgs[-1].subtype == "success"
+
+
 def test_always_allow_with_the_offered_suggestions_asks_once(fake_factory):
     """The usual "always allow" button: answer with the suggestions the CLI offered. The fake
     offered none and applied no update, so it asked again at every turn."""
