@@ -77,6 +77,19 @@ class McpClients:
         self._servers: dict[str, tuple[Requester | None, dict, bool]] = {}
         self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
+        self.disabled: set[str] = set()  # turned off by mcp_toggle: no tools, status "disabled"
+
+    def toggle(self, name: str, enabled: bool) -> bool:
+        """mcp_toggle: False if there is no such server."""
+        if name not in self._servers:
+            return False
+        (self.disabled.discard if enabled else self.disabled.add)(name)
+        return True
+
+    def _status(self, name: str) -> dict:
+        if name in self.disabled:
+            return {"status": "disabled"}
+        return self.status.get(name, {"status": "pending"})
 
     def add(self, name: str, request: Requester | None, config: dict, *, retry: bool) -> None:
         self._servers.setdefault(name, (request, config, retry))  # the first one named wins
@@ -90,7 +103,9 @@ class McpClients:
         handshake failed is tried again at each turn, as the real CLI does)."""
         for name, (request, _, retry) in self._servers.items():
             status = self.status.get(name, {}).get("status")
-            if request is None or status == "connected" or (status == "failed" and not retry):
+            if request is None or name in self.disabled or status == "connected":
+                continue
+            if status == "failed" and not retry:
                 continue
             try:
                 self._call(name, "initialize", {
@@ -110,19 +125,19 @@ class McpClients:
         return [
             f"mcp__{server}__{tool.get('name')}"
             for server, tools in self.tools.items()
+            if server not in self.disabled
             for tool in tools
         ]
 
     def server_list(self) -> list[dict]:
         """For system/init: [{"name", "status"}]."""
-        return [{"name": n, "status": self.status.get(n, {}).get("status", "pending")}
-                for n in self._servers]  # fmt: skip
+        return [{"name": n, "status": self._status(n)["status"]} for n in self._servers]
 
     def mcp_status(self) -> list[dict]:
         """For the mcp_status control request."""
         out = []
         for name in self._servers:
-            entry: dict[str, Any] = {"name": name, **self.status.get(name, {"status": "pending"})}
+            entry: dict[str, Any] = {"name": name, **self._status(name)}
             entry["config"] = self._servers[name][1]
             if entry["status"] == "connected":
                 entry["tools"] = [{"name": t.get("name")} for t in self.tools.get(name, [])]
@@ -133,7 +148,7 @@ class McpClients:
         """(server, tool entry) for `mcp__SERVER__TOOL`, if an SDK server offers it."""
         for server, tools in self.tools.items():
             prefix = f"mcp__{server}__"
-            if qualified.startswith(prefix):
+            if qualified.startswith(prefix) and server not in self.disabled:
                 name = qualified[len(prefix) :]
                 for tool in tools:
                     if tool.get("name") == name:

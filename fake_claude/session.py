@@ -197,9 +197,13 @@ class Session(ToolTurns):
             error = f"No file checkpoint found for {req.get('user_message_id')}"
             send(m.control_success(rid, {"canRewind": False, "error": error}))
         elif sub in ("mcp_reconnect", "mcp_toggle"):
-            name = req.get("serverName")
-            known = {s.get("name") for s in (self.mcp.mcp_status() if self.mcp else [])}
-            if name in known:
+            name = str(req.get("serverName"))
+            known = self.mcp is not None and (
+                self.mcp.toggle(name, bool(req.get("enabled", True)))
+                if sub == "mcp_toggle"
+                else name in {s["name"] for s in self.mcp.mcp_status()}
+            )
+            if known:
                 send(m.control_success(rid))
             else:
                 send(m.control_error(rid, f"Server not found: {name}"))

@@ -240,3 +240,38 @@ def _servers_in(ledger) -> list[dict]:
 
 def _id(record: dict) -> proctree.ProcId:
     return proctree.ProcId(record["pid"], record["create_time"])
+
+
+def _control(fake, rid: str, request: dict) -> dict:
+    fake.send({"type": "control_request", "request_id": rid, "request": request})
+    return fake.read_until(
+        lambda m: m.get("type") == "control_response" and m["response"]["request_id"] == rid,
+        f"the reply to {rid}",
+    )["response"]
+
+
+def test_a_server_toggled_off_offers_no_tools_until_toggled_on(spawn) -> None:
+    """mcp_toggle(enabled=false) answered success and changed nothing: its status stayed
+    connected and its tools were still offered and called."""
+    fake = spawn(
+        "ok:tool=mcp__echo__pid",
+        args=[*SDK_ARGV, "--allowedTools", "mcp__echo", "--mcp-config", config(echo=[])],
+    )
+    server_pids(fake, 1)
+    fake.initialize()
+    init, _ = turn_init(fake, "first")
+    assert "mcp__echo__pid" in init["tools"]
+    off = {"subtype": "mcp_toggle", "serverName": "echo", "enabled": False}
+    assert _control(fake, "t1", off)["subtype"] == "success"
+    (status,) = _control(fake, "s1", {"subtype": "mcp_status"})["response"]["mcpServers"]
+    assert status["status"] == "disabled" and "tools" not in status
+    init, out = turn_init(fake, "second")
+    assert init["mcp_servers"] == [{"name": "echo", "status": "disabled"}]
+    assert not [t for t in init["tools"] if t.startswith("mcp__echo__")]
+    (block,) = [b for m in out if m["type"] == "user" for b in m["message"]["content"]]
+    assert "No such tool available" in block["content"] and block["is_error"] is True
+    on = {**off, "enabled": True}
+    assert _control(fake, "t2", on)["subtype"] == "success"
+    init, _ = turn_init(fake, "third")
+    assert init["mcp_servers"] == [{"name": "echo", "status": "connected"}]
+    end_ok(fake)
