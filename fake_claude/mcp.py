@@ -79,12 +79,15 @@ class McpClients:
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
         self.disabled: set[str] = set()  # turned off by mcp_toggle: no tools, status "disabled"
 
-    def toggle(self, name: str, enabled: bool) -> bool:
-        """mcp_toggle: False if there is no such server."""
-        if name not in self._servers:
-            return False
-        (self.disabled.discard if enabled else self.disabled.add)(name)
-        return True
+    def has(self, name: str) -> bool:
+        return name in self._servers
+
+    def toggle(self, name: str, enabled: bool) -> None:
+        """mcp_toggle: a server off offers no tools and reads "disabled" until it is on."""
+        if enabled:
+            self.disabled.discard(name)
+        elif self.has(name):
+            self.disabled.add(name)
 
     def _status(self, name: str) -> dict:
         if name in self.disabled:

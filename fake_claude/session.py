@@ -198,15 +198,12 @@ class Session(ToolTurns):
             send(m.control_success(rid, {"canRewind": False, "error": error}))
         elif sub in ("mcp_reconnect", "mcp_toggle"):
             name = str(req.get("serverName"))
-            known = self.mcp is not None and (
-                self.mcp.toggle(name, bool(req.get("enabled", True)))
-                if sub == "mcp_toggle"
-                else name in {s["name"] for s in self.mcp.mcp_status()}
-            )
-            if known:
-                send(m.control_success(rid))
-            else:
+            if self.mcp is None or not self.mcp.has(name):
                 send(m.control_error(rid, f"Server not found: {name}"))
+            else:
+                if sub == "mcp_toggle":
+                    self.mcp.toggle(name, bool(req.get("enabled", True)))
+                send(m.control_success(rid))
         elif sub == "stop_task":
             send(m.control_error(rid, f"No task found with ID: {req.get('task_id')}"))  # none run
         else:

@@ -677,7 +677,7 @@ class Census:
         of a vfork resumes before the kernel has set the new program's arguments), so whether
         it is the worker's guardian cannot be told yet. For at most MID_EXEC_WAIT_S: a process
         that blanks its own argv is judged then."""
-        if ppid != self.worker_pid or cmdline or pid == self.worker_pid:
+        if ppid != self.worker_pid or cmdline:
             self._undecided.pop(pid, None)
             return False
         first = self._undecided.setdefault(pid, (ct, now))

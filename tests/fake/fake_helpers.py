@@ -180,6 +180,17 @@ class FakeProc:
         )
         return self.read_until(lambda m: m.get("type") == "control_response", "initialize reply")
 
+    def control(self, request_id: str, request: dict) -> dict:
+        """Send a control request as the SDK would; the `response` of its reply."""
+        self.send({"type": "control_request", "request_id": request_id, "request": request})
+        return self.read_until(
+            lambda m: (
+                m.get("type") == "control_response"
+                and m["response"].get("request_id") == request_id
+            ),
+            f"the reply to {request_id}",
+        )["response"]
+
     def user(self, text: str, session_id: str = "") -> None:
         self.send(
             {

@@ -14,35 +14,25 @@ from fake_claude.shim import command_for, write_shim
 TOOL_ARGV = [*SDK_ARGV, "--permission-prompt-tool", "stdio"]
 
 
-def _control(fake, request_id: str, request: dict) -> dict:
-    fake.send({"type": "control_request", "request_id": request_id, "request": request})
-    return fake.read_until(
-        lambda m: (
-            m.get("type") == "control_response" and m["response"].get("request_id") == request_id
-        ),
-        f"reply to {request_id}",
-    )["response"]
-
-
 def test_set_model_and_status_requests_are_answered(spawn):
     fake = spawn()
     fake.initialize()
-    assert _control(fake, "r1", {"subtype": "set_model", "model": "claude-opus-4"})["subtype"] == (
+    assert fake.control("r1", {"subtype": "set_model", "model": "claude-opus-4"})["subtype"] == (
         "success"
     )
-    status = _control(fake, "r2", {"subtype": "mcp_status"})
+    status = fake.control("r2", {"subtype": "mcp_status"})
     assert status["subtype"] == "success" and status["response"] == {"mcpServers": []}
-    usage = _control(fake, "r3", {"subtype": "get_context_usage"})
+    usage = fake.control("r3", {"subtype": "get_context_usage"})
     assert usage["subtype"] == "success" and usage["response"]["model"] == "claude-opus-4"
     assert 0 < usage["response"]["percentage"] < 100
-    interrupt = _control(fake, "r4", {"subtype": "interrupt"})  # no turn running: just success
+    interrupt = fake.control("r4", {"subtype": "interrupt"})  # no turn running: just success
     assert interrupt["subtype"] == "success"
     msgs = fake.turn("which model are you")
     assert msgs[-1]["type"] == "result" and msgs[-1]["is_error"] is False
     assert any(
         m["type"] == "assistant" and m["message"]["model"] == "claude-opus-4" for m in msgs
     ), msgs
-    grown = _control(fake, "r5", {"subtype": "get_context_usage"})["response"]
+    grown = fake.control("r5", {"subtype": "get_context_usage"})["response"]
     assert grown["totalTokens"] > usage["response"]["totalTokens"]
     fake.close_stdin()
     assert fake.wait_exit() == 0
@@ -54,15 +44,15 @@ def test_control_requests_the_cli_version_knows_are_answered_in_their_shape(spaw
     fake = spawn()
     fake.initialize()
     for i, sub in enumerate(("set_max_thinking_tokens", "apply_flag_settings", "update_settings")):
-        assert _control(fake, f"s{i}", {"subtype": sub})["subtype"] == "success"
-    rewind = _control(fake, "r1", {"subtype": "rewind_files", "user_message_id": "u-1"})
+        assert fake.control(f"s{i}", {"subtype": sub})["subtype"] == "success"
+    rewind = fake.control("r1", {"subtype": "rewind_files", "user_message_id": "u-1"})
     assert rewind["response"]["canRewind"] is False and "u-1" in rewind["response"]["error"]
     for i, sub in enumerate(("mcp_reconnect", "mcp_toggle")):
-        gone = _control(fake, f"m{i}", {"subtype": sub, "serverName": "nowhere", "enabled": True})
+        gone = fake.control(f"m{i}", {"subtype": sub, "serverName": "nowhere", "enabled": True})
         assert gone["subtype"] == "error" and "nowhere" in gone["error"]
-    task = _control(fake, "t1", {"subtype": "stop_task", "task_id": "task-9"})
+    task = fake.control("t1", {"subtype": "stop_task", "task_id": "task-9"})
     assert task["subtype"] == "error" and "task-9" in task["error"]
-    mode = _control(fake, "p1", {"subtype": "set_permission_mode", "mode": "bogusMode"})
+    mode = fake.control("p1", {"subtype": "set_permission_mode", "mode": "bogusMode"})
     assert mode["subtype"] == "error" and "bogusMode" in mode["error"]
     assert fake.turn("still fine")[-1]["is_error"] is False
     fake.close_stdin()

@@ -102,7 +102,7 @@ def test_a_server_that_fails_its_handshake_is_reported_and_the_turn_goes_on(spaw
     init = next(m for m in out if m.get("subtype") == "init")
     assert init["mcp_servers"] == [FILES, {"name": "calc", "status": "failed"}]
     assert out[-1]["type"] == "result" and out[-1]["subtype"] == "success"
-    status = fake_control(fake, {"subtype": "mcp_status"})
+    status = fake.control("q1", {"subtype": "mcp_status"})["response"]
     files, calc = status["mcpServers"]
     assert calc["status"] == "failed" and "boom" in calc["error"]
     assert files["status"] == "failed" and "some-stdio-server" in files["error"]
@@ -117,12 +117,6 @@ def test_a_server_that_fails_its_handshake_is_reported_and_the_turn_goes_on(spaw
     )
     fake.close_stdin()
     assert fake.wait_exit() == 0
-
-
-def fake_control(fake, request: dict) -> dict:
-    fake.send({"type": "control_request", "request_id": "q1", "request": request})
-    reply = fake.read_until(lambda m: m.get("type") == "control_response", "a control reply")
-    return reply["response"]["response"]
 
 
 def test_server_names_from_every_form(tmp_path: Path) -> None:

@@ -242,14 +242,6 @@ def _id(record: dict) -> proctree.ProcId:
     return proctree.ProcId(record["pid"], record["create_time"])
 
 
-def _control(fake, rid: str, request: dict) -> dict:
-    fake.send({"type": "control_request", "request_id": rid, "request": request})
-    return fake.read_until(
-        lambda m: m.get("type") == "control_response" and m["response"]["request_id"] == rid,
-        f"the reply to {rid}",
-    )["response"]
-
-
 def test_a_server_toggled_off_offers_no_tools_until_toggled_on(spawn) -> None:
     """mcp_toggle(enabled=false) answered success and changed nothing: its status stayed
     connected and its tools were still offered and called."""
@@ -262,8 +254,8 @@ def test_a_server_toggled_off_offers_no_tools_until_toggled_on(spawn) -> None:
     init, _ = turn_init(fake, "first")
     assert "mcp__echo__pid" in init["tools"]
     off = {"subtype": "mcp_toggle", "serverName": "echo", "enabled": False}
-    assert _control(fake, "t1", off)["subtype"] == "success"
-    (status,) = _control(fake, "s1", {"subtype": "mcp_status"})["response"]["mcpServers"]
+    assert fake.control("t1", off)["subtype"] == "success"
+    (status,) = fake.control("s1", {"subtype": "mcp_status"})["response"]["mcpServers"]
     assert status["status"] == "disabled" and "tools" not in status
     init, out = turn_init(fake, "second")
     assert init["mcp_servers"] == [{"name": "echo", "status": "disabled"}]
@@ -271,7 +263,7 @@ def test_a_server_toggled_off_offers_no_tools_until_toggled_on(spawn) -> None:
     (block,) = [b for m in out if m["type"] == "user" for b in m["message"]["content"]]
     assert "No such tool available" in block["content"] and block["is_error"] is True
     on = {**off, "enabled": True}
-    assert _control(fake, "t2", on)["subtype"] == "success"
+    assert fake.control("t2", on)["subtype"] == "success"
     init, _ = turn_init(fake, "third")
     assert init["mcp_servers"] == [{"name": "echo", "status": "connected"}]
     end_ok(fake)
