@@ -38,6 +38,80 @@ class ScenarioError(ValueError):
     pass
 
 
+# The parameters each part reads (fake_claude/README.md) and what each must be. A typo or a bad
+# value is refused where the spec is read: before, `grandchild:n=abc` crashed every fake at its
+# start (a soak of it tested nothing and passed) and `hang:tunr=2` was silently the default.
+_POINTED = {"at": "point", "turn": "turn"}
+PARAMS: dict[str, dict[str, str]] = {
+    "ok": {"tool": "text"},
+    "slow": {"first": "seconds", "latency": "seconds", "jitter": "seconds", "turn": "turn"},
+    "hang": _POINTED,
+    "ignore-eof": {},
+    "ignore-sigterm": {},
+    "grandchild": {
+        "n": "count",
+        "ignore": "flag",
+        "linger": "flag",
+        "hop": "seconds",
+        "headless": "flag",
+        "scrub": "flag",
+    },  # fmt: skip
+    "escape": {"n": "count", "hop": "seconds", "scrub": "flag", "headless": "flag"},
+    "crash": {**_POINTED, "code": "code", "signal": "signal"},
+    "exit-early": {"code": "code"},
+    "garbage": {**_POINTED, "lines": "count"},
+    "huge-line": {**_POINTED, "mb": "mb"},
+    "stdout-flood": {**_POINTED, "mb": "mb", "forever": "flag"},
+    "stderr-flood": {**_POINTED, "mb": "mb"},
+    "ballast": {"mb": "mb"},
+    "headless": {},
+}
+FLAG_WORDS = ("0", "1", "false", "true", "no", "yes", "off", "on")
+
+
+def _value_problem(kind: str, raw: str) -> str | None:
+    """Why `raw` is not a value of `kind`, or None if it is."""
+    if kind == "text":
+        return None
+    if kind == "flag":
+        return None if raw.lower() in FLAG_WORDS else f"is not one of {'/'.join(FLAG_WORDS)}"
+    if kind == "point":
+        return None if raw in POINTS else f"is not a point (known: {' '.join(POINTS)})"
+    if kind == "turn":
+        ok = raw == "every" or (raw.isascii() and raw.isdigit())
+        return None if ok else "is not a turn number (0 or every: each turn)"
+    if kind == "signal":
+        import signal
+
+        name = "SIG" + raw.upper().removeprefix("SIG")
+        return None if hasattr(signal, name) else "is not a signal name (e.g. KILL, SEGV, ABRT)"
+    try:
+        value = float(raw)
+    except ValueError:
+        return "is not a number"
+    if kind in ("count", "code") and (not value.is_integer() or value < 0):
+        return "is not a whole number >= 0"
+    if kind == "code" and value > 255:
+        return "is not an exit code (0-255)"
+    if not (math.isfinite(value) and value >= 0):
+        return "is not a finite number >= 0"
+    return None
+
+
+def _check_params(name: str, params: dict[str, str]) -> None:
+    allowed = PARAMS.get(name)
+    if allowed is None:  # mix: its weights are checked by _mix_weights
+        return
+    for key, raw in params.items():
+        kind = allowed.get(key)
+        if kind is None:
+            known = " ".join(allowed) or "none"
+            raise ScenarioError(f"{name}: unknown parameter {key!r} (known: {known})")
+        problem = _value_problem(kind, raw)
+        if problem:
+            raise ScenarioError(f"{name}:{key}={raw!r} {problem}")
+
+
 class Scenario:
     """Parts in order; a name given twice merges its parameters (the later one wins)."""
 
@@ -96,15 +170,9 @@ def parse_spec(spec: str) -> Scenario:
             if not eq:
                 raise ScenarioError(f"{name}: expected key=value, got {item!r}")
             params[key.strip()] = value.strip()
-    at = _points_used(scenario)
-    for point in at:
-        if point not in POINTS:
-            raise ScenarioError(f"unknown point {point!r} (known: {' '.join(POINTS)})")
+    for name, params in scenario.parts.items():
+        _check_params(name, params)
     return scenario
-
-
-def _points_used(scenario: Scenario) -> list[str]:
-    return [p["at"] for p in scenario.parts.values() if "at" in p]
 
 
 def load_file(path: str) -> tuple[str, str | None]:

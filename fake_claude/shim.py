@@ -139,6 +139,8 @@ def shim_main(argv: list[str]) -> int:
     problem = _scenario_problem(ns.scenario, ns.scenario_file)
     if problem:
         p.error(problem)  # a shim every run of which would fail: refused now, exit 2
+    if Path(ns.dir).exists() and not Path(ns.dir).is_dir():
+        p.error(f"{ns.dir} is not a folder: the shim is written as DIR/claude")
     settings = {
         "scenario": ns.scenario,
         "scenario_file": ns.scenario_file,
@@ -147,8 +149,12 @@ def shim_main(argv: list[str]) -> int:
         "run_id": ns.run_id,
         "version": ns.version,
     }
-    path = write_shim(
-        ns.dir, {k: v for k, v in settings.items() if v is not None}, python=ns.python
-    )
+    try:
+        path = write_shim(
+            ns.dir, {k: v for k, v in settings.items() if v is not None}, python=ns.python
+        )
+    except OSError as exc:
+        print(f"fake-claude shim: cannot write the shim in {ns.dir}: {exc}", file=sys.stderr)
+        return 2
     print(path)
     return 0

@@ -53,6 +53,7 @@ MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a 
 # How often at most the run's record on disk is told its live processes (runs.note_processes).
 NOTE_INTERVAL_S = 1.0
 MID_EXEC_WAIT_S = 1.0  # how long a worker child's empty argv is taken for an exec under way
+STOPPED_STATES = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
 def run_id_token(run_id: str) -> str:
@@ -185,6 +186,9 @@ class Census:
         self.track_descendants = track_descendants
         self._helpers: set[tuple[int, float]] = set()  # the worker's tree when it was set
         self._helper_procs: dict[int, psutil.Process] = {}  # helpers known (tracking only)
+        # How the worker's first helpers were started (argv, environment): a replacement is
+        # started the same way, a look-alike made by an observer's tree seldom is.
+        self._helper_sigs: set[tuple[tuple[str, ...], frozenset[tuple[str, str]] | None]] = set()
         # adopt_orphans (Linux, a harness process of its own, e.g. `soak --claude`): we become a
         # subreaper, so whatever is orphaned in the worker's tree (a worker without a subreaper of
         # its own, a double fork completed between two samples) is reparented to us, not to
@@ -194,6 +198,7 @@ class Census:
         self._own_children: set[int] = set()
         self.adopting = False
         self._worker_alive = False  # at the last sample
+        self._worker_stopped_since: float | None = None  # stopped (SIGSTOP, ptrace) since
         self._noted: frozenset[tuple[int, float]] = frozenset()
         self._noted_at = -NOTE_INTERVAL_S
 
@@ -208,10 +213,12 @@ class Census:
             # What the worker runs before any session (its guardian) is its own, not the run's.
             self._helpers = set()
             self._helper_procs = {}
+            self._helper_sigs = set()
             try:
                 for child in proc.children(recursive=True):
                     self._helpers.add((child.pid, child.create_time()))
                     self._helper_procs[child.pid] = child
+                    self._helper_sigs.add(_signature(child, self._cmdline(child)))
             except psutil.Error:
                 pass
 
@@ -545,6 +552,23 @@ class Census:
                     if rec.alive and rec.proc is not None and self.deadline(rec) is not None:
                         self._check(rec, now)
 
+    def worker_stopped_for(self) -> float:
+        """How long the worker has been seen stopped, in seconds (0: it was not, at the last
+        sample)."""
+        with self._lock:
+            since = self._worker_stopped_since
+        return 0.0 if since is None else time.time() - since
+
+    def continue_worker(self) -> None:
+        """SIGCONT to the worker (ours: we started it) if it is stopped, so that it can end
+        its observers when asked to stop. By its identity: never another process."""
+        worker = self.worker
+        if worker is None or sys.platform == "win32":
+            return
+        with contextlib.suppress(psutil.Error):
+            if worker.status() in STOPPED_STATES:
+                worker.resume()
+
     def sample(self) -> Sample:
         """One full census sample: ledger, process table, classification, RSS."""
         t0 = time.perf_counter()
@@ -646,7 +670,7 @@ class Census:
                 cmdline = cmdline or self._cmdline(proc)
                 if self._mid_exec(pid, ct, ppid, cmdline, proc, now):
                     continue  # judged at a later sample, once its argv can be read
-                ours, parent = self._descends(pid, ct, ppid, cmdline)
+                ours, parent = self._descends(pid, ct, ppid, cmdline, proc)
                 if not ours and ppid == self.worker_pid and pid != self.worker_pid:
                     self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
             self._seen[pid] = (ct, ours)
@@ -689,7 +713,7 @@ class Census:
         return True
 
     def _descends(
-        self, pid: int, ct: float, ppid: int, cmdline: list[str]
+        self, pid: int, ct: float, ppid: int, cmdline: list[str], proc: psutil.Process
     ) -> tuple[bool, ProcRecord | None]:
         """A new process whose parent is the worker (not a helper) or a live process of the run
         is the run's; returns (ours, the parent's record when the parent is of the run)."""
@@ -703,12 +727,15 @@ class Census:
             # The worker's guardian (docs: worker/README.md) is its own, also one started later
             # (a replacement): known by its exact argv, which names this worker. A worker with
             # no helper at the start has none to replace, and one replaces its guardian only
-            # once it has died: any other process with that argv is the run's (an observer's
-            # child made to look like it).
+            # once it has died, started as the first was (interpreter, environment): any other
+            # process with that argv is the run's (an observer's child made to look like it,
+            # maybe after killing the guardian; taken for the replacement, it had the real one
+            # counted as leaked).
             if (
                 self._helpers
                 and cmdline[1:] == proctree.guardian_args(self.worker_pid)
                 and not any(_running(p) for p in self._helper_procs.values())
+                and _signature(proc, cmdline) in self._helper_sigs
             ):
                 self._helpers.add((pid, ct))
                 return False, None
@@ -879,11 +906,18 @@ class Census:
 
     def _measure(self, now: float, descendants: set[int], worker_alive: bool) -> Sample:
         total = worker_rss = 0
+        stopped = False
         if worker_alive and self.worker is not None:
             try:
-                worker_rss = self.worker.memory_info().rss
+                with self.worker.oneshot():
+                    worker_rss = self.worker.memory_info().rss
+                    stopped = self.worker.status() in STOPPED_STATES
             except psutil.Error:
                 worker_alive = False
+        if not stopped:
+            self._worker_stopped_since = None
+        elif self._worker_stopped_since is None:
+            self._worker_stopped_since = now
         total = worker_rss
         for pid in descendants:
             other = self._desc_other.get(pid)
@@ -1030,6 +1064,17 @@ def _rss(proc: psutil.Process) -> int:
         with contextlib.suppress(psutil.Error):
             rss = view.memory_info().rss
     return rss
+
+
+def _signature(
+    proc: psutil.Process, cmdline: list[str]
+) -> tuple[tuple[str, ...], frozenset[tuple[str, str]] | None]:
+    """How a process was started: its argv and environment (None where it cannot be read)."""
+    try:
+        env: frozenset[tuple[str, str]] | None = frozenset(proc.environ().items())
+    except psutil.Error:
+        env = None
+    return tuple(cmdline), env
 
 
 def _running(proc: psutil.Process) -> bool:

@@ -12,6 +12,7 @@ from xml.etree import ElementTree as ET
 
 from harness.census import ProcRecord
 from harness.text import printable, printable_argv
+from harness.verdict import RUNNING
 
 
 def format_elapsed(seconds: float) -> str:
@@ -193,26 +194,54 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
         raise
 
 
-def write_report(directory: Path, report: dict[str, Any], plot: bool = True) -> dict[str, Path]:
+def begin_report(directory: Path, run_id: str) -> None:
+    """Before a run: take away an earlier run's files and say in report.json that this one has
+    not finished. An interrupt or a kill before the end then leaves no earlier verdict to be read
+    as this run's. OSError if report.json cannot be written (found before the run, not after)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("leaks.txt", "junit.xml", "rss.png"):
+        (directory / name).unlink(missing_ok=True)
+    write_json(directory / "report.json", {
+        "verdict": RUNNING, "run_id": run_id, "started": round(time.time(), 3),
+        "reasons": ["the run has not finished (or its harness was killed): not a result"],
+    })  # fmt: skip
+
+
+def write_report(
+    directory: Path, report: dict[str, Any], plot: bool = True, best_effort: bool = False
+) -> dict[str, Path]:
     """report.json, leaks.txt, junit.xml, rss.png and the CI summary; OSError if one of the
-    files cannot be written (report.json, written last, then is not)."""
+    files cannot be written (report.json, written last, then is not). `best_effort`: write each
+    file that can be, raise nothing (after a failure, to make the others say so too)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {
         "report.json": directory / "report.json",
         "leaks.txt": directory / "leaks.txt",
         "junit.xml": directory / "junit.xml",
     }
-    paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])), encoding="utf-8")
-    write_junit(paths["junit.xml"], report)
-    if plot:
-        from harness.plot import plot_rss
 
-        paths["rss.png"] = plot_rss(directory / "rss.png", report)
-    else:
-        # An earlier run's plot beside this run's report would be read as this run's.
-        (directory / "rss.png").unlink(missing_ok=True)
-    # Last: when another file cannot be written, the report that is written says so instead.
-    write_json(paths["report.json"], report)
+    def plot_or_remove() -> None:
+        if plot:
+            from harness.plot import plot_rss
+
+            paths["rss.png"] = plot_rss(directory / "rss.png", report)
+        else:
+            # An earlier run's plot beside this run's report would be read as this run's.
+            (directory / "rss.png").unlink(missing_ok=True)
+
+    steps = [
+        lambda: paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])), "utf-8"),
+        lambda: write_junit(paths["junit.xml"], report),
+        plot_or_remove,
+        # Last: when another file cannot be written, the report that is written says so instead.
+        lambda: write_json(paths["report.json"], report),
+    ]
+    for step in steps:
+        try:
+            step()
+        except OSError:
+            if not best_effort:
+                raise
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         try:

@@ -31,6 +31,7 @@ from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.progress import Progress
 from harness.report import (
+    begin_report,
     facts_text,
     latency_text,
     leak_entry,
@@ -57,6 +58,8 @@ from harness.workload import make_session
 
 HTTP_TIMEOUT_S = 60.0  # per request; a loaded 2-core machine is slow, a hung worker is not
 FAILURE_MESSAGES_KEPT = 20
+# In each work folder: what tells a soak's folder from a user's of the same name (REPORT/work).
+WORK_MARK = ".leakproof-soak-work"
 
 
 def default_concurrency() -> int:
@@ -66,6 +69,9 @@ def default_concurrency() -> int:
 
 # How long a run with failed sessions waits for the worker's exit status (see run_soak).
 WORKER_EXIT_WAIT_S = 2.0
+# A worker stopped this long cuts the run short (see _watch_worker); a short stop is survived.
+WORKER_STOPPED_LIMIT_S = 20.0
+CUT_END_TIMEOUT_S = 10.0  # for the end of each session in flight when the run is cut short
 
 # Default peak budget for worker + descendants, MB. Why: at the default concurrency a fixed worker
 # holds at most ~concurrency observers (a fake plus its grandchildren, each a small interpreter)
@@ -181,9 +187,14 @@ class _Run:
         self.drive_end: float | None = None
         self.pending: set[asyncio.Future[None]] = set()
         self.no_more = False  # every session that will run has started
+        self.cut_short: str | None = None  # why no more sessions are driven (see _watch_worker)
+        self.driving: set[asyncio.Future[None]] = set()
 
     def take(self) -> int | None:
         cfg = self.config
+        if self.cut_short is not None:
+            self.no_more = True
+            return None
         if cfg.duration is not None:
             if time.monotonic() - self.t0 >= cfg.duration:
                 self.no_more = True
@@ -206,12 +217,27 @@ async def _session_loop(run: _Run, target: Target, census: Census, http: Any, ru
         run.starts.append(time.time())
         ok = False
         try:
-            await target.drive_session(spec, http)
+            drive = asyncio.ensure_future(target.drive_session(spec, http))
+            run.driving.add(drive)
+            try:
+                await drive
+            finally:
+                run.driving.discard(drive)
             ok = True
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as exc:
             run.failed += 1
             if len(run.failures) < FAILURE_MESSAGES_KEPT:
                 run.failures.append(f"session {index}: {describe(exc)}"[:500])
+        except asyncio.CancelledError:
+            if run.cut_short is None:
+                raise  # an interrupt
+            run.failed += 1
+            if len(run.failures) < FAILURE_MESSAGES_KEPT:
+                run.failures.append(f"session {index}: cut short ({run.cut_short})"[:500])
+            # As the hooks would at the session's end: else its observer waits for more work
+            # (as claude-mem's do) and counts as leaked, the harness's doing, not the worker's.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(target.end_session(spec, http), CUT_END_TIMEOUT_S)
         finally:
             census.session_ended(key, ok=ok)
             run.ends.append(time.time())
@@ -241,6 +267,26 @@ def _stage(run: _Run) -> str:
         why = "time is up" if run.config.duration is not None else "all started"
         return f"{why}: finishing {in_flight} session(s) in flight"
     return f"settling: up to {run.config.grace:g} s for the last processes to go"
+
+
+async def _watch_worker(run: _Run, census: Census) -> None:
+    """Cut the run short when the worker stays stopped (a SIGSTOP from one of its children, a
+    debugger): each session would otherwise wait out its HTTP timeouts, one after the other,
+    for as long as the run has sessions (419 s for 13 of 20 in a hostile soak)."""
+    while True:
+        await asyncio.sleep(0.5)
+        stopped = census.worker_stopped_for()
+        if stopped >= WORKER_STOPPED_LIMIT_S:
+            run.cut_short = (
+                f"the worker stayed stopped (SIGSTOP, or a debugger) for {stopped:.0f} s: "
+                f"the run was cut short"
+            )
+            # Ours (we started it): continued, it can end the sessions cut short, and its
+            # observers, while the run settles.
+            await asyncio.to_thread(census.continue_worker)
+            for drive in list(run.driving):
+                drive.cancel()
+            return
 
 
 async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
@@ -307,6 +353,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         raise ValueError(problem)
     run_id = config.run_id or secrets.token_hex(6)
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-soak-{run_id}-"))
+    (work_dir / WORK_MARK).write_text(run_id + "\n")
     ledger = work_dir / "ledger.jsonl"
     census = Census(
         run_id,
@@ -326,6 +373,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     worker_exit: int | None = None
     worker_rss_start = 0
     swept: list[dict] = []
+    messages: dict[str, int] | None = None
     t_start = time.time()
     tasks: list[asyncio.Task[Any]] = []
     with contextlib.ExitStack() as shield:
@@ -364,15 +412,19 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                     for _ in range(max(1, config.concurrency))
                 ]
                 tasks += loops
+                tasks.append(asyncio.ensure_future(_watch_worker(run, census)))
                 await asyncio.gather(*loops)
                 run.drive_end = time.time()
-                if run.pending:
+                if run.pending and run.cut_short is None:
+                    # (after a cut, a worker stopped again would hold each for its timeout)
                     await asyncio.gather(*list(run.pending))
                 # Failed sessions may mean a worker that is dying right now (its sockets close
                 # before it exits): give it a moment to say how, rather than race its exit.
                 worker_exit = await _exit_status(target, WORKER_EXIT_WAIT_S if run.failed else 0.0)
                 worker_alive = worker_exit is None and _is_alive(census)
                 await _settle(census, baseline, config.grace)
+                if worker_alive and run.cut_short is None:
+                    messages = await _messages(target, http)
             await asyncio.to_thread(census.finish)
         except (asyncio.CancelledError, KeyboardInterrupt):
             # KeyboardInterrupt: SIGTERM to a harness started with SIGINT ignored (interrupts).
@@ -388,6 +440,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
             census.judging = False
             snap_end = census.snapshot()
+            # A stopped worker cannot end its observers; it is ours (we started it): continue it.
+            await asyncio.to_thread(census.continue_worker)
             try:
                 await target.stop()
             except Exception as exc:  # noqa: BLE001
@@ -419,17 +473,26 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             errors=errors + census.errors,
             swept=swept,
             work_dir=work_dir,
+            messages=messages,
         )
         # A failed run's work folder (worker log and database, ledger) is the evidence: kept, and
         # moved into the report folder when there is one, so no run leaves a temp folder behind.
-        keep = config.keep_work_dir or report["verdict"] in (FAIL, ERROR)
+        # Kept too when a warning sends the reader to the worker log.
+        starts = census.claude_starts if config.claude is None else None
+        keep = (
+            config.keep_work_dir
+            or report["verdict"] in (FAIL, ERROR)
+            or bool(
+                starts_warning(starts, run.completed) or messages_warning(messages, config.claude)
+            )
+        )
         if keep and config.report is not None:
-            report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report)))
+            report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report), run_id))
         elif not keep:
             report["work_dir"] = None  # removed below: a report must not name a folder that is gone
             if config.report is not None:
                 # An earlier run's evidence in this report folder would pass for this run's.
-                shutil.rmtree(Path(config.report) / "work", ignore_errors=True)
+                _clear_earlier_work(Path(config.report))
         try:
             if config.report is not None:
                 _write_report(Path(config.report), report, plot=config.plot)
@@ -447,6 +510,8 @@ def _write_report(directory: Path, report: dict[str, Any], plot: bool) -> None:
     except OSError as exc:
         report["verdict"], report["exit_code"] = ERROR, EXIT_CODES[ERROR]
         report["reasons"] = [*report["reasons"], f"the report could not be written: {exc}"]
+        # Every file that can be written says so too (junit.xml and rss.png said PASS before).
+        write_report(directory, report, plot=plot, best_effort=True)
         try:
             write_json(directory / "report.json", report)
         except OSError as again:
@@ -454,11 +519,22 @@ def _write_report(directory: Path, report: dict[str, Any], plot: bool) -> None:
             report["report_json_written"] = False
 
 
-def _move_work_dir(work_dir: Path, report_dir: Path) -> Path:
+def _clear_earlier_work(report_dir: Path) -> bool:
+    """Remove the work folders earlier soaks left in `report_dir` (`work`, or `work-RUNID` beside
+    a folder of the user's); True if `work` is free. A folder without our mark is the user's
+    (`--report .` in a project with a `work/`): never touched."""
+    for folder in [report_dir / "work", *report_dir.glob("work-*")]:
+        if (folder / WORK_MARK).is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+    return not (report_dir / "work").exists()
+
+
+def _move_work_dir(work_dir: Path, report_dir: Path, run_id: str) -> Path:
     dest = report_dir / "work"
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(dest, ignore_errors=True)  # an earlier run's, reported to this folder
+        if not _clear_earlier_work(report_dir):
+            dest = report_dir / f"work-{run_id}"  # beside a folder of the user's
         shutil.move(str(work_dir), str(dest))
     except OSError:
         return work_dir  # left where it was; the report names it
@@ -503,6 +579,7 @@ def _build_report(
     errors: list[str],
     swept: list[dict],
     work_dir: Path,
+    messages: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     duration = time.time() - t_start
     samples = census.samples
@@ -544,6 +621,7 @@ def _build_report(
         claude_starts=starts,
         worker_alive=worker_alive,
         worker_exit=worker_exit,
+        cut_short=run.cut_short,
         harness_errors=[e for e in errors if e],
         interrupted=interrupted,
     )
@@ -572,8 +650,15 @@ def _build_report(
         # what makes the verdict weaker than it looks (not judged): settings the user chose,
         # sessions that ran no claude
         "warnings": [
-            w for w in (grace_warning(config), starts_warning(starts, run.completed)) if w
+            w
+            for w in (
+                grace_warning(config),
+                starts_warning(starts, run.completed),
+                messages_warning(messages, config.claude),
+            )
+            if w
         ],
+        "messages": messages,  # how the worker's queued messages ended (None: not known)
         "leaked_count": len(leaked),
         "leaked": leaked,
         "zombies": zombies_end,
@@ -758,6 +843,28 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
     )
 
 
+async def _messages(target: Target, http: aiohttp.ClientSession) -> dict[str, int] | None:
+    try:
+        return await target.messages(http)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, TypeError):
+        return None  # a figure for the report only: the verdict does not rest on it
+
+
+def messages_warning(messages: dict[str, int] | None, claude: Path | str | None) -> str | None:
+    """No queued message ever processed: the observers never worked (a claude that does not
+    speak the protocol, or one every scenario of which misbehaves). Leaks are still judged, but
+    only of claudes that never answered, which a reader of a PASS should know."""
+    if not messages or messages.get("processed") or not messages.get("failed"):
+        return None
+    who = f"the claude at {claude}" if claude else "the fakes"
+    return (
+        f"no queued message was processed ({messages['failed']} failed): every observer failed "
+        f"before it answered, so only the ending of claudes that never worked was tested. "
+        f"Expected if every scenario misbehaves (hang, crash); otherwise see the worker log "
+        f"(does {who} speak the stream-json protocol?)"
+    )
+
+
 def starts_warning(claude_starts: int | None, completed: int) -> str | None:
     """Fewer fake claudes started than sessions completed: some sessions tested nothing.
 
@@ -797,7 +904,7 @@ def grace_warning(config: SoakConfig) -> str | None:
     )
 
 
-def _report_dir_problem(report: Path | None) -> str | None:
+def _report_dir_problem(report: Path | None, run_id: str) -> str | None:
     """Checked before the run: a report folder that cannot be made would otherwise fail only
     after the whole soak."""
     if report is None:
@@ -808,6 +915,10 @@ def _report_dir_problem(report: Path | None) -> str | None:
         return f"--report {report}: cannot create the folder ({exc.strerror or exc})"
     if not os.access(report, os.W_OK):
         return f"--report {report}: the folder is not writable"
+    try:
+        begin_report(Path(report), run_id)
+    except OSError as exc:
+        return f"--report {report}: cannot write the report there ({exc.strerror or exc})"
     return None
 
 
@@ -851,7 +962,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
-    problem = config_problem(config) or _report_dir_problem(config.report)
+    problem = config_problem(config) or _report_dir_problem(config.report, config.run_id)
     if problem:
         print(f"harness soak: {problem}", file=sys.stderr)
         return EXIT_CODES[ERROR]

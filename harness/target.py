@@ -86,6 +86,16 @@ class Target(abc.ABC):
         """
         return []
 
+    async def end_session(self, session: SessionSpec, http: object) -> None:  # noqa: B027
+        """Optional: end a session as the hooks do at its end (`drive_session` does it too);
+        for a session the run abandoned half-way (see soak._watch_worker)."""
+
+    async def messages(self, http: object) -> dict[str, int] | None:
+        """Optional: how the worker's queued messages ended, while it still runs: {"processed":
+        n, "failed": m}. A run whose observers answered none of them tested only the spawn and
+        ending of claudes that never worked (said in the report). None: cannot say."""
+        return None
+
     def exit_status(self) -> int | None:
         """Optional: the worker's exit status if it has ended by itself (before stop()), else
         None; negative: killed by that signal (POSIX), as Popen.returncode."""

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 PASS, FAIL, ERROR, INTERRUPTED = "PASS", "FAIL", "ERROR", "interrupted"
+# In report.json while a run goes on (or after its harness was killed): not a verdict.
+RUNNING = "running"
 EXIT_CODES = {PASS: 0, FAIL: 1, ERROR: 2, INTERRUPTED: 130}
 
 # Default slope budget, MB per 100 sessions, for both the worker alone and worker+descendants.
@@ -220,6 +222,7 @@ def judge(
     claude_starts: int | None = None,
     worker_alive: bool,
     worker_exit: int | None = None,
+    cut_short: str | None = None,
     harness_errors: Sequence[str] = (),
     interrupted: bool = False,
 ) -> Verdict:
@@ -229,8 +232,9 @@ def judge(
         return Verdict(ERROR, [f"harness error: {e}" for e in harness_errors])
     died = None if worker_alive else worker_death(worker_exit)
     if completed == 0:
-        # The worker's death is most often why: say so beside it.
-        return Verdict(ERROR, ["no session completed: nothing was tested", *filter(None, [died])])
+        # The worker's death (or its being stopped) is most often why: say so beside it.
+        why = filter(None, [died, cut_short])
+        return Verdict(ERROR, ["no session completed: nothing was tested", *why])
     if claude_starts == 0:
         # Hooks answer before the queue is worked, so a worker whose every spawn fails still
         # completes sessions: with no process to end, "nothing leaked" would prove nothing.
@@ -249,6 +253,8 @@ def judge(
         )
     if died:
         reasons.append(died)
+    if cut_short:
+        reasons.append(cut_short)
     judged = slopes_judged(slope_span, slope_points, min_slope_span)
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
         if judged and slope is not None and slope > slope_budget:

@@ -272,6 +272,12 @@ class ReferenceTarget(Target):
                     f"({status.get('queueLength')} left)"
                 )
 
+    async def messages(self, http: Any) -> dict[str, int] | None:
+        queue = (await self.client(http).get("/api/stats")).get("queue")
+        if not isinstance(queue, dict):
+            return None
+        return {k: int(queue.get(k) or 0) for k in ("processed", "failed")}
+
     async def session_processes(self, session: SessionSpec, http: Any) -> list[SpawnedProcess]:
         db_id = self.db_ids.pop(session.content_session_id, None)
         if db_id is None:

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from fake_claude.args import parse
 from fake_claude.scenario import (
+    FLAG_WORDS,
     NAMES,
+    PARAMS,
+    POINTS,
     ScenarioError,
     draw_index,
     load_file,
@@ -18,13 +21,28 @@ from fake_claude.scenario import (
 )
 
 token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=8)
-part = st.tuples(
-    st.sampled_from([n for n in NAMES if n != "mix"]),
-    st.dictionaries(token.filter(lambda t: t != "at"), token, max_size=3),
-)
+number = st.integers(0, 10**4).map(str) | st.floats(0, 1e4).map(lambda f: f"{f:g}")
+VALUES = {
+    "text": token,
+    "flag": st.sampled_from(FLAG_WORDS),
+    "point": st.sampled_from(POINTS),
+    "turn": st.integers(0, 99).map(str) | st.just("every"),
+    "signal": st.sampled_from(["KILL", "SEGV", "abrt", "SIGTERM"]),
+    "count": st.integers(0, 10**4).map(str),
+    "code": st.integers(0, 255).map(str),
+    "seconds": number,
+    "mb": number,
+}
 
 
-@given(st.lists(part, min_size=1, max_size=4, unique_by=lambda p: p[0]))
+@st.composite
+def part(draw):
+    name = draw(st.sampled_from([n for n in NAMES if n != "mix"]))
+    keys = draw(st.lists(st.sampled_from(list(PARAMS[name]) or [""]), unique=True, max_size=3))
+    return name, {k: draw(VALUES[PARAMS[name][k]]) for k in keys if k}
+
+
+@given(st.lists(part(), min_size=1, max_size=4, unique_by=lambda p: p[0]))
 def test_spec_round_trips(parts):
     spec = "+".join(
         name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
@@ -35,10 +53,21 @@ def test_spec_round_trips(parts):
     assert parse_spec(sc.spec()).parts == sc.parts
 
 
-@pytest.mark.parametrize("bad", ["nonsense", "hang:at=nowhere", "crash:code", "ok+bogus:x=1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "nonsense", "hang:at=nowhere", "crash:code", "ok+bogus:x=1",
+        # Parameters: each crashed every fake at its start, or was silently the default.
+        "grandchild:n=abc", "grandchild:n=-3", "grandchild:n=1.5", "hang:foo=1",
+        "hang:turn=first", "crash:signal=NOPE", "crash:code=256", "ballast:mb=nan",
+        "escape:scrub=maybe", "slow:latency=-1", "ignore-eof:x=1",
+    ],
+)  # fmt: skip
 def test_bad_specs_are_rejected(bad):
     with pytest.raises(ScenarioError):
         parse_spec(bad)
+    with pytest.raises(ScenarioError):
+        validate_spec(bad)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +133,10 @@ def test_malformed_scenario_files_are_scenario_errors(tmp_path, name, content):
         load_file(str(tmp_path / "absent.json"))
 
 
-@pytest.mark.parametrize("flags", [["--scenario", "nosuch"], ["--scenario", "mix:ok=0"]])
+@pytest.mark.parametrize(
+    "flags",
+    [["--scenario", "nosuch"], ["--scenario", "mix:ok=0"], ["--scenario", "grandchild:n=abc"]],
+)
 def test_shim_refuses_a_scenario_no_run_could_use(tmp_path, flags, capsys):
     from fake_claude.cli import main
 
@@ -113,3 +145,16 @@ def test_shim_refuses_a_scenario_no_run_could_use(tmp_path, flags, capsys):
     assert exc.value.code == 2
     assert "scenario" in capsys.readouterr().err
     assert not (tmp_path / "bin").exists()
+
+
+def test_shim_into_a_file_is_a_usage_error(tmp_path, capsys):
+    """It was a FileExistsError traceback."""
+    from fake_claude.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        main(["shim", str(afile)])
+    assert exc.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine"

@@ -320,8 +320,10 @@ sys.stdin.readline()
 if g:  # the guardian dies, the worker reaps it and starts a replacement
     g.kill()
     g.wait()
+    # First, one that killed it to take its place: its argv, but started otherwise.
+    i = subprocess.Popen(guardian, stdin=subprocess.PIPE, env={**os.environ, "IMPOSTOR": "1"})
     r = subprocess.Popen(guardian, stdin=subprocess.PIPE)
-    print(r.pid, flush=True)
+    print(i.pid, r.pid, flush=True)
 while True: time.sleep(1)
 """
 
@@ -329,7 +331,8 @@ while True: time.sleep(1)
 @pytest.mark.parametrize("with_guardian", [True, False], ids=["fixed", "no-guardian"])
 def test_only_the_workers_own_guardian_is_a_helper(with_guardian: bool) -> None:
     """A child of the worker is the run's unless it is the worker's guardian: known by its exact
-    argv, and only while the worker has no other (one started later replaces a dead one).
+    argv, and only while the worker has no other (one started later replaces a dead one, if
+    started as the first was: one that killed the guardian to take its place is not it).
     Before, any argv containing "proctree.guardian" passed for it; then any process with its
     exact argv did, even beside the live guardian or under a worker that never had one (an
     observer's child made to look like it was never counted)."""
@@ -360,7 +363,8 @@ def test_only_the_workers_own_guardian_is_a_helper(with_guardian: bool) -> None:
         look_alike, namer = say(b"go\n")
         wait_for(lambda: counted(look_alike) and counted(namer), what="the look-alikes counted")
         if with_guardian:
-            (replacement,) = say(b"replace\n")
+            impostor, replacement = say(b"replace\n")
+            wait_for(lambda: counted(impostor), what="the impostor counted")
             for _ in range(2 * census._rotation):
                 assert not counted(replacement), "the replacement guardian was counted"
             assert not counted(first)

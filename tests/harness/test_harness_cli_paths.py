@@ -84,9 +84,10 @@ def test_argument_errors_exit_2_and_name_the_problem():
 
 
 @pytest.mark.parametrize("blocked", ["rss.png", "report.json"])
-def test_a_report_that_cannot_be_written_is_a_harness_error(tmp_path, run_id, blocked):
+def test_a_report_that_cannot_be_written_is_refused_before_the_run(tmp_path, run_id, blocked):
     """Before: a traceback, exit 1 (the code of FAIL), a report.json.tmp left in the folder
-    and the run's work folder left in the temp dir."""
+    and the run's work folder left in the temp dir; then a harness error found only after the
+    whole run. Now found before anything starts (the run's start clears the earlier report)."""
     import tempfile
     from pathlib import Path
 
@@ -98,17 +99,9 @@ def test_a_report_that_cannot_be_written_is_a_harness_error(tmp_path, run_id, bl
         out = _harness(*argv)
         assert out.returncode == 2, out.stdout + out.stderr
         assert "Traceback" not in out.stderr, out.stderr
-        assert out.stdout.startswith("soak ERROR: target=reference mode=fixed sessions 2/2")
-        assert f"the report could not be written: [Errno 21] Is a directory: '{report_dir}" in (
-            out.stdout
-        )
+        assert out.stdout == ""  # no run
+        assert f"--report {report_dir}: cannot write the report there" in out.stderr
         assert not list(report_dir.glob("*.tmp")), "a half-written report was left"
         assert not list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
-        if blocked == "report.json":
-            assert "report: " not in out.stdout  # no report.json to point at
-        else:
-            report = json.loads((report_dir / "report.json").read_text())
-            assert report["verdict"] == "ERROR" and report["exit_code"] == 2
-            assert f"report: {report_dir}/report.json" in out.stdout
     finally:
         assert run_pids(run_id) == []

@@ -251,3 +251,28 @@ def test_a_leak_last_seen_as_a_zombie_reads_exited_among_the_leaks():
     assert leak_entry(rec, None)["status"] == "zombie"  # as the zombies lists show it
     rec.status = "sleeping"  # last seen alive: said as seen
     assert leak_entry(rec, None, exited_as="exited")["status"] == "sleeping"
+
+
+@pytest.mark.parametrize("blocked", ["report.json", "leaks.txt"])
+def test_a_report_that_cannot_be_written_leaves_no_file_saying_pass(tmp_path, monkeypatch, blocked):
+    """Written after the run (a full disk, a folder made meanwhile where a file goes): junit.xml
+    and rss.png said PASS when report.json failed. Every file that can be written says ERROR."""
+    from harness.soak import _write_report
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    out = tmp_path / "out"
+    (out / blocked).mkdir(parents=True)  # cannot be written
+    report = _report("PASS", reasons=[])
+    _write_report(out, report, plot=True)
+    assert report["verdict"] == "ERROR" and report["exit_code"] == 2
+    assert (
+        f"the report could not be written: [Errno 21] Is a directory: '{out}"
+        in (report["reasons"][-1 if blocked == "leaks.txt" else -2])
+    )
+    case = ET.parse(out / "junit.xml").getroot()
+    assert case.get("errors") == "1", ET.tostring(case)
+    assert (out / "rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if blocked == "report.json":
+        assert report["report_json_written"] is False
+    else:
+        assert json.loads((out / "report.json").read_text())["verdict"] == "ERROR"

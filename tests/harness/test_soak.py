@@ -346,3 +346,35 @@ def test_the_fixed_worker_ends_stubborn_mcp_servers_of_stubborn_observers(tmp_pa
     assert len(servers) == 8 and killed, "the scenario did not play out"
     assert report["processes_seen"] >= 12  # the census saw observers and servers
     assert _gone(servers)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
+def test_a_worker_left_stopped_cuts_the_run_short(tmp_path, run_id, monkeypatch):
+    """A claude that SIGSTOPs the worker (its parent) and never continues it: every session
+    waited out its HTTP timeouts, one after the other (419 s for 13 of 20 sessions). Now the run
+    is cut short, said in the verdict, and the worker is continued so that it ends its
+    observers when it is stopped."""
+    import harness.soak as soak_mod
+
+    monkeypatch.setattr(soak_mod, "WORKER_STOPPED_LIMIT_S", 2.0)
+    marker = tmp_path / "stopped"
+    claude = tmp_path / "claude"
+    claude.write_text(
+        f"""#!{sys.executable}
+import os, signal, sys
+with open({str(marker)!r}, "ab") as count:
+    count.write(b".")
+if os.path.getsize({str(marker)!r}) == 3:  # once some sessions are done
+    os.kill(os.getppid(), signal.SIGSTOP)  # the worker
+os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
+"""
+    )
+    claude.chmod(0o755)
+    report = _soak(tmp_path, run_id, sessions=6, concurrency=2, claude=str(claude), grace=5.0)
+    assert marker.exists()
+    assert report["verdict"] == "FAIL", report["reasons"]
+    assert any("stayed stopped" in r for r in report["reasons"]), report["reasons"]
+    assert report["completed"] < 6 and report["failed"] >= 1
+    assert any("cut short" in f for f in report["failures"]), report["failures"]
+    assert report["leaked_count"] == 0, report["leaked"]  # continued, it ended its observers
+    assert run_pids(run_id) == []
