@@ -45,3 +45,11 @@ COUNT = int_at_least(1)  # sessions, prompts, rounds, concurrency
 NON_NEGATIVE_INT = int_at_least(0)  # observations per prompt, a span that may be 0
 NON_NEGATIVE = float_at_least(0.0)  # a grace, a wait, a budget: 0 allowed
 POSITIVE = float_at_least(0.0, exclusive=True)  # an interval, a duration, a peak
+
+
+def run_id_arg(text: str) -> str:
+    """A run id (--run-id): 12 lowercase letters or digits, as the harness makes them. It names
+    temp folders and argv tokens, so a slash or a space would break them."""
+    if len(text) == 12 and text.isascii() and text.isalnum() and text == text.lower():
+        return text
+    raise argparse.ArgumentTypeError(f"expected 12 lowercase letters or digits, not {text!r}")

@@ -47,8 +47,14 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     # Only the chosen subcommand's module is imported (keeps start-up fast, isolates failures).
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     for name, (_module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         if name == chosen:
+            parser.set_defaults(_subparser=p)
             module = _load(name)
             if module is not None:
                 module.add_arguments(p)
@@ -59,7 +65,9 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, with its own usage (not the top level's)
+        getattr(args, "_subparser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     module = getattr(args, "_module", None)
     if module is None:
         print(

@@ -29,8 +29,10 @@ How a process is tied to a test:
   ``--leak-check-subreaper`` makes pytest a child subreaper, so such orphans are reparented to
   pytest instead of init and the parent chain finds them.
 Processes started while a module/class/session fixture sets up belong to that fixture and are only
-judged after it is torn down. Under pytest-xdist each worker judges its own descendants only; the
-token carries a per-process session tag, so workers never claim each other's processes.
+judged after it is torn down. With ``--leak-check``, those of no checked test (a hook's, a thread's
+after its test's teardown) are judged at the session's end, once the threads tests left running
+have had up to the timeout to end. Under pytest-xdist each worker judges its own descendants
+only; the token carries a per-process session tag, so workers never claim each other's processes.
 
 Before failing, the check retries with backoff up to ``--leak-check-timeout`` seconds (goleak-style)
 so that a child which is already on its way out is not a false positive.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import secrets
 import sys
@@ -61,9 +64,11 @@ if TYPE_CHECKING:
     import psutil
 
 TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
+OUTSIDE = "no checked test (at collection, in a hook, or a thread still running after its test)"
 DEFAULT_TIMEOUT_S = 2.5
 DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
 CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
+ZOMBIE_SETTLE_S = 0.3  # how long a test's zombies keep the check looking (see wait_for_leaks)
 # Helpers that live as long as the pytest process itself, by design: not a test's leak.
 _LIFETIME_HELPERS = (
     "multiprocessing.resource_tracker",
@@ -189,6 +194,34 @@ def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Proc
         delay = min(delay * 2, 0.1)
 
 
+def _terminate_pools_of(pids: Collection[int]) -> int:
+    """Terminate the live multiprocessing Pools whose workers are among `pids`; how many.
+
+    Killing such a worker is not enough: the pool's handler thread starts a new one for each
+    that dies, and one forked while another thread held a lock may deadlock, holding pytest at
+    its exit for ever (a Pool kept in a module global). Pool.terminate() ends the workers and
+    the handler threads together. Looked for only at the session's end, among live objects.
+    """
+    import gc
+
+    pool_class = getattr(sys.modules.get("multiprocessing.pool"), "Pool", None)
+    if pool_class is None or not pids:
+        return 0
+    wanted = set(pids)
+    pools = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, pool_class)
+        and wanted & {getattr(worker, "pid", None) for worker in getattr(obj, "_pool", ())}
+    ]
+    for pool in pools:
+        try:
+            pool.terminate()
+        except Exception:  # noqa: BLE001 - its workers are killed below in any case
+            pass
+    return len(pools)
+
+
 def _held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
     """pid -> class of a live object in this process that owns that child (after gc.collect(),
     so unreachable ones are gone). Killing such a child breaks whoever reuses it: a cache, a
@@ -233,7 +266,7 @@ class LeakTracker:
         self.kill = kill
         self.tag = secrets.token_hex(6)
         self.root = os.getpid()
-        self._state = _State(owners={0: Owner(0, "outside any checked test", time.time())})
+        self._state = _State(owners={0: Owner(0, OUTSIDE, time.time())})
         self._current = 0
         self._just_ended: list[Owner] = []
         self._spared: list[Leak] = []  # reported, not killed: a live object still held them
@@ -316,7 +349,24 @@ class LeakTracker:
             if owner is None:
                 parent = tree.get(proc.ppid)
                 owner = known.get(parent.identity) if parent else None
+            if owner is None:
+                owner = self._owner_by_leader(proc)
             known[proc.identity] = fallback if owner is None else owner
+
+    def _owner_by_leader(self, proc: Proc) -> int | None:
+        """The owner of a known, older process that leads this one's session or group. The
+        middle of a double fork calls setsid and exits: its orphan (reparented to pytest, a
+        subreaper) has no known parent and no token left, but the middle led its session."""
+        if sys.platform == "win32":
+            return None
+        try:
+            leaders = {os.getsid(proc.pid), os.getpgid(proc.pid)} - {proc.pid}
+        except OSError:
+            return None
+        for (pid, create_time), number in self._state.known.items():
+            if pid in leaders and create_time <= proc.create_time + CT_TOLERANCE_S:
+                return number
+        return None
 
     def sample(self) -> None:
         with self._lock:
@@ -368,8 +418,8 @@ class LeakTracker:
         out = []
         for proc, number in self._live_known(tree):
             holder = state.owners[number]
-            if number != 0 and holder.ended and proc.identity not in state.settled:
-                out.append((proc, holder))
+            if holder.ended and proc.identity not in state.settled:
+                out.append((proc, holder))  # owner 0 ends only at the session's end, if at all
         return out
 
     def find_leaks(
@@ -417,9 +467,12 @@ class LeakTracker:
         deadline = start + timeout
         delay = 0.01
         while True:
-            leaks, _ = self.find_leaks(*window, fallback=fallback)
+            leaks, zombies = self.find_leaks(*window, fallback=fallback)
             now = time.monotonic()
-            if not leaks or now >= deadline:
+            # A zombie of the test's may be the middle of a double fork whose daemon is not
+            # forked yet: looked at again for a moment (it was missed one time in three).
+            settling = zombies and now - start < ZOMBIE_SETTLE_S
+            if (not leaks and not settling) or now >= deadline:
                 return leaks, now - start
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.2)
@@ -501,6 +554,7 @@ class LeakTracker:
             spared, self._spared = self._spared, []
         alive = [leak for leak in spared if _alive(leak.pid, leak.create_time)]
         if alive and self.kill:
+            _terminate_pools_of([leak.pid for leak in alive])
             self.settle(alive)
         return alive
 
@@ -595,6 +649,25 @@ class LeakCheckHandle:
 _plugin_key = pytest.StashKey["LeakCheckPlugin"]()
 
 
+def _marker_problem(marker: pytest.Mark) -> str | None:
+    """What is wrong with a leak_check marker's arguments, if anything."""
+    unknown = set(marker.kwargs) - {"enabled", "timeout"}
+    if unknown:
+        return f"@pytest.mark.leak_check: unknown argument(s) {', '.join(sorted(unknown))}"
+    if len(marker.args) > 1 or ("enabled" in marker.kwargs and marker.args):
+        return "@pytest.mark.leak_check takes one `enabled` argument at most"
+    enabled = marker.kwargs.get("enabled", marker.args[0] if marker.args else True)
+    if not isinstance(enabled, bool):
+        return f"@pytest.mark.leak_check: enabled must be True or False, not {enabled!r}"
+    timeout = marker.kwargs.get("timeout")
+    if timeout is None:
+        return None
+    number = isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+    if not (number and math.isfinite(timeout) and timeout >= 0):
+        return f"@pytest.mark.leak_check: timeout must be a number of seconds >= 0, not {timeout!r}"
+    return None
+
+
 def _ini_seconds(config: pytest.Config, name: str) -> float:
     """An ini value in seconds (>= 0); a bad one is a usage error, not an INTERNALERROR."""
     raw = config.getini(name)
@@ -647,11 +720,21 @@ class LeakCheckPlugin:
         kill = "killed" if self.tracker.kill else "kept"
         return f"leak-check: every test, retry up to {self.timeout:g} s, leaks {kill}{adopting}"
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """A marker whose arguments make no sense is a usage error, as the same values given
+        on the command line are (a string timeout was a traceback at setup and at teardown)."""
+        for item in items:
+            for marker in item.iter_markers("leak_check"):
+                problem = _marker_problem(marker)
+                if problem:
+                    raise pytest.UsageError(f"{item.nodeid}: {problem}")
+
     def enabled_for(self, item: pytest.Item) -> tuple[bool, float]:
         marker = item.get_closest_marker("leak_check")
         timeout = self.timeout
         if marker is not None:
-            timeout = float(marker.kwargs.get("timeout", timeout))
+            if marker.kwargs.get("timeout") is not None:
+                timeout = float(marker.kwargs["timeout"])
             enabled = marker.kwargs.get("enabled", marker.args[0] if marker.args else True)
             return bool(enabled), timeout
         fixturenames = getattr(item, "fixturenames", ())
@@ -738,9 +821,11 @@ class LeakCheckPlugin:
         survivors = self.tracker.settle(leaks, spare=held)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
+        # With a thread of an earlier test alive meanwhile, the token says less (see doubt()).
+        ours = "with this test's token" if doubtful else "started by this test"
         header = (
             f"leak-check: {len(leaks)} process(es) still running {waited:.1f} s after the "
-            f"teardown of {item.nodeid} ({mine} started by this test, "
+            f"teardown of {item.nodeid} ({mine} {ours}, "
             f"{len(leaks) - mine} by earlier tests or fixtures):"
         )
         killed = self.tracker.kill and not survivors and len(held) < len(leaks)
@@ -781,7 +866,10 @@ class LeakCheckPlugin:
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         with self.tracker._lock:
             for owner in self.tracker._state.owners.values():
-                if owner.number != 0:
+                # Processes of no checked test (started at collection, by a hook, or by a
+                # thread after its test's teardown) are judged too when every test is checked:
+                # they outlive pytest as surely as a test's. With marked tests only, not ours.
+                if owner.number != 0 or self.everywhere:
                     owner.ended = True
         everything = (0.0, frozenset[int]())  # look at every process for our tokens
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -793,6 +881,8 @@ class LeakCheckPlugin:
                 f"leak-check: {verb} at session end the {len(spared)} process(es) it spared for "
                 f"later tests (reported at their tests' teardown): {pids}"
             )
+        if not interrupted:
+            self.threads.join(self.timeout)  # their late spawns, if any, before the last look
         leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
         if leaks:
             collected, _ = self.tracker.after_gc(leaks)  # nothing is spared any longer

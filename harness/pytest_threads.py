@@ -56,6 +56,20 @@ class LingeringThreads:
             del self._by_ident[ident]
         return [lt for lt in self._by_ident.values() if lt.by_test and lt.owner != owner]
 
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` s in all for the threads tests left running to end: at the
+        session's end, what such a thread starts a moment after its test (a late spawn) is
+        then there to be found, not started after the last look and left running."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        for lt in list(self._by_ident.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if lt.thread.is_alive() and lt.thread is not threading.current_thread():
+                lt.thread.join(left)
+
     @staticmethod
     def forked_by(suspects: list[Lingering], pid: int) -> Lingering | None:
         """Which of these threads forked `pid`, where the kernel says (Linux, both alive)."""

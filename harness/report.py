@@ -124,6 +124,15 @@ def _slope_text(slope: dict[str, Any]) -> str:
     return f"{slope['mb_per_100_sessions']} +- {slope['stderr_mb_per_100_sessions']}"
 
 
+def peak_text(rss: dict[str, Any]) -> str:
+    """`peak N MB (budget B)`, or "" when no peak was measured."""
+    peak = rss.get("peak_total_mb")
+    if peak is None:
+        return ""
+    budget = rss.get("peak_budget_mb")
+    return f"peak {peak} MB ({'no budget' if budget is None else f'budget {budget}'})"
+
+
 def slopes_text(rss: dict[str, Any]) -> str:
     """The 2nd half's RSS slopes, or why they were not judged (the figures of a short 2nd half
     mean nothing: they stay in report.json, out of the summaries)."""
@@ -168,9 +177,11 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"{report.get('leaked_count')} | {zombies_text(report.get('zombies', []))} | "
         f"{len(report.get('escaped', []))} | {report.get('peak_descendants')} |",
         "",
-        f"{slopes_text(rss)}; cleanup latency ms: {latency_text(lat)}; "
-        f"{report.get('sessions_per_s')} sessions/s.",
+        f"{'; '.join(filter(None, [slopes_text(rss), peak_text(rss)]))}; "
+        f"cleanup latency ms: {latency_text(lat)}; {report.get('sessions_per_s')} sessions/s.",
     ]
+    if report.get("work_dir"):
+        lines += ["", f"Work folder kept (worker log, database, ledger): `{report['work_dir']}`"]
     facts = facts_text(report.get("target_facts") or {})
     if facts:
         lines += ["", f"Target: {facts}."]

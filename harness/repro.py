@@ -111,6 +111,11 @@ def _row(k: int, leaky: Side, fixed: Side, mcp_servers: int) -> str:
     return f"after prompt {k:>2}: leaky worker: {side(leaky)} | fixed worker: {side(fixed)}"
 
 
+def _print_table(title: str, records: list[Any], out: Any) -> None:
+    table = leaks_table([leak_entry(r, None) for r in records], width=100)
+    print(title + "\n    " + table.rstrip().replace("\n", "\n    "), file=out)
+
+
 async def run_repro(
     prompts: int,
     seed: int,
@@ -153,8 +158,7 @@ async def run_repro(
                 stale = [r for r in leaky.over if r.identity not in leaky.reported]
                 if stale:
                     leaky.reported.update(r.identity for r in stale)
-                    table = leaks_table([leak_entry(r, None) for r in stale], width=100)
-                    print("    " + table.rstrip().replace("\n", "\n    "), file=out)
+                    _print_table("    newly leaked:", stale, out)
             # Session end: 9.0.0 has no hook for it; the fixed flow sends it.
             for side in sides:
                 await side.target.end_session(spec[side.mode], http)
@@ -185,9 +189,13 @@ async def run_repro(
         result["fix_held"] = not fixed.census.leaked and fixed.max_live <= 1
         print(
             f"after session end + {grace:g}s grace: leaky worker {result['leaky_leaked']} leaked "
-            f"({per_prompt} per prompt), fixed worker {result['fixed_leaked']} leaked",
+            f"(#603 leaks {per_prompt} per prompt: {prompts * per_prompt} expected), "
+            f"fixed worker {result['fixed_leaked']} leaked",
             file=out,
         )
+        for side in sides:
+            if side.census.leaked:
+                _print_table(f"    {side.mode} worker, all leaked:", side.census.leaked, out)
         return result
     finally:
         with shielded():  # a second Ctrl-C here would leave a side's processes running

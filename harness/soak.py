@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least, run_id_arg
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
@@ -36,6 +36,7 @@ from harness.report import (
     latency_text,
     leak_entry,
     leaks_table,
+    peak_text,
     slopes_text,
     write_json,
     write_report,
@@ -748,9 +749,11 @@ def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SoakConfig()
     parser.add_argument("--target", default=d.target, help="worker under test (reference, ...)")
-    parser.add_argument("--mode", default=d.mode, choices=("fixed", "leaky"))
-    parser.add_argument("--sessions", type=COUNT, default=d.sessions)
-    parser.add_argument("--concurrency", type=COUNT, default=d.concurrency)
+    parser.add_argument(
+        "--mode", default=d.mode, choices=("fixed", "leaky"), help="reference worker's mode"
+    )
+    parser.add_argument("--sessions", type=COUNT, default=d.sessions, help="sessions to run")
+    parser.add_argument("--concurrency", type=COUNT, default=d.concurrency, help="sessions at once")
     parser.add_argument("--prompts", type=COUNT, default=d.prompts, help="prompts per session")
     parser.add_argument(
         "--observations", type=NON_NEGATIVE_INT, default=d.observations, help="tool uses per prompt"
@@ -761,7 +764,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fake scenario spec or weights, e.g. 'mix' (default: every fault) or "
         "'mix:ok=4,hang=1,escape=1'",
     )
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed, help="drives the scenario draws")
     parser.add_argument(
         "--claude",
         type=claude_path,
@@ -799,18 +802,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="judge RSS slopes only when the 2nd half spans at least this many sessions",
     )
     parser.add_argument("--report", type=Path, default=None, help="write the report folder here")
-    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=d.worker_grace)
-    parser.add_argument("--reap-interval", type=POSITIVE, default=d.reap_interval)
-    parser.add_argument("--sample-hz", type=float_at_least(2.0), default=d.sample_hz)
-    parser.add_argument("--progress", default="auto", choices=("auto", "rich", "plain", "none"))
-    parser.add_argument("--run-id", default=None, help="[a-z0-9]{12}; default: random")
+    parser.add_argument(
+        "--worker-grace",
+        type=NON_NEGATIVE,
+        default=d.worker_grace,
+        help="the fixed worker's wait between EOF, SIGTERM and SIGKILL",
+    )
+    parser.add_argument(
+        "--reap-interval",
+        type=POSITIVE,
+        default=d.reap_interval,
+        help="the fixed worker's sweep interval",
+    )
+    parser.add_argument(
+        "--sample-hz", type=float_at_least(2.0), default=d.sample_hz, help="census samples/s"
+    )
+    parser.add_argument(
+        "--progress",
+        default="auto",
+        choices=("auto", "rich", "plain", "none"),
+        help="live display (auto: rich on a terminal, plain lines otherwise)",
+    )
+    parser.add_argument(
+        "--run-id", type=run_id_arg, default=None, help="[a-z0-9]{12}; default: random"
+    )
     parser.add_argument(
         "--keep-work-dir",
         action="store_true",
         help="keep the run's work folder (worker log and database, ledger) also when it passes; "
         "a FAIL or ERROR keeps it always, in REPORT/work when --report is given",
     )
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-plot", action="store_true", help="no rss.png")
 
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
@@ -933,8 +955,7 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         f"  leaked {report['leaked_count']}, zombies {zombies_text(report['zombies'])}, escaped "
         f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "
         f"(baseline {report['descendants_baseline']}, end {report['descendants_end']})\n"
-        f"  {slopes_text(rss)}; peak {rss['peak_total_mb']} MB (budget "
-        f"{rss['peak_budget_mb']})\n"
+        f"  {'; '.join(filter(None, [slopes_text(rss), peak_text(rss)]))}\n"
         f"  cleanup latency ms: {latency_text(lat)}",
         file=stream,
     )

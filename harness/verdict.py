@@ -259,7 +259,9 @@ def judge(
     for name, slope in (("worker+descendants", total_slope), ("worker", worker_slope)):
         if judged and slope is not None and slope > slope_budget:
             reasons.append(
-                f"RSS of {name} grows >= {slope:.1f} MB/100 sessions (the estimate less "
+                # Rounded down: the bound is a floor, and 0.158 read ">= 0.2".
+                f"RSS of {name} grows >= {math.floor(slope * 100) / 100:g} MB/100 sessions "
+                f"(the estimate less "
                 f"{LOWER_BOUND_STDERRS:g} standard errors) > budget {slope_budget:g}"
             )
     if peak_budget_mb is not None and peak_total_mb > peak_budget_mb:

@@ -76,6 +76,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = json_error(503, f"store unavailable, retry later: {exc}")
         response.headers["Retry-After"] = "1"
         return response
+    except ConnectionResetError:
+        # The client went away mid-request (its body cut short): its business, not our error.
+        log.info("client went away during %s %s", request.method, request.path)
+        return json_error(400, "the connection was closed before the request was read")
     except Exception:
         log.exception("handler failed: %s %s", request.method, request.path)
         return json_error(500, "internal error")

@@ -83,7 +83,12 @@ def _report(verdict: str, **kw: object) -> dict:
 def test_error_verdict_writes_an_error_case_and_a_warning_summary(tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    report = _report("ERROR", reasons=["harness error: boom", "worker died"])
+    report = _report(
+        "ERROR",
+        reasons=["harness error: boom", "worker died"],
+        rss={"peak_total_mb": 81.9, "peak_budget_mb": 1024.0},
+        work_dir="/tmp/kept",
+    )
     paths = write_report(tmp_path / "out", report, plot=True)
 
     case = ET.parse(paths["junit.xml"]).getroot()
@@ -96,6 +101,7 @@ def test_error_verdict_writes_an_error_case_and_a_warning_summary(tmp_path, monk
     assert md.startswith("## ⚠️ Soak ERROR: reference (fixed)")
     assert "- harness error: boom" in md and "- worker died" in md
     assert "cleanup latency ms: p50 3.0 " in md
+    assert "peak 81.9 MB (budget 1024.0)" in md and "`/tmp/kept`" in md  # as the terminal says
     # No samples: the plot is still written (title only), never a crash.
     assert paths["rss.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(paths["report.json"].read_text())["verdict"] == "ERROR"

@@ -22,6 +22,10 @@ def test_repro_shows_growth_and_the_fix():
     assert result["reproduced"] and result["fix_held"]
     text = out.getvalue()
     assert text.count("after prompt") == prompts and "PID" in text and "ELAPSED" in text
+    # Each prompt's table lists the new leaks only, said so; the end lists them all.
+    assert text.count("newly leaked:") == prompts - 1
+    final = text.split("leaky worker, all leaked:")[1]
+    assert final.count("fake_claude") == prompts, text
 
 
 def test_repro_with_mcp_servers_leaks_each_observers_servers_too():

@@ -282,7 +282,7 @@ DAEMON = """
 DAEMONIZE = '''
 import os, sys, time
 if os.fork():
-    sys.exit(0)
+    os._exit(0)
 os.setsid()
 if os.fork():
     os._exit(0)
@@ -683,4 +683,137 @@ def test_a_leak_whose_main_thread_exited_is_not_taken_for_a_zombie(
     # Named with its command line, read through its live thread.
     assert re.search(rf"^\s+{pid}\s+\d+\s+[\d.]+s\s+.*{marker}$", section, re.M), section
     assert "leak-check killed them." in section
+    assert wait_until_gone(marker) == []
+
+
+KEPT_POOL = """
+import multiprocessing as mp
+KEEP = []
+
+def _note():
+    (OUT / f"worker-{os.getpid()}.pid").write_text(str(os.getpid()))
+
+def test_keeps_a_pool():
+    pool = mp.get_context("fork").Pool(2, initializer=_note)
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+    KEEP.append(pool)
+
+def test_uses_it():
+    assert KEEP[0].map(abs, [-3]) == [3]
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fork start method")
+def test_a_pool_kept_for_the_session_is_ended_and_pytest_exits(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Its workers were killed at the session's end while the Pool lived: its handler thread
+    started new ones, and pytest never exited (xdist: the new workers were left running)."""
+    import psutil
+
+    out = write_tests(pytester, marker, KEPT_POOL)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=2, errors=1)  # reported at its test's teardown, spared
+    assert "killed at session end the 2 process(es) it spared" in result.stdout.str()
+    workers = [int(f.read_text()) for f in out.glob("worker-*.pid")]
+    assert len(workers) >= 2
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    assert not [pid for pid in workers if running(pid)]
+
+
+LATE_SPAWNS = """
+import threading
+
+def _later(name):
+    time.sleep(0.3)
+    sleeper(600, name)
+
+def test_last():
+    threading.Thread(target=_later, args=("late",)).start()
+"""
+
+HOOK_SPAWN = """
+import subprocess, sys
+
+def pytest_runtest_logfinish(nodeid, location):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", {marker!r}])
+"""
+
+
+@pytest.mark.parametrize("where", ["thread", "hook"])
+def test_what_no_checked_test_started_is_judged_at_session_end(
+    pytester: pytest.Pytester, marker: str, where: str
+) -> None:
+    """A thread's spawn after the last test's teardown, or a conftest hook's: filed under no
+    test, never reported, and left running after pytest (under xdist too)."""
+    if where == "thread":
+        write_tests(pytester, marker, LATE_SPAWNS)
+    else:
+        write_tests(pytester, marker, "def test_x():\n    pass\n")
+        pytester.makeconftest(HOOK_SPAWN.format(marker=marker))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    text = result.stdout.str()
+    assert "process(es) still running at session end" in text, text
+    assert "started by no checked test" in text
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert wait_until_gone(marker) == []
+
+
+@pytest.mark.parametrize(
+    ("marker_args", "says"),
+    [
+        ('timeout="soon"', "timeout must be a number of seconds >= 0, not 'soon'"),
+        ("timeout=-5", "timeout must be a number of seconds >= 0, not -5"),
+        ('"no"', "enabled must be True or False, not 'no'"),
+        ("tmeout=1", "unknown argument(s) tmeout"),
+    ],
+)
+def test_bad_marker_arguments_are_usage_errors(
+    pytester: pytest.Pytester, marker_args: str, says: str
+) -> None:
+    """A string timeout was a traceback at setup and another at teardown; -5 and "no" were
+    taken as they came."""
+    pytester.makepyfile(
+        test_x=f"import pytest\n\n@pytest.mark.leak_check({marker_args})\ndef test_x():\n    pass\n"
+    )
+    result = pytester.runpytest_subprocess(*INNER_ARGS)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert says in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+DAEMONS_NOT_AWAITED = (
+    DAEMON.split("def test_starts_a_daemon")[0]
+    + """
+@pytest.mark.parametrize("n", range(8))
+def test_starts_a_daemon(n):
+    # Not waited for: the test ends while the middle of the double fork may still be forking.
+    pid_file = str(OUT / f"daemon-{n}.pid")
+    subprocess.run([sys.executable, "-c", DAEMONIZE, pid_file, SLEEP, MARKER], check=True)
+"""
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a child subreaper is Linux-only")
+def test_a_daemon_forked_after_the_test_returned_is_still_its_tests(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """The teardown's first look saw only the exited middle (a zombie), found no leak and
+    stopped looking; the daemon forked a moment later was filed under no test and left running
+    (one time in three). A zombie keeps the check looking a moment, and an orphan whose session
+    leader was the test's is the test's."""
+    write_tests(pytester, marker, DAEMONS_NOT_AWAITED)
+    result = pytester.runpytest_subprocess("--leak-check", "--leak-check-subreaper", *INNER_ARGS)
+    errors = teardown_errors(result.stdout.str())
+    assert len(errors) == 8, result.stdout.str()
+    for n in range(8):
+        section = errors[f"test_starts_a_daemon[{n}]"]
+        assert f"started by test_inner.py::test_starts_a_daemon[{n}]:" in section, section
+    assert "still running at session end" not in result.stdout.str()
     assert wait_until_gone(marker) == []

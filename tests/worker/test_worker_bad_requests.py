@@ -105,3 +105,27 @@ def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None
     assert worker.wait_exit() == 0
     fake_run.assert_none_alive(timeout=10)
     assert "Traceback" not in worker.log(), worker.log()
+
+
+def test_a_client_that_goes_away_mid_body_is_no_error(fake_run: FakeRun, workers) -> None:
+    """Content-Length 100, two bytes sent, then the connection closed: the worker logged an
+    ERROR with a traceback (ConnectionResetError) for what is the client's business."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    worker: Worker = workers(fake_run.shim("ok"))
+    url = urlsplit(worker.api().base_url)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(
+            b"POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{}"
+        )
+    deadline = time.monotonic() + 30
+    while "client went away during POST /api/sessions/init" not in worker.log():
+        assert time.monotonic() < deadline, worker.log()
+        time.sleep(0.05)
+    assert worker.new_session("still-serving")
+    worker.stop()
+    assert worker.wait_exit() == 0
+    assert "Traceback" not in worker.log() and "ERROR" not in worker.log(), worker.log()
