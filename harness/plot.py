@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_rss(path: Path, report: dict[str, Any]) -> Path:
@@ -30,9 +31,11 @@ def plot_rss(path: Path, report: dict[str, Any]) -> Path:
                 where="post",
                 color="tab:red",
                 alpha=0.6,
-                label="live descendants",
+                label=f"live descendants (idle baseline {report.get('descendants_baseline', '?')}: "
+                "the worker's own helpers)",
             )
             ax2.set_ylabel("live descendants")
+            ax2.yaxis.set_major_locator(MaxNLocator(integer=True))  # processes come whole
             marks = rss.get("session_marks") or {}
             for x in marks.get("starts", []):
                 ax.axvline(x - t0, color="tab:green", alpha=0.08, linewidth=0.6)

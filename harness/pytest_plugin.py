@@ -268,6 +268,9 @@ class LeakTracker:
         self.root = os.getpid()
         self._state = _State(owners={0: Owner(0, OUTSIDE, time.time())})
         self._current = 0
+        # What started before the first checked test (at configure or collection: a plugin's
+        # server, stopped at unconfigure) is the session's own: not judged as "no checked test".
+        self._tests_began: float | None = None
         self._just_ended: list[Owner] = []
         self._spared: list[Leak] = []  # reported, not killed: a live object still held them
         self._lock = threading.RLock()
@@ -282,6 +285,8 @@ class LeakTracker:
             self._absorb(_tree(self.root), fallback=self._current)
             number = len(self._state.owners)
             owner = Owner(number, label, time.time(), pids_at_start=frozenset(_pids()))
+            if self._tests_began is None:
+                self._tests_began = owner.started
             self._state.owners[number] = owner
             previous = (self._current, os.environ.get(TOKEN_VAR))
             self._current = number
@@ -416,8 +421,11 @@ class LeakTracker:
             if owner is not None:
                 state.known[(pid, create_time)] = owner
         out = []
+        began = self._tests_began if self._tests_began is not None else float("inf")
         for proc, number in self._live_known(tree):
             holder = state.owners[number]
+            if number == 0 and proc.create_time < began - CT_TOLERANCE_S:
+                continue  # the session's own, from before any test
             if holder.ended and proc.identity not in state.settled:
                 out.append((proc, holder))  # owner 0 ends only at the session's end, if at all
         return out

@@ -55,7 +55,10 @@ def leak_entry(
 
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
-    for e in leaked:
+    # Oldest first, as they were started (`ps` order), not in the order the census judged them.
+    for e in sorted(
+        leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0)
+    ):
         cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry made it printable
         if len(cmd) > width:  # said, so that a cut argument is not read as the real one
             cmd = cmd[: width - 1] + "…"

@@ -1005,5 +1005,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CODES[INTERRUPTED]
     print_summary(report)
     if config.report is not None and report.get("report_json_written", True):
-        print(f"report: {config.report}/report.json")
+        others = [n for n in ("leaks.txt", "junit.xml", "rss.png") if (config.report / n).exists()]
+        print(f"report: {config.report}/report.json (beside it: {', '.join(others)})")
     return int(report["exit_code"])

@@ -56,6 +56,12 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     assert lines[0].split()[:2] == ["PID", "PPID"]
     assert "4242" in lines[1] and "10240" in lines[1] and "1-01:01:01" in lines[1]
     assert lines[2].split() == ["7", "?", "0", "00:05", "?"]
+    # Oldest first (as `ps` lists), not in the order the census judged them.
+    newer, older = (
+        {"pid": 1, "create_time": 2.0, "age": 1},
+        {"pid": 2, "create_time": 1.0, "age": 2},
+    )
+    assert [row.split()[0] for row in leaks_table([newer, older]).splitlines()[1:]] == ["2", "1"]
     # A long command is cut to the width, and says so: a cut `--model x` must not read as `-`.
     long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300], "age": 1}
     (row,) = leaks_table([long], width=40).splitlines()[1:]

@@ -817,3 +817,31 @@ def test_a_daemon_forked_after_the_test_returned_is_still_its_tests(
         assert f"started by test_inner.py::test_starts_a_daemon[{n}]:" in section, section
     assert "still running at session end" not in result.stdout.str()
     assert wait_until_gone(marker) == []
+
+
+SESSION_SERVER = """
+import subprocess, sys
+
+def pytest_configure(config):
+    config.server = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", {marker!r}]
+    )
+
+def pytest_unconfigure(config):
+    config.server.kill()
+    config.server.wait()
+"""
+
+
+def test_a_server_the_session_starts_before_any_test_is_not_judged(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Started at configure, stopped at unconfigure (after the session's end): the session's
+    own, not a leak of "no checked test", and not killed under its owner."""
+    write_tests(pytester, marker, "def test_x():\n    pass\n")
+    pytester.makeconftest(SESSION_SERVER.format(marker=marker))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert "still running at session end" not in result.stdout.str()
+    assert wait_until_gone(marker) == []
