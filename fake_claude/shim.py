@@ -126,13 +126,15 @@ def _scenario_problem(spec: str | None, scenario_file: str | None) -> str | None
 def shim_main(argv: list[str]) -> int:
     import argparse
 
+    from cliargs import run_id_arg
+
     p = argparse.ArgumentParser(prog="fake-claude shim", description=__doc__)
     p.add_argument("dir")
     p.add_argument("--scenario")
     p.add_argument("--scenario-file")
     p.add_argument("--seed")
     p.add_argument("--ledger")
-    p.add_argument("--run-id")
+    p.add_argument("--run-id", type=run_id_arg, help="12 lowercase letters or digits")
     p.add_argument("--version")
     p.add_argument("--python", default=sys.executable)
     ns = p.parse_args(argv)

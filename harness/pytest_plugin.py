@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import psutil
 
 TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
+SESSION = -1  # owner of what ran before the first checked test (see LeakTracker.begin)
 OUTSIDE = "no checked test (at collection, in a hook, or a thread still running after its test)"
 DEFAULT_TIMEOUT_S = 2.5
 DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
@@ -266,11 +267,11 @@ class LeakTracker:
         self.kill = kill
         self.tag = secrets.token_hex(6)
         self.root = os.getpid()
-        self._state = _State(owners={0: Owner(0, OUTSIDE, time.time())})
+        self._state = _State(
+            owners={0: Owner(0, OUTSIDE, time.time()), SESSION: Owner(SESSION, "the session", 0.0)}
+        )
         self._current = 0
-        # What started before the first checked test (at configure or collection: a plugin's
-        # server, stopped at unconfigure) is the session's own: not judged as "no checked test".
-        self._tests_began: float | None = None
+        self._tests_began = False
         self._just_ended: list[Owner] = []
         self._spared: list[Leak] = []  # reported, not killed: a live object still held them
         self._lock = threading.RLock()
@@ -283,10 +284,16 @@ class LeakTracker:
         """Start an owner; returns it with what to restore() when it stops being current."""
         with self._lock:
             self._absorb(_tree(self.root), fallback=self._current)
-            number = len(self._state.owners)
+            if not self._tests_began:
+                # What runs before the first checked test (started at configure or collection:
+                # a plugin's server, stopped at unconfigure) is the session's own, and so is what
+                # it starts later (a pre-fork server's workers): never judged.
+                self._tests_began = True
+                for identity, number in self._state.known.items():
+                    if number == 0:
+                        self._state.known[identity] = SESSION
+            number = max(self._state.owners) + 1
             owner = Owner(number, label, time.time(), pids_at_start=frozenset(_pids()))
-            if self._tests_began is None:
-                self._tests_began = owner.started
             self._state.owners[number] = owner
             previous = (self._current, os.environ.get(TOKEN_VAR))
             self._current = number
@@ -327,8 +334,10 @@ class LeakTracker:
         import psutil
 
         with self._lock:
-            proc = psutil.Process(pid)
-            self._state.settled.add((pid, proc.create_time()))
+            try:
+                self._state.settled.add((pid, psutil.Process(pid).create_time()))
+            except psutil.NoSuchProcess:
+                pass  # gone already: nothing to excuse
 
     # -- observation ----------------------------------------------------------------------------
     def _owner_from_env(self, pid: int) -> int | None:
@@ -421,11 +430,8 @@ class LeakTracker:
             if owner is not None:
                 state.known[(pid, create_time)] = owner
         out = []
-        began = self._tests_began if self._tests_began is not None else float("inf")
         for proc, number in self._live_known(tree):
             holder = state.owners[number]
-            if number == 0 and proc.create_time < began - CT_TOLERANCE_S:
-                continue  # the session's own, from before any test
             if holder.ended and proc.identity not in state.settled:
                 out.append((proc, holder))  # owner 0 ends only at the session's end, if at all
         return out
@@ -459,7 +465,8 @@ class LeakTracker:
                     continue
                 except psutil.AccessDenied:
                     cmdline = "?"
-                if any(helper in cmdline for helper in _LIFETIME_HELPERS):
+                # The helper itself is pytest's child; a forkserver's children share its argv.
+                if ppid == self.root and any(helper in cmdline for helper in _LIFETIME_HELPERS):
                     self._state.settled.add(proc.identity)
                     continue
                 leaks.append(
@@ -655,6 +662,7 @@ class LeakCheckHandle:
 
 
 _plugin_key = pytest.StashKey["LeakCheckPlugin"]()
+_marker_problem_key = pytest.StashKey[str]()
 
 
 def _marker_problem(marker: pytest.Mark) -> str | None:
@@ -734,7 +742,11 @@ class LeakCheckPlugin:
         for item in items:
             for marker in item.iter_markers("leak_check"):
                 problem = _marker_problem(marker)
-                if problem:
+                if problem and hasattr(self.config, "workerinput"):
+                    # An xdist worker: a usage error here is an INTERNALERROR of the controller.
+                    # The test fails at its setup instead, saying why.
+                    item.stash[_marker_problem_key] = problem
+                elif problem:
                     raise pytest.UsageError(f"{item.nodeid}: {problem}")
 
     def enabled_for(self, item: pytest.Item) -> tuple[bool, float]:
@@ -750,6 +762,11 @@ class LeakCheckPlugin:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        problem = item.stash.get(_marker_problem_key, None)
+        if problem:
+            result = yield  # pytest's own setup runs (its teardown expects it), then the failure
+            pytest.fail(problem, pytrace=False)
+            return result
         enabled, _ = self.enabled_for(item)
         if enabled:
             suspects = self.threads.alive_besides(item.nodeid)
@@ -869,7 +886,7 @@ class LeakCheckPlugin:
         # Runs after the last teardown: on Ctrl-C, the tests' teardowns were skipped, so this is
         # where whatever the interrupted test started gets ended.
         result = yield
-        if len(self.tracker._state.owners) == 1:  # no checked test ever began here
+        if not self.tracker._tests_began:  # no checked test ever began here
             return result
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         with self.tracker._lock:
@@ -877,10 +894,19 @@ class LeakCheckPlugin:
                 # Processes of no checked test (started at collection, by a hook, or by a
                 # thread after its test's teardown) are judged too when every test is checked:
                 # they outlive pytest as surely as a test's. With marked tests only, not ours.
-                if owner.number != 0 or self.everywhere:
+                if owner.number > 0 or (owner.number == 0 and self.everywhere):
                     owner.ended = True
-        everything = (0.0, frozenset[int]())  # look at every process for our tokens
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            self._end_session(session, reporter, interrupted)
+        except KeyboardInterrupt:
+            # A Ctrl-C during the last wait (it looks like a stall): the last look, at once.
+            self._end_session(session, reporter, interrupted=True)
+            raise
+        return result
+
+    def _end_session(self, session: pytest.Session, reporter: Any, interrupted: bool) -> None:
+        everything = (0.0, frozenset[int]())  # look at every process for our tokens
         spared = self.tracker.end_spared()  # first: their trees go with them
         if spared and reporter is not None:
             verb = "killed" if self.tracker.kill else "left running"
@@ -891,9 +917,18 @@ class LeakCheckPlugin:
             )
         if not interrupted:
             self.threads.join(self.timeout)  # their late spawns, if any, before the last look
+            alive = self.threads.alive_besides("")
+            if alive and reporter is not None:
+                names = ", ".join(f"{lt.owner} ({lt.name!r})" for lt in alive[:5])
+                reporter.write_line(
+                    f"leak-check: {len(alive)} thread(s) that tests left running still run at "
+                    f"session end; what they start from now on is not checked: {names}"
+                )
         leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
         if leaks:
             collected, _ = self.tracker.after_gc(leaks)  # nothing is spared any longer
+            if self.tracker.kill:
+                _terminate_pools_of([leak.pid for leak in leaks])  # before its workers die
             survivors = self.tracker.settle(leaks)
             self.leaked.extend(leaks)
             text = format_leaks(
@@ -906,7 +941,6 @@ class LeakCheckPlugin:
                 reporter.write_line("\n".join([text, *notes]), red=True)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        return result
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

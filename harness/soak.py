@@ -274,20 +274,24 @@ async def _watch_worker(run: _Run, census: Census) -> None:
     """Cut the run short when the worker stays stopped (a SIGSTOP from one of its children, a
     debugger): each session would otherwise wait out its HTTP timeouts, one after the other,
     for as long as the run has sessions (419 s for 13 of 20 in a hostile soak)."""
+    stops = 0
     while True:
         await asyncio.sleep(0.5)
         stopped = census.worker_stopped_for()
-        if stopped >= WORKER_STOPPED_LIMIT_S:
+        # Once cut, a stop again (the same hostile child) is not waited for: the run already
+        # fails for it, and the worker must be able to end its observers while the run settles.
+        if stopped >= (WORKER_STOPPED_LIMIT_S if not stops else 0.5):
+            stops += 1
+            again = f", then {stops - 1} more time(s) once continued" if stops > 1 else ""
             run.cut_short = (
-                f"the worker stayed stopped (SIGSTOP, or a debugger) for {stopped:.0f} s: "
-                f"the run was cut short"
+                f"the worker stayed stopped (SIGSTOP, or a debugger) for "
+                f"{WORKER_STOPPED_LIMIT_S:g} s{again}: the run was cut short"
             )
             # Ours (we started it): continued, it can end the sessions cut short, and its
             # observers, while the run settles.
             await asyncio.to_thread(census.continue_worker)
             for drive in list(run.driving):
                 drive.cancel()
-            return
 
 
 async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
@@ -333,6 +337,8 @@ def config_problem(config: SoakConfig) -> str | None:
         except ScenarioError as exc:
             return f"--scenarios {config.scenarios!r}: {exc}"
     else:
+        if config.scenarios != SoakConfig.scenarios:
+            return "--scenarios picks the fake's behaviour: it cannot be used with --claude"
         claude = Path(config.claude)
         where = claude.absolute()  # said in full: Path drops the "./" of "./claude"
         if shutil.which(str(where)) is None:  # an executable file, as a spawn tests it
@@ -498,7 +504,9 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             if config.report is not None:
                 _write_report(Path(config.report), report, plot=config.plot)
         finally:
-            if not keep:
+            if not keep and report["verdict"] == ERROR:
+                report["work_dir"] = str(work_dir)  # an ERROR keeps it (left in the temp dir)
+            elif not keep:
                 shutil.rmtree(work_dir, ignore_errors=True)
     return report
 
@@ -637,9 +645,9 @@ def _build_report(
         "target": getattr(target, "name", config.target),
         "target_facts": target.facts(),  # e.g. what held the worker's children on this machine
         "mode": config.mode,
-        "seed": config.seed,
+        "seed": config.seed if config.claude is None else None,  # the fake's only
         "run_id": run_id,
-        "scenarios": config.scenarios,
+        "scenarios": config.scenarios if config.claude is None else None,
         "sessions": config.sessions if config.duration is None else run.started,
         "started": run.started,
         "completed": run.completed,
@@ -878,12 +886,14 @@ def messages_warning(messages: dict[str, int] | None, claude: Path | str | None)
     only of claudes that never answered, which a reader of a PASS should know."""
     if not messages or messages.get("processed") or not messages.get("failed"):
         return None
-    who = f"the claude at {claude}" if claude else "the fakes"
+    why = (
+        f"see the worker log: does the claude at {claude} speak the stream-json protocol?"
+        if claude
+        else "expected if every scenario misbehaves (hang, crash); otherwise see the worker log"
+    )
     return (
         f"no queued message was processed ({messages['failed']} failed): every observer failed "
-        f"before it answered, so only the ending of claudes that never worked was tested. "
-        f"Expected if every scenario misbehaves (hang, crash); otherwise see the worker log "
-        f"(does {who} speak the stream-json protocol?)"
+        f"before it answered, so only the ending of claudes that never worked was tested ({why})"
     )
 
 
@@ -1005,6 +1015,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CODES[INTERRUPTED]
     print_summary(report)
     if config.report is not None and report.get("report_json_written", True):
-        others = [n for n in ("leaks.txt", "junit.xml", "rss.png") if (config.report / n).exists()]
+        others = [n for n in ("leaks.txt", "junit.xml", "rss.png") if (config.report / n).is_file()]
         print(f"report: {config.report}/report.json (beside it: {', '.join(others)})")
     return int(report["exit_code"])

@@ -231,17 +231,18 @@ def judge(
     if harness_errors:
         return Verdict(ERROR, [f"harness error: {e}" for e in harness_errors])
     died = None if worker_alive else worker_death(worker_exit)
-    if completed == 0:
-        # The worker's death (or its being stopped) is most often why: say so beside it.
-        why = filter(None, [died, cut_short])
-        return Verdict(ERROR, ["no session completed: nothing was tested", *why])
+    if completed == 0 and not (leaked_count or zombies_at_end or cut_short):
+        # The worker's death is most often why: say so beside it.
+        return Verdict(ERROR, ["no session completed: nothing was tested", *filter(None, [died])])
     if claude_starts == 0:
         # Hooks answer before the queue is worked, so a worker whose every spawn fails still
         # completes sessions: with no process to end, "nothing leaked" would prove nothing.
         return Verdict(ERROR, [
             f"no claude ever started in {completed} completed session(s): the worker's spawns "
             "failed (see its log), so nothing was tested", *filter(None, [died])])  # fmt: skip
-    reasons = []
+    # No session completed, yet processes leaked or the worker was held stopped: that was
+    # tested, and failed (an ERROR "nothing was tested" hid a leak it listed).
+    reasons = ["no session completed"] if completed == 0 else []
     if leaked_count:
         reasons.append(f"{leaked_count} process(es) leaked (alive past their session's end+grace)")
     if zombies_at_end:

@@ -349,7 +349,8 @@ def test_the_fixed_worker_ends_stubborn_mcp_servers_of_stubborn_observers(tmp_pa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
-def test_a_worker_left_stopped_cuts_the_run_short(tmp_path, run_id, monkeypatch):
+@pytest.mark.parametrize("stops", ["once", "every-time"])
+def test_a_worker_left_stopped_cuts_the_run_short(tmp_path, run_id, monkeypatch, stops):
     """A claude that SIGSTOPs the worker (its parent) and never continues it: every session
     waited out its HTTP timeouts, one after the other (419 s for 13 of 20 sessions). Now the run
     is cut short, said in the verdict, and the worker is continued so that it ends its
@@ -361,11 +362,17 @@ def test_a_worker_left_stopped_cuts_the_run_short(tmp_path, run_id, monkeypatch)
     claude = tmp_path / "claude"
     claude.write_text(
         f"""#!{sys.executable}
-import os, signal, sys
+import os, signal, sys, time
 with open({str(marker)!r}, "ab") as count:
     count.write(b".")
 if os.path.getsize({str(marker)!r}) == 3:  # once some sessions are done
-    os.kill(os.getppid(), signal.SIGSTOP)  # the worker
+    worker = os.getppid()
+    if {stops!r} == "every-time" and os.fork() == 0:  # a child that stops it again and again
+        for _ in range(40):
+            os.kill(worker, signal.SIGSTOP)
+            time.sleep(0.25)
+        os._exit(0)
+    os.kill(worker, signal.SIGSTOP)
 os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
 """
     )
@@ -377,4 +384,6 @@ os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
     assert report["completed"] < 6 and report["failed"] >= 1
     assert any("cut short" in f for f in report["failures"]), report["failures"]
     assert report["leaked_count"] == 0, report["leaked"]  # continued, it ended its observers
+    # every-time: a later stop is continued at once (said when seen: "N more time(s)"; the
+    # stopping child may be ended with its session first), so the worker still ends them all.
     assert run_pids(run_id) == []

@@ -32,8 +32,10 @@ def _env(runs_dir: Path) -> dict[str, str]:
 
 def _leaky_soak(run_id: str, env: dict[str, str], *extra: str) -> subprocess.Popen:
     """A soak whose observers ignore EOF, under a worker that never ends them (#603)."""
-    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky", "--scenarios"]
-    argv += ["ignore-eof", "--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
+    argv = [sys.executable, "-m", "harness", "soak", "--mode", "leaky"]
+    if "--claude" not in extra:  # a claude of one's own behaves as it does: no scenario
+        argv += ["--scenarios", "ignore-eof"]
+    argv += ["--sessions", "10000", "--concurrency", "2", "--run-id", run_id]
     argv += ["--progress", "none", "--no-plot", *extra]
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
 

@@ -79,6 +79,13 @@ def test_verdict_rules():
     assert _judge(zombies_at_end=1).verdict == FAIL
     assert _judge(worker_alive=False).exit_code == 1
     assert _judge(completed=0).exit_code == 2
+    assert _judge(completed=0, worker_alive=False).exit_code == 2
+    # Nothing completed, yet a leak was seen or the worker was held stopped: that is a FAIL
+    # (it was an ERROR "nothing was tested" that hid the leak it listed).
+    hung = _judge(completed=0, leaked_count=1)
+    assert hung.verdict == FAIL and hung.reasons[0] == "no session completed", hung.reasons
+    assert "1 process(es) leaked" in hung.reasons[1]
+    assert _judge(completed=0, cut_short="the worker stayed stopped").verdict == FAIL
     # Sessions that completed without one claude started tested nothing; with the user's own
     # claude (no ledger) there is no count to judge.
     assert _judge(claude_starts=0).exit_code == 2

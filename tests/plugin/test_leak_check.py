@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import textwrap
@@ -845,3 +846,116 @@ def test_a_server_the_session_starts_before_any_test_is_not_judged(
     assert result.ret == pytest.ExitCode.OK
     assert "still running at session end" not in result.stdout.str()
     assert wait_until_gone(marker) == []
+
+
+POOL_AFTER_THE_TESTS = """
+import multiprocessing, os
+from pathlib import Path
+KEEP = {{}}
+
+def _note():
+    (Path({out!r}) / f"worker-{{os.getpid()}}.pid").write_text(str(os.getpid()))
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown" and "pool" not in KEEP:
+        KEEP["pool"] = multiprocessing.get_context("fork").Pool(2, initializer=_note)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the fork start method")
+def test_a_pool_first_found_at_session_end_is_ended_and_pytest_exits(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Made by a hook after the tests: its workers were killed at the session's end and the
+    pool's handler started new ones; pytest never exited."""
+    import psutil
+
+    out = write_tests(pytester, marker, "def test_a():\n    pass\n")
+    pytester.makeconftest(POOL_AFTER_THE_TESTS.format(out=str(out)))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    assert "process(es) still running at session end" in result.stdout.str()
+    workers = [int(f.read_text()) for f in out.glob("worker-*.pid")]
+    assert len(workers) >= 2
+    gone = [pid for pid in workers if not psutil.pid_exists(pid)]
+    zombies = []
+    for pid in set(workers) - set(gone):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                zombies.append(pid)
+    assert sorted(gone + zombies) == sorted(workers)
+
+
+PRE_FORK_SERVER = """
+import subprocess, sys
+SERVER = '''
+import subprocess, sys, time
+child = None
+for _ in range(200):  # a new worker every 0.2 s, the previous one ended
+    new = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", sys.argv[1]])
+    if child is not None:
+        child.kill()
+        child.wait()
+    child = new
+    time.sleep(0.2)
+'''
+
+def pytest_configure(config):
+    config.server = subprocess.Popen([sys.executable, "-c", SERVER, {marker!r}])
+
+def pytest_unconfigure(config):
+    config.server.kill()
+    config.server.wait()
+"""
+
+
+def test_the_workers_a_session_server_starts_later_are_its_own(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """A pre-fork server started at configure makes new workers while the tests run: they were
+    reported as "started by no checked test" and killed under their server."""
+    write_tests(
+        pytester,
+        marker,
+        "import time\n\ndef test_a():\n    time.sleep(0.5)\n\ndef test_b():\n    time.sleep(0.5)\n",
+    )
+    pytester.makeconftest(PRE_FORK_SERVER.format(marker=marker))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    for proc in processes_with(marker):  # the last worker: its server is gone, it is not
+        proc.kill()
+    assert wait_until_gone(marker) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the forkserver start method")
+def test_a_forkserver_child_is_a_leak_not_the_forkserver(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Its children keep the forkserver's argv: they were taken for the forkserver itself (a
+    helper for pytest's lifetime) and never reported."""
+    write_tests(
+        pytester,
+        marker,
+        """
+        import multiprocessing
+
+        def test_leaks():
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.Process(target=time.sleep, args=(60,), daemon=True).start()
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=1, errors=1)
+    assert "started by test_inner.py::test_leaks:" in result.stdout.str()
+
+
+def test_a_bad_marker_under_xdist_fails_its_test_not_pytest(pytester: pytest.Pytester) -> None:
+    """A usage error raised in an xdist worker's collection was an INTERNALERROR."""
+    pytester.makepyfile(
+        test_x='import pytest\n\n@pytest.mark.leak_check(timeout="soon")\ndef test_x():\n    pass\n'
+    )
+    result = pytester.runpytest_subprocess("-n", "1", *INNER_ARGS, timeout=120)
+    text = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in text, text
+    assert "timeout must be a number of seconds >= 0, not 'soon'" in text
+    result.assert_outcomes(errors=1)
