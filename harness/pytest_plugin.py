@@ -900,9 +900,10 @@ class LeakCheckPlugin:
         try:
             self._end_session(session, reporter, interrupted)
         except KeyboardInterrupt:
-            # A Ctrl-C during the last wait (it looks like a stall): the last look, at once.
+            # A Ctrl-C during the last wait (it looks like a stall): the last look, at once,
+            # and the run ends as interrupted (re-raised here, it was a bare traceback).
             self._end_session(session, reporter, interrupted=True)
-            raise
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
         return result
 
     def _end_session(self, session: pytest.Session, reporter: Any, interrupted: bool) -> None:
@@ -924,7 +925,15 @@ class LeakCheckPlugin:
                     f"leak-check: {len(alive)} thread(s) that tests left running still run at "
                     f"session end; what they start from now on is not checked: {names}"
                 )
-        leaks, _ = self.tracker.wait_for_leaks(everything, 0.0 if interrupted else self.timeout)
+        leaks, _ = self.tracker.wait_for_leaks(everything, 0.0)
+        if leaks and not interrupted and self.timeout > 0:
+            if reporter is not None:  # else pytest seems to stall here
+                reporter.write_line(
+                    f"leak-check: {len(leaks)} process(es) still running at session end: "
+                    f"waiting up to {self.timeout:g} s for them to end (Ctrl-C ends them now)"
+                )
+                reporter.flush()
+            leaks, _ = self.tracker.wait_for_leaks(everything, self.timeout)
         if leaks:
             collected, _ = self.tracker.after_gc(leaks)  # nothing is spared any longer
             if self.tracker.kill:

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from leakcheck_helpers import processes_with, wait_until_gone
+from leakcheck_helpers import processes_with, wait_until, wait_until_gone
 
 pytest_plugins = ["pytester"]
 
@@ -959,3 +959,44 @@ def test_a_bad_marker_under_xdist_fails_its_test_not_pytest(pytester: pytest.Pyt
     assert "INTERNALERROR" not in text, text
     assert "timeout must be a number of seconds >= 0, not 'soon'" in text
     result.assert_outcomes(errors=1)
+
+
+CTRL_C_AT_THE_END = """
+import subprocess, sys
+
+def pytest_runtest_logfinish(nodeid, location):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", {marker!r}])
+
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process")
+def test_a_ctrl_c_during_the_last_wait_ends_what_it_found(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """pytest seems to stall while the check waits at the session's end, so users press Ctrl-C
+    there: it was a bare traceback, and what had been found was left running."""
+    import signal
+    import subprocess
+
+    out = write_tests(pytester, marker, "def test_x():\n    pass\n")
+    pytester.makeconftest(CTRL_C_AT_THE_END.format(marker=marker))
+    argv = [sys.executable, "-m", "pytest", "--leak-check", "--leak-check-timeout", "60"]
+    log = out / "inner.log"  # not a pipe: the hook's child would hold it open
+    with log.open("wb") as sink:
+        inner = subprocess.Popen(
+            [*argv, *INNER_ARGS], cwd=pytester.path, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: "waiting up to 60 s" in log.read_text(), "the last wait", 120)
+        inner.send_signal(signal.SIGINT)
+        inner.wait(timeout=120)
+        text = log.read_text()
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    assert inner.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert "Traceback" not in text, text
+    assert "still running at session end" in text
+    assert wait_until_gone(marker) == []
