@@ -387,3 +387,39 @@ os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
     # every-time: a later stop is continued at once (said when seen: "N more time(s)"; the
     # stopping child may be ended with its session first), so the worker still ends them all.
     assert run_pids(run_id) == []
+
+
+def test_a_report_that_fails_at_the_end_keeps_the_work_folder(tmp_path, run_id, monkeypatch):
+    """An ERROR keeps the run's work folder (its log is the evidence); when the ERROR came from
+    the report's own writing, the folder had been removed already."""
+    import harness.soak as soak_mod
+
+    real = soak_mod.write_report
+
+    def failing(directory, report, plot=True, best_effort=False):
+        if not best_effort:
+            raise OSError(28, "No space left on device")
+        return real(directory, report, plot=plot, best_effort=True)
+
+    monkeypatch.setattr(soak_mod, "write_report", failing)
+    report = _soak(tmp_path, run_id, sessions=2, concurrency=1, scenarios="ok", plot=False)
+    assert report["verdict"] == "ERROR", report["reasons"]
+    assert "the report could not be written" in report["reasons"][-1]
+    kept = Path(report["work_dir"])
+    try:
+        assert (kept / "worker-fixed" / "worker.log").is_file()
+    finally:
+        import shutil
+
+        shutil.rmtree(kept, ignore_errors=True)
+
+
+def test_scenarios_do_not_go_with_a_claude_of_ones_own(tmp_path) -> None:
+    """They pick the fake's behaviour: with --claude they were taken, ignored and recorded."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "harness", "soak", "--claude", sys.executable]
+    argv += ["--scenarios", "hang", "--progress", "none"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--scenarios picks the fake's behaviour" in done.stderr
