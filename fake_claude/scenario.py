@@ -234,7 +234,14 @@ def draw_index(ledger_path: str | None) -> int:
 
 def validate_spec(spec: str) -> None:
     """Raise ScenarioError if `spec` cannot run: for callers that start many fakes with it (a
-    soak), so that a typo fails at once rather than as every fake exiting with code 2."""
+    soak), so that a typo fails at once rather than as every fake exiting with code 2.
+
+    Stricter than the fake's own reading: an empty spec or an empty part (`ok+`, an unset shell
+    variable) is refused here, as it most likely lost the part that was meant."""
+    parts = spec.split("+")
+    if any(not part.strip() for part in parts):
+        where = "is empty" if len(parts) == 1 else f"has an empty part: {spec!r}"
+        raise ScenarioError(f"the scenario spec {where} (write `ok` for a well-behaved fake)")
     scenario = parse_spec(spec)
     if scenario.has("mix"):
         _mix_weights(scenario)

@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 
 import proctree
 from harness.hooks import HookClient
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
+from harness.text import describe
 from harness.workload import make_observation
 
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
@@ -28,6 +30,7 @@ STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
 REGISTRY_SESSIONS_PER_REQUEST = 200  # the worker takes up to 500 ids per ?sessions=
 DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
+ABANDON_TIMEOUT_S = 10.0  # a DELETE ends the observer by escalation: a few graces at most
 
 
 class WorkerStartError(RuntimeError):
@@ -267,9 +270,17 @@ class ReferenceTarget(Target):
             if int(status.get("queueLength") or 0) == 0:
                 return
             if time.monotonic() > deadline:
+                # The worker is still working on the session (e.g. retrying observers that
+                # never answer): the harness gives up on it as a user would, by deleting it, so
+                # that what the worker runs for it from now on counts against the worker.
+                try:
+                    await asyncio.wait_for(hooks.delete_session(db_id), ABANDON_TIMEOUT_S)
+                    then = "deleted"
+                except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as exc:
+                    then = f"and could not be deleted: {describe(exc)}"
                 raise DrainTimeout(
                     f"worker session id {db_id}: queue not drained after {self.drain_timeout:.0f}s "
-                    f"({status.get('queueLength')} left)"
+                    f"({status.get('queueLength')} left), {then}"
                 )
 
     async def messages(self, http: Any) -> dict[str, int] | None:

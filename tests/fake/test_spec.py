@@ -80,6 +80,15 @@ def test_mixes_that_cannot_draw_are_rejected_before_and_at_the_draw(bad):
         resolve_mix(parse_spec(bad), "1", "k")
 
 
+@pytest.mark.parametrize("spec", ["", " ", "ok+", "+", "+hang", "ok+ +hang"])
+def test_a_spec_that_lost_a_part_is_refused_where_many_fakes_would_run_it(spec):
+    # A soak's --scenarios "$UNSET" or "ok+": the fake itself reads them as `ok` (its default
+    # when nothing is set), but a soak of them would test something the user did not ask for.
+    parse_spec(spec)
+    with pytest.raises(ScenarioError, match="empty"):
+        validate_spec(spec)
+
+
 @pytest.mark.parametrize("good", ["mix", "mix:ok=1,hang=0", "ok+hang:at=mid-turn", "escape"])
 def test_runnable_specs_validate(good):
     validate_spec(good)

@@ -423,3 +423,29 @@ def test_scenarios_do_not_go_with_a_claude_of_ones_own(tmp_path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--scenarios picks the fake's behaviour" in done.stderr
+
+
+def test_a_session_the_worker_cannot_drain_is_deleted_not_blamed(tmp_path, run_id):
+    # Observers that never answer initialize: the fixed worker retries each queued message with
+    # a new observer (10 s each), so the queue outlasts the harness's drain wait. The harness
+    # then gives up on the session as a user would (DELETE), and the worker ends the observer.
+    # Before, the session stayed live in the worker, whose next observer counted as leaked.
+    target = ReferenceTarget(mode="fixed", drain_timeout=2.0)
+    report = _soak(
+        tmp_path,
+        run_id,
+        target,
+        sessions=1,
+        prompts=1,
+        concurrency=1,
+        scenarios="hang:at=start",
+        grace=1.0,
+        plot=False,
+    )
+    assert report["failed"] == 1 and report["leaked_count"] == 0, report["reasons"]
+    assert "queue not drained" in report["failures"][0], report["failures"]
+    assert report["failures"][0].endswith(", deleted"), report["failures"]
+    assert report["verdict"] == "ERROR" and report["reasons"] == [
+        "no session completed: nothing was tested"
+    ]
+    assert run_pids(run_id) == []
