@@ -343,7 +343,11 @@ class Session(ToolTurns):
             api_turns = 1
             tool = self.ctx.scenario.param("ok", "tool", "")
             if tool:
-                denials = self.tool_round(tool, prompt)
+                try:
+                    denials = self.tool_round(tool, prompt)
+                except Interrupted as exc:
+                    exc.reason = "aborted_tools"
+                    raise
                 api_turns = 2
                 if self.max_turns is not None and self.max_turns < api_turns:
                     raise MaxTurns()  # the reply after the tool would be one round trip too many
@@ -380,7 +384,11 @@ class Session(ToolTurns):
             interrupted = True
             text = str(exc) or INTERRUPTED_TEXT
             send(m.user(self.session_id, [{"type": "text", "text": text}]))
-            send(self._error_result(started, in_tokens, "error_during_execution", []))
+            res = self._error_result(
+                started, in_tokens, "error_during_execution", [], denials=exc.denials
+            )
+            res["terminal_reason"] = exc.reason
+            send(res)
             self.last_error = True
         except InputClosed:
             send(self._error_result(started, in_tokens, "error_during_execution", ["stdin closed"]))
@@ -413,7 +421,13 @@ class Session(ToolTurns):
             self.dispatch(line)
 
     def _error_result(
-        self, started: float, in_tokens: int, subtype: str, errors: list, num_turns: int = 1
+        self,
+        started: float,
+        in_tokens: int,
+        subtype: str,
+        errors: list,
+        num_turns: int = 1,
+        denials: list | None = None,
     ) -> dict:
         return m.result(
             self.session_id,
@@ -426,6 +440,7 @@ class Session(ToolTurns):
             input_tokens=in_tokens,
             output_tokens=0,
             errors=errors,
+            permission_denials=denials,
         )
 
 

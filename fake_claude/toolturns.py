@@ -17,7 +17,18 @@ if TYPE_CHECKING:
 
 
 class Interrupted(Exception):
-    """The turn ends now, as after the SDK's interrupt (the message: what the user sees)."""
+    """The turn ends now, as after the SDK's interrupt (the message: what the user sees).
+
+    `reason` is the result's `terminal_reason` as 2.1.x names it (aborted while the model
+    streamed, or while a tool ran or waited for its permission); `denials`, the permission
+    denial that ended it, if one did (the real CLI lists every answer that was not an allow)."""
+
+    def __init__(
+        self, text: str = "", *, reason: str = "aborted_streaming", denials: list | None = None
+    ) -> None:
+        super().__init__(text)
+        self.reason = reason
+        self.denials = denials or []
 
 
 class ToolTurns:
@@ -111,7 +122,10 @@ class ToolTurns:
                     denied = str(answer.get("message") or answer.get("_error") or "denied")
                     if answer.get("interrupt"):  # deny and stop: the turn ends interrupted
                         self._tool_result(tool_id, denied, is_error=True)
-                        raise Interrupted("[Request interrupted by user for tool use]")
+                        raise Interrupted(
+                            "[Request interrupted by user for tool use]",
+                            denials=[_denial(tool, tool_id, tool_input)],
+                        )
         failed = False
         if denied is not None:
             output = denied
@@ -121,7 +135,7 @@ class ToolTurns:
             output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
         self._tool_result(tool_id, output, is_error=denied is not None or failed)
         if denied is not None:
-            return [{"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}]
+            return [_denial(tool, tool_id, tool_input)]
         self.run_hooks(
             "PostToolUse", tool, tool_id, {"tool_input": tool_input, "tool_response": output}
         )
@@ -218,3 +232,8 @@ def matcher_matches(pattern: object, tool: str) -> bool:
         return re.search(text, tool) is not None
     except re.error:
         return False  # not a valid expression: matches nothing
+
+
+def _denial(tool: str, tool_id: str, tool_input: dict) -> dict:
+    """One entry of a result's `permission_denials`."""
+    return {"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}

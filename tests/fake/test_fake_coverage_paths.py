@@ -171,6 +171,13 @@ def test_a_denial_that_interrupts_ends_the_turn_interrupted(spawn):
     assert said["message"]["content"][0]["text"] == "[Request interrupted by user for tool use]"
     result = fake.read_until(lambda m: m.get("type") == "result", "result")
     assert result["subtype"] == "error_during_execution" and result["is_error"] is True
+    # As 2.1.x: stopped while a tool waited; the denial is listed as any other is.
+    assert result["terminal_reason"] == "aborted_tools"
+    assert [d["tool_name"] for d in result["permission_denials"]] == ["Bash"]
+    assert (
+        result["permission_denials"][0]["tool_use_id"]
+        == denied["message"]["content"][0]["tool_use_id"]
+    )
     wait_for(lambda: fake.records("turn"), "the turn's ledger line")  # written after the result
     assert fake.records("turn")[-1]["interrupted"] is True
     fake.close_stdin()

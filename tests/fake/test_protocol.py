@@ -137,6 +137,8 @@ def test_multi_turn_and_interrupt(spawn):
     result = fake.read_message()
     assert result["type"] == "result" and result["is_error"] is True
     assert result["subtype"] == "error_during_execution"
+    assert result["terminal_reason"] == "aborted_streaming"  # 2.1.x's, while the reply streamed
+    assert result["permission_denials"] == []
     assert fake.wait_record("turn", n=1)["interrupted"] is True
     fake.close_stdin()
     # stdin EOF after an error result: exit 1, as the real CLI does.
