@@ -40,7 +40,11 @@ def die_by_signal(ledger: Ledger, signame: str) -> None:
     """Log `exit` with the negative signal number, then really die by that signal."""
     import signal
 
-    signum = int(getattr(signal, "SIG" + signame.upper().removeprefix("SIG")))
+    from fake_claude.scenario import signal_number
+
+    signum = signal_number(signame)
+    if signum is None:  # checked where the spec was read; a safeguard, not a path
+        raise ValueError(f"not a signal: {signame!r}")
     ledger.write("exit", code=-signum)
     if sys.platform == "win32":
         os._exit(3)  # Windows has no death by signal; the CRT's abort code stands in

@@ -81,10 +81,8 @@ def _value_problem(kind: str, raw: str) -> str | None:
         ok = raw == "every" or (raw.isascii() and raw.isdigit())
         return None if ok else "is not a turn number (0 or every: each turn)"
     if kind == "signal":
-        import signal
-
-        name = "SIG" + raw.upper().removeprefix("SIG")
-        return None if hasattr(signal, name) else "is not a signal name (e.g. KILL, SEGV, ABRT)"
+        ok = signal_number(raw) is not None
+        return None if ok else "is not a signal name (e.g. KILL, SEGV, ABRT)"
     try:
         value = float(raw)
     except ValueError:
@@ -220,13 +218,20 @@ def draw_index(ledger_path: str | None) -> int:
     """A per-process index for mix draws, unique within a ledger's run.
 
     One byte is appended to `<ledger>.draws`; with O_APPEND the offset after the write is this
-    process's slot, so concurrent fakes get distinct indices without locks.
+    process's slot, so concurrent fakes get distinct indices without locks (POSIX; Windows'
+    O_APPEND is a seek and a write, not one step, so there the ledger's lock is taken).
     """
     if not ledger_path:
         return 0
-    fd = os.open(ledger_path + ".draws", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    path = ledger_path + ".draws"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, b".")
+        if sys.platform == "win32":
+            from fake_claude._lock_windows import locked_append
+
+            locked_append(fd, path, b".")
+        else:
+            os.write(fd, b".")
         return os.lseek(fd, 0, os.SEEK_CUR) - 1
     finally:
         os.close(fd)
@@ -294,3 +299,19 @@ def resolve_mix(scenario: Scenario, seed: str, key: str) -> Scenario:
         else:
             parts.setdefault(existing, {}).update(p)
     return Scenario(parts)
+
+
+# POSIX numbers of the signals a crash may name that Windows' signal module lacks: a spec (or
+# a mix's draw) means the same everywhere, and Windows stands in with an exit code.
+_POSIX_ONLY_SIGNALS = {"HUP": 1, "QUIT": 3, "KILL": 9}
+
+
+def signal_number(name: str) -> int | None:
+    """The number of signal `name` (KILL, SIGKILL, segv...), or None if it names none."""
+    import signal
+
+    short = name.upper().removeprefix("SIG")
+    number = getattr(signal, "SIG" + short, None)
+    if isinstance(number, int) and short.isalpha():
+        return int(number)
+    return _POSIX_ONLY_SIGNALS.get(short)

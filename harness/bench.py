@@ -275,11 +275,16 @@ async def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- 3. census sample cost ----------------------------------------------------------------------
 _FORKER = """
-import os, sys, time
+import os, subprocess, sys, time
 n = int(sys.argv[1])
-for _ in range(n - 1):
-    if os.fork() == 0:
-        break  # children inherit argv, so each carries the run token
+if hasattr(os, "fork"):
+    for _ in range(n - 1):
+        if os.fork() == 0:
+            break  # children inherit argv, so each carries the run token
+else:  # Windows: started instead, each with the token; the base interpreter needs no venv
+    python = getattr(sys, "_base_executable", None) or sys.executable
+    sleeper = "import time\\nwhile True: time.sleep(60)"
+    kids = [subprocess.Popen([python, "-S", "-c", sleeper, *sys.argv[2:]]) for _ in range(n - 1)]
 while True:
     time.sleep(60)
 """

@@ -47,6 +47,7 @@ from ._platform import (
     pdeathsig_method,
 )
 from ._platform import send_stop as stop
+from ._python import ask_to_stop, python_command
 from ._scan import adopted_children, descendants, mark_matches, marker_of, scan, subtree_pids
 from ._spawn import MARK_ENV, Containment, SpawnOptions, after_spawn, spawn_options
 from ._terminate import (
@@ -72,6 +73,7 @@ __all__ = [
     "TerminationResult",
     "adopted_children",
     "after_spawn",
+    "ask_to_stop",
     "aterminate_tree",
     "born_since",
     "capabilities",
@@ -94,6 +96,7 @@ __all__ = [
     "mark_matches",
     "marker_of",
     "pdeathsig_method",
+    "python_command",
     "reap_zombies",
     "running_view",
     "scan",

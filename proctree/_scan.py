@@ -65,7 +65,17 @@ class _Table:
             self.kids.setdefault(info["ppid"] or 0, []).append(p.pid)
 
     def subtree(self, root_pid: int) -> list[int]:
-        return _walk(root_pid, lambda pid: self.kids.get(pid, ()))
+        return _walk(root_pid, self.children)
+
+    def children(self, pid: int) -> list[int]:
+        """pid's children in this snapshot. One older than pid is not its child: Windows
+        keeps a dead parent's pid as the ppid, and a reused pid would adopt it (psutil's
+        children() checks this too); on POSIX a parent is always older than its child."""
+        born = self.ctime.get(pid)
+        kids = self.kids.get(pid, [])
+        if born is None:
+            return kids
+        return [k for k in kids if self.ctime[k] >= born - CREATE_TIME_TOLERANCE]
 
     def matching(
         self,

@@ -138,7 +138,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def _bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
         data = Path(tmp) / "data"
-        cmd = [sys.executable, "-m", "worker", "serve", "--mode", args.mode]
+        python, python_env = proctree.python_command()
+        cmd = [python, "-m", "worker", "serve", "--mode", args.mode]
         cmd += ["--data-dir", str(data), "--claude", args.claude, "--grace", str(args.grace)]
         log_path = Path(tmp) / "worker.log"
         # Contained, and on a lifeline: killed outright, the bench takes its worker along
@@ -146,7 +147,9 @@ def _bench(args: argparse.Namespace) -> int:
         line = proctree.Lifeline() if sys.platform != "win32" else None
         if line is not None:
             cmd += ["--lifeline-fd", str(line.child_fd)]
-        opts = proctree.spawn_options(f"worker-bench:{os.getpid()}", argv=cmd)
+        opts = proctree.spawn_options(
+            f"worker-bench:{os.getpid()}", env={**os.environ, **python_env}, argv=cmd
+        )
         with open(log_path, "wb") as log:
             worker = subprocess.Popen(
                 opts.argv or cmd,
@@ -174,7 +177,7 @@ def _bench(args: argparse.Namespace) -> int:
             rss = psutil.Process(worker.pid).memory_info().rss
             live_before_exit = len(proctree.scan(mark=mark))
         finally:
-            worker.terminate()  # the worker ends its observers' trees on SIGTERM
+            proctree.ask_to_stop(worker)  # the worker then ends its observers' trees
             try:
                 worker.wait(timeout=120)
             except subprocess.TimeoutExpired:

@@ -292,11 +292,25 @@ class WorkerService:
                 json.dump(info, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.cfg.info_path)
+            _replace(tmp, self.cfg.info_path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _replace(src: str, dst: os.PathLike[str] | str, patience_s: float = 2.0) -> None:
+    """os.replace; on Windows retried while a reader holds `dst` open (Python opens files
+    without FILE_SHARE_DELETE there, so replacing one that is being read is refused)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if sys.platform != "win32" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # a reader's open lasts a moment; once, at start-up
 
 
 def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:

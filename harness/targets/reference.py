@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -88,8 +87,9 @@ class ReferenceTarget(Target):
         data_dir = ctx.work_dir / f"worker-{self.mode}"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._cwd = str(ctx.work_dir)
+        python, python_env = proctree.python_command()
         argv = [
-            sys.executable,
+            python,
             "-m",
             "worker",
             "serve",
@@ -122,7 +122,7 @@ class ReferenceTarget(Target):
             pass_fds = self._lifeline.pass_fds
         log_path = data_dir / "worker.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ)
+        env = {**os.environ, **python_env}
         env["PYTHONUNBUFFERED"] = "1"
         # Contained like any child: its own group (a Ctrl-C at the terminal is ours to relay),
         # and it dies with us should we be killed outright (Linux: parent-death signal;
@@ -176,7 +176,7 @@ class ReferenceTarget(Target):
         proc = self._proc
         if proc is not None and proc.poll() is None:
             # Graceful first (the worker ends every tree on SIGTERM), then the whole group.
-            proc.send_signal(signal.SIGTERM)
+            proctree.ask_to_stop(proc)
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while proc.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)

@@ -167,3 +167,20 @@ def test_shim_into_a_file_is_a_usage_error(tmp_path, capsys):
     assert exc.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
     assert afile.read_text() == "mine"
+
+
+def test_a_crash_by_kill_is_a_valid_spec_where_the_signal_module_lacks_sigkill(monkeypatch):
+    # Windows' signal module has no SIGKILL or SIGHUP: there `crash:signal=KILL` (also a draw
+    # of the default mix) was refused, or crashed the fake with an AttributeError.
+    import signal
+
+    from fake_claude.scenario import signal_number
+
+    monkeypatch.delattr(signal, "SIGKILL")
+    monkeypatch.delattr(signal, "SIGHUP", raising=False)
+    validate_spec("crash:at=mid-turn,signal=KILL")
+    validate_spec("crash:signal=SIGHUP")
+    assert signal_number("kill") == 9 and signal_number("HUP") == 1
+    assert signal_number("SEGV") == int(signal.SIGSEGV)
+    with pytest.raises(ScenarioError):
+        validate_spec("crash:signal=DFL")  # SIG_DFL is a handler, not a signal

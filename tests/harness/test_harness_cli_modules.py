@@ -73,11 +73,18 @@ def test_senseless_numbers_are_usage_errors(argv: list[str], capsys) -> None:
         ("--scenarios", "nosuch", "unknown scenario 'nosuch'"),
         ("--scenarios", "ok=0", "every weight is 0"),
         ("--claude", "/nonexistent/claude", "not an executable file"),
-        ("--report", "/proc/no/such/folder", "cannot create the folder"),
+        # A folder under a regular file: uncreatable everywhere (a path under /proc is
+        # creatable on Windows, as C:\\proc\\...).
+        ("--report", "{a_file}/sub", "cannot create the folder"),
     ],
 )
-def test_soak_refuses_what_cannot_test_anything_before_it_starts(option, value, says, capsys):
+def test_soak_refuses_what_cannot_test_anything_before_it_starts(
+    option, value, says, capsys, tmp_path
+):
     """Before: an unknown scenario made every fake exit with code 2, and the soak PASSed."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    value = value.format(a_file=a_file)
     t0 = time.monotonic()
     assert main(["soak", option, value, "--sessions", "2", "--progress", "none"]) == 2
     assert says in capsys.readouterr().err

@@ -54,3 +54,20 @@ def test_procid_is_hashable_and_ordered() -> None:
     c = proctree.ProcId(11, 0.5)
     assert a == b and len({a, b, c}) == 2
     assert sorted([c, a]) == [a, c]
+
+
+def test_a_child_older_than_its_parent_is_not_in_its_tree(popens) -> None:
+    # Windows keeps a dead parent's pid as the ppid: when that pid is reused, the new process
+    # seems the parent of older strangers, whose tree would then be ended as ours. (POSIX never
+    # shows this, so the stranger is put into one snapshot by hand.)
+    from proctree._scan import _Table
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    popens.append(child)
+    table = _Table()  # Popen returns once the child exists
+    me = os.getpid()
+    stranger = 2**22 + 4242  # no such pid: only this snapshot knows it
+    table.kids.setdefault(me, []).append(stranger)
+    table.ctime[stranger] = table.ctime[me] - 60.0
+    assert child.pid in table.subtree(me)
+    assert stranger not in table.subtree(me)

@@ -9,7 +9,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,8 +226,10 @@ class Worker:
     def start(self) -> Worker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info_path = self.data_dir / "worker.json"
+        # Windows: the interpreter itself, not a venv's redirector, so that the pid matches.
+        python, python_env = proctree.python_command()
         argv = [
-            sys.executable,
+            python,
             "-m",
             "worker",
             "serve",
@@ -248,7 +249,7 @@ class Worker:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env={**os.environ, **(self.env or {})},
+                env={**os.environ, **python_env, **(self.env or {})},
                 # Windows: its own console group, so CTRL_BREAK reaches it and not us.
                 creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
             )
