@@ -68,9 +68,16 @@ def run_main_process(args, argv: list[str]) -> int:
         sys.stderr.write(f"fake-claude: bad scenario: {exc}\n")
         return 2
     ctx = Context(args, scenario, ledger, seed, draw)
-    session_id = args.value("--session-id") or args.value("--resume", "-r") or new_uuid()
-    if args.has("--fork-session") and not args.value("--session-id"):
-        session_id = new_uuid()  # the resumed conversation goes on under a new id
+    from fake_claude.transcripts import NoConversation, Transcript, choose, projects_dir
+
+    projects, cwd = projects_dir(env, ledger.path), os.getcwd()
+    no_conversation = None
+    try:
+        session_id, source = choose(args, projects, cwd, new_uuid)
+    except NoConversation as exc:  # said and exited 1 once the start is in the ledger
+        session_id, source, no_conversation = new_uuid(), None, str(exc)
+    keep = not args.has("--no-session-persistence")
+    ctx.transcript = Transcript(projects, cwd, session_id, source, keep)
     install_signal_policy(ledger, scenario.has("ignore-sigterm"))
     ledger.write(
         "start",
@@ -90,6 +97,9 @@ def run_main_process(args, argv: list[str]) -> int:
         except SchemaError as exc:  # the real CLI refuses a bad option before any turn
             sys.stderr.write(f"Error: {exc}\n")
             exit_now(ledger, 1)
+    if no_conversation is not None:  # the real CLI: before any turn or MCP server
+        sys.stderr.write(no_conversation + "\n")
+        exit_now(ledger, 1)
     if scenario.has("exit-early"):
         ledger.write("misbehave", what="exit-early", at="start")
         exit_now(ledger, int(scenario.num("exit-early", "code", 1)))

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from fake_claude.args import Args
 from fake_claude.ledger import Ledger
 from fake_claude.scenario import Scenario
+
+if TYPE_CHECKING:
+    from fake_claude.transcripts import Transcript
 
 USER_MCP_ENV = "FAKE_CLAUDE_USER_MCP_CONFIG"
 
 
 class Context:
     __slots__ = (
-        "args", "scenario", "ledger", "seed", "version", "run_id", "draw", "schema", "_rng"
+        "args", "scenario", "ledger", "seed", "version", "run_id", "draw", "schema", "transcript",
+        "_rng",
     )  # fmt: skip
 
     def __init__(
@@ -27,7 +32,18 @@ class Context:
         self.version = os.environ.get("FAKE_CLAUDE_VERSION") or None
         self.run_id = ledger.run_id
         self.schema: dict | None = None  # --json-schema, parsed (cli.run_main_process)
+        self.transcript: Transcript | None = None  # the conversation on disk (cli)
         self._rng = None
+
+    def remember(self, kind: str, message: dict, uuid: str | None = None) -> None:
+        """Add a prompt ("user") or a reply ("assistant") to the session's transcript."""
+        if self.transcript is not None:
+            from fake_claude.messages import DEFAULT_VERSION, new_uuid
+
+            self.transcript.add(kind, message, uuid or new_uuid(), self.version or DEFAULT_VERSION)
+
+    def transcript_path(self) -> str:
+        return "" if self.transcript is None else self.transcript.path
 
     def structured(self, text: str):
         """The result's structured_output for this reply: a value of the --json-schema, or

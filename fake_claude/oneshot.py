@@ -34,6 +34,7 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
         start_configured(ctx, clients, mcp_timeout())
         clients.connect()
         tools, servers = tools + clients.tool_names(), clients.server_list()
+    ctx.remember("user", {"role": "user", "content": prompt})
     at_point(ctx, "mid-turn", 1, session_id)
     text = observation(prompt)
     res = m.result(
@@ -48,11 +49,13 @@ def run_oneshot(ctx: Context, session_id: str) -> int:
         output_tokens=max(1, len(text) // 4),
         structured_output=ctx.structured(text),
     )
+    reply = m.assistant(session_id, model, [{"type": "text", "text": text}], m.new_id("msg_"))
+    ctx.remember("assistant", reply["message"], reply.get("uuid"))
     if fmt == "json":
         write_bytes((json.dumps(res) + "\n").encode())
     elif fmt == "stream-json":
         send(m.system_init(session_id, model, mode, ctx.version, tools, servers))
-        send(m.assistant(session_id, model, [{"type": "text", "text": text}], m.new_id("msg_")))
+        send(reply)
         send(res)
     else:
         write_bytes(utf8(text + "\n"))

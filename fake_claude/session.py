@@ -326,6 +326,11 @@ class Session(ToolTurns):
                 self.mcp.connect()
                 mcp_tools = [t for t in self.mcp.tool_names() if t not in self.denied_tools]
                 tools, servers = tools + mcp_tools, self.mcp.server_list()
+            # Saved as the turn starts, as the real CLI does: a session id the SDK has seen
+            # (in the init below) can be resumed, even if this process dies mid-turn.
+            self.ctx.remember(
+                "user", {"role": "user", "content": message.get("content")}, user_msg.get("uuid")
+            )
             if self.replay:  # the prompt back, with the uuid a rewind_files names it by
                 send({**user_msg, "session_id": self.session_id,
                       "uuid": user_msg.get("uuid") or m.new_uuid(), "isReplay": True})  # fmt: skip
@@ -355,9 +360,11 @@ class Session(ToolTurns):
             if self.partial:
                 for event in m.stream_events(self.model, msg_id, {"type": "text", "text": text}):
                     self.emit(m.stream_event(self.session_id, event))
-            self.emit(
-                m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
+            reply = m.assistant(
+                self.session_id, self.model, [{"type": "text", "text": text}], msg_id
             )
+            self.emit(reply)
+            self.ctx.remember("assistant", reply["message"], reply.get("uuid"))
             self.run_hooks(
                 "Stop", None, None, {"stop_hook_active": False, "last_assistant_message": text}
             )

@@ -13,6 +13,7 @@ from fake_claude import messages as m
 from fake_claude import permissions
 
 if TYPE_CHECKING:
+    from fake_claude.context import Context
     from fake_claude.mcp import McpClients
 
 
@@ -34,6 +35,7 @@ class Interrupted(Exception):
 class ToolTurns:
     """Mixed into Session, which provides what is declared here."""
 
+    ctx: Context
     session_id: str
     model: str
     partial: bool
@@ -164,7 +166,7 @@ class ToolTurns:
             for cb in matcher.get("hookCallbackIds") or []:
                 hook_input = {
                     "session_id": self.session_id,
-                    "transcript_path": "",
+                    "transcript_path": self.ctx.transcript_path(),
                     "cwd": os.getcwd(),
                     "permission_mode": self.permission_mode,
                     "hook_event_name": event,

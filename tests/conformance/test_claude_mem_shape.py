@@ -64,7 +64,10 @@ def test_sdk_0_3_uses_flag_equals_value_forms(make_fake: MakeFake) -> None:
 
 
 @pytest.mark.parametrize("sdk", ["sdk-0.1.76", "sdk-0.3.332"])
-def test_resume_keeps_the_session_id(sdk: str, make_fake: MakeFake) -> None:
+def test_resume_keeps_the_session_id(sdk: str, make_fake: MakeFake, tmp_path, monkeypatch) -> None:
+    # Two fakes with ledgers of their own: one conversation store for both, as the real CLI's
+    # ~/.claude is (the fake would rightly say the second has no such conversation).
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
     first, _ = _session(make_fake, sdk)
     session_id = first["messages"][0]["session_id"]
     second, start = _session(make_fake, sdk, resume=session_id)

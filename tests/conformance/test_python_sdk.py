@@ -735,3 +735,28 @@ def test_options_the_sdk_turns_into_flags(fake_factory, case):
     assert isinstance(result, sdk.ResultMessage) and result.subtype == "success"
     if case == "session-id":
         assert result.session_id == OPTION_CASES[case]["session_id"]
+
+
+def test_the_sdks_session_listing_reads_the_fakes_conversations(
+    fake_factory, tmp_path, monkeypatch
+):
+    # The fake keeps conversations where the real CLI does (under CLAUDE_CONFIG_DIR, here one of
+    # the test's own): the SDK's list_sessions and get_session_messages read them back, and a
+    # resume goes on with the same one.
+    fake = fake_factory()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+
+    async def ask(prompt: str, **kw):
+        options = fake.options(cwd=str(cwd), **kw)
+        return [m async for m in sdk.query(prompt=prompt, options=options)]
+
+    first = run_async(lambda: ask("index the repo layout"))
+    sid = first[-1].session_id
+    again = run_async(lambda: ask("and now the tests", resume=sid))
+    assert again[-1].session_id == sid and again[-1].subtype == "success"
+    (info,) = sdk.list_sessions(directory=str(cwd))
+    assert info.session_id == sid
+    said = [m for m in sdk.get_session_messages(sid, directory=str(cwd)) if m.type == "user"]
+    assert [m.message["content"] for m in said] == ["index the repo layout", "and now the tests"]

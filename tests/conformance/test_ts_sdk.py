@@ -233,7 +233,7 @@ OPTION_CASES = {
     "permission-mode": {"permissionMode": "acceptEdits"},
     "sandbox": {"sandbox": {"enabled": True}},
     "betas": {"betas": ["context-1m-2025-08-07"]},
-    "resume-fork": {"resume": "11111111-2222-3333-4444-555555555555", "forkSession": True},
+    "resume-fork": {"resume": "<the first session's id>", "forkSession": True},
 }
 
 
@@ -243,10 +243,31 @@ def test_options_the_sdk_turns_into_flags(sdk: str, case: str, make_fake: MakeFa
     # Whatever flags an option becomes (values that start with a dash included), the fake
     # takes them and the session completes.
     shim, ledger = make_fake("ok")
-    res = node_driver(sdk, "plain", shim, options=OPTION_CASES[case]).result()
+    options = dict(OPTION_CASES[case])
+    exits = [0]
+    if case == "resume-fork":  # a conversation to go on with, in this fake's store
+        first = node_driver(sdk, "plain", shim).result()
+        _ok(first)
+        options["resume"] = _of(first, "result")[0]["session_id"]
+        exits = [0, 0]
+    res = node_driver(sdk, "plain", shim, options=options).result()
     _ok(res)
     (result,) = _of(res, "result")
     assert result["subtype"] == "success"
     if case == "resume-fork":  # a fork goes on under a new id
-        assert result["session_id"] != OPTION_CASES[case]["resume"]
-    assert [e["code"] for e in _events(ledger, "exit")] == [0]
+        assert result["session_id"] != options["resume"]
+    assert [e["code"] for e in _events(ledger, "exit")] == exits
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_resuming_a_conversation_that_is_gone_fails_as_with_the_real_cli(
+    sdk: str, make_fake: MakeFake
+) -> None:
+    # claude-mem's stale memory session id after a restart: the real CLI exits 1 at once with
+    # "No conversation found with session ID", which the SDK turns into an error.
+    shim, ledger = make_fake("ok")
+    gone = "0f0e0d0c-1111-4222-8333-444455556666"
+    res = node_driver(sdk, "plain", shim, options={"resume": gone}).result()
+    assert res["error"] is not None and "code 1" in res["error"], res
+    assert [e["code"] for e in _events(ledger, "exit")] == [1]
+    assert not _events(ledger, "turn")

@@ -79,6 +79,9 @@ def test_print_mode_into_a_closed_pipe_exits_quietly(tmp_path, run_id, fmt):
 
 def test_unknown_flags_in_every_form_are_tolerated(tmp_path, run_id):
     shim = write_shim(tmp_path, {"run_id": run_id})
+    # A conversation to go on with: `--resume=ID` below is read as --resume's value.
+    first = run([str(shim), "-p", "hello", "--output-format", "json"])
+    session_id = json.loads(first.stdout)["session_id"]
     argv = [
         str(shim),
         "--output-format=stream-json",
@@ -91,7 +94,7 @@ def test_unknown_flags_in_every_form_are_tolerated(tmp_path, run_id):
         "value",
         "--another-new-flag=x=y",
         "--bare-unknown",
-        "--resume=sess-123",
+        f"--resume={session_id}",
         "--model",
         "claude-sonnet-4-5",
     ]
@@ -102,7 +105,7 @@ def test_unknown_flags_in_every_form_are_tolerated(tmp_path, run_id):
     assert out.returncode == 0, out.stderr
     msgs = [json.loads(line) for line in out.stdout.splitlines()]
     result = [m for m in msgs if m["type"] == "result"][0]
-    assert result["session_id"] == "sess-123"
+    assert result["session_id"] == session_id
 
 
 def test_shim_bakes_settings_and_run_id(tmp_path, run_id):

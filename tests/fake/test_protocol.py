@@ -85,35 +85,40 @@ def test_a_lone_surrogate_in_a_prompt_is_answered(spawn):
     assert fake.wait_exit() == 0
 
 
+def _a_conversation(spawn) -> str:
+    """The session id of a finished one-turn conversation (in this test's ledger's store)."""
+    fake = spawn()
+    fake.initialize()
+    (sid,) = {m["session_id"] for m in fake.turn("hello")}
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    return sid
+
+
 def test_resume_keeps_session_id(spawn):
-    fake = spawn(
-        args=[
-            "--output-format",
-            "stream-json",
-            "--input-format",
-            "stream-json",
-            "--resume",
-            "0f0e0d0c-1111-2222-3333-444455556666",
-        ]
-    )
+    resumed = _a_conversation(spawn)
+    fake = spawn(args=[*SDK_ARGV, "--resume", resumed])
     fake.initialize()
     msgs = fake.turn("continue")
-    assert {m["session_id"] for m in msgs} == {"0f0e0d0c-1111-2222-3333-444455556666"}
+    assert {m["session_id"] for m in msgs} == {resumed}
     start = fake.wait_record("start")
-    assert start["session_id"] == "0f0e0d0c-1111-2222-3333-444455556666"
+    assert start["session_id"] == resumed
 
 
 @pytest.mark.parametrize(
     ("extra", "kept"),
-    [(["--fork-session"], False), (["--fork-session", "--session-id", "aa-given"], True)],
+    [
+        (["--fork-session"], False),
+        (["--fork-session", "--session-id", "aaaaaaaa-0000-4000-8000-000000000001"], True),
+    ],
 )
 def test_fork_session_goes_on_under_a_new_id(spawn, extra, kept):
-    resumed = "0f0e0d0c-1111-2222-3333-444455556666"
+    resumed = _a_conversation(spawn)
     fake = spawn(args=[*SDK_ARGV, "--resume", resumed, *extra])
     fake.initialize()
     (sid,) = {m["session_id"] for m in fake.turn("continue")}
     if kept:  # an explicit --session-id names the fork
-        assert sid == "aa-given"
+        assert sid == "aaaaaaaa-0000-4000-8000-000000000001"
     else:
         assert sid != resumed and len(sid) == 36
     fake.close_stdin()
