@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from worker import protocol
 
@@ -53,11 +54,32 @@ def host_is_loopback(host_header: str | None) -> bool:
         return False
 
 
+def cross_site(headers: Any) -> str | None:
+    """Why a request comes from a web page of another site, or None.
+
+    A page anywhere can send a "simple" cross-origin POST (text/plain, no preflight) to
+    127.0.0.1, and this API spawns processes and stops the worker. Browsers name the page's
+    origin in `Origin` (on every POST) and say `Sec-Fetch-Site`; hooks (curl, Node's fetch,
+    aiohttp) send neither, and a page served from loopback itself stays allowed."""
+    origin = headers.get("Origin")
+    if origin is not None:
+        netloc = origin.split("://", 1)[1] if "://" in origin else ""
+        if not host_is_loopback(netloc.split("/", 1)[0]):
+            return f"Origin {origin!r} is not loopback"
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site {site!r}: a request from another site"
+    return None
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     # DNS rebinding: a page on evil.example resolving to 127.0.0.1 still sends its own Host.
     if not host_is_loopback(request.headers.get("Host")):
         return json_error(403, f"Host header {request.headers.get('Host')!r} is not loopback")
+    refused = cross_site(request.headers)
+    if refused is not None:
+        return json_error(403, refused)
     limit = request.app[MAX_BODY_KEY]
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, f"body larger than {limit} bytes")
@@ -91,6 +113,8 @@ async def body_of(request: web.Request) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[MAX_BODY_KEY]
         raise BadRequest(413, f"body larger than {limit} bytes") from exc
+    except RequestPayloadError as exc:  # e.g. Content-Encoding: gzip over bytes that are not
+        raise BadRequest(400, f"the body cannot be decoded: {exc}") from exc
     if not raw:
         raise BadRequest(400, "empty body: expected a JSON object")
     try:

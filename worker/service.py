@@ -27,6 +27,13 @@ from worker.sessions import SessionManager
 from worker.store import Store
 
 log = logging.getLogger("worker")
+# At shutdown, how long requests in flight get to finish (aiohttp's default, 60 s, let one client
+# sending its body a byte a second hold the worker's exit that long; long-polls of a session's
+# status are answered at once when the worker stops).
+SHUTDOWN_REQUESTS_S = 3.0
+# The soft limit on open files is raised to this (or the hard limit): each idle client
+# connection holds one, and at the common 1,024 a thousand idle connections took the worker down.
+OPEN_FILES = 16384
 
 
 class StartError(Exception):
@@ -193,6 +200,7 @@ class WorkerService:
                 type(loop).__module__, type(loop).__qualname__,
             )  # fmt: skip
         _watch_children_with_pidfds(loop)
+        _raise_open_files_limit()
         self._install_signals(loop)
         if self.cfg.lifeline_fd is not None:
             proctree.watch_lifeline(
@@ -207,7 +215,9 @@ class WorkerService:
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
         app[MAX_BODY_KEY] = self.cfg.max_body
         Routes(self).install(app)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_REQUESTS_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
         try:
@@ -311,6 +321,21 @@ def _replace(src: str, dst: os.PathLike[str] | str, patience_s: float = 2.0) -> 
             if sys.platform != "win32" or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)  # a reader's open lasts a moment; once, at start-up
+
+
+def _raise_open_files_limit() -> None:
+    """POSIX: the soft limit on open files up to OPEN_FILES (never above the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit on sockets
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.info("open files limit left as it is: %s", exc)
 
 
 def _watch_children_with_pidfds(loop: asyncio.AbstractEventLoop) -> None:

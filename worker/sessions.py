@@ -231,7 +231,13 @@ class SessionManager:
                         raise
                     await asyncio.sleep(min(STORE_BACKOFF_MAX_S, STORE_BACKOFF_S * 2**failures))
         except asyncio.CancelledError:
-            # Delete or shutdown: the observer must not outlive its generator.
+            # Delete or shutdown: the observer must not outlive its generator. A message it
+            # was working on goes back to the queue uncounted (shutdown; a delete has already
+            # cancelled it), so none is left 'processing' and the next start takes it as new.
+            if active.claimed is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.unclaim(active.claimed)
+                active.claimed = None
             await asyncio.shield(self._end_observer(active, "cancelled"))
             raise
         except Exception as exc:  # the worker serves on; this session just failed

@@ -186,10 +186,13 @@ class Store:
         )
 
     def sessions_with_pending(self) -> list[int]:
+        """Sessions with queued work, whatever their status: a session completed while its
+        queue was not yet drained (the Stop hook's summarize, then SessionEnd) gets no other
+        hook to wake it, and its accepted messages must still be processed."""
         rows = self.db.execute(
             "SELECT DISTINCT m.session_id FROM pending_messages m JOIN sessions s "
             "ON s.id=m.session_id WHERE m.status IN ('pending','processing') "
-            "AND s.status='active' ORDER BY m.session_id"
+            "ORDER BY m.session_id"
         )
         return [int(r[0]) for r in rows]
 

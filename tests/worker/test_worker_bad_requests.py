@@ -129,3 +129,58 @@ def test_a_client_that_goes_away_mid_body_is_no_error(fake_run: FakeRun, workers
     worker.stop()
     assert worker.wait_exit() == 0
     assert "Traceback" not in worker.log() and "ERROR" not in worker.log(), worker.log()
+
+
+def test_a_web_page_of_another_site_cannot_drive_or_stop_the_worker(
+    fake_run: FakeRun, workers
+) -> None:
+    # A "simple" cross-origin POST (text/plain: no preflight) from any page the user opens
+    # reached the API: it spawned a claude, and /api/admin/shutdown stopped the worker.
+    worker: Worker = workers(fake_run.shim("ok"))
+    api = worker.api()
+    init = json.dumps({"contentSessionId": "csrf", "project": "p", "prompt": "hi"}).encode()
+    page = {"Content-Type": "text/plain"}
+    for extra in (
+        {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+        {"Origin": "http://127.0.0.1.evil.example"},
+        {"Sec-Fetch-Site": "same-site"},  # another port of the same host name counts too
+    ):
+        for path in ("/api/sessions/init", "/api/admin/shutdown"):
+            status, answer = api.request("POST", path, data=init, headers={**page, **extra})
+            assert status == 403 and isinstance(answer.get("error"), str), (extra, path, answer)
+    assert worker.stats()["observers"]["spawned"] == 0
+    assert worker.proc is not None and worker.proc.poll() is None, "a page stopped the worker"
+    # A page served from loopback itself (a viewer on the worker's own port) is not refused.
+    own = {"Origin": api.base_url, "Sec-Fetch-Site": "same-origin"}
+    status, _ = api.request("POST", "/api/sessions/init", data=init, headers=own)
+    assert status == 200
+
+
+def test_a_body_that_cannot_be_decoded_is_a_400(fake_run: FakeRun, workers) -> None:
+    worker: Worker = workers(fake_run.shim("ok"))
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    status, answer = worker.api().request(
+        "POST", "/api/sessions/init", data=b"not gzip at all", headers=headers
+    )
+    assert status == 400 and "body" in answer["error"], (status, answer)
+    assert "Traceback" not in worker.log(), worker.log()
+
+
+def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
+    fake_run: FakeRun, workers
+) -> None:
+    # aiohttp waits 60 s by default for requests in flight at shutdown: one client sending its
+    # body a byte a second held the worker's exit (and a second SIGTERM did not help) that long.
+    import socket
+    from urllib.parse import urlsplit
+
+    worker: Worker = workers(fake_run.shim("ok"))
+    url = urlsplit(worker.api().base_url)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(
+            b"POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        worker.stop()
+        assert worker.wait_exit(timeout=20) == 0

@@ -289,3 +289,45 @@ def test_nothing_lost_across_kill9(fake_run: FakeRun, workers, tmp_path: Path) -
     turns = sum(1 for e in fake_run.ledger_lines() if e["event"] == "turn")
     assert items <= turns <= items + sessions, (turns, turns_before)
     fake_run.assert_none_alive(timeout=10)
+
+
+@pytest.mark.parametrize("death", ["kill9", "sigterm"])
+def test_a_completed_sessions_queue_is_still_processed_after_a_restart(
+    fake_run: FakeRun, workers, tmp_path: Path, death: str
+) -> None:
+    # The Stop hook's summarize, then SessionEnd's complete: the session is no longer active
+    # while its queue waits. Before, a restart woke only active sessions, and nothing else would
+    # ever wake this one: its accepted observations and summary stayed pending for good.
+    data = tmp_path / "data"
+    slow = fake_run.shim("slow:latency=0.3,jitter=0,first=0")  # about 1 s per turn
+    first: Worker = workers(slow, data_dir=data)
+    sid = first.new_session("done")
+    first.prompt(sid, "done", "go")
+    for i in range(3):
+        first.observe("done", i)
+    first.summarize("done")
+    first.api().ok("POST", f"/sessions/{sid}/complete")
+    assert first.status(sid)["queueLength"] > 0, "the queue drained before the worker's death"
+    if death == "kill9":
+        first.kill9()
+    else:
+        first.stop()
+        assert first.wait_exit() == 0
+        # An orderly stop leaves no message 'processing': the one being worked on went back.
+        db = sqlite3.connect(f"file:{data / 'worker.db'}?mode=ro", uri=True)
+        try:
+            states = dict(db.execute("SELECT status, COUNT(*) FROM pending_messages GROUP BY 1"))
+        finally:
+            db.close()
+        assert "processing" not in states and states.get("pending"), states
+    second: Worker = workers(fake_run.shim("ok"), data_dir=data)
+    second.wait_session_done(sid)
+    queue = second.stats()["queue"]
+    assert queue.get("pending", 0) == 0 and queue.get("processing", 0) == 0, queue
+    assert queue.get("failed", 0) == 0 and queue.get("processed", 0) == 5, queue  # 1+3+1
+    counts = sqlite3.connect(f"file:{data / 'worker.db'}?mode=ro", uri=True)
+    try:
+        summaries = counts.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+    finally:
+        counts.close()
+    assert summaries == 1
