@@ -41,12 +41,15 @@ def spawn_grandchild(argv: list[str], env: dict[str, str] | None = None) -> int:
     return pid
 
 
-def spawn_escapee(argv: list[str], env: dict[str, str] | None = None) -> None:
+def spawn_escapee(argv: list[str], env: dict[str, str] | None = None, uncell: bool = False) -> None:
     """Double fork: the daemon ends up in its own session, reparented away from us; with `env`,
-    in that environment instead of ours."""
+    in that environment instead of ours; `uncell` (Linux, privileged): from the cgroup v2 root,
+    out of any cgroup cell its parent was put in."""
     pid = os.fork()
     if pid == 0:  # intermediate
         try:
+            if uncell:
+                leave_cgroup()
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
@@ -67,3 +70,22 @@ def spawn_escapee(argv: list[str], env: dict[str, str] | None = None) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass  # already reaped through SIGCHLD=SIG_IGN
+
+
+def leave_cgroup() -> None:
+    """Move this process into the cgroup v2 root, as a claude running as root can: a write of
+    "0" (this process) to the root's cgroup.procs. Best effort: without the privilege, or
+    without cgroup v2, nothing happens."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields, _, fs = line.partition(" - ")
+                if fs.split(" ", 1)[0] == "cgroup2":
+                    mount = fields.split()[4]
+                    break
+            else:
+                return
+        with open(os.path.join(mount, "cgroup.procs"), "w", encoding="ascii") as f:
+            f.write("0")
+    except OSError:
+        pass

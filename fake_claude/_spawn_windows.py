@@ -30,7 +30,8 @@ def spawn_grandchild(argv: list[str], env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
-def spawn_escapee(argv: list[str], env: dict[str, str] | None = None) -> None:
+def spawn_escapee(argv: list[str], env: dict[str, str] | None = None, uncell: bool = False) -> None:
+    del uncell  # cgroups are Linux's
     base = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
     io: dict[str, Any] = {
         "stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,

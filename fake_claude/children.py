@@ -80,7 +80,7 @@ def start_children(ctx: Context) -> list[int]:
             argv = child_argv(
                 "escapee", ctx.run_id, ignore=True, linger=True, hop=hop, headless=headless
             )
-            impl.spawn_escapee(argv, env)
+            impl.spawn_escapee(argv, env, uncell=sc.flag("escape", "uncell"))
     return pids
 
 

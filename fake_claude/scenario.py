@@ -56,7 +56,13 @@ PARAMS: dict[str, dict[str, str]] = {
         "headless": "flag",
         "scrub": "flag",
     },  # fmt: skip
-    "escape": {"n": "count", "hop": "seconds", "scrub": "flag", "headless": "flag"},
+    "escape": {
+        "n": "count",
+        "hop": "seconds",
+        "scrub": "flag",
+        "headless": "flag",
+        "uncell": "flag",
+    },
     "crash": {**_POINTED, "code": "code", "signal": "signal"},
     "exit-early": {"code": "code"},
     "garbage": {**_POINTED, "lines": "count"},

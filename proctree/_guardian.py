@@ -25,6 +25,7 @@ also kills every cell in it at once and removes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -33,6 +34,8 @@ import threading
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from . import _cgroup, _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
@@ -57,6 +60,12 @@ class Guardian:
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self.popen = popen
         self._lock = threading.Lock()
+        # Set once a line could not be written because the guardian does not read (stopped by
+        # a signal, or stuck): the daemon must never block on it (an event loop would hang on
+        # a full pipe), and such a guardian is as good as dead (see usable()).
+        self.stuck = False
+        if popen.stdin is not None and sys.platform != "win32":
+            os.set_blocking(popen.stdin.fileno(), False)
 
     @property
     def pid(self) -> int:
@@ -65,12 +74,16 @@ class Guardian:
     def _send(self, line: str) -> bool:
         with self._lock:
             stdin = self.popen.stdin
-            if stdin is None or stdin.closed:
+            if stdin is None or stdin.closed or self.stuck:
                 return False
+            data = line.encode() + b"\n"
             try:
-                stdin.write(line.encode() + b"\n")
-                stdin.flush()
+                while data:  # a line is shorter than PIPE_BUF: written whole or not at all
+                    data = data[os.write(stdin.fileno(), data) :]
                 return True
+            except BlockingIOError:
+                self.stuck = True
+                return False
             except (BrokenPipeError, OSError, ValueError):
                 return False
 
@@ -93,6 +106,32 @@ class Guardian:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def problem(self) -> str | None:
+        """Why this guardian cannot do its job now, or None: it died, it stopped reading its
+        pipe, or it is stopped (SIGSTOP: a kill -9 of the daemon then would leave everything)."""
+        if not self.alive():
+            return "died"
+        if self.stuck:
+            return "stopped reading its pipe"
+        try:
+            status = psutil.Process(self.popen.pid).status()
+        except psutil.Error:
+            return None  # gone this instant: the next look says died
+        if status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+            return f"is {status} (a signal stopped it)"
+        return None
+
+    def discard(self) -> None:
+        """Kill it (our own child, not yet reaped: its pid is still its own) and reap it."""
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        if self.popen.poll() is None:
+            with contextlib.suppress(OSError):
+                self.popen.kill()  # SIGKILL ends a stopped process too
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5.0)
 
     def close(self, timeout: float = 30.0) -> int | None:
         """Cut the lifeline (the guardian sweeps once and exits) and wait for it."""

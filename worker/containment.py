@@ -106,7 +106,7 @@ class Containment:
         log.info("parent-death signal: %s", self.pdeathsig or "not available here")
         # Said in worker.json before any spawn: what spawn_plan will make of every observer.
         probe = proctree.spawn_options(
-            self.mark, env=self.env, argv=[sys.executable], subreaper=self._subreapers()
+            self.mark, env=self.env, argv=[sys.executable], subreaper=True
         )
         self.observer_subreapers = probe.subreaper
         self.start_guardian([])
@@ -140,11 +140,17 @@ class Containment:
             log.warning("the guardian was not told about observer %s", handle.pid)
 
     def check_guardian(self, live: list[Contained]) -> None:
-        """Called by the periodic sweep: a guardian that died (killed by someone) is replaced,
-        since without one a kill -9 of the worker would leave grandchildren behind."""
-        if self.guardian is None or self.guardian.alive():
+        """Called by the periodic sweep: a guardian that died (killed by someone), or that
+        cannot act (stopped by a signal, or not reading its pipe) is replaced, since without
+        one a kill -9 of the worker would leave grandchildren behind. A stopped one is killed
+        first: it would otherwise wake one day and find nothing of its own, or hang for ever."""
+        if self.guardian is None:
             return
-        log.error("the guardian (pid %d) died: starting another", self.guardian.pid)
+        problem = self.guardian.problem()
+        if problem is None:
+            return
+        log.error("the guardian (pid %d) %s: starting another", self.guardian.pid, problem)
+        self.guardian.discard()
         self.start_guardian(live)
 
     def helper_pids(self) -> set[int]:
@@ -171,6 +177,7 @@ class Containment:
             "pid": self.guardian_id.pid,
             "create_time": self.guardian_id.create_time,
             "alive": self.guardian.alive(),
+            "problem": self.guardian.problem(),  # None, or why the next sweep replaces it
             "starts": self.guardian_starts,
             "watched": self.watched,
         }
@@ -182,23 +189,19 @@ class Containment:
         """The command to run (maybe wrapped, see proctree.SpawnOptions), its kwargs, and
         whether the observer will be a child subreaper.
 
-        Linux without cgroup cells: it is made one (with the parent-death signal, before its
-        exec). A daemon it starts (double fork, setsid, its environment shed: nothing left to
-        know it by) is then reparented to the observer, not to us, and ends with the
-        observer's tree; without that, such an orphan could be anyone's and was spared while
-        any observer older than it lived (one long session kept every later one's alive).
-        With cells the cell holds it already, and a subreaper costs: the orphans of its tree
-        that die stay zombies until it exits (a claude reaps only its own children)."""
+        Linux: it is made one (with the parent-death signal, before its exec). A daemon it
+        starts (double fork, setsid, its environment shed: nothing left to know it by) is then
+        reparented to the observer, not to us, and ends with the observer's tree; without
+        that, such an orphan could be anyone's and was spared while any observer older than it
+        lived (one long session kept every later one's alive). Cells do not make it needless:
+        what the observer forks in the instant before its move into its cell, and what a root
+        observer moves out of the cell, is outside it. The cost: orphans of its tree that die
+        stay zombies until it exits (a claude reaps only its own children)."""
         opts = proctree.spawn_options(
-            self.observer_mark(token), env=self.env, argv=argv, subreaper=self._subreapers()
+            self.observer_mark(token), env=self.env, argv=argv, subreaper=True
         )
         self.observer_subreapers = opts.subreaper
         return opts.argv or argv, dict(opts), opts.subreaper
-
-    @staticmethod
-    def _subreapers() -> bool:
-        """Whether observers are to be subreapers: where no cgroup cell holds their trees."""
-        return proctree.cgroups_enabled() is None
 
     def after_spawn(self, pid: int, token: str, subreaper: bool = False) -> Contained:
         handle = proctree.after_spawn(pid)

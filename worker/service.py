@@ -325,10 +325,10 @@ def _replace(src: str, dst: os.PathLike[str] | str, patience_s: float = 2.0) -> 
 
 def _raise_open_files_limit() -> None:
     """POSIX: the soft limit on open files up to OPEN_FILES (never above the hard limit)."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit on sockets
+    if sys.platform == "win32":  # no such limit on sockets
         return
+    import resource
+
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)

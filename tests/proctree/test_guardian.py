@@ -190,3 +190,29 @@ def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
         for ident in ids.values():
             if ident is not None and proctree.is_alive(ident):
                 os.kill(ident.pid, signal.SIGKILL)
+
+
+def test_a_guardian_that_stopped_reading_never_blocks_its_daemon() -> None:
+    # A claude SIGSTOPped the worker's guardian: its pipe filled (64 KiB, some 54 bytes per
+    # session) and the worker's event loop blocked in write() for good at about the 1,200th
+    # session. Now the write fails at once, and the guardian says what is wrong with it.
+    from types import SimpleNamespace
+
+    # An "ungroup" line for a group nobody has: harmless to a guardian that reads it.
+    gone = SimpleNamespace(group=2**22 + 7, proc_id=proctree.ProcId(2**22 + 7, 1.0))
+    guardian = proctree.start_guardian(f"test-stuck-{os.getpid()}")
+    try:
+        os.kill(guardian.pid, signal.SIGSTOP)
+        wait_for(lambda: guardian.problem() is not None, what="the guardian to read as stopped")
+        assert "stopped" in (guardian.problem() or "")
+        sent = 0
+        deadline = time.monotonic() + 30
+        while guardian.unwatch(gone):  # lines until the pipe is full
+            sent += 1
+            assert time.monotonic() < deadline, "still writing after 30 s"
+        assert guardian.stuck and sent > 100, sent
+        assert guardian.problem() == "stopped reading its pipe"
+        assert not guardian.unwatch(gone)  # at once, no wait
+    finally:
+        guardian.discard()
+    assert guardian.popen.returncode is not None

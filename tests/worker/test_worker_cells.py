@@ -11,6 +11,7 @@ import pytest
 from workerkit import FakeRun, Worker, wait_until
 
 import proctree
+from proctree import _cgroup
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="cgroups are Linux's")
 
@@ -31,23 +32,28 @@ def escapee_of(fake_run: FakeRun, worker: Worker, session_id: int) -> proctree.P
     return found[0]
 
 
-@pytest.mark.parametrize("held_by", ["cells", "observer-subreapers"])
+@pytest.mark.parametrize("held_by", ["cells", "observer-subreapers", "out-of-its-cell"])
 def test_an_unmarked_escapee_ends_with_its_own_observer(
     fake_run: FakeRun, workers, held_by: str
 ) -> None:
     """observer-subreapers: no cells (an unprivileged worker), each observer a subreaper, so
     the escapee is reparented to its own observer. Before, the worker adopted it, could not
-    tell whose it was, and spared it while the older observer lived."""
+    tell whose it was, and spared it while the older observer lived.
+
+    out-of-its-cell: cells, and the escapee moves itself out of its cell first (a root
+    claude can; so is what an observer forks before its move into the cell). Observers were
+    subreapers only where there were no cells: it was adopted by the worker and spared."""
     env = {"PROCTREE_CGROUPS": "0"} if held_by == "observer-subreapers" else None
-    worker: Worker = workers(fake_run.shim(SCENARIO), env=env)
+    scenario = SCENARIO + (",uncell=1" if held_by == "out-of-its-cell" else "")
+    worker: Worker = workers(fake_run.shim(scenario), env=env)
     containment = worker.stats()["containment"]
     cells = containment["cgroups"]
-    if held_by == "cells" and cells is None:
+    if held_by != "observer-subreapers" and cells is None:
         pytest.skip("the worker may not create cgroups here (not root, no delegated subtree)")
-    if held_by == "cells":  # the cell holds the escapee: no zombies kept by observers
-        assert containment["observer_subreapers"] is False, containment
+    # Cells or not, each observer is a subreaper: a cell does not hold what left it.
+    assert containment["observer_subreapers"] is True, containment
     if held_by == "observer-subreapers":
-        assert cells is None and containment["observer_subreapers"] is True, containment
+        assert cells is None, containment
     sids = []
     for name in ("older", "newer"):
         sid = worker.new_session(name)
@@ -56,6 +62,8 @@ def test_an_unmarked_escapee_ends_with_its_own_observer(
         count = len(sids)
         wait_until(lambda n=count: len(fake_run.started("escapee")) == n, what=name)
     older, newer = (escapee_of(fake_run, worker, sid) for sid in sids)
+    if held_by == "out-of-its-cell":
+        assert _cgroup.cgroup_of(newer.pid) == "/", "the escapee did not leave its cell"
     worker.summarize("newer")
     worker.api().ok("POST", f"/sessions/{sids[1]}/complete")
     worker.wait_session_done(sids[1])

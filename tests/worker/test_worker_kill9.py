@@ -331,3 +331,30 @@ def test_a_completed_sessions_queue_is_still_processed_after_a_restart(
     finally:
         counts.close()
     assert summaries == 1
+
+
+@posix_only
+def test_a_stopped_guardian_is_replaced_and_the_new_one_ends_the_run(
+    fake_run: FakeRun, workers
+) -> None:
+    # A claude SIGSTOPped the guardian: it stayed "alive", so it was never replaced, and a
+    # kill -9 of the worker then left every grandchild and escapee running (and the worker
+    # itself hung once the guardian's pipe was full).
+    import signal
+
+    worker: Worker = workers(fake_run.shim(f"{STUBBORN}+{LINGERING}"))
+    assert worker.guardian is not None
+    old = worker.guardian
+    open_sessions(worker, 2, "gs")
+    wait_until(lambda: len(fake_run.census()) == 6, what="2 observers with 2 grandchildren each")
+    os.kill(old.pid, signal.SIGSTOP)
+
+    def replaced() -> dict | None:
+        g = worker.stats()["containment"]["guardian"]
+        return g if g["pid"] != old.pid and g["starts"] == 2 and not g["problem"] else None
+
+    wait_until(replaced, what="a new guardian in place of the stopped one")
+    assert not proctree.is_alive(old), "the stopped guardian was left behind"
+    assert "is stopped" in worker.log()
+    worker.kill9()
+    wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone after kill -9")
