@@ -43,6 +43,7 @@ from ._platform import (
     disable_cgroups,
     enable_cgroups,
     enable_subreaper,
+    end_stale_cells,
     is_subreaper,
     pdeathsig_method,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "disable_cgroups",
     "enable_cgroups",
     "enable_subreaper",
+    "end_stale_cells",
     "environ",
     "exited",
     "fallback_forced",

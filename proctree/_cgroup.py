@@ -109,7 +109,14 @@ class Jail:
         out = []
         for pid in _pids(cell):
             pid_id = identify(pid)
-            if pid_id is not None and cgroup_of(pid) == want:
+            where = cgroup_of(pid) if pid_id is not None else None
+            if (
+                pid_id is not None
+                and where is not None
+                and (
+                    where == want or where.startswith(want + "/")  # or a cgroup made inside it
+                )
+            ):
                 out.append(pid_id)
         return out
 
@@ -126,12 +133,12 @@ class Jail:
         """Kill what is left in it and remove it (later, by tidy(), if it is not empty yet)."""
         if populated(cell):
             kill(cell)
-        if not _rmdir(cell):
+        if not _rmdir_tree(cell):
             self.pending.add(cell)
 
     def tidy(self) -> None:
         for cell in list(self.pending):
-            if _rmdir(cell) or not cell.exists():
+            if _rmdir_tree(cell) or not cell.exists():
                 self.pending.discard(cell)
 
     def close(self) -> None:
@@ -148,33 +155,68 @@ def remove_tree(parent: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while populated(parent) and time.monotonic() < deadline:
         time.sleep(0.01)
+    return _rmdir_tree(parent)
+
+
+def _rmdir_tree(path: Path) -> bool:
+    """Remove a cgroup and the ones made inside it, deepest first (a root child can make
+    cgroups in its own cell; rmdir refuses a cgroup that has children)."""
     try:
-        cells = [p for p in parent.iterdir() if p.is_dir()]
+        inner = [p for p in path.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return True
     except OSError:
-        cells = []
-    return all([_rmdir(cell) for cell in cells]) and _rmdir(parent)
+        inner = []
+    return all([_rmdir_tree(p) for p in inner]) and _rmdir(path)
 
 
-def _remove_stale(base: Path) -> None:
-    """Empty parents of daemons that are gone (killed with their guardian): labelled
-    `<pid>-<create_time>` (a daemon's mark), checked by identity; a cell still populated keeps
-    its parent (its members are the next start's to reap, by their mark)."""
+def _remove_stale(base: Path, *, kill_populated: bool = False) -> None:
+    """Parents of daemons that are gone (killed with their guardian): labelled
+    `<pid>-<create_time>` (a daemon's mark), checked by identity. An empty one is removed. A
+    populated one is killed first only when asked (end_stale()): its members are the next
+    start's to reap by their mark first, which records them; what carries no mark is known
+    by its cell alone."""
     for parent in base.glob(f"{PARENT_PREFIX}*-*"):
         pid, _, created = parent.name[len(PARENT_PREFIX) :].partition("-")
         try:
             owner = ProcId(int(pid), float(created))
         except ValueError:
             continue  # not a daemon's label
-        if owner.process() is None and not populated(parent):
+        if owner.process() is not None:
+            continue
+        if populated(parent):
+            if not kill_populated:
+                continue
+            kill(parent)
+            remove_tree(parent, timeout=2.0)
+        else:
             remove_tree(parent, timeout=0.0)
 
 
+def end_stale() -> int:
+    """Kill what is left in the cells of daemons that are gone and remove them: the members
+    of a dead daemon's cells are its observers' trees and nothing else, marked or not (a
+    daemon and its guardian both killed leave them). Returns how many parents were ended."""
+    mount, own = _mount(), _own_cgroup()
+    if mount is None or own is None:
+        return 0
+    base = mount / own.lstrip("/")
+    before = sum(1 for p in base.glob(f"{PARENT_PREFIX}*-*") if populated(p))
+    _remove_stale(base, kill_populated=True)
+    after = sum(1 for p in base.glob(f"{PARENT_PREFIX}*-*") if populated(p))
+    return before - after
+
+
 def _pids(cell: Path) -> list[int]:
-    try:
-        text = (cell / "cgroup.procs").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
+    """The processes in the cell and in any cgroup made inside it."""
+    out: list[int] = []
+    for folder, _, _ in os.walk(cell):
+        try:
+            text = Path(folder, "cgroup.procs").read_text()
+        except OSError:
+            continue
+        out += [int(x) for x in text.split()]
+    return out
 
 
 def populated(cell: Path) -> bool:

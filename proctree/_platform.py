@@ -208,6 +208,15 @@ def disable_cgroups() -> None:
     _cgroup.disable()
 
 
+def end_stale_cells() -> int:
+    """Linux, with cells enabled: kill and remove what is left in the cells of daemons that
+    are gone (both they and their guardians killed); how many daemons' cells were ended. Call
+    it after reaping such a daemon's marked survivors, which records them first."""
+    if _cgroup.jail() is None:
+        return 0
+    return _cgroup.end_stale()
+
+
 def cgroups_enabled() -> Path | None:
     """Our parent cgroup, if enable_cgroups() made one."""
     jail = _cgroup.jail()

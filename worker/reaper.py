@@ -69,6 +69,10 @@ class Reaper:
         self.counters.at_start = len(ended)
         if ended:
             log.info("reaped %d survivor(s) of earlier runs: %s", len(ended), ended)
+        # What no mark or row names, in the cells of workers that are gone: theirs alone.
+        cells = proctree.end_stale_cells()
+        if cells:
+            log.info("ended what was left in the cgroup cells of %d gone worker(s)", cells)
         return len(ended)
 
     async def run(self) -> None:

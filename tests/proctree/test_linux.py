@@ -366,6 +366,54 @@ def test_enabling_cells_removes_the_empty_parents_of_daemons_that_are_gone(run: 
                     path.rmdir()
 
 
+def test_cgroups_made_inside_cells_are_seen_killed_and_removed(run: Runner, popens) -> None:
+    """A root child can make cgroups inside its own cell and move into them. Their members
+    were not the cell's, and the cell could never be removed (rmdir refuses a cgroup with
+    children): every such cell and its parent stayed, also after the daemon's end. And the
+    populated cells of a daemon killed with its guardian held what no mark names for good."""
+    from proctree import _cgroup
+
+    if not proctree.enable_cgroups(f"test-{run.token}"):
+        pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
+    jail = _cgroup.jail()
+    assert jail is not None
+    base = jail.parent.parent
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    try:
+        mine = subprocess.Popen(sleeper)
+        popens.append(mine)
+        cell = jail.cell("nested", mine.pid)
+        assert cell is not None
+        (cell / "inner").mkdir()
+        (cell / "inner" / "cgroup.procs").write_text(str(mine.pid))
+        assert [m.pid for m in jail.members(cell)] == [mine.pid]
+        jail.close_cell(cell)
+        assert mine.wait(timeout=30) == -signal.SIGKILL
+        # Removed at once, or by the next tidy() once the killed member has left it.
+        wait_for(lambda: jail.tidy() or not cell.exists(), what="the cell and its inner cgroup")
+        # A daemon killed with its guardian: its cells' members carry no mark.
+        gone = base / "leakproof-999999998-1.000"
+        (gone / "cell" / "inner").mkdir(parents=True)
+        left = subprocess.Popen(sleeper)
+        popens.append(left)
+        (gone / "cell" / "inner" / "cgroup.procs").write_text(str(left.pid))
+        proctree.disable_cgroups()
+        assert proctree.enable_cgroups(f"test-{run.token}")  # its start keeps them for reaping
+        assert left.poll() is None and gone.exists()
+        assert proctree.end_stale_cells() == 1
+        assert left.wait(timeout=30) == -signal.SIGKILL
+        assert not gone.exists()
+    finally:
+        parent = proctree.cgroups_enabled()
+        proctree.disable_cgroups()
+        for path in (base / "leakproof-999999998-1.000" / "cell" / "inner",
+                     base / "leakproof-999999998-1.000" / "cell",
+                     base / "leakproof-999999998-1.000"):  # fmt: skip
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    assert parent is None or not parent.exists()
+
+
 def test_cells_are_off_with_the_switch(monkeypatch: pytest.MonkeyPatch, run: Runner) -> None:
     monkeypatch.setenv("PROCTREE_CGROUPS", "0")
     assert not proctree.enable_cgroups(f"test-{run.token}")
