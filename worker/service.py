@@ -65,8 +65,16 @@ class WorkerService:
             self.store = Store(cfg.db_path, cfg.db_busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise StartError(f"--data-dir {cfg.data_dir}: cannot hold the database: {exc}") from exc
-        self._refuse_if_in_use()
-        self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
+        try:
+            with self.store.db:
+                # One transaction holding the write lock: two workers started at once on one
+                # data dir each saw no live run, then both began theirs. Now the second waits
+                # here for the first's commit, and sees its run.
+                self.store.db.execute("BEGIN IMMEDIATE")
+                self._refuse_if_in_use()
+                self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
+        except sqlite3.Error as exc:
+            raise StartError(f"--data-dir {cfg.data_dir}: the database: {exc}") from exc
         self.containment = Containment(self.mark, self.create_time)
         self.sessions = SessionManager(cfg, self.store, self.containment, self.run_id)
         self.leaky = LeakySessionManager(cfg, self.store, self.run_id, self.mark)
@@ -208,10 +216,17 @@ class WorkerService:
             )
         if self.fixed:
             self.containment.start()
-            requeued = self.store.requeue_interrupted()
-            if requeued:
-                log.info("re-queued %d message(s) a previous run did not finish", requeued)
-            await self.reaper.at_start()
+            try:
+                requeued = self.store.requeue_interrupted()
+                if requeued:
+                    log.info("re-queued %d message(s) a previous run did not finish", requeued)
+                await self.reaper.at_start()
+            except sqlite3.DatabaseError as exc:  # corrupt pages, a full disk: say so, exit 2
+                self.containment.close_guardian()
+                self.containment.close_cgroups()
+                raise StartError(
+                    f"--data-dir {self.cfg.data_dir}: the database cannot be used: {exc}"
+                ) from exc
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
         app[MAX_BODY_KEY] = self.cfg.max_body
         Routes(self).install(app)

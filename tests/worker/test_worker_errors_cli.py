@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psutil
 import pytest
 from workerkit import REPO, FakeRun, Worker
 
@@ -165,3 +166,86 @@ def test_worker_bench_says_why_its_worker_did_not_start(tmp_path):
     assert run.returncode == 1
     assert "worker did not start" in run.stderr
     assert f"--claude {claude}: not an executable file" in run.stderr
+
+
+def test_two_workers_started_at_once_on_one_data_dir_do_not_both_serve(
+    fake_run: FakeRun, workers, tmp_path
+):
+    # The in-use check and the run's record were two steps: with the database's write lock
+    # held a moment (a backup, a sqlite3 shell) both workers passed the check, and both served
+    # one data dir, reaping each other's observers.
+    import sqlite3
+    import time
+
+    data = tmp_path / "data"
+    first: Worker = workers(fake_run.shim("ok"), data_dir=data)  # makes the database
+    first.stop()
+    assert first.wait_exit() == 0
+    holder = sqlite3.connect(data / "worker.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    argv = [sys.executable, "-m", "worker", "serve", "--data-dir", str(data), "--claude",
+            str(first.claude), "--db-busy-timeout", "60"]  # fmt: skip
+    procs = [subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        # Both have opened the database and wait on its lock: their CPU time stands still.
+        def waiting(p: subprocess.Popen[str]) -> bool:
+            proc = psutil.Process(p.pid)
+            if not any(f.path == str(data / "worker.db") for f in proc.open_files()):
+                return False
+            before = sum(proc.cpu_times()[:2])
+            time.sleep(0.3)  # a sample interval of the condition, not a wait for an event
+            return sum(proc.cpu_times()[:2]) == before
+
+        deadline = time.monotonic() + 60
+        while not all(p.poll() is None and waiting(p) for p in procs):
+            assert time.monotonic() < deadline, "the workers never waited on the lock"
+        holder.execute("COMMIT")
+        holder.close()
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "neither worker refused"
+            time.sleep(0.05)
+        refused = next(p for p in procs if p.poll() is not None)
+        assert refused.returncode == 2
+        assert "is in use by worker pid" in (refused.stderr.read() if refused.stderr else "")
+        serving = next(p for p in procs if p is not refused)
+        assert serving.poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+            p.wait(timeout=60)
+            if p.stderr:
+                p.stderr.close()
+    fake_run.assert_none_alive(timeout=30)
+
+
+def test_a_corrupt_database_is_refused_at_start_with_a_reason(fake_run: FakeRun, workers, tmp_path):
+    """Before: a DatabaseError traceback and exit 1."""
+    data = tmp_path / "data"
+    first: Worker = workers(fake_run.shim("ok"), data_dir=data)
+    for i in range(20):  # pages beyond the first, for the damage below to land in
+        sid = first.new_session(f"s{i}", prompt="x" * 2000)
+        first.api().ok("POST", f"/sessions/{sid}/complete")
+    first.stop()
+    assert first.wait_exit() == 0
+    db = data / "worker.db"
+    raw = bytearray(db.read_bytes())
+    assert len(raw) > 3 * 4096
+    raw[4096:] = b"\xa5" * (len(raw) - 4096)  # every page after the schema's
+    db.write_bytes(bytes(raw))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--claude",
+            str(first.claude),
+        ],  # fmt: skip
+        **_RUN,
+    )
+    assert run.returncode == 2, run.stderr
+    assert f"--data-dir {data}" in run.stderr and "Traceback" not in run.stderr, run.stderr
