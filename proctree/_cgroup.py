@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import psutil
@@ -170,14 +171,15 @@ def _rmdir_tree(path: Path) -> bool:
     return all([_rmdir_tree(p) for p in inner]) and _rmdir(path)
 
 
-def _remove_stale(base: Path, *, kill_populated: bool = False) -> None:
+def _remove_stale(base: Path, *, ending: Collection[str] = ()) -> None:
     """Parents of daemons that are gone (killed with their guardian): labelled
     `<pid>-<create_time>` (a daemon's mark), checked by identity. An empty one is removed. A
-    populated one is killed first only when asked (end_stale()): its members are the next
-    start's to reap by their mark first, which records them; what carries no mark is known
-    by its cell alone."""
+    populated one is killed first only if its label is in `ending` (end_stale()): another
+    daemon's leftovers are its own next start's to reap, by their mark first, which records
+    them; what carries no mark is known by its cell alone."""
     for parent in base.glob(f"{PARENT_PREFIX}*-*"):
-        pid, _, created = parent.name[len(PARENT_PREFIX) :].partition("-")
+        label = parent.name[len(PARENT_PREFIX) :]
+        pid, _, created = label.partition("-")
         try:
             owner = ProcId(int(pid), float(created))
         except ValueError:
@@ -185,7 +187,7 @@ def _remove_stale(base: Path, *, kill_populated: bool = False) -> None:
         if owner.process() is not None:
             continue
         if populated(parent):
-            if not kill_populated:
+            if label not in ending:
                 continue
             kill(parent)
             remove_tree(parent, timeout=2.0)
@@ -193,18 +195,18 @@ def _remove_stale(base: Path, *, kill_populated: bool = False) -> None:
             remove_tree(parent, timeout=0.0)
 
 
-def end_stale() -> int:
-    """Kill what is left in the cells of daemons that are gone and remove them: the members
-    of a dead daemon's cells are its observers' trees and nothing else, marked or not (a
-    daemon and its guardian both killed leave them). Returns how many parents were ended."""
+def end_stale(labels: Collection[str]) -> int:
+    """Kill what is left in the cells of the gone daemons labelled `labels` (earlier runs of
+    the caller's own, killed with their guardians) and remove them: a daemon's cells hold its
+    observers' trees and nothing else, marked or not. How many of them were ended."""
     mount, own = _mount(), _own_cgroup()
-    if mount is None or own is None:
+    if mount is None or own is None or not labels:
         return 0
     base = mount / own.lstrip("/")
-    before = sum(1 for p in base.glob(f"{PARENT_PREFIX}*-*") if populated(p))
-    _remove_stale(base, kill_populated=True)
-    after = sum(1 for p in base.glob(f"{PARENT_PREFIX}*-*") if populated(p))
-    return before - after
+    wanted = [base / f"{PARENT_PREFIX}{label}" for label in labels]
+    before = [p for p in wanted if populated(p)]
+    _remove_stale(base, ending=set(labels))
+    return sum(1 for p in before if not populated(p))
 
 
 def _pids(cell: Path) -> list[int]:

@@ -208,13 +208,14 @@ def disable_cgroups() -> None:
     _cgroup.disable()
 
 
-def end_stale_cells() -> int:
-    """Linux, with cells enabled: kill and remove what is left in the cells of daemons that
-    are gone (both they and their guardians killed); how many daemons' cells were ended. Call
-    it after reaping such a daemon's marked survivors, which records them first."""
+def end_stale_cells(labels: Collection[str]) -> int:
+    """Linux, with cells enabled: kill and remove what is left in the cells of the gone
+    daemons whose enable_cgroups() labels these were (earlier runs of ours, killed with their
+    guardians); how many daemons' cells were ended. Call it after reaping their marked
+    survivors, which records them first."""
     if _cgroup.jail() is None:
         return 0
-    return _cgroup.end_stale()
+    return _cgroup.end_stale(labels)
 
 
 def cgroups_enabled() -> Path | None:

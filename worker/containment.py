@@ -32,6 +32,11 @@ log = logging.getLogger("worker.containment")
 STRAY_ROUNDS = 3
 
 
+def cell_label(mark: str) -> str:
+    """The label of a worker's cgroup cells' parent (proctree.enable_cgroups) from its mark."""
+    return mark.replace(":", "-")
+
+
 def worker_mark(pid: int, create_time: float) -> str:
     return f"{pid}:{create_time:.3f}"
 
@@ -99,7 +104,7 @@ class Containment:
         # Linux, where we may make cgroups: a cell per observer holds all of its tree, so an
         # escapee with nothing to know it by is still its observer's. Before the guardian,
         # which kills the cells if we die.
-        if proctree.enable_cgroups(self.mark.replace(":", "-")):
+        if proctree.enable_cgroups(cell_label(self.mark)):
             log.info("cgroup cells under %s", proctree.cgroups_enabled())
         # Now rather than at the first spawn: it may have to build proctree's launcher.
         self.pdeathsig = proctree.pdeathsig_method()

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 
 import proctree
-from worker.containment import Containment
+from worker.containment import Containment, cell_label
 from worker.sessions import SessionManager
 from worker.store import Store
 
@@ -69,10 +69,11 @@ class Reaper:
         self.counters.at_start = len(ended)
         if ended:
             log.info("reaped %d survivor(s) of earlier runs: %s", len(ended), ended)
-        # What no mark or row names, in the cells of workers that are gone: theirs alone.
-        cells = proctree.end_stale_cells()
+        # What no mark or row names, in the cells of this data dir's earlier workers, gone
+        # with their guardians: those cells held their observers' trees alone.
+        cells = proctree.end_stale_cells([cell_label(mark) for mark, _ in marks])
         if cells:
-            log.info("ended what was left in the cgroup cells of %d gone worker(s)", cells)
+            log.info("ended what was left in the cgroup cells of %d earlier run(s)", cells)
         return len(ended)
 
     async def run(self) -> None:

@@ -400,7 +400,9 @@ def test_cgroups_made_inside_cells_are_seen_killed_and_removed(run: Runner, pope
         proctree.disable_cgroups()
         assert proctree.enable_cgroups(f"test-{run.token}")  # its start keeps them for reaping
         assert left.poll() is None and gone.exists()
-        assert proctree.end_stale_cells() == 1
+        assert proctree.end_stale_cells(["999999997-1.000"]) == 0  # another's: left alone
+        assert left.poll() is None
+        assert proctree.end_stale_cells(["999999998-1.000"]) == 1
         assert left.wait(timeout=30) == -signal.SIGKILL
         assert not gone.exists()
     finally:

@@ -358,3 +358,28 @@ def test_a_stopped_guardian_is_replaced_and_the_new_one_ends_the_run(
     assert "is stopped" in worker.log()
     worker.kill9()
     wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone after kill -9")
+
+
+@posix_only
+def test_an_unmarked_survivor_in_a_cell_is_ended_by_the_restart(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    # The worker and its guardian both killed: an escapee that shed the worker's mark is known
+    # by its cgroup cell alone. The restart's reaping (by registry row and mark) missed it, and
+    # it lived on in a cell nobody would remove.
+    data = tmp_path / "data"
+    claude = fake_run.shim("escape:scrub=1")
+    first: Worker = workers(claude, data_dir=data)
+    if first.stats()["containment"]["cgroups"] is None:
+        pytest.skip("the worker may not create cgroups here (not root, no delegated subtree)")
+    open_sessions(first, 1, "cell")
+    wait_until(lambda: fake_run.started("escapee"), what="the escapee")
+    (escapee,) = fake_run.started("escapee")
+    assert first.guardian is not None
+    first.freeze()
+    first.kill_guardian()
+    first.kill9()
+    assert proctree.is_alive(escapee) and not proctree.marker_of(escapee.process())
+    second: Worker = workers(claude, data_dir=data)
+    assert not proctree.is_alive(escapee), "the restart left the unmarked survivor running"
+    assert "ended what was left in the cgroup cells of 1 earlier run" in second.log()
