@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -75,6 +75,8 @@ class McpClients:
         self._next_id = 0
         # name -> (request or None when it could not even start, config, tried again per turn)
         self._servers: dict[str, tuple[Requester | None, dict, bool]] = {}
+        self._processes: dict[str, Any] = {}  # name -> its StdioServer (a child of ours)
+        self._entries: dict[str, dict] = {}  # name -> the stdio entry it was started from
         self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
         self.disabled: set[str] = set()  # turned off by mcp_toggle: no tools, status "disabled"
@@ -94,17 +96,62 @@ class McpClients:
             return {"status": "disabled"}
         return self.status.get(name, {"status": "pending"})
 
-    def add(self, name: str, request: Requester | None, config: dict, *, retry: bool) -> None:
-        self._servers.setdefault(name, (request, config, retry))  # the first one named wins
+    def add(
+        self,
+        name: str,
+        request: Requester | None,
+        config: dict,
+        *,
+        retry: bool,
+        process: Any = None,
+        entry: dict | None = None,
+    ) -> None:
+        if name in self._servers:
+            return  # the first one named wins
+        self._servers[name] = (request, config, retry)
+        if process is not None:
+            self._processes[name] = process
+        if entry is not None:
+            self._entries[name] = entry
 
-    def add_failed(self, name: str, config: dict, error: str) -> None:
-        self.add(name, None, config, retry=False)
+    def add_failed(self, name: str, config: dict, error: str, entry: dict | None = None) -> None:
+        self.add(name, None, config, retry=False, entry=entry)
         self.status[name] = {"status": "failed", "error": error}
 
-    def connect(self) -> None:
+    def names(self) -> list[str]:
+        return list(self._servers)
+
+    def kind(self, name: str) -> str | None:
+        """ "sdk", "stdio", or None for a name it does not have."""
+        if name not in self._servers:
+            return None
+        return "sdk" if self._servers[name][1].get("type") == "sdk" else "stdio"
+
+    def entry(self, name: str) -> dict | None:
+        return self._entries.get(name)
+
+    def error(self, name: str) -> str | None:
+        status = self.status.get(name, {})
+        return status.get("error") if status.get("status") == "failed" else None
+
+    def remove(self, name: str) -> None:
+        """Disconnect a server (mcp_set_servers); a stdio one, our child, is ended."""
+        self._servers.pop(name, None)
+        self._entries.pop(name, None)
+        self.status.pop(name, None)
+        self.tools.pop(name, None)
+        self.disabled.discard(name)
+        process = self._processes.pop(name, None)
+        if process is not None:
+            process.end()
+
+    def connect(self, only: Collection[str] | None = None) -> None:
         """Handshake and tools/list with every server not connected yet (an SDK server whose
-        handshake failed is tried again at each turn, as the real CLI does)."""
+        handshake failed is tried again at each turn, as the real CLI does); `only`: with
+        those of these names."""
         for name, (request, _, retry) in self._servers.items():
+            if only is not None and name not in only:
+                continue
             status = self.status.get(name, {}).get("status")
             if request is None or name in self.disabled or status == "connected":
                 continue

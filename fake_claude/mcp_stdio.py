@@ -215,10 +215,10 @@ def start_configured(ctx: Context, clients: McpClients, timeout: float) -> None:
         try:
             server = start(name, entry, ctx.ledger, timeout)
         except OSError as exc:  # not found, not executable: a failed server, as the CLI's
-            clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}")
+            clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}", entry=entry)
             continue
         started.append(server)
-        clients.add(name, server.request, shown, retry=False)
+        clients.add(name, server.request, shown, retry=False, process=server, entry=entry)
     for name, error in errors.items():
         clients.add_failed(name, {"name": name}, error)
 

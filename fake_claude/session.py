@@ -20,6 +20,7 @@ from fake_claude.toolturns import Interrupted, ToolTurns
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
+    from fake_claude.mcp_set import ServerSets
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
 
@@ -68,6 +69,7 @@ class Session(ToolTurns):
             self.tools = [t for t in self.tools if t in offered]
         self.hooks: dict = {}
         self.mcp: McpClients | None = None  # its MCP servers (the SDK's, stdio ones), if any
+        self.server_sets: ServerSets | None = None  # what mcp_set_servers calls set
         self.pending: deque[dict] = deque()
         self.responses: dict[str, dict] = {}
         self.waiting: set[str] = set()  # our requests still waiting for an answer
@@ -204,6 +206,21 @@ class Session(ToolTurns):
                 if sub == "mcp_toggle":
                     self.mcp.toggle(name, bool(req.get("enabled", True)))
                 send(m.control_success(rid))
+        elif sub == "mcp_set_servers":
+            wanted = req.get("servers")
+            if not isinstance(wanted, dict):
+                send(m.control_error(rid, "mcp_set_servers: servers must be an object"))
+            else:
+                from fake_claude.mcp import mcp_timeout
+
+                if self.server_sets is None:
+                    from fake_claude.mcp_set import ServerSets
+
+                    self.server_sets = ServerSets()
+                answer = self.server_sets.apply(
+                    self._clients(), wanted, self._sdk_requester(), self.ctx.ledger, mcp_timeout()
+                )
+                send(m.control_success(rid, answer))
         elif sub == "stop_task":
             send(m.control_error(rid, f"No task found with ID: {req.get('task_id')}"))  # none run
         else:
@@ -216,17 +233,24 @@ class Session(ToolTurns):
             self.mcp = McpClients(self.ctx.version or m.DEFAULT_VERSION)
         return self.mcp
 
-    def _sdk_mcp_servers(self, init_request: dict) -> None:
-        config = self.ctx.args.value("--mcp-config")
-        if not config and not init_request.get("sdkMcpServers"):
-            return  # the common case: no import, no cost
-        from fake_claude.mcp import mcp_timeout, sdk_server_names
+    def _sdk_requester(self):
+        """How a message reaches an SDK MCP server: an mcp_message control request."""
+        from fake_claude.mcp import mcp_timeout
 
         wait = mcp_timeout()
 
         def ask(body: dict) -> dict:
             return self.request(body, wait)
 
+        return ask
+
+    def _sdk_mcp_servers(self, init_request: dict) -> None:
+        config = self.ctx.args.value("--mcp-config")
+        if not config and not init_request.get("sdkMcpServers"):
+            return  # the common case: no import, no cost
+        from fake_claude.mcp import sdk_server_names
+
+        ask = self._sdk_requester()
         for name in sdk_server_names(config, init_request):
             self._clients().add(name, ask, {"type": "sdk", "name": name}, retry=True)
 

@@ -151,6 +151,8 @@ def test_status_and_settings_calls(sdk: str, make_fake: MakeFake) -> None:
     status = res["status"]
     assert all("error" not in v for v in status.values()), status
     assert status["mcpServerStatus"]["value"] == []
+    # Refused as an unknown request before (the real CLI answers it since 2.0).
+    assert status["setMcpServers"]["value"] == {"added": [], "removed": [], "errors": {}}
     assert any(m["value"] == "claude-sonnet-4-5" for m in status["supportedModels"]["value"])
     assert set(status) >= {"mcpServerStatus", "setModel", "setPermissionMode", "supportedModels"}
     if sdk != "sdk-0.1.76":

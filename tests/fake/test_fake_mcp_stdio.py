@@ -267,3 +267,32 @@ def test_a_server_toggled_off_offers_no_tools_until_toggled_on(spawn) -> None:
     init, _ = turn_init(fake, "third")
     assert init["mcp_servers"] == [{"name": "echo", "status": "connected"}]
     end_ok(fake)
+
+
+def test_set_mcp_servers_replaces_what_it_may_and_ends_what_it_drops(spawn) -> None:
+    # TS Query.setMcpServers: the fake refused it ("Unsupported control request subtype").
+    # A stdio server a call sets is the fake's child like any other, and one a later call
+    # leaves out is ended at once; one from --mcp-config stays unless a call named it.
+    fake = spawn(args=[*SDK_ARGV, "--mcp-config", config(base=[])])
+    server_pids(fake, 1)
+    fake.initialize()
+    entry = {"command": SERVER[0], "args": SERVER[1:]}
+    first = fake.control("s1", {"subtype": "mcp_set_servers", "servers": {"one": entry}})
+    assert first["subtype"] == "success", first
+    assert first["response"] == {"added": ["one"], "removed": [], "errors": {}}
+    one = server_pids(fake, 2)["one"]
+    assert psutil.Process(one).ppid() == fake.pid
+    status = fake.control("st", {"subtype": "mcp_status"})["response"]["mcpServers"]
+    assert {s["name"]: s["status"] for s in status} == {"base": "pending", "one": "connected"}
+    bad = {"two": {"command": "/no/such/server"}, "three": {"type": "sse", "url": "http://x"}}
+    second = fake.control("s2", {"subtype": "mcp_set_servers", "servers": {"one": entry, **bad}})
+    answer = second["response"]
+    assert answer["added"] == ["two"] and answer["removed"] == []
+    assert set(answer["errors"]) == {"two", "three"}, answer
+    assert alive(one), "a server given again as it was is kept"
+    third = fake.control("s3", {"subtype": "mcp_set_servers", "servers": {}})
+    assert third["response"]["removed"] == ["one", "two"], third
+    wait_for(lambda: not alive(one), "the dropped server to be ended")
+    init, _ = turn_init(fake, "what is left")
+    assert [s["name"] for s in init["mcp_servers"]] == ["base"]
+    end_ok(fake)

@@ -262,6 +262,7 @@ async function status() {
     ["setModel", "setModel", ["claude-opus-4"]],
     ["setPermissionMode", "setPermissionMode", ["acceptEdits"]],
     ["supportedModels", "supportedModels", []],
+    ["setMcpServers", "setMcpServers", [{}]],
   ];
   out.status = {};
   for await (const m of q) {
