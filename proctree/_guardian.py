@@ -62,7 +62,7 @@ class Guardian:
         self._lock = threading.Lock()
         # Set once a line could not be written because the guardian does not read (stopped by
         # a signal, or stuck): the daemon must never block on it (an event loop would hang on
-        # a full pipe), and such a guardian is as good as dead (see usable()).
+        # a full pipe), and such a guardian is as good as dead (see problem()).
         self.stuck = False
         if popen.stdin is not None and sys.platform != "win32":
             os.set_blocking(popen.stdin.fileno(), False)

@@ -5,6 +5,7 @@ survives everything, and no committed item is lost or processed twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -168,7 +169,17 @@ def test_kill9_takes_a_scrubbed_grandchild_its_observer_held(
 
     worker.kill9()
     killed_at = time.monotonic()
-    wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone")
+    try:
+        wait_until(lambda: not fake_run.alive(), TREE_DEADLINE, "the whole run gone")
+    except AssertionError as exc:  # say what was left, and where it hung (once seen in CI)
+        left = []
+        for proc in fake_run.census():
+            with contextlib.suppress(psutil.Error):
+                age = time.time() - proc.create_time()
+                left.append((proc.pid, proc.ppid(), proc.status(), round(age, 2)))
+        raise AssertionError(
+            f"{exc}: left (pid, ppid, status, age) {left}; {fake_run.alive()}\n{worker.log()}"
+        ) from None
     print(f"\nkill -9 -> scrubbed grandchildren gone in {time.monotonic() - killed_at:.3f} s")
 
 
