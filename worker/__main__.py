@@ -69,20 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from worker.service import StartError, WorkerService
 
+    services: list[WorkerService] = []
+
     async def serve() -> None:
-        service = WorkerService(cfg)
-        await service.run()
+        services.append(WorkerService(cfg))
+        await services[0].run()
 
     try:
         asyncio.run(serve())
     except StartError as exc:
         logging.getLogger("worker").error("%s", exc)
         return 2
+    code = 1 if services and services[0].lost else 0  # it stopped on its own, saying why
     if cfg.mode == "leaky":
         from worker.leaky import exit_leaving_children
 
-        exit_leaving_children(0)
-    return 0
+        exit_leaving_children(code)
+    return code
 
 
 def _config(args: argparse.Namespace) -> WorkerConfig:

@@ -82,6 +82,10 @@ class WorkerService:
             self.store, self.containment, self.sessions, self.run_id, cfg.reap_interval
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # The database file as opened: one removed or replaced under us is noticed (what we
+        # accepted would be written to a file nobody can open again).
+        self._db_file = _file_identity(cfg.db_path)
+        self.lost: str | None = None  # why the worker stopped on its own: exit 1
 
     @property
     def fixed(self) -> bool:
@@ -259,6 +263,7 @@ class WorkerService:
                 for session_id in self.store.sessions_with_pending():
                     self.sessions.notify(session_id)
                 self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
+            self._tasks.append(asyncio.create_task(self._watch_data_dir(), name="data-dir"))
             await self._stop.wait()
         finally:
             self.ready = False
@@ -287,6 +292,24 @@ class WorkerService:
         with contextlib.suppress(OSError):
             self.cfg.info_path.unlink()
         log.info("worker stopped")
+
+    async def _watch_data_dir(self) -> None:
+        """Every reap interval: a database file removed or replaced under us stops the worker
+        (exit 1: everything accepted from then on would be lost, and a 2xx says it is kept);
+        a removed worker.json is written again (clients find the port there)."""
+        while True:
+            await asyncio.sleep(self.cfg.reap_interval)  # a periodic check, not a wait for work
+            now = _file_identity(self.cfg.db_path)
+            if now != self._db_file:
+                what = "removed" if now is None else "replaced by another file"
+                self.lost = f"the database {self.cfg.db_path} was {what} while the worker ran"
+                log.error("%s: stopping, so that nothing more is accepted into it", self.lost)
+                self.request_stop("database lost")
+                return
+            if not self.cfg.info_path.exists():
+                with contextlib.suppress(OSError):
+                    self._write_info()
+                    log.warning("%s was removed: written again", self.cfg.info_path)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         if sys.platform == "win32":
@@ -336,6 +359,14 @@ def _replace(src: str, dst: os.PathLike[str] | str, patience_s: float = 2.0) -> 
             if sys.platform != "win32" or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)  # a reader's open lasts a moment; once, at start-up
+
+
+def _file_identity(path: os.PathLike[str] | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _raise_open_files_limit() -> None:

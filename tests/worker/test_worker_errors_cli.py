@@ -249,3 +249,25 @@ def test_a_corrupt_database_is_refused_at_start_with_a_reason(fake_run: FakeRun,
     )
     assert run.returncode == 2, run.stderr
     assert f"--data-dir {data}" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_database_removed_while_running_stops_the_worker_and_worker_json_comes_back(
+    fake_run: FakeRun, workers, tmp_path
+):
+    # Before: with its database deleted the worker went on answering 200 to every hook, and
+    # all of it was lost at the next start; a removed worker.json was never written again.
+    import time
+
+    worker: Worker = workers(fake_run.shim("ok"))  # reap interval 0.5 s (the tests' flags)
+    info = worker.data_dir / "worker.json"
+    info.unlink()
+    deadline = time.monotonic() + 30
+    while not info.exists():
+        assert time.monotonic() < deadline, "worker.json was not written again"
+        time.sleep(0.05)
+    assert "worker.json was removed: written again" in worker.log()
+    for name in ("worker.db", "worker.db-wal", "worker.db-shm"):
+        (worker.data_dir / name).unlink(missing_ok=True)
+    assert worker.wait_exit(timeout=30) == 1
+    assert "was removed while the worker ran" in worker.log()
+    fake_run.assert_none_alive(timeout=30)
