@@ -39,13 +39,12 @@ class HookClient:
                 raise HookError(f"GET {path} -> {resp.status}: {(await resp.text())[:300]}")
             return await resp.json()
 
-    async def delete_session(self, session_db_id: int) -> dict:
+    async def delete_session(self, session_db_id: int) -> None:
         """Abandon a session: the worker drops its queue and ends its observer."""
         async with self.http.delete(f"{self.base_url}/sessions/{session_db_id}") as resp:
             text = await resp.text()
             if resp.status // 100 != 2:
                 raise HookError(f"DELETE /sessions/{session_db_id} -> {resp.status}: {text[:300]}")
-        return {}
 
     # UserPromptSubmit, part 1: create or find the session, count the prompt.
     async def session_init(self, content_session_id: str, project: str, prompt: str) -> dict:

@@ -17,8 +17,8 @@ from fake_claude.transcripts import project_key
 UNKNOWN = "11111111-2222-4333-8444-555555555555"
 
 
-def _turns(spawn, *texts: str, args: list[str] | None = None, **kw) -> tuple[str, object]:
-    fake = spawn(args=[*SDK_ARGV, *(args or [])], **kw)
+def _turns(spawn, *texts: str, args: list[str] | None = None) -> tuple[str, object]:
+    fake = spawn(args=[*SDK_ARGV, *(args or [])])
     fake.initialize()
     ids = set()
     for text in texts:
@@ -101,7 +101,7 @@ def test_a_fork_starts_as_a_copy_and_leaves_the_original_alone(spawn):
     assert [x["message"]["content"] for x in lines if x["type"] == "user"] == ["one", "two"]
 
 
-def test_hooks_get_the_transcripts_path(spawn, tmp_path):
+def test_hooks_get_the_transcripts_path(spawn):
     fake = spawn(args=SDK_ARGV)
     hooks = {"UserPromptSubmit": [{"matcher": None, "hookCallbackIds": ["h1"]}]}
     fake.initialize(hooks=hooks)

@@ -3,8 +3,12 @@ or a dropped connection), the worker keeps serving, and afterwards nothing of th
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -55,6 +59,20 @@ routes = st.sampled_from(
     ]
 )
 hosts = st.sampled_from([None, None, None, "evil.example", "127.0.0.1.evil.example", "[::2]"])
+
+
+@contextlib.contextmanager
+def body_cut_short(worker: Worker, *, length: int, sent: bytes) -> Iterator[socket.socket]:
+    """A POST /api/sessions/init announcing `length` body bytes of which only `sent` come;
+    the connection stays open inside the block and is closed at its end."""
+    url = urlsplit(worker.api().base_url)
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        head = (
+            "POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + sent)
+        yield sock
 
 
 def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None:
@@ -110,17 +128,11 @@ def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None
 def test_a_client_that_goes_away_mid_body_is_no_error(fake_run: FakeRun, workers) -> None:
     """Content-Length 100, two bytes sent, then the connection closed: the worker logged an
     ERROR with a traceback (ConnectionResetError) for what is the client's business."""
-    import socket
     import time
-    from urllib.parse import urlsplit
 
     worker: Worker = workers(fake_run.shim("ok"))
-    url = urlsplit(worker.api().base_url)
-    with socket.create_connection((url.hostname, url.port)) as sock:
-        sock.sendall(
-            b"POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{}"
-        )
+    with body_cut_short(worker, length=100, sent=b"{}"):
+        pass
     deadline = time.monotonic() + 30
     while "client went away during POST /api/sessions/init" not in worker.log():
         assert time.monotonic() < deadline, worker.log()
@@ -172,15 +184,7 @@ def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
 ) -> None:
     # aiohttp waits 60 s by default for requests in flight at shutdown: one client sending its
     # body a byte a second held the worker's exit (and a second SIGTERM did not help) that long.
-    import socket
-    from urllib.parse import urlsplit
-
     worker: Worker = workers(fake_run.shim("ok"))
-    url = urlsplit(worker.api().base_url)
-    with socket.create_connection((url.hostname, url.port)) as sock:
-        sock.sendall(
-            b"POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
-        )
+    with body_cut_short(worker, length=1000, sent=b"{"):
         worker.stop()
         assert worker.wait_exit(timeout=20) == 0

@@ -312,12 +312,7 @@ def test_a_completed_sessions_queue_is_still_processed_after_a_restart(
     data = tmp_path / "data"
     slow = fake_run.shim("slow:latency=0.3,jitter=0,first=0")  # about 1 s per turn
     first: Worker = workers(slow, data_dir=data)
-    sid = first.new_session("done")
-    first.prompt(sid, "done", "go")
-    for i in range(3):
-        first.observe("done", i)
-    first.summarize("done")
-    first.api().ok("POST", f"/sessions/{sid}/complete")
+    sid = first.whole_session("done")
     assert first.status(sid)["queueLength"] > 0, "the queue drained before the worker's death"
     if death == "kill9":
         first.kill9()

@@ -98,12 +98,7 @@ def test_failed_observer_is_replaced_never_doubled(fake_run: FakeRun, workers) -
         fake_run.shim("crash:at=mid-turn,turn=2,code=3"),
         flags=["--grace", "0.5", "--reap-interval", "0.5", "--max-attempts", "2"],
     )
-    sid = worker.new_session("crashy")
-    worker.prompt(sid, "crashy", "go")
-    for i in range(3):
-        worker.observe("crashy", i)
-    worker.summarize("crashy")
-    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    sid = worker.whole_session("crashy")
     worker.wait_session_done(sid)
     stats = worker.stats()
     assert stats["queue"] == {"processed": 5} and stats["observations"] == 3

@@ -329,6 +329,17 @@ class Worker:
             {"contentSessionId": content_id, "last_assistant_message": "all done"},
         )
 
+    def whole_session(self, content_id: str, observations: int = 3) -> int:
+        """A session as the hooks run it: a prompt, observations, the Stop hook's summarize,
+        then SessionEnd's complete (the items may still be queued when this returns)."""
+        sid = self.new_session(content_id)
+        self.prompt(sid, content_id, "go")
+        for i in range(observations):
+            self.observe(content_id, i)
+        self.summarize(content_id)
+        self.api().ok("POST", f"/sessions/{sid}/complete")
+        return sid
+
     def status(self, session_id: int) -> dict[str, Any]:
         return self.api().ok("GET", f"/sessions/{session_id}/status")
 
