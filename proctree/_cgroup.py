@@ -6,18 +6,21 @@ the members of a child's cell are exactly its tree, escapees included, found wit
 and `cgroup.kill` (Linux 5.14+) kills every member at once, forks in flight included.
 
 Layout: `<cgroup2 mount><our own cgroup>/leakproof-<label>/<cell>` - one parent per daemon
-(`enable_cgroups(label)`), one cell per child, moved there right after spawn. Moving a process
+(`enable_cgroups(label)`), one cell per child: proctree's own launcher makes it and moves
+itself in before its exec (see _launcher); a child spawned without it (setpriv, a
+preexec_fn, no options) is moved there by its parent right after its spawn. Moving a process
 needs write access to the `cgroup.procs` of the common ancestor of where it is and where it
 goes (our own cgroup): root has it, and so does a user whose subtree is delegated (systemd
 `Delegate=yes`); elsewhere (a CI runner's unprivileged user, cgroup v1 only) there are no
 cells and the other means (process group, mark, subreaper) do the work alone, as they also do
-for whatever a child forks in the instant between its spawn and its move.
+for whatever a child moved by its parent forks in the instant between its spawn and its move.
 
 psutil has no cgroup interface: the files below are the kernel's documented one.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Collection
@@ -64,6 +67,7 @@ class Jail:
         self.parent = parent
         self.mount = mount
         self.pending: set[Path] = set()  # cells closed while not yet empty
+        self._names = itertools.count(1)
 
     @classmethod
     def open(cls, label: str) -> Jail | None:
@@ -99,6 +103,13 @@ class Jail:
             _rmdir(cell)
             return None
         return cell
+
+    def reserve(self) -> Path:
+        """A new cell's path, not made yet: the child's launcher makes it and moves itself in
+        before its exec (see _launcher); if it cannot, the cell is missing or empty, and
+        reads as holding nothing."""
+        self.tidy()
+        return self.parent / f"spawn-{next(self._names)}"
 
     def relative(self, cell: Path) -> str:
         return "/" + str(cell.relative_to(self.mount))

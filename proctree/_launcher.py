@@ -29,11 +29,18 @@ from pathlib import Path
 CHOICE_ENV = "PROCTREE_PDEATHSIG_LAUNCHER"
 BUILD_TIMEOUT_S = 120.0
 
-# argv: launcher [-s] PARENT_PID PATH ARGV0 [ARG...]  ->  execve(PATH, [ARGV0, ARG...], environ)
+# argv: launcher [-s] [-c CELL] PARENT_PID PATH ARGV0 [ARG...]
+#   ->  execve(PATH, [ARGV0, ARG...], environ)
 # -s: the command is made a child subreaper first (kept across the exec): what its descendants
 # orphan is reparented to it, not to an ancestor, so it stays in the command's own tree.
+# -c: the launcher makes the cgroup CELL and moves itself into it before the exec, so the
+# command never runs a single instruction outside its cell (a move by the parent after the
+# spawn leaves an instant to fork in, and blocks the parent: a migration waits for an RCU
+# grace period, ~10 ms on a busy machine). If CELL cannot be made (it exists, no right) or
+# entered, the command runs where the launcher is: the parent's other means still hold it.
 SOURCE = r"""
 #define EXIT_CANNOT_EXEC 127
+#define USAGE "usage: leakproof-pdeathsig [-s] [-c CELL] PARENT_PID PATH ARGV0 [ARG...]\n"
 #if defined(LEAKPROOF_RAW) && defined(__x86_64__)
 #include <asm/unistd.h>
 static long sys3(long n, long a, long b, long c) {
@@ -52,11 +59,16 @@ __asm__(".globl _start\n_start:\n xor %rbp,%rbp\n mov %rsp,%rdi\n and $-16,%rsp\
 #define PR_SET_PDEATHSIG 1
 #define PR_SET_CHILD_SUBREAPER 36
 #define SIGKILL 9
+#define AT_FDCWD -100
+#define O_WRONLY 01
+#define O_DIRECTORY 0200000
+#define O_CLOEXEC 02000000
 static void say(const char *s) {
     long n = 0;
     while (s[n]) n++;
     sys3(__NR_write, 2, (long)s, n);
 }
+static int is_flag(const char *a, char f) { return a[0] == '-' && a[1] == f && !a[2]; }
 static long parse_pid(const char *s) {
     long v = 0;
     if (!*s) return -1;
@@ -70,17 +82,33 @@ __attribute__((used, noreturn)) void launch(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
     char **envp = argv + argc + 1;
-    int reaper = argc >= 2 && argv[1][0] == '-' && argv[1][1] == 's' && !argv[1][2];
+    int reaper = argc >= 2 && is_flag(argv[1], 's');
     argv += reaper;
     argc -= reaper;
+    const char *cell = 0;
+    if (argc >= 3 && is_flag(argv[1], 'c')) {
+        cell = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     long parent = argc >= 4 ? parse_pid(argv[1]) : -1;
     if (parent < 0) {
-        say("usage: leakproof-pdeathsig [-s] PARENT_PID PATH ARGV0 [ARG...]\n");
+        say(USAGE);
         sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
     }
     if (reaper && sys3(__NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0) != 0) {
         say("leakproof-pdeathsig: cannot become a subreaper\n");
         sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
+    }
+    if (cell && sys3(__NR_mkdir, (long)cell, 0755, 0) == 0) {
+        long dir = sys3(__NR_openat, AT_FDCWD, (long)cell, O_DIRECTORY | O_CLOEXEC);
+        long procs = dir < 0 ? -1
+                   : sys3(__NR_openat, dir, (long)"cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (procs >= 0) {
+            sys3(__NR_write, procs, (long)"0", 1); /* "0": the writer itself */
+            sys3(__NR_close, procs, 0, 0);
+        }
+        if (dir >= 0) sys3(__NR_close, dir, 0, 0);
     }
     sys3(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0);
     if (sys3(__NR_getppid, 0, 0, 0) != parent) /* it died before the prctl: do what it would */
@@ -93,24 +121,42 @@ __attribute__((used, noreturn)) void launch(long *sp) {
     for (;;) {}
 }
 #else
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+static int is_flag(const char *a, char f) { return a[0] == '-' && a[1] == f && !a[2]; }
 int main(int argc, char **argv) {
     char *end = NULL;
-    int reaper = argc >= 2 && argv[1][0] == '-' && argv[1][1] == 's' && !argv[1][2];
+    int reaper = argc >= 2 && is_flag(argv[1], 's');
     argv += reaper;
     argc -= reaper;
+    const char *cell = NULL;
+    if (argc >= 3 && is_flag(argv[1], 'c')) {
+        cell = argv[2];
+        argv += 2;
+        argc -= 2;
+    }
     long parent = argc >= 4 ? strtol(argv[1], &end, 10) : -1;
     if (parent < 0 || end == argv[1] || *end) {
-        fputs("usage: leakproof-pdeathsig [-s] PARENT_PID PATH ARGV0 [ARG...]\n", stderr);
+        fputs(USAGE, stderr);
         return EXIT_CANNOT_EXEC;
     }
     if (reaper && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
         fputs("leakproof-pdeathsig: cannot become a subreaper\n", stderr);
         return EXIT_CANNOT_EXEC;
+    }
+    if (cell && mkdir(cell, 0755) == 0) {
+        int dir = open(cell, O_DIRECTORY | O_CLOEXEC);
+        int procs = dir < 0 ? -1 : openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+        if (procs >= 0) {
+            (void)!write(procs, "0", 1); /* "0": the writer itself */
+            close(procs);
+        }
+        if (dir >= 0) close(dir);
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)parent) kill(getpid(), SIGKILL);

@@ -152,8 +152,17 @@ def pdeathsig_launcher() -> tuple[str, str] | None:
     return ("setpriv", path) if out.returncode == 0 and "--pdeathsig" in out.stdout else None
 
 
+def native_launcher_in_use() -> bool:
+    found = pdeathsig_launcher()
+    return found is not None and found[0] == "native"
+
+
 def pdeathsig_argv(
-    argv: list[str], parent_pid: int, program: str, subreaper: bool = False
+    argv: list[str],
+    parent_pid: int,
+    program: str,
+    subreaper: bool = False,
+    cell: str | None = None,
 ) -> list[str] | None:
     """argv run under the launcher with SIGKILL as its parent-death signal, or None.
 
@@ -161,7 +170,8 @@ def pdeathsig_argv(
     kills itself if parent_pid is no longer its parent after the prctl; setpriv cannot check,
     so a parent that dies in that instant leaves the child to the guardian's sweep.
     `subreaper`: the child is made a child subreaper too, which only proctree's own launcher
-    does (None with setpriv: the caller falls back to a preexec_fn).
+    does (None with setpriv: the caller falls back to a preexec_fn). `cell`: a cgroup the
+    native launcher makes and enters before its exec (see _launcher); ignored by setpriv.
     """
     launcher = pdeathsig_launcher()
     if launcher is None:
@@ -172,7 +182,8 @@ def pdeathsig_argv(
         # would find it where the child runs (a name with a slash, which() gives back as is).
         if os.sep not in argv[0] and not os.path.isabs(program):
             return None
-        return [path, *(["-s"] if subreaper else []), str(parent_pid), program, *argv]
+        flags = [*(["-s"] if subreaper else []), *(["-c", cell] if cell else [])]
+        return [path, *flags, str(parent_pid), program, *argv]
     if subreaper:
         return None
     return [path, "--pdeathsig", "KILL", "--", *argv]

@@ -51,19 +51,20 @@ def is_subreaper() -> bool:
 
 def spawn_plan(
     parent_pid: int, argv: list[str] | None, path: str | None, subreaper: bool = False
-) -> tuple[list[str] | None, dict[str, object], bool]:
-    """The command to run, the Popen kwargs that contain it, and whether the child will be a
-    child subreaper.
+) -> tuple[list[str] | None, dict[str, object], bool, Path | None]:
+    """The command to run, the Popen kwargs that contain it, whether the child will be a
+    child subreaper, and the cgroup cell it enters itself (None: after_spawn moves it).
 
     Linux: the parent-death signal through a launcher that sets it and execs argv (no
     preexec_fn, so Python can vfork); a preexec_fn when there is no argv to wrap, no
     launcher, or argv[0] is not found (then Popen raises its usual error, not the launcher).
     `path`: the PATH argv[0] is looked up in (the child's). `subreaper` (Linux): the child
     is made a child subreaper before its exec, so what its descendants orphan stays in its
-    tree (see _launcher); where subreapers are off (the fallback) it is not.
+    tree (see _launcher); where subreapers are off (the fallback) it is not. With cells
+    enabled, proctree's own launcher enters the child's cell before its exec.
     """
     if sys.platform == "win32":
-        return argv, _win.popen_kwargs(), False
+        return argv, _win.popen_kwargs(), False, None
     else:  # an else, not a fall-through: a type checker then skips this for Windows
         kwargs = _posix.popen_kwargs()
         caps = capabilities()
@@ -71,13 +72,17 @@ def spawn_plan(
             subreaper = subreaper and caps.has_subreaper
             wrapped = None
             program = shutil.which(argv[0], path=path) if argv else None
+            jail = _cgroup.jail()
+            cell = jail.reserve() if jail is not None and _native.native_launcher_in_use() else None
             if argv and program is not None:
-                wrapped = _native.pdeathsig_argv(argv, parent_pid, program, subreaper)
+                wrapped = _native.pdeathsig_argv(
+                    argv, parent_pid, program, subreaper, None if cell is None else str(cell)
+                )
             if wrapped is not None:
-                return wrapped, kwargs, subreaper
+                return wrapped, kwargs, subreaper, cell
             kwargs["preexec_fn"] = _native.pdeathsig_preexec(parent_pid, subreaper)
-            return argv, kwargs, subreaper
-        return argv, kwargs, False
+            return argv, kwargs, subreaper, None
+        return argv, kwargs, False, None
 
 
 def pdeathsig_method() -> str | None:

@@ -35,6 +35,7 @@ class SpawnOptions(Mapping[str, Any]):
         self.env = env
         self.argv = argv
         self.subreaper = False  # whether the child will be a child subreaper (spawn_options)
+        self.cell: Path | None = None  # Linux: the cgroup cell the child enters itself
 
     def _all(self) -> dict[str, Any]:
         return {**self.popen_kwargs, "env": self.env}
@@ -70,11 +71,12 @@ def spawn_options(
     """
     child_env = dict(os.environ if env is None else env)
     child_env[MARK_ENV] = mark
-    command, kwargs, made = _platform.spawn_plan(
+    command, kwargs, made, cell = _platform.spawn_plan(
         os.getpid(), None if argv is None else list(argv), child_env.get("PATH"), subreaper
     )
     opts = SpawnOptions(mark, kwargs, child_env, command)
     opts.subreaper = made
+    opts.cell = cell
     return opts
 
 
@@ -113,14 +115,19 @@ class Containment:
 
 
 def after_spawn(pid: int, options: SpawnOptions | None = None) -> Containment:
+    """Record the child's identity and group; give it options from spawn_options, or it is
+    moved into a cell of its own here, not by its launcher."""
     group = _platform.after_spawn(pid)
     proc_id = identify(pid)
-    # Moved into its cell now, before a freshly exec'd program can fork (see _cgroup).
-    name = f"{pid}-{proc_id.create_time:.2f}" if proc_id is not None else str(pid)
+    cell = options.cell if options is not None else None
+    if cell is None:
+        # Moved into its cell now, as soon as we can: what it forks before is outside it.
+        name = f"{pid}-{proc_id.create_time:.2f}" if proc_id is not None else str(pid)
+        cell = _platform.cgroup_cell(pid, name)
     return Containment(
         pid=pid,
         proc_id=proc_id,
         group=group,
         mark=options.mark if options is not None else None,
-        cgroup=_platform.cgroup_cell(pid, name),
+        cgroup=cell,
     )

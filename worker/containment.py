@@ -190,29 +190,31 @@ class Containment:
     def observer_mark(self, token: str) -> str:
         return f"{self.mark}:{token}"
 
-    def spawn_plan(self, token: str, argv: list[str]) -> tuple[list[str], dict[str, Any], bool]:
-        """The command to run (maybe wrapped, see proctree.SpawnOptions), its kwargs, and
-        whether the observer will be a child subreaper.
+    def spawn_plan(self, token: str, argv: list[str]) -> proctree.SpawnOptions:
+        """How to spawn an observer: run `opts.argv` (maybe wrapped, see
+        proctree.SpawnOptions) with `dict(opts)`; `opts.subreaper` says whether the observer
+        will be a child subreaper.
 
         Linux: it is made one (with the parent-death signal, before its exec). A daemon it
         starts (double fork, setsid, its environment shed: nothing left to know it by) is then
         reparented to the observer, not to us, and ends with the observer's tree; without
         that, such an orphan could be anyone's and was spared while any observer older than it
         lived (one long session kept every later one's alive). Cells do not make it needless:
-        what the observer forks in the instant before its move into its cell, and what a root
-        observer moves out of the cell, is outside it. The cost: orphans of its tree that die
-        stay zombies until it exits (a claude reaps only its own children)."""
+        what a root observer moves out of its cell is outside it, and so is what it forks
+        before its move where proctree's own launcher cannot enter the cell for it. The cost:
+        orphans of its tree that die stay zombies until it exits (a claude reaps only its own
+        children)."""
         opts = proctree.spawn_options(
             self.observer_mark(token), env=self.env, argv=argv, subreaper=True
         )
         self.observer_subreapers = opts.subreaper
-        return opts.argv or argv, dict(opts), opts.subreaper
+        return opts
 
-    def after_spawn(self, pid: int, token: str, subreaper: bool = False) -> Contained:
-        handle = proctree.after_spawn(pid)
+    def after_spawn(self, pid: int, token: str, opts: proctree.SpawnOptions) -> Contained:
+        handle = proctree.after_spawn(pid, opts)
         identity = handle.proc_id or proctree.ProcId(pid, _create_time_or_now(pid))
         self._watch(handle)
-        return Contained(identity, handle, self.observer_mark(token), subreaper)
+        return Contained(identity, handle, self.observer_mark(token), opts.subreaper)
 
     async def end(
         self,

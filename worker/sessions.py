@@ -349,12 +349,12 @@ class SessionManager:
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
         token = Observer.new_token()
-        command, spawn_kwargs, subreaper = self.containment.spawn_plan(token, argv)
+        plan = self.containment.spawn_plan(token, argv)
         async with self.spawn_lock:
             try:
                 observer = await Observer.spawn(
-                    command,
-                    spawn_kwargs=spawn_kwargs,
+                    plan.argv or argv,
+                    spawn_kwargs=dict(plan),
                     max_line=self.cfg.max_line,
                     token=token,
                 )
@@ -363,7 +363,7 @@ class SessionManager:
                 raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
             active.observer = observer
-            active.contained = self.containment.after_spawn(observer.pid, token, subreaper)
+            active.contained = self.containment.after_spawn(observer.pid, token, plan)
             self.counters.spawned += 1
             try:
                 active.registry_row = self.store.register_process(

@@ -344,6 +344,50 @@ def test_a_cgroup_cell_holds_an_escapee_with_nothing_to_know_it_by(run: Runner) 
     assert parent is not None and not parent.exists()
 
 
+def test_the_launcher_puts_the_child_in_its_cell_before_its_first_instruction(
+    run: Runner, popens
+) -> None:
+    """The parent moved each child into its cell after the spawn: what the child forked first
+    (a daemon at its first instruction) was outside the cell, and the move blocked the parent
+    (~10 ms on a busy machine). Here the child reads its own cgroup and exits before the
+    parent does anything after the spawn: it was in its cell all along."""
+    from proctree import _cgroup
+
+    if not proctree.enable_cgroups(f"test-{run.token}"):
+        pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
+    try:
+        if not _linux.native_launcher_in_use():
+            pytest.skip("no native launcher here: the parent moves the child (setpriv/preexec)")
+        jail = _cgroup.jail()
+        assert jail is not None
+        opts = proctree.spawn_options(run.mark, argv=["cat", "/proc/self/cgroup"])
+        assert opts.cell is not None and not opts.cell.exists()
+        popen = subprocess.Popen(opts.argv, **opts, stdout=subprocess.PIPE)
+        popens.append(popen)
+        out, _ = popen.communicate(timeout=30)
+        assert popen.returncode == 0
+        assert f"0::{jail.relative(opts.cell)}" in out.decode().splitlines()
+        handle = proctree.after_spawn(popen.pid, opts)
+        assert handle.cgroup == opts.cell and opts.cell.exists()
+        handle.close()
+        assert not opts.cell.exists()
+        # A cell the launcher cannot make (here: it is there already) is not entered: the
+        # child runs where it was spawned, and the parent's other means hold it.
+        taken = jail.reserve()
+        taken.mkdir()
+        try:
+            cmd = list(opts.argv or [])
+            cmd[cmd.index(str(opts.cell))] = str(taken)
+            done = subprocess.run(cmd, **opts, stdout=subprocess.PIPE, timeout=30)
+            assert done.returncode == 0
+            assert f"0::{_cgroup.cgroup_of('self')}" in done.stdout.decode().splitlines()
+            assert not _cgroup.populated(taken)
+        finally:
+            taken.rmdir()
+    finally:
+        proctree.disable_cgroups()
+
+
 def test_enabling_cells_removes_the_empty_parents_of_daemons_that_are_gone(run: Runner) -> None:
     if not proctree.enable_cgroups(f"test-{run.token}"):
         pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
