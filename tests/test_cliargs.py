@@ -38,6 +38,7 @@ def test_types_accept_and_refuse(parse, good, bad):
         ["fake_claude.bench", "--runs", "0"],  # was a traceback
         ["fake_claude.bench", "--scenario", "nosuch"],  # was a traceback
         ["proctree.bench", "--repeat", "0"],  # was a traceback
+        ["proctree.bench_spawn", "--spawns", "0"],
     ],
 )
 def test_benches_refuse_senseless_arguments(argv):
