@@ -62,14 +62,16 @@ hosts = st.sampled_from([None, None, None, "evil.example", "127.0.0.1.evil.examp
 
 
 @contextlib.contextmanager
-def body_cut_short(worker: Worker, *, length: int, sent: bytes) -> Iterator[socket.socket]:
+def body_cut_short(
+    worker: Worker, *, length: int, sent: bytes, extra_headers: str = ""
+) -> Iterator[socket.socket]:
     """A POST /api/sessions/init announcing `length` body bytes of which only `sent` come;
     the connection stays open inside the block and is closed at its end."""
     url = urlsplit(worker.api().base_url)
     with socket.create_connection((url.hostname, url.port)) as sock:
         head = (
             "POST /api/sessions/init HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n{extra_headers}\r\n"
         )
         sock.sendall(head.encode() + sent)
         yield sock
@@ -176,7 +178,19 @@ def test_a_body_that_cannot_be_decoded_is_a_400(fake_run: FakeRun, workers) -> N
         "POST", "/api/sessions/init", data=b"not gzip at all", headers=headers
     )
     assert status == 400 and "body" in answer["error"], (status, answer)
+    # The same body with its end still to come: aiohttp reads on after the 400 (its
+    # "lingering") and met the decoding error again, logged with a traceback as unhandled.
+    # The worker closes the connection after that read, so its end is the moment to look.
+    with body_cut_short(
+        worker, length=100, sent=b"not gzip at all", extra_headers="Content-Encoding: gzip\r\n"
+    ) as sock:
+        sock.settimeout(30)
+        answer_bytes = b""
+        while chunk := sock.recv(65536):
+            answer_bytes += chunk
+    assert answer_bytes.startswith(b"HTTP/1.1 400"), answer_bytes
     assert "Traceback" not in worker.log(), worker.log()
+    assert "the body cannot be decoded (400)" in worker.log()
 
 
 def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
