@@ -284,7 +284,11 @@ class _DaemonChildren:
     of a watched group at its second sighting (by then its `group` line has had a poll's time
     to come) is an adoptee, and said so on stderr, which is the daemon's log. The descendants
     are kept by identity: when the daemon dies its children die too (parent-death signal), and
-    what they held goes to init.
+    what they held goes to init. So an entry is dropped only once it is dead, not when a look
+    misses it: a look in the instant of the daemon's death (after its children's death and
+    before its own: a multi-threaded daemon reads alive until its last thread has exited, 1-60
+    ms) found nothing under it, and the grandchildren were lost (a CI failure of the kill -9
+    test, 1 run in about 80 under load).
     """
 
     def __init__(self, daemon: ProcId, since: float | None, groups: dict[int, float]) -> None:
@@ -311,8 +315,12 @@ class _DaemonChildren:
             return  # the list may be another process's: keep the last one of the daemon
         adopted = []
         with self.lock:
+            # Not listed: it died, or the daemon is dying this very moment (a thread of it still
+            # exits, so it reads alive, while its children are already init's). Forget only the
+            # dead: a look in that instant must not erase what the last whole look found.
             for pid in [p for p in self.known if p not in kids]:
-                del self.known[pid]
+                if not is_alive(self.known[pid]):
+                    del self.known[pid]
             for pid in kids:
                 if pid not in self.known:
                     ident = identify(pid)
@@ -338,6 +346,11 @@ class _DaemonChildren:
             )
         below = self._below(roots)
         with self.lock:
+            # Likewise below: during the daemon's death its children die by their parent-death
+            # signal and nothing is found under them. A descendant still running is kept.
+            for pid, ident in self.below.items():
+                if pid not in below and is_alive(ident):
+                    below[pid] = ident
             self.below = below
 
     def _below(self, roots: list[int]) -> dict[int, ProcId]:

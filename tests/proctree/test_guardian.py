@@ -192,6 +192,35 @@ def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
                 os.kill(ident.pid, signal.SIGKILL)
 
 
+def test_a_look_that_misses_a_live_grandchild_keeps_it(run: Runner) -> None:
+    """A look during the daemon's death (it reads alive while a thread of it still exits; its
+    child is already dead, the grandchild init's) erased the last whole listing, and the
+    guardian then ended nothing. Here the child dies alone, so the next look sees the daemon
+    alive and the grandchild no longer under it: the same look."""
+    from proctree._guardian import _DaemonChildren
+
+    report = run.tmp_path / "holder.txt"
+    daemon = subprocess.Popen([sys.executable, "-c", _HOLDER, str(report), "daemon", _HOLDER])
+    run.extra.append(daemon)
+    roles = lambda: dict(read_report(report))  # noqa: E731
+    wait_for(lambda: {"daemon", "observer", "grandchild"} <= roles().keys(), what="the tree")
+    ids = {role: proctree.identify(pid) for role, pid in roles().items()}
+    assert all(ids.values()), ids
+    try:
+        listing = _DaemonChildren(ids["daemon"], ids["daemon"].create_time, {})
+        listing.poll()
+        os.kill(ids["observer"].pid, signal.SIGKILL)
+        assert proctree.wait_gone([ids["observer"]], timeout=30.0) == set()
+        assert proctree.is_alive(ids["grandchild"])
+        listing.poll()
+        known = listing.stop()
+        assert ids["grandchild"] in known, "the look forgot a live grandchild"
+    finally:
+        for ident in ids.values():
+            if ident is not None and proctree.is_alive(ident):
+                os.kill(ident.pid, signal.SIGKILL)
+
+
 def test_a_guardian_that_stopped_reading_never_blocks_its_daemon() -> None:
     # A claude SIGSTOPped the worker's guardian: its pipe filled (64 KiB, some 54 bytes per
     # session) and the worker's event loop blocked in write() for good at about the 1,200th
