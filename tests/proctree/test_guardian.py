@@ -161,12 +161,8 @@ time.sleep(600)
 """
 
 
-def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
-    """A grandchild in its own session, without the mark, held by its parent when the daemon
-    dies: the parent dies with the daemon (parent-death signal) and it goes to init. Before,
-    the guardian kept only the daemon's children, and so lost it."""
-    from proctree._guardian import _DaemonChildren, end_all
-
+def _holder_tree(run: Runner) -> tuple[subprocess.Popen[bytes], dict[str, proctree.ProcId]]:
+    """Start _HOLDER's daemon; wait for its tree; the identity of each role."""
     report = run.tmp_path / "holder.txt"
     daemon = subprocess.Popen([sys.executable, "-c", _HOLDER, str(report), "daemon", _HOLDER])
     run.extra.append(daemon)
@@ -174,6 +170,16 @@ def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
     wait_for(lambda: {"daemon", "observer", "grandchild"} <= roles().keys(), what="the tree")
     ids = {role: proctree.identify(pid) for role, pid in roles().items()}
     assert all(ids.values()), ids
+    return daemon, {role: ident for role, ident in ids.items() if ident is not None}
+
+
+def test_the_daemons_grandchild_is_ended_once_orphaned(run: Runner) -> None:
+    """A grandchild in its own session, without the mark, held by its parent when the daemon
+    dies: the parent dies with the daemon (parent-death signal) and it goes to init. Before,
+    the guardian kept only the daemon's children, and so lost it."""
+    from proctree._guardian import _DaemonChildren, end_all
+
+    daemon, ids = _holder_tree(run)
     try:
         listing = _DaemonChildren(ids["daemon"], ids["daemon"].create_time, {})
         listing.poll()  # what the guardian's thread does every CHILDREN_POLL_S
@@ -199,13 +205,7 @@ def test_a_look_that_misses_a_live_grandchild_keeps_it(run: Runner) -> None:
     alive and the grandchild no longer under it: the same look."""
     from proctree._guardian import _DaemonChildren
 
-    report = run.tmp_path / "holder.txt"
-    daemon = subprocess.Popen([sys.executable, "-c", _HOLDER, str(report), "daemon", _HOLDER])
-    run.extra.append(daemon)
-    roles = lambda: dict(read_report(report))  # noqa: E731
-    wait_for(lambda: {"daemon", "observer", "grandchild"} <= roles().keys(), what="the tree")
-    ids = {role: proctree.identify(pid) for role, pid in roles().items()}
-    assert all(ids.values()), ids
+    _, ids = _holder_tree(run)
     try:
         listing = _DaemonChildren(ids["daemon"], ids["daemon"].create_time, {})
         listing.poll()
