@@ -105,9 +105,9 @@ class Jail:
         return cell
 
     def reserve(self) -> Path:
-        """A new cell's path, not made yet: the child's launcher makes it and moves itself in
-        before its exec (see _launcher); if it cannot, the cell is missing or empty, and
-        reads as holding nothing."""
+        """A new cell's prefix: the child's launcher makes `<prefix>-<its pid>` and moves
+        itself in before its exec (see _launcher); if it cannot, the cell is missing or empty,
+        and reads as holding nothing."""
         self.tidy()
         return self.parent / f"spawn-{next(self._names)}"
 

@@ -33,14 +33,34 @@ BUILD_TIMEOUT_S = 120.0
 #   ->  execve(PATH, [ARGV0, ARG...], environ)
 # -s: the command is made a child subreaper first (kept across the exec): what its descendants
 # orphan is reparented to it, not to an ancestor, so it stays in the command's own tree.
-# -c: the launcher makes the cgroup CELL and moves itself into it before the exec, so the
-# command never runs a single instruction outside its cell (a move by the parent after the
-# spawn leaves an instant to fork in, and blocks the parent: a migration waits for an RCU
-# grace period, ~10 ms on a busy machine). If CELL cannot be made (it exists, no right) or
+# -c: the launcher makes the cgroup CELL-<its pid> and moves itself into it before the exec,
+# so the command never runs a single instruction outside its cell (a move by the parent after
+# the spawn leaves an instant to fork in, and blocks the parent: a migration waits for an RCU
+# grace period, ~10 ms on a busy machine). The pid in the name keeps two launches given one
+# CELL (options used twice) apart. If the cell cannot be made (it exists, no right) or
 # entered, the command runs where the launcher is: the parent's other means still hold it.
 SOURCE = r"""
 #define EXIT_CANNOT_EXEC 127
 #define USAGE "usage: leakproof-pdeathsig [-s] [-c CELL] PARENT_PID PATH ARGV0 [ARG...]\n"
+#define CELL_MAX 4096
+/* PREFIX-PID into buf, or 0 if it does not fit. */
+static int cell_name(char *buf, const char *prefix, long pid) {
+    char digits[24];
+    int d = 0;
+    long n = 0;
+    for (; prefix[n]; n++) {
+        if (n >= CELL_MAX - 32) return 0;
+        buf[n] = prefix[n];
+    }
+    buf[n++] = '-';
+    do {
+        digits[d++] = (char)('0' + pid % 10);
+        pid /= 10;
+    } while (pid > 0);
+    while (d) buf[n++] = digits[--d];
+    buf[n] = 0;
+    return 1;
+}
 #if defined(LEAKPROOF_RAW) && defined(__x86_64__)
 #include <asm/unistd.h>
 static long sys3(long n, long a, long b, long c) {
@@ -100,8 +120,10 @@ __attribute__((used, noreturn)) void launch(long *sp) {
         say("leakproof-pdeathsig: cannot become a subreaper\n");
         sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
     }
-    if (cell && sys3(__NR_mkdir, (long)cell, 0755, 0) == 0) {
-        long dir = sys3(__NR_openat, AT_FDCWD, (long)cell, O_DIRECTORY | O_CLOEXEC);
+    char path[CELL_MAX];
+    if (cell && cell_name(path, cell, sys3(__NR_getpid, 0, 0, 0))
+        && sys3(__NR_mkdir, (long)path, 0755, 0) == 0) {
+        long dir = sys3(__NR_openat, AT_FDCWD, (long)path, O_DIRECTORY | O_CLOEXEC);
         long procs = dir < 0 ? -1
                    : sys3(__NR_openat, dir, (long)"cgroup.procs", O_WRONLY | O_CLOEXEC);
         if (procs >= 0) {
@@ -149,8 +171,9 @@ int main(int argc, char **argv) {
         fputs("leakproof-pdeathsig: cannot become a subreaper\n", stderr);
         return EXIT_CANNOT_EXEC;
     }
-    if (cell && mkdir(cell, 0755) == 0) {
-        int dir = open(cell, O_DIRECTORY | O_CLOEXEC);
+    char path[CELL_MAX];
+    if (cell && cell_name(path, cell, getpid()) && mkdir(path, 0755) == 0) {
+        int dir = open(path, O_DIRECTORY | O_CLOEXEC);
         int procs = dir < 0 ? -1 : openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         if (procs >= 0) {
             (void)!write(procs, "0", 1); /* "0": the writer itself */

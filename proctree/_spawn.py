@@ -35,7 +35,8 @@ class SpawnOptions(Mapping[str, Any]):
         self.env = env
         self.argv = argv
         self.subreaper = False  # whether the child will be a child subreaper (spawn_options)
-        self.cell: Path | None = None  # Linux: the cgroup cell the child enters itself
+        # Linux: the prefix of the cgroup cell the child makes and enters itself: `<cell>-<pid>`
+        self.cell: Path | None = None
 
     def _all(self) -> dict[str, Any]:
         return {**self.popen_kwargs, "env": self.env}
@@ -119,7 +120,8 @@ def after_spawn(pid: int, options: SpawnOptions | None = None) -> Containment:
     moved into a cell of its own here, not by its launcher."""
     group = _platform.after_spawn(pid)
     proc_id = identify(pid)
-    cell = options.cell if options is not None else None
+    prefix = options.cell if options is not None else None
+    cell = None if prefix is None else prefix.with_name(f"{prefix.name}-{pid}")
     if cell is None:
         # Moved into its cell now, as soon as we can: what it forks before is outside it.
         name = f"{pid}-{proc_id.create_time:.2f}" if proc_id is not None else str(pid)

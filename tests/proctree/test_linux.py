@@ -361,29 +361,29 @@ def test_the_launcher_puts_the_child_in_its_cell_before_its_first_instruction(
         jail = _cgroup.jail()
         assert jail is not None
         opts = proctree.spawn_options(run.mark, argv=["cat", "/proc/self/cgroup"])
-        assert opts.cell is not None and not opts.cell.exists()
-        popen = subprocess.Popen(opts.argv, **opts, stdout=subprocess.PIPE)
-        popens.append(popen)
-        out, _ = popen.communicate(timeout=30)
-        assert popen.returncode == 0
-        assert f"0::{jail.relative(opts.cell)}" in out.decode().splitlines()
-        handle = proctree.after_spawn(popen.pid, opts)
-        assert handle.cgroup == opts.cell and opts.cell.exists()
-        handle.close()
-        assert not opts.cell.exists()
-        # A cell the launcher cannot make (here: it is there already) is not entered: the
-        # child runs where it was spawned, and the parent's other means hold it.
-        taken = jail.reserve()
-        taken.mkdir()
-        try:
-            cmd = list(opts.argv or [])
-            cmd[cmd.index(str(opts.cell))] = str(taken)
-            done = subprocess.run(cmd, **opts, stdout=subprocess.PIPE, timeout=30)
-            assert done.returncode == 0
-            assert f"0::{_cgroup.cgroup_of('self')}" in done.stdout.decode().splitlines()
-            assert not _cgroup.populated(taken)
-        finally:
-            taken.rmdir()
+        assert opts.cell is not None
+        # The same options twice (a pool of one command): a cell each, never a shared one.
+        children = [subprocess.Popen(opts.argv, **opts, stdout=subprocess.PIPE) for _ in "ab"]
+        popens.extend(children)
+        cells = []
+        for popen in children:
+            out, _ = popen.communicate(timeout=30)
+            assert popen.returncode == 0
+            cell = opts.cell.with_name(f"{opts.cell.name}-{popen.pid}")
+            assert f"0::{jail.relative(cell)}" in out.decode().splitlines()
+            cells.append(cell)
+        handles = [proctree.after_spawn(p.pid, opts) for p in children]
+        assert [h.cgroup for h in handles] == cells and all(c.exists() for c in cells)
+        for handle in handles:
+            handle.close()
+        assert not any(c.exists() for c in cells)
+        # A cell the launcher cannot make (here: its parent folder is missing) is not
+        # entered: the child runs where it was spawned, and the parent's other means hold it.
+        cmd = list(opts.argv or [])
+        cmd[cmd.index(str(opts.cell))] = str(jail.parent / "missing" / "spawn")
+        done = subprocess.run(cmd, **opts, stdout=subprocess.PIPE, timeout=30)
+        assert done.returncode == 0
+        assert f"0::{_cgroup.cgroup_of('self')}" in done.stdout.decode().splitlines()
     finally:
         proctree.disable_cgroups()
 
