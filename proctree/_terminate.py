@@ -622,8 +622,8 @@ def _left_nothing(options: dict[str, Any], known: Collection[int]) -> bool:
 # caught in its exec reads empty). One known to carry another tree's mark is passed over
 # unread: its pid could only be another process's after it left our children (an entry is
 # dropped at the first look that misses it), and what such a reuse hid from one ending the
-# worker's periodic sweep still finds by its mark. Shared by the threads that end trees:
-# single dict operations only.
+# worker's periodic sweep still finds by its mark; and an entry counts only for the process
+# whose create_time it holds. Shared by the threads that end trees: single dict operations only.
 _MARKS: dict[int, tuple[float, str | None]] = {}
 
 
@@ -659,12 +659,21 @@ def _adopted_marks(
         in_cells = _platform.cell_pids()
         pids = [pid for pid in pids if pid not in in_cells]
     for pid in pids:
-        cached = _MARKS.get(pid)
-        if mark is not None and cached is not None and cached[1] is not None:
-            if not mark_matches(cached[1], mark):
-                continue
         try:
             proc = psutil.Process(pid)
+            cached = _MARKS.get(pid)
+            # Only this process's own entry (its create_time): with no look between a child's
+            # exit and its pid's reuse (pid_max is 32768 here), the entry is a former holder's,
+            # and a new adoptee of ours was passed over as another tree's (a CI failure: a
+            # lineage that forks and exits went on after its ending).
+            if (
+                mark is not None
+                and cached is not None
+                and cached[1] is not None
+                and abs(cached[0] - proc.create_time()) <= CREATE_TIME_TOLERANCE
+                and not mark_matches(cached[1], mark)
+            ):
+                continue
             if exited(proc):
                 churn = True
                 continue

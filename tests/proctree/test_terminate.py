@@ -398,3 +398,31 @@ def _status(pid: int) -> str | None:
         return psutil.Process(pid).status()
     except psutil.Error:
         return None
+
+
+def test_an_adoptee_on_a_reused_pid_is_read_not_taken_for_the_former_holder(
+    run: Runner, popens
+) -> None:
+    """A look skips, unread, an adopted child known to carry another tree's mark. With no look
+    between such a child's exit and its pid's reuse (pid_max is 32768 on many machines), the
+    entry was its former holder's, and a new adoptee of ours was passed over: a lineage that
+    forks and exits went on after its ending (once in CI). Here a stale entry is planted for
+    a live child of ours; it must be read and found to carry our mark."""
+    import os
+    import subprocess
+
+    from proctree import _terminate
+
+    env = {**os.environ, proctree.MARK_ENV: run.mark}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    popens.append(child)
+    created = psutil.Process(child.pid).create_time()
+    _terminate._MARKS[child.pid] = (created - 1000.0, "another-tree:x")
+    try:
+        children, _ = _terminate._adopted_marks(set(), mark=run.mark)
+        found = {proc.pid: marker for proc, marker in children}
+        assert found.get(child.pid) == run.mark, found
+    finally:
+        _terminate._MARKS.pop(child.pid, None)
+        child.kill()
+        child.wait(timeout=30)
