@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fake_claude.mcp_stdio import StdioServer, end_all, start, stdio_entries
+from fake_claude.mcp_stdio import StdioServer, end_all, start_into, stdio_entries
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients, Requester
@@ -73,19 +73,14 @@ class ServerSets:
     def _start(
         self, clients: McpClients, name: str, entry: dict, ledger: Any, timeout: float
     ) -> None:
-        shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
-        try:
-            server = start(name, entry, ledger, timeout)
-        except OSError as exc:  # not found, not executable: a failed server, as the CLI's
-            clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}", entry=entry)
-            return
-        if not self._exit_hook:
+        if not self._exit_hook:  # before the first start, as start_configured does
             from fake_claude.lifecycle import at_exit
 
             at_exit(lambda: end_all(self.started))
             self._exit_hook = True
-        self.started.append(server)
-        clients.add(name, server.request, shown, retry=False, process=server, entry=entry)
+        server = start_into(clients, name, entry, ledger, timeout)
+        if server is not None:
+            self.started.append(server)
 
 
 def _kind(config: Any) -> str | None:

@@ -211,16 +211,26 @@ def start_configured(ctx: Context, clients: McpClients, timeout: float) -> None:
         # Before the first start: a SIGTERM half-way through ends those started so far.
         at_exit(lambda: end_all(started))
     for name, entry in entries.items():
-        shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
-        try:
-            server = start(name, entry, ctx.ledger, timeout)
-        except OSError as exc:  # not found, not executable: a failed server, as the CLI's
-            clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}", entry=entry)
-            continue
-        started.append(server)
-        clients.add(name, server.request, shown, retry=False, process=server, entry=entry)
+        server = start_into(clients, name, entry, ctx.ledger, timeout)
+        if server is not None:
+            started.append(server)
     for name, error in errors.items():
         clients.add_failed(name, {"name": name}, error)
+
+
+def start_into(
+    clients: McpClients, name: str, entry: dict, ledger: Any, timeout: float
+) -> StdioServer | None:
+    """Start one stdio server as a client of `clients`; None if it could not be started (it
+    is then a failed server, as the CLI's: not found, not executable)."""
+    shown = {"type": "stdio", "command": entry["command"], "args": entry.get("args", [])}
+    try:
+        server = start(name, entry, ledger, timeout)
+    except OSError as exc:
+        clients.add_failed(name, shown, f"spawn {entry['command']}: {exc}", entry=entry)
+        return None
+    clients.add(name, server.request, shown, retry=False, process=server, entry=entry)
+    return server
 
 
 def end_all(servers: list[StdioServer]) -> None:

@@ -70,11 +70,12 @@ def spawn_plan(
         caps = capabilities()
         if sys.platform.startswith("linux") and caps.has_pdeathsig:
             subreaper = subreaper and caps.has_subreaper
-            wrapped = None
+            wrapped = cell = None
             program = shutil.which(argv[0], path=path) if argv else None
-            jail = _cgroup.jail()
-            cell = jail.reserve() if jail is not None and _native.native_launcher_in_use() else None
             if argv and program is not None:
+                jail = _cgroup.jail()
+                if jail is not None and _native.native_launcher_in_use():
+                    cell = jail.reserve()
                 wrapped = _native.pdeathsig_argv(
                     argv, parent_pid, program, subreaper, None if cell is None else str(cell)
                 )

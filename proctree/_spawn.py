@@ -38,6 +38,10 @@ class SpawnOptions(Mapping[str, Any]):
         # Linux: the prefix of the cgroup cell the child makes and enters itself: `<cell>-<pid>`
         self.cell: Path | None = None
 
+    def cell_of(self, pid: int) -> Path | None:
+        """The cell the launcher made for child `pid` (see _launcher: `<prefix>-<pid>`)."""
+        return None if self.cell is None else self.cell.with_name(f"{self.cell.name}-{pid}")
+
     def _all(self) -> dict[str, Any]:
         return {**self.popen_kwargs, "env": self.env}
 
@@ -120,8 +124,7 @@ def after_spawn(pid: int, options: SpawnOptions | None = None) -> Containment:
     moved into a cell of its own here, not by its launcher."""
     group = _platform.after_spawn(pid)
     proc_id = identify(pid)
-    prefix = options.cell if options is not None else None
-    cell = None if prefix is None else prefix.with_name(f"{prefix.name}-{pid}")
+    cell = options.cell_of(pid) if options is not None else None
     if cell is None:
         # Moved into its cell now, as soon as we can: what it forks before is outside it.
         name = f"{pid}-{proc_id.create_time:.2f}" if proc_id is not None else str(pid)

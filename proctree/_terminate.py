@@ -627,11 +627,20 @@ def _left_nothing(options: dict[str, Any], known: Collection[int]) -> bool:
 _MARKS: dict[int, tuple[float, str | None]] = {}
 
 
-def _mark_of(proc: psutil.Process) -> str | None:
-    create_time = proc.create_time()
+def _cached_mark(proc: psutil.Process) -> tuple[bool, str | None]:
+    """(whether the cache holds this very process, its mark): an entry counts only for the
+    process whose create_time it holds; another is a former holder's of the pid."""
     cached = _MARKS.get(proc.pid)
-    if cached is not None and abs(cached[0] - create_time) <= CREATE_TIME_TOLERANCE:
-        return cached[1]
+    if cached is not None and abs(cached[0] - proc.create_time()) <= CREATE_TIME_TOLERANCE:
+        return True, cached[1]
+    return False, None
+
+
+def _mark_of(proc: psutil.Process) -> str | None:
+    known, marker = _cached_mark(proc)
+    if known:
+        return marker
+    create_time = proc.create_time()
     try:
         env = environ(proc)
     except (psutil.Error, OSError):
@@ -661,17 +670,16 @@ def _adopted_marks(
     for pid in pids:
         try:
             proc = psutil.Process(pid)
-            cached = _MARKS.get(pid)
-            # Only this process's own entry (its create_time): with no look between a child's
-            # exit and its pid's reuse (pid_max is 32768 here), the entry is a former holder's,
-            # and a new adoptee of ours was passed over as another tree's (a CI failure: a
-            # lineage that forks and exits went on after its ending).
+            # Only this process's own entry: with no look between a child's exit and its pid's
+            # reuse (pid_max is 32768 here), the entry is a former holder's, and a new adoptee
+            # of ours was passed over as another tree's (a CI failure: a lineage that forks
+            # and exits went on after its ending).
+            cached, marker = _cached_mark(proc)
             if (
                 mark is not None
-                and cached is not None
-                and cached[1] is not None
-                and abs(cached[0] - proc.create_time()) <= CREATE_TIME_TOLERANCE
-                and not mark_matches(cached[1], mark)
+                and cached
+                and marker is not None
+                and not mark_matches(marker, mark)
             ):
                 continue
             if exited(proc):

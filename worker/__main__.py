@@ -69,18 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from worker.service import StartError, WorkerService
 
-    services: list[WorkerService] = []
-
-    async def serve() -> None:
-        services.append(WorkerService(cfg))
-        await services[0].run()
+    async def serve() -> WorkerService:
+        service = WorkerService(cfg)
+        await service.run()
+        return service
 
     try:
-        asyncio.run(serve())
+        service = asyncio.run(serve())
     except StartError as exc:
         logging.getLogger("worker").error("%s", exc)
         return 2
-    code = 1 if services and services[0].lost else 0  # it stopped on its own, saying why
+    code = 1 if service.lost else 0  # it stopped on its own, saying why
     if cfg.mode == "leaky":
         from worker.leaky import exit_leaving_children
 

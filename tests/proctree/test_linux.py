@@ -369,7 +369,8 @@ def test_the_launcher_puts_the_child_in_its_cell_before_its_first_instruction(
         for popen in children:
             out, _ = popen.communicate(timeout=30)
             assert popen.returncode == 0
-            cell = opts.cell.with_name(f"{opts.cell.name}-{popen.pid}")
+            cell = opts.cell_of(popen.pid)
+            assert cell is not None
             assert f"0::{jail.relative(cell)}" in out.decode().splitlines()
             cells.append(cell)
         handles = [proctree.after_spawn(p.pid, opts) for p in children]

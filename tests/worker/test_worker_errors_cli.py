@@ -8,7 +8,7 @@ import sys
 
 import psutil
 import pytest
-from workerkit import REPO, FakeRun, Worker
+from workerkit import REPO, FakeRun, Worker, wait_until
 
 _RUN = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
 
@@ -252,19 +252,14 @@ def test_a_corrupt_database_is_refused_at_start_with_a_reason(fake_run: FakeRun,
 
 
 def test_a_database_removed_while_running_stops_the_worker_and_worker_json_comes_back(
-    fake_run: FakeRun, workers, tmp_path
+    fake_run: FakeRun, workers
 ):
     # Before: with its database deleted the worker went on answering 200 to every hook, and
     # all of it was lost at the next start; a removed worker.json was never written again.
-    import time
-
     worker: Worker = workers(fake_run.shim("ok"))  # reap interval 0.5 s (the tests' flags)
     info = worker.data_dir / "worker.json"
     info.unlink()
-    deadline = time.monotonic() + 30
-    while not info.exists():
-        assert time.monotonic() < deadline, "worker.json was not written again"
-        time.sleep(0.05)
+    wait_until(info.exists, what="worker.json written again")
     assert "worker.json was removed: written again" in worker.log()
     for name in ("worker.db", "worker.db-wal", "worker.db-shm"):
         (worker.data_dir / name).unlink(missing_ok=True)
