@@ -414,8 +414,11 @@ def test_an_adoptee_on_a_reused_pid_is_read_not_taken_for_the_former_holder(
     from proctree import _terminate
 
     env = {**os.environ, proctree.MARK_ENV: run.mark}
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    ready = "import sys, time; print('ready', flush=True); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", ready], env=env, stdout=subprocess.PIPE)
     popens.append(child)
+    # Read only once it runs its own program: between fork and exec its environment is ours.
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
     created = psutil.Process(child.pid).create_time()
     _terminate._MARKS[child.pid] = (created - 1000.0, "another-tree:x")
     try:
