@@ -614,6 +614,12 @@ class Census:
                             self._check(rec, now)
                     elif rec.pid not in pids:
                         rec.reaped = True
+                    elif rec.zombie_since is not None and not self._ppid_settled(rec):
+                        # Dead under a parent that has exited since (a SIGKILLed worker's
+                        # threads die one by one, and a child killed by its parent-death
+                        # signal meanwhile reads as the worker's zombie): reparented now,
+                        # maybe to us, and then ours to reap.
+                        self._probe(rec, now)
             descendants = self._descendants(pids)
             self._classify(now, descendants, worker_alive)
             sample = self._measure(now, descendants, worker_alive)

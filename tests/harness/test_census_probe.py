@@ -414,3 +414,61 @@ def test_a_zombie_holds_no_memory_in_the_rss_total(run_id) -> None:
         wait_for(lambda: counted() < 30e6, what="the zombie's memory no longer counted")
     finally:
         child.wait(timeout=30)
+
+
+# Plays the harness (a subreaper, as `soak` is on Linux) over a worker whose child of the run
+# died unreaped; then the worker is SIGKILLed and its zombie child is handed to us. argv: ROOT,
+# run id. Prints what the census made of the child at the end.
+_HANDED_ZOMBIE = r"""
+import json, os, signal, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import psutil
+from harness.census import Census, run_id_token
+token = run_id_token(sys.argv[2])
+# The worker spawns a child of the run that exits at once, never reaps it, and waits.
+code = ("import os, sys, time; os.posix_spawn(sys.executable, [sys.executable, '-c', 'pass', "
+        f"{token!r}], os.environ); print(flush=True); time.sleep(600)")
+census = Census(sys.argv[2], None, grace=0.2, sample_hz=4, track_descendants=True,
+                adopt_orphans=True)
+census.start()  # a subreaper from here on
+worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+census.set_worker(worker.pid, psutil.Process(worker.pid).create_time())
+census.session_started("s")
+worker.stdout.readline()
+def records():
+    with census._lock:  # the census thread samples meanwhile
+        return [r for recs in census.records.values() for r in recs]
+deadline = time.monotonic() + 60
+while not any(r.zombie_since and r.ppid == worker.pid for r in records()):
+    assert time.monotonic() < deadline, "the census never saw the worker's zombie child"
+    time.sleep(0.05)
+(rec,) = records()
+worker.send_signal(signal.SIGKILL)
+worker.wait()  # the harness reaps its worker; the zombie child is now ours
+census.session_ended("s")
+census.attribute("s", [])
+census.finish()
+census.stop()
+try:
+    mine = psutil.Process(rec.pid).ppid() == os.getpid()
+except psutil.NoSuchProcess:
+    mine = False
+print(json.dumps({"reaped": rec.reaped, "counted": [r.pid for r in census.zombies.values()
+                  if not r.reaped], "still_ours_unreaped": mine}))
+"""
+
+
+def test_a_zombie_handed_to_us_by_a_dead_worker_is_reaped_not_counted(run_id) -> None:
+    """Seen dead under the worker, then the worker was killed: the zombie is reparented to the
+    harness, which reaps it; it is not one the worker left (a CI failure of
+    test_a_claude_that_kills_its_worker: the child, killed by its parent-death signal while the
+    worker's threads were still exiting, was judged a zombie left unreaped)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _HANDED_ZOMBIE, str(ROOT), run_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result == {"reaped": True, "counted": [], "still_ours_unreaped": False}, result
