@@ -8,7 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from worker.config import DEFAULT_MODEL, WorkerConfig, claude_problem, default_data_dir
+from worker.config import (
+    DEFAULT_MAX_OBSERVERS,
+    DEFAULT_MODEL,
+    WorkerConfig,
+    claude_problem,
+    default_data_dir,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-attempts", type=int, default=2)
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
+    serve.add_argument(
+        "--max-observers",
+        type=int,
+        default=DEFAULT_MAX_OBSERVERS,
+        help="observers alive at once, across sessions (fixed mode); one more ends the "
+        "longest-idle observer, or waits for a slot (default %(default)s)",
+    )
     serve.add_argument(
         "--lifeline-fd",
         type=int,
@@ -102,6 +115,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         max_attempts=args.max_attempts,
         max_body=args.max_body,
         max_line=args.max_line,
+        max_observers=args.max_observers,
         db_busy_timeout=args.db_busy_timeout,
         lifeline_fd=args.lifeline_fd,
     )

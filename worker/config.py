@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.slots import DEFAULT_MAX_OBSERVERS
+
 # claude-mem 9.0.0's observer model and tool deny-list (SDKAgent.ts), kept verbatim so the
 # argv our worker spawns matches the real one.
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -49,6 +51,7 @@ class WorkerConfig:
     max_attempts: int = 2
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
+    max_observers: int = DEFAULT_MAX_OBSERVERS
     db_busy_timeout: float = 5.0
     # POSIX: the read end of a pipe only our parent writes to; EOF = the parent is gone, stop.
     lifeline_fd: int | None = None
@@ -90,6 +93,8 @@ class WorkerConfig:
             return f"--max-body {self.max_body}: must be >= {MIN_BODY_BYTES} bytes"
         if self.max_line < MIN_LINE_BYTES:
             return f"--max-line {self.max_line}: must be >= {MIN_LINE_BYTES} bytes"
+        if self.max_observers < 1:
+            return f"--max-observers {self.max_observers}: must be >= 1"
         return None
 
     @property

@@ -155,6 +155,11 @@ class WorkerService:
                 "live": len(self.sessions.active_observers()),
                 "ended": c.ended,
                 "turns": c.turns,
+                # Slots: live observers and those being ended (see worker/slots.py).
+                "limit": self.sessions.slots.limit,
+                "in_slots": self.sessions.slots.used,
+                "peak_in_slots": self.sessions.slots.peak,
+                "waiting_for_slot": self.sessions.slots.waiting,
             }
             errors = c.session_errors
         else:

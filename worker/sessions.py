@@ -19,6 +19,7 @@ from worker import protocol
 from worker.agent import Observer, ObserverError
 from worker.config import WorkerConfig
 from worker.containment import Contained, Containment
+from worker.slots import ObserverSlots
 from worker.store import QueuedMessage, Store
 
 log = logging.getLogger("worker.sessions")
@@ -62,6 +63,8 @@ class ActiveSession:
     # The message this session's generator took from the queue and has not stored or given
     # back yet.
     claimed: QueuedMessage | None = None
+    # Its generator waits for work (not in a turn): its observer may be ended for a slot.
+    parked: bool = False
 
 
 @dataclass
@@ -96,6 +99,9 @@ class SessionManager:
         # session id -> an event set (and dropped) when that session's queue moves.
         self._progress: dict[int, asyncio.Event] = {}
         self._waiting: dict[int, int] = {}  # session id -> requests waiting for its drain
+        self.slots: ObserverSlots[ActiveSession] = ObserverSlots(cfg.max_observers)
+        # Observers being ended to free a slot: shutdown waits for them too.
+        self._evictions: set[asyncio.Task[None]] = set()
 
     def _queue_progressed(self, session_id: int | None = None) -> None:
         """Wake those waiting for this session's drain (all of them if None)."""
@@ -200,6 +206,7 @@ class SessionManager:
             _, pending = await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(
             *(self._end_observer(a, "shutdown") for a in self.sessions.values()),
+            *list(self._evictions),
             return_exceptions=True,
         )
 
@@ -258,11 +265,15 @@ class SessionManager:
             if row is None or row["status"] != "active":
                 await self._end_observer(active, "completed")
             else:
+                active.parked = True
+                self.slots.changed()  # its observer may now be ended for a waiting session
                 try:
                     await asyncio.wait_for(active.wake.wait(), self.cfg.idle_timeout)
                     return not self._closing
                 except asyncio.TimeoutError:
                     await self._end_observer(active, "idle")
+                finally:
+                    active.parked = False
             # Work may have arrived while the observer was being ended; with no await
             # between this check and the return, a later notify() starts a new task.
             if self.store.pending_count(active.id) == 0 or self._closing:
@@ -349,6 +360,7 @@ class SessionManager:
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
         token = Observer.new_token()
+        await self.slots.acquire(lambda: self._idle_victim(active), self._evict)
         plan = self.containment.spawn_plan(token, argv)
         async with self.spawn_lock:
             try:
@@ -358,11 +370,14 @@ class SessionManager:
                     max_line=self.cfg.max_line,
                     token=token,
                 )
-            except OSError as exc:
+            except BaseException as exc:
+                self.slots.release()  # no observer holds it
+                if not isinstance(exc, OSError):
+                    raise
                 kind = ResourceShortage if exc.errno in SHORTAGE_ERRNOS else ObserverError
                 raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
-            active.observer = observer
+            active.observer = observer  # holds the slot until _end_observer has ended it
             active.contained = self.containment.after_spawn(observer.pid, token, plan)
             self.counters.spawned += 1
             try:
@@ -396,6 +411,26 @@ class SessionManager:
             await self._escalate(observer, contained, row, reason)
         finally:
             active.ending.pop(observer.pid, None)
+            self.slots.release()
+
+    def _idle_victim(self, requester: ActiveSession) -> ActiveSession | None:
+        """The observer idle longest of another session whose generator waits for work."""
+        idle = [
+            a
+            for a in self.sessions.values()
+            if a is not requester and a.parked and a.observer is not None
+        ]
+        return min(idle, key=lambda a: a.last_activity, default=None)
+
+    async def _evict(self, victim: ActiveSession) -> None:
+        """End `victim`'s observer for a slot. Shielded: a cancelled waiter (a delete, shutdown)
+        must not cut another session's tree ending short; shutdown waits for it instead."""
+        log.info("session %s: observer ended to free a slot (--max-observers %d)",
+                 victim.id, self.slots.limit)  # fmt: skip
+        task = asyncio.ensure_future(self._end_observer(victim, "evicted"))
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
+        await asyncio.shield(task)
 
     async def _escalate(
         self, observer: Observer, contained: Contained | None, row: int | None, reason: str
