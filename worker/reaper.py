@@ -20,6 +20,7 @@ FULL_SWEEP_EVERY = 10
 @dataclass
 class ReaperCounters:
     at_start: int = 0
+    earlier_runs_swept: int = 0  # at start: unclean earlier runs whose marks were swept
     swept: int = 0
     sweeps: int = 0
     zombies: int = 0
@@ -53,9 +54,8 @@ class Reaper:
         }
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
-        marks = [
-            (str(r["mark"]), float(r["create_time"])) for r in self.store.unclean_runs(self.run_id)
-        ]
+        unclean = self.store.unclean_runs(self.run_id)
+        marks = [(str(r["mark"]), float(r["create_time"])) for r in unclean]
         ended = await self.containment.reap_previous(rows, marks)
         for row in rows:
             root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
@@ -74,6 +74,11 @@ class Reaper:
         cells = proctree.end_stale_cells([cell_label(mark) for mark, _ in marks])
         if cells:
             log.info("ended what was left in the cgroup cells of %d earlier run(s)", cells)
+        # Once is enough: each walk reads every newer process's environment (some 20-100 ms
+        # per run), and every kill -9 or reboot would otherwise add one to each later start.
+        # Registry rows still open are retried at each start all the same.
+        self.store.mark_reaped([int(r["id"]) for r in unclean])
+        self.counters.earlier_runs_swept = len(unclean)
         return len(ended)
 
     async def run(self) -> None:

@@ -183,6 +183,7 @@ class WorkerService:
             "session_errors": errors,
             "reaper": {
                 "at_start": r.at_start,
+                "earlier_runs_swept": r.earlier_runs_swept,
                 "swept": r.swept,
                 "sweeps": r.sweeps,
                 "zombies": r.zombies,

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mark TEXT NOT NULL,
     mode TEXT NOT NULL,
     started REAL NOT NULL,
-    ended REAL
+    ended REAL,
+    reaped REAL
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -117,6 +118,16 @@ class Store:
         # long, then it fails with "database is locked" (the caller retries; see sessions).
         self.db.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout * 1000))}")
         self.db.executescript(SCHEMA)
+        self._add_column("runs", "reaped", "REAL")  # databases made before it
+
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        if column in {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+            return
+        try:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another worker added it just now
+                raise
 
     def close(self) -> None:
         self.db.close()
@@ -133,12 +144,22 @@ class Store:
         self.db.execute("UPDATE runs SET ended=? WHERE id=?", (time.time(), run_id))
 
     def unclean_runs(self, current_run: int) -> list[sqlite3.Row]:
-        """Earlier runs that never reached the end of their shutdown (killed, crashed)."""
+        """Earlier runs that never reached the end of their shutdown (killed, crashed) and that
+        no later run has reaped yet."""
         return list(
             self.db.execute(
-                "SELECT * FROM runs WHERE id<>? AND ended IS NULL ORDER BY id", (current_run,)
+                "SELECT * FROM runs WHERE id<>? AND ended IS NULL AND reaped IS NULL ORDER BY id",
+                (current_run,),
             )
         )
+
+    def mark_reaped(self, run_ids: Collection[int]) -> None:
+        """Their leftovers have been swept once: later starts need not walk for their marks."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "UPDATE runs SET reaped=? WHERE id=?", [(time.time(), i) for i in run_ids]
+            )
 
     # -- sessions -----------------------------------------------------------------------------
     def init_session(self, content_session_id: str, project: str, prompt: str) -> tuple[int, int]:

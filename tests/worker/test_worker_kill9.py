@@ -389,3 +389,24 @@ def test_an_unmarked_survivor_in_a_cell_is_ended_by_the_restart(
     second: Worker = workers(claude, data_dir=data)
     assert not proctree.is_alive(escapee), "the restart left the unmarked survivor running"
     assert "ended what was left in the cgroup cells of 1 earlier run" in second.log()
+
+
+def test_an_earlier_crash_is_swept_once_not_at_every_start(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """A run killed outright is never ended; the next start sweeps for its mark, and the starts
+    after it do not again (each such walk reads every newer process's environment, and every
+    kill -9 or reboot would add one to every later start)."""
+    data = tmp_path / "data"
+    claude = fake_run.shim("ok")
+    workers(claude, data_dir=data).kill9()
+    second: Worker = workers(claude, data_dir=data)
+    assert second.stats()["reaper"]["earlier_runs_swept"] == 1
+    second.stop()
+    assert second.wait_exit() == 0
+    third: Worker = workers(claude, data_dir=data)
+    assert third.stats()["reaper"]["earlier_runs_swept"] == 0
+    with contextlib.closing(sqlite3.connect(data / "worker.db")) as db:
+        ended, reaped = zip(*db.execute("SELECT ended, reaped FROM runs ORDER BY id"), strict=True)
+    # The crashed run: never ended, reaped by the second; the second: ended cleanly.
+    assert ended[0] is None and reaped[0] is not None and ended[1] is not None, (ended, reaped)

@@ -67,3 +67,25 @@ def test_a_hook_meeting_a_locked_store_gets_503_then_succeeds(fake_run: FakeRun,
     sid = int(worker.api().ok("POST", "/api/sessions/init", body)["sessionDbId"])
     assert worker.status(sid)["status"] == "active"
     assert "handler failed" not in worker.log()  # a known condition, not a traceback
+
+
+def test_a_database_made_before_the_reaped_column_gains_it(tmp_path: Path) -> None:
+    from worker.store import Store
+
+    path = tmp_path / "worker.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, pid INTEGER NOT NULL, "
+        "create_time REAL NOT NULL, mark TEXT NOT NULL, mode TEXT NOT NULL, "
+        "started REAL NOT NULL, ended REAL)"
+    )
+    db.execute("INSERT INTO runs(pid, create_time, mark, mode, started) VALUES (1, 1, 'm', 'f', 1)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        assert [r["id"] for r in store.unclean_runs(current_run=99)] == [1]
+        store.mark_reaped([1])
+        assert store.unclean_runs(current_run=99) == []
+    finally:
+        store.close()
