@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -175,6 +175,32 @@ def session_ids_of(raw: str | None) -> list[int] | None:
         if value is None:
             raise BadRequest(400, f"sessions: {part!r} is not a positive integer")
     return [value for value in ids if value is not None]
+
+
+# GET /api/processes without ?sessions= answers the newest this many rows unless ?limit= says
+# otherwise: the registry keeps every observer ever spawned, and a long-lived worker's whole
+# history (megabytes of JSON, built on the event loop) is seldom what a look wants.
+DEFAULT_PROCESS_ROWS = 1000
+MAX_PROCESS_ROWS = 100_000
+PROCESS_STATES = ("live", "ending", "ended", "reaped", "exited")
+
+
+def process_filters(query: Mapping[str, str]) -> tuple[list[str] | None, int | None]:
+    """`?state=live,ending` and `?limit=N` of /api/processes -> (states, row limit)."""
+    states = None
+    raw = query.get("state")
+    if raw is not None:
+        states = [part for part in raw.split(",") if part]
+        unknown = [part for part in states if part not in PROCESS_STATES]
+        if unknown or not states:
+            raise BadRequest(400, f"state: {raw!r}: expected some of {', '.join(PROCESS_STATES)}")
+    raw = query.get("limit")
+    if raw is None:
+        return states, None if "sessions" in query else DEFAULT_PROCESS_ROWS
+    limit = _positive_int(raw)
+    if limit is None or limit > MAX_PROCESS_ROWS:
+        raise BadRequest(400, f"limit: {raw!r} is not a whole number in 1..{MAX_PROCESS_ROWS}")
+    return states, limit
 
 
 MAX_WAIT_MS = 60_000  # cap for GET /sessions/{id}/status?waitDrainedMs=
@@ -377,10 +403,18 @@ class Routes:
         return web.json_response({"status": "shutting_down"})
 
     async def processes(self, request: web.Request) -> web.Response:
-        # Our addition: ?sessions=1,2,3 answers only those sessions' rows.
-        rows = self.store.processes(session_ids_of(request.query.get("sessions")))
+        # Our addition: ?sessions=1,2,3 answers only those sessions' rows (all of them),
+        # ?state=live,ending only those states', ?limit=N the newest N (without ?sessions=,
+        # 1000 unless said).
+        states, limit = process_filters(request.query)
+        sessions = session_ids_of(request.query.get("sessions"))
+        rows = self.store.processes(sessions, states, None if limit is None else limit + 1)
+        truncated = limit is not None and len(rows) > limit
+        if truncated:
+            rows = rows[1:]  # the newest `limit`, oldest first
         return web.json_response(
             {
+                "truncated": truncated,
                 "processes": [
                     {
                         "pid": r["pid"],
@@ -395,7 +429,7 @@ class Routes:
                         "how": r["how"],
                     }
                     for r in rows
-                ]
+                ],
             }
         )
 

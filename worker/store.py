@@ -339,17 +339,34 @@ class Store:
             )
         )
 
-    def processes(self, session_ids: Collection[int] | None = None) -> list[sqlite3.Row]:
-        """Every registry row, or only those of the given sessions (a caller that polls the
-        registry asks for what it waits on: its cost then does not grow with the run)."""
-        if session_ids is None:
-            return list(self.db.execute("SELECT * FROM processes ORDER BY id"))
-        ids = sorted(set(session_ids))
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))  # placeholders only: the ids are bound, not formatted
-        sql = f"SELECT * FROM processes WHERE session_id IN ({marks}) ORDER BY id"
-        return list(self.db.execute(sql, ids))
+    def processes(
+        self,
+        session_ids: Collection[int] | None = None,
+        states: Collection[str] | None = None,
+        newest: int | None = None,
+    ) -> list[sqlite3.Row]:
+        """Registry rows, oldest first: every one, or those of the given sessions and states,
+        and of those only the `newest` many (a caller that polls the registry asks for what it
+        waits on: its cost then does not grow with the history)."""
+        where: list[str] = []
+        args: list[object] = []
+        filters: list[tuple[str, list[int] | list[str] | None]] = [
+            ("session_id", None if session_ids is None else sorted(set(session_ids))),
+            ("state", None if states is None else sorted(set(states))),
+        ]
+        for column, chosen in filters:
+            if chosen is None:
+                continue
+            if not chosen:
+                return []
+            # placeholders only: the values are bound, not formatted
+            where.append(f"{column} IN ({','.join('?' * len(chosen))})")
+            args.extend(chosen)
+        sql = "SELECT * FROM processes" + (" WHERE " + " AND ".join(where) if where else "")
+        if newest is None:
+            return list(self.db.execute(sql + " ORDER BY id", args))
+        sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
+        return list(self.db.execute(sql, [*args, newest]))
 
     # -- stats --------------------------------------------------------------------------------
     def counts(self) -> dict[str, Any]:

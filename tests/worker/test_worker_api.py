@@ -205,7 +205,41 @@ def test_processes_by_session(fake_run: FakeRun, workers) -> None:
                        (",".join(["1"] * 501), "at most 500")]:  # fmt: skip
         status, body = api.request("GET", f"/api/processes?sessions={bad}")
         assert status == 400 and words in body["error"], (bad, status, body)
+    # ?state= and ?limit= (the newest rows, oldest first), and whether rows were left out.
+    newest = api.ok("GET", "/api/processes?limit=2")
+    assert newest == {"truncated": True, "processes": every[1:]}, newest
+    assert api.ok("GET", "/api/processes?limit=3") == {"truncated": False, "processes": every}
+    assert api.ok("GET", "/api/processes?state=ended,reaped")["processes"] == every
+    assert api.ok("GET", "/api/processes?state=live")["processes"] == []
+    some = api.ok("GET", f"/api/processes?sessions={sids[0]},{sids[2]}&state=ended&limit=1")
+    assert some == {"truncated": True, "processes": every[2:]}, some
+    for bad_query, words in [("state=gone", "expected some of"), ("state=", "expected some of"),
+                             ("limit=0", "not a whole number"),
+                             ("limit=100001", "not a whole number")]:  # fmt: skip
+        status, body = api.request("GET", f"/api/processes?{bad_query}")
+        assert status == 400 and words in body["error"], (bad_query, status, body)
     fake_run.assert_none_alive()
+
+
+def test_the_whole_registry_is_not_the_default_answer(fake_run: FakeRun, workers, tmp_path) -> None:
+    """A long-lived worker's registry holds every observer it ever spawned: unasked, the
+    newest 1000 rows come back, saying that older ones were left out."""
+    from worker.store import Store
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store(data / "worker.db")
+    run = store.begin_run(1, 1.0, "1:1.000", "fixed")
+    for pid in range(1, 1006):
+        row = store.register_process(run, None, pid, 1.0, str(pid))
+        store.set_process_state(row, "ended", how="completed:stdin")
+    store.end_run(run)
+    store.close()
+    worker: Worker = workers(fake_run.shim("ok"), data_dir=data)
+    body = worker.api().ok("GET", "/api/processes")
+    assert body["truncated"] is True
+    assert [r["pid"] for r in body["processes"]] == list(range(6, 1006))
+    assert len(worker.api().ok("GET", "/api/processes?limit=5000")["processes"]) == 1005
 
 
 def test_lone_surrogates_in_hook_bodies_are_stored_as_replacement_chars(
