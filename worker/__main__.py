@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
     serve.add_argument(
+        "--client-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client connection may stay idle, and may take to send a request body",
+    )
+    serve.add_argument(
         "--max-observers",
         type=int,
         default=DEFAULT_MAX_OBSERVERS,
@@ -116,6 +122,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         max_body=args.max_body,
         max_line=args.max_line,
         max_observers=args.max_observers,
+        client_timeout=args.client_timeout,
         db_busy_timeout=args.db_busy_timeout,
         lifeline_fd=args.lifeline_fd,
     )

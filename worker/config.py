@@ -52,6 +52,9 @@ class WorkerConfig:
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
     max_observers: int = DEFAULT_MAX_OBSERVERS
+    # A connection idle this long (no request yet, or none since the last answer) is closed, and
+    # a request body must arrive within it: a stalled client holds no socket or handler for ever.
+    client_timeout: float = 30.0
     db_busy_timeout: float = 5.0
     # POSIX: the read end of a pipe only our parent writes to; EOF = the parent is gone, stop.
     lifeline_fd: int | None = None
@@ -75,6 +78,7 @@ class WorkerConfig:
             ("--reap-interval", self.reap_interval, False),
             ("--turn-timeout", self.turn_timeout, False),
             ("--db-busy-timeout", self.db_busy_timeout, False),
+            ("--client-timeout", self.client_timeout, False),
         ):
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"

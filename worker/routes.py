@@ -5,6 +5,7 @@ Every refusal is a 4xx with a JSON body {"error": ...} that says what was wrong.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import sqlite3
@@ -24,6 +25,7 @@ log = logging.getLogger("worker.routes")
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "localhost.localdomain"})
 MAX_BODY_KEY = web.AppKey("max_body", int)
+BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -86,7 +88,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except BadRequest as exc:
-        return json_error(exc.status, exc.error)
+        response = json_error(exc.status, exc.error)
+        if exc.status == 408:
+            response.force_close()  # what is left of that body is not worth waiting for
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -108,8 +113,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def body_of(request: web.Request) -> dict[str, Any]:
+    timeout = request.app[BODY_TIMEOUT_KEY]
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError as exc:
+        log.info("%s %s: the body did not arrive within %g s (408)", request.method,
+                 request.path, timeout)  # fmt: skip
+        raise BadRequest(408, f"the request body did not arrive within {timeout:g} s") from exc
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[MAX_BODY_KEY]
         raise BadRequest(413, f"body larger than {limit} bytes") from exc

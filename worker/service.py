@@ -22,7 +22,7 @@ from worker.config import WorkerConfig
 from worker.containment import Containment, worker_mark
 from worker.leaky import LeakySessionManager
 from worker.reaper import Reaper
-from worker.routes import MAX_BODY_KEY, Routes, guard
+from worker.routes import BODY_TIMEOUT_KEY, MAX_BODY_KEY, Routes, guard
 from worker.sessions import SessionManager
 from worker.store import Store
 
@@ -239,9 +239,17 @@ class WorkerService:
                 ) from exc
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
         app[MAX_BODY_KEY] = self.cfg.max_body
+        app[BODY_TIMEOUT_KEY] = self.cfg.client_timeout
         Routes(self).install(app)
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_REQUESTS_S
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_REQUESTS_S,
+            # Also from the connection's start: one that never sends a request is closed too.
+            keepalive_timeout=self.cfg.client_timeout,
+            # How long the rest of an unread body is drained after the answer (aiohttp: 10 s).
+            lingering_time=min(10.0, self.cfg.client_timeout),
         )
         await runner.setup()
         site = web.TCPSite(runner, self.cfg.host, self.cfg.port)

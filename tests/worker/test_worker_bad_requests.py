@@ -202,3 +202,40 @@ def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
     with body_cut_short(worker, length=1000, sent=b"{"):
         worker.stop()
         assert worker.wait_exit(timeout=20) == 0
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> tuple[bytes, float]:
+    """Read until the server closes the connection: (what it sent, seconds it took)."""
+    import time
+
+    start = time.monotonic()
+    sock.settimeout(within)
+    got = b""
+    while chunk := sock.recv(4096):  # socket.timeout (a test failure) if it never closes
+        got += chunk
+    return got, time.monotonic() - start
+
+
+def test_a_stalled_client_holds_no_connection_past_the_client_timeout(
+    fake_run: FakeRun, workers
+) -> None:
+    """A connection that sends nothing, one that trickles its headers, and one whose body never
+    all comes: each is closed once --client-timeout has passed (before, all three stayed open
+    for as long as the client did), the last with a 408 that says why."""
+    worker: Worker = workers(fake_run.shim("ok"), flags=["--client-timeout", "1"])
+    url = urlsplit(worker.api().base_url)
+    with contextlib.ExitStack() as stack:
+        silent = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+        trickle = stack.enter_context(socket.create_connection((url.hostname, url.port)))
+        trickle.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        cut = stack.enter_context(body_cut_short(worker, length=100, sent=b'{"contentSe'))
+        got, took = _closed_by_server(silent, within=30)
+        assert got == b"" and took >= 0.5, (got, took)
+        # Its headers began, yet never ended: closed all the same.
+        got, _ = _closed_by_server(trickle, within=30)
+        assert b"200 OK" not in got, got
+        got, _ = _closed_by_server(cut, within=30)
+        assert got.startswith(b"HTTP/1.1 408 "), got
+        assert b"the request body did not arrive within 1 s" in got, got
+    # A client that keeps to the timeout is served as ever.
+    assert worker.api().ok("GET", "/api/health")
