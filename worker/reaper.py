@@ -21,6 +21,7 @@ FULL_SWEEP_EVERY = 10
 class ReaperCounters:
     at_start: int = 0
     earlier_runs_swept: int = 0  # at start: unclean earlier runs whose marks were swept
+    stranded_woken: int = 0  # sessions with queued work and no generator, started again
     swept: int = 0
     sweeps: int = 0
     zombies: int = 0
@@ -95,6 +96,14 @@ class Reaper:
                 await self.sweep_once()
             except Exception:
                 log.exception("reaper sweep failed")
+            try:
+                stranded = self.sessions.wake_stranded()
+            except Exception:  # the store may fail too (locked, disk full): next time
+                log.exception("looking for stranded queues failed")
+            else:
+                if stranded:
+                    self.counters.stranded_woken += len(stranded)
+                    log.warning("queued work with no generator: woke session(s) %s", stranded)
 
     async def sweep_once(self, *, full: bool | None = None) -> int:
         if full is None:

@@ -184,6 +184,7 @@ class WorkerService:
             "reaper": {
                 "at_start": r.at_start,
                 "earlier_runs_swept": r.earlier_runs_swept,
+                "stranded_woken": r.stranded_woken,
                 "swept": r.swept,
                 "sweeps": r.sweeps,
                 "zombies": r.zombies,

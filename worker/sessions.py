@@ -142,6 +142,20 @@ class SessionManager:
         if active.task is None or active.task.done():
             active.task = asyncio.create_task(self._generator(active), name=f"gen-{session_id}")
 
+    def wake_stranded(self) -> list[int]:
+        """Sessions with queued work and no generator: start one, as a hook would. A generator
+        that gave up (a store failure past its retries, an error not foreseen) left its queue
+        to the next hook, and a completed session gets none: its work waited for a restart."""
+        if self._closing:
+            return []
+        stranded = []
+        for session_id in self.store.sessions_with_pending():
+            active = self.sessions.get(session_id)
+            if active is None or active.task is None or active.task.done():
+                stranded.append(session_id)
+                self.notify(session_id)
+        return stranded
+
     def active_observers(self) -> list[ActiveSession]:
         return [a for a in self.sessions.values() if a.observer is not None]
 
@@ -213,6 +227,7 @@ class SessionManager:
     # -- the generator ------------------------------------------------------------------------
     async def _generator(self, active: ActiveSession) -> None:
         failures = 0  # store failures in a row
+        orphans_checked = False
         try:
             # Checked each round, not only through cancellation: Python 3.11's wait_for returns
             # the result, and drops the cancellation, when its awaitable completes in the same
@@ -222,6 +237,13 @@ class SessionManager:
                 try:
                     if active.claimed is not None:  # a claim a store failure left open
                         self._release(active, active.claimed, "retried after a store error")
+                    if not orphans_checked:
+                        # Only one generator per session runs: what is 'processing' now is
+                        # no one's (left so, its step would never claim it, and a completed
+                        # session's would loop on it without end).
+                        if self.store.requeue_orphans(active.id):
+                            log.warning("session %s: re-queued a message left claimed", active.id)
+                        orphans_checked = True
                     if not await self._step(active):
                         return
                     failures = 0

@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS pending_messages (
     done REAL
 );
 CREATE INDEX IF NOT EXISTS pending_by_session ON pending_messages(session_id, status);
+-- The queued and claimed rows are few among all ever queued: found without a scan.
+CREATE INDEX IF NOT EXISTS pending_by_status ON pending_messages(status);
 CREATE TABLE IF NOT EXISTS observations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL REFERENCES sessions(id),
@@ -280,6 +282,17 @@ class Store:
             "WHERE id=? AND status='processing'",
             (message.id,),
         )
+
+    def requeue_orphans(self, session_id: int) -> int:
+        """A session's generator is starting: a message still 'processing' is claimed by no one
+        (a generator died before it could give it back, its release failing too). Queue it
+        again, its attempt counted."""
+        cur = self.db.execute(
+            "UPDATE pending_messages SET status='pending' "
+            "WHERE session_id=? AND status='processing'",
+            (session_id,),
+        )
+        return cur.rowcount
 
     def requeue_interrupted(self) -> int:
         """At start: messages a dead worker was processing were never stored; queue them again."""
