@@ -14,6 +14,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker import protocol
 from worker.agent import Observer, ObserverError
@@ -454,11 +455,21 @@ class SessionManager:
         task.add_done_callback(self._evictions.discard)
         await asyncio.shield(task)
 
+    def _record(self, row: int, state: str, **details: Any) -> None:
+        """The registry's record of an ending, never in the way of the ending itself: a store
+        that fails (locked by another process past --db-busy-timeout, a full disk) leaves the
+        row open, and the next start settles it. Before, the failed write came first and the
+        tree was never ended (until a sweep took it for a stray)."""
+        try:
+            self.store.set_process_state(row, state, **details)
+        except sqlite3.Error as exc:
+            log.warning("registry row %s not marked %s: %s", row, state, exc)
+
     async def _escalate(
         self, observer: Observer, contained: Contained | None, row: int | None, reason: str
     ) -> None:
         if row is not None:
-            self.store.set_process_state(row, "ending")
+            self._record(row, "ending")
         how = "exited"
         if contained is not None:
             how = await self.containment.end(
@@ -475,5 +486,5 @@ class SessionManager:
             self._owned.discard(observer.pid)
         await observer.finish_streams()
         if row is not None:
-            self.store.set_process_state(row, "ended", exit_code=code, how=f"{reason}:{how}")
+            self._record(row, "ended", exit_code=code, how=f"{reason}:{how}")
         self.counters.count_end(reason)

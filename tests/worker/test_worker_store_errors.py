@@ -11,6 +11,8 @@ from pathlib import Path
 
 from workerkit import FakeRun, Worker, wait_until
 
+import proctree
+
 # A short busy timeout: a locked statement fails in 0.1 s instead of the default 5 s.
 FLAGS = ["--grace", "0.5", "--reap-interval", "0.5", "--turn-timeout", "30",
          "--db-busy-timeout", "0.1"]  # fmt: skip
@@ -67,6 +69,28 @@ def test_a_hook_meeting_a_locked_store_gets_503_then_succeeds(fake_run: FakeRun,
     sid = int(worker.api().ok("POST", "/api/sessions/init", body)["sessionDbId"])
     assert worker.status(sid)["status"] == "active"
     assert "handler failed" not in worker.log()  # a known condition, not a traceback
+
+
+def test_an_observer_is_ended_even_when_its_registry_row_cannot_be_written(
+    fake_run: FakeRun, workers
+) -> None:
+    """Its idle timeout fires while another process holds the write lock: the row cannot be
+    marked, yet the observer is ended all the same (before, the failed write came first and the
+    tree was left running, for the sweeps to find; they are an hour away here)."""
+    flags = ["--grace", "0.5", "--reap-interval", "3600", "--idle-timeout", "1",
+             "--db-busy-timeout", "0.1"]  # fmt: skip
+    worker: Worker = workers(fake_run.shim("ok"), flags=flags)
+    sid = worker.new_session("idle-locked")
+    worker.prompt(sid, "idle-locked", "hello")
+    wait_until(lambda: worker.status(sid)["queueLength"] == 0, what="the turn")
+    (observer,) = fake_run.started("main")
+    with write_locked(worker.data_dir / "worker.db"):
+        wait_until(lambda: not fake_run.alive(), what="the observer ended under the lock")
+        assert "not marked ending" in worker.log()
+    assert not proctree.is_alive(observer)
+    # The row the lock kept open is settled later (here: by nobody yet; at the next start).
+    rows = worker.processes()
+    assert [r["state"] for r in rows] == ["live"], rows
 
 
 def test_a_database_made_before_the_reaped_column_gains_it(tmp_path: Path) -> None:
