@@ -382,8 +382,27 @@ class SessionManager:
         row = self.store.session(active.id)
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
-        token = Observer.new_token()
         await self.slots.acquire(lambda: self._idle_victim(active), self._evict)
+        try:
+            observer, unrecorded = await self._spawn(active, argv)
+        except BaseException:  # a failed spawn, or cancelled while waiting for the lock
+            if active.observer is None:  # else the observer holds it: _end_observer frees it
+                self.slots.release()
+            raise
+        if unrecorded is not None:
+            # An observer the registry does not know of must not be reused (nor outlive a
+            # crash unseen): end it (outside the spawn lock: that takes a grace), then fail.
+            await self._end_observer(active, "error")
+            raise unrecorded
+        await observer.initialize(self.cfg.turn_timeout)
+        return observer
+
+    async def _spawn(
+        self, active: ActiveSession, argv: list[str]
+    ) -> tuple[Observer, sqlite3.Error | None]:
+        """Start the session's observer, contained, and register it: (it, the registry's error).
+        From its spawn on, the observer holds the slot taken for it."""
+        token = Observer.new_token()
         plan = self.containment.spawn_plan(token, argv)
         async with self.spawn_lock:
             try:
@@ -393,14 +412,11 @@ class SessionManager:
                     max_line=self.cfg.max_line,
                     token=token,
                 )
-            except BaseException as exc:
-                self.slots.release()  # no observer holds it
-                if not isinstance(exc, OSError):
-                    raise
+            except OSError as exc:
                 kind = ResourceShortage if exc.errno in SHORTAGE_ERRNOS else ObserverError
                 raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
-            active.observer = observer  # holds the slot until _end_observer has ended it
+            active.observer = observer
             active.contained = self.containment.after_spawn(observer.pid, token, plan)
             self.counters.spawned += 1
             try:
@@ -412,16 +428,8 @@ class SessionManager:
                     active.contained.group_label,
                 )
             except sqlite3.Error as exc:
-                unrecorded: sqlite3.Error | None = exc
-            else:
-                unrecorded = None
-        if unrecorded is not None:
-            # An observer the registry does not know of must not be reused (nor outlive a
-            # crash unseen): end it (outside the spawn lock: that takes a grace), then fail.
-            await self._end_observer(active, "error")
-            raise unrecorded
-        await observer.initialize(self.cfg.turn_timeout)
-        return observer
+                return observer, exc
+        return observer, None
 
     async def _end_observer(self, active: ActiveSession, reason: str) -> None:
         """The escalation: close stdin, grace, terminate tree, grace, kill tree; then record it."""

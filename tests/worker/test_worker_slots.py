@@ -99,3 +99,40 @@ def test_a_cap_below_one_is_refused_at_start(value: str, tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert f"--max-observers {value}: must be >= 1" in done.stderr, done.stderr
+
+
+def test_a_session_deleted_while_its_spawn_waits_gives_its_slot_back(tmp_path) -> None:
+    """The slot is taken before the spawn lock (held by a sweep): a delete then cancels the
+    generator while it waits for the lock, and the slot must come back, or a few such deletes
+    would leave no slot for anyone."""
+    import asyncio
+    import os
+    import time
+
+    from worker.config import WorkerConfig
+    from worker.containment import Containment
+    from worker.sessions import SessionManager
+    from worker.store import Store
+
+    async def go() -> tuple[int, int]:
+        cfg = WorkerConfig(data_dir=tmp_path, claude=sys.executable, max_observers=1)
+        store = Store(cfg.db_path)
+        try:
+            run_id = store.begin_run(os.getpid(), time.time(), "slot-test", "fixed")
+            manager = SessionManager(cfg, store, Containment("slot-test", time.time()), run_id)
+            sid, _ = store.init_session("slot", "proj", "hello")
+            store.enqueue(sid, "prompt", {"userPrompt": "hello", "promptNumber": 1})
+            async with manager.spawn_lock:  # as a sweep holds it
+                manager.notify(sid)
+                deadline = time.monotonic() + 30
+                while manager.slots.used == 0:  # the generator took the slot, waits for the lock
+                    assert time.monotonic() < deadline, "the generator never took the slot"
+                    await asyncio.sleep(0.01)
+                await manager.delete(sid)
+            await manager.shutdown()
+            return manager.slots.used, manager.counters.spawned
+        finally:
+            store.close()
+
+    used, spawned = asyncio.run(go())
+    assert (used, spawned) == (0, 0)
