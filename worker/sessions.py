@@ -101,8 +101,9 @@ class SessionManager:
         self._progress: dict[int, asyncio.Event] = {}
         self._waiting: dict[int, int] = {}  # session id -> requests waiting for its drain
         self.slots: ObserverSlots[ActiveSession] = ObserverSlots(cfg.max_observers)
-        # Observers being ended to free a slot: shutdown waits for them too.
-        self._evictions: set[asyncio.Task[None]] = set()
+        # Endings in flight (task -> session id): each runs to its end whoever awaited it was
+        # cancelled meanwhile; a delete waits for its session's, shutdown for all.
+        self._endings: dict[asyncio.Task[None], int] = {}
 
     def _queue_progressed(self, session_id: int | None = None) -> None:
         """Wake those waiting for this session's drain (all of them if None)."""
@@ -207,6 +208,9 @@ class SessionManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await active.task
         await self._end_observer(active, "deleted")
+        # An ending its generator had begun (idle, error) goes on after the cancel: wait for it.
+        mine = [task for task, sid in self._endings.items() if sid == session_id]
+        await asyncio.gather(*mine, return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Stop every generator; each ends its observer's whole tree."""
@@ -221,9 +225,9 @@ class SessionManager:
             _, pending = await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(
             *(self._end_observer(a, "shutdown") for a in self.sessions.values()),
-            *list(self._evictions),
             return_exceptions=True,
         )
+        await asyncio.gather(*list(self._endings), return_exceptions=True)
 
     # -- the generator ------------------------------------------------------------------------
     async def _generator(self, active: ActiveSession) -> None:
@@ -432,17 +436,41 @@ class SessionManager:
         return observer, None
 
     async def _end_observer(self, active: ActiveSession, reason: str) -> None:
-        """The escalation: close stdin, grace, terminate tree, grace, kill tree; then record it."""
+        """The escalation: close stdin, grace, terminate tree, grace, kill tree; then record it.
+
+        It runs as a task of its own, shielded: a caller cancelled meanwhile (a delete or
+        shutdown cancelling a generator that was ending its observer for idleness) neither cuts
+        the ending short, which left the tree running and its row `ending`, nor frees the slot
+        before the tree is gone."""
         observer, contained, row = active.observer, active.contained, active.registry_row
         if observer is None:
             return
         active.observer = active.contained = active.registry_row = None
         active.ending[observer.pid] = contained
+        task = asyncio.ensure_future(self._ending(active, observer, contained, row, reason))
+        self._endings[task] = active.id
+        task.add_done_callback(self._ending_done)
+        await asyncio.shield(task)
+
+    async def _ending(
+        self,
+        active: ActiveSession,
+        observer: Observer,
+        contained: Contained | None,
+        row: int | None,
+        reason: str,
+    ) -> None:
         try:
             await self._escalate(observer, contained, row, reason)
         finally:
             active.ending.pop(observer.pid, None)
             self.slots.release()
+
+    def _ending_done(self, task: asyncio.Task[None]) -> None:
+        self._endings.pop(task, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Its awaiter may have been cancelled: say it here, or nobody would.
+            log.error("ending an observer failed", exc_info=exc)
 
     def _idle_victim(self, requester: ActiveSession) -> ActiveSession | None:
         """The observer idle longest of another session whose generator waits for work."""
@@ -454,14 +482,11 @@ class SessionManager:
         return min(idle, key=lambda a: a.last_activity, default=None)
 
     async def _evict(self, victim: ActiveSession) -> None:
-        """End `victim`'s observer for a slot. Shielded: a cancelled waiter (a delete, shutdown)
-        must not cut another session's tree ending short; shutdown waits for it instead."""
+        """End `victim`'s observer for a slot (taken from it at once: no other waiter picks it
+        again meanwhile)."""
         log.info("session %s: observer ended to free a slot (--max-observers %d)",
                  victim.id, self.slots.limit)  # fmt: skip
-        task = asyncio.ensure_future(self._end_observer(victim, "evicted"))
-        self._evictions.add(task)
-        task.add_done_callback(self._evictions.discard)
-        await asyncio.shield(task)
+        await self._end_observer(victim, "evicted")
 
     def _record(self, row: int, state: str, **details: Any) -> None:
         """The registry's record of an ending, never in the way of the ending itself: a store

@@ -136,3 +136,28 @@ def test_a_session_deleted_while_its_spawn_waits_gives_its_slot_back(tmp_path) -
 
     used, spawned = asyncio.run(go())
     assert (used, spawned) == (0, 0)
+
+
+@pytest.mark.parametrize("cells", ["cells", "no-cells"])
+def test_a_delete_during_an_idle_ending_lets_that_ending_finish(
+    fake_run: FakeRun, workers, cells: str
+) -> None:
+    """The generator is ending its stubborn observer for idleness (grace 3 s per stage) when
+    DELETE cancels it. Before, the cancel cut the ending short: without cells the observer ran
+    on (its slot already free, so a second one started beside it), and either way its row
+    stayed `ending`. Now the ending runs to its end and DELETE waits for it."""
+    env = {"PROCTREE_CGROUPS": "0"} if cells == "no-cells" else None
+    flags = ["--grace", "3", "--reap-interval", "3600", "--idle-timeout", "1",
+             "--max-observers", "1"]  # fmt: skip
+    worker: Worker = workers(fake_run.shim("ignore-eof+ignore-sigterm"), flags=flags, env=env)
+    sid = worker.new_session("idle-then-deleted")
+    worker.prompt(sid, "idle-then-deleted", "go")
+    wait_until(
+        lambda: [r["state"] for r in worker.processes()] == ["ending"], what="the idle ending"
+    )
+    worker.api().ok("DELETE", f"/sessions/{sid}")
+    # DELETE answered once the ending was over: the tree is gone, its row closed, its slot free.
+    assert not fake_run.alive(), fake_run.alive()
+    (row,) = worker.processes()
+    assert row["state"] == "ended" and row["how"].startswith("idle:"), row
+    assert worker.stats()["observers"]["in_slots"] == 0
