@@ -11,6 +11,7 @@ from pathlib import Path
 from worker.config import (
     DEFAULT_MAX_OBSERVERS,
     DEFAULT_MODEL,
+    DEFAULT_OBSERVER_SHARE_S,
     WorkerConfig,
     claude_problem,
     default_data_dir,
@@ -34,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-attempts", type=int, default=2)
     serve.add_argument("--max-body", type=int, default=1024 * 1024)
     serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
+    serve.add_argument(
+        "--observer-share",
+        type=float,
+        default=DEFAULT_OBSERVER_SHARE_S,
+        help="seconds an observer keeps its slot while other sessions wait for one; then it "
+        "gives way after its current turn (default %(default)s)",
+    )
     serve.add_argument(
         "--client-timeout",
         type=float,
@@ -123,6 +131,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         max_line=args.max_line,
         max_observers=args.max_observers,
         client_timeout=args.client_timeout,
+        observer_share=args.observer_share,
         db_busy_timeout=args.db_busy_timeout,
         lifeline_fd=args.lifeline_fd,
     )

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.slots import DEFAULT_MAX_OBSERVERS
+from worker.slots import DEFAULT_MAX_OBSERVERS, DEFAULT_OBSERVER_SHARE_S
 
 # claude-mem 9.0.0's observer model and tool deny-list (SDKAgent.ts), kept verbatim so the
 # argv our worker spawns matches the real one.
@@ -52,6 +52,7 @@ class WorkerConfig:
     max_body: int = MAX_BODY_BYTES
     max_line: int = MAX_LINE_BYTES
     max_observers: int = DEFAULT_MAX_OBSERVERS
+    observer_share: float = DEFAULT_OBSERVER_SHARE_S
     # A connection idle this long (no request yet, or none since the last answer) is closed, and
     # a request body must arrive within it: a stalled client holds no socket or handler for ever.
     client_timeout: float = 30.0
@@ -79,6 +80,7 @@ class WorkerConfig:
             ("--turn-timeout", self.turn_timeout, False),
             ("--db-busy-timeout", self.db_busy_timeout, False),
             ("--client-timeout", self.client_timeout, False),
+            ("--observer-share", self.observer_share, True),
         ):
             if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
                 least = ">= 0" if zero_ok else "> 0"

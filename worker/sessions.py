@@ -66,6 +66,9 @@ class ActiveSession:
     claimed: QueuedMessage | None = None
     # Its generator waits for work (not in a turn): its observer may be ended for a slot.
     parked: bool = False
+    # When its observer took its slot (monotonic): past --observer-share it gives way to
+    # sessions waiting for one.
+    observer_since: float = 0.0
 
 
 @dataclass
@@ -349,6 +352,10 @@ class SessionManager:
             self.store.set_memory_session_id(active.id, memory_id)
             active.memory_id_stored = memory_id
         active.last_activity = time.monotonic()
+        held = time.monotonic() - active.observer_since
+        if self.slots.waiting and held >= self.cfg.observer_share:
+            # Its turn is stored: give the slot to those waiting, and queue behind them.
+            await self._end_observer(active, "yielded")
         return True
 
     def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
@@ -421,6 +428,7 @@ class SessionManager:
                 raise kind(f"cannot start {self.cfg.claude!r}: {exc}") from exc
             self._owned.add(observer.pid)
             active.observer = observer
+            active.observer_since = time.monotonic()
             active.contained = self.containment.after_spawn(observer.pid, token, plan)
             self.counters.spawned += 1
             try:

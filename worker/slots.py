@@ -6,18 +6,26 @@ Here each observer holds a slot from just before its spawn until its tree has be
 observer being ended (up to two graces for a stubborn one) still counts. A session that needs a
 slot while all are taken ends the longest-idle observer of another session (that session's next
 turn starts a new one with `--resume`, as after the idle timeout), or, when every observer is in
-a turn, waits until one frees or goes idle.
+a turn, waits until one frees or goes idle. Waiters are served in arrival order, and an observer
+that has held its slot for --observer-share seconds while others wait gives it up after its turn
+(its session queues again behind them): a session whose queue never empties cannot hold a slot
+for ever. Not after each turn: a new observer costs a start-up (seconds and hundreds of MB for the
+real CLI, and a resumed conversation's tokens), and in a soak of short sessions on few slots a
+share of 4 turns tripled the spawns and the run's time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 DEFAULT_MAX_OBSERVERS = 10
+DEFAULT_OBSERVER_SHARE_S = 60.0
 
 
 class ObserverSlots(Generic[T]):
@@ -25,29 +33,39 @@ class ObserverSlots(Generic[T]):
         self.limit = limit
         self.used = 0
         self.peak = 0
-        self.waiting = 0
+        self._queue: deque[int] = deque()  # waiters' tickets, in arrival order
+        self._tickets = itertools.count()
         self._changed = asyncio.Event()
 
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
     def changed(self) -> None:
-        """A slot freed or an observer went idle: waiters look again."""
-        if self.waiting:
+        """A slot freed, an observer went idle, the first waiter left: waiters look again."""
+        if self._queue:
             event, self._changed = self._changed, asyncio.Event()
             event.set()
 
     async def acquire(
         self, idle_victim: Callable[[], T | None], evict: Callable[[T], Awaitable[None]]
     ) -> None:
-        """Take a slot; while none is free, end an idle observer or wait for a change."""
-        self.waiting += 1
+        """Take a slot in turn; the first waiter, while none is free, ends an idle observer or
+        waits for a change."""
+        ticket = next(self._tickets)
+        self._queue.append(ticket)
         try:
-            while self.used >= self.limit:
-                victim = idle_victim()
+            while self._queue[0] != ticket or self.used >= self.limit:
+                victim = idle_victim() if self._queue[0] == ticket else None
                 if victim is not None:
-                    await evict(victim)  # frees its slot; another waiter may take it first
+                    await evict(victim)  # frees its slot for us: later waiters stay behind
                     continue
                 await self._changed.wait()
         finally:
-            self.waiting -= 1
+            first = self._queue[0] == ticket
+            self._queue.remove(ticket)
+            if first:
+                self.changed()  # the next in line may take a slot too, or evict
         self.used += 1
         self.peak = max(self.peak, self.used)
 

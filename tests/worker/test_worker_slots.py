@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -161,3 +162,33 @@ def test_a_delete_during_an_idle_ending_lets_that_ending_finish(
     (row,) = worker.processes()
     assert row["state"] == "ended" and row["how"].startswith("idle:"), row
     assert worker.stats()["observers"]["in_slots"] == 0
+
+
+def test_a_session_whose_queue_never_empties_gives_way_to_a_waiting_one(
+    fake_run: FakeRun, workers
+) -> None:
+    """One slot; the first session has a long queue, the second one prompt. Before, the second
+    waited until the first's queue was empty (85 s in a helper's run with a steady feed); now
+    the first's observer gives its slot up once it has held it --observer-share seconds while
+    another waits, and its session queues behind."""
+    flags = [*FAST_FLAGS, "--max-observers", "1", "--observer-share", "1"]
+    worker: Worker = workers(fake_run.shim("slow:latency=0.2"), flags=flags)
+    busy = worker.new_session("busy")
+    worker.prompt(busy, "busy", "go")
+    items = 12  # some 5 s of turns: more than the share
+    for i in range(items):
+        worker.observe("busy", i)
+    wait_until(lambda: worker.stats()["observers"]["in_slots"] == 1, what="the busy observer")
+    waiting = worker.new_session("waiting")
+    worker.prompt(waiting, "waiting", "me too")
+    wait_until(lambda: worker.status(waiting)["queueLength"] == 0, what="the waiting prompt")
+    # Served while the busy session still had work queued, not after it.
+    assert worker.status(busy)["queueLength"] > 0
+    wait_until(lambda: worker.status(busy)["queueLength"] == 0, what="the busy queue")
+    rows = sorted(worker.processes(), key=lambda r: r["started"])
+    assert [(r["session_db_id"], (r["how"] or "").split(":")[0]) for r in rows[:2]] == [
+        (busy, "yielded"),
+        (waiting, "evicted"),
+    ], rows
+    assert _most_at_once([(r["started"], r["ended"] or time.time()) for r in rows]) == 1, rows
+    assert worker.stats()["queue"]["processed"] == 1 + items + 1
