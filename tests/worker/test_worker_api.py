@@ -6,6 +6,8 @@ import json
 
 from workerkit import FakeRun, Worker
 
+from worker.store import Store
+
 
 def test_session_round_trip_stores_replies(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim("ok"))
@@ -224,8 +226,6 @@ def test_processes_by_session(fake_run: FakeRun, workers) -> None:
 def test_the_whole_registry_is_not_the_default_answer(fake_run: FakeRun, workers, tmp_path) -> None:
     """A long-lived worker's registry holds every observer it ever spawned: unasked, the
     newest 1000 rows come back, saying that older ones were left out."""
-    from worker.store import Store
-
     data = tmp_path / "data"
     data.mkdir()
     store = Store(data / "worker.db")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -130,8 +131,6 @@ def test_bad_requests_never_break_the_worker(fake_run: FakeRun, workers) -> None
 def test_a_client_that_goes_away_mid_body_is_no_error(fake_run: FakeRun, workers) -> None:
     """Content-Length 100, two bytes sent, then the connection closed: the worker logged an
     ERROR with a traceback (ConnectionResetError) for what is the client's business."""
-    import time
-
     worker: Worker = workers(fake_run.shim("ok"))
     with body_cut_short(worker, length=100, sent=b"{}"):
         pass
@@ -206,8 +205,6 @@ def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
 
 def _closed_by_server(sock: socket.socket, within: float) -> tuple[bytes, float]:
     """Read until the server closes the connection: (what it sent, seconds it took)."""
-    import time
-
     start = time.monotonic()
     sock.settimeout(within)
     got = b""

@@ -6,6 +6,8 @@ ledger (its start to its exit), each an interval within the slot the worker held
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +15,11 @@ from typing import Any
 
 import pytest
 from workerkit import FAST_FLAGS, REPO, FakeRun, Worker, wait_until
+
+from worker.config import WorkerConfig
+from worker.containment import Containment
+from worker.sessions import SessionManager
+from worker.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX shim")
 
@@ -106,14 +113,6 @@ def test_a_session_deleted_while_its_spawn_waits_gives_its_slot_back(tmp_path) -
     """The slot is taken before the spawn lock (held by a sweep): a delete then cancels the
     generator while it waits for the lock, and the slot must come back, or a few such deletes
     would leave no slot for anyone."""
-    import asyncio
-    import os
-    import time
-
-    from worker.config import WorkerConfig
-    from worker.containment import Containment
-    from worker.sessions import SessionManager
-    from worker.store import Store
 
     async def go() -> tuple[int, int]:
         cfg = WorkerConfig(data_dir=tmp_path, claude=sys.executable, max_observers=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from workerkit import FakeRun, Worker, wait_until
 
 import proctree
+from worker.store import Store
 
 # A short busy timeout: a locked statement fails in 0.1 s instead of the default 5 s.
 FLAGS = ["--grace", "0.5", "--reap-interval", "0.5", "--turn-timeout", "30",
@@ -94,8 +95,6 @@ def test_an_observer_is_ended_even_when_its_registry_row_cannot_be_written(
 
 
 def test_a_database_made_before_the_reaped_column_gains_it(tmp_path: Path) -> None:
-    from worker.store import Store
-
     path = tmp_path / "worker.db"
     db = sqlite3.connect(path)
     db.execute(
