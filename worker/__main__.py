@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from worker.config import (
+    DEFAULT_CLIENT_TIMEOUT_S,
     DEFAULT_MAX_OBSERVERS,
     DEFAULT_MODEL,
     DEFAULT_OBSERVER_SHARE_S,
@@ -45,8 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument(
         "--client-timeout",
         type=float,
-        default=30.0,
-        help="seconds a client connection may stay idle, and may take to send a request body",
+        default=DEFAULT_CLIENT_TIMEOUT_S,
+        help="seconds a client connection may stay idle, and may take to send a request body "
+        "(default %(default)s)",
     )
     serve.add_argument(
         "--max-observers",

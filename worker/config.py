@@ -23,6 +23,9 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_LINE_BYTES = 4 * 1024 * 1024
 # Below these a hook's body or an observer's init line no longer fits: nothing would work.
 MIN_BODY_BYTES = MIN_LINE_BYTES = 1024
+# A connection idle this long (no request yet, or none since the last answer) is closed, and a
+# request body must arrive within it: a stalled client holds no socket or handler for ever.
+DEFAULT_CLIENT_TIMEOUT_S = 30.0
 
 
 def default_data_dir() -> Path:
@@ -53,9 +56,7 @@ class WorkerConfig:
     max_line: int = MAX_LINE_BYTES
     max_observers: int = DEFAULT_MAX_OBSERVERS
     observer_share: float = DEFAULT_OBSERVER_SHARE_S
-    # A connection idle this long (no request yet, or none since the last answer) is closed, and
-    # a request body must arrive within it: a stalled client holds no socket or handler for ever.
-    client_timeout: float = 30.0
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT_S
     db_busy_timeout: float = 5.0
     # POSIX: the read end of a pipe only our parent writes to; EOF = the parent is gone, stop.
     lifeline_fd: int | None = None

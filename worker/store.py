@@ -157,6 +157,8 @@ class Store:
 
     def mark_reaped(self, run_ids: Collection[int]) -> None:
         """Their leftovers have been swept once: later starts need not walk for their marks."""
+        if not run_ids:  # the usual start: no write transaction for nothing
+            return
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
