@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--db-busy-timeout",
         type=float,
         default=5.0,
-        help="seconds a database statement waits for another process's lock before it fails",
+        help="seconds a store call waits for another process's lock before it fails (the "
+        "worker serves on meanwhile)",
     )
     serve.add_argument(
         "--log-level",

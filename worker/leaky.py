@@ -72,7 +72,7 @@ class LeakySessionManager:
         self._session(session_id).queue.put_nowait(None)
 
     async def _generator(self, session: LeakySession, user_prompt: str, number: int) -> None:
-        row = self.store.session(session.id)
+        row = await self.store.session(session.id)
         if row is None:
             return
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, row["memory_session_id"])
@@ -88,7 +88,7 @@ class LeakySessionManager:
         self.spawned += 1
         session.observers.append(observer)
         self._running.add(observer)
-        row_id = self.store.register_process(
+        row_id = await self.store.register_process(
             self.run_id, session.id, observer.pid, _create_time(observer.pid), ""
         )
         watcher = asyncio.create_task(self._watch_exit(observer, row_id))
@@ -104,22 +104,22 @@ class LeakySessionManager:
             await observer.turn(text, hint, self.cfg.turn_timeout)
             if observer.claude_session_id:
                 # Later generators of this session start with --resume (fresh and resumed mix).
-                self.store.set_memory_session_id(session.id, observer.claude_session_id)
+                await self.store.set_memory_session_id(session.id, observer.claude_session_id)
             while True:
                 # Blocked here forever once the hooks stop posting: the child's stdin stays open.
                 await session.queue.get()
-                message = self.store.next_message(session.id)
+                message = await self.store.next_message(session.id)
                 if message is None:
                     continue
                 text = protocol.prompt_text(message.kind, message.payload, project, number)
                 try:
                     reply = await observer.turn(text, hint, self.cfg.turn_timeout)
                 except ObserverError as exc:
-                    self.store.release_message(message, str(exc), self.cfg.max_attempts)
+                    await self.store.release_message(message, str(exc), self.cfg.max_attempts)
                     raise
-                self.store.complete_message(message, reply)
+                await self.store.complete_message(message, reply)
                 if observer.claude_session_id:
-                    self.store.set_memory_session_id(session.id, observer.claude_session_id)
+                    await self.store.set_memory_session_id(session.id, observer.claude_session_id)
         except ObserverError as exc:
             self.session_errors += 1
             log.warning("session %s generator failed: %s", session.id, exc)
@@ -127,7 +127,7 @@ class LeakySessionManager:
     async def _watch_exit(self, observer: Observer, row_id: int) -> None:
         code = await observer.proc.wait()
         self._running.discard(observer)
-        self.store.set_process_state(row_id, "exited", exit_code=code)
+        await self.store.set_process_state(row_id, "exited", exit_code=code)
 
     async def abort(self, session_id: int) -> None:
         """/complete and DELETE in 9.0.0: abort the session's generators (SDK close())."""

@@ -47,7 +47,7 @@ class Reaper:
     async def at_start(self) -> int:
         """End what earlier runs left: registry rows matching (pid, create_time), and whatever
         carries an earlier run's mark. A process that merely looks like `claude` is not ours."""
-        rows = self.store.open_processes(exclude_run=self.run_id)
+        rows = await self.store.open_processes(exclude_run=self.run_id)
         alive_before = {
             int(r["id"])
             for r in rows
@@ -55,7 +55,7 @@ class Reaper:
         }
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
-        unclean = self.store.unclean_runs(self.run_id)
+        unclean = await self.store.unclean_runs(self.run_id)
         marks = [(str(r["mark"]), float(r["create_time"])) for r in unclean]
         ended = await self.containment.reap_previous(rows, marks)
         for row in rows:
@@ -63,10 +63,10 @@ class Reaper:
             if proctree.is_alive(root):
                 continue  # not ours after all (its mark did not match): left alone
             if int(row["id"]) in alive_before:
-                self.store.set_process_state(int(row["id"]), "reaped", how="restart")
+                await self.store.set_process_state(int(row["id"]), "reaped", how="restart")
             else:
                 # Gone with its worker (parent-death signal) or by itself.
-                self.store.set_process_state(int(row["id"]), "ended", how="gone-at-restart")
+                await self.store.set_process_state(int(row["id"]), "ended", how="gone-at-restart")
         self.counters.at_start = len(ended)
         if ended:
             log.info("reaped %d survivor(s) of earlier runs: %s", len(ended), ended)
@@ -79,7 +79,7 @@ class Reaper:
         # with 69 processes here, more with more), and every kill -9 or reboot would
         # otherwise add one to each later start.
         # Registry rows still open are retried at each start all the same.
-        self.store.mark_reaped([int(r["id"]) for r in unclean])
+        await self.store.mark_reaped([int(r["id"]) for r in unclean])
         self.counters.earlier_runs_swept = len(unclean)
         return len(ended)
 
@@ -98,7 +98,7 @@ class Reaper:
             except Exception:
                 log.exception("reaper sweep failed")
             try:
-                stranded = self.sessions.wake_stranded()
+                stranded = await self.sessions.wake_stranded()
             except Exception:  # the store may fail too (locked, disk full): next time
                 log.exception("looking for stranded queues failed")
             else:

@@ -255,15 +255,15 @@ class Routes:
         r.add_get("/api/processes", self.processes)
         r.add_get("/api/stats", self.stats)
 
-    def _known_session(self, session_id: int) -> Any:
-        row = self.store.session(session_id)
+    async def _known_session(self, session_id: int) -> Any:
+        row = await self.store.session(session_id)
         if row is None:
             raise BadRequest(404, f"unknown session {session_id}")
         return row
 
-    def _by_content_id(self, body: dict[str, Any]) -> Any:
+    async def _by_content_id(self, body: dict[str, Any]) -> Any:
         content_id = field_of(body, "contentSessionId", str, required=True)
-        row = self.store.session_by_content_id(content_id)
+        row = await self.store.session_by_content_id(content_id)
         if row is None:
             raise BadRequest(404, f"unknown contentSessionId {content_id!r}")
         return row
@@ -276,7 +276,7 @@ class Routes:
             raise BadRequest(400, "contentSessionId is empty")
         project = field_of(body, "project", str, required=False, default="")
         prompt = field_of(body, "prompt", str, required=False, default="")
-        session_id, number = self.store.init_session(content_id, project, prompt)
+        session_id, number = await self.store.init_session(content_id, project, prompt)
         return web.json_response(
             {"sessionDbId": session_id, "promptNumber": number, "skipped": False}
         )
@@ -286,7 +286,7 @@ class Routes:
         body = await body_of(request)
         user_prompt = field_of(body, "userPrompt", str, required=False, default="")
         number = field_of(body, "promptNumber", int, required=False, default=None)
-        row = self._known_session(session_id)
+        row = await self._known_session(session_id)
         if number is None:
             number = int(row["prompt_counter"]) or 1
         await self.service.start_prompt(session_id, user_prompt, number)
@@ -298,38 +298,38 @@ class Routes:
         body = await body_of(request)
         tool_name = field_of(body, "tool_name", str, required=True)
         cwd = field_of(body, "cwd", str, required=False, default="")
-        row = self._by_content_id(body)
+        row = await self._by_content_id(body)
         payload = {
             "tool_name": tool_name,
             "tool_input": body.get("tool_input"),
             "tool_response": body.get("tool_response"),
             "cwd": cwd,
         }
-        self.service.queue(int(row["id"]), "observation", payload)
+        await self.service.queue(int(row["id"]), "observation", payload)
         return web.json_response({"status": "queued"})
 
     async def summarize(self, request: web.Request) -> web.Response:
         body = await body_of(request)
         last = field_of(body, "last_assistant_message", str, required=False, default="")
-        row = self._by_content_id(body)
-        self.service.queue(int(row["id"]), "summarize", {"last_assistant_message": last})
+        row = await self._by_content_id(body)
+        await self.service.queue(int(row["id"]), "summarize", {"last_assistant_message": last})
         return web.json_response({"status": "queued"})
 
     async def complete(self, request: web.Request) -> web.Response:
         session_id = session_id_of(request)
-        self._known_session(session_id)
+        await self._known_session(session_id)
         await self.service.complete(session_id)
         return web.json_response({"success": True, "sessionDbId": session_id})
 
     async def delete(self, request: web.Request) -> web.Response:
         session_id = session_id_of(request)
-        self._known_session(session_id)
+        await self._known_session(session_id)
         await self.service.delete(session_id)
         return web.json_response({"status": "deleted", "sessionDbId": session_id})
 
     async def status(self, request: web.Request) -> web.Response:
         session_id = session_id_of(request)
-        self._known_session(session_id)
+        await self._known_session(session_id)
         # Our addition: ?waitDrainedMs=N answers once the queue is empty (or after N ms), so a
         # caller waiting for the drain needs one request instead of a polling loop.
         wait_ms = request.query.get("waitDrainedMs")
@@ -341,7 +341,7 @@ class Routes:
                     f"{MAX_WAIT_MS})",
                 )
             await self.service.wait_drained(session_id, min(int(wait_ms), MAX_WAIT_MS) / 1000)
-        row = self._known_session(session_id)
+        row = await self._known_session(session_id)
         return web.json_response(
             {
                 "status": row["status"],
@@ -350,7 +350,7 @@ class Routes:
                 "project": row["project"],
                 "promptNumber": row["prompt_counter"],
                 "memorySessionId": row["memory_session_id"],
-                "queueLength": self.store.pending_count(session_id),
+                "queueLength": await self.store.pending_count(session_id),
                 "observers": self.service.live_observer_pids(session_id),
             }
         )
@@ -375,7 +375,7 @@ class Routes:
         return web.json_response({"version": "9.0.0", "implementation": "leakproof-reference"})
 
     async def pending_queue(self, request: web.Request) -> web.Response:
-        rows = self.store.pending_messages()
+        rows = await self.store.pending_messages()
         messages = [
             {
                 "id": r["id"],
@@ -418,7 +418,7 @@ class Routes:
         # 1000 unless said).
         states, limit = process_filters(request.query)
         sessions = session_ids_of(request.query.get("sessions"))
-        rows = self.store.processes(sessions, states, None if limit is None else limit + 1)
+        rows = await self.store.processes(sessions, states, None if limit is None else limit + 1)
         truncated = limit is not None and len(rows) > limit
         if truncated:
             rows = rows[1:]  # the newest `limit`, oldest first
@@ -444,4 +444,4 @@ class Routes:
         )
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.stats())
+        return web.json_response(await self.service.stats())

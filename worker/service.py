@@ -101,15 +101,15 @@ class WorkerService:
     # -- what the routes call -----------------------------------------------------------------
     async def start_prompt(self, session_id: int, user_prompt: str, number: int) -> None:
         if self.fixed:
-            self.store.enqueue(
+            await self.store.enqueue(
                 session_id, "prompt", {"userPrompt": user_prompt, "promptNumber": number}
             )
             self.sessions.notify(session_id)
         else:
             self.leaky.start_generator(session_id, user_prompt, number)
 
-    def queue(self, session_id: int, kind: str, payload: dict[str, Any]) -> None:
-        self.store.enqueue(session_id, kind, payload)
+    async def queue(self, session_id: int, kind: str, payload: dict[str, Any]) -> None:
+        await self.store.enqueue(session_id, kind, payload)
         if self.fixed:
             self.sessions.notify(session_id)
         else:
@@ -119,14 +119,14 @@ class WorkerService:
         if self.fixed:
             await self.sessions.complete(session_id)
         else:
-            self.store.end_session(session_id, "completed")
+            await self.store.end_session(session_id, "completed")
             await self.leaky.abort(session_id)
 
     async def delete(self, session_id: int) -> None:
         if self.fixed:
             await self.sessions.delete(session_id)
         else:
-            self.store.end_session(session_id, "deleted")
+            await self.store.end_session(session_id, "deleted")
             await self.leaky.abort(session_id)
 
     async def wait_drained(self, session_id: int, timeout: float) -> None:
@@ -146,8 +146,8 @@ class WorkerService:
             log.info("shutdown requested (%s)", reason)
         self._stop.set()
 
-    def stats(self) -> dict[str, Any]:
-        counts = self.store.counts()
+    async def stats(self) -> dict[str, Any]:
+        counts = await self.store.counts()
         if self.fixed:
             c = self.sessions.counters
             observers = {
@@ -191,6 +191,13 @@ class WorkerService:
                 "full_sweeps": r.full_sweeps,
             },
             "containment": self.containment_info(),
+            # Another process's lock on the database: waited for without blocking the loop.
+            "store": {
+                "waiting_for_lock": self.store.waiting,
+                "lock_waits": self.store.lock_waits,
+                "lock_timeouts": self.store.lock_timeouts,
+                "busy_timeout_s": self.store.busy_timeout,
+            },
         }
 
     def containment_info(self) -> dict[str, Any]:
@@ -220,6 +227,7 @@ class WorkerService:
             )  # fmt: skip
         _watch_children_with_pidfds(loop)
         _raise_open_files_limit()
+        self.store.on_event_loop()
         self._install_signals(loop)
         if self.cfg.lifeline_fd is not None:
             proctree.watch_lifeline(
@@ -228,7 +236,7 @@ class WorkerService:
         if self.fixed:
             self.containment.start()
             try:
-                requeued = self.store.requeue_interrupted()
+                requeued = await self.store.requeue_interrupted()
                 if requeued:
                     log.info("re-queued %d message(s) a previous run did not finish", requeued)
                 await self.reaper.at_start()
@@ -275,7 +283,7 @@ class WorkerService:
             )
             self.ready = True
             if self.fixed:
-                for session_id in self.store.sessions_with_pending():
+                for session_id in await self.store.sessions_with_pending():
                     self.sessions.notify(session_id)
                 self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
             self._tasks.append(asyncio.create_task(self._watch_data_dir(), name="data-dir"))
@@ -302,7 +310,7 @@ class WorkerService:
         else:
             await self.leaky.shutdown()
         await runner.cleanup()
-        self.store.end_run(self.run_id)
+        await self.store.end_run(self.run_id)
         self.store.close()
         with contextlib.suppress(OSError):
             self.cfg.info_path.unlink()

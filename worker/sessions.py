@@ -119,7 +119,7 @@ class SessionManager:
     async def wait_drained(self, session_id: int, timeout: float) -> None:
         """Return once the session has nothing pending or processing, or after `timeout`."""
         deadline = time.monotonic() + timeout
-        while not self._closing and self.store.pending_count(session_id) > 0:
+        while not self._closing and await self.store.pending_count(session_id) > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -147,14 +147,14 @@ class SessionManager:
         if active.task is None or active.task.done():
             active.task = asyncio.create_task(self._generator(active), name=f"gen-{session_id}")
 
-    def wake_stranded(self) -> list[int]:
+    async def wake_stranded(self) -> list[int]:
         """Sessions with queued work and no generator: start one, as a hook would. A generator
         that gave up (a store failure past its retries, an error not foreseen) left its queue
         to the next hook, and a completed session gets none: its work waited for a restart."""
         if self._closing:
             return []
         stranded = []
-        for session_id in self.store.sessions_with_pending():
+        for session_id in await self.store.sessions_with_pending():
             active = self.sessions.get(session_id)
             if active is None or active.task is None or active.task.done():
                 stranded.append(session_id)
@@ -187,7 +187,7 @@ class SessionManager:
 
     async def complete(self, session_id: int) -> None:
         """The session ended: its generator finishes what is queued, then ends the observer."""
-        self.store.end_session(session_id, "completed")
+        await self.store.end_session(session_id, "completed")
         active = self.sessions.get(session_id)
         if active is not None:
             active.wake.set()
@@ -196,12 +196,8 @@ class SessionManager:
 
     async def delete(self, session_id: int) -> None:
         """Abort the session now: cancel its generator, which ends the observer."""
-        self.store.end_session(session_id, "deleted")
-        self.store.db.execute(
-            "UPDATE pending_messages SET status='cancelled', done=? "
-            "WHERE session_id=? AND status IN ('pending','processing')",
-            (time.time(), session_id),
-        )
+        await self.store.end_session(session_id, "deleted")
+        await self.store.cancel_pending(session_id)
         self._queue_progressed(session_id)
         active = self.sessions.get(session_id)
         if active is None:
@@ -244,12 +240,12 @@ class SessionManager:
             while not self._closing:
                 try:
                     if active.claimed is not None:  # a claim a store failure left open
-                        self._release(active, active.claimed, "retried after a store error")
+                        await self._release(active, active.claimed, "retried after a store error")
                     if not orphans_checked:
                         # Only one generator per session runs: what is 'processing' now is
                         # no one's (left so, its step would never claim it, and a completed
                         # session's would loop on it without end).
-                        if self.store.requeue_orphans(active.id):
+                        if await self.store.requeue_orphans(active.id):
                             log.warning("session %s: re-queued a message left claimed", active.id)
                         orphans_checked = True
                     if not await self._step(active):
@@ -273,7 +269,7 @@ class SessionManager:
             # cancelled it), so none is left 'processing' and the next start takes it as new.
             if active.claimed is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    self.store.unclaim(active.claimed)
+                    await self.store.unclaim(active.claimed)
                 active.claimed = None
             await asyncio.shield(self._end_observer(active, "cancelled"))
             raise
@@ -283,15 +279,15 @@ class SessionManager:
             if active.claimed is not None:
                 # Best effort: if the store still fails, the next start requeues it.
                 with contextlib.suppress(sqlite3.Error):
-                    self._release(active, active.claimed, f"{type(exc).__name__}: {exc}")
+                    await self._release(active, active.claimed, f"{type(exc).__name__}: {exc}")
             await asyncio.shield(self._end_observer(active, "error"))
 
     async def _step(self, active: ActiveSession) -> bool:
         """One message, or one wait for one; False once the generator has nothing left to do."""
         active.wake.clear()
-        message = self.store.next_message(active.id)
+        message = await self.store.next_message(active.id)
         if message is None:
-            row = self.store.session(active.id)
+            row = await self.store.session(active.id)
             if row is None or row["status"] != "active":
                 await self._end_observer(active, "completed")
             else:
@@ -306,7 +302,7 @@ class SessionManager:
                     active.parked = False
             # Work may have arrived while the observer was being ended; with no await
             # between this check and the return, a later notify() starts a new task.
-            if self.store.pending_count(active.id) == 0 or self._closing:
+            if await self.store.pending_count(active.id) == 0 or self._closing:
                 self._forget(active)
                 return False
             return True
@@ -315,7 +311,7 @@ class SessionManager:
         try:
             observer = await self._ensure_observer(active)
             if active.content_id is None:
-                self._load_fixed_columns(active)
+                await self._load_fixed_columns(active)
             text = protocol.prompt_text(
                 message.kind,
                 message.payload,
@@ -328,7 +324,7 @@ class SessionManager:
         except ResourceShortage:
             # The system's, not the message's: back to the queue as it was; the generator
             # waits and tries again.
-            self.store.unclaim(message)
+            await self.store.unclaim(message)
             active.claimed = None
             raise
         except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
@@ -339,17 +335,17 @@ class SessionManager:
                 error = f"{type(exc).__name__}: {exc}"
             self._session_error(active, error)
             try:
-                self._release(active, message, error)
+                await self._release(active, message, error)
             finally:  # also when the store fails too: a failed observer is never reused
                 await self._end_observer(active, "error")
             return True
-        self.store.complete_message(message, reply)
+        await self.store.complete_message(message, reply)
         active.claimed = None
         self._queue_progressed(active.id)
         self.counters.turns += 1
         memory_id = observer.claude_session_id
         if memory_id and memory_id != active.memory_id_stored:
-            self.store.set_memory_session_id(active.id, memory_id)
+            await self.store.set_memory_session_id(active.id, memory_id)
             active.memory_id_stored = memory_id
         active.last_activity = time.monotonic()
         held = time.monotonic() - active.observer_since
@@ -358,14 +354,14 @@ class SessionManager:
             await self._end_observer(active, "yielded")
         return True
 
-    def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
+    async def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
         """Give a claimed message back to the queue (or fail it after max_attempts)."""
-        self.store.release_message(message, error, self.cfg.max_attempts)
+        await self.store.release_message(message, error, self.cfg.max_attempts)
         active.claimed = None
         self._queue_progressed(active.id)
 
-    def _load_fixed_columns(self, active: ActiveSession) -> None:
-        row = self.store.session(active.id)
+    async def _load_fixed_columns(self, active: ActiveSession) -> None:
+        row = await self.store.session(active.id)
         if row is not None:
             active.project = str(row["project"])
             active.content_id = str(row["content_session_id"])
@@ -390,7 +386,7 @@ class SessionManager:
             return active.observer
         if active.observer is not None:
             await self._end_observer(active, "exited")
-        row = self.store.session(active.id)
+        row = await self.store.session(active.id)
         resume = row["memory_session_id"] if row is not None else None
         argv = protocol.observer_argv(self.cfg.claude, self.cfg.model, resume)
         await self.slots.acquire(lambda: self._idle_victim(active), self._evict)
@@ -432,7 +428,7 @@ class SessionManager:
             active.contained = self.containment.after_spawn(observer.pid, token, plan)
             self.counters.spawned += 1
             try:
-                active.registry_row = self.store.register_process(
+                active.registry_row = await self.store.register_process(
                     self.run_id,
                     active.id,
                     observer.pid,
@@ -496,13 +492,15 @@ class SessionManager:
                  victim.id, self.slots.limit)  # fmt: skip
         await self._end_observer(victim, "evicted")
 
-    def _record(self, row: int, state: str, **details: Any) -> None:
+    async def _record(self, row: int, state: str, *, wait: bool = True, **details: Any) -> None:
         """The registry's record of an ending, never in the way of the ending itself: a store
         that fails (locked by another process past --db-busy-timeout, a full disk) leaves the
         row open, and the next start settles it. Before, the failed write came first and the
-        tree was never ended (until a sweep took it for a stray)."""
+        tree was never ended (until a sweep took it for a stray). With wait=False a locked
+        database is not waited for: the ending does not start up to --db-busy-timeout late."""
         try:
-            self.store.set_process_state(row, state, **details)
+            with contextlib.nullcontext() if wait else self.store.once():
+                await self.store.set_process_state(row, state, **details)
         except sqlite3.Error as exc:
             log.warning("registry row %s not marked %s: %s", row, state, exc)
 
@@ -510,7 +508,7 @@ class SessionManager:
         self, observer: Observer, contained: Contained | None, row: int | None, reason: str
     ) -> None:
         if row is not None:
-            self._record(row, "ending")
+            await self._record(row, "ending", wait=False)
         how = "exited"
         if contained is not None:
             how = await self.containment.end(
@@ -527,5 +525,5 @@ class SessionManager:
             self._owned.discard(observer.pid)
         await observer.finish_streams()
         if row is not None:
-            self._record(row, "ended", exit_code=code, how=f"{reason}:{how}")
+            await self._record(row, "ended", exit_code=code, how=f"{reason}:{how}")
         self.counters.count_end(reason)

@@ -3,18 +3,27 @@
 Sessions, prompts, the queue of pending messages, observations, summaries, the runs of the worker
 on this data dir, and the process registry. Every call commits before it returns, so an HTTP 2xx
 sent after a store call means the row is on disk (WAL survives a kill -9 of the worker).
-All calls happen on the event-loop thread; each is a few small statements.
+All calls happen on the event-loop thread; each is a few small statements in one transaction.
+
+Another process holding the database's lock (a backup, a `sqlite3` shell in a write transaction)
+must not stop the worker: the calls are coroutines that wait for the lock with asyncio.sleep,
+up to the busy timeout, while the event loop serves everything else. SQLite's own busy handler
+would sleep in the loop's thread, and every request, ending and sweep would wait with it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Coroutine, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -93,6 +102,65 @@ CREATE INDEX IF NOT EXISTS processes_by_session ON processes(session_id);
 OPEN_STATES = ("live", "ending")
 
 
+# First and longest pause between tries for the lock: short at first (most locks are brief),
+# then no busier than 20 tries a second.
+LOCK_POLL_FIRST_S = 0.002
+LOCK_POLL_MAX_S = 0.05
+
+# SQLite's primary result codes (the sqlite3 module names them from Python 3.11 on only).
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Set to False by Store.once(): the calls made in its scope try once and do not wait.
+_waits_for_locks: ContextVar[bool] = ContextVar("waits_for_locks", default=True)
+
+
+def is_locked(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds what the statement needs."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+    return "is locked" in str(exc)  # "database is locked", "database table is locked"
+
+
+def waits_for_locks(
+    method: Callable[Concatenate[Store, P], R],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, R]]:
+    """Make a store call a coroutine that retries it while the database is locked.
+
+    Each call is one transaction, rolled back when it fails, so trying it again repeats
+    nothing that was committed; no transaction is open across the await."""
+
+    @functools.wraps(method)
+    async def call(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        deadline: float | None = None
+        pause = LOCK_POLL_FIRST_S
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if not is_locked(exc) or not _waits_for_locks.get() or self.db.in_transaction:
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.busy_timeout
+                    self.lock_waits += 1
+                if now >= deadline:
+                    self.lock_timeouts += 1
+                    raise
+            self.waiting += 1
+            try:
+                await asyncio.sleep(min(pause, max(0.0, deadline - now)))
+            finally:
+                self.waiting -= 1
+            pause = min(pause * 2, LOCK_POLL_MAX_S)
+
+    return call
+
+
 @dataclass(frozen=True)
 class QueuedMessage:
     id: int
@@ -106,6 +174,10 @@ class Store:
     def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.busy_timeout = busy_timeout
+        self.waiting = 0  # calls waiting for another process's lock right now
+        self.lock_waits = 0  # calls that found the database locked
+        self.lock_timeouts = 0  # of those, calls that gave up after busy_timeout
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -116,11 +188,26 @@ class Store:
         # worker process, which is the guarantee issue 4 asks for. Only an OS crash or power loss
         # can roll back the last commits; FULL would cost an fsync per hook request for that.
         self.db.execute("PRAGMA synchronous=NORMAL")
-        # Another process holding a lock (a backup, a sqlite3 shell) delays a statement this
-        # long, then it fails with "database is locked" (the caller retries; see sessions).
+        # Until on_event_loop(), SQLite's busy handler waits for another process's lock (a
+        # backup, a sqlite3 shell, a second worker starting): nothing is served yet.
         self.db.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout * 1000))}")
         self.db.executescript(SCHEMA)
         self._add_column("runs", "reaped", "REAL")  # databases made before it
+
+    def on_event_loop(self) -> None:
+        """From now on a locked database fails a statement at once, and the calls wait for
+        the lock themselves (waits_for_locks), without blocking the loop."""
+        self.db.execute("PRAGMA busy_timeout=0")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def once() -> Iterator[None]:
+        """The calls in this scope try once: a record that must not hold up what it records."""
+        token = _waits_for_locks.set(False)
+        try:
+            yield
+        finally:
+            _waits_for_locks.reset(token)
 
     def _add_column(self, table: str, column: str, kind: str) -> None:
         if column in {r["name"] for r in self.db.execute(f"PRAGMA table_info({table})")}:
@@ -142,9 +229,11 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    @waits_for_locks
     def end_run(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET ended=? WHERE id=?", (time.time(), run_id))
 
+    @waits_for_locks
     def unclean_runs(self, current_run: int) -> list[sqlite3.Row]:
         """Earlier runs that never reached the end of their shutdown (killed, crashed) and that
         no later run has reaped yet."""
@@ -155,6 +244,7 @@ class Store:
             )
         )
 
+    @waits_for_locks
     def mark_reaped(self, run_ids: Collection[int]) -> None:
         """Their leftovers have been swept once: later starts need not walk for their marks."""
         if not run_ids:  # the usual start: no write transaction for nothing
@@ -166,6 +256,7 @@ class Store:
             )
 
     # -- sessions -----------------------------------------------------------------------------
+    @waits_for_locks
     def init_session(self, content_session_id: str, project: str, prompt: str) -> tuple[int, int]:
         """Create or reuse the session, record the prompt; return (session id, prompt number)."""
         now = time.time()
@@ -191,25 +282,39 @@ class Store:
             )
         return int(row["id"]), number
 
+    @waits_for_locks
     def session(self, session_id: int) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
 
+    @waits_for_locks
     def session_by_content_id(self, content_session_id: str) -> sqlite3.Row | None:
         return self.db.execute(
             "SELECT * FROM sessions WHERE content_session_id=?", (content_session_id,)
         ).fetchone()
 
+    @waits_for_locks
     def set_memory_session_id(self, session_id: int, memory_session_id: str) -> None:
         self.db.execute(
             "UPDATE sessions SET memory_session_id=? WHERE id=? AND memory_session_id IS NULL",
             (memory_session_id, session_id),
         )
 
+    @waits_for_locks
     def end_session(self, session_id: int, status: str) -> None:
         self.db.execute(
             "UPDATE sessions SET status=?, ended=? WHERE id=?", (status, time.time(), session_id)
         )
 
+    @waits_for_locks
+    def cancel_pending(self, session_id: int) -> None:
+        """A deleted session's queue: nothing in it will be worked."""
+        self.db.execute(
+            "UPDATE pending_messages SET status='cancelled', done=? "
+            "WHERE session_id=? AND status IN ('pending','processing')",
+            (time.time(), session_id),
+        )
+
+    @waits_for_locks
     def sessions_with_pending(self) -> list[int]:
         """Sessions with queued work, whatever their status: a session completed while its
         queue was not yet drained (the Stop hook's summarize, then SessionEnd) gets no other
@@ -222,6 +327,7 @@ class Store:
         return [int(r[0]) for r in rows]
 
     # -- queue --------------------------------------------------------------------------------
+    @waits_for_locks
     def enqueue(self, session_id: int, kind: str, payload: dict[str, Any]) -> int:
         cur = self.db.execute(
             "INSERT INTO pending_messages(session_id, kind, payload, created) VALUES (?,?,?,?)",
@@ -229,6 +335,7 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    @waits_for_locks
     def next_message(self, session_id: int) -> QueuedMessage | None:
         """Claim the oldest pending message of the session (it becomes 'processing')."""
         with self.db:
@@ -252,6 +359,7 @@ class Store:
             int(row["attempts"]) + 1,
         )
 
+    @waits_for_locks
     def complete_message(self, message: QueuedMessage, reply: str) -> None:
         """Store the reply and mark the message processed, atomically (exactly once)."""
         table = {"observation": "observations", "summarize": "summaries"}.get(message.kind)
@@ -268,6 +376,7 @@ class Store:
                 (now, message.id),
             )
 
+    @waits_for_locks
     def release_message(self, message: QueuedMessage, error: str, max_attempts: int) -> None:
         """A turn failed: give the message back to the queue, or fail it for good."""
         status = "failed" if message.attempts >= max_attempts else "pending"
@@ -276,6 +385,7 @@ class Store:
             (status, error[:500], time.time() if status == "failed" else None, message.id),
         )
 
+    @waits_for_locks
     def unclaim(self, message: QueuedMessage) -> None:
         """Give a claimed message back as if it had not been claimed: the attempt is not
         counted (nothing was tried: the observer could not even be started)."""
@@ -285,6 +395,7 @@ class Store:
             (message.id,),
         )
 
+    @waits_for_locks
     def requeue_orphans(self, session_id: int) -> int:
         """A session's generator is starting: a message still 'processing' is claimed by no one
         (a generator died before it could give it back, its release failing too). Queue it
@@ -296,6 +407,7 @@ class Store:
         )
         return cur.rowcount
 
+    @waits_for_locks
     def requeue_interrupted(self) -> int:
         """At start: messages a dead worker was processing were never stored; queue them again."""
         cur = self.db.execute(
@@ -303,6 +415,7 @@ class Store:
         )
         return cur.rowcount
 
+    @waits_for_locks
     def pending_count(self, session_id: int | None = None) -> int:
         if session_id is None:
             row = self.db.execute(
@@ -316,6 +429,7 @@ class Store:
             ).fetchone()
         return int(row[0])
 
+    @waits_for_locks
     def pending_messages(self) -> list[sqlite3.Row]:
         return list(
             self.db.execute(
@@ -325,6 +439,7 @@ class Store:
         )
 
     # -- registry -----------------------------------------------------------------------------
+    @waits_for_locks
     def register_process(
         self, run_id: int, session_id: int | None, pid: int, create_time: float, group: str
     ) -> int:
@@ -335,6 +450,7 @@ class Store:
         )
         return int(cur.lastrowid or 0)
 
+    @waits_for_locks
     def set_process_state(
         self, row_id: int, state: str, *, exit_code: int | None = None, how: str | None = None
     ) -> None:
@@ -345,6 +461,7 @@ class Store:
             (state, ended, exit_code, how, row_id),
         )
 
+    @waits_for_locks
     def open_processes(self, *, exclude_run: int | None = None) -> list[sqlite3.Row]:
         return list(
             self.db.execute(
@@ -354,6 +471,7 @@ class Store:
             )
         )
 
+    @waits_for_locks
     def processes(
         self,
         session_ids: Collection[int] | None = None,
@@ -384,6 +502,7 @@ class Store:
         return list(self.db.execute(sql, [*args, newest]))
 
     # -- stats --------------------------------------------------------------------------------
+    @waits_for_locks
     def counts(self) -> dict[str, Any]:
         def by(sql: str) -> dict[str, int]:
             return {str(k): int(v) for k, v in self.db.execute(sql)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from workerkit import FakeRun, Worker
@@ -229,11 +230,15 @@ def test_the_whole_registry_is_not_the_default_answer(fake_run: FakeRun, workers
     data = tmp_path / "data"
     data.mkdir()
     store = Store(data / "worker.db")
-    run = store.begin_run(1, 1.0, "1:1.000", "fixed")
-    for pid in range(1, 1006):
-        row = store.register_process(run, None, pid, 1.0, str(pid))
-        store.set_process_state(row, "ended", how="completed:stdin")
-    store.end_run(run)
+
+    async def fill() -> None:
+        run = store.begin_run(1, 1.0, "1:1.000", "fixed")
+        for pid in range(1, 1006):
+            row = await store.register_process(run, None, pid, 1.0, str(pid))
+            await store.set_process_state(row, "ended", how="completed:stdin")
+        await store.end_run(run)
+
+    asyncio.run(fill())
     store.close()
     worker: Worker = workers(fake_run.shim("ok"), data_dir=data)
     body = worker.api().ok("GET", "/api/processes")

@@ -25,7 +25,7 @@ def test_a_wake_racing_shutdown_does_not_hold_it(tmp_path: Path) -> None:
         try:
             run_id = store.begin_run(os.getpid(), time.time(), "race-test", "fixed")
             manager = SessionManager(cfg, store, Containment("race-test", time.time()), run_id)
-            sid, _ = store.init_session("race", "proj", "hello")
+            sid, _ = await store.init_session("race", "proj", "hello")
             manager.notify(sid)  # a generator starts; with nothing queued it waits for work
             active = manager.sessions[sid]
             for _ in range(3):  # its first steps: nothing queued, the session active: it waits

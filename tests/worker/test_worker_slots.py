@@ -120,8 +120,8 @@ def test_a_session_deleted_while_its_spawn_waits_gives_its_slot_back(tmp_path) -
         try:
             run_id = store.begin_run(os.getpid(), time.time(), "slot-test", "fixed")
             manager = SessionManager(cfg, store, Containment("slot-test", time.time()), run_id)
-            sid, _ = store.init_session("slot", "proj", "hello")
-            store.enqueue(sid, "prompt", {"userPrompt": "hello", "promptNumber": 1})
+            sid, _ = await store.init_session("slot", "proj", "hello")
+            await store.enqueue(sid, "prompt", {"userPrompt": "hello", "promptNumber": 1})
             async with manager.spawn_lock:  # as a sweep holds it
                 manager.notify(sid)
                 deadline = time.monotonic() + 30

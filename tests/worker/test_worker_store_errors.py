@@ -4,12 +4,15 @@ so, and a session's generator waits and retries rather than dying with a message
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from workerkit import FakeRun, Worker, wait_until
+from workerkit import DEADLINE, FakeRun, Http, Worker, wait_until
 
 import proctree
 from worker.store import Store
@@ -106,9 +109,54 @@ def test_a_database_made_before_the_reaped_column_gains_it(tmp_path: Path) -> No
     db.commit()
     db.close()
     store = Store(path)
+
+    async def go() -> None:
+        assert [r["id"] for r in await store.unclean_runs(current_run=99)] == [1]
+        await store.mark_reaped([1])
+        assert await store.unclean_runs(current_run=99) == []
+
     try:
-        assert [r["id"] for r in store.unclean_runs(current_run=99)] == [1]
-        store.mark_reaped([1])
-        assert store.unclean_runs(current_run=99) == []
+        asyncio.run(go())
     finally:
         store.close()
+
+
+def test_a_hook_waiting_for_the_lock_does_not_stop_the_worker(fake_run: FakeRun, workers) -> None:
+    """Another process holds the write lock: a hook's store call waits for it (up to
+    --db-busy-timeout) without blocking the event loop, so the worker answers meanwhile, and
+    the hook succeeds once the lock is gone, its observation stored once. Before, SQLite's busy
+    handler slept in the loop's thread: nothing was answered until the lock or the timeout."""
+    flags = ["--grace", "0.5", "--reap-interval", "0.5", "--db-busy-timeout", "120"]
+    worker: Worker = workers(fake_run.shim("ok"), flags=flags)
+    sid = worker.new_session("wait-lock")
+    hook: dict[str, Any] = {}
+
+    def observe() -> None:  # a hook of its own, on its own connection and loop
+        http = Http(worker.api().base_url)
+        try:
+            hook["reply"] = http.request("POST", "/api/sessions/observations", json_body={
+                "contentSessionId": "wait-lock", "tool_name": "Read",
+                "tool_input": {"file_path": "/src/a.py"}, "tool_response": "a", "cwd": "/src",
+            })  # fmt: skip
+        finally:
+            http.close()
+
+    thread = threading.Thread(target=observe)
+    with write_locked(worker.data_dir / "worker.db"):
+        thread.start()
+        # (.get: a worker without the gauge fails here by not answering, not by a KeyError)
+        stats = wait_until(
+            lambda: (s := worker.stats()).get("store", {}).get("waiting_for_lock", 0) >= 1 and s,
+            what="the hook to wait for the lock while the worker answers",
+        )
+        assert worker.api().ok("GET", "/api/health")["status"] == "ok"
+        assert thread.is_alive() and "reply" not in hook  # still waiting, not failed
+        assert stats["store"]["lock_timeouts"] == 0
+    thread.join(DEADLINE)
+    assert hook["reply"][0] == 200, hook
+    worker.summarize("wait-lock")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid)
+    assert worker.stats()["observations"] == 1
+    assert worker.stats()["store"]["lock_waits"] >= 1
+    fake_run.assert_none_alive()
