@@ -98,6 +98,10 @@ class Reaper:
             except Exception:
                 log.exception("reaper sweep failed")
             try:
+                await self.sessions.retry_records()
+            except Exception:
+                log.exception("writing the registry's late records failed")
+            try:
                 stranded = await self.sessions.wake_stranded()
             except Exception:  # the store may fail too (locked, disk full): next time
                 log.exception("looking for stranded queues failed")

@@ -196,6 +196,8 @@ class WorkerService:
                 "waiting_for_lock": self.store.waiting,
                 "lock_waits": self.store.lock_waits,
                 "lock_timeouts": self.store.lock_timeouts,
+                # registry rows whose last write failed, written again at each reap interval
+                "registry_rows_due": self.sessions.records_due,
                 "busy_timeout_s": self.store.busy_timeout,
             },
         }

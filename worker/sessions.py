@@ -98,6 +98,9 @@ class SessionManager:
         self.spawn_lock = asyncio.Lock()
         # Observer roots whose exit status asyncio still has to collect: never reap those.
         self._owned: set[int] = set()
+        # Registry rows whose last write failed (the store locked or full): row -> the state
+        # and details it should have. Written again by retry_records() at each reap interval.
+        self._unrecorded: dict[int, tuple[str, dict[str, Any]]] = {}
         # Set (and replaced) whenever a queued message leaves the queue: lets a status request
         # wait for a drained queue without polling (GET /sessions/{id}/status?waitDrainedMs=).
         # session id -> an event set (and dropped) when that session's queue moves.
@@ -227,6 +230,8 @@ class SessionManager:
             return_exceptions=True,
         )
         await asyncio.gather(*list(self._endings), return_exceptions=True)
+        with contextlib.suppress(sqlite3.Error):
+            await self.retry_records(wait=True)  # else the next start settles them
 
     # -- the generator ------------------------------------------------------------------------
     async def _generator(self, active: ActiveSession) -> None:
@@ -495,7 +500,7 @@ class SessionManager:
     async def _record(self, row: int, state: str, *, wait: bool = True, **details: Any) -> None:
         """The registry's record of an ending, never in the way of the ending itself: a store
         that fails (locked by another process past --db-busy-timeout, a full disk) leaves the
-        row open, and the next start settles it. Before, the failed write came first and the
+        row open until retry_records() writes it. Before, the failed write came first and the
         tree was never ended (until a sweep took it for a stray). With wait=False a locked
         database is not waited for: the ending does not start up to --db-busy-timeout late."""
         try:
@@ -503,6 +508,26 @@ class SessionManager:
                 await self.store.set_process_state(row, state, **details)
         except sqlite3.Error as exc:
             log.warning("registry row %s not marked %s: %s", row, state, exc)
+            self._unrecorded[row] = (state, details)
+        else:
+            self._unrecorded.pop(row, None)  # an older state that failed must not follow it
+
+    @property
+    def records_due(self) -> int:
+        return len(self._unrecorded)
+
+    async def retry_records(self, *, wait: bool = False) -> None:
+        """Write the registry rows whose last write failed. The reaper tries once each interval
+        (a lock still held waits for the next); shutdown waits up to --db-busy-timeout."""
+        for row, (state, details) in list(self._unrecorded.items()):
+            try:
+                with contextlib.nullcontext() if wait else self.store.once():
+                    await self.store.set_process_state(row, state, **details)
+            except sqlite3.Error:
+                return
+            if self._unrecorded.get(row) == (state, details):  # not failed anew meanwhile
+                del self._unrecorded[row]
+            log.info("registry row %s marked %s after all", row, state)
 
     async def _escalate(
         self, observer: Observer, contained: Contained | None, row: int | None, reason: str

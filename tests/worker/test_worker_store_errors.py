@@ -75,13 +75,10 @@ def test_a_hook_meeting_a_locked_store_gets_503_then_succeeds(fake_run: FakeRun,
     assert "handler failed" not in worker.log()  # a known condition, not a traceback
 
 
-def test_an_observer_is_ended_even_when_its_registry_row_cannot_be_written(
-    fake_run: FakeRun, workers
-) -> None:
-    """Its idle timeout fires while another process holds the write lock: the row cannot be
-    marked, yet the observer is ended all the same (before, the failed write came first and the
-    tree was left running, for the sweeps to find; they are an hour away here)."""
-    flags = ["--grace", "0.5", "--reap-interval", "3600", "--idle-timeout", "1",
+def _ended_under_the_lock(fake_run: FakeRun, workers, reap_interval: str) -> Worker:
+    """A session's observer reaches its idle timeout while another process holds the write
+    lock: it must be ended all the same, its registry row unwritten (logged)."""
+    flags = ["--grace", "0.5", "--reap-interval", reap_interval, "--idle-timeout", "1",
              "--db-busy-timeout", "0.1"]  # fmt: skip
     worker: Worker = workers(fake_run.shim("ok"), flags=flags)
     sid = worker.new_session("idle-locked")
@@ -90,11 +87,37 @@ def test_an_observer_is_ended_even_when_its_registry_row_cannot_be_written(
     (observer,) = fake_run.started("main")
     with write_locked(worker.data_dir / "worker.db"):
         wait_until(lambda: not fake_run.alive(), what="the observer ended under the lock")
+        wait_until(lambda: "not marked ended" in worker.log(), what="the last write to fail")
         assert "not marked ending" in worker.log()
     assert not proctree.is_alive(observer)
-    # The row the lock kept open is settled later (here: by nobody yet; at the next start).
+    return worker
+
+
+def test_an_observer_is_ended_even_when_its_registry_row_cannot_be_written(
+    fake_run: FakeRun, workers
+) -> None:
+    """Before, the failed write came first and the tree was left running, for the sweeps to
+    find (an hour away here)."""
+    worker = _ended_under_the_lock(fake_run, workers, reap_interval="3600")
+    # The row the lock kept open is written at the next reap interval (an hour away here).
     rows = worker.processes()
     assert [r["state"] for r in rows] == ["live"], rows
+    assert worker.stats()["store"]["registry_rows_due"] == 1
+
+
+def test_a_registry_row_the_lock_kept_open_is_written_once_it_is_gone(
+    fake_run: FakeRun, workers
+) -> None:
+    """With a reap interval of 0.5 s the row is marked ended, with how its observer ended, once
+    the lock is gone (before, only at the next start)."""
+    worker = _ended_under_the_lock(fake_run, workers, reap_interval="0.5")
+    (row,) = wait_until(
+        lambda: [r for r in worker.processes() if r["state"] == "ended"],
+        what="the row written after the lock",
+    )
+    assert row["how"].startswith("idle:"), row
+    assert worker.stats()["store"]["registry_rows_due"] == 0
+    assert "marked ended after all" in worker.log()
 
 
 def test_a_database_made_before_the_reaped_column_gains_it(tmp_path: Path) -> None:
