@@ -4,56 +4,56 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
-from worker.config import (
-    DEFAULT_CLIENT_TIMEOUT_S,
-    DEFAULT_MAX_OBSERVERS,
-    DEFAULT_MODEL,
-    DEFAULT_OBSERVER_SHARE_S,
-    WorkerConfig,
-    claude_problem,
-    default_data_dir,
-)
+from worker.config import WorkerConfig, claude_problem, default_data_dir
+
+# The flags' defaults are WorkerConfig's: written once.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the worker in the foreground")
-    serve.add_argument("--mode", choices=("fixed", "leaky"), default="fixed")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--mode", choices=("fixed", "leaky"), default=DEFAULTS["mode"])
+    serve.add_argument("--host", default=DEFAULTS["host"])
+    serve.add_argument("--port", type=int, default=DEFAULTS["port"])
     serve.add_argument("--data-dir", type=Path, default=None)
-    serve.add_argument("--claude", default="claude", help="the claude to spawn (path or name)")
-    serve.add_argument("--model", default=DEFAULT_MODEL)
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds per escalation stage")
-    serve.add_argument("--idle-timeout", type=float, default=180.0)
-    serve.add_argument("--reap-interval", type=float, default=5.0)
-    serve.add_argument("--turn-timeout", type=float, default=120.0)
-    serve.add_argument("--max-attempts", type=int, default=2)
-    serve.add_argument("--max-body", type=int, default=1024 * 1024)
-    serve.add_argument("--max-line", type=int, default=4 * 1024 * 1024)
+    serve.add_argument(
+        "--claude", default=DEFAULTS["claude"], help="the claude to spawn (path or name)"
+    )
+    serve.add_argument("--model", default=DEFAULTS["model"])
+    serve.add_argument(
+        "--grace", type=float, default=DEFAULTS["grace"], help="seconds per escalation stage"
+    )
+    serve.add_argument("--idle-timeout", type=float, default=DEFAULTS["idle_timeout"])
+    serve.add_argument("--reap-interval", type=float, default=DEFAULTS["reap_interval"])
+    serve.add_argument("--turn-timeout", type=float, default=DEFAULTS["turn_timeout"])
+    serve.add_argument("--max-attempts", type=int, default=DEFAULTS["max_attempts"])
+    serve.add_argument("--max-body", type=int, default=DEFAULTS["max_body"])
+    serve.add_argument("--max-line", type=int, default=DEFAULTS["max_line"])
     serve.add_argument(
         "--observer-share",
         type=float,
-        default=DEFAULT_OBSERVER_SHARE_S,
+        default=DEFAULTS["observer_share"],
         help="seconds an observer keeps its slot while other sessions wait for one; then it "
         "gives way after its current turn (default %(default)s)",
     )
     serve.add_argument(
         "--client-timeout",
         type=float,
-        default=DEFAULT_CLIENT_TIMEOUT_S,
+        default=DEFAULTS["client_timeout"],
         help="seconds a client connection may stay idle, and may take to send a request body "
         "(default %(default)s)",
     )
     serve.add_argument(
         "--max-observers",
         type=int,
-        default=DEFAULT_MAX_OBSERVERS,
+        default=DEFAULTS["max_observers"],
         help="observers alive at once, across sessions (fixed mode); one more ends the "
         "longest-idle observer, or waits for a slot (default %(default)s)",
     )
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument(
         "--db-busy-timeout",
         type=float,
-        default=5.0,
+        default=DEFAULTS["db_busy_timeout"],
         help="seconds a store call waits for another process's lock before it fails (the "
         "worker serves on meanwhile)",
     )
