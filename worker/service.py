@@ -311,8 +311,14 @@ class WorkerService:
             await asyncio.to_thread(self.containment.close_cgroups)
         else:
             await self.leaky.shutdown()
-        await runner.cleanup()
-        await self.store.end_run(self.run_id)
+        with self.store.failing_fast():
+            await runner.cleanup()
+        try:
+            await self.store.end_run(self.run_id)
+        except sqlite3.Error as exc:
+            # Locked past --db-busy-timeout, or full: the next start takes this run for an
+            # unclean one and sweeps its mark once, which finds nothing. Stop all the same.
+            log.warning("the run could not be marked ended: %s", exc)
         self.store.close()
         with contextlib.suppress(OSError):
             self.cfg.info_path.unlink()

@@ -62,13 +62,17 @@ class ActiveSession:
     # The memory session id already stored for this session (the UPDATE is a no-op after it).
     memory_id_stored: str | None = None
     # The message this session's generator took from the queue and has not stored or given
-    # back yet.
+    # back yet, and why its turn failed (None: no turn failed; only the store may have).
     claimed: QueuedMessage | None = None
+    claim_error: str | None = None
     # Its generator waits for work (not in a turn): its observer may be ended for a slot.
     parked: bool = False
     # When its observer took its slot (monotonic): past --observer-share it gives way to
     # sessions waiting for one.
     observer_since: float = 0.0
+    # Its generator was cancelled and is giving back its work (unclaim, end the observer):
+    # not cancelled again, or a store call waiting for another process's lock would be cut.
+    winding_up: bool = False
 
 
 @dataclass
@@ -218,12 +222,15 @@ class SessionManager:
         """Stop every generator; each ends its observer's whole tree."""
         self._closing = True
         self._queue_progressed()  # waiting status requests answer now, not at their deadline
-        pending = {a.task for a in self.sessions.values() if a.task and not a.task.done()}
+        running = {a.task: a for a in self.sessions.values() if a.task and not a.task.done()}
+        pending = set(running)
         while pending:
             # Cancelled again while still running: a cancellation can be lost (see _generator);
-            # the next one lands on whatever the task awaits by then.
+            # the next one lands on whatever the task awaits by then. Not a generator that is
+            # winding up: its cancellation arrived.
             for task in pending:
-                task.cancel()
+                if not running[task].winding_up:
+                    task.cancel()
             _, pending = await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(
             *(self._end_observer(a, "shutdown") for a in self.sessions.values()),
@@ -237,6 +244,7 @@ class SessionManager:
     async def _generator(self, active: ActiveSession) -> None:
         failures = 0  # store failures in a row
         orphans_checked = False
+        active.winding_up = False
         try:
             # Checked each round, not only through cancellation: Python 3.11's wait_for returns
             # the result, and drops the cancellation, when its awaitable completes in the same
@@ -245,7 +253,10 @@ class SessionManager:
             while not self._closing:
                 try:
                     if active.claimed is not None:  # a claim a store failure left open
-                        await self._release(active, active.claimed, "retried after a store error")
+                        if active.claim_error is not None:  # its turn failed: that counts
+                            await self._release(active, active.claimed, active.claim_error)
+                        else:  # only the store failed: not the message's attempt
+                            await self._give_back(active)
                     if not orphans_checked:
                         # Only one generator per session runs: what is 'processing' now is
                         # no one's (left so, its step would never claim it, and a completed
@@ -272,9 +283,10 @@ class SessionManager:
             # Delete or shutdown: the observer must not outlive its generator. A message it
             # was working on goes back to the queue uncounted (shutdown; a delete has already
             # cancelled it), so none is left 'processing' and the next start takes it as new.
+            active.winding_up = True
             if active.claimed is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    await self.store.unclaim(active.claimed)
+                    await self._give_back(active)
                 active.claimed = None
             await asyncio.shield(self._end_observer(active, "cancelled"))
             raise
@@ -311,7 +323,7 @@ class SessionManager:
                 self._forget(active)
                 return False
             return True
-        active.claimed = message
+        active.claimed, active.claim_error = message, None
         active.last_activity = time.monotonic()
         try:
             observer = await self._ensure_observer(active)
@@ -329,8 +341,7 @@ class SessionManager:
         except ResourceShortage:
             # The system's, not the message's: back to the queue as it was; the generator
             # waits and tries again.
-            await self.store.unclaim(message)
-            active.claimed = None
+            await self._give_back(active)
             raise
         except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
             if isinstance(exc, ObserverError):
@@ -339,6 +350,7 @@ class SessionManager:
                 log.exception("session %s: turn failed", active.id)
                 error = f"{type(exc).__name__}: {exc}"
             self._session_error(active, error)
+            active.claim_error = error  # should the store fail now, the attempt still counts
             try:
                 await self._release(active, message, error)
             finally:  # also when the store fails too: a failed observer is never reused
@@ -360,9 +372,19 @@ class SessionManager:
         return True
 
     async def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
-        """Give a claimed message back to the queue (or fail it after max_attempts)."""
+        """Its turn failed: give a claimed message back to the queue, the attempt counted (or
+        fail it after max_attempts)."""
         await self.store.release_message(message, error, self.cfg.max_attempts)
-        active.claimed = None
+        active.claimed = active.claim_error = None
+        self._queue_progressed(active.id)
+
+    async def _give_back(self, active: ActiveSession) -> None:
+        """Nothing was tried (the store or the system failed, or a cancel came): the claimed
+        message goes back to the queue as if never claimed."""
+        if active.claimed is None:
+            return
+        await self.store.unclaim(active.claimed)
+        active.claimed = active.claim_error = None
         self._queue_progressed(active.id)
 
     async def _load_fixed_columns(self, active: ActiveSession) -> None:

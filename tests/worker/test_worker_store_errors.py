@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from workerkit import DEADLINE, FakeRun, Http, Worker, wait_until
+from workerkit import (
+    FakeRun,
+    InThread,
+    Worker,
+    observation,
+    queue_rows,
+    wait_until,
+    write_locked,
+)
 
 import proctree
 from worker.store import Store
@@ -20,17 +24,6 @@ from worker.store import Store
 # A short busy timeout: a locked statement fails in 0.1 s instead of the default 5 s.
 FLAGS = ["--grace", "0.5", "--reap-interval", "0.5", "--turn-timeout", "30",
          "--db-busy-timeout", "0.1"]  # fmt: skip
-
-
-@contextmanager
-def write_locked(db: Path) -> Iterator[None]:
-    """Hold the database's write lock from this (another) process, as a backup tool would."""
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        other.execute("BEGIN EXCLUSIVE")
-        yield
-    finally:
-        other.close()  # rolls the open transaction back
 
 
 def test_the_generator_retries_a_locked_store_and_keeps_its_observer(
@@ -57,6 +50,8 @@ def test_the_generator_retries_a_locked_store_and_keeps_its_observer(
     assert len(fake_run.started("main")) == 1
     turns = [e for e in fake_run.ledger_lines() if e["event"] == "turn"]
     assert len(turns) == 2, turns  # the first reply was lost to the lock, then done again
+    # ... and the store's failure was not counted as the message's attempt (--max-attempts).
+    assert queue_rows(worker, "prompt") == [("processed", 1)]
     worker.summarize("locked-1")
     worker.api().ok("POST", f"/sessions/{sid}/complete")
     worker.wait_session_done(sid)
@@ -152,31 +147,18 @@ def test_a_hook_waiting_for_the_lock_does_not_stop_the_worker(fake_run: FakeRun,
     flags = ["--grace", "0.5", "--reap-interval", "0.5", "--db-busy-timeout", "120"]
     worker: Worker = workers(fake_run.shim("ok"), flags=flags)
     sid = worker.new_session("wait-lock")
-    hook: dict[str, Any] = {}
-
-    def observe() -> None:  # a hook of its own, on its own connection and loop
-        http = Http(worker.api().base_url)
-        try:
-            hook["reply"] = http.request("POST", "/api/sessions/observations", json_body={
-                "contentSessionId": "wait-lock", "tool_name": "Read",
-                "tool_input": {"file_path": "/src/a.py"}, "tool_response": "a", "cwd": "/src",
-            })  # fmt: skip
-        finally:
-            http.close()
-
-    thread = threading.Thread(target=observe)
     with write_locked(worker.data_dir / "worker.db"):
-        thread.start()
+        hook = InThread(worker, "POST", "/api/sessions/observations", observation("wait-lock", 1))
         # (.get: a worker without the gauge fails here by not answering, not by a KeyError)
         stats = wait_until(
             lambda: (s := worker.stats()).get("store", {}).get("waiting_for_lock", 0) >= 1 and s,
             what="the hook to wait for the lock while the worker answers",
         )
         assert worker.api().ok("GET", "/api/health")["status"] == "ok"
-        assert thread.is_alive() and "reply" not in hook  # still waiting, not failed
+        assert hook.thread.is_alive() and hook.reply is None  # still waiting, not failed
         assert stats["store"]["lock_timeouts"] == 0
-    thread.join(DEADLINE)
-    assert hook["reply"][0] == 200, hook
+    assert hook.join().reply is not None, hook.error
+    assert hook.reply[0] == 200, hook.reply
     worker.summarize("wait-lock")
     worker.api().ok("POST", f"/sessions/{sid}/complete")
     worker.wait_session_done(sid)

@@ -8,9 +8,12 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,17 +313,7 @@ class Worker:
         return number
 
     def observe(self, content_id: str, i: int) -> None:
-        self.api().ok(
-            "POST",
-            "/api/sessions/observations",
-            {
-                "contentSessionId": content_id,
-                "tool_name": "Read",
-                "tool_input": {"file_path": f"/src/f{i}.py"},
-                "tool_response": f"contents {i}",
-                "cwd": "/src",
-            },
-        )
+        self.api().ok("POST", "/api/sessions/observations", observation(content_id, i))
 
     def summarize(self, content_id: str) -> None:
         self.api().ok(
@@ -408,3 +401,64 @@ class Worker:
         # With its worker gone the guardian sweeps once and exits; if it does not, end it.
         if self.guardian is not None and proctree.wait_gone([self.guardian], 10.0):
             self.kill_guardian()
+
+
+@contextmanager
+def write_locked(db: Path) -> Iterator[None]:
+    """Hold the database's write lock from this (another) process, as a backup tool would."""
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        other.close()  # rolls the open transaction back
+
+
+def queue_rows(worker: Worker, kind: str) -> list[tuple[str, int]]:
+    """(status, attempts) of the worker's queued messages of this kind, oldest first, read
+    from its database by another connection (as an operator would)."""
+    db = sqlite3.connect(worker.data_dir / "worker.db")
+    try:
+        rows = db.execute(
+            "SELECT status, attempts FROM pending_messages WHERE kind=? ORDER BY id", (kind,)
+        )
+        return [(str(status), int(attempts)) for status, attempts in rows]
+    finally:
+        db.close()
+
+
+def observation(content_id: str, i: int) -> dict[str, Any]:
+    """The PostToolUse hook's body for a Read of file i."""
+    return {
+        "contentSessionId": content_id,
+        "tool_name": "Read",
+        "tool_input": {"file_path": f"/src/f{i}.py"},
+        "tool_response": f"contents {i}",
+        "cwd": "/src",
+    }
+
+
+class InThread:
+    """One request on a connection and an event loop of its own, in a thread: a request the
+    worker holds (waiting for a lock) while the test goes on."""
+
+    def __init__(self, worker: Worker, method: str, path: str, body: Any) -> None:
+        self.reply: tuple[int, Any] | None = None
+        self.error: str | None = None  # what the client saw instead of a reply
+        base = worker.api().base_url
+        self.thread = threading.Thread(target=self._run, args=(base, method, path, body))
+        self.thread.start()
+
+    def _run(self, base: str, method: str, path: str, body: Any) -> None:
+        http = Http(base)
+        try:
+            self.reply = http.request(method, path, json_body=body)
+        except Exception as exc:  # noqa: BLE001 - a connection closed unanswered is a finding
+            self.error = repr(exc)
+        finally:
+            http.close()
+
+    def join(self) -> InThread:
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive(), "the request got no answer in time"
+        return self
