@@ -105,6 +105,9 @@ class SessionManager:
         # Registry rows whose last write failed (the store locked or full): row -> the state
         # and details it should have. Written again by retry_records() at each reap interval.
         self._unrecorded: dict[int, tuple[str, dict[str, Any]]] = {}
+        # Claims an ending generator could not give back (the store locked or full): message
+        # id -> (it, why its turn failed or None). Tried again at shutdown.
+        self._unreturned: dict[int, tuple[QueuedMessage, str | None]] = {}
         # Set (and replaced) whenever a queued message leaves the queue: lets a status request
         # wait for a drained queue without polling (GET /sessions/{id}/status?waitDrainedMs=).
         # session id -> an event set (and dropped) when that session's queue moves.
@@ -237,8 +240,29 @@ class SessionManager:
             return_exceptions=True,
         )
         await asyncio.gather(*list(self._endings), return_exceptions=True)
+        await self._last_writes()
+
+    async def _last_writes(self) -> None:
+        """At shutdown: what a store failure kept from being written, tried once more (waiting
+        for a lock up to --db-busy-timeout); what still fails, the next start settles."""
+        try:
+            await self._settle_unreturned()
+        except sqlite3.Error as exc:
+            log.warning("%d message(s) left claimed, re-queued at the next start: %s",
+                        len(self._unreturned), exc)  # fmt: skip
         with contextlib.suppress(sqlite3.Error):
-            await self.retry_records(wait=True)  # else the next start settles them
+            await self.retry_records(wait=True)
+
+    async def _settle_unreturned(self, session_id: int | None = None) -> None:
+        """Give back the claims ending generators could not (of one session, or all)."""
+        for message_id, (message, error) in list(self._unreturned.items()):
+            if session_id is not None and message.session_id != session_id:
+                continue
+            if error is not None:
+                await self.store.release_message(message, error, self.cfg.max_attempts)
+            else:
+                await self.store.unclaim(message)
+            del self._unreturned[message_id]
 
     # -- the generator ------------------------------------------------------------------------
     async def _generator(self, active: ActiveSession) -> None:
@@ -253,14 +277,14 @@ class SessionManager:
             while not self._closing:
                 try:
                     if active.claimed is not None:  # a claim a store failure left open
-                        if active.claim_error is not None:  # its turn failed: that counts
-                            await self._release(active, active.claimed, active.claim_error)
-                        else:  # only the store failed: not the message's attempt
-                            await self._give_back(active)
+                        await self._return_claim(active)
                     if not orphans_checked:
-                        # Only one generator per session runs: what is 'processing' now is
-                        # no one's (left so, its step would never claim it, and a completed
-                        # session's would loop on it without end).
+                        # What an earlier generator of the session could not give back goes
+                        # back as it should (uncounted unless its turn failed). Then, as only
+                        # one generator per session runs, what is 'processing' is no one's
+                        # (left so, its step would never claim it, and a completed session's
+                        # would loop on it without end).
+                        await self._settle_unreturned(active.id)
                         if await self.store.requeue_orphans(active.id):
                             log.warning("session %s: re-queued a message left claimed", active.id)
                         orphans_checked = True
@@ -281,22 +305,20 @@ class SessionManager:
                     await asyncio.sleep(min(STORE_BACKOFF_MAX_S, STORE_BACKOFF_S * 2**failures))
         except asyncio.CancelledError:
             # Delete or shutdown: the observer must not outlive its generator. A message it
-            # was working on goes back to the queue uncounted (shutdown; a delete has already
-            # cancelled it), so none is left 'processing' and the next start takes it as new.
+            # was working on goes back to the queue, uncounted unless its turn had failed
+            # (shutdown; a delete has already cancelled it), so none is left 'processing'.
             active.winding_up = True
-            if active.claimed is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    await self._give_back(active)
-                active.claimed = None
+            await self._return_claim_or_keep(active)
             await asyncio.shield(self._end_observer(active, "cancelled"))
             raise
         except Exception as exc:  # the worker serves on; this session just failed
             log.exception("session %s generator failed", active.id)
             self._session_error(active, f"{type(exc).__name__}: {exc}")
-            if active.claimed is not None:
-                # Best effort: if the store still fails, the next start requeues it.
-                with contextlib.suppress(sqlite3.Error):
-                    await self._release(active, active.claimed, f"{type(exc).__name__}: {exc}")
+            if active.claim_error is None and not isinstance(exc, sqlite3.OperationalError):
+                # Not the store being unavailable: an error of ours, at this message; counted,
+                # or a message that always raises it would be tried for ever.
+                active.claim_error = f"{type(exc).__name__}: {exc}"
+            await self._return_claim_or_keep(active)
             await asyncio.shield(self._end_observer(active, "error"))
 
     async def _step(self, active: ActiveSession) -> bool:
@@ -377,6 +399,30 @@ class SessionManager:
         await self.store.release_message(message, error, self.cfg.max_attempts)
         active.claimed = active.claim_error = None
         self._queue_progressed(active.id)
+
+    async def _return_claim(self, active: ActiveSession) -> None:
+        """The claimed message goes back to the queue: its attempt counted if its turn failed
+        (claim_error), else as if it had never been claimed (only the store or a cancel
+        came in the way)."""
+        if active.claimed is None:
+            return
+        if active.claim_error is not None:
+            await self._release(active, active.claimed, active.claim_error)
+        else:
+            await self._give_back(active)
+
+    async def _return_claim_or_keep(self, active: ActiveSession) -> None:
+        """_return_claim for a generator that ends: should the store fail, the claim is kept
+        for shutdown's last try (else the next start re-queues it, its attempt counted)."""
+        claim = active.claimed
+        if claim is None:
+            return
+        try:
+            await self._return_claim(active)
+        except sqlite3.Error as exc:
+            log.warning("session %s: message %s not given back yet: %s", active.id, claim.id, exc)
+            self._unreturned[claim.id] = (claim, active.claim_error)
+            active.claimed = active.claim_error = None
 
     async def _give_back(self, active: ActiveSession) -> None:
         """Nothing was tried (the store or the system failed, or a cancel came): the claimed

@@ -413,8 +413,10 @@ class Store:
     def release_message(self, message: QueuedMessage, error: str, max_attempts: int) -> None:
         """A turn failed: give the message back to the queue, or fail it for good."""
         status = "failed" if message.attempts >= max_attempts else "pending"
+        # Only while claimed: a message cancelled meanwhile (its session deleted) stays so.
         self.db.execute(
-            "UPDATE pending_messages SET status=?, error=?, done=? WHERE id=?",
+            "UPDATE pending_messages SET status=?, error=?, done=? "
+            "WHERE id=? AND status='processing'",
             (status, error[:500], time.time() if status == "failed" else None, message.id),
         )
 
