@@ -7,6 +7,7 @@ Usage: python3 ci/tox.py -e py   (any tox arguments are passed through)
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -39,7 +40,15 @@ def ensure_tox() -> Path:
 
 def main(argv: list[str]) -> int:
     py = ensure_tox()
-    return subprocess.run([str(py), "-m", "tox", *argv], cwd=ROOT).returncode
+    # A Ctrl-C at the terminal reaches tox (and what it runs) too: this wrapper waits for tox
+    # to finish (a soak ends its processes and writes its report) and passes its exit code
+    # on, instead of dying first with a traceback. A handler, not SIG_IGN, which tox would
+    # inherit.
+    interrupted: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    code = subprocess.run([str(py), "-m", "tox", *argv], cwd=ROOT).returncode
+    # tox says 1 for a run the user interrupted; say 130, as the harness itself does
+    return 130 if interrupted and code != 0 else code
 
 
 if __name__ == "__main__":

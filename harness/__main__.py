@@ -6,6 +6,9 @@ import sys
 
 if __name__ == "__main__":
     try:
+        from harness.pipes import protect_standard_streams
+
+        protect_standard_streams()
         from harness.cli import main
 
         code = main()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ pytest.importorskip("worker")
 @contextlib.contextmanager
 def _running(argv: list[str], run_id: str, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
     """The harness, once the run has a few processes; whatever happens, nothing of it is left."""
-    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **popen)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    harness = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **popen)
     try:
         wait_for(lambda: len(run_pids(run_id)) >= 4, timeout=90, what="a few run processes")
         yield harness
@@ -80,6 +82,25 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
         from harness.cleanup import sweep_run
 
         sweep_run(run_id)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process: POSIX")
+def test_ctrl_c_after_the_reader_of_its_output_went_away(tmp_path, run_id):
+    """Under tox the harness writes into tox's pipes, and tox may exit first on Ctrl-C. Before,
+    the next write raised BrokenPipeError in the middle of the cleanup: exit 1, the report left
+    `running`, the work folder left in the temporary folder."""
+    report_dir = tmp_path / "report"
+    argv = _soak_argv(run_id, report_dir, "ok")
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with _running(argv, run_id, **popen) as harness:
+        harness.send_signal(signal.SIGINT)
+        assert harness.stdout is not None and harness.stderr is not None
+        harness.stdout.close()
+        harness.stderr.close()
+        assert harness.wait(timeout=120) == 130
+        _ended_cleanly(run_id, report_dir, "Ctrl-C with its pipes closed")
+        work = list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
+        assert work == [], "the run's work folder was left"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM/SIGHUP to a process: POSIX")
