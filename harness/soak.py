@@ -94,6 +94,8 @@ class SoakConfig:
     duration: float | None = None  # time-boxed soak instead of N sessions
     rss_budget: float = DEFAULT_SLOPE_BUDGET_MB  # MB per 100 sessions (2nd-half slope)
     rss_peak: float | None = DEFAULT_PEAK_BUDGET_MB  # MB, worker + descendants
+    # MB, worker + descendants: no new session past it (None: twice rss_peak; 0: never)
+    rss_stop: float | None = None
     rss_min_span: int = DEFAULT_MIN_SLOPE_SPAN  # sessions in the 2nd half before slopes count
     report: Path | None = None
     worker_grace: float = 0.5  # the worker's own escalation step (--grace of the worker)
@@ -117,6 +119,13 @@ class SoakConfig:
     # and SIGTERM, so only a tree kill ends them once their fake is gone.
     mcp_servers: int = 0
     mcp_server_mode: str = "polite"  # polite | stubborn
+
+    def rss_stop_mb(self) -> float | None:
+        """Past this RSS (worker + descendants) no new session starts: a leaking worker would
+        otherwise take the machine's memory (the leaky worker: 3 GB by session 107 of 300)."""
+        if self.rss_stop is None:
+            return None if self.rss_peak is None else 2 * self.rss_peak
+        return self.rss_stop or None
 
     def target_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"mode": self.mode}
@@ -189,11 +198,12 @@ class _Run:
         self.pending: set[asyncio.Future[None]] = set()
         self.no_more = False  # every session that will run has started
         self.cut_short: str | None = None  # why no more sessions are driven (see _watch_worker)
+        self.stopped_early: str | None = None  # why no new session starts (see _watch_rss)
         self.driving: set[asyncio.Future[None]] = set()
 
     def take(self) -> int | None:
         cfg = self.config
-        if self.cut_short is not None:
+        if self.cut_short is not None or self.stopped_early is not None:
             self.no_more = True
             return None
         if cfg.duration is not None:
@@ -292,6 +302,17 @@ async def _watch_worker(run: _Run, census: Census) -> None:
             await asyncio.to_thread(census.continue_worker)
             for drive in list(run.driving):
                 drive.cancel()
+
+
+async def _watch_rss(run: _Run, census: Census, limit_mb: float) -> None:
+    """No new session once the run's RSS passes --rss-stop: the verdict is a FAIL already (the
+    default is twice --rss-peak), and the sessions in flight end as they would."""
+    while census.last_total_rss <= limit_mb * 1e6:
+        await asyncio.sleep(0.5)
+    run.stopped_early = (
+        f"worker+descendants RSS reached {census.last_total_rss / 1e6:.0f} MB, past --rss-stop "
+        f"{limit_mb:g} MB: no session was started after that"
+    )
 
 
 async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
@@ -420,6 +441,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 ]
                 tasks += loops
                 tasks.append(asyncio.ensure_future(_watch_worker(run, census)))
+                if (limit := config.rss_stop_mb()) is not None:
+                    tasks.append(asyncio.ensure_future(_watch_rss(run, census, limit)))
                 await asyncio.gather(*loops)
                 run.drive_end = time.time()
                 if run.pending and run.cut_short is None:
@@ -630,7 +653,7 @@ def _build_report(
         claude_starts=starts,
         worker_alive=worker_alive,
         worker_exit=worker_exit,
-        cut_short=run.cut_short,
+        cut_short=run.cut_short or run.stopped_early,
         harness_errors=[e for e in errors if e],
         interrupted=interrupted,
     )
@@ -702,6 +725,8 @@ def _build_report(
             "slopes_judged": slopes_judged(slope_span, slope_points, config.rss_min_span),
             "peak_total_mb": round(peak_total_mb, 1),
             "peak_budget_mb": config.rss_peak,
+            "stop_mb": config.rss_stop_mb(),  # no new session past it
+            "stopped_early": run.stopped_early,
             "session_marks": {
                 "starts": [round(x, 3) for x in run.starts],
                 "ends": [round(x, 3) for x in run.ends],
@@ -804,6 +829,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="max peak RSS of worker+descendants, MB",
     )
     parser.add_argument(
+        "--rss-stop",
+        type=NON_NEGATIVE,
+        default=None,
+        help="start no new session once worker+descendants RSS passes this (MB), to spare the "
+        "machine (default: twice --rss-peak; 0: never)",
+    )
+    parser.add_argument(
         "--rss-min-span",
         type=NON_NEGATIVE_INT,
         default=d.rss_min_span,
@@ -857,6 +889,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         duration=args.duration,
         rss_budget=args.rss_budget,
         rss_peak=args.rss_peak,
+        rss_stop=args.rss_stop,
         rss_min_span=args.rss_min_span,
         report=args.report,
         worker_grace=args.worker_grace,

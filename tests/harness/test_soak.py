@@ -33,13 +33,15 @@ def _soak(tmp_path: Path, run_id: str, target: Target | None = None, **kw: objec
     return asyncio.run(run_soak(config, target))
 
 
-def _small_leaky_soak(tmp_path: Path, run_id: str, scenarios: str, **kw: object) -> dict:
-    """Two one-prompt sessions of the leaky worker, two at a time, with these scenarios."""
+def _small_leaky_soak(
+    tmp_path: Path, run_id: str, scenarios: str, sessions: int = 2, **kw: object
+) -> dict:
+    """One-prompt sessions of the leaky worker (two), two at a time, with these scenarios."""
     return _soak(
         tmp_path,
         run_id,
         mode="leaky",
-        sessions=2,
+        sessions=sessions,
         prompts=1,
         concurrency=2,
         scenarios=scenarios,
@@ -171,6 +173,21 @@ def test_registry_lookups_ask_only_for_the_sessions_waiting(tmp_path, run_id):
     assert len(asked) == len(set(asked)) == 16, target.lookups
     # One observer per session ("ok", one prompt), each answered once.
     assert sum(rows for _path, rows in target.lookups) == 16, target.lookups
+    assert run_pids(run_id) == []
+
+
+def test_a_run_past_its_rss_stop_starts_no_more_sessions(tmp_path, run_id):
+    """The leaky worker keeps every observer: without a stop its default 300-session soak took
+    3 GB by session 107. Past --rss-stop no session starts; the verdict says why."""
+    report = _small_leaky_soak(
+        tmp_path, run_id, "ok", sessions=500, observations=0, rss_peak=50.0, rss_stop=100.0
+    )
+    assert report["verdict"] == "FAIL"
+    assert "past --rss-stop 100 MB" in report["rss"]["stopped_early"]
+    assert any("--rss-stop" in r for r in report["reasons"])
+    assert report["rss"]["stop_mb"] == 100.0 and report["rss"]["peak_total_mb"] > 100
+    assert 0 < report["started"] < 100, report["started"]  # each leaked observer holds ~11 MB
+    assert report["leaked_count"] >= 1
     assert run_pids(run_id) == []
 
 
