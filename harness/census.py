@@ -181,6 +181,9 @@ class Census:
         # sessions completed means the worker never got one running, so nothing was tested.
         self.claude_starts = 0
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
+        # When it stopped (time.time()): what exits after it, the harness's own cleanup or the
+        # worker's shutdown ended, not the worker's ending of a finished session.
+        self.judging_stopped_at: float | None = None
         self.errors: list[str] = []
         self.scan_cost_s: deque[float] = deque(maxlen=256)
         self.track_descendants = track_descendants
@@ -1040,10 +1043,20 @@ class Census:
                     elif rec.zombie_since is not None and not rec.reaped:
                         self._note_zombie(rec)
             self._compact()
+            self.stop_judging()
+
+    def stop_judging(self) -> None:
+        if self.judging:
             self.judging = False
+            self.judging_stopped_at = time.time()
+
+    def ended_sessions(self) -> int:
+        with self._lock:
+            return sum(1 for s in self.sessions.values() if s.end is not None)
 
     def session_latencies(self) -> list[float]:
-        """Per session: from its end to its last process gone (sessions with known processes)."""
+        """Per session: from its end to its last process gone (sessions with known processes),
+        gone while the run was judged: not ended by the run's own cleanup (an interrupt)."""
         with self._lock:
             # Fold any record not compacted yet (e.g. leaked ones are excluded below anyway).
             last: dict[str, float] = {}
@@ -1057,7 +1070,8 @@ class Census:
                 if s.end is None or s.leaked:
                     continue
                 ends = [x for x in (s.last_exit, last.get(s.key)) if x is not None]
-                if ends:
+                stopped = self.judging_stopped_at
+                if ends and (stopped is None or max(ends) <= stopped):
                     out.append(max(0.0, max(ends) - s.end))
             return out
 

@@ -157,6 +157,10 @@ def latency_text(lat: dict[str, Any]) -> str:
     if not lat.get("n"):
         return "none measured (no session's processes were all gone)"
     figures = " ".join(f"{k} {lat.get(k)}" for k in ("p50", "p95", "p99", "max"))
+    missing = lat.get("not_measured") or 0
+    if missing:
+        return (f"{figures} (n={lat['n']}; {missing} more session(s) not measured: a process "
+                "of theirs leaked, or outlived the run)")  # fmt: skip
     return f"{figures} (n={lat['n']})"
 
 

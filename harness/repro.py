@@ -200,7 +200,7 @@ async def run_repro(
     finally:
         with shielded():  # a second Ctrl-C here would leave a side's processes running
             for side in sides:
-                side.census.judging = False
+                side.census.stop_judging()
                 await side.target.stop()
                 await asyncio.to_thread(sweep_run, side.run_id, side.census)
                 side.census.stop()

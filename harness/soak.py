@@ -135,6 +135,13 @@ class SoakConfig:
         return kw
 
 
+def _cleanup_latency(census: Census) -> dict[str, Any]:
+    """Percentiles over the sessions whose processes were all gone while the run was judged;
+    `not_measured`: the other sessions that ended (a process leaked, or outlived the run)."""
+    latencies = census.session_latencies()
+    return {**_percentiles(latencies), "not_measured": census.ended_sessions() - len(latencies)}
+
+
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None, "max": None, "n": 0}
@@ -468,7 +475,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             for task in [*tasks, *run.pending]:
                 task.cancel()
             await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
-            census.judging = False
+            census.stop_judging()
             snap_end = census.snapshot()
             # A stopped worker cannot end its observers; it is ours (we started it): continue it.
             await asyncio.to_thread(census.continue_worker)
@@ -737,7 +744,7 @@ def _build_report(
             "end": round(worker_rss_end / 1e6, 1),
             "peak": round(census.peak_worker_rss / 1e6, 1),
         },
-        "cleanup_latency_ms": _percentiles(census.session_latencies()),
+        "cleanup_latency_ms": _cleanup_latency(census),
         "duration_s": round(duration, 2),
         "sessions_per_s": round(run.completed / duration, 3) if duration > 0 else 0.0,
         # Throughput while sessions were driven (excludes worker start-up and the final grace).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,30 @@ def test_ctrl_c_after_the_reader_of_its_output_went_away(tmp_path, run_id):
         _ended_cleanly(run_id, report_dir, "Ctrl-C with its pipes closed")
         work = list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
         assert work == [], "the run's work folder was left"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process: POSIX")
+def test_what_the_interrupts_cleanup_ended_is_no_cleanup_latency(tmp_path, run_id):
+    """Sessions over, their leaky observers within --grace: the harness's own cleanup ends them
+    after the interrupt, which is not the worker ending them. Before, it was measured as the
+    worker's cleanup latency (p50 4540 ms after a Ctrl-C)."""
+    report_dir = tmp_path / "report"
+    argv = _soak_argv(run_id, report_dir, "ok")
+    argv[argv.index("--progress") + 1] = "plain"
+    argv += ["--grace", "300"]
+    with _running(argv, run_id, stderr=subprocess.PIPE, text=True) as harness:
+        assert harness.stderr is not None
+        for line in harness.stderr:  # the progress lines: "sessions DONE/TOTAL ..."
+            done = re.search(r"sessions (\d+)/", line)
+            if done and int(done.group(1)) >= 3:
+                break
+        harness.send_signal(signal.SIGINT)
+        harness.stderr.read()
+        assert harness.wait(timeout=120) == 130
+        _ended_cleanly(run_id, report_dir, "Ctrl-C")
+        report = json.loads((report_dir / "report.json").read_text())
+        latency = report["cleanup_latency_ms"]
+        assert latency["n"] == 0 and latency["not_measured"] >= 3, latency
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM/SIGHUP to a process: POSIX")

@@ -67,6 +67,9 @@ def test_leaky_worker_fails_and_names_every_leak(tmp_path, run_id, monkeypatch):
     assert report["verdict"] == "FAIL" and report["exit_code"] == 1
     # 9.0.0's mechanism: one observer per prompt, none ever ended.
     assert report["leaked_count"] == sessions * prompts
+    # No session's processes were all gone: none measured, each said to be so.
+    latency = report["cleanup_latency_ms"]
+    assert latency["n"] == 0 and latency["not_measured"] == sessions, latency
     leaks_txt = (tmp_path / "report" / "leaks.txt").read_text()
     for leak in report["leaked"]:
         assert run_id_token(run_id) in leak["cmdline"]
