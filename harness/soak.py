@@ -792,7 +792,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", default=d.mode, choices=("fixed", "leaky"), help="reference worker's mode"
     )
-    parser.add_argument("--sessions", type=COUNT, default=d.sessions, help="sessions to run")
+    parser.add_argument(
+        "--sessions",
+        type=COUNT,
+        default=None,  # None: not given (--duration then decides alone)
+        help=f"sessions to run (default: {d.sessions})",
+    )
     parser.add_argument("--concurrency", type=COUNT, default=d.concurrency, help="sessions at once")
     parser.add_argument("--prompts", type=COUNT, default=d.prompts, help="prompts per session")
     parser.add_argument(
@@ -886,7 +891,7 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
     return SoakConfig(
         target=args.target,
         mode=args.mode,
-        sessions=args.sessions,
+        sessions=SoakConfig.sessions if args.sessions is None else args.sessions,
         concurrency=args.concurrency,
         prompts=args.prompts,
         observations=args.observations,
@@ -1040,6 +1045,9 @@ def run(args: argparse.Namespace) -> int:
     warning = grace_warning(config)
     if warning:
         print(f"harness soak: warning: {warning}", file=sys.stderr)
+    if args.sessions is not None and config.duration is not None:
+        print(f"harness soak: warning: --duration {config.duration:g} runs as many sessions as "
+              f"fit in it; --sessions {args.sessions} is not used", file=sys.stderr)  # fmt: skip
     try:
         target = get_target(config.target, **config.target_kwargs())
     except (UnknownTarget, ValueError, TypeError) as exc:

@@ -14,48 +14,54 @@ from worker.config import WorkerConfig, claude_problem, default_data_dir
 # The flags' defaults are WorkerConfig's: written once.
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
 
+# (flag, type, help) of the flags that set a WorkerConfig field of the same name.
+SETTINGS: list[tuple[str, type, str]] = [
+    ("--host", str, "loopback address to listen on"),
+    ("--port", int, "TCP port; 0 picks a free one (written to DATA_DIR/worker.json once ready)"),
+    ("--claude", str, "the claude to spawn (path or name)"),
+    ("--model", str, "the observers' --model"),
+    ("--grace", float, "seconds between an observer's stdin EOF, SIGTERM to its tree and SIGKILL"),
+    ("--idle-timeout", float, "seconds an observer with no work is kept before it is ended"),
+    ("--reap-interval", float, "seconds between sweeps for what outlived its session"),
+    ("--turn-timeout", float, "seconds one observer turn may take before it fails"),
+    ("--max-attempts", int, "failed turns a queued message gets before it is failed for good"),
+    ("--max-body", int, "largest hook body, bytes"),
+    ("--max-line", int, "longest observer output line, bytes (longer: the turn fails)"),
+    ("--observer-share", float, "seconds an observer keeps its slot while other sessions wait "
+     "for one; then it gives way after its current turn"),
+    ("--client-timeout", float, "seconds a client connection may stay idle, and may take to "
+     "send a request body"),
+    ("--max-observers", int, "observers alive at once, across sessions (fixed mode); one more "
+     "ends the longest-idle observer, or waits for a slot"),
+    ("--db-busy-timeout", float, "seconds a store call waits for another process's lock before "
+     "it fails (the worker serves on meanwhile)"),
+]  # fmt: skip
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the worker in the foreground")
-    serve.add_argument("--mode", choices=("fixed", "leaky"), default=DEFAULTS["mode"])
-    serve.add_argument("--host", default=DEFAULTS["host"])
-    serve.add_argument("--port", type=int, default=DEFAULTS["port"])
-    serve.add_argument("--data-dir", type=Path, default=None)
-    serve.add_argument(
-        "--claude", default=DEFAULTS["claude"], help="the claude to spawn (path or name)"
-    )
-    serve.add_argument("--model", default=DEFAULTS["model"])
-    serve.add_argument(
-        "--grace", type=float, default=DEFAULTS["grace"], help="seconds per escalation stage"
-    )
-    serve.add_argument("--idle-timeout", type=float, default=DEFAULTS["idle_timeout"])
-    serve.add_argument("--reap-interval", type=float, default=DEFAULTS["reap_interval"])
-    serve.add_argument("--turn-timeout", type=float, default=DEFAULTS["turn_timeout"])
-    serve.add_argument("--max-attempts", type=int, default=DEFAULTS["max_attempts"])
-    serve.add_argument("--max-body", type=int, default=DEFAULTS["max_body"])
-    serve.add_argument("--max-line", type=int, default=DEFAULTS["max_line"])
-    serve.add_argument(
-        "--observer-share",
-        type=float,
-        default=DEFAULTS["observer_share"],
-        help="seconds an observer keeps its slot while other sessions wait for one; then it "
-        "gives way after its current turn (default %(default)s)",
+    serve = sub.add_parser(
+        "serve",
+        help="run the worker in the foreground",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument(
-        "--client-timeout",
-        type=float,
-        default=DEFAULTS["client_timeout"],
-        help="seconds a client connection may stay idle, and may take to send a request body "
-        "(default %(default)s)",
+        "--mode",
+        choices=("fixed", "leaky"),
+        default=DEFAULTS["mode"],
+        help="fixed: every observer's tree is ended; leaky: claude-mem 9.0.0's, which never "
+        "ends them (issue #603)",
     )
+    # (flag, type, help): each WorkerConfig field of the flag's name, its default the field's
+    for flag, kind, text in SETTINGS:
+        default = DEFAULTS[flag[2:].replace("-", "_")]
+        serve.add_argument(flag, type=kind, default=default, help=text)
     serve.add_argument(
-        "--max-observers",
-        type=int,
-        default=DEFAULTS["max_observers"],
-        help="observers alive at once, across sessions (fixed mode); one more ends the "
-        "longest-idle observer, or waits for a slot (default %(default)s)",
+        "--data-dir",
+        type=Path,
+        default=default_data_dir(),
+        help="the database and worker.json live here",
     )
     serve.add_argument(
         "--lifeline-fd",
@@ -63,13 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="POSIX: an inherited pipe's read end; when its writer (the parent) is gone, stop "
         "as on SIGTERM (what a harness or supervisor passes, so we never outlive it)",
-    )
-    serve.add_argument(
-        "--db-busy-timeout",
-        type=float,
-        default=DEFAULTS["db_busy_timeout"],
-        help="seconds a store call waits for another process's lock before it fails (the "
-        "worker serves on meanwhile)",
     )
     serve.add_argument(
         "--log-level",
@@ -122,7 +121,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         mode=args.mode,
         host=args.host,
         port=args.port,
-        data_dir=(args.data_dir or default_data_dir()).resolve(),
+        data_dir=args.data_dir.resolve(),
         claude=args.claude,
         model=args.model,
         grace=args.grace,
