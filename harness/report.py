@@ -159,8 +159,8 @@ def latency_text(lat: dict[str, Any]) -> str:
     figures = " ".join(f"{k} {lat.get(k)}" for k in ("p50", "p95", "p99", "max"))
     missing = lat.get("not_measured") or 0
     if missing:
-        return (f"{figures} (n={lat['n']}; {missing} more session(s) not measured: a process "
-                "of theirs leaked, or outlived the run)")  # fmt: skip
+        return (f"{figures} (n={lat['n']}; {missing} more session(s) not measured: their "
+                "processes were not all seen gone while the run was judged)")  # fmt: skip
     return f"{figures} (n={lat['n']})"
 
 

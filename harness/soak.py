@@ -137,7 +137,8 @@ class SoakConfig:
 
 def _cleanup_latency(census: Census) -> dict[str, Any]:
     """Percentiles over the sessions whose processes were all gone while the run was judged;
-    `not_measured`: the other sessions that ended (a process leaked, or outlived the run)."""
+    `not_measured`: the other sessions that ended (a process leaked or outlived the run, or
+    none was seen)."""
     latencies = census.session_latencies()
     return {**_percentiles(latencies), "not_measured": census.ended_sessions() - len(latencies)}
 
