@@ -54,6 +54,10 @@ COLUMNS = (
 )
 
 
+def _seconds(value: float | None) -> str:
+    return "— (none measured)" if value is None else f"{value:g} s"
+
+
 class ReapWatch(Target):
     """Wraps a target: records session windows and, before stopping it, waits for its reaping.
 
@@ -116,6 +120,9 @@ class ReapWatch(Target):
 
     async def _wait_unless_interrupted(self) -> dict:
         """The reap wait, cut short by Ctrl-C: an interrupted run stops at once."""
+        if self.reap_wait > 0:  # minutes, maybe, with nothing else on the screen: say why
+            print(f"compare: sessions over; waiting up to {self.reap_wait:g} s for the worker to "
+                  "end their observers by itself", file=sys.stderr, flush=True)  # fmt: skip
         waiter = asyncio.ensure_future(self._wait_reaped())
         while not waiter.done():
             if _INTERRUPTED.is_set():
@@ -436,9 +443,14 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if report.get("interrupted"):
             raise KeyboardInterrupt
         isolation = f", isolation: {row['isolation']}" if row.get("isolation") else ""
+        never = (
+            f", {row['not_reaped']} never reaped within {reap_wait:g} s"
+            if row.get("not_reaped")
+            else ""
+        )
         print(
             f"compare: {label}: {row['verdict']}, leaked {row['leaked']}, "
-            f"time-to-reap max {row['reap_max_s']} s{isolation}",
+            f"time-to-reap max {_seconds(row['reap_max_s'])}{never}{isolation}",
             file=sys.stderr,
             flush=True,
         )
