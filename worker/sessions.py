@@ -258,10 +258,7 @@ class SessionManager:
         for message_id, (message, error) in list(self._unreturned.items()):
             if session_id is not None and message.session_id != session_id:
                 continue
-            if error is not None:
-                await self.store.release_message(message, error, self.cfg.max_attempts)
-            else:
-                await self.store.unclaim(message)
+            await self._hand_back(message, error)
             del self._unreturned[message_id]
 
     # -- the generator ------------------------------------------------------------------------
@@ -363,7 +360,7 @@ class SessionManager:
         except ResourceShortage:
             # The system's, not the message's: back to the queue as it was; the generator
             # waits and tries again.
-            await self._give_back(active)
+            await self._return_claim(active)  # uncounted: no turn failed
             raise
         except Exception as exc:  # noqa: BLE001 - this turn failed; the queue goes on
             if isinstance(exc, ObserverError):
@@ -374,7 +371,7 @@ class SessionManager:
             self._session_error(active, error)
             active.claim_error = error  # should the store fail now, the attempt still counts
             try:
-                await self._release(active, message, error)
+                await self._return_claim(active)
             finally:  # also when the store fails too: a failed observer is never reused
                 await self._end_observer(active, "error")
             return True
@@ -393,23 +390,23 @@ class SessionManager:
             await self._end_observer(active, "yielded")
         return True
 
-    async def _release(self, active: ActiveSession, message: QueuedMessage, error: str) -> None:
-        """Its turn failed: give a claimed message back to the queue, the attempt counted (or
-        fail it after max_attempts)."""
-        await self.store.release_message(message, error, self.cfg.max_attempts)
-        active.claimed = active.claim_error = None
-        self._queue_progressed(active.id)
-
     async def _return_claim(self, active: ActiveSession) -> None:
         """The claimed message goes back to the queue: its attempt counted if its turn failed
         (claim_error), else as if it had never been claimed (only the store or a cancel
         came in the way)."""
         if active.claimed is None:
             return
-        if active.claim_error is not None:
-            await self._release(active, active.claimed, active.claim_error)
+        await self._hand_back(active.claimed, active.claim_error)
+        active.claimed = active.claim_error = None
+        self._queue_progressed(active.id)
+
+    async def _hand_back(self, message: QueuedMessage, turn_error: str | None) -> None:
+        """Back to the queue: counted (or failed after --max-attempts) if its turn failed,
+        else as if never claimed."""
+        if turn_error is not None:
+            await self.store.release_message(message, turn_error, self.cfg.max_attempts)
         else:
-            await self._give_back(active)
+            await self.store.unclaim(message)
 
     async def _return_claim_or_keep(self, active: ActiveSession) -> None:
         """_return_claim for a generator that ends: should the store fail, the claim is kept
@@ -423,15 +420,6 @@ class SessionManager:
             log.warning("session %s: message %s not given back yet: %s", active.id, claim.id, exc)
             self._unreturned[claim.id] = (claim, active.claim_error)
             active.claimed = active.claim_error = None
-
-    async def _give_back(self, active: ActiveSession) -> None:
-        """Nothing was tried (the store or the system failed, or a cancel came): the claimed
-        message goes back to the queue as if never claimed."""
-        if active.claimed is None:
-            return
-        await self.store.unclaim(active.claimed)
-        active.claimed = active.claim_error = None
-        self._queue_progressed(active.id)
 
     async def _load_fixed_columns(self, active: ActiveSession) -> None:
         row = await self.store.session(active.id)
@@ -572,7 +560,7 @@ class SessionManager:
         tree was never ended (until a sweep took it for a stray). With wait=False a locked
         database is not waited for: the ending does not start up to --db-busy-timeout late."""
         try:
-            with contextlib.nullcontext() if wait else self.store.once():
+            with self.store.once(not wait):
                 await self.store.set_process_state(row, state, **details)
         except sqlite3.Error as exc:
             log.warning("registry row %s not marked %s: %s", row, state, exc)
@@ -589,7 +577,7 @@ class SessionManager:
         (a lock still held waits for the next); shutdown waits up to --db-busy-timeout."""
         for row, (state, details) in list(self._unrecorded.items()):
             try:
-                with contextlib.nullcontext() if wait else self.store.once():
+                with self.store.once(not wait):
                     await self.store.set_process_state(row, state, **details)
             except sqlite3.Error:
                 return

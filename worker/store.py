@@ -234,9 +234,10 @@ class Store:
 
     @staticmethod
     @contextlib.contextmanager
-    def once() -> Iterator[None]:
-        """The calls in this scope try once: a record that must not hold up what it records."""
-        token = _waits_for_locks.set(False)
+    def once(only_once: bool = True) -> Iterator[None]:
+        """The calls in this scope try once (unless only_once is False): a record that must not
+        hold up what it records."""
+        token = _waits_for_locks.set(not only_once)
         try:
             yield
         finally:

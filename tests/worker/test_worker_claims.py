@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workerkit import FakeRun
+from workerkit import FakeRun, queue_rows, write_locked
 
 import worker.sessions
 from worker.config import WorkerConfig
@@ -68,24 +67,7 @@ def failed_and_waiting(manager: SessionManager, errors: int) -> Callable[[], boo
 
 
 def rows(manager: SessionManager) -> list[tuple[str, int]]:
-    db = sqlite3.connect(manager.store.path)
-    try:
-        return [
-            (str(s), int(a))
-            for s, a in db.execute("SELECT status, attempts FROM pending_messages ORDER BY id")
-        ]
-    finally:
-        db.close()
-
-
-@contextlib.contextmanager
-def foreign_lock(manager: SessionManager) -> Any:
-    other = sqlite3.connect(manager.store.path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        other.close()
+    return queue_rows(manager.store.path)
 
 
 def test_a_generator_that_gives_up_on_the_store_does_not_count_the_attempt(
@@ -99,7 +81,7 @@ def test_a_generator_that_gives_up_on_the_store_does_not_count_the_attempt(
     async def go() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
         async with manager_for(tmp_path, shim, max_attempts=1, db_busy_timeout=0.3) as manager:
             sid = await prompt_in_turn(manager, fake_run)
-            with foreign_lock(manager):
+            with write_locked(manager.store.path):
                 # gave up (a store error, then the generator's), its last give-back waiting
                 await until(failed_and_waiting(manager, 2), "the generator to give up")
             active = manager.sessions[sid]
@@ -130,11 +112,7 @@ def test_a_message_cancelled_by_a_delete_stays_cancelled(tmp_path: Path) -> None
             await store.cancel_pending(sid)
             await store.release_message(message, "the turn timed out", max_attempts=2)
             await store.unclaim(message)
-            db = sqlite3.connect(store.path)
-            try:
-                return list(db.execute("SELECT status, attempts FROM pending_messages"))
-            finally:
-                db.close()
+            return queue_rows(store.path)
         finally:
             store.close()
 
@@ -153,7 +131,7 @@ def test_a_failed_turn_counts_though_a_cancel_comes_before_its_release_is_writte
             tmp_path, shim, max_attempts=1, turn_timeout=1, db_busy_timeout=30
         ) as manager:
             sid = await prompt_in_turn(manager, fake_run)
-            with foreign_lock(manager):
+            with write_locked(manager.store.path):
                 await until(failed_and_waiting(manager, 1), "the failed turn's release to wait")
                 stopping = asyncio.ensure_future(manager.shutdown())
                 active = manager.sessions[sid]
@@ -182,7 +160,7 @@ def test_a_claim_not_given_back_at_shutdown_is_tried_again_before_the_end(
     async def go() -> list[tuple[str, int]]:
         async with manager_for(tmp_path, shim, db_busy_timeout=0.3) as manager:
             await prompt_in_turn(manager, fake_run)
-            with foreign_lock(manager):
+            with write_locked(manager.store.path):
                 stopping = asyncio.ensure_future(manager.shutdown())
                 await until(warned, "the give-back to fail under the lock")
             await stopping

@@ -36,7 +36,10 @@ def test_messages_in_progress_go_back_uncounted_though_the_lock_outlasts_a_recan
             lambda: "unclaim has waited" in worker.log(), what="a give-back waiting for the lock"
         )
     assert worker.wait_exit() == 0
-    assert kit.queue_rows(worker, "prompt") == [("pending", 0), ("pending", 0)]
+    assert kit.queue_rows(worker.data_dir / "worker.db", "prompt") == [
+        ("pending", 0),
+        ("pending", 0),
+    ]
     assert "Traceback" not in worker.log()
     fake_run.assert_none_alive()
 

@@ -51,7 +51,7 @@ def test_the_generator_retries_a_locked_store_and_keeps_its_observer(
     turns = [e for e in fake_run.ledger_lines() if e["event"] == "turn"]
     assert len(turns) == 2, turns  # the first reply was lost to the lock, then done again
     # ... and the store's failure was not counted as the message's attempt (--max-attempts).
-    assert queue_rows(worker, "prompt") == [("processed", 1)]
+    assert queue_rows(worker.data_dir / "worker.db", "prompt") == [("processed", 1)]
     worker.summarize("locked-1")
     worker.api().ok("POST", f"/sessions/{sid}/complete")
     worker.wait_session_done(sid)

@@ -414,13 +414,14 @@ def write_locked(db: Path) -> Iterator[None]:
         other.close()  # rolls the open transaction back
 
 
-def queue_rows(worker: Worker, kind: str) -> list[tuple[str, int]]:
-    """(status, attempts) of the worker's queued messages of this kind, oldest first, read
-    from its database by another connection (as an operator would)."""
-    db = sqlite3.connect(worker.data_dir / "worker.db")
+def queue_rows(db_path: Path, kind: str | None = None) -> list[tuple[str, int]]:
+    """(status, attempts) of a worker database's queued messages (of this kind), oldest first,
+    read by another connection (as an operator would)."""
+    db = sqlite3.connect(db_path)
     try:
         rows = db.execute(
-            "SELECT status, attempts FROM pending_messages WHERE kind=? ORDER BY id", (kind,)
+            "SELECT status, attempts FROM pending_messages WHERE ? IS NULL OR kind=? ORDER BY id",
+            (kind, kind),
         )
         return [(str(status), int(attempts)) for status, attempts in rows]
     finally:
