@@ -135,11 +135,7 @@ class Jail:
     def member_pids(self) -> set[int]:
         """Every pid in any of our cells now, unverified: for telling what is held by a cell
         (and so is that cell's tree) from what is not, never for signalling."""
-        try:
-            cells = [c for c in self.parent.iterdir() if c.is_dir()]
-        except OSError:
-            return set()
-        return {pid for cell in cells for pid in _pids(cell)}
+        return {pid for cell in _subdirs(self.parent) or [] for pid in _pids(cell)}
 
     def close_cell(self, cell: Path) -> None:
         """Kill what is left in it and remove it (later, by tidy(), if it is not empty yet)."""
@@ -173,13 +169,22 @@ def remove_tree(parent: Path, timeout: float) -> bool:
 def _rmdir_tree(path: Path) -> bool:
     """Remove a cgroup and the ones made inside it, deepest first (a root child can make
     cgroups in its own cell; rmdir refuses a cgroup that has children)."""
-    try:
-        inner = [p for p in path.iterdir() if p.is_dir()]
-    except FileNotFoundError:
+    inner = _subdirs(path)
+    if inner is None:
         return True
-    except OSError:
-        inner = []
     return all([_rmdir_tree(p) for p in inner]) and _rmdir(path)
+
+
+def _subdirs(path: Path) -> list[Path] | None:
+    """The cgroups made inside `path`; None if it is gone. The listing gives each entry's type:
+    no stat per control file (a cell holds dozens)."""
+    try:
+        with os.scandir(path) as entries:
+            return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return []
 
 
 def _remove_stale(base: Path, *, ending: Collection[str] = ()) -> None:
