@@ -42,7 +42,8 @@ class Progress:
         table.add_column("what")
         table.add_column("value", justify="right")
         total = f"/{self.total}" if self.total else ""
-        table.add_row("sessions done", f"{done}{total}  (failed {snap.get('failed', 0)})")
+        # Ended counts the failed too (the summary says completed and failed apart).
+        table.add_row("sessions ended", f"{done}{total}  (failed {snap.get('failed', 0)})")
         table.add_row("live descendants", str(snap.get("live_descendants", 0)))
         leaked = snap.get("leaked", 0)
         table.add_row("leaked so far", f"[bold red]{leaked}[/]" if leaked else "0")
@@ -58,8 +59,8 @@ class Progress:
         elapsed = time.monotonic() - self.start
         total = f"/{self.total}" if self.total else ""
         return (
-            f"[soak {elapsed:6.0f}s] sessions {snap.get('sessions_done', 0)}{total} "
-            f"failed {snap.get('failed', 0)} | live descendants {snap.get('live_descendants', 0)}"
+            f"[soak {elapsed:6.0f}s] sessions ended {snap.get('sessions_done', 0)}{total} "
+            f"(failed {snap.get('failed', 0)}) | live descendants {snap.get('live_descendants', 0)}"
             f" | leaked {snap.get('leaked', 0)} | RSS {_mb(snap.get('total_rss', 0))}"
             f" (worker {_mb(snap.get('worker_rss', 0))})"
             + (f" | {snap['stage']}" if snap.get("stage") else "")

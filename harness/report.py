@@ -54,7 +54,16 @@ def leak_entry(
 
 
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
-    lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10} COMMAND"]
+    """PID PPID RSS ELAPSED COMMAND, as in issue #603's table; a soak's leaks also say their
+    session and fault scenario (to tell which kind of session leaks without report.json)."""
+    where = any(e.get("session") for e in leaked)
+    cols: list[tuple[str, int]] = []
+    if where:
+        for key in ("session", "scenario"):
+            size = max([len(str(e.get(key) or "-")) for e in leaked] + [len(key)])
+            cols.append((key, min(size, 40)))
+    head = "".join(f" {key.upper():<{size}}" for key, size in cols)
+    lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10}{head} COMMAND"]
     # Oldest first, as they were started (`ps` order), not in the order the census judged them.
     for e in sorted(
         leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0)
@@ -62,11 +71,16 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
         cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry made it printable
         if len(cmd) > width:  # said, so that a cut argument is not read as the real one
             cmd = cmd[: width - 1] + "…"
+        extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
-            f"{format_elapsed(e.get('age') or 0):>10} {cmd}"
+            f"{format_elapsed(e.get('age') or 0):>10}{extra} {cmd}"
         )
     return "\n".join(lines) + "\n"
+
+
+def _cut(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
 
 
 def write_junit(path: Path, report: dict[str, Any]) -> None:

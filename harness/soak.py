@@ -57,6 +57,8 @@ from harness.verdict import (
 )
 from harness.workload import make_session
 
+# A session in flight this long is named on the progress display (see _stage).
+SLOW_SESSION_S = 15.0
 HTTP_TIMEOUT_S = 60.0  # per request; a loaded 2-core machine is slow, a hung worker is not
 FAILURE_MESSAGES_KEPT = 20
 # In each work folder: what tells a soak's folder from a user's of the same name (REPORT/work).
@@ -208,6 +210,8 @@ class _Run:
         self.cut_short: str | None = None  # why no more sessions are driven (see _watch_worker)
         self.stopped_early: str | None = None  # why no new session starts (see _watch_rss)
         self.driving: set[asyncio.Future[None]] = set()
+        self.in_flight: dict[int, float] = {}  # session index -> its start (monotonic)
+        self.drain_timeout: float | None = None  # the target's, when it has one (for _stage)
 
     def take(self) -> int | None:
         cfg = self.config
@@ -234,6 +238,7 @@ async def _session_loop(run: _Run, target: Target, census: Census, http: Any, ru
         census.session_started(key)
         run.started += 1
         run.starts.append(time.time())
+        run.in_flight[index] = time.monotonic()
         ok = False
         try:
             drive = asyncio.ensure_future(target.drive_session(spec, http))
@@ -258,6 +263,7 @@ async def _session_loop(run: _Run, target: Target, census: Census, http: Any, ru
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(target.end_session(spec, http), CUT_END_TIMEOUT_S)
         finally:
+            run.in_flight.pop(index, None)
             census.session_ended(key, ok=ok)
             run.ends.append(time.time())
         if ok:
@@ -278,14 +284,32 @@ async def _attribute(target: Target, census: Census, spec: Any, http: Any) -> No
 
 def _stage(run: _Run) -> str:
     """What the run is doing now, for the progress display: a time-boxed run goes on after
-    its time is up until the sessions in flight end, then waits for their processes."""
+    its time is up until the sessions in flight end, then waits for their processes; and a
+    session that has been in flight long says so (else a queue that never drains, as the
+    leaky worker's hung observers make, looks like a stalled harness)."""
+    slow = _slow_session(run)
     if not run.no_more:
-        return ""
+        return slow
     in_flight = run.started - run.completed - run.failed
     if in_flight > 0:
         why = "time is up" if run.config.duration is not None else "all started"
-        return f"{why}: finishing {in_flight} session(s) in flight"
+        return f"{why}: finishing {in_flight} session(s) in flight" + (f"; {slow}" if slow else "")
     return f"settling: up to {run.config.grace:g} s for the last processes to go"
+
+
+def _slow_session(run: _Run) -> str:
+    if not run.in_flight:
+        return ""
+    index, since = min(run.in_flight.items(), key=lambda item: item[1])
+    age = time.monotonic() - since
+    if age < SLOW_SESSION_S:
+        return ""
+    limit = (
+        f" (one whose queue does not drain is given up at {run.drain_timeout:g} s)"
+        if run.drain_timeout
+        else ""
+    )
+    return f"session {index} in flight for {age:.0f} s{limit}"
 
 
 async def _watch_worker(run: _Run, census: Census) -> None:
@@ -401,6 +425,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     )
     live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir, census)
     run = _Run(config)
+    run.drain_timeout = getattr(target, "drain_timeout", None)
     progress: Progress | None = None
     interrupted = False
     errors: list[str] = []

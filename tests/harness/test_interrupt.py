@@ -115,8 +115,8 @@ def test_what_the_interrupts_cleanup_ended_is_no_cleanup_latency(tmp_path, run_i
     argv += ["--grace", "300"]
     with _running(argv, run_id, stderr=subprocess.PIPE, text=True) as harness:
         assert harness.stderr is not None
-        for line in harness.stderr:  # the progress lines: "sessions DONE/TOTAL ..."
-            done = re.search(r"sessions (\d+)/", line)
+        for line in harness.stderr:  # the progress lines: "sessions ended N/TOTAL ..."
+            done = re.search(r"sessions ended (\d+)/", line)
             if done and int(done.group(1)) >= 3:
                 break
         harness.send_signal(signal.SIGINT)
@@ -272,5 +272,5 @@ def test_the_last_progress_line_counts_as_the_report_does(tmp_path, run_id):
     report = json.loads((report_dir / "report.json").read_text())
     last = [line for line in err.read_text().splitlines() if line.startswith("[soak")][-1]
     ended = report["completed"] + report["failed"]
-    assert f" sessions {ended}/10000 failed {report['failed']} " in last, last
+    assert f" sessions ended {ended}/10000 (failed {report['failed']}) " in last, last
     assert last.endswith("| interrupted"), last

@@ -53,9 +53,21 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     assert entry["observed"] is False  # known from the ledger only: no psutil handle
     table = leaks_table([entry, {"pid": 7, "cmdline": [], "age": 5}])
     lines = table.splitlines()
-    assert lines[0].split()[:2] == ["PID", "PPID"]
+    assert lines[0].split() == [
+        "PID",
+        "PPID",
+        "RSS(KB)",
+        "ELAPSED",
+        "SESSION",
+        "SCENARIO",
+        "COMMAND",
+    ]
     assert "4242" in lines[1] and "10240" in lines[1] and "1-01:01:01" in lines[1]
-    assert lines[2].split() == ["7", "?", "0", "00:05", "?"]
+    assert lines[1].split()[4:6] == ["sess-1", "ok"]  # which session, which fault scenario
+    assert lines[2].split() == ["7", "?", "0", "00:05", "-", "-", "?"]
+    # No session anywhere (the repro's tables): the issue's five columns.
+    bare = leaks_table([{"pid": 7, "cmdline": ["claude"], "age": 5, "scenario": "ok"}])
+    assert bare.splitlines()[0].split() == ["PID", "PPID", "RSS(KB)", "ELAPSED", "COMMAND"]
     # Oldest first (as `ps` lists), not in the order the census judged them.
     newer, older = (
         {"pid": 1, "create_time": 2.0, "age": 1},
@@ -192,8 +204,8 @@ def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
     prog.close({**SNAP, "sessions_done": 6})
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3
-    assert "sessions 6 failed 1" in lines[-1] and "leaked 3" in lines[-1]
-    assert "/" not in lines[-1].split("sessions")[1].split()[0]  # no total without one
+    assert "sessions ended 6 (failed 1)" in lines[-1] and "leaked 3" in lines[-1]
+    assert "/" not in lines[-1].split("ended")[1].split()[0]  # no total without one
 
 
 def test_progress_says_why_a_time_boxed_run_goes_on():
@@ -214,6 +226,27 @@ def test_progress_says_why_a_time_boxed_run_goes_on():
     stream = io.StringIO()
     Progress(None, mode="plain", stream=stream).update({**SNAP, "stage": _stage(run)})
     assert stream.getvalue().rstrip().endswith("| settling: up to 5 s for the last processes to go")
+
+
+def test_progress_names_a_session_long_in_flight():
+    """Before: a leaky soak whose observers hang showed the same line for a minute per session
+    (the harness waits up to the drain timeout for the queue, then gives the session up)."""
+    import time
+
+    from harness.soak import SLOW_SESSION_S, SoakConfig, _Run, _stage
+
+    run = _Run(SoakConfig(sessions=10))
+    run.drain_timeout = 60.0
+    run.started = 2
+    now = time.monotonic()
+    run.in_flight = {4: now - 1.0, 3: now - SLOW_SESSION_S - 20.0}
+    stage = _stage(run)
+    assert stage.startswith("session 3 in flight for 3"), stage  # the oldest, 35 s
+    assert stage.endswith("(one whose queue does not drain is given up at 60 s)"), stage
+    run.in_flight = {4: now - 1.0}
+    assert _stage(run) == ""  # none slow: nothing said
+    run.in_flight, run.no_more = {3: now - SLOW_SESSION_S - 1.0}, True
+    assert _stage(run).startswith("all started: finishing 2 session(s) in flight; session 3 ")
 
 
 def test_an_unwritable_step_summary_loses_only_the_summary(tmp_path, monkeypatch, capsys):
