@@ -8,12 +8,14 @@ not needed either because the npm `bun` package ships the binary as `bin/bun.exe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,14 +113,28 @@ def bun_binary(root: Path | None = None) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _removed_if_failed(folder: Path) -> Iterator[None]:
+    """A folder an install makes is removed if the install fails: a version that does not
+    exist (a typo) leaves no folder behind in the cache."""
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def ensure_bun(root: Path | None = None) -> Path:
     root = root or cache_dir()
     found = bun_binary(root)
     if found is None:
-        _npm_install(root / "bun", "bun", [], root)
-        found = bun_binary(root)
-    if found is None:
-        raise InstallError(f"npm installed bun but no binary under {root / 'bun'}")
+        with _removed_if_failed(root / "bun"):
+            _npm_install(root / "bun", "bun", [], root)
+            found = bun_binary(root)
+            if found is None:
+                raise InstallError(f"npm installed bun but no binary under {root / 'bun'}")
     return found
 
 
@@ -154,14 +170,15 @@ def ensure_claude_mem(version: str, root: Path | None = None) -> Installed:
     root = root or cache_dir()
     plugin = plugin_dir(version, root)
     if not (plugin / "scripts" / "worker-service.cjs").is_file():
-        _npm_install(
-            root / version,
-            f"claude-mem@{version}",
-            ["--ignore-scripts", "--legacy-peer-deps"],
-            root,
-        )
-    if not (plugin / "scripts" / "worker-service.cjs").is_file():
-        raise InstallError(f"claude-mem@{version} installed without plugin/scripts")
+        with _removed_if_failed(root / version):
+            _npm_install(
+                root / version,
+                f"claude-mem@{version}",
+                ["--ignore-scripts", "--legacy-peer-deps"],
+                root,
+            )
+            if not (plugin / "scripts" / "worker-service.cjs").is_file():
+                raise InstallError(f"claude-mem@{version} installed without plugin/scripts")
     return Installed(bun=ensure_bun(root), plugin=plugin, version=version)
 
 

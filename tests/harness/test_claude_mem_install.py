@@ -126,6 +126,14 @@ def test_npm_failure_names_the_spec_and_the_tail_of_its_output(
     msg = str(err.value)
     assert msg.startswith("npm install claude-mem@0.0.0 failed (1): ")
     assert "npm ERR! code E404 | npm ERR! 404 Not Found - claude-mem@0.0.0" in msg
+    # Before: the failed version's folder stayed in the cache, empty but for a package.json.
+    assert not (tmp_path / "cache" / "0.0.0").exists()
+    # A folder that was there before the failed install is left as it was.
+    kept = tmp_path / "cache" / "0.0.1"
+    kept.mkdir(parents=True)
+    with pytest.raises(install.InstallError):
+        install.ensure_claude_mem("0.0.1", tmp_path / "cache")
+    assert kept.is_dir()
 
 
 def test_an_install_that_leaves_no_plugin_or_no_bun_is_an_error(
@@ -138,6 +146,7 @@ def test_an_install_that_leaves_no_plugin_or_no_bun_is_an_error(
     with pytest.raises(install.InstallError, match="npm installed bun but no binary"):
         install.ensure_bun(root)
     assert install.bun_binary(root) is None
+    assert not (root / "1.2.3").exists() and not (root / "bun").exists()
 
 
 def test_npm_that_hangs_is_cut_at_the_install_timeout(
