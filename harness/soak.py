@@ -26,7 +26,7 @@ import aiohttp
 
 import proctree
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least, run_id_arg
-from harness.census import Census
+from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.progress import Progress
@@ -626,6 +626,10 @@ def _is_alive(census: Census) -> bool:
         return False
 
 
+def _still_there(rec: ProcRecord) -> bool:
+    return not rec.reaped and proctree.ProcId(rec.pid, rec.create_time).process() is not None
+
+
 def _build_report(
     config: SoakConfig,
     target: Target,
@@ -665,7 +669,12 @@ def _build_report(
     zombies_end = [
         {**leak_entry(r, census.session_of(r)), "reaped": r.reaped} for r in census.zombies.values()
     ]
-    escaped = [leak_entry(r, census.session_of(r)) for r in census.escaped.values()]
+    # One last seen as a zombie and gone since (the harness's sweep ended it) reads "exited";
+    # one still a zombie (held by a parent outside the run) keeps saying so.
+    escaped = [
+        leak_entry(r, census.session_of(r), exited_as="" if _still_there(r) else "exited")
+        for r in census.escaped.values()
+    ]
     peak_total_mb = census.peak_total_rss / 1e6
     # Only the fake writes the ledger: with the user's own claude, no figure (None).
     starts = census.claude_starts if config.claude is None else None

@@ -249,6 +249,32 @@ def test_progress_names_a_session_long_in_flight():
     assert _stage(run).startswith("all started: finishing 2 session(s) in flight; session 3 ")
 
 
+def test_an_escapee_last_seen_a_zombie_reads_exited_once_gone():
+    """Before: an escapee the harness's sweep ended read `status: zombie` in the report (its
+    last sample), though nothing was left; one still a zombie (held elsewhere) says so."""
+    import subprocess
+    import sys
+
+    import psutil
+    from soak_helpers import wait_for
+
+    from harness.soak import _still_there
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        proc = psutil.Process(child.pid)
+        create_time = proc.create_time()
+        wait_for(lambda: proc.status() == psutil.STATUS_ZOMBIE, 30.0, "the child's exit")
+        rec = ProcRecord(pid=child.pid, create_time=create_time, spawn_ts=create_time,
+                         cmdline=["claude"], role="escapee", status="zombie")  # fmt: skip
+        assert _still_there(rec)  # a zombie is still there: it reads "zombie"
+        assert leak_entry(rec, "s", exited_as="")["status"] == "zombie"
+    finally:
+        child.wait(timeout=30)
+    assert not _still_there(rec)  # reaped: gone
+    assert leak_entry(rec, "s", exited_as="exited")["status"] == "exited"
+
+
 def test_an_unwritable_step_summary_loses_only_the_summary(tmp_path, monkeypatch, capsys):
     """Before: a stale GITHUB_STEP_SUMMARY path raised after the whole soak."""
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "s.md"))
