@@ -56,6 +56,24 @@ class Contained:
         return str(group) if isinstance(group, int) else type(group).__name__
 
 
+@dataclass(frozen=True)
+class _Marks:
+    """The live observers' marks, and those of them whose adopted children are spared: an
+    observer that is no subreaper hands us its orphans while it lives, and one whose root has
+    exited has handed us its tree, which its ending takes. A child of ours carrying the mark
+    of a live subreaper cannot be its (its orphans stay in its tree)."""
+
+    live: frozenset[str]
+    spare: frozenset[str]
+
+    @classmethod
+    def of(cls, live: Collection[Contained]) -> _Marks:
+        return cls(
+            frozenset(c.mark for c in live),
+            frozenset(c.mark for c in live if not c.subreaper or not proctree.is_alive(c.identity)),
+        )
+
+
 class _LivePids(Collection[int]):
     """The pids in `sets` but `skip`, read when asked, not when made: an observer spawned while
     another is being ended is ours, not something the ended one left behind."""
@@ -282,7 +300,7 @@ class Containment:
             ended += await self._end_adopted(
                 exclude_pids | {c.identity.pid for c in live},
                 1.0,
-                {c.mark for c in live},
+                _Marks.of(live),
                 # Only an observer that is no subreaper can have handed us an orphan while
                 # it lives: the others' unmarked strays are ended at once.
                 [c.identity.create_time for c in live if not c.subreaper],
@@ -295,7 +313,7 @@ class Containment:
         self,
         exclude_pids: set[int],
         grace: float,
-        spare_marks: set[str],
+        marks: _Marks,
         live_starts: list[float],
     ) -> list[proctree.ProcId]:
         """End our direct children that are not observers we track (see _adopted_strays).
@@ -310,7 +328,7 @@ class Containment:
         for round_no in range(STRAY_ROUNDS):
             # Only newcomers: one that outlived its ending is not tried (nor stopped) again.
             strays = await asyncio.to_thread(
-                self._adopted_strays, exclude_pids, spare_marks, live_starts, round_no > 0, tried
+                self._adopted_strays, exclude_pids, marks, live_starts, round_no > 0, tried
             )
             if not strays:
                 break
@@ -335,29 +353,30 @@ class Containment:
     def _adopted_strays(
         self,
         exclude_pids: set[int],
-        spare_marks: set[str],
+        marks: _Marks,
         live_starts: list[float],
         freeze: bool = False,
         skip: Collection[proctree.ProcId] = (),
     ) -> list[tuple[proctree.ProcId, str | None]]:
-        """Our adopted escapees/orphans carrying our mark but none of `spare_marks` (the live
-        observers'), each with the mark to end its tree by; `freeze`: each stopped the moment
-        it is found (a lineage that forks and exits outruns endings that queue for a thread);
-        `skip`: those this sweep tried already.
+        """Our adopted escapees/orphans but those a live observer may still own (`marks`), each
+        with the mark to end its tree by; `freeze`: each stopped the moment it is found (a
+        lineage that forks and exits outruns endings that queue for a thread); `skip`: those
+        this sweep tried already.
 
-        `live_starts` (the periodic sweep holds the spawn lock, so no observer is between fork
-        and exec): also adopted children that carry no mark at all - an
-        escapee that cleared its environment (execve with an empty env) or made it unreadable.
         The kernel reparents to a subreaper only orphans of its own descendants, so a child we
-        did not spawn is ours whatever it carries; since it cannot say whose it was, it is
-        spared while any observer started before it is still live, and ended after that.
-        A lineage that forks and exits is born again at every step, always after some live
-        observer: so while unmarked strays are there sweep after sweep, each counts as born
-        when the first of them was (`_unmarked_since`).
+        did not spawn is ours whatever it carries. One carrying our mark says whose it was. One
+        carrying no mark, or one not ours (its environment cleared, the variable emptied, set
+        by another tool), cannot: it is spared while any observer started before it that is no
+        subreaper is still live (`live_starts`; the periodic sweep holds the spawn lock, so no
+        observer is between fork and exec), and ended after that. A lineage that forks and
+        exits is born again at every step, always after some live observer: so while unmarked
+        strays are there sweep after sweep, each counts as born when the first of them was
+        (`_unmarked_since`).
         """
-        found = [
-            (proc, proctree.marker_of(proc)) for proc in proctree.adopted_children(exclude_pids)
-        ]
+        found = []
+        for proc in proctree.adopted_children(exclude_pids):
+            marker = proctree.marker_of(proc)
+            found.append((proc, marker if proctree.mark_matches(marker, self.mark) else None))
         births = {proc.pid: self._birth(proc) for proc, marker in found if marker is None}
         first = min((b for b in births.values() if b is not None), default=None)
         if first is None:
@@ -376,9 +395,12 @@ class Containment:
                 if any(start <= born + proctree.CREATE_TIME_TOLERANCE for start in live_starts):
                     spared += 1
                     continue
-                marker = self.mark
-            if not proctree.mark_matches(marker, self.mark) or marker in spare_marks:
-                continue
+            elif marker in marks.spare:
+                continue  # its observer's ending takes it
+            elif marker in marks.live:
+                # A live subreaper's mark on a child of ours was copied, not inherited: end
+                # this one alone, never by that mark (the live observer's tree carries it).
+                tree_mark = None
             pid_id = proctree.identify(proc.pid)
             if pid_id is None or pid_id in skip or not proctree.is_alive(pid_id):
                 continue

@@ -36,8 +36,10 @@ def hostiles(tmp_path: Path) -> Iterator[Callable[..., Hostile]]:
 def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def make(claude: Path, *, mode: str = "fixed", flags: list[str]) -> Worker:
-        worker = Worker(tmp_path / f"data-{len(started)}", claude, mode, flags)
+    def make(
+        claude: Path, *, mode: str = "fixed", flags: list[str], env: dict[str, str] | None = None
+    ) -> Worker:
+        worker = Worker(tmp_path / f"data-{len(started)}", claude, mode, flags, env=env)
         started.append(worker)
         return worker.start()
 

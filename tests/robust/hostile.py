@@ -27,6 +27,8 @@ IGNORE_TERM_SLEEP = (
     "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "while True: time.sleep(1)"
 )
+# The same for 150 s at most: a failed test leaves nothing for long.
+IGNORE_TERM_NAP = IGNORE_TERM_SLEEP.replace("while True", "for _ in range(150)")
 
 def headless(role):
     """Code for daemon_sleep: ignores SIGTERM, then its main thread exits while another lives
@@ -287,6 +289,56 @@ def fan(msg):
             os._exit(0)
     answer_turn(msg)
 serve(on_turn=fan)
+""",
+    # 13) Two grandchildren that say nothing of whose they are: the mark emptied (`env VAR=`),
+    # and another tool's mark. Groups of their own, SIGTERM ignored (for 150 s).
+    "foreign-marks": r"""
+record("main")
+for role, value in (("emptied", ""), ("foreign", "4242:1796000000.000")):
+    env = dict(os.environ, {mark_env}=value)
+    daemon_sleep(role, code=IGNORE_TERM_NAP, env=env, setpgid=True)
+serve()
+""",
+    # 14) Two sessions of it: the first shares its mark (a file beside the pid file); the
+    # second, at its first turn, leaves behind a double-forked grandchild in a session of its
+    # own that carries the first's mark, as if it were that live observer's.
+    "forged-mark": r"""
+record("main")
+MARKS = os.path.join(os.path.dirname(PIDFILE), "marks.txt")
+MINE = os.environ.get({mark_env!r}, "")
+def turn(msg):
+    answer_turn(msg)
+    try:
+        first = open(MARKS).read().split()[0]
+    except (OSError, IndexError):
+        first = None
+    if first is None:
+        with open(MARKS, "a") as f:
+            f.write(MINE + "\n")
+        record("owner")
+    elif first != MINE and "forger" not in open(PIDFILE).read():
+        if os.fork() == 0:
+            os.setsid()
+            daemon_sleep("forger", code=IGNORE_TERM_NAP, env={{{mark_env!r}: first}}, setsid=True)
+            os._exit(0)
+        os.wait()
+serve(on_turn=turn)
+""",
+    # 15) At its first turn forks a child that writes newlines to stdout without end (60 s at
+    # most): nothing the worker reads, all of it the worker must read past.
+    "blank-flood": r"""
+record("main")
+forked = []
+def turn_then_blank(msg):
+    answer_turn(msg)
+    if not forked and os.fork() == 0:
+        record("flooder")
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            os.write(1, b"\n" * 65536)
+        os._exit(0)
+    forked.append(True)
+serve(on_turn=turn_then_blank)
 """,
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""

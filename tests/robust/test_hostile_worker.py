@@ -219,3 +219,91 @@ def test_flood_between_turns_meets_back_pressure(hostiles, workers) -> None:
     worker.api().ok("POST", f"/sessions/{sid}/complete")
     worker.wait_session_done(sid, SESSION_DEADLINE)
     assert_all_gone(hostile, "flood-idle")
+
+
+# Cells off: what the worker does where it may not make cgroups (not root, no delegation), and
+# what a process that left its cell meets. With cells on, these strays die with their cell.
+NO_CELLS = {"PROCTREE_CGROUPS": "0"}
+
+
+def test_strays_with_an_emptied_or_foreign_mark_are_ended(hostiles, workers) -> None:
+    """Before: a stray carrying a mark that was not ours (`env VAR=` empties it; a nested tool
+    sets its own) was skipped by every sweep and lived until the worker's shutdown."""
+    import proctree
+
+    hostile = hostiles("foreign-marks", mark_env=proctree.MARK_ENV)
+    worker = workers(hostile.path, flags=FLAGS, env=NO_CELLS)
+    sid = drive(worker, hostile, {"main", "emptied", "foreign"}, "robust-foreign-marks")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    assert_all_gone(hostile, "the strays with marks not ours")
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+
+
+def test_a_copied_mark_of_a_live_observer_spares_nothing(hostiles, workers) -> None:
+    """Before: a stray carrying the mark of another session's live observer was spared until
+    that session ended (180 s idle, or as long as it stays busy). The live observer is a child
+    subreaper: nothing it orphans comes to the worker while it lives, so the mark was copied.
+    The stray is ended alone: the live observer, which carries that mark, is not touched."""
+    import proctree
+
+    hostile = hostiles("forged-mark", mark_env=proctree.MARK_ENV)
+    worker = workers(hostile.path, flags=FLAGS, env=NO_CELLS)
+    owner_sid = worker.new_session("robust-owner")
+    worker.prompt(owner_sid, "robust-owner", "fix the bug")
+    wait_until(lambda: "owner" in hostile.roles(), SESSION_DEADLINE, "the owner's mark shared")
+    (owner,) = [p for p, role in hostile.processes() if role == "owner"]
+    sid = worker.new_session("robust-forger")
+    worker.prompt(sid, "robust-forger", "fix the bug")
+    wait_until(lambda: "forger" in hostile.roles(), SESSION_DEADLINE, "the forger")
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    forgers = [pid for pid, role in hostile.entries() if role == "forger"]
+
+    def forger_gone() -> bool:
+        return not [p for p, role in hostile.processes() if p.pid in forgers]
+
+    wait_until(forger_gone, GONE_DEADLINE, "the stray with a copied mark ended")
+    assert owner.is_running() and owner.status() != psutil.STATUS_ZOMBIE, "the owner was ended"
+    assert worker.status(owner_sid)["observers"], "the owner's session lost its observer"
+    worker.api().ok("POST", f"/sessions/{owner_sid}/complete")
+    worker.wait_session_done(owner_sid, SESSION_DEADLINE)
+    assert_all_gone(hostile, "forged-mark")
+
+
+def _written(pid: int) -> int | None:
+    """Bytes the process has written so far (Linux: /proc/<pid>/io), None once it is gone."""
+    try:
+        return psutil.Process(pid).io_counters().write_chars
+    except psutil.Error:
+        return None
+
+
+def test_a_flood_of_blank_lines_meets_back_pressure(hostiles, workers) -> None:
+    """Before: blank lines were dropped one by one before the back-pressure, so a child
+    writing newlines without end kept the worker reading them (77 % of a core for one
+    session, 100 % for four; /api/health 80 ms). Now they are bounded like a line: past
+    --max-line the stream is failed, nothing more is read, and the writer blocks."""
+    hostile = hostiles("blank-flood")
+    worker = workers(hostile.path, flags=_long_timeout_flags(60))
+    content_id = "robust-blank-flood"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    wait_until(lambda: "flooder" in hostile.roles(), SESSION_DEADLINE, "the flooder")
+    (flooder,) = [pid for pid, role in hostile.entries() if role == "flooder"]
+    seen: list[int | None] = []
+
+    def held() -> bool:
+        """The same byte count at three polls in a row: nobody reads its pipe any more."""
+        seen.append(_written(flooder))
+        return len(seen) >= 3 and seen[-1] is not None and len(set(seen[-3:])) == 1
+
+    wait_until(held, SESSION_DEADLINE, "the blank flood to be held")
+    written = seen[-1] or 0
+    assert written >= 4 * 2**20, written  # it did flood past the bound (4 MB) first
+    # The next turn fails on the flood; the session then ends cleanly, all of it gone.
+    worker.observe(content_id, 0)
+    worker.summarize(content_id)
+    worker.api().ok("POST", f"/sessions/{sid}/complete")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    assert_all_gone(hostile, "blank-flood")
+    assert "bytes of blank lines" in worker.log(), worker.log()

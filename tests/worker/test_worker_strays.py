@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 STAND_IN = """
 import asyncio, json, os, subprocess, sys
 import psutil, proctree
-from worker.containment import Containment, worker_mark
+from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
 c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
 def start(mark):
@@ -31,7 +31,8 @@ def start(mark):
 observer, stray = start(c.observer_mark("live")), start(c.mark)
 while not all(proctree.identify(p.pid) for p in (observer, stray)):
     pass
-ended = asyncio.run(c._end_adopted({observer.pid}, 0.2, {c.observer_mark("live")}, []))
+live = frozenset({c.observer_mark("live")})  # a live observer's, spared
+ended = asyncio.run(c._end_adopted({observer.pid}, 0.2, _Marks(live, live), []))
 stray.wait(timeout=30)
 print(json.dumps({"ended": [e.pid for e in ended], "stray": stray.pid,
                   "observer_alive": observer.poll() is None}))
@@ -56,7 +57,7 @@ def test_a_stray_with_the_workers_own_mark_does_not_take_live_observers() -> Non
 STUBBORN_STRAYS = """
 import asyncio, json, os, signal, subprocess, sys, time
 import psutil, proctree
-from worker.containment import Containment, worker_mark
+from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
 c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
 assert proctree.enable_subreaper()
@@ -82,7 +83,7 @@ while len(proctree.adopted_children(set())) < 3:
     assert time.monotonic() < deadline, "the strays were not adopted"
     time.sleep(0.02)
 strays = [p.pid for p in proctree.adopted_children(set())]
-ended = asyncio.run(c._end_adopted(set(), 2.0, set(), []))
+ended = asyncio.run(c._end_adopted(set(), 2.0, _Marks(frozenset(), frozenset()), []))
 zombies = [p for p in strays if psutil.pid_exists(p)]
 print(json.dumps({"strays": strays, "ended": [e.pid for e in ended], "left": zombies}))
 """
@@ -130,7 +131,7 @@ while time.monotonic() < end:
 HOPPERS = """
 import asyncio, subprocess, sys, time
 import psutil, proctree
-from worker.containment import Containment, worker_mark
+from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
 c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
 assert proctree.enable_subreaper()
@@ -141,7 +142,7 @@ deadline = time.monotonic() + 60
 while len(proctree.adopted_children(set())) < 4:
     assert time.monotonic() < deadline, "the lineages were not adopted"
     time.sleep(0.02)
-asyncio.run(c._end_adopted(set(), 1.0, set(), []))  # one sweep
+asyncio.run(c._end_adopted(set(), 1.0, _Marks(frozenset(), frozenset()), []))  # one sweep
 """
 
 
