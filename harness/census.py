@@ -221,7 +221,8 @@ class Census:
                 for child in proc.children(recursive=True):
                     self._helpers.add((child.pid, child.create_time()))
                     self._helper_procs[child.pid] = child
-                    self._helper_sigs.add(_signature(child, self._cmdline(child)))
+                    cmdline = _after_exec(child)
+                    self._helper_sigs.add(_signature(child, cmdline))
             except psutil.Error:
                 pass
 
@@ -1095,6 +1096,19 @@ def _signature(
     except psutil.Error:
         env = None
     return tuple(cmdline), env
+
+
+def _after_exec(proc: psutil.Process) -> list[str]:
+    """Its argv, waiting up to MID_EXEC_WAIT_S while it reads empty: a helper caught in its
+    exec (a worker that has just started its guardian) would otherwise leave an empty
+    signature, and its replacement, started alike, would be taken for the run's (a CI
+    failure of test_only_the_workers_own_guardian_is_a_helper)."""
+    deadline = time.monotonic() + MID_EXEC_WAIT_S
+    while True:
+        cmdline = Census._cmdline(proc)
+        if cmdline or time.monotonic() >= deadline or not _running(proc):
+            return cmdline
+        time.sleep(0.01)
 
 
 def _running(proc: psutil.Process) -> bool:
