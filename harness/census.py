@@ -221,8 +221,7 @@ class Census:
                 for child in proc.children(recursive=True):
                     self._helpers.add((child.pid, child.create_time()))
                     self._helper_procs[child.pid] = child
-                    cmdline = _after_exec(child)
-                    self._helper_sigs.add(_signature(child, cmdline))
+                    self._helper_sigs.add(_signature(child, _after_exec(child)))
             except psutil.Error:
                 pass
 

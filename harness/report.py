@@ -68,9 +68,7 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     for e in sorted(
         leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0)
     ):
-        cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry made it printable
-        if len(cmd) > width:  # said, so that a cut argument is not read as the real one
-            cmd = cmd[: width - 1] + "…"
+        cmd = _cut(" ".join(e.get("cmdline") or []) or "?", width)  # leak_entry: printable
         extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
@@ -80,6 +78,8 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
 
 
 def _cut(text: str, size: int) -> str:
+    """At most `size` characters; a cut one says so, so that a cut argument is not read as
+    the real one."""
     return text if len(text) <= size else text[: size - 1] + "…"
 
 

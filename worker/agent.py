@@ -140,9 +140,7 @@ class Observer:
     async def _read_stdout(self) -> None:
         try:
             while True:
-                line = await self._lines.next_line()
-                if not line.strip():
-                    continue
+                line = await self._lines.next_line()  # never blank (BoundedLines skips them)
                 size = len(line)
                 while self._queued_bytes and self._queued_bytes + size > self.max_line:
                     self._room.clear()
