@@ -24,11 +24,11 @@ class PipeSafe:
         if not self.broken:
             try:
                 self._stream.write(text)
-                # Now, not at some later write or at exit (where a failed flush of a pipe
-                # makes Python exit 120): the break is seen here, where it can be handled.
-                self._stream.flush()
             except BrokenPipeError:
                 self._drop()
+        # Now, not at some later write or at exit (where a failed flush of a pipe makes
+        # Python exit 120): the break is seen here, where it can be handled.
+        self.flush()
         return len(text)
 
     def flush(self) -> None:
