@@ -117,7 +117,11 @@ def start_tree(
     hop_setsid: bool = False,
     contained: bool = True,
     env: Mapping[str, str] | None = None,
+    launcher: bool = False,
 ) -> Tree:
+    """A tree of tree_prog. `launcher`: spawned through proctree's launcher (the worker's way),
+    which enters its cgroup cell before its exec; else the cell is entered by after_spawn, and
+    what the root forks before that (under load, its escapee) stays outside."""
     report = tmp_path / f"report-{secrets.token_hex(4)}.txt"
     argv = [sys.executable, str(PROG), "--report", str(report), "--token", token]
     argv += ["--children", str(children), "--grandchildren", str(grandchildren)]
@@ -135,10 +139,11 @@ def start_tree(
     kwargs: dict[str, Any] = {}
     opts = None
     if contained:
-        opts = proctree.spawn_options(mark or "unmarked", env=env)
+        opts = proctree.spawn_options(mark or "unmarked", env=env, argv=argv if launcher else None)
         kwargs.update(opts)
         if mark is None:
             kwargs["env"].pop(proctree.MARK_ENV, None)
+        argv = opts.argv or argv
     elif env is not None:
         kwargs["env"] = dict(env)
     popen = subprocess.Popen(argv, stdin=subprocess.PIPE, **kwargs)

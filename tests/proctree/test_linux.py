@@ -329,7 +329,10 @@ def test_a_cgroup_cell_holds_an_escapee_with_nothing_to_know_it_by(run: Runner) 
     if not proctree.enable_cgroups(f"test-{run.token}"):
         pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
     try:
-        held = run.start(mark=None, escape=True, scrub_escapee=True, ignore_term=True)
+        # Through the launcher: in its cell before its exec, so its escapee is born inside.
+        held = run.start(
+            mark=None, escape=True, scrub_escapee=True, ignore_term=True, launcher=True
+        )
         (escapee,) = held.ids("escapee")
         cell = held.containment.cgroup
         assert cell is not None and cell.parent == proctree.cgroups_enabled()
