@@ -667,7 +667,8 @@ class Census:
                 continue
             fresh.append((ct, pid, proc, ppid))
         if track:
-            fresh.sort()  # parents before their children: a new chain is judged in one sample
+            fresh = _parents_first(fresh)  # a new chain is judged in one sample
+        waiting: set[int] = set()  # undecided in this sample
         for ct, pid, proc, ppid in fresh:
             rec = self._find(pid, ct)
             ours = rec is not None
@@ -676,8 +677,14 @@ class Census:
             if not ours:
                 ours, cmdline = self._is_ours(proc)
             if not ours and ppid is not None:
+                if ppid in waiting:
+                    # Its parent is judged later (below): so is it, or it would be taken for
+                    # no child of the run's for good (a blanked observer's children were).
+                    waiting.add(pid)
+                    continue
                 cmdline = cmdline or self._cmdline(proc)
                 if self._mid_exec(pid, ct, ppid, cmdline, proc, now):
+                    waiting.add(pid)
                     continue  # judged at a later sample, once its argv can be read
                 ours, parent = self._descends(pid, ct, ppid, cmdline, proc)
                 if not ours and ppid == self.worker_pid and pid != self.worker_pid:
@@ -1108,6 +1115,26 @@ def _after_exec(proc: psutil.Process) -> list[str]:
         if cmdline or time.monotonic() >= deadline or not _running(proc):
             return cmdline
         time.sleep(0.01)
+
+
+def _parents_first(
+    fresh: list[tuple[float, int, psutil.Process, int | None]],
+) -> list[tuple[float, int, psutil.Process, int | None]]:
+    """Oldest first, but each process after its parent when both are new: by their links, as
+    neither create time (10 ms ticks) nor pid (pids wrap: a child 300 of a parent 32767) can
+    order a parent and the child it forked at once."""
+    by_pid = {entry[1]: entry for entry in sorted(fresh, key=lambda e: (e[0], e[1]))}
+    out: list[tuple[float, int, psutil.Process, int | None]] = []
+    placed: set[int] = set()
+    for pid in by_pid:
+        chain: list[int] = []
+        at: int | None = pid
+        while at is not None and at in by_pid and at not in placed:
+            placed.add(at)  # also ends a loop of links read at different moments
+            chain.append(at)
+            at = by_pid[at][3]
+        out += [by_pid[p] for p in reversed(chain)]
+    return out
 
 
 def _running(proc: psutil.Process) -> bool:

@@ -223,3 +223,26 @@ def test_target_names_processes_the_samples_never_saw(spawn, run_id):
     killed = sweep_run(run_id, census)
     assert [k["pid"] for k in killed] == [lingering.pid]
     assert stranger.poll() is None, "a PID's new holder was touched"
+
+
+def test_new_processes_are_judged_parents_first_also_across_a_pid_wrap():
+    """(create time, pid) ordered a parent and the child it forked within one 10 ms tick by
+    pid: after a wrap (parent 32767, child 300) the child came first and, no record of its
+    parent yet, was taken for no child of the run's for good (helper-38: a leak, and a PASS)."""
+    from harness.census import _parents_first
+
+    def entry(ct: float, pid: int, ppid: int) -> tuple[float, int, None, int]:
+        return (ct, pid, None, ppid)
+
+    fresh = [
+        entry(100.0, 301, 300),  # the grandchild
+        entry(100.0, 300, 32767),  # the child, a pid after the wrap
+        entry(99.0, 5000, 1),  # older, unrelated
+        entry(100.0, 32767, 4000),  # the parent (its own parent is not new)
+        entry(100.0, 7, 8),  # two whose links read as a loop (pids reused between reads)
+        entry(100.0, 8, 7),
+    ]
+    order = [pid for _, pid, _, _ in _parents_first(fresh)]  # type: ignore[arg-type]
+    assert sorted(order) == sorted(e[1] for e in fresh)  # each once, the loop too
+    assert order.index(32767) < order.index(300) < order.index(301)
+    assert order[0] == 5000
