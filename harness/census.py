@@ -317,6 +317,14 @@ class Census:
                 return rec
         return None
 
+    def reported(self, pid: int, create_time: float) -> bool:
+        """Whether this very process is among the run's leaked, escaped or zombies."""
+        with self._lock:
+            recs = [*self.leaked, *self.escaped.values(), *self.zombies.values()]
+            return any(
+                r.pid == pid and abs(r.create_time - create_time) <= CT_TOLERANCE for r in recs
+            )
+
     def _latest(self, pid: int, before: float | None = None) -> ProcRecord | None:
         best = None
         for rec in self.records.get(pid, ()):

@@ -6,6 +6,7 @@ before each signal) and processes whose argv carries the run id token.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable, Collection
@@ -105,23 +106,11 @@ def sweep_run(
     `recorded`: (pid, create_time) of the run's processes as its record names them (a run
     killed outright): each is ended only while that very process holds the pid."""
     token = run_id_token(run_id)
-
-    def known() -> list[psutil.Process]:
-        handles = [proctree.ProcId(pid, ct).process() for pid, ct in recorded]
-        if census is not None:
-            census.read_ledger()
-            # A record known from the ledger alone has no handle yet: its identity finds it.
-            handles += [
-                r.proc or proctree.ProcId(r.pid, r.create_time).process()
-                for r in census.live_records()
-            ]
-        return [p for p in handles if p is not None]
-
     killed = end_all(
         lambda: run_processes(run_id),
         lambda proc: token in _cmdline(proc),
         timeout,
-        known=known,
+        known=lambda: _known(census, recorded),
         activity=census.ledger_size if census is not None else None,
     )
     if census is not None and census.adopting:
@@ -129,6 +118,44 @@ def sweep_run(
         seen = {(k["pid"], k["create_time"]) for k in killed}
         _end_adopted(census.own_children(), timeout, seen, killed)
     return killed
+
+
+def _known(
+    census: Census | None, recorded: Collection[tuple[int, float]] = ()
+) -> list[psutil.Process]:
+    """Handles of the run's processes known already: those its record names, the census's."""
+    handles = [proctree.ProcId(pid, ct).process() for pid, ct in recorded]
+    if census is not None:
+        census.read_ledger()
+        # A record known from the ledger alone has no handle yet: its identity finds it.
+        handles += [
+            r.proc or proctree.ProcId(r.pid, r.create_time).process() for r in census.live_records()
+        ]
+    return [p for p in handles if p is not None]
+
+
+def wait_unjudged_gone(run_id: str, census: Census, timeout: float) -> None:
+    """Wait (<= timeout) until no process of the run runs but those the census has judged: a
+    worker's stop may leave its observers a moment to die (their parent-death signal). What
+    runs after it outlived the stop by more than the run's grace, unseen: a leak all the same,
+    which the exit sweep that follows ends and names."""
+    deadline = time.monotonic() + timeout
+    while True:
+        procs = _known(census) + run_processes(run_id, skip_zombies=True)
+        if census.adopting:
+            procs += proctree.adopted_children(census.own_children())
+        left = [p for p in _running(procs) if not census.reported(p.pid, _create_time(p))]
+        remaining = deadline - time.monotonic()
+        if not left or remaining <= 0:
+            return
+        psutil.wait_procs(left, timeout=min(0.2, remaining))
+
+
+def _create_time(proc: psutil.Process) -> float:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return 0.0
 
 
 def end_all(
@@ -187,18 +214,40 @@ def _stop_then_kill(
     for proc in live:
         try:
             ident = (proc.pid, proc.create_time())
+            facts = _facts(proc)  # read while it is stopped, for the report
             proc.kill()
         except psutil.Error:
             continue
         done.append(proc)
-        _record(ident[0], ident[1], seen, killed)
+        _record(ident[0], ident[1], seen, killed, facts)
     return done
 
 
-def _record(pid: int, create_time: float, seen: set[tuple[int, float]], killed: list[dict]) -> None:
+def _facts(proc: psutil.Process) -> dict:
+    """What a report says of a process the sweep killed: its parent, RSS and argv (each None
+    where it cannot be read)."""
+    out: dict = {"ppid": None, "rss": None, "cmdline": None}
+    with proc.oneshot():
+        for key, read in (
+            ("ppid", proc.ppid),
+            ("rss", lambda: proc.memory_info().rss),
+            ("cmdline", lambda: proctree.cmdline(proc)),
+        ):
+            with contextlib.suppress(psutil.Error):
+                out[key] = read()
+    return out
+
+
+def _record(
+    pid: int,
+    create_time: float,
+    seen: set[tuple[int, float]],
+    killed: list[dict],
+    facts: dict | None = None,
+) -> None:
     if not any(pid == p and abs(create_time - c) <= CT_TOLERANCE for p, c in seen):
         seen.add((pid, create_time))
-        killed.append({"pid": pid, "create_time": create_time})
+        killed.append({"pid": pid, "create_time": create_time, **(facts or {})})
 
 
 def _end_adopted(

@@ -53,6 +53,31 @@ def leak_entry(
     }
 
 
+# Why a process the census never saw is in the report's leaks (see swept_leak_entry).
+UNSEEN_REASON = "alive after the worker's stop and the grace; unseen by the census until then"
+
+
+def swept_leak_entry(killed: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """A process of the run that the exit sweep killed and the census had no record of, as the
+    report lists a leak (its facts as the sweep read them, stopped before its kill)."""
+    now = time.time() if now is None else now
+    return {
+        "pid": killed["pid"],
+        "create_time": killed["create_time"],
+        "ppid": killed.get("ppid"),
+        "rss": killed.get("rss"),
+        "age": round(now - killed["create_time"], 3),
+        "cmdline": printable_argv(killed.get("cmdline") or []),
+        "scenario": None,
+        "role": None,
+        "session": None,
+        "escaped": False,
+        "reason": UNSEEN_REASON,
+        "observed": True,
+        "status": "killed",
+    }
+
+
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     """PID PPID RSS ELAPSED COMMAND, as in issue #603's table; a soak's leaks also say their
     session and fault scenario (to tell which kind of session leaks without report.json)."""

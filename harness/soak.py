@@ -27,7 +27,7 @@ import aiohttp
 import proctree
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least, run_id_arg
 from harness.census import Census, ProcRecord
-from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
+from harness.cleanup import end_live_runs, live_run, run_over, sweep_run, wait_unjudged_gone
 from harness.interrupts import shielded
 from harness.progress import Progress
 from harness.report import (
@@ -38,6 +38,7 @@ from harness.report import (
     leaks_table,
     peak_text,
     slopes_text,
+    swept_leak_entry,
     write_json,
     write_report,
     zombies_text,
@@ -437,6 +438,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     messages: dict[str, int] | None = None
     t_start = time.time()
     tasks: list[asyncio.Task[Any]] = []
+    judged = False  # the census's last judgement was made (the run was not cut off before)
     with contextlib.ExitStack() as shield:
         try:
             if config.claude is not None:
@@ -489,6 +491,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 if worker_alive and run.cut_short is None:
                     messages = await _messages(target, http)
             await asyncio.to_thread(census.finish)
+            judged = True
         except (asyncio.CancelledError, KeyboardInterrupt):
             # KeyboardInterrupt: SIGTERM to a harness started with SIGINT ignored (interrupts).
             interrupted = True
@@ -509,6 +512,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 await target.stop()
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"stopping the target failed: {exc}")
+            if judged:
+                await asyncio.to_thread(wait_unjudged_gone, run_id, census, config.grace)
             swept = await asyncio.to_thread(sweep_run, run_id, census)
             census.stop()
             run_over(run_id)
@@ -665,6 +670,10 @@ def _build_report(
     slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
     slope_points = min(total_slope["points"], worker_slope["points"])
     leaked = [leak_entry(r, census.session_of(r), exited_as="exited") for r in census.leaked]
+    # Processes of the run the census never saw, still there after the worker's stop and the
+    # grace (a backstop for any blind spot: they were leaks all the same).
+    unseen = [k for k in swept if not census.reported(k["pid"], k["create_time"])]
+    leaked += [swept_leak_entry(k) for k in unseen]
     # Each zombie seen, and whether it was reaped after all (only the others fail the run).
     zombies_end = [
         {**leak_entry(r, census.session_of(r)), "reaped": r.reaped} for r in census.zombies.values()
@@ -679,7 +688,8 @@ def _build_report(
     # Only the fake writes the ledger: with the user's own claude, no figure (None).
     starts = census.claude_starts if config.claude is None else None
     verdict = judge(
-        leaked_count=len(leaked),
+        leaked_count=len(census.leaked),
+        unseen_count=len(unseen),
         zombies_at_end=sum(1 for r in census.zombies.values() if not r.reaped),
         descendants_end=descendants_end,
         descendants_baseline=baseline,

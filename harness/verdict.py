@@ -207,6 +207,7 @@ def worker_death(exit_status: int | None) -> str:
 def judge(
     *,
     leaked_count: int,
+    unseen_count: int = 0,
     zombies_at_end: int,
     descendants_end: int,
     descendants_baseline: int,
@@ -231,7 +232,7 @@ def judge(
     if harness_errors:
         return Verdict(ERROR, [f"harness error: {e}" for e in harness_errors])
     died = None if worker_alive else worker_death(worker_exit)
-    if completed == 0 and not (leaked_count or zombies_at_end or cut_short):
+    if completed == 0 and not (leaked_count or unseen_count or zombies_at_end or cut_short):
         # The worker's death is most often why: say so beside it.
         return Verdict(ERROR, ["no session completed: nothing was tested", *filter(None, [died])])
     if claude_starts == 0:
@@ -245,6 +246,11 @@ def judge(
     reasons = ["no session completed"] if completed == 0 else []
     if leaked_count:
         reasons.append(f"{leaked_count} process(es) leaked (alive past their session's end+grace)")
+    if unseen_count:
+        reasons.append(
+            f"{unseen_count} process(es) of the run outlived the worker's stop by more than the "
+            "grace, unseen by the census until the harness's exit sweep ended them (in leaks.txt)"
+        )
     if zombies_at_end:
         reasons.append(f"{zombies_at_end} zombie(s) left unreaped")
     if descendants_end > descendants_baseline:
