@@ -18,6 +18,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 
@@ -35,6 +36,12 @@ _DEADLINE_S = 5.0  # xdist workers and slow exits get this long to go before the
 _started_key = pytest.StashKey[float]()
 _tmp_key = pytest.StashKey[str]()
 
+
+# A suite started in the background of a non-interactive shell (`pytest ... &`) inherits SIGINT
+# ignored, and so would every program its tests interrupt with Ctrl-C, which then runs on: the
+# tests of Ctrl-C need the default back. (Each xdist worker imports this file too.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 PACKAGES = ("proctree", "harness", "worker", "fake_claude")
 
