@@ -59,6 +59,11 @@ async def _bare_session(shim: Path, index: int, turns: int = BARE_TURNS_PER_SESS
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         limit=16 * 1024 * 1024,
+        # In a session of its own, as the worker starts each observer (proctree's spawn options):
+        # where the scheduler groups processes by session (Linux's autogroup), the bare fakes
+        # would otherwise share one group with this driver, and another load on the machine
+        # would take a larger share of their CPU than of the soak's.
+        start_new_session=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
