@@ -13,11 +13,15 @@ a session-wide object a test filled lazily), and that one's own tree, is reporte
 at the session's end, so that the later tests that reuse it do not fail for it.
 
 How a process is tied to a test:
+- the parent chain: processes seen as descendants of this pytest process (at every change of
+  owner, and by a sampler thread while a test runs) inherit the owner of their parent, keyed by
+  identity ``(pid, create_time)``; pytest's own children belong to the owner current then;
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
-  and inherited by its children; it finds reparented (escaped) descendants too;
-- where the environment is unreadable or was scrubbed, the parent chain: processes seen as
-  descendants of this pytest process (at the test's start and end, and by a sampler thread while it
-  runs) inherit the owner of their parent, keyed by identity ``(pid, create_time)``.
+  and inherited by its children; it finds reparented (escaped) descendants. A token is taken only
+  if its owner was current when the process was created, or had ended by then (a late fork of
+  its lineage): an environment copied while another owner was current (a session fixture's
+  ``{**os.environ, ...}``) names that owner, not the test that started the process with it, which
+  is then the owner current at the process's creation.
 - a thread that a test started and left running may spawn while a later test runs, and the token
   then names the later test: where the kernel still lists the process among that thread's
   children (Linux, the thread alive), the leak is put on the test that left the thread; otherwise
@@ -43,6 +47,7 @@ This module must stay cheap to import (it is loaded by every pytest run): psutil
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import math
 import os
@@ -69,6 +74,7 @@ OUTSIDE = "no checked test (at collection, in a hook, or a thread still running 
 DEFAULT_TIMEOUT_S = 2.5
 DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
 CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
+TIMELINE_SLACK_S = 0.005  # error of a start time against the owners' timeline (_token_fits)
 ZOMBIE_SETTLE_S = 0.3  # how long a test's zombies keep the check looking (see wait_for_leaks)
 # Helpers that live as long as the pytest process itself, by design: not a test's leak.
 _LIFETIME_HELPERS = (
@@ -88,6 +94,7 @@ class Owner:
     label: str
     started: float  # time.time() at its start; its processes are created after this
     ended: bool = False
+    ended_at: float = math.inf  # time.time() when it ended
     pids_at_start: frozenset[int] = frozenset()  # any process it starts has a pid not in here
 
 
@@ -161,6 +168,18 @@ def _pids() -> set[int]:
 
 def _same(a: float, b: float) -> bool:
     return abs(a - b) <= CT_TOLERANCE_S
+
+
+def _create_time_skew() -> float:
+    """What psutil's create_time is ahead of time.time() at the process's start. On Linux it adds
+    the boot time in whole seconds (/proc/stat's btime) to the start in ticks since boot: up to
+    1 s early, which is longer than most tests last. Elsewhere it is the start as such."""
+    if sys.platform != "linux":
+        return 0.0
+    import psutil
+
+    skew = psutil.boot_time() - (time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
+    return skew if -2.0 < skew < 2.0 else 0.0  # a clock set meanwhile: better none than wrong
 
 
 def _wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -265,12 +284,16 @@ class LeakTracker:
         self.timeout = timeout
         self.interval = interval
         self.kill = kill
+        self.adopting = False  # pytest is a subreaper: its children may be adopted orphans
         self.tag = secrets.token_hex(6)
         self.root = os.getpid()
         self._state = _State(
             owners={0: Owner(0, OUTSIDE, time.time()), SESSION: Owner(SESSION, "the session", 0.0)}
         )
         self._current = 0
+        # (time.time(), owner current from then on): who ran when a process was created.
+        self._timeline: list[tuple[float, int]] = [(0.0, 0)]
+        self._skew: float | None = None  # see _create_time_skew
         self._tests_began = False
         self._just_ended: list[Owner] = []
         self._spared: list[Leak] = []  # reported, not killed: a live object still held them
@@ -292,12 +315,14 @@ class LeakTracker:
                 for identity, number in self._state.known.items():
                     if number == 0:
                         self._state.known[identity] = SESSION
+                self._timeline = [(0.0, SESSION)]
             number = max(self._state.owners) + 1
             owner = Owner(number, label, time.time(), pids_at_start=frozenset(_pids()))
             self._state.owners[number] = owner
             previous = (self._current, os.environ.get(TOKEN_VAR))
             self._current = number
             os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
+            self._timeline.append((time.time(), number))
         return owner, previous[0], previous[1]
 
     def restore(
@@ -308,6 +333,7 @@ class LeakTracker:
             if absorb:
                 self._absorb(_tree(self.root), fallback=owner.number)
             self._current = current
+            self._timeline.append((time.time(), current))
             if env_value is None:
                 os.environ.pop(TOKEN_VAR, None)
             else:
@@ -316,6 +342,7 @@ class LeakTracker:
     def end(self, owner: Owner, label: str | None = None) -> None:
         with self._lock:
             owner.ended = True
+            owner.ended_at = min(owner.ended_at, time.time())
             self._just_ended.append(owner)
             if label:
                 owner.label = label
@@ -353,19 +380,64 @@ class LeakTracker:
             return None  # another pytest process's token (xdist sibling, nested pytester run)
         return int(number)
 
+    def _started_at(self, create_time: float) -> float:
+        """A psutil create_time as the time.time() of the process's start (to 0.01 s)."""
+        if self._skew is None:
+            self._skew = _create_time_skew()
+        return create_time - self._skew
+
+    def _token_fits(self, number: int, create_time: float, *, late: bool) -> bool:
+        """Whether a process created at create_time rightly carries owner `number`'s token: that
+        owner was current then, or (if `late`) had ended by then, and the process is a late
+        fork of its lineage (a daemon, a process that keeps forking). Else the token came in an
+        environment copied while that owner was current (a session fixture's
+        ``{**os.environ, ...}``) and handed to a process that another owner started."""
+        start = self._started_at(create_time)
+        # psutil's start is cut to a clock tick (0.01 s): the process began within this span.
+        early, late_end = start - TIMELINE_SLACK_S, start + 0.01 + TIMELINE_SLACK_S
+        index = bisect.bisect_right(self._timeline, (early, math.inf)) - 1
+        for at, current in self._timeline[max(index, 0) :]:
+            if at > late_end:
+                break
+            if current == number:
+                return True
+        return late and self._state.owners[number].ended_at <= late_end
+
+    def _owner_at(self, create_time: float) -> int:
+        """The owner current when a process was created."""
+        start = self._started_at(create_time)
+        index = bisect.bisect_right(self._timeline, (start, math.inf)) - 1
+        return self._timeline[max(index, 0)][1]
+
     def _absorb(self, tree: dict[int, Proc], *, fallback: int) -> None:
         """Give every descendant we have not seen yet an owner (parents before children)."""
         known = self._state.known
         for proc in sorted(tree.values(), key=lambda item: item.create_time):
-            if proc.identity in known:
-                continue
-            owner = self._owner_from_env(proc.pid)
-            if owner is None:
-                parent = tree.get(proc.ppid)
-                owner = known.get(parent.identity) if parent else None
-            if owner is None:
-                owner = self._owner_by_leader(proc)
-            known[proc.identity] = fallback if owner is None else owner
+            # Its unknown ancestors first: create times tie within a clock tick.
+            chain: list[Proc] = []
+            link: Proc | None = proc
+            while link is not None and link.identity not in known and link not in chain:
+                chain.append(link)
+                link = tree.get(link.ppid)
+            for new in reversed(chain):
+                known[new.identity] = self._owner_in_tree(new, tree, fallback)
+
+    def _owner_in_tree(self, proc: Proc, tree: dict[int, Proc], fallback: int) -> int:
+        known = self._state.known
+        parent = tree.get(proc.ppid)
+        if parent is not None and parent.identity in known:
+            # Its parent's: the environment may be a copy made while another owner was current,
+            # the parent chain is not.
+            return known[parent.identity]
+        token = self._owner_from_env(proc.pid)
+        if token is not None and token != fallback:
+            # A child of pytest's own was started by the owner current now (a scan runs at
+            # every change of owner), unless pytest, a subreaper, adopted an orphan.
+            late = proc.ppid != self.root or self.adopting
+            token = token if self._token_fits(token, proc.create_time, late=late) else None
+        if token is None:
+            token = self._owner_by_leader(proc)
+        return fallback if token is None else token
 
     def _owner_by_leader(self, proc: Proc) -> int | None:
         """The owner of a known, older process that leads this one's session or group. The
@@ -381,6 +453,20 @@ class LeakTracker:
             if pid in leaders and create_time <= proc.create_time + CT_TOLERANCE_S:
                 return number
         return None
+
+    def _owner_of_parent(self, pid: int) -> int | None:
+        """The owner of this process's parent, if that is a process we know."""
+        import psutil
+
+        try:
+            parent = psutil.Process(pid).parent()
+            return (
+                None
+                if parent is None
+                else self._state.known.get((parent.pid, parent.create_time()))
+            )
+        except psutil.Error:
+            return None
 
     def sample(self) -> None:
         with self._lock:
@@ -427,6 +513,10 @@ class LeakTracker:
             if create_time + 1.0 < since:
                 continue
             owner = self._owner_from_env(pid)
+            if owner is not None and not self._token_fits(owner, create_time, late=True):
+                owner = self._owner_of_parent(pid)
+                if owner is None:  # a copied environment: the owner who started it
+                    owner = self._owner_at(create_time)
             if owner is not None:
                 state.known[(pid, create_time)] = owner
         out = []
@@ -728,6 +818,7 @@ class LeakCheckPlugin:
         self._item: pytest.Item | None = None  # the checked test now running, if any
         self.threads = LingeringThreads()
         self.subreaper = _become_subreaper() if config.getoption("leak_check_subreaper") else None
+        self.tracker.adopting = self.subreaper == "on"
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
         adopting = f", subreaper {self.subreaper}" if self.subreaper else ""
@@ -896,6 +987,7 @@ class LeakCheckPlugin:
                 # they outlive pytest as surely as a test's. With marked tests only, not ours.
                 if owner.number > 0 or (owner.number == 0 and self.everywhere):
                     owner.ended = True
+                    owner.ended_at = min(owner.ended_at, time.time())
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         try:
             self._end_session(session, reporter, interrupted)

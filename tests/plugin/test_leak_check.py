@@ -1000,3 +1000,58 @@ def test_a_ctrl_c_during_the_last_wait_ends_what_it_found(
     assert "Traceback" not in text, text
     assert "still running at session end" in text
     assert wait_until_gone(marker) == []
+
+
+ENV_COPIED_BY_A_FIXTURE = """
+# Starts a detached grandchild and exits: the grandchild is found by its token alone.
+MIDDLE = (
+    "import subprocess, sys;"
+    "p = subprocess.Popen([sys.executable, '-c', sys.argv[1], '600', sys.argv[3]],"
+    " start_new_session=True);"
+    "open(sys.argv[2], 'w').write(str(p.pid))"
+)
+
+@pytest.fixture(scope="session")
+def child_env():
+    # One environment for every subprocess of the suite, copied with the fixture's token in it.
+    return {**os.environ, "APP_MODE": "test"}
+
+def test_a_clean(child_env):
+    subprocess.run([sys.executable, "-c", "pass"], env=child_env, check=True)
+    time.sleep(0.2)  # not a condition: the fixture's setup is well before the next spawn
+
+def test_b_leaks(child_env):
+    proc = subprocess.Popen([sys.executable, "-c", SLEEP, "600", MARKER], env=child_env)
+    (OUT / "b.pid").write_text(str(proc.pid))
+
+def test_c_orphans(child_env):
+    args = [sys.executable, "-c", MIDDLE, SLEEP, str(OUT / "c.pid"), MARKER]
+    subprocess.run(args, env=child_env, check=True)
+
+def test_d_innocent():
+    pass
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="start_new_session")
+@pytest.mark.parametrize("subreaper", [False, True])
+def test_a_token_in_a_copied_environment_does_not_move_the_blame(
+    pytester: pytest.Pytester, marker: str, subreaper: bool
+) -> None:
+    """A session fixture's copy of os.environ carries the fixture's token: the children that
+    tests started with it were put on the fixture, and reported at a later, innocent test's
+    teardown."""
+    if subreaper and sys.platform != "linux":
+        pytest.skip("a child subreaper is Linux-only")
+    out = write_tests(pytester, marker, ENV_COPIED_BY_A_FIXTURE)
+    extra = ["--leak-check-subreaper"] if subreaper else []
+    result = pytester.runpytest_subprocess("--leak-check", *extra, *INNER_ARGS, timeout=120)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_b_leaks", "test_c_orphans"}, result.stdout.str()
+    for name, pid in (("test_b_leaks", pid_of(out, "b")), ("test_c_orphans", pid_of(out, "c"))):
+        section = errors[name]
+        assert f"started by test_inner.py::{name}:" in section, section
+        assert str(pid) in section, section
+        assert "child_env" not in section, section
+    result.assert_outcomes(passed=4, errors=2)
+    assert wait_until_gone(marker) == []
