@@ -529,7 +529,9 @@ class LeakTracker:
     def find_leaks(
         self, since: float, baseline: frozenset[int], fallback: int = 0
     ) -> tuple[list[Leak], int]:
-        """Leaked processes of ended owners now, and how many zombies were skipped."""
+        """Leaked processes of ended owners now, and how many zombies were seen for the first
+        time (each then settled: a zombie never runs again, and one kept for the session, a
+        finished Popen never waited for, kept every later check looking ZOMBIE_SETTLE_S)."""
         import psutil
 
         import proctree
@@ -546,6 +548,7 @@ class LeakTracker:
                         # A leader that reads as a zombie may run on in another thread.
                         if proctree.exited(handle):
                             zombies += 1
+                            self._state.settled.add(proc.identity)
                             continue
                         try:
                             cmdline = " ".join(proctree.cmdline(handle)) or handle.name()
@@ -571,13 +574,15 @@ class LeakTracker:
         start = time.monotonic()
         deadline = start + timeout
         delay = 0.01
+        settle_until = start
         while True:
             leaks, zombies = self.find_leaks(*window, fallback=fallback)
             now = time.monotonic()
-            # A zombie of the test's may be the middle of a double fork whose daemon is not
-            # forked yet: looked at again for a moment (it was missed one time in three).
-            settling = zombies and now - start < ZOMBIE_SETTLE_S
-            if (not leaks and not settling) or now >= deadline:
+            # A new zombie may be the middle of a double fork whose daemon is not forked yet:
+            # looked at again for a moment (it was missed one time in three).
+            if zombies:
+                settle_until = start + ZOMBIE_SETTLE_S
+            if (not leaks and now >= settle_until) or now >= deadline:
                 return leaks, now - start
             time.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.2)

@@ -1055,3 +1055,47 @@ def test_a_token_in_a_copied_environment_does_not_move_the_blame(
         assert "child_env" not in section, section
     result.assert_outcomes(passed=4, errors=2)
     assert wait_until_gone(marker) == []
+
+
+A_ZOMBIE_KEPT = """
+KEEP = []
+
+def test_a_keeps_a_finished_popen():
+    # A helper that ran to completion, its Popen kept (a cache) and never waited for: a zombie.
+    import psutil
+
+    KEEP.append(subprocess.Popen([sys.executable, "-c", "pass", MARKER]))
+    end = time.monotonic() + 60
+    while psutil.Process(KEEP[0].pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < end, "the helper never exited"
+        time.sleep(0.02)
+
+@pytest.mark.parametrize("i", range(10))
+def test_trivial(i):
+    pass
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a zombie")
+def test_a_zombie_kept_for_the_session_does_not_slow_every_later_check(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Every look counted it again, and each later test's check kept looking for
+    ZOMBIE_SETTLE_S (30 trivial tests: 0.3 s without the plugin, 10.6 s with it)."""
+    import xml.etree.ElementTree as ET
+
+    from harness.pytest_plugin import ZOMBIE_SETTLE_S
+
+    write_tests(pytester, marker, A_ZOMBIE_KEPT)
+    result = pytester.runpytest_subprocess("--leak-check", "--junitxml=out.xml", *INNER_ARGS)
+    result.assert_outcomes(passed=11)
+    waits = {
+        case.get("name"): float(prop.get("value"))
+        for case in ET.parse(pytester.path / "out.xml").iter("testcase")
+        for prop in case.iter("property")
+        if prop.get("name") == "leak_check_wait_s"
+    }
+    trivial = [wait for name, wait in waits.items() if name.startswith("test_trivial")]
+    assert len(trivial) == 10, waits
+    # Each settled at once; a look itself takes milliseconds (a few slow ones: a loaded machine).
+    assert sum(wait >= ZOMBIE_SETTLE_S for wait in trivial) <= 2, waits
