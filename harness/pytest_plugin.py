@@ -4,8 +4,10 @@ Enable it for every test with ``pytest --leak-check``, for one test with
 ``@pytest.mark.leak_check`` (``@pytest.mark.leak_check(enabled=False)`` opts out), or by requesting
 the ``leak_check`` fixture. After the test's teardown, every process the test started that is still
 alive (not a zombie) is a leak: the test gets an error at teardown naming each one (pid, age,
-command line), and the plugin kills them so the next test starts clean. It never reaps them: a
-killed child of pytest itself stays a zombie until its owner (a Popen, pexpect, asyncio) waits.
+command line), and the plugin kills them so the next test starts clean: stopped, then killed, then
+looked for again until quiet (a process that forks and exits lives on under new pids). It never
+reaps them: a killed child of pytest itself stays a zombie until its owner (a Popen, pexpect,
+asyncio) waits.
 Before killing, it runs the garbage collector once: a leak that ends then is named as such (its
 owner was left unclosed in a reference cycle, and only its finalizer ended it). A leak that a live
 object still holds (a ``*Popen``: subprocess's, multiprocessing's, loky's; a ptyprocess: in a cache,
@@ -75,6 +77,7 @@ DEFAULT_TIMEOUT_S = 2.5
 DEFAULT_INTERVAL_S = 1.0  # fallback sampler only: the token does the main work
 CT_TOLERANCE_S = 0.01  # create_time comparison tolerance (docs/contracts.md)
 TIMELINE_SLACK_S = 0.005  # error of a start time against the owners' timeline (_token_fits)
+SWEEP_S = 5.0  # how long killing a leak's lineage may take (LeakTracker._sweep)
 ZOMBIE_SETTLE_S = 0.3  # how long a test's zombies keep the check looking (see wait_for_leaks)
 # Helpers that live as long as the pytest process itself, by design: not a test's leak.
 _LIFETIME_HELPERS = (
@@ -116,6 +119,7 @@ class Leak:
     create_time: float
     cmdline: str
     owner: str
+    number: int = field(default=0, compare=False)  # the owner's (the label may say more)
 
     @property
     def age_s(self) -> float:
@@ -149,6 +153,29 @@ def _tree(root: int) -> dict[int, Proc]:
         except psutil.Error:
             continue  # gone meanwhile
     return tree
+
+
+def _handle(proc: Proc) -> psutil.Process | None:
+    """A handle on this very process, if it still runs."""
+    import psutil
+
+    try:
+        handle = psutil.Process(proc.pid)
+        return handle if _same(handle.create_time(), proc.create_time) else None
+    except psutil.Error:
+        return None
+
+
+def _under(proc: psutil.Process, pids: Collection[int]) -> bool:
+    """Whether proc is one of pids or descends from one of them."""
+    import psutil
+
+    if not pids:
+        return False
+    try:
+        return proc.pid in pids or any(parent.pid in pids for parent in proc.parents())
+    except psutil.Error:
+        return False
 
 
 def _alive(pid: int, create_time: float) -> bool:
@@ -454,6 +481,15 @@ class LeakTracker:
                 return number
         return None
 
+    def _owner_by_token(self, pid: int, create_time: float) -> int | None:
+        """The owner of a process that is no descendant of ours, by the token it carries."""
+        owner = self._owner_from_env(pid)
+        if owner is not None and not self._token_fits(owner, create_time, late=True):
+            owner = self._owner_of_parent(pid)
+            if owner is None:  # a copied environment: the owner who started it
+                owner = self._owner_at(create_time)
+        return owner
+
     def _owner_of_parent(self, pid: int) -> int | None:
         """The owner of this process's parent, if that is a process we know."""
         import psutil
@@ -512,11 +548,7 @@ class LeakTracker:
                 continue
             if create_time + 1.0 < since:
                 continue
-            owner = self._owner_from_env(pid)
-            if owner is not None and not self._token_fits(owner, create_time, late=True):
-                owner = self._owner_of_parent(pid)
-                if owner is None:  # a copied environment: the owner who started it
-                    owner = self._owner_at(create_time)
+            owner = self._owner_by_token(pid, create_time)
             if owner is not None:
                 state.known[(pid, create_time)] = owner
         out = []
@@ -528,17 +560,20 @@ class LeakTracker:
 
     def find_leaks(
         self, since: float, baseline: frozenset[int], fallback: int = 0
-    ) -> tuple[list[Leak], int]:
+    ) -> tuple[list[Leak], int, int]:
         """Leaked processes of ended owners now, and how many zombies were seen for the first
         time (each then settled: a zombie never runs again, and one kept for the session, a
-        finished Popen never waited for, kept every later check looking ZOMBIE_SETTLE_S)."""
+        finished Popen never waited for, kept every later check looking ZOMBIE_SETTLE_S), and
+        how many were gone before they could be read (a lineage that forks and exits lives on
+        under a new pid: it was missed, passed and outlived pytest)."""
         import psutil
 
         import proctree
 
         leaks: list[Leak] = []
-        zombies = 0
+        zombies = vanished = 0
         with self._lock:
+            listed = _pids()
             for proc, owner in self._candidates(since, baseline, fallback):
                 try:
                     handle = psutil.Process(proc.pid)
@@ -555,6 +590,7 @@ class LeakTracker:
                         except psutil.AccessDenied:
                             cmdline = handle.name()
                 except psutil.NoSuchProcess:
+                    vanished += 1
                     continue
                 except psutil.AccessDenied:
                     cmdline = "?"
@@ -563,9 +599,37 @@ class LeakTracker:
                     self._state.settled.add(proc.identity)
                     continue
                 leaks.append(
-                    Leak(proc.pid, ppid, proc.create_time, printable(cmdline), owner.label)
+                    Leak(
+                        proc.pid,
+                        ppid,
+                        proc.create_time,
+                        printable(cmdline),
+                        owner.label,
+                        owner.number,
+                    )
                 )
-        return leaks, zombies
+            if not (leaks or zombies or vanished):
+                vanished = len(self._newborn_owners(listed))
+        return leaks, zombies, vanished
+
+    def _newborn_owners(self, listed: Collection[int]) -> set[int]:
+        """The ended owners of processes born since `listed`: a look that found nothing may have
+        fallen between two pids of a lineage that forks and exits (one gone before it was read,
+        the next born after the listing)."""
+        import proctree
+
+        found: set[int] = set()
+
+        def ours(proc: psutil.Process) -> bool:
+            with self._lock:
+                owner = self._owner_by_token(proc.pid, proc.create_time())
+            if owner is None or not self._state.owners[owner].ended:
+                return False
+            found.add(owner)
+            return True
+
+        proctree.born_since(listed, 0.0, ours)
+        return found
 
     def wait_for_leaks(
         self, window: tuple[float, frozenset[int]], timeout: float, fallback: int = 0
@@ -576,15 +640,25 @@ class LeakTracker:
         delay = 0.01
         settle_until = start
         while True:
-            leaks, zombies = self.find_leaks(*window, fallback=fallback)
+            leaks, zombies, vanished = self.find_leaks(*window, fallback=fallback)
             now = time.monotonic()
             # A new zombie may be the middle of a double fork whose daemon is not forked yet:
             # looked at again for a moment (it was missed one time in three).
             if zombies:
-                settle_until = start + ZOMBIE_SETTLE_S
-            if (not leaks and now >= settle_until) or now >= deadline:
+                settle_until = max(settle_until, start + ZOMBIE_SETTLE_S)
+            # One that ended just now may have forked first: its lineage lives on under a pid
+            # this look did not read. Looked at again, if need be a moment past the deadline
+            # (a process that forks and exits was missed when the last look fell in between).
+            ended_now = zombies or vanished
+            if vanished:
+                settle_until = max(settle_until, now + ZOMBIE_SETTLE_S)
+            if leaks and now >= deadline:
                 return leaks, now - start
-            time.sleep(min(delay, deadline - now))
+            if not leaks and (
+                now >= deadline + ZOMBIE_SETTLE_S or (not ended_now and now >= settle_until)
+            ):
+                return leaks, now - start
+            time.sleep(max(0.005, min(delay, deadline - now)))
             delay = min(delay * 2, 0.2)
 
     def after_gc(
@@ -607,9 +681,13 @@ class LeakTracker:
                 continue
         if not handles:
             return [], {}
+        listed = _pids()
         gc.collect()
         running = {proc.pid for proc in _wait_ended(list(handles.values()), timeout)}
         collected = [leak for leak in leaks if leak.pid in handles and leak.pid not in running]
+        if collected:  # one that forked before it exited lives on: the gc did not end it
+            reborn = self._newborn_owners(listed)
+            collected = [leak for leak in collected if leak.number not in reborn]
         held = _held_by_live_objects(running)
         # A held process's own children are its business (execnet's proxy gateway is the child
         # of the gateway it runs through): spared with it.
@@ -623,9 +701,17 @@ class LeakTracker:
                 held[pid] = f"in the tree of {holder}"
         return collected, held
 
-    def settle(self, leaks: Iterable[Leak], spare: Collection[int] = ()) -> list[Leak]:
-        """Mark leaks reported and, if configured, kill them and their trees, except the pids in
-        spare (ended at the session's end instead: end_spared); returns the survivors."""
+    def settle(
+        self,
+        leaks: Iterable[Leak],
+        spare: Collection[int] = (),
+        *,
+        window: tuple[float, frozenset[int]] = (0.0, frozenset()),
+        fallback: int = 0,
+    ) -> list[Leak]:
+        """Mark leaks reported and, if configured, kill them, their trees and whatever of their
+        owners' a fresh look at `window` still finds, except the pids in spare (ended at the
+        session's end instead: end_spared) and their trees; returns what still runs."""
         import psutil
 
         leaks = list(leaks)
@@ -646,16 +732,74 @@ class LeakTracker:
                 victims.append(proc)
             except psutil.Error:
                 continue
-        # Stopped first, then killed: a process that forks and exits would have a new pid by
-        # the time its old one is killed; stopped, it forks no more.
-        for action in ("suspend", "kill"):
-            for victim in victims:
-                try:
-                    getattr(victim, action)()
-                except psutil.Error:
-                    pass
-        alive_pids = {p.pid for p in _wait_ended(victims, timeout=5.0)}
-        return [leak for leak in leaks if leak.pid in alive_pids]
+        owners = {leak.number for leak in leaks if leak.pid not in spare}
+        return self._sweep(victims, owners, set(spare), window, fallback)
+
+    def _sweep(
+        self,
+        victims: list[psutil.Process],
+        owners: set[int],
+        spare: set[int],
+        window: tuple[float, frozenset[int]],
+        fallback: int,
+    ) -> list[Leak]:
+        """Stop, then kill, the victims and then what a fresh look finds of these owners', until
+        QUIET_LOOKS looks in a row find nothing (harness.cleanup's sweep; its end_all waits
+        with psutil.wait_procs, which would reap a child a Popen still owns). A process that
+        forks and exits was gone by the time its old pid was killed, and its lineage ran on,
+        past pytest, while the report said "killed them". Returns what still runs."""
+        import psutil
+
+        import proctree
+        from harness.cleanup import QUIET_LOOKS, _running, _stop_then_kill
+
+        def lineage() -> list[psutil.Process]:
+            with self._lock:
+                found = self._candidates(*window, fallback=fallback)
+            handles = (_handle(proc) for proc, owner in found if owner.number in owners)
+            return _running([h for h in handles if h is not None and not _under(h, spare)])
+
+        def ours(proc: psutil.Process) -> bool:
+            try:
+                with self._lock:
+                    owner = self._owner_by_token(proc.pid, proc.create_time())
+            except psutil.Error:
+                return False
+            return owner in owners and not _under(proc, spare)
+
+        seen: set[Identity] = set()
+        killed: list[dict[str, float]] = []
+        ended: list[psutil.Process] = []
+        deadline = time.monotonic() + SWEEP_S
+        quiet = 0
+        while quiet < QUIET_LOOKS and time.monotonic() < deadline:
+            listed = set(psutil.pids())
+            live = _stop_then_kill(victims, seen, killed)
+            found = lineage()
+            if not found and not live:  # one that forked during the look: born since
+                born, _ = proctree.born_since(listed, 0.0, ours)
+                found = [proc for proc in (pid_id.process() for pid_id in born) if proc]
+            live += _stop_then_kill(found, seen, killed)
+            ended += live
+            quiet = 0 if live else quiet + 1
+            _wait_ended(live, 0.5)
+            victims = []
+        left = _wait_ended(ended, 1.0) + lineage()
+        return [self._as_leak(proc) for proc in left]
+
+    def _as_leak(self, proc: psutil.Process) -> Leak:
+        import psutil
+
+        import proctree
+
+        try:
+            identity = (proc.pid, proc.create_time())
+            ppid, cmdline = proc.ppid(), " ".join(proctree.cmdline(proc)) or proc.name()
+        except psutil.Error:
+            return Leak(proc.pid, -1, 0.0, "?", "?")
+        number = self._state.known.get(identity, 0)
+        label = self._state.owners[number].label
+        return Leak(proc.pid, ppid, identity[1], printable(cmdline), label, number)
 
     def end_spared(self) -> list[Leak]:
         """At the session's end, every fixture torn down: kill the spared leaks still running
@@ -719,6 +863,15 @@ def held_note(held: dict[int, str]) -> str:
         f"note: leak-check left {len(held)} of them running: a live object still holds each "
         f"({pids}), so later tests may still use them (a cache, or a session-wide object that "
         "this test filled); they are ended at the session's end"
+    )
+
+
+def survivors_note(survivors: list[Leak]) -> str:
+    shown = "; ".join(f"{leak.pid} ({leak.cmdline[:80]})" for leak in survivors[:5])
+    more = f" and {len(survivors) - 5} more" if len(survivors) > 5 else ""
+    return (
+        f"note: {len(survivors)} of them or of their lineage still ran after leak-check's "
+        f"sweep ({SWEEP_S:g} s): {shown}{more}"
     )
 
 
@@ -939,7 +1092,7 @@ class LeakCheckPlugin:
             return None
         leaks, doubtful = self._blame_threads(leaks, owner.label, suspects)
         collected, held = self.tracker.after_gc(leaks)
-        survivors = self.tracker.settle(leaks, spare=held)
+        survivors = self.tracker.settle(leaks, spare=held, window=window, fallback=owner.number)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
         # With a thread of an earlier test alive meanwhile, the token says less (see doubt()).
@@ -954,6 +1107,7 @@ class LeakCheckPlugin:
         notes = [gc_note(collected)] if collected else []
         notes += [held_note(held)] if held and self.tracker.kill else []
         notes += [doubt(doubtful)] if doubtful else []
+        notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
         return "\n".join([text, *notes])
 
     @staticmethod
@@ -1043,6 +1197,7 @@ class LeakCheckPlugin:
                 killed=self.tracker.kill and not survivors,
             )
             notes = [gc_note(collected)] if collected else []
+            notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
             if reporter is not None:
                 reporter.write_line("\n".join([text, *notes]), red=True)
             if session.exitstatus == pytest.ExitCode.OK:

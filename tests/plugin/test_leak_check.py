@@ -1099,3 +1099,54 @@ def test_a_zombie_kept_for_the_session_does_not_slow_every_later_check(
     assert len(trivial) == 10, waits
     # Each settled at once; a look itself takes milliseconds (a few slow ones: a loaded machine).
     assert sum(wait >= ZOMBIE_SETTLE_S for wait in trivial) <= 2, waits
+
+
+HOPPER = """
+HOP = (
+    "import os, sys, time\\n"
+    "while True:\\n"
+    "    time.sleep(float(sys.argv[1]))\\n"
+    "    if os.fork() != 0:\\n"
+    "        os._exit(0)\\n"
+)
+
+def test_a_hopper():
+    # A lineage that forks and exits every {period} s (a respawning watchdog), in its own session.
+    proc = subprocess.Popen([sys.executable, "-c", HOP, "{period}", MARKER], start_new_session=True)
+    (OUT / "hopper.pgid").write_text(str(proc.pid))  # its group stays across the forks
+    time.sleep(0.2)  # not a condition: let it hop a few times
+
+def test_b_next():
+    pass
+"""
+
+
+def _end_group(pgid: int) -> None:
+    """Our inner test's hopper group, if the plugin left any of it running."""
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("period", [0.02, 0.3])
+def test_a_process_that_keeps_forking_is_reported_and_ended(
+    pytester: pytest.Pytester, marker: str, period: float
+) -> None:
+    """Each of its pids was gone a moment after a look read it: it was missed (the last look
+    fell between two pids), or reported and "killed" under its old pid while its lineage ran
+    on, past pytest."""
+    out = write_tests(pytester, marker, HOPPER.format(period=period))
+    try:
+        result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+        errors = teardown_errors(result.stdout.str())
+        assert set(errors) == {"test_a_hopper"}, result.stdout.str()
+        section = errors["test_a_hopper"]
+        assert "started by test_inner.py::test_a_hopper:" in section, section
+        assert "leak-check killed them." in section, section
+        assert "gc.collect()" not in section, section  # it was not the gc that ended it
+        assert wait_until_gone(marker, deadline_s=5) == []
+    finally:
+        _end_group(int((out / "hopper.pgid").read_text()))
