@@ -17,7 +17,8 @@ at the session's end, so that the later tests that reuse it do not fail for it.
 How a process is tied to a test:
 - the parent chain: processes seen as descendants of this pytest process (at every change of
   owner, and by a sampler thread while a test runs) inherit the owner of their parent, keyed by
-  identity ``(pid, create_time)``; pytest's own children belong to the owner current then;
+  identity ``(pid, create_time)``; pytest's own children belong to the owner current then, and
+  so do a forkserver's (it forks for whoever runs now, with the environment it started with);
 - a token in the environment (``LEAKPROOF_LEAK_CHECK=<session>.<owner>``), set while the test runs
   and inherited by its children; it finds reparented (escaped) descendants. A token is taken only
   if its owner was current when the process was created, or had ended by then (a late fork of
@@ -321,6 +322,7 @@ class LeakTracker:
         # (time.time(), owner current from then on): who ran when a process was created.
         self._timeline: list[tuple[float, int]] = [(0.0, 0)]
         self._skew: float | None = None  # see _create_time_skew
+        self._helpers: dict[Identity, bool] = {}  # pytest's children: a lifetime helper?
         self._tests_began = False
         self._just_ended: list[Owner] = []
         self._spared: list[Leak] = []  # reported, not killed: a live object still held them
@@ -452,7 +454,10 @@ class LeakTracker:
     def _owner_in_tree(self, proc: Proc, tree: dict[int, Proc], fallback: int) -> int:
         known = self._state.known
         parent = tree.get(proc.ppid)
-        if parent is not None and parent.identity in known:
+        # A forkserver forks on behalf of whoever runs now: its children are as pytest's own
+        # (their environment is the forkserver's, with the token of when it started).
+        by_helper = parent is not None and self._is_helper(parent)
+        if parent is not None and parent.identity in known and not by_helper:
             # Its parent's: the environment may be a copy made while another owner was current,
             # the parent chain is not.
             return known[parent.identity]
@@ -460,11 +465,27 @@ class LeakTracker:
         if token is not None and token != fallback:
             # A child of pytest's own was started by the owner current now (a scan runs at
             # every change of owner), unless pytest, a subreaper, adopted an orphan.
-            late = proc.ppid != self.root or self.adopting
+            late = self.adopting if proc.ppid == self.root else not by_helper
             token = token if self._token_fits(token, proc.create_time, late=late) else None
         if token is None:
             token = self._owner_by_leader(proc)
         return fallback if token is None else token
+
+    def _is_helper(self, proc: Proc) -> bool:
+        """Whether this is a helper that lives as long as pytest (_LIFETIME_HELPERS)."""
+        import psutil
+
+        import proctree
+
+        if proc.ppid != self.root:
+            return False
+        if proc.identity not in self._helpers:
+            try:
+                cmdline = " ".join(proctree.cmdline(psutil.Process(proc.pid)))
+            except psutil.Error:
+                return False  # read again next time
+            self._helpers[proc.identity] = any(name in cmdline for name in _LIFETIME_HELPERS)
+        return self._helpers[proc.identity]
 
     def _owner_by_leader(self, proc: Proc) -> int | None:
         """The owner of a known, older process that leads this one's session or group. The

@@ -1150,3 +1150,48 @@ def test_a_process_that_keeps_forking_is_reported_and_ended(
         assert wait_until_gone(marker, deadline_s=5) == []
     finally:
         _end_group(int((out / "hopper.pgid").read_text()))
+
+
+FORKSERVER_TESTS = """
+import multiprocessing
+
+def test_a_uses_it_cleanly():
+    proc = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(0,))
+    proc.start()
+    proc.join()
+
+def test_b_leaks_a_child():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.Process(target=time.sleep, args=(60,), daemon=True).start()
+
+def test_c_last():
+    pass
+"""
+
+FORKSERVER_AT_CONFIGURE = """
+import multiprocessing
+
+def pytest_configure(config):
+    # Warmed once for the run, before any test: the session's own helper.
+    multiprocessing.set_start_method("forkserver", force=True)
+    from multiprocessing import forkserver
+    forkserver.ensure_running()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the forkserver start method")
+@pytest.mark.parametrize("warmed", [False, True], ids=["started-by-a-test", "at-configure"])
+def test_a_forkserver_child_is_the_leak_of_the_test_that_asked_for_it(
+    pytester: pytest.Pytester, marker: str, warmed: bool
+) -> None:
+    """Its children were put on the forkserver's owner by their parent chain (and carry its
+    environment's token): on the test that first started it, or, warmed at configure, on the
+    session, never judged at all."""
+    write_tests(pytester, marker, FORKSERVER_TESTS)
+    if warmed:
+        pytester.makeconftest(FORKSERVER_AT_CONFIGURE)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_b_leaks_a_child"}, result.stdout.str()
+    assert "started by test_inner.py::test_b_leaks_a_child:" in errors["test_b_leaks_a_child"]
+    result.assert_outcomes(passed=3, errors=1)
