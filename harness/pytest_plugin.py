@@ -35,10 +35,11 @@ How a process is tied to a test:
   the environment pytest started with, from before the token was set): on Linux,
   ``--leak-check-subreaper`` makes pytest a child subreaper, so such orphans are reparented to
   pytest instead of init and the parent chain finds them.
-Processes started while a module/class/session fixture sets up belong to that fixture and are only
-judged after it is torn down. With ``--leak-check``, those of no checked test (a hook's, a thread's
-after its test's teardown) are judged at the session's end, once the threads tests left running
-have had up to the timeout to end. Under pytest-xdist each worker judges its own descendants
+Processes started while a module/class/session fixture sets up or tears down (within a test's
+setup or teardown) belong to that fixture and are only judged after it is torn down. With
+``--leak-check``, those of no checked test (a hook's, a thread's after its test's teardown) are
+judged at the session's end, once the threads tests left running have had up to the timeout to
+end. Under pytest-xdist each worker judges its own descendants
 only; the token carries a per-process session tag, so workers never claim each other's processes.
 
 Before failing, the check retries with backoff up to ``--leak-check-timeout`` seconds (goleak-style)
@@ -348,11 +349,16 @@ class LeakTracker:
             number = max(self._state.owners) + 1
             owner = Owner(number, label, time.time(), pids_at_start=frozenset(_pids()))
             self._state.owners[number] = owner
-            previous = (self._current, os.environ.get(TOKEN_VAR))
-            self._current = number
-            os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
-            self._timeline.append((time.time(), number))
+            previous = self._make_current(number)
         return owner, previous[0], previous[1]
+
+    def _make_current(self, number: int) -> tuple[int, str | None]:
+        """Owner `number` is current from now on; returns the owner and token it replaces."""
+        previous = (self._current, os.environ.get(TOKEN_VAR))
+        self._current = number
+        os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
+        self._timeline.append((time.time(), number))
+        return previous
 
     def restore(
         self, owner: Owner, current: int, env_value: str | None, *, absorb: bool = True
@@ -367,6 +373,12 @@ class LeakTracker:
                 os.environ.pop(TOKEN_VAR, None)
             else:
                 os.environ[TOKEN_VAR] = env_value
+
+    def resume(self, owner: Owner) -> tuple[int, str | None]:
+        """Make an owner current again (a fixture's teardown); returns what to restore()."""
+        with self._lock:
+            self._absorb(_tree(self.root), fallback=self._current)
+            return self._make_current(owner.number)
 
     def end(self, owner: Owner, label: str | None = None) -> None:
         with self._lock:
@@ -974,6 +986,20 @@ def _become_subreaper() -> str:
 
 
 _owner_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
+
+
+@dataclass
+class _FixtureOwner:
+    """A higher-scoped fixture's owner, made current again for its teardown."""
+
+    owner: Owner
+    label: str
+    previous: tuple[int, str | None] | None = None  # what to restore after its teardown
+
+    def resume(self, tracker: LeakTracker) -> None:
+        self.previous = tracker.resume(self.owner)
+
+
 # The threads alive at a checked test's start, and those earlier tests left running then.
 _threads_key = pytest.StashKey["tuple[frozenset[int], list[Lingering]]"]()
 
@@ -991,7 +1017,9 @@ class LeakCheckPlugin:
             interval=_ini_seconds(config, "leak_check_interval"),
             kill=not config.getoption("leak_check_keep"),
         )
-        self._fixture_owners: dict[int, list[tuple[Owner, str]]] = {}
+        # id(fixturedef) -> its owners (one per setup): the owner, its label, and what to
+        # restore once its teardown is over (set when the teardown begins).
+        self._fixture_owners: dict[int, list[_FixtureOwner]] = {}
         self.checked = 0
         self.leaked: list[Leak] = []
         self._item: pytest.Item | None = None  # the checked test now running, if any
@@ -1056,21 +1084,28 @@ class LeakCheckPlugin:
         label = f"fixture {fixturedef.argname!r} ({fixturedef.scope})"
         owner, current, env_value = self.tracker.begin(label)
         threads_before = LingeringThreads.snapshot()
+        record = _FixtureOwner(owner, label)
         try:
             return (yield)
         finally:
             self.threads.left_by(label, threads_before, by_test=False)
             self.tracker.restore(owner, current, env_value)
-            self._fixture_owners.setdefault(id(fixturedef), []).append((owner, label))
+            self._fixture_owners.setdefault(id(fixturedef), []).append(record)
+            # Finalizers run last in first: this one, added after the fixture's own teardown,
+            # runs before it, so that what the teardown starts is the fixture's too, not the
+            # test's whose teardown it runs in (pytest_fixture_post_finalizer restores).
+            fixturedef.addfinalizer(lambda: record.resume(self.tracker))
 
     def pytest_fixture_post_finalizer(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> None:
         stack = self._fixture_owners.get(id(fixturedef))
         if stack:
-            owner, label = stack.pop()
+            record = stack.pop()
+            if record.previous is not None:
+                self.tracker.restore(record.owner, *record.previous)
             where = self._item.nodeid if self._item is not None else request.node.nodeid
-            self.tracker.end(owner, f"{label}, torn down after {where}")
+            self.tracker.end(record.owner, f"{record.label}, torn down after {where}")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(

@@ -1195,3 +1195,34 @@ def test_a_forkserver_child_is_the_leak_of_the_test_that_asked_for_it(
     assert set(errors) == {"test_b_leaks_a_child"}, result.stdout.str()
     assert "started by test_inner.py::test_b_leaks_a_child:" in errors["test_b_leaks_a_child"]
     result.assert_outcomes(passed=3, errors=1)
+
+
+FIXTURE_TEARDOWN_SPAWNS = """
+@pytest.fixture(scope="module")
+def server():
+    yield
+    sleeper(600, "teardown")  # its teardown leaves a process behind
+
+def test_a_uses_the_fixture(server):
+    pass
+
+def test_b_does_not_use_it():
+    pass
+"""
+
+
+def test_what_a_fixtures_teardown_starts_is_the_fixtures(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """The teardown runs within the last test's teardown, and its processes were put on that
+    test, which did not even use the fixture."""
+    out = write_tests(pytester, marker, FIXTURE_TEARDOWN_SPAWNS)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_b_does_not_use_it"}, result.stdout.str()
+    section = errors["test_b_does_not_use_it"]
+    owner = "fixture 'server' (module), torn down after test_inner.py::test_b_does_not_use_it"
+    assert f"started by {owner}:" in section, section
+    assert str(pid_of(out, "teardown")) in section, section
+    result.assert_outcomes(passed=2, errors=1)
+    assert wait_until_gone(marker) == []
