@@ -1023,6 +1023,7 @@ class LeakCheckPlugin:
         self.checked = 0
         self.leaked: list[Leak] = []
         self._item: pytest.Item | None = None  # the checked test now running, if any
+        self._tearing_down: pytest.Item | None = None  # the test tearing down, checked or not
         self.threads = LingeringThreads()
         self.subreaper = _become_subreaper() if config.getoption("leak_check_subreaper") else None
         self.tracker.adopting = self.subreaper == "on"
@@ -1104,7 +1105,10 @@ class LeakCheckPlugin:
             record = stack.pop()
             if record.previous is not None:
                 self.tracker.restore(record.owner, *record.previous)
-            where = self._item.nodeid if self._item is not None else request.node.nodeid
+            # The test in whose teardown it ran, checked or not (request.node is the Session
+            # for a session fixture: its nodeid is "").
+            item = self._item or self._tearing_down
+            where = item.nodeid if item is not None else request.node.nodeid or "the session"
             self.tracker.end(record.owner, f"{record.label}, torn down after {where}")
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -1112,15 +1116,18 @@ class LeakCheckPlugin:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, Any, Any]:
         begun = item.stash.get(_owner_key, None)
+        self._tearing_down = item
         try:
             result = yield
         except BaseException as exc:
+            self._tearing_down = None
             if begun is not None:
                 quick = isinstance(exc, KeyboardInterrupt)
                 message = self._judge(item, begun, timeout=0.0 if quick else None)
                 if message:
                     item.add_report_section("teardown", "leak-check", message)
             raise
+        self._tearing_down = None
         if begun is not None:
             message = self._judge(item, begun)
             if message:

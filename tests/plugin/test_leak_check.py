@@ -1226,3 +1226,31 @@ def test_what_a_fixtures_teardown_starts_is_the_fixtures(
     assert str(pid_of(out, "teardown")) in section, section
     result.assert_outcomes(passed=2, errors=1)
     assert wait_until_gone(marker) == []
+
+
+SESSION_FIXTURE_NEVER_STOPPED = """
+@pytest.fixture(scope="session")
+def svc():
+    sleeper(600, "svc")
+    yield  # never stopped
+
+@pytest.mark.leak_check
+def test_marked_uses(svc):
+    pass
+
+def test_unmarked():
+    pass
+"""
+
+
+def test_a_session_fixture_torn_down_after_an_unchecked_test_names_that_test(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Torn down in the teardown of a test that is not checked, it was named "torn down
+    after :" (the Session's nodeid is empty)."""
+    write_tests(pytester, marker, SESSION_FIXTURE_NEVER_STOPPED)
+    result = pytester.runpytest_subprocess(*INNER_ARGS, timeout=120)
+    text = result.stdout.str()
+    assert "still running at session end" in text, text
+    assert "fixture 'svc' (session), torn down after test_inner.py::test_unmarked:" in text, text
+    assert wait_until_gone(marker) == []
