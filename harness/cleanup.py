@@ -144,7 +144,7 @@ def wait_unjudged_gone(run_id: str, census: Census, timeout: float) -> None:
         procs = _known(census) + run_processes(run_id, skip_zombies=True)
         if census.adopting:
             procs += proctree.adopted_children(census.own_children())
-        left = [p for p in _running(procs) if not census.reported(p.pid, _create_time(p))]
+        left = [p for p in still_running(procs) if not census.reported(p.pid, _create_time(p))]
         remaining = deadline - time.monotonic()
         if not left or remaining <= 0:
             return
@@ -183,12 +183,12 @@ def end_all(
     while quiet < QUIET_LOOKS and time.monotonic() < deadline:
         before = activity() if activity is not None else 0
         listed = set(psutil.pids())
-        live = _stop_then_kill(_running(known()), seen, killed) if known is not None else []
-        procs = _running(scan())
+        live = stop_then_kill(still_running(known()), seen, killed) if known is not None else []
+        procs = still_running(scan())
         if not procs and not live:
             born, _ = proctree.born_since(listed, 0.0, matches)
             procs = [p for p in (pid_id.process() for pid_id in born) if p is not None]
-        live += _stop_then_kill(procs, seen, killed)
+        live += stop_then_kill(procs, seen, killed)
         busy = activity is not None and activity() != before
         quiet = 0 if live or busy else quiet + 1
         psutil.wait_procs(live, timeout=0.5)
@@ -199,12 +199,12 @@ def end_all(
 QUIET_LOOKS = 2
 
 
-def _stop_then_kill(
+def stop_then_kill(
     procs: list[psutil.Process], seen: set[tuple[int, float]], killed: list[dict]
 ) -> list[psutil.Process]:
     """Stop all, then kill all (psutil refuses a PID reused since the handle was made); the
     ones that were running, each recorded once in `killed`."""
-    live = _running(procs)
+    live = still_running(procs)
     for proc in live:
         try:
             proc.suspend()
@@ -259,12 +259,13 @@ def _end_adopted(
     quiet = 0
     while quiet < QUIET_LOOKS and time.monotonic() < deadline:
         proctree.reap_zombies(own)
-        done = _stop_then_kill(_running(proctree.adopted_children(own)), seen, killed)
+        done = stop_then_kill(still_running(proctree.adopted_children(own)), seen, killed)
         quiet = 0 if done else quiet + 1
         psutil.wait_procs(done, timeout=0.5)
 
 
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
+def still_running(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of procs that have not ended (zombies and the gone left out)."""
     out = []
     for proc in procs:
         try:

@@ -784,13 +784,13 @@ class LeakTracker:
         import psutil
 
         import proctree
-        from harness.cleanup import QUIET_LOOKS, _running, _stop_then_kill
+        from harness.cleanup import QUIET_LOOKS, still_running, stop_then_kill
 
         def lineage() -> list[psutil.Process]:
             with self._lock:
                 found = self._candidates(*window, fallback=fallback)
             handles = (_handle(proc) for proc, owner in found if owner.number in owners)
-            return _running([h for h in handles if h is not None and not _under(h, spare)])
+            return still_running([h for h in handles if h is not None and not _under(h, spare)])
 
         def ours(proc: psutil.Process) -> bool:
             try:
@@ -807,12 +807,12 @@ class LeakTracker:
         quiet = 0
         while quiet < QUIET_LOOKS and time.monotonic() < deadline:
             listed = set(psutil.pids())
-            live = _stop_then_kill(victims, seen, killed)
+            live = stop_then_kill(victims, seen, killed)
             found = lineage()
             if not found and not live:  # one that forked during the look: born since
                 born, _ = proctree.born_since(listed, 0.0, ours)
                 found = [proc for proc in (pid_id.process() for pid_id in born) if proc]
-            live += _stop_then_kill(found, seen, killed)
+            live += stop_then_kill(found, seen, killed)
             ended += live
             quiet = 0 if live else quiet + 1
             _wait_ended(live, 0.5)
