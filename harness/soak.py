@@ -538,6 +538,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             worker_rss_start=worker_rss_start,
             worker_rss_end=snap_end["worker_rss"],
             interrupted=interrupted,
+            judged=judged,
             errors=errors + census.errors,
             swept=swept,
             work_dir=work_dir,
@@ -650,6 +651,7 @@ def _build_report(
     worker_rss_start: int,
     worker_rss_end: int,
     interrupted: bool,
+    judged: bool,
     errors: list[str],
     swept: list[dict],
     work_dir: Path,
@@ -671,8 +673,9 @@ def _build_report(
     slope_points = min(total_slope["points"], worker_slope["points"])
     leaked = [leak_entry(r, census.session_of(r), exited_as="exited") for r in census.leaked]
     # Processes of the run the census never saw, still there after the worker's stop and the
-    # grace (a backstop for any blind spot: they were leaks all the same).
-    unseen = [k for k in swept if not census.reported(k["pid"], k["create_time"])]
+    # grace (a backstop for any blind spot: they were leaks all the same). Only after its last
+    # judgement: an interrupt's or an error's sweep ends the sessions in flight, no leak.
+    unseen = [k for k in swept if judged and not census.reported(k["pid"], k["create_time"])]
     leaked += [swept_leak_entry(k) for k in unseen]
     # Each zombie seen, and whether it was reaped after all (only the others fail the run).
     zombies_end = [

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from soak_helpers import run_pids, wait_for
 
+from harness.report import UNSEEN_REASON
+
 pexpect = pytest.importorskip("pexpect")
 pytest.importorskip("worker")
 
@@ -43,6 +45,8 @@ def _ended_cleanly(run_id: str, report_dir: Path, how: str) -> None:
     assert run_pids(run_id) == [], f"processes of the run survived {how}"
     report = json.loads((report_dir / "report.json").read_text())
     assert report["interrupted"] is True and report["verdict"] == "interrupted"
+    # What the interrupt's sweep ended was in flight, not found outliving the worker's stop.
+    assert not [e for e in report["leaked"] if e["reason"] == UNSEEN_REASON], report["leaked"]
 
 
 def test_ctrl_c_leaves_nothing_behind(tmp_path, run_id):
@@ -133,7 +137,9 @@ def test_what_the_interrupts_cleanup_ended_is_no_cleanup_latency(tmp_path, run_i
     ("sig", "scenario"),
     # SIGHUP: a closed terminal or a dropped ssh session. Before, the harness died on the spot
     # and the leaky worker's observers that ignore EOF lived on.
-    [("SIGTERM", "ok"), ("SIGHUP", "ignore-eof")],
+    # The third: observers that outlive the worker's stop, ended by the sweep (in flight: no
+    # leak of the kind only the run's last judgement may name).
+    [("SIGTERM", "ok"), ("SIGHUP", "ignore-eof"), ("SIGTERM", "ignore-eof+ignore-sigterm")],
 )
 def test_a_termination_signal_leaves_nothing_behind(tmp_path, run_id, sig, scenario):
     """`timeout`, a cancelled CI job or `kill` send SIGTERM, a hangup SIGHUP: the same clean
