@@ -438,7 +438,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     messages: dict[str, int] | None = None
     t_start = time.time()
     tasks: list[asyncio.Task[Any]] = []
-    judged = False  # the census's last judgement was made (the run was not cut off before)
+    judged = False  # set once the census's last judgement is made (the run was not cut off)
     with contextlib.ExitStack() as shield:
         try:
             if config.claude is not None:

@@ -6,8 +6,10 @@ import contextlib
 import re
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from leakcheck_helpers import processes_with, wait_until, wait_until_gone
 
@@ -1112,8 +1114,7 @@ HOP = (
 
 def test_a_hopper():
     # A lineage that forks and exits every {period} s (a respawning watchdog), in its own session.
-    proc = subprocess.Popen([sys.executable, "-c", HOP, "{period}", MARKER], start_new_session=True)
-    (OUT / "hopper.pgid").write_text(str(proc.pid))  # its group stays across the forks
+    subprocess.Popen([sys.executable, "-c", HOP, "{period}", MARKER], start_new_session=True)
     time.sleep(0.2)  # not a condition: let it hop a few times
 
 def test_b_next():
@@ -1121,13 +1122,16 @@ def test_b_next():
 """
 
 
-def _end_group(pgid: int) -> None:
-    """Our inner test's hopper group, if the plugin left any of it running."""
-    import os
-    import signal
-
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+def _end_marked(marker: str) -> None:
+    """Our inner test's hopper, if the plugin left any of it running: stopped, then killed, by
+    this test's marker (never by a group id, which another process may hold by now)."""
+    deadline = time.monotonic() + 10
+    while (procs := processes_with(marker)) and time.monotonic() < deadline:
+        for action in ("suspend", "kill"):
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    getattr(proc, action)()
+        psutil.wait_procs(procs, timeout=0.5)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork")
@@ -1138,7 +1142,7 @@ def test_a_process_that_keeps_forking_is_reported_and_ended(
     """Each of its pids was gone a moment after a look read it: it was missed (the last look
     fell between two pids), or reported and "killed" under its old pid while its lineage ran
     on, past pytest."""
-    out = write_tests(pytester, marker, HOPPER.format(period=period))
+    write_tests(pytester, marker, HOPPER.format(period=period))
     try:
         result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
         errors = teardown_errors(result.stdout.str())
@@ -1149,7 +1153,7 @@ def test_a_process_that_keeps_forking_is_reported_and_ended(
         assert "gc.collect()" not in section, section  # it was not the gc that ended it
         assert wait_until_gone(marker, deadline_s=5) == []
     finally:
-        _end_group(int((out / "hopper.pgid").read_text()))
+        _end_marked(marker)
 
 
 FORKSERVER_TESTS = """
