@@ -157,15 +157,9 @@ def _tree(root: int) -> dict[int, Proc]:
     return tree
 
 
-def _handle(proc: Proc) -> psutil.Process | None:
-    """A handle on this very process, if it still runs."""
-    import psutil
-
-    try:
-        handle = psutil.Process(proc.pid)
-        return handle if _same(handle.create_time(), proc.create_time) else None
-    except psutil.Error:
-        return None
+def _names_a_helper(cmdline: str) -> bool:
+    """Whether a command line is one of _LIFETIME_HELPERS' (or a forkserver's child's)."""
+    return any(name in cmdline for name in _LIFETIME_HELPERS)
 
 
 def _under(proc: psutil.Process, pids: Collection[int]) -> bool:
@@ -492,11 +486,14 @@ class LeakTracker:
         if proc.ppid != self.root:
             return False
         if proc.identity not in self._helpers:
+            handle = proctree.ProcId(*proc.identity).process()
             try:
-                cmdline = " ".join(proctree.cmdline(psutil.Process(proc.pid)))
+                if handle is None:
+                    return False
+                cmdline = " ".join(proctree.cmdline(handle))
             except psutil.Error:
                 return False  # read again next time
-            self._helpers[proc.identity] = any(name in cmdline for name in _LIFETIME_HELPERS)
+            self._helpers[proc.identity] = _names_a_helper(cmdline)
         return self._helpers[proc.identity]
 
     def _owner_by_leader(self, proc: Proc) -> int | None:
@@ -628,7 +625,7 @@ class LeakTracker:
                 except psutil.AccessDenied:
                     cmdline = "?"
                 # The helper itself is pytest's child; a forkserver's children share its argv.
-                if ppid == self.root and any(helper in cmdline for helper in _LIFETIME_HELPERS):
+                if ppid == self.root and _names_a_helper(cmdline):
                     self._state.settled.add(proc.identity)
                     continue
                 leaks.append(
@@ -789,7 +786,8 @@ class LeakTracker:
         def lineage() -> list[psutil.Process]:
             with self._lock:
                 found = self._candidates(*window, fallback=fallback)
-            handles = (_handle(proc) for proc, owner in found if owner.number in owners)
+            mine = [proc for proc, owner in found if owner.number in owners]
+            handles = (proctree.ProcId(*proc.identity).process() for proc in mine)
             return still_running([h for h in handles if h is not None and not _under(h, spare)])
 
         def ours(proc: psutil.Process) -> bool:

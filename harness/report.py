@@ -60,22 +60,17 @@ UNSEEN_REASON = "alive after the worker's stop and the grace; unseen by the cens
 def swept_leak_entry(killed: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """A process of the run that the exit sweep killed and the census had no record of, as the
     report lists a leak (its facts as the sweep read them, stopped before its kill)."""
-    now = time.time() if now is None else now
-    return {
-        "pid": killed["pid"],
-        "create_time": killed["create_time"],
-        "ppid": killed.get("ppid"),
-        "rss": killed.get("rss"),
-        "age": round(now - killed["create_time"], 3),
-        "cmdline": printable_argv(killed.get("cmdline") or []),
-        "scenario": None,
-        "role": None,
-        "session": None,
-        "escaped": False,
-        "reason": UNSEEN_REASON,
-        "observed": True,
-        "status": "killed",
-    }
+    rec = ProcRecord(
+        pid=killed["pid"],
+        create_time=killed["create_time"],
+        spawn_ts=killed["create_time"],
+        cmdline=killed.get("cmdline") or [],
+        ppid=killed.get("ppid"),
+        status="killed",
+        leak_reason=UNSEEN_REASON,
+    )
+    # Seen live by the sweep; an RSS it could not read stays unknown (None), not 0.
+    return {**leak_entry(rec, None, now), "rss": killed.get("rss"), "observed": True}
 
 
 def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:

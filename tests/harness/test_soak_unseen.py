@@ -9,6 +9,7 @@ blind spot ends the same way, which is what this checks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from soak_helpers import run_pids
 
 from harness.report import UNSEEN_REASON
 
@@ -68,16 +70,10 @@ def test_a_lineage_the_census_never_judged_fails_the_run(tmp_path: Path, run_id:
         assert unseen and all(e["status"] == "killed" for e in unseen), report["leaked"]
         assert all(str(claude) in e["cmdline"] for e in unseen), unseen
         assert str(unseen[0]["pid"]) in (report_dir / "leaks.txt").read_text()
-        assert _lineage(claude) == [], "the lineage outlived the run"
+        assert run_pids(str(claude)) == [], "the lineage outlived the run"
     finally:
-        for proc in _lineage(claude):  # only if the harness failed to: by this test's path
-            proc.suspend()
-            proc.kill()
-
-
-def _lineage(claude: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        if str(claude) in (proc.info["cmdline"] or []) and proc.info["status"] != "zombie":
-            found.append(proc)
-    return found
+        for pid in run_pids(str(claude)):  # only if the harness failed to: by this test's path
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                proc.suspend()
+                proc.kill()
