@@ -1086,7 +1086,7 @@ def test_a_zombie_kept_for_the_session_does_not_slow_every_later_check(
     ZOMBIE_SETTLE_S (30 trivial tests: 0.3 s without the plugin, 10.6 s with it)."""
     import xml.etree.ElementTree as ET
 
-    from harness.pytest_plugin import ZOMBIE_SETTLE_S
+    from harness.leak_tracker import ZOMBIE_SETTLE_S
 
     write_tests(pytester, marker, A_ZOMBIE_KEPT)
     result = pytester.runpytest_subprocess("--leak-check", "--junitxml=out.xml", *INNER_ARGS)

@@ -1,0 +1,175 @@
+"""Owners of processes (a test, a higher-scoped fixture) and which one a process belongs to:
+its parent's, the one its environment's token names if that fits the timeline of who was
+current, or its session leader's (see harness/pytest_plugin.py's docstring).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+from harness.leak_procs import CT_TOLERANCE_S, Identity, Proc, create_time_skew, names_a_helper
+
+TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
+TIMELINE_SLACK_S = 0.005  # error of a start time against the owners' timeline (_token_fits)
+
+
+@dataclass
+class Owner:
+    """A test or a higher-scoped fixture whose processes must be gone once it has ended."""
+
+    number: int
+    label: str
+    started: float  # time.time() at its start; its processes are created after this
+    ended: bool = False
+    ended_at: float = math.inf  # time.time() when it ended
+    pids_at_start: frozenset[int] = frozenset()  # any process it starts has a pid not in here
+
+
+class Attribution:
+    """Which owner a process belongs to. It shares the tracker's owners and known processes
+    (the same dicts) and is called with the tracker's lock held."""
+
+    def __init__(
+        self, owners: dict[int, Owner], known: dict[Identity, int], *, tag: str, root: int
+    ) -> None:
+        self.owners = owners
+        self.known = known  # identity -> owner number
+        self.tag = tag
+        self.root = root
+        self.adopting = False  # pytest is a subreaper: its children may be adopted orphans
+        # (time.time(), owner current from then on): who ran when a process was created.
+        self.timeline: list[tuple[float, int]] = [(0.0, 0)]
+        self._skew: float | None = None  # see create_time_skew
+        self._helpers: dict[Identity, bool] = {}  # pytest's children: a lifetime helper?
+
+    def _owner_from_env(self, pid: int) -> int | None:
+        import psutil
+
+        try:
+            value = psutil.Process(pid).environ().get(TOKEN_VAR, "")
+        except (psutil.Error, OSError):
+            return None
+        tag, _, number = value.partition(".")
+        ours = tag == self.tag and number.isascii() and number.isdigit()  # isdigit() takes "²"
+        if not ours or int(number) not in self.owners:
+            return None  # another pytest process's token (xdist sibling, nested pytester run)
+        return int(number)
+
+    def _started_at(self, create_time: float) -> float:
+        """A psutil create_time as the time.time() of the process's start (to 0.01 s)."""
+        if self._skew is None:
+            self._skew = create_time_skew()
+        return create_time - self._skew
+
+    def _token_fits(self, number: int, create_time: float, *, late: bool) -> bool:
+        """Whether a process created at create_time rightly carries owner `number`'s token: that
+        owner was current then, or (if `late`) had ended by then, and the process is a late
+        fork of its lineage (a daemon, a process that keeps forking). Else the token came in an
+        environment copied while that owner was current (a session fixture's
+        ``{**os.environ, ...}``) and handed to a process that another owner started."""
+        start = self._started_at(create_time)
+        # psutil's start is cut to a clock tick (0.01 s): the process began within this span.
+        early, late_end = start - TIMELINE_SLACK_S, start + 0.01 + TIMELINE_SLACK_S
+        index = bisect.bisect_right(self.timeline, (early, math.inf)) - 1
+        for at, current in self.timeline[max(index, 0) :]:
+            if at > late_end:
+                break
+            if current == number:
+                return True
+        return late and self.owners[number].ended_at <= late_end
+
+    def _owner_at(self, create_time: float) -> int:
+        """The owner current when a process was created."""
+        start = self._started_at(create_time)
+        index = bisect.bisect_right(self.timeline, (start, math.inf)) - 1
+        return self.timeline[max(index, 0)][1]
+
+    def absorb(self, tree: dict[int, Proc], *, fallback: int) -> None:
+        """Give every descendant we have not seen yet an owner (parents before children)."""
+        known = self.known
+        for proc in sorted(tree.values(), key=lambda item: item.create_time):
+            # Its unknown ancestors first: create times tie within a clock tick.
+            chain: list[Proc] = []
+            link: Proc | None = proc
+            while link is not None and link.identity not in known and link not in chain:
+                chain.append(link)
+                link = tree.get(link.ppid)
+            for new in reversed(chain):
+                known[new.identity] = self._owner_in_tree(new, tree, fallback)
+
+    def _owner_in_tree(self, proc: Proc, tree: dict[int, Proc], fallback: int) -> int:
+        known = self.known
+        parent = tree.get(proc.ppid)
+        # A forkserver forks on behalf of whoever runs now: its children are as pytest's own
+        # (their environment is the forkserver's, with the token of when it started).
+        by_helper = parent is not None and self._is_helper(parent)
+        if parent is not None and parent.identity in known and not by_helper:
+            # Its parent's: the environment may be a copy made while another owner was current,
+            # the parent chain is not.
+            return known[parent.identity]
+        token = self._owner_from_env(proc.pid)
+        if token is not None and token != fallback:
+            # A child of pytest's own was started by the owner current now (a scan runs at
+            # every change of owner), unless pytest, a subreaper, adopted an orphan.
+            late = self.adopting if proc.ppid == self.root else not by_helper
+            token = token if self._token_fits(token, proc.create_time, late=late) else None
+        if token is None:
+            token = self._owner_by_leader(proc)
+        return fallback if token is None else token
+
+    def _is_helper(self, proc: Proc) -> bool:
+        """Whether this is a helper that lives as long as pytest (LIFETIME_HELPERS)."""
+        import psutil
+
+        import proctree
+
+        if proc.ppid != self.root:
+            return False
+        if proc.identity not in self._helpers:
+            handle = proctree.ProcId(*proc.identity).process()
+            try:
+                if handle is None:
+                    return False
+                cmdline = " ".join(proctree.cmdline(handle))
+            except psutil.Error:
+                return False  # read again next time
+            self._helpers[proc.identity] = names_a_helper(cmdline)
+        return self._helpers[proc.identity]
+
+    def _owner_by_leader(self, proc: Proc) -> int | None:
+        """The owner of a known, older process that leads this one's session or group. The
+        middle of a double fork calls setsid and exits: its orphan (reparented to pytest, a
+        subreaper) has no known parent and no token left, but the middle led its session."""
+        if sys.platform == "win32":
+            return None
+        try:
+            leaders = {os.getsid(proc.pid), os.getpgid(proc.pid)} - {proc.pid}
+        except OSError:
+            return None
+        for (pid, create_time), number in self.known.items():
+            if pid in leaders and create_time <= proc.create_time + CT_TOLERANCE_S:
+                return number
+        return None
+
+    def owner_by_token(self, pid: int, create_time: float) -> int | None:
+        """The owner of a process that is no descendant of ours, by the token it carries."""
+        owner = self._owner_from_env(pid)
+        if owner is not None and not self._token_fits(owner, create_time, late=True):
+            owner = self._owner_of_parent(pid)
+            if owner is None:  # a copied environment: the owner who started it
+                owner = self._owner_at(create_time)
+        return owner
+
+    def _owner_of_parent(self, pid: int) -> int | None:
+        """The owner of this process's parent, if that is a process we know."""
+        import psutil
+
+        try:
+            parent = psutil.Process(pid).parent()
+            return None if parent is None else self.known.get((parent.pid, parent.create_time()))
+        except psutil.Error:
+            return None

@@ -1,0 +1,51 @@
+"""The texts of the leak check's reports: the table of leaks and the notes under it."""
+
+from __future__ import annotations
+
+from harness.leak_tracker import SWEEP_S, Leak
+
+
+def format_leaks(leaks: list[Leak], *, header: str, killed: bool, spared: int = 0) -> str:
+    lines = [header]
+    by_owner: dict[str, list[Leak]] = {}
+    for leak in sorted(leaks, key=lambda item: item.create_time):
+        by_owner.setdefault(leak.owner, []).append(leak)
+    for owner, group in by_owner.items():
+        lines.append(f"started by {owner}:")
+        lines.append(f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND")
+        for leak in group:
+            cmd = leak.cmdline if len(leak.cmdline) <= 300 else leak.cmdline[:297] + "..."
+            lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
+    if spared and killed:
+        lines.append("leak-check killed the others.")
+    elif not spared or spared < len(leaks):  # all spared: the note that follows says why
+        lines.append("leak-check killed them." if killed else "leak-check left them running.")
+    return "\n".join(lines)
+
+
+def held_note(held: dict[int, str]) -> str:
+    pids = ", ".join(f"{pid} ({kind})" for pid, kind in sorted(held.items()))
+    return (
+        f"note: leak-check left {len(held)} of them running: a live object still holds each "
+        f"({pids}), so later tests may still use them (a cache, or a session-wide object that "
+        "this test filled); they are ended at the session's end"
+    )
+
+
+def survivors_note(survivors: list[Leak]) -> str:
+    shown = "; ".join(f"{leak.pid} ({leak.cmdline[:80]})" for leak in survivors[:5])
+    more = f" and {len(survivors) - 5} more" if len(survivors) > 5 else ""
+    return (
+        f"note: {len(survivors)} of them or of their lineage still ran after leak-check's "
+        f"sweep ({SWEEP_S:g} s): {shown}{more}"
+    )
+
+
+def gc_note(collected: list[Leak]) -> str:
+    pids = ", ".join(str(leak.pid) for leak in collected)
+    return (
+        f"note: {len(collected)} of them ({pids}) ended only when leak-check ran gc.collect(): "
+        "the test left the object that owned them (a pexpect spawn, an asyncio subprocess "
+        "transport, ...) unclosed in a reference cycle; close it (or wait for its process) "
+        "before the test ends"
+    )
