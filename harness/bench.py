@@ -33,7 +33,8 @@ from cliargs import COUNT, NON_NEGATIVE, int_at_least
 from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
-from harness.soak import SoakConfig, _write_shim, default_concurrency, run_soak
+from harness.soak import run_soak
+from harness.soak_config import SoakConfig, _write_shim, default_concurrency
 from harness.targets import get_target
 from harness.verdict import slope_per_100_sessions
 

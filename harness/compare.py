@@ -29,7 +29,8 @@ from typing import Any
 
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.cleanup import end_live_runs
-from harness.soak import SoakConfig, add_mcp_arguments, run_soak
+from harness.soak import run_soak
+from harness.soak_config import SoakConfig, add_mcp_arguments
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
 

@@ -28,7 +28,7 @@ from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.report import leak_entry, leaks_table
-from harness.soak import SoakConfig, _write_shim
+from harness.soak_config import SoakConfig, _write_shim
 from harness.target import RunContext
 from harness.targets.reference import ReferenceTarget
 from harness.workload import make_session

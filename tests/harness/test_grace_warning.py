@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from harness.soak import SoakConfig, grace_warning
+from harness.report_assembly import grace_warning
+from harness.soak_config import SoakConfig
 
 pytest.importorskip("worker")
 

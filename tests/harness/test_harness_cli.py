@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from harness.cli import SUBCOMMANDS, main
-from harness.soak import scenario_spec
+from harness.soak_config import scenario_spec
 
 
 def test_help_lists_every_subcommand():

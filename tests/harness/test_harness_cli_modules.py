@@ -102,7 +102,7 @@ def test_soak_claude_by_name_is_looked_up_on_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--claude NAME` finds NAME on PATH, as a shell would (it was taken as a relative path)."""
-    from harness.soak import claude_path
+    from harness.soak_config import claude_path
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -19,7 +19,7 @@ from soak_helpers import alive, run_pids, wait_for
 pytest.importorskip("worker")
 
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run  # noqa: E402
-from harness.soak import SoakConfig, _write_shim  # noqa: E402
+from harness.soak_config import SoakConfig, _write_shim  # noqa: E402
 from harness.target import RunContext  # noqa: E402
 from harness.targets.reference import ReferenceTarget  # noqa: E402
 from harness.workload import make_session  # noqa: E402

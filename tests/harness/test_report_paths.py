@@ -211,7 +211,8 @@ def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
 def test_progress_says_why_a_time_boxed_run_goes_on():
     """Before: a --duration 12 soak printed lines for 24 s with no word on why (its sessions in
     flight were finishing, then their processes had their grace)."""
-    from harness.soak import SoakConfig, _Run, _stage
+    from harness.soak import _Run, _stage
+    from harness.soak_config import SoakConfig
 
     run = _Run(SoakConfig(duration=12.0, grace=5.0))
     run.started, run.completed, run.failed = 5, 1, 1
@@ -233,7 +234,8 @@ def test_progress_names_a_session_long_in_flight():
     (the harness waits up to the drain timeout for the queue, then gives the session up)."""
     import time
 
-    from harness.soak import SLOW_SESSION_S, SoakConfig, _Run, _stage
+    from harness.soak import SLOW_SESSION_S, _Run, _stage
+    from harness.soak_config import SoakConfig
 
     run = _Run(SoakConfig(sessions=10))
     run.drain_timeout = 60.0
@@ -258,7 +260,7 @@ def test_an_escapee_last_seen_a_zombie_reads_exited_once_gone():
     import psutil
     from soak_helpers import wait_for
 
-    from harness.soak import _still_there
+    from harness.report_assembly import _still_there
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
@@ -328,7 +330,7 @@ def test_a_leak_last_seen_as_a_zombie_reads_exited_among_the_leaks():
 def test_a_report_that_cannot_be_written_leaves_no_file_saying_pass(tmp_path, monkeypatch, blocked):
     """Written after the run (a full disk, a folder made meanwhile where a file goes): junit.xml
     and rss.png said PASS when report.json failed. Every file that can be written says ERROR."""
-    from harness.soak import _write_report
+    from harness.report_assembly import _write_report
 
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     out = tmp_path / "out"

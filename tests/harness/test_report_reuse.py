@@ -57,7 +57,7 @@ def test_a_users_own_work_folder_in_the_report_folder_is_never_touched(
 def test_an_earlier_verdict_is_gone_before_the_run_starts(tmp_path: Path, run_id: str) -> None:
     """A Ctrl-C (or a kill) before the end left the earlier run's PASS report in place, read
     as this run's; a report.json that cannot be written was found only after the whole run."""
-    from harness.soak import _report_dir_problem
+    from harness.soak_config import _report_dir_problem
 
     report = tmp_path / "report"
     report.mkdir()

@@ -17,7 +17,9 @@ from fake_claude.ledger import read_ledger
 from harness.census import run_id_token
 from harness.hooks import HookClient
 from harness.report import facts_text
-from harness.soak import SoakConfig, print_summary, run_soak, starts_warning
+from harness.report_assembly import print_summary, starts_warning
+from harness.soak import run_soak
+from harness.soak_config import SoakConfig
 from harness.target import Target
 from harness.targets import get_target
 from harness.targets.reference import ReferenceTarget
@@ -412,16 +414,16 @@ os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
 def test_a_report_that_fails_at_the_end_keeps_the_work_folder(tmp_path, run_id, monkeypatch):
     """An ERROR keeps the run's work folder (its log is the evidence); when the ERROR came from
     the report's own writing, the folder had been removed already."""
-    import harness.soak as soak_mod
+    import harness.report_assembly as assembly
 
-    real = soak_mod.write_report
+    real = assembly.write_report
 
     def failing(directory, report, plot=True, best_effort=False):
         if not best_effort:
             raise OSError(28, "No space left on device")
         return real(directory, report, plot=plot, best_effort=True)
 
-    monkeypatch.setattr(soak_mod, "write_report", failing)
+    monkeypatch.setattr(assembly, "write_report", failing)
     report = _soak(tmp_path, run_id, sessions=2, concurrency=1, scenarios="ok", plot=False)
     assert report["verdict"] == "ERROR", report["reasons"]
     assert "the report could not be written" in report["reasons"][-1]

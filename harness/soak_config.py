@@ -1,0 +1,183 @@
+"""A soak's settings: SoakConfig, its defaults and the checks made before a run, the flags
+shared with compare, and the fake's shim that carries the settings to each fake claude."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cliargs import NON_NEGATIVE_INT
+from harness.report import begin_report
+from harness.verdict import DEFAULT_MIN_SLOPE_SPAN, DEFAULT_SLOPE_BUDGET_MB
+
+
+def default_concurrency() -> int:
+    # Sessions mostly wait on HTTP and on the fake; two per core keeps the cores busy.
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+# Default peak budget for worker + descendants, MB. Why: at the default concurrency a fixed worker
+# holds at most ~concurrency observers (a fake plus its grandchildren, each a small interpreter)
+# plus itself; 1 GB is several times that, yet 40x under the 44 GB of issue #603.
+DEFAULT_PEAK_BUDGET_MB = 1024.0
+
+
+@dataclass
+class SoakConfig:
+    target: str = "reference"
+    mode: str = "fixed"
+    sessions: int = 300
+    concurrency: int = field(default_factory=default_concurrency)
+    prompts: int = 2
+    observations: int = 3
+    scenarios: str = "mix"  # FAKE_CLAUDE_SCENARIO: the fake's default mix of every fault
+    seed: int = 1
+    grace: float = 5.0  # a survivor this long after its session's end is leaked
+    duration: float | None = None  # time-boxed soak instead of N sessions
+    rss_budget: float = DEFAULT_SLOPE_BUDGET_MB  # MB per 100 sessions (2nd-half slope)
+    rss_peak: float | None = DEFAULT_PEAK_BUDGET_MB  # MB, worker + descendants
+    # MB, worker + descendants: no new session past it (None: twice rss_peak; 0: never)
+    rss_stop: float | None = None
+    rss_min_span: int = DEFAULT_MIN_SLOPE_SPAN  # sessions in the 2nd half before slopes count
+    report: Path | None = None
+    worker_grace: float = 0.5  # the worker's own escalation step (--grace of the worker)
+    reap_interval: float = 1.0
+    sample_hz: float = 4.0
+    progress: str = "auto"  # auto | rich | plain | none
+    run_id: str | None = None
+    keep_work_dir: bool = False
+    plot: bool = True
+    target_options: dict[str, Any] = field(default_factory=dict)
+    # The user's own `claude` executable instead of the fake (no ledger, no run token): the
+    # census then counts the worker's new descendants (targets that allow it, e.g. reference).
+    claude: Path | None = None
+    # Make the harness process a subreaper (Linux) so orphans of the worker's tree stay
+    # countable; the command does this with --claude (it is a process of its own), a library
+    # caller (e.g. inside a test runner) decides.
+    adopt_orphans: bool = False
+    # Stdio MCP servers every fake starts as its children, standing in for the user's own MCP
+    # config that a real `claude` loads unless given --strict-mcp-config (claude-mem < 13 did
+    # not give it): each leaked observer then leaks these too. `stubborn` ones ignore stdin EOF
+    # and SIGTERM, so only a tree kill ends them once their fake is gone.
+    mcp_servers: int = 0
+    mcp_server_mode: str = "polite"  # polite | stubborn
+
+    def rss_stop_mb(self) -> float | None:
+        """Past this RSS (worker + descendants) no new session starts: a leaking worker would
+        otherwise take the machine's memory (the leaky worker: 3 GB by session 107 of 300)."""
+        if self.rss_stop is None:
+            return None if self.rss_peak is None else 2 * self.rss_peak
+        return self.rss_stop or None
+
+    def target_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"mode": self.mode}
+        if self.target == "reference":
+            kw.update(worker_grace=self.worker_grace, reap_interval=self.reap_interval)
+        kw.update(self.target_options)
+        return kw
+
+
+def scenario_spec(scenarios: str) -> str:
+    """Bare weights (`ok=4,escape=1`) mean a mix of those; anything else is a fake spec."""
+    if "=" in scenarios and ":" not in scenarios:
+        return "mix:" + scenarios
+    return scenarios
+
+
+MCP_SERVER_FLAGS = {"polite": (), "stubborn": ("--ignore-eof", "--ignore-sigterm")}
+
+
+def _write_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
+    from fake_claude.shim import write_shim
+
+    settings = {
+        "FAKE_CLAUDE_SCENARIO": scenario_spec(config.scenarios),
+        "FAKE_CLAUDE_SEED": str(config.seed),
+        "FAKE_CLAUDE_LEDGER": str(ledger),
+        "FAKE_CLAUDE_RUN_ID": run_id,
+    }
+    if config.mcp_servers:
+        from fake_claude.mcp_server import mcp_config
+
+        flags = MCP_SERVER_FLAGS[config.mcp_server_mode]
+        path = work_dir / "user-mcp.json"
+        path.write_text(json.dumps(mcp_config(config.mcp_servers, *flags)), encoding="utf-8")
+        settings["FAKE_CLAUDE_USER_MCP_CONFIG"] = str(path)
+    return write_shim(work_dir / "bin", settings)
+
+
+def claude_path(value: str) -> Path:
+    """--claude: a bare name is looked up on PATH, as a shell would (`--claude claude`)."""
+    path = Path(value)
+    if path.name == value and not path.exists():
+        found = shutil.which(value)
+        if found:
+            return Path(found)
+    return path
+
+
+def config_problem(config: SoakConfig) -> str | None:
+    """What makes this configuration unable to test anything, found before anything starts."""
+    if config.claude is None:
+        from fake_claude.scenario import ScenarioError, validate_spec
+
+        try:
+            validate_spec(scenario_spec(config.scenarios))
+        except ScenarioError as exc:
+            return f"--scenarios {config.scenarios!r}: {exc}"
+    else:
+        if config.scenarios != SoakConfig.scenarios:
+            return "--scenarios picks the fake's behaviour: it cannot be used with --claude"
+        claude = Path(config.claude)
+        where = claude.absolute()  # said in full: Path drops the "./" of "./claude"
+        if shutil.which(str(where)) is None:  # an executable file, as a spawn tests it
+            if len(claude.parts) == 1:  # a name: claude_path found it nowhere on PATH either
+                return f"--claude {claude}: not a command on PATH, nor an executable file {where}"
+            return f"--claude {where}: not an executable file (a path, or a command on PATH)"
+        if config.mcp_servers:
+            return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
+    if config.mcp_server_mode not in MCP_SERVER_FLAGS:
+        return f"--mcp-server-mode {config.mcp_server_mode!r}: polite or stubborn"
+    return None
+
+
+def _report_dir_problem(report: Path | None, run_id: str) -> str | None:
+    """Checked before the run: a report folder that cannot be made would otherwise fail only
+    after the whole soak."""
+    if report is None:
+        return None
+    try:
+        Path(report).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--report {report}: cannot create the folder ({exc.strerror or exc})"
+    if not os.access(report, os.W_OK):
+        return f"--report {report}: the folder is not writable"
+    try:
+        begin_report(Path(report), run_id)
+    except OSError as exc:
+        return f"--report {report}: cannot write the report there ({exc.strerror or exc})"
+    return None
+
+
+def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:
+    """--mcp-servers and --mcp-server-mode (soak and compare): into SoakConfig's fields."""
+    d = SoakConfig()
+    parser.add_argument(
+        "--mcp-servers",
+        type=NON_NEGATIVE_INT,
+        default=d.mcp_servers,
+        metavar="N",
+        help="every fake starts N stdio MCP servers as its children, as a real claude does with "
+        "the user's MCP config (without --strict-mcp-config): a leaked observer leaks them too",
+    )
+    parser.add_argument(
+        "--mcp-server-mode",
+        choices=sorted(MCP_SERVER_FLAGS),
+        default=d.mcp_server_mode,
+        help="polite: they exit at stdin EOF; stubborn: they ignore it and SIGTERM",
+    )
