@@ -34,7 +34,7 @@ from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import run_soak
-from harness.soak_config import SoakConfig, _write_shim, default_concurrency
+from harness.soak_config import SoakConfig, default_concurrency, write_run_shim
 from harness.targets import get_target
 from harness.verdict import slope_per_100_sessions
 
@@ -103,7 +103,7 @@ async def _read_until(stream: asyncio.StreamReader, kind: str) -> None:
 async def bare_loop(sessions: int, concurrency: int, seed: int) -> dict[str, Any]:
     run_id = secrets.token_hex(6)
     with tempfile.TemporaryDirectory(prefix="leakproof-bench-bare-") as tmp:
-        shim = _write_shim(
+        shim = write_run_shim(
             Path(tmp), run_id, SoakConfig(scenarios="ok", seed=seed), Path(tmp) / "l"
         )
         counter = iter(range(sessions))
@@ -143,7 +143,7 @@ async def bare_worker_loop(config: SoakConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="leakproof-bench-worker-") as tmp:
         work = Path(tmp)
         ledger = work / "ledger.jsonl"
-        shim = _write_shim(work, run_id, config, ledger)
+        shim = write_run_shim(work, run_id, config, ledger)
         live_run(run_id, target.stop_now, work)
         try:
             # Inside the try: a start that fails half-way (a worker that never got ready)

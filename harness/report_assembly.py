@@ -31,7 +31,7 @@ from harness.text import printable
 from harness.verdict import ERROR, EXIT_CODES, judge, slope_per_100_sessions, slopes_judged
 
 if TYPE_CHECKING:
-    from harness.soak import _Run
+    from harness.soak import SoakRun
 
 
 # In each work folder: what tells a soak's folder from a user's of the same name (REPORT/work).
@@ -63,7 +63,7 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
-def _write_report(directory: Path, report: dict[str, Any], plot: bool) -> None:
+def write_report_or_error(directory: Path, report: dict[str, Any], plot: bool) -> None:
     """A report folder that cannot be written makes the run a harness error (exit 2), said in
     the summary and, where it can still be written, in report.json."""
     try:
@@ -80,7 +80,7 @@ def _write_report(directory: Path, report: dict[str, Any], plot: bool) -> None:
             report["report_json_written"] = False
 
 
-def _clear_earlier_work(report_dir: Path) -> bool:
+def clear_earlier_work(report_dir: Path) -> bool:
     """Remove the work folders earlier soaks left in `report_dir` (`work`, or `work-RUNID` beside
     a folder of the user's); True if `work` is free. A folder without our mark is the user's
     (`--report .` in a project with a `work/`): never touched."""
@@ -90,11 +90,11 @@ def _clear_earlier_work(report_dir: Path) -> bool:
     return not (report_dir / "work").exists()
 
 
-def _move_work_dir(work_dir: Path, report_dir: Path, run_id: str) -> Path:
+def move_work_dir(work_dir: Path, report_dir: Path, run_id: str) -> Path:
     dest = report_dir / "work"
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
-        if not _clear_earlier_work(report_dir):
+        if not clear_earlier_work(report_dir):
             dest = report_dir / f"work-{run_id}"  # beside a folder of the user's
         shutil.move(str(work_dir), str(dest))
     except OSError:
@@ -106,11 +106,11 @@ def _still_there(rec: ProcRecord) -> bool:
     return not rec.reaped and proctree.ProcId(rec.pid, rec.create_time).process() is not None
 
 
-def _build_report(
+def build_report(
     config: SoakConfig,
     target: Target,
     census: Census,
-    run: _Run,
+    run: SoakRun,
     *,
     run_id: str,
     t_start: float,

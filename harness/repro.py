@@ -28,7 +28,7 @@ from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.report import leak_entry, leaks_table
-from harness.soak_config import SoakConfig, _write_shim
+from harness.soak_config import SoakConfig, write_run_shim
 from harness.target import RunContext
 from harness.targets.reference import ReferenceTarget
 from harness.workload import make_session
@@ -74,7 +74,7 @@ async def _start_side(
     work_dir = Path(tempfile.mkdtemp(prefix=f"leakproof-repro-{mode}-{run_id}-"))
     ledger = work_dir / "ledger.jsonl"
     config = SoakConfig(scenarios="ok", seed=seed, mcp_servers=mcp_servers)
-    shim = _write_shim(work_dir, run_id, config, ledger)
+    shim = write_run_shim(work_dir, run_id, config, ledger)
     census = Census(run_id, ledger, grace)
     target = ReferenceTarget(mode=mode, worker_grace=worker_grace, reap_interval=1.0)
     live_run(run_id, target.stop_now, work_dir, census)

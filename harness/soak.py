@@ -28,22 +28,22 @@ from harness.interrupts import shielded
 from harness.progress import Progress
 from harness.report_assembly import (
     WORK_MARK,
-    _build_report,
-    _clear_earlier_work,
-    _move_work_dir,
-    _write_report,
+    build_report,
+    clear_earlier_work,
     grace_warning,
     messages_warning,
+    move_work_dir,
     print_summary,
     starts_warning,
+    write_report_or_error,
 )
 from harness.soak_config import (
     SoakConfig,
-    _report_dir_problem,
-    _write_shim,
     add_mcp_arguments,
     claude_path,
     config_problem,
+    report_dir_problem,
+    write_run_shim,
 )
 from harness.target import RunContext, Target
 from harness.text import describe
@@ -62,7 +62,7 @@ WORKER_STOPPED_LIMIT_S = 20.0
 CUT_END_TIMEOUT_S = 10.0  # for the end of each session in flight when the run is cut short
 
 
-class _Run:
+class SoakRun:
     """Mutable state of one soak run, shared by its tasks."""
 
     def __init__(self, config: SoakConfig) -> None:
@@ -101,7 +101,9 @@ class _Run:
         return index
 
 
-async def _session_loop(run: _Run, target: Target, census: Census, http: Any, run_id: str) -> None:
+async def _session_loop(
+    run: SoakRun, target: Target, census: Census, http: Any, run_id: str
+) -> None:
     cfg = run.config
     while (index := run.take()) is not None:
         spec = make_session(index, run_id, cfg.seed, cfg.prompts, cfg.observations)
@@ -153,7 +155,7 @@ async def _attribute(target: Target, census: Census, spec: Any, http: Any) -> No
     census.attribute(spec.content_session_id, ids)
 
 
-def _stage(run: _Run) -> str:
+def _stage(run: SoakRun) -> str:
     """What the run is doing now, for the progress display: a time-boxed run goes on after
     its time is up until the sessions in flight end, then waits for their processes; and a
     session that has been in flight long says so (else a queue that never drains, as the
@@ -168,7 +170,7 @@ def _stage(run: _Run) -> str:
     return f"settling: up to {run.config.grace:g} s for the last processes to go"
 
 
-def _slow_session(run: _Run) -> str:
+def _slow_session(run: SoakRun) -> str:
     if not run.in_flight:
         return ""
     index, since = min(run.in_flight.items(), key=lambda item: item[1])
@@ -183,7 +185,7 @@ def _slow_session(run: _Run) -> str:
     return f"session {index} in flight for {age:.0f} s{limit}"
 
 
-async def _watch_worker(run: _Run, census: Census) -> None:
+async def _watch_worker(run: SoakRun, census: Census) -> None:
     """Cut the run short when the worker stays stopped (a SIGSTOP from one of its children, a
     debugger): each session would otherwise wait out its HTTP timeouts, one after the other,
     for as long as the run has sessions (419 s for 13 of 20 in a hostile soak)."""
@@ -207,7 +209,7 @@ async def _watch_worker(run: _Run, census: Census) -> None:
                 drive.cancel()
 
 
-async def _watch_rss(run: _Run, census: Census, limit_mb: float) -> None:
+async def _watch_rss(run: SoakRun, census: Census, limit_mb: float) -> None:
     """No new session once the run's RSS passes --rss-stop: the verdict is a FAIL already (the
     default is twice --rss-peak), and the sessions in flight end as they would."""
     while census.last_total_rss <= limit_mb * 1e6:
@@ -218,7 +220,7 @@ async def _watch_rss(run: _Run, census: Census, limit_mb: float) -> None:
     )
 
 
-async def _progress_loop(progress: Progress, census: Census, run: _Run) -> None:
+async def _progress_loop(progress: Progress, census: Census, run: SoakRun) -> None:
     while True:
         progress.update({**census.snapshot(), "failed": run.failed, "stage": _stage(run)})
         await asyncio.sleep(0.25)
@@ -260,7 +262,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
         adopt_orphans=config.adopt_orphans,
     )
     live_run(run_id, target.stop_now, None if config.keep_work_dir else work_dir, census)
-    run = _Run(config)
+    run = SoakRun(config)
     run.drain_timeout = getattr(target, "drain_timeout", None)
     progress: Progress | None = None
     interrupted = False
@@ -284,7 +286,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                     )
                 shim = Path(config.claude).resolve()
             else:
-                shim = _write_shim(work_dir, run_id, config, ledger)
+                shim = write_run_shim(work_dir, run_id, config, ledger)
             ctx = RunContext(
                 run_id=run_id,
                 work_dir=work_dir,
@@ -359,7 +361,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 progress.close({**snap_end, "sessions_done": run.completed + run.failed,
                                 "failed": run.failed, "stage": stage})  # fmt: skip
 
-        report = _build_report(
+        report = build_report(
             config,
             target,
             census,
@@ -391,15 +393,15 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             )
         )
         if keep and config.report is not None:
-            report["work_dir"] = str(_move_work_dir(work_dir, Path(config.report), run_id))
+            report["work_dir"] = str(move_work_dir(work_dir, Path(config.report), run_id))
         elif not keep:
             report["work_dir"] = None  # removed below: a report must not name a folder that is gone
             if config.report is not None:
                 # An earlier run's evidence in this report folder would pass for this run's.
-                _clear_earlier_work(Path(config.report))
+                clear_earlier_work(Path(config.report))
         try:
             if config.report is not None:
-                _write_report(Path(config.report), report, plot=config.plot)
+                write_report_or_error(Path(config.report), report, plot=config.plot)
         finally:
             if not keep and report["verdict"] == ERROR:
                 report["work_dir"] = str(work_dir)  # an ERROR keeps it (left in the temp dir)
@@ -573,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
-    problem = config_problem(config) or _report_dir_problem(config.report, config.run_id)
+    problem = config_problem(config) or report_dir_problem(config.report, config.run_id)
     if problem:
         print(f"harness soak: {problem}", file=sys.stderr)
         return EXIT_CODES[ERROR]

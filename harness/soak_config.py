@@ -92,7 +92,7 @@ def scenario_spec(scenarios: str) -> str:
 MCP_SERVER_FLAGS = {"polite": (), "stubborn": ("--ignore-eof", "--ignore-sigterm")}
 
 
-def _write_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
+def write_run_shim(work_dir: Path, run_id: str, config: SoakConfig, ledger: Path) -> Path:
     from fake_claude.shim import write_shim
 
     settings = {
@@ -146,7 +146,7 @@ def config_problem(config: SoakConfig) -> str | None:
     return None
 
 
-def _report_dir_problem(report: Path | None, run_id: str) -> str | None:
+def report_dir_problem(report: Path | None, run_id: str) -> str | None:
     """Checked before the run: a report folder that cannot be made would otherwise fail only
     after the whole soak."""
     if report is None:

@@ -19,7 +19,7 @@ from soak_helpers import alive, run_pids, wait_for
 pytest.importorskip("worker")
 
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run  # noqa: E402
-from harness.soak_config import SoakConfig, _write_shim  # noqa: E402
+from harness.soak_config import SoakConfig, write_run_shim  # noqa: E402
 from harness.target import RunContext  # noqa: E402
 from harness.targets.reference import ReferenceTarget  # noqa: E402
 from harness.workload import make_session  # noqa: E402
@@ -86,7 +86,7 @@ def test_ctrl_c_during_a_bench_soak_ends_the_bench(tmp_path):
 async def _start_with_observer(target: ReferenceTarget, work: Path, run_id: str, scenario: str):
     """A started worker with one live observer (its prompt driven, not ended)."""
     ledger = work / "ledger.jsonl"
-    shim = _write_shim(work, run_id, SoakConfig(scenarios=scenario, seed=1), ledger)
+    shim = write_run_shim(work, run_id, SoakConfig(scenarios=scenario, seed=1), ledger)
     handle = await target.start(RunContext(run_id, work, shim, ledger, 1))
     async with aiohttp.ClientSession() as http:
         await target.drive_prompt(make_session(0, run_id, 1, 1, 0), http, 1)

@@ -211,17 +211,17 @@ def test_auto_progress_is_plain_off_a_terminal_and_rate_limited(monkeypatch):
 def test_progress_says_why_a_time_boxed_run_goes_on():
     """Before: a --duration 12 soak printed lines for 24 s with no word on why (its sessions in
     flight were finishing, then their processes had their grace)."""
-    from harness.soak import _Run, _stage
+    from harness.soak import SoakRun, _stage
     from harness.soak_config import SoakConfig
 
-    run = _Run(SoakConfig(duration=12.0, grace=5.0))
+    run = SoakRun(SoakConfig(duration=12.0, grace=5.0))
     run.started, run.completed, run.failed = 5, 1, 1
     assert _stage(run) == ""  # still starting sessions
     run.no_more = True
     assert _stage(run) == "time is up: finishing 3 session(s) in flight"
     run.completed = 4
     assert _stage(run) == "settling: up to 5 s for the last processes to go"
-    counted = _Run(SoakConfig(sessions=5))
+    counted = SoakRun(SoakConfig(sessions=5))
     counted.started, counted.no_more = 5, True
     assert _stage(counted).startswith("all started: finishing 5")
     stream = io.StringIO()
@@ -234,10 +234,10 @@ def test_progress_names_a_session_long_in_flight():
     (the harness waits up to the drain timeout for the queue, then gives the session up)."""
     import time
 
-    from harness.soak import SLOW_SESSION_S, _Run, _stage
+    from harness.soak import SLOW_SESSION_S, SoakRun, _stage
     from harness.soak_config import SoakConfig
 
-    run = _Run(SoakConfig(sessions=10))
+    run = SoakRun(SoakConfig(sessions=10))
     run.drain_timeout = 60.0
     run.started = 2
     now = time.monotonic()
@@ -330,13 +330,13 @@ def test_a_leak_last_seen_as_a_zombie_reads_exited_among_the_leaks():
 def test_a_report_that_cannot_be_written_leaves_no_file_saying_pass(tmp_path, monkeypatch, blocked):
     """Written after the run (a full disk, a folder made meanwhile where a file goes): junit.xml
     and rss.png said PASS when report.json failed. Every file that can be written says ERROR."""
-    from harness.report_assembly import _write_report
+    from harness.report_assembly import write_report_or_error
 
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     out = tmp_path / "out"
     (out / blocked).mkdir(parents=True)  # cannot be written
     report = _report("PASS", reasons=[])
-    _write_report(out, report, plot=True)
+    write_report_or_error(out, report, plot=True)
     assert report["verdict"] == "ERROR" and report["exit_code"] == 2
     assert (
         f"the report could not be written: [Errno 21] Is a directory: '{out}"

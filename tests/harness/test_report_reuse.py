@@ -57,20 +57,20 @@ def test_a_users_own_work_folder_in_the_report_folder_is_never_touched(
 def test_an_earlier_verdict_is_gone_before_the_run_starts(tmp_path: Path, run_id: str) -> None:
     """A Ctrl-C (or a kill) before the end left the earlier run's PASS report in place, read
     as this run's; a report.json that cannot be written was found only after the whole run."""
-    from harness.soak_config import _report_dir_problem
+    from harness.soak_config import report_dir_problem
 
     report = tmp_path / "report"
     report.mkdir()
     for name in ("report.json", "junit.xml", "leaks.txt", "rss.png"):
         (report / name).write_text("an earlier run's")
     (report / "notes.txt").write_text("mine")
-    assert _report_dir_problem(report, run_id) is None
+    assert report_dir_problem(report, run_id) is None
     placeholder = json.loads((report / "report.json").read_text())
     assert placeholder["verdict"] == "running" and placeholder["run_id"] == run_id
     assert sorted(p.name for p in report.iterdir()) == ["notes.txt", "report.json"]
     blocked = tmp_path / "blocked"
     (blocked / "report.json").mkdir(parents=True)
-    problem = _report_dir_problem(blocked, run_id)
+    problem = report_dir_problem(blocked, run_id)
     assert problem is not None and "cannot write the report" in problem
 
 
