@@ -19,6 +19,9 @@ import time
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 MAX_KEY = 200  # the CLI's longest project folder name before it appends a hash
+# The lines of a conversation: a new one goes on from the last of these. Others carry a uuid
+# too (the SDKs' fork_session writes its `custom-title` with one) but are no message to follow.
+MESSAGE_TYPES = frozenset({"user", "assistant", "system", "attachment", "progress"})
 NOT_A_UUID = (
     "Error: --resume requires a valid session ID or session title when used with --print. "
     'Usage: claude -p --resume <session-id|title>. Provided value "{}" is not a UUID and does '
@@ -177,9 +180,11 @@ def _last_uuid(path: str) -> str | None:
         return None
     for raw in reversed(lines):
         try:
-            uuid = json.loads(raw).get("uuid")
-        except (ValueError, AttributeError):
+            line = json.loads(raw)
+        except ValueError:
             continue
-        if isinstance(uuid, str):
-            return uuid
+        if not isinstance(line, dict) or line.get("type") not in MESSAGE_TYPES:
+            continue
+        if isinstance(line.get("uuid"), str):
+            return line["uuid"]
     return None

@@ -760,3 +760,24 @@ def test_the_sdks_session_listing_reads_the_fakes_conversations(
     assert info.session_id == sid
     said = [m for m in sdk.get_session_messages(sid, directory=str(cwd)) if m.type == "user"]
     assert [m.message["content"] for m in said] == ["index the repo layout", "and now the tests"]
+
+
+def test_a_forked_session_resumed_keeps_its_history(fake_factory, tmp_path, monkeypatch):
+    # The SDK's fork_session copies a conversation under a new id and ends it with a
+    # `custom-title` line carrying a uuid. Resumed, the fake chained the new prompt to that line
+    # (no message), so get_session_messages on the fork showed only the last exchange.
+    fake = fake_factory()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+
+    async def ask(prompt: str, **kw):
+        options = fake.options(cwd=str(cwd), **kw)
+        return [m async for m in sdk.query(prompt=prompt, options=options)]
+
+    sid = run_async(lambda: ask("index the repo layout"))[-1].session_id
+    fork = sdk.fork_session(sid, directory=str(cwd)).session_id
+    again = run_async(lambda: ask("and now the tests", resume=fork))
+    assert again[-1].session_id == fork and again[-1].subtype == "success"
+    said = [m for m in sdk.get_session_messages(fork, directory=str(cwd)) if m.type == "user"]
+    assert [m.message["content"] for m in said] == ["index the repo layout", "and now the tests"]

@@ -101,6 +101,22 @@ def test_a_fork_starts_as_a_copy_and_leaves_the_original_alone(spawn):
     assert [x["message"]["content"] for x in lines if x["type"] == "user"] == ["one", "two"]
 
 
+def test_a_resume_goes_on_from_the_last_message_not_a_title_line(spawn):
+    # The SDKs' fork_session and rename_session append a `custom-title` line, the fork's with a
+    # uuid of its own. A resume chained its prompt to that line, which is no message: the SDKs'
+    # get_session_messages, walking back from the newest reply, lost all that came before.
+    sid, fake = _turns(spawn, "one")
+    path = next(_store(fake).glob(f"*/{sid}.jsonl"))
+    reply = _lines(path)[-1]["uuid"]
+    title = {"type": "custom-title", "customTitle": "t (fork)", "sessionId": sid,
+             "uuid": "99999999-8888-4777-8666-555555555555"}  # fmt: skip
+    with path.open("a") as f:
+        f.write(json.dumps(title) + "\n")
+    _turns(spawn, "two", args=["--resume", sid])
+    (prompt,) = [x for x in _lines(path) if x.get("message", {}).get("content") == "two"]
+    assert prompt["parentUuid"] == reply
+
+
 def test_hooks_get_the_transcripts_path(spawn):
     fake = spawn(args=SDK_ARGV)
     hooks = {"UserPromptSubmit": [{"matcher": None, "hookCallbackIds": ["h1"]}]}
