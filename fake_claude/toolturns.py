@@ -138,9 +138,12 @@ class ToolTurns:
         self._tool_result(tool_id, output, is_error=denied is not None or failed)
         if denied is not None:
             return [_denial(tool, tool_id, tool_input)]
-        self.run_hooks(
-            "PostToolUse", tool, tool_id, {"tool_input": tool_input, "tool_response": output}
-        )
+        if failed:  # a tool that failed (an MCP tool's isError too): the failure's own hooks
+            extra = {"tool_input": tool_input, "error": output, "is_interrupt": False}
+            self.run_hooks("PostToolUseFailure", tool, tool_id, extra)
+        else:
+            extra = {"tool_input": tool_input, "tool_response": output}
+            self.run_hooks("PostToolUse", tool, tool_id, extra)
         return []
 
     def _tool_result(self, tool_id: str, output: str, *, is_error: bool) -> None:

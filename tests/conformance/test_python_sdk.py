@@ -227,6 +227,34 @@ def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory)
     assert [t["name"] for t in calc["tools"]] == ["add"]
 
 
+def test_a_failing_tool_runs_the_post_tool_use_failure_hooks(fake_factory):
+    # A tool that fails (an SDK MCP tool that raises) is followed by the PostToolUseFailure
+    # hooks, with the error, as in the real CLI; the fake ran PostToolUse as for a success.
+    fake = fake_factory("ok:tool=mcp__calc__div")
+    seen = []
+
+    @sdk.tool("div", "Divide", {"a": int, "b": int})
+    async def div(args):
+        raise ZeroDivisionError("cannot divide by zero")
+
+    async def record(hook_input, tool_use_id, context):
+        seen.append(hook_input)
+        return {}
+
+    hooks = {event: [sdk.HookMatcher(matcher="mcp__calc__div", hooks=[record])]
+             for event in ("PostToolUse", "PostToolUseFailure")}  # fmt: skip
+    server = sdk.create_sdk_mcp_server(name="calc", tools=[div])
+    opts = fake.options(mcp_servers={"calc": server}, allowed_tools=["mcp__calc"], hooks=hooks)
+    msgs, _ = query_then_mcp_status(opts, "divide")
+    results = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+               if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert len(results) == 1 and results[0].is_error
+    (failure,) = seen
+    assert failure["hook_event_name"] == "PostToolUseFailure"
+    assert failure["tool_name"] == "mcp__calc__div" and "divide by zero" in failure["error"]
+    assert failure["tool_use_id"] == results[0].tool_use_id and not failure["is_interrupt"]
+
+
 def test_stdio_mcp_server_is_the_fakes_child_and_ends_with_it(fake_factory):
     # A stdio server in the SDK's options: the SDK passes it in --mcp-config, the fake starts
     # it as its child (as the real CLI does), calls its tool, and ends it when the SDK is done.
