@@ -205,16 +205,19 @@ class McpClients:
                         return server, tool
         return None
 
-    def call_tool(self, server: str, tool: str, arguments: dict) -> tuple[str, bool]:
-        """(the result's text, is_error)."""
+    def call_tool(self, server: str, tool: str, arguments: dict) -> tuple[str | list[dict], bool]:
+        """(the result's text, or its content blocks when it holds an image, which the real
+        CLI passes on as one; is_error)."""
         try:
             result = self._call(server, "tools/call", {"name": tool, "arguments": arguments})
         except McpError as exc:
             return str(exc), True
         parts = result.get("content") if isinstance(result, dict) else None
-        texts = [p.get("text", "") for p in parts or [] if isinstance(p, dict)]
+        blocks = [content_block(p) for p in parts or [] if isinstance(p, dict)]
         is_error = bool(result.get("isError")) if isinstance(result, dict) else True
-        return "\n".join(t for t in texts if isinstance(t, str)), is_error
+        if any(b["type"] != "text" for b in blocks):
+            return blocks, is_error
+        return "\n".join(b["text"] for b in blocks), is_error
 
     # -- JSON-RPC over mcp_message ------------------------------------------------------------
     def _call(self, server: str, method: str, params: dict) -> Any:
@@ -240,3 +243,16 @@ class McpClients:
         if request is None:
             return {"_error": self.status.get(server, {}).get("error", "not started")}
         return request({"subtype": "mcp_message", "server_name": server, "message": message})
+
+
+def content_block(part: dict) -> dict:
+    """An MCP result's content part as the Messages API block the real CLI makes of it: an
+    image stays an image (base64, its media type), anything else is its text."""
+    data = part.get("data")
+    if part.get("type") == "image" and isinstance(data, str):
+        media = part.get("mimeType")
+        source = {"type": "base64", "media_type": media if isinstance(media, str) else "image/png",
+                  "data": data}  # fmt: skip
+        return {"type": "image", "source": source}
+    text = part.get("text")
+    return {"type": "text", "text": text if isinstance(text, str) else ""}

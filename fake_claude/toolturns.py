@@ -129,6 +129,7 @@ class ToolTurns:
                             denials=[_denial(tool, tool_id, tool_input)],
                         )
         failed = False
+        output: str | list[dict]
         if denied is not None:
             output = denied
         elif mcp_tool is not None and self.mcp is not None:
@@ -139,17 +140,20 @@ class ToolTurns:
         if denied is not None:
             return [_denial(tool, tool_id, tool_input)]
         if failed:  # a tool that failed (an MCP tool's isError too): the failure's own hooks
-            extra = {"tool_input": tool_input, "error": output, "is_interrupt": False}
+            error = output if isinstance(output, str) else _text_of(output)
+            extra = {"tool_input": tool_input, "error": error, "is_interrupt": False}
             self.run_hooks("PostToolUseFailure", tool, tool_id, extra)
         else:
             extra = {"tool_input": tool_input, "tool_response": output}
             self.run_hooks("PostToolUse", tool, tool_id, extra)
         return []
 
-    def _tool_result(self, tool_id: str, output: str, *, is_error: bool) -> None:
+    def _tool_result(self, tool_id: str, output: str | list[dict], *, is_error: bool) -> None:
         block = {"type": "tool_result", "tool_use_id": tool_id, "content": output,
                  "is_error": is_error}  # fmt: skip
-        result = {"stdout": output, "stderr": "", "interrupted": False}
+        result: object = output
+        if isinstance(output, str):
+            result = {"stdout": output, "stderr": "", "interrupted": False}
         self.emit(m.user(self.session_id, [block], tool_use_result=result))
 
     def run_hooks(
@@ -237,6 +241,10 @@ def matcher_matches(pattern: object, tool: str) -> bool:
         return re.search(text, tool) is not None
     except re.error:
         return False  # not a valid expression: matches nothing
+
+
+def _text_of(blocks: list[dict]) -> str:
+    return "\n".join(str(b["text"]) for b in blocks if b.get("type") == "text")
 
 
 def _denial(tool: str, tool_id: str, tool_input: dict) -> dict:

@@ -227,6 +227,29 @@ def test_sdk_mcp_server_tool_is_called_through_the_control_channel(fake_factory)
     assert [t["name"] for t in calc["tools"]] == ["add"]
 
 
+def test_an_sdk_mcp_tool_returning_an_image_gives_an_image_block(fake_factory):
+    # A screenshot-like tool: the real CLI hands the image on as an image block of the tool
+    # result. The fake kept only the text parts, the image as an empty line before the text.
+    fake = fake_factory("ok:tool=mcp__shot__snap")
+
+    @sdk.tool("snap", "Take a screenshot", {})
+    async def snap(args):
+        image = {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
+        return {"content": [image, {"type": "text", "text": "the screen"}]}
+
+    server = sdk.create_sdk_mcp_server(name="shot", tools=[snap])
+    opts = fake.options(mcp_servers={"shot": server}, allowed_tools=["mcp__shot__snap"])
+    msgs, _ = query_then_mcp_status(opts, "look at the screen")
+    (result,) = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+                 if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert not result.is_error
+    source = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    assert result.content == [
+        {"type": "image", "source": source}, {"type": "text", "text": "the screen"},
+    ]  # fmt: skip
+    assert msgs[-1].subtype == "success"
+
+
 def test_a_failing_tool_runs_the_post_tool_use_failure_hooks(fake_factory):
     # A tool that fails (an SDK MCP tool that raises) is followed by the PostToolUseFailure
     # hooks, with the error, as in the real CLI; the fake ran PostToolUse as for a success.
