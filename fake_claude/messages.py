@@ -49,6 +49,14 @@ def usage(input_tokens: int, output_tokens: int) -> dict:
     }
 
 
+# Dollars per token (Sonnet 4.5's list prices): what the real CLI's results add up as their cost.
+INPUT_USD, OUTPUT_USD = 3e-6, 15e-6
+
+
+def cost_usd(input_tokens: int, output_tokens: int) -> float:
+    return input_tokens * INPUT_USD + output_tokens * OUTPUT_USD
+
+
 def control_success(request_id: str, response: dict | None = None) -> dict:
     return {
         "type": "control_response",
@@ -277,7 +285,10 @@ def result(
     permission_denials: list[dict] | None = None,
     errors: list[str] | None = None,
     structured_output: Any = ABSENT,
+    total_cost_usd: float | None = None,
 ) -> dict:
+    """`total_cost_usd`: the session's so far (the real CLI's), else this result's tokens'."""
+    cost = cost_usd(input_tokens, output_tokens) if total_cost_usd is None else total_cost_usd
     msg = {
         "type": "result",
         "subtype": subtype,
@@ -287,7 +298,7 @@ def result(
         "num_turns": num_turns,
         "stop_reason": "end_turn" if not is_error else None,
         "session_id": session_id,
-        "total_cost_usd": 0.0,
+        "total_cost_usd": cost,
         "usage": usage(input_tokens, output_tokens),
         "modelUsage": {
             model: {
@@ -296,7 +307,7 @@ def result(
                 "cacheReadInputTokens": 0,
                 "cacheCreationInputTokens": 0,
                 "webSearchRequests": 0,
-                "costUSD": 0.0,
+                "costUSD": cost,
                 "contextWindow": 200000,
             }
         },

@@ -29,6 +29,10 @@ class MaxTurns(Exception):
     """The turn needs more model round trips than --max-turns allows."""
 
 
+class BudgetExhausted(Exception):
+    """The session has spent what --max-budget-usd allows."""
+
+
 class InputClosed(Exception):
     """stdin ended while the turn was waiting for an answer from the SDK."""
 
@@ -57,6 +61,13 @@ class Session(ToolTurns):
         max_turns = a.value("--max-turns") or ""
         digits = max_turns.isascii() and max_turns.isdigit()  # isdigit() alone takes "²"
         self.max_turns = int(max_turns) if digits and int(max_turns) > 0 else None
+        self.max_budget = a.value("--max-budget-usd")  # as given: the real CLI's error quotes it
+        try:
+            budget_ok = self.max_budget is not None and float(self.max_budget) >= 0
+        except ValueError:
+            budget_ok = False
+        self.max_budget = self.max_budget if budget_ok else None
+        self.cost = 0.0  # the session's total cost so far, as its results report it
         self.allow_rules = permissions.parse_rules(a.value("--allowedTools", "--allowed-tools"))
         self.deny_rules = permissions.parse_rules(
             a.value("--disallowedTools", "--disallowed-tools")
@@ -394,6 +405,9 @@ class Session(ToolTurns):
             )
             out_tokens = max(1, len(text) // 4)
             self.context_tokens += in_tokens + out_tokens
+            self.cost += m.cost_usd(in_tokens * api_turns, out_tokens)
+            if self.max_budget is not None and self.cost >= float(self.max_budget):
+                raise BudgetExhausted()  # as the real CLI: checked once a reply is in
             self.emit(
                 m.result(
                     self.session_id,
@@ -407,6 +421,7 @@ class Session(ToolTurns):
                     output_tokens=out_tokens,
                     permission_denials=denials,
                     structured_output=self.ctx.structured(text),
+                    total_cost_usd=self.cost,
                 )
             )
             self.last_error = False
@@ -430,6 +445,14 @@ class Session(ToolTurns):
             res["terminal_reason"] = "max_turns"
             send(res)
             subtype = "error_max_turns"
+            self.last_error = True
+        except BudgetExhausted:
+            # The reply stands; the result says why the turn went no further.
+            errors = [f"Reached maximum budget (${self.max_budget})"]
+            res = self._error_result(started, in_tokens, "error_max_budget_usd", errors)
+            res["terminal_reason"] = "budget_exhausted"
+            send(res)
+            subtype = "error_max_budget_usd"
             self.last_error = True
         finally:
             self.in_turn = False
@@ -472,6 +495,7 @@ class Session(ToolTurns):
             output_tokens=0,
             errors=errors,
             permission_denials=denials,
+            total_cost_usd=self.cost,
         )
 
 

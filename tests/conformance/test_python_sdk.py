@@ -320,6 +320,31 @@ def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):
     assert error.subtype == "error_max_turns" and error.terminal_reason == "max_turns"
 
 
+def test_max_budget_usd_ends_the_session_with_error_max_budget_usd(fake_factory):
+    # The fake's results cost nothing and --max-budget-usd did nothing: a caller could not
+    # see the real CLI's error_max_budget_usd (and the SDK's ResultError) with it.
+    fake = fake_factory()
+
+    async def go(budget: float):
+        got = []
+        try:
+            async for m in sdk.query(prompt="hi", options=fake.options(max_budget_usd=budget)):
+                got.append(m)
+        except sdk.ResultError as exc:
+            return got, exc
+        return got, None
+
+    msgs, error = run_async(lambda: go(0.5))
+    assert error is None and msgs[-1].subtype == "success" and msgs[-1].total_cost_usd > 0
+    msgs, error = run_async(lambda: go(1e-9))
+    result = msgs[-1]
+    assert isinstance(msgs[-2], sdk.AssistantMessage)  # the reply stands
+    assert result.subtype == "error_max_budget_usd" and result.is_error
+    assert result.errors == ["Reached maximum budget ($1e-09)"] and result.total_cost_usd > 1e-9
+    assert error is not None and error.subtype == "error_max_budget_usd"
+    assert [r["code"] for r in fake.records("exit")] == [0, 1]
+
+
 def test_can_use_tool_and_pre_tool_use_hook(fake_factory):
     fake = fake_factory("ok:tool=Bash")
     calls: list[tuple[str, str]] = []
