@@ -144,16 +144,19 @@ class ToolTurns:
             extra = {"tool_input": tool_input, "error": error, "is_interrupt": False}
             self.run_hooks("PostToolUseFailure", tool, tool_id, extra)
         else:
-            extra = {"tool_input": tool_input, "tool_response": output}
+            # A built-in tool's response is its output object (Bash's stdout, stderr, ...), the
+            # one the tool result message carries; an MCP tool's, what the tool gave.
+            response: object = output
+            if mcp_tool is None and isinstance(output, str):
+                response = tool_output(output)
+            extra = {"tool_input": tool_input, "tool_response": response}
             self.run_hooks("PostToolUse", tool, tool_id, extra)
         return []
 
     def _tool_result(self, tool_id: str, output: str | list[dict], *, is_error: bool) -> None:
         block = {"type": "tool_result", "tool_use_id": tool_id, "content": output,
                  "is_error": is_error}  # fmt: skip
-        result: object = output
-        if isinstance(output, str):
-            result = {"stdout": output, "stderr": "", "interrupted": False}
+        result = tool_output(output) if isinstance(output, str) else output
         self.emit(m.user(self.session_id, [block], tool_use_result=result))
 
     def run_hooks(
@@ -241,6 +244,11 @@ def matcher_matches(pattern: object, tool: str) -> bool:
         return re.search(text, tool) is not None
     except re.error:
         return False  # not a valid expression: matches nothing
+
+
+def tool_output(output: str) -> dict:
+    """What a command tool gives back, in the shape of Bash's output (the real CLI's)."""
+    return {"stdout": output, "stderr": "", "interrupted": False, "isImage": False}
 
 
 def _text_of(blocks: list[dict]) -> str:

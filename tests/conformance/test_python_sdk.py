@@ -666,6 +666,30 @@ def test_prompts_sent_together_each_get_a_turn_with_hooks(fake_factory):
     assert [(t["n"], t["result"]) for t in turns] == [(1, "success"), (2, "success")]
 
 
+def test_post_tool_use_hook_gets_the_tools_output_object(fake_factory):
+    # A PostToolUse hook that logs a command's output reads tool_response["stdout"], as the
+    # real CLI gives Bash's output object; the fake gave a string (a TypeError in the hook).
+    fake = fake_factory("ok:tool=Bash")
+    seen = []
+
+    async def post(hook_input, tool_use_id, context):
+        seen.append(hook_input["tool_response"]["stdout"])
+        return {}
+
+    async def go():
+        opts = fake.options(
+            permission_mode="bypassPermissions",
+            hooks={"PostToolUse": [sdk.HookMatcher(matcher="Bash", hooks=[post])]},
+        )
+        return [m async for m in sdk.query(prompt="list the files", options=opts)]
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "success"
+    (result,) = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+                 if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert seen == [result.content] and "touch" in seen[0]
+
+
 def test_hook_can_deny_the_tool(fake_factory):
     fake = fake_factory("ok:tool=Bash")
 
