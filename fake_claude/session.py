@@ -10,7 +10,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
-from fake_claude import permissions
+from fake_claude import permissions, settings
 from fake_claude.context import Context
 from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
@@ -44,7 +44,10 @@ class Session(ToolTurns):
         self.reader = line_reader()
         self.session_id = session_id
         self.model = a.value("--model") or "claude-sonnet-4-5"
-        self.permission_mode = a.value("--permission-mode") or "default"
+        allowed, denied, default_mode = settings.permissions(
+            settings.layers(a, os.getcwd(), os.environ)
+        )  # what the settings files and --settings say: the flags below add to it
+        self.permission_mode = a.value("--permission-mode") or default_mode or "default"
         self.partial = a.has("--include-partial-messages")
         self.hook_events = a.has("--include-hook-events")
         self.replay = a.has("--replay-user-messages")
@@ -68,8 +71,10 @@ class Session(ToolTurns):
             budget_ok = False
         self.max_budget = self.max_budget if budget_ok else None
         self.cost = 0.0  # the session's total cost so far, as its results report it
-        self.allow_rules = permissions.parse_rules(a.value("--allowedTools", "--allowed-tools"))
-        self.deny_rules = permissions.parse_rules(
+        self.allow_rules = allowed + permissions.parse_rules(
+            a.value("--allowedTools", "--allowed-tools")
+        )
+        self.deny_rules = denied + permissions.parse_rules(
             a.value("--disallowedTools", "--disallowed-tools")
         )
         self.denied_tools = {t for r in self.deny_rules if (t := permissions.whole_tool(r))}

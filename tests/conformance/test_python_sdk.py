@@ -459,6 +459,33 @@ def test_permissions_follow_the_documented_order(fake_factory, case):
         assert not result.permission_denials
 
 
+@pytest.mark.parametrize(
+    ("where", "sources", "runs"),
+    [("flag", None, True), ("project", ["project"], True), ("project", [], False)],
+)
+def test_settings_permissions_are_applied(fake_factory, tmp_path, where, sources, runs):
+    """`settings` (--settings) and a project's .claude/settings.json, when its source is
+    loaded, allow a tool as the real CLI does; the fake read neither and denied it."""
+    fake = fake_factory("ok:tool=Bash")
+    rules = {"permissions": {"allow": ["Bash(touch:*)"]}}
+    cwd = tmp_path / "project"
+    (cwd / ".claude").mkdir(parents=True)
+    kw: dict = {"cwd": str(cwd), "setting_sources": sources}
+    if where == "flag":
+        kw["settings"] = json.dumps(rules)
+    else:
+        (cwd / ".claude" / "settings.json").write_text(json.dumps(rules))
+
+    async def go():
+        return [m async for m in sdk.query(prompt="make a file", options=fake.options(**kw))]
+
+    msgs = run_async(go)
+    (block,) = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+                if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert block.is_error is not runs
+    assert bool(msgs[-1].permission_denials) is not runs
+
+
 def test_the_hooks_of_an_event_run_side_by_side(fake_factory):
     """Each of two PreToolUse hooks waits until the other has started: together they finish;
     one after the other (as the fake ran them), the first waited out its 10 s and failed."""
