@@ -56,6 +56,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something already holds 127.0.0.1:PORT (a listener: bind fails even with
+    SO_REUSEADDR, which a worker's listen sets too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def real_home() -> Path | None:
     """The user's real HOME, from the account database where there is one (HOME can lie)."""
     if sys.platform != "win32":
@@ -215,6 +227,26 @@ class ClaudeMemTarget(Target):
         bun = self.bun if self.bun is not None else install.ensure_bun(self.cache)
         return bun, plugin
 
+    def _port(self) -> int:
+        """The worker's port: the user's CLAUDE_MEM_WORKER_PORT setting if given (it must be
+        free: the harness would otherwise wait on a port the worker never listens on, or drive
+        whatever else answers there), else a free one."""
+        asked = self.settings_overrides.get("CLAUDE_MEM_WORKER_PORT")
+        if asked is None:
+            return free_port()
+        if not asked.isdigit() or not 0 < int(asked) < 65536:
+            raise ClaudeMemError(
+                f"CLAUDE_MEM_WORKER_PORT={asked!r} is not a port number; leave the setting out "
+                "and the harness picks a free port"
+            )
+        if port_in_use(int(asked)):
+            raise ClaudeMemError(
+                f"CLAUDE_MEM_WORKER_PORT={asked}: 127.0.0.1:{asked} is already in use (another "
+                "claude-mem worker?); pick a free port, or leave the setting out and the harness "
+                "picks one"
+            )
+        return int(asked)
+
     def _write_home(self, ctx: RunContext, port: int, claude: Path | None = None) -> Path:
         home = (ctx.work_dir / "claude-mem-home").resolve()
         real = real_home()
@@ -265,7 +297,7 @@ class ClaudeMemTarget(Target):
         bun, plugin = await asyncio.to_thread(self.resolve)
         self._token = RUN_ID_FLAG + ctx.run_id
         self._cwd = str(ctx.work_dir)
-        port = free_port()
+        port = self._port()
         self.home = self._write_home(ctx, port)
         log_path = ctx.work_dir / "claude-mem-worker.log"
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()

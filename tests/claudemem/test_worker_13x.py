@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
+import pytest
 from claudemem_support import VERSION_13, require_cached
 
 from harness.cleanup import run_processes
 from harness.target import RunContext
-from harness.targets.claude_mem import ClaudeMemTarget, real_home
+from harness.targets.claude_mem import ClaudeMemError, ClaudeMemTarget, free_port, real_home
 from harness.workload import make_session
 
 DEADLINE_S = 60.0  # generous: a loaded 2-core machine
@@ -104,3 +106,35 @@ def test_one_session_end_to_end(run_ctx: RunContext) -> None:
     )
     assert target.stop_result is not None and target.stop_result["survivors"] == []
     assert _real_claude_mem_state() == real_before
+
+
+def test_a_worker_port_setting_is_used_and_a_taken_port_refused(run_ctx: RunContext) -> None:
+    """`--claude-mem-setting CLAUDE_MEM_WORKER_PORT=N` moves the worker: the harness must wait on
+    that port (it waited 120 s on its own, then blamed the worker), and refuse a taken one."""
+    require_cached(VERSION_13)
+    port = free_port()
+    target = ClaudeMemTarget(
+        version=VERSION_13, settings={"CLAUDE_MEM_WORKER_PORT": str(port)}, start_timeout=60.0
+    )
+
+    async def start_and_stop() -> str:
+        handle = await target.start(run_ctx)
+        try:
+            return handle.base_url
+        finally:
+            await target.stop()
+
+    assert asyncio.run(start_and_stop()) == f"http://127.0.0.1:{port}"
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        target = ClaudeMemTarget(
+            version=VERSION_13, settings={"CLAUDE_MEM_WORKER_PORT": str(taken)}
+        )
+        before = {p.pid for p in psutil.Process().children(recursive=True)}
+        with pytest.raises(ClaudeMemError, match=f"127.0.0.1:{taken} is already in use"):
+            asyncio.run(target.start(run_ctx))
+        # Refused before a worker was started.
+        assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
