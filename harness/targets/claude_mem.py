@@ -371,7 +371,7 @@ class ClaudeMemTarget(Target):
                 if self._proc.poll() is not None:
                     raise ClaudeMemError(
                         f"{self.label} exited with {self._proc.returncode} before it was ready; "
-                        f"log {log_path}:\n{_tail(log_path)}"
+                        f"{self._logs_tail(log_path)}"
                     )
                 try:
                     async with http.get(base_url + "/api/readiness") as resp:
@@ -384,8 +384,31 @@ class ClaudeMemTarget(Target):
                 await asyncio.sleep(0.1)
         raise ClaudeMemError(
             f"{self.label} not ready after {self.start_timeout:.0f}s (last: {last}); "
-            f"log {log_path}:\n{_tail(log_path)}"
+            f"{self._logs_tail(log_path)}"
         )
+
+    def _logs_tail(self, log_path: Path) -> str:
+        """What the worker said: its output, which is mostly empty, and its own log under the
+        run's HOME, where 9.0.0 to 13.x write why they failed (e.g. 9.0.0 without node:
+        `Executable not found in $PATH: "node"`). Named within the run's work folder, which is
+        moved into the report folder afterwards (the report names it)."""
+        files = [log_path]
+        logs = self.home / ".claude-mem" / "logs" if self.home is not None else None
+        if logs is not None and logs.is_dir():
+            files += sorted(logs.glob("*.log"), key=lambda p: p.stat().st_mtime)[-1:]
+        parts: list[str] = []
+        for path in files:
+            text = _tail(path)
+            if text.strip():
+                name = (
+                    path.relative_to(log_path.parent)
+                    if path.is_relative_to(log_path.parent)
+                    else path
+                )
+                parts.append(f"{name}:\n{text}")
+        if not parts:
+            return f"the worker wrote no log ({log_path.name} in the run's work folder is empty)"
+        return "its log in the run's work folder, " + "\n".join(parts)
 
     async def _read_version(self, http: aiohttp.ClientSession, base_url: str) -> None:
         try:

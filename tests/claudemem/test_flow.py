@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from claudemem_support import VERSION_10, VERSION_13, require_cached
 
 from harness import claude_mem_install as install
-from harness.targets.claude_mem import ClaudeMemTarget, UnsafeVersionRefused
+from harness.target import RunContext
+from harness.targets.claude_mem import ClaudeMemError, ClaudeMemTarget, UnsafeVersionRefused
 from harness.targets.claude_mem_flow import detect_flow
 
 
@@ -97,3 +99,29 @@ def test_exactly_one_source_is_required(monkeypatch: pytest.MonkeyPatch) -> None
     assert ClaudeMemTarget().label == f"claude-mem {VERSION_13}"
     with pytest.raises(ValueError):
         ClaudeMemTarget(version=VERSION_13, plugin="/x")
+
+
+def test_a_worker_that_fails_at_start_is_shown_with_its_own_log(
+    run_ctx: RunContext, tmp_path: Path
+) -> None:
+    """claude-mem writes why it failed to ~/.claude-mem/logs, not to its output: the error must
+    show that log (9.0.0 without node said `Executable not found in $PATH: "node"` there, while
+    the message showed the empty output log and a path that was moved away)."""
+    require_cached(VERSION_13)
+    plugin = tmp_path / "plugin"
+    (plugin / "scripts").mkdir(parents=True)
+    (plugin / "scripts" / "worker-service.cjs").write_text(
+        'const fs = require("fs"), path = require("path");\n'
+        'const logs = path.join(process.env.HOME, ".claude-mem", "logs");\n'
+        "fs.mkdirSync(logs, { recursive: true });\n"
+        'fs.writeFileSync(path.join(logs, "claude-mem-2026-01-01.log"),\n'
+        '  "[ERROR] Background initialization failed Executable not found: node\\n");\n'
+        "process.exit(3);\n"
+    )
+    target = ClaudeMemTarget(plugin=plugin, isolation="none", start_timeout=60.0)
+    with pytest.raises(ClaudeMemError) as failed:
+        asyncio.run(target.start(run_ctx))
+    message = str(failed.value)
+    assert "exited with 3 before it was ready" in message
+    assert "Background initialization failed Executable not found: node" in message
+    assert "claude-mem-home/.claude-mem/logs/claude-mem-2026-01-01.log" in message
