@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.target import TargetError
+
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
 _VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.-]+)?$")
 INSTALL_TIMEOUT_S = 600.0
 
 
-class InstallError(RuntimeError):
+class InstallError(TargetError):
     """npm is missing, or an install did not produce what we need."""
 
 
@@ -166,7 +168,10 @@ def installed_version(plugin: Path) -> str | None:
 def ensure_claude_mem(version: str, root: Path | None = None) -> Installed:
     """Install (once) claude-mem VERSION and bun into the cache; return their paths."""
     if not _VERSION_RE.match(version):
-        raise InstallError(f"not a version: {version!r}")
+        raise InstallError(
+            f"not a version: {version!r}; give one npm has, in full, e.g. 13.25.3 "
+            "(`npm view claude-mem versions` lists them)"
+        )
     root = root or cache_dir()
     plugin = plugin_dir(version, root)
     if not (plugin / "scripts" / "worker-service.cjs").is_file():

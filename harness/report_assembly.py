@@ -358,7 +358,8 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     facts = facts_text(report.get("target_facts") or {})
     if facts:
         print(f"  target: {facts}", file=stream)
-    for reason in report["reasons"]:
+    reasons = report["reasons"]
+    for reason in reasons:
         print(f"  - {reason}", file=stream)
     if report.get("failures"):
         first = printable(report["failures"][0])
@@ -367,8 +368,10 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         print(leaks_table(report["leaked"][:40]), file=stream, end="")
     for warning in report.get("warnings", []):
         print(f"  warning: {warning}", file=stream)
-    if report.get("harness_errors"):
-        print("harness errors:\n" + "\n".join(report["harness_errors"]), file=stream)
+    # Those not among the reasons already (an interrupted run's are not).
+    unsaid = [e for e in report.get("harness_errors", []) if f"harness error: {e}" not in reasons]
+    if unsaid:
+        print("harness errors:\n" + "\n".join(unsaid), file=stream)
     kept = report.get("work_dir")
     if kept and Path(kept).is_dir():
         print(f"  work folder kept (worker log, database, ledger): {kept}", file=stream)

@@ -45,7 +45,7 @@ from harness.soak_config import (
     report_dir_problem,
     write_run_shim,
 )
-from harness.target import RunContext, Target
+from harness.target import RunContext, Target, TargetError
 from harness.text import describe
 from harness.verdict import ERROR, EXIT_CODES, FAIL, INTERRUPTED
 from harness.workload import make_session
@@ -334,7 +334,8 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             interrupted = True
         except Exception as exc:  # noqa: BLE001 - any harness failure becomes verdict ERROR
             errors.append(describe(exc))
-            errors.append(traceback.format_exc(limit=5))
+            if not isinstance(exc, TargetError):  # its message says it all
+                errors.append(traceback.format_exc(limit=5))
         finally:
             # A second Ctrl-C or SIGTERM from here on would cut the cleanup and the report short.
             shield.enter_context(shielded())

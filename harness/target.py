@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
+class TargetError(RuntimeError):
+    """A target could not be prepared, started or driven, for a reason its message gives in
+    full (a refused build, a version npm does not have, a worker that never got ready, with
+    its log): the run is a harness error, reported without a traceback."""
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What every target gets from the harness for one run."""

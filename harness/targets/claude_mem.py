@@ -29,7 +29,14 @@ import psutil
 
 import proctree
 from harness import claude_mem_install as install
-from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
+from harness.target import (
+    RunContext,
+    SessionSpec,
+    SpawnedProcess,
+    Target,
+    TargetError,
+    WorkerHandle,
+)
 from harness.targets import claude_mem_pidns as pidns
 from harness.targets.claude_mem_flow import HookFlow, detect_flow, major_version
 from harness.targets.claude_mem_reap import ReapTracker
@@ -42,7 +49,7 @@ RUN_ID_FLAG = "--fake-claude-run-id="
 DEFAULT_MODEL = "claude-sonnet-4-5"
 
 
-class ClaudeMemError(RuntimeError):
+class ClaudeMemError(TargetError):
     """The worker could not be prepared, started or driven."""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -260,3 +261,27 @@ def test_main_says_which_install_failed_and_exits_1(
     err = capsys.readouterr().err
     assert err.startswith("claude-mem 13.25.3: npm install claude-mem@13.25.3 failed (1): ")
     assert "404 Not Found" in err
+
+
+def test_soak_with_a_wrong_version_says_so_once_and_what_to_give(
+    npm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`LEAKPROOF_CLAUDE_MEM=13.25 python -m harness soak --target claude-mem`: one line saying
+    what is wrong and what to give; it printed the error with a traceback, twice."""
+    monkeypatch.setenv("LEAKPROOF_CLAUDE_MEM", "13.25")
+    monkeypatch.setenv("LEAKPROOF_CLAUDE_MEM_CACHE", str(tmp_path / "cache"))
+    report = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--target", "claude-mem", "--sessions", "2"]
+        + ["--progress", "none", "--no-plot", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert out.count("not a version: '13.25'") == 1, out
+    assert "npm view claude-mem versions" in out
+    assert "Traceback" not in out
+    assert "Traceback" not in (report / "report.json").read_text()
+    assert _calls(npm) == []
