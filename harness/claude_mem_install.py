@@ -82,7 +82,11 @@ def _npm_env(root: Path) -> dict[str, str]:
 def _npm_install(folder: Path, spec: str, extra: list[str], root: Path) -> None:
     npm = npm_path()
     if npm is None:
-        raise InstallError("npm is not on PATH")
+        raise InstallError(
+            f"npm is not on PATH, and {spec} is not in the cache {root} yet: install Node.js "
+            "with npm (`python3 ci/install_node.py` does), or set LEAKPROOF_CLAUDE_MEM_CACHE to "
+            "a cache that holds it"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "package.json"
     if not manifest.exists():

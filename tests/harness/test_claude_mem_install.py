@@ -173,8 +173,11 @@ def test_without_node_or_npm_nothing_can_be_installed(
     assert capsys.readouterr().out == "SKIPPED claude-mem install: node is not on PATH " + (
         "(claude-mem and bun come from npm)\n"
     )
-    with pytest.raises(install.InstallError, match="npm is not on PATH"):
+    with pytest.raises(install.InstallError, match="npm is not on PATH") as err:
         install.ensure_bun(tmp_path / "cache")
+    # What is missing, and what to do (it said "npm is not on PATH" and no more).
+    assert f"bun is not in the cache {tmp_path / 'cache'} yet" in str(err.value)
+    assert "python3 ci/install_node.py" in str(err.value)
 
     if sys.platform != "win32":
         _exe(empty / "node", "#!/bin/sh\nexit 0\n")
