@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # no display in CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from harness.report import target_text  # noqa: E402
+
 
 def plot_rss(path: Path, report: dict[str, Any]) -> Path:
     rss = report.get("rss") or {}
@@ -45,7 +47,7 @@ def plot_rss(path: Path, report: dict[str, Any]) -> Path:
             lines2 = ax2.get_legend_handles_labels()
             ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
         ax.set_title(
-            f"soak {report.get('verdict')}: {report.get('target')} {report.get('mode')}, "
+            f"soak {report.get('verdict')}: {target_text(report)}, "
             f"{report.get('completed')} sessions (green: starts, grey: ends)"
         )
         fig.tight_layout()

@@ -103,6 +103,12 @@ def _cut(text: str, size: int) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
+def target_text(report: dict[str, Any]) -> str:
+    """The target, with its mode where it has one: "reference (fixed)", "claude-mem"."""
+    mode = report.get("mode")
+    return f"{report.get('target')} ({mode})" if mode else str(report.get("target"))
+
+
 def write_junit(path: Path, report: dict[str, Any]) -> None:
     verdict = report["verdict"]
     suite = ET.Element(
@@ -117,7 +123,7 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
         suite,
         "testcase",
         classname=f"soak.{report.get('target')}",
-        name=f"{report.get('mode')}-{report.get('sessions')}-sessions",
+        name=f"{report.get('mode') or report.get('target')}-{report.get('sessions')}-sessions",
         time=f"{report.get('duration_s', 0):.3f}",
     )
     message = printable("; ".join(report.get("reasons", [])) or verdict)
@@ -210,7 +216,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
     lat = report.get("cleanup_latency_ms") or {}
     rss = report.get("rss") or {}
     lines = [
-        f"## {icon} Soak {report['verdict']}: {report.get('target')} ({report.get('mode')})",
+        f"## {icon} Soak {report['verdict']}: {target_text(report)}",
         "",
         "| sessions | completed | failed | leaked | zombies | escaped | peak descendants |",
         "|---|---|---|---|---|---|---|",

@@ -192,7 +192,7 @@ def build_report(
         "interrupted": interrupted,
         "target": getattr(target, "name", config.target),
         "target_facts": target.facts(),  # e.g. what held the worker's children on this machine
-        "mode": config.mode,
+        "mode": config.mode if config.target == "reference" else None,  # claude-mem has none
         "seed": config.seed if config.claude is None else None,  # the fake's only
         "run_id": run_id,
         "scenarios": config.scenarios if config.claude is None else None,
@@ -345,7 +345,8 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     lat = report["cleanup_latency_ms"]
     rss = report["rss"]
     print(
-        f"soak {report['verdict']}: target={report['target']} mode={report['mode']} "
+        f"soak {report['verdict']}: target={report['target']}"
+        f"{f' mode={mode}' if (mode := report['mode']) else ''} "
         f"sessions {report['completed']}/{report['sessions']} (failed {report['failed']}) "
         f"in {report['duration_s']} s ({report['sessions_per_s']} sessions/s)\n"
         f"  leaked {report['leaked_count']}, zombies {zombies_text(report['zombies'])}, escaped "

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +141,24 @@ def test_a_worker_port_setting_is_used_and_a_taken_port_refused(run_ctx: RunCont
             asyncio.run(target.start(run_ctx))
         # Refused before a worker was started.
         assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_soak_summary_names_no_reference_mode_for_claude_mem(tmp_path: Path) -> None:
+    """claude-mem has no fixed or leaky mode: every claude-mem soak said `mode=fixed` (summary,
+    report.json, junit, Markdown), the reference worker's default."""
+    require_cached(VERSION_13)
+    report = tmp_path / "report"
+    env = {**os.environ, "LEAKPROOF_CLAUDE_MEM": VERSION_13}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--target", "claude-mem", "--sessions", "1"]
+        + ["--prompts", "1", "--progress", "none", "--no-plot", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    first = proc.stdout.splitlines()[0] if proc.stdout else ""
+    assert first.startswith("soak ") and " target=claude-mem sessions 1/1 " in first, proc.stdout
+    assert "mode=" not in proc.stdout
+    assert json.loads((report / "report.json").read_text())["mode"] is None
+    assert 'name="claude-mem-1-sessions"' in (report / "junit.xml").read_text()
