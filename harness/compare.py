@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -355,7 +356,24 @@ def build_targets(args: argparse.Namespace) -> list[tuple[str, Target, float]]:
         target = get_target("claude-mem", plugin=plugin, **common)
         label = str(getattr(target, "label", f"claude-mem {plugin}"))  # the build's version
         out.append((f"claude-mem {label.split(' ', 1)[1]}", target, args.reap_wait))
-    return out
+    return _distinct(out)
+
+
+def _distinct(targets: list[tuple[str, Target, float]]) -> list[tuple[str, Target, float]]:
+    """Two claude-mem builds that declare one version (the docs' v9.0.0 checkout and a fix
+    branch of it) are told apart by where they come from, then by their place: their rows read
+    alike, and the second's report folder replaced the first's."""
+    from harness.targets.claude_mem import ClaudeMemTarget
+
+    for step in ("source", "place"):
+        counts = Counter(label for label, _, _ in targets)
+        for i, (label, target, wait) in enumerate(targets):
+            if counts[label] > 1 and isinstance(target, ClaudeMemTarget):
+                target.note = (
+                    target.source_name() if step == "source" else f"{target.note} #{i + 1}"
+                )
+                targets[i] = (target.label, target, wait)
+    return targets
 
 
 def _on_sigint(task: asyncio.Task[Any] | None) -> None:

@@ -152,6 +152,8 @@ class ClaudeMemTarget(Target):
         self.db_ids: dict[str, int] = {}
         self.reap: dict | None = None
         self.reported_version: str | None = None  # what the running worker says (/api/version)
+        # Tells apart two builds that declare one version (9.0.0 and a fix branch of it).
+        self.note = ""
         self.worker_exit: int | None = None
         self.stop_result: dict | None = None
         self._proc: subprocess.Popen[Any] | None = None
@@ -165,12 +167,19 @@ class ClaudeMemTarget(Target):
     def label(self) -> str:
         # The build's own manifest first: v9.0.0's worker reports "8.5.9" from /api/version.
         version = self.version or self._plugin_version() or self.reported_version
-        return f"claude-mem {version or self.plugin}"
+        label = f"claude-mem {version or self.plugin}"
+        return f"{label} ({self.note})" if self.note else label
 
     @property
     def namespace_init(self) -> psutil.Process | None:
         """The PID namespace's init (host view) while the worker runs in one, else None."""
         return self._ns_init
+
+    def source_name(self) -> str:
+        """Where the build comes from, in a word: npm, or its checkout's (or folder's) name."""
+        if self.plugin is None:
+            return "npm"
+        return self.plugin.parent.name if self.plugin.name == "plugin" else self.plugin.name
 
     def _plugin_folder(self) -> Path | None:
         if self.plugin is None:

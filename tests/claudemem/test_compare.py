@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from claudemem_support import VERSION_13, require_cached
 
+from harness import claude_mem_install as install
 from harness import compare
 
 pytest.importorskip("worker")
@@ -99,3 +101,32 @@ def test_skip_refused_lists_the_build_and_why(
     assert [r["verdict"] for r in rows] == ["REFUSED"]
     assert "chroma-mcp" in rows[0]["refused"]
     assert "not run:" in (out / "compare.md").read_text()
+
+
+def test_two_builds_of_one_version_get_a_row_and_a_report_each(tmp_path: Path) -> None:
+    """docs/claude-mem.md's "Check your fix" compares a v9.0.0 checkout with a fix branch of it,
+    which declares 9.0.0 too: the two rows read alike and the second's report folder replaced
+    the first's. The same build from npm and from its folder stands in for the two."""
+    require_cached(VERSION_13)
+    plugin = install.plugin_dir(VERSION_13)
+    args = _args(
+        tmp_path,
+        "--no-reference",
+        f"--claude-mem={VERSION_13}",
+        f"--claude-mem-plugin={plugin}",
+        "--sessions=1",
+        "--prompts=1",
+        "--reap-wait=0",
+    )
+    assert compare.run(args) == 0
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["target"] for r in rows] == [
+        f"claude-mem {VERSION_13} (npm)",
+        f"claude-mem {VERSION_13} (claude-mem)",  # its folder: node_modules/claude-mem/plugin
+    ]
+    assert len({r["folder"] for r in rows}) == 2
+    for row in rows:
+        report = json.loads((tmp_path / row["folder"] / "report.json").read_text())
+        assert report["completed"] == 1
+    table = (tmp_path / "compare.md").read_text()
+    assert f"| claude-mem {VERSION_13} (npm) |" in table
