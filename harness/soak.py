@@ -441,7 +441,13 @@ async def _messages(target: Target, http: aiohttp.ClientSession) -> dict[str, in
 # -- command line ------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SoakConfig()
-    parser.add_argument("--target", default=d.target, help="worker under test (reference, ...)")
+    parser.add_argument(
+        "--target",
+        default=d.target,
+        help="worker under test: reference, or claude-mem (the real worker; its build from "
+        "LEAKPROOF_CLAUDE_MEM=VERSION, from npm, or LEAKPROOF_CLAUDE_MEM_PLUGIN=PATH, a plugin "
+        "folder or checkout; see docs/claude-mem.md)",
+    )
     parser.add_argument(
         "--mode", default=d.mode, choices=("fixed", "leaky"), help="reference worker's mode"
     )

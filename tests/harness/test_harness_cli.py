@@ -18,6 +18,20 @@ def test_help_lists_every_subcommand():
         assert name in out.stdout
 
 
+def test_soak_help_says_how_to_pick_the_claude_mem_build():
+    """It said `(reference, ...)`: nothing named claude-mem or the variables that choose it."""
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "reference, or claude-mem" in text
+    assert "LEAKPROOF_CLAUDE_MEM=VERSION" in text and "LEAKPROOF_CLAUDE_MEM_PLUGIN=PATH" in text
+
+
 def test_unknown_target_is_a_harness_error(capsys):
     assert main(["soak", "--target", "no-such-target", "--progress", "none"]) == 2
     assert "unknown target" in capsys.readouterr().err
