@@ -156,6 +156,7 @@ class Census:
         self.sessions_done = 0
         self.worker: psutil.Process | None = None
         self.worker_pid: int | None = None
+        self.worker_core: psutil.Process | None = None  # see set_worker
         self._desc_other: dict[int, psutil.Process] = {}
         self._n_samples = 0
         self._epoch = 0  # bumped whenever an input of a deadline changes
@@ -206,12 +207,15 @@ class Census:
         self._noted_at = -NOTE_INTERVAL_S
 
     # -- inputs from the soak --------------------------------------------------------------------
-    def set_worker(self, pid: int, create_time: float) -> None:
+    def set_worker(
+        self, pid: int, create_time: float, core: tuple[int, float] | None = None
+    ) -> None:
+        """The worker's root process; `core`, the worker itself inside a wrapper (see
+        WorkerHandle.core): the RSS and stopped state that are the worker's own are read there."""
         with self._lock:
-            proc = psutil.Process(pid)
-            if abs(proc.create_time() - create_time) > CT_TOLERANCE:
-                raise psutil.NoSuchProcess(pid, msg="worker identity changed")
+            proc = _verified(pid, create_time)
             self.worker, self.worker_pid = proc, pid
+            self.worker_core = proc if core is None else _verified(*core)
             self._force_tree = True  # the idle baseline needs the worker's helpers counted
             # What the worker runs before any session (its guardian) is its own, not the run's.
             self._helpers = set()
@@ -573,12 +577,14 @@ class Census:
     def continue_worker(self) -> None:
         """SIGCONT to the worker (ours: we started it) if it is stopped, so that it can end
         its observers when asked to stop. By its identity: never another process."""
-        worker = self.worker
-        if worker is None or sys.platform == "win32":
+        if sys.platform == "win32":
             return
-        with contextlib.suppress(psutil.Error):
-            if worker.status() in STOPPED_STATES:
-                worker.resume()
+        for worker in (self.worker, self.worker_core):
+            if worker is None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if worker.status() in STOPPED_STATES:
+                    worker.resume()
 
     def sample(self) -> Sample:
         """One full census sample: ledger, process table, classification, RSS."""
@@ -931,11 +937,12 @@ class Census:
     def _measure(self, now: float, descendants: set[int], worker_alive: bool) -> Sample:
         total = worker_rss = 0
         stopped = False
-        if worker_alive and self.worker is not None:
+        core = self.worker_core
+        if worker_alive and core is not None:
             try:
-                with self.worker.oneshot():
-                    worker_rss = self.worker.memory_info().rss
-                    stopped = self.worker.status() in STOPPED_STATES
+                with core.oneshot():
+                    worker_rss = core.memory_info().rss
+                    stopped = core.status() in STOPPED_STATES
             except psutil.Error:
                 worker_alive = False
         if not stopped:
@@ -1089,6 +1096,13 @@ class Census:
                 if ends and (stopped is None or max(ends) <= stopped):
                     out.append(max(0.0, max(ends) - s.end))
             return out
+
+
+def _verified(pid: int, create_time: float) -> psutil.Process:
+    proc = psutil.Process(pid)
+    if abs(proc.create_time() - create_time) > CT_TOLERANCE:
+        raise psutil.NoSuchProcess(pid, msg="worker identity changed")
+    return proc
 
 
 def _rss(proc: psutil.Process) -> int:

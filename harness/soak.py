@@ -296,7 +296,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             )
             census.start()
             handle = await target.start(ctx)
-            census.set_worker(handle.pid, handle.create_time)
+            census.set_worker(handle.pid, handle.create_time, handle.core)
             first = await asyncio.to_thread(census.sample)
             baseline, worker_rss_start = first.descendants, first.worker_rss
             if config.progress != "none":

@@ -59,6 +59,9 @@ class WorkerHandle:
     create_time: float
     mode: str
     log_path: Path | None = None
+    # The worker itself when `pid` is a wrapper (unshare and a PID namespace's init around
+    # claude-mem's bun): its own RSS is the worker's RSS. None: `pid` is the worker.
+    core: tuple[int, float] | None = None
 
 
 class Target(abc.ABC):

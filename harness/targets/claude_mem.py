@@ -374,8 +374,27 @@ class ClaudeMemTarget(Target):
             create_time=root.create_time if root else time.time(),
             mode=self.label,
             log_path=log_path,
+            core=self._core(),
         )
         return self.handle
+
+    def _core(self) -> tuple[int, float] | None:
+        """In a PID namespace, the worker itself (bun running worker-service.cjs, the oldest
+        if there are more) under the unshare and init that the harness started: its own RSS is
+        the worker's, which the wrapper's 2 MB are not."""
+        if self._ns is None:
+            return None
+        workers = []
+        for proc in pidns.members(self._ns):
+            try:
+                if any(arg.endswith("worker-service.cjs") for arg in proc.cmdline()):
+                    workers.append((proc.create_time(), proc.pid))
+            except psutil.Error:
+                continue
+        if not workers:
+            return None
+        create_time, pid = min(workers)
+        return pid, create_time
 
     async def _wait_ready(self, base_url: str, log_path: Path) -> None:
         assert self._proc is not None

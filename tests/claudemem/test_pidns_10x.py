@@ -21,6 +21,7 @@ import psutil
 import pytest
 from claudemem_support import VERSION_10, require_cached
 
+from harness.census import Census
 from harness.target import RunContext
 from harness.targets import claude_mem_pidns as pidns
 from harness.targets.claude_mem import ClaudeMemTarget
@@ -113,11 +114,22 @@ def test_orphan_reaper_cannot_reach_a_host_orphan(run_ctx: RunContext) -> None:
         host_ct = host_decoy.create_time()
 
         async def scenario() -> tuple[str, dict]:
-            await target.start(run_ctx)
+            handle = await target.start(run_ctx)
             try:
                 assert target.isolation_used == "pid-namespace", target.isolation_note
                 init = target.namespace_init
                 assert init is not None
+                # The worker's own RSS is bun's inside the namespace, not the wrapper's (unshare,
+                # about 2 MB: a worker-alone slope that could never see the worker grow).
+                assert handle.core is not None
+                core = psutil.Process(handle.core[0])
+                assert pidns.pid_ns(core.pid) == pidns.pid_ns(init.pid)
+                assert any(a.endswith("worker-service.cjs") for a in core.cmdline())
+                census = Census(run_ctx.run_id, run_ctx.ledger_path, grace=5.0)
+                census.set_worker(handle.pid, handle.create_time, handle.core)
+                worker_rss = census.sample().worker_rss
+                wrapper_rss = psutil.Process(handle.pid).memory_info().rss
+                assert worker_rss > 4 * wrapper_rss, (worker_rss, wrapper_rss)
                 log = await asyncio.to_thread(
                     _poll, lambda: "Started orphan reaper" in _log_text(target.home), READY_S
                 )
