@@ -452,6 +452,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode", default=d.mode, choices=("fixed", "leaky"), help="reference worker's mode"
     )
     parser.add_argument(
+        "--claude-mem-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--target claude-mem: an entry of the run's ~/.claude-mem/settings.json, e.g. "
+        "CLAUDE_MEM_MAX_CONCURRENT_AGENTS=8 (13.x starts 2 observers at a time by default)",
+    )
+    parser.add_argument(
         "--sessions",
         type=COUNT,
         default=None,  # None: not given (--duration then decides alone)
@@ -574,7 +582,16 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         adopt_orphans=args.claude is not None,
         mcp_servers=args.mcp_servers,
         mcp_server_mode=args.mcp_server_mode,
+        target_options=_claude_mem_settings(args.claude_mem_setting),
     )
+
+
+def _claude_mem_settings(pairs: list[str]) -> dict[str, Any]:
+    """--claude-mem-setting KEY=VALUE ... as the claude-mem target's `settings` option (a
+    pair without `=` is refused by config_problem, which says so before the run)."""
+    if not pairs:
+        return {}
+    return {"settings": dict(kv.partition("=")[::2] for kv in pairs)}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -141,6 +141,12 @@ def config_problem(config: SoakConfig) -> str | None:
             return f"--claude {where}: not an executable file (a path, or a command on PATH)"
         if config.mcp_servers:
             return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
+    settings = config.target_options.get("settings") or {}
+    if settings and config.target != "claude-mem":
+        return "--claude-mem-setting is for --target claude-mem (the real worker's settings)"
+    for key, value in settings.items():
+        if not key or not value:
+            return f"--claude-mem-setting needs KEY=VALUE, not {key!r}"
     if config.mcp_server_mode not in MCP_SERVER_FLAGS:
         return f"--mcp-server-mode {config.mcp_server_mode!r}: polite or stubborn"
     return None

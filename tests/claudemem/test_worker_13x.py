@@ -162,3 +162,24 @@ def test_soak_summary_names_no_reference_mode_for_claude_mem(tmp_path: Path) -> 
     assert "mode=" not in proc.stdout
     assert json.loads((report / "report.json").read_text())["mode"] is None
     assert 'name="claude-mem-1-sessions"' in (report / "junit.xml").read_text()
+
+
+def test_soak_passes_claude_mem_settings_to_the_worker(tmp_path: Path) -> None:
+    """`soak --claude-mem-setting` reaches the run's ~/.claude-mem/settings.json (only compare had
+    it: a soak of 13.x's mix ran 3 observers for 16 sessions, its 2 slots held by live ones)."""
+    require_cached(VERSION_13)
+    report = tmp_path / "report"
+    env = {**os.environ, "LEAKPROOF_CLAUDE_MEM": VERSION_13}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--target", "claude-mem", "--sessions", "1"]
+        + ["--claude-mem-setting", "CLAUDE_MEM_MAX_CONCURRENT_AGENTS=7", "--keep-work-dir"]
+        + ["--prompts", "1", "--progress", "none", "--no-plot", "--report", str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # a verdict, not a usage error
+    homes = list(report.glob("work*/claude-mem-home/.claude-mem/settings.json"))
+    assert len(homes) == 1, (sorted(str(p) for p in report.rglob("*"))[:40], proc.stdout)
+    assert json.loads(homes[0].read_text())["CLAUDE_MEM_MAX_CONCURRENT_AGENTS"] == "7"

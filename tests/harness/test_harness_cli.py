@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from harness.cli import SUBCOMMANDS, main
 from harness.soak_config import scenario_spec
 
@@ -41,3 +43,22 @@ def test_bare_weights_mean_a_mix():
     assert scenario_spec("ok=4,escape=1") == "mix:ok=4,escape=1"
     assert scenario_spec("mix:ok=4") == "mix:ok=4"
     assert scenario_spec("ignore-eof+grandchild:n=2") == "ignore-eof+grandchild:n=2"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--claude-mem-setting", "A=1"], "is for --target claude-mem"),
+        (["--target", "claude-mem", "--claude-mem-setting", "A"], "needs KEY=VALUE, not 'A'"),
+    ],
+)
+def test_claude_mem_settings_are_checked_before_the_run(args: list[str], said: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--sessions", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert said in proc.stderr
