@@ -286,8 +286,12 @@ def result(
     errors: list[str] | None = None,
     structured_output: Any = ABSENT,
     total_cost_usd: float | None = None,
+    stop_reason: Any = ABSENT,
+    terminal_reason: str | None = None,
 ) -> dict:
-    """`total_cost_usd`: the session's so far (the real CLI's), else this result's tokens'."""
+    """`total_cost_usd`: the session's so far (the real CLI's), else this result's tokens'.
+    `stop_reason`: the last reply's (a turn a hook ended after a tool: `tool_use`; no reply at
+    all: None); by default `end_turn`, or None for an error."""
     cost = cost_usd(input_tokens, output_tokens) if total_cost_usd is None else total_cost_usd
     msg = {
         "type": "result",
@@ -296,7 +300,9 @@ def result(
         "duration_ms": duration_ms,
         "duration_api_ms": max(0, duration_ms // 2),
         "num_turns": num_turns,
-        "stop_reason": "end_turn" if not is_error else None,
+        "stop_reason": stop_reason
+        if stop_reason is not ABSENT
+        else ("end_turn" if not is_error else None),
         "session_id": session_id,
         "total_cost_usd": cost,
         "usage": usage(input_tokens, output_tokens),
@@ -316,6 +322,8 @@ def result(
     }
     if text is not None:
         msg["result"] = text
+    if terminal_reason is not None:
+        msg["terminal_reason"] = terminal_reason
     if structured_output is not ABSENT:  # only with --json-schema, as the real CLI
         msg["structured_output"] = structured_output
     if errors or subtype != "success":

@@ -9,14 +9,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from fake_claude import hookout, permissions, settings
 from fake_claude import messages as m
-from fake_claude import permissions, settings
 from fake_claude.context import Context
 from fake_claude.faults import at_point, idle_forever
 from fake_claude.lifecycle import exit_now
 from fake_claude.reply import content_text, observation
 from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
-from fake_claude.toolturns import Interrupted, ToolTurns
+from fake_claude.toolturns import HookStopped, Interrupted, ToolTurns
 
 if TYPE_CHECKING:
     from fake_claude.mcp import McpClients
@@ -31,6 +31,15 @@ class MaxTurns(Exception):
 
 class BudgetExhausted(Exception):
     """The session has spent what --max-budget-usd allows."""
+
+
+class PromptEnded(Exception):
+    """A UserPromptSubmit hook ended the turn before the model saw the prompt."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.reason = reason
 
 
 class InputClosed(Exception):
@@ -380,8 +389,11 @@ class Session(ToolTurns):
                     servers, [a["name"] for a in self.agents],
                 )
             )  # fmt: skip
-            # The prompt's and the stop's hooks run; their decisions (block) are not acted on.
-            self.run_hooks("UserPromptSubmit", None, None, {"prompt": prompt})
+            verdict = hookout.prompt_verdict(
+                self.run_hooks("UserPromptSubmit", None, None, {"prompt": prompt})
+            )
+            if verdict is not None:
+                raise PromptEnded(*verdict)
             at_point(self.ctx, "mid-turn", n, self.session_id)
             text = observation(prompt)
             denials: list[dict] = []
@@ -405,9 +417,11 @@ class Session(ToolTurns):
             )
             self.emit(reply)
             self.ctx.remember("assistant", reply["message"], reply.get("uuid"))
-            self.run_hooks(
+            stop_outs = self.run_hooks(
                 "Stop", None, None, {"stop_hook_active": False, "last_assistant_message": text}
             )
+            # continue: false from a Stop hook: the reply stands, the result says who ended it.
+            ended = "stop_hook_prevented" if hookout.stop_of(stop_outs) is not None else None
             out_tokens = max(1, len(text) // 4)
             self.context_tokens += in_tokens + out_tokens
             self.cost += m.cost_usd(in_tokens * api_turns, out_tokens)
@@ -427,8 +441,30 @@ class Session(ToolTurns):
                     permission_denials=denials,
                     structured_output=self.ctx.structured(text),
                     total_cost_usd=self.cost,
+                    terminal_reason=ended,
                 )
             )
+            self.last_error = False
+            subtype = "success"
+        except PromptEnded as exc:
+            # As the real CLI: no model call; a warning that says why, then a success result
+            # with its text, no turns and no stop_reason.
+            text = hookout.ended_text(exc.kind, exc.reason, prompt)
+            kept = exc.kind != "blocked_by_hook"
+            send(hookout.informational(self.session_id, text, kind=exc.kind, kept=kept,
+                                       reason=exc.reason))  # fmt: skip
+            send(self._ended_result(started, text, 0, 0, stop_reason=None))
+            self.last_error = False
+            subtype = "success"
+        except HookStopped as exc:
+            # A tool hook's continue: false: the tool's result is the turn's last message, so
+            # the result has no text and the tool use's stop_reason.
+            self.cost += m.cost_usd(in_tokens, 1)
+            res = self._ended_result(
+                started, "", 2, in_tokens, stop_reason="tool_use", terminal_reason="hook_stopped",
+                denials=exc.denials,
+            )  # fmt: skip
+            send(res)
             self.last_error = False
             subtype = "success"
         except Interrupted as exc:
@@ -478,6 +514,20 @@ class Session(ToolTurns):
             if line is TIMEOUT:
                 return
             self.dispatch(line)
+
+    def _ended_result(
+        self, started: float, text: str, num_turns: int, in_tokens: int, *,
+        stop_reason: str | None, terminal_reason: str | None = None,
+        denials: list | None = None,
+    ) -> dict:  # fmt: skip
+        """The success result of a turn a hook ended before its reply."""
+        return m.result(
+            self.session_id, subtype="success", is_error=False, text=text,
+            duration_ms=int((time.monotonic() - started) * 1000), num_turns=num_turns,
+            model=self.model, input_tokens=in_tokens, output_tokens=0,
+            permission_denials=denials, total_cost_usd=self.cost, stop_reason=stop_reason,
+            terminal_reason=terminal_reason,
+        )  # fmt: skip
 
     def _error_result(
         self,

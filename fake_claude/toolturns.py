@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
 from fake_claude import permissions
+from fake_claude.hookout import stop_of
 
 if TYPE_CHECKING:
     from fake_claude.context import Context
@@ -30,6 +31,16 @@ class Interrupted(Exception):
         super().__init__(text)
         self.reason = reason
         self.denials = denials or []
+
+
+class HookStopped(Exception):
+    """A PreToolUse or PostToolUse hook said `continue: false`: as the real CLI, the tool's
+    result stands and the turn ends there, with no reply after it (`terminal_reason`
+    hook_stopped); `denials`, the call's permission denial if it was denied."""
+
+    def __init__(self, denials: list[dict]) -> None:
+        super().__init__("hook_stopped")
+        self.denials = denials
 
 
 class ToolTurns:
@@ -82,7 +93,11 @@ class ToolTurns:
             self._tool_result(tool_id, error, is_error=True)
             return []
         denied, hook = None, None
-        for out in self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input}):
+        pre = self.run_hooks("PreToolUse", tool, tool_id, {"tool_input": tool_input})
+        # continue: false does not stop the call itself (its permission and run go on, as in
+        # the real CLI): the turn ends once the tool's result is in.
+        stop = stop_of(pre) is not None
+        for out in pre:
             specific = out.get("hookSpecificOutput") or {}
             decision = specific.get("permissionDecision")
             if out.get("decision") == "block" or decision == "deny":
@@ -138,10 +153,14 @@ class ToolTurns:
             output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
         self._tool_result(tool_id, output, is_error=denied is not None or failed)
         if denied is not None:
-            return [_denial(tool, tool_id, tool_input)]
+            denials = [_denial(tool, tool_id, tool_input)]
+            if stop:
+                raise HookStopped(denials)
+            return denials
         if failed:  # a tool that failed (an MCP tool's isError too): the failure's own hooks
             error = output if isinstance(output, str) else _text_of(output)
             extra = {"tool_input": tool_input, "error": error, "is_interrupt": False}
+            # The real CLI reads no continue: false from these (only a block and context).
             self.run_hooks("PostToolUseFailure", tool, tool_id, extra)
         else:
             # A built-in tool's response is its output object (Bash's stdout, stderr, ...), the
@@ -150,7 +169,10 @@ class ToolTurns:
             if mcp_tool is None and isinstance(output, str):
                 response = tool_output(output)
             extra = {"tool_input": tool_input, "tool_response": response}
-            self.run_hooks("PostToolUse", tool, tool_id, extra)
+            post = self.run_hooks("PostToolUse", tool, tool_id, extra)
+            stop = stop or stop_of(post) is not None
+        if stop:
+            raise HookStopped([])
         return []
 
     def _tool_result(self, tool_id: str, output: str | list[dict], *, is_error: bool) -> None:

@@ -908,3 +908,76 @@ def test_a_forked_session_resumed_keeps_its_history(fake_factory, tmp_path, monk
     assert again[-1].session_id == fork and again[-1].subtype == "success"
     said = [m for m in sdk.get_session_messages(fork, directory=str(cwd)) if m.type == "user"]
     assert [m.message["content"] for m in said] == ["index the repo layout", "and now the tests"]
+
+
+def _run_with_hooks(fake, answers: dict, **kw) -> tuple[list, list[dict]]:
+    """One query with a hook for each event in `answers` (what it returns); the inputs the
+    hooks were called with, in order."""
+    seen: list[dict] = []
+
+    def hook(answer: dict):
+        async def run(hook_input, tool_use_id, context):
+            seen.append(dict(hook_input))
+            return answer
+
+        return run
+
+    hooks = {e: [sdk.HookMatcher(matcher=None, hooks=[hook(a)])] for e, a in answers.items()}
+    opts = fake.options(permission_mode="bypassPermissions", hooks=hooks, **kw)
+
+    async def go():
+        return [m async for m in sdk.query(prompt="tidy the imports", options=opts)]
+
+    return run_async(go), seen
+
+
+@pytest.mark.parametrize("event", ["PreToolUse", "PostToolUse"])
+def test_a_tool_hooks_continue_false_ends_the_turn_after_the_tool(fake_factory, event):
+    # The real CLI (2.1.x): the call goes on (a PreToolUse stop is no deny), its result
+    # stands, then the turn ends with no reply and no Stop hooks: success, terminal_reason
+    # hook_stopped. The fake went on to its reply and the Stop hooks.
+    fake = fake_factory("ok:tool=Bash")
+    answers = {event: {"continue_": False, "stopReason": "enough for now"}, "Stop": {}}
+    msgs, seen = _run_with_hooks(fake, answers)
+    assert [h["hook_event_name"] for h in seen] == [event]
+    kinds = [type(m).__name__ for m in msgs]
+    assert kinds == ["SystemMessage", "AssistantMessage", "UserMessage", "ResultMessage"], kinds
+    (tool_result,) = msgs[2].content
+    assert isinstance(tool_result, sdk.ToolResultBlock) and not tool_result.is_error
+    assert "fake Bash ran" in str(tool_result.content)
+    result = msgs[-1]
+    assert (result.subtype, result.is_error, result.terminal_reason) == (
+        "success", False, "hook_stopped",
+    )  # fmt: skip
+    assert result.result == "" and result.stop_reason == "tool_use" and result.num_turns == 2
+
+
+def test_a_prompt_hooks_continue_false_ends_the_turn_before_the_model(fake_factory):
+    # The real CLI does not query the model: an informational warning "Operation stopped by
+    # hook: REASON" (prompt_submit_outcome stopped_by_hook), then a success result with that
+    # text and no turns. The fake answered the prompt.
+    fake = fake_factory()
+    answers = {"UserPromptSubmit": {"continue_": False, "stopReason": "not today"}, "Stop": {}}
+    msgs, seen = _run_with_hooks(fake, answers)
+    assert [h["hook_event_name"] for h in seen] == ["UserPromptSubmit"]
+    assert not [m for m in msgs if isinstance(m, sdk.AssistantMessage)], msgs
+    (warning,) = [m for m in msgs if isinstance(m, sdk.SystemMessage)
+                  and m.subtype == "informational"]  # fmt: skip
+    assert warning.data["content"] == "Operation stopped by hook: not today"
+    assert warning.data["level"] == "warning" and warning.data["prevent_continuation"] is True
+    outcome = warning.data["prompt_submit_outcome"]
+    assert outcome == {"kind": "stopped_by_hook", "prompt_kept": True, "reason": "not today"}
+    result = msgs[-1]
+    assert (result.subtype, result.is_error, result.num_turns) == ("success", False, 0)
+    assert result.result == warning.data["content"] and result.stop_reason is None
+
+
+def test_a_stop_hooks_continue_false_is_the_results_terminal_reason(fake_factory):
+    # The real CLI ends the turn with terminal_reason stop_hook_prevented; the reply stands.
+    fake = fake_factory()
+    msgs, seen = _run_with_hooks(fake, {"Stop": {"continue_": False, "stopReason": "done"}})
+    assert [h["hook_event_name"] for h in seen] == ["Stop"]
+    result = msgs[-1]
+    assert (result.subtype, result.is_error) == ("success", False)
+    assert result.terminal_reason == "stop_hook_prevented"
+    assert result.result == msgs[-2].content[0].text
