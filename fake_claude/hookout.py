@@ -9,6 +9,7 @@ from __future__ import annotations
 from fake_claude import messages as m
 
 STOPPED = "Operation stopped by hook"  # a prompt's hook said continue: false
+PROMPT_BLOCKED = "UserPromptSubmit operation blocked by hook:\n"  # ... said decision: block
 
 
 def stop_of(outs: list[dict]) -> str | None:
@@ -25,6 +26,8 @@ def prompt_verdict(outs: list[dict]) -> tuple[str, str] | None:
     """A UserPromptSubmit hook that ends the turn, as the real CLI reads them (in order, the
     first that blocks or stops wins): ("blocked_by_hook" | "stopped_by_hook", its reason)."""
     for out in outs:
+        if out.get("decision") == "block":
+            return "blocked_by_hook", str(out.get("reason") or "")
         if out.get("continue") is False:
             reason = out.get("stopReason")
             return "stopped_by_hook", reason if isinstance(reason, str) else ""
@@ -32,7 +35,10 @@ def prompt_verdict(outs: list[dict]) -> tuple[str, str] | None:
 
 
 def ended_text(kind: str, reason: str, prompt: str) -> str:
-    """What the real CLI says (in its warning and as the result) of a prompt a hook ended."""
+    """What the real CLI says (in its warning and as the result) of a prompt a hook ended:
+    a blocked one is quoted, as it is not kept in the conversation."""
+    if kind == "blocked_by_hook":
+        return f"{PROMPT_BLOCKED}{reason or 'Blocked by hook'}\nOriginal prompt: {prompt}"
     return f"{STOPPED}: {reason}" if reason else STOPPED
 
 

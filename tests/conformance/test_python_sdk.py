@@ -981,3 +981,25 @@ def test_a_stop_hooks_continue_false_is_the_results_terminal_reason(fake_factory
     assert (result.subtype, result.is_error) == ("success", False)
     assert result.terminal_reason == "stop_hook_prevented"
     assert result.result == msgs[-2].content[0].text
+
+
+def test_a_prompt_hooks_block_keeps_the_prompt_from_the_model(fake_factory):
+    # The real CLI: no model call; an informational warning "UserPromptSubmit operation
+    # blocked by hook:\nREASON\nOriginal prompt: PROMPT" (prompt_submit_outcome
+    # blocked_by_hook, prompt_kept false), a success result with that text and no turns.
+    # The fake answered the prompt (README: "not acted on").
+    fake = fake_factory()
+    block = {"decision": "block", "reason": "no secrets"}
+    msgs, seen = _run_with_hooks(fake, {"UserPromptSubmit": block, "Stop": {}})
+    assert [h["hook_event_name"] for h in seen] == ["UserPromptSubmit"]
+    assert not [m for m in msgs if isinstance(m, sdk.AssistantMessage)], msgs
+    (warning,) = [m for m in msgs if isinstance(m, sdk.SystemMessage)
+                  and m.subtype == "informational"]  # fmt: skip
+    text = "UserPromptSubmit operation blocked by hook:\nno secrets\nOriginal prompt: "
+    text += "tidy the imports"
+    assert warning.data["content"] == text and warning.data["prevent_continuation"] is True
+    outcome = warning.data["prompt_submit_outcome"]
+    assert outcome == {"kind": "blocked_by_hook", "prompt_kept": False, "reason": "no secrets"}
+    result = msgs[-1]
+    assert (result.subtype, result.is_error, result.num_turns) == ("success", False, 0)
+    assert result.result == text and result.stop_reason is None
