@@ -6,10 +6,13 @@ the same words."""
 
 from __future__ import annotations
 
+import os
+
 from fake_claude import messages as m
 
 STOPPED = "Operation stopped by hook"  # a prompt's hook said continue: false
 PROMPT_BLOCKED = "UserPromptSubmit operation blocked by hook:\n"  # ... said decision: block
+STOP_FEEDBACK = "Stop hook feedback:\n"  # a Stop hook's block, fed back to the model
 
 
 def stop_of(outs: list[dict]) -> str | None:
@@ -56,3 +59,36 @@ def informational(
             outcome["reason"] = reason.strip()
         msg.update(prevent_continuation=True, prompt_submit_outcome=outcome)
     return {**msg, "uuid": m.new_uuid(), "session_id": session_id}
+
+
+def block_of(outs: list[dict]) -> str | None:
+    """The first `decision: "block"` among the outputs: its reason (the real CLI's default
+    when it gives none); None when no hook blocks."""
+    for out in outs:
+        if out.get("decision") == "block":
+            return str(out.get("reason") or "Blocked by hook")
+    return None
+
+
+def block_cap() -> int:
+    """How many Stop blocks in a row the real CLI heeds (CLAUDE_CODE_STOP_HOOK_BLOCK_CAP,
+    8 by default; 0 or less: no cap)."""
+    try:
+        return int(os.environ.get("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP", "8"))
+    except ValueError:
+        return 8
+
+
+def cap_text(blocks: int) -> str:
+    return (
+        f"A hook blocked the turn from ending {blocks} consecutive times\u2014overriding and "
+        "ending turn. For Stop/SubagentStop hooks, check stop_hook_active in the input and "
+        "return success while it's true. Set CLAUDE_CODE_STOP_HOOK_BLOCK_CAP to raise this limit."
+    )
+
+
+def synthetic_user(session_id: str, text: str) -> dict:
+    """A user message the CLI itself adds (the SDK sees `isSynthetic`)."""
+    return {"type": "user", "message": {"role": "user", "content": text},
+            "parent_tool_use_id": None, "session_id": session_id, "uuid": m.new_uuid(),
+            "isSynthetic": True}  # fmt: skip

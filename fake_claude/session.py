@@ -26,7 +26,12 @@ INTERRUPTED_TEXT = "[Request interrupted by user]"
 
 
 class MaxTurns(Exception):
-    """The turn needs more model round trips than --max-turns allows."""
+    """The turn needs more model round trips than --max-turns allows (`num_turns`: the one
+    past the limit, which the real CLI's result reports)."""
+
+    def __init__(self, num_turns: int) -> None:
+        super().__init__(num_turns)
+        self.num_turns = num_turns
 
 
 class BudgetExhausted(Exception):
@@ -407,21 +412,10 @@ class Session(ToolTurns):
                     raise
                 api_turns = 2
                 if self.max_turns is not None and self.max_turns < api_turns:
-                    raise MaxTurns()  # the reply after the tool would be one round trip too many
-            msg_id = m.new_id("msg_")
-            if self.partial:
-                for event in m.stream_events(self.model, msg_id, {"type": "text", "text": text}):
-                    self.emit(m.stream_event(self.session_id, event))
-            reply = m.assistant(
-                self.session_id, self.model, [{"type": "text", "text": text}], msg_id
-            )
-            self.emit(reply)
-            self.ctx.remember("assistant", reply["message"], reply.get("uuid"))
-            stop_outs = self.run_hooks(
-                "Stop", None, None, {"stop_hook_active": False, "last_assistant_message": text}
-            )
-            # continue: false from a Stop hook: the reply stands, the result says who ended it.
-            ended = "stop_hook_prevented" if hookout.stop_of(stop_outs) is not None else None
+                    # The reply after the tool would be one round trip too many.
+                    raise MaxTurns(api_turns)
+            self._reply(text)
+            text, api_turns, ended = self._stop_hooks(text, api_turns)
             out_tokens = max(1, len(text) // 4)
             self.context_tokens += in_tokens + out_tokens
             self.cost += m.cost_usd(in_tokens * api_turns, out_tokens)
@@ -480,9 +474,11 @@ class Session(ToolTurns):
         except InputClosed:
             send(self._error_result(started, in_tokens, "error_during_execution", ["stdin closed"]))
             self.last_error = True
-        except MaxTurns:
+        except MaxTurns as exc:
             # As the real CLI: num_turns one past the limit, is_error, no errors text.
-            res = self._error_result(started, in_tokens, "error_max_turns", [], num_turns=2)
+            res = self._error_result(
+                started, in_tokens, "error_max_turns", [], num_turns=exc.num_turns
+            )
             res["terminal_reason"] = "max_turns"
             send(res)
             subtype = "error_max_turns"
@@ -506,6 +502,47 @@ class Session(ToolTurns):
             "turn", n=n, session_id=self.session_id, interrupted=interrupted, result=subtype
         )
         at_point(self.ctx, "after-result", n, self.session_id)
+
+    def _reply(self, text: str) -> None:
+        """The model's text reply (streamed first with --include-partial-messages)."""
+        msg_id = m.new_id("msg_")
+        if self.partial:
+            for event in m.stream_events(self.model, msg_id, {"type": "text", "text": text}):
+                self.emit(m.stream_event(self.session_id, event))
+        reply = m.assistant(self.session_id, self.model, [{"type": "text", "text": text}], msg_id)
+        self.emit(reply)
+        self.ctx.remember("assistant", reply["message"], reply.get("uuid"))
+
+    def _stop_hooks(self, text: str, api_turns: int) -> tuple[str, int, str | None]:
+        """The Stop hooks, as the real CLI acts on them: continue: false ends the turn (the
+        reply stands; terminal_reason stop_hook_prevented); a block feeds its reason back as a
+        synthetic user message and the model goes on (stop_hook_active then true), until the
+        block cap, past which a warning ends the turn. The last reply, the round trips, and
+        the terminal reason if a hook set one."""
+        blocks = 0
+        while True:
+            outs = self.run_hooks(
+                "Stop", None, None,
+                {"stop_hook_active": blocks > 0, "last_assistant_message": text},
+            )  # fmt: skip
+            if hookout.stop_of(outs) is not None:  # checked before any block, as the real CLI
+                return text, api_turns, "stop_hook_prevented"
+            reason = hookout.block_of(outs)
+            if reason is None:
+                return text, api_turns, None
+            blocks += 1
+            if self.max_turns is not None and self.max_turns < api_turns + 1:
+                raise MaxTurns(api_turns + 1)
+            cap = hookout.block_cap()
+            if cap > 0 and blocks > cap:
+                send(hookout.informational(self.session_id, hookout.cap_text(blocks)))
+                return text, api_turns, None
+            feedback = hookout.STOP_FEEDBACK + reason
+            self.emit(hookout.synthetic_user(self.session_id, feedback))
+            self.ctx.remember("user", {"role": "user", "content": feedback})
+            api_turns += 1
+            text = observation(feedback)
+            self._reply(text)
 
     def take_written(self) -> None:
         """Handle every line already written to stdin, without waiting for more."""

@@ -1003,3 +1003,60 @@ def test_a_prompt_hooks_block_keeps_the_prompt_from_the_model(fake_factory):
     result = msgs[-1]
     assert (result.subtype, result.is_error, result.num_turns) == ("success", False, 0)
     assert result.result == text and result.stop_reason is None
+
+
+def test_a_stop_hooks_block_makes_the_turn_go_on_with_its_reason(fake_factory):
+    # The real CLI feeds the reason back ("Stop hook feedback:\nREASON", a synthetic user
+    # message), the model replies again and the Stop hooks run again with stop_hook_active.
+    # The fake ended the turn at once (README: "not acted on").
+    fake = fake_factory()
+    calls: list[bool] = []
+
+    async def stop(hook_input, tool_use_id, context):
+        calls.append(hook_input["stop_hook_active"])
+        if hook_input["stop_hook_active"]:
+            return {}
+        return {"decision": "block", "reason": "add the tests too"}
+
+    opts = fake.options(hooks={"Stop": [sdk.HookMatcher(hooks=[stop])]})
+
+    async def go():
+        return [m async for m in sdk.query(prompt="tidy the imports", options=opts)]
+
+    msgs = run_async(go)
+    assert calls == [False, True]
+    kinds = [type(m).__name__ for m in msgs]
+    assert kinds == ["SystemMessage", "AssistantMessage", "UserMessage", "AssistantMessage",
+                     "ResultMessage"], kinds  # fmt: skip
+    assert msgs[2].content == "Stop hook feedback:\nadd the tests too"
+    assert "add the tests too" in msgs[3].content[0].text
+    result = msgs[-1]
+    assert (result.subtype, result.is_error, result.num_turns) == ("success", False, 2)
+    assert result.result == msgs[3].content[0].text
+
+
+def test_stop_hook_blocks_past_the_cap_end_the_turn_with_a_warning(fake_factory):
+    # A hook that always blocks: the real CLI heeds CLAUDE_CODE_STOP_HOOK_BLOCK_CAP blocks in a
+    # row (8 by default), then warns and ends the turn. The fake never went on.
+    fake = fake_factory()
+    calls: list[bool] = []
+
+    async def stop(hook_input, tool_use_id, context):
+        calls.append(hook_input["stop_hook_active"])
+        return {"decision": "block", "reason": "again"}
+
+    opts = fake.options(
+        hooks={"Stop": [sdk.HookMatcher(hooks=[stop])]},
+        env={"CLAUDE_CODE_STOP_HOOK_BLOCK_CAP": "2"},
+    )
+
+    async def go():
+        return [m async for m in sdk.query(prompt="tidy the imports", options=opts)]
+
+    msgs = run_async(go)
+    assert calls == [False, True, True]
+    assert len([m for m in msgs if isinstance(m, sdk.AssistantMessage)]) == 3
+    (warning,) = [m for m in msgs if isinstance(m, sdk.SystemMessage)
+                  and m.subtype == "informational"]  # fmt: skip
+    assert warning.data["content"].startswith("A hook blocked the turn from ending 3 consecutive")
+    assert (msgs[-1].subtype, msgs[-1].is_error, msgs[-1].num_turns) == ("success", False, 3)
