@@ -128,7 +128,10 @@ def build_report(
     messages: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     duration = time.time() - t_start
-    samples = census.samples
+    # The run as judged: not the harness's teardown after it (the worker stopped, its leaks swept),
+    # whose samples read worker 0 MB and no descendants, as if the leaks had gone by themselves.
+    stopped = census.judging_stopped_at
+    samples = [s for s in census.samples if stopped is None or s.t <= stopped]
     # Judge only while sessions were being driven: the drain after the last one has a constant
     # session count and falling RSS, which would fake a negative slope.
     t_first = run.starts[0] if run.starts else t_start

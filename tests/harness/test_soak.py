@@ -471,3 +471,18 @@ def test_a_session_the_worker_cannot_drain_is_deleted_not_blamed(tmp_path, run_i
         "no session completed: nothing was tested"
     ]
     assert run_pids(run_id) == []
+
+
+def test_rss_samples_end_where_the_run_was_judged(tmp_path, run_id):
+    """rss.samples (and rss.png) show the run, not the harness's teardown after it: samples taken
+    while the worker was being stopped and its leaks swept read worker 0 MB and no descendants,
+    and drew a leaky run's plot as if its leaks had gone (report.json's worker_rss_mb.end and
+    descendants_end said otherwise)."""
+    report = _small_leaky_soak(tmp_path, run_id, "escape", observations=1, grace=1.5)
+    assert report["verdict"] == "FAIL" and report["worker_alive"]
+    samples = report["rss"]["samples"]
+    assert samples
+    # The worker ran for the whole judged run: it is in every sample.
+    assert all(s["worker_mb"] > 0 for s in samples), samples[-3:]
+    # The last sample still holds the leaks the run ended with (the sweep came after it).
+    assert samples[-1]["descendants"] >= report["descendants_end"] > 0, samples[-3:]
