@@ -73,9 +73,10 @@ def swept_leak_entry(killed: dict[str, Any], now: float | None = None) -> dict[s
     return {**leak_entry(rec, None, now), "rss": killed.get("rss"), "observed": True}
 
 
-def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
+def leaks_table(leaked: list[dict[str, Any]], width: int = 200, limit: int | None = None) -> str:
     """PID PPID RSS ELAPSED COMMAND, as in issue #603's table; a soak's leaks also say their
-    session and fault scenario (to tell which kind of session leaks without report.json)."""
+    session and fault scenario (to tell which kind of session leaks without report.json).
+    `limit`: the oldest that many, and a last line saying how many more leaks.txt lists."""
     where = any(e.get("session") for e in leaked)
     cols: list[tuple[str, int]] = []
     if where:
@@ -85,15 +86,16 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200) -> str:
     head = "".join(f" {key.upper():<{size}}" for key, size in cols)
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10}{head} COMMAND"]
     # Oldest first, as they were started (`ps` order), not in the order the census judged them.
-    for e in sorted(
-        leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0)
-    ):
+    rows = sorted(leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0))
+    for e in rows[:limit]:
         cmd = _cut(" ".join(e.get("cmdline") or []) or "?", width)  # leak_entry: printable
         extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
             f"{format_elapsed(e.get('age') or 0):>10}{extra} {cmd}"
         )
+    if len(rows) > len(lines) - 1:
+        lines.append(f"... and {len(rows) - (len(lines) - 1)} more (leaks.txt lists them all)")
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +239,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
     for warning in report.get("warnings", []):
         lines.append(f"- warning: {warning}")
     if report.get("leaked"):
-        lines += ["", "```", leaks_table(report["leaked"][:50]).rstrip(), "```"]
+        lines += ["", "```", leaks_table(report["leaked"], limit=50).rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -369,7 +369,7 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         first = printable(report["failures"][0])
         print(f"  failed sessions: {report['failed']}; the first: {first}", file=stream)
     if report["leaked"]:
-        print(leaks_table(report["leaked"][:40]), file=stream, end="")
+        print(leaks_table(report["leaked"], limit=40), file=stream, end="")
     for warning in report.get("warnings", []):
         print(f"  warning: {warning}", file=stream)
     # Those not among the reasons already (an interrupted run's are not).

@@ -21,6 +21,7 @@ from harness.report import (
     write_report,
     zombies_text,
 )
+from harness.report_assembly import print_summary
 
 
 @pytest.mark.parametrize(
@@ -78,6 +79,35 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300], "age": 1}
     (row,) = leaks_table([long], width=40).splitlines()[1:]
     assert row.endswith("claude --model " + "x" * 24 + "…"), row
+
+
+def test_terminal_and_markdown_tables_say_how_many_leaks_they_leave_out():
+    """A leaky soak of 30 sessions leaked 167 processes; the terminal showed 40 rows and the step
+    summary 50, and neither said there were more: read as the whole list."""
+    leaked = [
+        {**_leak(pid=1000 + i), "create_time": 2000.0 - i}  # the census's order: newest first
+        for i in range(45)
+    ]
+    report = _report("FAIL", leaked=leaked, leaked_count=45, reasons=["45 leaked"])
+    out = io.StringIO()
+    print_summary({**report, **_SUMMARY_FIELDS}, out)
+    rows = [line for line in out.getvalue().splitlines() if line.split()[:1] == ["1044"]]
+    # The oldest 40 of all 45 (not 40 of the census's order, sorted): pid 1044 is the oldest.
+    assert rows, out.getvalue()
+    assert "... and 5 more (leaks.txt lists them all)" in out.getvalue()
+    assert "and 5 more" not in leaks_table(leaked)  # leaks.txt: every one, no such line
+    assert "and" not in markdown_summary(report).split("```")[1]  # 45 <= 50: all of them
+
+
+_SUMMARY_FIELDS = {
+    "zombies": [],
+    "escaped": [],
+    "peak_descendants": 3,
+    "descendants_baseline": 0,
+    "descendants_end": 3,
+    "sessions_per_s": 2.0,
+    "rss": {},
+}
 
 
 def _report(verdict: str, **kw: object) -> dict:
