@@ -135,8 +135,17 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
     elif verdict != "PASS":
         ET.SubElement(case, "error", message=message)
     ET.SubElement(case, "system-out").text = json.dumps(
-        {k: report.get(k) for k in ("leaked_count", "completed", "failed", "cleanup_latency_ms")}
+        {
+            k: report.get(k)
+            for k in ("leaked_count", "completed", "failed", "cleanup_latency_ms", "warnings")
+        }
     )
+    # What makes a verdict weaker than it looks (a PASS in which no observer worked), where a CI
+    # test report shows it: a passed case's system-out is often not shown.
+    if warnings := report.get("warnings"):
+        ET.SubElement(case, "system-err").text = "\n".join(
+            f"warning: {printable(w)}" for w in warnings
+        )
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 

@@ -192,6 +192,18 @@ def test_zombies_are_counted_as_the_verdict_counts_them():
     assert "| 1 (1 more reaped late) |" in markdown_summary(_report("FAIL", zombies=zombies))
 
 
+def test_junit_carries_the_warnings_of_a_pass(tmp_path, monkeypatch):
+    """`soak --claude /bin/true` PASSes with a warning that nothing worked: the terminal, the
+    report and the step summary said so, junit.xml (what a CI test report shows) did not."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    warning = "no queued message was processed (200 failed): every observer failed"
+    paths = write_report(tmp_path / "w", _report("PASS", warnings=[warning]), plot=False)
+    case = ET.parse(paths["junit.xml"]).getroot().find("testcase")
+    assert case is not None and case.find("failure") is None and case.find("error") is None
+    assert json.loads(case.find("system-out").text)["warnings"] == [warning]
+    assert [e.text for e in case.findall("system-err")] == [f"warning: {warning}"]
+
+
 def test_write_report_without_plot_has_no_png(tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     paths = write_report(tmp_path / "np", _report("PASS"), plot=False)
