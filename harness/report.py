@@ -86,7 +86,10 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200, limit: int | Non
     head = "".join(f" {key.upper():<{size}}" for key, size in cols)
     lines = [f"{'PID':>8} {'PPID':>8} {'RSS(KB)':>9} {'ELAPSED':>10}{head} COMMAND"]
     # Oldest first, as they were started (`ps` order), not in the order the census judged them.
-    rows = sorted(leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0))
+    # Within a tick of create_time (10 ms) by pid, as `ps` lists them.
+    rows = sorted(
+        leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0, e["pid"])
+    )
     for e in rows[:limit]:
         cmd = _cut(" ".join(e.get("cmdline") or []) or "?", width)  # leak_entry: printable
         extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)

@@ -75,6 +75,11 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
         {"pid": 2, "create_time": 1.0, "age": 2},
     )
     assert [row.split()[0] for row in leaks_table([newer, older]).splitlines()[1:]] == ["2", "1"]
+    # Started in the same tick of create_time (10 ms): by pid, as `ps` lists them (a leaky soak's
+    # leaks.txt listed 10247 before 10246, both of 1796101900.21).
+    same = [{"pid": p, "create_time": 5.0, "age": 1} for p in (10247, 10246, 10248)]
+    rows = leaks_table(same).splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["10246", "10247", "10248"]
     # A long command is cut to the width, and says so: a cut `--model x` must not read as `-`.
     long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300], "age": 1}
     (row,) = leaks_table([long], width=40).splitlines()[1:]
