@@ -14,6 +14,16 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from harness.report import target_text  # noqa: E402
 
 
+def plot_title(report: dict[str, Any]) -> str:
+    """Verdict, target, and sessions as the terminal's summary counts them: completed of the
+    run's, and failed (a lone count of the completed read as the run's size)."""
+    return (
+        f"soak {report.get('verdict')}: {target_text(report)}, sessions "
+        f"{report.get('completed')}/{report.get('sessions')} (failed {report.get('failed')}) "
+        "(green: starts, grey: ends)"
+    )
+
+
 def plot_rss(path: Path, report: dict[str, Any]) -> Path:
     rss = report.get("rss") or {}
     samples = rss.get("samples") or []
@@ -46,10 +56,7 @@ def plot_rss(path: Path, report: dict[str, Any]) -> Path:
             lines = ax.get_legend_handles_labels()
             lines2 = ax2.get_legend_handles_labels()
             ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
-        ax.set_title(
-            f"soak {report.get('verdict')}: {target_text(report)}, "
-            f"{report.get('completed')} sessions (green: starts, grey: ends)"
-        )
+        ax.set_title(plot_title(report))
         fig.tight_layout()
         fig.savefig(path)
     finally:

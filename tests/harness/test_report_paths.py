@@ -188,6 +188,14 @@ def test_fail_summary_lists_leaks_and_plot_draws_samples(tmp_path, monkeypatch):
     assert "worker+descendants 1.0 MB/100 sessions" in md
 
 
+def test_the_plot_title_counts_sessions_as_the_summary_does():
+    """A leaky soak of 40 sessions, one failed, was titled '39 sessions' (the completed ones)."""
+    from harness.plot import plot_title
+
+    title = plot_title(_report("FAIL", mode="leaky", sessions=40, completed=39, failed=1))
+    assert title.startswith("soak FAIL: reference (leaky), sessions 39/40 (failed 1) "), title
+
+
 def test_zombies_are_counted_as_the_verdict_counts_them():
     """The summary said "zombies 2" beside a reason of "1 zombie(s) left unreaped": the list
     holds every zombie seen, also one reaped after all."""
