@@ -248,6 +248,9 @@ def markdown_summary(report: dict[str, Any]) -> str:
         lines += ["", f"Target: {facts}."]
     for reason in report.get("reasons", []):
         lines.append(f"- {reason}")
+    if report.get("failures"):  # as the terminal says it
+        first = printable(report["failures"][0])
+        lines.append(f"- failed sessions: {report.get('failed')}; the first: {first}")
     for warning in report.get("warnings", []):
         lines.append(f"- warning: {warning}")
     if report.get("leaked"):

@@ -196,6 +196,14 @@ def test_the_plot_title_counts_sessions_as_the_summary_does():
     assert title.startswith("soak FAIL: reference (leaky), sessions 39/40 (failed 1) "), title
 
 
+def test_the_step_summary_says_why_a_session_failed():
+    """A leaky soak's session whose queue never drained: the terminal named it ('failed
+    sessions: 1; the first: session 33: DrainTimeout ...'), the step summary only counted it."""
+    failure = "session 33: DrainTimeout: worker session id 64: queue not drained after 60s"
+    md = markdown_summary(_report("FAIL", failed=1, failures=[failure]))
+    assert f"- failed sessions: 1; the first: {failure}" in md.splitlines()
+
+
 def test_zombies_are_counted_as_the_verdict_counts_them():
     """The summary said "zombies 2" beside a reason of "1 zombie(s) left unreaped": the list
     holds every zombie seen, also one reaped after all."""
