@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 
 from harness.census import ProcRecord
 from harness.text import printable, printable_argv
-from harness.verdict import RUNNING
+from harness.verdict import MIN_SLOPE_POINTS, RUNNING
 
 
 def format_elapsed(seconds: float) -> str:
@@ -196,10 +196,16 @@ def slopes_text(rss: dict[str, Any]) -> str:
     total, worker = rss.get("total_slope") or {}, rss.get("worker_slope") or {}
     if not rss.get("slopes_judged", True) or total.get("mb_per_100_sessions") is None:
         span = min(total.get("sessions_span") or 0, worker.get("sessions_span") or 0)
-        return (
-            f"RSS slope 2nd half: not judged (it spans {span:g} sessions, fewer than "
-            f"{rss.get('min_sessions_span_judged', '?')}, or too few samples)"
-        )
+        min_span = rss.get("min_sessions_span_judged")
+        points = min(total.get("points") or 0, worker.get("points") or 0)
+        # Which of the two it was (verdict.slopes_judged): the run's figures say.
+        if min_span is not None and span < min_span:
+            why = f"it spans {span:g} sessions, fewer than {min_span:g}"
+        elif "points" in total and points < MIN_SLOPE_POINTS:
+            why = f"{points} points, fewer than {MIN_SLOPE_POINTS}"
+        else:
+            why = "too short, or too few samples"
+        return f"RSS slope 2nd half: not judged ({why})"
     return (
         f"RSS slope 2nd half: worker+descendants {_slope_text(total)} MB/100 sessions, worker "
         f"{_slope_text(worker)} (budget {rss.get('budget_mb_per_100_sessions')})"

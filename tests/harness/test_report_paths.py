@@ -361,10 +361,14 @@ def test_summaries_say_what_was_not_measured_instead_of_printing_none():
         "worker_slope": {"mb_per_100_sessions": 0.2, "sessions_span": 7},
     }
     text = slopes_text(short)
-    assert (
-        text
-        == "RSS slope 2nd half: not judged (it spans 7 sessions, fewer than 50, or too few samples)"
-    )
+    assert text == "RSS slope 2nd half: not judged (it spans 7 sessions, fewer than 50)"
+    # Long enough, too few points: says that, not 'it spans 60 sessions, fewer than 50, or ...'.
+    sparse = {
+        **short,
+        "total_slope": {"mb_per_100_sessions": 1.0, "sessions_span": 60, "points": 4},
+        "worker_slope": {"mb_per_100_sessions": 0.2, "sessions_span": 60, "points": 12},
+    }
+    assert slopes_text(sparse) == "RSS slope 2nd half: not judged (4 points, fewer than 10)"
     judged = {**short, "slopes_judged": True}
     assert slopes_text(judged) == (
         "RSS slope 2nd half: worker+descendants -818.43 MB/100 sessions, worker 0.2 (budget 16.0)"
