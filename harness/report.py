@@ -35,12 +35,16 @@ def leak_entry(
     that of one last seen as a zombie (a leak the harness ended at the run's end reads
     "exited", not "zombie": the report's `zombies` are the zombies the run left)."""
     now = time.time() if now is None else now
+    # Its age at `now` (a soak's: its last judgement), or when it exited before then: a leak
+    # the harness's sweep ended later would otherwise be aged up to its kill, each to another
+    # moment.
+    end = now if rec.exited_at is None else min(rec.exited_at, now)
     return {
         "pid": rec.pid,
         "create_time": rec.create_time,
         "ppid": rec.ppid,
         "rss": rec.rss,
-        "age": round(((rec.exited_at or now) - rec.spawn_ts), 3),
+        "age": round(max(0.0, end - rec.spawn_ts), 3),
         "cmdline": printable_argv(rec.cmdline),
         "scenario": rec.scenario,
         "role": rec.role,
@@ -73,9 +77,12 @@ def swept_leak_entry(killed: dict[str, Any], now: float | None = None) -> dict[s
     return {**leak_entry(rec, None, now), "rss": killed.get("rss"), "observed": True}
 
 
-def leaks_table(leaked: list[dict[str, Any]], width: int = 200, limit: int | None = None) -> str:
+def leaks_table(
+    leaked: list[dict[str, Any]], width: int | None = 200, limit: int | None = None
+) -> str:
     """PID PPID RSS ELAPSED COMMAND, as in issue #603's table; a soak's leaks also say their
     session and fault scenario (to tell which kind of session leaks without report.json).
+    `width`: the longest COMMAND shown (None: whole, as in leaks.txt, where it is the last column).
     `limit`: the oldest that many, and a last line saying how many more leaks.txt lists."""
     where = any(e.get("session") for e in leaked)
     cols: list[tuple[str, int]] = []
@@ -91,7 +98,8 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200, limit: int | Non
         leaked, key=lambda e: (e.get("create_time") is None, e.get("create_time") or 0, e["pid"])
     )
     for e in rows[:limit]:
-        cmd = _cut(" ".join(e.get("cmdline") or []) or "?", width)  # leak_entry: printable
+        cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry: printable
+        cmd = cmd if width is None else _cut(cmd, width)
         extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
@@ -103,9 +111,13 @@ def leaks_table(leaked: list[dict[str, Any]], width: int = 200, limit: int | Non
 
 
 def _cut(text: str, size: int) -> str:
-    """At most `size` characters; a cut one says so, so that a cut argument is not read as
-    the real one."""
-    return text if len(text) <= size else text[: size - 1] + "…"
+    """At most `size` characters, cut in the middle: a command's program and its last arguments
+    both tell processes apart (an interpreter's long path alike in every row, a `--resume ID`
+    at the end); a cut one says so, so that a cut argument is not read as the real one."""
+    if len(text) <= size:
+        return text
+    head = (size - 1) // 2
+    return text[:head] + "…" + text[len(text) - (size - 1 - head) :]
 
 
 def target_text(report: dict[str, Any]) -> str:
@@ -134,7 +146,7 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
     message = printable("; ".join(report.get("reasons", [])) or verdict)
     if verdict == "FAIL":
         el = ET.SubElement(case, "failure", message=message)
-        el.text = leaks_table(report.get("leaked", []))
+        el.text = leaks_table(report.get("leaked", []), width=None)
     elif verdict != "PASS":
         ET.SubElement(case, "error", message=message)
     ET.SubElement(case, "system-out").text = json.dumps(
@@ -311,7 +323,9 @@ def write_report(
             (directory / "rss.png").unlink(missing_ok=True)
 
     steps = [
-        lambda: paths["leaks.txt"].write_text(leaks_table(report.get("leaked", [])), "utf-8"),
+        lambda: paths["leaks.txt"].write_text(
+            leaks_table(report.get("leaked", []), width=None), "utf-8"
+        ),
         lambda: write_junit(paths["junit.xml"], report),
         plot_or_remove,
         # Last: when another file cannot be written, the report that is written says so instead.

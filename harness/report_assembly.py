@@ -144,12 +144,17 @@ def build_report(
     # Both series are judged, or neither: by the shorter span and the fewer points.
     slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
     slope_points = min(total_slope["points"], worker_slope["points"])
-    leaked = [leak_entry(r, census.session_of(r), exited_as="exited") for r in census.leaked]
+    # Every leak aged at one moment, the run's last judgement (not each at its own kill).
+    judged_at = census.judging_stopped_at or time.time()
+    leaked = [
+        leak_entry(r, census.session_of(r), now=judged_at, exited_as="exited")
+        for r in census.leaked
+    ]
     # Processes of the run the census never saw, still there after the worker's stop and the
     # grace (a backstop for any blind spot: they were leaks all the same). Only after its last
     # judgement: an interrupt's or an error's sweep ends the sessions in flight, no leak.
     unseen = [k for k in swept if judged and not census.reported(k["pid"], k["create_time"])]
-    leaked += [swept_leak_entry(k) for k in unseen]
+    leaked += [swept_leak_entry(k, now=judged_at) for k in unseen]
     # Each zombie seen, and whether it was reaped after all (only the others fail the run).
     zombies_end = [
         {**leak_entry(r, census.session_of(r)), "reaped": r.reaped} for r in census.zombies.values()

@@ -80,10 +80,32 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     same = [{"pid": p, "create_time": 5.0, "age": 1} for p in (10247, 10246, 10248)]
     rows = leaks_table(same).splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["10246", "10247", "10248"]
-    # A long command is cut to the width, and says so: a cut `--model x` must not read as `-`.
-    long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300], "age": 1}
+    # A long command is cut to the width in its middle, and says so: its program and its last
+    # arguments both tell rows apart (repro's rows all read `…_boot.py --fake-claude-run-i…`).
+    long = {"pid": 8, "cmdline": ["claude", "--model", "x" * 300, "--resume", "abc"], "age": 1}
     (row,) = leaks_table([long], width=40).splitlines()[1:]
-    assert row.endswith("claude --model " + "x" * 24 + "…"), row
+    assert row.endswith(" claude --model xxxx…" + "x" * 7 + " --resume abc"), row
+    # leaks.txt is a file whose last column is COMMAND: whole.
+    (row,) = leaks_table([long], width=None).splitlines()[1:]
+    assert row.endswith(" ".join(long["cmdline"])), row
+
+
+def test_leaks_are_aged_at_the_runs_last_judgement():
+    """Three leaks of one create_time read 73.2, 72.3 and 71.2 s: each aged up to the moment the
+    harness's sweep killed it, after the run was judged."""
+    from harness.census import ProcRecord
+    from harness.report import leak_entry
+
+    judged = 1000.0
+    ages = [
+        leak_entry(ProcRecord(pid=p, create_time=900.0, spawn_ts=900.0, exited_at=killed), None,
+                   now=judged)["age"]
+        for p, killed in ((1, 1001.2), (2, 1002.3), (3, None))
+    ]  # fmt: skip
+    assert ages == [100.0, 100.0, 100.0]
+    # One that exited before the judgement keeps its own lifetime.
+    early = ProcRecord(pid=4, create_time=900.0, spawn_ts=900.0, exited_at=950.0)
+    assert leak_entry(early, None, now=judged)["age"] == 50.0
 
 
 def test_terminal_and_markdown_tables_say_how_many_leaks_they_leave_out():
