@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.report import target_text  # noqa: E402
@@ -19,12 +20,21 @@ def plot_title(report: dict[str, Any]) -> str:
     run's, and failed (a lone count of the completed read as the run's size)."""
     return (
         f"soak {report.get('verdict')}: {target_text(report)}, sessions "
-        f"{report.get('completed')}/{report.get('sessions')} (failed {report.get('failed')}) "
-        "(green: starts, grey: ends)"
+        f"{report.get('completed')}/{report.get('sessions')} (failed {report.get('failed')})"
     )
 
 
 def plot_rss(path: Path, report: dict[str, Any]) -> Path:
+    fig = draw_rss(report)
+    try:
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def draw_rss(report: dict[str, Any]) -> Figure:
+    """The figure of rss.png (the caller closes it)."""
     rss = report.get("rss") or {}
     samples = rss.get("samples") or []
     fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
@@ -48,17 +58,29 @@ def plot_rss(path: Path, report: dict[str, Any]) -> Path:
             )
             ax2.set_ylabel("live descendants")
             ax2.yaxis.set_major_locator(MaxNLocator(integer=True))  # processes come whole
+            if any(s.get("leaked") for s in samples):
+                ax2.step(ts, [s.get("leaked", 0) for s in samples], where="post",
+                         color="black", linestyle="--", label="leaked so far")  # fmt: skip
+            # Starts and ends as ticks along the bottom, not lines across the plot: full-height
+            # lines faint enough not to hide the curves could not be seen at 40 sessions.
             marks = rss.get("session_marks") or {}
-            for x in marks.get("starts", []):
-                ax.axvline(x - t0, color="tab:green", alpha=0.08, linewidth=0.6)
-            for x in marks.get("ends", []):
-                ax.axvline(x - t0, color="tab:gray", alpha=0.08, linewidth=0.6)
+            for axis in (ax, ax2):  # room below the curves for the ticks
+                lo, hi = axis.get_ylim()
+                axis.set_ylim(lo - 0.12 * (hi - lo), hi)
+            strip = ax.get_xaxis_transform()  # x in seconds, y in the axes' height
+            for key, low, color in (("starts", 0.0, "tab:green"), ("ends", 0.05, "tab:gray")):
+                xs = [x - t0 for x in marks.get(key, [])]
+                if xs:
+                    ax.vlines(xs, low, low + 0.045, transform=strip, color=color, linewidth=0.8,
+                              label=f"session {key[:-1]}s")  # fmt: skip
             lines = ax.get_legend_handles_labels()
             lines2 = ax2.get_legend_handles_labels()
-            ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
-        ax.set_title(plot_title(report))
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
+            # Below the plot: inside it, the legend hid the RSS peak of a short run.
+            fig.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower center", ncol=3,
+                       fontsize=8)  # fmt: skip
+        ax.set_title(plot_title(report), fontsize=10)
+        fig.tight_layout(rect=(0, 0.12 if samples else 0, 1, 1))
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig

@@ -215,7 +215,33 @@ def test_the_plot_title_counts_sessions_as_the_summary_does():
     from harness.plot import plot_title
 
     title = plot_title(_report("FAIL", mode="leaky", sessions=40, completed=39, failed=1))
-    assert title.startswith("soak FAIL: reference (leaky), sessions 39/40 (failed 1) "), title
+    assert title == "soak FAIL: reference (leaky), sessions 39/40 (failed 1)", title
+
+
+def test_the_plot_marks_sessions_and_leaks_where_they_can_be_seen():
+    """Session starts and ends were lines across the plot at alpha 0.08 (not to be seen at 40
+    sessions), the leaked count was never drawn, and the legend inside the plot hid a short
+    run's RSS peak."""
+    import matplotlib.pyplot as plt
+
+    from harness.plot import draw_rss
+
+    samples = [
+        {"t": 100.0 + i, "total_mb": 50.0 + i, "worker_mb": 40.0, "descendants": 1 + i,
+         "leaked": i}
+        for i in range(5)
+    ]  # fmt: skip
+    report = _report("FAIL", mode="leaky")
+    report["rss"] = {"samples": samples,
+                     "session_marks": {"starts": [100.5, 101.5], "ends": [102.5]}}  # fmt: skip
+    fig = draw_rss(report)
+    try:
+        (legend,) = fig.legends  # the figure's, below the plot; none inside it
+        labels = [text.get_text() for text in legend.get_texts()]
+        assert {"session starts", "session ends", "leaked so far"} <= set(labels), labels
+        assert all(axis.get_legend() is None for axis in fig.axes)
+    finally:
+        plt.close(fig)
 
 
 def test_the_step_summary_says_why_a_session_failed():
