@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import proctree
-from harness.census import Census, ProcRecord
+from harness.census import Census, ProcRecord, Sample
 from harness.report import (
     facts_text,
     latency_text,
@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 
 # In each work folder: what tells a soak's folder from a user's of the same name (REPORT/work).
 WORK_MARK = ".leakproof-soak-work"
+
+
+def driven_samples(
+    samples: list[Sample], starts: list[float], drive_end: float | None, t_start: float
+) -> list[Sample]:
+    """The samples the RSS slopes are judged on: those taken while sessions were being started.
+    The drain after the last start has a constant session count and falling RSS, which would
+    fake a negative slope; and one hung session given up 60 s later made the drain the whole
+    2nd half by time (a 100-session soak's slope "spans 1 sessions", not judged)."""
+    t_first = starts[0] if starts else t_start
+    t_last = starts[-1] if len(starts) > 1 else drive_end or time.time()
+    return [s for s in samples if t_first <= s.t <= t_last]
 
 
 def _cleanup_latency(census: Census) -> dict[str, Any]:
@@ -132,11 +144,11 @@ def build_report(
     # whose samples read worker 0 MB and no descendants, as if the leaks had gone by themselves.
     stopped = census.judging_stopped_at
     samples = [s for s in census.samples if stopped is None or s.t <= stopped]
-    # Judge only while sessions were being driven: the drain after the last one has a constant
-    # session count and falling RSS, which would fake a negative slope.
+    driven = driven_samples(samples, run.starts, run.drive_end, t_start)
+    # The throughput's window, unlike the slopes': from the first start to the last session's
+    # end (every session counted must have run in it).
     t_first = run.starts[0] if run.starts else t_start
     t_last = run.drive_end or time.time()
-    driven = [s for s in samples if t_first <= s.t <= t_last]
     total_pts = [(s.t, s.sessions_done, s.total_rss, s.descendants) for s in driven]
     worker_pts = [(s.t, s.sessions_done, s.worker_rss, s.descendants) for s in driven]
     total_slope = slope_per_100_sessions(total_pts)

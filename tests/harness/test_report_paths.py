@@ -464,3 +464,20 @@ def test_a_report_that_cannot_be_written_leaves_no_file_saying_pass(tmp_path, mo
         assert report["report_json_written"] is False
     else:
         assert json.loads((out / "report.json").read_text())["verdict"] == "ERROR"
+
+
+def test_slopes_are_judged_up_to_the_last_sessions_start_not_a_hung_ones_end():
+    """A 100-session soak whose last session hung until it was given up 60 s later: the drain
+    was the whole 2nd half by time, and its slope 'spans 1 sessions' (never judged in CI)."""
+    from harness.census import Sample
+    from harness.report_assembly import driven_samples
+
+    starts = [100.0 + i * 0.1 for i in range(100)]  # 10 s of starts
+    samples = [
+        Sample(t=100.0 + k * 0.25, sessions_done=min(99, int(k * 0.25 * 10)), total_rss=1,
+               worker_rss=1, descendants=1, live_run=1, leaked=0)
+        for k in range(int(70 / 0.25))
+    ]  # fmt: skip
+    driven = driven_samples(samples, starts, drive_end=170.0, t_start=99.0)
+    assert driven[0].t == 100.0 and driven[-1].t <= starts[-1]
+    assert driven[-1].sessions_done >= 95  # the 2nd half by time now spans sessions
