@@ -78,16 +78,23 @@ def swept_leak_entry(killed: dict[str, Any], now: float | None = None) -> dict[s
 
 
 def leaks_table(
-    leaked: list[dict[str, Any]], width: int | None = 200, limit: int | None = None
+    leaked: list[dict[str, Any]],
+    width: int | None = 200,
+    limit: int | None = None,
+    *,
+    where: bool = True,
+    middle: bool = True,
 ) -> str:
     """PID PPID RSS ELAPSED COMMAND, as in issue #603's table; a soak's leaks also say their
-    session and fault scenario (to tell which kind of session leaks without report.json).
-    `width`: the longest COMMAND shown (None: whole, as in leaks.txt, where it is the last column).
+    session and fault scenario where known (to tell which kind of session leaks without
+    report.json; a claude-mem 9.0.0 or 10.x run knows the scenario only). `where=False`: the
+    issue's five columns alone (the repro's tables).
+    `width`: the longest COMMAND shown (None: whole, as in leaks.txt, where it is the last column),
+    cut in its middle (`middle`) or at its end.
     `limit`: the oldest that many, and a last line saying how many more leaks.txt lists."""
-    where = any(e.get("session") for e in leaked)
     cols: list[tuple[str, int]] = []
-    if where:
-        for key in ("session", "scenario"):
+    for key in ("session", "scenario") if where else ():
+        if any(e.get(key) for e in leaked):
             size = max([len(str(e.get(key) or "-")) for e in leaked] + [len(key)])
             cols.append((key, min(size, 40)))
     head = "".join(f" {key.upper():<{size}}" for key, size in cols)
@@ -99,7 +106,7 @@ def leaks_table(
     )
     for e in rows[:limit]:
         cmd = " ".join(e.get("cmdline") or []) or "?"  # leak_entry: printable
-        cmd = cmd if width is None else _cut(cmd, width)
+        cmd = cmd if width is None else _cut(cmd, width, middle=middle)
         extra = "".join(f" {_cut(str(e.get(key) or '-'), size):<{size}}" for key, size in cols)
         lines.append(
             f"{e['pid']:>8} {e.get('ppid') or '?':>8} {int(e.get('rss') or 0) // 1024:>9} "
@@ -110,13 +117,14 @@ def leaks_table(
     return "\n".join(lines) + "\n"
 
 
-def _cut(text: str, size: int) -> str:
-    """At most `size` characters, cut in the middle: a command's program and its last arguments
-    both tell processes apart (an interpreter's long path alike in every row, a `--resume ID`
-    at the end); a cut one says so, so that a cut argument is not read as the real one."""
+def _cut(text: str, size: int, *, middle: bool = False) -> str:
+    """At most `size` characters; a cut one says so, so that a cut argument is not read as the
+    real one. `middle`: cut in the middle, since a command's program and its last arguments both
+    tell processes apart (an interpreter's long path alike in every row, a `--resume ID` at the
+    end)."""
     if len(text) <= size:
         return text
-    head = (size - 1) // 2
+    head = (size - 1) // 2 if middle else size - 1
     return text[:head] + "…" + text[len(text) - (size - 1 - head) :]
 
 

@@ -112,7 +112,9 @@ def _row(k: int, leaky: Side, fixed: Side, mcp_servers: int) -> str:
 
 
 def _print_table(title: str, records: list[Any], out: Any) -> None:
-    table = leaks_table([leak_entry(r, None) for r in records], width=100)
+    table = leaks_table(
+        [leak_entry(r, None) for r in records], width=100, where=False, middle=False
+    )
     print(title + "\n    " + table.rstrip().replace("\n", "\n    "), file=out)
 
 

@@ -66,9 +66,14 @@ def test_leak_entry_and_table_show_age_rss_and_a_missing_command():
     assert "4242" in lines[1] and "10240" in lines[1] and "1-01:01:01" in lines[1]
     assert lines[1].split()[4:6] == ["sess-1", "ok"]  # which session, which fault scenario
     assert lines[2].split() == ["7", "?", "0", "00:05", "-", "-", "?"]
-    # No session anywhere (the repro's tables): the five columns.
-    bare = leaks_table([{"pid": 7, "cmdline": ["claude"], "age": 5, "scenario": "ok"}])
+    # The repro's tables: the five columns.
+    only = {"pid": 7, "cmdline": ["claude"], "age": 5, "scenario": "ok"}
+    bare = leaks_table([only], where=False)
     assert bare.splitlines()[0].split() == ["PID", "PPID", "RSS(KB)", "ELAPSED", "COMMAND"]
+    # A soak that knows the scenario and no session (claude-mem 9.0.0 or 10.x): the scenario
+    # is shown (the whole block was left out for want of a session).
+    head = leaks_table([only]).splitlines()[0].split()
+    assert head == ["PID", "PPID", "RSS(KB)", "ELAPSED", "SCENARIO", "COMMAND"]
     # Oldest first (as `ps` lists), not in the order the census judged them.
     newer, older = (
         {"pid": 1, "create_time": 2.0, "age": 1},
