@@ -41,6 +41,8 @@ setup or teardown) belong to that fixture and are only judged after it is torn d
 judged at the session's end, once the threads tests left running have had up to the timeout to
 end. Under pytest-xdist each worker judges its own descendants
 only; the token carries a per-process session tag, so workers never claim each other's processes.
+A worker's session-end findings go to the controller in its workeroutput, which shows them and
+fails the run (the worker's own terminal is not seen); the controller checks nothing of its own.
 
 Before failing, the check retries with backoff up to ``--leak-check-timeout`` seconds (goleak-style)
 so that a child which is already on its way out is not a false positive.
@@ -58,7 +60,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +164,16 @@ class _FixtureOwner:
 
 # The threads alive at a checked test's start, and those earlier tests left running then.
 _threads_key = pytest.StashKey["tuple[frozenset[int], list[Lingering]]"]()
+# An xdist worker's session-end report, in its workeroutput: [(text, red)].
+_WORKER_REPORT = "leak_check_session_end"
+
+
+def _writer(reporter: Any) -> Callable[[str, bool], None]:
+    def emit(text: str, red: bool) -> None:
+        reporter.write_line(text, red=red)
+        reporter.flush()
+
+    return emit
 
 
 class LeakCheckPlugin:
@@ -187,6 +199,8 @@ class LeakCheckPlugin:
         self.threads = LingeringThreads()
         self.subreaper = _become_subreaper() if config.getoption("leak_check_subreaper") else None
         self.tracker.attribution.adopting = self.subreaper == "on"
+        self._in_worker = hasattr(config, "workerinput")  # an xdist worker
+        self._workers_leaked = False  # an xdist controller: a worker's session-end check failed
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
         adopting = f", subreaper {self.subreaper}" if self.subreaper else ""
@@ -359,8 +373,52 @@ class LeakCheckPlugin:
         # Runs after the last teardown: on Ctrl-C, the tests' teardowns were skipped, so this is
         # where whatever the interrupted test started gets ended.
         result = yield
+        if self._workers_leaked and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # an xdist controller
+        if not self._in_worker:
+            self._finish_session(session, exitstatus)
+        return result
+
+    @pytest.hookimpl(wrapper=True, trylast=True, specname="pytest_sessionfinish")
+    def pytest_sessionfinish_in_worker(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, Any, Any]:
+        # An xdist worker sends its last event to the controller once the wrappers inside
+        # xdist's have returned: judged here, tryfirst, the report went to the worker's
+        # terminal, which nobody sees, and the run passed. Judged innermost instead, after the
+        # session's fixtures are torn down, and the report handed on in workeroutput.
+        result = yield
+        if self._in_worker:
+            lines: list[tuple[str, bool]] = []
+            self._finish_session(session, exitstatus, lambda text, red: lines.append((text, red)))
+            if lines:
+                self.config.workeroutput[_WORKER_REPORT] = lines  # type: ignore[attr-defined]
+        return result
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """An xdist controller: show what a worker's session-end check found (it failed)."""
+        lines = getattr(node, "workeroutput", {}).get(_WORKER_REPORT)
+        if not lines:
+            return
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        gateway = getattr(getattr(node, "gateway", None), "id", "worker")
+        for text, red in lines:
+            if red:
+                self._workers_leaked = True
+            if reporter is not None:
+                reporter.ensure_newline()  # not at the end of the progress dots
+                for line in text.splitlines():
+                    reporter.write_line(f"[{gateway}] {line}", red=red)
+
+    def _finish_session(
+        self,
+        session: pytest.Session,
+        exitstatus: int,
+        emit: Callable[[str, bool], None] | None = None,
+    ) -> None:
         if not self.tracker._tests_began:  # no checked test ever began here
-            return result
+            return
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         with self.tracker._lock:
             for owner in self.tracker._state.owners.values():
@@ -371,42 +429,47 @@ class LeakCheckPlugin:
                     owner.ended = True
                     owner.ended_at = min(owner.ended_at, time.time())
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if emit is None and reporter is not None:
+            emit = _writer(reporter)
         try:
-            self._end_session(session, reporter, interrupted)
+            self._end_session(session, emit, interrupted)
         except KeyboardInterrupt:
             # A Ctrl-C during the last wait (it looks like a stall): the last look, at once,
             # and the run ends as interrupted (re-raised here, it was a bare traceback).
-            self._end_session(session, reporter, interrupted=True)
+            self._end_session(session, emit, interrupted=True)
             session.exitstatus = pytest.ExitCode.INTERRUPTED
-        return result
 
-    def _end_session(self, session: pytest.Session, reporter: Any, interrupted: bool) -> None:
+    def _end_session(
+        self, session: pytest.Session, emit: Callable[[str, bool], None] | None, interrupted: bool
+    ) -> None:
         everything = (0.0, frozenset[int]())  # look at every process for our tokens
         spared = self.tracker.end_spared()  # first: their trees go with them
-        if spared and reporter is not None:
+        if spared and emit is not None:
             verb = "killed" if self.tracker.kill else "left running"
             pids = ", ".join(str(leak.pid) for leak in spared)
-            reporter.write_line(
+            emit(
                 f"leak-check: {verb} at session end the {len(spared)} process(es) it spared for "
-                f"later tests (reported at their tests' teardown): {pids}"
+                f"later tests (reported at their tests' teardown): {pids}",
+                False,
             )
         if not interrupted:
             self.threads.join(self.timeout)  # their late spawns, if any, before the last look
             alive = self.threads.alive_besides("")
-            if alive and reporter is not None:
+            if alive and emit is not None:
                 names = ", ".join(f"{lt.owner} ({lt.name!r})" for lt in alive[:5])
-                reporter.write_line(
+                emit(
                     f"leak-check: {len(alive)} thread(s) that tests left running still run at "
-                    f"session end; what they start from now on is not checked: {names}"
+                    f"session end; what they start from now on is not checked: {names}",
+                    False,
                 )
         leaks, _ = self.tracker.wait_for_leaks(everything, 0.0)
         if leaks and not interrupted and self.timeout > 0:
-            if reporter is not None:  # else pytest seems to stall here
-                reporter.write_line(
+            if emit is not None and not self._in_worker:  # else pytest seems to stall here
+                emit(
                     f"leak-check: {len(leaks)} process(es) still running at session end: "
-                    f"waiting up to {self.timeout:g} s for them to end (Ctrl-C ends them now)"
+                    f"waiting up to {self.timeout:g} s for them to end (Ctrl-C ends them now)",
+                    False,
                 )
-                reporter.flush()
             leaks, _ = self.tracker.wait_for_leaks(everything, self.timeout)
         if leaks:
             collected, _ = self.tracker.after_gc(leaks)  # nothing is spared any longer
@@ -421,8 +484,8 @@ class LeakCheckPlugin:
             )
             notes = [gc_note(collected)] if collected else []
             notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
-            if reporter is not None:
-                reporter.write_line("\n".join([text, *notes]), red=True)
+            if emit is not None:
+                emit("\n".join([text, *notes]), True)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

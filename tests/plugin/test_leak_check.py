@@ -768,6 +768,42 @@ def test_what_no_checked_test_started_is_judged_at_session_end(
     assert wait_until_gone(marker) == []
 
 
+WORKER_HOOK_SPAWN = """
+import subprocess, sys
+
+IN_WORKER = []
+
+def pytest_configure(config):
+    # Not PYTEST_XDIST_WORKER: an outer xdist run's sets it in the inner controller too.
+    IN_WORKER.append(hasattr(config, "workerinput"))
+
+def pytest_runtest_logfinish(nodeid, location):
+    if IN_WORKER[-1]:  # the controller's hook runs too: not a worker's
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", {marker!r}])
+"""
+
+
+@pytest.mark.parametrize("where", ["thread", "hook"])
+def test_what_no_checked_test_started_is_reported_by_the_xdist_controller(
+    pytester: pytest.Pytester, marker: str, where: str
+) -> None:
+    """Under xdist, a worker judged its session's end after xdist had sent its last event: the
+    leaks were killed, but their report went to the worker's terminal, which nobody sees, and
+    pytest exited 0 (pytest-xprocess's and a suite's late spawns passed unnoticed)."""
+    if where == "thread":
+        write_tests(pytester, marker, LATE_SPAWNS)
+    else:
+        write_tests(pytester, marker, "def test_x():\n    pass\n")
+        pytester.makeconftest(WORKER_HOOK_SPAWN.format(marker=marker))
+    result = pytester.runpytest_subprocess("-n", "1", "--leak-check", *INNER_ARGS, timeout=120)
+    text = result.stdout.str()
+    assert "[gw0] leak-check: 1 process(es) still running at session end:" in text, text
+    assert "started by no checked test" in text
+    assert marker in text
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert wait_until_gone(marker) == []
+
+
 @pytest.mark.parametrize(
     ("marker_args", "says"),
     [
