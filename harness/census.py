@@ -1099,8 +1099,9 @@ class Census:
 
 
 def _verified(pid: int, create_time: float) -> psutil.Process:
-    proc = psutil.Process(pid)
-    if abs(proc.create_time() - create_time) > CT_TOLERANCE:
+    """The worker's process by its identity (proctree's), raising if it is gone or reused."""
+    proc = proctree.ProcId(pid, create_time).process()
+    if proc is None:
         raise psutil.NoSuchProcess(pid, msg="worker identity changed")
     return proc
 

@@ -39,13 +39,13 @@ WORK_MARK = ".leakproof-soak-work"
 
 
 def driven_samples(
-    samples: list[Sample], starts: list[float], drive_end: float | None, t_start: float
+    samples: list[Sample], starts: list[float], drive_end: float | None, t_first: float
 ) -> list[Sample]:
-    """The samples the RSS slopes are judged on: those taken while sessions were being started.
-    The drain after the last start has a constant session count and falling RSS, which would
-    fake a negative slope; and one hung session given up 60 s later made the drain the whole
-    2nd half by time (a 100-session soak's slope "spans 1 sessions", not judged)."""
-    t_first = starts[0] if starts else t_start
+    """The samples the RSS slopes are judged on: those taken from `t_first` (the first start)
+    while sessions were being started. The drain after the last start has a constant session
+    count and falling RSS, which would fake a negative slope; and one hung session given up
+    60 s later made the drain the whole 2nd half by time (a 100-session soak's slope "spans 1
+    sessions", not judged)."""
     t_last = starts[-1] if len(starts) > 1 else drive_end or time.time()
     return [s for s in samples if t_first <= s.t <= t_last]
 
@@ -144,10 +144,10 @@ def build_report(
     # whose samples read worker 0 MB and no descendants, as if the leaks had gone by themselves.
     stopped = census.judging_stopped_at
     samples = [s for s in census.samples if stopped is None or s.t <= stopped]
-    driven = driven_samples(samples, run.starts, run.drive_end, t_start)
+    t_first = run.starts[0] if run.starts else t_start
+    driven = driven_samples(samples, run.starts, run.drive_end, t_first)
     # The throughput's window, unlike the slopes': from the first start to the last session's
     # end (every session counted must have run in it).
-    t_first = run.starts[0] if run.starts else t_start
     t_last = run.drive_end or time.time()
     total_pts = [(s.t, s.sessions_done, s.total_rss, s.descendants) for s in driven]
     worker_pts = [(s.t, s.sessions_done, s.worker_rss, s.descendants) for s in driven]

@@ -864,13 +864,9 @@ def test_options_the_sdk_turns_into_flags(fake_factory, case):
         assert result.session_id == OPTION_CASES[case]["session_id"]
 
 
-def test_the_sdks_session_listing_reads_the_fakes_conversations(
-    fake_factory, tmp_path, monkeypatch
-):
-    # The fake keeps conversations where the real CLI does (under CLAUDE_CONFIG_DIR, here one of
-    # the test's own): the SDK's list_sessions and get_session_messages read them back, and a
-    # resume goes on with the same one.
-    fake = fake_factory()
+def _project_asker(fake, tmp_path, monkeypatch):  # noqa: ANN001, ANN202 - test helper
+    """A project folder, and `ask(prompt, **options)` running one query there; conversations
+    kept under a CLAUDE_CONFIG_DIR of the test's own, where the SDK's session listing looks."""
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
     cwd = tmp_path / "project"
     cwd.mkdir()
@@ -879,6 +875,16 @@ def test_the_sdks_session_listing_reads_the_fakes_conversations(
         options = fake.options(cwd=str(cwd), **kw)
         return [m async for m in sdk.query(prompt=prompt, options=options)]
 
+    return cwd, ask
+
+
+def test_the_sdks_session_listing_reads_the_fakes_conversations(
+    fake_factory, tmp_path, monkeypatch
+):
+    # The fake keeps conversations where the real CLI does (under CLAUDE_CONFIG_DIR, here one of
+    # the test's own): the SDK's list_sessions and get_session_messages read them back, and a
+    # resume goes on with the same one.
+    cwd, ask = _project_asker(fake_factory(), tmp_path, monkeypatch)
     first = run_async(lambda: ask("index the repo layout"))
     sid = first[-1].session_id
     again = run_async(lambda: ask("and now the tests", resume=sid))
@@ -893,15 +899,7 @@ def test_a_forked_session_resumed_keeps_its_history(fake_factory, tmp_path, monk
     # The SDK's fork_session copies a conversation under a new id and ends it with a
     # `custom-title` line carrying a uuid. Resumed, the fake chained the new prompt to that line
     # (no message), so get_session_messages on the fork showed only the last exchange.
-    fake = fake_factory()
-    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
-    cwd = tmp_path / "project"
-    cwd.mkdir()
-
-    async def ask(prompt: str, **kw):
-        options = fake.options(cwd=str(cwd), **kw)
-        return [m async for m in sdk.query(prompt=prompt, options=options)]
-
+    cwd, ask = _project_asker(fake_factory(), tmp_path, monkeypatch)
     sid = run_async(lambda: ask("index the repo layout"))[-1].session_id
     fork = sdk.fork_session(sid, directory=str(cwd)).session_id
     again = run_async(lambda: ask("and now the tests", resume=fork))

@@ -483,6 +483,6 @@ def test_slopes_are_judged_up_to_the_last_sessions_start_not_a_hung_ones_end():
                worker_rss=1, descendants=1, live_run=1, leaked=0)
         for k in range(int(70 / 0.25))
     ]  # fmt: skip
-    driven = driven_samples(samples, starts, drive_end=170.0, t_start=99.0)
+    driven = driven_samples(samples, starts, drive_end=170.0, t_first=starts[0])
     assert driven[0].t == 100.0 and driven[-1].t <= starts[-1]
     assert driven[-1].sessions_done >= 95  # the 2nd half by time now spans sessions
