@@ -52,7 +52,7 @@ FULL_TREE_EVERY = 8  # full process-table walk for the worker's own helpers: eve
 MAX_SAMPLES = 4000  # samples are decimated beyond this, so a long soak keeps a flat footprint
 # How often at most the run's record on disk is told its live processes (runs.note_processes).
 NOTE_INTERVAL_S = 1.0
-MID_EXEC_WAIT_S = 1.0  # how long a worker child's empty argv is taken for an exec under way
+MID_EXEC_WAIT_S = 1.0  # how long a new process's blank argv is taken for an exec under way
 STOPPED_STATES = (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
 
 
@@ -690,16 +690,17 @@ class Census:
             parent: ProcRecord | None = None
             if not ours:
                 ours, cmdline = self._is_ours(proc)
-            if not ours and ppid is not None:
-                if ppid in waiting:
-                    # Its parent is judged later (below): so is it, or it would be taken for
-                    # no child of the run's for good (a blanked observer's children were).
-                    waiting.add(pid)
-                    continue
+            if not ours and ppid is not None and ppid in waiting:
+                # Its parent is judged later (below): so is it, or it would be taken for no
+                # child of the run's for good (a blanked observer's children were).
+                waiting.add(pid)
+                continue
+            if not ours:
                 cmdline = cmdline or self._cmdline(proc)
-                if self._mid_exec(pid, ct, ppid, cmdline, proc, now):
+                if self._mid_exec(pid, ct, cmdline, proc, now):
                     waiting.add(pid)
                     continue  # judged at a later sample, once its argv can be read
+            if not ours and ppid is not None:
                 ours, parent = self._descends(pid, ct, ppid, cmdline, proc)
                 if not ours and ppid == self.worker_pid and pid != self.worker_pid:
                     self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
@@ -725,13 +726,14 @@ class Census:
             return []
 
     def _mid_exec(
-        self, pid: int, ct: float, ppid: int, cmdline: list[str], proc: psutil.Process, now: float
+        self, pid: int, ct: float, cmdline: list[str], proc: psutil.Process, now: float
     ) -> bool:
-        """A live child of the worker whose argv reads empty: caught in its exec (the parent
-        of a vfork resumes before the kernel has set the new program's arguments), so whether
-        it is the worker's guardian cannot be told yet. For at most MID_EXEC_WAIT_S: a process
-        that blanks its own argv is judged then."""
-        if ppid != self.worker_pid or cmdline:
+        """A live process whose argv reads blank: caught in its exec (the parent of a vfork,
+        and so `subprocess.Popen`, returns before the kernel has set the new program's
+        arguments), so whether it carries the run's token, or is the worker's guardian, cannot
+        be told yet. For at most MID_EXEC_WAIT_S: a process that blanks its own argv (or a
+        kernel thread) is judged then."""
+        if any(cmdline):
             self._undecided.pop(pid, None)
             return False
         first = self._undecided.setdefault(pid, (ct, now))

@@ -92,6 +92,46 @@ def test_a_leak_of_a_failed_session_says_so(spawn, run_id):
     )
 
 
+# Reads blank in /proc/PID/cmdline (a NUL first, the argument area's last byte not NUL: the
+# kernel then reads it as a setproctitle() title, up to that NUL) as a process caught in its
+# exec does, until a line on stdin restores it.
+_BLANKS_ITS_ARGV = """
+import ctypes, sys, time
+fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+start, end = int(fields[45]), int(fields[46])  # fields 48 and 49: arg_start, arg_end
+saved = ctypes.string_at(start, end - start)
+ctypes.memset(end - 1, ord("x"), 1)
+ctypes.memset(start, 0, 1)
+print("blank", flush=True)
+sys.stdin.readline()
+ctypes.memmove(start, saved, len(saved))
+print("restored", flush=True)
+while True: time.sleep(1)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/stat")
+def test_a_process_first_seen_with_a_blank_argv_is_looked_at_again(popen, run_id):
+    """`Popen` returns before the kernel has set the new program's arguments (vfork), so the
+    first look can read no argv at all: that is no judgement of whether it carries the run's
+    token (a CI run's census never saw such a process again, and its leak went uncounted)."""
+    census = _census(run_id)
+    child = popen(
+        [sys.executable, "-c", _BLANKS_ITS_ARGV, run_id_token(run_id)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    assert child.stdout.readline() == b"blank\n"
+    assert not any(psutil.Process(child.pid).cmdline())
+    census.sample()
+    assert _ours(census) == set()
+    child.stdin.write(b"go\n")
+    child.stdin.flush()
+    assert child.stdout.readline() == b"restored\n"
+    wait_for(lambda: (census.sample(), _ours(census) == {child.pid})[1], timeout=10, what="census")
+
+
 def test_process_spawned_while_session_runs_is_expected_not_leaked(spawn, run_id):
     census = _census(run_id, grace=0.5)
     census.session_started("long")

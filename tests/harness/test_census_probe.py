@@ -372,20 +372,20 @@ def test_only_the_workers_own_guardian_is_a_helper(with_guardian: bool) -> None:
         _end(worker, ours)
 
 
-def test_a_worker_child_with_an_empty_argv_is_judged_within_a_second() -> None:
-    """Caught in its exec, a new child's argv reads empty (the replacement guardian was counted
-    as the run's about one time in twelve): its judgement waits, but not for ever, or a process
-    that blanks its own argv would never be counted."""
+def test_a_new_process_with_a_blank_argv_is_judged_within_a_second() -> None:
+    """Caught in its exec, a new process's argv reads empty (the replacement guardian was
+    counted as the run's about one time in twelve): its judgement waits, but not for ever, or a
+    process that blanks its own argv would never be counted."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         proc = psutil.Process(child.pid)
         census = Census("0123456789ab", None, grace=60.0, sample_hz=4, track_descendants=True)
         census.worker_pid = os.getpid()  # as if we were the worker
         ct, now = proc.create_time(), time.time()
-        assert census._mid_exec(child.pid, ct, os.getpid(), [], proc, now)
-        assert census._mid_exec(child.pid, ct, os.getpid(), [], proc, now + 0.5)
-        assert not census._mid_exec(child.pid, ct, os.getpid(), [], proc, now + 1.0)
-        assert not census._mid_exec(child.pid, ct, os.getpid(), ["python"], proc, now)
+        assert census._mid_exec(child.pid, ct, [], proc, now)
+        assert census._mid_exec(child.pid, ct, [""], proc, now + 0.5)
+        assert not census._mid_exec(child.pid, ct, [], proc, now + 1.0)
+        assert not census._mid_exec(child.pid, ct, ["python"], proc, now)
     finally:
         child.kill()
         child.wait()
