@@ -75,6 +75,7 @@ class ReapWatch(Target):
         self.reap_wait = reap_wait
         self.tracker: ReapTracker | None = None
         self.reap: dict | None = None
+        self.started = False  # a worker that never started has nothing to reap: no wait
 
     @property
     def own_tracking(self) -> bool:
@@ -84,7 +85,9 @@ class ReapWatch(Target):
         if self.own_tracking:
             self.tracker = ReapTracker("--fake-claude-run-id=" + ctx.run_id)
             self.tracker.start()
-        return await self.inner.start(ctx)
+        handle = await self.inner.start(ctx)
+        self.started = True
+        return handle
 
     async def drive_session(self, session: SessionSpec, http: Any) -> None:
         key = session.content_session_id
@@ -111,7 +114,7 @@ class ReapWatch(Target):
 
     async def stop(self) -> None:
         try:
-            if self.reap is None:
+            if self.reap is None and self.started:
                 self.reap = await self._wait_unless_interrupted()
         finally:
             try:

@@ -30,11 +30,16 @@ class _SelfReaping:
 
     name = "self-reaping"
 
-    def __init__(self, block: bool = False) -> None:
+    def __init__(self, block: bool = False, fail_start: bool = False) -> None:
         self.block = block
+        self.fail_start = fail_start
         self.waits: list[float] = []
         self.stopped = False
         self.stopped_now = False
+
+    async def start(self, ctx: object) -> None:
+        if self.fail_start:
+            raise RuntimeError("not ready after 1s")
 
     async def wait_reaped(self, wait: float) -> dict:
         self.waits.append(wait)
@@ -53,6 +58,7 @@ def test_reap_watch_asks_a_target_that_measures_its_own_reaping() -> None:
     inner = _SelfReaping()
     watch = compare.ReapWatch(inner, reap_wait=7.0)  # type: ignore[arg-type]
     assert not watch.own_tracking and watch.name == "self-reaping"
+    asyncio.run(watch.start(None))  # type: ignore[arg-type]
     asyncio.run(watch.stop())
     assert inner.waits == [7.0] and inner.stopped
     assert watch.reap == {"time_to_reap_s": {"p50": 0.5, "max": 1.5}, "not_reaped": 0}
@@ -61,11 +67,24 @@ def test_reap_watch_asks_a_target_that_measures_its_own_reaping() -> None:
     assert inner.stopped_now
 
 
+def test_a_worker_that_never_started_is_stopped_without_a_reap_wait(capsys) -> None:
+    """Nothing was served, so nothing is waited for (it said "waiting up to 240 s for the worker
+    to end their observers" under a start that had failed)."""
+    inner = _SelfReaping(fail_start=True)
+    watch = compare.ReapWatch(inner, reap_wait=240.0)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="not ready"):
+        asyncio.run(watch.start(None))  # type: ignore[arg-type]
+    asyncio.run(watch.stop())
+    assert inner.waits == [] and inner.stopped and watch.reap is None
+    assert "waiting up to" not in capsys.readouterr().err
+
+
 def test_ctrl_c_cuts_the_reap_wait_short_and_still_stops_the_worker() -> None:
     inner = _SelfReaping(block=True)
     watch = compare.ReapWatch(inner, reap_wait=3600.0)  # type: ignore[arg-type]
 
     async def scenario() -> float:
+        await watch.start(None)  # type: ignore[arg-type]
         stopping = asyncio.ensure_future(watch.stop())
 
         async def waiting() -> None:
