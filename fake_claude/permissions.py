@@ -86,9 +86,9 @@ def decide(
 ) -> tuple[str, str]:
     """(ALLOW | DENY | ASK, why) for a call that no hook denied; `hook`: a hook's allow or
     ask. ASK goes to can_use_tool, or is denied where there is none to ask."""
-    for rule in deny:  # even in bypassPermissions, and after a hook's allow
-        if matches(rule, tool, tool_input):
-            return DENY, denied_text(rule, tool, tool_input)
+    denied = denied_by_rules(tool, tool_input, deny)  # even in bypassPermissions, after a
+    if denied is not None:  # hook's allow
+        return DENY, denied
     if hook == ASK:
         return ASK, "a PreToolUse hook asked"
     if hook == ALLOW:
@@ -107,6 +107,14 @@ def decide(
     if mode == "dontAsk":
         return DENY, dont_ask_text(tool)
     return ASK, "no rule decides it"
+
+
+def denied_by_rules(tool: str, tool_input: dict, deny: list[str]) -> str | None:
+    """What the first deny rule that matches the call says; None when none does."""
+    for rule in deny:
+        if matches(rule, tool, tool_input):
+            return denied_text(rule, tool, tool_input)
+    return None
 
 
 # The real CLI's words (2.0.76).

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
-from fake_claude import permissions
+from fake_claude import permission_request, permissions
 from fake_claude.hookout import stop_of
 
 if TYPE_CHECKING:
@@ -115,26 +115,40 @@ class ToolTurns:
             )  # fmt: skip
             if verdict == permissions.DENY:
                 denied = why
-            elif verdict == permissions.ASK and not self.stdio_permissions:
-                denied = permissions.not_granted(tool)  # nobody to ask: headless
             elif verdict == permissions.ASK:
-                answer = self.request(
-                    {
-                        "subtype": "can_use_tool",
-                        "tool_name": tool,
-                        "input": tool_input,
-                        "tool_use_id": tool_id,
-                        "permission_suggestions": permissions.suggestions(tool, tool_input),
-                    }
-                )
-                if answer.get("behavior") == "allow":
+                offered = permissions.suggestions(tool, tool_input)
+                # As the real CLI 2.1.x: the PermissionRequest hooks decide first; only when
+                # none does is the SDK's can_use_tool asked (or, with nobody to ask, denied).
+                answer = permission_request.decision_of(
+                    self.run_hooks(
+                        permission_request.EVENT, tool, tool_id,
+                        permission_request.hook_input(tool_input, offered), with_id=False,
+                    )
+                )  # fmt: skip
+                by_hook = answer is not None
+                if answer is None and self.stdio_permissions:
+                    answer = self.request(
+                        {
+                            "subtype": "can_use_tool",
+                            "tool_name": tool,
+                            "input": tool_input,
+                            "tool_use_id": tool_id,
+                            "permission_suggestions": offered,
+                        }
+                    )
+                if answer is None:
+                    denied = permissions.not_granted(tool)  # nobody to ask: headless
+                elif answer.get("behavior") == "allow":
                     if isinstance(answer.get("updatedInput"), dict):
                         tool_input = answer["updatedInput"]
-                    # "Always allow": the rules (or the mode) hold for the session's next calls.
-                    mode = permissions.apply_updates(
-                        answer.get("updatedPermissions"), self.allow_rules, self.deny_rules
-                    )
-                    self.permission_mode = mode or self.permission_mode
+                        if by_hook:  # a hook's new input meets the deny rules again (2.1.x)
+                            denied = permissions.denied_by_rules(tool, tool_input, self.deny_rules)
+                    if denied is None:
+                        # "Always allow": the rules (or mode) hold for the session's next calls.
+                        mode = permissions.apply_updates(
+                            answer.get("updatedPermissions"), self.allow_rules, self.deny_rules
+                        )
+                        self.permission_mode = mode or self.permission_mode
                 else:
                     denied = str(answer.get("message") or answer.get("_error") or "denied")
                     if answer.get("interrupt"):  # deny and stop: the turn ends interrupted
@@ -182,10 +196,12 @@ class ToolTurns:
         self.emit(m.user(self.session_id, [block], tool_use_result=result))
 
     def run_hooks(
-        self, event: str, tool: str | None, tool_id: str | None, extra: dict
-    ) -> list[dict]:
+        self, event: str, tool: str | None, tool_id: str | None, extra: dict, *,
+        with_id: bool = True,
+    ) -> list[dict]:  # fmt: skip
         """Call the SDK's callbacks registered for `event` (tool events: those whose matcher
-        matches the tool), all at once as the real CLI does; return their outputs in order."""
+        matches the tool), all at once as the real CLI does; return their outputs in order.
+        `with_id`: the input carries the tool_use_id (PermissionRequest's does not)."""
         asks: list[tuple[dict, float | None]] = []
         names: list[tuple[str, str]] = []  # (hook_id, hook_name) of each, for hook events
         for matcher in self.hooks.get(event) or []:
@@ -202,7 +218,8 @@ class ToolTurns:
                     "cwd": os.getcwd(),
                     "permission_mode": self.permission_mode,
                     "hook_event_name": event,
-                    **({"tool_name": tool, "tool_use_id": tool_id} if tool is not None else {}),
+                    **({"tool_name": tool} if tool is not None else {}),
+                    **({"tool_use_id": tool_id} if tool is not None and with_id else {}),
                     **extra,
                 }
                 body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,

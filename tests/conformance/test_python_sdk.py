@@ -1058,3 +1058,94 @@ def test_stop_hook_blocks_past_the_cap_end_the_turn_with_a_warning(fake_factory)
                   and m.subtype == "informational"]  # fmt: skip
     assert warning.data["content"].startswith("A hook blocked the turn from ending 3 consecutive")
     assert (msgs[-1].subtype, msgs[-1].is_error, msgs[-1].num_turns) == ("success", False, 3)
+
+
+# (the hook's decision, the can_use_tool callback's answer or None without one, what the call
+# did: "ran: TEXT in its result" / "denied: TEXT", whether the callback was asked)
+PERMISSION_REQUEST_CASES = {
+    "a hook's allow answers for the prompt": (
+        {"behavior": "allow", "updatedInput": {"command": "touch by-hook.txt"}},
+        "allow", "ran: touch by-hook.txt", False,
+    ),
+    "a hook's deny answers for the prompt": (
+        {"behavior": "deny", "message": "not on a Friday"}, "allow", "denied: not on a Friday",
+        False,
+    ),
+    "a deny without a message": ({"behavior": "deny"}, None, "denied: Permission denied by hook",
+                                 False),
+    "a hook that decides nothing: the callback": (None, "allow", "ran: touch", True),
+    "nothing decides and nobody to ask": (None, None, "denied: you haven't granted it", False),
+}  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:can_use_tool will not be invoked")  # the SDK's, as meant
+@pytest.mark.parametrize("case", list(PERMISSION_REQUEST_CASES))
+def test_permission_request_hooks_decide_before_the_prompt(fake_factory, case):
+    """A call that would prompt runs the PermissionRequest hooks first (real CLI 2.1.x, also in
+    SDK sessions): an allow or deny from one answers for the prompt, can_use_tool is not asked.
+    The fake never called them: the callback was asked, or with none the call was denied."""
+    decision, answer, expected, asked_expected = PERMISSION_REQUEST_CASES[case]
+    fake = fake_factory("ok:tool=Bash")
+    seen: list[tuple[dict, str | None]] = []
+    asked: list[str] = []
+
+    async def permission_request(hook_input, tool_use_id, context):
+        seen.append((dict(hook_input), tool_use_id))
+        if decision is None:
+            return {}
+        return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}}
+
+    async def can_use_tool(tool_name, tool_input, context):
+        asked.append(tool_name)
+        return sdk.PermissionResultAllow()
+
+    hooks = {"PermissionRequest": [sdk.HookMatcher(matcher="Bash", hooks=[permission_request])]}
+    callback = {"can_use_tool": can_use_tool} if answer else {}
+    opts = fake.options(hooks=hooks, **callback)
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("list the files")
+            return [m async for m in client.receive_response()]
+
+    msgs = run_async(go)
+    (use,) = [b for m in msgs if isinstance(m, sdk.AssistantMessage) for b in m.content
+              if isinstance(b, sdk.ToolUseBlock)]  # fmt: skip
+    (block,) = [b for m in msgs if isinstance(m, sdk.UserMessage) and isinstance(m.content, list)
+                for b in m.content if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    ((hook_input, tool_use_id),) = seen
+    assert hook_input["hook_event_name"] == "PermissionRequest"
+    assert hook_input["tool_name"] == "Bash" and hook_input["tool_input"] == use.input
+    assert hook_input["permission_suggestions"][0]["type"] == "addRules"
+    assert hook_input["session_id"] == msgs[-1].session_id and hook_input["transcript_path"]
+    assert "tool_use_id" not in hook_input and tool_use_id == use.id  # the request names it
+    assert bool(asked) is asked_expected, asked
+    outcome, text = expected.split(": ", 1)
+    assert text in str(block.content)
+    if outcome == "ran":
+        assert block.is_error is False and not msgs[-1].permission_denials
+    else:
+        assert block.is_error is True
+        assert [d["tool_name"] for d in msgs[-1].permission_denials] == ["Bash"]
+
+
+def test_permission_request_hooks_are_not_called_for_a_call_that_needs_no_prompt(fake_factory):
+    # allowed_tools decides before any prompt: no PermissionRequest hook, as in the real CLI.
+    fake = fake_factory("ok:tool=Bash")
+    seen: list[str] = []
+
+    async def permission_request(hook_input, tool_use_id, context):
+        seen.append(hook_input["tool_name"])
+        return {}
+
+    opts = fake.options(
+        allowed_tools=["Bash"],
+        hooks={"PermissionRequest": [sdk.HookMatcher(hooks=[permission_request])]},
+    )
+
+    async def go():
+        return [m async for m in sdk.query(prompt="list the files", options=opts)]
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "success" and not msgs[-1].permission_denials
+    assert seen == []

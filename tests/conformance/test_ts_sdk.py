@@ -127,6 +127,34 @@ def test_tool_turn_with_can_use_tool_and_pre_tool_use_hook(sdk: str, make_fake: 
 
 
 @pytest.mark.parametrize("sdk", TS_SDKS)
+@pytest.mark.parametrize("decision", [None, {"behavior": "deny", "message": "not on a Friday"}])
+def test_permission_request_hook_decides_before_can_use_tool(
+    sdk: str, decision: dict | None, make_fake: MakeFake
+) -> None:
+    """Both SDKs register PermissionRequest; the real CLI (2.1.x) calls it for a call that
+    would prompt, before canUseTool, which its deny answers for. The fake never called it."""
+    shim, _ = make_fake("ok:tool=Bash")
+    res = node_driver(sdk, "permission-request", shim, decision=decision).result()
+    _ok(res)
+    (hook,) = res["hooks"]
+    (use,) = [b for m in _of(res, "assistant") for b in m["content"] if b["type"] == "tool_use"]
+    assert (hook["hook_event_name"], hook["tool_name"]) == ("PermissionRequest", "Bash")
+    assert "command" in hook["tool_input"] and hook["permission_suggestions"]
+    assert "tool_use_id" not in hook and hook["tool_use_id_arg"] == use["id"]
+    (tool_result,) = [
+        b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"
+    ]
+    if decision is None:  # no decision: the prompt, canUseTool, goes on
+        assert [c["tool_name"] for c in res["can_use_tool"]] == ["Bash"]
+        assert not tool_result["is_error"]
+    else:
+        assert res["can_use_tool"] == []
+        assert tool_result["is_error"] and "not on a Friday" in json.dumps(tool_result["content"])
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
 def test_partial_messages(sdk: str, make_fake: MakeFake) -> None:
     shim, ledger = make_fake("ok")
     res = node_driver(sdk, "partial", shim).result()

@@ -3,13 +3,13 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|
-//            "queued-prompts"|"tools"|
+//            "queued-prompts"|"tools"|"permission-request"|
 //            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            outputFormat?: {type: "json_schema", schema: object}, options?: object,
-//            markerFile?: string, resume?: string}
+//            markerFile?: string, resume?: string, decision?: object}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
@@ -57,6 +57,7 @@ function summarise(m) {
       type: b.type,
       ...(b.text !== undefined && { text: b.text }),
       ...(b.name !== undefined && { name: b.name }),
+      ...(b.type === "tool_use" && { id: b.id }),
       ...(b.tool_use_id !== undefined && { tool_use_id: b.tool_use_id }),
       ...(b.type === "tool_result" && { content: b.content, is_error: b.is_error ?? false }),
     }));
@@ -166,6 +167,24 @@ async function tools() {
       PreToolUse: [{ hooks: [recordHook] }],
       Stop: [{ hooks: [recordHook] }],
     },
+  });
+}
+
+// A PermissionRequest hook answering with cfg.decision (none: {}), beside a canUseTool that
+// allows: what each was called with goes to out.hooks (the input, and the request's id) and
+// out.can_use_tool.
+async function permissionRequest() {
+  async function hook(input, toolUseId) {
+    out.hooks.push({ ...input, tool_use_id_arg: toolUseId ?? null });
+    if (!cfg.decision) return {};
+    return { hookSpecificOutput: { hookEventName: "PermissionRequest", decision: cfg.decision } };
+  }
+  await plain({
+    canUseTool: async (toolName, input) => {
+      out.can_use_tool.push({ tool_name: toolName, input });
+      return { behavior: "allow", updatedInput: input };
+    },
+    hooks: { PermissionRequest: [{ matcher: "Bash", hooks: [hook] }] },
   });
 }
 
@@ -314,6 +333,7 @@ const sessions = {
   "multi-interrupt": multiInterrupt,
   "queued-prompts": queuedPrompts,
   tools,
+  "permission-request": permissionRequest,
   status,
   mcp,
   "exit-after-result": exitAfterResult,
