@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from fake_claude import messages as m
-from fake_claude import permission_request, permissions
+from fake_claude import permission_request, permissions, subagents
 from fake_claude.hookout import stop_of
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ class ToolTurns:
         elif mcp_tool is not None and self.mcp is not None:
             output, failed = self.mcp.call_tool(mcp_tool[0], str(mcp_tool[1]["name"]), tool_input)
         else:
+            if tool in subagents.TOOLS:  # as the real CLI: a subagent, with its own hooks
+                subagents.run(self, tool_input)
             output = f"fake {tool} ran with {json.dumps(tool_input, sort_keys=True)}"
         self._tool_result(tool_id, output, is_error=denied is not None or failed)
         if denied is not None:
@@ -197,15 +199,17 @@ class ToolTurns:
 
     def run_hooks(
         self, event: str, tool: str | None, tool_id: str | None, extra: dict, *,
-        with_id: bool = True,
+        with_id: bool = True, query: str | None = None, with_mode: bool = True,
     ) -> list[dict]:  # fmt: skip
         """Call the SDK's callbacks registered for `event` (tool events: those whose matcher
-        matches the tool), all at once as the real CLI does; return their outputs in order.
-        `with_id`: the input carries the tool_use_id (PermissionRequest's does not)."""
+        matches the tool; `query`, if given, is what they match instead, "" none), all at once
+        as the real CLI does; return their outputs in order. `with_id`: the input carries the
+        tool_use_id (PermissionRequest's does not); `with_mode`: the permission_mode."""
         asks: list[tuple[dict, float | None]] = []
         names: list[tuple[str, str]] = []  # (hook_id, hook_name) of each, for hook events
+        subject = tool if query is None else query  # nothing to match: every matcher runs
         for matcher in self.hooks.get(event) or []:
-            if tool is not None and not matcher_matches(matcher.get("matcher"), tool):
+            if subject and not matcher_matches(matcher.get("matcher"), subject):
                 continue
             # The matcher's timeout (seconds; the real CLI's default 60): a hook that does not
             # answer in time is cancelled and counts as having said nothing.
@@ -216,7 +220,7 @@ class ToolTurns:
                     "session_id": self.session_id,
                     "transcript_path": self.ctx.transcript_path(),
                     "cwd": os.getcwd(),
-                    "permission_mode": self.permission_mode,
+                    **({"permission_mode": self.permission_mode} if with_mode else {}),
                     "hook_event_name": event,
                     **({"tool_name": tool} if tool is not None else {}),
                     **({"tool_use_id": tool_id} if tool is not None and with_id else {}),

@@ -1149,3 +1149,45 @@ def test_permission_request_hooks_are_not_called_for_a_call_that_needs_no_prompt
     msgs = run_async(go)
     assert msgs[-1].subtype == "success" and not msgs[-1].permission_denials
     assert seen == []
+
+
+def test_a_task_call_runs_a_subagent_between_its_hooks(fake_factory):
+    """The real CLI runs a subagent for a Task call: SubagentStart (matched on the agent type)
+    before it, SubagentStop after it, between the call's PreToolUse and PostToolUse. The fake
+    ran no subagent and called neither."""
+    fake = fake_factory("ok:tool=Task")
+    seen: list[tuple[dict, str | None]] = []
+
+    async def record(hook_input, tool_use_id, context):
+        seen.append((dict(hook_input), tool_use_id))
+        return {}
+
+    events = ("PreToolUse", "SubagentStart", "SubagentStop", "PostToolUse", "Stop")
+    hooks = {e: [sdk.HookMatcher(hooks=[record])] for e in events}
+    hooks["SubagentStart"].append(sdk.HookMatcher(matcher="Explore", hooks=[record]))  # not it
+    opts = fake.options(permission_mode="bypassPermissions", hooks=hooks)
+
+    async def go():
+        return [m async for m in sdk.query(prompt="survey the tests", options=opts)]
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "success"
+    assert [h["hook_event_name"] for h, _ in seen] == list(events)
+    (use,) = [b for m in msgs if isinstance(m, sdk.AssistantMessage) for b in m.content
+              if isinstance(b, sdk.ToolUseBlock)]  # fmt: skip
+    (start, start_id), (stop, stop_id) = seen[1], seen[2]
+    assert start["agent_type"] == stop["agent_type"] == use.input["subagent_type"]
+    assert start["agent_id"] == stop["agent_id"] and len(start["agent_id"]) == 7
+    assert "permission_mode" not in start and stop["permission_mode"] == "bypassPermissions"
+    assert start["session_id"] == stop["session_id"] == msgs[-1].session_id
+    assert use.id not in (start_id, stop_id)  # each names an id of its own
+    assert stop["stop_hook_active"] is False and stop["last_assistant_message"]
+    path = Path(stop["agent_transcript_path"])
+    assert path.name == f"agent-{stop['agent_id']}.jsonl"
+    assert path.parent.parts[-2:] == (msgs[-1].session_id, "subagents")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [(x["type"], x["isSidechain"], x["agentId"]) for x in lines] == [
+        ("user", True, stop["agent_id"]), ("assistant", True, stop["agent_id"])
+    ]  # fmt: skip
+    assert lines[0]["message"]["content"] == use.input["prompt"]
+    assert lines[1]["message"]["content"][0]["text"] == stop["last_assistant_message"]

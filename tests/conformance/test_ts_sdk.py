@@ -155,6 +155,24 @@ def test_permission_request_hook_decides_before_can_use_tool(
 
 
 @pytest.mark.parametrize("sdk", TS_SDKS)
+def test_a_task_call_runs_a_subagent_between_its_hooks(sdk: str, make_fake: MakeFake) -> None:
+    """SubagentStart and SubagentStop, which both SDKs register, around the subagent of a Task
+    call, as the real CLI; the fake ran no subagent and called neither."""
+    shim, _ = make_fake("ok:tool=Task")
+    events = ["PreToolUse", "SubagentStart", "SubagentStop", "PostToolUse"]
+    options = {"permissionMode": "bypassPermissions", "allowDangerouslySkipPermissions": True}
+    res = node_driver(sdk, "hooks", shim, hookEvents=events, options=options).result()
+    _ok(res)
+    assert [h["hook_event_name"] for h in res["hooks"]] == events
+    _, start, stop, _ = res["hooks"]
+    assert start["agent_type"] == stop["agent_type"] == "general-purpose"
+    assert start["agent_id"] == stop["agent_id"]
+    assert Path(stop["agent_transcript_path"]).is_file() and stop["last_assistant_message"]
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
 def test_partial_messages(sdk: str, make_fake: MakeFake) -> None:
     shim, ledger = make_fake("ok")
     res = node_driver(sdk, "partial", shim).result()

@@ -3,13 +3,14 @@
 //
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|
-//            "queued-prompts"|"tools"|"permission-request"|
+//            "queued-prompts"|"tools"|"permission-request"|"hooks"|
 //            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            outputFormat?: {type: "json_schema", schema: object}, options?: object,
-//            markerFile?: string, resume?: string, decision?: object}
+//            markerFile?: string, resume?: string, decision?: object,
+//            hookEvents?: string[]}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
@@ -188,6 +189,17 @@ async function permissionRequest() {
   });
 }
 
+// A recording hook, answering {}, for each event in cfg.hookEvents: each input as given, and the
+// id the request named, go to out.hooks in call order.
+async function hooks() {
+  async function hook(input, toolUseId) {
+    out.hooks.push({ ...input, tool_use_id_arg: toolUseId ?? null });
+    return {};
+  }
+  const events = Object.fromEntries((cfg.hookEvents ?? []).map((e) => [e, [{ hooks: [hook] }]]));
+  await plain({ hooks: events });
+}
+
 // claude-mem's shape: a streaming input that never ends on its own (a message generator fed by
 // a queue). After the first result the session is ended either by leaving the loop (iterator
 // return(): the SDK's close()) or by aborting the controller; then the driver lingers so the
@@ -334,6 +346,7 @@ const sessions = {
   "queued-prompts": queuedPrompts,
   tools,
   "permission-request": permissionRequest,
+  hooks,
   status,
   mcp,
   "exit-after-result": exitAfterResult,
