@@ -173,6 +173,21 @@ def test_a_task_call_runs_a_subagent_between_its_hooks(sdk: str, make_fake: Make
 
 
 @pytest.mark.parametrize("sdk", TS_SDKS)
+def test_session_notification_and_compact_hooks_are_not_called(
+    sdk: str, make_fake: MakeFake
+) -> None:
+    """Pins what the real CLI does with these SDK callbacks in a session like this one (see
+    fake_claude/README.md): SessionStart runs before the initialize request registers them,
+    SessionEnd once stdin has closed ("Stream closed": never sent), Notification only for
+    prompts a person sees, PreCompact only on a compaction."""
+    shim, _ = make_fake("ok")
+    events = ["SessionStart", "SessionEnd", "Notification", "PreCompact", "UserPromptSubmit"]
+    res = node_driver(sdk, "hooks", shim, hookEvents=events).result()
+    _ok(res)
+    assert [h["hook_event_name"] for h in res["hooks"]] == ["UserPromptSubmit"]
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
 def test_partial_messages(sdk: str, make_fake: MakeFake) -> None:
     shim, ledger = make_fake("ok")
     res = node_driver(sdk, "partial", shim).result()
