@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from harness.leak_procs import CT_TOLERANCE_S, Identity, Proc, create_time_skew, names_a_helper
 
 TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
+# Owner of an xdist worker and its lineage, in the controller: the worker judges them itself.
+ELSEWHERE = -2
 TIMELINE_SLACK_S = 0.005  # error of a start time against the owners' timeline (_token_fits)
 
 

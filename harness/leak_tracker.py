@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from harness.leak_owners import TOKEN_VAR, Attribution, Owner
+from harness.leak_owners import ELSEWHERE, TOKEN_VAR, Attribution, Owner
 from harness.leak_procs import (
     Identity,
     Proc,
@@ -68,7 +68,11 @@ class LeakTracker:
         self.tag = secrets.token_hex(6)
         self.root = os.getpid()
         self._state = _State(
-            owners={0: Owner(0, OUTSIDE, time.time()), SESSION: Owner(SESSION, "the session", 0.0)}
+            owners={
+                0: Owner(0, OUTSIDE, time.time()),
+                SESSION: Owner(SESSION, "the session", 0.0),
+                ELSEWHERE: Owner(ELSEWHERE, "an xdist worker (judged by itself)", 0.0),
+            }
         )
         self.attribution = Attribution(
             self._state.owners, self._state.known, tag=self.tag, root=self.root
@@ -86,21 +90,45 @@ class LeakTracker:
     def begin(self, label: str) -> tuple[Owner, int, str | None]:
         """Start an owner; returns it with what to restore() when it stops being current."""
         with self._lock:
-            self.attribution.absorb(descendants(self.root), fallback=self._current)
-            if not self._tests_began:
-                # What runs before the first checked test (started at configure or collection:
-                # a plugin's server, stopped at unconfigure) is the session's own, and so is what
-                # it starts later (a pre-fork server's workers): never judged.
-                self._tests_began = True
-                for identity, number in self._state.known.items():
-                    if number == 0:
-                        self._state.known[identity] = SESSION
-                self.attribution.timeline = [(0.0, SESSION)]
+            self.tests_begin()
             number = max(self._state.owners) + 1
             owner = Owner(number, label, time.time(), pids_at_start=frozenset(all_pids()))
             self._state.owners[number] = owner
             previous = self._make_current(number)
         return owner, previous[0], previous[1]
+
+    def tests_begin(self, outside: str | None = None) -> None:
+        """The tests begin (here, or in the xdist workers of a controller): what runs before
+        (started at configure or collection: a plugin's server, stopped at unconfigure) is the
+        session's own, and so is what it starts later (a pre-fork server's workers): never
+        judged. What no owner starts from now on is owner 0's, labelled `outside` if given."""
+        with self._lock:
+            if outside is not None:
+                self._state.owners[0].label = outside
+            self.attribution.absorb(descendants(self.root), fallback=self._current)
+            if self._tests_began:
+                return
+            self._tests_began = True
+            for identity, number in self._state.known.items():
+                if number == 0:
+                    self._state.known[identity] = SESSION
+            self.attribution.timeline = [(0.0, SESSION)]
+
+    def hand_over(self, pid: int) -> None:
+        """This child of ours and its lineage are judged by another pytest process (an xdist
+        worker judges its own): never here, even while it exits after the session."""
+        import psutil
+
+        with self._lock:
+            try:
+                self._state.known[(pid, psutil.Process(pid).create_time())] = ELSEWHERE
+            except psutil.NoSuchProcess:
+                pass  # gone already: nothing of it to tell apart
+
+    def look(self) -> None:
+        """Give the descendants seen now their owners (the parent chain, while it is there)."""
+        with self._lock:
+            self.attribution.absorb(descendants(self.root), fallback=self._current)
 
     def _make_current(self, number: int) -> tuple[int, str | None]:
         """Owner `number` is current from now on; returns the owner and token it replaces."""

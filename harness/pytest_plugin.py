@@ -42,7 +42,9 @@ judged at the session's end, once the threads tests left running have had up to 
 end. Under pytest-xdist each worker judges its own descendants
 only; the token carries a per-process session tag, so workers never claim each other's processes.
 A worker's session-end findings go to the controller in its workeroutput, which shows them and
-fails the run (the worker's own terminal is not seen); the controller checks nothing of its own.
+fails the run (the worker's own terminal is not seen). With ``--leak-check`` the controller judges
+its own descendants at the session's end, its workers' lineage aside
+(harness/pytest_xdist_controller.py).
 
 Before failing, the check retries with backoff up to ``--leak-check-timeout`` seconds (goleak-style)
 so that a child which is already on its way out is not a false positive.
@@ -72,6 +74,7 @@ from harness.leak_procs import terminate_pools_of
 from harness.leak_text import format_leaks, gc_note, held_note, survivors_note
 from harness.leak_tracker import Leak, LeakTracker
 from harness.pytest_threads import Lingering, LingeringThreads, doubt
+from harness.pytest_xdist_controller import ControllerCheck
 
 if TYPE_CHECKING:
     import psutil
@@ -539,6 +542,8 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = LeakCheckPlugin(config)
     config.stash[_plugin_key] = plugin
     config.pluginmanager.register(plugin, "leak-check-tracker")
+    if plugin.everywhere and not plugin._in_worker:  # what an xdist controller starts itself
+        config.pluginmanager.register(ControllerCheck(plugin.tracker), "leak-check-controller")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
