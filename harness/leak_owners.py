@@ -43,6 +43,9 @@ class Attribution:
         self.tag = tag
         self.root = root
         self.adopting = False  # pytest is a subreaper: its children may be adopted orphans
+        # An environment variable and its value that mark a process as ELSEWHERE's: an xdist
+        # worker's child inherits its run's id, and is still its once a subreaper adopts it.
+        self.elsewhere: tuple[str, str] | None = None
         # (time.time(), owner current from then on): who ran when a process was created.
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
         self._skew: float | None = None  # see create_time_skew
@@ -52,10 +55,12 @@ class Attribution:
         import psutil
 
         try:
-            value = psutil.Process(pid).environ().get(TOKEN_VAR, "")
+            environ = psutil.Process(pid).environ()
         except (psutil.Error, OSError):
             return None
-        tag, _, number = value.partition(".")
+        if self.elsewhere is not None and environ.get(self.elsewhere[0]) == self.elsewhere[1]:
+            return ELSEWHERE
+        tag, _, number = environ.get(TOKEN_VAR, "").partition(".")
         ours = tag == self.tag and number.isascii() and number.isdigit()  # isdigit() takes "²"
         if not ours or int(number) not in self.owners:
             return None  # another pytest process's token (xdist sibling, nested pytester run)
@@ -114,6 +119,8 @@ class Attribution:
             # the parent chain is not.
             return known[parent.identity]
         token = self._owner_from_env(proc.pid)
+        if token == ELSEWHERE:
+            return token
         if token is not None and token != fallback:
             # A child of pytest's own was started by the owner current now (a scan runs at
             # every change of owner), unless pytest, a subreaper, adopted an orphan.
@@ -160,7 +167,10 @@ class Attribution:
     def owner_by_token(self, pid: int, create_time: float) -> int | None:
         """The owner of a process that is no descendant of ours, by the token it carries."""
         owner = self._owner_from_env(pid)
-        if owner is not None and not self._token_fits(owner, create_time, late=True):
+        fits = (
+            owner is None or owner == ELSEWHERE or self._token_fits(owner, create_time, late=True)
+        )
+        if not fits:
             owner = self._owner_of_parent(pid)
             if owner is None:  # a copied environment: the owner who started it
                 owner = self._owner_at(create_time)

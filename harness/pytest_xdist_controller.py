@@ -5,8 +5,9 @@ pytest_runtest_logreport, ...), and what they start outlives pytest as surely as
 leaks do. Its own descendants are judged at the session's end as a run without xdist judges
 what no checked test started: from the moment the tests begin (the first test a worker starts)
 on; what ran before (configure, sessionstart) is the session's own. The workers and their
-lineage judge themselves: each worker is handed over when xdist starts it, and its
-descendants follow by the parent chain.
+lineage judge themselves: each worker is handed over when xdist starts it, its descendants
+follow by the parent chain, and an orphan of theirs that a subreaper controller adopts by the
+run id xdist puts in the workers' environment.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from harness.leak_tracker import LeakTracker
 
 CONTROLLER = "no test: a hook or plugin run in the xdist controller after the tests began"
+RUN_ID_VAR = "PYTEST_XDIST_TESTRUNUID"  # set in each worker's environment by xdist
 
 
 class ControllerCheck:
@@ -38,6 +40,7 @@ class ControllerCheck:
         # Cached by xdist before this hook (WorkerController.setup): no round trip.
         pid = gateway._rinfo().pid
         self.tracker.hand_over(pid)
+        self.tracker.attribution.elsewhere = (RUN_ID_VAR, str(node.workerinput["testrunuid"]))
         self.workers += 1
 
     def pytest_runtest_logstart(self) -> None:

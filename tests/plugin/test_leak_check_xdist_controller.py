@@ -4,6 +4,7 @@ hooks start real processes in the controller, in the workers, or both."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 from leakcheck_helpers import wait_until_gone
@@ -121,17 +122,22 @@ def pytest_unconfigure(config):
     config.server.wait()
     if IN_WORKER[-1]:
         # After the worker's session: judged by nobody, as without xdist; it outlives the
-        # worker.
+        # worker, and a subreaper controller adopts it.
         sleeper("after-worker")
 """
 
 
+@pytest.mark.parametrize("subreaper", [False, True], ids=["plain", "subreaper"])
 def test_an_ordinary_xdist_run_is_not_failed_by_its_controller(
-    pytester: pytest.Pytester, marker: str
+    pytester: pytest.Pytester, marker: str, subreaper: bool
 ) -> None:
     """No false positive: the workers (exiting as the controller's check begins), what they
-    leave when they exit, and what the controller started before the tests are not the
-    controller's leaks."""
+    leave to their parent when they exit, and what the controller started before the tests are
+    not the controller's leaks."""
+    if subreaper and sys.platform != "linux":
+        pytest.skip("a child subreaper is Linux-only")
+    if subreaper:
+        pytester.makeini("[pytest]\naddopts = --leak-check-subreaper\n")
     result = _inner(pytester, marker, ORDINARY)
     text = result.stdout.str()
     result.assert_outcomes(passed=2)
