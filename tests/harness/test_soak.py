@@ -385,9 +385,13 @@ def test_a_worker_left_stopped_cuts_the_run_short(tmp_path, run_id, monkeypatch,
     claude.write_text(
         f"""#!{sys.executable}
 import os, signal, sys, time
-with open({str(marker)!r}, "ab") as count:
-    count.write(b".")
-if os.path.getsize({str(marker)!r}) == 3:  # once some sessions are done
+# This claude's place in line, from its own append's end: two started at once both read a
+# size of 4 afterwards, and then none stopped the worker (a CI failure: PASS).
+count = os.open({str(marker)!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+os.write(count, b".")
+place = os.lseek(count, 0, os.SEEK_CUR)
+os.close(count)
+if place == 3:  # once some sessions are done
     worker = os.getppid()
     if {stops!r} == "every-time" and os.fork() == 0:  # a child that stops it again and again
         for _ in range(40):
