@@ -690,20 +690,18 @@ class Census:
             parent: ProcRecord | None = None
             if not ours:
                 ours, cmdline = self._is_ours(proc)
-            if not ours and ppid is not None and ppid in waiting:
-                # Its parent is judged later (below): so is it, or it would be taken for no
-                # child of the run's for good (a blanked observer's children were).
-                waiting.add(pid)
-                continue
             if not ours:
+                # A parent judged later (below) or an argv not yet readable: judged at a later
+                # sample, or it would be taken for no process of the run's for good (a blanked
+                # observer's children were).
                 cmdline = cmdline or self._cmdline(proc)
-                if self._mid_exec(pid, ct, cmdline, proc, now):
+                if ppid in waiting or self._mid_exec(pid, ct, cmdline, proc, now):
                     waiting.add(pid)
-                    continue  # judged at a later sample, once its argv can be read
-            if not ours and ppid is not None:
-                ours, parent = self._descends(pid, ct, ppid, cmdline, proc)
-                if not ours and ppid == self.worker_pid and pid != self.worker_pid:
-                    self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
+                    continue
+                if ppid is not None:
+                    ours, parent = self._descends(pid, ct, ppid, cmdline, proc)
+                    if not ours and ppid == self.worker_pid and pid != self.worker_pid:
+                        self._helper_procs[pid] = proc  # a helper of the worker (not the run's)
             self._seen[pid] = (ct, ours)
             if not ours:
                 continue

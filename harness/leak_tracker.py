@@ -105,7 +105,7 @@ class LeakTracker:
         with self._lock:
             if outside is not None:
                 self._state.owners[0].label = outside
-            self.attribution.absorb(descendants(self.root), fallback=self._current)
+            self.look()
             if self._tests_began:
                 return
             self._tests_began = True

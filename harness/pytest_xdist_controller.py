@@ -28,7 +28,7 @@ class ControllerCheck:
 
     def __init__(self, tracker: LeakTracker) -> None:
         self.tracker = tracker
-        self.workers = 0
+        self.has_workers = False
         self.began = False
 
     @pytest.hookimpl(optionalhook=True)
@@ -41,11 +41,11 @@ class ControllerCheck:
         pid = gateway._rinfo().pid
         self.tracker.hand_over(pid)
         self.tracker.attribution.elsewhere = (RUN_ID_VAR, str(node.workerinput["testrunuid"]))
-        self.workers += 1
+        self.has_workers = True
 
     def pytest_runtest_logstart(self) -> None:
         # A worker began its first test: what the controller starts from now on is judged.
-        if self.workers and not self.began:
+        if self.has_workers and not self.began:
             self.began = True
             self.tracker.tests_begin(CONTROLLER)
 
