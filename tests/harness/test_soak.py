@@ -281,15 +281,16 @@ def test_a_leaky_workers_growing_rss_is_judged_too(tmp_path, run_id):
         tmp_path,
         run_id,
         mode="leaky",
-        sessions=160,
+        sessions=120,
         prompts=1,
         observations=1,
         concurrency=2,
-        scenarios="ok",
+        # Each fake waits 40 ms before its first reply: the run then lasts for its sessions' sake,
+        # not the CPU's, so its 2nd half holds enough census samples (>= 10 floor points of >= 3)
+        # also when a loaded machine slows the census. Without the wait, 160 sessions gave 9
+        # points in a full CI run (28 samples; 32 on an idle machine, 10 points, at the edge).
+        scenarios="slow:first=0.04,latency=0",
         grace=1.0,
-        # A short run: enough samples (>= 10 floor points of >= 3) and sessions in its 2nd half
-        # to be judged also when a loaded machine slows the census (120 sessions gave 9 points
-        # once, in a full CI run).
         sample_hz=20.0,
         rss_min_span=30,
         plot=False,
