@@ -1,7 +1,9 @@
 """Time-to-reap: how long a worker's observers outlive the end of their session.
 
 A background thread samples the run's processes (argv carries the run id, docs/contracts.md) every
-few hundred ms and remembers when each was first seen, where it ran (cwd) and when it was gone.
+few hundred ms and remembers when each was first and last seen alive, where it ran (cwd) and when
+it was found gone. A process outlived its session only if it was seen alive after the session's
+end: one that exits just before the end, noticed gone by a later sample, did not.
 Each process is tied to a session by the worker's own layout when it has one (13.x runs an
 observer in `observer-sessions/<sessionDbId>`), otherwise to the sessions that were running when it
 was first seen; it is judged against the latest end among those, so a process is never timed
@@ -22,6 +24,7 @@ import proctree
 from harness.target import SpawnedProcess
 
 SAMPLE_INTERVAL_S = 0.2
+MAX_LISTED = 50  # outliving processes named in a report; the counts cover all of them
 
 
 @dataclass
@@ -29,8 +32,10 @@ class _Seen:
     pid: int
     create_time: float
     first_seen: float
+    last_seen: float  # a moment it was alive: taken before its facts were read
+    cmdline: list[str] = field(default_factory=list)
     cwd: str = ""
-    gone_at: float | None = None
+    gone_at: float | None = None  # when found gone (it exited between last_seen and this)
 
 
 @dataclass
@@ -81,9 +86,15 @@ class ReapTracker:
             self.sample()
 
     def sample(self) -> None:
-        now = time.time()
         live: set[tuple[int, float]] = set()
-        for proc in psutil.process_iter(["pid", "create_time", "cmdline", "status"]):
+        procs = psutil.process_iter(["pid", "create_time", "cmdline", "status"])
+        while True:
+            # process_iter reads each process's facts as it yields it: a clock read before that
+            # is a moment the process was alive at, never one after it.
+            before = time.time()
+            proc = next(procs, None)
+            if proc is None:
+                break
             info = proc.info
             try:
                 cmdline = proctree.listed_cmdline(proc)  # None: it has exited
@@ -93,18 +104,29 @@ class ReapTracker:
                 continue
             key = (info["pid"], round(float(info["create_time"] or 0.0), 2))
             live.add(key)
-            if key not in self.seen:
-                try:
-                    cwd = proc.cwd()
-                except (psutil.Error, OSError):
-                    cwd = ""
-                with self._lock:
-                    self.seen[key] = _Seen(info["pid"], info["create_time"], now, cwd)
+            rec = self.seen.get(key)
+            if rec is not None:
+                rec.last_seen = before
+                continue
+            try:
+                cwd = proc.cwd()
+            except (psutil.Error, OSError):
+                cwd = ""
+            with self._lock:
+                self.seen[key] = _Seen(
+                    info["pid"], info["create_time"], before, before, cmdline[:8], cwd
+                )
         with self._lock:
             missing = [r for k, r in self.seen.items() if r.gone_at is None and k not in live]
-        for rec in missing:
-            # A scan can miss a live process (cmdline unreadable for a moment): confirm by identity.
-            if not _still_running(rec.pid, rec.create_time):
+        # A scan can miss a live process (cmdline unreadable for a moment): confirm by identity.
+        self._confirm(missing)
+
+    def _confirm(self, recs: list[_Seen]) -> None:
+        for rec in recs:
+            before = time.time()
+            if _still_running(rec.pid, rec.create_time):
+                rec.last_seen = max(rec.last_seen, before)
+            else:
                 # Stamped when found gone, not when the scan began: a slow scan on a loaded
                 # machine must not date an exit before the session end that preceded it.
                 with self._lock:
@@ -150,19 +172,26 @@ class ReapTracker:
         a census judging at that moment calls leaked, however late the worker ended them.
         """
         by_db = self.db_id_sessions()
+        with self._lock:
+            unfinished = [r for r in self.seen.values() if r.gone_at is None]
+        self._confirm(unfinished)  # alive now, or gone: not "alive" from a look before the end
         now = time.time()
         reaped: list[float] = []
         unreaped: list[float] = []  # age past session end of those still alive
+        outlived: list[dict] = []
         with self._lock:
             for rec in self.seen.values():
                 end = self._reference_end(rec, by_db)
-                if end is None or (rec.gone_at is not None and rec.gone_at <= end):
-                    continue  # unattributable, or it ended with its session
+                if end is None or rec.last_seen <= end:
+                    continue  # unattributable, or not seen alive after its session ended
                 if rec.gone_at is None:
                     unreaped.append(now - end)
                 else:
+                    # An upper bound: it exited between its last sighting and this.
                     reaped.append(rec.gone_at - end)
+                outlived.append(_described(rec, end))
         reaped.sort()
+        outlived.sort(key=lambda d: d["gone_s"] if d["gone_s"] is not None else math.inf)
         past_grace = sum(1 for x in reaped if x > grace) + sum(1 for x in unreaped if x > grace)
         return {
             "outlived_session": len(reaped) + len(unreaped),
@@ -177,7 +206,25 @@ class ReapTracker:
             },
             "not_reaped_age_s": round(max(unreaped), 2) if unreaped else None,
             "sample_interval_s": self.interval,
+            # Which processes were counted (latest gone first, the alive ones before them).
+            "outlived": outlived[::-1][:MAX_LISTED],
         }
+
+
+def _described(rec: _Seen, end: float) -> dict:
+    """A counted process, its times in seconds from its session's end."""
+
+    def since_end(t: float | None) -> float | None:
+        return None if t is None else round(t - end, 3)
+
+    return {
+        "pid": rec.pid,
+        "create_time": rec.create_time,
+        "cmdline": " ".join(rec.cmdline)[:200],
+        "first_seen_s": since_end(rec.first_seen),
+        "last_seen_s": since_end(rec.last_seen),
+        "gone_s": since_end(rec.gone_at),
+    }
 
 
 def _still_running(pid: int, create_time: float) -> bool:

@@ -69,3 +69,43 @@ def test_no_process_means_no_figure() -> None:
     tracker.sample()
     report = tracker.report()
     assert report["outlived_session"] == 0 and report["time_to_reap_s"]["max"] is None
+
+
+def test_an_exit_noticed_after_the_session_end_is_not_an_outliving() -> None:
+    """A process that exits before its session ends, but whose exit the next sample notices only
+    after the end (a loaded machine), did not outlive it (CI: 13.x's one session counted 2)."""
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    tracker = ReapTracker(token)  # no thread: the samples below are the only looks
+    proc = _spawn(token)
+    try:
+        tracker.session_started("s")
+        _wait_seen(tracker, 1)
+        proc.communicate(b"")  # gone, and reaped, before the session ends ...
+        tracker.session_ended("s")
+        tracker.sample()  # ... but noticed gone only now
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    report = tracker.report()
+    assert report["outlived_session"] == 0, report
+    assert report["outlived"] == []
+
+
+def test_a_counted_process_is_named_in_the_report() -> None:
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    tracker = ReapTracker(token)
+    proc = _spawn(token)
+    try:
+        tracker.session_started("s")
+        _wait_seen(tracker, 1)
+        tracker.session_ended("s")
+        report = tracker.report()  # it is alive now, after the end
+    finally:
+        proc.kill()
+        proc.wait()
+    assert report["not_reaped"] == 1
+    [named] = report["outlived"]
+    assert named["pid"] == proc.pid and token in named["cmdline"]
+    # Seen before the end, and alive after it (rounded to ms: maybe 0.0).
+    assert named["first_seen_s"] <= 0 <= named["last_seen_s"] and named["gone_s"] is None

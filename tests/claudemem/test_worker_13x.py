@@ -100,7 +100,8 @@ def test_one_session_end_to_end(run_ctx: RunContext) -> None:
     assert prompts == [(1,), (2,)]
 
     # The leak window that time-to-reap measures: alive after the session ended.
-    assert out["reap"]["outlived_session"] == 1 and out["reap"]["not_reaped"] == 1
+    reap = out["reap"]
+    assert reap["outlived_session"] == 1 and reap["not_reaped"] == 1, reap["outlived"]
 
     # Stopped: no process of the run, the worker gone, the real HOME untouched.
     assert _poll(lambda: not run_processes(run_ctx.run_id), 15.0)
