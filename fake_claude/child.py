@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         if tok.startswith(RUN_ID_FLAG + "="):
             run_id = tok.partition("=")[2] or run_id
     role = _opt(argv, "--role", "grandchild")
+    if role == "chain":
+        from fake_claude.chain import run_level
+
+        return run_level(argv, run_id)
     ignore = _opt(argv, "--ignore", "0") == "1"
     linger = _opt(argv, "--linger", "0") == "1"
     headless = _opt(argv, "--headless", "0") == "1"

@@ -111,6 +111,10 @@ def run_main_process(args, argv: list[str]) -> int:
         from fake_claude.children import start_children
 
         start_children(ctx)
+    if scenario.has("chain") and sys.platform != "win32":
+        from fake_claude import chain
+
+        chain.start(ctx)
     from fake_claude.faults import at_point
 
     at_point(ctx, "start", 0, session_id)

@@ -18,6 +18,7 @@ NAMES = (
     "ignore-sigterm",
     "grandchild",
     "escape",
+    "chain",
     "crash",
     "exit-early",
     "garbage",
@@ -29,7 +30,9 @@ NAMES = (
     "mix",
 )
 POINTS = ("start", "before-init", "after-init", "mid-turn", "after-result")
-FAULTS = tuple(n for n in NAMES if n not in ("ok", "mix"))
+# `chain` is a tool for probing a census (fake_claude/chain.py), named explicitly, and kept out
+# of the default mix so that a seeded soak of `mix` replays as it did before it existed.
+FAULTS = tuple(n for n in NAMES if n not in ("ok", "mix", "chain"))
 # Bare `mix`: mostly healthy processes, every fault now and then.
 DEFAULT_MIX = {"ok": 8, **{name: 1 for name in FAULTS}}
 
@@ -63,6 +66,16 @@ PARAMS: dict[str, dict[str, str]] = {
         "headless": "flag",
         "uncell": "flag",
     },
+    "chain": {
+        "depth": "count",
+        "exit": "flag",
+        "setsid": "flag",
+        "quiet": "flag",
+        "leaf": "leaf",
+        "stop": "flag",
+        "zombie": "count",
+        "spawn": "seconds",
+    },
     "crash": {**_POINTED, "code": "code", "signal": "signal"},
     "exit-early": {"code": "code"},
     "garbage": {**_POINTED, "lines": "count"},
@@ -72,6 +85,7 @@ PARAMS: dict[str, dict[str, str]] = {
     "ballast": {"mb": "mb"},
     "headless": {},
 }
+LEAVES = ("keep", "blank", "tracker", "forkserver", "sleep")  # chain:leaf=, fake_claude/chain.py
 FLAG_WORDS = ("0", "1", "false", "true", "no", "yes", "off", "on")
 
 
@@ -81,6 +95,8 @@ def _value_problem(kind: str, raw: str) -> str | None:
         return None
     if kind == "flag":
         return None if raw.lower() in FLAG_WORDS else f"is not one of {'/'.join(FLAG_WORDS)}"
+    if kind == "leaf":
+        return None if raw in LEAVES else f"is not a leaf (known: {' '.join(LEAVES)})"
     if kind == "point":
         return None if raw in POINTS else f"is not a point (known: {' '.join(POINTS)})"
     if kind == "turn":

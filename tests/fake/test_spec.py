@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from fake_claude.args import parse
 from fake_claude.scenario import (
     FLAG_WORDS,
+    LEAVES,
     NAMES,
     PARAMS,
     POINTS,
@@ -32,6 +33,7 @@ VALUES = {
     "code": st.integers(0, 255).map(str),
     "seconds": number,
     "mb": number,
+    "leaf": st.sampled_from(LEAVES),
 }
 
 
