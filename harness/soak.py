@@ -579,7 +579,11 @@ def config_from_args(args: argparse.Namespace) -> SoakConfig:
         keep_work_dir=args.keep_work_dir,
         plot=not args.no_plot,
         claude=args.claude,
-        adopt_orphans=args.claude is not None,
+        # Always (the command is a process of its own): with the fake too, a program its tree
+        # runs may daemonize between two samples with neither the run id nor a ledger line
+        # (a fork-and-exit chain under the leaky worker, which has no subreaper), and such an
+        # orphan went to init, unseen and still alive after the run.
+        adopt_orphans=True,
         mcp_servers=args.mcp_servers,
         mcp_server_mode=args.mcp_server_mode,
         target_options=_claude_mem_settings(args.claude_mem_setting),

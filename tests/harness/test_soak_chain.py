@@ -1,0 +1,64 @@
+"""Soaks of the fake's `chain` scenario: descendants several levels below an observer that carry
+neither the run id nor a ledger line (`quiet=1`), as a program the fake runs would.
+
+Each test runs the soak command (a process of its own, as a user does) and then looks for what
+is left by the environment the fake hands down (FAKE_CLAUDE_RUN_ID), which such a process keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("worker")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the chain's quiet levels are found on Linux"
+)
+
+
+def _of_run(run_id: str) -> list[psutil.Process]:
+    """Live processes that inherited the run's id in their environment."""
+    found = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("FAKE_CLAUDE_RUN_ID") == run_id:
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _soak(tmp_path: Path, run_id: str, mode: str, scenario: str) -> tuple[int, dict, str]:
+    report_dir = tmp_path / "report"
+    cmd = [sys.executable, "-m", "harness", "soak", "--mode", mode, "--run-id", run_id]
+    cmd += ["--sessions", "2", "--concurrency", "1", "--prompts", "1", "--grace", "2"]
+    cmd += ["--scenarios", scenario, "--progress", "none", "--no-plot"]
+    cmd += ["--report", str(report_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    report = json.loads((report_dir / "report.json").read_text())
+    return done.returncode, report, (report_dir / "leaks.txt").read_text()
+
+
+def test_a_quiet_daemonizing_chain_of_the_leaky_worker_is_named_and_ended(
+    tmp_path: Path, run_id: str
+) -> None:
+    # Each level starts the next and exits at once: the leaf is an orphan long before any
+    # sample, and under the leaky worker (no subreaper) it went to init, unseen.
+    try:
+        code, report, leaks = _soak(tmp_path, run_id, "leaky", "chain:depth=3,exit=1,quiet=1")
+        assert code == 1 and report["verdict"] == "FAIL"
+        leaves = [e for e in report["leaked"] if e["cmdline"][-4:-2] == ["--level", "3"]]
+        assert len(leaves) == 2, report["leaked"]  # one per observer (2 sessions, 1 prompt)
+        assert all(e["ppid"] and e["rss"] for e in leaves), leaves
+        assert leaks.count("--level 3") == 2, leaks
+        assert _of_run(run_id) == [], "a process of the run outlived it"
+    finally:
+        for p in _of_run(run_id):  # only if the harness failed to: by the run's own id
+            p.kill()
