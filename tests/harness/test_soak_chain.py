@@ -8,6 +8,7 @@ is left by the environment the fake hands down (FAKE_CLAUDE_RUN_ID), which such 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,12 @@ def _of_run(run_id: str) -> list[psutil.Process]:
     return found
 
 
-def _soak(tmp_path: Path, run_id: str, mode: str, scenario: str) -> tuple[int, dict, str]:
+def _soak(
+    tmp_path: Path, run_id: str, mode: str, scenario: str, grace: float = 2.0
+) -> tuple[int, dict, str]:
     report_dir = tmp_path / "report"
     cmd = [sys.executable, "-m", "harness", "soak", "--mode", mode, "--run-id", run_id]
-    cmd += ["--sessions", "2", "--concurrency", "1", "--prompts", "1", "--grace", "2"]
+    cmd += ["--sessions", "2", "--concurrency", "1", "--prompts", "1", "--grace", str(grace)]
     cmd += ["--scenarios", scenario, "--progress", "none", "--no-plot"]
     cmd += ["--report", str(report_dir)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -61,4 +64,24 @@ def test_a_quiet_daemonizing_chain_of_the_leaky_worker_is_named_and_ended(
         assert _of_run(run_id) == [], "a process of the run outlived it"
     finally:
         for p in _of_run(run_id):  # only if the harness failed to: by the run's own id
+            p.kill()
+
+
+def test_a_leak_whose_argv_reads_blank_is_named_by_its_program(tmp_path: Path, run_id: str) -> None:
+    # The leaf zeroes its argv at its start; the grace gives a loaded machine time for that
+    # before the leak is judged (and its facts read).
+    try:
+        code, report, leaks = _soak(tmp_path, run_id, "leaky", "chain:depth=2,leaf=blank", 5.0)
+        assert code == 1 and report["verdict"] == "FAIL"
+        assert all(any(e["cmdline"]) for e in report["leaked"]), report["leaked"]
+        named = [
+            e
+            for e in report["leaked"]
+            if e["cmdline"] and re.fullmatch(r"\[python[^]]*\]", e["cmdline"][0])
+        ]
+        assert len(named) == 2 and all(len(e["cmdline"]) == 1 for e in named), report["leaked"]
+        assert all(f" {e['cmdline'][0]}\n" in leaks for e in named), leaks
+        assert _of_run(run_id) == [], "a process of the run outlived it"
+    finally:
+        for p in _of_run(run_id):
             p.kill()
