@@ -355,13 +355,18 @@ class Census:
                     if rec.spawn_ts + CT_TOLERANCE >= parent.spawn_ts:
                         rec.session = parent.session
 
-    def session_of(self, rec: ProcRecord) -> str | None:
+    def session_of(self, rec: ProcRecord, depth: int = 0) -> str | None:
         if rec.session is not None:
             return rec.session
         if rec.parent_pid is not None:
             parent = self._latest(rec.parent_pid, before=rec.spawn_ts)
-            if parent is not None and parent is not rec and parent.session is not None:
-                return parent.session
+            # Up the whole line of parents (bounded: links read at different moments): a
+            # descendant three levels below its observer had no session, so it was judged by
+            # time only and its session's figures left it out.
+            if parent is not None and parent is not rec and depth < 64:
+                key = self.session_of(parent, depth + 1)
+                if key is not None:
+                    return key
             # The parent may be compacted already: remember recent parents' sessions.
             known = self._parent_sessions.get(rec.parent_pid)
             if known is not None and known[0] <= rec.spawn_ts + CT_TOLERANCE:

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -81,6 +82,26 @@ def test_a_leak_whose_argv_reads_blank_is_named_by_its_program(tmp_path: Path, r
         ]
         assert len(named) == 2 and all(len(e["cmdline"]) == 1 for e in named), report["leaked"]
         assert all(f" {e['cmdline'][0]}\n" in leaks for e in named), leaks
+        assert _of_run(run_id) == [], "a process of the run outlived it"
+    finally:
+        for p in _of_run(run_id):
+            p.kill()
+
+
+def test_every_level_of_a_deep_chain_is_of_its_observers_session(
+    tmp_path: Path, run_id: str
+) -> None:
+    # Found by descent alone (quiet=1), each level is the parent of the next, all idling.
+    try:
+        code, report, _ = _soak(tmp_path, run_id, "leaky", "chain:depth=4,quiet=1")
+        assert code == 1 and report["verdict"] == "FAIL"
+        levels = [e for e in report["leaked"] if "--level" in e["cmdline"]]
+        assert len(levels) == 8, report["leaked"]  # 4 per observer (2 sessions, 1 prompt)
+        sessions = sorted(e["session"] for e in report["leaked"] if e["role"] == "main")
+        assert len(set(sessions)) == 2 and None not in sessions, report["leaked"]
+        # (Parentage cannot be checked in the report: the exit sweep ended the mains first,
+        # and the levels' ppid was read after.)
+        assert Counter(e["session"] for e in levels) == Counter(sessions * 4), levels
         assert _of_run(run_id) == [], "a process of the run outlived it"
     finally:
         for p in _of_run(run_id):
