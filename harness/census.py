@@ -480,7 +480,12 @@ class Census:
             return True
         try:
             with proc.oneshot():
-                rec.ppid = proc.ppid()  # psutil raises NoSuchProcess if the PID was reused
+                ppid = proc.ppid()  # psutil raises NoSuchProcess if the PID was reused
+                # A leak is named with its parent at its judgement: once judging is over, the
+                # run's own ending kills its parents, and the orphan's new parent (init, us)
+                # would hide which process of the run held it (a deep chain's links).
+                if self.judging or rec.leaked_at is None:
+                    rec.ppid = ppid
                 # A leader that reads as a zombie may run on in another thread (Linux).
                 rec.status = proctree.status(proc)
                 if rec.status != psutil.STATUS_ZOMBIE:
@@ -493,7 +498,7 @@ class Census:
         if rec.status == psutil.STATUS_ZOMBIE:
             self._mark_exited(rec, now)
             # (adopting is Linux's: the platform test is for type checkers)
-            mine = rec.ppid == self._me and rec.pid != self.worker_pid
+            mine = ppid == self._me and rec.pid != self.worker_pid
             if sys.platform != "win32" and self.adopting and mine:
                 # An orphan adopted by us: ours to reap (its zombie is not the worker's fault).
                 with contextlib.suppress(ChildProcessError, OSError):

@@ -106,3 +106,23 @@ def test_every_level_of_a_deep_chain_is_of_its_observers_session(
     finally:
         for p in _of_run(run_id):
             p.kill()
+
+
+def test_a_leak_is_named_with_the_parent_it_had_when_judged(tmp_path: Path, run_id: str) -> None:
+    # The exit sweep kills the observers and the levels after their judgement; each level's
+    # PPID must still link it to the level above it (and level 1 to its observer).
+    try:
+        code, report, leaks = _soak(tmp_path, run_id, "leaky", "chain:depth=3,quiet=1")
+        assert code == 1 and report["verdict"] == "FAIL"
+        mains = {e["pid"] for e in report["leaked"] if e["role"] == "main"}
+        levels = {e["pid"]: e for e in report["leaked"] if "--level" in e["cmdline"]}
+        assert len(mains) == 2 and len(levels) == 6, report["leaked"]
+        for e in levels.values():
+            level = int(e["cmdline"][e["cmdline"].index("--level") + 1])
+            parent = levels.get(e["ppid"])
+            above = 0 if e["ppid"] in mains else int(parent["cmdline"][-3]) if parent else None
+            assert above == level - 1, (e, report["leaked"])
+        assert _of_run(run_id) == [], "a process of the run outlived it"
+    finally:
+        for p in _of_run(run_id):
+            p.kill()
