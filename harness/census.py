@@ -720,8 +720,10 @@ class Census:
                 if parent is not None:
                     rec.parent_pid = parent.pid
                     rec.role = rec.role or "descendant"
-            if cmdline and not rec.cmdline:
-                rec.cmdline = shown_argv(proc, cmdline)
+            if not rec.cmdline:
+                # One first seen as a zombie has no argv left to read (a leaked process's child
+                # it never reaped): named by its program, not left blank in the report.
+                rec.cmdline = shown_argv(proc, cmdline or self._cmdline(proc))
             if rec.proc is None:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on

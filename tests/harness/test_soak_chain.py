@@ -126,3 +126,16 @@ def test_a_leak_is_named_with_the_parent_it_had_when_judged(tmp_path: Path, run_
     finally:
         for p in _of_run(run_id):
             p.kill()
+
+
+def test_a_zombie_held_by_a_leak_is_named_by_its_program(tmp_path: Path, run_id: str) -> None:
+    # The leaf forks two children that exit at once, and never reaps them.
+    try:
+        code, report, _ = _soak(tmp_path, run_id, "leaky", "chain:depth=1,zombie=2")
+        assert code == 1 and report["verdict"] == "FAIL"
+        assert len(report["zombies"]) == 4, report["zombies"]  # 2 per observer, 2 sessions
+        assert all(any(z["cmdline"]) for z in report["zombies"]), report["zombies"]
+        assert _of_run(run_id) == [], "a process of the run outlived it"
+    finally:
+        for p in _of_run(run_id):
+            p.kill()
