@@ -59,6 +59,24 @@ def descendants(root: int) -> dict[int, Proc]:
     return tree
 
 
+def shown_cmdline(proc: psutil.Process) -> str:
+    """A process's command line as the reports show it: its argv, or ``[comm]`` (as ps shows a
+    process without one) where argv[0] is blank. A process that blanked its argv (perl's
+    ``$0 = ""``, a zeroed argv area) or was exec'd with blank arguments read as spaces, and its
+    COMMAND cell was empty. Raises psutil.NoSuchProcess; AccessDenied gives ``[comm]``."""
+    import psutil
+
+    import proctree
+
+    try:
+        argv = proctree.cmdline(proc)
+    except psutil.AccessDenied:
+        argv = []
+    if argv and argv[0].strip():
+        return " ".join(argv)
+    return f"[{proc.name()}] {' '.join(argv[1:]).strip()}".rstrip()
+
+
 def names_a_helper(cmdline: str) -> bool:
     """Whether a command line is one of LIFETIME_HELPERS' (or a forkserver's child's)."""
     return any(name in cmdline for name in LIFETIME_HELPERS)

@@ -22,6 +22,7 @@ from harness.leak_procs import (
     is_alive,
     names_a_helper,
     same_time,
+    shown_cmdline,
     terminate_pools_of,
     under,
     wait_ended,
@@ -267,10 +268,7 @@ class LeakTracker:
                             zombies += 1
                             self._state.settled.add(proc.identity)
                             continue
-                        try:
-                            cmdline = " ".join(proctree.cmdline(handle)) or handle.name()
-                        except psutil.AccessDenied:
-                            cmdline = handle.name()
+                        cmdline = shown_cmdline(handle)
                 except psutil.NoSuchProcess:
                     vanished += 1
                     continue
@@ -490,11 +488,9 @@ class LeakTracker:
     def _as_leak(self, proc: psutil.Process) -> Leak:
         import psutil
 
-        import proctree
-
         try:
             identity = (proc.pid, proc.create_time())
-            ppid, cmdline = proc.ppid(), " ".join(proctree.cmdline(proc)) or proc.name()
+            ppid, cmdline = proc.ppid(), shown_cmdline(proc)
         except psutil.Error:
             return Leak(proc.pid, -1, 0.0, "?", "?")
         number = self._state.known.get(identity, 0)

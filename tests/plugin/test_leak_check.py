@@ -535,6 +535,47 @@ def test_a_leak_with_an_unprintable_command_line_is_named_readably(
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="argv[0] apart from the executable: POSIX")
+def test_a_leak_with_a_blank_argv_is_named_by_its_executable(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """A child exec'd with blank arguments (as one that blanked its argv reads: perl's
+    ``$0 = ""``): the report names it ``[comm]``, as ps does, not with an empty COMMAND cell
+    (it was one, or spaces); one whose argv[0] alone is blank, ``[comm]`` and the rest."""
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        def test_all_blank():
+            proc = subprocess.Popen([" "], executable=sys.executable, stdin=subprocess.PIPE)
+            proc.stdin.write(b"import time; time.sleep(600)\\n")
+            proc.stdin.close()
+            (OUT / "blank.pid").write_text(str(proc.pid))
+
+        def test_blank_argv0():
+            proc = subprocess.Popen([" ", "-c", SLEEP, "600", MARKER], executable=sys.executable)
+            (OUT / "argv0.pid").write_text(str(proc.pid))
+        """,
+    )
+    try:
+        result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+        result.assert_outcomes(passed=2, errors=2)
+        errors = teardown_errors(result.stdout.str())
+        row = r"^\s+{pid}\s+\d+\s+[\d.]+s  (.*)$"
+        found = re.search(row.format(pid=pid_of(out, "blank")), errors["test_all_blank"], re.M)
+        assert found and re.fullmatch(r"\[[^\]\s]+\]", found[1]), errors["test_all_blank"]
+        section = errors["test_blank_argv0"]
+        found = re.search(row.format(pid=pid_of(out, "argv0")), section, re.M)
+        assert found and re.fullmatch(rf"\[[^\]\s]+\] -c .* 600 {marker}", found[1]), section
+    finally:
+        # The blank one carries no marker for the fixture to find it by: by pid, if still ours.
+        with contextlib.suppress(psutil.Error, OSError):
+            proc = psutil.Process(pid_of(out, "blank"))
+            if proc.cmdline() == [" "]:
+                proc.kill()
+    assert wait_until_gone(marker) == []
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
