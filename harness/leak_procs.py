@@ -6,6 +6,7 @@ psutil is imported lazily, as in harness/pytest_plugin.py (loaded by every pytes
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Collection
@@ -61,9 +62,10 @@ def descendants(root: int) -> dict[int, Proc]:
 
 def shown_cmdline(proc: psutil.Process) -> str:
     """A process's command line as the reports show it: its argv, or ``[comm]`` (as ps shows a
-    process without one) where argv[0] is blank. A process that blanked its argv (perl's
-    ``$0 = ""``, a zeroed argv area) or was exec'd with blank arguments read as spaces, and its
-    COMMAND cell was empty. Raises psutil.NoSuchProcess; AccessDenied gives ``[comm]``."""
+    process without one; its executable's name if comm is blank too) where argv[0] is blank. A
+    process that blanked its argv (perl's ``$0 = ""``, a zeroed argv area) or was exec'd with
+    blank arguments read as spaces, and its COMMAND cell was empty. Raises
+    psutil.NoSuchProcess; AccessDenied gives ``[comm]``."""
     import psutil
 
     import proctree
@@ -74,7 +76,13 @@ def shown_cmdline(proc: psutil.Process) -> str:
         argv = []
     if argv and argv[0].strip():
         return " ".join(argv)
-    return f"[{proc.name()}] {' '.join(argv[1:]).strip()}".rstrip()
+    name = proc.name()
+    if not name.strip():  # perl's $0 = "" blanks the kernel's name too: "[]" said nothing
+        try:
+            name = os.path.basename(proc.exe())
+        except psutil.Error:
+            name = "?"
+    return f"[{name}] {' '.join(argv[1:]).strip()}".rstrip()
 
 
 def names_a_helper(cmdline: str) -> bool:

@@ -576,6 +576,48 @@ def test_a_leak_with_a_blank_argv_is_named_by_its_executable(
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_NAME): Linux only")
+def test_a_leak_with_a_blank_argv_and_name_is_named_by_its_executable(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """perl's ``$0 = ""`` blanks the kernel's name (comm) as well as argv: the report named the
+    leak ``[]``; it names it by its executable's file instead."""
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        # prctl(PR_SET_NAME, ""), then sleep
+        BLANK_NAME = (
+            "import ctypes, time; ctypes.CDLL(None).prctl(15, b'', 0, 0, 0); time.sleep(600)"
+        )
+
+        def test_all_blank():
+            proc = subprocess.Popen([" "], executable=sys.executable, stdin=subprocess.PIPE)
+            proc.stdin.write(BLANK_NAME.encode())
+            proc.stdin.close()
+            (OUT / "blank.pid").write_text(str(proc.pid))
+            comm = Path(f"/proc/{proc.pid}/comm")
+            end = time.monotonic() + 60
+            while comm.read_text().strip():
+                assert time.monotonic() < end, "the child never blanked its name"
+                time.sleep(0.02)
+        """,
+    )
+    try:
+        result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+        result.assert_outcomes(passed=1, errors=1)
+        section = teardown_errors(result.stdout.str())["test_all_blank"]
+        row = rf"^\s+{pid_of(out, 'blank')}\s+\d+\s+[\d.]+s  (.*)$"
+        found = re.search(row, section, re.M)
+        assert found and re.fullmatch(r"\[python[^\]\s]*\]", found[1]), section
+    finally:
+        # It carries no marker for the fixture to find it by: by pid, if still ours.
+        with contextlib.suppress(psutil.Error, OSError):
+            proc = psutil.Process(pid_of(out, "blank"))
+            if proc.cmdline() == [" "]:
+                proc.kill()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
