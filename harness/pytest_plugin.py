@@ -411,6 +411,11 @@ class LeakCheckPlugin:
                 self._workers_leaked = True
             if reporter is not None:
                 reporter.ensure_newline()  # not at the end of the progress dots
+                # ensure_newline() knows only of pytest's own progress, not xdist's dots: the
+                # report's first line was glued to them.
+                writer = getattr(reporter, "_tw", None)
+                if getattr(writer, "width_of_current_line", 0):
+                    reporter.write("\n")
                 for line in text.splitlines():
                     reporter.write_line(f"[{gateway}] {line}", red=red)
 

@@ -880,7 +880,9 @@ def test_what_no_checked_test_started_is_reported_by_the_xdist_controller(
         pytester.makeconftest(WORKER_HOOK_SPAWN.format(marker=marker))
     result = pytester.runpytest_subprocess("-n", "1", "--leak-check", *INNER_ARGS, timeout=120)
     text = result.stdout.str()
-    assert "[gw0] leak-check: 1 process(es) still running at session end:" in text, text
+    # On a line of its own: it was glued to the progress dots ("..[gw0] leak-check: ...").
+    header = r"^\[gw0\] leak-check: 1 process\(es\) still running at session end:$"
+    assert re.search(header, text, re.M), text
     assert "started by no checked test" in text
     assert marker in text
     assert result.ret == pytest.ExitCode.TESTS_FAILED
