@@ -723,7 +723,7 @@ class Census:
             if not rec.cmdline:
                 # One first seen as a zombie has no argv left to read (a leaked process's child
                 # it never reaped): named by its program, not left blank in the report.
-                rec.cmdline = shown_argv(proc, cmdline or self._cmdline(proc))
+                rec.cmdline = proctree.shown_argv(proc, cmdline or self._cmdline(proc))
             if rec.proc is None:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on
@@ -808,7 +808,7 @@ class Census:
             # One that reads blank now (it hid its arguments) is named by its program instead.
             cmdline = self._cmdline(rec.proc) if rec.proc is not None else []
             if (cmdline or not rec.cmdline) and rec.proc is not None:
-                rec.cmdline = shown_argv(rec.proc, cmdline) or rec.cmdline
+                rec.cmdline = proctree.shown_argv(rec.proc, cmdline) or rec.cmdline
 
     def _attach(self, rec: ProcRecord, now: float) -> None:
         try:
@@ -1117,18 +1117,6 @@ def _verified(pid: int, create_time: float) -> psutil.Process:
     if proc is None:
         raise psutil.NoSuchProcess(pid, msg="worker identity changed")
     return proc
-
-
-def shown_argv(proc: psutil.Process, cmdline: list[str]) -> list[str]:
-    """The argv to name a process by in a report: `[comm]`, as ps shows it, when its argv reads
-    blank (a process that zeroed its arguments, or exec'd with none): a row of empty strings
-    named nothing, and leaks.txt showed only spaces. Unchanged if its name cannot be read."""
-    if any(cmdline):
-        return cmdline
-    try:
-        return [f"[{proc.name()}]"]
-    except psutil.Error:
-        return cmdline
 
 
 def _rss(proc: psutil.Process) -> int:

@@ -16,7 +16,7 @@ import psutil
 
 import proctree
 from harness import runs
-from harness.census import CT_TOLERANCE, Census, run_id_token, shown_argv
+from harness.census import CT_TOLERANCE, Census, run_id_token
 from harness.interrupts import shielded
 
 # The runs under way in this process: what an interrupt that got past a run's own cleanup (which
@@ -231,7 +231,7 @@ def _facts(proc: psutil.Process) -> dict:
         for key, read in (
             ("ppid", proc.ppid),
             ("rss", lambda: proc.memory_info().rss),
-            ("cmdline", lambda: shown_argv(proc, proctree.cmdline(proc))),
+            ("cmdline", lambda: proctree.shown_argv(proc, proctree.cmdline(proc))),
         ):
             with contextlib.suppress(psutil.Error):
                 out[key] = read()

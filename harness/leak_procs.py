@@ -6,7 +6,6 @@ psutil is imported lazily, as in harness/pytest_plugin.py (loaded by every pytes
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Collection
@@ -61,11 +60,9 @@ def descendants(root: int) -> dict[int, Proc]:
 
 
 def shown_cmdline(proc: psutil.Process) -> str:
-    """A process's command line as the reports show it: its argv, or ``[comm]`` (as ps shows a
-    process without one; its executable's name if comm is blank too) where argv[0] is blank. A
-    process that blanked its argv (perl's ``$0 = ""``, a zeroed argv area) or was exec'd with
-    blank arguments read as spaces, and its COMMAND cell was empty. Raises
-    psutil.NoSuchProcess; AccessDenied gives ``[comm]``."""
+    """A process's command line as the reports show it (proctree.shown_argv: `[comm]` for a
+    blank argv[0]; a blank argv showed an empty COMMAND cell). AccessDenied gives `[comm]`;
+    "?" if nothing can be read."""
     import psutil
 
     import proctree
@@ -74,15 +71,7 @@ def shown_cmdline(proc: psutil.Process) -> str:
         argv = proctree.cmdline(proc)
     except psutil.AccessDenied:
         argv = []
-    if argv and argv[0].strip():
-        return " ".join(argv)
-    name = proc.name()
-    if not name.strip():  # perl's $0 = "" blanks the kernel's name too: "[]" said nothing
-        try:
-            name = os.path.basename(proc.exe())
-        except psutil.Error:
-            name = "?"
-    return f"[{name}] {' '.join(argv[1:]).strip()}".rstrip()
+    return " ".join(proctree.shown_argv(proc, argv)).strip() or "?"
 
 
 def names_a_helper(cmdline: str) -> bool:

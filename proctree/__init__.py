@@ -36,6 +36,7 @@ from ._liveness import (
     is_alive,
     listed_cmdline,
     running_view,
+    shown_argv,
     status,
 )
 from ._platform import (
@@ -104,6 +105,7 @@ __all__ = [
     "scan",
     "spawn_options",
     "start_guardian",
+    "shown_argv",
     "status",
     "stop",
     "subtree_pids",

@@ -9,6 +9,8 @@ cmdline and environment read empty through the leader and its RSS reads 0. A liv
 
 from __future__ import annotations
 
+import os
+
 import psutil
 
 from . import _platform
@@ -76,6 +78,30 @@ def listed_cmdline(proc: psutil.Process) -> list[str] | None:
     if info.get("status") != psutil.STATUS_ZOMBIE:
         return info.get("cmdline") or []
     return None if exited(proc) else cmdline(proc)
+
+
+def shown_argv(proc: psutil.Process, argv: list[str]) -> list[str]:
+    """The argv to name a process by in a report: as read, but a blank argv[0] (a process that
+    zeroed its arguments, perl's `$0 = ""`, an exec with blank ones) becomes `[comm]`, as ps shows
+    such a process, followed by whatever arguments are not blank; the executable's file name when
+    comm reads blank too (perl's `$0 = ""` blanks both). Unchanged if no name can be read."""
+    if argv and argv[0].strip():
+        return argv
+    name = ""
+    try:
+        name = proc.name()
+        if not name.strip():
+            name = os.path.basename(proc.exe())
+    except psutil.Error:
+        pass
+    if not name.strip():
+        return argv
+    rest = argv[1:]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    while rest and not rest[-1].strip():
+        rest = rest[:-1]
+    return [f"[{name}]", *rest]
 
 
 def environ(proc: psutil.Process) -> dict[str, str]:
