@@ -162,12 +162,7 @@ class Observer:
         if isinstance(item, BaseException):
             self._failure = item  # visible to later calls too
             if isinstance(item, EndOfStream):
-                code = await self._exit_code_soon()
-                if code is None:
-                    raise ObserverError(
-                        f"observer closed its stdout but is still running{self._stderr_hint()}"
-                    )
-                raise ObserverError(f"observer exited early (code {code}){self._stderr_hint()}")
+                raise await self._gone("observer closed its stdout but is still running")
             raise ObserverError(str(item) or type(item).__name__)
         return item
 
@@ -212,12 +207,25 @@ class Observer:
     async def send(self, message: dict[str, Any]) -> None:
         stdin = self.proc.stdin
         if stdin is None or stdin.is_closing():
-            raise ObserverError("observer stdin is closed")
+            raise await self._gone("observer stdin is closed")
         try:
             stdin.write(json.dumps(message).encode() + b"\n")
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError, OSError) as exc:
-            raise ObserverError(f"observer stdin broke ({type(exc).__name__}: EPIPE)") from exc
+            raise await self._gone(f"observer stdin broke ({type(exc).__name__}: EPIPE)") from exc
+
+    async def _gone(self, what: str) -> ObserverError:
+        """Why stdin or stdout was found closed. Mostly the observer's exit (asyncio closes
+        stdin the moment the child's end goes, before the reap): said with its exit code and
+        its last stderr words. Before, a write said only 'observer stdin is closed', so a claude
+        that could not be executed (a bad interpreter line) failed most attempts so, the
+        reason lost."""
+        code = await self._exit_code_soon()
+        if code is None:
+            return ObserverError(f"{what}{self._stderr_hint()}")
+        # Its stderr ends with it, unless a process it left holds the pipe (so a bound).
+        await asyncio.wait({self._stderr}, timeout=EXIT_DRAIN_S)
+        return ObserverError(f"observer exited early (code {code}){self._stderr_hint()}")
 
     # -- protocol -----------------------------------------------------------------------------
     async def initialize(self, timeout: float) -> None:
