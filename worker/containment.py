@@ -15,10 +15,11 @@ closed by the kernel when the worker dies, and that kills all it holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,17 +77,32 @@ class _Marks:
 
 class _LivePids(Collection[int]):
     """The pids in `sets` but `skip`, read when asked, not when made: an observer spawned while
-    another is being ended is ours, not something the ended one left behind."""
+    another is being ended is ours, not something the ended one left behind.
 
-    def __init__(self, *sets: Collection[int], skip: int) -> None:
+    While `spawning()` says a spawn is in flight, every child of ours is in too: the new
+    observer is a child before it is in `sets`, and its exit status is asyncio's. Before, an
+    ending (in a thread) reaped an observer that exited at once (a claude whose exec failed)
+    between its fork and its registration: asyncio logged 'exit status already read' and the
+    worker recorded exit code 255 for it (12 of 120 in a 6-session soak of such a claude)."""
+
+    def __init__(
+        self, *sets: Collection[int], skip: int, spawning: Callable[[], bool] = lambda: False
+    ) -> None:
         self.sets = sets
         self.skip = skip
+        self.spawning = spawning
 
     def __contains__(self, pid: object) -> bool:
-        return pid != self.skip and any(pid in s for s in self.sets)
+        if pid == self.skip:
+            return False
+        return any(pid in s for s in self.sets) or (self.spawning() and pid in set(self))
 
     def __iter__(self) -> Iterator[int]:
-        return iter({p for s in self.sets for p in s} - {self.skip})
+        pids = {p for s in self.sets for p in s}
+        if self.spawning():
+            with contextlib.suppress(psutil.Error):
+                pids.update(child.pid for child in psutil.Process().children())
+        return iter(pids - {self.skip})
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -242,12 +258,13 @@ class Containment:
         close_stdin: Any,
         exited: Awaitable[Any] | None = None,
         owned: Collection[int] = (),
+        spawning: Callable[[], bool] = lambda: False,
     ) -> str:
         """close stdin -> grace -> terminate tree -> grace -> kill tree; say which stage did it.
 
         `exited`: resolves at the root's reap (a root that exits leaving nothing is then done
         without a scan); `owned`: the other observers we spawned (asyncio reaps them; not part
-        of this tree)."""
+        of this tree); `spawning`: whether one is being spawned, not in `owned` yet."""
         try:
             result = await proctree.aterminate_tree(
                 contained.identity,
@@ -259,7 +276,9 @@ class Containment:
                 close_stdin=close_stdin,
                 root_exited=exited,
                 own_child=True,
-                dont_reap=_LivePids(owned, self.helper_pids(), skip=contained.identity.pid),
+                dont_reap=_LivePids(
+                    owned, self.helper_pids(), skip=contained.identity.pid, spawning=spawning
+                ),
             )
         finally:
             # In a thread: removing a cgroup cell waits for the kernel's cgroup lock, which a

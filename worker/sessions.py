@@ -598,6 +598,7 @@ class SessionManager:
                 close_stdin=observer.close_stdin,
                 exited=observer.exited,
                 owned=self._owned,
+                spawning=self.spawn_lock.locked,
             )
         else:
             observer.close_stdin()

@@ -38,3 +38,28 @@ def test_a_claude_with_a_bad_interpreter_fails_each_attempt_with_its_reason(tmp_
     assert not unclear, f"{len(unclear)} of {len(said)} failures do not say why: {unclear[:3]}"
     assert worker.proc is not None and worker.proc.poll() is None
     assert not worker.processes() or all(r["state"] == "ended" for r in worker.processes())
+
+
+def test_an_observer_that_exits_at_once_keeps_its_exit_code_among_others(tmp_path, workers):
+    """Sessions side by side, each observer failing at its exec: one's ending (reaping what its
+    tree left) must not reap another between its fork and its registration, whose status is
+    asyncio's. Before: asyncio logged 'exit status already read' and the registry said 255."""
+    claude = tmp_path / "claude"
+    claude.write_text("#!/nonexistent/interpreter\n", encoding="utf-8")
+    claude.chmod(0o755)
+    worker = workers(claude, flags=FLAGS)
+    sids = [worker.new_session(f"side-by-side-{n}") for n in range(4)]
+    for i in range(25):
+        for n in range(4):
+            worker.observe(f"side-by-side-{n}", i)
+    for sid in sids:
+        worker.api().ok("POST", f"/sessions/{sid}/complete")
+    for sid in sids:
+        worker.wait_session_done(sid, 120)
+    rows = worker.processes()
+    codes = sorted({r.get("exit_code") for r in rows}, key=str)
+    log = worker.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "exit status already read" not in log, worker.log()
+    # 127 from the launcher or setpriv; no rows where the worker's own spawn raised.
+    assert all(r["state"] == "ended" for r in rows), rows[:3]
+    assert 255 not in codes, codes
