@@ -8,7 +8,7 @@ a census may have seen them). The last level (the leaf) then misbehaves as asked
 reads empty), `leaf=tracker`/`forkserver` rewrites it to read as a `multiprocessing` helper,
 `leaf=sleep` execs `sleep` (another program, no run id); `stop=1` stops itself (SIGSTOP);
 `zombie=N` forks N children that exit at once and are never reaped; `spawn=S` forks a new idle
-child every S seconds (for `--chain-for` seconds, so a failed test leaves no endless spawner).
+child every S seconds (for SPAWN_FOR_S seconds, so a failed test leaves no endless spawner).
 `quiet=1`: no level writes a ledger line or carries the run id in argv, so only its parentage
 tells whose it is, as with a program the fake does not control.
 """
@@ -24,7 +24,7 @@ from fake_claude import RUN_ID_FLAG
 from fake_claude.context import Context
 from fake_claude.ledger import Ledger
 
-if sys.platform == "win32":  # pragma: no cover - the scenario is refused there (children.py)
+if sys.platform == "win32":  # pragma: no cover - refused there (scenario.validate_spec)
     raise ImportError("chain needs fork")
 
 # What a rewritten leaf's argv reads as: multiprocessing's own helpers, as started by Python.

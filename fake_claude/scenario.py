@@ -270,8 +270,13 @@ def validate_spec(spec: str) -> None:
         where = "is empty" if len(parts) == 1 else f"has an empty part: {spec!r}"
         raise ScenarioError(f"the scenario spec {where} (write `ok` for a well-behaved fake)")
     scenario = parse_spec(spec)
+    drawn: list[str] = []
     if scenario.has("mix"):
-        _mix_weights(scenario)
+        names, weights = _mix_weights(scenario)
+        drawn = [n for n, w in zip(names, weights, strict=True) if w > 0]
+    if sys.platform == "win32" and (scenario.has("chain") or "chain" in drawn):
+        # The fake skips it there: a soak of it would test nothing it was asked to.
+        raise ScenarioError("chain needs fork (POSIX): it does not run on Windows")
 
 
 def _mix_weights(scenario: Scenario) -> tuple[list[str], list[float]]:

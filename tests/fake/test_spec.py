@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,6 +90,14 @@ def test_a_spec_that_lost_a_part_is_refused_where_many_fakes_would_run_it(spec):
     # when nothing is set), but a soak of them would test something the user did not ask for.
     parse_spec(spec)
     with pytest.raises(ScenarioError, match="empty"):
+        validate_spec(spec)
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="chain runs where there is fork")
+@pytest.mark.parametrize("spec", ["chain", "ok+chain:depth=2", "mix:ok=1,chain=1"])
+def test_chain_is_refused_on_windows(spec):
+    # The fake skips it there (no fork): a soak of it tested nothing and passed.
+    with pytest.raises(ScenarioError, match="Windows"):
         validate_spec(spec)
 
 
