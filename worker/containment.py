@@ -95,14 +95,19 @@ class _LivePids(Collection[int]):
     def __contains__(self, pid: object) -> bool:
         if pid == self.skip:
             return False
-        return any(pid in s for s in self.sets) or (self.spawning() and pid in set(self))
+        return any(pid in s for s in self.sets) or pid in self._spawning_children()
 
     def __iter__(self) -> Iterator[int]:
-        pids = {p for s in self.sets for p in s}
-        if self.spawning():
-            with contextlib.suppress(psutil.Error):
-                pids.update(child.pid for child in psutil.Process().children())
+        pids = {p for s in self.sets for p in s} | self._spawning_children()
         return iter(pids - {self.skip})
+
+    def _spawning_children(self) -> set[int]:
+        """Every child of ours while a spawn is in flight; none otherwise (no read then)."""
+        if not self.spawning():
+            return set()
+        with contextlib.suppress(psutil.Error):
+            return {child.pid for child in psutil.Process().children()}
+        return set()
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

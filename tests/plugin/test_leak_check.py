@@ -52,6 +52,15 @@ def pid_of(out: Path, name: str) -> int:
     return int((out / f"{name}.pid").read_text())
 
 
+def _kill_blank_child(out: Path) -> None:
+    """The inner tests' blank-argv child carries no marker for the fixture to find it by: killed
+    by the pid it wrote, if that is still it (argv [" "])."""
+    with contextlib.suppress(psutil.Error, OSError):
+        proc = psutil.Process(pid_of(out, "blank"))
+        if proc.cmdline() == [" "]:
+            proc.kill()
+
+
 def teardown_errors(output: str) -> dict[str, str]:
     """Map test name -> text of its 'ERROR at teardown' section in pytest's output."""
     sections: dict[str, str] = {}
@@ -568,11 +577,7 @@ def test_a_leak_with_a_blank_argv_is_named_by_its_executable(
         found = re.search(row.format(pid=pid_of(out, "argv0")), section, re.M)
         assert found and re.fullmatch(rf"\[[^\]\s]+\] -c .* 600 {marker}", found[1]), section
     finally:
-        # The blank one carries no marker for the fixture to find it by: by pid, if still ours.
-        with contextlib.suppress(psutil.Error, OSError):
-            proc = psutil.Process(pid_of(out, "blank"))
-            if proc.cmdline() == [" "]:
-                proc.kill()
+        _kill_blank_child(out)
     assert wait_until_gone(marker) == []
 
 
@@ -611,11 +616,7 @@ def test_a_leak_with_a_blank_argv_and_name_is_named_by_its_executable(
         found = re.search(row, section, re.M)
         assert found and re.fullmatch(r"\[python[^\]\s]*\]", found[1]), section
     finally:
-        # It carries no marker for the fixture to find it by: by pid, if still ours.
-        with contextlib.suppress(psutil.Error, OSError):
-            proc = psutil.Process(pid_of(out, "blank"))
-            if proc.cmdline() == [" "]:
-                proc.kill()
+        _kill_blank_child(out)
 
 
 @pytest.mark.parametrize(
