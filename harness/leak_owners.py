@@ -54,8 +54,10 @@ class Attribution:
     def _owner_from_env(self, pid: int) -> int | None:
         import psutil
 
-        try:
-            environ = psutil.Process(pid).environ()
+        import proctree
+
+        try:  # proctree's: it reads a process whose main thread has exited too
+            environ = proctree.environ(psutil.Process(pid))
         except (psutil.Error, OSError):
             return None
         if self.elsewhere is not None and environ.get(self.elsewhere[0]) == self.elsewhere[1]:

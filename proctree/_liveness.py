@@ -108,8 +108,10 @@ def environ(proc: psutil.Process) -> dict[str, str]:
     """proc.environ(), read through a running thread if the leader looks dead."""
     try:
         return proc.environ()
-    except psutil.ZombieProcess:
-        view = _thread_view(proc.pid)
+    except (psutil.ZombieProcess, psutil.AccessDenied):
+        # Root gets ESRCH from a zombie leader's environ, any other user EACCES (the kernel's
+        # ptrace check finds no memory map): both read it through a running thread.
+        view = running_view(proc)
         if view is None:
             raise
         return view.environ()

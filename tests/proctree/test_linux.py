@@ -275,6 +275,50 @@ ctypes.CDLL(None).pthread_exit(None)
 """
 
 
+# Run by another user than root (a CI runner's): it starts the headless process and reads its
+# mark through proctree. argv: the mark.
+UNPRIVILEGED_READER = """
+import os, subprocess, sys, time
+import psutil, proctree
+child = subprocess.Popen([sys.executable, "-c", os.environ["HEADLESS"]],
+                         env={**os.environ, proctree.MARK_ENV: sys.argv[1]})
+try:
+    proc = psutil.Process(child.pid)
+    deadline = time.monotonic() + 60
+    while not (proc.status() == psutil.STATUS_ZOMBIE and proc.num_threads() == 2):
+        if time.monotonic() > deadline:
+            sys.exit("the main thread did not exit")
+        time.sleep(0.01)
+    print(proctree.marker_of(proc))
+finally:
+    child.kill()
+    child.wait()
+"""
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as any other user, the test above is this one")
+def test_another_user_reads_the_mark_of_a_process_whose_main_thread_exited(tmp_path) -> None:
+    """Any user but root gets EACCES, not ESRCH, reading a zombie leader's environment: the mark
+    read None, so a headless escapee as a CI runner's user was not found by it."""
+    python = "/usr/bin/python3"  # the venv's may live under root's home, which nobody can enter
+    site = str(Path(psutil.__file__).parent.parent)
+    root = str(Path(proctree.__file__).parent.parent)
+    path = os.pathsep.join([root, site])
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": path, "HEADLESS": HEADLESS}
+    tmp_path.chmod(0o777)
+    as_nobody = {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": env, "cwd": tmp_path}
+    same = f"import psutil, proctree, sys; assert sys.version_info[:2] == {sys.version_info[:2]!r}"
+    probe = [python, "-c", same]
+    if not os.path.exists(python) or subprocess.run(probe, **as_nobody).returncode != 0:
+        pytest.skip(f"{python} of this Python version cannot import psutil and proctree as nobody")
+    mark = f"headless-{os.getpid()}"
+    argv = [python, "-c", UNPRIVILEGED_READER, mark]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, **as_nobody)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == mark, done.stdout + done.stderr
+
+
 def test_a_process_whose_main_thread_exited_runs_until_ended(run: Runner, popens) -> None:
     opts = proctree.spawn_options(run.mark)
     popen = subprocess.Popen([sys.executable, "-c", HEADLESS, run.token], **opts)
