@@ -136,11 +136,13 @@ def test_orphan_reaper_cannot_reach_a_host_orphan(run_ctx: RunContext) -> None:
                 if not log:
                     pytest.fail("no orphan reaper started:\n" + _log_text(target.home)[-3000:])
                 nonlocal inner_decoy
-                inner_decoy = await asyncio.to_thread(
-                    _orphan,
-                    "inner-" + token,
-                    [nsenter, f"--target={init.pid}", "--pid", "--mount", "--"],
-                )
+                enter = [nsenter, f"--target={init.pid}"]
+                if "--user" in prefix:
+                    # Made in a user namespace (not root): only its members may enter its PID
+                    # namespace, so join it first, keeping who we are (no setgroups there).
+                    enter += ["--user", "--preserve-credentials"]
+                enter += ["--pid", "--mount", "--"]
+                inner_decoy = await asyncio.to_thread(_orphan, "inner-" + token, enter)
                 assert pidns.pid_ns(inner_decoy.pid) == pidns.pid_ns(init.pid)
                 assert pidns.ns_pids(inner_decoy.pid)[-1] != 1
                 assert inner_decoy.ppid() == init.pid  # PID 1 as the worker's `ps` shows it
