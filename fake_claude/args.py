@@ -40,6 +40,8 @@ VALUE_FLAGS = frozenset(
         "--thinking",
         "--effort",
         "--json-schema",
+        "--managed-settings",
+        "--initialize-fields",
     }
 )
 BOOL_FLAGS = frozenset(
@@ -61,6 +63,10 @@ BOOL_FLAGS = frozenset(
         "--session-mirror",
         "--debug",
         "--dangerously-skip-permissions",
+        # The TS SDK >= 0.3.333's: read the first initialize request before starting up
+        # (delivery.py), and take the managed settings from it.
+        "--await-initialize",
+        "--managed-settings-in-initialize",
     }
 )
 
@@ -84,6 +90,14 @@ class Args:
             if isinstance(v, str):
                 return v
         return default
+
+    def overlaid(self, values: dict[str, str]) -> Args:
+        """A copy in which these flags have these values, in place of what argv gave them."""
+        copy = Args()
+        copy.flags = {**self.flags, **values}
+        copy.positional = list(self.positional)
+        copy.run_id = self.run_id
+        return copy
 
 
 def parse(argv: list[str]) -> Args:

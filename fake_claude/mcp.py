@@ -2,8 +2,9 @@
 channel (`mcp_message` requests carrying JSON-RPC), as the real CLI reaches them; and stdio ones,
 the fake's own children (mcp_stdio.py), reached over their pipes with the same JSON-RPC.
 
-The servers are named in `--mcp-config` (`"type": "sdk"`) or, from the TS SDK, in the
-initialize request's `sdkMcpServers`. The fake connects to each before its first turn (the MCP
+The servers are named in `--mcp-config` (`"type": "sdk"`), in the initialize request's
+`mcpServers` when it stands in for `--mcp-config` (delivery.py) or, from the TS SDK, in its
+`sdkMcpServers`. The fake connects to each before its first turn (the MCP
 handshake, then `tools/list`), reports them in system/init and `mcp_status`, and a turn whose
 tool is `mcp__SERVER__TOOL` (scenario `ok:tool=...`) calls it with `tools/call`, so the host's
 own tool code runs.
@@ -34,10 +35,14 @@ class McpError(Exception):
     pass
 
 
-def sdk_server_names(mcp_config: str | None, init_request: dict | None = None) -> list[str]:
-    """SDK server names from --mcp-config (JSON text or a file) and the initialize request."""
+def sdk_server_names(
+    mcp_config: str | None, init_request: dict | None = None, delivered: dict | None = None
+) -> list[str]:
+    """SDK server names from --mcp-config (JSON text or a file), the servers the initialize
+    request delivers in its place (`delivered`, which win a name both use: delivery.py) and
+    the initialize request's sdkMcpServers."""
     names: list[str] = []
-    for name, entry in config_servers(mcp_config).items():
+    for name, entry in {**config_servers(mcp_config), **(delivered or {})}.items():
         if isinstance(entry, dict) and entry.get("type") == "sdk":
             names.append(str(name))
     listed = (init_request or {}).get("sdkMcpServers")

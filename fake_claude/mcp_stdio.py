@@ -198,14 +198,19 @@ def start(name: str, entry: dict, ledger: Ledger, timeout: float) -> StdioServer
     return server
 
 
-def start_configured(ctx: Context, clients: McpClients, timeout: float) -> None:
-    """Start the stdio servers of --mcp-config and of the user's config (--mcp-config wins a
-    name both use) as clients of `clients`; they are ended when the fake leaves in order."""
+def start_configured(
+    ctx: Context, clients: McpClients, timeout: float, delivered: dict | None = None
+) -> None:
+    """Start the stdio servers of the user's config, of --mcp-config and of `delivered` (the
+    initialize request's mcpServers in place of one more --mcp-config: delivery.py), each
+    winning a name it shares with those before it, as clients of `clients`; they are ended
+    when the fake leaves in order."""
     from fake_claude.lifecycle import at_exit
     from fake_claude.mcp import config_servers
 
     config, user_config = ctx.mcp_configs()
-    entries, errors = stdio_entries({**config_servers(user_config), **config_servers(config)})
+    servers = {**config_servers(user_config), **config_servers(config), **(delivered or {})}
+    entries, errors = stdio_entries(servers)
     started: list[StdioServer] = []
     if entries:
         # Before the first start: a SIGTERM half-way through ends those started so far.

@@ -19,10 +19,13 @@ from fake_claude.stdio import TIMEOUT, StdoutClosed, line_reader, send
 from fake_claude.toolturns import HookStopped, Interrupted, ToolTurns
 
 if TYPE_CHECKING:
+    from fake_claude.args import Args
     from fake_claude.mcp import McpClients
     from fake_claude.mcp_set import ServerSets
 
 INTERRUPTED_TEXT = "[Request interrupted by user]"
+# Initialize request fields that stand in for launch flags (delivery.py).
+DELIVERABLE = ("mcpServers", "settings", "disallowedTools", "managedSettings", "plugins")
 
 
 class MaxTurns(Exception):
@@ -58,10 +61,6 @@ class Session(ToolTurns):
         self.reader = line_reader()
         self.session_id = session_id
         self.model = a.value("--model") or "claude-sonnet-4-5"
-        allowed, denied, default_mode = settings.permissions(
-            settings.layers(a, os.getcwd(), os.environ)
-        )  # what the settings files and --settings say: the flags below add to it
-        self.permission_mode = a.value("--permission-mode") or default_mode or "default"
         self.partial = a.has("--include-partial-messages")
         self.hook_events = a.has("--include-hook-events")
         self.replay = a.has("--replay-user-messages")
@@ -85,18 +84,7 @@ class Session(ToolTurns):
             budget_ok = False
         self.max_budget = self.max_budget if budget_ok else None
         self.cost = 0.0  # the session's total cost so far, as its results report it
-        self.allow_rules = allowed + permissions.parse_rules(
-            a.value("--allowedTools", "--allowed-tools")
-        )
-        self.deny_rules = denied + permissions.parse_rules(
-            a.value("--disallowedTools", "--disallowed-tools")
-        )
-        self.denied_tools = {t for r in self.deny_rules if (t := permissions.whole_tool(r))}
-        self.tools = [t for t in m.TOOLS if t not in self.denied_tools]
-        listed = a.value("--tools")  # the built-in tools offered ("" none, "default" all)
-        if listed is not None and listed.strip() != "default":
-            offered = set(permissions.parse_rules(listed))
-            self.tools = [t for t in self.tools if t in offered]
+        self._permissions(a)
         self.hooks: dict = {}
         self.mcp: McpClients | None = None  # its MCP servers (the SDK's, stdio ones), if any
         self.server_sets: ServerSets | None = None  # what mcp_set_servers calls set
@@ -116,12 +104,49 @@ class Session(ToolTurns):
         self.first_delay = sc.num("slow", "first", 0.2) if sc.has("slow") else 0.0
         # slow:turn=K limits the per-message latency to turn K (default: every turn).
         self.slow_turn = sc.param("slow", "turn", "0")
-        if any(ctx.mcp_configs()):
-            # As the real CLI: its stdio MCP servers start with it, connected before a turn.
+        # Started up: its stdio MCP servers started (connected before a turn), as the real CLI
+        # does at once, or under --await-initialize once the first initialize request (which may
+        # hold more of its launch settings: delivery.py) or a prompt has come.
+        self.started = False
+        if a.has("--initialize-fields", "--managed-settings-in-initialize"):
+            from fake_claude.delivery import launch_error
+
+            refused = launch_error(a)
+            if refused is not None:
+                sys.stderr.write(refused + "\n")
+                exit_now(ctx.ledger, 1)
+        if not a.has("--await-initialize"):
+            self._start_up(None)
+
+    def _permissions(self, a: Args) -> None:
+        """The permission rules, mode and offered tools that the settings layers and flags of
+        `a` add up to: argv's, or argv's with initialize fields in place of flags."""
+        allowed, denied, default_mode = settings.permissions(
+            settings.layers(a, os.getcwd(), os.environ)
+        )  # what the settings files and --settings say: the flags below add to it
+        self.permission_mode = a.value("--permission-mode") or default_mode or "default"
+        self.allow_rules = allowed + permissions.parse_rules(
+            a.value("--allowedTools", "--allowed-tools")
+        )
+        self.deny_rules = denied + permissions.parse_rules(
+            a.value("--disallowedTools", "--disallowed-tools")
+        )
+        self.denied_tools = {t for r in self.deny_rules if (t := permissions.whole_tool(r))}
+        self.tools = [t for t in m.TOOLS if t not in self.denied_tools]
+        listed = a.value("--tools")  # the built-in tools offered ("" none, "default" all)
+        if listed is not None and listed.strip() != "default":
+            offered = set(permissions.parse_rules(listed))
+            self.tools = [t for t in self.tools if t in offered]
+
+    def _start_up(self, delivered: dict | None) -> None:
+        """Start the stdio MCP servers of the MCP configs and of `delivered` (the initialize
+        request's mcpServers, which win a name both use)."""
+        self.started = True
+        if any(self.ctx.mcp_configs()) or delivered:
             from fake_claude.mcp import mcp_timeout
             from fake_claude.mcp_stdio import start_configured
 
-            start_configured(ctx, self._clients(), mcp_timeout())
+            start_configured(self.ctx, self._clients(), mcp_timeout(), delivered)
 
     # ---- main loop -------------------------------------------------------------------------
     def run(self) -> int:
@@ -186,6 +211,9 @@ class Session(ToolTurns):
         req = msg.get("request") or {}
         sub = req.get("subtype")
         if sub == "initialize":
+            confirmations, delivered = self._delivered(req)
+            if not self.started:
+                self._start_up(delivered)
             self.hooks = req.get("hooks") or {}
             agents = req.get("agents")
             if isinstance(agents, dict):
@@ -196,12 +224,9 @@ class Session(ToolTurns):
                 ]
             if self.ctx.schema is None and isinstance(req.get("jsonSchema"), dict):
                 self.ctx.schema = req["jsonSchema"]  # TS SDK >= 0.3 sends it here too
-            self._sdk_mcp_servers(req)
-            send(
-                m.control_success(
-                    rid, m.initialize_response(self.model, self.ctx.version, self.agents)
-                )
-            )
+            self._sdk_mcp_servers(req, delivered)
+            answer = m.initialize_response(self.model, self.ctx.version, self.agents)
+            send(m.control_success(rid, {**answer, **confirmations}))
             at_point(self.ctx, "after-init", 0, self.session_id)
         elif sub == "interrupt":
             send(m.control_success(rid))
@@ -274,14 +299,34 @@ class Session(ToolTurns):
 
         return ask
 
-    def _sdk_mcp_servers(self, init_request: dict) -> None:
+    def _delivered(self, req: dict) -> tuple[dict[str, bool], dict | None]:
+        """Apply the launch settings the initialize request delivers (delivery.py): (the
+        response's confirmations, the MCP servers it delivers). Exits 1 on an unusable one."""
+        first = not self.started
+        if not any(field in req for field in DELIVERABLE) and not (
+            first and self.ctx.args.has("--await-initialize")
+        ):
+            return {}, None  # the common case: no import, no cost
+        from fake_claude import delivery
+
+        try:
+            got = delivery.read(req, self.ctx.args, first)
+        except delivery.Unusable as exc:
+            sys.stderr.write(f"{exc}\n")
+            exit_now(self.ctx.ledger, 1)
+            raise  # pragma: no cover (exit_now does not return)
+        if got.flags:
+            self._permissions(self.ctx.args.overlaid(got.flags))
+        return got.confirmations, got.mcp_servers
+
+    def _sdk_mcp_servers(self, init_request: dict, delivered: dict | None) -> None:
         config = self.ctx.args.value("--mcp-config")
-        if not config and not init_request.get("sdkMcpServers"):
+        if not config and not init_request.get("sdkMcpServers") and not delivered:
             return  # the common case: no import, no cost
         from fake_claude.mcp import sdk_server_names
 
         ask = self._sdk_requester()
-        for name in sdk_server_names(config, init_request):
+        for name in sdk_server_names(config, init_request, delivered):
             self._clients().add(name, ask, {"type": "sdk", "name": name}, retry=True)
 
     def request(self, body: dict, timeout: float | None = None) -> dict:
@@ -361,6 +406,8 @@ class Session(ToolTurns):
 
     # ---- a turn ---------------------------------------------------------------------------
     def turn(self, user_msg: dict) -> None:
+        if not self.started:  # a prompt before any initialize: start up with argv's settings
+            self._start_up(None)
         self.turns += 1
         n = self.turns
         started = time.monotonic()

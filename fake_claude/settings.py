@@ -1,6 +1,7 @@
 """The permission part of the settings the real CLI reads: `permissions.allow`, `.deny` and
 `.defaultMode` from each setting source the session loads, then from `--settings` (JSON text or
-a file), which goes last and so wins a mode.
+a file), then from `--managed-settings` (the policy tier a parent process supplies, JSON text),
+which goes last and so wins a mode over every other layer.
 
 Sources (`--setting-sources`, a comma-separated list; all of them when the flag is absent, none
 when it is empty): `user` is `$CLAUDE_CONFIG_DIR/settings.json` (only with the variable set: the
@@ -49,9 +50,10 @@ def layers(args: Args, cwd: str, env: os._Environ[str] | dict[str, str]) -> list
         "local": os.path.join(cwd, ".claude", "settings.local.json"),
     }
     found = [_read(path) for name in SOURCES if name in sources and (path := paths[name])]
-    flag = args.value("--settings")
-    if flag:
-        found.append(_flag(flag))
+    for flag in ("--settings", "--managed-settings"):
+        value = args.value(flag)
+        if value:
+            found.append(_flag(value))
     return found
 
 
