@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 RUN_ID_FLAG = "--fake-claude-run-id="
 # node_modules aliases (package.json): claude-mem 9.0.0's bundled SDK, and the current one.
-TS_SDKS = ("sdk-0.1.76", "sdk-0.3.332")
+TS_SDKS = ("sdk-0.1.76", "sdk-0.3.333")
 T = TypeVar("T")
 
 # Generous: two shared cores, seven engineers' test runs, node start-up of ~0.3 s each.

@@ -56,14 +56,14 @@ def test_sdk_0_1_76_spawns_the_issue_603_command_line(make_fake: MakeFake) -> No
 
 
 def test_sdk_0_3_uses_flag_equals_value_forms(make_fake: MakeFake) -> None:
-    _, start = _session(make_fake, "sdk-0.3.332")
+    _, start = _session(make_fake, "sdk-0.3.333")
     argv = _argv_after_shim(start)
     assert argv[:5] == ISSUE_603_ARGV[:5]
     assert "--model=claude-sonnet-4-5" in argv
     assert f"--disallowedTools={DISALLOWED}" in argv
 
 
-@pytest.mark.parametrize("sdk", ["sdk-0.1.76", "sdk-0.3.332"])
+@pytest.mark.parametrize("sdk", ["sdk-0.1.76", "sdk-0.3.333"])
 def test_resume_keeps_the_session_id(sdk: str, make_fake: MakeFake, tmp_path, monkeypatch) -> None:
     # Two fakes with ledgers of their own: one conversation store for both, as the real CLI's
     # ~/.claude is (the fake would rightly say the second has no such conversation).

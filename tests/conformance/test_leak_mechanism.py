@@ -5,7 +5,7 @@
    The same parent with a well-behaved child leaves nothing, so the check can fail.
 2. Inside a parent that lives on (a daemon), TS SDK 0.1.76 (claude-mem 9.0.0's) does nothing to
    the child when the caller leaves a streaming session: even a well-behaved child stays, idle,
-   for the parent's lifetime. 0.3.332 ends stdin and escalates, so the same child exits.
+   for the parent's lifetime. 0.3.333 ends stdin and escalates, so the same child exits.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ pytestmark = [
 MakeFake = Callable[..., tuple[Path, Path]]
 STUBBORN = "ignore-eof+ignore-sigterm"
 PARENTS = [*(f"ts:{sdk}" for sdk in TS_SDKS), "python:claude_agent_sdk"]
-# TS 0.3.332 escalates SIGTERM 2 s and SIGKILL 7 s after close(); watch a while longer than that.
+# TS 0.3.333 escalates SIGTERM 2 s and SIGKILL 7 s after close(); watch a while longer than that.
 OBSERVE_S = 10.0
 
 
@@ -145,7 +145,7 @@ def test_leaving_a_streaming_session_inside_a_living_parent(
             assert "stdin_eof" not in events and "signal" not in events, events
             assert driver.proc.poll() is None, "the parent must still be alive"
         else:
-            wait_for(lambda: run_processes(run_id) == [], "0.3.332 to end the child")
+            wait_for(lambda: run_processes(run_id) == [], "0.3.333 to end the child")
             assert driver.proc.poll() is None, "the SDK, not the parent's exit, ended it"
             events = [e["event"] for e in read_ledger(ledger)]
             assert "stdin_eof" in events and events[-1] == "exit", events

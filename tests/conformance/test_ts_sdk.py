@@ -1,4 +1,4 @@
-"""The real TypeScript Agent SDK (0.1.76 as bundled by claude-mem 9.0.0, and 0.3.332) completes
+"""The real TypeScript Agent SDK (0.1.76 as bundled by claude-mem 9.0.0, and 0.3.333) completes
 its kinds of session against the fake `claude`, through `pathToClaudeCodeExecutable`."""
 
 from __future__ import annotations
@@ -264,24 +264,102 @@ def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
     assert result["subtype"] == "success"
 
 
-@pytest.mark.parametrize("sdk", TS_SDKS)
-def test_stdio_mcp_server_is_the_fakes_child(sdk: str, make_fake: MakeFake) -> None:
-    # A stdio server in mcpServers: the SDK passes it in --mcp-config, the fake starts it as its
-    # child, a turn calls its tool, and the fake ends it when the SDK closes its stdin.
+CURRENT = TS_SDKS[-1]  # the newest pinned SDK, whose delivery options the tests below set
+# (SDK, mcpServersDelivery): None is the SDK's default, argv for 0.1.76, initialize since 0.3.333.
+STDIO_DELIVERIES = [*((sdk, None) for sdk in TS_SDKS), (CURRENT, "argv")]
+
+
+@pytest.mark.parametrize(("sdk", "delivery"), STDIO_DELIVERIES)
+def test_stdio_mcp_server_is_the_fakes_child(
+    sdk: str, delivery: str | None, make_fake: MakeFake
+) -> None:
+    # A stdio server in mcpServers: the SDK passes it in --mcp-config, or (0.3.333's default)
+    # in the initialize request under --await-initialize, and wants mcp_servers_applied back
+    # (the fake before answered none: "This Claude Code ... is too old to read MCP servers over
+    # stdin", and no turn). Either way the fake starts it as its child, a turn calls its tool,
+    # mcp status lists it, and the fake ends it when the SDK closes its stdin.
     shim, ledger = make_fake("ok:tool=mcp__echo__pid")
     command, *args = server_argv()
     options = {"mcpServers": {"echo": {"command": command, "args": args}},
-               "allowedTools": ["mcp__echo__pid"]}  # fmt: skip
-    res = node_driver(sdk, "plain", shim, options=options).result()
+               "allowedTools": ["mcp__echo__pid"],
+               **({"mcpServersDelivery": delivery} if delivery else {})}  # fmt: skip
+    res = node_driver(sdk, "status", shim, options=options).result()
     _ok(res)
+    (start,) = [e for e in _events(ledger, "start") if e.get("role", "main") == "main"]
+    via_initialize = sdk != "sdk-0.1.76" and delivery != "argv"
+    assert ("--await-initialize" in start["argv"]) is via_initialize, start["argv"]
+    assert any(a.startswith("--mcp-config") for a in start["argv"]) is not via_initialize
     (server,) = [e for e in _events(ledger, "start") if e.get("role") == "mcp-server"]
+    assert server["parent_pid"] == start["pid"]
     (init,) = _of(res, "system", "init")
     assert {"name": "echo", "status": "connected"} in init["mcp_servers"]
     results = [b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"]
     assert len(results) == 1 and str(server["pid"]) in json.dumps(results[0]["content"])
+    status = res["status"]["mcpServerStatus"]["value"]
+    assert [(s["name"], s["status"]) for s in status] == [("echo", "connected")]
     assert [e["code"] for e in _events(ledger, "exit")] == [0]
     alive = proctree.is_alive(proctree.ProcId(server["pid"], server["create_time"]))
     assert not alive, "the fake left its MCP server running"
+
+
+# option -> (its value: a rule that takes Bash away, the flag of its argv form, what the
+# launch adds to read it from the initialize request instead)
+DENY_BASH = {"permissions": {"deny": ["Bash"]}}
+DELIVERED_OPTIONS = {
+    "settings": (DENY_BASH, "--settings", "--initialize-fields=settings"),
+    "disallowedTools": (["Bash"], "--disallowedTools", "--initialize-fields=disallowedTools"),
+    "managedSettings": (DENY_BASH, "--managed-settings", "--managed-settings-in-initialize"),
+}
+
+
+@pytest.mark.parametrize("delivery", ["argv", "initialize"])
+@pytest.mark.parametrize("option", sorted(DELIVERED_OPTIONS))
+def test_a_deny_rule_takes_effect_however_the_sdk_delivers_it(
+    option: str, delivery: str, make_fake: MakeFake
+) -> None:
+    # settingsDelivery, disallowedToolsDelivery, managedSettingsDelivery: 'initialize' puts the
+    # value in the initialize request and ends the session unless the answer confirms it
+    # (settings_applied, ...), which the fake before never did. Delivered either way, the deny
+    # rule takes Bash from the model's tools, so canUseTool (which would allow it) is not asked.
+    value, flag, launch_flag = DELIVERED_OPTIONS[option]
+    shim, ledger = make_fake("ok:tool=Bash")
+    options = {option: value, f"{option}Delivery": delivery}
+    res = node_driver(CURRENT, "tools", shim, options=options).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    given = [a.partition("=")[0] for a in start["argv"]]
+    assert (flag in given) is (delivery == "argv"), start["argv"]
+    assert ("--await-initialize" in given) is (delivery == "initialize")
+    assert (launch_flag in start["argv"]) is (delivery == "initialize"), start["argv"]
+    (init,) = _of(res, "system", "init")
+    assert "Bash" not in init["tools"]
+    results = [b for m in _of(res, "user") for b in m["content"] if b["type"] == "tool_result"]
+    assert len(results) == 1 and results[0]["is_error"]
+    assert "No such tool available: Bash" in json.dumps(results[0]["content"])
+    assert res["can_use_tool"] == []
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]
+
+
+@pytest.mark.parametrize("delivery", ["argv", "initialize"])
+def test_plugins_either_way_leave_the_session_running(
+    delivery: str, make_fake: MakeFake, tmp_path: Path
+) -> None:
+    # pluginDelivery 'initialize': the fake loads no plugin, from --plugin-dir or from the
+    # request, so it answers plugins_applied: false, on which the SDK only logs a warning.
+    shim, ledger = make_fake("ok")
+    plugins = [{"type": "local", "path": str(tmp_path)}]
+    options = {"plugins": plugins, "pluginDelivery": delivery}
+    res = node_driver(CURRENT, "plain", shim, options=options).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    given = [a.partition("=")[0] for a in start["argv"]]
+    assert ("--plugin-dir" in given) is (delivery == "argv"), start["argv"]
+    assert ("--await-initialize" in given) is (delivery == "initialize")
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "success"
+    assert [e["code"] for e in _events(ledger, "exit")] == [0]
 
 
 OPTION_CASES = {

@@ -2,13 +2,14 @@
 // one JSON object (what the SDK yielded, what callbacks it made) on the last stdout line.
 //
 //   node drive.mjs '<json config>'
-//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.332", session: "plain"|"multi-interrupt"|
+//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.333", session: "plain"|"multi-interrupt"|
 //            "queued-prompts"|"tools"|"permission-request"|"hooks"|
 //            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
-//            outputFormat?: {type: "json_schema", schema: object}, options?: object,
+//            outputFormat?: {type: "json_schema", schema: object},
+//            options?: object (more query() options, JSON: e.g. mcpServersDelivery),
 //            markerFile?: string, resume?: string, decision?: object,
 //            hookEvents?: string[]}
 //
