@@ -63,7 +63,8 @@ BOOL_FLAGS = frozenset(
         "--session-mirror",
         "--debug",
         "--dangerously-skip-permissions",
-        # The TS SDK >= 0.3.333's: read the first initialize request before starting up
+        # What the TS SDK passes when it sends launch settings in the initialize request
+        # (0.3.333 does for mcpServers by default): read that request before starting up
         # (delivery.py), and take the managed settings from it.
         "--await-initialize",
         "--managed-settings-in-initialize",

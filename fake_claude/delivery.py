@@ -16,6 +16,10 @@ session, or warns (mcpServers, plugins). A field the launch named that the reque
 that cannot be used, ends the process with exit code 1, as the real CLI does.
 
 The fake loads no plugin, from `--plugin-dir` or from here: `plugins_applied` is always false.
+
+Sources: the TS SDK 0.3.333's sdk.mjs (what it sends, what it checks in the answer) and the
+real CLI's own descriptions of these request fields and flags (2.1.332, the `claude` bundled in
+the claude-agent-sdk 0.2.189 wheel).
 """
 
 from __future__ import annotations
