@@ -298,7 +298,7 @@ NOBODY = 65534
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as any other user, the test above is this one")
-def test_another_user_reads_the_mark_of_a_process_whose_main_thread_exited(tmp_path) -> None:
+def test_another_user_reads_the_mark_of_a_process_whose_main_thread_exited() -> None:
     """Any user but root gets EACCES, not ESRCH, reading a zombie leader's environment: the mark
     read None, so a headless escapee as a CI runner's user was not found by it."""
     python = "/usr/bin/python3"  # the venv's may live under root's home, which nobody can enter
@@ -306,8 +306,8 @@ def test_another_user_reads_the_mark_of_a_process_whose_main_thread_exited(tmp_p
     root = str(Path(proctree.__file__).parent.parent)
     path = os.pathsep.join([root, site])
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": path, "HEADLESS": HEADLESS}
-    tmp_path.chmod(0o777)
-    as_nobody = {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": env, "cwd": tmp_path}
+    # cwd "/": a test's own folders may sit under ones only root may enter (pytest's are 0700).
+    as_nobody = {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": env, "cwd": "/"}
     same = f"import psutil, proctree, sys; assert sys.version_info[:2] == {sys.version_info[:2]!r}"
     probe = [python, "-c", same]
     if not os.path.exists(python) or subprocess.run(probe, **as_nobody).returncode != 0:
