@@ -142,8 +142,6 @@ FIELDS = {
                         ["--managed-settings-in-initialize"]),
 }  # fmt: skip
 VALUES = {"settings": DENY_BASH, "disallowedTools": ["Bash"], "managedSettings": DENY_BASH}
-CONFIRMED = {"settings": "settings_applied", "disallowedTools": "disallowed_tools_applied",
-             "managedSettings": "managed_settings_applied"}  # fmt: skip
 
 
 @pytest.mark.parametrize("how", ["argv", "initialize"])
@@ -155,7 +153,7 @@ def test_a_deny_rule_delivered_either_way_takes_the_tool_away(spawn, field, how)
     fake = spawn("ok:tool=Bash", args=args)
     answer = initialize(fake, **({field: VALUES[field]} if how == "initialize" else {}))
     if how == "initialize":
-        assert answer[CONFIRMED[field]] is True
+        assert answer[delivery.CONFIRMATIONS[field]] is True
     init, out = fake_turn(fake, "make a file")
     assert "Bash" not in init["tools"]
     assert NO_SUCH_BASH in tool_result(out)["content"]
