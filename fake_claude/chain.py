@@ -81,7 +81,7 @@ def start(ctx: Context) -> None:
 def run_level(argv: list[str], run_id: str | None) -> int:
     from fake_claude.child import _opt
     from fake_claude.faults import idle_forever
-    from fake_claude.identity import create_time
+    from fake_claude.identity import ledger_fields
 
     level = int(_opt(argv, "--level", "1"))
     raw = _opt(argv, "--chain", "")
@@ -92,7 +92,7 @@ def run_level(argv: list[str], run_id: str | None) -> int:
     ledger.write(
         "start",
         ppid=os.getppid(),
-        create_time=create_time() if ledger.path else None,
+        **(ledger_fields() if ledger.path else {}),
         argv=list(sys.orig_argv),
         scenario=f"chain:{raw}" if raw else "chain",
         role="chain",

@@ -31,7 +31,7 @@ def _opt(argv: list[str], name: str, default: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from fake_claude.identity import create_time
+    from fake_claude.identity import ledger_fields
     from fake_claude.ledger import Ledger
     from fake_claude.lifecycle import install_signal_policy
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ledger.write(
         "start",
         ppid=os.getppid(),
-        create_time=create_time() if ledger.path else None,
+        **(ledger_fields() if ledger.path else {}),
         argv=list(sys.orig_argv),
         scenario=f"{role}:ignore={int(ignore)},linger={int(linger)},headless={int(headless)}",
         role=role,
@@ -90,7 +90,7 @@ def _live(ledger: Ledger, role: str, linger: bool) -> int:
 
 
 def _hop(ledger: Ledger, interval: float, lifetime: float, *, new_session: bool) -> None:
-    from fake_claude.identity import create_time
+    from fake_claude.identity import ledger_fields
     from fake_claude.lifecycle import exit_now
 
     if sys.platform == "win32":  # the caller asks for fork; this tells type checkers
@@ -103,7 +103,7 @@ def _hop(ledger: Ledger, interval: float, lifetime: float, *, new_session: bool)
         if os.fork() == 0:
             if new_session:
                 os.setsid()
-            ledger.write("hop", ppid=parent, create_time=create_time())
+            ledger.write("hop", ppid=parent, **ledger_fields())
             continue
         os._exit(0)  # the lineage goes on in the child
     exit_now(ledger, 0)

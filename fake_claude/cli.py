@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_main_process(args, argv: list[str]) -> int:
     from fake_claude.context import Context
-    from fake_claude.identity import create_time
+    from fake_claude.identity import ledger_fields
     from fake_claude.ledger import Ledger
     from fake_claude.lifecycle import exit_now, install_signal_policy
     from fake_claude.messages import new_uuid
@@ -82,7 +82,7 @@ def run_main_process(args, argv: list[str]) -> int:
     ledger.write(
         "start",
         ppid=os.getppid(),
-        create_time=create_time() if ledger.path else None,
+        **(ledger_fields() if ledger.path else {}),
         argv=list(sys.orig_argv),
         scenario=scenario.spec(),
         role="main",

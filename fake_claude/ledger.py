@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+
+from fake_claude.identity import now
 
 
 class Ledger:
@@ -29,7 +30,7 @@ class Ledger:
     def write(self, event: str, **extra: object) -> None:
         if not self.path:
             return
-        record = {"event": event, "ts": time.time(), "pid": os.getpid(), "run_id": self.run_id}
+        record = {"event": event, "ts": now(), "pid": os.getpid(), "run_id": self.run_id}
         record.update(extra)
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         try:

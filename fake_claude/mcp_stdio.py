@@ -183,13 +183,13 @@ def start(name: str, entry: dict, ledger: Ledger, timeout: float) -> StdioServer
     env = {**os.environ, **entry.get("env", {})}
     server = StdioServer(name, argv, env, timeout)
     if ledger.path:
-        from fake_claude.identity import create_time
+        from fake_claude.identity import ledger_fields
 
         ledger.write(
             "start",
             pid=server.proc.pid,  # written for it: the server is not a fake and keeps no ledger
             ppid=os.getpid(),
-            create_time=create_time(server.proc.pid),
+            **ledger_fields(server.proc.pid),
             argv=argv,
             scenario=f"mcp-server:{name}",
             role="mcp-server",

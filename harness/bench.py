@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+import proctree
 from cliargs import COUNT, NON_NEGATIVE, int_at_least
 from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
@@ -309,7 +310,7 @@ def bench_census(n_procs: int, samples: int, descendants: bool = False) -> dict[
     census = Census(run_id, None, grace=60.0, track_descendants=descendants)
     try:
         if descendants:
-            census.set_worker(parent.pid, psutil.Process(parent.pid).create_time())
+            census.set_worker(parent.pid, proctree.create_time(psutil.Process(parent.pid)))
         census.session_started("bench")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -182,7 +182,7 @@ class Census:
         # sessions completed means the worker never got one running, so nothing was tested.
         self.claude_starts = 0
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
-        # When it stopped (time.time()): what exits after it, the harness's own cleanup or the
+        # When it stopped (proctree.now()): what exits after it, the harness's own cleanup or the
         # worker's shutdown ended, not the worker's ending of a finished session.
         self.judging_stopped_at: float | None = None
         self.errors: list[str] = []
@@ -223,7 +223,7 @@ class Census:
             self._helper_sigs = set()
             try:
                 for child in proc.children(recursive=True):
-                    self._helpers.add((child.pid, child.create_time()))
+                    self._helpers.add((child.pid, proctree.create_time(child)))
                     self._helper_procs[child.pid] = child
                     self._helper_sigs.add(_signature(child, _after_exec(child)))
             except psutil.Error:
@@ -231,13 +231,13 @@ class Census:
 
     def session_started(self, key: str, ts: float | None = None) -> None:
         with self._lock:
-            self.sessions[key] = SessionWindow(key, time.time() if ts is None else ts)
+            self.sessions[key] = SessionWindow(key, proctree.now() if ts is None else ts)
             self._active.add(key)
 
     def session_ended(self, key: str, ok: bool = True, ts: float | None = None) -> None:
         with self._lock:
             s = self.sessions[key]
-            s.end = time.time() if ts is None else ts
+            s.end = proctree.now() if ts is None else ts
             s.ok = ok
             self._active.discard(key)
             self._ended.append(s)
@@ -415,7 +415,7 @@ class Census:
             kind, pid = ev.get("event"), ev.get("pid")
             if not isinstance(pid, int):
                 continue
-            ts = float(ev.get("ts") or time.time())
+            ts = float(ev.get("ts") or proctree.now())
             if kind == "start" and ev.get("role") == "main":
                 self.claude_starts += 1
             if kind == "hop":
@@ -424,7 +424,12 @@ class Census:
                 ev = {**self._lineage_of(ev, ts), **ev, "event": "start"}
                 kind = "start"
             if kind == "start":
+                # In this process's terms: the fake may have read the boot time across a step.
+                shift = proctree.clock_offset(ev.get("boot"))
+                if shift is None:
+                    continue  # written during another boot: a ledger of an old run
                 ct = float(ev.get("create_time") or 0.0)
+                ct, ts = (ct + shift, ts + shift) if ct else (ct, ts)
                 rec = self._find(pid, ct)
                 if rec is None:
                     rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=ts))
@@ -570,7 +575,7 @@ class Census:
         Only those matter for cleanup latency; the rest wait for the next full sample, which keeps
         a run with hundreds of live processes cheap.
         """
-        now = time.time()
+        now = proctree.now()
         with self._lock:
             for recs in list(self.records.values()):
                 for rec in recs:
@@ -582,7 +587,7 @@ class Census:
         sample)."""
         with self._lock:
             since = self._worker_stopped_since
-        return 0.0 if since is None else time.time() - since
+        return 0.0 if since is None else proctree.now() - since
 
     def continue_worker(self) -> None:
         """SIGCONT to the worker (ours: we started it) if it is stopped, so that it can end
@@ -601,7 +606,7 @@ class Census:
         t0 = time.perf_counter()
         with self._lock:
             self._read_ledger()
-            now = time.time()
+            now = proctree.now()
             pids = set(psutil.pids())
             self._discover(pids, now)
             self._n_samples += 1
@@ -685,7 +690,7 @@ class Census:
                 # identity check (a fresh handle) and then the stat file once, so a oneshot() would
                 # save no read and cost more than one.
                 proc = psutil.Process(pid)
-                ct = proc.create_time()
+                ct = proctree.create_time(proc)
                 ppid = proc.ppid() if track else None
             except psutil.Error:
                 continue
@@ -781,12 +786,12 @@ class Census:
             ):
                 self._helpers.add((pid, ct))
                 return False, None
-            worker_ct = self.worker.create_time() if self.worker is not None else 0.0
+            worker_ct = proctree.create_time(self.worker) if self.worker is not None else 0.0
             return ct + CT_TOLERANCE >= worker_ct, None
         if ppid == self._me and self.adopting and pid not in self._own_children:
             # An orphan reparented to us (we are a subreaper and spawned only the worker): it
             # came from the worker's tree. Session unknown: judged by time.
-            worker_ct = self.worker.create_time() if self.worker is not None else 0.0
+            worker_ct = proctree.create_time(self.worker) if self.worker is not None else 0.0
             return ct + CT_TOLERANCE >= worker_ct, None
         parent = self._latest(ppid)
         if (
@@ -813,7 +818,7 @@ class Census:
     def _attach(self, rec: ProcRecord, now: float) -> None:
         try:
             proc = psutil.Process(rec.pid)
-            if abs(proc.create_time() - rec.create_time) > CT_TOLERANCE:
+            if abs(proctree.create_time(proc) - rec.create_time) > CT_TOLERANCE:
                 return
         except psutil.Error:
             return
@@ -862,7 +867,7 @@ class Census:
             if not rec.reaped and rec.proc is not None
         ]
         parent: dict[int, int | None] = {rec.pid: rec.ppid for rec in live}
-        now = time.time()
+        now = proctree.now()
         for rec in live:
             # A parent that has exited (gone, or a zombie) means this process was reparented
             # since it was last probed: refresh it before calling it escaped.
@@ -1063,7 +1068,7 @@ class Census:
         """Last judgement: one more sample, then anything still alive is a leak."""
         self._force_tree = True
         self.sample()
-        now = time.time()
+        now = proctree.now()
         with self._lock:
             for recs in self.records.values():
                 for rec in recs:
@@ -1083,7 +1088,7 @@ class Census:
     def stop_judging(self) -> None:
         if self.judging:
             self.judging = False
-            self.judging_stopped_at = time.time()
+            self.judging_stopped_at = proctree.now()
 
     def ended_sessions(self) -> int:
         with self._lock:

@@ -153,7 +153,7 @@ def wait_unjudged_gone(run_id: str, census: Census, timeout: float) -> None:
 
 def _create_time(proc: psutil.Process) -> float:
     try:
-        return proc.create_time()
+        return proctree.create_time(proc)
     except psutil.Error:
         return 0.0
 
@@ -213,7 +213,7 @@ def stop_then_kill(
     done = []
     for proc in live:
         try:
-            ident = (proc.pid, proc.create_time())
+            ident = (proc.pid, proctree.create_time(proc))
             facts = _facts(proc)  # read while it is stopped, for the report
             proc.kill()
         except psutil.Error:

@@ -11,12 +11,14 @@ import os
 import sys
 from dataclasses import dataclass
 
-from harness.leak_procs import CT_TOLERANCE_S, Identity, Proc, create_time_skew, names_a_helper
+from harness.leak_procs import CT_TOLERANCE_S, Identity, Proc, descendants, names_a_helper, now
 
 TOKEN_VAR = "LEAKPROOF_LEAK_CHECK"
 # Owner of an xdist worker and its lineage, in the controller: the worker judges them itself.
 ELSEWHERE = -2
-TIMELINE_SLACK_S = 0.005  # error of a start time against the owners' timeline (_token_fits)
+# Error of a create_time against the owners' timeline (_token_fits): both are on one clock
+# (proctree.now()), so only float rounding of epoch seconds and microsecond starts elsewhere.
+TIMELINE_SLACK_S = 0.001
 
 
 @dataclass
@@ -25,9 +27,9 @@ class Owner:
 
     number: int
     label: str
-    started: float  # time.time() at its start; its processes are created after this
+    started: float  # leak_procs.now() at its start; its processes are created after this
     ended: bool = False
-    ended_at: float = math.inf  # time.time() when it ended
+    ended_at: float = math.inf  # leak_procs.now() when it ended
     pids_at_start: frozenset[int] = frozenset()  # any process it starts has a pid not in here
 
 
@@ -46,10 +48,11 @@ class Attribution:
         # An environment variable and its value that mark a process as ELSEWHERE's: an xdist
         # worker's child inherits its run's id, and is still its once a subreaper adopts it.
         self.elsewhere: tuple[str, str] | None = None
-        # (time.time(), owner current from then on): who ran when a process was created.
+        # (leak_procs.now(), owner current from then on): who ran when a process was created,
+        # on create_time's clock.
         self.timeline: list[tuple[float, int]] = [(0.0, 0)]
-        self._skew: float | None = None  # see create_time_skew
         self._helpers: dict[Identity, bool] = {}  # pytest's children: a lifetime helper?
+        self._listed_at = -math.inf  # when the last listing of descendants (look) began
 
     def _owner_from_env(self, pid: int) -> int | None:
         import psutil
@@ -68,21 +71,17 @@ class Attribution:
             return None  # another pytest process's token (xdist sibling, nested pytester run)
         return int(number)
 
-    def _started_at(self, create_time: float) -> float:
-        """A psutil create_time as the time.time() of the process's start (to 0.01 s)."""
-        if self._skew is None:
-            self._skew = create_time_skew()
-        return create_time - self._skew
-
-    def _token_fits(self, number: int, create_time: float, *, late: bool) -> bool:
+    def _token_fits(
+        self, number: int, create_time: float, *, late: bool, not_before: float = -math.inf
+    ) -> bool:
         """Whether a process created at create_time rightly carries owner `number`'s token: that
         owner was current then, or (if `late`) had ended by then, and the process is a late
         fork of its lineage (a daemon, a process that keeps forking). Else the token came in an
         environment copied while that owner was current (a session fixture's
         ``{**os.environ, ...}``) and handed to a process that another owner started."""
-        start = self._started_at(create_time)
-        # psutil's start is cut to a clock tick (0.01 s): the process began within this span.
-        early, late_end = start - TIMELINE_SLACK_S, start + 0.01 + TIMELINE_SLACK_S
+        # create_time is cut to a clock tick (0.01 s): the process began within this span.
+        early, late_end = create_time - TIMELINE_SLACK_S, create_time + 0.01 + TIMELINE_SLACK_S
+        early = min(max(early, not_before), late_end)
         index = bisect.bisect_right(self.timeline, (early, math.inf)) - 1
         for at, current in self.timeline[max(index, 0) :]:
             if at > late_end:
@@ -93,12 +92,27 @@ class Attribution:
 
     def _owner_at(self, create_time: float) -> int:
         """The owner current when a process was created."""
-        start = self._started_at(create_time)
-        index = bisect.bisect_right(self.timeline, (start, math.inf)) - 1
+        index = bisect.bisect_right(self.timeline, (create_time, math.inf)) - 1
         return self.timeline[max(index, 0)][1]
 
-    def absorb(self, tree: dict[int, Proc], *, fallback: int) -> None:
-        """Give every descendant we have not seen yet an owner (parents before children)."""
+    def look(self, *, fallback: int) -> dict[int, Proc]:
+        """List the descendants and give every one not seen yet an owner; returns the listing.
+
+        A process first seen now did not exist when the previous listing began (it descends
+        from us since its birth, so that listing would have had it): its start lies after
+        that, which a create_time alone (to a clock tick, 10 ms) cannot always tell when one
+        test follows another within a tick."""
+        began = now()
+        tree = descendants(self.root)
+        self.absorb(tree, fallback=fallback, not_before=self._listed_at)
+        self._listed_at = began
+        return tree
+
+    def absorb(
+        self, tree: dict[int, Proc], *, fallback: int, not_before: float = -math.inf
+    ) -> None:
+        """Give every descendant we have not seen yet an owner (parents before children);
+        not_before: a time before which none of them had started."""
         known = self.known
         for proc in sorted(tree.values(), key=lambda item: item.create_time):
             # Its unknown ancestors first: create times tie within a clock tick.
@@ -108,9 +122,11 @@ class Attribution:
                 chain.append(link)
                 link = tree.get(link.ppid)
             for new in reversed(chain):
-                known[new.identity] = self._owner_in_tree(new, tree, fallback)
+                known[new.identity] = self._owner_in_tree(new, tree, fallback, not_before)
 
-    def _owner_in_tree(self, proc: Proc, tree: dict[int, Proc], fallback: int) -> int:
+    def _owner_in_tree(
+        self, proc: Proc, tree: dict[int, Proc], fallback: int, not_before: float
+    ) -> int:
         known = self.known
         parent = tree.get(proc.ppid)
         # A forkserver forks on behalf of whoever runs now: its children are as pytest's own
@@ -127,7 +143,8 @@ class Attribution:
             # A child of pytest's own was started by the owner current now (a scan runs at
             # every change of owner), unless pytest, a subreaper, adopted an orphan.
             late = self.adopting if proc.ppid == self.root else not by_helper
-            token = token if self._token_fits(token, proc.create_time, late=late) else None
+            fits = self._token_fits(token, proc.create_time, late=late, not_before=not_before)
+            token = token if fits else None
         if token is None:
             token = self._owner_by_leader(proc)
         return fallback if token is None else token
@@ -182,8 +199,12 @@ class Attribution:
         """The owner of this process's parent, if that is a process we know."""
         import psutil
 
+        import proctree
+
         try:
             parent = psutil.Process(pid).parent()
-            return None if parent is None else self.known.get((parent.pid, parent.create_time()))
+            if parent is None:
+                return None
+            return self.known.get((parent.pid, proctree.create_time(parent)))
         except psutil.Error:
             return None

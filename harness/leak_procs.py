@@ -46,6 +46,8 @@ def descendants(root: int) -> dict[int, Proc]:
     """
     import psutil
 
+    import proctree
+
     tree: dict[int, Proc] = {}
     try:
         children = psutil.Process(root).children(recursive=True)
@@ -53,7 +55,7 @@ def descendants(root: int) -> dict[int, Proc]:
         return tree
     for child in children:
         try:
-            tree[child.pid] = Proc(child.pid, child.ppid(), child.create_time())
+            tree[child.pid] = Proc(child.pid, child.ppid(), proctree.create_time(child))
         except psutil.Error:
             continue  # gone meanwhile
     return tree
@@ -94,8 +96,10 @@ def under(proc: psutil.Process, pids: Collection[int]) -> bool:
 def is_alive(pid: int, create_time: float) -> bool:
     import psutil
 
+    import proctree
+
     try:
-        return same_time(psutil.Process(pid).create_time(), create_time)
+        return same_time(proctree.create_time(psutil.Process(pid)), create_time)
     except psutil.Error:
         return False
 
@@ -110,16 +114,12 @@ def same_time(a: float, b: float) -> bool:
     return abs(a - b) <= CT_TOLERANCE_S
 
 
-def create_time_skew() -> float:
-    """What psutil's create_time is ahead of time.time() at the process's start. On Linux it adds
-    the boot time in whole seconds (/proc/stat's btime) to the start in ticks since boot: up to
-    1 s early, which is longer than most tests last. Elsewhere it is the start as such."""
-    if sys.platform != "linux":
-        return 0.0
-    import psutil
+def now() -> float:
+    """The time on create_time's clock (proctree.now): the owners' timeline is kept in it, so
+    that a process's create_time says who ran when it was created, also after a clock step."""
+    import proctree
 
-    skew = psutil.boot_time() - (time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
-    return skew if -2.0 < skew < 2.0 else 0.0  # a clock set meanwhile: better none than wrong
+    return proctree.now()
 
 
 def wait_ended(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:

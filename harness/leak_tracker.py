@@ -21,6 +21,7 @@ from harness.leak_procs import (
     held_by_live_objects,
     is_alive,
     names_a_helper,
+    now,
     same_time,
     shown_cmdline,
     terminate_pools_of,
@@ -49,7 +50,7 @@ class Leak:
 
     @property
     def age_s(self) -> float:
-        return max(0.0, time.time() - self.create_time)
+        return max(0.0, now() - self.create_time)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class LeakTracker:
         self.root = os.getpid()
         self._state = _State(
             owners={
-                0: Owner(0, OUTSIDE, time.time()),
+                0: Owner(0, OUTSIDE, now()),
                 SESSION: Owner(SESSION, "the session", 0.0),
                 ELSEWHERE: Owner(ELSEWHERE, "an xdist worker (judged by itself)", 0.0),
             }
@@ -93,7 +94,7 @@ class LeakTracker:
         with self._lock:
             self.tests_begin()
             number = max(self._state.owners) + 1
-            owner = Owner(number, label, time.time(), pids_at_start=frozenset(all_pids()))
+            owner = Owner(number, label, now(), pids_at_start=frozenset(all_pids()))
             self._state.owners[number] = owner
             previous = self._make_current(number)
         return owner, previous[0], previous[1]
@@ -120,23 +121,25 @@ class LeakTracker:
         worker judges its own): never here, even while it exits after the session."""
         import psutil
 
+        import proctree
+
         with self._lock:
             try:
-                self._state.known[(pid, psutil.Process(pid).create_time())] = ELSEWHERE
+                self._state.known[(pid, proctree.create_time(psutil.Process(pid)))] = ELSEWHERE
             except psutil.NoSuchProcess:
                 pass  # gone already: nothing of it to tell apart
 
     def look(self) -> None:
         """Give the descendants seen now their owners (the parent chain, while it is there)."""
         with self._lock:
-            self.attribution.absorb(descendants(self.root), fallback=self._current)
+            self.attribution.look(fallback=self._current)
 
     def _make_current(self, number: int) -> tuple[int, str | None]:
         """Owner `number` is current from now on; returns the owner and token it replaces."""
         previous = (self._current, os.environ.get(TOKEN_VAR))
         self._current = number
         os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
-        self.attribution.timeline.append((time.time(), number))
+        self.attribution.timeline.append((now(), number))
         return previous
 
     def restore(
@@ -145,9 +148,9 @@ class LeakTracker:
         """Stop owner being current (its processes stay attributed to it)."""
         with self._lock:
             if absorb:
-                self.attribution.absorb(descendants(self.root), fallback=owner.number)
+                self.attribution.look(fallback=owner.number)
             self._current = current
-            self.attribution.timeline.append((time.time(), current))
+            self.attribution.timeline.append((now(), current))
             if env_value is None:
                 os.environ.pop(TOKEN_VAR, None)
             else:
@@ -156,13 +159,13 @@ class LeakTracker:
     def resume(self, owner: Owner) -> tuple[int, str | None]:
         """Make an owner current again (a fixture's teardown); returns what to restore()."""
         with self._lock:
-            self.attribution.absorb(descendants(self.root), fallback=self._current)
+            self.attribution.look(fallback=self._current)
             return self._make_current(owner.number)
 
     def end(self, owner: Owner, label: str | None = None) -> None:
         with self._lock:
             owner.ended = True
-            owner.ended_at = min(owner.ended_at, time.time())
+            owner.ended_at = min(owner.ended_at, now())
             self._just_ended.append(owner)
             if label:
                 owner.label = label
@@ -173,16 +176,18 @@ class LeakTracker:
         with self._lock:
             ended, self._just_ended = self._just_ended, []
         if not ended:
-            return time.time(), frozenset(all_pids())
+            return now(), frozenset(all_pids())
         first = min(ended, key=lambda owner: owner.started)
         return first.started, first.pids_at_start
 
     def ignore(self, pid: int) -> None:
         import psutil
 
+        import proctree
+
         with self._lock:
             try:
-                self._state.settled.add((pid, psutil.Process(pid).create_time()))
+                self._state.settled.add((pid, proctree.create_time(psutil.Process(pid))))
             except psutil.NoSuchProcess:
                 pass  # gone already: nothing to excuse
 
@@ -190,7 +195,7 @@ class LeakTracker:
     def sample(self) -> None:
         with self._lock:
             if self._active.is_set():  # checked under the lock: deactivate() may have just run
-                self.attribution.absorb(descendants(self.root), fallback=self._current)
+                self.attribution.look(fallback=self._current)
 
     def _live_known(self, tree: dict[int, Proc]) -> list[tuple[Proc, int]]:
         """Known processes still alive (forgetting the gone), with their owner numbers."""
@@ -208,8 +213,7 @@ class LeakTracker:
 
     def owned_alive(self, owner: Owner) -> list[Proc]:
         with self._lock:
-            tree = descendants(self.root)
-            self.attribution.absorb(tree, fallback=self._current)
+            tree = self.attribution.look(fallback=self._current)
             return [proc for proc, number in self._live_known(tree) if number == owner.number]
 
     # -- judging --------------------------------------------------------------------------------
@@ -218,15 +222,16 @@ class LeakTracker:
     ) -> list[tuple[Proc, Owner]]:
         import psutil
 
-        tree = descendants(self.root)
-        self.attribution.absorb(tree, fallback=fallback)
+        import proctree
+
+        tree = self.attribution.look(fallback=fallback)
         state = self._state
         # Reparented processes never seen as descendants: find them by the inherited token,
         # among the processes started since the window opened (pids that did not exist then).
         known_pids = {pid for pid, _ in state.known}
         for pid in all_pids() - baseline - tree.keys() - known_pids:
             try:
-                create_time = psutil.Process(pid).create_time()
+                create_time = proctree.create_time(psutil.Process(pid))
             except psutil.Error:
                 continue
             if create_time + 1.0 < since:
@@ -302,7 +307,7 @@ class LeakTracker:
 
         def ours(proc: psutil.Process) -> bool:
             with self._lock:
-                owner = self.attribution.owner_by_token(proc.pid, proc.create_time())
+                owner = self.attribution.owner_by_token(proc.pid, proctree.create_time(proc))
             if owner is None or not self._state.owners[owner].ended:
                 return False
             found.add(owner)
@@ -359,11 +364,13 @@ class LeakTracker:
 
         import psutil
 
+        import proctree
+
         handles: dict[int, psutil.Process] = {}
         for leak in leaks:
             try:
                 proc = psutil.Process(leak.pid)
-                if same_time(proc.create_time(), leak.create_time):
+                if same_time(proctree.create_time(proc), leak.create_time):
                     handles[leak.pid] = proc
             except psutil.Error:
                 continue
@@ -411,6 +418,8 @@ class LeakTracker:
         session's end instead: end_spared) and their trees; returns what still runs."""
         import psutil
 
+        import proctree
+
         leaks = list(leaks)
         with self._lock:
             self._state.settled.update((leak.pid, leak.create_time) for leak in leaks)
@@ -423,7 +432,7 @@ class LeakTracker:
                 continue
             try:
                 proc = psutil.Process(leak.pid)
-                if not same_time(proc.create_time(), leak.create_time):
+                if not same_time(proctree.create_time(proc), leak.create_time):
                     continue  # pid reused since: not ours
                 victims.extend(proc.children(recursive=True))
                 victims.append(proc)
@@ -460,7 +469,7 @@ class LeakTracker:
         def ours(proc: psutil.Process) -> bool:
             try:
                 with self._lock:
-                    owner = self.attribution.owner_by_token(proc.pid, proc.create_time())
+                    owner = self.attribution.owner_by_token(proc.pid, proctree.create_time(proc))
             except psutil.Error:
                 return False
             return owner in owners and not under(proc, spare)
@@ -488,8 +497,10 @@ class LeakTracker:
     def _as_leak(self, proc: psutil.Process) -> Leak:
         import psutil
 
+        import proctree
+
         try:
-            identity = (proc.pid, proc.create_time())
+            identity = (proc.pid, proctree.create_time(proc))
             ppid, cmdline = proc.ppid(), shown_cmdline(proc)
         except psutil.Error:
             return Leak(proc.pid, -1, 0.0, "?", "?")

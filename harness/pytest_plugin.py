@@ -61,7 +61,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,7 +69,7 @@ import pytest
 
 from cliargs import NON_NEGATIVE
 from harness.leak_owners import Owner
-from harness.leak_procs import terminate_pools_of
+from harness.leak_procs import now, terminate_pools_of
 from harness.leak_text import format_leaks, gc_note, held_note, survivors_note
 from harness.leak_tracker import Leak, LeakTracker
 from harness.pytest_threads import Lingering, LingeringThreads, doubt
@@ -435,7 +434,7 @@ class LeakCheckPlugin:
                 # they outlive pytest as surely as a test's. With marked tests only, not ours.
                 if owner.number > 0 or (owner.number == 0 and self.everywhere):
                     owner.ended = True
-                    owner.ended_at = min(owner.ended_at, time.time())
+                    owner.ended_at = min(owner.ended_at, now())
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if emit is None and reporter is not None:
             emit = _writer(reporter)

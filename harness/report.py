@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
+import proctree
 from harness.census import ProcRecord
 from harness.text import printable, printable_argv
 from harness.verdict import MIN_SLOPE_POINTS, RUNNING
@@ -34,7 +34,7 @@ def leak_entry(
     """One process as the report lists it, with the status it was last seen in. `exited_as`:
     that of one last seen as a zombie (a leak the harness ended at the run's end reads
     "exited", not "zombie": the report's `zombies` are the zombies the run left)."""
-    now = time.time() if now is None else now
+    now = proctree.now() if now is None else now
     # Its age at `now` (a soak's: its last judgement), or when it exited before then: a leak
     # the harness's sweep ended later would otherwise be aged up to its kill, each to another
     # moment.
@@ -303,7 +303,7 @@ def begin_report(directory: Path, run_id: str) -> None:
     for name in ("leaks.txt", "junit.xml", "rss.png"):
         (directory / name).unlink(missing_ok=True)
     write_json(directory / "report.json", {
-        "verdict": RUNNING, "run_id": run_id, "started": round(time.time(), 3),
+        "verdict": RUNNING, "run_id": run_id, "started": round(proctree.now(), 3),
         "reasons": ["the run has not finished (or its harness was killed): not a result"],
     })  # fmt: skip
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,7 @@ def driven_samples(
     count and falling RSS, which would fake a negative slope; and one hung session given up
     60 s later made the drain the whole 2nd half by time (a 100-session soak's slope "spans 1
     sessions", not judged)."""
-    t_last = starts[-1] if len(starts) > 1 else drive_end or time.time()
+    t_last = starts[-1] if len(starts) > 1 else drive_end or proctree.now()
     return [s for s in samples if t_first <= s.t <= t_last]
 
 
@@ -139,7 +138,7 @@ def build_report(
     work_dir: Path,
     messages: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    duration = time.time() - t_start
+    duration = proctree.now() - t_start
     # The run as judged: not the harness's teardown after it (the worker stopped, its leaks swept),
     # whose samples read worker 0 MB and no descendants, as if the leaks had gone by themselves.
     stopped = census.judging_stopped_at
@@ -148,7 +147,7 @@ def build_report(
     driven = driven_samples(samples, run.starts, run.drive_end, t_first)
     # The throughput's window, unlike the slopes': from the first start to the last session's
     # end (every session counted must have run in it).
-    t_last = run.drive_end or time.time()
+    t_last = run.drive_end or proctree.now()
     total_pts = [(s.t, s.sessions_done, s.total_rss, s.descendants) for s in driven]
     worker_pts = [(s.t, s.sessions_done, s.worker_rss, s.descendants) for s in driven]
     total_slope = slope_per_100_sessions(total_pts)
@@ -157,7 +156,7 @@ def build_report(
     slope_span = min(total_slope["sessions_span"], worker_slope["sessions_span"])
     slope_points = min(total_slope["points"], worker_slope["points"])
     # Every leak aged at one moment, the run's last judgement (not each at its own kill).
-    judged_at = census.judging_stopped_at or time.time()
+    judged_at = census.judging_stopped_at or proctree.now()
     leaked = [
         leak_entry(r, census.session_of(r), now=judged_at, exited_as="exited")
         for r in census.leaked

@@ -54,8 +54,11 @@ class RunRecord:
     # The run's live processes, (pid, create_time), as its census last wrote them (at most
     # once a second): those of `soak --claude` carry no run token to find them by.
     processes: tuple[tuple[int, float], ...] = ()
+    other_boot: bool = False  # written before the machine last booted
 
     def owner_alive(self) -> bool:
+        if self.other_boot:
+            return False
         return proctree.is_alive(proctree.ProcId(self.owner_pid, self.owner_create_time))
 
 
@@ -75,7 +78,9 @@ def record(run_id: str, work_dir: Path | None) -> None:
     rec = {
         "run_id": run_id,
         "owner_pid": me.pid,
-        "owner_create_time": me.create_time(),
+        "owner_create_time": proctree.create_time(me),
+        # Read by a later harness, which may have read the boot time after a clock step.
+        "boot": proctree.boot_stamp(),
         "started": time.time(),
         "work_dir": str(work_dir) if work_dir is not None else None,
         "command": me.cmdline(),
@@ -116,14 +121,18 @@ def _load(path: Path) -> RunRecord | None:
     """The record, or None if it is not one (damaged, edited by hand)."""
     try:
         raw = json.loads(path.read_text())
+        shift = proctree.clock_offset(raw.get("boot") or None)
         rec = RunRecord(
             run_id=str(raw["run_id"]),
             owner_pid=int(raw["owner_pid"]),
-            owner_create_time=float(raw["owner_create_time"]),
+            owner_create_time=float(raw["owner_create_time"]) + (shift or 0.0),
             started=float(raw["started"]),
             work_dir=str(raw["work_dir"]) if raw.get("work_dir") else None,
             command=[str(a) for a in raw.get("command") or []],
-            processes=tuple((int(pid), float(ct)) for pid, ct in raw.get("processes") or []),
+            processes=tuple((int(pid), float(ct) + shift) for pid, ct in raw.get("processes") or [])
+            if shift is not None
+            else (),  # written during another boot: none of them runs now
+            other_boot=shift is None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

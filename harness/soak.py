@@ -110,7 +110,7 @@ async def _session_loop(
         key = spec.content_session_id
         census.session_started(key)
         run.started += 1
-        run.starts.append(time.time())
+        run.starts.append(proctree.now())
         run.in_flight[index] = time.monotonic()
         ok = False
         try:
@@ -138,7 +138,7 @@ async def _session_loop(
         finally:
             run.in_flight.pop(index, None)
             census.session_ended(key, ok=ok)
-            run.ends.append(time.time())
+            run.ends.append(proctree.now())
         if ok:
             run.completed += 1
         # Attribution runs beside the next session: a target may batch its registry look-ups.
@@ -273,7 +273,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
     worker_rss_start = 0
     swept: list[dict] = []
     messages: dict[str, int] | None = None
-    t_start = time.time()
+    t_start = proctree.now()
     tasks: list[asyncio.Task[Any]] = []
     judged = False  # set once the census's last judgement is made (the run was not cut off)
     with contextlib.ExitStack() as shield:
@@ -316,7 +316,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 if (limit := config.rss_stop_mb()) is not None:
                     tasks.append(asyncio.ensure_future(_watch_rss(run, census, limit)))
                 await asyncio.gather(*loops)
-                run.drive_end = time.time()
+                run.drive_end = proctree.now()
                 if run.pending and run.cut_short is None:
                     # (after a cut, a worker stopped again would hold each for its timeout)
                     await asyncio.gather(*list(run.pending))

@@ -47,7 +47,9 @@ class SpawnedProcess(NamedTuple):
 
     pid: int
     create_time: float
-    ended: float | None = None  # when the worker had ended it (and its tree); None: not yet known
+    # When the worker had ended it (and its tree), on create_time's clock (proctree.now());
+    # None: not yet known.
+    ended: float | None = None
 
 
 @dataclass

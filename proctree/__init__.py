@@ -18,7 +18,8 @@ The public interface; platform code lives in _posix/_linux/_darwin/_windows behi
 A daemon that should stop (ending its trees) when its parent dies, however that dies, takes a
 Lifeline (POSIX): proctree.Lifeline() in the parent, proctree.watch_lifeline(fd, ...) in the child.
 
-Identity is (pid, create_time) everywhere; no signal goes to a process not verified as ours
+Identity is (pid, create_time) everywhere, create_time from proctree.create_time(proc) (it
+does not move when the wall clock is set); no signal goes to a process not verified as ours
 at that moment. Capabilities: capabilities(); force_fallback() / PROCTREE_FALLBACK=1 turns
 subreaper and pdeathsig off so Linux runs the macOS path.
 """
@@ -27,7 +28,16 @@ from __future__ import annotations
 
 from ._caps import FALLBACK_ENV, Capabilities, capabilities, fallback_forced, force_fallback
 from ._guardian import Guardian, guardian_args, start_guardian
-from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify
+from ._identity import (
+    CREATE_TIME_TOLERANCE,
+    ProcId,
+    boot_stamp,
+    clock_offset,
+    create_time,
+    identify,
+    now,
+    recorded,
+)
 from ._lifeline import Lifeline, lifeline_problem, watch_lifeline
 from ._liveness import (
     cmdline,
@@ -77,10 +87,13 @@ __all__ = [
     "after_spawn",
     "ask_to_stop",
     "aterminate_tree",
+    "boot_stamp",
     "born_since",
     "capabilities",
     "cgroups_enabled",
+    "clock_offset",
     "cmdline",
+    "create_time",
     "descendants",
     "disable_cgroups",
     "enable_cgroups",
@@ -97,10 +110,12 @@ __all__ = [
     "lifeline_problem",
     "listed_cmdline",
     "mark_matches",
+    "now",
     "marker_of",
     "pdeathsig_method",
     "python_command",
     "reap_zombies",
+    "recorded",
     "running_view",
     "scan",
     "spawn_options",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable
 import psutil
 
 from . import _liveness, _platform
-from ._identity import CREATE_TIME_TOLERANCE
+from ._identity import CREATE_TIME_TOLERANCE, create_time
 from ._spawn import MARK_ENV
 
 
@@ -55,14 +55,16 @@ class _Table:
         self.ppid: dict[int, int] = {}
         self.ctime: dict[int, float] = {}
         self.kids: dict[int, list[int]] = {}
-        for p in psutil.process_iter(["ppid", "create_time"]):
-            info = p.info
-            if info["create_time"] is None:
+        for p in psutil.process_iter(["ppid"]):
+            try:
+                ctime = create_time(p)
+            except psutil.Error:
                 continue
+            ppid = p.info["ppid"] or 0
             self.procs[p.pid] = p
-            self.ppid[p.pid] = info["ppid"] or 0
-            self.ctime[p.pid] = info["create_time"]
-            self.kids.setdefault(info["ppid"] or 0, []).append(p.pid)
+            self.ppid[p.pid] = ppid
+            self.ctime[p.pid] = ctime
+            self.kids.setdefault(ppid, []).append(p.pid)
 
     def subtree(self, root_pid: int) -> list[int]:
         return _walk(root_pid, self.children)

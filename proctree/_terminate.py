@@ -19,6 +19,7 @@ import psutil
 
 from . import _platform
 from ._identity import CREATE_TIME_TOLERANCE, ProcId, identify, of_process
+from ._identity import create_time as _create_time
 from ._liveness import environ, exited, is_alive
 from ._scan import (
     adopted_children,
@@ -326,7 +327,7 @@ def _group_member(
     for pid in sorted(_platform.group_pids(pgid), reverse=True):
         try:
             proc = psutil.Process(pid)
-            if proc.create_time() < since or exited(proc):
+            if _create_time(proc) < since or exited(proc):
                 continue
             if not ours(proc):
                 continue
@@ -388,7 +389,7 @@ def _born_since(
         for pid in sorted(now - known, reverse=True):
             try:
                 proc = psutil.Process(pid)
-                if proc.create_time() < floor or not ours(proc):
+                if _create_time(proc) < floor or not ours(proc):
                     continue
             except psutil.NoSuchProcess:  # zombies too: exited before we could tell
                 vanished = True
@@ -631,7 +632,7 @@ def _cached_mark(proc: psutil.Process) -> tuple[bool, str | None]:
     """(whether the cache holds this very process, its mark): an entry counts only for the
     process whose create_time it holds; another is a former holder's of the pid."""
     cached = _MARKS.get(proc.pid)
-    if cached is not None and abs(cached[0] - proc.create_time()) <= CREATE_TIME_TOLERANCE:
+    if cached is not None and abs(cached[0] - _create_time(proc)) <= CREATE_TIME_TOLERANCE:
         return True, cached[1]
     return False, None
 
@@ -640,7 +641,7 @@ def _mark_of(proc: psutil.Process) -> str | None:
     known, marker = _cached_mark(proc)
     if known:
         return marker
-    create_time = proc.create_time()
+    create_time = _create_time(proc)
     try:
         env = environ(proc)
     except (psutil.Error, OSError):

@@ -64,7 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
         os.environ[SESSION_VAR] = secrets.token_hex(8)
-        config.stash[_started_key] = time.time()
+        config.stash[_started_key] = proctree.now()  # on create_time's clock
         if config.option.basetemp is None:  # an explicit --basetemp says where things go
             # Locks shared with other sessions (the npm install's) stay in the outer one.
             os.environ.setdefault(OUTER_TMP_VAR, tempfile.gettempdir())
@@ -91,9 +91,12 @@ def _remove_session_tmp(config: pytest.Config, passed: bool) -> None:
 def _survivors(token: str, since: float) -> list[psutil.Process]:
     me = os.getpid()
     found = []
-    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+    for proc in psutil.process_iter(["pid", "status"]):
         info = proc.info
-        if info["pid"] == me or info["create_time"] is None or info["create_time"] + 1 < since:
+        try:
+            if info["pid"] == me or proctree.create_time(proc) + 1 < since:
+                continue
+        except psutil.Error:
             continue
         if _carries(proc, token) and not _exited(proc, info["status"]):
             found.append(proc)
@@ -120,7 +123,7 @@ def _describe(proc: psutil.Process) -> str:
         with proc.oneshot():
             argv = proctree.cmdline(proc)
             run_ids = [arg[len(RUN_ID_FLAG) :] for arg in argv if arg.startswith(RUN_ID_FLAG)]
-            age = time.time() - proc.create_time()
+            age = proctree.now() - proctree.create_time(proc)
             tail = f"  [run id {run_ids[0]}]" if run_ids else ""
             return f"  {proc.pid:>7} {proc.ppid():>7} {age:>7.1f}s  {' '.join(argv)[:300]}{tail}"
     except psutil.Error:

@@ -172,7 +172,7 @@ def _bench(args: argparse.Namespace) -> int:
                     raise SystemExit("worker did not start:\n" + "\n".join(tail))
                 time.sleep(0.05)
             info = json.loads(info_path.read_text())
-            mark = f"{info['pid']}:{psutil.Process(info['pid']).create_time():.3f}"
+            mark = f"{info['pid']}:{proctree.create_time(psutil.Process(info['pid'])):.3f}"
             result = asyncio.run(drive(f"http://127.0.0.1:{info['port']}", args))
             rss = psutil.Process(worker.pid).memory_info().rss
             live_before_exit = len(proctree.scan(mark=mark))

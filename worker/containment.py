@@ -445,7 +445,7 @@ class Containment:
         """An unmarked adopted child's create time; None for a zombie (reap_zombies collects
         it), one gone meanwhile, or one older than us (it cannot descend from us)."""
         try:
-            created = proc.create_time()
+            created = proctree.create_time(proc)
             if proctree.exited(proc):
                 return None
         except psutil.Error:
@@ -479,19 +479,19 @@ class Containment:
         return proctree.reap_zombies(exclude)
 
     async def reap_previous(
-        self, rows: list[Any], marks: list[tuple[str, float]]
+        self, rows: list[tuple[Any, proctree.ProcId]], marks: list[tuple[str, float]]
     ) -> list[proctree.ProcId]:
         """A new worker on this data dir: end what earlier runs left, matched exactly.
 
-        `marks`: (mark, worker create_time) of each unclean earlier run."""
+        `rows`: (registry row, its process's identity as this worker computes it); `marks`:
+        (mark, worker create_time) of each unclean earlier run."""
         return await asyncio.to_thread(self._reap_previous, rows, marks)
 
     def _reap_previous(
-        self, rows: list[Any], marks: list[tuple[str, float]]
+        self, rows: list[tuple[Any, proctree.ProcId]], marks: list[tuple[str, float]]
     ) -> list[proctree.ProcId]:
         ended: list[proctree.ProcId] = []
-        for row in rows:
-            root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
+        for row, root in rows:
             proc = root.process()
             if proc is None or not proctree.is_alive(root):
                 continue

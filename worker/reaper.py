@@ -48,19 +48,27 @@ class Reaper:
         """End what earlier runs left: registry rows matching (pid, create_time), and whatever
         carries an earlier run's mark. A process that merely looks like `claude` is not ours."""
         rows = await self.store.open_processes(exclude_run=self.run_id)
-        alive_before = {
-            int(r["id"])
+        # As this worker computes create_times (an earlier one may have read the boot time
+        # before a step of the clock); None: recorded during another boot, so not running.
+        roots = {
+            int(r["id"]): proctree.recorded(int(r["pid"]), float(r["create_time"]), r["run_boot"])
             for r in rows
-            if proctree.is_alive(proctree.ProcId(int(r["pid"]), float(r["create_time"])))
         }
+        alive_before = {i for i, root in roots.items() if root and proctree.is_alive(root)}
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
         unclean = await self.store.unclean_runs(self.run_id)
-        marks = [(str(r["mark"]), float(r["create_time"])) for r in unclean]
-        ended = await self.containment.reap_previous(rows, marks)
+        marks = [
+            (str(r["mark"]), worker.create_time)
+            for r in unclean
+            if (worker := proctree.recorded(int(r["pid"]), float(r["create_time"]), r["boot"]))
+        ]
+        ended = await self.containment.reap_previous(
+            [(row, root) for row in rows if (root := roots[int(row["id"])]) is not None], marks
+        )
         for row in rows:
-            root = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
-            if proctree.is_alive(root):
+            root = roots[int(row["id"])]
+            if root is not None and proctree.is_alive(root):
                 continue  # not ours after all (its mark did not match): left alone
             if int(row["id"]) in alive_before:
                 await self.store.set_process_state(int(row["id"]), "reaped", how="restart")

@@ -53,7 +53,7 @@ class WorkerService:
         self.cfg = cfg
         self.pid = os.getpid()
         me = psutil.Process()
-        self.create_time = me.create_time()
+        self.create_time = proctree.create_time(me)
         self.mark = worker_mark(self.pid, self.create_time)
         self.started = time.time()
         self.port = 0
@@ -72,7 +72,9 @@ class WorkerService:
                 # here for the first's commit, and sees its run.
                 self.store.db.execute("BEGIN IMMEDIATE")
                 self._refuse_if_in_use()
-                self.run_id = self.store.begin_run(self.pid, self.create_time, self.mark, cfg.mode)
+                self.run_id = self.store.begin_run(
+                    self.pid, self.create_time, self.mark, cfg.mode, proctree.boot_stamp()
+                )
         except sqlite3.Error as exc:
             raise StartError(f"--data-dir {cfg.data_dir}: the database: {exc}") from exc
         self.containment = Containment(self.mark, self.create_time)
@@ -94,8 +96,8 @@ class WorkerService:
     def _refuse_if_in_use(self) -> None:
         """Two workers on one data dir would reap each other's children."""
         for row in self.store.db.execute("SELECT * FROM runs WHERE ended IS NULL"):
-            ident = proctree.ProcId(int(row["pid"]), float(row["create_time"]))
-            if ident.pid != self.pid and proctree.is_alive(ident):
+            ident = proctree.recorded(int(row["pid"]), float(row["create_time"]), row["boot"])
+            if ident is not None and ident.pid != self.pid and proctree.is_alive(ident):
                 raise DataDirInUse(f"{self.cfg.data_dir} is in use by worker pid {ident.pid}")
 
     # -- what the routes call -----------------------------------------------------------------
@@ -176,6 +178,8 @@ class WorkerService:
         return {
             "mode": self.cfg.mode,
             "pid": self.pid,
+            # With it a client reads the create_times below as its own (proctree.recorded).
+            "boot": proctree.boot_stamp(),
             "uptime": time.time() - self.started,
             "rss": rss,
             **counts,

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import proctree
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     mode TEXT NOT NULL,
     started REAL NOT NULL,
     ended REAL,
-    reaped REAL
+    reaped REAL,
+    boot TEXT
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -215,6 +218,7 @@ class Store:
         self.db.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout * 1000))}")
         self.db.executescript(SCHEMA)
         self._add_column("runs", "reaped", "REAL")  # databases made before it
+        self._add_column("runs", "boot", "TEXT")
 
     def on_event_loop(self) -> None:
         """From now on a locked database fails a statement at once, and the calls wait for
@@ -256,10 +260,14 @@ class Store:
         self.db.close()
 
     # -- runs ---------------------------------------------------------------------------------
-    def begin_run(self, pid: int, create_time: float, mark: str, mode: str) -> int:
+    def begin_run(
+        self, pid: int, create_time: float, mark: str, mode: str, boot: str | None = None
+    ) -> int:
+        """`boot`: proctree.boot_stamp(), with which a later worker reads this run's
+        create_times (its own boot time may have been read after a step of the clock)."""
         cur = self.db.execute(
-            "INSERT INTO runs(pid, create_time, mark, mode, started) VALUES (?,?,?,?,?)",
-            (pid, create_time, mark, mode, time.time()),
+            "INSERT INTO runs(pid, create_time, mark, mode, started, boot) VALUES (?,?,?,?,?,?)",
+            (pid, create_time, mark, mode, time.time(), boot),
         )
         return int(cur.lastrowid or 0)
 
@@ -482,7 +490,7 @@ class Store:
         cur = self.db.execute(
             "INSERT INTO processes(run_id, session_id, pid, create_time, grp, state, started) "
             "VALUES (?,?,?,?,?, 'live', ?)",
-            (run_id, session_id, pid, create_time, group, time.time()),
+            (run_id, session_id, pid, create_time, group, proctree.now()),
         )
         return int(cur.lastrowid or 0)
 
@@ -490,7 +498,8 @@ class Store:
     def set_process_state(
         self, row_id: int, state: str, *, exit_code: int | None = None, how: str | None = None
     ) -> None:
-        ended = None if state in OPEN_STATES else time.time()
+        # On create_time's clock, as `started`: a census compares them with create_times.
+        ended = None if state in OPEN_STATES else proctree.now()
         self.db.execute(
             "UPDATE processes SET state=?, ended=COALESCE(ended, ?), "
             "exit_code=COALESCE(?, exit_code), how=COALESCE(?, how) WHERE id=?",
@@ -501,7 +510,8 @@ class Store:
     def open_processes(self, *, exclude_run: int | None = None) -> list[sqlite3.Row]:
         return list(
             self.db.execute(
-                "SELECT p.*, r.mark FROM processes p JOIN runs r ON r.id=p.run_id "
+                "SELECT p.*, r.mark, r.boot AS run_boot FROM processes p JOIN runs r "
+                "ON r.id=p.run_id "
                 "WHERE p.state IN ('live','ending') AND p.run_id<>? ORDER BY p.id",
                 (exclude_run if exclude_run is not None else -1,),
             )

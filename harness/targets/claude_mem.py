@@ -371,7 +371,7 @@ class ClaudeMemTarget(Target):
         self.handle = WorkerHandle(
             base_url=base_url,
             pid=self._proc.pid,
-            create_time=root.create_time if root else time.time(),
+            create_time=root.create_time if root else proctree.now(),
             mode=self.label,
             log_path=log_path,
             core=self._core(),
@@ -388,7 +388,7 @@ class ClaudeMemTarget(Target):
         for proc in pidns.members(self._ns):
             try:
                 if any(arg.endswith("worker-service.cjs") for arg in proc.cmdline()):
-                    workers.append((proc.create_time(), proc.pid))
+                    workers.append((proctree.create_time(proc), proc.pid))
             except psutil.Error:
                 continue
         if not workers:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+import proctree
+
 INIT = Path(__file__).resolve().with_name("_pidns_init.py")
 PROBE_TIMEOUT_S = 20.0
 CT_TOLERANCE = 0.01
@@ -195,7 +197,7 @@ class LedgerTranslator:
             if not nspid:
                 continue
             try:
-                self.map[nspid[-1]] = (proc.pid, proc.create_time())
+                self.map[nspid[-1]] = (proc.pid, proctree.create_time(proc))
             except psutil.Error:
                 continue
 
@@ -238,7 +240,12 @@ class LedgerTranslator:
         for ev in events:
             start = ev.get("event") == "start"
             ct = ev.get("create_time") if start else None
-            host = self._host(ev.get("pid"), float(ct) if isinstance(ct, (int, float)) else None)
+            shift = proctree.clock_offset(ev.get("boot")) if start else 0.0
+            if isinstance(ct, (int, float)) and shift is not None:
+                ct = float(ct) + shift  # in this process's terms (the fake's boot time may differ)
+            else:
+                ct = None
+            host = self._host(ev.get("pid"), ct)
             if host is None:
                 self.dropped += 1
                 continue

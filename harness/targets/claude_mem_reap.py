@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -58,15 +57,15 @@ class ReapTracker:
     # -- sessions ----------------------------------------------------------------------------
     def session_started(self, key: str) -> None:
         with self._lock:
-            self.windows.setdefault(key, _Window(start=time.time()))
+            self.windows.setdefault(key, _Window(start=proctree.now()))
 
     def session_db_id(self, key: str, db_id: int) -> None:
         with self._lock:
-            self.windows.setdefault(key, _Window(start=time.time())).db_id = db_id
+            self.windows.setdefault(key, _Window(start=proctree.now())).db_id = db_id
 
     def session_ended(self, key: str) -> None:
         with self._lock:
-            self.windows.setdefault(key, _Window(start=time.time())).end = time.time()
+            self.windows.setdefault(key, _Window(start=proctree.now())).end = proctree.now()
 
     # -- sampling ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,22 +86,23 @@ class ReapTracker:
 
     def sample(self) -> None:
         live: set[tuple[int, float]] = set()
-        procs = psutil.process_iter(["pid", "create_time", "cmdline", "status"])
+        procs = psutil.process_iter(["pid", "cmdline", "status"])
         while True:
             # process_iter reads each process's facts as it yields it: a clock read before that
             # is a moment the process was alive at, never one after it.
-            before = time.time()
+            before = proctree.now()
             proc = next(procs, None)
             if proc is None:
                 break
             info = proc.info
             try:
                 cmdline = proctree.listed_cmdline(proc)  # None: it has exited
+                if cmdline is None or self.token not in cmdline:
+                    continue
+                create_time = proctree.create_time(proc)
             except psutil.Error:
                 continue
-            if cmdline is None or self.token not in cmdline:
-                continue
-            key = (info["pid"], round(float(info["create_time"] or 0.0), 2))
+            key = (info["pid"], round(create_time, 2))
             live.add(key)
             rec = self.seen.get(key)
             if rec is not None:
@@ -113,9 +113,7 @@ class ReapTracker:
             except (psutil.Error, OSError):
                 cwd = ""
             with self._lock:
-                self.seen[key] = _Seen(
-                    info["pid"], info["create_time"], before, before, cmdline[:8], cwd
-                )
+                self.seen[key] = _Seen(info["pid"], create_time, before, before, cmdline[:8], cwd)
         with self._lock:
             missing = [r for k, r in self.seen.items() if r.gone_at is None and k not in live]
         # A scan can miss a live process (cmdline unreadable for a moment): confirm by identity.
@@ -123,14 +121,14 @@ class ReapTracker:
 
     def _confirm(self, recs: list[_Seen]) -> None:
         for rec in recs:
-            before = time.time()
+            before = proctree.now()
             if _still_running(rec.pid, rec.create_time):
                 rec.last_seen = max(rec.last_seen, before)
             else:
                 # Stamped when found gone, not when the scan began: a slow scan on a loaded
                 # machine must not date an exit before the session end that preceded it.
                 with self._lock:
-                    rec.gone_at = time.time()
+                    rec.gone_at = proctree.now()
 
     def alive(self) -> int:
         with self._lock:
@@ -175,7 +173,7 @@ class ReapTracker:
         with self._lock:
             unfinished = [r for r in self.seen.values() if r.gone_at is None]
         self._confirm(unfinished)  # alive now, or gone: not "alive" from a look before the end
-        now = time.time()
+        now = proctree.now()
         reaped: list[float] = []
         unreaped: list[float] = []  # age past session end of those still alive
         outlived: list[dict] = []

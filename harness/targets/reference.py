@@ -146,7 +146,7 @@ class ReferenceTarget(Target):
         self.handle = WorkerHandle(
             base_url=f"http://{info.get('host', '127.0.0.1')}:{info['port']}",
             pid=self._proc.pid,
-            create_time=proc.create_time(),
+            create_time=proctree.create_time(proc),
             mode=self.mode,
             log_path=log_path,
         )

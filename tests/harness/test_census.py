@@ -14,6 +14,7 @@ import psutil
 import pytest
 from soak_helpers import SLEEPER, wait_for
 
+import proctree
 from harness.census import Census, run_id_token
 from harness.cleanup import sweep_run
 from harness.target import SpawnedProcess
@@ -236,7 +237,7 @@ def test_target_names_processes_the_samples_never_saw(spawn, run_id):
     brief = spawn("pass")
     brief_ct = psutil.Process(brief.pid).create_time()
     assert brief.wait(timeout=30) == 0
-    ended = time.time()
+    ended = proctree.now()  # as the worker's registry says it: on create_time's clock
     lingering = spawn(SLEEPER)  # carries no run token
     stranger = spawn(SLEEPER)
     stranger_ct = psutil.Process(stranger.pid).create_time()

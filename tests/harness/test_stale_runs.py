@@ -211,3 +211,38 @@ def test_records_that_are_not_records_are_dropped_not_trusted(tmp_path, monkeypa
     assert sweep_stale() == []
     assert list(runs_dir.glob("*.json")) == []
     assert victim.poll() is None, "a process was ended on a record that is not one"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="btime: Linux's clock")
+def test_a_record_written_before_a_clock_step_names_its_live_run(tmp_path, monkeypatch, spawn):
+    """A record's create_times are its writer's, which read the boot time before a step of the
+    wall clock (7 s here), and a later harness reads it after: without the writer's boot time in
+    the record, its live owner looked gone and `sweep` would have ended a live run."""
+    import proctree
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(runs_dir))
+    live_id, gone_id = "e5" * 6, "f6" * 6
+    member = spawn(SLEEPER, run_id_token(live_id))
+    me, theirs = proctree.identify(os.getpid()), proctree.identify(member.pid)
+    assert me is not None and theirs is not None
+    boot_id, btime = str(proctree.boot_stamp()).split()
+    earlier = {
+        "run_id": live_id, "owner_pid": me.pid, "owner_create_time": me.create_time - 7.0,
+        "started": 0.0, "work_dir": None, "command": [],
+        "processes": [[theirs.pid, theirs.create_time - 7.0]],
+        "boot": f"{boot_id} {float(btime) - 7.0!r}",
+    }  # fmt: skip
+    (runs_dir / f"{live_id}.json").write_text(json.dumps(earlier))
+    # The same owner identity, but written during another boot: nothing of it runs now.
+    other_boot = {**earlier, "run_id": gone_id, "boot": f"not-this-boot {btime}"}
+    (runs_dir / f"{gone_id}.json").write_text(json.dumps(other_boot))
+
+    stale = runs.stale_runs()
+    assert [r.run_id for r in stale] == [gone_id] and stale[0].processes == ()
+    live = runs._load(runs_dir / f"{live_id}.json")
+    assert live is not None and live.owner_alive()
+    ((pid, create_time),) = live.processes
+    assert pid == theirs.pid and theirs.matches(create_time)
+    assert member.poll() is None

@@ -958,18 +958,53 @@ def pytest_unconfigure(config):
 """
 
 
+def _beside_a_session_server(pytester: pytest.Pytester, marker: str, tests: str, n: int) -> None:
+    """Run `n` tests beside the session's own server (SESSION_SERVER): all pass, nothing is
+    judged, and the server is gone once its owner stopped it."""
+    write_tests(pytester, marker, tests)
+    pytester.makeconftest(SESSION_SERVER.format(marker=marker))
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=n)
+    assert result.ret == pytest.ExitCode.OK
+    assert "still running at session end" not in result.stdout.str()
+    assert wait_until_gone(marker) == []
+
+
 def test_a_server_the_session_starts_before_any_test_is_not_judged(
     pytester: pytest.Pytester, marker: str
 ) -> None:
     """Started at configure, stopped at unconfigure (after the session's end): the session's
     own, not a leak of "no checked test", and not killed under its owner."""
-    write_tests(pytester, marker, "def test_x():\n    pass\n")
-    pytester.makeconftest(SESSION_SERVER.format(marker=marker))
-    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
-    result.assert_outcomes(passed=1)
-    assert result.ret == pytest.ExitCode.OK
-    assert "still running at session end" not in result.stdout.str()
-    assert wait_until_gone(marker) == []
+    _beside_a_session_server(pytester, marker, "def test_x():\n    pass\n", 1)
+
+
+CLOCK_STEP = """
+import psutil
+
+def step_the_clock():
+    # What /proc/stat's btime says once the wall clock is set 5 s ahead (a VM restored from a
+    # snapshot, NTP's first sync): psutil's create_time of every process moves with it.
+    real = psutil._pslinux.boot_time
+    psutil._pslinux.boot_time = lambda: real() + 5.0
+    psutil.process_iter.cache_clear()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="btime: Linux's clock")
+def test_a_step_of_the_wall_clock_does_not_make_old_processes_new(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Once the clock was set, every process's psutil create_time moved by the step, so the
+    session's own server looked new and was filed under the test then running (seen once in
+    CI on a VM restored from a snapshot)."""
+    pytester.makepyfile(steps=CLOCK_STEP)
+    tests = (
+        "from steps import step_the_clock\n\n"
+        "def test_a():\n    pass\n\n"
+        "def test_b():\n    step_the_clock()\n\n"
+        "def test_c():\n    pass\n"
+    )
+    _beside_a_session_server(pytester, marker, tests, 3)
 
 
 POOL_AFTER_THE_TESTS = """

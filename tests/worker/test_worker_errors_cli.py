@@ -81,6 +81,26 @@ def test_second_worker_on_a_held_data_dir_refuses(fake_run: FakeRun, workers, tm
     )
     assert second.returncode == 2, second.stderr
     assert f"in use by worker pid {first.pid}" in second.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="btime: Linux's clock")
+def test_a_worker_started_after_a_clock_step_still_sees_the_data_dir_held(
+    fake_run: FakeRun, workers
+):
+    """The first worker read the boot time 7 s before the wall clock was set ahead: the create
+    time it stored for itself is 7 s earlier than the one the second computes for it, which
+    took it for a dead worker and served the same data dir (two workers reaping each other)."""
+    import proctree
+    from bootclock import ENV
+
+    boot_id, btime = str(proctree.boot_stamp()).split()
+    before_the_step = {ENV: f"{boot_id} {float(btime) - 7.0!r}"}
+    first: Worker = workers(fake_run.shim("ok"), env=before_the_step)
+    argv = [sys.executable, "-m", "worker", "serve", "--data-dir", str(first.data_dir),
+            "--claude", str(first.claude)]  # fmt: skip
+    second = subprocess.run(argv, **_RUN)
+    assert second.returncode == 2, second.stderr
+    assert f"in use by worker pid {first.pid}" in second.stderr
     # The first one is untouched and still serves real work.
     assert first.proc is not None and first.proc.poll() is None
     sid = first.new_session("still-mine")

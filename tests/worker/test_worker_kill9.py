@@ -17,6 +17,7 @@ import pytest
 from workerkit import FakeRun, Worker, wait_until
 
 import proctree
+from bootclock import ENV as BOOT_TIME_ENV
 
 STUBBORN = "ignore-eof+ignore-sigterm"
 # Grandchildren that ignore SIGTERM and do not exit when their parent's pipe closes: without
@@ -206,19 +207,33 @@ def test_a_killed_guardian_is_replaced(fake_run: FakeRun, workers) -> None:
     assert not proctree.wait_gone([worker.guardian], 10.0), "the guardian did not exit"
 
 
-@pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
+@pytest.mark.parametrize(
+    ("fallback", "clock_set_back"),
+    [(False, False), (True, False), (True, True)],
+    ids=["native", "fallback", "fallback-clock-set-back"],
+)
 def test_restart_reaps_survivors_and_spares_the_decoy(
-    fake_run: FakeRun, workers, tmp_path: Path, fallback: bool
+    fake_run: FakeRun, workers, tmp_path: Path, fallback: bool, clock_set_back: bool
 ) -> None:
     # The guardian leaves no survivors; survivors are what a worker leaves whose guardian was
     # killed as well (an OOM killer or `kill -9` of the whole process group can do that). So:
     # freeze the worker (it would start a new guardian), SIGKILL its guardian by PID, then
     # SIGKILL the worker. fallback: no pdeathsig and no subreaper (the macOS path): the
     # observers themselves survive too and only the restart's registry match ends them.
+    # clock_set_back: the wall clock was set 7 s back between the two workers, so the first
+    # one's run (which read the boot time before) stored create_times 7 s later than the second
+    # computes for the same processes: its registry rows and its mark's age floor must be read
+    # in the second's terms, or the survivors are neither matched nor swept.
     env = {proctree.FALLBACK_ENV: "1"} if fallback else {}
+    first_env = dict(env)
+    if clock_set_back:
+        if not sys.platform.startswith("linux"):
+            pytest.skip("btime: Linux's clock")
+        boot_id, btime = str(proctree.boot_stamp()).split()
+        first_env[BOOT_TIME_ENV] = f"{boot_id} {float(btime) + 7.0!r}"
     data = tmp_path / "data"
     claude = fake_run.shim(f"{STUBBORN}+{LINGERING}")
-    first: Worker = workers(claude, data_dir=data, env=env)
+    first: Worker = workers(claude, data_dir=data, env=first_env)
     open_sessions(first, 2, "rs")
     wait_until(lambda: len(fake_run.census()) == 6, what="2 observers with 2 grandchildren each")
     # Both prompts answered: nothing is re-queued at the restart, so the second worker starts

@@ -92,11 +92,12 @@ class FakeRun:
         return lines
 
     def started(self, role: str | None = None) -> list[proctree.ProcId]:
-        return [
-            proctree.ProcId(int(e["pid"]), float(e["create_time"]))
+        found = [
+            proctree.recorded(int(e["pid"]), float(e["create_time"]), e.get("boot"))
             for e in self.ledger_lines()
             if e["event"] == "start" and (role is None or e.get("role") == role)
         ]
+        return [p for p in found if p is not None]
 
     def alive_from_ledger(self) -> list[proctree.ProcId]:
         decoys = {d.pid for d in self.decoys}
@@ -271,9 +272,10 @@ class Worker:
 
         self.info = wait_until(ready, DEADLINE, "worker.json")
         self.http = Http(f"http://127.0.0.1:{self.info['port']}")
-        g = self.stats()["containment"].get("guardian")
-        if g:
-            self.guardian = proctree.ProcId(int(g["pid"]), float(g["create_time"]))
+        stats = self.stats()
+        g = stats["containment"].get("guardian")
+        if g:  # a worker given a boot time of its own (LEAKPROOF_BOOT_TIME) says it
+            self.guardian = proctree.recorded(int(g["pid"]), float(g["create_time"]), stats["boot"])
         return self
 
     @property
