@@ -145,9 +145,17 @@ class Jail:
             self.pending.add(cell)
 
     def tidy(self) -> None:
+        """Before each new cell: remove the closed ones now empty, and make the parent again if
+        another daemon's start took it, empty, for a gone daemon's and removed it (its owner
+        check can misjudge: a label written by a process that read the boot time across a step
+        of the clock, see bootclock); else no child of ours would get a cell from then on."""
         for cell in list(self.pending):
             if _rmdir_tree(cell) or not cell.exists():
                 self.pending.discard(cell)
+        try:
+            self.parent.mkdir()
+        except OSError:  # there (FileExistsError), or cannot be: a spawn goes without a cell
+            pass
 
     def close(self) -> None:
         """Kill everything in every cell (recursive) and remove them and the parent; and the

@@ -24,7 +24,7 @@ def _kernel_start(proc: psutil.Process) -> float | None:
     birth), or None. psutil reads it for its own process identity (Process._get_ident) but
     exposes it only on its platform object."""
     try:
-        return float(getattr(proc, "_proc").create_time(monotonic=True))  # noqa: B009
+        return float(proc._proc.create_time(monotonic=True))  # type: ignore[attr-defined]
     except (AttributeError, TypeError):  # an older psutil
         return None
 

@@ -436,6 +436,32 @@ def test_the_launcher_puts_the_child_in_its_cell_before_its_first_instruction(
         proctree.disable_cgroups()
 
 
+def test_a_parent_removed_under_a_live_daemon_is_made_again(run: Runner, popens) -> None:
+    """Another daemon's start removes the empty parents of daemons it takes for gone; taken
+    wrongly (its clock read across a step), the live daemon's children got no cell again."""
+    from proctree import _cgroup
+
+    if not proctree.enable_cgroups(f"test-{run.token}"):
+        pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
+    try:
+        parent = proctree.cgroups_enabled()
+        assert parent is not None
+        parent.rmdir()  # empty: no child of ours in a cell now
+        opts = proctree.spawn_options(
+            run.mark, argv=[sys.executable, "-c", "import time; time.sleep(600)"]
+        )
+        child = subprocess.Popen(opts.argv, **opts)
+        popens.append(child)
+        handle = proctree.after_spawn(child.pid, opts)
+        jail = _cgroup.jail()
+        assert jail is not None and handle.cgroup is not None
+        assert handle.cgroup.parent == parent and parent.exists()
+        assert _cgroup.cgroup_of(child.pid) == jail.relative(handle.cgroup)
+        handle.close()  # kills what is in the cell
+    finally:
+        proctree.disable_cgroups()
+
+
 def test_enabling_cells_removes_the_empty_parents_of_daemons_that_are_gone(run: Runner) -> None:
     if not proctree.enable_cgroups(f"test-{run.token}"):
         pytest.skip("no cgroup v2 hierarchy this process may create cgroups in")
