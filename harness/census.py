@@ -148,6 +148,9 @@ class Census:
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
         self._undecided: dict[int, tuple[float, float]] = {}  # see _mid_exec: pid -> (ct, since)
+        # pid -> what to add to its ledger lines' times: only for a fake whose boot time was
+        # not the run's (bootclock), so empty as a rule.
+        self._ledger_shift: dict[int, float] = {}
         self._parent_sessions: OrderedDict[int, tuple[float, str | None]] = OrderedDict()
         self.sessions: dict[str, SessionWindow] = {}
         self._active: set[str] = set()
@@ -415,7 +418,20 @@ class Census:
             kind, pid = ev.get("event"), ev.get("pid")
             if not isinstance(pid, int):
                 continue
-            ts = float(ev.get("ts") or proctree.now())
+            # In this process's terms: the fake may have read the boot time across a step. Its
+            # start (and hop) lines say which; its later lines are its pid's.
+            if kind in ("start", "hop"):
+                shift = proctree.clock_offset(ev.get("boot"))
+                if shift is None:
+                    continue  # written during another boot: a ledger of an old run
+                if shift:
+                    self._ledger_shift[pid] = shift
+                else:
+                    self._ledger_shift.pop(pid, None)
+            else:
+                shift = self._ledger_shift.get(pid, 0.0)
+            raw_ts = ev.get("ts")
+            ts = float(raw_ts) + shift if raw_ts else proctree.now()
             if kind == "start" and ev.get("role") == "main":
                 self.claude_starts += 1
             if kind == "hop":
@@ -424,12 +440,8 @@ class Census:
                 ev = {**self._lineage_of(ev, ts), **ev, "event": "start"}
                 kind = "start"
             if kind == "start":
-                # In this process's terms: the fake may have read the boot time across a step.
-                shift = proctree.clock_offset(ev.get("boot"))
-                if shift is None:
-                    continue  # written during another boot: a ledger of an old run
                 ct = float(ev.get("create_time") or 0.0)
-                ct, ts = (ct + shift, ts + shift) if ct else (ct, ts)
+                ct = ct + shift if ct else ct
                 rec = self._find(pid, ct)
                 if rec is None:
                     rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=ts))

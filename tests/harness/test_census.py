@@ -174,6 +174,37 @@ def test_pid_reuse_is_not_mistaken_for_a_run_process(spawn, run_id, tmp_path):
     assert stranger.poll() is None, "a reused PID's new owner was killed"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="btime: Linux's clock")
+def test_a_ledger_written_with_another_boot_time_is_read_in_the_census_terms(
+    spawn, run_id, tmp_path
+):
+    """A fake that did not inherit the run's boot time and read it after a step of the clock
+    (7 s here) writes its create_time and times 7 s later than the census computes them: its
+    start line must still name the process the census samples (not a second one never seen
+    alive), and its exit time must be the census's."""
+    member = spawn(SLEEPER, run_id_token(run_id))
+    me = proctree.identify(member.pid)
+    assert me is not None
+    boot_id, btime = str(proctree.boot_stamp()).split()
+    later = {"boot": f"{boot_id} {float(btime) + 7.0!r}", "pid": member.pid, "run_id": run_id}
+    started, exited = proctree.now(), proctree.now() + 0.5
+    ledger = tmp_path / "ledger.jsonl"
+    lines = [
+        {**later, "event": "start", "ts": started + 7.0, "create_time": me.create_time + 7.0,
+         "ppid": os.getpid(), "argv": ["claude", run_id_token(run_id)], "role": "main",
+         "scenario": "ok"},
+        {**later, "event": "exit", "ts": exited + 7.0, "code": 0},
+    ]  # fmt: skip
+    ledger.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    census = _census(run_id, ledger)
+    census.sample()
+    assert census.total_procs == 1, "the ledger's process was taken for another"
+    (rec,) = [r for recs in census.records.values() for r in recs]
+    assert me.matches(rec.create_time)
+    assert abs(rec.spawn_ts - started) < 0.01 and abs((rec.exit_ts or 0.0) - exited) < 0.01
+    sweep_run(run_id, census)
+
+
 def test_zombie_is_classified_as_zombie_not_leak(run_id):
     code = "import sys; sys.stdin.read()"  # exits when we close its stdin
     child = subprocess.Popen(
