@@ -122,6 +122,7 @@ def _load(path: Path) -> RunRecord | None:
     try:
         raw = json.loads(path.read_text())
         shift = proctree.clock_offset(raw.get("boot") or None)
+        named = [(int(pid), float(ct)) for pid, ct in raw.get("processes") or []]
         rec = RunRecord(
             run_id=str(raw["run_id"]),
             owner_pid=int(raw["owner_pid"]),
@@ -129,15 +130,14 @@ def _load(path: Path) -> RunRecord | None:
             started=float(raw["started"]),
             work_dir=str(raw["work_dir"]) if raw.get("work_dir") else None,
             command=[str(a) for a in raw.get("command") or []],
-            processes=tuple((int(pid), float(ct) + shift) for pid, ct in raw.get("processes") or [])
-            if shift is not None
-            else (),  # written during another boot: none of them runs now
+            # None: written during another boot, so none of them runs now.
+            processes=() if shift is None else tuple((pid, ct + shift) for pid, ct in named),
             other_boot=shift is None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     ok = rec.run_id == path.stem and rec.owner_pid > 0 and math.isfinite(rec.started)
-    ok = ok and all(pid > 0 and math.isfinite(ct) for pid, ct in rec.processes)
+    ok = ok and all(pid > 0 and math.isfinite(ct) for pid, ct in named)
     return rec if ok else None
 
 
