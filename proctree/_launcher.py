@@ -43,22 +43,27 @@ SOURCE = r"""
 #define EXIT_CANNOT_EXEC 127
 #define USAGE "usage: leakproof-pdeathsig [-s] [-c CELL] PARENT_PID PATH ARGV0 [ARG...]\n"
 #define CELL_MAX 4096
+/* The decimal digits of n >= 0 at buf, NUL-terminated; their count. */
+static int decimal(char *buf, long n) {
+    char digits[24];
+    int d = 0, len = 0;
+    do {
+        digits[d++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    while (d) buf[len++] = digits[--d];
+    buf[len] = 0;
+    return len;
+}
 /* PREFIX-PID into buf, or 0 if it does not fit. */
 static int cell_name(char *buf, const char *prefix, long pid) {
-    char digits[24];
-    int d = 0;
     long n = 0;
     for (; prefix[n]; n++) {
         if (n >= CELL_MAX - 32) return 0;
         buf[n] = prefix[n];
     }
     buf[n++] = '-';
-    do {
-        digits[d++] = (char)('0' + pid % 10);
-        pid /= 10;
-    } while (pid > 0);
-    while (d) buf[n++] = digits[--d];
-    buf[n] = 0;
+    decimal(buf + n, pid);
     return 1;
 }
 #if defined(LEAKPROOF_RAW) && defined(__x86_64__)
@@ -87,6 +92,24 @@ static void say(const char *s) {
     long n = 0;
     while (s[n]) n++;
     sys3(__NR_write, 2, (long)s, n);
+}
+/* Why an exec failed, in libc's words for the errors an exec gives (Linux's numbers). */
+static void say_reason(long err) {
+    switch (err) {
+    case 2: say("No such file or directory"); return;
+    case 7: say("Argument list too long"); return;
+    case 8: say("Exec format error"); return;
+    case 12: say("Cannot allocate memory"); return;
+    case 13: say("Permission denied"); return;
+    case 20: say("Not a directory"); return;
+    case 26: say("Text file busy"); return;
+    case 36: say("File name too long"); return;
+    case 40: say("Too many levels of symbolic links"); return;
+    }
+    char num[24];
+    decimal(num, err);
+    say("errno ");
+    say(num);
 }
 static int is_flag(const char *a, char f) { return a[0] == '-' && a[1] == f && !a[2]; }
 static long parse_pid(const char *s) {
@@ -135,18 +158,22 @@ __attribute__((used, noreturn)) void launch(long *sp) {
     sys3(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0);
     if (sys3(__NR_getppid, 0, 0, 0) != parent) /* it died before the prctl: do what it would */
         sys3(__NR_kill, sys3(__NR_getpid, 0, 0, 0), SIGKILL, 0);
-    sys3(__NR_execve, (long)argv[2], (long)(argv + 3), (long)envp);
+    long err = -sys3(__NR_execve, (long)argv[2], (long)(argv + 3), (long)envp);
     say("leakproof-pdeathsig: cannot execute ");
     say(argv[2]);
+    say(": ");
+    say_reason(err);
     say("\n");
     sys3(__NR_exit_group, EXIT_CANNOT_EXEC, 0, 0);
     for (;;) {}
 }
 #else
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -184,7 +211,7 @@ int main(int argc, char **argv) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != (pid_t)parent) kill(getpid(), SIGKILL);
     execv(argv[2], argv + 3);
-    fprintf(stderr, "leakproof-pdeathsig: cannot execute %s\n", argv[2]);
+    fprintf(stderr, "leakproof-pdeathsig: cannot execute %s: %s\n", argv[2], strerror(errno));
     return EXIT_CANNOT_EXEC;
 }
 #endif

@@ -200,14 +200,39 @@ def test_launcher_whose_parent_died_before_the_prctl_kills_itself(tmp_path: Path
     assert done.returncode == 0 and flag.exists()
 
 
-def test_launcher_reports_what_it_cannot_run(tmp_path: Path) -> None:
-    path = _native_or_skip()
-    missing = str(tmp_path / "no-such-program")
+@pytest.mark.parametrize("build", ["raw", "libc"])
+def test_launcher_reports_what_it_cannot_run_and_why(tmp_path: Path, build: str) -> None:
+    """Both builds (the system-call stub, used where it exists, and the libc one) say the exec's
+    reason, as libc words it: before, only that it could not."""
+    import platform
+
+    cc = _launcher._compiler()
+    if cc is None:
+        pytest.skip("no C compiler: proctree's launcher cannot be built here")
+    if build == "raw" and platform.machine().lower() not in _launcher.RAW_MACHINES:
+        pytest.skip("no system-call stub for this machine")
+    path = tmp_path / f"launcher-{build}"
+    assert _launcher._build(cc, path, _launcher.RAW_FLAGS if build == "raw" else [])
+    not_executable, garbage = tmp_path / "not-executable", tmp_path / "garbage"
+    not_executable.write_text("#!/bin/sh\n")
+    garbage.write_bytes(b"\x00\x01 neither a script nor a program")
+    garbage.chmod(0o755)
+    for program, reason in (
+        (tmp_path / "no-such-program", "No such file or directory"),
+        (not_executable, "Permission denied"),
+        (garbage, "Exec format error"),
+    ):
+        done = subprocess.run(
+            [str(path), str(os.getpid()), str(program), "x"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 127, done
+        assert f"cannot execute {program}: {reason}\n" in done.stderr, done.stderr
     done = subprocess.run(
-        [path, str(os.getpid()), missing, "x"], capture_output=True, text=True, timeout=60
+        [str(path), "not-a-pid", "/bin/true", "true"], capture_output=True, timeout=60
     )
-    assert done.returncode == 127 and missing in done.stderr
-    done = subprocess.run([path, "not-a-pid", "/bin/true", "true"], capture_output=True, timeout=60)
     assert done.returncode == 127 and b"usage" in done.stderr
 
 

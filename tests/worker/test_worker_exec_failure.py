@@ -36,6 +36,9 @@ def test_a_claude_with_a_bad_interpreter_fails_each_attempt_with_its_reason(tmp_
     # PATH"), or the worker itself ("cannot start 'PATH'": OSError at the spawn).
     unclear = [s for s in said if str(claude) not in s]
     assert not unclear, f"{len(unclear)} of {len(said)} failures do not say why: {unclear[:3]}"
+    # And the exec's own reason (the interpreter is missing), whichever spawned it.
+    unclear = [s for s in said if "No such file or directory" not in s]
+    assert not unclear, f"{len(unclear)} of {len(said)} failures lack the reason: {unclear[:3]}"
     assert worker.proc is not None and worker.proc.poll() is None
     assert not worker.processes() or all(r["state"] == "ended" for r in worker.processes())
 
