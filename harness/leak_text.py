@@ -15,12 +15,25 @@ def format_leaks(leaks: list[Leak], *, header: str, killed: bool, spared: int = 
         lines.append(f"  {'PID':>7} {'PPID':>7} {'AGE':>8}  COMMAND")
         for leak in group:
             cmd = leak.cmdline if len(leak.cmdline) <= 300 else leak.cmdline[:297] + "..."
-            lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {cmd}")
+            state = "(stopped) " if leak.stopped else ""
+            lines.append(f"  {leak.pid:>7} {leak.ppid:>7} {leak.age_s:>7.1f}s  {state}{cmd}")
     if spared and killed:
         lines.append("leak-check killed the others.")
     elif not spared or spared < len(leaks):  # all spared: the note that follows says why
         lines.append("leak-check killed them." if killed else "leak-check left them running.")
     return "\n".join(lines)
+
+
+def stopped_note(leaks: list[Leak]) -> list[str]:
+    """Why the processes marked (stopped) are still there: none, or one note."""
+    stopped = sum(1 for leak in leaks if leak.stopped)
+    if not stopped:
+        return []
+    return [
+        f"note: {stopped} of them were stopped when judged (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU "
+        "for a background process that used the terminal, or a tracer): a stopped process "
+        "does not end on SIGTERM or EOF until it is continued (SIGCONT), only on SIGKILL"
+    ]
 
 
 def held_note(held: dict[int, str]) -> str:

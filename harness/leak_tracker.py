@@ -39,6 +39,10 @@ SWEEP_S = 5.0  # how long killing a leak's lineage may take (LeakTracker._sweep)
 ZOMBIE_SETTLE_S = 0.3  # how long a test's zombies keep the check looking (see wait_for_leaks)
 
 
+# psutil's status names of a stopped process (strings: psutil is imported lazily here).
+STOPPED = frozenset({"stopped", "tracing-stop"})
+
+
 @dataclass(frozen=True)
 class Leak:
     pid: int
@@ -47,6 +51,9 @@ class Leak:
     cmdline: str
     owner: str
     number: int = field(default=0, compare=False)  # the owner's (the label may say more)
+    # Stopped (SIGSTOP, SIGTSTP, a background read of the terminal: SIGTTIN, a tracer) when
+    # judged: why it did not end by itself, which its command line alone does not say.
+    stopped: bool = field(default=False, compare=False)
 
     @property
     def age_s(self) -> float:
@@ -274,11 +281,12 @@ class LeakTracker:
                             self._state.settled.add(proc.identity)
                             continue
                         cmdline = shown_cmdline(handle)
+                        stopped = proctree.status(handle) in STOPPED
                 except psutil.NoSuchProcess:
                     vanished += 1
                     continue
                 except psutil.AccessDenied:
-                    cmdline = "?"
+                    cmdline, stopped = "?", False
                 # The helper itself is pytest's child; a forkserver's children share its argv.
                 if ppid == self.root and names_a_helper(cmdline):
                     self._state.settled.add(proc.identity)
@@ -291,6 +299,7 @@ class LeakTracker:
                         printable(cmdline),
                         owner.label,
                         owner.number,
+                        stopped,
                     )
                 )
             if not (leaks or zombies or vanished):
@@ -502,11 +511,12 @@ class LeakTracker:
         try:
             identity = (proc.pid, proctree.create_time(proc))
             ppid, cmdline = proc.ppid(), shown_cmdline(proc)
+            stopped = proctree.status(proc) in STOPPED
         except psutil.Error:
             return Leak(proc.pid, -1, 0.0, "?", "?")
         number = self._state.known.get(identity, 0)
         label = self._state.owners[number].label
-        return Leak(proc.pid, ppid, identity[1], printable(cmdline), label, number)
+        return Leak(proc.pid, ppid, identity[1], printable(cmdline), label, number, stopped)
 
     def end_spared(self) -> list[Leak]:
         """At the session's end, every fixture torn down: kill the spared leaks still running

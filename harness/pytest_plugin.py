@@ -70,7 +70,7 @@ import pytest
 from cliargs import NON_NEGATIVE
 from harness.leak_owners import Owner
 from harness.leak_procs import now, terminate_pools_of
-from harness.leak_text import format_leaks, gc_note, held_note, survivors_note
+from harness.leak_text import format_leaks, gc_note, held_note, stopped_note, survivors_note
 from harness.leak_tracker import Leak, LeakTracker
 from harness.pytest_threads import Lingering, LingeringThreads, doubt
 from harness.pytest_xdist_controller import ControllerCheck
@@ -343,7 +343,8 @@ class LeakCheckPlugin:
         )
         killed = self.tracker.kill and not survivors and len(held) < len(leaks)
         text = format_leaks(leaks, header=header, killed=killed, spared=len(held))
-        notes = [gc_note(collected)] if collected else []
+        notes = stopped_note(leaks)
+        notes += [gc_note(collected)] if collected else []
         notes += [held_note(held)] if held and self.tracker.kill else []
         notes += [doubt(doubtful)] if doubtful else []
         notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
@@ -489,7 +490,8 @@ class LeakCheckPlugin:
                 header=f"leak-check: {len(leaks)} process(es) still running at session end:",
                 killed=self.tracker.kill and not survivors,
             )
-            notes = [gc_note(collected)] if collected else []
+            notes = stopped_note(leaks)
+            notes += [gc_note(collected)] if collected else []
             notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
             if emit is not None:
                 emit("\n".join([text, *notes]), True)

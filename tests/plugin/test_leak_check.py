@@ -96,6 +96,33 @@ def test_leaked_sleeping_child_fails_naming_it(pytester: pytest.Pytester, marker
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
+def test_a_stopped_leak_is_named_stopped(pytester: pytest.Pytester, marker: str) -> None:
+    """A child left stopped (here SIGSTOP; a background read of the terminal does it too) does
+    not end on SIGTERM or EOF: the report says so, and the kill still takes it."""
+    out = write_tests(
+        pytester,
+        marker,
+        """
+        import signal
+
+        def test_leaves_it_stopped():
+            proc = sleeper(600, "stopped")
+            os.kill(proc.pid, signal.SIGSTOP)
+        """,
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=1, errors=1)
+    pid = pid_of(out, "stopped")
+    section = teardown_errors(result.stdout.str())["test_leaves_it_stopped"]
+    assert re.search(rf"^\s+{pid}\s+\d+\s+[\d.]+s\s+\(stopped\) .*{marker}$", section, re.M), (
+        section
+    )
+    assert "note: 1 of them were stopped when judged" in section, section
+    assert "leak-check killed them." in section
+    assert wait_until_gone(marker) == []
+
+
 def test_without_the_option_only_marked_tests_are_checked(
     pytester: pytest.Pytester, marker: str
 ) -> None:
