@@ -108,9 +108,7 @@ class Attribution:
         self._listed_at = began
         return tree
 
-    def absorb(
-        self, tree: dict[int, Proc], *, fallback: int, not_before: float = -math.inf
-    ) -> None:
+    def absorb(self, tree: dict[int, Proc], *, fallback: int, not_before: float) -> None:
         """Give every descendant we have not seen yet an owner (parents before children);
         not_before: a time before which none of them had started."""
         known = self.known

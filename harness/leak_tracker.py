@@ -509,9 +509,10 @@ class LeakTracker:
         import proctree
 
         try:
-            identity = (proc.pid, proctree.create_time(proc))
-            ppid, cmdline = proc.ppid(), shown_cmdline(proc)
-            stopped = proctree.status(proc) in STOPPED
+            with proc.oneshot():  # ppid and status from one read of /proc/PID/stat
+                identity = (proc.pid, proctree.create_time(proc))
+                ppid, cmdline = proc.ppid(), shown_cmdline(proc)
+                stopped = proctree.status(proc) in STOPPED
         except psutil.Error:
             return Leak(proc.pid, -1, 0.0, "?", "?")
         number = self._state.known.get(identity, 0)
