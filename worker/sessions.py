@@ -205,10 +205,19 @@ class SessionManager:
                 await self._end_observer(active, "completed")
 
     async def delete(self, session_id: int) -> None:
-        """Abort the session now: cancel its generator, which ends the observer."""
-        await self.store.end_session(session_id, "deleted")
-        await self.store.cancel_pending(session_id)
-        self._queue_progressed(session_id)
+        """Abort the session now: cancel its generator, which ends the observer. The observer
+        is ended also when the store cannot record the deletion (the error is raised after):
+        the lock that stops the store may be held by the observer's own tree (a tool's
+        `sqlite3` on the database), which then let go of it only when its generator gave up,
+        minutes later, after the DELETE had failed and its observer outlived the session."""
+        try:
+            await self.store.end_session(session_id, "deleted")
+            await self.store.cancel_pending(session_id)
+        finally:
+            self._queue_progressed(session_id)
+            await self._abort(session_id)
+
+    async def _abort(self, session_id: int) -> None:
         active = self.sessions.get(session_id)
         if active is None:
             return

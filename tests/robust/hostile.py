@@ -340,6 +340,30 @@ def turn_then_blank(msg):
     forked.append(True)
 serve(on_turn=turn_then_blank)
 """,
+    # 16) At its first turn, before it answers, forks a grandchild (a session of its own,
+    # SIGTERM ignored, 150 s at most) that takes the worker's database's write lock, as a
+    # tool's `sqlite3` on it would, and holds it: the worker's store fails while it lives.
+    "db-lock": r"""
+record("main")
+def lock_then_turn(msg):
+    if "locker" not in open(PIDFILE).read():
+        argv = open(f"/proc/{{os.getppid()}}/cmdline").read().split(chr(0))
+        db = os.path.join(argv[argv.index("--data-dir") + 1], "worker.db")
+        if os.fork() == 0:
+            os.setsid()
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            import sqlite3
+            con = sqlite3.connect(db, isolation_level=None, timeout=30)
+            con.execute("BEGIN EXCLUSIVE")
+            record("locker")
+            for _ in range(150):
+                time.sleep(1)
+            os._exit(0)
+        while "locker" not in open(PIDFILE).read():
+            time.sleep(0.01)
+    answer_turn(msg)
+serve(on_turn=lock_then_turn)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")

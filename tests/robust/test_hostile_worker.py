@@ -307,3 +307,24 @@ def test_a_flood_of_blank_lines_meets_back_pressure(hostiles, workers) -> None:
     worker.wait_session_done(sid, SESSION_DEADLINE)
     assert_all_gone(hostile, "blank-flood")
     assert "bytes of blank lines" in worker.log(), worker.log()
+
+
+def test_delete_ends_the_observer_though_its_tree_holds_the_store_lock(hostiles, workers) -> None:
+    """An observer's grandchild holds the database's write lock (a tool's `sqlite3` on it). The
+    store fails, so DELETE could not record the deletion: it answered 503 and ended nothing,
+    and the observer and its locker lived on until the generator's store retries ran out, about
+    two minutes later (a soak counted them as leaked). Ending the tree frees the lock."""
+    hostile = hostiles("db-lock")
+    worker = workers(hostile.path, flags=FLAGS)
+    content_id = "robust-db-lock"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    wait_until(lambda: {"main", "locker"} <= hostile.roles(), SESSION_DEADLINE, "the locker")
+    started = time.monotonic()
+    status, body = worker.api().request("DELETE", f"/sessions/{sid}")
+    assert status in (200, 503), (status, body)
+    assert_all_gone(hostile, "the observer and the lock holder")
+    assert time.monotonic() - started < GONE_DEADLINE + 10
+    # With the lock gone the store works again: the deletion is recorded at the next asking.
+    worker.api().ok("DELETE", f"/sessions/{sid}")
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()
