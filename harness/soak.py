@@ -353,6 +353,16 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             if judged:
                 await asyncio.to_thread(wait_unjudged_gone, run_id, census, config.grace)
             swept = await asyncio.to_thread(sweep_run, run_id, census)
+            try:
+                missed = await asyncio.to_thread(target.tidy)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"tidying after the target failed: {exc}")
+            else:
+                if missed:
+                    errors.append(
+                        f"{missed} of the worker's cgroup cells still held processes after the "
+                        "sweep (the census missed them; they are ended now)"
+                    )
             census.stop()
             run_over(run_id)
             if progress is not None:  # the last state seen with the worker up, not after its stop

@@ -119,3 +119,9 @@ class Target(abc.ABC):
 
     def stop_now(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Optional synchronous last resort at interpreter exit; `stop()` is the normal path."""
+
+    def tidy(self) -> int:
+        """Optional: once the run's processes are swept, remove what the stopped worker left on
+        the machine besides processes (a worker killed outright leaves its cgroup cells); how
+        many of those still held processes, which the sweep then missed (they are ended)."""
+        return 0

@@ -219,14 +219,18 @@ def _remove_stale(base: Path, *, ending: Collection[str] = ()) -> None:
             remove_tree(parent, timeout=0.0)
 
 
-def end_stale(labels: Collection[str]) -> int:
+def end_stale(labels: Collection[str], base: Path | None = None) -> int:
     """Kill what is left in the cells of the gone daemons labelled `labels` (earlier runs of
     the caller's own, killed with their guardians) and remove them: a daemon's cells hold its
-    observers' trees and nothing else, marked or not. How many of them were ended."""
-    mount, own = _mount(), _own_cgroup()
-    if mount is None or own is None or not labels:
+    observers' trees and nothing else, marked or not. Their parents are in `base`, by default
+    the caller's own cgroup (a daemon's next start). How many of them were ended."""
+    if base is None:
+        mount, own = _mount(), _own_cgroup()
+        if mount is None or own is None:
+            return 0
+        base = mount / own.lstrip("/")
+    if not labels:
         return 0
-    base = mount / own.lstrip("/")
     wanted = [base / f"{PARENT_PREFIX}{label}" for label in labels]
     before = [p for p in wanted if populated(p)]
     _remove_stale(base, ending=set(labels))

@@ -214,14 +214,15 @@ def disable_cgroups() -> None:
     _cgroup.disable()
 
 
-def end_stale_cells(labels: Collection[str]) -> int:
-    """Linux, with cells enabled: kill and remove what is left in the cells of the gone
-    daemons whose enable_cgroups() labels these were (earlier runs of ours, killed with their
-    guardians); how many daemons' cells were ended. Call it after reaping their marked
-    survivors, which records them first."""
-    if _cgroup.jail() is None:
+def end_stale_cells(labels: Collection[str], base: Path | None = None) -> int:
+    """Linux: kill and remove what is left in the cells of the gone daemons whose
+    enable_cgroups() labels these were (earlier runs of ours, killed with their guardians);
+    how many daemons' cells were ended. Call it after reaping their marked survivors, which
+    records them first. Their parents are in our own cgroup (we have cells too), or in `base`
+    (the folder holding what a daemon's cgroups_enabled() named: a daemon we started)."""
+    if base is None and _cgroup.jail() is None:
         return 0
-    return _cgroup.end_stale(labels)
+    return _cgroup.end_stale(labels, base)
 
 
 def cgroups_enabled() -> Path | None:

@@ -23,6 +23,7 @@ from harness.hooks import HookClient
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.text import describe
 from harness.workload import make_observation
+from worker.containment import cell_label
 
 START_TIMEOUT_S = 60.0  # generous: the machine may be loaded by parallel test runs
 STOP_TIMEOUT_S = 20.0
@@ -211,6 +212,14 @@ class ReferenceTarget(Target):
 
     def exit_status(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
+
+    def tidy(self) -> int:
+        # A worker that stopped in order removed its cells; one killed with its guardian left
+        # them (empty once the sweep is done). They are this run's: none outlives it.
+        held = self._info.get("containment") or {}
+        if not (held.get("cgroups") and held.get("mark")):
+            return 0
+        return proctree.end_stale_cells([cell_label(held["mark"])], Path(held["cgroups"]).parent)
 
     def stop_now(self) -> None:
         """Synchronous last resort (interpreter exit): kill the worker's group."""

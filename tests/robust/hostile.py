@@ -364,6 +364,34 @@ def lock_then_turn(msg):
     answer_turn(msg)
 serve(on_turn=lock_then_turn)
 """,
+    # 17) The first observer to get a turn leaves a stubborn grandchild (a session of its own,
+    # SIGTERM ignored), clears its own parent-death signal, and SIGKILLs the worker's guardian
+    # and then the worker: the worker's cgroup cells are left to whoever cleans up after it.
+    "regicide": r"""
+import ctypes
+record("main")
+def turn(msg):
+    answer_turn(msg)
+    if "worker-killed" in open(PIDFILE).read():
+        return
+    daemon_sleep("stubborn", IGNORE_TERM_NAP, setsid=True)
+    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker = os.getppid()
+    for task in os.listdir(f"/proc/{{worker}}/task"):
+        for kid in open(f"/proc/{{worker}}/task/{{task}}/children").read().split():
+            try:
+                if "guardian" in open(f"/proc/{{kid}}/cmdline").read():
+                    os.kill(int(kid), signal.SIGKILL)
+            except OSError:
+                pass
+    record("worker-killed")
+    os.kill(worker, signal.SIGKILL)
+    for _ in range(150):
+        time.sleep(1)
+    os._exit(0)
+serve(on_turn=turn)
+""",
     # 6) Its grandchildren move to process groups of their own (setpgid(0,0)), ignore SIGTERM.
     "own-pgid": r"""
 record("main")

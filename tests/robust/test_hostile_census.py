@@ -130,3 +130,18 @@ def test_many_orphans_at_once_are_ended_in_time(tmp_path, hostiles) -> None:
     assert code == 0 and report["verdict"] == "PASS", report["reasons"]
     assert sum(role == "fanned" for _, role in hostile.entries()) == 6 * 150
     wait_none_alive(hostile)
+
+
+def test_a_worker_killed_with_its_guardian_leaves_no_cells(tmp_path, hostiles) -> None:
+    """An observer SIGKILLs the worker's guardian, then the worker: no one is left to remove the
+    worker's cgroup cells but the harness. The run fails (the worker died), its processes are
+    swept, and its cells go with them: the empty folders stayed until another worker started."""
+    hostile = hostiles("regicide")
+    code, report = soak_cli(tmp_path, hostile, "fixed", prompts="1")
+    held = report["target_facts"]["containment"]
+    if not held["cgroups"]:
+        pytest.skip("the worker had no cgroup cells here")
+    assert "worker-killed" in hostile.roles(), report["reasons"]
+    assert code == 1 and report["verdict"] == "FAIL", report["reasons"]
+    wait_none_alive(hostile)
+    assert not Path(held["cgroups"]).exists(), sorted(Path(held["cgroups"]).rglob("*"))[:20]
