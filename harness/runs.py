@@ -141,6 +141,16 @@ def _load(path: Path) -> RunRecord | None:
     return rec if ok else None
 
 
+def under_way(run_id: str) -> RunRecord | None:
+    """The record of a run with this id that another live harness has under way, else None.
+    A second run with its id would take that run's processes for its own: its census would
+    count them, and its exit sweep would kill them."""
+    rec = _load(_path(run_id))
+    if rec is None or rec.owner_pid == os.getpid() or not rec.owner_alive():
+        return None
+    return rec
+
+
 def stale_runs() -> list[RunRecord]:
     """Records whose owner is gone, oldest first; records that are not records are removed."""
     out = []

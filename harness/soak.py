@@ -37,6 +37,7 @@ from harness.report_assembly import (
     starts_warning,
     write_report_or_error,
 )
+from harness.runs import under_way
 from harness.soak_config import (
     SoakConfig,
     add_mcp_arguments,
@@ -608,12 +609,26 @@ def _claude_mem_settings(pairs: list[str]) -> dict[str, Any]:
     return {"settings": dict(kv.partition("=")[::2] for kv in pairs)}
 
 
+def run_id_problem(run_id: str) -> str | None:
+    """A --run-id that a live run on this machine already has: refused before anything starts
+    (its report folder included), since this run would count that run's processes as its own
+    and its exit sweep would kill them."""
+    other = under_way(run_id)
+    if other is None:
+        return None
+    return f"--run-id {run_id}: a run with this id is under way (harness pid {other.owner_pid})"
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.targets import UnknownTarget, get_target
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
-    problem = config_problem(config) or report_dir_problem(config.report, config.run_id)
+    problem = (
+        config_problem(config)
+        or run_id_problem(config.run_id)
+        or report_dir_problem(config.report, config.run_id)
+    )
     if problem:
         print(f"harness soak: {problem}", file=sys.stderr)
         return EXIT_CODES[ERROR]

@@ -246,3 +246,22 @@ def test_a_record_written_before_a_clock_step_names_its_live_run(tmp_path, monke
     ((pid, create_time),) = live.processes
     assert pid == theirs.pid and theirs.matches(create_time)
     assert member.poll() is None
+
+
+def test_a_run_id_under_way_is_refused_before_anything_starts(tmp_path, run_id, monkeypatch):
+    """Two soaks with one --run-id: the second would count the first's processes as its own
+    and its exit sweep would kill them (seen: a 2-session soak FAILed naming the other run's
+    observers, which it had SIGKILLed). Refused with exit 2, its report folder untouched."""
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    owner = psutil.Process(os.getppid())  # a live process that is not us
+    runs._write(run_id, {
+        "run_id": run_id, "owner_pid": owner.pid, "owner_create_time": owner.create_time(),
+        "started": owner.create_time(), "work_dir": None, "command": [],
+    })  # fmt: skip
+    report = tmp_path / "report"
+    argv = [sys.executable, "-m", "harness", "soak", "--sessions", "1", "--run-id", run_id]
+    argv += ["--progress", "none", "--report", str(report)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.returncode == 2, done.stderr
+    assert f"--run-id {run_id}: a run with this id is under way" in done.stderr
+    assert not report.exists() and run_pids(run_id) == []
