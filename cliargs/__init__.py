@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -53,3 +54,11 @@ def run_id_arg(text: str) -> str:
     if len(text) == 12 and text.isascii() and text.isalnum() and text == text.lower():
         return text
     raise argparse.ArgumentTypeError(f"expected 12 lowercase letters or digits, not {text!r}")
+
+
+def path_arg(text: str) -> Path:
+    """A file or folder to write (--report, --json, --out): an empty value (an unset shell
+    variable) would be the current folder, where a report clears files of the same names."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, not an empty value")
+    return Path(text)

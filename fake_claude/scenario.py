@@ -283,8 +283,11 @@ def _mix_weights(scenario: Scenario) -> tuple[list[str], list[float]]:
     weights = scenario.parts["mix"] or {k: str(v) for k, v in DEFAULT_MIX.items()}
     names, values = [], []
     for name, raw in weights.items():
-        if name not in NAMES or name == "mix":
-            raise ScenarioError(f"mix: unknown scenario {name!r} (known: {' '.join(NAMES)})")
+        if name == "mix":
+            raise ScenarioError("mix: a mix cannot hold another mix")
+        if name not in NAMES:
+            known = " ".join(n for n in NAMES if n != "mix")
+            raise ScenarioError(f"mix: unknown scenario {name!r} (known: {known})")
         try:
             weight = float(raw)
         except ValueError:

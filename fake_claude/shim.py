@@ -123,8 +123,17 @@ def _scenario_problem(spec: str | None, scenario_file: str | None) -> str | None
     return None
 
 
+def _writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def shim_main(argv: list[str]) -> int:
     import argparse
+    import shutil
 
     from cliargs import run_id_arg
 
@@ -143,6 +152,11 @@ def shim_main(argv: list[str]) -> int:
         p.error(problem)  # a shim every run of which would fail: refused now, exit 2
     if Path(ns.dir).exists() and not Path(ns.dir).is_dir():
         p.error(f"{ns.dir} is not a folder: the shim is written as DIR/claude")
+    # Each of these would make every run of the shim fail, long after it was written.
+    if shutil.which(ns.python) is None:
+        p.error(f"--python {ns.python}: not an executable file or a command on PATH")
+    if ns.ledger and not _writable_folder(Path(ns.ledger).absolute().parent):
+        p.error(f"--ledger {ns.ledger}: its folder cannot be made or written to")
     settings = {
         "scenario": ns.scenario,
         "scenario_file": ns.scenario_file,

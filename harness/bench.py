@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE, int_at_least
+from cliargs import COUNT, NON_NEGATIVE, int_at_least, path_arg
 from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
@@ -414,7 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
     parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--json", type=path_arg, default=None, help="also write the figures here")
 
 
 def _print(name: str, figures: dict[str, Any]) -> None:

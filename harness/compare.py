@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, path_arg
 from harness.cleanup import end_live_runs
 from harness.soak import run_soak
 from harness.soak_config import SoakConfig, add_mcp_arguments
@@ -543,7 +543,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference-reap-wait", type=NON_NEGATIVE, default=DEFAULT_REFERENCE_REAP_WAIT_S
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/compare"))
+    parser.add_argument("--out", type=path_arg, default=Path("reports/compare"))
     parser.add_argument("--progress", default="none", choices=("auto", "rich", "plain", "none"))
     parser.add_argument("--no-plot", action="store_true")
 

@@ -45,10 +45,11 @@ def term_as_interrupt() -> None:
 
 
 @contextmanager
-def shielded() -> Iterator[None]:
+def shielded(judged: bool = False) -> Iterator[None]:
     """While the body runs, the interrupting signals (those not ignored) are acknowledged on
     stderr instead of acted on; their handlers are restored after. SIGKILL still ends the
-    harness at once, and `python -m harness sweep` then ends what it left."""
+    harness at once, and `python -m harness sweep` then ends what it left. `judged`: the run
+    was over before the signal, so its verdict (and exit code) stands; said so."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -59,7 +60,8 @@ def shielded() -> Iterator[None]:
             told.append(True)
             print(
                 f"harness: {signal.Signals(signum).name} noted; ending the run's processes and "
-                "writing its report first (stopping now would leave processes running)",
+                "writing its report first (stopping now would leave processes running)"
+                + ("; the run was over, so its verdict stands" if judged else ""),
                 file=sys.stderr,
                 flush=True,
             )

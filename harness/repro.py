@@ -239,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except KeyboardInterrupt:
         end_live_runs()  # an interrupt that got past the cleanup above
+        print("repro interrupted: the processes of both runs were ended", file=sys.stderr)
         return 130
     ok = result["reproduced"] and result["fix_held"]
     print(

@@ -21,7 +21,15 @@ from typing import Any
 import aiohttp
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, float_at_least, run_id_arg
+from cliargs import (
+    COUNT,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    float_at_least,
+    path_arg,
+    run_id_arg,
+)
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run, wait_unjudged_gone
 from harness.interrupts import shielded
@@ -217,7 +225,7 @@ async def _watch_rss(run: SoakRun, census: Census, limit_mb: float) -> None:
         await asyncio.sleep(0.5)
     run.stopped_early = (
         f"worker+descendants RSS reached {census.last_total_rss / 1e6:.0f} MB, past --rss-stop "
-        f"{limit_mb:g} MB: no session was started after that"
+        f"{limit_mb:g} MB: no session was started after that ({run.started} had started)"
     )
 
 
@@ -339,7 +347,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
                 errors.append(traceback.format_exc(limit=5))
         finally:
             # A second Ctrl-C or SIGTERM from here on would cut the cleanup and the report short.
-            shield.enter_context(shielded())
+            shield.enter_context(shielded(judged and not interrupted))
             for task in [*tasks, *run.pending]:
                 task.cancel()
             await asyncio.gather(*tasks, *run.pending, return_exceptions=True)
@@ -504,7 +512,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds after a session's end before a survivor counts as leaked",
     )
     parser.add_argument(
-        "--duration", type=POSITIVE, default=None, help="time-boxed soak (s) instead of --sessions"
+        "--duration",
+        type=POSITIVE,
+        default=None,
+        help="time-boxed soak (s) instead of --sessions: no session starts after it; those "
+        "under way then end as they would (a hanging observer's session takes its timeouts)",
     )
     parser.add_argument(
         "--rss-budget",
@@ -531,7 +543,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.rss_min_span,
         help="judge RSS slopes only when the 2nd half spans at least this many sessions",
     )
-    parser.add_argument("--report", type=Path, default=None, help="write the report folder here")
+    parser.add_argument(
+        "--report", type=path_arg, default=None, help="write the report folder here"
+    )
     parser.add_argument(
         "--worker-grace",
         type=NON_NEGATIVE,

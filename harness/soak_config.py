@@ -13,7 +13,8 @@ from typing import Any
 
 from cliargs import NON_NEGATIVE_INT
 from harness.report import begin_report
-from harness.verdict import DEFAULT_MIN_SLOPE_SPAN, DEFAULT_SLOPE_BUDGET_MB
+from harness.runs import under_way
+from harness.verdict import DEFAULT_MIN_SLOPE_SPAN, DEFAULT_SLOPE_BUDGET_MB, RUNNING
 
 
 def default_concurrency() -> int:
@@ -163,11 +164,28 @@ def report_dir_problem(report: Path | None, run_id: str) -> str | None:
         return f"--report {report}: cannot create the folder ({exc.strerror or exc})"
     if not os.access(report, os.W_OK):
         return f"--report {report}: the folder is not writable"
+    writer = _writing_there(Path(report))
+    if writer is not None:
+        return f"--report {report}: run {writer} is writing its report there"
     try:
         begin_report(Path(report), run_id)
     except OSError as exc:
-        return f"--report {report}: cannot write the report there ({exc.strerror or exc})"
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"--report {report}: cannot write the report there ({exc.strerror or exc}{where})"
     return None
+
+
+def _writing_there(report: Path) -> str | None:
+    """The run (`<run id> (harness pid N)`) that is under way with its report in this folder:
+    two runs there would each take away the other's files and one's verdict would be read as
+    the other's."""
+    try:
+        earlier = json.loads((report / "report.json").read_text(encoding="utf-8"))
+        run_id = str(earlier["run_id"]) if earlier.get("verdict") == RUNNING else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    other = under_way(run_id) if run_id else None
+    return None if other is None else f"{run_id} (harness pid {other.owner_pid})"
 
 
 def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:

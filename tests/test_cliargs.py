@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cliargs import COUNT, NON_NEGATIVE, POSITIVE, float_at_least
+from cliargs import COUNT, NON_NEGATIVE, POSITIVE, float_at_least, path_arg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
         (NON_NEGATIVE, ["0", "0.5", "5"], ["-0.1", "nan", "inf", "soon"]),
         (POSITIVE, ["0.001", "3"], ["0", "-1", "nan"]),
         (float_at_least(2.0), ["2", "4.5"], ["1.99"]),
+        (path_arg, ["reports/x", "."], ["", "  "]),  # "": an unset variable, not the cwd
     ],
 )
 def test_types_accept_and_refuse(parse, good, bad):
@@ -39,6 +40,8 @@ def test_types_accept_and_refuse(parse, good, bad):
         ["fake_claude.bench", "--scenario", "nosuch"],  # was a traceback
         ["proctree.bench", "--repeat", "0"],  # was a traceback
         ["proctree.bench_spawn", "--spawns", "0"],
+        ["harness", "soak", "--report", ""],  # wrote the report into the current folder
+        ["harness", "bench", "--json", ""],
     ],
 )
 def test_benches_refuse_senseless_arguments(argv):

@@ -146,6 +146,9 @@ class WorkerService:
         if self.stop_reason is None:
             self.stop_reason = reason
             log.info("shutdown requested (%s)", reason)
+        else:
+            # Not a harder stop: cutting the endings short would leave observers running.
+            log.info("%s: already stopping; the worker exits once its observers are ended", reason)
         self._stop.set()
 
     async def stats(self) -> dict[str, Any]:
@@ -303,6 +306,15 @@ class WorkerService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.fixed:
+            live = len(self.sessions.active_observers())
+            if live:
+                # A stubborn observer takes up to two graces (EOF, SIGTERM, then SIGKILL): say
+                # why the worker is quiet meanwhile.
+                log.info(
+                    "ending %d observer(s): up to %.1f s (stdin EOF, then SIGTERM, then SIGKILL)",
+                    live,
+                    2 * self.cfg.grace,
+                )
             await self.sessions.shutdown()
             # Whatever is still marked as ours now has no session at all.
             with contextlib.suppress(Exception):

@@ -181,6 +181,26 @@ def test_shim_into_a_file_is_a_usage_error(tmp_path, capsys):
     assert afile.read_text() == "mine"
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--python", "/nonexistent/python3"], "--python /nonexistent/python3: not an executable"),
+        (["--ledger", "/proc/self/none/ledger.jsonl"], "its folder cannot be made or written to"),
+        (["--scenario", "mix:mix=1"], "a mix cannot hold another mix"),
+    ],
+)
+def test_shim_refuses_settings_every_run_of_it_would_fail_on(tmp_path, flags, said, capsys):
+    """They were written into the shim, and each run of it then failed (exec: not found, a
+    ledger write error per line) or said `unknown scenario 'mix'` beside a list holding mix."""
+    from fake_claude.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["shim", str(tmp_path / "bin"), *flags])
+    assert exc.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "bin").exists()
+
+
 def test_a_crash_by_kill_is_a_valid_spec_where_the_signal_module_lacks_sigkill(monkeypatch):
     # Windows' signal module has no SIGKILL or SIGHUP: there `crash:signal=KILL` (also a draw
     # of the default mix) was refused, or crashed the fake with an AttributeError.

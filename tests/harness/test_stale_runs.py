@@ -253,11 +253,7 @@ def test_a_run_id_under_way_is_refused_before_anything_starts(tmp_path, run_id, 
     and its exit sweep would kill them (seen: a 2-session soak FAILed naming the other run's
     observers, which it had SIGKILLed). Refused with exit 2, its report folder untouched."""
     monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
-    owner = psutil.Process(os.getppid())  # a live process that is not us
-    runs._write(run_id, {
-        "run_id": run_id, "owner_pid": owner.pid, "owner_create_time": owner.create_time(),
-        "started": owner.create_time(), "work_dir": None, "command": [],
-    })  # fmt: skip
+    _record_live_run(run_id)
     report = tmp_path / "report"
     argv = [sys.executable, "-m", "harness", "soak", "--sessions", "1", "--run-id", run_id]
     argv += ["--progress", "none", "--report", str(report)]
@@ -265,3 +261,37 @@ def test_a_run_id_under_way_is_refused_before_anything_starts(tmp_path, run_id, 
     assert done.returncode == 2, done.stderr
     assert f"--run-id {run_id}: a run with this id is under way" in done.stderr
     assert not report.exists() and run_pids(run_id) == []
+
+
+def _record_live_run(run_id: str) -> int:
+    """A record of a run under way, owned by a live process that is not us; that owner's pid."""
+    owner = psutil.Process(os.getppid())
+    runs._write(run_id, {
+        "run_id": run_id, "owner_pid": owner.pid, "owner_create_time": owner.create_time(),
+        "started": owner.create_time(), "work_dir": None, "command": [],
+    })  # fmt: skip
+    return owner.pid
+
+
+def test_a_report_folder_a_live_run_writes_to_is_refused(tmp_path, run_id, monkeypatch):
+    """Two soaks with one --report folder: each took away the other's files, and one printed
+    PASS beside a report.json that held the other's FAIL. The second is refused with exit 2,
+    the first's report left as it was."""
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    owner = _record_live_run(run_id)
+    report = tmp_path / "report"
+    report.mkdir()
+    running = json.dumps({"verdict": "running", "run_id": run_id, "started": 1.0})
+    (report / "report.json").write_text(running)
+    argv = [sys.executable, "-m", "harness", "soak", "--sessions", "1", "--progress", "none"]
+    argv += ["--report", str(report)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=os.environ)
+    assert done.returncode == 2, done.stderr
+    assert f"run {run_id} (harness pid {owner}) is writing its report there" in done.stderr
+    assert (report / "report.json").read_text() == running
+    # Once that run is over (its record gone), the folder is free again.
+    runs.forget(run_id)
+    free = subprocess.run([*argv, "--scenarios", "ok"], capture_output=True, text=True,
+                          timeout=120, env=os.environ)  # fmt: skip
+    assert free.returncode == 0, free.stderr
+    assert json.loads((report / "report.json").read_text())["verdict"] == "PASS"

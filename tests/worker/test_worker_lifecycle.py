@@ -43,6 +43,24 @@ def test_graceful_shutdown_ends_every_tree(fake_run: FakeRun, workers, how: str)
     assert decoy.poll() is None, "the worker ended a claude it did not start"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a second CTRL_BREAK is not a signal here")
+def test_a_shutdown_says_what_it_waits_for(fake_run: FakeRun, workers) -> None:
+    """Ending a stubborn observer takes two graces, in which the worker said nothing and a
+    second Ctrl-C was dropped without a word: it says how many it ends and for how long, and
+    that a second signal does not cut that short (it would leave them running)."""
+    flags = ["--grace", "3", "--reap-interval", "0.5", "--turn-timeout", "3"]
+    worker: Worker = workers(fake_run.shim(STUBBORN_TREE), flags=flags)
+    sid = worker.new_session("sd-said")
+    worker.prompt(sid, "sd-said", "go")
+    wait_until(lambda: len(fake_run.census()) == 3, what="an observer tree")
+    worker.signal(signal.SIGINT)
+    wait_until(lambda: "ending 1 observer(s): up to 6.0 s" in worker.log(), what="the ending said")
+    worker.signal(signal.SIGINT)  # within the 6 s the stubborn observer takes
+    assert worker.wait_exit() == 0
+    assert "SIGINT: already stopping; the worker exits once" in worker.log(), worker.log()
+    assert not fake_run.alive(), fake_run.alive()
+
+
 def test_idle_observer_is_ended(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(
         fake_run.shim(STUBBORN_TREE),
