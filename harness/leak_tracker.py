@@ -78,7 +78,9 @@ class LeakTracker:
         self.root = os.getpid()
         self._state = _State(
             owners={
-                0: Owner(0, OUTSIDE, now()),
+                # Its start is set once the tests begin (tests_begin): now() imports psutil and
+                # proctree (~50 ms), which a run without a checked test must not pay.
+                0: Owner(0, OUTSIDE, 0.0),
                 SESSION: Owner(SESSION, "the session", 0.0),
                 ELSEWHERE: Owner(ELSEWHERE, "an xdist worker (judged by itself)", 0.0),
             }
@@ -99,11 +101,12 @@ class LeakTracker:
     def begin(self, label: str) -> tuple[Owner, int, str | None]:
         """Start an owner; returns it with what to restore() when it stops being current."""
         with self._lock:
+            switched = now()  # before tests_begin()'s listing: see _make_current()
             self.tests_begin()
             number = max(self._state.owners) + 1
             owner = Owner(number, label, now(), pids_at_start=frozenset(all_pids()))
             self._state.owners[number] = owner
-            previous = self._make_current(number)
+            previous = self._make_current(number, switched)
         return owner, previous[0], previous[1]
 
     def tests_begin(self, outside: str | None = None) -> None:
@@ -118,6 +121,7 @@ class LeakTracker:
             if self._tests_began:
                 return
             self._tests_began = True
+            self._state.owners[0].started = now()
             for identity, number in self._state.known.items():
                 if number == 0:
                     self._state.known[identity] = SESSION
@@ -141,12 +145,20 @@ class LeakTracker:
         with self._lock:
             self.attribution.look(fallback=self._current)
 
-    def _make_current(self, number: int) -> tuple[int, str | None]:
-        """Owner `number` is current from now on; returns the owner and token it replaces."""
+    def _make_current(self, number: int, switched: float) -> tuple[int, str | None]:
+        """Owner `number` is current from now on; returns the owner and token it replaces.
+
+        `switched`, the switch's time on the timeline, is taken before the listing of
+        descendants that precedes every switch: what that listing gave the previous owner
+        existed then, so a process it missed was started later, by this owner. Timed after the
+        listing instead, a process this owner started within a clock tick (create_time's 10 ms)
+        of the switch fit the previous owner's token too: a test that set up a session fixture
+        and at once ran a process with the fixture's ``{**os.environ}`` had it put on the
+        fixture, and reported only at a later test's teardown."""
         previous = (self._current, os.environ.get(TOKEN_VAR))
         self._current = number
         os.environ[TOKEN_VAR] = f"{self.tag}.{number}"
-        self.attribution.timeline.append((now(), number))
+        self.attribution.timeline.append((switched, number))
         return previous
 
     def restore(
@@ -154,10 +166,11 @@ class LeakTracker:
     ) -> None:
         """Stop owner being current (its processes stay attributed to it)."""
         with self._lock:
+            switched = now()  # before the listing: see _make_current()
             if absorb:
                 self.attribution.look(fallback=owner.number)
             self._current = current
-            self.attribution.timeline.append((now(), current))
+            self.attribution.timeline.append((switched, current))
             if env_value is None:
                 os.environ.pop(TOKEN_VAR, None)
             else:
@@ -166,8 +179,9 @@ class LeakTracker:
     def resume(self, owner: Owner) -> tuple[int, str | None]:
         """Make an owner current again (a fixture's teardown); returns what to restore()."""
         with self._lock:
+            switched = now()  # before the listing: see _make_current()
             self.attribution.look(fallback=self._current)
-            return self._make_current(owner.number)
+            return self._make_current(owner.number, switched)
 
     def end(self, owner: Owner, label: str | None = None) -> None:
         with self._lock:

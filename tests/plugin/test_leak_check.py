@@ -1243,6 +1243,49 @@ def test_a_token_in_a_copied_environment_does_not_move_the_blame(
     assert wait_until_gone(marker) == []
 
 
+ENV_COPIED_AS_THE_TEST_BEGINS = """
+@pytest.fixture(scope="session")
+def child_env():
+    return {**os.environ, "APP_MODE": "test"}
+
+@pytest.fixture(scope="module")
+def module_env():
+    return {**os.environ, "APP_MODE": "module"}
+
+def test_a_leaks(child_env):
+    # At once after the fixture's setup: within a clock tick of it (create_time's 10 ms).
+    proc = subprocess.Popen([sys.executable, "-c", SLEEP, "600", MARKER], env=child_env)
+    (OUT / "a.pid").write_text(str(proc.pid))
+
+def test_b_leaks(module_env):
+    proc = subprocess.Popen([sys.executable, "-c", SLEEP, "600", MARKER], env=module_env)
+    (OUT / "b.pid").write_text(str(proc.pid))
+
+def test_c_innocent(child_env, module_env):
+    pass
+"""
+
+
+def test_a_token_copied_just_before_the_spawn_does_not_move_the_blame(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """A test that sets up a wider fixture and at once starts a process with the fixture's
+    copy of os.environ: the process was put on the fixture (its token fitted the timeline
+    within a clock tick of the switch back to the test), the test passed, and the leak was
+    reported at the last test's teardown, under the fixture's name."""
+    out = write_tests(pytester, marker, ENV_COPIED_AS_THE_TEST_BEGINS)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == {"test_a_leaks", "test_b_leaks"}, result.stdout.str()
+    for name, pid in (("test_a_leaks", pid_of(out, "a")), ("test_b_leaks", pid_of(out, "b"))):
+        section = errors[name]
+        assert f"started by test_inner.py::{name}:" in section, section
+        assert str(pid) in section, section
+        assert "_env'" not in section, section
+    result.assert_outcomes(passed=3, errors=2)
+    assert wait_until_gone(marker) == []
+
+
 A_ZOMBIE_KEPT = """
 KEEP = []
 
@@ -1442,3 +1485,24 @@ def test_a_session_fixture_torn_down_after_an_unchecked_test_names_that_test(
     assert "still running at session end" in text, text
     assert "fixture 'svc' (session), torn down after test_inner.py::test_unmarked:" in text, text
     assert wait_until_gone(marker) == []
+
+
+NOTHING_WITHOUT_THE_OPTION = """
+import sys, threading
+
+def test_untouched():
+    assert "psutil" not in sys.modules and "proctree" not in sys.modules
+    assert [thread.name for thread in threading.enumerate()] == ["MainThread"]
+    assert "LEAKPROOF_LEAK_CHECK" not in os.environ
+"""
+
+
+def test_without_the_option_nothing_is_imported_or_started(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """A run with no --leak-check and no checked test pays nothing: the tracker made at
+    configure took the time for its owner of no test, and that imported psutil and proctree
+    (~50 ms) in every pytest run of a project that merely has the package installed."""
+    write_tests(pytester, marker, NOTHING_WITHOUT_THE_OPTION)
+    result = pytester.runpytest_subprocess(*INNER_ARGS, timeout=120)
+    result.assert_outcomes(passed=1)
