@@ -166,6 +166,8 @@ class _FixtureOwner:
 
 # The threads alive at a checked test's start, and those earlier tests left running then.
 _threads_key = pytest.StashKey["tuple[frozenset[int], list[Lingering]]"]()
+# An opted-out test's owner (with --leak-check): not judged at its teardown, at the session's end.
+_opted_out_key = pytest.StashKey["tuple[Owner, int, str | None]"]()
 # An xdist worker's session-end report, in its workeroutput: [(text, red)].
 _WORKER_REPORT = "leak_check_session_end"
 
@@ -249,6 +251,11 @@ class LeakCheckPlugin:
             item.stash[_owner_key] = self.tracker.begin(item.nodeid)
             self._item = item
             self.tracker.activate()
+        elif self.everywhere:
+            # Opted out: what it leaves running is not its failure, yet it still outlives
+            # pytest: judged at the session's end under its name. (Were it the first test, it
+            # had been taken for the session's own, at configure, and left running.)
+            item.stash[_opted_out_key] = self.tracker.begin(f"{item.nodeid} (opted out)")
         return (yield)
 
     @pytest.hookimpl(wrapper=True)
@@ -293,6 +300,13 @@ class LeakCheckPlugin:
     ) -> Generator[None, Any, Any]:
         begun = item.stash.get(_owner_key, None)
         self._tearing_down = item
+        opted_out = item.stash.get(_opted_out_key, None)
+        if opted_out is not None:
+            try:
+                return (yield)
+            finally:
+                self._tearing_down = None
+                self.tracker.restore(*opted_out)  # its processes stay its own, unjudged
         try:
             result = yield
         except BaseException as exc:

@@ -158,6 +158,37 @@ def test_without_the_option_only_marked_tests_are_checked(
     assert alive == {pid_of(out, "unchecked"), pid_of(out, "ignored")}
 
 
+OPTED_OUT = """
+@pytest.mark.leak_check(enabled=False)
+def test_opted_out():
+    sleeper(600, "opted")
+"""
+CHECKED = """
+def test_checked():
+    pass
+"""
+
+
+@pytest.mark.parametrize("first", ["opted_out", "checked"])
+def test_an_opted_out_tests_leak_is_judged_at_session_end_in_any_order(
+    pytester: pytest.Pytester, marker: str, first: str
+) -> None:
+    """First in the run, an opted-out test's process was taken for the session's own (as if
+    started at configure) and outlived pytest unreported; after a checked test, it was reported
+    at the session's end as started by no checked test. Now, in either order: not its test's
+    failure, reported at the session's end under its name, and killed."""
+    body = OPTED_OUT + CHECKED if first == "opted_out" else CHECKED + OPTED_OUT
+    out = write_tests(pytester, marker, body)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    text = result.stdout.str()
+    assert "leak-check: 1 process(es) still running at session end:" in text, text
+    assert "started by test_inner.py::test_opted_out (opted out):" in text, text
+    assert str(pid_of(out, "opted")) in text
+    assert wait_until_gone(marker) == []
+
+
 SLOW_EXIT = """
 CHILD = (
     "import sys, time; from pathlib import Path; out = Path(sys.argv[1]);"
