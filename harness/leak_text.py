@@ -24,6 +24,14 @@ def format_leaks(leaks: list[Leak], *, header: str, killed: bool, spared: int = 
     return "\n".join(lines)
 
 
+# Said once under a test's leaks: what a reader can do about them.
+FIX_HINT = (
+    "hint: end what the test starts before it returns (terminate() or kill(), then wait()), or "
+    "in a fixture's teardown; a process meant to outlive its test: leak_check.ignore(pid), or "
+    "@pytest.mark.leak_check(enabled=False) on the test"
+)
+
+
 def stopped_note(leaks: list[Leak]) -> list[str]:
     """Why the processes marked (stopped) are still there: none, or one note."""
     stopped = sum(1 for leak in leaks if leak.stopped)
@@ -41,7 +49,8 @@ def held_note(held: dict[int, str]) -> str:
     return (
         f"note: leak-check left {len(held)} of them running: a live object still holds each "
         f"({pids}), so later tests may still use them (a cache, or a session-wide object that "
-        "this test filled); they are ended at the session's end"
+        "this test filled); they are ended at the session's end. If nothing reuses them, end "
+        "them in the test (terminate() and join() or wait() on the object that holds each)"
     )
 
 

@@ -70,7 +70,14 @@ import pytest
 from cliargs import NON_NEGATIVE
 from harness.leak_owners import Owner
 from harness.leak_procs import now, terminate_pools_of
-from harness.leak_text import format_leaks, gc_note, held_note, stopped_note, survivors_note
+from harness.leak_text import (
+    FIX_HINT,
+    format_leaks,
+    gc_note,
+    held_note,
+    stopped_note,
+    survivors_note,
+)
 from harness.leak_tracker import Leak, LeakTracker
 from harness.pytest_threads import Lingering, LingeringThreads, doubt
 from harness.pytest_xdist_controller import ControllerCheck
@@ -362,7 +369,7 @@ class LeakCheckPlugin:
         notes += [held_note(held)] if held and self.tracker.kill else []
         notes += [doubt(doubtful)] if doubtful else []
         notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
-        return "\n".join([text, *notes])
+        return "\n".join([text, *notes, FIX_HINT])
 
     @staticmethod
     def _blame_threads(

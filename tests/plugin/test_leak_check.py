@@ -92,6 +92,7 @@ def test_leaked_sleeping_child_fails_naming_it(pytester: pytest.Pytester, marker
     # pid, ppid, age, then the command line
     assert re.search(rf"^\s+{pid}\s+\d+\s+[\d.]+s\s+.*{marker}$", section, re.M), section
     assert "leak-check killed them." in section
+    assert "hint: end what the test starts before it returns" in section
     # The plugin killed it: nothing carrying the marker survives the inner run.
     assert wait_until_gone(marker) == []
 
