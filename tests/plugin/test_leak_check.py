@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import textwrap
@@ -1525,7 +1526,8 @@ import sys, threading
 def test_untouched():
     assert "psutil" not in sys.modules and "proctree" not in sys.modules
     assert [thread.name for thread in threading.enumerate()] == ["MainThread"]
-    assert "LEAKPROOF_LEAK_CHECK" not in os.environ
+    # As it came from outside (this suite's own --leak-check sets one for its tests): untouched.
+    assert os.environ.get("LEAKPROOF_LEAK_CHECK") == {outer!r}
 """
 
 
@@ -1535,6 +1537,7 @@ def test_without_the_option_nothing_is_imported_or_started(
     """A run with no --leak-check and no checked test pays nothing: the tracker made at
     configure took the time for its owner of no test, and that imported psutil and proctree
     (~50 ms) in every pytest run of a project that merely has the package installed."""
-    write_tests(pytester, marker, NOTHING_WITHOUT_THE_OPTION)
+    outer = os.environ.get("LEAKPROOF_LEAK_CHECK")
+    write_tests(pytester, marker, NOTHING_WITHOUT_THE_OPTION.replace("{outer!r}", repr(outer)))
     result = pytester.runpytest_subprocess(*INNER_ARGS, timeout=120)
     result.assert_outcomes(passed=1)
