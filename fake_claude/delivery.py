@@ -12,7 +12,11 @@ too. A field read stands in for its flag, through the same code as the flag: `se
 and `mcpServers` is one more `--mcp-config` item, after those on argv (so it wins a name both
 use). A field not read sets nothing. The answer confirms each field the request held:
 `<field>_applied` true when it was read, false when not, so an SDK that needs it ends the
-session, or warns (mcpServers, plugins). A field the launch named that the request lacks, or
+session, or warns (mcpServers, plugins). A later initialize (the TS SDK's `reinitialize()`)
+reads nothing, but confirms a field that holds what the launch read from the first one, as
+the SDK's own types say of `mcp_servers_applied` ("a re-sent initialize naming the same set
+also reads true"): the TS SDK checks the confirmations on every initialize, so a false there
+would end the session. A field the launch named that the request lacks, or
 that cannot be used, ends the process with exit code 1, as the real CLI does.
 
 The fake loads no plugin, from `--plugin-dir` or from here: `plugins_applied` is always false.
@@ -50,6 +54,7 @@ class Delivered(NamedTuple):
     flags: dict[str, str]  # flag -> the value the request gave it in place of argv's
     mcp_servers: dict | None  # the servers read (None: none)
     confirmations: dict[str, bool]
+    taken: dict[str, object] = {}  # field -> the value read from this request
 
 
 class Unusable(Exception):
@@ -75,14 +80,23 @@ def awaited(args: Args) -> set[str]:
     return fields
 
 
-def read(request: dict, args: Args, first: bool) -> Delivered:
-    """What the initialize request delivers (raises Unusable)."""
+def read(
+    request: dict, args: Args, first: bool, launched: dict[str, object] | None = None
+) -> Delivered:
+    """What the initialize request delivers (raises Unusable). `launched`: what the first
+    initialize delivered (its `taken`), against which a later one's fields are confirmed."""
     fields = awaited(args) if first else set()
     flags: dict[str, str] = {}
     servers = None
     confirmations: dict[str, bool] = {}
+    read_now: dict[str, object] = {}
     for field, confirmation in CONFIRMATIONS.items():
         value = request.get(field)
+        if not first:  # nothing is read again; the launch's own set is confirmed
+            if value is not None:
+                same = launched is not None and field in launched and launched[field] == value
+                confirmations[confirmation] = same and field != "plugins"
+            continue
         taken = field in fields
         if taken and field in FLAGS:
             flags[FLAGS[field]] = _flag_value(field, value)  # raises if missing or unusable
@@ -93,8 +107,10 @@ def read(request: dict, args: Args, first: bool) -> Delivered:
                 servers = value
             else:
                 taken = False  # not a set of servers: nothing loaded
+        if taken:
+            read_now[field] = value
         confirmations[confirmation] = taken and field != "plugins"
-    return Delivered(flags, servers, confirmations)
+    return Delivered(flags, servers, confirmations, read_now)
 
 
 def _flag_value(field: str, value: object) -> str:

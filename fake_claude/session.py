@@ -65,6 +65,7 @@ class Session(ToolTurns):
         self.hook_events = a.has("--include-hook-events")
         self.replay = a.has("--replay-user-messages")
         self.agents: list[dict] = []  # the SDK's own agent definitions (initialize request)
+        self.launched: dict[str, object] = {}  # the launch settings the first initialize gave
         # The real CLI sends session_state_changed only to SDKs that ask (TS >= 0.2, Python 0.2);
         # TS 0.1.76 (claude-mem 9.0.0) does not ask and would yield them to its caller.
         self.state_frames = os.environ.get("CLAUDE_CODE_SDK_READS_SESSION_STATE", "").lower() in (
@@ -310,11 +311,13 @@ class Session(ToolTurns):
         from fake_claude import delivery
 
         try:
-            got = delivery.read(req, self.ctx.args, first)
+            got = delivery.read(req, self.ctx.args, first, self.launched)
         except delivery.Unusable as exc:
             sys.stderr.write(f"{exc}\n")
             exit_now(self.ctx.ledger, 1)
             raise  # pragma: no cover (exit_now does not return)
+        if first:
+            self.launched = dict(got.taken)
         if got.flags:
             self._permissions(self.ctx.args.overlaid(got.flags))
         return got.confirmations, got.mcp_servers

@@ -198,3 +198,23 @@ def test_a_prompt_before_any_initialize_starts_argvs_servers(spawn) -> None:
     assert initialize(fake, mcpServers={"more": server()})["mcp_servers_applied"] is False
     assert [r["scenario"] for r in servers_of(fake)] == ["mcp-server:echo"]
     end_ok(fake)
+
+
+def test_a_repeated_initialize_confirms_the_launch_set_and_reads_nothing(spawn) -> None:
+    # The TS SDK's reinitialize() sends the launch fields again and checks settings_applied
+    # (and the others) on every answer: a false there ended a healthy session. Its types say a
+    # re-sent initialize naming the launch set reads true, anything else false.
+    fake = spawn("ok", args=[*AWAIT, "--initialize-fields=settings"])
+    launch = {"settings": DENY_BASH, "mcpServers": {"echo": server()}}
+    first = initialize(fake, **launch)
+    assert (first["settings_applied"], first["mcp_servers_applied"]) == (True, True)
+    wait_for(lambda: servers_of(fake), "the delivered server's start record")
+    again = initialize(fake, **launch)
+    assert (again["settings_applied"], again["mcp_servers_applied"]) == (True, True)
+    other = initialize(fake, settings={}, mcpServers={"more": server()})
+    assert (other["settings_applied"], other["mcp_servers_applied"]) == (False, False)
+    assert "plugins_applied" not in again
+    init, _ = fake_turn(fake)
+    assert "Bash" not in init["tools"]  # still the launch's rules, not the later request's
+    assert [r["scenario"] for r in servers_of(fake)] == ["mcp-server:echo"]  # none started again
+    end_ok(fake)
