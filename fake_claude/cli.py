@@ -77,7 +77,18 @@ def run_main_process(args, argv: list[str]) -> int:
     except NoConversation as exc:  # said and exited 1 once the start is in the ledger
         session_id, source, no_conversation = new_uuid(), None, str(exc)
     keep = not args.has("--no-session-persistence")
-    ctx.transcript = Transcript(projects, cwd, session_id, source, keep)
+    mirror = None
+    if args.has("--session-mirror") and args.value("--output-format") == "stream-json":
+        from fake_claude.stdio import send
+        from fake_claude.transcripts import sdk_projects_dir
+
+        def mirror(path: str, entries: list[dict]) -> None:
+            send({"type": "transcript_mirror", "filePath": path, "entries": entries})
+
+        mirror_root: str | None = sdk_projects_dir(env)
+    else:
+        mirror_root = None
+    ctx.transcript = Transcript(projects, cwd, session_id, source, keep, mirror, mirror_root)
     install_signal_policy(ledger, scenario.has("ignore-sigterm"))
     ledger.write(
         "start",

@@ -81,5 +81,6 @@ def _keep(session: ToolTurns, agent_id: str, prompt: str, reply: str) -> str:
         with open(path, "a", encoding="utf-8") as f:
             f.writelines(json.dumps(line) + "\n" for line in lines)
     except OSError:
-        pass  # as the main transcript on a full disk: the session goes on unsaved
+        return path  # as the main transcript on a full disk: the session goes on unsaved
+    main.mirrored(path, lines)
     return path

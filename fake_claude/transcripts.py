@@ -14,6 +14,13 @@ import json
 import os
 import re
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not at run time: every fake's start-up would import collections
+    from collections.abc import Callable
+
+    # Mirrors a transcript's new lines (`--session-mirror`): (the file's path, its entries).
+    Mirror = Callable[[str, list[dict]], None]
 
 # Paths are plain strings here: pathlib would add to every fake's start-up (its imports).
 
@@ -128,11 +135,28 @@ def choose(args, projects: str, cwd: str, new_uuid) -> tuple[str, str | None]:
     return new_uuid(), source
 
 
+def sdk_projects_dir(env: os._Environ[str] | dict[str, str]) -> str:
+    """Where the SDKs look for the real CLI's transcripts (and key a session store's entries
+    by): `$CLAUDE_CONFIG_DIR/projects`, else `~/.claude/projects`."""
+    config = env.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
+    return os.path.join(config, "projects")
+
+
 class Transcript:
-    """Appends the session's messages to its file (made at the first one)."""
+    """Appends the session's messages to its file (made at the first one). With a `mirror`
+    (the SDK's session store, `--session-mirror`), every line written is also handed to it,
+    under the path the real CLI would have written (`mirror_root` in place of `projects`:
+    the SDK keys a store's entries by it, and the fake never writes to the user's own)."""
 
     def __init__(
-        self, projects: str, cwd: str, session_id: str, source: str | None, keep: bool
+        self,
+        projects: str,
+        cwd: str,
+        session_id: str,
+        source: str | None,
+        keep: bool,
+        mirror: Mirror | None = None,
+        mirror_root: str | None = None,
     ) -> None:
         self.cwd = cwd
         self.session_id = session_id
@@ -142,6 +166,15 @@ class Transcript:
         self.parent: str | None = None
         if source is not None:
             self.parent = _last_uuid(source)
+        self._projects = projects
+        self._mirror = mirror
+        self._mirror_root = mirror_root or projects
+
+    def mirrored(self, path: str, entries: list[dict]) -> None:
+        """Hand lines written to `path` (this transcript or one beside it) to the mirror."""
+        if self._mirror is not None and entries:
+            rel = os.path.relpath(path, self._projects)
+            self._mirror(os.path.join(self._mirror_root, rel), entries)
 
     def add(self, kind: str, message: dict, uuid: str, version: str) -> None:
         if not self.keep:
@@ -158,33 +191,45 @@ class Transcript:
             "uuid": uuid,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
         }
+        entries: list[dict] = []
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             if self._source is not None:  # a fork starts as a copy of what it goes on from
                 with open(self._source, "rb") as src, open(self.path, "ab") as dst:
-                    dst.write(src.read())
+                    copied = src.read()
+                    dst.write(copied)
                 self._source = None
+                if self._mirror is not None:  # the store gets the whole new session
+                    entries = _entries(copied)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         except OSError:
             self.keep = False  # as a CLI on a full disk: the conversation goes on unsaved
             return
         self.parent = uuid
+        self.mirrored(self.path, [*entries, line])
+
+
+def _entries(data: bytes) -> list[dict]:
+    """The JSON objects among a transcript's lines (a torn last line is not one)."""
+    out = []
+    for raw in data.splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
 
 
 def _last_uuid(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError:
         return None
-    for raw in reversed(lines):
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(line, dict) or line.get("type") not in MESSAGE_TYPES:
-            continue
-        if isinstance(line.get("uuid"), str):
+    for line in reversed(_entries(data)):
+        if line.get("type") in MESSAGE_TYPES and isinstance(line.get("uuid"), str):
             return line["uuid"]
     return None

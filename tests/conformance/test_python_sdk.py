@@ -908,6 +908,36 @@ def test_a_forked_session_resumed_keeps_its_history(fake_factory, tmp_path, monk
     assert [m.message["content"] for m in said] == ["index the repo layout", "and now the tests"]
 
 
+def test_a_session_store_gets_the_conversation_and_resumes_it(fake_factory, tmp_path, monkeypatch):
+    # With `session_store` the SDK passes --session-mirror and fills the store from the
+    # CLI's transcript_mirror frames, keyed by the file the real CLI writes (under
+    # ~/.claude/projects here: no CLAUDE_CONFIG_DIR; the fake writes its own file elsewhere).
+    # The fake took the flag and sent no frame: the user's store stayed empty.
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    fake = fake_factory()
+    store = sdk.InMemorySessionStore()
+    cwd = tmp_path / "project"
+    cwd.mkdir()
+
+    async def ask(prompt: str, **kw):
+        options = fake.options(cwd=str(cwd), session_store=store, **kw)
+        return [m async for m in sdk.query(prompt=prompt, options=options)]
+
+    async def stored(sid: str) -> tuple[list, list]:
+        listed = await sdk.list_sessions_from_store(store, directory=str(cwd))
+        said = await sdk.get_session_messages_from_store(store, sid, directory=str(cwd))
+        return listed, [m.message["content"] for m in said if m.type == "user"]
+
+    sid = run_async(lambda: ask("index the repo layout"))[-1].session_id
+    listed, said = run_async(lambda: stored(sid))
+    assert [info.session_id for info in listed] == [sid]
+    assert said == ["index the repo layout"]
+    # Resumed from the store (the SDK lays it out for the CLI in a folder of its own).
+    again = run_async(lambda: ask("and now the tests", resume=sid))
+    assert again[-1].session_id == sid and again[-1].subtype == "success"
+    assert run_async(lambda: stored(sid))[1] == ["index the repo layout", "and now the tests"]
+
+
 def _run_with_hooks(fake, answers: dict, **kw) -> tuple[list, list[dict]]:
     """One query with a hook for each event in `answers` (what it returns); the inputs the
     hooks were called with, in order."""

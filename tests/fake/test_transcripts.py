@@ -101,6 +101,30 @@ def test_a_fork_starts_as_a_copy_and_leaves_the_original_alone(spawn):
     assert [x["message"]["content"] for x in lines if x["type"] == "user"] == ["one", "two"]
 
 
+def test_a_session_mirror_gets_every_line_under_the_clis_own_path(spawn, tmp_path, monkeypatch):
+    """--session-mirror (the Python SDK's session_store): each line written goes out as a
+    transcript_mirror frame, a fork's copied history first, named by the file the real CLI
+    would write (~/.claude/projects here), by which the SDK keys the store's entries."""
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    sid, _ = _turns(spawn, "one")
+    fake = spawn(args=[*SDK_ARGV, "--session-mirror", "--resume", sid, "--fork-session"])
+    fake.initialize()
+    said = fake.turn("two")
+    fake.close_stdin()
+    assert fake.wait_exit() == 0
+    frames = [m for m in said if m["type"] == "transcript_mirror"]
+    (fork,) = {m["session_id"] for m in said if "session_id" in m}
+    kept = next(_store(fake).glob(f"*/{fork}.jsonl"))
+    home = tmp_path / "home" / ".claude" / "projects" / kept.parent.name / kept.name
+    assert {m["filePath"] for m in frames} == {str(home)}
+    entries = [e for m in frames for e in m["entries"]]
+    assert entries == _lines(kept)  # all of it, as written
+    assert [e["message"]["content"] for e in entries if e["type"] == "user"] == ["one", "two"]
+    assert said.index(frames[-1]) < len(said) - 1  # before the result, which the SDK flushes at
+    assert not (tmp_path / "home").exists()  # named, never written
+
+
 def test_a_resume_goes_on_from_the_last_message_not_a_title_line(spawn):
     # The SDKs' fork_session and rename_session append a `custom-title` line, the fork's with a
     # uuid of its own. A resume chained its prompt to that line, which is no message: the SDKs'
