@@ -74,8 +74,12 @@ def control_error(request_id: str, error: str) -> dict:
 GENERAL_AGENT = {"name": "general-purpose", "description": "General-purpose agent"}
 
 
-def initialize_response(model: str, version: str | None, agents: list[dict] | None = None) -> dict:
-    return {
+def initialize_response(
+    model: str, version: str | None, agents: list[dict] | None = None, hooks: bool = True
+) -> dict:
+    """`hooks`: the request carried hooks; `hooks_applied` is absent when it did not (the TS
+    SDK's types), true when it did (they are all registered)."""
+    answer = {
         "commands": [
             {
                 "name": "compact",
@@ -95,8 +99,10 @@ def initialize_response(model: str, version: str | None, agents: list[dict] | No
         "pid": os.getpid(),
         "claude_code_version": version or DEFAULT_VERSION,
         "hook_on_failure_supported": True,
-        "hooks_applied": True,
     }
+    if hooks:
+        answer["hooks_applied"] = True
+    return answer
 
 
 CONTEXT_WINDOW = 200_000

@@ -226,7 +226,8 @@ class Session(ToolTurns):
             if self.ctx.schema is None and isinstance(req.get("jsonSchema"), dict):
                 self.ctx.schema = req["jsonSchema"]  # TS SDK >= 0.3 sends it here too
             self._sdk_mcp_servers(req, delivered)
-            answer = m.initialize_response(self.model, self.ctx.version, self.agents)
+            carried = req.get("hooks") is not None
+            answer = m.initialize_response(self.model, self.ctx.version, self.agents, carried)
             send(m.control_success(rid, {**answer, **confirmations}))
             at_point(self.ctx, "after-init", 0, self.session_id)
         elif sub == "interrupt":

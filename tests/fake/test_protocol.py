@@ -28,6 +28,14 @@ def test_initialize_reply_echoes_request_id(spawn):
     assert resp["response"]["claude_code_version"] == "2.1.332"
 
 
+def test_hooks_applied_answers_only_a_request_that_carried_hooks(spawn):
+    # The TS SDK's types: absent when the request carried no hooks (it was always true).
+    bare = spawn().initialize()["response"]["response"]
+    assert "hooks_applied" not in bare and bare["hook_on_failure_supported"] is True
+    hooks = {"Stop": [{"matcher": None, "hookCallbackIds": ["hook_0"]}]}
+    assert spawn().initialize(hooks=hooks)["response"]["response"]["hooks_applied"] is True
+
+
 def test_turn_sequence_and_required_fields(spawn):
     fake = spawn()
     fake.initialize()
