@@ -229,6 +229,11 @@ class SessionManager:
         # An ending its generator had begun (idle, error) goes on after the cancel: wait for it.
         mine = [task for task, sid in self._endings.items() if sid == session_id]
         await asyncio.gather(*mine, return_exceptions=True)
+        # Nothing of it is left: its entry goes, as a drained session's does (before, every
+        # deleted session's stayed for the worker's lifetime, its cancelled task and frames
+        # with it). Not if a hook has given it a new generator meanwhile.
+        if active.task is None or active.task.done():
+            self._forget(active)
 
     async def shutdown(self) -> None:
         """Stop every generator; each ends its observer's whole tree."""

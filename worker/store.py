@@ -474,13 +474,24 @@ class Store:
         return int(row[0])
 
     @waits_for_locks
-    def pending_messages(self) -> list[sqlite3.Row]:
-        return list(
-            self.db.execute(
-                "SELECT id, session_id, kind, status, attempts, created FROM pending_messages "
-                "WHERE status IN ('pending','processing') ORDER BY id"
-            )
+    def pending_messages(self, oldest: int | None = None) -> list[sqlite3.Row]:
+        """Queued and claimed messages, oldest first: all, or only the `oldest` many."""
+        sql = (
+            "SELECT id, session_id, kind, status, attempts, created FROM pending_messages "
+            "WHERE status IN ('pending','processing') ORDER BY id"
         )
+        if oldest is None:
+            return list(self.db.execute(sql))
+        return list(self.db.execute(sql + " LIMIT ?", (oldest,)))
+
+    @waits_for_locks
+    def pending_totals(self) -> tuple[int, int]:
+        """(queued and claimed messages, sessions that have some), counted in SQLite."""
+        row = self.db.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM pending_messages "
+            "WHERE status IN ('pending','processing')"
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     # -- registry -----------------------------------------------------------------------------
     @waits_for_locks
