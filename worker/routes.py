@@ -74,6 +74,12 @@ def cross_site(headers: Any) -> str | None:
     return None
 
 
+# Answers up to this size go out as aiohttp writes them: into the transport's buffer, under
+# its 64 KiB high-water mark with the headers, so without a wait (even for a client that reads
+# nothing; the idle timeout ends that connection) and without a task per request for the deadline.
+SMALL_ANSWER = 32 * 1024
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler)
@@ -88,6 +94,9 @@ async def _send_within(request: web.Request, response: web.StreamResponse, timeo
     items) and read nothing took a worker from 43 to 505 MB, and held it after they closed."""
     if response.prepared or not isinstance(response, web.Response):
         return  # a stream its handler writes itself
+    body = response.body
+    if isinstance(body, (bytes, bytearray)) and len(body) <= SMALL_ANSWER:
+        return  # it fits the socket's buffers: aiohttp's write never waits (the hooks' path)
     try:
         await asyncio.wait_for(_send(request, response), timeout)
     except asyncio.TimeoutError:
