@@ -131,9 +131,29 @@ def loads_text(raw: bytes) -> Any:
     cut by a truncation, say) made U+FFFD, as a JavaScript writer's UTF-8 would make it: such a
     string cannot be encoded, so it would fail later in SQLite, or in an observer."""
     value = json.loads(raw)
+    _within_depth(value)
     if b"\\u" not in raw:  # a lone surrogate can only come from an escape
         return value
     return _no_lone_surrogates(value)
+
+
+# Deeper than any hook's body; json.loads takes ~1000 levels, but storing the body (json.dumps)
+# or mending its surrogates (recursive) failed on fewer: a 500, or a 400 only with an escape.
+MAX_DEPTH = 200
+
+
+def _within_depth(value: Any) -> None:
+    """ValueError if arrays and objects nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        if depth > MAX_DEPTH:
+            raise ValueError(f"arrays and objects nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
 
 
 def _no_lone_surrogates(value: Any) -> Any:

@@ -192,6 +192,30 @@ def test_a_body_that_cannot_be_decoded_is_a_400(fake_run: FakeRun, workers) -> N
     assert "the body cannot be decoded (400)" in worker.log()
 
 
+def test_a_body_nested_too_deeply_is_a_400_escape_or_not(fake_run: FakeRun, workers) -> None:
+    """Valid JSON nested hundreds of levels deep: json.loads took it, then storing it
+    (json.dumps) failed, a 500 with a traceback; with a \\u escape in it, mending surrogates
+    failed sooner, a 400 saying "maximum recursion depth". Now the same 400 either way, from a
+    depth no hook's body comes near; a body within it is stored."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    worker.new_session("deep")
+
+    def observe(depth: int, escape: str) -> tuple[int, Any]:
+        tool_input = "[" * depth + json.dumps("x" + escape) + "]" * depth
+        raw = (
+            '{"contentSessionId": "deep", "tool_name": "Read", "cwd": "/tmp", '
+            f'"tool_response": "ok", "tool_input": {tool_input}}}'
+        ).encode()
+        return worker.api().request("POST", "/api/sessions/observations", data=raw)
+
+    for depth in (250, 600):
+        for escape in ("", "\\u00e9"):
+            status, answer = observe(depth, escape)
+            assert status == 400 and "nested deeper than" in answer["error"], (status, answer)
+    assert observe(150, "\\u00e9")[0] == 200
+    assert "Traceback" not in worker.log(), worker.log()
+
+
 def test_a_client_that_sends_its_body_slowly_does_not_hold_the_workers_exit(
     fake_run: FakeRun, workers
 ) -> None:
