@@ -45,13 +45,13 @@ from harness.report_assembly import (
     starts_warning,
     write_report_or_error,
 )
-from harness.runs import under_way
 from harness.soak_config import (
     SoakConfig,
     add_mcp_arguments,
     claude_path,
     config_problem,
     report_dir_problem,
+    run_id_problem,
     write_run_shim,
 )
 from harness.target import RunContext, Target, TargetError
@@ -621,16 +621,6 @@ def _claude_mem_settings(pairs: list[str]) -> dict[str, Any]:
     if not pairs:
         return {}
     return {"settings": dict(kv.partition("=")[::2] for kv in pairs)}
-
-
-def run_id_problem(run_id: str) -> str | None:
-    """A --run-id that a live run on this machine already has: refused before anything starts
-    (its report folder included), since this run would count that run's processes as its own
-    and its exit sweep would kill them."""
-    other = under_way(run_id)
-    if other is None:
-        return None
-    return f"--run-id {run_id}: a run with this id is under way (harness pid {other.owner_pid})"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -175,6 +175,16 @@ def report_dir_problem(report: Path | None, run_id: str) -> str | None:
     return None
 
 
+def run_id_problem(run_id: str) -> str | None:
+    """A --run-id that a live run on this machine already has: refused before anything starts
+    (its report folder included), since this run would count that run's processes as its own
+    and its exit sweep would kill them."""
+    other = under_way(run_id)
+    if other is None:
+        return None
+    return f"--run-id {run_id}: a run with this id is under way (harness pid {other.owner_pid})"
+
+
 def _writing_there(report: Path) -> str | None:
     """The run (`<run id> (harness pid N)`) that is under way with its report in this folder:
     two runs there would each take away the other's files and one's verdict would be read as
