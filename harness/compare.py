@@ -30,6 +30,7 @@ from typing import Any
 
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, path_arg
 from harness.cleanup import end_live_runs
+from harness.interrupts import SIGNALS, shield_up
 from harness.soak import run_soak
 from harness.soak_config import SoakConfig, add_mcp_arguments
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
@@ -125,6 +126,8 @@ class ReapWatch(Target):
 
     async def _wait_unless_interrupted(self) -> dict:
         """The reap wait, cut short by Ctrl-C: an interrupted run stops at once."""
+        if _INTERRUPTED.is_set():
+            return {"interrupted": True}
         if self.reap_wait > 0:  # minutes, maybe, with nothing else on the screen: say why
             print(f"compare: sessions over; waiting up to {self.reap_wait:g} s for the worker to "
                   "end their observers by itself", file=sys.stderr, flush=True)  # fmt: skip
@@ -381,7 +384,9 @@ def _distinct(targets: list[tuple[str, Target, float]]) -> list[tuple[str, Targe
 
 def _on_sigint(task: asyncio.Task[Any] | None) -> None:
     _INTERRUPTED.set()
-    if task is not None:
+    # Under a run's shield (its cleanup: the reap wait, the stop, the sweep, the report) the
+    # flag is enough: the reap wait ends at once, and cancelling would cut the report short.
+    if task is not None and not shield_up():
         task.cancel()
 
 
@@ -389,11 +394,17 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
     _INTERRUPTED.clear()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    try:
-        # Ctrl-C: cancel the run (run_soak stops its worker) and skip every reap wait.
-        loop.add_signal_handler(signal.SIGINT, _on_sigint, task)
-    except (NotImplementedError, RuntimeError):  # Windows: asyncio.run's own handling applies
-        pass
+    # Ctrl-C: cancel the run (run_soak stops its worker) and skip every reap wait. SIGTERM and
+    # SIGHUP too: their handler (interrupts.term_as_interrupt) calls SIGINT's, which once the
+    # loop has one of its own is a no-op, so they would be ignored. Not one ignored on purpose
+    # (SIGHUP under nohup).
+    for sig in SIGNALS:
+        if sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        try:
+            loop.add_signal_handler(sig, _on_sigint, task)
+        except (NotImplementedError, RuntimeError):  # Windows: asyncio.run's own handling
+            break
     base = SoakConfig(
         sessions=args.sessions,
         concurrency=args.concurrency,
@@ -462,7 +473,7 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         row = summarize(label, report, watch.reap, args.prompts, extra)
         row["folder"] = folder  # its soak report, under the output folder
         rows.append(row)
-        if report.get("interrupted"):
+        if report.get("interrupted") or _INTERRUPTED.is_set():
             raise KeyboardInterrupt
         isolation = f", isolation: {row['isolation']}" if row.get("isolation") else ""
         never = (

@@ -16,9 +16,17 @@ from contextlib import contextmanager
 from types import FrameType
 
 # The signals that end a run; SIGHUP is absent on Windows.
-_SIGNALS = tuple(
+SIGNALS = tuple(
     sig for sig in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if sig
 )
+_SHIELDS = [0]  # how many shielded() bodies are running (main thread only)
+
+
+def shield_up() -> bool:
+    """Whether a run's cleanup is under shielded() now. An asyncio signal handler (compare's,
+    added with loop.add_signal_handler) still runs then, through the loop's wakeup fd: it must
+    not cancel the task, or the cleanup and the report it shields are cut short."""
+    return _SHIELDS[0] > 0
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -38,7 +46,7 @@ def term_as_interrupt() -> None:
     spot and leave the worker's orphans running."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for sig in _SIGNALS[1:]:
+    for sig in SIGNALS[1:]:
         # Under `nohup` SIGHUP is ignored on purpose: the run is meant to outlive the terminal.
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _interrupt)
@@ -67,13 +75,15 @@ def shielded(judged: bool = False) -> Iterator[None]:
             )
 
     saved = {}
-    for sig in _SIGNALS:
+    for sig in SIGNALS:
         handler = signal.getsignal(sig)
         if handler is not signal.SIG_IGN:
             saved[sig] = handler
             signal.signal(sig, acknowledge)
+    _SHIELDS[0] += 1
     try:
         yield
     finally:
+        _SHIELDS[0] -= 1
         for sig, handler in saved.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -331,3 +331,60 @@ def test_ctrl_c_during_a_compare_exits_130_and_leaves_nothing(tmp_path: Path) ->
     assert "compare: reference leaky" not in text  # the remaining runs are skipped
     alive = [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"left running after Ctrl-C: {alive}"
+
+
+def _compare_proc(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+    err = tmp_path / "stderr.txt"
+    argv = [sys.executable, "-m", "harness", "compare", "--prompts=1", "--grace=1", "--no-plot",
+            f"--out={tmp_path / 'out'}", *extra]  # fmt: skip
+    with err.open("wb") as fh:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh
+        )
+    return proc, err
+
+
+def test_ctrl_c_during_a_reap_wait_keeps_the_runs_report(tmp_path: Path) -> None:
+    """Ctrl-C in the reap wait (minutes for claude-mem 13.x: where a user presses it) said
+    "writing its report first ... its verdict stands", but compare's handler cancelled the task
+    inside the soak's shielded cleanup: the run's report folder was never written."""
+    if sys.platform == "win32":
+        pytest.skip("SIGINT to one process is POSIX")
+    proc, err = _compare_proc(tmp_path, "--sessions=1", "--reference-reap-wait=600")
+    try:
+        wait_for(
+            lambda: err.read_text(errors="replace").count("waiting up to 600 s") >= 2,
+            timeout=120,
+            what="the leaky worker's reap wait",
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    report = json.loads((tmp_path / "out" / "reference-leaky" / "report.json").read_text())
+    assert report["verdict"] == "FAIL", report["verdict"]  # judged before the Ctrl-C: it stands
+
+
+def test_sigterm_stops_a_compare_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (`timeout`, a cancelled CI job) called SIGINT's handler, a no-op once compare's
+    loop had its own: the compare ran every session to the end and exited 0."""
+    if sys.platform == "win32":
+        pytest.skip("SIGTERM as an interrupt is POSIX")
+    proc, err = _compare_proc(tmp_path, "--sessions=2000", "--scenarios=ok")
+    try:
+        wait_for(
+            lambda: "compare: reference fixed ..." in err.read_text(errors="replace"),
+            timeout=90,
+            what="the fixed worker's run",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert "compare interrupted" in err.read_text(errors="replace")
+    report = json.loads((tmp_path / "out" / "reference-fixed" / "report.json").read_text())
+    assert report["interrupted"] is True
