@@ -628,11 +628,18 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     config.run_id = config.run_id or secrets.token_hex(6)
-    problem = (
-        config_problem(config)
-        or run_id_problem(config.run_id)
-        or report_dir_problem(config.report, config.run_id)
-    )
+    problem = config_problem(config) or run_id_problem(config.run_id)
+    if problem:
+        print(f"harness soak: {problem}", file=sys.stderr)
+        return EXIT_CODES[ERROR]
+    try:
+        target = get_target(config.target, **config.target_kwargs())
+    except (UnknownTarget, ValueError, TypeError) as exc:
+        print(f"harness soak: {exc}", file=sys.stderr)
+        return EXIT_CODES[ERROR]
+    # Only now: the report folder is marked "running" (begin_report), which a target that
+    # cannot even be made would have left behind, in place of the folder's earlier verdict.
+    problem = report_dir_problem(config.report, config.run_id)
     if problem:
         print(f"harness soak: {problem}", file=sys.stderr)
         return EXIT_CODES[ERROR]
@@ -642,11 +649,6 @@ def run(args: argparse.Namespace) -> int:
     if args.sessions is not None and config.duration is not None:
         print(f"harness soak: warning: --duration {config.duration:g} runs as many sessions as "
               f"fit in it; --sessions {args.sessions} is not used", file=sys.stderr)  # fmt: skip
-    try:
-        target = get_target(config.target, **config.target_kwargs())
-    except (UnknownTarget, ValueError, TypeError) as exc:
-        print(f"harness soak: {exc}", file=sys.stderr)
-        return EXIT_CODES[ERROR]
     try:
         report = asyncio.run(run_soak(config, target))
     except KeyboardInterrupt:

@@ -47,6 +47,14 @@ START_TIMEOUT_S = 120.0  # 9.0.0 waits for its MCP server before it reports read
 STOP_GRACE_S = 5.0
 RUN_ID_FLAG = "--fake-claude-run-id="
 DEFAULT_MODEL = "claude-sonnet-4-5"
+# Settings the run owns. CLAUDE_MEM_DATA_DIR moves the worker's data (its database, logs and
+# settings.json, which 13.x reads from there) out of the run's temporary HOME, into the user's
+# real ~/.claude-mem if that is what is given; CLAUDE_CODE_PATH would replace the fake `claude`.
+RUN_SETTINGS = {
+    "CLAUDE_MEM_DATA_DIR": "the worker's data stays in the run's temporary HOME, so that no "
+    "real ~/.claude-mem is read or written",
+    "CLAUDE_CODE_PATH": "the observers are the run's fake claude, which the census counts",
+}
 
 
 class ClaudeMemError(TargetError):
@@ -119,6 +127,12 @@ class ClaudeMemTarget(Target):
                 "LEAKPROOF_CLAUDE_MEM=13.25.3 python -m harness soak --target claude-mem "
                 "(docs/claude-mem.md)"
             )
+        for key in settings or {}:
+            if key in RUN_SETTINGS:
+                raise ValueError(
+                    f"--claude-mem-setting {key}: set by the harness for every run "
+                    f"({RUN_SETTINGS[key]}); leave it out"
+                )
         self.version = version
         self.plugin = Path(plugin).resolve() if plugin is not None else None
         self.allow_foreign_kill = (

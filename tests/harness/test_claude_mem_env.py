@@ -24,3 +24,13 @@ def test_worker_env_has_no_terminal_size_nor_user_claude_setup(
     assert not {"COLUMNS", "LINES", "CLAUDE_CONFIG_DIR"} & set(env)
     assert env["HOME"] == str(home)
     assert env["PATH"].split(os.pathsep)[:2] == [str(tmp_path / "bin"), str(tmp_path / "bun")]
+
+
+@pytest.mark.parametrize("key", ["CLAUDE_MEM_DATA_DIR", "CLAUDE_CODE_PATH"])
+def test_settings_the_run_owns_are_refused(key: str) -> None:
+    """`--claude-mem-setting CLAUDE_MEM_DATA_DIR=~/.claude-mem` was written into the run's
+    settings.json: 13.x then kept its database, logs and settings in the user's real
+    ~/.claude-mem (and read its settings.json: port, CLAUDE_CODE_PATH), which the docs say is
+    never read or written."""
+    with pytest.raises(ValueError, match=f"--claude-mem-setting {key}: set by the harness"):
+        ClaudeMemTarget(version="13.25.3", settings={key: str(Path.home() / ".claude-mem")})

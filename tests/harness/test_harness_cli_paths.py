@@ -105,3 +105,27 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_run(tmp_path, run
         assert not list(Path(tempfile.gettempdir()).glob(f"leakproof-soak-{run_id}-*"))
     finally:
         assert run_pids(run_id) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "unset"), [("nowhere", ()), ("claude-mem", ("LEAKPROOF_CLAUDE_MEM",))]
+)
+def test_a_target_that_cannot_be_made_leaves_the_report_folder_alone(tmp_path, target, unset):
+    """`soak --target claude-mem --report DIR` without LEAKPROOF_CLAUDE_MEM (or an unknown
+    target) exited 2 but had already marked DIR's report.json "running", for a run that never
+    started, in place of the verdict it held."""
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    earlier = '{"verdict": "PASS", "run_id": "0123456789ab"}\n'
+    (report_dir / "report.json").write_text(earlier)
+    argv = ["soak", "--target", target, "--sessions", "1", "--progress", "none"]
+    env = {k: v for k, v in os.environ.items() if k not in (*unset, "LEAKPROOF_CLAUDE_MEM_PLUGIN")}
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", *argv, "--report", str(report_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 2 and "harness soak:" in out.stderr, out.stderr
+    assert (report_dir / "report.json").read_text() == earlier
