@@ -569,8 +569,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"SKIPPED harness compare: the real claude-mem cannot run here: {reason}.")
             return 0
     for kv in args.claude_mem_setting:
-        if "=" not in kv:
-            print(f"harness compare: --claude-mem-setting needs KEY=VALUE, not {kv!r}")
+        key, eq, value = kv.partition("=")
+        if not (key and eq and value):  # as soak's check (soak_config.config_problem)
+            print(f"harness compare: --claude-mem-setting needs KEY=VALUE, not {kv!r}",
+                  file=sys.stderr)  # fmt: skip
             return 2
     try:
         rows, meta = asyncio.run(compare(args))

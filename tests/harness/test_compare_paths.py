@@ -262,11 +262,14 @@ def test_bad_setting_and_unavailable_claude_mem_run_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    args = _args(
-        "--no-reference", "--claude-mem=13.25.3", "--claude-mem-setting=NOEQUALS", f"--out={out}"
-    )
-    assert compare.run(args) == 2
-    assert "--claude-mem-setting needs KEY=VALUE, not 'NOEQUALS'" in capsys.readouterr().out
+    # On stderr, and an empty key or value refused too, as soak does ("=5" ran a whole compare
+    # with a "" setting; the error went to stdout).
+    for bad in ("NOEQUALS", "=5", "KEY="):
+        args = _args(
+            "--no-reference", "--claude-mem=13.25.3", f"--claude-mem-setting={bad}", f"--out={out}"
+        )
+        assert compare.run(args) == 2
+        assert f"--claude-mem-setting needs KEY=VALUE, not {bad!r}" in capsys.readouterr().err
 
     empty = tmp_path / "empty-bin"
     empty.mkdir()
