@@ -28,6 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, path_arg
 from harness.cleanup import end_live_runs
 from harness.interrupts import SIGNALS, shield_up
@@ -327,6 +329,41 @@ def _stale_folders(out: Path, rows: list[dict]) -> list[Path]:
     return stale
 
 
+OUT_CLAIM = ".compare-running.json"  # in --out while a compare writes there: {pid, create_time}
+
+
+def _out_owner(out: Path) -> int | None:
+    """The pid of another compare, still running, that writes its reports into `out`. Two at
+    once (the default --out is shared) replaced each other's report folders, work folders and
+    table, silently; a claim left by a compare killed outright names a pid that is gone."""
+    try:
+        held = json.loads((out / OUT_CLAIM).read_text(encoding="utf-8"))
+        pid, create_time = int(held["pid"]), float(held["create_time"])
+        if pid != os.getpid() and abs(psutil.Process(pid).create_time() - create_time) < 1.0:
+            return pid
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        pass
+    return None
+
+
+def _claim_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        me = psutil.Process()
+        claim = {"pid": me.pid, "create_time": me.create_time()}
+        (out / OUT_CLAIM).write_text(json.dumps(claim), encoding="utf-8")
+    except (OSError, psutil.Error):
+        pass  # an --out that cannot be written is said by the run's own report
+
+
+def _release_out(out: Path) -> None:
+    try:
+        if json.loads((out / OUT_CLAIM).read_text(encoding="utf-8")).get("pid") == os.getpid():
+            (out / OUT_CLAIM).unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def write_outputs(out: Path, rows: list[dict], meta: dict, plot: bool = True) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     for folder in _stale_folders(out, rows):
@@ -380,6 +417,13 @@ def _distinct(targets: list[tuple[str, Target, float]]) -> list[tuple[str, Targe
                 )
                 targets[i] = (target.label, target, wait)
     return targets
+
+
+def _out_busy(out: Path, pid: int | None) -> str:
+    return (
+        f"--out {out}: another compare (pid {pid}) is writing its reports there; wait for it, "
+        "or give another --out"
+    )
 
 
 def _on_sigint(task: asyncio.Task[Any] | None) -> None:
@@ -451,6 +495,10 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
             print(f"compare: {label}: REFUSED: {exc}", file=sys.stderr, flush=True)
             refused[label] = {"target": label, "verdict": "REFUSED", "refused": str(exc)}
             continue
+    if _out_owner(args.out) is None:  # looked at again: it may have started meanwhile
+        _claim_out(args.out)
+    else:
+        raise ValueError(_out_busy(args.out, _out_owner(args.out)))
     for label, target, reap_wait in targets:
         if label in refused:
             rows.append(refused[label])
@@ -574,16 +622,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"harness compare: --claude-mem-setting needs KEY=VALUE, not {kv!r}",
                   file=sys.stderr)  # fmt: skip
             return 2
+    owner = _out_owner(args.out)
+    if owner is not None:
+        print(f"harness compare: {_out_busy(args.out, owner)}", file=sys.stderr)
+        return 2
     try:
         rows, meta = asyncio.run(compare(args))
     except (KeyboardInterrupt, asyncio.CancelledError):
         end_live_runs()  # an interrupt that got past a run's own cleanup
+        _release_out(args.out)
         print("compare interrupted", file=sys.stderr)
         return 130
     except (RuntimeError, ValueError) as exc:
+        _release_out(args.out)
         print(f"harness compare: {exc}", file=sys.stderr)
         return 2
-    paths = write_outputs(args.out, rows, meta, plot=not args.no_plot)
+    try:
+        paths = write_outputs(args.out, rows, meta, plot=not args.no_plot)
+    finally:
+        _release_out(args.out)
     print(markdown_table(rows, meta))
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0 if all(r.get("verdict") in ("PASS", "FAIL", "REFUSED") for r in rows) else 2

@@ -391,3 +391,25 @@ def test_sigterm_stops_a_compare_like_ctrl_c(tmp_path: Path) -> None:
     assert "compare interrupted" in err.read_text(errors="replace")
     report = json.loads((tmp_path / "out" / "reference-fixed" / "report.json").read_text())
     assert report["interrupted"] is True
+
+
+def test_a_second_compare_into_the_same_out_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two compares into one --out (reports/compare by default) each wrote there: the one that
+    ended last replaced the other's report folder and table, and neither said a word."""
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time()}
+        (out / compare.OUT_CLAIM).write_text(json.dumps(held))
+        assert compare.run(_args("--sessions=1", "--no-plot", f"--out={out}")) == 2
+        err = capsys.readouterr().err
+        assert f"another compare (pid {other.pid}) is writing its reports there" in err
+        assert sorted(p.name for p in out.iterdir()) == [compare.OUT_CLAIM]  # nothing run
+    finally:
+        other.kill()
+        other.wait()
+    # A claim whose compare is gone (killed outright) does not hold a later one back.
+    assert compare._out_owner(out) is None
