@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+import proctree
 from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, path_arg
 from harness.cleanup import end_live_runs
 from harness.interrupts import SIGNALS, shield_up
@@ -339,7 +340,9 @@ def _out_owner(out: Path) -> int | None:
     try:
         held = json.loads((out / OUT_CLAIM).read_text(encoding="utf-8"))
         pid, create_time = int(held["pid"]), float(held["create_time"])
-        if pid != os.getpid() and abs(psutil.Process(pid).create_time() - create_time) < 1.0:
+        # Written by another process of this boot, maybe after a clock step: translated.
+        created = proctree.recorded(pid, create_time, held.get("boot"))
+        if pid != os.getpid() and created is not None and proctree.is_alive(created):
             return pid
     except (OSError, ValueError, KeyError, TypeError, psutil.Error):
         pass
@@ -350,7 +353,11 @@ def _claim_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         me = psutil.Process()
-        claim = {"pid": me.pid, "create_time": me.create_time()}
+        claim = {
+            "pid": me.pid,
+            "create_time": proctree.create_time(me),
+            "boot": proctree.boot_stamp(),
+        }
         (out / OUT_CLAIM).write_text(json.dumps(claim), encoding="utf-8")
     except (OSError, psutil.Error):
         pass  # an --out that cannot be written is said by the run's own report

@@ -14,6 +14,7 @@ import psutil
 import pytest
 from soak_helpers import wait_for
 
+import proctree
 from harness import compare
 
 pytest.importorskip("worker")
@@ -402,7 +403,7 @@ def test_a_second_compare_into_the_same_out_is_refused(
     out.mkdir()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        held = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time()}
+        held = {"pid": other.pid, "create_time": proctree.create_time(psutil.Process(other.pid))}
         (out / compare.OUT_CLAIM).write_text(json.dumps(held))
         assert compare.run(_args("--sessions=1", "--no-plot", f"--out={out}")) == 2
         err = capsys.readouterr().err
