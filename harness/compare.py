@@ -426,6 +426,14 @@ def _distinct(targets: list[tuple[str, Target, float]]) -> list[tuple[str, Targe
     return targets
 
 
+def _home_now(home: str | None, work_dir: str | None) -> str | None:
+    """The run's private HOME (a folder of its work folder) where it is now: the work folder
+    is moved into the report folder when kept, removed otherwise (then None)."""
+    if home is None or work_dir is None:
+        return None
+    return str(Path(work_dir) / Path(home).name)
+
+
 def _out_busy(out: Path, pid: int | None) -> str:
     return (
         f"--out {out}: another compare (pid {pid}) is writing its reports there; wait for it, "
@@ -520,6 +528,7 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
         extra_fn = getattr(target, "extra_report", None)
         extra = extra_fn() if extra_fn is not None else None
         if extra is not None:
+            extra["home"] = _home_now(extra.get("home"), report.get("work_dir"))
             (args.out / _slug(label)).mkdir(parents=True, exist_ok=True)
             (args.out / _slug(label) / "claude-mem.json").write_text(
                 json.dumps(extra, indent=2, default=str)

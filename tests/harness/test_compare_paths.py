@@ -414,3 +414,13 @@ def test_a_second_compare_into_the_same_out_is_refused(
         other.wait()
     # A claim whose compare is gone (killed outright) does not hold a later one back.
     assert compare._out_owner(out) is None
+
+
+def test_claude_mem_json_names_the_private_home_where_it_is_now(tmp_path):
+    """It named the HOME in the run's temp work folder, which is moved into the report folder
+    when kept and removed when not: a folder that no longer existed."""
+    moved = tmp_path / "report" / "work"
+    gone = "/tmp/leakproof-soak-x/claude-mem-home"
+    assert compare._home_now(gone, str(moved)) == str(moved / "claude-mem-home")
+    assert compare._home_now(gone, None) is None  # the work folder was removed
+    assert compare._home_now(None, str(moved)) is None
