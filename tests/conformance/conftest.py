@@ -22,6 +22,22 @@ MIN_NODE_MAJOR = 18
 STAMP = NODE_DIR / "node_modules" / ".leakproof-installed"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _claude_config_of_the_runs_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The SDKs write under the Claude config folder (TS 0.1.76 flushes its debug log to
+    `<config>/debug/<id>.txt` when a driver runs past a second), and so do the fake's
+    conversations: a folder of this run's, never the user's own ~/.claude."""
+    if os.environ.get("CLAUDE_CONFIG_DIR"):
+        yield
+        return
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path_factory.mktemp("claude-config")))
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
 def _missing(reason: str) -> None:
     # .ci/run installs node (ci/install_node.sh), so in CI a missing node is a real failure.
     if os.environ.get("CI", "").lower() == "true":

@@ -914,6 +914,7 @@ def test_a_session_store_gets_the_conversation_and_resumes_it(fake_factory, tmp_
     # ~/.claude/projects here: no CLAUDE_CONFIG_DIR; the fake writes its own file elsewhere).
     # The fake took the flag and sent no frame: the user's store stayed empty.
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the SDK's ~ too: not the user's
     fake = fake_factory()
     store = sdk.InMemorySessionStore()
     cwd = tmp_path / "project"
