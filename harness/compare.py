@@ -434,7 +434,7 @@ def _home_now(home: str | None, work_dir: str | None) -> str | None:
     return str(Path(work_dir) / Path(home).name)
 
 
-def _out_busy(out: Path, pid: int | None) -> str:
+def _out_busy(out: Path, pid: int) -> str:
     return (
         f"--out {out}: another compare (pid {pid}) is writing its reports there; wait for it, "
         "or give another --out"
@@ -510,10 +510,10 @@ async def compare(args: argparse.Namespace) -> tuple[list[dict], dict]:
             print(f"compare: {label}: REFUSED: {exc}", file=sys.stderr, flush=True)
             refused[label] = {"target": label, "verdict": "REFUSED", "refused": str(exc)}
             continue
-    if _out_owner(args.out) is None:  # looked at again: it may have started meanwhile
-        _claim_out(args.out)
-    else:
-        raise ValueError(_out_busy(args.out, _out_owner(args.out)))
+    other = _out_owner(args.out)  # looked at again: it may have started meanwhile
+    if other is not None:
+        raise ValueError(_out_busy(args.out, other))
+    _claim_out(args.out)
     for label, target, reap_wait in targets:
         if label in refused:
             rows.append(refused[label])
