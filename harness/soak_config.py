@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import proctree
 from cliargs import NON_NEGATIVE_INT
 from harness.report import begin_report
 from harness.runs import under_way
@@ -136,10 +137,15 @@ def config_problem(config: SoakConfig) -> str | None:
             return "--scenarios picks the fake's behaviour: it cannot be used with --claude"
         claude = Path(config.claude)
         where = claude.absolute()  # said in full: Path drops the "./" of "./claude"
-        if shutil.which(str(where)) is None:  # an executable file, as a spawn tests it
+        found = shutil.which(str(where))  # an executable file, as a spawn tests it
+        if found is None:
             if len(claude.parts) == 1:  # a name: claude_path found it nowhere on PATH either
                 return f"--claude {claude}: not a command on PATH, nor an executable file {where}"
             return f"--claude {where}: not an executable file (a path, or a command on PATH)"
+        # Every observer's exec would fail, and a soak of them tested nothing yet passed.
+        cannot = proctree.exec_problem(found)
+        if cannot:
+            return f"--claude {where}: {cannot}"
         if config.mcp_servers:
             return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
     settings = config.target_options.get("settings") or {}

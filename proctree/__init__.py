@@ -55,6 +55,7 @@ from ._platform import (
     enable_cgroups,
     enable_subreaper,
     end_stale_cells,
+    exec_problem,
     is_subreaper,
     pdeathsig_method,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "enable_cgroups",
     "enable_subreaper",
     "end_stale_cells",
+    "exec_problem",
     "environ",
     "exited",
     "fallback_forced",

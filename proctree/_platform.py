@@ -289,3 +289,11 @@ def reap_pid(pid: int) -> bool:
 
 
 PreexecFn = Callable[[], None]
+
+
+def exec_problem(path: str) -> str | None:
+    """Why a spawn of this executable file would fail at its exec (POSIX: no `#!` line and not
+    a binary), or None; None on Windows, where what runs is told by the file's name."""
+    if sys.platform != "win32":
+        return _posix.exec_problem(path)
+    return None

@@ -92,3 +92,38 @@ def _peek_exited(pid: int) -> bool:
 
 def noop_preexec() -> Callable[[], None] | None:
     return None
+
+
+# What execve runs besides a `#!` script: ELF, and Mach-O (thin, either byte order; fat).
+_BINARY_MAGIC = (
+    b"\x7fELF",
+    b"\xfe\xed\xfa\xce",
+    b"\xfe\xed\xfa\xcf",
+    b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+)
+_BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
+
+
+def exec_problem(path: str) -> str | None:
+    """Why execve would refuse this executable file with ENOEXEC (a script without `#!`, which
+    a shell runs but a spawn cannot), or None. Unknown (None) where the kernel has binfmt_misc
+    formats registered: those may run anything."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None  # unreadable yet executable: the spawn will say
+    if head[:2] == b"#!" or head in _BINARY_MAGIC:
+        return None
+    try:
+        registered = set(os.listdir(_BINFMT_MISC)) - {"register", "status"}
+    except OSError:
+        registered = set()
+    if registered:
+        return None
+    return (
+        "the kernel cannot run it: no '#!' line and not a binary (a shell runs such a script, "
+        "a spawn fails with 'Exec format error')"
+    )

@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import proctree
 from worker.slots import DEFAULT_MAX_OBSERVERS, DEFAULT_OBSERVER_SHARE_S
 
 # claude-mem 9.0.0's observer model and tool deny-list (SDKAgent.ts), kept verbatim so the
@@ -118,8 +119,10 @@ def claude_problem(claude: str) -> str | None:
 
     shutil.which makes the spawn's own test: a path must be an executable file, a bare name is
     looked up on PATH."""
-    if shutil.which(claude) is not None:
-        return None
+    found = shutil.which(claude)
+    if found is not None:
+        cannot = proctree.exec_problem(found)
+        return f"--claude {claude}: {cannot}" if cannot else None
     if os.path.dirname(claude):
         return f"--claude {claude}: not an executable file"
     return f"--claude {claude}: not found on PATH (give its path)"

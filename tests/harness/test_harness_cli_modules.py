@@ -91,6 +91,36 @@ def test_soak_refuses_what_cannot_test_anything_before_it_starts(
     assert time.monotonic() - t0 < 30, "it ran the soak first"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX exec")
+def test_soak_refuses_a_claude_the_kernel_cannot_exec(tmp_path, capsys) -> None:
+    """`--claude ./script` without `#!`: every observer's exec failed ('Exec format error'),
+    and the soak PASSed with a warning, having tested nothing of that claude."""
+    claude = tmp_path / "noshebang"
+    claude.write_text("echo hello\n")
+    claude.chmod(0o755)
+    assert main(["soak", "--claude", str(claude), "--sessions", "1", "--progress", "none"]) == 2
+    assert f"--claude {claude}: the kernel cannot run it" in capsys.readouterr().err
+
+
+def test_exec_problem_knows_scripts_and_binaries(tmp_path, monkeypatch) -> None:
+    import proctree
+    from proctree import _posix
+
+    script, text = tmp_path / "script", tmp_path / "text"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    text.write_text("exit 0\n")
+    monkeypatch.setattr(_posix, "_BINFMT_MISC", str(tmp_path / "no-binfmt"))
+    assert proctree.exec_problem(str(script)) is None
+    assert proctree.exec_problem(os.path.realpath(sys.executable)) is None  # a binary
+    assert "no '#!' line" in (proctree.exec_problem(str(text)) or "")
+    # Formats registered with binfmt_misc may run anything: nothing is said then.
+    (tmp_path / "binfmt").mkdir()
+    for name in ("register", "status", "python3.11"):
+        (tmp_path / "binfmt" / name).write_text("")
+    monkeypatch.setattr(_posix, "_BINFMT_MISC", str(tmp_path / "binfmt"))
+    assert proctree.exec_problem(str(text)) is None
+
+
 def test_soak_mcp_servers_are_the_fakes(capsys) -> None:
     # With the user's own claude there is no fake to start them: said, not silently ignored.
     argv = ["soak", "--claude", sys.executable, "--mcp-servers", "1", "--sessions", "1"]

@@ -130,6 +130,21 @@ def test_a_claude_that_cannot_start_is_refused_at_start(tmp_path, claude, says):
     assert not (tmp_path / "worker.json").exists()
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX exec")
+def test_a_claude_the_kernel_cannot_exec_is_refused_at_start(tmp_path):
+    """A script without `#!` is executable, yet every spawn of it fails with 'Exec format
+    error' (a shell runs it, execve does not): the worker served, and every session failed."""
+    claude = tmp_path / "claude"
+    claude.write_text("echo hello\n")
+    claude.chmod(0o755)
+    data = tmp_path / "data"
+    argv = [sys.executable, "-m", "worker", "serve", "--claude", str(claude), "--data-dir"]
+    run = subprocess.run([*argv, str(data)], **_RUN)
+    assert run.returncode == 2, run.stderr
+    assert f"--claude {claude}: the kernel cannot run it: no '#!' line" in run.stderr
+    assert not (data / "worker.json").exists()
+
+
 def test_a_port_in_use_is_refused_cleanly(fake_run: FakeRun, workers, tmp_path):
     """Before: a traceback and exit 1, with the guardian left to find out by itself."""
     first: Worker = workers(fake_run.shim("ok"))
