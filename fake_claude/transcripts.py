@@ -207,7 +207,8 @@ class Transcript:
             self.keep = False  # as a CLI on a full disk: the conversation goes on unsaved
             return
         self.parent = uuid
-        self.mirrored(self.path, [*entries, line])
+        if self._mirror is not None:
+            self.mirrored(self.path, [*entries, line])
 
 
 def _entries(data: bytes) -> list[dict]:

@@ -242,13 +242,20 @@ def process_filters(query: Mapping[str, str]) -> tuple[list[str] | None, int | N
         unknown = [part for part in states if part not in PROCESS_STATES]
         if unknown or not states:
             raise BadRequest(400, f"state: {raw!r}: expected some of {', '.join(PROCESS_STATES)}")
+    if query.get("limit") is None:
+        return states, None if "sessions" in query else DEFAULT_PROCESS_ROWS
+    return states, row_limit(query)
+
+
+def row_limit(query: Mapping[str, str]) -> int:
+    """`?limit=N` (1..MAX_PROCESS_ROWS) of a listing, DEFAULT_PROCESS_ROWS when absent."""
     raw = query.get("limit")
     if raw is None:
-        return states, None if "sessions" in query else DEFAULT_PROCESS_ROWS
+        return DEFAULT_PROCESS_ROWS
     limit = _positive_int(raw)
     if limit is None or limit > MAX_PROCESS_ROWS:
         raise BadRequest(400, f"limit: {raw!r} is not a whole number in 1..{MAX_PROCESS_ROWS}")
-    return states, limit
+    return limit
 
 
 MAX_WAIT_MS = 60_000  # cap for GET /sessions/{id}/status?waitDrainedMs=
@@ -417,10 +424,7 @@ class Routes:
         # `truncated` when more are queued; the totals count them all. Before, every queued
         # message: with 40,000 queued each request held the event loop ~0.45 s and built 7 MB,
         # and a client asking in a loop stalled every hook.
-        raw = request.query.get("limit")
-        limit = DEFAULT_PROCESS_ROWS if raw is None else _positive_int(raw)
-        if limit is None or limit > MAX_PROCESS_ROWS:
-            raise BadRequest(400, f"limit: {raw!r} is not a whole number in 1..{MAX_PROCESS_ROWS}")
+        limit = row_limit(request.query)
         rows = await self.store.pending_messages(limit + 1)
         truncated = len(rows) > limit
         total, sessions = await self.store.pending_totals()

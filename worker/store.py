@@ -474,15 +474,15 @@ class Store:
         return int(row[0])
 
     @waits_for_locks
-    def pending_messages(self, oldest: int | None = None) -> list[sqlite3.Row]:
-        """Queued and claimed messages, oldest first: all, or only the `oldest` many."""
-        sql = (
-            "SELECT id, session_id, kind, status, attempts, created FROM pending_messages "
-            "WHERE status IN ('pending','processing') ORDER BY id"
+    def pending_messages(self, oldest: int) -> list[sqlite3.Row]:
+        """The `oldest` many queued and claimed messages, oldest first."""
+        return list(
+            self.db.execute(
+                "SELECT id, session_id, kind, status, attempts, created FROM pending_messages "
+                "WHERE status IN ('pending','processing') ORDER BY id LIMIT ?",
+                (oldest,),
+            )
         )
-        if oldest is None:
-            return list(self.db.execute(sql))
-        return list(self.db.execute(sql + " LIMIT ?", (oldest,)))
 
     @waits_for_locks
     def pending_totals(self) -> tuple[int, int]:

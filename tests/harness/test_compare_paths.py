@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -287,19 +288,6 @@ def test_bad_setting_and_unavailable_claude_mem_run_nothing(
 def test_ctrl_c_during_a_compare_exits_130_and_leaves_nothing(tmp_path: Path) -> None:
     if sys.platform == "win32":
         pytest.skip("SIGINT to one process is POSIX")
-    err = tmp_path / "stderr.txt"
-    argv = [
-        sys.executable,
-        "-m",
-        "harness",
-        "compare",
-        "--sessions=2000",
-        "--concurrency=2",
-        "--scenarios=ok",
-        "--grace=1",
-        "--no-plot",
-        f"--out={tmp_path / 'out'}",
-    ]
     seen: dict[int, psutil.Process] = {}
 
     def descendants() -> list[psutil.Process]:
@@ -311,25 +299,17 @@ def test_ctrl_c_during_a_compare_exits_130_and_leaves_nothing(tmp_path: Path) ->
             seen.setdefault(kid.pid, kid)
         return kids
 
-    with err.open("wb") as fh:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=fh
-        )
-    try:
-        wait_for(
-            lambda: (
-                "compare: reference fixed ..." in err.read_text(errors="replace")
-                and len(descendants()) >= 2
-            ),
-            timeout=90,
-            what="the fixed worker and an observer",
-        )
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    proc, err = _compare_proc(tmp_path, "--sessions=2000", "--concurrency=2", "--scenarios=ok")
+    _interrupt_when(
+        proc,
+        err,
+        signal.SIGINT,
+        lambda: (
+            "compare: reference fixed ..." in err.read_text(errors="replace")
+            and len(descendants()) >= 2
+        ),
+        "the fixed worker and an observer",
+    )
     text = err.read_text(errors="replace")
     assert "compare interrupted" in text
     assert "compare: reference leaky" not in text  # the remaining runs are skipped
@@ -339,7 +319,7 @@ def test_ctrl_c_during_a_compare_exits_130_and_leaves_nothing(tmp_path: Path) ->
 
 def _compare_proc(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
     err = tmp_path / "stderr.txt"
-    argv = [sys.executable, "-m", "harness", "compare", "--prompts=1", "--grace=1", "--no-plot",
+    argv = [sys.executable, "-m", "harness", "compare", "--grace=1", "--no-plot",
             f"--out={tmp_path / 'out'}", *extra]  # fmt: skip
     with err.open("wb") as fh:
         proc = subprocess.Popen(
@@ -348,25 +328,35 @@ def _compare_proc(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[bytes],
     return proc, err
 
 
+def _interrupt_when(
+    proc: subprocess.Popen[bytes], err: Path, sig: int, ready: Any, what: str, timeout: float = 90
+) -> None:
+    """Once `ready()`, send `sig`; the compare must exit 130 (killed after all, if it does not)."""
+    try:
+        wait_for(ready, timeout=timeout, what=what)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def test_ctrl_c_during_a_reap_wait_keeps_the_runs_report(tmp_path: Path) -> None:
     """Ctrl-C in the reap wait (minutes for claude-mem 13.x: where a user presses it) said
     "writing its report first ... its verdict stands", but compare's handler cancelled the task
     inside the soak's shielded cleanup: the run's report folder was never written."""
     if sys.platform == "win32":
         pytest.skip("SIGINT to one process is POSIX")
-    proc, err = _compare_proc(tmp_path, "--sessions=1", "--reference-reap-wait=600")
-    try:
-        wait_for(
-            lambda: err.read_text(errors="replace").count("waiting up to 600 s") >= 2,
-            timeout=120,
-            what="the leaky worker's reap wait",
-        )
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    proc, err = _compare_proc(tmp_path, "--prompts=1", "--sessions=1", "--reference-reap-wait=600")
+    _interrupt_when(
+        proc,
+        err,
+        signal.SIGINT,
+        lambda: err.read_text(errors="replace").count("waiting up to 600 s") >= 2,
+        "the leaky worker's reap wait",
+        timeout=120,
+    )
     report = json.loads((tmp_path / "out" / "reference-leaky" / "report.json").read_text())
     assert report["verdict"] == "FAIL", report["verdict"]  # judged before the Ctrl-C: it stands
 
@@ -376,19 +366,14 @@ def test_sigterm_stops_a_compare_like_ctrl_c(tmp_path: Path) -> None:
     loop had its own: the compare ran every session to the end and exited 0."""
     if sys.platform == "win32":
         pytest.skip("SIGTERM as an interrupt is POSIX")
-    proc, err = _compare_proc(tmp_path, "--sessions=2000", "--scenarios=ok")
-    try:
-        wait_for(
-            lambda: "compare: reference fixed ..." in err.read_text(errors="replace"),
-            timeout=90,
-            what="the fixed worker's run",
-        )
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 130, err.read_text(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    proc, err = _compare_proc(tmp_path, "--prompts=1", "--sessions=2000", "--scenarios=ok")
+    _interrupt_when(
+        proc,
+        err,
+        signal.SIGTERM,
+        lambda: "compare: reference fixed ..." in err.read_text(errors="replace"),
+        "the fixed worker's run",
+    )
     assert "compare interrupted" in err.read_text(errors="replace")
     report = json.loads((tmp_path / "out" / "reference-fixed" / "report.json").read_text())
     assert report["interrupted"] is True

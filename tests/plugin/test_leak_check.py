@@ -1221,6 +1221,18 @@ def test_a_ctrl_c_during_the_last_wait_ends_what_it_found(
     assert wait_until_gone(marker) == []
 
 
+def _each_blamed_on_itself(result, out: Path, pids: dict[str, str], fixture: str) -> None:
+    """Exactly these tests failed at teardown, each naming its own process (the pid file it
+    wrote) as started by itself, and not the fixture whose environment it used."""
+    errors = teardown_errors(result.stdout.str())
+    assert set(errors) == set(pids), result.stdout.str()
+    for name, pid_name in pids.items():
+        section = errors[name]
+        assert f"started by test_inner.py::{name}:" in section, section
+        assert str(pid_of(out, pid_name)) in section, section
+        assert fixture not in section, section
+
+
 ENV_COPIED_BY_A_FIXTURE = """
 # Starts a detached grandchild and exits: the grandchild is found by its token alone.
 MIDDLE = (
@@ -1237,7 +1249,6 @@ def child_env():
 
 def test_a_clean(child_env):
     subprocess.run([sys.executable, "-c", "pass"], env=child_env, check=True)
-    time.sleep(0.2)  # not a condition: the fixture's setup is well before the next spawn
 
 def test_b_leaks(child_env):
     proc = subprocess.Popen([sys.executable, "-c", SLEEP, "600", MARKER], env=child_env)
@@ -1265,13 +1276,7 @@ def test_a_token_in_a_copied_environment_does_not_move_the_blame(
     out = write_tests(pytester, marker, ENV_COPIED_BY_A_FIXTURE)
     extra = ["--leak-check-subreaper"] if subreaper else []
     result = pytester.runpytest_subprocess("--leak-check", *extra, *INNER_ARGS, timeout=120)
-    errors = teardown_errors(result.stdout.str())
-    assert set(errors) == {"test_b_leaks", "test_c_orphans"}, result.stdout.str()
-    for name, pid in (("test_b_leaks", pid_of(out, "b")), ("test_c_orphans", pid_of(out, "c"))):
-        section = errors[name]
-        assert f"started by test_inner.py::{name}:" in section, section
-        assert str(pid) in section, section
-        assert "child_env" not in section, section
+    _each_blamed_on_itself(result, out, {"test_b_leaks": "b", "test_c_orphans": "c"}, "child_env")
     result.assert_outcomes(passed=4, errors=2)
     assert wait_until_gone(marker) == []
 
@@ -1308,13 +1313,7 @@ def test_a_token_copied_just_before_the_spawn_does_not_move_the_blame(
     reported at the last test's teardown, under the fixture's name."""
     out = write_tests(pytester, marker, ENV_COPIED_AS_THE_TEST_BEGINS)
     result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS, timeout=120)
-    errors = teardown_errors(result.stdout.str())
-    assert set(errors) == {"test_a_leaks", "test_b_leaks"}, result.stdout.str()
-    for name, pid in (("test_a_leaks", pid_of(out, "a")), ("test_b_leaks", pid_of(out, "b"))):
-        section = errors[name]
-        assert f"started by test_inner.py::{name}:" in section, section
-        assert str(pid) in section, section
-        assert "_env'" not in section, section
+    _each_blamed_on_itself(result, out, {"test_a_leaks": "a", "test_b_leaks": "b"}, "_env'")
     result.assert_outcomes(passed=3, errors=2)
     assert wait_until_gone(marker) == []
 

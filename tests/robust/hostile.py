@@ -53,6 +53,12 @@ def record(role, pid=None):
     os.write(fd, f"{{pid or os.getpid()}} {{role}}\n".encode())
     os.close(fd)
 
+def noted(word):
+    """Whether a line of the pid file holds `word` (a thing done once per hostile, not per
+    process)."""
+    with open(PIDFILE) as f:
+        return word in f.read()
+
 def out(obj):
     os.write(1, (json.dumps(obj) + "\n").encode())
 
@@ -185,7 +191,7 @@ serve(on_turn=flood)
 record("main")
 def turn_then_flood(msg):
     answer_turn(msg)
-    if "flooded" in open(PIDFILE).read():
+    if noted("flooded"):
         return
     line = json.dumps({{"type": "system", "subtype": "status", "x": "y" * 3_000_000}}) + "\n"
     data = line.encode()
@@ -316,7 +322,7 @@ def turn(msg):
         with open(MARKS, "a") as f:
             f.write(MINE + "\n")
         record("owner")
-    elif first != MINE and "forger" not in open(PIDFILE).read():
+    elif first != MINE and not noted("forger"):
         if os.fork() == 0:
             os.setsid()
             daemon_sleep("forger", code=IGNORE_TERM_NAP, env={{{mark_env!r}: first}}, setsid=True)
@@ -346,7 +352,7 @@ serve(on_turn=turn_then_blank)
     "db-lock": r"""
 record("main")
 def lock_then_turn(msg):
-    if "locker" not in open(PIDFILE).read():
+    if not noted("locker"):
         argv = open(f"/proc/{{os.getppid()}}/cmdline").read().split(chr(0))
         db = os.path.join(argv[argv.index("--data-dir") + 1], "worker.db")
         if os.fork() == 0:
@@ -359,7 +365,7 @@ def lock_then_turn(msg):
             for _ in range(150):
                 time.sleep(1)
             os._exit(0)
-        while "locker" not in open(PIDFILE).read():
+        while not noted("locker"):
             time.sleep(0.01)
     answer_turn(msg)
 serve(on_turn=lock_then_turn)
@@ -372,7 +378,7 @@ import ctypes
 record("main")
 def turn(msg):
     answer_turn(msg)
-    if "worker-killed" in open(PIDFILE).read():
+    if noted("worker-killed"):
         return
     daemon_sleep("stubborn", IGNORE_TERM_NAP, setsid=True)
     ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none
