@@ -24,8 +24,11 @@ from harness.cleanup import run_processes as harness_run_processes
 HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "node"
 RUN_ID_FLAG = "--fake-claude-run-id="
-# node_modules aliases (package.json): claude-mem 9.0.0's bundled SDK, and the current one.
-TS_SDKS = ("sdk-0.1.76", "sdk-0.3.333")
+# node_modules aliases (package.json): claude-mem 9.0.0's bundled SDK, and the newest on npm.
+# Tests name them only through these, so moving to a newer SDK changes this line, not the tests.
+TS_OLD = "sdk-0.1.76"
+TS_NEW = "sdk-0.3.334"
+TS_SDKS = (TS_OLD, TS_NEW)
 T = TypeVar("T")
 
 # Generous: two shared cores, seven engineers' test runs, node start-up of ~0.3 s each.

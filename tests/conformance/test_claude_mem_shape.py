@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conformance_support import RUN_ID_FLAG, node_driver, read_ledger
+from conformance_support import RUN_ID_FLAG, TS_NEW, TS_OLD, TS_SDKS, node_driver, read_ledger
 
 pytestmark = [pytest.mark.conformance, pytest.mark.usefixtures("node_sdks")]
 
@@ -50,20 +50,20 @@ def _session(make_fake: MakeFake, sdk: str, resume: str | None = None) -> tuple[
 
 
 def test_sdk_0_1_76_spawns_the_issue_603_command_line(make_fake: MakeFake) -> None:
-    res, start = _session(make_fake, "sdk-0.1.76")
+    res, start = _session(make_fake, TS_OLD)
     assert _argv_after_shim(start) == ISSUE_603_ARGV
     assert [m["type"] for m in res["messages"]] == ["system", "assistant", "result"]
 
 
 def test_sdk_0_3_uses_flag_equals_value_forms(make_fake: MakeFake) -> None:
-    _, start = _session(make_fake, "sdk-0.3.333")
+    _, start = _session(make_fake, TS_NEW)
     argv = _argv_after_shim(start)
     assert argv[:5] == ISSUE_603_ARGV[:5]
     assert "--model=claude-sonnet-4-5" in argv
     assert f"--disallowedTools={DISALLOWED}" in argv
 
 
-@pytest.mark.parametrize("sdk", ["sdk-0.1.76", "sdk-0.3.333"])
+@pytest.mark.parametrize("sdk", TS_SDKS)
 def test_resume_keeps_the_session_id(sdk: str, make_fake: MakeFake, tmp_path, monkeypatch) -> None:
     # Two fakes with ledgers of their own: one conversation store for both, as the real CLI's
     # ~/.claude is (the fake would rightly say the second has no such conversation).

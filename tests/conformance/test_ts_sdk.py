@@ -1,5 +1,5 @@
-"""The real TypeScript Agent SDK (0.1.76 as bundled by claude-mem 9.0.0, and 0.3.333) completes
-its kinds of session against the fake `claude`, through `pathToClaudeCodeExecutable`."""
+"""The real TypeScript Agent SDK (0.1.76 as bundled by claude-mem 9.0.0, and TS_NEW, the newest)
+completes its kinds of session against the fake `claude`, through `pathToClaudeCodeExecutable`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conformance_support import TS_SDKS, node_driver, read_ledger
+from conformance_support import TS_NEW, TS_OLD, TS_SDKS, node_driver, read_ledger
 
 import proctree
 from fake_claude.mcp_server import server_argv
@@ -89,7 +89,7 @@ def test_multi_turn_streaming_input_with_interrupt(sdk: str, make_fake: MakeFake
 # 0.1.76 reads no session state: it closes stdin at the first result whatever the CLI says
 # (it then throws ERR_STREAM_WRITE_AFTER_END answering the second turn's hook), with the real
 # CLI as with the fake.
-@pytest.mark.parametrize("sdk", [s for s in TS_SDKS if s != "sdk-0.1.76"])
+@pytest.mark.parametrize("sdk", [s for s in TS_SDKS if s != TS_OLD])
 def test_prompts_sent_together_each_get_a_turn_with_hooks(sdk: str, make_fake: MakeFake) -> None:
     """A hook keeps the SDK's stdin open until "idle": the fake said it with the second prompt
     waiting, and the SDK closed stdin under it (error_during_execution, then a throw)."""
@@ -216,7 +216,7 @@ def test_status_and_settings_calls(sdk: str, make_fake: MakeFake) -> None:
     assert status["setMcpServers"]["value"] == {"added": [], "removed": [], "errors": {}}
     assert any(m["value"] == "claude-sonnet-4-5" for m in status["supportedModels"]["value"])
     assert set(status) >= {"mcpServerStatus", "setModel", "setPermissionMode", "supportedModels"}
-    if sdk != "sdk-0.1.76":
+    if sdk != TS_OLD:
         usage = status["contextUsage"]["value"]
         used = [c for c in usage["categories"] if c["kind"] == "used"]
         assert usage["totalTokens"] == sum(c["tokens"] for c in used) > 0
@@ -264,7 +264,7 @@ def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
     assert result["subtype"] == "success"
 
 
-CURRENT = TS_SDKS[-1]  # the newest pinned SDK, whose delivery options the tests below set
+CURRENT = TS_NEW  # the newest pinned SDK, whose delivery options the tests below set
 # (SDK, mcpServersDelivery): None is the SDK's default, argv for 0.1.76, initialize since 0.3.333.
 STDIO_DELIVERIES = [*((sdk, None) for sdk in TS_SDKS), (CURRENT, "argv")]
 
@@ -286,7 +286,7 @@ def test_stdio_mcp_server_is_the_fakes_child(
     res = node_driver(sdk, "status", shim, options=options).result()
     _ok(res)
     (start,) = [e for e in _events(ledger, "start") if e.get("role", "main") == "main"]
-    via_initialize = sdk != "sdk-0.1.76" and delivery != "argv"
+    via_initialize = sdk != TS_OLD and delivery != "argv"
     assert ("--await-initialize" in start["argv"]) is via_initialize, start["argv"]
     assert any(a.startswith("--mcp-config") for a in start["argv"]) is not via_initialize
     (server,) = [e for e in _events(ledger, "start") if e.get("role") == "mcp-server"]

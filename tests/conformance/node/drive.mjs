@@ -2,7 +2,7 @@
 // one JSON object (what the SDK yielded, what callbacks it made) on the last stdout line.
 //
 //   node drive.mjs '<json config>'
-//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.333", session: "plain"|"multi-interrupt"|
+//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.334", session: "plain"|"multi-interrupt"|
 //            "queued-prompts"|"tools"|"permission-request"|"hooks"|
 //            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
