@@ -63,6 +63,7 @@ BOOL_FLAGS = frozenset(
         "--session-mirror",
         "--debug",
         "--dangerously-skip-permissions",
+        "--allow-dangerously-skip-permissions",
         # What the TS SDK passes when it sends launch settings in the initialize request
         # (0.3.333 does for mcpServers by default): read that request before starting up
         # (delivery.py), and take the managed settings from it.

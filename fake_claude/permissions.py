@@ -25,6 +25,25 @@ _RULE = re.compile(r"^([^()]+?)(?:\((.*)\))?$", re.S)
 
 ALLOW, DENY, ASK = "allow", "deny", "ask"
 MODES = frozenset({"default", "acceptEdits", "bypassPermissions", "plan", "dontAsk", "auto"})
+BYPASS = "bypassPermissions"
+# The real CLI's refusal of set_permission_mode to bypassPermissions in a session launched
+# without it (claude-code #62776, #62907 quote it): the SDKs' setPermissionMode rejects with it.
+BYPASS_REFUSED = (
+    "Cannot set permission mode to bypassPermissions because the session was not launched "
+    "with --dangerously-skip-permissions"
+)
+
+
+def launch_mode(
+    flag_mode: str | None, settings_mode: str | None, skip: bool, allow_skip: bool
+) -> tuple[str, bool]:
+    """(the mode a session starts in, whether bypassPermissions may be switched to later), as
+    the real CLI decides them: --dangerously-skip-permissions first, then --permission-mode,
+    then the settings' defaultMode; bypass stays available to a session that started in it or
+    was launched with --allow-dangerously-skip-permissions (the TS SDK's
+    allowDangerouslySkipPermissions)."""
+    mode = (BYPASS if skip else None) or flag_mode or settings_mode or "default"
+    return mode, mode == BYPASS or skip or allow_skip
 
 
 def parse_rules(*values: str | None) -> list[str]:

@@ -125,7 +125,12 @@ class Session(ToolTurns):
         allowed, denied, default_mode = settings.permissions(
             settings.layers(a, os.getcwd(), os.environ)
         )  # what the settings files and --settings say: the flags below add to it
-        self.permission_mode = a.value("--permission-mode") or default_mode or "default"
+        self.permission_mode, self.bypass_available = permissions.launch_mode(
+            a.value("--permission-mode"),
+            default_mode,
+            a.has("--dangerously-skip-permissions"),
+            a.has("--allow-dangerously-skip-permissions"),
+        )
         self.allow_rules = allowed + permissions.parse_rules(
             a.value("--allowedTools", "--allowed-tools")
         )
@@ -236,7 +241,9 @@ class Session(ToolTurns):
                 raise Interrupted()
         elif sub == "set_permission_mode":
             mode = str(req.get("mode", self.permission_mode))
-            if mode in permissions.MODES:
+            if mode == permissions.BYPASS and not self.bypass_available:
+                send(m.control_error(rid, permissions.BYPASS_REFUSED))
+            elif mode in permissions.MODES:
                 self.permission_mode = mode
                 send(m.control_success(rid, {"mode": self.permission_mode}))
             else:

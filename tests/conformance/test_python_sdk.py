@@ -167,6 +167,32 @@ def test_client_status_calls_answer_in_the_documented_shape(fake_factory):
     assert info is not None and "commands" in info
 
 
+@pytest.mark.parametrize("allow", [False, True], ids=["launched-without", "allowed"])
+def test_set_permission_mode_to_bypass_needs_it_allowed_at_launch(fake_factory, allow):
+    # The Python SDK has no option for it: a caller passes the flag through extra_args.
+    fake = fake_factory()
+    extra = {"allow-dangerously-skip-permissions": None} if allow else {}
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=fake.options(extra_args=extra)) as client:
+            try:
+                await client.set_permission_mode("bypassPermissions")
+            except Exception as exc:  # the SDK raises the CLI's error text as an Exception
+                refused: str | None = str(exc)
+            else:
+                refused = None
+            await client.query("which mode now")
+            init = [m async for m in client.receive_response()][0]
+        return refused, init.data["permissionMode"]
+
+    refused, mode = run_async(go)
+    if allow:
+        assert (refused, mode) == (None, "bypassPermissions")
+    else:
+        assert refused and "not launched with --dangerously-skip-permissions" in refused
+        assert mode == "default"
+
+
 def test_structured_output(fake_factory):
     jsonschema = pytest.importorskip("jsonschema")
     fake = fake_factory()

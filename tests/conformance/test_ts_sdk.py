@@ -227,6 +227,35 @@ def test_status_and_settings_calls(sdk: str, make_fake: MakeFake) -> None:
 
 
 @pytest.mark.parametrize("sdk", TS_SDKS)
+@pytest.mark.parametrize("allow", [False, True], ids=["launched-without", "allowDangerously"])
+def test_set_permission_mode_to_bypass_needs_it_allowed_at_launch(
+    sdk: str, allow: bool, make_fake: MakeFake
+) -> None:
+    # The real CLI refuses a switch to bypassPermissions in a session launched without
+    # --dangerously-skip-permissions or --allow-dangerously-skip-permissions (the SDK's
+    # allowDangerouslySkipPermissions), and the mode stays: canUseTool is still asked.
+    shim, ledger = make_fake("ok:tool=Bash")
+    options = {"allowDangerouslySkipPermissions": True} if allow else {}
+    res = node_driver(sdk, "set-mode", shim, mode="bypassPermissions", options=options).result()
+    _ok(res)
+    (start,) = _events(ledger, "start")
+    assert ("--allow-dangerously-skip-permissions" in start["argv"]) is allow
+    modes = [m["permission_mode"] for m in _of(res, "system", "init")]
+    if allow:
+        assert "error" not in res["set_mode"], res["set_mode"]
+        if sdk != TS_OLD:  # 0.1.76's setPermissionMode resolves to nothing
+            assert res["set_mode"]["value"] == {"mode": "bypassPermissions"}
+        assert modes == ["default", "bypassPermissions"]
+        assert [c["tool_name"] for c in res["can_use_tool"]] == ["Bash"]
+    else:
+        assert "not launched with --dangerously-skip-permissions" in res["set_mode"]["error"]
+        assert modes == ["default", "default"]
+        assert [c["tool_name"] for c in res["can_use_tool"]] == ["Bash", "Bash"]
+    results = _of(res, "result")
+    assert [(r["subtype"], r["is_error"]) for r in results] == [("success", False)] * 2
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
 def test_structured_output(sdk: str, make_fake: MakeFake) -> None:
     schema = {
         "type": "object",

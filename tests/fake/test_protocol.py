@@ -180,6 +180,40 @@ def test_set_permission_mode_and_unknown_control(spawn):
     assert "no_such_request" in err["response"]["error"]
 
 
+@pytest.mark.parametrize(
+    ("launch", "starts_in", "may_bypass"),
+    [
+        ([], "default", False),
+        (["--permission-mode", "acceptEdits"], "acceptEdits", False),
+        (["--allow-dangerously-skip-permissions"], "default", True),
+        (["--dangerously-skip-permissions"], "bypassPermissions", True),
+        (["--permission-mode", "bypassPermissions"], "bypassPermissions", True),
+    ],
+)
+def test_bypass_permissions_is_had_only_from_the_launch(spawn, launch, starts_in, may_bypass):
+    # As the real CLI: set_permission_mode may switch to bypassPermissions only in a session
+    # that started in it or was launched allowing it; otherwise it is refused, the mode kept.
+    fake = spawn(args=[*SDK_ARGV, *launch])
+    fake.initialize()
+    init = [m for m in fake.turn("x") if m.get("subtype") == "init"][0]
+    assert init["permissionMode"] == starts_in
+    assert fake.control("d", {"subtype": "set_permission_mode", "mode": "default"}) == {
+        "subtype": "success", "request_id": "d", "response": {"mode": "default"}
+    }  # fmt: skip
+    answer = fake.control("b", {"subtype": "set_permission_mode", "mode": "bypassPermissions"})
+    init = [m for m in fake.turn("y") if m.get("subtype") == "init"][0]
+    if may_bypass:
+        assert answer["response"] == {"mode": "bypassPermissions"}
+        assert init["permissionMode"] == "bypassPermissions"
+    else:
+        assert answer["subtype"] == "error"
+        assert answer["error"] == (
+            "Cannot set permission mode to bypassPermissions because the session was not "
+            "launched with --dangerously-skip-permissions"
+        )
+        assert init["permissionMode"] == "default"
+
+
 @pytest.mark.parametrize("allow", [True, False])
 def test_tool_use_round_trips(spawn, allow):
     fake = spawn(

@@ -4,13 +4,13 @@
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.334", session: "plain"|"multi-interrupt"|
 //            "queued-prompts"|"tools"|"permission-request"|"hooks"|
-//            "partial"|"status"|"mcp"|"exit-after-result"|"break-after-result"|
+//            "partial"|"status"|"set-mode"|"mcp"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            outputFormat?: {type: "json_schema", schema: object},
 //            options?: object (more query() options, JSON: e.g. mcpServersDelivery),
-//            markerFile?: string, resume?: string, decision?: object,
+//            markerFile?: string, resume?: string, decision?: object, mode?: string,
 //            hookEvents?: string[]}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
@@ -71,6 +71,7 @@ function summarise(m) {
   if (m.type === "stream_event") s.event_type = m.event?.type;
   if (m.type === "system" && m.subtype === "init") {
     Object.assign(s, { model: m.model, tools: m.tools, mcp_servers: m.mcp_servers });
+    s.permission_mode = m.permissionMode;
   }
   return s;
 }
@@ -313,6 +314,37 @@ async function status() {
   }
 }
 
+// Two prompts, each a tool turn answered by a recording canUseTool; between them the caller
+// switches the permission mode to cfg.mode: what setPermissionMode answered (or the error it
+// raised) goes to out.set_mode.
+async function setMode() {
+  let next, last;
+  const between = new Promise((r) => (next = r));
+  const done = new Promise((r) => (last = r));
+  async function* input() {
+    yield userMessage("first prompt");
+    await between;
+    yield userMessage("second prompt");
+    await done; // 0.1.76 ends stdin when the input ends, before canUseTool could answer
+  }
+  const canUseTool = async (toolName, input) => {
+    out.can_use_tool.push({ tool_name: toolName });
+    return { behavior: "allow", updatedInput: input };
+  };
+  const q = query({ prompt: input(), options: { ...baseOptions, canUseTool } });
+  for await (const m of q) {
+    out.messages.push(summarise(m));
+    if (m.type === "result" && !out.set_mode) {
+      try {
+        out.set_mode = { value: (await q.setPermissionMode(cfg.mode)) ?? null };
+      } catch (e) {
+        out.set_mode = { error: String(e?.message ?? e) };
+      }
+      next();
+    } else if (m.type === "result") last();
+  }
+}
+
 // An in-process MCP tool of ours (createSdkMcpServer): the child reaches it through the SDK
 // (mcp_message control requests); what it was called with goes to out.tool_calls.
 async function mcp() {
@@ -349,6 +381,7 @@ const sessions = {
   "permission-request": permissionRequest,
   hooks,
   status,
+  "set-mode": setMode,
   mcp,
   "exit-after-result": exitAfterResult,
   "break-after-result": () => endAfterResult("break"),
