@@ -11,6 +11,7 @@ from fake_claude import DEFAULT_VERSION
 if TYPE_CHECKING:
     from fake_claude.args import Args
     from fake_claude.context import Context
+    from fake_claude.transcripts import NoConversation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +72,11 @@ def run_main_process(args, argv: list[str]) -> int:
     from fake_claude.transcripts import NoConversation, Transcript, choose, projects_dir
 
     projects, cwd = projects_dir(env, ledger.path), os.getcwd()
-    no_conversation = None
+    no_conversation: NoConversation | None = None
     try:
         session_id, source = choose(args, projects, cwd, new_uuid)
     except NoConversation as exc:  # said and exited 1 once the start is in the ledger
-        session_id, source, no_conversation = new_uuid(), None, str(exc)
+        session_id, source, no_conversation = new_uuid(), None, exc
     keep = not args.has("--no-session-persistence")
     mirror = None
     if args.has("--session-mirror") and args.value("--output-format") == "stream-json":
@@ -109,7 +110,8 @@ def run_main_process(args, argv: list[str]) -> int:
             sys.stderr.write(f"Error: {exc}\n")
             exit_now(ledger, 1)
     if no_conversation is not None:  # the real CLI: before any turn or MCP server
-        sys.stderr.write(no_conversation + "\n")
+        sys.stderr.write(f"{no_conversation}\n")
+        _startup_failure_result(args, env, session_id, no_conversation)
         exit_now(ledger, 1)
     if scenario.has("exit-early"):
         ledger.write("misbehave", what="exit-early", at="start")
@@ -153,3 +155,25 @@ def serve(ctx: Context, args: Args, session_id: str) -> int:
     from fake_claude.session import run_session
 
     return run_session(ctx, session_id)
+
+
+def _startup_failure_result(
+    args: Args, env: os._Environ[str] | dict[str, str], session_id: str, exc: NoConversation
+) -> None:
+    """The zeroed error result the real CLI (2.1.334) writes on stdout before it exits on a
+    known startup failure, with `startup_failure_reason`: only in stream-json, and, for a
+    failure like this one that otherwise ends with stderr alone, only when the host sets
+    CLAUDE_CODE_STARTUP_FAILURE_RESULTS (the TS SDK 0.3.334's types say so; no SDK sets it)."""
+    wanted = env.get("CLAUDE_CODE_STARTUP_FAILURE_RESULTS", "").strip().lower()
+    if exc.reason is None or wanted not in ("1", "true", "yes", "on"):
+        return
+    if args.value("--output-format") != "stream-json":
+        return
+    from fake_claude import messages as m
+    from fake_claude.stdio import send
+
+    model = args.value("--model") or "claude-sonnet-4-5"
+    res = m.result(session_id, subtype="error_during_execution", is_error=True, text=None,
+                   duration_ms=0, num_turns=0, model=model, input_tokens=0, output_tokens=0,
+                   errors=[str(exc)], total_cost_usd=0.0)  # fmt: skip
+    send({**res, "startup_failure_reason": exc.reason})

@@ -37,7 +37,12 @@ NOT_A_UUID = (
 
 
 class NoConversation(Exception):
-    """The session asked for cannot be had: the real CLI's message, then exit 1."""
+    """The session asked for cannot be had: the real CLI's message, then exit 1. `reason`: the
+    result's `startup_failure_reason` for it, where the real CLI has one."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def projects_dir(env: os._Environ[str] | dict[str, str], ledger_path: str | None) -> str:
@@ -123,7 +128,9 @@ def choose(args, projects: str, cwd: str, new_uuid) -> tuple[str, str | None]:
             raise NoConversation(NOT_A_UUID.format(resume))
         source = find(projects, resume)
         if source is None:
-            raise NoConversation(f"No conversation found with session ID: {resume}")
+            raise NoConversation(
+                f"No conversation found with session ID: {resume}", "resume_target_not_found"
+            )
     elif args.has("--continue", "-c"):
         source = latest(projects, cwd)
         if source is None:

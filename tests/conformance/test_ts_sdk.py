@@ -441,3 +441,31 @@ def test_resuming_a_conversation_that_is_gone_fails_as_with_the_real_cli(
     assert res["error"] is not None and "code 1" in res["error"], res
     assert [e["code"] for e in _events(ledger, "exit")] == [1]
     assert not _events(ledger, "turn")
+    assert not _of(res, "result")  # stderr alone, unless the host asks (below)
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+def test_a_host_that_asks_for_startup_failure_results_gets_the_reason(
+    sdk: str, make_fake: MakeFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TS 0.3.334's types: with CLAUDE_CODE_STARTUP_FAILURE_RESULTS set, the CLI writes a zeroed
+    # error result saying why it would not start (here resume_target_not_found) before exiting,
+    # so a daemon can tell a stale session id from a crash without reading stderr.
+    monkeypatch.setenv("CLAUDE_CODE_STARTUP_FAILURE_RESULTS", "1")  # the SDK passes it on
+    shim, ledger = make_fake("ok")
+    gone = "0f0e0d0c-1111-4222-8333-444455556666"
+    res = node_driver(sdk, "plain", shim, options={"resume": gone}).result()
+    # 0.1.76 throws on the exit code; 0.3.x throws on the error result, with its errors.
+    said = (
+        "code 1"
+        if sdk == TS_OLD
+        else f"error result: No conversation found with session ID: {gone}"
+    )
+    assert res["error"] is not None and said in res["error"], res
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "error_during_execution" and result["is_error"] is True
+    assert result["startup_failure_reason"] == "resume_target_not_found"
+    assert result["errors"] == [f"No conversation found with session ID: {gone}"]
+    assert result["num_turns"] == 0
+    assert [e["code"] for e in _events(ledger, "exit")] == [1]
+    assert not _events(ledger, "turn")

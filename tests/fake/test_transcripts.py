@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fake_helpers import SDK_ARGV, wait_for
+from fake_helpers import DEADLINE, SDK_ARGV, wait_for
 
 from fake_claude.transcripts import project_key
 
@@ -67,6 +67,32 @@ def test_a_conversation_that_cannot_be_had_exits_1_before_any_turn(spawn, args, 
     wait_for(lambda: says in fake.stderr.decode(), "the real CLI's words on stderr")
     assert not fake.records("turn")
     assert fake.records("start") and fake.records("exit")[-1]["code"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--resume", UNKNOWN], "resume_target_not_found"),
+        (["--continue"], None),  # no known cause: stderr alone, as the real CLI
+    ],
+)
+def test_a_host_that_asks_gets_a_startup_failure_result(spawn, monkeypatch, args, reason):
+    # 2.1.334: with CLAUDE_CODE_STARTUP_FAILURE_RESULTS set, a known startup failure also ends
+    # with a zeroed error result naming its cause, on stdout before the exit.
+    monkeypatch.setenv("CLAUDE_CODE_STARTUP_FAILURE_RESULTS", "1")
+    fake = spawn(args=[*SDK_ARGV, *args])
+    assert fake.wait_exit() == 1
+    lines = []
+    while (line := fake.lines.get(timeout=DEADLINE)) is not None:  # None: stdout ended
+        lines.append(json.loads(line))
+    if reason is None:
+        assert lines == []
+        return
+    (result,) = lines
+    assert result["type"] == "result" and result["subtype"] == "error_during_execution"
+    assert result["startup_failure_reason"] == reason and result["is_error"] is True
+    assert result["errors"] == [f"No conversation found with session ID: {UNKNOWN}"]
+    assert result["num_turns"] == 0 and result["total_cost_usd"] == 0
 
 
 def test_a_session_id_in_use_is_refused_unless_it_names_a_fork(spawn):

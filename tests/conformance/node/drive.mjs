@@ -67,6 +67,8 @@ function summarise(m) {
   if (m.type === "result") {
     Object.assign(s, { is_error: m.is_error, result: m.result, num_turns: m.num_turns });
     if ("structured_output" in m) s.structured_output = m.structured_output;
+    if (m.errors !== undefined) s.errors = m.errors;
+    if (m.startup_failure_reason !== undefined) s.startup_failure_reason = m.startup_failure_reason;
   }
   if (m.type === "stream_event") s.event_type = m.event?.type;
   if (m.type === "system" && m.subtype === "init") {
