@@ -282,7 +282,16 @@ class WorkerService:
             ) from exc
         try:
             self.port = _bound_port(runner)
-            self._write_info()
+            try:
+                self._write_info()
+            except OSError as exc:
+                # A full disk, a read-only or immutable folder: no client could find us (the
+                # port is there), so refuse like a data dir that cannot hold the database;
+                # the finally below undoes the start-up. Before: a traceback and exit 1.
+                raise StartError(
+                    f"--data-dir {self.cfg.data_dir}: cannot write {self.cfg.info_path.name}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
             log.info(
                 "worker (%s) listening on http://%s:%d pid %d",
                 self.cfg.mode,

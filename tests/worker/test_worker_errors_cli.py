@@ -301,3 +301,17 @@ def test_a_database_removed_while_running_stops_the_worker_and_worker_json_comes
     assert worker.wait_exit(timeout=30) == 1
     assert "was removed while the worker ran" in worker.log()
     fake_run.assert_none_alive(timeout=30)
+
+
+def test_a_data_dir_where_worker_json_cannot_be_written_is_refused(tmp_path):
+    """worker.json cannot replace what is there (here a folder in its place; a full disk or an
+    immutable data dir do the same): before, a traceback and exit 1 once the worker had
+    already started its guardian and served."""
+    data = tmp_path / "data"
+    (data / "worker.json" / "in-the-way").mkdir(parents=True)
+    argv = [sys.executable, "-m", "worker", "serve", "--claude", sys.executable, "--data-dir"]
+    run = subprocess.run([*argv, str(data)], **_RUN)
+    assert run.returncode == 2, run.stderr
+    assert f"--data-dir {data}: cannot write worker.json" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "guardian pid" not in run.stderr or "exited" in run.stderr  # closed, not left
