@@ -26,6 +26,10 @@ log = logging.getLogger("worker.routes")
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "localhost.localdomain"})
 MAX_BODY_KEY = web.AppKey("max_body", int)
 BODY_TIMEOUT_KEY = web.AppKey("body_timeout", float)
+# Why the database file is no longer ours (removed, replaced), or None: WorkerService's.
+DB_LOST_KEY: web.AppKey[Callable[[], str | None]] = web.AppKey("db_lost")
+# Requests that write: their 2xx says the write is kept.
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -124,7 +128,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         return json_error(413, f"body larger than {limit} bytes")
     try:
-        return await handler(request)
+        response = await handler(request)
+        if request.method in WRITES and response.status < 300:
+            lost = request.app[DB_LOST_KEY]()
+            if lost is not None:  # committed into a file nobody will open again: not kept
+                return json_error(503, f"{lost}: the worker is stopping")
+        return response
     except BadRequest as exc:
         response = json_error(exc.status, exc.error)
         if exc.status == 408:

@@ -22,7 +22,7 @@ from worker.config import WorkerConfig
 from worker.containment import Containment, worker_mark
 from worker.leaky import LeakySessionManager
 from worker.reaper import Reaper
-from worker.routes import BODY_TIMEOUT_KEY, MAX_BODY_KEY, Routes, guard
+from worker.routes import BODY_TIMEOUT_KEY, DB_LOST_KEY, MAX_BODY_KEY, Routes, guard
 from worker.sessions import SessionManager
 from worker.store import Store
 
@@ -258,6 +258,7 @@ class WorkerService:
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
         app[MAX_BODY_KEY] = self.cfg.max_body
         app[BODY_TIMEOUT_KEY] = self.cfg.client_timeout
+        app[DB_LOST_KEY] = self.database_lost
         Routes(self).install(app)
         runner = web.AppRunner(
             app,
@@ -355,17 +356,27 @@ class WorkerService:
         a removed worker.json is written again (clients find the port there)."""
         while True:
             await asyncio.sleep(self.cfg.reap_interval)  # a periodic check, not a wait for work
-            now = _file_identity(self.cfg.db_path)
-            if now != self._db_file:
-                what = "removed" if now is None else "replaced by another file"
-                self.lost = f"the database {self.cfg.db_path} was {what} while the worker ran"
-                log.error("%s: stopping, so that nothing more is accepted into it", self.lost)
-                self.request_stop("database lost")
+            if self.database_lost():
                 return
             if not self.cfg.info_path.exists():
                 with contextlib.suppress(OSError):
                     self._write_info()
                     log.warning("%s was removed: written again", self.cfg.info_path)
+
+    def database_lost(self) -> str | None:
+        """Why the database file is no longer the one we write to (removed, replaced), or
+        None. The first time, the worker stops (exit 1). Asked before each write hook's 2xx as
+        well as each reap interval: a commit into a file nobody can open again is lost, and a
+        2xx says it is kept (before, every hook until the next interval got one)."""
+        if self.lost is None:
+            now = _file_identity(self.cfg.db_path)
+            if now == self._db_file:
+                return None
+            what = "removed" if now is None else "replaced by another file"
+            self.lost = f"the database {self.cfg.db_path} was {what} while the worker ran"
+            log.error("%s: stopping, so that nothing more is accepted into it", self.lost)
+            self.request_stop("database lost")
+        return self.lost
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         if sys.platform == "win32":

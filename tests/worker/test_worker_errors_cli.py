@@ -8,7 +8,7 @@ import sys
 
 import psutil
 import pytest
-from workerkit import REPO, FakeRun, Worker, wait_until
+from workerkit import REPO, FakeRun, Worker, observation, wait_until
 
 _RUN = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
 
@@ -315,3 +315,25 @@ def test_a_data_dir_where_worker_json_cannot_be_written_is_refused(tmp_path):
     assert f"--data-dir {data}: cannot write worker.json" in run.stderr
     assert "Traceback" not in run.stderr
     assert "guardian pid" not in run.stderr or "exited" in run.stderr  # closed, not left
+
+
+def test_no_hook_gets_a_2xx_for_a_write_into_a_removed_database(fake_run: FakeRun, workers):
+    """The data dir deleted under a running worker: before, every hook until the next reap
+    interval's look (5 s by default; an hour here) got a 2xx for a commit into a file nobody
+    would open again, and was lost. Now the first write after the removal is answered 503 and
+    the worker stops (exit 1), ending its observer."""
+    import shutil
+
+    flags = ["--grace", "0.5", "--reap-interval", "3600", "--turn-timeout", "3"]
+    worker: Worker = workers(fake_run.shim("ok"), flags=flags)
+    sid = worker.new_session("doomed")
+    worker.prompt(sid, "doomed", "go")
+    wait_until(fake_run.census, what="the session's observer")
+    shutil.rmtree(worker.data_dir)
+    status, body = worker.api().request(
+        "POST", "/api/sessions/observations", json_body=observation("doomed", 1)
+    )
+    assert status == 503, (status, body)
+    assert "was removed while the worker ran" in body["error"]
+    assert worker.wait_exit(timeout=30) == 1
+    fake_run.assert_none_alive(timeout=30)
