@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
+from typing import Any
+
+import psutil
 
 import proctree
 from worker.containment import Containment, cell_label
@@ -43,6 +47,7 @@ class Reaper:
         self.run_id = run_id
         self.interval = interval
         self.counters = ReaperCounters()
+        self._recorded_guardian: proctree.ProcId | None = None
 
     async def at_start(self) -> int:
         """End what earlier runs left: registry rows matching (pid, create_time), and whatever
@@ -58,6 +63,7 @@ class Reaper:
         # A run that shut down cleanly already swept its own mark; only unclean ones can
         # have left anything that no registry row names (grandchildren, escapees).
         unclean = await self.store.unclean_runs(self.run_id)
+        await self._end_earlier_guardians(unclean)
         marks = [
             (str(r["mark"]), worker.create_time)
             for r in unclean
@@ -90,6 +96,35 @@ class Reaper:
         await self.store.mark_reaped([int(r["id"]) for r in unclean])
         self.counters.earlier_runs_swept = len(unclean)
         return len(ended)
+
+    async def _end_earlier_guardians(self, unclean: list[Any]) -> None:
+        """An unclean run's guardian still alive: stopped (SIGSTOP) when its worker was
+        killed, it would wait for ever (before, nothing ended it). Let it go on and do its
+        last sweep (SIGCONT), then kill it if it has not exited: the restart reaping below
+        does its job all the same."""
+        guardians = []
+        for run in unclean:
+            pid, _, create_time = str(run["guardian"] or "").partition(" ")
+            if pid.isdigit() and create_time:
+                ident = proctree.recorded(int(pid), float(create_time), run["boot"])
+                if ident is not None and (proc := ident.process()) is not None:
+                    guardians.append((ident, proc))
+        if guardians:
+            await asyncio.to_thread(_end_guardians, guardians)
+            log.info("ended %d guardian(s) of earlier runs: %s", len(guardians),
+                     [g.pid for g, _ in guardians])  # fmt: skip
+
+    async def record_guardian(self) -> None:
+        """Our guardian as now, in our run's row (at start, and after a replacement)."""
+        ident = self.containment.guardian_id
+        if ident is None or ident == self._recorded_guardian:
+            return
+        try:
+            await self.store.set_run_guardian(self.run_id, ident)
+        except sqlite3.Error as exc:  # the next sweep tries again
+            log.warning("the guardian's pid could not be recorded: %s", exc)
+        else:
+            self._recorded_guardian = ident
 
     async def run(self) -> None:
         soon = self.containment.sweep_soon
@@ -129,6 +164,7 @@ class Reaper:
             live = self.sessions.live_contained()
             self.containment.check_guardian(live)
             ended = await self.containment.sweep(live, owned, full=full)
+        await self.record_guardian()  # replaced just now, perhaps
         self.counters.sweeps += 1
         self.counters.full_sweeps += int(full)
         if ended:
@@ -137,3 +173,22 @@ class Reaper:
                 "reaper ended %d process(es) that outlived their session: %s", len(ended), ended
             )
         return len(ended)
+
+
+# How long a resumed guardian of an earlier run gets for its last sweep before it is killed.
+GUARDIAN_EXIT_S = 5.0
+
+
+def _end_guardians(guardians: list[tuple[proctree.ProcId, psutil.Process]]) -> None:
+    for _, proc in guardians:
+        try:
+            proc.resume()  # psutil checks the identity before it signals
+        except psutil.Error:
+            pass
+    for ident, proc in guardians:
+        if proctree.wait_gone([ident], GUARDIAN_EXIT_S):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+    proctree.wait_gone([ident for ident, _ in guardians], GUARDIAN_EXIT_S)

@@ -245,6 +245,7 @@ class WorkerService:
         if self.fixed:
             self.containment.start()
             try:
+                await self.reaper.record_guardian()
                 requeued = await self.store.requeue_interrupted()
                 if requeued:
                     log.info("re-queued %d message(s) a previous run did not finish", requeued)

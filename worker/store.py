@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL NOT NULL,
     ended REAL,
     reaped REAL,
-    boot TEXT
+    boot TEXT,
+    guardian TEXT
 );
 CREATE TABLE IF NOT EXISTS sessions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -219,6 +220,7 @@ class Store:
         self.db.executescript(SCHEMA)
         self._add_column("runs", "reaped", "REAL")  # databases made before it
         self._add_column("runs", "boot", "TEXT")
+        self._add_column("runs", "guardian", "TEXT")
 
     def on_event_loop(self) -> None:
         """From now on a locked database fails a statement at once, and the calls wait for
@@ -274,6 +276,15 @@ class Store:
     @waits_for_locks
     def end_run(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET ended=? WHERE id=?", (time.time(), run_id))
+
+    @waits_for_locks
+    def set_run_guardian(self, run_id: int, guardian: proctree.ProcId) -> None:
+        """The run's guardian as now (started, or replaced): a later start ends it if it
+        outlived the run (a stopped one would wait for ever)."""
+        self.db.execute(
+            "UPDATE runs SET guardian=? WHERE id=?",
+            (f"{guardian.pid} {guardian.create_time!r}", run_id),
+        )
 
     @waits_for_locks
     def unclean_runs(self, current_run: int) -> list[sqlite3.Row]:

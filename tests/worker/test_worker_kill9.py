@@ -425,3 +425,30 @@ def test_an_earlier_crash_is_swept_once_not_at_every_start(
         ended, reaped = zip(*db.execute("SELECT ended, reaped FROM runs ORDER BY id"), strict=True)
     # The crashed run: never ended, reaped by the second; the second: ended cleanly.
     assert ended[0] is None and reaped[0] is not None and ended[1] is not None, (ended, reaped)
+
+
+@posix_only
+def test_a_stopped_guardian_of_a_killed_worker_is_ended_by_the_restart(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """The worker kill -9ed while its guardian was stopped (SIGSTOP; the worker, frozen, could
+    not replace it): the guardian never read its lifeline's EOF and waited for ever, after
+    the restart too, which knew nothing of it. Now the restart resumes it for its last sweep
+    and kills it if it does not exit; an unrelated process given its pid would be spared
+    (the identity is pid and create_time)."""
+    import signal
+
+    data = tmp_path / "data"
+    claude = fake_run.shim("ok")
+    first: Worker = workers(claude, data_dir=data)
+    old = first.guardian
+    assert old is not None
+    first.freeze()
+    os.kill(old.pid, signal.SIGSTOP)
+    first.kill9()
+    proc = old.process()
+    assert proc is not None and proc.status() == psutil.STATUS_STOPPED
+    second: Worker = workers(claude, data_dir=data)
+    assert not proctree.is_alive(old), "the earlier run's stopped guardian was left behind"
+    assert f"guardian(s) of earlier runs: [{old.pid}]" in second.log()
+    assert second.guardian is not None and proctree.is_alive(second.guardian)
