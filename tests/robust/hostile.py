@@ -103,6 +103,14 @@ def serve(on_turn=answer_turn):
         elif msg.get("type") == "user":
             on_turn(msg)
 
+def serve_then_idle():
+    """serve(), then ignore stdin's EOF (and a broken pipe): wait for a signal."""
+    try:
+        serve()
+    except OSError:
+        pass
+    idle()
+
 def daemon_sleep(role, code=SLEEP, env=None, setsid=False, setpgid=False, keep_stdio=False):
     """fork; the child records itself and execs a sleeping interpreter."""
     pid = os.fork()
@@ -124,6 +132,98 @@ def daemon_sleep(role, code=SLEEP, env=None, setsid=False, setpgid=False, keep_s
         os.execve(sys.executable, argv, env)
     finally:
         os._exit(0)
+'''
+
+# Root's ways out (Linux): what a hostile running as root can do to leave its cgroup cell, its
+# PID namespace, its uid, its spawning thread and its own argv behind.
+ESCAPE_KIT = r'''
+import ctypes, threading
+LIBC = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWPID = 0x20000000
+PR_SET_NAME, PR_SET_CHILD_SUBREAPER = 15, 36
+# The sleepers below die by themselves (a failed run leaves nothing for long): pending alarms
+# survive exec, and SIGALRM is not ignored.
+NAP = (
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsignal.alarm(150)\n"
+    "for _ in range(150): time.sleep(1)"
+)
+
+def quiet():
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+def nap(env=None):
+    """exec a sleeper that ignores SIGTERM (150 s at most), by default with no environment:
+    sleep(1) where there is one (cheap: hundreds of them cost little), else Python."""
+    quiet()
+    os.chdir("/")
+    env = {{}} if env is None else env
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ignored stays ignored across exec
+    if os.path.exists("/bin/sleep"):
+        os.execve("/bin/sleep", ["sleep", "150"], env)
+    os.execve(sys.executable, [sys.executable, "-c", NAP], env)
+
+def cgroup_mount():
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        if fields[fields.index("-") + 1] == "cgroup2":
+            return fields[4]
+    return None
+
+def own_cgroup():
+    for line in open("/proc/self/cgroup"):
+        if line.startswith("0::"):
+            return line[3:].strip()
+    return None
+
+def leave_cell(where):
+    """Move ourselves out of our worker's cell (a cgroup in `.../leakproof-*/`): "out" to the
+    worker's own cgroup (the cells' parent's parent), "sibling" into another live cell of the
+    same worker (waiting up to 30 s for one). Never touches a cgroup outside our worker's.
+    True once moved; False where there is no cell (cells off) or the move failed."""
+    mount, mine = cgroup_mount(), own_cgroup()
+    if mount is None or mine is None:
+        return False
+    cell = os.path.join(mount, mine.lstrip("/"))
+    jail = os.path.dirname(cell)
+    if not os.path.basename(jail).startswith("leakproof-"):
+        return False
+    target = os.path.dirname(jail)
+    if where == "sibling":
+        target = None
+        end = time.monotonic() + 30
+        while target is None and time.monotonic() < end:
+            for name in sorted(os.listdir(jail)):
+                other = os.path.join(jail, name)
+                try:
+                    if other != cell and "populated 1" in open(other + "/cgroup.events").read():
+                        target = other
+                        break
+                except OSError:
+                    pass
+            else:
+                time.sleep(0.05)
+        if target is None:
+            return False
+    try:
+        with open(os.path.join(target, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    except OSError:
+        return False
+    return own_cgroup() != mine
+
+def hide_argv(name=b"[kworker/0:1]"):
+    """Pose as a kernel thread: comm renamed, argv overwritten in place, the environment block
+    zeroed (/proc/<pid>/environ reads empty: the mark cannot be read)."""
+    LIBC.prctl(PR_SET_NAME, name.strip(b"[]"), 0, 0, 0)
+    stat = open("/proc/self/stat").read().rsplit(") ", 1)[1].split()
+    arg_start, arg_end, env_start, env_end = (int(x) for x in stat[45:49])
+    with open("/proc/self/mem", "r+b", buffering=0) as mem:
+        mem.seek(arg_start)
+        mem.write(name + b"\0" * (arg_end - arg_start - len(name)))
+        mem.seek(env_start)
+        mem.write(b"\0" * (env_end - env_start))
 '''
 
 CASES: dict[str, str] = {
@@ -169,11 +269,7 @@ def chain(signum, frame):
         time.sleep(0.01)
     idle()
 signal.signal(signal.SIGTERM, chain)
-try:
-    serve()
-except OSError:
-    pass
-idle()  # ignores stdin EOF: waits for the signal
+serve_then_idle()
 """,
     # 5) Answers initialize, then floods valid JSON lines, never a result.
     "flood": r"""
@@ -405,6 +501,168 @@ for i in range(2):
     daemon_sleep(f"grandchild{{i}}", code=IGNORE_TERM_SLEEP, setpgid=True)
 serve()
 """,
+    # 19) A grandchild moves itself out of its cgroup cell (`where`: "out" to the worker's own
+    # cgroup, "sibling" into another session's live cell), then double-forks into a session of
+    # its own with an empty environment and SIGTERM ignored.
+    "cell-exit": r"""
+record("main")
+if os.fork() == 0:
+    moved = leave_cell({where!r})
+    record("left-cell" if moved else "no-cell")
+    os.setsid()
+    if os.fork() == 0:
+        record("escapee")
+        nap()
+    os._exit(0)
+serve()
+""",
+    # 20) A grandchild unshares a new PID namespace and forks its init, which it orphans; the
+    # init (it ignores SIGTERM from outside, as a namespace's init does) double-forks in it.
+    "pidns": r"""
+record("main")
+if os.fork() == 0:
+    os.setsid()
+    if LIBC.unshare(CLONE_NEWPID) != 0:
+        record("no-pidns")
+        os._exit(0)
+    init = os.fork()
+    if init:
+        record("ns-init", init)
+        os._exit(0)
+    quiet()
+    kid = os.fork()
+    if kid == 0:
+        if os.fork() == 0:
+            record("ns-orphan", int(os.readlink("/proc/self")))  # its pid outside
+            nap()
+        os._exit(0)
+    os.waitpid(kid, 0)
+    nap()
+serve()
+""",
+    # 21) A grandchild double-forks into a session of its own and drops to uid/gid nobody (no
+    # supplementary groups), with an empty environment.
+    "drop-uid": r"""
+record("main")
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        record("nobody")
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        nap()
+    os._exit(0)
+serve()
+""",
+    # 22) Short-lived threads fork, one grandchild each (a session of its own, an empty
+    # environment), every other one by a double fork whose orphan comes back to the observer;
+    # each thread exits at once (the kernel lists a child under the thread that forked it).
+    "thread-fork": r"""
+record("main")
+def spawn(i):
+    if os.fork() == 0:
+        os.setsid()
+        if i % 2 and os.fork():
+            os._exit(0)
+        record(f"threaded{{i}}")
+        nap()
+for i in range(4):
+    t = threading.Thread(target=spawn, args=(i,))
+    t.start()
+    t.join()
+serve()
+""",
+    # 23) A grandchild in a session of its own poses as a kernel thread (comm and argv
+    # overwritten, its environment block zeroed and the mark with it), and so does its child.
+    "hidden": r"""
+record("main")
+if os.fork() == 0:
+    os.setsid()
+    quiet()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.alarm(150)
+    hide_argv()
+    record("hidden")
+    if os.fork() == 0:
+        signal.alarm(150)  # not inherited
+        hide_argv(b"[ksoftirqd/1]")
+        record("hidden-child")
+    for _ in range(150):
+        time.sleep(1)
+    os._exit(0)
+serve()
+""",
+    # 24) On SIGTERM it forks a sleeper every 10 ms, N in all (each ignoring SIGTERM, its
+    # environment empty, every other one in a session of its own), while it is being ended.
+    "fork-loop": r"""
+N = {n}
+record("main")
+def loop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    record("looping")
+    for i in range(N):
+        if os.fork() == 0:
+            # Recorded by itself: its parent may be killed between the fork and a record.
+            record("forked")
+            if i % 2:
+                os.setsid()
+            nap()
+        time.sleep(0.01)
+    record("looped")
+signal.signal(signal.SIGTERM, loop)
+signal.alarm(150)
+serve_then_idle()
+""",
+    # 25) A grandchild takes a session of its own, leaves its cell, makes itself a child
+    # subreaper and double-forks: the orphan is its own, not the observer's. Both have an
+    # empty environment and ignore SIGTERM.
+    "own-subreaper": r"""
+record("main")
+if os.fork() == 0:
+    os.setsid()
+    leave_cell("out")
+    LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    record("subreaper")
+    if os.fork() == 0:
+        if os.fork() == 0:
+            record("its-orphan")
+            nap()
+        os._exit(0)
+    os.wait()
+    nap()  # the subreaper bit survives exec
+serve()
+""",
+}
+
+
+# 26) regicide, whose stubborn grandchild first leaves its cgroup cell and sheds its
+# environment (double fork, a session of its own): once the worker and its guardian are dead,
+# nothing of theirs can know it (no cell, no mark, no group, init's child). Only the harness,
+# which tracked it as it was forked, can.
+CASES["regicide-out"] = CASES["regicide"].replace(
+    '    daemon_sleep("stubborn", IGNORE_TERM_NAP, setsid=True)\n',
+    """    if os.fork() == 0:
+        leave_cell("out")
+        os.setsid()
+        if os.fork() == 0:
+            record("stubborn")
+            nap()
+        os._exit(0)
+    os.wait()
+""",
+)
+assert CASES["regicide-out"] != CASES["regicide"]
+
+# Root's ways out (ESCAPE_KIT): case -> (params, roles that prove the misbehaviour happened).
+ROOT_CASES: dict[str, tuple[dict[str, object], set[str]]] = {
+    "cell-exit": ({"where": "out"}, {"main", "escapee"}),
+    "pidns": ({}, {"main", "ns-init", "ns-orphan"}),
+    "drop-uid": ({}, {"main", "nobody"}),
+    "thread-fork": ({}, {"main", *(f"threaded{i}" for i in range(4))}),
+    "hidden": ({}, {"main", "hidden", "hidden-child"}),
+    "fork-loop": ({"n": 200}, {"main"}),
+    "own-subreaper": ({}, {"main", "subreaper", "its-orphan"}),
 }
 
 
@@ -412,7 +670,7 @@ def write_hostile(folder: Path, case: str, **params: object) -> Hostile:
     folder.mkdir(parents=True, exist_ok=True)
     pidfile = folder / "pids.txt"
     path = folder / "claude"
-    body = (PROLOGUE + CASES[case]).format(pidfile=str(pidfile), **params)
+    body = (PROLOGUE + ESCAPE_KIT + CASES[case]).format(pidfile=str(pidfile), **params)
     path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return Hostile(path, pidfile, time.time())

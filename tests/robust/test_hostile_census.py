@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile import ROOT_CASES as ROOT_ESCAPES
 from hostile import Hostile
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
@@ -67,11 +68,15 @@ LEAKY_CASES = {
     # leaders that read as zombies, running on in another thread
     "headless": {"main", "grandchild-headless", "escapee-headless"},
 }
+# Root's ways out: fewer forks under the leaky worker (each of its observers forks them all),
+# every one of them named.
+ROOT_CASES = {**ROOT_ESCAPES, "fork-loop": ({"n": 20}, {"main", "looping", "forked"})}
 
 
-@pytest.mark.parametrize("case", sorted(LEAKY_CASES))
+@pytest.mark.parametrize("case", sorted(LEAKY_CASES) + sorted(ROOT_CASES))
 def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, hostiles) -> None:
-    hostile = hostiles(case)
+    params, roles = ROOT_CASES.get(case) or ({}, LEAKY_CASES[case])
+    hostile = hostiles(case, **params)
     code, report = soak_cli(tmp_path, hostile, "leaky")
     # holds-stdout / closed-stdio never finish a turn, so no session completes (ERROR, exit 2);
     # either way the leak must be named.
@@ -82,15 +87,18 @@ def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, host
     assert not stray, f"census counted processes the hostile did not start: {stray}"
     # Every long-lived process it started is named: in other process groups, with an empty
     # environment, orphaned before any sample saw it - none carries the run id.
-    assert LEAKY_CASES[case] <= hostile.roles(), recorded  # the misbehaviour happened
-    expected = {pid for pid, role in recorded.items() if role in LEAKY_CASES[case]}
+    assert roles <= hostile.roles(), recorded  # the misbehaviour happened
+    expected = {pid for pid, role in recorded.items() if role in roles}
     assert expected <= leaked, {pid: recorded[pid] for pid in expected - leaked}
     wait_none_alive(hostile)
 
 
-@pytest.mark.parametrize("case", ["own-pgid", "double-fork-noenv", "holds-stdout", "headless"])
+@pytest.mark.parametrize(
+    "case", ["own-pgid", "double-fork-noenv", "holds-stdout", "headless", *sorted(ROOT_CASES)]
+)
 def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
-    hostile = hostiles(case)
+    params = ROOT_CASES[case][0] if case in ROOT_CASES else {}
+    hostile = hostiles(case, **params)
     code, report = soak_cli(tmp_path, hostile, "fixed")
     held = report["target_facts"]["containment"]
     if case == "headless" and not (held["cgroups"] or held["observer_subreapers"]):
@@ -132,16 +140,22 @@ def test_many_orphans_at_once_are_ended_in_time(tmp_path, hostiles) -> None:
     wait_none_alive(hostile)
 
 
-def test_a_worker_killed_with_its_guardian_leaves_no_cells(tmp_path, hostiles) -> None:
+@pytest.mark.parametrize("case", ["regicide", "regicide-out"])
+def test_a_worker_killed_with_its_guardian_leaves_no_cells(case, tmp_path, hostiles) -> None:
     """An observer SIGKILLs the worker's guardian, then the worker: no one is left to remove the
     worker's cgroup cells but the harness. The run fails (the worker died), its processes are
-    swept, and its cells go with them: the empty folders stayed until another worker started."""
-    hostile = hostiles("regicide")
+    swept, and its cells go with them: the empty folders stayed until another worker started.
+    regicide-out: the stubborn grandchild left its cell and shed its mark first, which no
+    daemon can contain once it and its guardian are dead: the harness still sees and ends it."""
+    hostile = hostiles(case)
     code, report = soak_cli(tmp_path, hostile, "fixed", prompts="1")
     held = report["target_facts"]["containment"]
     if not held["cgroups"]:
         pytest.skip("the worker had no cgroup cells here")
     assert "worker-killed" in hostile.roles(), report["reasons"]
     assert code == 1 and report["verdict"] == "FAIL", report["reasons"]
+    # The stubborn grandchild outlived the worker: named, whatever it shed.
+    stubborn = {pid for pid, role in hostile.entries() if role == "stubborn"}
+    assert stubborn and stubborn <= {int(e["pid"]) for e in report["leaked"]}, report["leaked"]
     wait_none_alive(hostile)
     assert not Path(held["cgroups"]).exists(), sorted(Path(held["cgroups"]).rglob("*"))[:20]

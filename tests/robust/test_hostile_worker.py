@@ -10,8 +10,10 @@ import time
 
 import psutil
 import pytest
-from hostile import Hostile, runs_on
+from hostile import ROOT_CASES, Hostile, runs_on
 from workerkit import Worker, wait_until
+
+import proctree
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
 
@@ -26,6 +28,9 @@ FLAGS = [
     "--max-attempts",
     "1",
 ]
+# Cells off: what the worker does where it may not make cgroups (not root, no delegation), and
+# what a process that left its cell meets. With cells on, these strays die with their cell.
+NO_CELLS = {"PROCTREE_CGROUPS": "0"}
 # A session's end: the turn timeout, the escalation (2 x grace), plus slack for a loaded machine.
 SESSION_DEADLINE = 60.0
 GONE_DEADLINE = 20.0
@@ -68,8 +73,26 @@ def assert_all_gone(hostile: Hostile, what: str) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fixed_worker_ends_everything(case: str, hostiles, workers) -> None:
     params, roles = CASES[case]
+    ends_everything(case, roles, hostiles(case, **params), workers)
+
+
+@pytest.mark.parametrize("cells", ["cells", "no-cells"])
+@pytest.mark.parametrize("case", sorted(ROOT_CASES))
+def test_fixed_worker_ends_what_root_does(case: str, cells: str, hostiles, workers) -> None:
+    params, roles = ROOT_CASES[case]
     hostile = hostiles(case, **params)
-    worker = workers(hostile.path, flags=FLAGS)
+    env = None if cells == "cells" else NO_CELLS
+    worker = ends_everything(case, roles, hostile, workers, env=env)
+    if cells == "cells" and case == "cell-exit" and worker.stats()["containment"]["cgroups"]:
+        assert "left-cell" in hostile.roles(), hostile.roles()  # else it proved nothing
+    if case == "fork-loop":
+        assert "looping" in hostile.roles(), hostile.roles()  # it forked while being ended
+
+
+def ends_everything(
+    case: str, roles: set[str], hostile: Hostile, workers, env: dict[str, str] | None = None
+) -> Worker:
+    worker = workers(hostile.path, flags=FLAGS, env=env)
     # A process with an empty environment that the worker did not start: never its to end.
     decoy = subprocess.Popen(
         [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"],
@@ -83,6 +106,7 @@ def test_fixed_worker_ends_everything(case: str, hostiles, workers) -> None:
     finally:
         decoy.kill()
         decoy.wait(timeout=30)
+    return worker
 
 
 def check_session(case: str, roles: set[str], hostile: Hostile, worker: Worker) -> None:
@@ -221,11 +245,6 @@ def test_flood_between_turns_meets_back_pressure(hostiles, workers) -> None:
     assert_all_gone(hostile, "flood-idle")
 
 
-# Cells off: what the worker does where it may not make cgroups (not root, no delegation), and
-# what a process that left its cell meets. With cells on, these strays die with their cell.
-NO_CELLS = {"PROCTREE_CGROUPS": "0"}
-
-
 def test_strays_with_an_emptied_or_foreign_mark_are_ended(hostiles, workers) -> None:
     """Before: a stray carrying a mark that was not ours (`env VAR=` empties it; a nested tool
     sets its own) was skipped by every sweep and lived until the worker's shutdown."""
@@ -328,3 +347,69 @@ def test_delete_ends_the_observer_though_its_tree_holds_the_store_lock(hostiles,
     # With the lock gone the store works again: the deletion is recorded at the next asking.
     worker.api().ok("DELETE", f"/sessions/{sid}")
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+
+
+def test_an_escapee_in_another_sessions_cell_ends_with_its_own(hostiles, workers) -> None:
+    """Each of two live observers leaves a grandchild that moves itself into the OTHER's cgroup
+    cell, then double-forks (a session of its own, no environment, SIGTERM ignored). Ending
+    the first session must end its escapee though another observer's live cell holds it (an
+    ending passes over what the other cells hold, as theirs)."""
+    hostile = hostiles("cell-exit", where="sibling")
+    worker = workers(hostile.path, flags=FLAGS)
+    if not worker.stats()["containment"]["cgroups"]:
+        pytest.skip("the worker has no cgroup cells here")
+    sids = [worker.new_session(f"robust-sibling-{i}") for i in range(2)]
+    for i, sid in enumerate(sids):
+        worker.prompt(sid, f"robust-sibling-{i}", "fix the bug")
+
+    def escaped() -> bool:
+        roles = [role for _, role in hostile.entries()]
+        return roles.count("left-cell") == 2 and roles.count("escapee") == 2
+
+    wait_until(escaped, SESSION_DEADLINE, "both grandchildren in each other's cell")
+    (first,) = worker.status(sids[0])["observers"]
+    (second,) = worker.status(sids[1])["observers"]
+    # Each escapee is its observer's child (observers are child subreapers).
+    owners = {p.pid: p.ppid() for p, role in hostile.processes() if role == "escapee"}
+    assert sorted(owners.values()) == sorted([first, second]), (owners, first, second)
+    worker.api().ok("POST", f"/sessions/{sids[0]}/complete")
+    worker.wait_session_done(sids[0], SESSION_DEADLINE)
+    firsts = {first} | {pid for pid, owner in owners.items() if owner == first}
+
+    def first_tree_gone() -> bool:
+        return not [p for p, _ in hostile.processes() if p.pid in firsts]
+
+    wait_until(first_tree_gone, GONE_DEADLINE, "the first session's observer and escapee gone")
+    assert worker.status(sids[1])["observers"] == [second], "the live session lost its observer"
+    worker.api().ok("POST", f"/sessions/{sids[1]}/complete")
+    worker.wait_session_done(sids[1], SESSION_DEADLINE)
+    assert_all_gone(hostile, "cell-exit into a sibling cell")
+    assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+
+
+@pytest.mark.parametrize("case", sorted(ROOT_CASES))
+def test_kill9_of_the_worker_leaves_nothing_root_made(case: str, hostiles, workers) -> None:
+    """The worker is SIGKILLed while what root's ways out made lives (out of its cell, in a PID
+    namespace of its own, as nobody, posing as a kernel thread, its own subreaper): its
+    guardian must end all of it, unmarked, out of every cell and reparented to init as it is."""
+    params, roles = ROOT_CASES[case]
+    hostile = hostiles(case, **params)
+    worker = workers(hostile.path, flags=FLAGS)
+    content_id = f"robust-kill9-{case}"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    wait_until(lambda: roles <= hostile.roles(), SESSION_DEADLINE, f"roles {sorted(roles)}")
+    # The guardian lists the worker's tree every CHILDREN_POLL_S: what was born within one
+    # listing of the worker's death is not in it (proctree README), so the kill waits until
+    # every process is older than two listings.
+    from proctree._guardian import CHILDREN_POLL_S
+
+    def listed() -> bool:
+        now = proctree.now()
+        return all(
+            now - proctree.create_time(p) > 2 * CHILDREN_POLL_S for p, _ in hostile.processes()
+        )
+
+    wait_until(listed, SESSION_DEADLINE, "the guardian to have listed them")
+    worker.kill9()
+    assert_all_gone(hostile, f"{case} after kill -9 of the worker")
