@@ -2,15 +2,15 @@
 
 A process belongs to the run iff the fake's ledger says so, its argv carries the run id token
 (`--fake-claude-run-id=<RUNID>`), the target names it as spawned for a session (the worker's
-registry; checked by identity at the next sample, so one that lived and died between two samples
-is still counted), or (with `track_descendants`, for a worker all of whose later
-children are the run's, like ours) it was seen at a sample as a new descendant of the worker: a
-child of the worker that is not one of its helpers, or a child of a process of the run. Such a
-process is tracked by identity from then on, also after it is reparented away, and belongs to the
-session of the process it descended from (the worker's registry names the observers). So a
-`claude` that is not the fake (no token, no ledger, a cleared environment) is still counted.
-Nothing else is ever counted or touched, even if it is named `claude`. Identity is
-(pid, create_time), so a reused PID is a different process.
+registry; checked by identity at the next sample, so one that lived and died between two samples is
+still counted, and one found alive must descend from the worker: see _vouch), or (with
+`track_descendants`, for a worker all of whose later children are the run's, like ours) it was seen
+at a sample as a new descendant of the worker: a child of the worker that is not one of its
+helpers, or a child of a process of the run. Such a process is tracked by identity from then on,
+also after it is reparented away, and belongs to the session of the process it descended from (the
+worker's registry names the observers). So a `claude` that is not the fake (no token, no ledger, a
+cleared environment) is still counted. Nothing else is ever counted or touched, even if it is named
+`claude`. Identity is (pid, create_time), so a reused PID is a different process.
 
 Each process is classified at every sample:
 - expected: alive and one of the sessions it may belong to is still running (or within grace);
@@ -85,6 +85,9 @@ class ProcRecord:
     leak_reason: str = ""
     signals: int = 0
     candidates: tuple[str, ...] | None = None  # sessions running at spawn (time attribution)
+    # Known from the target's word alone (attribute) and not yet seen alive: the run's only
+    # once a sample finds it descending from the worker (see _vouched).
+    claimed: bool = False
     deadline_epoch: int = -1
     deadline_cache: float | None = None
 
@@ -266,6 +269,7 @@ class Census:
                             spawn_ts=item.create_time,
                             role="observer",
                             reported_end=item.ended,
+                            claimed=True,
                         )
                     )
                     self._seen.pop(item.pid, None)  # have the scan attach a psutil handle
@@ -712,6 +716,8 @@ class Census:
         waiting: set[int] = set()  # undecided in this sample
         for ct, pid, proc, ppid in fresh:
             rec = self._find(pid, ct)
+            if rec is not None and rec.claimed:
+                rec = self._vouch(rec, proc)
             ours = rec is not None
             cmdline: list[str] = []
             parent: ProcRecord | None = None
@@ -744,6 +750,42 @@ class Census:
             if rec.proc is None:
                 rec.proc = proc
                 self._probe(rec, now)  # know its parent and RSS from the first sample on
+
+    def _vouch(self, rec: ProcRecord, proc: psutil.Process) -> ProcRecord | None:
+        """A process the target named (attribute), found alive: the record if it is the run's,
+        else None, the record forgotten (neither counted nor ever signalled). The target's
+        registry can be wrong, and a root child can write it: a row naming, by its exact
+        identity, a process that is not the run's had it counted, judged leaked and SIGKILLed
+        by the run's sweep."""
+        if self._vouched(proc):
+            rec.claimed = False
+            return rec
+        self.records[rec.pid].remove(rec)
+        if not self.records[rec.pid]:
+            del self.records[rec.pid]
+        self.total_procs -= 1
+        self._epoch += 1
+        return None
+
+    def _vouched(self, proc: psutil.Process) -> bool:
+        """It carries the run's token, or descends from the worker (not through one of its
+        helpers), or from an orphan of the run we adopted as subreaper. With no worker set
+        there is no lineage to check: the target's word (and the identity) is all there is."""
+        if self.worker_pid is None or self._is_ours(proc)[0]:
+            return True
+        helpers = {pid for pid, _ in self._helpers} | set(self._helper_procs)
+        try:
+            chain = [proc, *proc.parents()]
+        except psutil.Error:
+            return False
+        for child, parent in zip(chain, chain[1:], strict=False):
+            if child.pid in helpers:
+                return False
+            if parent.pid == self.worker_pid:
+                return True
+            if parent.pid == self._me:
+                return self.adopting and child.pid not in self.own_children()
+        return False
 
     @staticmethod
     def _cmdline(proc: psutil.Process) -> list[str]:
@@ -1046,8 +1088,10 @@ class Census:
 
     # -- results -----------------------------------------------------------------------------
     def live_records(self) -> list[ProcRecord]:
+        """The run's live processes (not those the target named that no sample has vouched
+        for yet: see _vouch)."""
         with self._lock:
-            return [r for recs in self.records.values() for r in recs if r.alive]
+            return [r for recs in self.records.values() for r in recs if r.alive and not r.claimed]
 
     def read_ledger(self) -> None:
         """Take in the ledger's new lines now (between samples): a lineage that forks and exits

@@ -636,6 +636,37 @@ serve()
 }
 
 
+# 27) At its first turn it writes a row into the worker's registry (the database its
+# `--data-dir` names) that says a process it did not start is an observer of its session: the
+# process `decoy.txt` beside the pid file names by identity (pid, create_time).
+CASES["forged-row"] = r"""
+record("main")
+def forge():
+    argv = open(f"/proc/{{os.getppid()}}/cmdline").read().split(chr(0))
+    db = os.path.join(argv[argv.index("--data-dir") + 1], "worker.db")
+    pid, created = open(os.path.join(os.path.dirname(PIDFILE), "decoy.txt")).read().split()
+    import sqlite3
+    con = sqlite3.connect(db, isolation_level=None, timeout=30)
+    mine = "SELECT run_id, session_id FROM processes WHERE pid=? ORDER BY id DESC LIMIT 1"
+    end = time.monotonic() + 30
+    while (row := con.execute(mine, (os.getpid(),)).fetchone()) is None:
+        if time.monotonic() > end:
+            return
+        time.sleep(0.05)
+    con.execute(
+        "INSERT INTO processes (run_id, session_id, pid, create_time, state, started)"
+        " VALUES (?, ?, ?, ?, 'live', ?)",
+        (row[0], row[1], int(pid), float(created), time.time()),
+    )
+    con.close()
+    record("forged")
+def turn(msg):
+    if not noted("forged"):
+        forge()
+    answer_turn(msg)
+serve(on_turn=turn)
+"""
+
 # 26) regicide, whose stubborn grandchild first leaves its cgroup cell and sheds its
 # environment (double fork, a session of its own): once the worker and its guardian are dead,
 # nothing of theirs can know it (no cell, no mark, no group, init's child). Only the harness,
