@@ -496,8 +496,11 @@ class Containment:
             if proc is None or not proctree.is_alive(root):
                 continue
             marker = proctree.marker_of(proc)
-            if marker is not None and not proctree.mark_matches(marker, str(row["mark"])):
-                continue  # same pid and start time, yet not carrying that run's mark: not ours
+            if marker is None or not proctree.mark_matches(marker, str(row["mark"])):
+                # Same pid and start time, yet not carrying that run's mark: not ours. A row is
+                # no proof (an observer of that run could write the database and name anyone);
+                # an unmarked survivor of the run is still in its cell, which the restart ends.
+                continue
             group = int(row["grp"]) if str(row["grp"] or "").isdigit() else None
             # identity alone is exact (pid + create_time); the mark only widens to its tree.
             result = proctree.terminate_tree(root, group=group, mark=row["mark"], grace=1.0)

@@ -108,7 +108,8 @@ class Reaper:
             if pid.isdigit() and create_time:
                 ident = proctree.recorded(int(pid), float(create_time), run["boot"])
                 if ident is not None and (proc := ident.process()) is not None:
-                    guardians.append((ident, proc))
+                    if _is_guardian_of(proc, int(run["pid"])):
+                        guardians.append((ident, proc))
         if guardians:
             await asyncio.to_thread(_end_guardians, guardians)
             log.info("ended %d guardian(s) of earlier runs: %s", len(guardians),
@@ -177,6 +178,15 @@ class Reaper:
 
 # How long a resumed guardian of an earlier run gets for its last sweep before it is killed.
 GUARDIAN_EXIT_S = 5.0
+
+
+def _is_guardian_of(proc: psutil.Process, worker_pid: int) -> bool:
+    """Whether it runs as that worker's guardian (its exact argv): the row is no proof, an
+    observer of that run could write the database and name any process there."""
+    try:
+        return proc.cmdline()[1:] == proctree.guardian_args(worker_pid)
+    except psutil.Error:
+        return False
 
 
 def _end_guardians(guardians: list[tuple[proctree.ProcId, psutil.Process]]) -> None:

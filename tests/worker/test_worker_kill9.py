@@ -447,8 +447,56 @@ def test_a_stopped_guardian_of_a_killed_worker_is_ended_by_the_restart(
     os.kill(old.pid, signal.SIGSTOP)
     first.kill9()
     proc = old.process()
-    assert proc is not None and proc.status() == psutil.STATUS_STOPPED
+    assert proc is not None
+    # A signal is delivered when the kernel next schedules the guardian, not at os.kill.
+    wait_until(lambda: proc.status() == psutil.STATUS_STOPPED, what="the guardian stopped")
     second: Worker = workers(claude, data_dir=data)
     assert not proctree.is_alive(old), "the earlier run's stopped guardian was left behind"
     assert f"guardian(s) of earlier runs: [{old.pid}]" in second.log()
     assert second.guardian is not None and proctree.is_alive(second.guardian)
+
+
+@posix_only
+def test_a_forged_registry_does_not_make_the_restart_kill_a_stranger(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """An observer runs as the worker's user and may write its database: a row naming a process
+    that is not the run's (exact pid and create_time), or a guardian column naming one, had the
+    next start kill it (and its whole process group). The restart now wants the run's mark on a
+    row's process and the guardian's own argv on a guardian."""
+    data = tmp_path / "data"
+    claude = fake_run.shim("ok")
+    first: Worker = workers(claude, data_dir=data)
+    first.freeze()
+    first.kill9()  # an unclean run: the next start reaps what its rows name
+    env = {k: v for k, v in os.environ.items() if k != proctree.MARK_ENV}
+    code = "import time; time.sleep(120)"  # bounded: dies by itself if the test fails hard
+    strangers = [
+        psutil.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+        for _ in range(2)
+    ]
+    try:
+        row, guardian = (proctree.identify(p.pid) for p in strangers)
+        assert row is not None and guardian is not None
+        with contextlib.closing(sqlite3.connect(data / "worker.db")) as db, db:
+            (run_id,) = db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            db.execute(
+                "INSERT INTO processes (run_id, pid, create_time, grp, state, started) "
+                "VALUES (?, ?, ?, ?, 'live', ?)",
+                (run_id, row.pid, row.create_time, str(row.pid), time.time()),
+            )
+            db.execute(
+                "UPDATE runs SET guardian=? WHERE id=?",
+                (f"{guardian.pid} {guardian.create_time!r}", run_id),
+            )
+        second: Worker = workers(claude, data_dir=data)
+        assert second.guardian is not None  # the start-up, with its reaping, is over
+        for stranger in strangers:
+            assert stranger.is_running() and stranger.status() != psutil.STATUS_ZOMBIE, (
+                f"the restart ended pid {stranger.pid}, which only a forged row named"
+            )
+        assert "guardian(s) of earlier runs" not in second.log()
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait(10)
