@@ -8,6 +8,7 @@ not needed either because the npm `bun` package ships the binary as `bin/bun.exe
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -201,16 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.claude_mem_install [--skip-if-unavailable] VERSION...`: install into
     the cache, print paths. Exit 3 without node or npm (0 with --skip-if-unavailable, which
     says SKIPPED and why: the tests then skip, or fail under CI=true), 1 if an install fails."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    skip = "--skip-if-unavailable" in args
-    versions = [a for a in args if a != "--skip-if-unavailable"]
-    if not versions:
-        print(
-            "usage: python -m harness.claude_mem_install [--skip-if-unavailable] "
-            "VERSION [VERSION...]",
-            file=sys.stderr,
-        )
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.claude_mem_install",
+        description="Install claude-mem (and bun) from npm into the private cache "
+        f"({cache_dir()}, or $LEAKPROOF_CLAUDE_MEM_CACHE), never the real HOME, and print "
+        "each build's plugin folder and bun. Exit 1 if an install fails, 3 without node or npm.",
+    )
+    parser.add_argument(
+        "--skip-if-unavailable",
+        action="store_true",
+        help="without node or npm, say SKIPPED and why, and exit 0",
+    )
+    parser.add_argument("versions", nargs="+", metavar="VERSION", help="npm version, e.g. 13.25.3")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # --help, or a usage error: main() returns its exit code
+        return int(exc.code or 0)
+    skip, versions = args.skip_if_unavailable, args.versions
     reason = why_unavailable()
     if reason:
         if skip:

@@ -188,7 +188,7 @@ def test_main_installs_each_version_and_prints_its_paths(
     npm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install.main([]) == 2
-    assert "usage: python -m harness.claude_mem_install [--skip-if-unavailable] VERSION" in (
+    assert "usage: python -m harness.claude_mem_install [-h] [--skip-if-unavailable]" in (
         capsys.readouterr().err
     )
 
@@ -222,6 +222,14 @@ def test_default_cache_is_in_the_source_tree_never_home(
     assert install.cache_dir() == checkout / ".cache" / "claude-mem"
     monkeypatch.setattr(install, "_SOURCE_TREE", tmp_path / "site-packages")
     assert install.cache_dir() == elsewhere / ".cache" / "claude-mem"
+
+
+def test_help_is_usage_not_a_version(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before, "--help" was taken for a version: exit 1, "not a version: '--help'".
+    assert install.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m harness.claude_mem_install") and "VERSION" in out
+    assert install.main(["--bogus", "13.25.3"]) == 2
 
 
 def test_installed_version_prefers_plugin_json_and_skips_bad_manifests(tmp_path: Path) -> None:
