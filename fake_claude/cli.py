@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(
             "Usage: claude [options] [prompt]  (fake-claude: a stand-in for tests)\n"
             "  fake-claude shim DIR [--scenario S] [--seed N] [--ledger PATH] [--run-id ID]\n"
+            "  fake-claude selfcheck   (smoke test of the main behaviours)\n"
         )
         return 0
     return run_main_process(args, argv)

@@ -6,6 +6,7 @@ process it starts carries a fresh run id and is ended by PID before it returns.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -164,6 +165,13 @@ CHECKS = [
 
 
 def selfcheck_main(argv: list[str]) -> int:
+    # argparse for --help and usage errors only: before, any argument (--help too) ran the checks
+    argparse.ArgumentParser(
+        prog="python -m fake_claude selfcheck",
+        description="Start the fake in its main behaviours (a turn, SIGTERM, ignored EOF and "
+        "SIGTERM, an escapee and grandchildren) and check each from outside; every process it "
+        "starts is ended. Exit 0 if all pass.",
+    ).parse_args(argv)
     if sys.platform == "win32":
         CHECKS[:] = [c for c in CHECKS if c[0] == "protocol"]
     failures = 0

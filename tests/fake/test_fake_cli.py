@@ -164,6 +164,14 @@ def test_selfcheck_passes(run_id):
     assert out.stdout.count("PASS") == 4
 
 
+def test_selfcheck_help_runs_no_check():
+    # Before, every argument was ignored: `selfcheck --help` ran the checks.
+    out = run([sys.executable, "-m", "fake_claude", "selfcheck", "--help"])
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m fake_claude selfcheck")
+    assert "PASS" not in out.stdout
+    assert run([sys.executable, "-m", "fake_claude", "selfcheck", "--bogus"]).returncode == 2
+
+
 def test_bench_prints_ratios(run_id):
     # Figures, not a timed assertion: the bench must run and report both ratios per variant.
     out = run([sys.executable, "-m", "fake_claude.bench", "--runs", "2"])
