@@ -6,6 +6,7 @@ often says no: then only argv tokens identify escapees).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import subprocess
@@ -33,7 +34,14 @@ def environ_readable() -> bool:
         c.close()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # argparse for --help only: before, every argument was ignored and the probe ran
+    argparse.ArgumentParser(
+        prog="python -m proctree",
+        description="Print, as JSON, the containment this machine gives: subreaper, "
+        "parent-death signal, pidfd, job objects, whether another process's environment is "
+        "readable, and whether PROCTREE_FALLBACK forces the macOS path.",
+    ).parse_args(argv)
     info = dataclasses.asdict(proctree.capabilities())
     info["fallback_forced"] = proctree.fallback_forced()
     info["environ_readable"] = environ_readable()

@@ -116,6 +116,18 @@ def test_after_spawn_of_exited_child_still_names_its_group(popens) -> None:
     c.close()
 
 
+def test_cli_help_is_usage_not_the_probe() -> None:
+    # Before, arguments were ignored: --help printed the JSON (and spawned the probe's child).
+    out = subprocess.run(
+        [sys.executable, "-m", "proctree", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.startswith("usage: python -m proctree") and "{" not in out.stdout
+
+
 def test_cli_reports_capabilities() -> None:
     import json
 
