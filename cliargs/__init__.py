@@ -42,6 +42,19 @@ def float_at_least(minimum: float, *, exclusive: bool = False) -> Callable[[str]
     return parse
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help for every command line: the description as written (its usage lines and
+    paragraphs kept), and each flag's default where it has one and its help does not say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        # `is`, not `in`: a default of 0 (== False) is a default worth showing
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 COUNT = int_at_least(1)  # sessions, prompts, rounds, concurrency
 NON_NEGATIVE_INT = int_at_least(0)  # observations per prompt, a span that may be 0
 NON_NEGATIVE = float_at_least(0.0)  # a grace, a wait, a budget: 0 allowed

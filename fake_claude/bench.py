@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from cliargs import COUNT
+from cliargs import COUNT, HelpFormatter
 
 INIT = (
     json.dumps(
@@ -80,9 +80,11 @@ def measure(cmd: list[str], first: bytes | None, expect: bytes) -> tuple[float, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fake_claude.bench", description=__doc__)
-    p.add_argument("--runs", type=COUNT, default=40)
-    p.add_argument("--scenario", default="ok")
+    p = argparse.ArgumentParser(
+        prog="python -m fake_claude.bench", description=__doc__, formatter_class=HelpFormatter
+    )
+    p.add_argument("--runs", type=COUNT, default=40, help="start-ups timed per side")
+    p.add_argument("--scenario", default="ok", help="the fake's scenario")
     ns = p.parse_args(argv)
 
     from fake_claude.scenario import ScenarioError, validate_spec

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fake_claude import RUN_ID_FLAG
+from fake_claude import DEFAULT_VERSION, RUN_ID_FLAG
 
 BOOT = Path(__file__).resolve().with_name("_boot.py")
 SHORT_NAMES = {
@@ -135,17 +135,23 @@ def shim_main(argv: list[str]) -> int:
     import argparse
     import shutil
 
-    from cliargs import run_id_arg
+    from cliargs import HelpFormatter, run_id_arg
 
-    p = argparse.ArgumentParser(prog="fake-claude shim", description=__doc__)
-    p.add_argument("dir")
-    p.add_argument("--scenario")
-    p.add_argument("--scenario-file")
-    p.add_argument("--seed")
-    p.add_argument("--ledger")
-    p.add_argument("--run-id", type=run_id_arg, help="12 lowercase letters or digits")
-    p.add_argument("--version")
-    p.add_argument("--python", default=sys.executable)
+    p = argparse.ArgumentParser(
+        prog="fake-claude shim", description=__doc__, formatter_class=HelpFormatter
+    )
+    p.add_argument("dir", help="the folder to write DIR/claude into")
+    p.add_argument(
+        "--scenario", help="scenario spec, e.g. 'ignore-eof+grandchild:n=2' (default: ok)"
+    )
+    p.add_argument("--scenario-file", help="JSON or TOML scenario file instead of --scenario")
+    p.add_argument("--seed", help="integer seed of every random choice")
+    p.add_argument("--ledger", help="JSONL file the fake writes what it did to (default: none)")
+    p.add_argument(
+        "--run-id", type=run_id_arg, help="12 lowercase letters or digits (default: random)"
+    )
+    p.add_argument("--version", help=f"what `claude -v` prints (default: {DEFAULT_VERSION})")
+    p.add_argument("--python", default=sys.executable, help="the interpreter that runs the fake")
     ns = p.parse_args(argv)
     problem = _scenario_problem(ns.scenario, ns.scenario_file)
     if problem:

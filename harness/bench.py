@@ -30,12 +30,12 @@ from typing import Any
 import psutil
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE, int_at_least, path_arg
+from cliargs import COUNT, int_at_least, path_arg
 from harness.bench_http import http_round_trip
 from harness.census import Census, run_id_token
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.soak import run_soak
-from harness.soak_config import SoakConfig, default_concurrency, write_run_shim
+from harness.soak_config import SoakConfig, add_grace_arguments, default_concurrency, write_run_shim
 from harness.targets import get_target
 from harness.verdict import slope_per_100_sessions
 
@@ -399,21 +399,33 @@ PARTS = ("throughput", "latency", "census", "rss")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only this part (repeat for more)"
+    )
     parser.add_argument(
         "--sessions", type=COUNT, default=100, help="throughput: sessions per side and round"
     )
     # Single rounds vary by +-0.05 on a shared 2-core VM (the fakes' own CPU drifts by 15%
     # between rounds): the median of five is steadier than of three.
     parser.add_argument("--rounds", type=COUNT, default=5, help="throughput: bare/soak rounds")
-    parser.add_argument("--concurrency", type=COUNT, default=default_concurrency())
-    parser.add_argument("--latency-sessions", type=COUNT, default=30)
-    parser.add_argument("--census-procs", type=int_at_least(2), default=500)
-    parser.add_argument("--census-samples", type=COUNT, default=20)
-    parser.add_argument("--rss-sessions", type=COUNT, default=1000)
-    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
-    parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--concurrency",
+        type=COUNT,
+        default=default_concurrency(),
+        help="sessions at once (default: two per core, 2 to 8)",
+    )
+    parser.add_argument(
+        "--latency-sessions", type=COUNT, default=30, help="latency: sessions per fake scenario"
+    )
+    parser.add_argument(
+        "--census-procs", type=int_at_least(2), default=500, help="census: live processes"
+    )
+    parser.add_argument("--census-samples", type=COUNT, default=20, help="census: samples timed")
+    parser.add_argument(
+        "--rss-sessions", type=COUNT, default=1000, help="rss: sessions of the long soak"
+    )
+    add_grace_arguments(parser, grace=5.0, worker_grace=0.5)
+    parser.add_argument("--seed", type=int, default=1, help="drives the scenario draws")
     parser.add_argument("--json", type=path_arg, default=None, help="also write the figures here")
 
 

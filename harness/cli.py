@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from cliargs import HelpFormatter
 from harness.interrupts import term_as_interrupt
 
 # subcommand -> (module, one-line help)
@@ -40,16 +41,6 @@ def _load(name: str) -> ModuleType | None:
         return None
 
 
-class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in --help, where there is one to show and the help does not say it already."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -61,7 +52,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            formatter_class=_DefaultsShown,
+            formatter_class=HelpFormatter,
         )
         if name == chosen:
             parser.set_defaults(_subparser=p)

@@ -35,7 +35,7 @@ from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, path_arg
 from harness.cleanup import end_live_runs
 from harness.interrupts import SIGNALS, shield_up
 from harness.soak import run_soak
-from harness.soak_config import SoakConfig, add_mcp_arguments
+from harness.soak_config import SoakConfig, add_grace_arguments, add_mcp_arguments
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.targets.claude_mem_reap import ReapTracker
 
@@ -599,28 +599,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 0 with the reason when claude-mem cannot run here (no node/npm)",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference worker")
-    parser.add_argument("--sessions", type=COUNT, default=6)
-    parser.add_argument("--prompts", type=COUNT, default=3)
-    parser.add_argument("--observations", type=NON_NEGATIVE_INT, default=2)
-    parser.add_argument("--concurrency", type=COUNT, default=2)
-    parser.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
+    parser.add_argument("--sessions", type=COUNT, default=6, help="sessions per worker")
+    parser.add_argument("--prompts", type=COUNT, default=3, help="prompts per session")
+    parser.add_argument(
+        "--observations", type=NON_NEGATIVE_INT, default=2, help="tool uses per prompt"
+    )
+    parser.add_argument("--concurrency", type=COUNT, default=2, help="sessions at once")
+    parser.add_argument(
+        "--scenarios", default=DEFAULT_SCENARIOS, help="fake scenario spec or weights, as for soak"
+    )
     # claude-mem 13.x passes --strict-mcp-config, so its observers start none of them.
     add_mcp_arguments(parser)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--grace", type=NON_NEGATIVE, default=5.0)
+    parser.add_argument("--seed", type=int, default=1, help="drives the scenario draws")
+    add_grace_arguments(parser, grace=5.0)
     parser.add_argument(
         "--rss-budget",
         type=float,
         default=float("inf"),
         help="judge the RSS slope (MB/100 sessions); off by default (few sessions)",
     )
-    parser.add_argument("--reap-wait", type=NON_NEGATIVE, default=DEFAULT_REAP_WAIT_S)
     parser.add_argument(
-        "--reference-reap-wait", type=NON_NEGATIVE, default=DEFAULT_REFERENCE_REAP_WAIT_S
+        "--reap-wait",
+        type=NON_NEGATIVE,
+        default=DEFAULT_REAP_WAIT_S,
+        help="seconds to wait after the workload for claude-mem to end its observers itself",
     )
-    parser.add_argument("--out", type=path_arg, default=Path("reports/compare"))
-    parser.add_argument("--progress", default="none", choices=("auto", "rich", "plain", "none"))
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--reference-reap-wait",
+        type=NON_NEGATIVE,
+        default=DEFAULT_REFERENCE_REAP_WAIT_S,
+        help="the same for the reference workers",
+    )
+    parser.add_argument(
+        "--out",
+        type=path_arg,
+        default=Path("reports/compare"),
+        help="folder for compare.{md,json,png} and each run's report",
+    )
+    parser.add_argument(
+        "--progress",
+        default="none",
+        choices=("auto", "rich", "plain", "none"),
+        help="each run's live display, as for soak",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="no rss.png or compare.png")
 
 
 def run(args: argparse.Namespace) -> int:

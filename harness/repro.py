@@ -23,12 +23,12 @@ from typing import Any
 
 import aiohttp
 
-from cliargs import NON_NEGATIVE, NON_NEGATIVE_INT, int_at_least
+from cliargs import NON_NEGATIVE_INT, int_at_least
 from harness.census import Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.report import leak_entry, leaks_table
-from harness.soak_config import SoakConfig, write_run_shim
+from harness.soak_config import SoakConfig, add_grace_arguments, write_run_shim
 from harness.target import RunContext
 from harness.targets.reference import ReferenceTarget
 from harness.workload import make_session
@@ -214,11 +214,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prompts", type=int_at_least(2), default=5, help="prompts in the session (>= 2: growth)"
     )
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--grace", type=NON_NEGATIVE, default=3.0, help="leak grace after session end"
-    )
-    parser.add_argument("--worker-grace", type=NON_NEGATIVE, default=0.5)
+    parser.add_argument("--seed", type=int, default=1, help="the fake's seed")
+    add_grace_arguments(parser, grace=3.0, worker_grace=0.5)
     parser.add_argument(
         "--mcp-servers",
         type=NON_NEGATIVE_INT,

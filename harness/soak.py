@@ -47,6 +47,7 @@ from harness.report_assembly import (
 )
 from harness.soak_config import (
     SoakConfig,
+    add_grace_arguments,
     add_mcp_arguments,
     claude_path,
     config_problem,
@@ -484,7 +485,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,  # None: not given (--duration then decides alone)
         help=f"sessions to run (default: {d.sessions})",
     )
-    parser.add_argument("--concurrency", type=COUNT, default=d.concurrency, help="sessions at once")
+    parser.add_argument(
+        "--concurrency",
+        type=COUNT,
+        default=d.concurrency,
+        help="sessions at once (default: two per core, 2 to 8)",
+    )
     parser.add_argument("--prompts", type=COUNT, default=d.prompts, help="prompts per session")
     parser.add_argument(
         "--observations", type=NON_NEGATIVE_INT, default=d.observations, help="tool uses per prompt"
@@ -505,12 +511,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and --seed do not apply)",
     )
     add_mcp_arguments(parser)
-    parser.add_argument(
-        "--grace",
-        type=NON_NEGATIVE,
-        default=d.grace,
-        help="seconds after a session's end before a survivor counts as leaked",
-    )
+    add_grace_arguments(parser, grace=d.grace)
     parser.add_argument(
         "--duration",
         type=POSITIVE,
@@ -546,12 +547,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report", type=path_arg, default=None, help="write the report folder here"
     )
-    parser.add_argument(
-        "--worker-grace",
-        type=NON_NEGATIVE,
-        default=d.worker_grace,
-        help="the fixed worker's wait between EOF, SIGTERM and SIGKILL",
-    )
+    add_grace_arguments(parser, worker_grace=d.worker_grace)
     parser.add_argument(
         "--reap-interval",
         type=POSITIVE,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import proctree
-from cliargs import NON_NEGATIVE_INT
+from cliargs import NON_NEGATIVE, NON_NEGATIVE_INT
 from harness.report import begin_report
 from harness.runs import under_way
 from harness.verdict import DEFAULT_MIN_SLOPE_SPAN, DEFAULT_SLOPE_BUDGET_MB, RUNNING
@@ -202,6 +202,25 @@ def _writing_there(report: Path) -> str | None:
         return None
     other = under_way(run_id) if run_id else None
     return None if other is None else f"{run_id} (harness pid {other.owner_pid})"
+
+
+def add_grace_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    grace: float | None = None,
+    worker_grace: float | None = None,
+) -> None:
+    """--grace and/or --worker-grace (soak, repro, bench, compare), each with its default here."""
+    for flag, default, text in (
+        ("--grace", grace, "seconds after a session's end before a survivor counts as leaked"),
+        (
+            "--worker-grace",
+            worker_grace,
+            "the fixed worker's wait between EOF, SIGTERM and SIGKILL",
+        ),
+    ):
+        if default is not None:
+            parser.add_argument(flag, type=NON_NEGATIVE, default=default, help=text)
 
 
 def add_mcp_arguments(parser: argparse.ArgumentParser) -> None:

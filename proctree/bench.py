@@ -23,7 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 import proctree
-from cliargs import COUNT, int_at_least
+from cliargs import COUNT, HelpFormatter, int_at_least
 
 FORKER = """
 import os, signal, sys
@@ -60,7 +60,9 @@ def _start_posix(n: int, token: str, mark: str) -> subprocess.Popen[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proctree.bench", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m proctree.bench", description=__doc__, formatter_class=HelpFormatter
+    )
     ap.add_argument("-n", type=int_at_least(2), default=500, help="live processes in the tree")
     ap.add_argument("--repeat", type=COUNT, default=5, help="runs per figure (median shown)")
     args = ap.parse_args(argv)

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE_INT
+from cliargs import COUNT, NON_NEGATIVE_INT, HelpFormatter
 
 SPINNER = "while True: pass"
 
@@ -50,7 +50,9 @@ def _spawn_times(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proctree.bench_spawn", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m proctree.bench_spawn", description=__doc__, formatter_class=HelpFormatter
+    )
     ap.add_argument("--spawns", type=COUNT, default=200, help="spawns per way")
     ap.add_argument("--busy", type=NON_NEGATIVE_INT, default=2, help="CPU spinners meanwhile")
     args = ap.parse_args(argv)

@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from cliargs import HelpFormatter
 from worker.config import WorkerConfig, claude_problem, default_data_dir
 
 # The flags' defaults are WorkerConfig's: written once.
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve = sub.add_parser(
         "serve",
         help="run the worker in the foreground",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     serve.add_argument(
         "--mode",
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=str.upper,
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="the log's threshold (to stderr)",
     )
     return parser.parse_args(argv)
 

@@ -26,7 +26,7 @@ import aiohttp
 import psutil
 
 import proctree
-from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT
+from cliargs import COUNT, NON_NEGATIVE, NON_NEGATIVE_INT, HelpFormatter
 
 
 def pct(values: list[float], q: float) -> float:
@@ -112,13 +112,22 @@ async def drive(base: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__)
-    p.add_argument("--claude", required=True)
-    p.add_argument("--mode", choices=("fixed", "leaky"), default="fixed")
-    p.add_argument("--sessions", type=COUNT, default=20)
-    p.add_argument("--observations", type=NON_NEGATIVE_INT, default=5)
-    p.add_argument("--concurrency", type=COUNT, default=4)
-    p.add_argument("--grace", type=NON_NEGATIVE, default=0.5)
+    p = argparse.ArgumentParser(
+        prog="python -m worker.bench", description=__doc__, formatter_class=HelpFormatter
+    )
+    p.add_argument("--claude", required=True, help="the claude the worker spawns (path or name)")
+    p.add_argument("--mode", choices=("fixed", "leaky"), default="fixed", help="the worker's mode")
+    p.add_argument("--sessions", type=COUNT, default=20, help="sessions to drive")
+    p.add_argument(
+        "--observations", type=NON_NEGATIVE_INT, default=5, help="observations per session"
+    )
+    p.add_argument("--concurrency", type=COUNT, default=4, help="sessions at once")
+    p.add_argument(
+        "--grace",
+        type=NON_NEGATIVE,
+        default=0.5,
+        help="the worker's --grace: its wait between EOF, SIGTERM and SIGKILL",
+    )
     args = p.parse_args(argv)
     # `timeout`, a cancelled job: SIGTERM becomes an exception, so the worker is stopped below.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
