@@ -481,6 +481,12 @@ def test_a_parent_removed_under_a_live_daemon_is_made_again(run: Runner, popens)
         jail = _cgroup.jail()
         assert jail is not None and handle.cgroup is not None
         assert handle.cgroup.parent == parent and parent.exists()
+        # The launcher enters its cell just before its exec, and after_spawn does not wait for
+        # that: read the child's cgroup once it runs the command (under load, before, it was
+        # still the launcher in the cgroup it was spawned in, and the test failed).
+        if opts.cell is not None:  # else after_spawn moved it: no launcher, nothing to wait for
+            launcher = os.path.realpath(opts.argv[0])
+            wait_for(lambda: psutil.Process(child.pid).exe() != launcher, what="the child's exec")
         assert _cgroup.cgroup_of(child.pid) == jail.relative(handle.cgroup)
         handle.close()  # kills what is in the cell
     finally:
