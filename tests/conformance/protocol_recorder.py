@@ -193,7 +193,9 @@ def main(argv: list[str]) -> int:
 
 
 def write_recorder_shim(directory: Path, log: Path, modes: str = "") -> Path:
-    """Write an executable `claude` that runs this recorder with RECORDER_LOG=log."""
+    """Write an executable `claude` that runs this recorder with RECORDER_LOG=log (the folder
+    is made if need be, as `fake-claude shim` does)."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "claude"
     path.write_text(
         f"#!/bin/sh\nRECORDER_LOG='{log}' RECORDER_MODES='{modes}' "
