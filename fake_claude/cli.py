@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             "Usage: claude [options] [prompt]  (fake-claude: a stand-in for tests)\n"
             "  fake-claude shim DIR [--scenario S] [--seed N] [--ledger PATH] [--run-id ID]\n"
             "  fake-claude selfcheck   (smoke test of the main behaviours)\n"
+            "Settings come from FAKE_CLAUDE_* variables (a shim bakes them in): scenario, seed,\n"
+            "ledger, run id; every scenario and its parameters: fake_claude/README.md\n"
         )
         return 0
     return run_main_process(args, argv)

@@ -221,6 +221,7 @@ def test_help_prints_usage(tmp_path, run_id):
     assert out.returncode == 0
     assert out.stdout.startswith("Usage: claude [options] [prompt]")
     assert "fake-claude shim DIR" in out.stdout and "fake-claude selfcheck" in out.stdout
+    assert "FAKE_CLAUDE_*" in out.stdout and "fake_claude/README.md" in out.stdout
 
 
 def test_shim_settings_skip_none_and_prefix_plain_names(tmp_path, run_id):
