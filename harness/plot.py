@@ -33,6 +33,33 @@ def plot_rss(path: Path, report: dict[str, Any]) -> Path:
     return path
 
 
+# Ticks ~1 px wide on an axis ~850 px wide: past this many, they merge into one solid band (a
+# 10-minute soak of 2875 sessions drew two bars with a few gaps), so the strip shows how many
+# per time bin instead: stalls and bursts stay visible at any run length.
+MAX_TICKS = 150
+RATE_BINS = 120
+STRIP_HEIGHT = 0.045  # of the axes' height
+
+
+def _mark_strip(ax: Any, xs: list[float], low: float, color: str, what: str, span: float) -> None:
+    """Session starts or ends along the bottom of `ax` from `low` (axes fraction) up: a tick
+    each, or when too many for ticks, a bar per time bin as high as its count."""
+    strip = ax.get_xaxis_transform()  # x in seconds, y in the axes' height
+    if len(xs) <= MAX_TICKS or span <= 0:
+        ax.vlines(xs, low, low + STRIP_HEIGHT, transform=strip, color=color, linewidth=0.8,
+                  label=what)  # fmt: skip
+        return
+    width = span / RATE_BINS
+    counts = [0] * RATE_BINS
+    for x in xs:
+        counts[min(RATE_BINS - 1, max(0, int(x / width)))] += 1
+    top = max(counts)
+    ax.stairs([low + STRIP_HEIGHT * c / top for c in counts],
+              [i * width for i in range(RATE_BINS + 1)], baseline=low, fill=True,
+              transform=strip, color=color,
+              label=f"{what} per {width:.3g} s (full height: {top})")  # fmt: skip
+
+
 def draw_rss(report: dict[str, Any]) -> Figure:
     """The figure of rss.png (the caller closes it)."""
     rss = report.get("rss") or {}
@@ -67,12 +94,10 @@ def draw_rss(report: dict[str, Any]) -> Figure:
             for axis in (ax, ax2):  # room below the curves for the ticks
                 lo, hi = axis.get_ylim()
                 axis.set_ylim(lo - 0.12 * (hi - lo), hi)
-            strip = ax.get_xaxis_transform()  # x in seconds, y in the axes' height
             for key, low, color in (("starts", 0.0, "tab:green"), ("ends", 0.05, "tab:gray")):
                 xs = [x - t0 for x in marks.get(key, [])]
                 if xs:
-                    ax.vlines(xs, low, low + 0.045, transform=strip, color=color, linewidth=0.8,
-                              label=f"session {key[:-1]}s")  # fmt: skip
+                    _mark_strip(ax, xs, low, color, f"session {key}", max(ts[-1], max(xs)))
             lines = ax.get_legend_handles_labels()
             lines2 = ax2.get_legend_handles_labels()
             # Below the plot: inside it, the legend hid the RSS peak of a short run.

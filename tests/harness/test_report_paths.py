@@ -249,6 +249,46 @@ def test_the_plot_marks_sessions_and_leaks_where_they_can_be_seen():
         plt.close(fig)
 
 
+def test_the_session_marks_of_a_long_run_stay_legible():
+    """A 10-minute soak's 2875 session starts, a tick each, drew one solid bar along the bottom
+    of rss.png: no burst or stall could be seen. Past what the axis has room for, the strip
+    draws a count per time bin: never more marks than ~3 pixels each, and the gaps stay."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from harness.plot import draw_rss
+
+    samples = [{"t": 100.0 + i, "total_mb": 50.0, "worker_mb": 40.0, "descendants": 1}
+               for i in range(600)]  # fmt: skip
+    # 2400 starts over 600 s, none in 300-360 s (a stall), then the ends 0.5 s later.
+    starts = [100.0 + i / 4 for i in range(2400) if not 300 <= i / 4 < 360]
+    report = _report("PASS")
+    ends = [x + 0.5 for x in starts]
+    report["rss"] = {"samples": samples, "session_marks": {"starts": starts, "ends": ends}}
+    fig = draw_rss(report)
+    try:
+        (ax, _) = fig.axes
+        fig.canvas.draw()
+        room = ax.get_window_extent().width / 3
+        ticks = [c for c in ax.collections if isinstance(c, LineCollection)]
+        assert all(len(c.get_segments()) <= room for c in ticks), [
+            len(c.get_segments()) for c in ticks
+        ]
+        labels = [text.get_text() for text in fig.legends[0].get_texts()]
+        assert any(t.startswith("session starts") for t in labels), labels
+        assert any(t.startswith("session ends") for t in labels), labels
+        # The stall still reads as a stall: the strip is empty at 330 s, drawn either side.
+        bars = [p for p in ax.patches if p.get_label().startswith("session starts")]
+        (bar,) = bars
+        heights, edges = bar.get_data().values, bar.get_data().edges
+        at = {
+            x: heights[max(i for i, e in enumerate(edges[:-1]) if e <= x)] for x in (100, 330, 500)
+        }
+        assert at[330] == 0 and at[100] > 0 and at[500] > 0, at
+    finally:
+        plt.close(fig)
+
+
 def test_the_step_summary_says_why_a_session_failed():
     """A leaky soak's session whose queue never drained: the terminal named it ('failed
     sessions: 1; the first: session 33: DrainTimeout ...'), the step summary only counted it."""
