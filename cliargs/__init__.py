@@ -60,6 +60,27 @@ NON_NEGATIVE_INT = int_at_least(0)  # observations per prompt, a span that may b
 NON_NEGATIVE = float_at_least(0.0)  # a grace, a wait, a budget: 0 allowed
 POSITIVE = float_at_least(0.0, exclusive=True)  # an interval, a duration, a peak
 
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_arg(text: str) -> float:
+    """A time box in seconds (--duration): `600`, or with a unit, `90s`, `10m`, `1.5h`. A long
+    soak is asked for in minutes or hours; `10m` was a usage error, and `600` a sum to do."""
+    body = text.strip().lower()
+    scale = _UNIT_S.get(body[-1:], None)
+    if scale is not None:
+        body = body[:-1]
+    try:
+        float(body)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, or a number with a unit (90s, 10m, 1.5h), not {text!r}"
+        ) from None
+    return POSITIVE(body) * (scale or 1.0)  # its own word on 0, -1 or nan
+
+
+duration_arg.__name__ = "duration"
+
 
 def run_id_arg(text: str) -> str:
     """A run id (--run-id): 12 lowercase letters or digits, as the harness makes them. It names

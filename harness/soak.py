@@ -26,6 +26,7 @@ from cliargs import (
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
+    duration_arg,
     float_at_least,
     path_arg,
     run_id_arg,
@@ -514,10 +515,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_grace_arguments(parser, grace=d.grace)
     parser.add_argument(
         "--duration",
-        type=POSITIVE,
+        type=duration_arg,
         default=None,
-        help="time-boxed soak (s) instead of --sessions: no session starts after it; those "
-        "under way then end as they would (a hanging observer's session takes its timeouts)",
+        help="time-boxed soak (seconds, or 90s, 10m, 1.5h) instead of --sessions: no session "
+        "starts after it; those under way then end as they would (a hanging observer's session "
+        "takes its timeouts)",
     )
     parser.add_argument(
         "--rss-budget",

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from cliargs import COUNT, NON_NEGATIVE, POSITIVE, HelpFormatter, float_at_least, path_arg
+from cliargs import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    HelpFormatter,
+    duration_arg,
+    float_at_least,
+    path_arg,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
         (POSITIVE, ["0.001", "3"], ["0", "-1", "nan"]),
         (float_at_least(2.0), ["2", "4.5"], ["1.99"]),
         (path_arg, ["reports/x", "."], ["", "  "]),  # "": an unset variable, not the cwd
+        (duration_arg, ["600", "0.5", "90s", "10m", "1.5h"], ["0", "0m", "-1m", "m", "10d", "nan"]),
     ],
 )
 def test_types_accept_and_refuse(parse, good, bad):
@@ -30,6 +39,11 @@ def test_types_accept_and_refuse(parse, good, bad):
     for text in bad:
         with pytest.raises(argparse.ArgumentTypeError):
             parse(text)
+
+
+def test_duration_reads_units():
+    # A long soak is asked for as `--duration 10m`: that was a usage error.
+    assert [duration_arg(t) for t in ("600", "90s", "10m", "1.5h")] == [600, 90, 600, 5400]
 
 
 def _run_module(argv: list[str]) -> subprocess.CompletedProcess[str]:

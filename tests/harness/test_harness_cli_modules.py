@@ -52,6 +52,7 @@ def test_repro_needs_two_prompts_to_show_growth(capsys: pytest.CaptureFixture[st
         ["soak", "--sessions", "0"],
         ["soak", "--grace", "-1"],
         ["soak", "--duration", "nan"],
+        ["soak", "--duration", "0m"],
         ["soak", "--sample-hz", "1"],
         ["bench", "--rounds", "0"],
         ["compare", "--concurrency", "0"],
@@ -163,3 +164,17 @@ def test_repro_from_the_command_line_says_ok(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert out.count("after prompt") == 2
     assert out.rstrip().endswith("leak reproduced: yes; fix held: yes -> OK")
+
+
+def test_a_soak_is_time_boxed_in_minutes_or_hours() -> None:
+    """`soak --duration 10m` was a usage error ("expected a number"): a long soak is asked for
+    in minutes or hours, not as a sum of seconds."""
+    import argparse
+
+    from harness import soak
+
+    parser = argparse.ArgumentParser()
+    soak.add_arguments(parser)
+    assert parser.parse_args(["--duration", "10m"]).duration == 600
+    assert parser.parse_args(["--duration", "1.5h"]).duration == 5400
+    assert parser.parse_args(["--duration", "45"]).duration == 45
