@@ -20,8 +20,16 @@ def _mb(n: int) -> str:
 class Progress:
     """Call `update(snapshot)` often; it renders at its own pace."""
 
-    def __init__(self, total: int | None, mode: str = "auto", stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        mode: str = "auto",
+        stream: TextIO | None = None,
+        time_box: float | None = None,
+    ) -> None:
         self.total = total
+        # A --duration run has no session total: the time it is boxed in is how far it got.
+        self.time_box = time_box
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "rich" if self.stream.isatty() else "plain"
@@ -50,7 +58,7 @@ class Progress:
         table.add_row("RSS worker+descendants", _mb(snap.get("total_rss", 0)))
         table.add_row("RSS worker", _mb(snap.get("worker_rss", 0)))
         rate = done / elapsed if elapsed > 0 else 0.0
-        table.add_row("elapsed", f"{elapsed:.0f} s  ({rate:.1f} sessions/s)")
+        table.add_row("elapsed", f"{elapsed:.0f} s{self._of_box()}  ({rate:.1f} sessions/s)")
         if snap.get("stage"):
             table.add_row("now", str(snap["stage"]))
         return table
@@ -59,12 +67,16 @@ class Progress:
         elapsed = time.monotonic() - self.start
         total = f"/{self.total}" if self.total else ""
         return (
-            f"[soak {elapsed:6.0f}s] sessions ended {snap.get('sessions_done', 0)}{total} "
+            f"[soak {elapsed:6.0f}s{self._of_box()}] "
+            f"sessions ended {snap.get('sessions_done', 0)}{total} "
             f"(failed {snap.get('failed', 0)}) | live descendants {snap.get('live_descendants', 0)}"
             f" | leaked {snap.get('leaked', 0)} | RSS {_mb(snap.get('total_rss', 0))}"
             f" (worker {_mb(snap.get('worker_rss', 0))})"
             + (f" | {snap['stage']}" if snap.get("stage") else "")
         )
+
+    def _of_box(self) -> str:
+        return "" if self.time_box is None else f" of {self.time_box:.0f} s"
 
     def update(self, snap: dict[str, Any], force: bool = False) -> None:
         if self.mode == "rich" and self._live is not None:

@@ -312,7 +312,7 @@ async def run_soak(config: SoakConfig, target: Target) -> dict[str, Any]:
             baseline, worker_rss_start = first.descendants, first.worker_rss
             if config.progress != "none":
                 total = None if config.duration is not None else config.sessions
-                progress = Progress(total, mode=config.progress)
+                progress = Progress(total, mode=config.progress, time_box=config.duration)
             timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
             connector = aiohttp.TCPConnector(limit=max(4, 2 * config.concurrency))
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:

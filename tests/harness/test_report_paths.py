@@ -385,6 +385,22 @@ def test_progress_says_why_a_time_boxed_run_goes_on():
     assert stream.getvalue().rstrip().endswith("| settling: up to 5 s for the last processes to go")
 
 
+def test_progress_of_a_time_boxed_run_says_how_far_it_got():
+    """Before: a --duration 600 soak's lines read "[soak 287s] sessions ended 1243": no total,
+    and nothing said how much of the run was left."""
+    stream = io.StringIO()
+    prog = Progress(None, mode="plain", stream=stream, time_box=600.0)
+    prog.update(SNAP)
+    assert stream.getvalue().startswith("[soak      0s of 600 s] sessions ended 4 "), stream
+    rich = io.StringIO()
+    table = Progress(None, mode="rich", stream=rich, time_box=600.0)
+    try:
+        table.update(SNAP)
+    finally:
+        table.close(SNAP)
+    assert "0 s of 600 s" in rich.getvalue()
+
+
 def test_progress_names_a_session_long_in_flight():
     """Before: a leaky soak whose observers hang showed the same line for a minute per session
     (the harness waits up to the drain timeout for the queue, then gives the session up)."""
