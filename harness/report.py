@@ -154,7 +154,11 @@ def write_junit(path: Path, report: dict[str, Any]) -> None:
     message = printable("; ".join(report.get("reasons", [])) or verdict)
     if verdict == "FAIL":
         el = ET.SubElement(case, "failure", message=message)
-        el.text = leaks_table(report.get("leaked", []), width=None)
+        # The body is what a CI test view shows first: the reasons, one a line, then the leaks
+        # when there are any (a FAIL on RSS growth alone showed an empty table's header).
+        reasons = "".join(f"{printable(r)}\n" for r in report.get("reasons", []))
+        leaked = report.get("leaked") or []
+        el.text = reasons + (f"\n{leaks_table(leaked, width=None)}" if leaked else "")
     elif verdict != "PASS":
         ET.SubElement(case, "error", message=message)
     ET.SubElement(case, "system-out").text = json.dumps(

@@ -318,6 +318,21 @@ def test_junit_carries_the_warnings_of_a_pass(tmp_path, monkeypatch):
     assert [e.text for e in case.findall("system-err")] == [f"warning: {warning}"]
 
 
+def test_junit_failure_of_rss_growth_says_why_not_an_empty_table(tmp_path, monkeypatch):
+    """A soak that FAILed on its worker's RSS growth alone wrote a failure whose body was the
+    header of an empty leaks table: the CI view showed "PID PPID RSS(KB) ..." and nothing else."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    why = "RSS of worker grows >= 30.9 MB/100 sessions (the estimate less 2 standard errors)"
+    paths = write_report(tmp_path / "g", _report("FAIL", reasons=[why]), plot=False)
+    failure = ET.parse(paths["junit.xml"]).getroot().find("testcase/failure")
+    assert failure is not None and failure.text == f"{why}\n", failure.text
+    leaky = _report("FAIL", reasons=["1 process(es) leaked", why], leaked=[_leak()])
+    paths = write_report(tmp_path / "l", leaky, plot=False)
+    text = ET.parse(paths["junit.xml"]).getroot().find("testcase/failure").text
+    assert text.startswith(f"1 process(es) leaked\n{why}\n\n"), text
+    assert text.splitlines()[3].split()[:2] == ["PID", "PPID"] and " 4242 " in text, text
+
+
 def test_write_report_without_plot_has_no_png(tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     paths = write_report(tmp_path / "np", _report("PASS"), plot=False)
