@@ -189,7 +189,7 @@ def _slow_session(run: SoakRun) -> str:
     if age < SLOW_SESSION_S:
         return ""
     limit = (
-        f" (one whose queue does not drain is given up at {run.drain_timeout:g} s)"
+        f" (one whose queue does not move for {run.drain_timeout:g} s is given up)"
         if run.drain_timeout
         else ""
     )

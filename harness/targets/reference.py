@@ -271,13 +271,21 @@ class ReferenceTarget(Target):
         if db_id is None:
             return
         hooks = self.client(http)
+        # Measured from the queue's last progress, not from the hooks' end: a long session
+        # (--prompts 20 --observations 20: 400+ messages) was given up while its queue still
+        # moved; a queue that stops moving (observers that never answer) is given up as before.
         deadline = time.monotonic() + self.drain_timeout
+        left: int | None = None
         while True:
             # The worker answers as soon as the queue is empty (or after the wait): one request
             # per session instead of a polling loop, and the end is seen at once.
             status = await hooks.get(f"/sessions/{db_id}/status?waitDrainedMs={DRAIN_WAIT_MS}")
-            if int(status.get("queueLength") or 0) == 0:
+            length = int(status.get("queueLength") or 0)
+            if length == 0:
                 return
+            if left is not None and length < left:
+                deadline = time.monotonic() + self.drain_timeout
+            left = length
             if time.monotonic() > deadline:
                 # The worker is still working on the session (e.g. retrying observers that
                 # never answer): the harness gives up on it as a user would, by deleting it, so
@@ -288,8 +296,8 @@ class ReferenceTarget(Target):
                 except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError) as exc:
                     then = f"and could not be deleted: {describe(exc)}"
                 raise DrainTimeout(
-                    f"worker session id {db_id}: queue not drained after {self.drain_timeout:.0f}s "
-                    f"({status.get('queueLength')} left), {then}"
+                    f"worker session id {db_id}: queue not drained, no message done in "
+                    f"{self.drain_timeout:.0f}s ({length} left), {then}"
                 )
 
     async def messages(self, http: Any) -> dict[str, int] | None:

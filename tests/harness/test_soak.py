@@ -452,29 +452,41 @@ def test_scenarios_do_not_go_with_a_claude_of_ones_own(tmp_path) -> None:
     assert "--scenarios picks the fake's behaviour" in done.stderr
 
 
+def _one_drained_session(
+    tmp_path: Path, run_id: str, drain_timeout: float, scenarios: str, **kw: object
+) -> dict:
+    """One session of the fixed worker whose queue the harness waits `drain_timeout` for."""
+    target = ReferenceTarget(mode="fixed", drain_timeout=drain_timeout)
+    return _soak(tmp_path, run_id, target, sessions=1, concurrency=1, scenarios=scenarios,
+                 grace=1.0, plot=False, **kw)  # fmt: skip
+
+
 def test_a_session_the_worker_cannot_drain_is_deleted_not_blamed(tmp_path, run_id):
     # Observers that never answer initialize: the fixed worker retries each queued message with
     # a new observer (10 s each), so the queue outlasts the harness's drain wait. The harness
     # then gives up on the session as a user would (DELETE), and the worker ends the observer.
     # Before, the session stayed live in the worker, whose next observer counted as leaked.
-    target = ReferenceTarget(mode="fixed", drain_timeout=2.0)
-    report = _soak(
-        tmp_path,
-        run_id,
-        target,
-        sessions=1,
-        prompts=1,
-        concurrency=1,
-        scenarios="hang:at=start",
-        grace=1.0,
-        plot=False,
-    )
+    report = _one_drained_session(tmp_path, run_id, 2.0, "hang:at=start", prompts=1)
     assert report["failed"] == 1 and report["leaked_count"] == 0, report["reasons"]
     assert "queue not drained" in report["failures"][0], report["failures"]
     assert report["failures"][0].endswith(", deleted"), report["failures"]
     assert report["verdict"] == "ERROR" and report["reasons"] == [
         "no session completed: nothing was tested"
     ]
+    assert run_pids(run_id) == []
+
+
+def test_a_long_session_whose_queue_still_moves_is_not_given_up(tmp_path, run_id):
+    """`--prompts 20 --observations 20`: a session's 400+ queued messages outlasted the drain
+    wait, counted from the hooks' end, while the worker still worked them off one by one; the
+    harness deleted the session and counted it failed. The wait now runs from the queue's last
+    progress: here ~24 messages of >= 0.4 s each take far longer than the 5 s wait, yet the
+    queue moves every fraction of a second (a loaded machine's observer start-up included)."""
+    scenario = "slow:first=0,latency=0.4,jitter=0"
+    report = _one_drained_session(tmp_path, run_id, 5.0, scenario, prompts=2, observations=10)
+    assert report["failed"] == 0 and report["completed"] == 1, report["failures"]
+    assert report["duration_s"] > 5.0, report["duration_s"]  # it did outlast the wait
+    assert report["verdict"] == "PASS", report["reasons"]
     assert run_pids(run_id) == []
 
 
