@@ -204,6 +204,8 @@ def build_report(
     scan_costs = sorted(census.scan_cost_s)
     cfg = asdict(config)
     cfg["report"] = str(config.report) if config.report else None
+    if config.duration is not None:  # the time box ruled: a default of 300 read as the run's
+        cfg["sessions"] = None
     return {
         "verdict": verdict.verdict,
         "exit_code": verdict.exit_code,

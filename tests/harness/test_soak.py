@@ -452,6 +452,17 @@ def test_scenarios_do_not_go_with_a_claude_of_ones_own(tmp_path) -> None:
     assert "--scenarios picks the fake's behaviour" in done.stderr
 
 
+def test_a_time_boxed_soak_starts_sessions_until_its_time_is_up(tmp_path, run_id):
+    """`--duration`: sessions start until the time is up, however many that is, and the report
+    says how many ran; its `config` said `sessions: 300` (the unused default) beside them."""
+    report = _soak(tmp_path, run_id, duration=3.0, scenarios="ok", concurrency=2, plot=False)
+    assert report["verdict"] == "PASS", report["reasons"]
+    assert report["started"] == report["sessions"] == report["completed"] > 0, report
+    assert report["config"]["duration"] == 3.0 and report["config"]["sessions"] is None
+    assert report["duration_s"] >= 3.0, report["duration_s"]
+    assert run_pids(run_id) == []
+
+
 def _one_drained_session(
     tmp_path: Path, run_id: str, drain_timeout: float, scenarios: str, **kw: object
 ) -> dict:
