@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cliargs import HelpFormatter
-from worker.config import WorkerConfig, claude_problem, default_data_dir
+from worker.config import WorkerConfig, claude_command, claude_problem, default_data_dir
 
 # The flags' defaults are WorkerConfig's: written once.
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorkerConfig)}
@@ -124,7 +124,7 @@ def _config(args: argparse.Namespace) -> WorkerConfig:
         host=args.host,
         port=args.port,
         data_dir=args.data_dir.resolve(),
-        claude=args.claude,
+        claude=claude_command(args.claude),
         model=args.model,
         grace=args.grace,
         idle_timeout=args.idle_timeout,

@@ -114,6 +114,18 @@ class WorkerConfig:
         return self.data_dir / "worker.json"
 
 
+def claude_command(claude: str) -> str:
+    """--claude as a spawn must be given it. Windows: CreateProcess adds only `.exe` to a name
+    without a suffix, so a `claude.cmd` (npm's, the fake's shim) that shutil.which finds through
+    PATHEXT, and claude_problem so passes, failed every spawn ("cannot find the file"): the
+    file found is run instead. Elsewhere the spawn looks the name up itself."""
+    if sys.platform == "win32":
+        found = shutil.which(claude)
+        if found is not None:
+            return found
+    return claude
+
+
 def claude_problem(claude: str) -> str | None:
     """Why `--claude` cannot start an observer (every session would fail later), or None.
 

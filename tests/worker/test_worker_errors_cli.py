@@ -3,8 +3,10 @@ worker on a data dir a live worker holds (it must refuse, not share the database
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -143,6 +145,20 @@ def test_a_claude_the_kernel_cannot_exec_is_refused_at_start(tmp_path):
     assert run.returncode == 2, run.stderr
     assert f"--claude {claude}: the kernel cannot run it: no '#!' line" in run.stderr
     assert not (data / "worker.json").exists()
+
+
+def test_a_claude_given_by_name_is_found_on_path(fake_run: FakeRun, workers) -> None:
+    """`--claude claude` (the default) with the CLI on PATH starts observers. On Windows that
+    CLI is a claude.cmd (npm's, the fake's shim), which the start-up check found through
+    PATHEXT but a spawn of the bare name did not (CreateProcess adds only .exe): the worker
+    served, and every session failed with 'cannot start'."""
+    shim = fake_run.shim("ok")
+    env = {"PATH": os.pathsep.join([str(shim.parent), os.environ.get("PATH", "")])}
+    worker: Worker = workers(Path("claude"), env=env)
+    sid = worker.new_session("by-name")
+    worker.prompt(sid, "by-name", "go")
+    wait_until(lambda: fake_run.started("main"), what="an observer started through PATH")
+    assert "cannot start" not in worker.log(), worker.log()
 
 
 def test_a_port_in_use_is_refused_cleanly(fake_run: FakeRun, workers, tmp_path):
