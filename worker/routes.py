@@ -31,6 +31,32 @@ DB_LOST_KEY: web.AppKey[Callable[[], str | None]] = web.AppKey("db_lost")
 # Requests that write: their 2xx says the write is kept.
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A store that stays unavailable (a full disk, a long lock) fails every hook alike: one warning
+# per cause per this many seconds, with how many were left unsaid, instead of one per request.
+STORE_WARNING_EVERY_S = 10.0
+
+
+class _Repeats:
+    """Counts a warning's repeats between the times it is logged."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._last: dict[str, tuple[float, int]] = {}  # cause -> (logged at, unsaid since)
+
+    def due(self, cause: str) -> int | None:
+        """The repeats unsaid since the last warning if one is due now, else None."""
+        now = time.monotonic()
+        at, unsaid = self._last.get(cause, (now - self.every, 0))
+        if now - at < self.every:
+            self._last[cause] = (at, unsaid + 1)
+            return None
+        if len(self._last) > 64:  # causes carry no request data, but stay bounded all the same
+            self._last.clear()
+        self._last[cause] = (now, 0)
+        return unsaid
+
+
+_store_warnings = _Repeats(STORE_WARNING_EVERY_S)
 
 
 class BadRequest(Exception):
@@ -146,7 +172,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except sqlite3.OperationalError as exc:
         # Locked by another process, or the disk is full: nothing was committed, and the
         # same request may well succeed later. Say so rather than "internal error".
-        log.warning("store unavailable: %s %s: %s", request.method, request.path, exc)
+        unsaid = _store_warnings.due(str(exc))
+        if unsaid is not None:
+            log.warning(
+                "store unavailable: %s %s: %s%s", request.method, request.path, exc,
+                f" ({unsaid} more request(s) refused so since the last warning)" if unsaid else "",
+            )  # fmt: skip
         response = json_error(503, f"store unavailable, retry later: {exc}")
         response.headers["Retry-After"] = "1"
         return response

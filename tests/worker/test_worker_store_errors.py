@@ -165,3 +165,20 @@ def test_a_hook_waiting_for_the_lock_does_not_stop_the_worker(fake_run: FakeRun,
     assert worker.stats()["observations"] == 1
     assert worker.stats()["store"]["lock_waits"] >= 1
     fake_run.assert_none_alive()
+
+
+def test_a_store_that_stays_unavailable_is_not_logged_per_request(
+    fake_run: FakeRun, workers
+) -> None:
+    # A full disk or a long lock fails every hook alike: the log said so once per request (300
+    # lines for 300 hooks), drowning whatever else it had to say.
+    worker: Worker = workers(fake_run.shim("ok"), flags=FLAGS)
+    body = {"contentSessionId": "locked-3", "project": "p", "prompt": "hi"}
+    with write_locked(worker.data_dir / "worker.db"):
+        for _ in range(20):
+            status, _reply = worker.api().request("POST", "/api/sessions/init", json_body=body)
+            assert status == 503
+    lines = [ln for ln in worker.log().splitlines() if "store unavailable" in ln]
+    assert 1 <= len(lines) < 20, lines
+    assert "database is locked" in lines[0]
+    worker.api().ok("POST", "/api/sessions/init", body)  # and it serves again once unlocked
