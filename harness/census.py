@@ -723,6 +723,11 @@ class Census:
             parent: ProcRecord | None = None
             if not ours:
                 ours, cmdline = self._is_ours(proc)
+                if ours and ppid is not None:
+                    # Carrying the token, maybe only as a fork of a process of the run not yet
+                    # exec'd (posix_spawn's child reads its parent's argv): still its parent's
+                    # child, of its session (a chain's first level had none, nor its levels).
+                    parent = self._live_parent(ppid, ct)
             if not ours:
                 # A parent judged later (below) or an argv not yet readable: judged at a later
                 # sample, or it would be taken for no process of the run's for good (a blanked
@@ -847,6 +852,11 @@ class Census:
             # came from the worker's tree. Session unknown: judged by time.
             worker_ct = proctree.create_time(self.worker) if self.worker is not None else 0.0
             return ct + CT_TOLERANCE >= worker_ct, None
+        parent = self._live_parent(ppid, ct)
+        return parent is not None, parent
+
+    def _live_parent(self, ppid: int, ct: float) -> ProcRecord | None:
+        """The record of a live process of the run at ppid, if it was there before ct."""
         parent = self._latest(ppid)
         if (
             parent is not None
@@ -854,8 +864,8 @@ class Census:
             and parent.exited_at is None
             and parent.create_time <= ct + CT_TOLERANCE
         ):
-            return True, parent
-        return False, None
+            return parent
+        return None
 
     def _refresh(self, rec: ProcRecord, now: float) -> None:
         if rec.proc is None:

@@ -21,8 +21,9 @@ import psutil
 import pytest
 from soak_helpers import SLEEPER, wait_for
 
-from harness.census import Census, run_id_token
+from harness.census import Census, ProcRecord, run_id_token
 from harness.cleanup import sweep_run
+from harness.target import SpawnedProcess
 from harness.targets import claude_mem_pidns as pidns
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -539,3 +540,53 @@ def test_a_zombie_handed_to_us_by_a_dead_worker_is_reaped_not_counted(run_id) ->
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"reaped": True, "counted": [], "still_ours_unreaped": False}, result
+
+
+# An observer (the run's token in its argv) that forks on a byte read and prints the child's pid;
+# the child stays a fork (no exec), so its argv is the observer's, token and all.
+_FORKING_OBSERVER = """
+import os, time
+os.read(0, 1)
+pid = os.fork()
+if pid == 0:
+    time.sleep(120)  # bounded: ends by itself if the test fails hard
+    os._exit(0)
+print(pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_fork_of_an_observer_seen_before_its_exec_is_of_the_observers_session(run_id) -> None:
+    """A child caught between fork and exec reads its parent's argv: one of an observer carries
+    the run's token, so it was counted by the token without its parent, and it and everything
+    below it had no session (a chain's first level, caught inside posix_spawn, left its whole
+    line session-less: test_every_level_of_a_deep_chain_is_of_its_observers_session, loaded)."""
+    census = Census(run_id, None, grace=60.0, sample_hz=4, track_descendants=True)
+    census.set_worker(os.getpid(), psutil.Process().create_time())  # we stand in for the worker
+    census.session_started("s")
+    observer = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_OBSERVER, run_id_token(run_id)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    ours = [psutil.Process(observer.pid)]
+    try:
+        census.attribute("s", [SpawnedProcess(observer.pid, ours[0].create_time())])
+
+        def record(pid: int) -> ProcRecord | None:
+            census.sample()
+            return next((r for r in census.live_records() if r.pid == pid), None)
+
+        wait_for(lambda: record(observer.pid), what="the observer counted")
+        assert observer.stdin is not None and observer.stdout is not None
+        observer.stdin.write(b"g")
+        observer.stdin.flush()
+        child = int(observer.stdout.readline())
+        ours.append(psutil.Process(child))
+        assert run_id_token(run_id) in ours[1].cmdline(), "the fork should read the token"
+        rec = wait_for(lambda: record(child), what="the fork counted")
+        assert isinstance(rec, ProcRecord)
+        assert rec.parent_pid == observer.pid
+        assert census.session_of(rec) == "s"
+    finally:
+        _end(observer, ours)
