@@ -293,5 +293,5 @@ def test_a_report_folder_a_live_run_writes_to_is_refused(tmp_path, run_id, monke
     runs.forget(run_id)
     free = subprocess.run([*argv, "--scenarios", "ok"], capture_output=True, text=True,
                           timeout=120, env=os.environ)  # fmt: skip
-    assert free.returncode == 0, free.stderr
+    assert free.returncode == 0, (free.stdout, free.stderr)  # the verdict's reasons: stdout
     assert json.loads((report / "report.json").read_text())["verdict"] == "PASS"
