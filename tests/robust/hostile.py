@@ -11,10 +11,13 @@ import os
 import stat
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
+import pytest
 
 from harness.cleanup import kill_and_wait
 
@@ -695,6 +698,46 @@ ROOT_CASES: dict[str, tuple[dict[str, object], set[str]]] = {
     "fork-loop": ({"n": 200}, {"main"}),
     "own-subreaper": ({}, {"main", "subreaper", "its-orphan"}),
 }
+
+# The ways out that need a privilege (Linux capability bits, as /proc/self/status CapEff shows
+# them): an ordinary user (a developer's machine, CI's runner) or a container without it cannot
+# misbehave so, and the case would prove nothing (drop-uid's grandchild dies at setuid).
+CAPS_NEEDED: dict[str, dict[int, str]] = {
+    "pidns": {21: "CAP_SYS_ADMIN"},  # unshare(CLONE_NEWPID)
+    "drop-uid": {6: "CAP_SETGID", 7: "CAP_SETUID"},
+}
+
+
+def effective_caps() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def lacks_privilege(case: str) -> str | None:
+    """Why `case` cannot misbehave here (a skip reason), or None."""
+    caps = effective_caps()
+    lacking = [name for bit, name in CAPS_NEEDED.get(case, {}).items() if not caps >> bit & 1]
+    if not lacking:
+        return None
+    uid = os.geteuid() if hasattr(os, "geteuid") else "?"
+    return f"{case} needs {' and '.join(lacking)} (root's), which uid {uid} lacks here"
+
+
+def case_params(cases: Iterable[str]) -> list[Any]:
+    """`cases` for parametrize, those this user may not run skipped with the reason."""
+    out = []
+    for case in cases:
+        reason = lacks_privilege(case)
+        out.append(
+            pytest.param(case, marks=pytest.mark.skipif(reason is not None, reason=reason or ""))
+        )
+    return out
 
 
 def write_hostile(folder: Path, case: str, **params: object) -> Hostile:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from hostile import ROOT_CASES as ROOT_ESCAPES
-from hostile import Hostile
+from hostile import Hostile, case_params
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
 
@@ -73,7 +73,7 @@ LEAKY_CASES = {
 ROOT_CASES = {**ROOT_ESCAPES, "fork-loop": ({"n": 20}, {"main", "looping", "forked"})}
 
 
-@pytest.mark.parametrize("case", sorted(LEAKY_CASES) + sorted(ROOT_CASES))
+@pytest.mark.parametrize("case", case_params(sorted(LEAKY_CASES) + sorted(ROOT_CASES)))
 def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, hostiles) -> None:
     params, roles = ROOT_CASES.get(case) or ({}, LEAKY_CASES[case])
     hostile = hostiles(case, **params)
@@ -94,7 +94,8 @@ def test_census_names_the_leaky_workers_leak_without_run_id(case, tmp_path, host
 
 
 @pytest.mark.parametrize(
-    "case", ["own-pgid", "double-fork-noenv", "holds-stdout", "headless", *sorted(ROOT_CASES)]
+    "case",
+    case_params(["own-pgid", "double-fork-noenv", "holds-stdout", "headless", *sorted(ROOT_CASES)]),
 )
 def test_census_invents_nothing_against_the_fixed_worker(case, tmp_path, hostiles) -> None:
     params = ROOT_CASES[case][0] if case in ROOT_CASES else {}

@@ -10,7 +10,7 @@ import time
 
 import psutil
 import pytest
-from hostile import ROOT_CASES, Hostile, runs_on
+from hostile import ROOT_CASES, Hostile, case_params, runs_on
 from workerkit import Worker, wait_until
 
 import proctree
@@ -77,7 +77,7 @@ def test_fixed_worker_ends_everything(case: str, hostiles, workers) -> None:
 
 
 @pytest.mark.parametrize("cells", ["cells", "no-cells"])
-@pytest.mark.parametrize("case", sorted(ROOT_CASES))
+@pytest.mark.parametrize("case", case_params(sorted(ROOT_CASES)))
 def test_fixed_worker_ends_what_root_does(case: str, cells: str, hostiles, workers) -> None:
     params, roles = ROOT_CASES[case]
     hostile = hostiles(case, **params)
@@ -387,7 +387,7 @@ def test_an_escapee_in_another_sessions_cell_ends_with_its_own(hostiles, workers
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()
 
 
-@pytest.mark.parametrize("case", sorted(ROOT_CASES))
+@pytest.mark.parametrize("case", case_params(sorted(ROOT_CASES)))
 def test_kill9_of_the_worker_leaves_nothing_root_made(case: str, hostiles, workers) -> None:
     """The worker is SIGKILLed while what root's ways out made lives (out of its cell, in a PID
     namespace of its own, as nobody, posing as a kernel thread, its own subreaper): its
