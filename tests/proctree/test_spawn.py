@@ -67,8 +67,14 @@ def test_pdeathsig_only_on_native_linux(mode: str) -> None:
         assert caps.has_subreaper == (mode == "native")
 
 
-def test_missing_program_fails_at_spawn_not_in_a_launcher(mode: str) -> None:
+def test_missing_program_fails_at_spawn_not_in_a_launcher(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A command that does not exist must raise in Popen, as it would without a launcher."""
+    # execvp reports EACCES, not ENOENT, when a PATH folder may not be searched (another user's
+    # inherited PATH: /root/.cargo/bin under runuser); only the folders we may search are kept.
+    path = [d for d in os.get_exec_path() if os.access(d or ".", os.X_OK)]
+    monkeypatch.setenv("PATH", os.pathsep.join(path))
     argv = ["leakproof-no-such-program-7f3a"]
     opts = proctree.spawn_options("m", argv=argv)
     assert opts.argv == argv
