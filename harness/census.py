@@ -485,7 +485,9 @@ class Census:
             cmdline = proctree.cmdline(proc)  # through a live thread if its leader looks dead
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False, []
-        return self.token in cmdline, cmdline  # exact argv element: run ids may share prefixes
+        # Exact argv element (run ids may share prefixes), in a process we may have started: a
+        # run id another user chose too (`--run-id`) names their run, not ours.
+        return self.token in cmdline and not proctree.not_ours(proc), cmdline
 
     def _mark_exited(self, rec: ProcRecord, now: float) -> None:
         if rec.exited_at is None:

@@ -80,7 +80,8 @@ def run_processes(run_id: str, *, skip_zombies: bool = False) -> list[psutil.Pro
             if skip_zombies:
                 continue
             cmdline = proc.info.get("cmdline") or []
-        if token in cmdline:  # an exact argv element, never a substring
+        # An exact argv element, never a substring; another user's is theirs (proctree._owner).
+        if token in cmdline and not proctree.not_ours(proc):
             out.append(proc)
     return out
 
@@ -108,7 +109,7 @@ def sweep_run(
     token = run_id_token(run_id)
     killed = end_all(
         lambda: run_processes(run_id),
-        lambda proc: token in _cmdline(proc),
+        lambda proc: token in _cmdline(proc) and not proctree.not_ours(proc),
         timeout,
         known=lambda: _known(census, recorded),
         activity=census.ledger_size if census is not None else None,
@@ -204,7 +205,8 @@ def stop_then_kill(
 ) -> list[psutil.Process]:
     """Stop all, then kill all (psutil refuses a PID reused since the handle was made); the
     ones that were running, each recorded once in `killed`."""
-    live = still_running(procs)
+    # Another user's process (a record naming one, edited by hand) is not ours to signal.
+    live = [p for p in still_running(procs) if not proctree.not_ours(p)]
     for proc in live:
         try:
             proc.suspend()

@@ -49,6 +49,7 @@ from ._liveness import (
     shown_argv,
     status,
 )
+from ._owner import not_ours, of_another_user
 from ._platform import (
     cgroups_enabled,
     disable_cgroups,
@@ -112,7 +113,9 @@ __all__ = [
     "lifeline_problem",
     "listed_cmdline",
     "mark_matches",
+    "not_ours",
     "now",
+    "of_another_user",
     "marker_of",
     "pdeathsig_method",
     "python_command",

@@ -13,6 +13,7 @@ import psutil
 
 from . import _liveness, _platform
 from ._identity import CREATE_TIME_TOLERANCE, create_time
+from ._owner import not_ours
 from ._spawn import MARK_ENV
 
 
@@ -23,7 +24,12 @@ def mark_matches(value: str | None, mark: str) -> bool:
 
 
 def carries(proc: psutil.Process, *, mark: str | None, token: str | None) -> bool:
-    """True if the process has `token` in an argv element or `mark` in its environment."""
+    """True if the process has `token` in an argv element or `mark` in its environment, and
+    may be ours (not another user's, unless we are root: see _owner)."""
+    return _carries(proc, mark=mark, token=token) and not not_ours(proc)
+
+
+def _carries(proc: psutil.Process, *, mark: str | None, token: str | None) -> bool:
     if token:
         try:
             cmdline = _liveness.cmdline(proc)
