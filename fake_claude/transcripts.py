@@ -4,8 +4,9 @@
 One JSONL file per session, `<config>/projects/<cwd, sanitised>/<session id>.jsonl`, a line per
 user prompt and per reply. `<config>` is `$CLAUDE_CONFIG_DIR` when set (the SDKs' session
 listing reads the same place), else `<ledger>.claude` beside the fake's ledger, else
-`fake-claude-<user>` in the temporary folder: never the user's own `~/.claude`, whose resume
-list a fake's sessions would fill. `--no-session-persistence` writes nothing, as in the real CLI.
+`fake-claude-uid<uid>` (Windows: `fake-claude-<user>`) in the temporary folder: never the
+user's own `~/.claude`, whose resume list a fake's sessions would fill.
+`--no-session-persistence` writes nothing, as in the real CLI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -50,14 +52,26 @@ def projects_dir(env: os._Environ[str] | dict[str, str], ledger_path: str | None
         return os.path.join(env["CLAUDE_CONFIG_DIR"], "projects")
     if ledger_path:
         return os.path.join(ledger_path + ".claude", "projects")
-    import getpass
     import tempfile
 
+    return os.path.join(tempfile.gettempdir(), f"fake-claude-{_user_key()}", "projects")
+
+
+def _user_key() -> str:
+    """Who we are, for a folder in the shared temporary folder. POSIX: the uid, never a name
+    from $USER/$LOGNAME (getpass's first source), which an environment passed on from another
+    user names wrongly (`su -p`, a container's USER=root for uid 1001): its transcripts went
+    into that user's folder, where it may not write, or where the next run, with other
+    variables, did not look, and `--resume` found nothing. Windows: its temporary folder is the
+    user's own already."""
+    if sys.platform != "win32":
+        return f"uid{os.getuid()}"
+    import getpass
+
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for our uid (a container's)
-        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
-    return os.path.join(tempfile.gettempdir(), f"fake-claude-{project_key(user)}", "projects")
+        return project_key(getpass.getuser())
+    except (KeyError, OSError):
+        return "user"
 
 
 def project_key(cwd: str) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,28 @@ def test_a_long_project_path_gets_the_clis_hashed_folder_name():
     key = project_key(long)
     assert len(key) > 200 and key.startswith("-x" * 100 + "-")
     assert key != project_key("/y" + long[2:])  # the hash tells apart what the cut does not
+
+
+def test_without_a_ledger_the_folder_is_the_users_whatever_user_variables_say(tmp_path):
+    """No ledger, no CLAUDE_CONFIG_DIR: the fake keeps conversations in the temporary folder.
+    It named that folder after $USER/$LOGNAME, so an environment passed on from another user
+    (`su -p`, a container's USER=root for uid 1001) put them in that user's folder, and a run
+    with other variables did not find them: `--resume` failed."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_CLAUDE_", "CLAUDE_"))}
+    base["TMPDIR"] = str(tmp_path)  # the fake's temporary folder, this test's alone
+
+    def ask(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**base, "USER": user, "LOGNAME": user, "LNAME": user, "USERNAME": user}
+        argv = [sys.executable, "-m", "fake_claude", "-p", *args, "--output-format", "json"]
+        return subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE
+        )
+
+    first = ask("someone-else", "one")
+    assert first.returncode == 0, first.stderr
+    sid = json.loads(first.stdout)["session_id"]
+    again = ask("yet-another", "two", "--resume", sid)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["session_id"] == sid
+    (kept,) = tmp_path.glob(f"fake-claude-*/projects/*/{sid}.jsonl")
+    assert "someone-else" not in str(kept)
