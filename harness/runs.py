@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -87,7 +88,15 @@ def record(run_id: str, work_dir: Path | None) -> None:
     }
     with _LOCK:
         _WRITTEN[run_id] = rec
-        _write(run_id, rec)
+        problem = _write(run_id, rec)
+    if problem is not None:
+        # Said once, at the start: the run goes on, but a harness killed outright (SIGKILL,
+        # OOM) would leave its processes where `harness sweep` cannot find them.
+        sys.stderr.write(
+            f"warning: cannot write this run's record in {runs_dir()} ({problem}): if this "
+            f"harness is killed outright, `python -m harness sweep` will not find what it left; "
+            f"set {RUNS_DIR_ENV} to a writable folder\n"
+        )
 
 
 def note_processes(run_id: str, processes: Iterable[tuple[int, float]]) -> None:
@@ -98,14 +107,16 @@ def note_processes(run_id: str, processes: Iterable[tuple[int, float]]) -> None:
             _write(run_id, {**rec, "processes": sorted(processes)})
 
 
-def _write(run_id: str, rec: dict) -> None:
+def _write(run_id: str, rec: dict) -> str | None:
+    """Write the record; why it could not be, or None."""
     try:
         runs_dir().mkdir(parents=True, exist_ok=True)
         tmp = _path(run_id).with_suffix(".tmp")
         tmp.write_text(json.dumps(rec))
         tmp.replace(_path(run_id))  # whole or not at all: a reader never sees half a record
-    except OSError:
-        pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def forget(run_id: str) -> None:

@@ -295,3 +295,25 @@ def test_a_report_folder_a_live_run_writes_to_is_refused(tmp_path, run_id, monke
                           timeout=120, env=os.environ)  # fmt: skip
     assert free.returncode == 0, (free.stdout, free.stderr)  # the verdict's reasons: stdout
     assert json.loads((report / "report.json").read_text())["verdict"] == "PASS"
+
+
+def test_a_run_record_that_cannot_be_written_is_said(tmp_path, monkeypatch, capsys) -> None:
+    # An unwritable HOME (inherited from another user) or runs folder: the soak went on without
+    # its record and said nothing, so a harness killed outright left processes no sweep finds.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(blocker / "runs"))  # under a file: never a folder
+    runs.record("abcdefabcdef", None)
+    try:
+        err = capsys.readouterr().err
+        assert "cannot write this run's record" in err and runs.RUNS_DIR_ENV in err, err
+        assert str(blocker / "runs") in err
+    finally:
+        runs.forget("abcdefabcdef")
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))  # writable: nothing said
+    runs.record("abcdefabcdef", None)
+    try:
+        assert capsys.readouterr().err == ""
+        assert (tmp_path / "runs" / "abcdefabcdef.json").is_file()
+    finally:
+        runs.forget("abcdefabcdef")
