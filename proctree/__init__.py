@@ -59,6 +59,8 @@ from ._platform import (
     exec_problem,
     is_subreaper,
     pdeathsig_method,
+    send_kill,
+    send_term,
 )
 from ._platform import send_stop as stop
 from ._python import ask_to_stop, python_command
@@ -123,6 +125,8 @@ __all__ = [
     "recorded",
     "running_view",
     "scan",
+    "send_kill",
+    "send_term",
     "spawn_options",
     "start_guardian",
     "shown_argv",

@@ -1,4 +1,5 @@
-"""`python -m worker serve [flags]`: the reference worker daemon."""
+"""`python -m worker serve [flags]`: the reference worker daemon; `status` and `stop` ask about
+or stop the one serving a data dir."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cliargs import HelpFormatter
+from cliargs import POSITIVE, HelpFormatter
 from worker.config import WorkerConfig, claude_command, claude_problem, default_data_dir
 
 # The flags' defaults are WorkerConfig's: written once.
@@ -37,6 +38,15 @@ SETTINGS: list[tuple[str, type, str]] = [
     ("--db-busy-timeout", float, "seconds a store call waits for another process's lock before "
      "it fails (the worker serves on meanwhile)"),
 ]  # fmt: skip
+
+STATUS_HELP = (
+    "say whether a worker serves the data dir (exit 0) and what it holds; exit 3 if none runs, "
+    "1 if it runs but does not answer"
+)
+STOP_HELP = (
+    "stop the worker serving the data dir as SIGTERM would (its observers ended first); exit 0 "
+    "once it is gone or if none ran"
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,11 +88,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         help="the log's threshold (to stderr)",
     )
+    status = sub.add_parser(
+        "status",
+        help=STATUS_HELP,
+        description=STATUS_HELP,
+        formatter_class=HelpFormatter,
+    )
+    stop = sub.add_parser(
+        "stop",
+        help=STOP_HELP,
+        description=STOP_HELP,
+        formatter_class=HelpFormatter,
+    )
+    for control in (status, stop):
+        control.add_argument(
+            "--data-dir", type=Path, default=default_data_dir(), help="the worker's data dir"
+        )
+    stop.add_argument(
+        "--timeout",
+        type=POSITIVE,
+        default=60.0,
+        help="seconds to wait for the worker to exit (it ends each observer first: up to twice "
+        "its --grace)",
+    )
+    stop.add_argument(
+        "--kill",
+        action="store_true",
+        help="SIGKILL the worker if it has not exited by then (exit 1 without it)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command != "serve":
+        from worker import control
+
+        data_dir = args.data_dir.resolve()
+        if args.command == "status":
+            return control.status(data_dir)
+        return control.stop(data_dir, args.timeout, args.kill)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

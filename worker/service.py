@@ -395,6 +395,9 @@ class WorkerService:
     def _write_info(self) -> None:
         info = {
             "pid": self.pid,
+            # The identity beside the pid: `python -m worker stop` never signals a reused pid.
+            "create_time": self.create_time,
+            "boot": proctree.boot_stamp(),
             "host": self.cfg.host,
             "port": self.port,
             "mode": self.cfg.mode,
