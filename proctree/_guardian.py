@@ -5,10 +5,12 @@ pdeathsig at all; so after `kill -9` of the daemon, grandchildren and escapees w
 until the next start. The guardian holds the read end of a pipe (the lifeline) whose write end
 only the daemon holds (close-on-exec, never inherited). When the daemon dies - however - the
 kernel closes it, the guardian reads EOF, kills what it was told about plus everything carrying
-the daemon's mark/token, and exits.
+the daemon's mark/token, and exits. The write end can still be opened again by another process
+of the daemon's uid (through /proc/<pid>/fd): so the guardian also watches the daemon itself
+("watch": [pid, create_time]), and its death ends the wait as EOF does.
 
 Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since",
-"daemon", "cgroup"} (never argv: a census scanning argv for the token must not count the
+"daemon", "cgroup", "watch"} (never argv: a census scanning argv for the token must not count the
 guardian), then `group <pgid> <leader create_time>` lines for each contained child.
 
 With "daemon" ([pid, create_time], start_guardian(children=True)) the guardian also lists the
@@ -31,7 +33,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +187,10 @@ def start_guardian(mark: str, *, token: str | None = None, children: bool = Fals
     daemon = [me.pid, me.create_time] if children and me is not None else None
     jail = _cgroup.jail()  # enable_cgroups() before start_guardian(): its cells die with us
     cgroup = str(jail.parent) if jail is not None else None
-    header = {"mark": mark, "token": token, "since": since, "daemon": daemon, "cgroup": cgroup}
+    # "watch": the daemon's identity, whose death ends the guardian's wait as EOF does.
+    watch = [me.pid, me.create_time] if me is not None else None
+    header = {"mark": mark, "token": token, "since": since, "daemon": daemon, "cgroup": cgroup,
+              "watch": watch}  # fmt: skip
     guardian._send(json.dumps(header))
     return guardian
 
@@ -391,23 +396,70 @@ def run(stream: Any) -> int:
         children.poll()
         children.thread.start()
     lock = children.lock if children is not None else threading.Lock()
-    for line in stream:
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        with lock:
-            if parts[0] == "group":
-                groups[int(parts[1])] = float(parts[2])
-            elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
-                del groups[int(parts[1])]
+
+    def read_orders() -> None:
+        for line in stream:
+            parts = line.split()
+            if len(parts) != 3:
+                continue
+            with lock:
+                if parts[0] == "group":
+                    groups[int(parts[1])] = float(parts[2])
+                elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
+                    del groups[int(parts[1])]
+
+    watched = daemon or conf.get("watch")
+    held_open = False
+    if watched is None:
+        read_orders()
+    else:
+        held_open = _until_eof_or_death(read_orders, ProcId(int(watched[0]), float(watched[1])))
     roots = children.stop() if children is not None else []
     cgroup = conf.get("cgroup")
     if cgroup is not None:
         _cgroup.kill(Path(cgroup))  # every cell at once (recursive)
+    with lock:  # a copy: the reader may still take lines (the pipe's other holder writes)
+        groups = dict(groups)
     end_all(groups, mark, token, since, roots)
     if cgroup is not None:
         _cgroup.remove_tree(Path(cgroup), timeout=5.0)
+    if held_open:
+        # The reading thread is still blocked in a read of stdin, holding its buffer's lock:
+        # the interpreter's shutdown would abort on it ("could not acquire lock").
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def _until_eof_or_death(read_orders: Callable[[], None], daemon: ProcId) -> bool:
+    """Run read_orders (to the pipe's EOF) in a thread; return once it is done or the daemon
+    has died: True if the daemon died with the pipe still open.
+
+    EOF alone is not enough: another process of the daemon's uid can open the daemon's write
+    end again through /proc/<pid>/fd (or take it with pidfd_getfd) and hold it, and then EOF
+    never comes when the daemon dies (an observer's grandchild that did so lived on after
+    kill -9 of the worker, and so did the guardian)."""
+    done = threading.Event()
+
+    def reader() -> None:
+        try:
+            read_orders()
+        finally:
+            done.set()
+
+    threading.Thread(target=reader, name="orders", daemon=True).start()
+    while not done.wait(CHILDREN_POLL_S):
+        if not is_alive(daemon):
+            if done.wait(0.5):  # its EOF, read a moment late
+                return False
+            print(
+                f"proctree guardian: the daemon (pid {daemon.pid}) died, but its end of this "
+                "pipe is still held open by another process; ending its trees all the same",
+                file=sys.stderr,
+                flush=True,
+            )
+            return not done.is_set()
+    return False
 
 
 USAGE = """usage: python -m proctree.guardian [DAEMON_PID]  (started by a daemon, not by hand)

@@ -803,3 +803,70 @@ def env_without_mark() -> dict[str, str]:
     import proctree
 
     return {k: v for k, v in os.environ.items() if k != proctree.MARK_ENV}
+
+
+# 28) At its first turn it leaves a grandchild (a session of its own, SIGTERM ignored, no
+# environment) that takes a write end of the pipe its worker's guardian reads (opened again
+# through /proc/<worker>/fd, as any process of the worker's uid may): the guardian's lifeline
+# then no longer ends when the worker dies.
+CASES["lifeline-thief"] = r"""
+record("main")
+def steal(worker):
+    lifeline = None
+    for task in os.listdir(f"/proc/{{worker}}/task"):
+        for kid in open(f"/proc/{{worker}}/task/{{task}}/children").read().split():
+            try:
+                if "proctree.guardian" in open(f"/proc/{{kid}}/cmdline").read():
+                    lifeline = os.readlink(f"/proc/{{kid}}/fd/0")
+            except OSError:
+                pass
+    if lifeline is None:
+        return None
+    for fd in os.listdir(f"/proc/{{worker}}/fd"):
+        try:
+            if os.readlink(f"/proc/{{worker}}/fd/{{fd}}") == lifeline:
+                return os.open(f"/proc/{{worker}}/fd/{{fd}}", os.O_WRONLY)
+        except OSError:
+            pass
+    return None
+def turn(msg):
+    answer_turn(msg)
+    if noted("thief") or noted("no-pipe"):
+        return
+    worker = os.getppid()
+    if os.fork() == 0:
+        os.setsid()
+        fd = steal(worker)
+        if fd is None:
+            record("no-pipe")
+            os._exit(0)
+        os.set_inheritable(fd, True)  # kept across the exec below
+        record("thief")
+        nap()
+serve(on_turn=turn)
+"""
+
+# 29) At its first turn it stops its worker (SIGSTOP) and the worker's guardian, and leaves a
+# grandchild (a session of its own, SIGTERM ignored): nobody of the worker's can end anything.
+CASES["stops-worker"] = r"""
+record("main")
+def turn(msg):
+    answer_turn(msg)
+    if noted("worker-stopped"):
+        return
+    if os.fork() == 0:
+        os.setsid()
+        record("stubborn")
+        nap()
+    worker = os.getppid()
+    for task in os.listdir(f"/proc/{{worker}}/task"):
+        for kid in open(f"/proc/{{worker}}/task/{{task}}/children").read().split():
+            try:
+                if "proctree.guardian" in open(f"/proc/{{kid}}/cmdline").read():
+                    os.kill(int(kid), signal.SIGSTOP)
+            except OSError:
+                pass
+    record("worker-stopped")
+    os.kill(worker, signal.SIGSTOP)
+serve(on_turn=turn)
+"""

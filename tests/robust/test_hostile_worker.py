@@ -413,3 +413,33 @@ def test_kill9_of_the_worker_leaves_nothing_root_made(case: str, hostiles, worke
     wait_until(listed, SESSION_DEADLINE, "the guardian to have listed them")
     worker.kill9()
     assert_all_gone(hostile, f"{case} after kill -9 of the worker")
+
+
+@pytest.mark.parametrize("cells", ["cells", "no-cells"])
+def test_kill9_ends_a_tree_that_holds_the_guardians_pipe(cells: str, hostiles, workers) -> None:
+    """A grandchild opens the write end of the guardian's pipe again (/proc/<worker>/fd/N, as
+    any process of the worker's uid may) and holds it. The guardian waited for that pipe's EOF
+    alone, which then never came: after kill -9 of the worker the grandchild lived on, and so
+    did the guardian. Now the guardian also watches the worker's life."""
+    hostile = hostiles("lifeline-thief")
+    worker = workers(hostile.path, flags=FLAGS, env=None if cells == "cells" else NO_CELLS)
+    content_id = f"robust-lifeline-thief-{cells}"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+    wait_until(lambda: hostile.roles() & {"thief", "no-pipe"}, SESSION_DEADLINE, "the thief")
+    assert {"main", "thief"} <= hostile.roles(), hostile.roles()  # else it proved nothing
+    guardian = worker.stats()["containment"]["guardian"]
+    guardian_id = proctree.ProcId(guardian["pid"], guardian["create_time"])
+    from proctree._guardian import CHILDREN_POLL_S
+
+    def listed() -> bool:
+        now = proctree.now()
+        return all(
+            now - proctree.create_time(p) > 2 * CHILDREN_POLL_S for p, _ in hostile.processes()
+        )
+
+    wait_until(listed, SESSION_DEADLINE, "the guardian to have listed them")
+    worker.kill9()
+    assert_all_gone(hostile, "lifeline-thief after kill -9 of the worker")
+    assert not proctree.wait_gone([guardian_id], GONE_DEADLINE), "the guardian did not exit"
+    assert "still held open by another process" in worker.log(), worker.log()[-2000:]
