@@ -397,23 +397,38 @@ def run(stream: Any) -> int:
         children.thread.start()
     lock = children.lock if children is not None else threading.Lock()
 
+    watched = daemon or conf.get("watch")
+    watched_id = None if watched is None else ProcId(int(watched[0]), float(watched[1]))
+
     def read_orders() -> None:
         for line in stream:
             parts = line.split()
             if len(parts) != 3:
                 continue
+            try:
+                order, pgid, leader_ct = parts[0], int(parts[1]), float(parts[2])
+            except ValueError:
+                continue  # not the daemon's (it writes only well-formed lines)
+            if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), watched_id):
+                print(
+                    f"proctree guardian: ignored `group {pgid}`: its leader is not the daemon's "
+                    "child (another process wrote into this pipe)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
             with lock:
-                if parts[0] == "group":
-                    groups[int(parts[1])] = float(parts[2])
-                elif parts[0] == "ungroup" and groups.get(int(parts[1])) == float(parts[2]):
-                    del groups[int(parts[1])]
+                if order == "group":
+                    groups[pgid] = leader_ct
+                elif order == "ungroup" and groups.get(pgid) == leader_ct:
+                    del groups[pgid]
 
-    watched = daemon or conf.get("watch")
     held_open = False
     if watched is None:
         read_orders()
     else:
-        held_open = _until_eof_or_death(read_orders, ProcId(int(watched[0]), float(watched[1])))
+        assert watched_id is not None
+        held_open = _until_eof_or_death(read_orders, watched_id)
     roots = children.stop() if children is not None else []
     cgroup = conf.get("cgroup")
     if cgroup is not None:
@@ -429,6 +444,25 @@ def run(stream: Any) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _daemons_child(leader: ProcId, daemon: ProcId | None) -> bool:
+    """Whether a `group` order may be taken: its leader is the daemon's child (the daemon
+    sends the line right after the spawn, before it could reap it), or it is gone (such a group
+    is ended only through what carries the mark). The pipe's write end can be opened again by
+    another process (see _until_eof_or_death): taken on its word, a line naming someone else's
+    group had that whole group killed when the daemon died."""
+    if daemon is None:
+        return True
+    proc = leader.process()
+    if proc is None:
+        return True
+    try:
+        return proc.ppid() == daemon.pid
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def _until_eof_or_death(read_orders: Callable[[], None], daemon: ProcId) -> bool:

@@ -870,3 +870,124 @@ def turn(msg):
     os.kill(worker, signal.SIGSTOP)
 serve(on_turn=turn)
 """
+
+# 30) At its first turn it leaves a grandchild (a session of its own, SIGTERM ignored) that
+# takes the worker's listening socket (pidfd_getfd, Linux 5.6+) and accepts connections on it,
+# never answering: the worker's clients meet it in the worker's stead.
+CASES["api-thief"] = r"""
+record("main")
+def take_listener(worker):
+    import socket
+    pidfd = os.pidfd_open(worker)
+    for fd in sorted(os.listdir(f"/proc/{{worker}}/fd"), key=int):
+        try:
+            if not os.readlink(f"/proc/{{worker}}/fd/{{fd}}").startswith("socket:"):
+                continue
+        except OSError:
+            continue
+        got = LIBC.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd
+        if got < 0:
+            continue
+        sock = socket.socket(fileno=got)
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                return sock
+        except OSError:
+            pass
+        sock.detach()
+        os.close(got)
+    return None
+def turn(msg):
+    answer_turn(msg)
+    if noted("api-thief") or noted("no-listener"):
+        return
+    worker = os.getppid()
+    if os.fork() == 0:
+        os.setsid()
+        quiet()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.alarm(150)
+        sock = take_listener(worker)
+        if sock is None:
+            record("no-listener")
+            os._exit(0)
+        record("api-thief")
+        held = []
+        while True:
+            conn, _ = sock.accept()
+            held.append(conn)
+            record("accepted")
+serve(on_turn=turn)
+"""
+
+# 31) At its first turn it leaves a grandchild (SIGTERM ignored) that attaches to the observer
+# as a debugger would (PTRACE_SEIZE) and swallows every signal it is told of but SIGKILL: the
+# observer cannot be stopped by SIGTERM, and its exit is reported to the tracer first.
+CASES["tracer"] = r"""
+record("main")
+def turn(msg):
+    answer_turn(msg)
+    if noted("tracing") or noted("no-trace"):
+        return
+    me = os.getpid()
+    if os.fork() == 0:
+        quiet()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.alarm(150)
+        if LIBC.ptrace(0x4206, me, 0, 0) != 0:  # PTRACE_SEIZE
+            record("no-trace")
+            os._exit(0)
+        record("tracing")
+        while True:
+            try:
+                pid, status = os.waitpid(me, 0x40000000)  # __WALL
+            except ChildProcessError:
+                os._exit(0)
+            if os.WIFSTOPPED(status):
+                LIBC.ptrace(7, me, 0, 0)  # PTRACE_CONT, the signal swallowed
+            elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                record("tracee-gone")
+                for _ in range(150):
+                    time.sleep(1)
+                os._exit(0)
+serve(on_turn=turn)
+"""
+
+# 32) Answers initialize with a reply of the wrong shape (a list, not an object), then a turn
+# with a result whose fields are all of other types, and a line that is not UTF-8.
+CASES["odd-shapes"] = r"""
+record("main")
+for msg in messages():
+    if msg.get("type") == "control_request":
+        out({{"type": "control_response", "response": [msg.get("request_id")]}})
+        out({{"type": "control_response", "response": {{"subtype": "success",
+            "request_id": msg.get("request_id"), "response": []}}}})
+    elif msg.get("type") == "user":
+        out({{"type": "system", "subtype": "init", "session_id": ["x"]}})
+        out({{"type": "assistant", "message": {{"content": [{{"type": "text", "text": 5}}]}}}})
+        os.write(1, b'{{"type": "assistant", "x": "\xff\xfe"}}\n')
+        out({{"type": "result", "subtype": "success", "is_error": False, "result": {{"a": 1}},
+             "session_id": 7}})
+"""
+
+# 33) At its first turn it opens the write end of its worker's guardian's pipe again (as
+# lifeline-thief) and writes an order into it: `group PGID CREATE_TIME` naming the process
+# `decoy.txt` beside the pid file names (a group of its own, not the worker's).
+CASES["lifeline-forger"] = (
+    CASES["lifeline-thief"].split("def turn(msg):")[0]
+    + r"""
+def turn(msg):
+    answer_turn(msg)
+    if noted("forged") or noted("no-pipe"):
+        return
+    fd = steal(os.getppid())
+    if fd is None:
+        record("no-pipe")
+        return
+    pid, created = open(os.path.join(os.path.dirname(PIDFILE), "decoy.txt")).read().split()
+    os.write(fd, f"group {{pid}} {{created}}\n".encode())
+    os.close(fd)
+    record("forged")
+serve(on_turn=turn)
+"""
+)

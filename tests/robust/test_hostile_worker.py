@@ -443,3 +443,37 @@ def test_kill9_ends_a_tree_that_holds_the_guardians_pipe(cells: str, hostiles, w
     assert_all_gone(hostile, "lifeline-thief after kill -9 of the worker")
     assert not proctree.wait_gone([guardian_id], GONE_DEADLINE), "the guardian did not exit"
     assert "still held open by another process" in worker.log(), worker.log()[-2000:]
+
+
+def test_a_forged_order_to_the_guardian_ends_nothing_not_the_workers(hostiles, workers) -> None:
+    """An observer writes `group PGID CREATE_TIME` into the guardian's pipe (its write end
+    opened again through /proc/<worker>/fd), naming a process group the worker never started.
+    The guardian took every such line on the pipe's word: after kill -9 of the worker it
+    killed that whole group. Now a group is taken only while its leader is the daemon's child
+    (a dead leader's group is ended only by what carries the mark, as before)."""
+    hostile = hostiles("lifeline-forger")
+    worker = workers(hostile.path, flags=FLAGS)
+    # Started after the worker (the guardian considers nothing older), a group of its own.
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfor _ in range(300): time.sleep(1)"],
+        env={},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        ident = proctree.identify(decoy.pid)
+        assert ident is not None
+        (hostile.pidfile.parent / "decoy.txt").write_text(f"{ident.pid} {ident.create_time!r}")
+        sid = worker.new_session("robust-lifeline-forger")
+        worker.prompt(sid, "robust-lifeline-forger", "fix the bug")
+        wait_until(lambda: hostile.roles() & {"forged", "no-pipe"}, SESSION_DEADLINE, "forger")
+        assert "forged" in hostile.roles(), hostile.roles()  # else it proved nothing
+        guardian = worker.stats()["containment"]["guardian"]
+        guardian_id = proctree.ProcId(guardian["pid"], guardian["create_time"])
+        worker.kill9()
+        assert_all_gone(hostile, "lifeline-forger after kill -9 of the worker")
+        assert not proctree.wait_gone([guardian_id], GONE_DEADLINE), "the guardian did not exit"
+        assert decoy.poll() is None, "the guardian killed a process group the worker never made"
+    finally:
+        decoy.kill()
+        decoy.wait(timeout=30)
