@@ -237,8 +237,10 @@ class Observer:
             while True:
                 message = await self._next()
                 if message.get("type") == "control_response":
-                    response = message.get("response") or {}
-                    if response.get("request_id") == request_id:
+                    response = message.get("response")
+                    # Of another shape than the CLI's: not the answer (it was an AttributeError
+                    # that failed the session, logged with a traceback as the worker's bug).
+                    if isinstance(response, dict) and response.get("request_id") == request_id:
                         if response.get("subtype") != "success":
                             raise ObserverError(f"initialize refused: {response.get('error')}")
                         return

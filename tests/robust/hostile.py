@@ -953,8 +953,8 @@ def turn(msg):
 serve(on_turn=turn)
 """
 
-# 32) Answers initialize with a reply of the wrong shape (a list, not an object), then a turn
-# with a result whose fields are all of other types, and a line that is not UTF-8.
+# 32) Answers initialize first with a reply of the wrong shape (a list, not an object), then
+# rightly; answers each turn with fields of other types than the CLI's (valid JSON all).
 CASES["odd-shapes"] = r"""
 record("main")
 for msg in messages():
@@ -965,7 +965,6 @@ for msg in messages():
     elif msg.get("type") == "user":
         out({{"type": "system", "subtype": "init", "session_id": ["x"]}})
         out({{"type": "assistant", "message": {{"content": [{{"type": "text", "text": 5}}]}}}})
-        os.write(1, b'{{"type": "assistant", "x": "\xff\xfe"}}\n')
         out({{"type": "result", "subtype": "success", "is_error": False, "result": {{"a": 1}},
              "session_id": 7}})
 """

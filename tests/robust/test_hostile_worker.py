@@ -477,3 +477,17 @@ def test_a_forged_order_to_the_guardian_ends_nothing_not_the_workers(hostiles, w
     finally:
         decoy.kill()
         decoy.wait(timeout=30)
+
+
+def test_replies_of_other_shapes_than_the_clis_fail_no_turn(hostiles, workers) -> None:
+    """An initialize answer whose `response` was a list (not an object) raised AttributeError
+    in the worker: every session failed at its start, logged with a traceback as a bug of the
+    worker's ("turn failed"). Such a line is now not the answer; the right one that follows is."""
+    hostile = hostiles("odd-shapes")
+    worker = workers(hostile.path, flags=FLAGS)
+    sid = drive(worker, hostile, {"main"}, "robust-odd-shapes")
+    worker.wait_session_done(sid, SESSION_DEADLINE)
+    assert_all_gone(hostile, "odd-shapes")
+    log = worker.log()
+    assert "Traceback" not in log and "turn failed" not in log, log[-3000:]
+    assert worker.proc is not None and worker.proc.poll() is None, log
