@@ -49,6 +49,10 @@ CASES: dict[str, tuple[dict[str, object], set[str]]] = {
     "closes-stdin": ({}, {"main"}),
     "asks-back": ({}, {"main"}),
     "headless": ({}, {"main", "grandchild-headless", "escapee-headless"}),
+    # a debugger on the observer swallows its signals; its exit goes to the tracer first
+    "tracer": ({}, {"main", "tracing"}),
+    # the worker's listening socket, taken (pidfd_getfd) and accepted on without an answer
+    "api-thief": ({}, {"main", "api-thief"}),
 }
 
 
