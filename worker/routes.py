@@ -491,11 +491,20 @@ class Routes:
         )
 
     async def context_inject(self, request: web.Request) -> web.Response:
-        projects = [p for p in request.query.get("projects", "").split(",") if p]
+        # As 9.0.0: `projects` (comma-separated; the SessionStart context hook's), else the
+        # legacy single `project` (its user-message hook sends `?project=X&colors=true`), and
+        # neither is a 400. Before, `project` was ignored and every project's observations came
+        # back: the user-message hook showed another project's memory.
+        raw = request.query.get("projects") or request.query.get("project")
+        if not raw:
+            raise BadRequest(400, "Project(s) parameter is required (projects= or project=)")
+        projects = [p.strip() for p in raw.split(",") if p.strip()]
+        if not projects:
+            raise BadRequest(400, "At least one project is required")
         marks = ",".join("?" * len(projects))
         rows = self.store.db.execute(
             "SELECT o.text FROM observations o JOIN sessions s ON s.id=o.session_id "
-            + (f"WHERE s.project IN ({marks}) " if projects else "")  # noqa: S608 - placeholders only
+            + f"WHERE s.project IN ({marks}) "  # noqa: S608 - placeholders only
             + "ORDER BY o.id DESC LIMIT 50",
             projects,
         )
