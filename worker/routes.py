@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-from worker import protocol
+from worker import privacy, protocol
 
 if TYPE_CHECKING:
     from worker.service import WorkerService
@@ -361,7 +361,17 @@ class Routes:
             raise BadRequest(400, "contentSessionId is empty")
         project = field_of(body, "project", str, required=False, default="")
         prompt = field_of(body, "prompt", str, required=False, default="")
-        session_id, number = await self.store.init_session(content_id, project, prompt)
+        # As 9.0.0: the prompt is kept without its <private> and <claude-mem-context> parts; one
+        # with nothing left is not kept, and the hook then starts no generator for it.
+        cleaned = privacy.strip_tags(prompt)
+        session_id, number = await self.store.init_session(
+            content_id, project, cleaned, record=bool(cleaned)
+        )
+        if not cleaned:
+            return web.json_response(
+                {"sessionDbId": session_id, "promptNumber": number, "skipped": True,
+                 "reason": "private"}
+            )  # fmt: skip
         return web.json_response(
             {"sessionDbId": session_id, "promptNumber": number, "skipped": False}
         )
@@ -383,11 +393,17 @@ class Routes:
         body = await body_of(request)
         tool_name = field_of(body, "tool_name", str, required=True)
         cwd = field_of(body, "cwd", str, required=False, default="")
+        field_of(body, "contentSessionId", str, required=True)
+        skipped = privacy.skip_reason(tool_name, body.get("tool_input"))
+        if skipped is not None:
+            return web.json_response({"status": "skipped", "reason": skipped})
         row = await self._by_content_id(body)
+        if not row["prompt_counter"]:  # no prompt kept: the session's prompts were private
+            return web.json_response({"status": "skipped", "reason": "private"})
         payload = {
             "tool_name": tool_name,
-            "tool_input": body.get("tool_input"),
-            "tool_response": body.get("tool_response"),
+            "tool_input": privacy.strip_value(body.get("tool_input")),
+            "tool_response": privacy.strip_value(body.get("tool_response")),
             "cwd": cwd,
         }
         await self.service.queue(int(row["id"]), "observation", payload)
@@ -397,6 +413,8 @@ class Routes:
         body = await body_of(request)
         last = field_of(body, "last_assistant_message", str, required=False, default="")
         row = await self._by_content_id(body)
+        if not row["prompt_counter"]:  # no prompt kept: the session's prompts were private
+            return web.json_response({"status": "skipped", "reason": "private"})
         await self.service.queue(int(row["id"]), "summarize", {"last_assistant_message": last})
         return web.json_response({"status": "queued"})
 

@@ -310,8 +310,14 @@ class Store:
 
     # -- sessions -----------------------------------------------------------------------------
     @waits_for_locks
-    def init_session(self, content_session_id: str, project: str, prompt: str) -> tuple[int, int]:
-        """Create or reuse the session, record the prompt; return (session id, prompt number)."""
+    def init_session(
+        self, content_session_id: str, project: str, prompt: str, *, record: bool = True
+    ) -> tuple[int, int]:
+        """Create or reuse the session, record the prompt; return (session id, prompt number).
+
+        `record=False` (a prompt that was entirely private): the session is created all the
+        same, the prompt is neither kept nor counted, as in 9.0.0 (whose prompt number is the
+        count of kept prompts plus one)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -325,6 +331,8 @@ class Store:
                 (content_session_id,),
             ).fetchone()
             number = int(row["prompt_counter"]) + 1
+            if not record:
+                return int(row["id"]), number
             self.db.execute(
                 "UPDATE sessions SET prompt_counter=?, status='active', ended=NULL WHERE id=?",
                 (number, row["id"]),

@@ -11,9 +11,10 @@ See docs/claude-mem.md, "Running claude-mem's own hook scripts".
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
-from workerkit import FakeRun, Worker
+from workerkit import FakeRun, Worker, wait_until
 
 # What Bun's fetch sends with `headers: {'Content-Type': 'application/json'}`.
 BUN_HEADERS = {
@@ -118,5 +119,73 @@ def test_user_message_hook_gets_its_own_projects_context(fake_run: FakeRun, work
     assert status == 400 and "project" in body["error"], body
     status, body = hook_get(worker, "/api/context/inject?projects=,")
     assert status == 400, body
+    worker.stop()
+    fake_run.assert_none_alive()
+
+
+def test_an_entirely_private_prompt_is_skipped(fake_run: FakeRun, workers) -> None:
+    """A prompt that is all `<private>`: 9.0.0 answers `skipped: true, reason: private`, keeps
+    and counts no prompt, and answers that prompt's PostToolUse and Stop `skipped` too; the hook
+    then starts no generator. Before, the private text was stored, sent to a new observer, and
+    its tool uses and summary were queued for it."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    cid, cwd = "private-1", "/work/proj"
+    init = user_prompt_submit(worker, cid, "proj", "<private>my secret plan</private>")
+    sid = int(init["sessionDbId"])
+    assert init == {"sessionDbId": sid, "promptNumber": 1, "skipped": True, "reason": "private"}
+    tin, tout = read_tool(f"{cwd}/a.py", "print(1)\n")
+    assert post_tool_use(worker, cid, cwd, "Read", tin, tout) == {
+        "status": "skipped",
+        "reason": "private",
+    }
+    assert stop(worker, cid, "Done.") == {"status": "skipped", "reason": "private"}
+    stats = worker.stats()
+    assert stats["observers"]["spawned"] == 0 and not stats["queue"], stats
+
+    # The next prompt, partly private: kept without its private part, numbered 1 (9.0.0
+    # numbers kept prompts), and its tool uses are recorded without their private parts.
+    init = user_prompt_submit(worker, cid, "proj", "fix the parser <private>key=hunter2</private>")
+    assert init == {"sessionDbId": sid, "promptNumber": 1, "skipped": False}
+    tout = {
+        "type": "text",
+        "file": {"filePath": f"{cwd}/b.py", "content": "<private>tok-42</private>ok"},
+    }
+    assert post_tool_use(worker, cid, cwd, "Read", {"file_path": f"{cwd}/b.py"}, tout) == {
+        "status": "queued"
+    }
+    assert stop(worker, cid, "Done.") == {"status": "queued"}
+    drained(worker, sid)
+    db = sqlite3.connect(f"file:{worker.data_dir / 'worker.db'}?mode=ro", uri=True)
+    try:
+        prompts = db.execute("SELECT prompt_number, text FROM prompts").fetchall()
+        observations = [r[0] for r in db.execute("SELECT text FROM observations")]
+    finally:
+        db.close()
+    assert prompts == [(1, "fix the parser")]
+    assert len(observations) == 1 and "b.py" in observations[0], observations
+    assert "tok-42" not in observations[0] and "my secret" not in observations[0]
+    worker.stop()
+    fake_run.assert_none_alive()
+
+
+def test_tools_9_0_0_does_not_record_are_skipped(fake_run: FakeRun, workers) -> None:
+    """9.0.0 answers `skipped` for the tools of its default CLAUDE_MEM_SKIP_TOOLS and for reads
+    and writes of its own session-memory files, and queues nothing for them. Before, each was
+    queued and sent to an observer (a TodoWrite per step of a real session)."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    cid, cwd = "skips-1", "/work/proj"
+    sid = int(user_prompt_submit(worker, cid, "proj", "plan it")["sessionDbId"])
+    for tool in ("TodoWrite", "AskUserQuestion", "Skill", "SlashCommand", "ListMcpResourcesTool"):
+        body = post_tool_use(worker, cid, cwd, tool, {"todos": []}, {"ok": True})
+        assert body == {"status": "skipped", "reason": "tool_excluded"}, tool
+    meta = {"file_path": "/home/u/.claude/session-memory/notes.md"}
+    assert post_tool_use(worker, cid, cwd, "Write", meta, {"ok": True}) == {
+        "status": "skipped",
+        "reason": "session_memory_meta",
+    }
+    assert post_tool_use(worker, cid, cwd, "Bash", {"command": "ls"}, "a b") == {"status": "queued"}
+    drained(worker, sid)
+    wait_until(lambda: worker.stats()["observations"] == 1, what="the one observation stored")
+    assert worker.stats()["queue"] == {"processed": 2}  # the prompt and the Bash use
     worker.stop()
     fake_run.assert_none_alive()
