@@ -346,12 +346,17 @@ class Routes:
             raise BadRequest(404, f"unknown session {session_id}")
         return row
 
-    async def _by_content_id(self, body: dict[str, Any]) -> Any:
+    async def _recording(self, body: dict[str, Any]) -> Any:
+        """The session a PostToolUse or Stop is for, or None when 9.0.0 records nothing for
+        it: no prompt of the session was kept (all private), or no session has that id. 9.0.0
+        creates such an unknown session and answers skipped/private (no prompt of it is kept);
+        this worker answers the same without creating it. Before, an unknown id was a 404."""
         content_id = field_of(body, "contentSessionId", str, required=True)
         row = await self.store.session_by_content_id(content_id)
         if row is None:
-            raise BadRequest(404, f"unknown contentSessionId {content_id!r}")
-        return row
+            log.debug("hook for unknown contentSessionId %r: skipped, as 9.0.0", content_id)
+            return None
+        return row if row["prompt_counter"] else None
 
     # -- hooks --------------------------------------------------------------------------------
     async def sessions_init(self, request: web.Request) -> web.Response:
@@ -359,8 +364,9 @@ class Routes:
         content_id = field_of(body, "contentSessionId", str, required=True)
         if not content_id.strip():
             raise BadRequest(400, "contentSessionId is empty")
-        project = field_of(body, "project", str, required=False, default="")
-        prompt = field_of(body, "prompt", str, required=False, default="")
+        # Both required, as 9.0.0 (`Missing project`); an empty prompt is a private one.
+        project = field_of(body, "project", str, required=True)
+        prompt = field_of(body, "prompt", str, required=True)
         # As 9.0.0: the prompt is kept without its <private> and <claude-mem-context> parts; one
         # with nothing left is not kept, and the hook then starts no generator for it.
         cleaned = privacy.strip_tags(prompt)
@@ -397,8 +403,8 @@ class Routes:
         skipped = privacy.skip_reason(tool_name, body.get("tool_input"))
         if skipped is not None:
             return web.json_response({"status": "skipped", "reason": skipped})
-        row = await self._by_content_id(body)
-        if not row["prompt_counter"]:  # no prompt kept: the session's prompts were private
+        row = await self._recording(body)
+        if row is None:
             return web.json_response({"status": "skipped", "reason": "private"})
         payload = {
             "tool_name": tool_name,
@@ -412,8 +418,8 @@ class Routes:
     async def summarize(self, request: web.Request) -> web.Response:
         body = await body_of(request)
         last = field_of(body, "last_assistant_message", str, required=False, default="")
-        row = await self._by_content_id(body)
-        if not row["prompt_counter"]:  # no prompt kept: the session's prompts were private
+        row = await self._recording(body)
+        if row is None:
             return web.json_response({"status": "skipped", "reason": "private"})
         await self.service.queue(int(row["id"]), "summarize", {"last_assistant_message": last})
         return web.json_response({"status": "queued"})

@@ -189,3 +189,25 @@ def test_tools_9_0_0_does_not_record_are_skipped(fake_run: FakeRun, workers) -> 
     assert worker.stats()["queue"] == {"processed": 2}  # the prompt and the Bash use
     worker.stop()
     fake_run.assert_none_alive()
+
+
+def test_hooks_of_a_session_the_worker_never_saw_are_skipped(fake_run: FakeRun, workers) -> None:
+    """PostToolUse and Stop for a contentSessionId with no /api/sessions/init before (its
+    UserPromptSubmit came while the worker was down, or before its database was new): 9.0.0
+    answers them 200 skipped/private (it records nothing without a kept prompt). Before, 404,
+    which save-hook.js and summary-hook.js log as failures."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    tin, tout = read_tool("/work/proj/a.py", "print(1)\n")
+    assert post_tool_use(worker, "never-seen", "/work/proj", "Read", tin, tout) == {
+        "status": "skipped",
+        "reason": "private",
+    }
+    assert stop(worker, "never-seen", "Done.") == {"status": "skipped", "reason": "private"}
+    stats = worker.stats()
+    assert stats["observers"]["spawned"] == 0 and not stats["queue"], stats
+    # Nothing was created for it: a later prompt starts the session as usual.
+    init = user_prompt_submit(worker, "never-seen", "proj", "now a prompt")
+    assert init["promptNumber"] == 1 and init["skipped"] is False
+    assert worker.status(int(init["sessionDbId"]))["project"] == "proj"
+    worker.stop()
+    fake_run.assert_none_alive()
