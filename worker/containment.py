@@ -31,6 +31,8 @@ log = logging.getLogger("worker.containment")
 
 # Looks for adopted strays in one sweep: each after the last one's endings (see _end_adopted).
 STRAY_ROUNDS = 3
+# The longest a stray's SIGTERM is given before SIGKILL: a sweep holds the spawn lock meanwhile.
+STRAY_GRACE_S = 1.0
 
 
 def cell_label(mark: str) -> str:
@@ -114,8 +116,11 @@ class _LivePids(Collection[int]):
 
 
 class Containment:
-    def __init__(self, mark: str, create_time: float) -> None:
+    def __init__(self, mark: str, create_time: float, grace: float = STRAY_GRACE_S) -> None:
         self.mark = mark
+        # What outlived its observer gets no longer than the observer's own stage (--grace):
+        # a soak allows 2 x --grace for an ending, and a fixed 1 s outlasted that at 0.5.
+        self.stray_grace = min(grace, STRAY_GRACE_S)
         # Nothing carrying our mark can be older than the worker: scans skip older processes
         # without reading their environment.
         self.since = create_time
@@ -323,7 +328,7 @@ class Containment:
         if self.subreaper:
             ended += await self._end_adopted(
                 exclude_pids | {c.identity.pid for c in live},
-                1.0,
+                self.stray_grace,
                 _Marks.of(live),
                 # Only an observer that is no subreaper can have handed us an orphan while
                 # it lives: the others' unmarked strays are ended at once.
@@ -469,7 +474,7 @@ class Containment:
             result = proctree.terminate_tree(
                 pid_id,
                 mark=self._tree_mark(proctree.marker_of(proc)),
-                grace=1.0,
+                grace=self.stray_grace,
                 dont_reap=exclude_pids,
             )
             ended.extend(result.ended)
@@ -503,10 +508,12 @@ class Containment:
                 continue
             group = int(row["grp"]) if str(row["grp"] or "").isdigit() else None
             # identity alone is exact (pid + create_time); the mark only widens to its tree.
-            result = proctree.terminate_tree(root, group=group, mark=row["mark"], grace=1.0)
+            result = proctree.terminate_tree(
+                root, group=group, mark=row["mark"], grace=self.stray_grace
+            )
             ended.extend(result.ended)
         for mark, since in marks:
-            ended.extend(proctree.sweep(mark=mark, grace=1.0, since=since))
+            ended.extend(proctree.sweep(mark=mark, grace=self.stray_grace, since=since))
         return ended
 
 

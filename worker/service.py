@@ -77,7 +77,7 @@ class WorkerService:
                 )
         except sqlite3.Error as exc:
             raise StartError(f"--data-dir {cfg.data_dir}: the database: {exc}") from exc
-        self.containment = Containment(self.mark, self.create_time)
+        self.containment = Containment(self.mark, self.create_time, cfg.grace)
         self.sessions = SessionManager(cfg, self.store, self.containment, self.run_id)
         self.leaky = LeakySessionManager(cfg, self.store, self.run_id, self.mark)
         self.reaper = Reaper(
