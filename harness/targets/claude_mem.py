@@ -645,7 +645,7 @@ class ClaudeMemTarget(Target):
         return db_id
 
     async def end_session(self, session: SessionSpec, http: Any) -> None:
-        """SessionEnd as that build's hook posts it (9.0.0 has none)."""
+        """SessionEnd as that build's hook posts it (9.0.0 has none; 10.6.3's never posts)."""
         assert self.flow is not None
         key = session.content_session_id
         if self.flow.session_end == "session-end":

@@ -6,8 +6,9 @@ Found by reading the installed plugins (not guessed):
   `/sessions/{sessionDbId}/init` {userPrompt, promptNumber}; PostToolUse posts
   `/api/sessions/observations`; Stop posts `/api/sessions/summarize`. Nothing ends a session.
 - 10.6.3: the same two-step init, but step 2 is skipped when step 1 answers `contextInjected`
-  (the session already has a generator); SessionEnd posts `/api/sessions/complete`
-  {contentSessionId}.
+  (the session already has a generator). Its SessionEnd hook would post
+  `/api/sessions/complete` {contentSessionId}, but it reads `sessionId` from its stdin, where
+  Claude Code sends `session_id`: it exits at once and never posts (so neither does the harness).
 - 13.x: `/api/sessions/init` alone starts the generator; bodies carry `platformSource`
   ("claude" for Claude Code); SessionEnd posts `/api/sessions/session-end`
   {contentSessionId, platformSource, reason, cwd}.
@@ -52,8 +53,9 @@ class HookFlow:
     two_step_init: bool  # UserPromptSubmit also posts /sessions/{id}/init
     skip_step2_if_injected: bool  # ... unless step 1 answered contextInjected
     platform_source: str | None  # added to hook bodies (13.x)
-    session_end: str | None  # "session-end" (13.x), "complete" (10.x) or None (9.0.0)
+    session_end: str | None  # "session-end" (13.x), "complete" or None (9.0.0, 10.6.3)
     foreign_kills: tuple[str, ...] = ()  # what it kills that is not its own (see FOREIGN_KILLERS)
+    session_end_note: str | None = None  # why a SessionEnd hook there posts nothing
 
     @property
     def label(self) -> str:
@@ -61,6 +63,8 @@ class HookFlow:
         end = {"session-end": "session-end", "complete": "complete"}.get(
             self.session_end or "", "no session end"
         )
+        if self.session_end_note:
+            end += f" ({self.session_end_note})"
         return f"{init}, {end}"
 
 
@@ -75,19 +79,41 @@ def _scripts_text(plugin: Path) -> str:
     return "\n".join(parts)
 
 
-def _has_session_end_hook(plugin: Path) -> bool:
+def _session_end_commands(plugin: Path) -> list[str] | None:
+    """The commands of the build's SessionEnd hook, or None if it has none."""
     try:
         hooks = json.loads((plugin / "hooks" / "hooks.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return bool(hooks.get("hooks", {}).get("SessionEnd"))
+        return None
+    entries = hooks.get("hooks", {}).get("SessionEnd") if isinstance(hooks, dict) else None
+    if not entries:
+        return None
+    return [
+        str(hook.get("command", ""))
+        for entry in entries
+        if isinstance(entry, dict)
+        for hook in entry.get("hooks", [])
+        if isinstance(hook, dict)
+    ]
+
+
+def _never_posts(commands: list[str]) -> str | None:
+    """Why a SessionEnd hook written inline (`node -e ...`) can never post: it takes the
+    session from a stdin field Claude Code does not send (its hook input says `session_id`;
+    10.6.3's reads `sessionId` and exits without it). A hook that runs a script is trusted."""
+    inline = " ".join(commands)
+    if "sessionId" in inline and "session_id" not in inline:
+        return "its SessionEnd hook reads sessionId, which Claude Code does not send"
+    return None
 
 
 def detect_flow(plugin: Path) -> HookFlow:
     text = _scripts_text(plugin)
     two_step = "/sessions/:sessionDbId/init" in text
     end: str | None = None
-    if _has_session_end_hook(plugin):
+    commands = _session_end_commands(plugin)
+    note = _never_posts(commands) if commands is not None else None
+    if commands is not None and note is None:
         if '"/api/sessions/session-end"' in text:
             end = "session-end"
         elif '"/api/sessions/complete"' in text:
@@ -97,6 +123,7 @@ def detect_flow(plugin: Path) -> HookFlow:
         skip_step2_if_injected=two_step and "reason=context_already_injected" in text,
         platform_source="claude" if "getPlatformSourceFromRequest" in text else None,
         session_end=end,
+        session_end_note=note,
         foreign_kills=tuple(
             what for what, markers in FOREIGN_KILLERS.items() if all(m in text for m in markers)
         ),

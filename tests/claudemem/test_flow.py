@@ -25,14 +25,18 @@ def test_13x_single_init_and_session_end() -> None:
     assert flow.foreign_kills == ()
 
 
-def test_10x_two_step_init_skipped_when_injected_and_complete(
+def test_10x_two_step_init_skipped_when_injected_and_no_session_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     require_cached(VERSION_10)
     monkeypatch.delenv("LEAKPROOF_ALLOW_FOREIGN_KILL", raising=False)
     flow = detect_flow(install.plugin_dir(VERSION_10))
     assert flow.two_step_init and flow.skip_step2_if_injected
-    assert flow.session_end == "complete"
+    # Its SessionEnd hook reads `sessionId` where Claude Code sends `session_id`: it never posts
+    # /api/sessions/complete, so the harness does not either.
+    assert flow.session_end is None
+    assert flow.session_end_note is not None and "sessionId" in flow.session_end_note
+    assert "sessionId" in flow.label
     assert flow.platform_source is None
     # Its 30-second orphan reaper SIGKILLs matching processes of anyone, and at start-up it
     # SIGKILLs every other worker-service.cjs: refused unless a PID namespace contains it.
@@ -125,3 +129,29 @@ def test_a_worker_that_fails_at_start_is_shown_with_its_own_log(
     assert "exited with 3 before it was ready" in message
     assert "Background initialization failed Executable not found: node" in message
     assert "claude-mem-home/.claude-mem/logs/claude-mem-2026-01-01.log" in message
+
+
+def _plugin_with_session_end(root: Path, command: str) -> Path:
+    plugin = root / "plugin"
+    (plugin / "scripts").mkdir(parents=True)
+    (plugin / "hooks").mkdir()
+    end = {"hooks": [{"type": "command", "command": command}]}
+    (plugin / "hooks" / "hooks.json").write_text(json.dumps({"hooks": {"SessionEnd": [end]}}))
+    (plugin / "scripts" / "worker-service.cjs").write_text('r.post("/api/sessions/complete",h);')
+    return plugin
+
+
+@pytest.mark.parametrize(
+    ("field", "posts"),
+    [("session_id", True), ("sessionId", False)],
+)
+def test_an_inline_session_end_hook_posts_only_with_the_field_claude_code_sends(
+    tmp_path: Path, field: str, posts: bool
+) -> None:
+    command = (
+        "node -e \"let d='';process.stdin.on('end',()=>{const{FIELD:s}=JSON.parse(d);"
+        "if(!s){process.exit(0)}post('/api/sessions/complete',{contentSessionId:s})})\""
+    ).replace("FIELD", field)
+    flow = detect_flow(_plugin_with_session_end(tmp_path, command))
+    assert flow.session_end == ("complete" if posts else None)
+    assert (flow.session_end_note is None) == posts
