@@ -19,16 +19,33 @@ from typing import Any
 
 PROTOCOL_VERSION = "2025-06-18"
 MCP_TIMEOUT_S = 30.0  # a silent MCP server counts as failed after this
+MCP_TOOL_TIMEOUT_S = 1e5  # the real CLI's 1e8 ms: "effectively infinite"
+CANCEL_REASON = "interrupted"  # the fake's own words: the real CLI's were not established
+
+
+def _ms_variable(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return int(raw) / 1000 if raw.isascii() and raw.isdigit() and int(raw) > 0 else default
 
 
 def mcp_timeout() -> float:
-    """MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to answer."""
-    raw = os.environ.get("MCP_TIMEOUT", "")
-    return int(raw) / 1000 if raw.isascii() and raw.isdigit() and int(raw) > 0 else MCP_TIMEOUT_S
+    """MCP_TIMEOUT (ms), as the real CLI's: how long a server may take to connect (its
+    handshake and tool list)."""
+    return _ms_variable("MCP_TIMEOUT", MCP_TIMEOUT_S)
 
 
-# request(body) -> the SDK's response body ({"_error": text} on an error response)
-Requester = Callable[[dict], dict]
+def tool_timeout() -> float:
+    """MCP_TOOL_TIMEOUT (ms), as the real CLI's: how long a tool call may run (MCP_TIMEOUT
+    does not bound it)."""
+    return _ms_variable("MCP_TOOL_TIMEOUT", MCP_TOOL_TIMEOUT_S)
+
+
+# request(body, timeout=None, idle=None, post=False) -> the SDK's response body ({"_error":
+# text} on an error response). `timeout`: seconds (None: the server's connection timeout);
+# `idle(seconds)`: what to do while waiting (the session reads stdin, so an interrupt ends the
+# wait by raising; False once there is no stdin to read); `post`: send without waiting.
+Requester = Callable[..., dict]
+Idle = Callable[[float], bool]
 
 
 class McpError(Exception):
@@ -85,6 +102,7 @@ class McpClients:
         self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
         self.disabled: set[str] = set()  # turned off by mcp_toggle: no tools, status "disabled"
+        self.idle: Idle | None = None  # the session's stdin, read while a server works
 
     def has(self, name: str) -> bool:
         return name in self._servers
@@ -213,10 +231,17 @@ class McpClients:
     def call_tool(self, server: str, tool: str, arguments: dict) -> tuple[str | list[dict], bool]:
         """(the result's text, or its content blocks when it holds an image, which the real
         CLI passes on as one; is_error)."""
+        params = {"name": tool, "arguments": arguments}
+        call_id = self._next_id + 1  # the id _call gives it
         try:
-            result = self._call(server, "tools/call", {"name": tool, "arguments": arguments})
+            result = self._call(server, "tools/call", params, tool_timeout())
         except McpError as exc:
             return str(exc), True
+        except Exception:
+            # The turn ended while the tool ran (an interrupt): as the real CLI's MCP client
+            # on its abort signal, tell the server to stop working on the call.
+            self._cancel(server, call_id)
+            raise
         parts = result.get("content") if isinstance(result, dict) else None
         blocks = [content_block(p) for p in parts or [] if isinstance(p, dict)]
         is_error = bool(result.get("isError")) if isinstance(result, dict) else True
@@ -225,10 +250,10 @@ class McpClients:
         return "\n".join(b["text"] for b in blocks), is_error
 
     # -- JSON-RPC over mcp_message ------------------------------------------------------------
-    def _call(self, server: str, method: str, params: dict) -> Any:
+    def _call(self, server: str, method: str, params: dict, timeout: float | None = None) -> Any:
         self._next_id += 1
         message = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
-        answer = self._send(server, message)
+        answer = self._send(server, message, timeout)
         if "_error" in answer:
             raise McpError(f"{server}: {method}: {answer['_error']}")
         reply = answer.get("mcp_response")
@@ -243,11 +268,24 @@ class McpClients:
     def _notify(self, server: str, method: str) -> None:
         self._send(server, {"jsonrpc": "2.0", "method": method})
 
-    def _send(self, server: str, message: dict) -> dict:
-        request = self._servers[server][0]
+    def _cancel(self, server: str, request_id: int) -> None:
+        """notifications/cancelled for a request given up on, sent without waiting."""
+        params = {"requestId": request_id, "reason": CANCEL_REASON}
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+        try:
+            self._send(server, note, post=True)
+        except Exception:  # a server or SDK already gone: nothing left to stop
+            pass
+
+    def _send(
+        self, server: str, message: dict, timeout: float | None = None, *, post: bool = False
+    ) -> dict:
+        entry = self._servers.get(server)
+        request = entry[0] if entry is not None else None
         if request is None:
             return {"_error": self.status.get(server, {}).get("error", "not started")}
-        return request({"subtype": "mcp_message", "server_name": server, "message": message})
+        body = {"subtype": "mcp_message", "server_name": server, "message": message}
+        return request(body, timeout=timeout, idle=self.idle, post=post)
 
 
 def content_block(part: dict) -> dict:

@@ -16,7 +16,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fake_claude.ledger import Ledger
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # that ignores SIGTERM gets SIGKILL after as long again.
 END_STAGE_S = 0.5
 METHOD_NOT_FOUND = -32601
+IDLE_SLICE_S = 0.01  # how often stdin is looked at while a server works
 MAX_LINE = 16 * 1024 * 1024  # a longer line is dropped: a flooding server cannot grow the fake
 
 
@@ -54,15 +55,25 @@ class StdioServer:
         threading.Thread(target=self._read, name=f"mcp-{name}", daemon=True).start()
 
     # -- the Requester of McpClients ----------------------------------------------------------
-    def request(self, body: dict) -> dict:
+    def request(
+        self,
+        body: dict,
+        timeout: float | None = None,
+        idle: Callable[[float], bool] | None = None,
+        post: bool = False,
+    ) -> dict:
         """{"mcp_response": reply} for a request, {} once a notification is sent, or
-        {"_error": text}: the shape the SDK's answer to an `mcp_message` has."""
+        {"_error": text}: the shape the SDK's answer to an `mcp_message` has. `timeout`:
+        seconds (None: the connection timeout it was started with); `idle`: called (with 0:
+        do not wait) every IDLE_SLICE_S while the answer is not in (the session handles what
+        stdin holds there, and an interrupt raises out of it); `post`: send and never wait."""
         message = body.get("message") or {}
         if not self._send(message):
             return {"_error": f"server {self.name} is gone{self._exit_text()}"}
-        if "id" not in message:
+        if post or "id" not in message:
             return {}
-        deadline = time.monotonic() + self.timeout
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         with self._cond:
             try:
                 while message["id"] not in self._answers:
@@ -71,8 +82,19 @@ class StdioServer:
                         return {"_error": f"server {self.name} closed its stdout"
                                           f"{self._exit_text()}"}  # fmt: skip
                     if left <= 0:
-                        return {"_error": f"no answer within {self.timeout:g} s"}
-                    self._cond.wait(left)
+                        return {"_error": f"no answer within {limit:g} s"}
+                    if idle is not None:
+                        self._cond.release()  # the reader thread may store the answer meanwhile
+                        try:
+                            reading = idle(0)  # what stdin holds now, without waiting
+                        finally:
+                            self._cond.acquire()
+                        if not reading:  # stdin has ended: nothing can interrupt the wait now
+                            idle = None
+                        if message["id"] in self._answers:
+                            break
+                    # The answer wakes this at once; stdin is looked at again within a slice.
+                    self._cond.wait(left if idle is None else min(left, IDLE_SLICE_S))
                 return {"mcp_response": self._answers.pop(message["id"])}
             finally:
                 self._waiting.discard(message["id"])

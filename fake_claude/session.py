@@ -295,6 +295,7 @@ class Session(ToolTurns):
             from fake_claude.mcp import McpClients
 
             self.mcp = McpClients(self.ctx.version or m.DEFAULT_VERSION)
+            self.mcp.idle = self._idle
         return self.mcp
 
     def _sdk_requester(self):
@@ -303,10 +304,26 @@ class Session(ToolTurns):
 
         wait = mcp_timeout()
 
-        def ask(body: dict) -> dict:
-            return self.request(body, wait)
+        def ask(
+            body: dict, timeout: float | None = None, idle: object = None, post: bool = False
+        ) -> dict:
+            if post:  # a notification the real CLI does not wait on (a cancellation)
+                self.req_counter += 1
+                rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
+                send({"type": "control_request", "request_id": rid, "request": body})
+                return {}
+            return self.request(body, wait if timeout is None else timeout)
 
         return ask
+
+    def _idle(self, seconds: float) -> bool:
+        """Read stdin for up to `seconds` while a stdio MCP server works (so an interrupt
+        ends a tool call, as in the real CLI); False when stdin has ended."""
+        line = TIMEOUT if self.eof else self.reader.readline(seconds)
+        while line is not TIMEOUT:  # every line already written, then back to the server
+            self.dispatch(line)
+            line = TIMEOUT if self.eof else self.reader.readline(0)
+        return not self.eof
 
     def _delivered(self, req: dict) -> tuple[dict[str, bool], dict | None]:
         """Apply the launch settings the initialize request delivers (delivery.py): (the

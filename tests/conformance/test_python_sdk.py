@@ -326,6 +326,118 @@ def test_stdio_mcp_server_is_the_fakes_child_and_ends_with_it(fake_factory):
     wait_for(lambda: not proctree.is_alive(server), "the MCP server to be gone")
 
 
+def test_an_sdk_mcp_tool_may_run_longer_than_mcp_timeout(fake_factory):
+    # MCP_TIMEOUT bounds a server's connection in the real CLI; a tool call has its own,
+    # MCP_TOOL_TIMEOUT (effectively infinite unless set). The fake failed every call that ran
+    # past MCP_TIMEOUT ("no answer within 0.5 s").
+    fake = fake_factory("ok:tool=mcp__slow__nap")
+
+    @sdk.tool("nap", "Take a short nap", {})
+    async def nap(args):
+        await anyio.sleep(1.5)
+        return {"content": [{"type": "text", "text": "rested"}]}
+
+    server = sdk.create_sdk_mcp_server(name="slow", tools=[nap])
+    opts = fake.options(
+        mcp_servers={"slow": server}, allowed_tools=["mcp__slow"], env={"MCP_TIMEOUT": "500"}
+    )
+    msgs, _ = query_then_mcp_status(opts, "rest a while")
+    (result,) = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+                 if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+    assert (result.content, result.is_error) == ("rested", False)
+    assert msgs[-1].subtype == "success"
+
+
+def test_an_interrupt_cancels_a_running_sdk_mcp_tool(fake_factory):
+    # interrupt() while an SDK MCP tool runs: as the real CLI's MCP client on its abort
+    # signal, the fake sends the server notifications/cancelled for the call, so the host's
+    # tool is cancelled. Before, the turn ended but the tool ran on in the host.
+    fake = fake_factory("ok:tool=mcp__slow__wait")
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    @sdk.tool("wait", "Wait for ever", {})
+    async def wait(args):
+        started.set()
+        try:
+            await anyio.Event().wait()
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+        return {"content": []}
+
+    server = sdk.create_sdk_mcp_server(name="slow", tools=[wait])
+    opts = fake.options(mcp_servers={"slow": server}, allowed_tools=["mcp__slow"])
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("wait for it")
+            await started.wait()
+            await client.interrupt()
+            msgs = [m async for m in client.receive_response()]
+            # While the client is open: its own teardown would cancel the tool too.
+            with anyio.fail_after(10):
+                await cancelled.wait()
+            return msgs
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "error_during_execution" and msgs[-1].is_error
+
+
+# A stdio MCP server whose one tool never answers; it logs every message it reads.
+NEVER_ANSWERING_SERVER = textwrap.dedent(
+    """
+    import json, sys
+    log = open(sys.argv[1], "a", buffering=1)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        log.write(line)
+        reply = {"jsonrpc": "2.0", "id": msg.get("id")}
+        if msg.get("method") == "initialize":
+            reply["result"] = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                               "serverInfo": {"name": "never", "version": "1"}}
+        elif msg.get("method") == "tools/list":
+            schema = {"type": "object", "properties": {}}
+            reply["result"] = {"tools": [{"name": "wait", "inputSchema": schema}]}
+        else:
+            continue  # tools/call: never answered; notifications: nothing to answer
+        sys.stdout.write(json.dumps(reply) + "\\n")
+        sys.stdout.flush()
+    """
+)
+
+
+def test_an_interrupt_ends_a_running_stdio_mcp_tool_and_cancels_it(fake_factory, tmp_path):
+    # interrupt() while a stdio MCP server's tool runs is answered at once and ends the turn,
+    # and the server gets notifications/cancelled for the call, as from the real CLI. The fake
+    # read no stdin while it waited for the server: interrupt() hung until the call timed out
+    # (MCP_TIMEOUT, 30 s), and the turn then went on as if never interrupted.
+    fake = fake_factory("ok:tool=mcp__never__wait")
+    script, log = tmp_path / "never.py", tmp_path / "never.log"
+    script.write_text(NEVER_ANSWERING_SERVER)
+    server = {"command": sys.executable, "args": [str(script), str(log)]}
+    opts = fake.options(mcp_servers={"never": server}, allowed_tools=["mcp__never"])
+
+    def said() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            await client.query("wait for it")
+            while not any(m.get("method") == "tools/call" for m in said()):
+                await anyio.sleep(0.02)
+            with anyio.fail_after(10):
+                await client.interrupt()
+                return [m async for m in client.receive_response()]
+
+    msgs = run_async(go)
+    assert msgs[-1].subtype == "error_during_execution" and msgs[-1].is_error
+    (call,) = [m for m in said() if m.get("method") == "tools/call"]
+    (cancel,) = [m for m in said() if m.get("method") == "notifications/cancelled"]
+    assert cancel["params"]["requestId"] == call["id"]
+    turns = wait_for(lambda: fake.records("turn"), "the turn's ledger line")
+    assert [(t["n"], t["interrupted"]) for t in turns] == [(1, True)]
+
+
 def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):
     fake = fake_factory("ok:tool=Bash")
 
