@@ -117,7 +117,13 @@ class McpClients:
     def _status(self, name: str) -> dict:
         if name in self.disabled:
             return {"status": "disabled"}
-        return self.status.get(name, {"status": "pending"})
+        status = self.status.get(name, {"status": "pending"})
+        process = self._processes.get(name)
+        if status.get("status") == "connected" and process is not None:
+            code = process.proc.poll()
+            if code is not None:  # its process died: the real CLI sees the transport close
+                return {"status": "failed", "error": f"server exited with code {code}"}
+        return status
 
     def add(
         self,
@@ -167,6 +173,19 @@ class McpClients:
         process = self._processes.pop(name, None)
         if process is not None:
             process.end()
+
+    def stop(self, name: str) -> None:
+        """Disconnect a stdio server (mcp_toggle off): its process is ended, its entry kept."""
+        process = self._processes.pop(name, None)
+        if process is not None:
+            process.end()
+        self.status[name] = {"status": "failed", "error": "disconnected"}
+
+    def needs_reconnect(self, name: str) -> bool:
+        """Not connected, or a stdio server whose process is gone (it died, or was stopped)."""
+        if self._status(name).get("status") != "connected":
+            return True
+        return self.kind(name) == "stdio" and name not in self._processes
 
     def connect(self, only: Collection[str] | None = None) -> None:
         """Handshake and tools/list with every server not connected yet (an SDK server whose

@@ -56,7 +56,7 @@ class ServerSets:
                 if clients.has(name) and clients.entry(name) == entry:
                     continue
                 clients.remove(name)  # another configuration under that name: replaced
-                self._start(clients, name, entry, ledger, timeout)
+                self.start(clients, name, entry, ledger, timeout)
                 added.append(name)
                 fresh_stdio.append(name)
             else:
@@ -70,9 +70,11 @@ class ServerSets:
                 errors[name] = error
         return {"added": added, "removed": removed, "errors": errors}
 
-    def _start(
+    def start(
         self, clients: McpClients, name: str, entry: dict, ledger: Any, timeout: float
     ) -> None:
+        """Start one stdio server (also mcp_reconnect's fresh start of one), ended when the
+        fake leaves in order."""
         if not self._exit_hook:  # before the first start, as start_configured does
             from fake_claude.lifecycle import at_exit
 

@@ -266,10 +266,16 @@ class Session(ToolTurns):
             name = str(req.get("serverName"))
             if self.mcp is None or not self.mcp.has(name):
                 send(m.control_error(rid, f"Server not found: {name}"))
+            elif sub == "mcp_toggle" and not req.get("enabled", True):
+                self.mcp.toggle(name, False)
+                if self.mcp.kind(name) == "stdio":
+                    self.mcp.stop(name)  # disconnected: the real CLI's stdio transport ends it
+                send(m.control_success(rid))
             else:
                 if sub == "mcp_toggle":
-                    self.mcp.toggle(name, bool(req.get("enabled", True)))
-                send(m.control_success(rid))
+                    self.mcp.toggle(name, True)
+                failed = self._reconnect(name)
+                send(m.control_error(rid, failed) if failed else m.control_success(rid))
         elif sub == "mcp_set_servers":
             wanted = req.get("servers")
             if not isinstance(wanted, dict):
@@ -277,11 +283,7 @@ class Session(ToolTurns):
             else:
                 from fake_claude.mcp import mcp_timeout
 
-                if self.server_sets is None:
-                    from fake_claude.mcp_set import ServerSets
-
-                    self.server_sets = ServerSets()
-                answer = self.server_sets.apply(
+                answer = self._server_sets().apply(
                     self._clients(), wanted, self._sdk_requester(), self.ctx.ledger, mcp_timeout()
                 )
                 send(m.control_success(rid, answer))
@@ -289,6 +291,31 @@ class Session(ToolTurns):
             send(m.control_error(rid, f"No task found with ID: {req.get('task_id')}"))  # none run
         else:
             send(m.control_error(rid, f"Unsupported control request subtype: {sub}"))
+
+    def _server_sets(self) -> ServerSets:
+        if self.server_sets is None:
+            from fake_claude.mcp_set import ServerSets
+
+            self.server_sets = ServerSets()
+        return self.server_sets
+
+    def _reconnect(self, name: str) -> str | None:
+        """mcp_reconnect, mcp_toggle on: a server that is not connected, or a stdio one whose
+        process is gone, is connected again (a stdio one started anew, as the real CLI's
+        reconnect does); the error if that fails."""
+        clients = self._clients()
+        if name in clients.disabled or not clients.needs_reconnect(name):
+            return None
+        entry = clients.entry(name)
+        if clients.kind(name) == "stdio" and entry is not None:
+            from fake_claude.mcp import mcp_timeout
+
+            clients.remove(name)  # ends what is left of it
+            self._server_sets().start(clients, name, entry, self.ctx.ledger, mcp_timeout())
+        elif clients.kind(name) == "sdk":
+            clients.status.pop(name, None)
+        clients.connect(only=[name])
+        return clients.error(name)
 
     def _clients(self) -> McpClients:
         if self.mcp is None:

@@ -438,6 +438,58 @@ def test_an_interrupt_ends_a_running_stdio_mcp_tool_and_cancels_it(fake_factory,
     assert [(t["n"], t["interrupted"]) for t in turns] == [(1, True)]
 
 
+def test_a_stdio_mcp_server_that_died_is_started_anew_by_reconnect(fake_factory):
+    # The SDK documents reconnect_mcp_server for a server get_mcp_status reads "failed", and
+    # toggle_mcp_server(False) as disconnecting it. The fake went on reading a dead server
+    # "connected", its reconnect did nothing (the next call failed: "server echo is gone"),
+    # and a server toggled off kept running.
+    fake = fake_factory("ok:tool=mcp__echo__pid")
+    server = {"command": sys.executable, "args": ["-m", "fake_claude.mcp_server"]}
+    opts = fake.options(mcp_servers={"echo": server}, allowed_tools=["mcp__echo"])
+
+    def server_pids() -> list[int]:
+        return [r["pid"] for r in fake.records("start") if r.get("role") == "mcp-server"]
+
+    async def pid_served(client) -> str:
+        await client.query("which process serves you")
+        msgs = [m async for m in client.receive_response()]
+        (result,) = [b for m in msgs if isinstance(m, sdk.UserMessage) for b in m.content
+                     if isinstance(b, sdk.ToolResultBlock)]  # fmt: skip
+        assert not result.is_error, result.content
+        return result.content
+
+    async def status(client) -> str:
+        (echo,) = (await client.get_mcp_status())["mcpServers"]
+        return echo["status"]
+
+    async def go():
+        async with sdk.ClaudeSDKClient(options=opts) as client:
+            first = int(await pid_served(client))
+            psutil.Process(first).kill()  # the fake's child, found through its ledger line
+            wait_for(lambda: not psutil.pid_exists(first) or is_zombie(first), "it to die")
+            assert await status(client) == "failed"
+            await client.reconnect_mcp_server("echo")
+            assert await status(client) == "connected"
+            second = int(await pid_served(client))
+            assert second != first and server_pids() == [first, second]
+            await client.toggle_mcp_server("echo", False)
+            assert await status(client) == "disabled"
+            wait_for(lambda: not psutil.pid_exists(second) or is_zombie(second), "it to end")
+            await client.toggle_mcp_server("echo", True)
+            assert await status(client) == "connected"
+            third = int(await pid_served(client))
+            assert server_pids() == [first, second, third]
+
+    run_async(go)
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_max_turns_ends_a_tool_turn_with_error_max_turns(fake_factory):
     fake = fake_factory("ok:tool=Bash")
 
