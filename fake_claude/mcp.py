@@ -102,7 +102,9 @@ class McpClients:
         self.status: dict[str, dict] = {}  # name -> {"status": ..., "error"?: ...}
         self.tools: dict[str, list[dict]] = {}  # name -> tools/list entries
         self.disabled: set[str] = set()  # turned off by mcp_toggle: no tools, status "disabled"
-        self.idle: Idle | None = None  # the session's stdin, read while a server works
+        # The session's stdin, read while a tool call runs (not in a handshake, which a control
+        # request may start: its answer must not wait on an interrupt read inside it).
+        self.idle: Idle | None = None
 
     def has(self, name: str) -> bool:
         return name in self._servers
@@ -253,7 +255,7 @@ class McpClients:
         params = {"name": tool, "arguments": arguments}
         call_id = self._next_id + 1  # the id _call gives it
         try:
-            result = self._call(server, "tools/call", params, tool_timeout())
+            result = self._call(server, "tools/call", params, tool_timeout(), self.idle)
         except McpError as exc:
             return str(exc), True
         except Exception:
@@ -269,10 +271,17 @@ class McpClients:
         return "\n".join(b["text"] for b in blocks), is_error
 
     # -- JSON-RPC over mcp_message ------------------------------------------------------------
-    def _call(self, server: str, method: str, params: dict, timeout: float | None = None) -> Any:
+    def _call(
+        self,
+        server: str,
+        method: str,
+        params: dict,
+        timeout: float | None = None,
+        idle: Idle | None = None,
+    ) -> Any:
         self._next_id += 1
         message = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params}
-        answer = self._send(server, message, timeout)
+        answer = self._send(server, message, timeout, idle)
         if "_error" in answer:
             raise McpError(f"{server}: {method}: {answer['_error']}")
         reply = answer.get("mcp_response")
@@ -297,14 +306,20 @@ class McpClients:
             pass
 
     def _send(
-        self, server: str, message: dict, timeout: float | None = None, *, post: bool = False
+        self,
+        server: str,
+        message: dict,
+        timeout: float | None = None,
+        idle: Idle | None = None,
+        *,
+        post: bool = False,
     ) -> dict:
         entry = self._servers.get(server)
         request = entry[0] if entry is not None else None
         if request is None:
             return {"_error": self.status.get(server, {}).get("error", "not started")}
         body = {"subtype": "mcp_message", "server_name": server, "message": message}
-        return request(body, timeout=timeout, idle=self.idle, post=post)
+        return request(body, timeout=timeout, idle=idle, post=post)
 
 
 def content_block(part: dict) -> dict:
