@@ -274,7 +274,11 @@ class Session(ToolTurns):
             else:
                 if sub == "mcp_toggle":
                     self.mcp.toggle(name, True)
-                failed = self._reconnect(name)
+                try:
+                    failed = self._reconnect(name)
+                except Interrupted:  # read while an SDK server's handshake waited: answer first
+                    send(m.control_error(rid, f"Reconnecting {name} was interrupted"))
+                    raise
                 send(m.control_error(rid, failed) if failed else m.control_success(rid))
         elif sub == "mcp_set_servers":
             wanted = req.get("servers")
