@@ -146,3 +146,39 @@ def node_driver(sdk: str, session: str, claude: Path, **extra: object) -> Driver
 def python_driver(script: str, claude: Path, **extra: object) -> Driver:
     cfg = {"claude": str(claude), **extra}
     return Driver([sys.executable, str(HERE / script), json.dumps(cfg)])
+
+
+# A stdio MCP server whose one tool, `wait`, never answers; it logs every message it reads.
+NEVER_ANSWERING_SERVER = """
+import json, sys
+log = open(sys.argv[1], "a", buffering=1)
+for line in sys.stdin:
+    msg = json.loads(line)
+    log.write(line)
+    reply = {"jsonrpc": "2.0", "id": msg.get("id")}
+    if msg.get("method") == "initialize":
+        reply["result"] = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                           "serverInfo": {"name": "never", "version": "1"}}
+    elif msg.get("method") == "tools/list":
+        schema = {"type": "object", "properties": {}}
+        reply["result"] = {"tools": [{"name": "wait", "inputSchema": schema}]}
+    else:
+        continue  # tools/call: never answered; notifications: nothing to answer
+    sys.stdout.write(json.dumps(reply) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def never_answering_server(folder: Path) -> tuple[dict, Callable[[], list[dict]]]:
+    """(its MCP config entry, said(): the messages it has read so far) for a server in
+    `folder` whose tool never answers."""
+    script, log = folder / "never_answering_server.py", folder / "never_answering_server.log"
+    script.write_text(NEVER_ANSWERING_SERVER, encoding="utf-8")
+
+    def said() -> list[dict]:
+        if not log.exists():
+            return []
+        whole = log.read_text(encoding="utf-8").split("\n")[:-1]  # not a line still written
+        return [json.loads(line) for line in whole]
+
+    return {"command": sys.executable, "args": [str(script), str(log)]}, said

@@ -23,7 +23,7 @@ sdk = pytest.importorskip(
 )
 anyio = pytest.importorskip("anyio", reason="anyio comes with claude-agent-sdk")
 
-from conformance_support import run_processes, wait_for  # noqa: E402
+from conformance_support import never_answering_server, run_processes, wait_for  # noqa: E402
 
 import proctree  # noqa: E402
 from fake_claude.ledger import read_ledger  # noqa: E402
@@ -383,42 +383,14 @@ def test_an_interrupt_cancels_a_running_sdk_mcp_tool(fake_factory):
     assert msgs[-1].subtype == "error_during_execution" and msgs[-1].is_error
 
 
-# A stdio MCP server whose one tool never answers; it logs every message it reads.
-NEVER_ANSWERING_SERVER = textwrap.dedent(
-    """
-    import json, sys
-    log = open(sys.argv[1], "a", buffering=1)
-    for line in sys.stdin:
-        msg = json.loads(line)
-        log.write(line)
-        reply = {"jsonrpc": "2.0", "id": msg.get("id")}
-        if msg.get("method") == "initialize":
-            reply["result"] = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
-                               "serverInfo": {"name": "never", "version": "1"}}
-        elif msg.get("method") == "tools/list":
-            schema = {"type": "object", "properties": {}}
-            reply["result"] = {"tools": [{"name": "wait", "inputSchema": schema}]}
-        else:
-            continue  # tools/call: never answered; notifications: nothing to answer
-        sys.stdout.write(json.dumps(reply) + "\\n")
-        sys.stdout.flush()
-    """
-)
-
-
 def test_an_interrupt_ends_a_running_stdio_mcp_tool_and_cancels_it(fake_factory, tmp_path):
     # interrupt() while a stdio MCP server's tool runs is answered at once and ends the turn,
     # and the server gets notifications/cancelled for the call, as from the real CLI. The fake
     # read no stdin while it waited for the server: interrupt() hung until the call timed out
     # (MCP_TIMEOUT, 30 s), and the turn then went on as if never interrupted.
     fake = fake_factory("ok:tool=mcp__never__wait")
-    script, log = tmp_path / "never.py", tmp_path / "never.log"
-    script.write_text(NEVER_ANSWERING_SERVER)
-    server = {"command": sys.executable, "args": [str(script), str(log)]}
+    server, said = never_answering_server(tmp_path)
     opts = fake.options(mcp_servers={"never": server}, allowed_tools=["mcp__never"])
-
-    def said() -> list[dict]:
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
     async def go():
         async with sdk.ClaudeSDKClient(options=opts) as client:

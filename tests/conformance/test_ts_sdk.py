@@ -8,7 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conformance_support import TS_NEW, TS_OLD, TS_SDKS, node_driver, read_ledger
+from conformance_support import (
+    TS_NEW,
+    TS_OLD,
+    TS_SDKS,
+    never_answering_server,
+    node_driver,
+    read_ledger,
+)
 
 import proctree
 from fake_claude.mcp_server import server_argv
@@ -291,6 +298,37 @@ def test_sdk_mcp_server_tool(sdk: str, make_fake: MakeFake) -> None:
     assert "sum=0" in json.dumps(results[0]["content"])
     (result,) = _of(res, "result")
     assert result["subtype"] == "success"
+
+
+@pytest.mark.parametrize("sdk", TS_SDKS)
+@pytest.mark.parametrize("kind", ["sdk", "stdio"])
+def test_an_interrupt_ends_a_running_mcp_tool_and_cancels_it(
+    sdk: str, kind: str, make_fake: MakeFake, tmp_path: Path
+) -> None:
+    # interrupt() while an MCP tool runs is answered at once, ends the turn, and the server is
+    # told (notifications/cancelled) to stop, as by the real CLI's MCP client: the driver's own
+    # tool sees its abort signal, a stdio server reads the notification. The fake read no stdin
+    # while a stdio server worked (the interrupt waited for MCP_TIMEOUT, 30 s, and the turn then
+    # went on), and only told the SDK to drop its mcp_message request.
+    shim, ledger = make_fake(f"ok:tool=mcp__{'slow' if kind == 'sdk' else 'never'}__wait")
+    extra: dict = {"sdkTool": True}
+    if kind == "stdio":
+        server, said = never_answering_server(tmp_path)
+        extra = {"options": {"mcpServers": {"never": server}, "allowedTools": ["mcp__never"]}}
+    res = node_driver(sdk, "tool-interrupt", shim, **extra).result()
+    _ok(res)
+    assert res["interrupt_ms"] < 10_000
+    (result,) = _of(res, "result")
+    assert result["subtype"] == "error_during_execution" and result["is_error"]
+    if kind == "sdk":
+        assert res["tool_aborted"] is True
+    else:
+        (call,) = [m for m in said() if m.get("method") == "tools/call"]
+        (cancel,) = [m for m in said() if m.get("method") == "notifications/cancelled"]
+        assert cancel["params"]["requestId"] == call["id"]
+    assert [e["interrupted"] for e in _events(ledger, "turn")] == [True]
+    # Its input then ended: the CLI exits 1 after an error result, which the SDK throws.
+    assert res.get("ended_with") in (None, "Claude Code process exited with code 1")
 
 
 CURRENT = TS_NEW  # the newest pinned SDK, whose delivery options the tests below set

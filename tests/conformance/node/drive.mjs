@@ -4,14 +4,14 @@
 //   node drive.mjs '<json config>'
 //   config: {sdk: "sdk-0.1.76"|"sdk-0.3.334", session: "plain"|"multi-interrupt"|
 //            "queued-prompts"|"tools"|"permission-request"|"hooks"|
-//            "partial"|"status"|"set-mode"|"mcp"|"exit-after-result"|"break-after-result"|
+//            "partial"|"status"|"set-mode"|"mcp"|"tool-interrupt"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
 //            claude: "/path/to/claude", prompt?: string,
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            outputFormat?: {type: "json_schema", schema: object},
 //            options?: object (more query() options, JSON: e.g. mcpServersDelivery),
 //            markerFile?: string, resume?: string, decision?: object, mode?: string,
-//            hookEvents?: string[]}
+//            hookEvents?: string[], sdkTool?: boolean}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
 // without ending the session, so only the SDK's own exit-time cleanup stands between the child
@@ -366,6 +366,54 @@ async function mcp() {
   await plain({ mcpServers: { calc: server }, allowedTools: ["mcp__calc__add"] });
 }
 
+async function toolInterrupt() {
+  // One turn whose tool never finishes: interrupt() once the tool use is seen (how long the
+  // answer took: interrupt_ms), then the input ends. With cfg.sdkTool the tool is the driver's
+  // own (an SDK MCP server's), which records whether its abort signal fired (tool_aborted);
+  // otherwise it is whatever cfg.options' mcpServers offer.
+  let extra = {};
+  if (cfg.sdkTool) {
+    const sdkModule = await import(cfg.sdk);
+    out.tool_aborted = false;
+    const wait = sdkModule.tool("wait", "Wait for ever", {}, (args, ctx) =>
+      new Promise((resolve) => {
+        ctx?.signal?.addEventListener("abort", () => {
+          out.tool_aborted = true;
+          resolve({ content: [] });
+        });
+      }),
+    );
+    const server = sdkModule.createSdkMcpServer({ name: "slow", tools: [wait] });
+    extra = { mcpServers: { slow: server }, allowedTools: ["mcp__slow__wait"] };
+  }
+  let done = () => {};
+  const finished = new Promise((resolve) => (done = resolve));
+  async function* input() {
+    yield userMessage(cfg.prompt ?? "wait for it");
+    await finished;
+  }
+  const q = query({ prompt: input(), options: { ...baseOptions, ...extra } });
+  try {
+    for await (const m of q) {
+      out.messages.push(summarise(m));
+      if (m.type === "assistant" && m.message.content.some((b) => b.type === "tool_use")) {
+        const asked = Date.now();
+        await q.interrupt();
+        out.interrupt_ms = Date.now() - asked;
+      }
+      if (m.type === "result") {
+        // Give a tool's abort a moment to land, then end the input (and so stdin).
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        done();
+      }
+    }
+  } catch (e) {
+    // The CLI exits 1 at stdin EOF when its last result was an error (the interrupted turn's).
+    if (!out.messages.some((m) => m.type === "result")) throw e;
+    out.ended_with = String(e?.message ?? e);
+  }
+}
+
 async function exitAfterResult() {
   const q = query({ prompt: cfg.prompt ?? "Say hello", options: { ...baseOptions } });
   for await (const m of q) {
@@ -385,6 +433,7 @@ const sessions = {
   status,
   "set-mode": setMode,
   mcp,
+  "tool-interrupt": toolInterrupt,
   "exit-after-result": exitAfterResult,
   "break-after-result": () => endAfterResult("break"),
   "abort-after-result": () => endAfterResult("abort"),
