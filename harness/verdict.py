@@ -34,10 +34,10 @@ FLOOR_BUCKETS = 20
 SAMPLES_PER_BUCKET = 3  # fewer buckets in a sparse run: a floor needs samples to be one
 # Above this squared correlation of sessions and live count the two cannot be told apart.
 MAX_COUNT_COLLINEARITY = 0.8
-# The slope judged is the estimate minus this many standard errors: a one-sided bound at >= 95%
-# for every fit judged (>= MIN_SLOPE_POINTS points: t(0.95, 7 dof) = 1.89). A fast run of 15
-# noisy samples measured 20 MB/100 sessions of churn with a standard error of 10; a long run's
-# error is small, so real growth still fails it.
+# The slope judged is the estimate minus this many standard errors (`_hc3_stderr`): a one-sided
+# bound at >= 95% for every fit judged (>= MIN_SLOPE_POINTS points: t(0.95, 7 dof) = 1.89). A
+# fast run of 15 noisy samples measured 20 MB/100 sessions of churn with a standard error of 10;
+# a long run's error is small, so real growth still fails it.
 LOWER_BOUND_STDERRS = 2.0
 
 
@@ -46,8 +46,31 @@ def least_squares_slope(xs: Sequence[float], ys: Sequence[float]) -> float | Non
     return None if fit is None else fit[0]
 
 
+def _hc3_stderr(
+    gains: Sequence[float], leverages: Sequence[float], residuals: Sequence[float]
+) -> float:
+    """The standard error of a least-squares coefficient that does not assume every sample
+    equally noisy (HC3, MacKinnon and White's heteroskedasticity-consistent estimator, the one
+    advised for small samples): the sum of (g_i e_i / (1 - h_i))^2, g_i being how much sample
+    i moves the coefficient per unit of y (row i of (X'X)^-1 X'), e_i its residual and h_i its
+    leverage.
+
+    Why not the textbook s^2 (X'X)^-1: the summed RSS of the live processes is not one level
+    plus even noise. Its spread depends on which processes are alive (the fault mix holds 150
+    MB in a few), and a sample at the window's edge with a few big processes in it both pulls
+    the line most and has the biggest residual. The textbook error, averaging the residuals
+    over every sample, called such a tilt growth: a fixed worker's 80-session window (26
+    samples, its last ones holding big observers) read 53 +- 15 MB/100 sessions at a constant
+    count, lower bound 22.7 > 16, a FAIL; HC3 puts its error at 25 (lower bound 2.3)."""
+    var = 0.0
+    for g, h, e in zip(gains, leverages, residuals, strict=True):
+        var += (g * e / max(1.0 - h, 1e-9)) ** 2
+    return math.sqrt(var)
+
+
 def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
-    """(slope, its standard error) of the least-squares line; None below 3 points."""
+    """(slope, its standard error: `_hc3_stderr`) of the least-squares line; None below 3
+    points."""
     n = len(xs)
     if n < 3:
         return None
@@ -56,8 +79,11 @@ def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] |
     if sxx <= 0:
         return None
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    ssr = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
-    return b, math.sqrt(ssr / (n - 2) / sxx)
+    dxs = [x - mx for x in xs]
+    residuals = [y - my - b * dx for dx, y in zip(dxs, ys, strict=True)]
+    gains = [dx / sxx for dx in dxs]
+    leverages = [1 / n + dx * dx / sxx for dx in dxs]
+    return b, _hc3_stderr(gains, leverages, residuals)
 
 
 def second_half(points: Sequence[Sequence[float]]) -> list[Sequence[float]]:
@@ -97,10 +123,14 @@ def slope_given_count(
     det = sxx * sll - sxl * sxl
     b = (sxy * sll - sly * sxl) / det
     c = (sly * sxx - sxy * sxl) / det
-    ssr = sum(
-        (y - my - b * (x - mx) - c * (v - ml)) ** 2 for x, v, y in zip(xs, ls, ys, strict=True)
-    )
-    return b, math.sqrt(ssr / (n - 3) * sll / det)
+    # (X'X)^-1 of the centred (x, l) is [[sll, -sxl], [-sxl, sxx]] / det.
+    centred = [(x - mx, v - ml) for x, v in zip(xs, ls, strict=True)]
+    residuals = [y - my - b * dx - c * dl for (dx, dl), y in zip(centred, ys, strict=True)]
+    gains = [(sll * dx - sxl * dl) / det for dx, dl in centred]
+    leverages = [
+        1 / n + (sll * dx * dx - 2 * sxl * dx * dl + sxx * dl * dl) / det for dx, dl in centred
+    ]
+    return b, _hc3_stderr(gains, leverages, residuals)
 
 
 def _floor_slope(

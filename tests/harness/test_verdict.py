@@ -207,3 +207,69 @@ def test_a_long_run_judges_growth_just_above_the_budget():
     pts = _fast_run(7, 25.0, proc_mb=(5, 40), samples=600, sessions_per_sample=0.5)
     slope = slope_per_100_sessions(pts)
     assert _judged(slope) == FAIL, slope
+
+
+# A fixed worker's samples (t s, sessions done, worker+descendants MB, live descendants): 80
+# sessions of a `soak --duration 2m` run under a memory-churning neighbour, replayed as a run of
+# their own (its 2nd half spans 61 sessions in 26 samples, so it is judged). Nothing grew: the
+# last samples hold bigger observers (the fault mix's memory holders, observers mid-turn).
+FIXED_WINDOW = [
+    (0.0, 506, 106.95, 4), (0.29, 506, 171.66, 8), (0.57, 507, 147.54, 5),
+    (0.83, 507, 147.54, 5), (1.09, 507, 121.71, 5), (1.37, 508, 122.68, 5),
+    (1.64, 510, 111.16, 5), (1.92, 512, 132.83, 6), (2.19, 513, 140.03, 5),
+    (2.45, 513, 140.03, 5), (2.7, 513, 120.8, 5), (2.95, 513, 120.8, 5),
+    (3.21, 513, 120.8, 5), (3.46, 513, 123.29, 5), (3.73, 513, 123.29, 5),
+    (3.98, 513, 123.29, 5), (4.25, 513, 123.29, 5), (4.51, 513, 123.3, 5),
+    (4.76, 515, 116.87, 5), (5.02, 516, 135.49, 6), (5.28, 517, 129.93, 7),
+    (5.54, 517, 117.85, 5), (5.79, 517, 117.85, 5), (6.06, 517, 123.44, 5),
+    (6.31, 519, 153.67, 8), (6.58, 523, 116.66, 5), (6.83, 529, 130.62, 6),
+    (7.11, 533, 166.8, 9), (7.37, 537, 158.86, 8), (7.63, 539, 134.27, 7),
+    (7.9, 541, 121.96, 5), (8.15, 543, 119.47, 5), (8.42, 545, 122.11, 5),
+    (8.68, 545, 121.93, 5), (8.94, 545, 121.93, 5), (9.2, 545, 136.41, 5),
+    (9.46, 546, 136.43, 5), (9.74, 546, 136.43, 5), (10.0, 548, 135.65, 6),
+    (10.26, 551, 147.92, 7), (10.52, 552, 135.59, 6), (10.78, 552, 123.32, 5),
+    (11.03, 553, 111.03, 4), (11.29, 556, 156.36, 5), (11.55, 559, 122.45, 5),
+    (11.8, 563, 120.15, 5), (12.06, 568, 128.67, 6), (12.33, 573, 150.83, 6),
+    (12.59, 579, 143.73, 6), (12.85, 580, 152.87, 6), (13.1, 584, 189.56, 6),
+]  # fmt: skip
+
+
+def test_a_fixed_workers_big_observers_at_the_edge_are_no_growth():
+    """This window FAILed at a constant live count, 53 +- 15 MB/100 sessions (lower bound
+    22.7 > 16), its floor too sparse to be judged: the error assumed every sample equally
+    noisy, while the last one, the fit's strongest lever, held the biggest observers."""
+    pts = [(t, done, mb * 1e6, float(live)) for t, done, mb, live in FIXED_WINDOW]
+    slope = slope_per_100_sessions(pts)
+    assert slope["method"] == "constant live count", slope
+    assert slopes_judged(slope["sessions_span"], slope["points"]), slope
+    assert slope["mb_per_100_sessions"] > 16.0, slope  # the point estimate alone would FAIL
+    assert _judged(slope) == PASS, slope
+
+
+def _edge_run(seed: int, leak_mb_per_100: float = 0.0) -> list:
+    """52 samples, 2.2 sessions apart (the 2nd half spans 55 sessions in 26 samples), 3-7
+    observers of 8-20 MB alive at each; in the last two a bigger one (+30-60 MB), as when a
+    memory-holding fake is among the last sessions driven."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(52):
+        done = i * 2.2
+        live = rng.randrange(3, 8)
+        mb = 50 + sum(rng.uniform(8, 20) for _ in range(live)) + leak_mb_per_100 * done / 100
+        if i >= 50:
+            mb += rng.uniform(30, 60)
+        out.append((i * 0.25, done, mb * 1e6, float(live)))
+    return out
+
+
+def test_big_processes_in_the_last_samples_are_no_growth():
+    """Measured before the fix: 14 of these 200 runs FAILed (0 with HC3 errors)."""
+    for seed in range(200):
+        slope = slope_per_100_sessions(_edge_run(seed))
+        assert slopes_judged(slope["sessions_span"], slope["points"]), slope
+        assert _judged(slope) == PASS, (seed, slope)
+
+
+def test_growth_beside_big_processes_in_the_last_samples_still_fails():
+    for seed in range(200):
+        assert _judged(slope_per_100_sessions(_edge_run(seed, 60.0))) == FAIL, seed
