@@ -12,7 +12,16 @@ from worker.store import Store
 
 def test_session_round_trip_stores_replies(fake_run: FakeRun, workers) -> None:
     worker: Worker = workers(fake_run.shim("ok"))
-    assert set(worker.info) == {"pid", "host", "port", "mode", "started", "containment"}
+    assert set(worker.info) == {
+        "pid",
+        "create_time",
+        "boot",
+        "host",
+        "port",
+        "mode",
+        "started",
+        "containment",
+    }
     # The same containment as /api/stats says (a harness's report carries it).
     assert worker.info["containment"]["mark"] == worker.stats()["containment"]["mark"]
     assert worker.info["mode"] == "fixed" and worker.info["host"] == "127.0.0.1"
