@@ -224,7 +224,8 @@ def slopes_text(rss: dict[str, Any]) -> str:
         points = min(total.get("points") or 0, worker.get("points") or 0)
         # Which of the two it was (verdict.slopes_judged): the run's figures say.
         if min_span is not None and span < min_span:
-            why = f"it spans {span:g} sessions, fewer than {min_span:g}"
+            why = (f"its 2nd half by time spans {span:g} sessions, fewer than {min_span:g} "
+                   "(--rss-min-span): run more sessions or a longer --duration")  # fmt: skip
         elif "points" in total and points < MIN_SLOPE_POINTS:
             why = f"{points} points, fewer than {MIN_SLOPE_POINTS}"
         else:
@@ -241,11 +242,14 @@ def latency_text(lat: dict[str, Any]) -> str:
     if not lat.get("n"):
         return "none measured (no session's processes were all gone)"
     figures = " ".join(f"{k} {lat.get(k)}" for k in ("p50", "p95", "p99", "max"))
+    counts = f"n={lat['n']}"
+    if lat.get("gone_by_end"):
+        counts += f", {lat['gone_by_end']} of them gone by their session's end"
     missing = lat.get("not_measured") or 0
     if missing:
-        return (f"{figures} (n={lat['n']}; {missing} more session(s) not measured: their "
+        return (f"{figures} ({counts}; {missing} more session(s) not measured: their "
                 "processes were not all seen gone while the run was judged)")  # fmt: skip
-    return f"{figures} (n={lat['n']})"
+    return f"{figures} ({counts})"
 
 
 def zombies_text(zombies: list[dict[str, Any]]) -> str:

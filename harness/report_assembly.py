@@ -52,9 +52,15 @@ def driven_samples(
 def _cleanup_latency(census: Census) -> dict[str, Any]:
     """Percentiles over the sessions whose processes were all gone while the run was judged;
     `not_measured`: the other sessions that ended (a process leaked or outlived the run, or
-    none was seen)."""
+    none was seen); `gone_by_end`: those measured whose processes were all gone by the time the
+    session ended (0 ms: the fixed worker ends an observer before its SessionEnd call returns),
+    so that a p50 of 0.0 reads as what it is, not as a missing figure."""
     latencies = census.session_latencies()
-    return {**_percentiles(latencies), "not_measured": census.ended_sessions() - len(latencies)}
+    return {
+        **_percentiles(latencies),
+        "not_measured": census.ended_sessions() - len(latencies),
+        "gone_by_end": sum(1 for x in latencies if x <= 0.0),
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:

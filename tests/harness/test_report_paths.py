@@ -485,7 +485,10 @@ def test_summaries_say_what_was_not_measured_instead_of_printing_none():
         "worker_slope": {"mb_per_100_sessions": 0.2, "sessions_span": 7},
     }
     text = slopes_text(short)
-    assert text == "RSS slope 2nd half: not judged (it spans 7 sessions, fewer than 50)"
+    assert text == (
+        "RSS slope 2nd half: not judged (its 2nd half by time spans 7 sessions, fewer than 50 "
+        "(--rss-min-span): run more sessions or a longer --duration)"
+    )
     # Long enough, too few points: says that, not 'it spans 60 sessions, fewer than 50, or ...'.
     sparse = {
         **short,
@@ -557,3 +560,15 @@ def test_slopes_are_judged_up_to_the_last_sessions_start_not_a_hung_ones_end():
     driven = driven_samples(samples, starts, drive_end=170.0, t_first=starts[0])
     assert driven[0].t == 100.0 and driven[-1].t <= starts[-1]
     assert driven[-1].sessions_done >= 95  # the 2nd half by time now spans sessions
+
+
+def test_a_latency_of_zero_says_the_processes_were_gone_by_the_sessions_end():
+    """The fixed worker ends an observer before its SessionEnd call returns: p50 0.0 read as
+    a figure not measured (a soak under stress, 2026-12-03)."""
+    from harness.report import latency_text
+
+    lat = {"n": 300, "p50": 0.0, "p95": 0.0, "p99": 12.5, "max": 40.1, "gone_by_end": 291}
+    assert latency_text(lat) == (
+        "p50 0.0 p95 0.0 p99 12.5 max 40.1 (n=300, 291 of them gone by their session's end)"
+    )
+    assert latency_text({**lat, "gone_by_end": 0}).endswith("(n=300)")
