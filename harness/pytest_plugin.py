@@ -382,11 +382,11 @@ class LeakCheckPlugin:
         blamed: list[Leak] = []
         doubtful = False
         for leak in leaks:
-            thread = LingeringThreads.forked_by(suspects, leak.pid)
+            thread, certain = LingeringThreads.forked_by(suspects, leak.pid)
             if leak.owner == label and thread is not None:
                 by = f"{thread.owner}, by the thread {thread.name!r} it left running"
                 leak = dataclasses.replace(leak, owner=by)
-            doubtful = doubtful or leak.owner == label
+            doubtful = doubtful or (leak.owner == label and not certain)
             blamed.append(leak)
         return blamed, suspects if doubtful else []
 

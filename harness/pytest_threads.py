@@ -71,22 +71,56 @@ class LingeringThreads:
                 lt.thread.join(left)
 
     @staticmethod
-    def forked_by(suspects: list[Lingering], pid: int) -> Lingering | None:
-        """Which of these threads forked `pid`, where the kernel says (Linux, both alive)."""
+    def forked_by(suspects: list[Lingering], pid: int) -> tuple[Lingering | None, bool]:
+        """Which of these threads forked `pid`, or the pytest child it descends from, where the
+        kernel says (Linux, both alive); and whether the kernel rules them all out: that child
+        is listed under none of them while every one of them still runs (a thread that ended
+        had its children moved to another thread of pytest, so only live ones can be cleared).
+        A forkserver's child is never cleared: any thread may have asked for it; nor is any
+        child of a pytest that adopts orphans (a subreaper, or pid 1): the kernel lists an
+        orphan it adopted under its first live thread, whoever forked it."""
         # A block on sys.platform, as mypy reads it: proctree._linux is checked for Linux only.
         if sys.platform == "linux":
-            from proctree._linux import thread_child_pids  # here: the plugin imports cheaply
+            # here: the plugin imports cheaply
+            from proctree._linux import is_subreaper, thread_child_pids
 
             me = os.getpid()
+            top = _pytests_child(pid, me)
+            if top is None:
+                return None, False
+            adopts = me == 1 or is_subreaper()
             for lt in suspects:
                 tid = lt.thread.native_id
-                if tid is None or not lt.thread.is_alive():
-                    continue
                 try:
-                    if pid in thread_child_pids(me, tid):
-                        return lt
+                    if tid is not None and top in thread_child_pids(me, tid):
+                        return (lt, True) if lt.thread.is_alive() else (None, False)
                 except (OSError, ValueError):
-                    continue
+                    pass
+            # Read first, then checked alive: a thread alive now was alive at its reading.
+            return None, not adopts and all(lt.thread.is_alive() for lt in suspects)
+        return None, False
+
+
+def _pytests_child(pid: int, me: int) -> int | None:
+    """The child of pytest (pid `me`) that `pid` is or descends from, through live processes
+    none of which is a lifetime helper; None where the chain is broken (an orphan) or passes a
+    helper (a forkserver forks for whichever thread asks it)."""
+    import psutil
+
+    from harness.leak_procs import names_a_helper, shown_cmdline
+
+    try:
+        proc = psutil.Process(pid)
+        while True:
+            if names_a_helper(shown_cmdline(proc)):
+                return None
+            ppid = proc.ppid()
+            if ppid == me:
+                return proc.pid
+            if ppid <= 1:
+                return None
+            proc = psutil.Process(ppid)
+    except psutil.Error:
         return None
 
 

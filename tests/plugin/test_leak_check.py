@@ -757,6 +757,84 @@ def test_a_process_a_lingering_thread_started(
     assert wait_until_gone(marker) == []
 
 
+# test_a leaves a thread running (a kept Pool's handlers, asyncio's waitpid thread); test_b's
+# own main thread then starts a child, which starts a grandchild.
+LINGERING_THREAD_INNOCENT = """
+import threading
+done = threading.Event()
+
+def test_a_leaves_a_thread():
+    threading.Thread(target=done.wait, args=(60,), name="idle").start()
+
+def test_b_leaks_itself():
+    code = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(600)"
+    cmd = [sys.executable, "-c", SLEEP, "600", MARKER]
+    proc = subprocess.Popen([sys.executable, "-c", code, *cmd])
+    (OUT / "child.pid").write_text(str(proc.pid))
+
+def test_c_ends_it():
+    done.set()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread children: Linux")
+def test_a_lingering_thread_the_kernel_rules_out_casts_no_doubt(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """The kernel says which thread forked pytest's child: not the thread an earlier test left
+    running, so the leak is this test's. It was reported "with this test's token" and "may be"
+    the idle thread's (every leak after a kept Pool's or an asyncio child's test read so)."""
+    out = write_tests(pytester, marker, LINGERING_THREAD_INNOCENT)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=3, errors=1)
+    section = teardown_errors(result.stdout.str())["test_b_leaks_itself"]
+    assert str(pid_of(out, "child")) in section, section
+    assert "(2 started by this test, 0 by earlier tests or fixtures)" in section, section
+    assert "threads left running" not in section, section
+    assert wait_until_gone(marker) == []
+
+
+# A lingering thread's child starts a grandchild: both are put on the test that left the thread.
+LINGERING_THREAD_GRANDCHILD = """
+import threading
+done = threading.Event()
+
+def spawner():
+    wait_for(OUT / "go")
+    code = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(600)"
+    cmd = [sys.executable, "-c", SLEEP, "600", MARKER]
+    proc = subprocess.Popen([sys.executable, "-c", code, *cmd])
+    (OUT / "child.pid").write_text(str(proc.pid))
+    done.wait(60)
+
+def test_a_leaves_a_thread():
+    threading.Thread(target=spawner, name="spawner").start()
+
+def test_b_innocent():
+    (OUT / "go").write_text("")
+    wait_for(OUT / "child.pid")
+
+def test_c_ends_it():
+    done.set()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread children: Linux")
+def test_a_lingering_threads_grandchild_is_put_on_its_test(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """The kernel names the thread that forked pytest's child; that child's own child was put
+    on the innocent test (only the leak's own pid was looked for among the thread's children)."""
+    out = write_tests(pytester, marker, LINGERING_THREAD_GRANDCHILD)
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=3, errors=1)
+    section = teardown_errors(result.stdout.str())["test_b_innocent"]
+    assert str(pid_of(out, "child")) in section, section
+    assert "(0 started by this test, 2 by earlier tests or fixtures)" in section, section
+    assert "threads left running" not in section, section
+    assert wait_until_gone(marker) == []
+
+
 # A module fixture's thread spawns during a later test: it is the fixture's, not the first
 # test's (whose window its setup fell in), and no test "left it running".
 FIXTURE_THREAD = """
