@@ -320,10 +320,11 @@ class LeakTracker:
                 vanished = len(self._newborn_owners(listed))
         return leaks, zombies, vanished
 
-    def _newborn_owners(self, listed: Collection[int]) -> set[int]:
-        """The ended owners of processes born since `listed`: a look that found nothing may have
-        fallen between two pids of a lineage that forks and exits (one gone before it was read,
-        the next born after the listing)."""
+    def _newborn_owners(self, listed: Collection[int], since: float = 0.0) -> set[int]:
+        """The ended owners of processes born since `listed` (and since `since`, a create_time):
+        a look that found nothing may have fallen between two pids of a lineage that forks and
+        exits (one gone before it was read, the next born after the listing). A lifetime helper
+        (a resource tracker the test started) is no such newborn."""
         import proctree
 
         found: set[int] = set()
@@ -333,10 +334,12 @@ class LeakTracker:
                 owner = self.attribution.owner_by_token(proc.pid, proctree.create_time(proc))
             if owner is None or not self._state.owners[owner].ended:
                 return False
+            if names_a_helper(shown_cmdline(proc)):
+                return False
             found.add(owner)
             return True
 
-        proctree.born_since(listed, 0.0, ours)
+        proctree.born_since(listed, since, ours)
         return found
 
     def wait_for_leaks(
@@ -413,7 +416,11 @@ class LeakTracker:
         if collected:  # one that forked before it exited lives on: the gc did not end it
             # Any process of theirs but the leaks themselves: on a loaded machine the fork
             # may have come before a listing taken here, and only its parent's exit after.
-            reborn = self._newborn_owners(handles.keys())
+            # Not a listing: every other process but the leaks would be "born since" (the
+            # test's resource tracker, a process it let outlive it): only what was born after
+            # the oldest of them can be a fork of theirs.
+            oldest = min(leak.create_time for leak in collected)
+            reborn = self._newborn_owners(handles.keys(), since=oldest)
             collected = [leak for leak in collected if leak.number not in reborn]
         held = held_by_live_objects(running)
         # A held process's own children are its business (execnet's proxy gateway is the child

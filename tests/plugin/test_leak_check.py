@@ -442,6 +442,35 @@ def test_a_leak_that_only_the_garbage_collector_ends_is_named_so(
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="multiprocessing's resource tracker: POSIX")
+def test_the_gc_note_holds_beside_a_helper_the_test_started(
+    pytester: pytest.Pytester, marker: str
+) -> None:
+    """Any live process with the test's token but the leaks was taken for a leak's fork that
+    outlived it, and the note dropped: a spawn Pool in a cycle (its resource tracker, started by
+    the test, runs on) was said to be killed by leak-check, not ended by the gc."""
+    write_tests(
+        pytester,
+        marker,
+        CYCLE_OWNER
+        + textwrap.dedent(
+            """
+            import multiprocessing
+
+            def test_a_cycle():
+                multiprocessing.get_context("spawn").Lock()  # starts the resource tracker
+                Owner("cycle")
+            """
+        ),
+    )
+    result = pytester.runpytest_subprocess("--leak-check", *INNER_ARGS)
+    result.assert_outcomes(passed=1, errors=1)
+    section = teardown_errors(result.stdout.str())["test_a_cycle"]
+    cycle = pid_of(pytester.path / "out", "cycle")
+    assert f"1 of them ({cycle}) ended only when leak-check ran gc.collect()" in section, section
+    assert wait_until_gone(marker) == []
+
+
 def test_a_leak_found_at_session_end_that_only_the_garbage_collector_ends_is_named_so(
     pytester: pytest.Pytester, marker: str
 ) -> None:
