@@ -393,20 +393,29 @@ class LeakTracker:
         import proctree
 
         handles: dict[int, psutil.Process] = {}
-        for leak in leaks:
-            try:
-                proc = psutil.Process(leak.pid)
-                if same_time(proctree.create_time(proc), leak.create_time):
-                    handles[leak.pid] = proc
-            except psutil.Error:
-                continue
-        if not handles:
-            return [], {}
-        # Only what this process owns can end when its objects are collected: its children
-        # (a Popen's, a pexpect spawn's) and their trees. An orphan that ended meanwhile (a
-        # lineage that forks and exits, under its old pid) did not end by the gc.
-        tree = descendants(self.root)
-        gc.collect()
+        # The automatic collector is off until our own collection: run in between (at any
+        # allocation), it ended such leaks before the tree was read, and the note that the gc
+        # ended them was lost (a spawn Pool in a reference cycle).
+        automatic = gc.isenabled()
+        gc.disable()
+        try:
+            for leak in leaks:
+                try:
+                    proc = psutil.Process(leak.pid)
+                    if same_time(proctree.create_time(proc), leak.create_time):
+                        handles[leak.pid] = proc
+                except psutil.Error:
+                    continue
+            if not handles:
+                return [], {}
+            # Only what this process owns can end when its objects are collected: its children
+            # (a Popen's, a pexpect spawn's) and their trees. An orphan that ended meanwhile (a
+            # lineage that forks and exits, under its old pid) did not end by the gc.
+            tree = descendants(self.root)
+            gc.collect()
+        finally:
+            if automatic:
+                gc.enable()
         running = {proc.pid for proc in wait_ended(list(handles.values()), timeout)}
         collected = [
             leak
