@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -846,32 +848,7 @@ def turn(msg):
 serve(on_turn=turn)
 """
 
-# 29) At its first turn it stops its worker (SIGSTOP) and the worker's guardian, and leaves a
-# grandchild (a session of its own, SIGTERM ignored): nobody of the worker's can end anything.
-CASES["stops-worker"] = r"""
-record("main")
-def turn(msg):
-    answer_turn(msg)
-    if noted("worker-stopped"):
-        return
-    if os.fork() == 0:
-        os.setsid()
-        record("stubborn")
-        nap()
-    worker = os.getppid()
-    for task in os.listdir(f"/proc/{{worker}}/task"):
-        for kid in open(f"/proc/{{worker}}/task/{{task}}/children").read().split():
-            try:
-                if "proctree.guardian" in open(f"/proc/{{kid}}/cmdline").read():
-                    os.kill(int(kid), signal.SIGSTOP)
-            except OSError:
-                pass
-    record("worker-stopped")
-    os.kill(worker, signal.SIGSTOP)
-serve(on_turn=turn)
-"""
-
-# 30) At its first turn it leaves a grandchild (a session of its own, SIGTERM ignored) that
+# 29) At its first turn it leaves a grandchild (a session of its own, SIGTERM ignored) that
 # takes the worker's listening socket (pidfd_getfd, Linux 5.6+) and accepts connections on it,
 # never answering: the worker's clients meet it in the worker's stead.
 CASES["api-thief"] = r"""
@@ -920,7 +897,7 @@ def turn(msg):
 serve(on_turn=turn)
 """
 
-# 31) At its first turn it leaves a grandchild (SIGTERM ignored) that attaches to the observer
+# 30) At its first turn it leaves a grandchild (SIGTERM ignored) that attaches to the observer
 # as a debugger would (PTRACE_SEIZE) and swallows every signal it is told of but SIGKILL: the
 # observer cannot be stopped by SIGTERM, and its exit is reported to the tracer first.
 CASES["tracer"] = r"""
@@ -953,7 +930,7 @@ def turn(msg):
 serve(on_turn=turn)
 """
 
-# 32) Answers initialize first with a reply of the wrong shape (a list, not an object), then
+# 31) Answers initialize first with a reply of the wrong shape (a list, not an object), then
 # rightly; answers each turn with fields of other types than the CLI's (valid JSON all).
 CASES["odd-shapes"] = r"""
 record("main")
@@ -969,7 +946,7 @@ for msg in messages():
              "session_id": 7}})
 """
 
-# 33) At its first turn it opens the write end of its worker's guardian's pipe again (as
+# 32) At its first turn it opens the write end of its worker's guardian's pipe again (as
 # lifeline-thief) and writes an order into it: `group PGID CREATE_TIME` naming the process
 # `decoy.txt` beside the pid file names (a group of its own, not the worker's).
 CASES["lifeline-forger"] = (
@@ -990,3 +967,45 @@ def turn(msg):
 serve(on_turn=turn)
 """
 )
+
+
+@contextmanager
+def decoy(hostile: Hostile | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A process nobody of the run started (an empty environment, a session of its own), killed
+    after; with `hostile`, its identity in `decoy.txt` beside the pid file, for a hostile that
+    names it (a forged row or order)."""
+    import proctree
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfor _ in range(300): time.sleep(1)"],
+        env={},
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        if hostile is not None:
+            ident = proctree.identify(proc.pid)
+            assert ident is not None
+            (hostile.pidfile.parent / "decoy.txt").write_text(f"{ident.pid} {ident.create_time!r}")
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def wait_guardian_listed(hostile: Hostile, deadline: float) -> None:
+    """Until every process of the hostile is older than two of the guardian's listings of the
+    worker's tree: what was born within one listing of the worker's death is not in it
+    (proctree README), so a kill -9 of the worker waits for this."""
+    import proctree
+    from proctree._guardian import CHILDREN_POLL_S
+
+    def listed() -> bool:
+        now = proctree.now()
+        return all(
+            now - proctree.create_time(p) > 2 * CHILDREN_POLL_S for p, _ in hostile.processes()
+        )
+
+    from workerkit import wait_until
+
+    wait_until(listed, deadline, "the guardian to have listed them")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from hostile import ROOT_CASES as ROOT_ESCAPES
-from hostile import Hostile, case_params
+from hostile import Hostile, case_params, decoy
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux subreaper semantics")
 
@@ -171,26 +171,13 @@ def test_census_counts_no_process_on_the_workers_word_alone(tmp_path, hostiles) 
     the registry's word: counted it, named it leaked (a FAIL) and SIGKILLed it in its sweep.
     Now a process the target names is the run's only if it descends from the worker (or the
     harness that adopts the run's orphans)."""
-    import proctree
 
-    decoy = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfor _ in range(300): time.sleep(1)"],
-        env={},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        hostile = hostiles("forged-row")
-        ident = proctree.identify(decoy.pid)
-        assert ident is not None
-        (hostile.pidfile.parent / "decoy.txt").write_text(f"{ident.pid} {ident.create_time!r}")
+    hostile = hostiles("forged-row")
+    with decoy(hostile) as other:
         code, report = soak_cli(tmp_path, hostile, "fixed", sessions="1", prompts="1")
         assert "forged" in hostile.roles(), report["reasons"]  # the row was written
-        assert decoy.poll() is None, "the harness killed a process that is not the run's"
+        assert other.poll() is None, "the harness killed a process that is not the run's"
         leaked = {int(e["pid"]) for e in report["leaked"]}
-        assert decoy.pid not in leaked, report["leaked"]
+        assert other.pid not in leaked, report["leaked"]
         assert code == 0 and report["verdict"] == "PASS", report["reasons"]
         wait_none_alive(hostile)
-    finally:
-        decoy.kill()
-        decoy.wait(timeout=30)

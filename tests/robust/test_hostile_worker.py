@@ -4,13 +4,12 @@ worker neither hangs nor crashes, and nothing any hostile child started is left 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import time
 
 import psutil
 import pytest
-from hostile import ROOT_CASES, Hostile, case_params, runs_on
+from hostile import ROOT_CASES, Hostile, case_params, decoy, runs_on, wait_guardian_listed
 from workerkit import Worker, wait_until
 
 import proctree
@@ -98,18 +97,9 @@ def ends_everything(
 ) -> Worker:
     worker = workers(hostile.path, flags=FLAGS, env=env)
     # A process with an empty environment that the worker did not start: never its to end.
-    decoy = subprocess.Popen(
-        [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"],
-        env={},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with decoy() as other:
         check_session(case, roles, hostile, worker)
-        assert decoy.poll() is None, "the worker ended a process it did not start"
-    finally:
-        decoy.kill()
-        decoy.wait(timeout=30)
+        assert other.poll() is None, "the worker ended a process it did not start"
     return worker
 
 
@@ -403,18 +393,7 @@ def test_kill9_of_the_worker_leaves_nothing_root_made(case: str, hostiles, worke
     sid = worker.new_session(content_id)
     worker.prompt(sid, content_id, "fix the bug")
     wait_until(lambda: roles <= hostile.roles(), SESSION_DEADLINE, f"roles {sorted(roles)}")
-    # The guardian lists the worker's tree every CHILDREN_POLL_S: what was born within one
-    # listing of the worker's death is not in it (proctree README), so the kill waits until
-    # every process is older than two listings.
-    from proctree._guardian import CHILDREN_POLL_S
-
-    def listed() -> bool:
-        now = proctree.now()
-        return all(
-            now - proctree.create_time(p) > 2 * CHILDREN_POLL_S for p, _ in hostile.processes()
-        )
-
-    wait_until(listed, SESSION_DEADLINE, "the guardian to have listed them")
+    wait_guardian_listed(hostile, SESSION_DEADLINE)
     worker.kill9()
     assert_all_gone(hostile, f"{case} after kill -9 of the worker")
 
@@ -434,15 +413,7 @@ def test_kill9_ends_a_tree_that_holds_the_guardians_pipe(cells: str, hostiles, w
     assert {"main", "thief"} <= hostile.roles(), hostile.roles()  # else it proved nothing
     guardian = worker.stats()["containment"]["guardian"]
     guardian_id = proctree.ProcId(guardian["pid"], guardian["create_time"])
-    from proctree._guardian import CHILDREN_POLL_S
-
-    def listed() -> bool:
-        now = proctree.now()
-        return all(
-            now - proctree.create_time(p) > 2 * CHILDREN_POLL_S for p, _ in hostile.processes()
-        )
-
-    wait_until(listed, SESSION_DEADLINE, "the guardian to have listed them")
+    wait_guardian_listed(hostile, SESSION_DEADLINE)
     worker.kill9()
     assert_all_gone(hostile, "lifeline-thief after kill -9 of the worker")
     assert not proctree.wait_gone([guardian_id], GONE_DEADLINE), "the guardian did not exit"
@@ -458,16 +429,7 @@ def test_a_forged_order_to_the_guardian_ends_nothing_not_the_workers(hostiles, w
     hostile = hostiles("lifeline-forger")
     worker = workers(hostile.path, flags=FLAGS)
     # Started after the worker (the guardian considers nothing older), a group of its own.
-    decoy = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfor _ in range(300): time.sleep(1)"],
-        env={},
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        ident = proctree.identify(decoy.pid)
-        assert ident is not None
-        (hostile.pidfile.parent / "decoy.txt").write_text(f"{ident.pid} {ident.create_time!r}")
+    with decoy(hostile) as other:
         sid = worker.new_session("robust-lifeline-forger")
         worker.prompt(sid, "robust-lifeline-forger", "fix the bug")
         wait_until(lambda: hostile.roles() & {"forged", "no-pipe"}, SESSION_DEADLINE, "forger")
@@ -477,10 +439,7 @@ def test_a_forged_order_to_the_guardian_ends_nothing_not_the_workers(hostiles, w
         worker.kill9()
         assert_all_gone(hostile, "lifeline-forger after kill -9 of the worker")
         assert not proctree.wait_gone([guardian_id], GONE_DEADLINE), "the guardian did not exit"
-        assert decoy.poll() is None, "the guardian killed a process group the worker never made"
-    finally:
-        decoy.kill()
-        decoy.wait(timeout=30)
+        assert other.poll() is None, "the guardian killed a process group the worker never made"
 
 
 def test_replies_of_other_shapes_than_the_clis_fail_no_turn(hostiles, workers) -> None:
