@@ -7,7 +7,8 @@ end: one that exits just before the end, noticed gone by a later sample, did not
 Each process is tied to a session by the worker's own layout when it has one (13.x runs an
 observer in `observer-sessions/<sessionDbId>`), otherwise to the sessions that were running when it
 was first seen; it is judged against the latest end among those, so a process is never timed
-from the end of a session it may not belong to.
+from the end of a session it may not belong to. One first seen while no session ran belongs to a
+session that had ended: it is judged against the latest end before it appeared.
 """
 
 from __future__ import annotations
@@ -159,8 +160,14 @@ class ReapTracker:
             for w in self.windows.values()
             if w.start - self.interval <= t and (w.end is None or t <= w.end + self.interval)
         ]
-        if not cands or any(w.end is None for w in cands):
+        if any(w.end is None for w in cands):
             return None
+        if not cands:
+            # Started when no session ran: after its own ended (a slot-limited observer that a
+            # worker starts only once another idles out, as 10.6.3 does after the workload).
+            # Timed from the latest end before it appeared, so its age is never overstated.
+            ended = [w.end for w in self.windows.values() if w.end is not None and w.end < t]
+            return max(ended) if ended else None
         return max(w.end for w in cands if w.end is not None)
 
     def report(self, grace: float = 5.0) -> dict:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import proctree
 from harness.targets.claude_mem_reap import ReapTracker
 
 DEADLINE_S = 30.0
@@ -26,6 +27,14 @@ def _wait_seen(tracker: ReapTracker, n: int) -> None:
         tracker.sample()
         time.sleep(0.05)
     assert len(tracker.seen) == n
+
+
+def _wait_past(moment: float) -> None:
+    """Until the harness clock has passed `moment` (a few ms here)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while proctree.now() <= moment and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proctree.now() > moment
 
 
 def test_outliving_process_is_timed_and_prompt_one_is_not() -> None:
@@ -109,3 +118,54 @@ def test_a_counted_process_is_named_in_the_report() -> None:
     assert named["pid"] == proc.pid and token in named["cmdline"]
     # Seen before the end, and alive after it (rounded to ms: maybe 0.0).
     assert named["first_seen_s"] <= 0 <= named["last_seen_s"] and named["gone_s"] is None
+
+
+def test_a_process_started_after_every_session_ended_is_counted() -> None:
+    """10.6.3 runs 2 observers at a time, and its SessionEnd hook never posts: a session that
+    waited for a slot gets its observer only when another idles out, after the workload. Such a
+    process was first seen while no session ran and was left out of every figure (alive > grace
+    25 / 100 prompts where 50 were alive past the grace, time-to-reap max 180 s, not 360 s)."""
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    # No thread: the samples below are the only looks. A short interval: a process first seen
+    # within one interval of a session's end is taken as that session's.
+    tracker = ReapTracker(token, interval=0.01)
+    for key in ("s1", "s2"):
+        tracker.session_started(key)
+    tracker.session_ended("s1")
+    tracker.session_ended("s2")
+    last_end = tracker.windows["s2"].end
+    assert last_end is not None
+    _wait_past(last_end + tracker.interval)
+    proc = _spawn(token)  # after both ended, and out of their reach
+    try:
+        _wait_seen(tracker, 1)
+        alive = tracker.report(grace=0.0)
+        proc.communicate(b"")
+        tracker.sample()
+        gone = tracker.report(grace=0.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert alive["outlived_session"] == 1 and alive["not_reaped"] == 1, alive
+    assert gone["reaped"] == 1 and gone["not_reaped"] == 0 and gone["past_grace"] == 1, gone
+    # Timed from the latest session end, which precedes its start: a lower bound, never more.
+    [named] = gone["outlived"]
+    assert named["first_seen_s"] > 0
+    assert gone["time_to_reap_s"]["max"] >= named["first_seen_s"]
+
+
+def test_a_process_seen_before_any_session_is_not_counted() -> None:
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    tracker = ReapTracker(token, interval=0.01)
+    proc = _spawn(token)
+    try:
+        _wait_seen(tracker, 1)
+        _wait_past(max(r.first_seen for r in tracker.seen.values()) + tracker.interval)
+        tracker.session_started("s")
+        tracker.session_ended("s")
+        report = tracker.report()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert report["outlived_session"] == 0, report
