@@ -213,6 +213,7 @@ def summarize(
         "worker_exit_before_stop": (extra or {}).get("worker_exit_before_stop"),
         "isolation": (extra or {}).get("isolation"),
         "isolation_note": (extra or {}).get("isolation_note"),
+        "hook_flow": (extra or {}).get("hook_flow"),
         "reasons": report.get("reasons", []),
         "harness_errors": [e for e in report.get("harness_errors", []) if e][:3],
     }
@@ -257,6 +258,8 @@ def markdown_table(rows: list[dict], meta: dict) -> str:
     for r in rows:
         if r.get("refused"):
             lines.append(f"- {r['target']}: not run: {r['refused']}")
+        if r.get("hook_flow"):  # what its hooks post: "no session end" explains a lot
+            lines.append(f"- {r['target']}: hooks driven as: {r['hook_flow']}")
         if r.get("isolation") == "pid-namespace" or r.get("isolation_note"):
             note = f" ({r['isolation_note']})" if r.get("isolation_note") else ""
             lines.append(f"- {r['target']}: isolation: {r.get('isolation')}{note}")

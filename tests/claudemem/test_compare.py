@@ -130,3 +130,6 @@ def test_two_builds_of_one_version_get_a_row_and_a_report_each(tmp_path: Path) -
         assert report["completed"] == 1
     table = (tmp_path / "compare.md").read_text()
     assert f"| claude-mem {VERSION_13} (npm) |" in table
+    # Which calls its hooks make (10.6.3's: no session end) is said beside the figures.
+    assert rows[0]["hook_flow"] == "single init, session-end"
+    assert f"- claude-mem {VERSION_13} (npm): hooks driven as: single init, session-end" in table
