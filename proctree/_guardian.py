@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,10 @@ END_ROUNDS = 5
 CHILDREN_POLL_S = 0.25
 # Adoptees named by pid in the log line of one look (the rest are counted).
 ADOPTED_NAMED = 10
+# The largest pid any of our platforms gives (Linux's PID_MAX_LIMIT; macOS's is 99,998): a
+# `group` order beyond it is not the daemon's (killpg raised OverflowError on one, and the
+# guardian ended nothing).
+PGID_MAX = 2**22
 
 
 class Guardian:
@@ -274,11 +280,14 @@ def _kill_our_groups(groups: dict[int, float], mark: str | None, token: str | No
     create_time), or any live member carrying our mark/token. Group membership outlasts every
     single pid of a lineage that forks and exits in it; one member found is enough."""
     for pgid, leader_ct in groups.items():
-        if is_alive(ProcId(pgid, leader_ct)) or (
-            (mark or token)
-            and group_member(pgid, leader_ct, lambda p: carries(p, mark=mark, token=token))
-        ):
-            _platform.kill_group(pgid)
+        try:
+            if is_alive(ProcId(pgid, leader_ct)) or (
+                (mark or token)
+                and group_member(pgid, leader_ct, lambda p: carries(p, mark=mark, token=token))
+            ):
+                _platform.kill_group(pgid)
+        except (OSError, ValueError, OverflowError) as exc:  # one bad entry stops no other
+            _say(f"could not end group {pgid}: {exc}")
 
 
 class _DaemonChildren:
@@ -400,28 +409,43 @@ def run(stream: Any) -> int:
     watched = daemon or conf.get("watch")
     watched_id = None if watched is None else ProcId(int(watched[0]), float(watched[1]))
 
-    def read_orders() -> None:
-        for line in stream:
-            parts = line.split()
-            if len(parts) != 3:
-                continue
+    def take(line: str) -> None:
+        parts = line.split()
+        if len(parts) != 3:
+            return
+        try:
+            order, pgid, leader_ct = parts[0], int(parts[1]), float(parts[2])
+        except ValueError:
+            return  # not the daemon's (it writes only well-formed lines)
+        if not (1 < pgid <= PGID_MAX and math.isfinite(leader_ct)):
+            return  # no process group could have it (killpg would raise on some)
+        if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), watched_id):
+            _say(
+                f"ignored `group {pgid}`: its leader is not the daemon's child (another process "
+                "wrote into this pipe)"
+            )
+            return
+        with lock:
+            if order == "group":
+                groups[pgid] = leader_ct
+            elif order == "ungroup" and groups.get(pgid) == leader_ct:
+                del groups[pgid]
+
+    def read_orders() -> bool:
+        """Take orders until EOF (True); False if the pipe can no longer be read, which is no
+        EOF: the daemon may live on, and only its death may end its trees."""
+        while True:
             try:
-                order, pgid, leader_ct = parts[0], int(parts[1]), float(parts[2])
-            except ValueError:
-                continue  # not the daemon's (it writes only well-formed lines)
-            if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), watched_id):
-                print(
-                    f"proctree guardian: ignored `group {pgid}`: its leader is not the daemon's "
-                    "child (another process wrote into this pipe)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-            with lock:
-                if order == "group":
-                    groups[pgid] = leader_ct
-                elif order == "ungroup" and groups.get(pgid) == leader_ct:
-                    del groups[pgid]
+                line = stream.readline()
+            except (OSError, ValueError) as exc:
+                _say(f"the lifeline cannot be read ({exc}); the daemon's life alone decides now")
+                return False
+            if not line:
+                return True
+            try:
+                take(line)
+            except Exception as exc:  # one odd line ends neither the read nor the daemon's trees
+                _say(f"ignored a line it could not take ({type(exc).__name__}: {exc})")
 
     held_open = False
     if watched is None:
@@ -465,42 +489,61 @@ def _daemons_child(leader: ProcId, daemon: ProcId | None) -> bool:
         return False
 
 
-def _until_eof_or_death(read_orders: Callable[[], None], daemon: ProcId) -> bool:
-    """Run read_orders (to the pipe's EOF) in a thread; return once it is done or the daemon
-    has died: True if the daemon died with the pipe still open.
+def _until_eof_or_death(read_orders: Callable[[], bool], daemon: ProcId) -> bool:
+    """Run read_orders (to the pipe's EOF) in a thread; return once it has read EOF or the
+    daemon has died: True if the daemon died with the reading thread still blocked (the pipe
+    held open).
 
     EOF alone is not enough: another process of the daemon's uid can open the daemon's write
     end again through /proc/<pid>/fd (or take it with pidfd_getfd) and hold it, and then EOF
     never comes when the daemon dies (an observer's grandchild that did so lived on after
-    kill -9 of the worker, and so did the guardian)."""
+    kill -9 of the worker, and so did the guardian). Nor does the reader's end without EOF (the
+    pipe could not be read) end anything while the daemon lives."""
     done = threading.Event()
+    eof: list[bool] = []
 
     def reader() -> None:
         try:
-            read_orders()
+            eof.append(read_orders())
         finally:
             done.set()
 
+    def at_eof() -> bool:
+        return done.is_set() and bool(eof) and eof[0]
+
     threading.Thread(target=reader, name="orders", daemon=True).start()
-    while not done.wait(CHILDREN_POLL_S):
-        if not is_alive(daemon):
-            if done.wait(0.5):  # its EOF, read a moment late
-                return False
-            print(
-                f"proctree guardian: the daemon (pid {daemon.pid}) died, but its end of this "
-                "pipe is still held open by another process; ending its trees all the same",
-                file=sys.stderr,
-                flush=True,
-            )
-            return not done.is_set()
-    return False
+    while True:
+        if done.is_set():
+            time.sleep(CHILDREN_POLL_S)  # the read broke off: a poll of the daemon's life alone
+        else:
+            done.wait(CHILDREN_POLL_S)
+        if at_eof():
+            return False
+        if is_alive(daemon):
+            continue
+        if not done.is_set() and done.wait(0.5) and at_eof():
+            return False  # its EOF, read a moment late
+        if done.is_set():
+            return False  # nothing is blocked reading any more
+        _say(
+            f"the daemon (pid {daemon.pid}) died, but its end of this pipe is still held open "
+            "by another process; ending its trees all the same"
+        )
+        return True
+
+
+def _say(text: str) -> None:
+    """A line in the daemon's log (the guardian's stderr is the daemon's)."""
+    print(f"proctree guardian: {text}", file=sys.stderr, flush=True)
 
 
 USAGE = """usage: python -m proctree.guardian [DAEMON_PID]  (started by a daemon, not by hand)
 
 It reads its orders on stdin from the daemon that started it (proctree.start_guardian): a
-JSON header {"mark", "token", "since"}, then `group PGID CREATE_TIME` lines. When stdin
-closes (the daemon died), it ends those groups and every process carrying the mark or token.
+JSON header {"mark", "token", "since", "daemon", "cgroup", "watch"}, then `group PGID
+CREATE_TIME` lines (taken only while that leader is the daemon's child). When stdin closes or
+the daemon it watches dies, it ends those groups, the daemon's cells and every process carrying
+the mark or token.
 """
 
 
@@ -512,4 +555,8 @@ def main(argv: list[str] | None = None) -> int:
         # A person at a terminal, not a daemon's pipe: say what this is instead of waiting.
         print(USAGE, file=sys.stderr, end="")
         return 0 if args in (["-h"], ["--help"]) else 2
+    # Bytes that are no UTF-8 (another writer's) are replaced, not a UnicodeDecodeError that
+    # ends the read.
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
     return run(sys.stdin)

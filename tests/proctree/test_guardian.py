@@ -245,3 +245,38 @@ def test_a_guardian_that_stopped_reading_never_blocks_its_daemon() -> None:
     finally:
         guardian.discard()
     assert guardian.popen.returncode is not None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"\xff\xfe not UTF-8\n",  # a UnicodeDecodeError in the reading thread
+        b"group -5 1.0\n",  # psutil's ValueError on a negative pid
+        b"group 99999999999999999999 1.0\n",  # killpg's OverflowError at the end
+        b"group 7 nan\n",
+    ],
+    ids=["not-utf8", "negative", "huge", "nan"],
+)
+def test_a_line_not_the_daemons_ends_nothing_early_and_stops_nothing_at_the_end(
+    run: Runner, monkeypatch: pytest.MonkeyPatch, line: bytes
+) -> None:
+    """Another process of the daemon's uid can open the guardian's pipe again and write into
+    it. Such a line ended the reading thread, which the guardian took for the daemon's death:
+    it ended the live daemon's trees at once (or, a huge pgid, raised at the end and ended
+    nothing). Now it is passed over: an order after it is still taken (the unwatch spares its
+    tree), and the close ends the rest."""
+    # Strict decoding, as under an ordinary UTF-8 locale (C.UTF-8 would escape the bytes).
+    monkeypatch.setenv("PYTHONIOENCODING", "utf-8:strict")
+    guardian = proctree.start_guardian(run.mark)
+    try:
+        kept = run.start(mark=None, children=1)
+        dropped = run.start(mark=None, children=1)
+        assert guardian.watch(kept.containment) and guardian.watch(dropped.containment)
+        stdin = guardian.popen.stdin
+        assert stdin is not None
+        os.write(stdin.fileno(), line)
+        assert guardian.unwatch(dropped.containment)  # read after the odd line: taken
+    finally:
+        assert guardian.close() == 0
+    assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended at the close
+    assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched after it: spared
