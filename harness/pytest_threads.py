@@ -89,15 +89,18 @@ class LingeringThreads:
             if top is None:
                 return None, False
             adopts = me == 1 or is_subreaper()
+            read_all = True  # a thread whose children could not be read is not ruled out
             for lt in suspects:
                 tid = lt.thread.native_id
                 try:
                     if tid is not None and top in thread_child_pids(me, tid):
                         return (lt, True) if lt.thread.is_alive() else (None, False)
                 except (OSError, ValueError):
-                    pass
+                    read_all = False
+                read_all = read_all and tid is not None
             # Read first, then checked alive: a thread alive now was alive at its reading.
-            return None, not adopts and all(lt.thread.is_alive() for lt in suspects)
+            certain = read_all and not adopts and all(lt.thread.is_alive() for lt in suspects)
+            return None, certain
         return None, False
 
 
