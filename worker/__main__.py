@@ -41,11 +41,11 @@ SETTINGS: list[tuple[str, type, str]] = [
 
 STATUS_HELP = (
     "say whether a worker serves the data dir (exit 0) and what it holds; exit 3 if none runs, "
-    "1 if it runs but does not answer"
+    "1 if it runs but does not answer, 4 if its worker.json cannot be read"
 )
 STOP_HELP = (
     "stop the worker serving the data dir as SIGTERM would (its observers ended first); exit 0 "
-    "once it is gone or if none ran"
+    "once it is gone or if none ran, 4 if its worker.json cannot be read"
 )
 
 

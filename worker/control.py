@@ -18,9 +18,10 @@ from typing import Any
 
 import proctree
 
-# Exit codes as LSB init scripts' `status`: 0 running, 3 not running; 1 running but not
-# answering its API (or, for `stop`, not stopped within --timeout).
-RUNNING, NOT_ANSWERING, NOT_RUNNING = 0, 1, 3
+# Exit codes as LSB init scripts' `status`: 0 running, 3 not running, 4 unknown (a worker.json
+# that cannot be read: its worker may run); 1 running but not answering its API (or, for
+# `stop`, not stopped within --timeout).
+RUNNING, NOT_ANSWERING, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
 HTTP_TIMEOUT_S = 5.0
 
 
@@ -36,7 +37,15 @@ class Found:
         return f"http://{self.info['host']}:{self.info['port']}"
 
 
-def find(data_dir: Path) -> Found | str:
+@dataclass(frozen=True)
+class NotFound:
+    """Why no worker can be spoken to, and the exit code that says so."""
+
+    reason: str
+    code: int
+
+
+def find(data_dir: Path) -> Found | NotFound:
     """The worker of `data_dir`, or why there is none to speak of."""
     path = data_dir / "worker.json"
     try:
@@ -44,9 +53,14 @@ def find(data_dir: Path) -> Found | str:
         pid, created = int(info["pid"]), float(info["create_time"])
         str(info["host"]), int(info["port"])
     except FileNotFoundError:
-        return f"no worker is running for {data_dir} (no worker.json there)"
+        return NotFound(f"no worker is running for {data_dir} (no worker.json there)", NOT_RUNNING)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"{path} cannot be read as a worker's: {exc}"
+        # A worker may run (one from before create_time was written, say): not "none runs".
+        return NotFound(
+            f"{path} cannot be read as a worker's ({type(exc).__name__}: {exc}): whether a "
+            "worker runs is unknown",
+            UNKNOWN,
+        )
     ident = proctree.recorded(pid, created, info.get("boot"))
     if ident is not None and not proctree.is_alive(ident):
         ident = None
@@ -79,9 +93,9 @@ def _tally(counts: object) -> str:
 
 def status(data_dir: Path) -> int:
     found = find(data_dir)
-    if isinstance(found, str):
-        print(found)
-        return NOT_RUNNING
+    if isinstance(found, NotFound):
+        print(found.reason)
+        return found.code
     pid = found.info["pid"]
     if found.ident is None:
         print(
@@ -111,12 +125,11 @@ def status(data_dir: Path) -> int:
 
 def stop(data_dir: Path, timeout: float, kill: bool) -> int:
     found = find(data_dir)
-    if isinstance(found, str) or found.ident is None:
-        print(
-            found
-            if isinstance(found, str)
-            else f"no worker is running for {data_dir}: nothing to stop"
-        )
+    if isinstance(found, NotFound):
+        print(found.reason, file=sys.stderr if found.code == UNKNOWN else sys.stdout)
+        return 0 if found.code == NOT_RUNNING else found.code
+    if found.ident is None:
+        print(f"no worker is running for {data_dir}: nothing to stop")
         return 0
     ident = found.ident
     try:
@@ -138,6 +151,12 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
         if not proctree.wait_gone([ident], HTTP_TIMEOUT_S):
             print(f"worker pid {ident.pid} did not stop within {timeout:g} s: killed (SIGKILL)")
             return 0
+        print(
+            f"worker pid {ident.pid} still runs {HTTP_TIMEOUT_S:g} s after SIGKILL (stuck in the "
+            "kernel?)",
+            file=sys.stderr,
+        )
+        return NOT_ANSWERING
     print(
         f"worker pid {ident.pid} is still running after {timeout:g} s; `--kill` ends it "
         "(a fixed worker's observers end with it)",

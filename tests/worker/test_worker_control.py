@@ -50,9 +50,8 @@ def test_status_then_stop_ends_the_worker_and_its_observers(fake_run: FakeRun, w
     down = control("status", "--data-dir", str(worker.data_dir))
     assert down.returncode == 3, down
     again = control("stop", "--data-dir", str(worker.data_dir))
-    assert (
-        again.returncode == 0 and "nothing to stop" in again.stdout or "no worker" in again.stdout
-    )
+    # worker.json is gone with the worker's clean exit: nothing to stop, and that is no error.
+    assert again.returncode == 0 and "no worker is running" in again.stdout, again
 
 
 def test_a_reused_pid_is_neither_reported_nor_signalled(tmp_path: Path) -> None:
@@ -84,11 +83,21 @@ def test_a_reused_pid_is_neither_reported_nor_signalled(tmp_path: Path) -> None:
         other.wait(timeout=DEADLINE)
 
 
-def test_unreadable_worker_json_is_said(tmp_path: Path) -> None:
-    (tmp_path / "worker.json").write_text("{not json", encoding="utf-8")
+@pytest.mark.parametrize(
+    "text",
+    ['{"pid": 1, "host": "127.0.0.1", "port": 1}', "{not json"],
+    ids=["no-create-time", "not-json"],
+)
+def test_unreadable_worker_json_is_unknown_not_stopped(tmp_path: Path, text: str) -> None:
+    """A worker.json that cannot be read (an older worker's, without create_time): its worker
+    may well run. `stop` said it had nothing to stop and exited 0, `status` said none ran."""
+    (tmp_path / "worker.json").write_text(text, encoding="utf-8")
     status = control("status", "--data-dir", str(tmp_path))
-    assert status.returncode == 3, status
-    assert "cannot be read as a worker's" in status.stdout
+    assert status.returncode == 4, status
+    assert "cannot be read as a worker's" in status.stdout and "unknown" in status.stdout
+    stop = control("stop", "--data-dir", str(tmp_path))
+    assert stop.returncode == 4, stop
+    assert "cannot be read as a worker's" in stop.stderr
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
