@@ -395,8 +395,9 @@ def test_an_interrupt_ends_a_running_stdio_mcp_tool_and_cancels_it(fake_factory,
     async def go():
         async with sdk.ClaudeSDKClient(options=opts) as client:
             await client.query("wait for it")
-            while not any(m.get("method") == "tools/call" for m in said()):
-                await anyio.sleep(0.02)
+            with anyio.fail_after(60):  # the tool call reaches the server, or the test fails
+                while not any(m.get("method") == "tools/call" for m in said()):
+                    await anyio.sleep(0.02)
             with anyio.fail_after(10):
                 await client.interrupt()
                 return [m async for m in client.receive_response()]
