@@ -108,11 +108,10 @@ class ReapTracker:
             rec = self.seen.get(key)
             if rec is not None:
                 rec.last_seen = before
+                if not rec.cwd:  # unreadable at first sight: a later look may tie it to a session
+                    rec.cwd = _cwd(proc)
                 continue
-            try:
-                cwd = proc.cwd()
-            except (psutil.Error, OSError):
-                cwd = ""
+            cwd = _cwd(proc)
             with self._lock:
                 self.seen[key] = _Seen(info["pid"], create_time, before, before, cmdline[:8], cwd)
         with self._lock:
@@ -230,6 +229,23 @@ def _described(rec: _Seen, end: float) -> dict:
         "last_seen_s": since_end(rec.last_seen),
         "gone_s": since_end(rec.gone_at),
     }
+
+
+def _cwd(proc: psutil.Process) -> str:
+    """Where it runs ("" if unreadable). A process whose leader thread exited while others run
+    on (headless) reads as a zombie through the leader: its cwd is read through a live thread."""
+    try:
+        return proc.cwd()
+    except psutil.ZombieProcess:
+        view = proctree.running_view(proc)
+        if view is None:
+            return ""
+        try:
+            return view.cwd()
+        except (psutil.Error, OSError):
+            return ""
+    except (psutil.Error, OSError):
+        return ""
 
 
 def _still_running(pid: int, create_time: float) -> bool:

@@ -6,6 +6,10 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import psutil
+import pytest
 
 import proctree
 from harness.targets.claude_mem_reap import ReapTracker
@@ -169,3 +173,42 @@ def test_a_process_seen_before_any_session_is_not_counted() -> None:
         proc.kill()
         proc.wait()
     assert report["outlived_session"] == 0, report
+
+
+# Its main thread exits while another thread runs on: the leader reads as a zombie (claude-mem
+# observers built on such runtimes, the fake's `headless` scenario). argv[1]: the run token.
+HEADLESS = """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(600,)).start()
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a zombie leader with live threads: Linux")
+def test_a_headless_observer_is_tied_to_its_session_by_its_cwd(tmp_path: Path) -> None:
+    """Its cwd read through the leader fails as a zombie's: the observer in
+    `observer-sessions/<sessionDbId>` was tied to no session, its leak reported under '-'."""
+    token = "--fake-claude-run-id=" + secrets.token_hex(6)
+    cwd = tmp_path / "observer-sessions" / "7"
+    cwd.mkdir(parents=True)
+    tracker = ReapTracker(token)  # no thread: the samples below are the only looks
+    tracker.session_started("s")
+    tracker.session_db_id("s", 7)
+    proc = subprocess.Popen([sys.executable, "-c", HEADLESS, token], cwd=cwd)
+    try:
+        ps = psutil.Process(proc.pid)
+        deadline = time.monotonic() + DEADLINE_S
+        # First seen only once headless: the case where the leader's cwd cannot be read.
+        while not (ps.status() == psutil.STATUS_ZOMBIE and ps.num_threads() == 2):
+            assert time.monotonic() < deadline, "the main thread did not exit"
+            time.sleep(0.01)
+        _wait_seen(tracker, 1)
+        owned = tracker.processes_of("s")
+        tracker.session_ended("s")
+        report = tracker.report()  # it runs on past the end of its session
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [p.pid for p in owned] == [proc.pid], tracker.seen
+    # Timed from its own session's end, not left out as unattributable.
+    assert report["not_reaped"] == 1 and report["outlived"][0]["pid"] == proc.pid, report
