@@ -187,6 +187,11 @@ class Census:
         # Fake `claude` mains that got as far as their ledger's start line: none in a run whose
         # sessions completed means the worker never got one running, so nothing was tested.
         self.claude_starts = 0
+        # Of those, the ones told --strict-mcp-config (the user's MCP servers left unloaded, as
+        # claude-mem 13.x does), and the stdio MCP servers the fakes started: with --mcp-servers,
+        # none started means no MCP server's leak was tested.
+        self.strict_mcp_starts = 0
+        self.mcp_server_starts = 0
         self.judging = True  # escape/leak judgement stops once the worker is being stopped
         # When it stopped (proctree.now()): what exits after it, the harness's own cleanup or the
         # worker's shutdown ended, not the worker's ending of a finished session.
@@ -438,6 +443,11 @@ class Census:
             ts = float(raw_ts) + shift if raw_ts else proctree.now()
             if kind == "start" and ev.get("role") == "main":
                 self.claude_starts += 1
+                argv = ev.get("argv")
+                if isinstance(argv, list) and "--strict-mcp-config" in argv:
+                    self.strict_mcp_starts += 1
+            if kind == "start" and ev.get("role") == "mcp-server":
+                self.mcp_server_starts += 1
             if kind == "hop":
                 # A new pid of a lineage that forks and exits (the fake's `hop`): the process
                 # it forked from is the lineage so far, so it is of the same session and kind.

@@ -239,6 +239,7 @@ def build_report(
                 grace_warning(config),
                 starts_warning(starts, run.completed),
                 messages_warning(messages, config.claude),
+                mcp_warning(config, census),
             )
             if w
         ],
@@ -255,6 +256,9 @@ def build_report(
         "escaped": escaped,
         "processes_seen": census.total_procs,
         "claude_starts": starts,
+        # Of the fake's starts, those told --strict-mcp-config; and the MCP servers they started.
+        "strict_mcp_starts": census.strict_mcp_starts if config.claude is None else None,
+        "mcp_server_starts": census.mcp_server_starts if config.claude is None else None,
         "peak_descendants": census.peak_descendants,
         "descendants_baseline": baseline,
         "descendants_end": descendants_end,
@@ -341,6 +345,30 @@ def starts_warning(claude_starts: int | None, completed: int) -> str | None:
         f"{completed - claude_starts} session(s) never ran one, so their cleanup was not tested "
         f"(their work still queued? a pool of observers kept full by live ones, as claude-mem "
         f"13.x's 2 slots; see the worker log)"
+    )
+
+
+def mcp_warning(config: SoakConfig, census: Census) -> str | None:
+    """--mcp-servers asked for, but no fake started an MCP server: no MCP server's leak was tested.
+
+    The servers stand in for the user's own MCP config, which a claude told --strict-mcp-config
+    (claude-mem 13.x) never loads; a PASS would otherwise read as if their ending were tested."""
+    if not config.mcp_servers or config.claude is not None or census.mcp_server_starts:
+        return None
+    starts, strict = census.claude_starts, census.strict_mcp_starts
+    if not starts:
+        return None  # no claude started at all: the verdict's ERROR says so
+    asked = f"--mcp-servers {config.mcp_servers} was asked for, but no MCP server was started"
+    if strict:
+        return (
+            f"{asked}: the worker started claude with --strict-mcp-config in {strict} of its "
+            f"{starts} start(s) (claude-mem 13.x does: its own MCP config only), which keeps the "
+            f"user's MCP servers from loading, so no MCP server's leak was tested"
+        )
+    return (
+        f"{asked} by any of the {starts} claude start(s), though none was given "
+        f"--strict-mcp-config, so no MCP server's leak was tested (see the ledger's start lines "
+        f"and the worker log)"
     )
 
 

@@ -184,3 +184,27 @@ def test_soak_passes_claude_mem_settings_to_the_worker(tmp_path: Path) -> None:
     homes = list(report.glob("work*/claude-mem-home/.claude-mem/settings.json"))
     assert len(homes) == 1, (sorted(str(p) for p in report.rglob("*"))[:40], proc.stdout)
     assert json.loads(homes[0].read_text())["CLAUDE_MEM_MAX_CONCURRENT_AGENTS"] == "7"
+
+
+def test_soak_with_mcp_servers_says_13x_started_none(tmp_path: Path) -> None:
+    """13.x starts claude with --strict-mcp-config: the user's MCP servers that --mcp-servers
+    configures never start, so no MCP server's leak is tested; the report was silent on it."""
+    require_cached(VERSION_13)
+    report = tmp_path / "report"
+    env = {**os.environ, "LEAKPROOF_CLAUDE_MEM": VERSION_13}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "soak", "--target", "claude-mem", "--sessions", "1"]
+        + ["--prompts", "1", "--mcp-servers", "1", "--progress", "none", "--no-plot"]
+        + ["--report", str(report)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # a verdict, not a usage error
+    data = json.loads((report / "report.json").read_text())
+    assert data["claude_starts"] >= 1 and data["mcp_server_starts"] == 0, data["warnings"]
+    assert data["strict_mcp_starts"] == data["claude_starts"]
+    [warning] = [w for w in data["warnings"] if w.startswith("--mcp-servers 1 was asked for")]
+    assert "--strict-mcp-config in" in warning
+    assert f"warning: {warning}" in proc.stdout  # the printed summary says it too
