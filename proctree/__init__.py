@@ -59,6 +59,7 @@ from ._platform import (
     exec_problem,
     is_subreaper,
     pdeathsig_method,
+    send_cont,
     send_kill,
     send_term,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "recorded",
     "running_view",
     "scan",
+    "send_cont",
     "send_kill",
     "send_term",
     "spawn_options",

@@ -156,6 +156,14 @@ def send_stop(pid_id: ProcId) -> bool:
     return _send_posix(pid_id, signal.SIGSTOP)
 
 
+def send_cont(pid_id: ProcId) -> bool:
+    """POSIX: resume a stopped process: a signal sent to it meanwhile (SIGTERM) is acted on
+    only once it runs again (Windows: no)."""
+    if sys.platform == "win32":
+        return False
+    return _send_posix(pid_id, signal.SIGCONT)
+
+
 def group_pids(group: Group) -> list[int]:
     """POSIX: the pids in process group `group` now (one getpgid per process)."""
     if sys.platform == "win32" or not isinstance(group, int):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psutil
 import pytest
+from proctree_helpers import wait_for
 
 import proctree
 from proctree import _platform
@@ -78,3 +80,18 @@ def test_kernel_without_pidfd_falls_back_and_still_verifies(popens, monkeypatch)
     assert p.poll() is None
     assert _platform.send_kill(real)
     assert p.wait(timeout=30) == -9
+
+
+@posix_only
+def test_send_cont_resumes_only_the_verified_process(popens) -> None:
+    """`worker stop` resumes a SIGSTOPped worker after its SIGTERM: by identity, as the rest."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    popens.append(p)
+    real = proctree.identify(p.pid)
+    assert real is not None and proctree.stop(real)
+    proc = psutil.Process(p.pid)
+    wait_for(lambda: proc.status() == psutil.STATUS_STOPPED, what="the child stopped")
+    assert not proctree.send_cont(proctree.ProcId(p.pid, real.create_time + 2.0))
+    assert proc.status() == psutil.STATUS_STOPPED
+    assert proctree.send_cont(real)
+    wait_for(lambda: proc.status() != psutil.STATUS_STOPPED, what="the child resumed")
