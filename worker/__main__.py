@@ -40,12 +40,14 @@ SETTINGS: list[tuple[str, type, str]] = [
 ]  # fmt: skip
 
 STATUS_HELP = (
-    "say whether a worker serves the data dir (exit 0) and what it holds; exit 3 if none runs, "
-    "1 if it runs but does not answer, 4 if its worker.json cannot be read"
+    "say whether a worker serves the data dir (exit 0) and what it holds; exit 3 if none runs "
+    "(or worker.json names a process of another user than the file's), 1 if it runs but does "
+    "not answer (or is stopped by SIGSTOP), 4 if its worker.json cannot be read"
 )
 STOP_HELP = (
-    "stop the worker serving the data dir as SIGTERM would (its observers ended first); exit 0 "
-    "once it is gone or if none ran, 4 if its worker.json cannot be read"
+    "stop the worker serving the data dir as SIGTERM would (its observers ended first; one "
+    "stopped by SIGSTOP is sent SIGCONT after the SIGTERM); exit 0 once it is gone or if none "
+    "ran, 1 if it still runs, 4 if its worker.json cannot be read"
 )
 
 

@@ -4,11 +4,17 @@ The worker is found by its `worker.json` (pid, create_time and boot, so that a p
 by another program is never taken for it, nor signalled), and spoken to over its HTTP API:
 `stop` asks `POST /api/admin/shutdown`, so the worker ends its observers as on SIGTERM, and
 falls back to SIGTERM (POSIX) only when the API does not answer.
+
+POSIX: the process worker.json names must run as the user who owns the file (the worker writes
+it as itself). Run as root against another user's data dir, a file naming any process it likes
+(root's own) would otherwise have root report and signal that process. A worker stopped by
+SIGSTOP answers nothing: both say so at once, and `stop` follows its SIGTERM with a SIGCONT.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -16,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 import proctree
 
-# Exit codes as LSB init scripts' `status`: 0 running, 3 not running, 4 unknown (a worker.json
-# that cannot be read: its worker may run); 1 running but not answering its API (or, for
-# `stop`, not stopped within --timeout).
+# Exit codes as LSB init scripts' `status`: 0 running, 3 not running (also: worker.json names a
+# process that is not the worker that wrote it), 4 unknown (a worker.json that cannot be read:
+# its worker may run); 1 running but not answering its API (stopped by SIGSTOP, say) or, for
+# `stop`, not stopped within --timeout.
 RUNNING, NOT_ANSWERING, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
 HTTP_TIMEOUT_S = 5.0
 
@@ -49,7 +58,10 @@ def find(data_dir: Path) -> Found | NotFound:
     """The worker of `data_dir`, or why there is none to speak of."""
     path = data_dir / "worker.json"
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as file:
+            # The owner of the file read, not of whatever holds the name a moment later.
+            owner = os.fstat(file.fileno()).st_uid
+            info = json.loads(file.read())
         pid, created = int(info["pid"]), float(info["create_time"])
         str(info["host"]), int(info["port"])
     except FileNotFoundError:
@@ -64,7 +76,82 @@ def find(data_dir: Path) -> Found | NotFound:
     ident = proctree.recorded(pid, created, info.get("boot"))
     if ident is not None and not proctree.is_alive(ident):
         ident = None
+    if ident is not None and sys.platform != "win32":  # Windows: no uids (the ACL guards it)
+        try:
+            proc = ident.process()
+            uid = None if proc is None else proc.uids().real
+        except psutil.NoSuchProcess:
+            uid = None
+        except psutil.Error as exc:
+            return NotFound(
+                f"the owner of pid {pid} cannot be read ({exc}): whether it is the "
+                f"worker that wrote {path} is unknown",
+                UNKNOWN,
+            )
+        if uid is None:
+            ident = None  # gone since
+        elif uid != owner:
+            return NotFound(
+                f"no worker is running for {data_dir} as far as {path} tells: it names pid "
+                f"{pid}, which is not the worker that wrote it (the process runs as "
+                f"{_user(uid)}, the file is {_user(owner)}'s): it is neither reported nor "
+                "signalled",
+                NOT_RUNNING,
+            )
     return Found(info, ident)
+
+
+def _user(uid: int) -> str:
+    if sys.platform == "win32":  # no callers there; pwd is POSIX only
+        return f"uid {uid}"
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _frozen(ident: proctree.ProcId) -> bool:
+    """Stopped by SIGSTOP (or SIGTSTP, Ctrl-Z): it answers nothing, and acts on no signal but
+    SIGKILL and SIGCONT until it runs again."""
+    proc = ident.process()
+    try:
+        return proc is not None and proctree.status(proc) == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def _why_unsent(ident: proctree.ProcId) -> str:
+    """Why a signal to a process that still runs was refused (send_* said False)."""
+    proc = ident.process()
+    if proc is None:
+        return "it is gone"
+    if sys.platform != "win32":
+        try:
+            uid = proc.uids().real
+        except psutil.Error:
+            uid = None
+        if uid is not None and os.geteuid() not in (0, uid):
+            return f"not permitted: it runs as {_user(uid)}, this command as {_user(os.geteuid())}"
+    return "not permitted"
+
+
+def _term(ident: proctree.ProcId) -> str:
+    """SIGTERM, and SIGCONT after it if the worker is stopped (a stopped process acts on the
+    SIGTERM only once it runs again); what was done, said."""
+    if sys.platform == "win32":
+        return "no signal sent"
+    if not proctree.send_term(ident):
+        return f"SIGTERM could not be sent ({_why_unsent(ident)})"
+    if not _frozen(ident):
+        return "sent SIGTERM"
+    if proctree.send_cont(ident):
+        return "sent SIGTERM, then SIGCONT so that it acts on it"
+    return (
+        f"sent SIGTERM, but SIGCONT could not be sent ({_why_unsent(ident)}): it acts on the "
+        f"SIGTERM once `kill -CONT {ident.pid}` resumes it"
+    )
 
 
 def _call(found: Found, method: str, route: str) -> dict[str, Any]:
@@ -103,6 +190,12 @@ def status(data_dir: Path) -> int:
             "(it did not stop cleanly; the next start sweeps what it left)"
         )
         return NOT_RUNNING
+    if _frozen(found.ident):  # its API would keep us the whole HTTP timeout for nothing
+        print(
+            f"worker pid {pid} runs but is stopped (SIGSTOP, or Ctrl-Z): it answers nothing; "
+            f"`kill -CONT {pid}` resumes it"
+        )
+        return NOT_ANSWERING
     try:
         stats = _call(found, "GET", "/api/stats")
     except (OSError, ValueError) as exc:
@@ -132,13 +225,17 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
         print(f"no worker is running for {data_dir}: nothing to stop")
         return 0
     ident = found.ident
-    try:
-        _call(found, "POST", "/api/admin/shutdown")
-        how = "asked it to shut down"
-    except (OSError, ValueError) as exc:
-        # A worker whose loop is stuck still runs its signal handler once the loop moves.
-        sent = sys.platform != "win32" and proctree.send_term(ident)
-        how = f"its API did not answer ({exc}); " + ("sent SIGTERM" if sent else "no signal sent")
+    if _frozen(ident):
+        # Its API cannot answer (a request would wait out the HTTP timeout): SIGTERM, which it
+        # acts on (ending its observers) once the SIGCONT after it lets it run.
+        how = f"it is stopped (SIGSTOP; `kill -CONT {ident.pid}` resumes it); " + _term(ident)
+    else:
+        try:
+            _call(found, "POST", "/api/admin/shutdown")
+            how = "asked it to shut down"
+        except (OSError, ValueError) as exc:
+            # A worker whose loop is stuck still runs its signal handler once the loop moves.
+            how = f"its API did not answer ({exc}); " + _term(ident)
     print(
         f"worker pid {ident.pid}: {how}; waiting up to {timeout:g} s for it to end its "
         "observers and exit"
@@ -147,7 +244,16 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
         print(f"worker pid {ident.pid} stopped")
         return 0
     if kill:
-        proctree.send_kill(ident)
+        if not proctree.send_kill(ident):
+            if not proctree.is_alive(ident):  # it ended between the wait and the kill
+                print(f"worker pid {ident.pid} stopped (just before SIGKILL)")
+                return 0
+            print(
+                f"worker pid {ident.pid} is still running after {timeout:g} s and SIGKILL could "
+                f"not be sent to it ({_why_unsent(ident)})",
+                file=sys.stderr,
+            )
+            return NOT_ANSWERING
         if not proctree.wait_gone([ident], HTTP_TIMEOUT_S):
             print(f"worker pid {ident.pid} did not stop within {timeout:g} s: killed (SIGKILL)")
             return 0

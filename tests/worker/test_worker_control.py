@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 from workerkit import DEADLINE, REPO, FakeRun, Worker, wait_until
 
 import proctree
 
 STUBBORN = "ignore-eof+ignore-sigterm"
+NOBODY = 65534
+# A stand-in for a worker whose loop is stuck: no API, SIGTERM without effect (its handler
+# would run in the loop); it says when the handler is set.
+STUCK = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); "
+    "time.sleep(600)"
+)
 
 
 def control(*args: str) -> subprocess.CompletedProcess[str]:
@@ -24,6 +40,80 @@ def control(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=DEADLINE * 2,
         check=False,
     )
+
+
+def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m worker ARGS` with nobody's real uid: what an ordinary user's command meets."""
+    python = "/usr/bin/python3"  # the venv's may live under root's home, which nobody can enter
+    site = str(Path(psutil.__file__).parent.parent)
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([str(REPO), site])}
+    # cwd "/": a test's own folders may sit under ones only root may enter (pytest's are 0700).
+    kw: dict[str, Any] = {"user": NOBODY, "group": NOBODY, "extra_groups": [], "env": env}
+    same = f"import psutil, worker, sys; assert sys.version_info[:2] == {sys.version_info[:2]!r}"
+    if not os.path.exists(python) or subprocess.run([python, "-c", same], cwd="/", **kw).returncode:
+        pytest.skip(f"{python} of this Python version cannot import the worker as nobody")
+    return subprocess.run(
+        [python, "-m", "worker", *args],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE * 2,
+        check=False,
+        **kw,
+    )
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A data dir any user may enter (pytest's tmp_path sits under a 0700 folder of root's)."""
+    # Not the tests' TMPDIR either (0700): /tmp, which every user may enter.
+    path = Path(tempfile.mkdtemp(prefix="lp-control-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        for folder in [path, *path.parents]:
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                pytest.skip(f"{folder} may not be entered by other users")
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def write_worker_json(folder: Path, proc: subprocess.Popen[Any], port: int) -> Path:
+    """A worker.json naming `proc` as a worker would: pid, create_time, boot, host, port."""
+    ident = proctree.identify(proc.pid)
+    assert ident is not None
+    path = folder / "worker.json"
+    info = {
+        "pid": proc.pid,
+        "create_time": ident.create_time,
+        "boot": proctree.boot_stamp(),
+        "host": "127.0.0.1",
+        "port": port,
+    }
+    path.write_text(json.dumps(info), encoding="utf-8")
+    return path
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a connection is refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def stuck() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "1\n"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=DEADLINE)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_status_then_stop_ends_the_worker_and_its_observers(fake_run: FakeRun, workers) -> None:
@@ -100,18 +190,110 @@ def test_unreadable_worker_json_is_unknown_not_stopped(tmp_path: Path, text: str
     assert "cannot be read as a worker's" in stop.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
-def test_a_worker_that_does_not_answer(fake_run: FakeRun, workers) -> None:
-    worker: Worker = workers(fake_run.shim("ok"))
-    worker.freeze()  # its loop cannot answer, nor act on SIGTERM until it runs again
-    status = control("status", "--data-dir", str(worker.data_dir))
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM ignored: POSIX")
+def test_a_worker_that_does_not_answer(tmp_path: Path, stuck: subprocess.Popen[str]) -> None:
+    """Its loop stuck (its API silent, its SIGTERM handler never run): stop says so, and --kill
+    ends it. A stand-in process holds the worker's place: a real worker cannot be made so."""
+    write_worker_json(tmp_path, stuck, closed_port())
+    status = control("status", "--data-dir", str(tmp_path))
     assert status.returncode == 1, status
     assert "does not answer" in status.stdout
-    kept = control("stop", "--data-dir", str(worker.data_dir), "--timeout", "1")
+    kept = control("stop", "--data-dir", str(tmp_path), "--timeout", "1")
     assert kept.returncode == 1, kept
     assert "sent SIGTERM" in kept.stdout and "--kill" in kept.stderr
-    assert worker.proc is not None and worker.proc.poll() is None
-    killed = control("stop", "--data-dir", str(worker.data_dir), "--timeout", "1", "--kill")
+    assert stuck.poll() is None
+    killed = control("stop", "--data-dir", str(tmp_path), "--timeout", "1", "--kill")
     assert killed.returncode == 0, killed
     assert "killed (SIGKILL)" in killed.stdout
-    assert worker.wait_exit() == -9
+    assert stuck.wait(timeout=DEADLINE) == -signal.SIGKILL
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP: POSIX")
+def test_a_stopped_worker_is_said_stopped_and_stop_resumes_it_to_end(
+    fake_run: FakeRun, workers
+) -> None:
+    """SIGSTOPped, the worker answers nothing: status waited out the HTTP timeout and said it
+    did not answer; stop did too, then sent a SIGTERM that a stopped process does not act on,
+    and waited out --timeout for nothing. Now both say it is stopped and how to resume it, and
+    stop follows the SIGTERM with SIGCONT: the worker shuts down as on SIGTERM, observers too."""
+    worker: Worker = workers(fake_run.shim(STUBBORN))
+    sid = worker.new_session("ctl-stopped")
+    worker.prompt(sid, "ctl-stopped", "go")
+    wait_until(lambda: fake_run.alive(), what="the observer")
+    worker.freeze()
+    proc = psutil.Process(worker.pid)
+    wait_until(lambda: proc.status() == psutil.STATUS_STOPPED, what="the worker stopped")
+    status = control("status", "--data-dir", str(worker.data_dir))
+    assert status.returncode == 1, status
+    assert "is stopped" in status.stdout and f"kill -CONT {worker.pid}" in status.stdout
+    stop = control("stop", "--data-dir", str(worker.data_dir), "--timeout", str(DEADLINE))
+    assert stop.returncode == 0, stop
+    assert "it is stopped" in stop.stdout and "SIGCONT" in stop.stdout, stop
+    assert f"worker pid {worker.pid} stopped" in stop.stdout
+    assert worker.wait_exit() == 0  # its own graceful shutdown, not a kill
+    assert not fake_run.alive(), fake_run.alive()
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() != 0, reason="root, and a file of another user's"
+)
+def test_a_process_that_did_not_write_worker_json_is_neither_reported_nor_signalled(
+    tmp_path: Path,
+) -> None:
+    """Root runs stop in another user's data dir: a worker.json nobody owns names root's
+    process, its pid, create_time and boot all right. Root SIGTERMed (with --kill SIGKILLed)
+    it; status said it ran. The process must run as the file's owner to be the worker."""
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        path = write_worker_json(tmp_path, ours, closed_port())
+        # Written by ourselves (root), the same process is taken for the worker.
+        same = control("status", "--data-dir", str(tmp_path))
+        assert same.returncode == 1 and "does not answer" in same.stdout, same
+        os.chown(path, NOBODY, NOBODY)
+        status = control("status", "--data-dir", str(tmp_path))
+        assert status.returncode == 3, status
+        assert "not the worker that wrote it" in status.stdout, status
+        stop = control("stop", "--data-dir", str(tmp_path), "--timeout", "1", "--kill")
+        assert stop.returncode == 0, stop
+        assert "not the worker that wrote it" in stop.stdout, stop
+        assert ours.poll() is None, "stop signalled a process that is not the worker"
+    finally:
+        ours.kill()
+        ours.wait(timeout=DEADLINE)
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() != 0, reason="root starts nobody's")
+def test_a_worker_json_another_user_may_not_read_is_unknown(open_dir: Path) -> None:
+    """Not 'no worker runs' (3; stop: nothing to stop, 0): the worker may well run."""
+    path = open_dir / "worker.json"
+    path.write_text('{"pid": 1, "create_time": 1, "host": "127.0.0.1", "port": 1}', "utf-8")
+    path.chmod(0o600)
+    status = as_nobody("status", "--data-dir", str(open_dir))
+    assert status.returncode == 4, status
+    assert "PermissionError" in status.stdout and "unknown" in status.stdout, status
+    stop = as_nobody("stop", "--data-dir", str(open_dir))
+    assert stop.returncode == 4, stop
+    assert "PermissionError" in stop.stderr and "unknown" in stop.stderr, stop
+
+
+def test_a_worker_json_that_is_a_folder_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "worker.json").mkdir()
+    status = control("status", "--data-dir", str(tmp_path))
+    assert status.returncode == 4 and "unknown" in status.stdout, status
+    stop = control("stop", "--data-dir", str(tmp_path))
+    assert stop.returncode == 4 and "unknown" in stop.stderr, stop
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() != 0, reason="root starts nobody's")
+def test_a_sigkill_that_cannot_be_sent_is_not_reported_sent(
+    open_dir: Path, stuck: subprocess.Popen[str]
+) -> None:
+    """An ordinary user's stop --kill of root's worker: the signals are refused (EPERM). It said
+    'still runs 5 s after SIGKILL (stuck in the kernel?)', as though SIGKILL had gone out."""
+    write_worker_json(open_dir, stuck, closed_port())
+    stop = as_nobody("stop", "--data-dir", str(open_dir), "--timeout", "1", "--kill")
+    assert stop.returncode == 1, stop
+    assert "SIGTERM could not be sent (not permitted" in stop.stdout, stop
+    assert "SIGKILL could not be sent to it (not permitted" in stop.stderr, stop
+    assert "after SIGKILL" not in stop.stderr, stop
+    assert stuck.poll() is None
