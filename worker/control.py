@@ -154,7 +154,25 @@ def _term(ident: proctree.ProcId) -> str:
     )
 
 
+def _listens(found: Found) -> bool | None:
+    """Whether the worker process holds a listening socket on worker.json's port (None: cannot
+    tell, another user's process on macOS say). A file naming the right process may still name
+    another program's port, one of root's own services when root reads another user's file."""
+    proc = None if found.ident is None else found.ident.process()
+    if proc is None:
+        return None
+    listing = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
+    try:
+        sockets = listing(kind="inet")
+    except psutil.Error:
+        return None
+    port = int(found.info["port"])
+    return any(s.status == psutil.CONN_LISTEN and s.laddr and s.laddr[1] == port for s in sockets)
+
+
 def _call(found: Found, method: str, route: str) -> dict[str, Any]:
+    if _listens(found) is False:
+        raise OSError(f"pid {found.info['pid']} does not listen on port {found.info['port']}")
     request = urllib.request.Request(
         found.url + route, method=method, data=b"" if method == "POST" else None
     )

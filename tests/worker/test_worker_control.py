@@ -297,3 +297,33 @@ def test_a_sigkill_that_cannot_be_sent_is_not_reported_sent(
     assert "SIGKILL could not be sent to it (not permitted" in stop.stderr, stop
     assert "after SIGKILL" not in stop.stderr, stop
     assert stuck.poll() is None
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.geteuid() != 0, reason="root starts nobody's"
+)
+def test_a_port_the_worker_does_not_listen_on_is_not_asked(tmp_path: Path) -> None:
+    """Another user's worker.json, naming that user's own process, names a port of root's
+    (here: ours): root's status and stop sent their requests there. The worker process must
+    hold the port; else it is taken as a worker that does not answer, and stop signals it."""
+    sleeper = subprocess.Popen(["sleep", "600"], user=NOBODY, group=NOBODY, extra_groups=[])
+    try:
+        with socket.socket() as rooted:
+            rooted.bind(("127.0.0.1", 0))
+            rooted.listen()
+            rooted.setblocking(False)
+            path = write_worker_json(tmp_path, sleeper, rooted.getsockname()[1])
+            os.chown(path, NOBODY, NOBODY)
+            status = control("status", "--data-dir", str(tmp_path))
+            assert status.returncode == 1, status
+            assert "does not listen on port" in status.stdout, status
+            stop = control("stop", "--data-dir", str(tmp_path), "--timeout", str(DEADLINE))
+            assert "does not listen on port" in stop.stdout and "sent SIGTERM" in stop.stdout
+            assert stop.returncode == 0, stop
+            with pytest.raises(BlockingIOError):
+                rooted.accept()  # nothing connected to root's port
+        assert sleeper.wait(timeout=DEADLINE) == -signal.SIGTERM
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait(timeout=DEADLINE)
