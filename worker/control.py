@@ -137,21 +137,21 @@ def _why_unsent(ident: proctree.ProcId) -> str:
     return "not permitted"
 
 
-def _term(ident: proctree.ProcId) -> str:
+def _term(ident: proctree.ProcId) -> tuple[str, bool]:
     """SIGTERM, and SIGCONT after it if the worker is stopped (a stopped process acts on the
-    SIGTERM only once it runs again); what was done, said."""
+    SIGTERM only once it runs again): what was done, said, and whether SIGTERM was refused."""
     if sys.platform == "win32":
-        return "no signal sent"
+        return "no signal sent", False
     if not proctree.send_term(ident):
-        return f"SIGTERM could not be sent ({_why_unsent(ident)})"
+        return f"SIGTERM could not be sent ({_why_unsent(ident)})", True
     if not _frozen(ident):
-        return "sent SIGTERM"
+        return "sent SIGTERM", False
     if proctree.send_cont(ident):
-        return "sent SIGTERM, then SIGCONT so that it acts on it"
+        return "sent SIGTERM, then SIGCONT so that it acts on it", False
     return (
         f"sent SIGTERM, but SIGCONT could not be sent ({_why_unsent(ident)}): it acts on the "
         f"SIGTERM once `kill -CONT {ident.pid}` resumes it"
-    )
+    ), False
 
 
 def _listens(found: Found) -> bool | None:
@@ -246,14 +246,22 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
     if _frozen(ident):
         # Its API cannot answer (a request would wait out the HTTP timeout): SIGTERM, which it
         # acts on (ending its observers) once the SIGCONT after it lets it run.
-        how = f"it is stopped (SIGSTOP; `kill -CONT {ident.pid}` resumes it); " + _term(ident)
+        how, refused = _term(ident)
+        how = f"it is stopped (SIGSTOP; `kill -CONT {ident.pid}` resumes it); " + how
     else:
         try:
             _call(found, "POST", "/api/admin/shutdown")
-            how = "asked it to shut down"
+            how, refused = "asked it to shut down", False
         except (OSError, ValueError) as exc:
             # A worker whose loop is stuck still runs its signal handler once the loop moves.
-            how = f"its API did not answer ({exc}); " + _term(ident)
+            how, refused = _term(ident)
+            how = f"its API did not answer ({exc}); " + how
+    if refused:  # neither the API nor SIGTERM reached it: no use waiting
+        print(f"worker pid {ident.pid}: {how}", file=sys.stderr)
+        if not kill:
+            print(f"worker pid {ident.pid} still runs", file=sys.stderr)
+            return NOT_ANSWERING
+        return _kill(ident, "")
     print(
         f"worker pid {ident.pid}: {how}; waiting up to {timeout:g} s for it to end its "
         "observers and exit"
@@ -262,28 +270,33 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
         print(f"worker pid {ident.pid} stopped")
         return 0
     if kill:
-        if not proctree.send_kill(ident):
-            if not proctree.is_alive(ident):  # it ended between the wait and the kill
-                print(f"worker pid {ident.pid} stopped (just before SIGKILL)")
-                return 0
-            print(
-                f"worker pid {ident.pid} is still running after {timeout:g} s and SIGKILL could "
-                f"not be sent to it ({_why_unsent(ident)})",
-                file=sys.stderr,
-            )
-            return NOT_ANSWERING
-        if not proctree.wait_gone([ident], HTTP_TIMEOUT_S):
-            print(f"worker pid {ident.pid} did not stop within {timeout:g} s: killed (SIGKILL)")
-            return 0
-        print(
-            f"worker pid {ident.pid} still runs {HTTP_TIMEOUT_S:g} s after SIGKILL (stuck in the "
-            "kernel?)",
-            file=sys.stderr,
-        )
-        return NOT_ANSWERING
+        return _kill(ident, f" within {timeout:g} s")
     print(
         f"worker pid {ident.pid} is still running after {timeout:g} s; `--kill` ends it "
         "(a fixed worker's observers end with it)",
+        file=sys.stderr,
+    )
+    return NOT_ANSWERING
+
+
+def _kill(ident: proctree.ProcId, waited: str) -> int:
+    """--kill: SIGKILL, and whether it went out and ended the worker, said."""
+    if not proctree.send_kill(ident):
+        if not proctree.is_alive(ident):  # it ended between the wait and the kill
+            print(f"worker pid {ident.pid} stopped (just before SIGKILL)")
+            return 0
+        print(
+            f"worker pid {ident.pid} did not stop{waited}, and SIGKILL could not be sent to it "
+            f"({_why_unsent(ident)})",
+            file=sys.stderr,
+        )
+        return NOT_ANSWERING
+    if not proctree.wait_gone([ident], HTTP_TIMEOUT_S):
+        print(f"worker pid {ident.pid} did not stop{waited}: killed (SIGKILL)")
+        return 0
+    print(
+        f"worker pid {ident.pid} still runs {HTTP_TIMEOUT_S:g} s after SIGKILL (stuck in the "
+        "kernel?)",
         file=sys.stderr,
     )
     return NOT_ANSWERING

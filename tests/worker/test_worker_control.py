@@ -291,11 +291,17 @@ def test_a_sigkill_that_cannot_be_sent_is_not_reported_sent(
     """An ordinary user's stop --kill of root's worker: the signals are refused (EPERM). It said
     'still runs 5 s after SIGKILL (stuck in the kernel?)', as though SIGKILL had gone out."""
     write_worker_json(open_dir, stuck, closed_port())
-    stop = as_nobody("stop", "--data-dir", str(open_dir), "--timeout", "1", "--kill")
+    stop = as_nobody("stop", "--data-dir", str(open_dir), "--kill")
     assert stop.returncode == 1, stop
-    assert "SIGTERM could not be sent (not permitted" in stop.stdout, stop
+    assert "SIGTERM could not be sent (not permitted" in stop.stderr, stop
     assert "SIGKILL could not be sent to it (not permitted" in stop.stderr, stop
     assert "after SIGKILL" not in stop.stderr, stop
+    # Without --kill: no advice to use it (it would be refused as well), and no wait of the
+    # default 60 s for a worker that nothing reached.
+    kept = as_nobody("stop", "--data-dir", str(open_dir))
+    assert kept.returncode == 1, kept
+    assert "SIGTERM could not be sent (not permitted" in kept.stderr, kept
+    assert "still runs" in kept.stderr and "--kill" not in kept.stderr, kept
     assert stuck.poll() is None
 
 
