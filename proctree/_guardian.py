@@ -409,6 +409,10 @@ def run(stream: Any) -> int:
     watched = daemon or conf.get("watch")
     watched_id = None if watched is None else ProcId(int(watched[0]), float(watched[1]))
 
+    own_group: int | None = None  # Windows: no process groups here
+    if sys.platform != "win32":
+        own_group = os.getpgrp()
+
     def take(line: str) -> None:
         parts = line.split()
         if len(parts) != 3:
@@ -419,6 +423,12 @@ def run(stream: Any) -> int:
             return  # not the daemon's (it writes only well-formed lines)
         if not (1 < pgid <= PGID_MAX and math.isfinite(leader_ct)):
             return  # no process group could have it (killpg would raise on some)
+        if order == "group" and pgid == own_group:
+            # The guardian is the daemon's child and leads its own group, so the leader check
+            # below passes: taken, its killpg at the end killed the guardian first, and the
+            # groups after it in the list lived on.
+            _say(f"ignored `group {pgid}`: the guardian's own group (not the daemon's)")
+            return
         if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), watched_id):
             _say(
                 f"ignored `group {pgid}`: its leader is not the daemon's child (another process "
@@ -541,9 +551,9 @@ USAGE = """usage: python -m proctree.guardian [DAEMON_PID]  (started by a daemon
 
 It reads its orders on stdin from the daemon that started it (proctree.start_guardian): a
 JSON header {"mark", "token", "since", "daemon", "cgroup", "watch"}, then `group PGID
-CREATE_TIME` lines (taken only while that leader is the daemon's child). When stdin closes or
-the daemon it watches dies, it ends those groups, the daemon's cells and every process carrying
-the mark or token.
+CREATE_TIME` lines (taken only while that leader is the daemon's child, and never for the
+guardian's own group). When stdin closes or the daemon it watches dies, it ends those groups,
+the daemon's cells and every process carrying the mark or token.
 """
 
 

@@ -280,3 +280,23 @@ def test_a_line_not_the_daemons_ends_nothing_early_and_stops_nothing_at_the_end(
         assert guardian.close() == 0
     assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended at the close
     assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched after it: spared
+
+
+def test_an_order_naming_the_guardians_own_group_is_passed_over(run: Runner) -> None:
+    """The guardian is the daemon's child and leads a group of its own, so a `group` line
+    naming that group passed the leader check. At the end its killpg killed the guardian
+    first (SIGKILL), and the watched tree listed after it lived on."""
+    guardian = proctree.start_guardian(run.mark)
+    try:
+        me = proctree.identify(guardian.pid)
+        assert me is not None and os.getpgid(guardian.pid) == guardian.pid
+        stdin = guardian.popen.stdin
+        assert stdin is not None
+        # First in the guardian's list, so it would be killed before the real group.
+        os.write(stdin.fileno(), f"group {guardian.pid} {me.create_time!r}\n".encode())
+        tree = run.start(mark=None, children=1)  # unmarked: only its group names it
+        assert guardian.watch(tree.containment)
+    finally:
+        code = guardian.close()  # the lifeline's EOF, as at the daemon's death
+    assert code == 0, f"the guardian ended with {code} (it killed its own group)"
+    assert not [i for i in tree.ids() if proctree.is_alive(i)]
