@@ -647,14 +647,23 @@ def run(args: argparse.Namespace) -> int:
     if args.sessions is not None and config.duration is not None:
         print(f"harness soak: warning: --duration {config.duration:g} runs as many sessions as "
               f"fit in it; --sessions {args.sessions} is not used", file=sys.stderr)  # fmt: skip
+    done: list[dict[str, Any]] = []
+
+    async def soak() -> None:
+        # Kept the moment it exists: SIGTERM with SIGINT ignored raises KeyboardInterrupt
+        # wherever the loop is; asyncio.run then cancels run_soak, which ends the run and
+        # writes its report, and re-raises the interrupt, which dropped that report.
+        done.append(await run_soak(config, target))
+
     try:
-        report = asyncio.run(run_soak(config, target))
+        asyncio.run(soak())
     except KeyboardInterrupt:
-        # An interrupt that reached past the run's own cleanup (SIGTERM with SIGINT ignored,
-        # landing outside the run's task): last-resort synchronous stop and sweep.
+        # Last-resort synchronous stop and sweep of what the run's own cleanup did not reach.
         end_live_runs()
-        print("soak interrupted", file=sys.stderr)
-        return EXIT_CODES[INTERRUPTED]
+        if not done:
+            print("soak interrupted", file=sys.stderr)
+            return EXIT_CODES[INTERRUPTED]
+    report = done[0]
     print_summary(report)
     if config.report is not None and report.get("report_json_written", True):
         others = [n for n in ("leaks.txt", "junit.xml", "rss.png") if (config.report / n).is_file()]

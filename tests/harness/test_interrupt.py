@@ -239,6 +239,37 @@ def test_sigterm_stops_a_harness_started_with_sigint_ignored(tmp_path, run_id):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a process: POSIX")
+def test_sigterm_with_sigint_ignored_prints_the_interrupted_runs_summary(tmp_path, run_id):
+    """With SIGINT ignored asyncio installs no Ctrl-C handler: SIGTERM raises KeyboardInterrupt
+    wherever the loop is, and asyncio.run, having let the run end itself and write its report,
+    re-raised it: the summary was dropped and only "soak interrupted" was said."""
+    report_dir = tmp_path / "report"
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    launch = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    launch += "os.execv(sys.executable, sys.argv[1:])"
+    argv = [sys.executable, "-c", launch, *_soak_argv(run_id, report_dir, "ok")]
+    argv[argv.index("--progress") + 1] = "plain"  # a line per interval: sessions done
+    env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
+    with (
+        out.open("w") as out_file,
+        err.open("w") as err_file,
+        _running(argv, run_id, env=env, stdout=out_file, stderr=err_file) as harness,
+    ):
+        # Some sessions done first, so the summary has something to count.
+        done = re.compile(r" sessions ended [1-9]")
+        wait_for(lambda: done.search(err.read_text()), timeout=90, what="sessions ended")
+        harness.send_signal(signal.SIGTERM)
+        assert harness.wait(timeout=120) == 130, err.read_text()
+    _ended_cleanly(run_id, report_dir, "SIGTERM with SIGINT ignored")
+    report = json.loads((report_dir / "report.json").read_text())
+    printed = out.read_text()
+    summary = f"soak interrupted: target={report['target']} mode={report['mode']} sessions "
+    assert summary + f"{report['completed']}/{report['sessions']} " in printed, printed
+    assert report["completed"] > 0
+    assert f"report: {report_dir}/report.json" in printed
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a process: POSIX")
 def test_signals_during_the_cleanup_wait_for_it(tmp_path, run_id):
     """A second SIGTERM (or Ctrl-C) cut the cleanup short: the run's processes known only to
     the census were left running, and no report was written. Now it is acknowledged and the
