@@ -143,6 +143,8 @@ def _term(ident: proctree.ProcId) -> tuple[str, bool]:
     if sys.platform == "win32":
         return "no signal sent", False
     if not proctree.send_term(ident):
+        if not proctree.is_alive(ident):  # it ended after its API failed: nothing to refuse
+            return "it exited meanwhile", False
         return f"SIGTERM could not be sent ({_why_unsent(ident)})", True
     if not _frozen(ident):
         return "sent SIGTERM", False

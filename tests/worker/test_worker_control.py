@@ -20,6 +20,7 @@ import pytest
 from workerkit import DEADLINE, REPO, FakeRun, Worker, wait_until
 
 import proctree
+from worker import control as worker_control
 
 STUBBORN = "ignore-eof+ignore-sigterm"
 NOBODY = 65534
@@ -335,3 +336,17 @@ def test_a_port_the_worker_does_not_listen_on_is_not_asked(tmp_path: Path) -> No
         if sleeper.poll() is None:
             sleeper.kill()
         sleeper.wait(timeout=DEADLINE)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM: POSIX")
+def test_a_worker_gone_before_its_sigterm_is_not_a_refusal() -> None:
+    """The worker exits between its API's failure and stop's SIGTERM (it was shutting down
+    already: its port closed first): the SIGTERM finds no process. That was taken for a refusal:
+    stop said 'SIGTERM could not be sent (it is gone)' and 'still runs', exit 1."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    ident = proctree.identify(gone.pid)
+    assert ident is not None
+    gone.wait(timeout=DEADLINE)  # reaped: its pid names nothing now
+    how, refused = worker_control._term(ident)
+    assert not refused, how
+    assert "exited" in how, how
