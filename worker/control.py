@@ -114,12 +114,23 @@ def _user(uid: int) -> str:
 
 def _frozen(ident: proctree.ProcId) -> bool:
     """Stopped by SIGSTOP (or SIGTSTP, Ctrl-Z): it answers nothing, and acts on no signal but
-    SIGKILL and SIGCONT until it runs again."""
+    SIGKILL and SIGCONT until it runs again. Windows: suspended (psutil says stopped too)."""
     proc = ident.process()
     try:
         return proc is not None and proctree.status(proc) == psutil.STATUS_STOPPED
     except psutil.Error:
         return False
+
+
+def _stopped_how() -> str:
+    # Windows has no SIGSTOP: psutil reads a suspended process (all threads) as stopped.
+    return "suspended" if sys.platform == "win32" else "stopped (SIGSTOP, or Ctrl-Z)"
+
+
+def _resume_hint(pid: int) -> str:
+    if sys.platform == "win32":
+        return f"resuming pid {pid} (psutil.Process({pid}).resume(), say) lets it answer"
+    return f"`kill -CONT {pid}` resumes it"
 
 
 def _why_unsent(ident: proctree.ProcId) -> str:
@@ -212,8 +223,8 @@ def status(data_dir: Path) -> int:
         return NOT_RUNNING
     if _frozen(found.ident):  # its API would keep us the whole HTTP timeout for nothing
         print(
-            f"worker pid {pid} runs but is stopped (SIGSTOP, or Ctrl-Z): it answers nothing; "
-            f"`kill -CONT {pid}` resumes it"
+            f"worker pid {pid} runs but is {_stopped_how()}: it answers nothing; "
+            f"{_resume_hint(pid)}"
         )
         return NOT_ANSWERING
     try:
@@ -249,7 +260,7 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
         # Its API cannot answer (a request would wait out the HTTP timeout): SIGTERM, which it
         # acts on (ending its observers) once the SIGCONT after it lets it run.
         how, refused = _term(ident)
-        how = f"it is stopped (SIGSTOP; `kill -CONT {ident.pid}` resumes it); " + how
+        how = f"it is {_stopped_how()}, answering nothing; " + how
     else:
         try:
             _call(found, "POST", "/api/admin/shutdown")
