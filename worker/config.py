@@ -69,7 +69,7 @@ class WorkerConfig:
 
     def problem(self) -> str | None:
         """Why these settings cannot run a worker (flag names, as a user gave them), or None."""
-        if not _is_loopback(self.host):
+        if not is_loopback(self.host):
             # The API is unauthenticated and spawns processes: it must not be reachable from
             # another machine.
             return f"--host {self.host}: the worker serves loopback only (127.0.0.1, ::1)"
@@ -140,7 +140,7 @@ def claude_problem(claude: str) -> str | None:
     return f"--claude {claude}: not found on PATH (give its path)"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 import proctree
+from worker.config import is_loopback
 
 # Exit codes as LSB init scripts' `status`: 0 running, 3 not running (also: worker.json names a
 # process that is not the worker that wrote it), 4 unknown (a worker.json that cannot be read:
@@ -184,6 +185,9 @@ def _listens(found: Found) -> bool | None:
 
 
 def _call(found: Found, method: str, route: str) -> dict[str, Any]:
+    if not is_loopback(str(found.info["host"])):
+        # The worker serves loopback only; the port check below looks at the port alone.
+        raise OSError(f"worker.json's host {found.info['host']} is not a loopback address")
     if _listens(found) is False:
         raise OSError(f"pid {found.info['pid']} does not listen on port {found.info['port']}")
     request = urllib.request.Request(

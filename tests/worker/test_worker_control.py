@@ -350,3 +350,31 @@ def test_a_worker_gone_before_its_sigterm_is_not_a_refusal() -> None:
     how, refused = worker_control._term(ident)
     assert not refused, how
     assert "exited" in how, how
+
+
+# Listens on a loopback port as a worker would, and says it is listening.
+LISTENER = (
+    "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+    "print(s.getsockname()[1], flush=True); time.sleep(600)"
+)
+
+
+def test_a_host_the_worker_cannot_serve_is_not_asked(tmp_path: Path) -> None:
+    """The worker serves loopback only, and the port check looks at its port alone: a
+    worker.json naming its process and port but another host (as another user's may, for
+    root's status or stop) sent the request to that host. It counts as not answering."""
+    listener = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout is not None
+        port = int(listener.stdout.readline())
+        path = write_worker_json(tmp_path, listener, port)
+        info = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**info, "host": "192.0.2.1"}), encoding="utf-8")  # TEST-NET
+        status = control("status", "--data-dir", str(tmp_path))
+        assert status.returncode == 1, status
+        assert "not a loopback address" in status.stdout, status
+    finally:
+        listener.kill()
+        listener.wait(timeout=DEADLINE)
+        if listener.stdout is not None:
+            listener.stdout.close()
