@@ -27,7 +27,7 @@ RUN_ID_FLAG = "--fake-claude-run-id="
 # node_modules aliases (package.json): claude-mem 9.0.0's bundled SDK, and the newest on npm.
 # Tests name them only through these, so moving to a newer SDK changes this line, not the tests.
 TS_OLD = "sdk-0.1.76"
-TS_NEW = "sdk-0.3.334"
+TS_NEW = "sdk-0.3.335"
 TS_SDKS = (TS_OLD, TS_NEW)
 T = TypeVar("T")
 

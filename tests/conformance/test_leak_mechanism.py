@@ -42,7 +42,7 @@ pytestmark = [
 MakeFake = Callable[..., tuple[Path, Path]]
 STUBBORN = "ignore-eof+ignore-sigterm"
 PARENTS = [*(f"ts:{sdk}" for sdk in TS_SDKS), "python:claude_agent_sdk"]
-# TS 0.3.332-0.3.334 escalate SIGTERM 2 s and SIGKILL 7 s after close(); watch a while longer.
+# TS 0.3.332-0.3.335 escalate SIGTERM 2 s and SIGKILL 7 s after close(); watch a while longer.
 OBSERVE_S = 10.0
 
 
