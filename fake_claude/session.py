@@ -393,6 +393,12 @@ class Session(ToolTurns):
         timeout, {"_error": ...} once it has passed)."""
         return self.request_all([(body, timeout)])[0]
 
+    def post(self, body: dict) -> None:
+        """A control request whose answer nobody waits for (one that comes is dropped)."""
+        self.req_counter += 1
+        rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
+        send({"type": "control_request", "request_id": rid, "request": body})
+
     def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
         """Several control requests in flight at once (the real CLI runs the hooks that match
         an event side by side), each with its own timeout; their answers in order. One not
@@ -571,6 +577,9 @@ class Session(ToolTurns):
             interrupted = True
             text = str(exc) or INTERRUPTED_TEXT
             send(m.user(self.session_id, [{"type": "text", "text": text}]))
+            # As the real CLI 2.1.335: the Interrupt hooks (matched on who stopped the turn)
+            # are called as the turn ends, before its result, and not waited for.
+            self.fire_hooks("Interrupt", exc.who, exc.who["source"])
             res = self._error_result(
                 started, in_tokens, "error_during_execution", [], denials=exc.denials
             )

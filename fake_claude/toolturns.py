@@ -23,14 +23,25 @@ class Interrupted(Exception):
 
     `reason` is the result's `terminal_reason` as 2.1.x names it (aborted while the model
     streamed, or while a tool ran or waited for its permission); `denials`, the permission
-    denial that ended it, if one did (the real CLI lists every answer that was not an allow)."""
+    denial that ended it, if one did (the real CLI lists every answer that was not an allow);
+    `who`, what the Interrupt hooks are told ended it (by default the SDK's interrupt())."""
 
     def __init__(
-        self, text: str = "", *, reason: str = "aborted_streaming", denials: list | None = None
-    ) -> None:
+        self, text: str = "", *, reason: str = "aborted_streaming", denials: list | None = None,
+        who: dict | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(text)
         self.reason = reason
         self.denials = denials or []
+        self.who = who or INTERRUPT_BY_SDK
+
+
+# The Interrupt hook's source/reason/via (2.1.335): the real CLI labels the turn's abort with
+# them. An SDK's interrupt request, an SDK's can_use_tool deny with interrupt: true, and a
+# PermissionRequest hook's deny with interrupt: true (no `via`: not a client's word).
+INTERRUPT_BY_SDK = {"source": "user", "reason": "stop", "via": "client"}
+DENIED_BY_SDK = {"source": "user", "reason": "permission_denied", "via": "client"}
+DENIED_BY_HOOK = {"source": "system", "reason": "permission_denied"}
 
 
 class HookStopped(Exception):
@@ -67,6 +78,9 @@ class ToolTurns:
         raise NotImplementedError
 
     def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
+        raise NotImplementedError
+
+    def post(self, body: dict) -> None:
         raise NotImplementedError
 
     def tool_round(self, tool: str, prompt: str) -> list[dict]:
@@ -156,6 +170,7 @@ class ToolTurns:
                         raise Interrupted(
                             "[Request interrupted by user for tool use]",
                             denials=[_denial(tool, tool_id, tool_input)],
+                            who=DENIED_BY_HOOK if by_hook else DENIED_BY_SDK,
                         )
         failed = False
         output: str | list[dict]
@@ -240,6 +255,25 @@ class ToolTurns:
             for (hook_id, name), out in zip(names, outs, strict=True):
                 self._hook_response(hook_id, event, name, out)
         return [{} if "_error" in out else out for out in outs]
+
+    def fire_hooks(self, event: str, extra: dict, query: str) -> None:
+        """Send the hook_callbacks for `event` and wait for none of them, as the real CLI runs
+        its Interrupt hooks (2.1.335: not awaited; their output is ignored). Their answers,
+        coming later, are dropped (no request waits on them), so no hook_response either."""
+        for matcher in self.hooks.get(event) or []:
+            if query and not matcher_matches(matcher.get("matcher"), query):
+                continue
+            for cb in matcher.get("hookCallbackIds") or []:
+                hook_input = {
+                    "session_id": self.session_id,
+                    "transcript_path": self.ctx.transcript_path(),
+                    "cwd": os.getcwd(),
+                    "permission_mode": self.permission_mode,
+                    "hook_event_name": event,
+                    **extra,
+                }
+                self.post({"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
+                           "tool_use_id": None})  # fmt: skip
 
     def _hook_response(self, hook_id: str, event: str, name: str, out: dict) -> None:
         error = str(out.get("_error", ""))

@@ -93,6 +93,47 @@ def test_multi_turn_streaming_input_with_interrupt(sdk: str, make_fake: MakeFake
     assert [e["code"] for e in _events(ledger, "exit")] == [0]
 
 
+def test_an_interrupt_calls_the_interrupt_hooks_once(make_fake: MakeFake) -> None:
+    # TS 0.3.335 (CLI 2.1.335) added the Interrupt hook: the CLI calls it once when an interrupt
+    # ends a turn, here the SDK's interrupt() of turn 2 (source user, reason stop, via client).
+    shim, _ledger = make_fake("slow:latency=5,jitter=0,first=0,turn=2")
+    res = node_driver(TS_NEW, "multi-interrupt", shim, hookEvents=["Interrupt"]).result()
+    _ok(res)
+    assert res["interrupt"] == "ok"
+    (session_id,) = {m["session_id"] for m in res["messages"]}
+    (call,) = res["hooks"]
+    assert call["hook_event_name"] == "Interrupt"
+    assert (call["source"], call["reason"], call["via"]) == ("user", "stop", "client")
+    assert call["session_id"] == session_id
+    assert call["permission_mode"] == "default"
+    assert call["transcript_path"] and call["cwd"]
+
+
+DENY_AND_STOP = {"behavior": "deny", "message": "no", "interrupt": True}
+
+
+@pytest.mark.parametrize(
+    ("by", "who"),
+    [
+        ("canUseTool", ("user", "permission_denied", "client")),
+        ("PermissionRequest", ("system", "permission_denied", None)),
+    ],
+)
+def test_a_deny_that_stops_the_turn_calls_the_interrupt_hooks(
+    by: str, who: tuple, make_fake: MakeFake
+) -> None:
+    # 2.1.335 labels a deny with interrupt: true by who denied: the SDK's canUseTool (a client's
+    # word, for a person) or a PermissionRequest hook (the system's, no `via`).
+    shim, _ledger = make_fake("ok:tool=Bash")
+    extra = {"canUse": DENY_AND_STOP} if by == "canUseTool" else {"decision": DENY_AND_STOP}
+    res = node_driver(
+        TS_NEW, "permission-request", shim, hookEvents=["Interrupt"], **extra
+    ).result()
+    assert res["_returncode"] in (0, 1), res["_stderr"]  # the turn's error result may throw
+    (call,) = [h for h in res["hooks"] if h["hook_event_name"] == "Interrupt"]
+    assert (call["source"], call["reason"], call.get("via")) == who
+
+
 # 0.1.76 reads no session state: it closes stdin at the first result whatever the CLI says
 # (it then throws ERR_STREAM_WRITE_AFTER_END answering the second turn's hook), with the real
 # CLI as with the fake.

@@ -2,7 +2,7 @@
 // one JSON object (what the SDK yielded, what callbacks it made) on the last stdout line.
 //
 //   node drive.mjs '<json config>'
-//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.334", session: "plain"|"multi-interrupt"|
+//   config: {sdk: "sdk-0.1.76"|"sdk-0.3.335", session: "plain"|"multi-interrupt"|
 //            "queued-prompts"|"tools"|"permission-request"|"hooks"|
 //            "partial"|"status"|"set-mode"|"mcp"|"tool-interrupt"|"exit-after-result"|"break-after-result"|
 //            "abort-after-result"|"claude-mem",
@@ -10,7 +10,7 @@
 //            deadlineMs?: number, lingerMs?: number, releaseInput?: boolean,
 //            outputFormat?: {type: "json_schema", schema: object},
 //            options?: object (more query() options, JSON: e.g. mcpServersDelivery),
-//            markerFile?: string, resume?: string, decision?: object, mode?: string,
+//            markerFile?: string, resume?: string, decision?: object, canUse?: object, mode?: string,
 //            hookEvents?: string[], sdkTool?: boolean}
 //
 // "exit-after-result" is the leak demonstration: the parent exits right after the first result
@@ -119,7 +119,13 @@ async function multiInterrupt() {
       await resultsReached(i + 1);
     }
   }
-  const q = query({ prompt: input(), options: { ...baseOptions } });
+  // cfg.hookEvents: a recording hook for each (e.g. Interrupt), their inputs to out.hooks.
+  const hook = async (input) => {
+    out.hooks.push({ ...input });
+    return {};
+  };
+  const hooks = Object.fromEntries((cfg.hookEvents ?? []).map((e) => [e, [{ hooks: [hook] }]]));
+  const q = query({ prompt: input(), options: { ...baseOptions, hooks } });
   let interrupted = false;
   for await (const m of q) {
     out.messages.push(summarise(m));
@@ -176,20 +182,22 @@ async function tools() {
 }
 
 // A PermissionRequest hook answering with cfg.decision (none: {}), beside a canUseTool that
-// allows: what each was called with goes to out.hooks (the input, and the request's id) and
-// out.can_use_tool.
+// answers cfg.canUse (none: allows): what each was called with goes to out.hooks (the input,
+// and the request's id) and out.can_use_tool; with cfg.hookEvents, a recording hook for each
+// of those events too (answering {}).
 async function permissionRequest() {
   async function hook(input, toolUseId) {
     out.hooks.push({ ...input, tool_use_id_arg: toolUseId ?? null });
-    if (!cfg.decision) return {};
+    if (!cfg.decision || input.hook_event_name !== "PermissionRequest") return {};
     return { hookSpecificOutput: { hookEventName: "PermissionRequest", decision: cfg.decision } };
   }
+  const more = Object.fromEntries((cfg.hookEvents ?? []).map((e) => [e, [{ hooks: [hook] }]]));
   await plain({
     canUseTool: async (toolName, input) => {
       out.can_use_tool.push({ tool_name: toolName, input });
-      return { behavior: "allow", updatedInput: input };
+      return cfg.canUse ?? { behavior: "allow", updatedInput: input };
     },
-    hooks: { PermissionRequest: [{ matcher: "Bash", hooks: [hook] }] },
+    hooks: { PermissionRequest: [{ matcher: "Bash", hooks: [hook] }], ...more },
   });
 }
 
