@@ -11,7 +11,8 @@ of the daemon's uid (through /proc/<pid>/fd): so the guardian also watches the d
 
 Protocol on the guardian's stdin (text lines): first a JSON object {"mark", "token", "since",
 "daemon", "cgroup", "watch"} (never argv: a census scanning argv for the token must not count the
-guardian), then `group <pgid> <leader create_time>` lines for each contained child.
+guardian), then `group <pgid> <leader create_time>` lines for each contained child, and
+`ungroup <pgid> <leader create_time>` once the daemon has ended that child's tree.
 
 With "daemon" ([pid, create_time], start_guardian(children=True)) the guardian also lists the
 daemon's children and their descendants every CHILDREN_POLL_S and ends them and their trees
@@ -413,33 +414,7 @@ def run(stream: Any) -> int:
     if sys.platform != "win32":
         own_group = os.getpgrp()
 
-    def take(line: str) -> None:
-        parts = line.split()
-        if len(parts) != 3:
-            return
-        try:
-            order, pgid, leader_ct = parts[0], int(parts[1]), float(parts[2])
-        except ValueError:
-            return  # not the daemon's (it writes only well-formed lines)
-        if not (1 < pgid <= PGID_MAX and math.isfinite(leader_ct)):
-            return  # no process group could have it (killpg would raise on some)
-        if order == "group" and pgid == own_group:
-            # The guardian is the daemon's child and leads its own group, so the leader check
-            # below passes: taken, its killpg at the end killed the guardian first, and the
-            # groups after it in the list lived on.
-            _say(f"ignored `group {pgid}`: the guardian's own group (not the daemon's)")
-            return
-        if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), watched_id):
-            _say(
-                f"ignored `group {pgid}`: its leader is not the daemon's child (another process "
-                "wrote into this pipe)"
-            )
-            return
-        with lock:
-            if order == "group":
-                groups[pgid] = leader_ct
-            elif order == "ungroup" and groups.get(pgid) == leader_ct:
-                del groups[pgid]
+    take = _Orders(groups, lock, own_group, watched_id).take
 
     def read_orders() -> bool:
         """Take orders until EOF (True); False if the pipe can no longer be read, which is no
@@ -478,6 +453,62 @@ def run(stream: Any) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+class _Orders:
+    """The daemon's orders as the guardian takes them into `groups` (pgid -> leader's
+    create_time). Every order is checked first: the pipe's write end can be opened again by
+    another process of the daemon's uid (see _until_eof_or_death), and a line of its own taken on
+    its word had someone else's group killed (`group`), or a live tree forgotten (`ungroup`)."""
+
+    def __init__(
+        self,
+        groups: dict[int, float],
+        lock: threading.Lock,
+        own_group: int | None,
+        daemon: ProcId | None,
+    ) -> None:
+        self.groups = groups
+        self.lock = lock
+        self.own_group = own_group
+        self.daemon = daemon
+
+    def take(self, line: str) -> None:
+        parts = line.split()
+        if len(parts) != 3:
+            return
+        try:
+            order, pgid, leader_ct = parts[0], int(parts[1]), float(parts[2])
+        except ValueError:
+            return  # not the daemon's (it writes only well-formed lines)
+        if not (1 < pgid <= PGID_MAX and math.isfinite(leader_ct)):
+            return  # no process group could have it (killpg would raise on some)
+        if order == "group" and pgid == self.own_group:
+            # The guardian is the daemon's child and leads its own group, so the leader check
+            # below passes: taken, its killpg at the end killed the guardian first, and the
+            # groups after it in the list lived on.
+            _say(f"ignored `group {pgid}`: the guardian's own group (not the daemon's)")
+            return
+        if order == "group" and not _daemons_child(ProcId(pgid, leader_ct), self.daemon):
+            _say(
+                f"ignored `group {pgid}`: its leader is not the daemon's child (another process "
+                "wrote into this pipe)"
+            )
+            return
+        if order == "ungroup" and is_alive(ProcId(pgid, leader_ct)):
+            # The daemon unwatches a tree only once it has ended it (Guardian.unwatch): its
+            # leader is gone, or a zombie not reaped yet. Taken, a forged line had the guardian
+            # forget a live tree, which then outlived the daemon's kill -9.
+            _say(
+                f"ignored `ungroup {pgid}`: its leader still runs (the daemon unwatches only a "
+                "tree it has ended; another process wrote into this pipe)"
+            )
+            return
+        with self.lock:
+            if order == "group":
+                self.groups[pgid] = leader_ct
+            elif order == "ungroup" and self.groups.get(pgid) == leader_ct:
+                del self.groups[pgid]
 
 
 def _daemons_child(leader: ProcId, daemon: ProcId | None) -> bool:
@@ -552,8 +583,9 @@ USAGE = """usage: python -m proctree.guardian [DAEMON_PID]  (started by a daemon
 It reads its orders on stdin from the daemon that started it (proctree.start_guardian): a
 JSON header {"mark", "token", "since", "daemon", "cgroup", "watch"}, then `group PGID
 CREATE_TIME` lines (taken only while that leader is the daemon's child, and never for the
-guardian's own group). When stdin closes or the daemon it watches dies, it ends those groups,
-the daemon's cells and every process carrying the mark or token.
+guardian's own group) and `ungroup PGID CREATE_TIME` lines (a tree the daemon has ended: taken
+only once that leader no longer runs). When stdin closes or the daemon it watches dies, it ends
+those groups, the daemon's cells and every process carrying the mark or token.
 """
 
 

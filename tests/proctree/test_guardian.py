@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from proctree_helpers import HOP, Runner, read_report, wait_for
 
@@ -88,19 +89,78 @@ def test_clean_close_sweeps_and_exits(run: Runner) -> None:
     wait_for(lambda: tree.popen.poll() is not None, what="root reaped")
 
 
-def test_unwatched_group_is_forgotten(run: Runner) -> None:
-    """A tree ended by its daemon is unwatched: the guardian's list follows the live trees,
-    and a later sweep does not take that group (here: unmarked, so only the group names it)."""
+def _zombie_or_reaped(popen: subprocess.Popen[bytes], leader: str) -> None:
+    """The ended root as the daemon's unwatch may find it: reaped, or a zombie not yet reaped
+    (asyncio collects its exit status a moment later)."""
+    if leader == "reaped":
+        popen.wait(timeout=30)
+    else:
+        wait_for(lambda: psutil.Process(popen.pid).status() == psutil.STATUS_ZOMBIE,
+                 what="the ended root to read as a zombie")  # fmt: skip
+
+
+@pytest.mark.parametrize("leader", ["reaped", "zombie"])
+def test_unwatch_of_an_ended_tree_is_taken(
+    run: Runner, capfd: pytest.CaptureFixture[str], leader: str
+) -> None:
+    """The daemon's own path: it ends a tree, then unwatches it (its root reaped, or still a
+    zombie): the order is taken, not passed over as another writer's, and the watched tree
+    left is still ended at the close."""
     guardian = proctree.start_guardian(run.mark)
     try:
         kept = run.start(mark=None, children=1)
         dropped = run.start(mark=None, children=1)
         assert guardian.watch(kept.containment) and guardian.watch(dropped.containment)
+        assert not dropped.end(grace=1.0).survivors
+        _zombie_or_reaped(dropped.popen, leader)
         assert guardian.unwatch(dropped.containment)
     finally:
         assert guardian.close() == 0
     assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended
-    assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched: spared
+    assert "ignored `ungroup" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("leader", ["reaped", "zombie"])
+def test_the_list_follows_the_live_trees(run: Runner, leader: str) -> None:
+    """The guardian's list itself (what its reading thread keeps): an `ungroup` of a tree the
+    daemon ended removes it, so a daemon that runs for weeks keeps a list as long as its live
+    trees; one naming a tree whose root still runs is not the daemon's and keeps it."""
+    import threading
+
+    from proctree._guardian import _Orders
+
+    groups: dict[int, float] = {}
+    me = proctree.identify(os.getpid())
+    orders = _Orders(groups, threading.Lock(), os.getpgrp(), me)
+    live = run.start(mark=None, children=1)
+    ended = run.start(mark=None, children=1)
+    for tree in (live, ended):
+        orders.take(f"group {tree.root.pid} {tree.root.create_time!r}")
+    assert groups == {t.root.pid: t.root.create_time for t in (live, ended)}
+    assert not ended.end(grace=1.0).survivors
+    _zombie_or_reaped(ended.popen, leader)
+    for tree in (live, ended):
+        orders.take(f"ungroup {tree.root.pid} {tree.root.create_time!r}")
+    assert groups == {live.root.pid: live.root.create_time}
+
+
+def test_a_forged_ungroup_of_a_live_tree_is_passed_over(
+    run: Runner, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Another process of the daemon's uid that opened the pipe again (lifeline-forger) wrote
+    `ungroup` for a live watched tree: the guardian forgot it, and the tree (unmarked, so only
+    its group names it) outlived the daemon. The daemon unwatches only a tree it has ended."""
+    guardian = proctree.start_guardian(run.mark)
+    try:
+        tree = run.start(mark=None, children=1)
+        assert guardian.watch(tree.containment)
+        stdin = guardian.popen.stdin
+        assert stdin is not None
+        os.write(stdin.fileno(), f"ungroup {tree.root.pid} {tree.root.create_time!r}\n".encode())
+    finally:
+        assert guardian.close() == 0  # the lifeline's EOF, as at the daemon's death
+    assert not [i for i in tree.ids() if proctree.is_alive(i)], "the forged ungroup was taken"
+    assert f"ignored `ungroup {tree.root.pid}`" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["native", "fallback"])
@@ -263,23 +323,24 @@ def test_a_line_not_the_daemons_ends_nothing_early_and_stops_nothing_at_the_end(
     """Another process of the daemon's uid can open the guardian's pipe again and write into
     it. Such a line ended the reading thread, which the guardian took for the daemon's death:
     it ended the live daemon's trees at once (or, a huge pgid, raised at the end and ended
-    nothing). Now it is passed over: an order after it is still taken (the unwatch spares its
-    tree), and the close ends the rest."""
+    nothing). Now it is passed over: an order after it is still taken (the `group` of a tree
+    started after it: unmarked, only that order names it), and the close ends them all."""
     # Strict decoding, as under an ordinary UTF-8 locale (C.UTF-8 would escape the bytes).
     monkeypatch.setenv("PYTHONIOENCODING", "utf-8:strict")
     guardian = proctree.start_guardian(run.mark)
     try:
-        kept = run.start(mark=None, children=1)
-        dropped = run.start(mark=None, children=1)
-        assert guardian.watch(kept.containment) and guardian.watch(dropped.containment)
+        early = run.start(mark=None, children=1)
+        assert guardian.watch(early.containment)
         stdin = guardian.popen.stdin
         assert stdin is not None
         os.write(stdin.fileno(), line)
-        assert guardian.unwatch(dropped.containment)  # read after the odd line: taken
+        late = run.start(mark=None, children=1)
+        assert guardian.watch(late.containment)  # read after the odd line: taken
+        assert guardian.alive() and all(proctree.is_alive(i) for i in early.ids())
     finally:
         assert guardian.close() == 0
-    assert not [i for i in kept.ids() if proctree.is_alive(i)]  # watched: ended at the close
-    assert all(proctree.is_alive(i) for i in dropped.ids())  # unwatched after it: spared
+    for tree in (early, late):  # watched: ended at the close
+        assert not [i for i in tree.ids() if proctree.is_alive(i)]
 
 
 def test_an_order_naming_the_guardians_own_group_is_passed_over(run: Runner) -> None:
