@@ -969,6 +969,41 @@ serve(on_turn=turn)
 )
 
 
+# 33) At a turn of the session whose observer `target.txt` beside the pid file names (pid and
+# create_time, written by the test), it leaves a sleeper in its own process group (no mark,
+# SIGTERM ignored), opens the write end of its worker's guardian's pipe again (as
+# lifeline-thief) and writes `ungroup PGID CREATE_TIME` for its own live group: what the worker
+# sends only once it has ended that tree. Other sessions it serves as a plain observer.
+CASES["lifeline-unwatcher"] = (
+    CASES["lifeline-thief"].split("def turn(msg):")[0]
+    + r"""
+TARGET = os.path.join(os.path.dirname(PIDFILE), "target.txt")
+def turn(msg):
+    answer_turn(msg)
+    if not os.path.exists(TARGET) or noted("unwatched") or noted("no-pipe"):
+        return
+    pid, created = open(TARGET).read().split()
+    if int(pid) != os.getpid():
+        return
+    if os.getpgrp() != os.getpid():
+        record("not-leader")
+        return
+    daemon_sleep("held", code=IGNORE_TERM_NAP, env={{}})
+    end = time.monotonic() + 30
+    while not noted("held") and time.monotonic() < end:  # the sleeper records itself
+        time.sleep(0.01)
+    fd = steal(os.getppid())
+    if fd is None:
+        record("no-pipe")
+        return
+    os.write(fd, f"ungroup {{os.getpgrp()}} {{created}}\n".encode())
+    os.close(fd)
+    record("unwatched")
+serve(on_turn=turn)
+"""
+)
+
+
 @contextmanager
 def decoy(hostile: Hostile | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A process nobody of the run started (an empty environment, a session of its own), killed

@@ -442,6 +442,45 @@ def test_a_forged_order_to_the_guardian_ends_nothing_not_the_workers(hostiles, w
         assert other.poll() is None, "the guardian killed a process group the worker never made"
 
 
+def test_a_forged_unwatch_of_a_live_tree_is_passed_over(hostiles, workers) -> None:
+    """An observer writes `ungroup PGID CREATE_TIME` for its own live group into the guardian's
+    pipe (its write end opened again through /proc/<worker>/fd). The guardian took it: it forgot
+    that tree, which was then ended at the worker's death only if something else found it (here
+    the guardian's listing of the worker's tree does). Now an `ungroup` whose leader still runs
+    is passed over and said in the log, while the worker's own, after it has ended a tree, is
+    taken. Cells off: the sleeper's cell would end it too."""
+    hostile = hostiles("lifeline-unwatcher")
+    worker = workers(hostile.path, flags=FLAGS, env=NO_CELLS)
+    # A plain session first: the worker ends its tree and unwatches it (the genuine order).
+    drive(worker, hostile, {"main"}, "robust-unwatch-genuine")
+    (first,) = [pid for pid, role in hostile.entries() if role == "main"]
+    wait_until(lambda: not hostile.processes(), SESSION_DEADLINE, "the first observer ended")
+    content_id = "robust-unwatch-forged"
+    sid = worker.new_session(content_id)
+    worker.prompt(sid, content_id, "fix the bug")
+
+    def second() -> int | None:
+        mains = [pid for pid, role in hostile.entries() if role == "main" and pid != first]
+        return mains[0] if mains else None
+
+    observer = wait_until(second, SESSION_DEADLINE, "the second observer")
+    ident = proctree.identify(observer)
+    assert ident is not None
+    target = hostile.pidfile.parent / "target.txt"
+    target.with_suffix(".tmp").write_text(f"{ident.pid} {ident.create_time!r}")
+    target.with_suffix(".tmp").rename(target)  # whole at once: the observer may read it now
+    worker.observe(content_id, 0)  # a turn that reads target.txt
+    wait_until(lambda: hostile.roles() & {"unwatched", "no-pipe", "not-leader"},
+               SESSION_DEADLINE, "the unwatcher")  # fmt: skip
+    assert {"held", "unwatched"} <= hostile.roles(), hostile.roles()  # else it proved nothing
+    wait_guardian_listed(hostile, SESSION_DEADLINE)
+    worker.kill9()
+    assert_all_gone(hostile, "lifeline-unwatcher after kill -9 of the worker")
+    log = worker.log()
+    assert f"ignored `ungroup {observer}`" in log, log[-2000:]
+    assert f"ignored `ungroup {first}`" not in log, "the worker's own unwatch was passed over"
+
+
 def test_replies_of_other_shapes_than_the_clis_fail_no_turn(hostiles, workers) -> None:
     """An initialize answer whose `response` was a list (not an object) raised AttributeError
     in the worker: every session failed at its start, logged with a traceback as a bug of the
