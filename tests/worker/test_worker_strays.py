@@ -23,7 +23,7 @@ import asyncio, json, os, subprocess, sys
 import psutil, proctree
 from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
-c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
+c = Containment(worker_mark(me.pid, proctree.create_time(me)), proctree.create_time(me))
 def start(mark):
     env = dict(os.environ, **{proctree.MARK_ENV: mark})
     argv = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -59,7 +59,7 @@ import asyncio, json, os, signal, subprocess, sys, time
 import psutil, proctree
 from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
-c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
+c = Containment(worker_mark(me.pid, proctree.create_time(me)), proctree.create_time(me))
 assert proctree.enable_subreaper()
 c.subreaper = True
 out = sys.argv[1]
@@ -133,7 +133,7 @@ import asyncio, subprocess, sys, time
 import psutil, proctree
 from worker.containment import Containment, _Marks, worker_mark
 me = psutil.Process()
-c = Containment(worker_mark(me.pid, me.create_time()), me.create_time())
+c = Containment(worker_mark(me.pid, proctree.create_time(me)), proctree.create_time(me))
 assert proctree.enable_subreaper()
 c.subreaper = True
 for _ in range(4):
