@@ -89,6 +89,13 @@ def test_clean_close_sweeps_and_exits(run: Runner) -> None:
     wait_for(lambda: tree.popen.poll() is not None, what="root reaped")
 
 
+def _forge(guardian: proctree.Guardian, line: bytes) -> None:
+    """Write `line` into the guardian's pipe as another process holding it could."""
+    stdin = guardian.popen.stdin
+    assert stdin is not None
+    os.write(stdin.fileno(), line)
+
+
 def _zombie_or_reaped(popen: subprocess.Popen[bytes], leader: str) -> None:
     """The ended root as the daemon's unwatch may find it: reaped, or a zombie not yet reaped
     (asyncio collects its exit status a moment later)."""
@@ -154,9 +161,7 @@ def test_a_forged_ungroup_of_a_live_tree_is_passed_over(
     try:
         tree = run.start(mark=None, children=1)
         assert guardian.watch(tree.containment)
-        stdin = guardian.popen.stdin
-        assert stdin is not None
-        os.write(stdin.fileno(), f"ungroup {tree.root.pid} {tree.root.create_time!r}\n".encode())
+        _forge(guardian, f"ungroup {tree.root.pid} {tree.root.create_time!r}\n".encode())
     finally:
         assert guardian.close() == 0  # the lifeline's EOF, as at the daemon's death
     assert not [i for i in tree.ids() if proctree.is_alive(i)], "the forged ungroup was taken"
@@ -331,9 +336,7 @@ def test_a_line_not_the_daemons_ends_nothing_early_and_stops_nothing_at_the_end(
     try:
         early = run.start(mark=None, children=1)
         assert guardian.watch(early.containment)
-        stdin = guardian.popen.stdin
-        assert stdin is not None
-        os.write(stdin.fileno(), line)
+        _forge(guardian, line)
         late = run.start(mark=None, children=1)
         assert guardian.watch(late.containment)  # read after the odd line: taken
         assert guardian.alive() and all(proctree.is_alive(i) for i in early.ids())
@@ -351,10 +354,8 @@ def test_an_order_naming_the_guardians_own_group_is_passed_over(run: Runner) -> 
     try:
         me = proctree.identify(guardian.pid)
         assert me is not None and os.getpgid(guardian.pid) == guardian.pid
-        stdin = guardian.popen.stdin
-        assert stdin is not None
         # First in the guardian's list, so it would be killed before the real group.
-        os.write(stdin.fileno(), f"group {guardian.pid} {me.create_time!r}\n".encode())
+        _forge(guardian, f"group {guardian.pid} {me.create_time!r}\n".encode())
         tree = run.start(mark=None, children=1)  # unmarked: only its group names it
         assert guardian.watch(tree.containment)
     finally:
