@@ -19,8 +19,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -61,20 +61,39 @@ class Contained:
 
 @dataclass(frozen=True)
 class _Marks:
-    """The live observers' marks, and those of them whose adopted children are spared: an
-    observer that is no subreaper hands us its orphans while it lives, and one whose root has
-    exited has handed us its tree, which its ending takes. A child of ours carrying the mark
-    of a live subreaper cannot be its (its orphans stay in its tree)."""
+    """The live observers' marks, and which of them spare our adopted children carrying them:
+    an observer that is no subreaper hands us its orphans while it lives, and one whose root
+    has exited has handed us its tree, which its ending takes. A child of ours carrying the
+    mark of a live subreaper cannot be its (its orphans stay in its tree).
+
+    Whether a subreaper's root lives is asked after our children were listed (`spares`), not
+    when the sweep began: one that exited in between had handed us its whole tree, which was
+    then taken for strays with a copied mark and ended one by one, each by a scan of the process
+    table (150 orphans of one observer stalled every ending of the worker for 7 s and more)."""
 
     live: frozenset[str]
     spare: frozenset[str]
+    subreapers: Mapping[str, proctree.ProcId] = field(default_factory=dict)
 
     @classmethod
     def of(cls, live: Collection[Contained]) -> _Marks:
         return cls(
             frozenset(c.mark for c in live),
-            frozenset(c.mark for c in live if not c.subreaper or not proctree.is_alive(c.identity)),
+            frozenset(c.mark for c in live if not c.subreaper),
+            {c.mark: c.identity for c in live if c.subreaper},
         )
+
+    def spares(self, marker: str, rooted: dict[str, bool]) -> bool:
+        """Whether our child carrying `marker` is left to its observer's ending; `rooted`: the
+        subreapers' roots found alive so far by the caller, asked once per listing."""
+        if marker in self.spare:
+            return True
+        root = self.subreapers.get(marker)
+        if root is None:
+            return False
+        if marker not in rooted:
+            rooted[marker] = proctree.is_alive(root)
+        return not rooted[marker]
 
 
 class _LivePids(Collection[int]):
@@ -414,6 +433,7 @@ class Containment:
             self._unmarked_since = first
         strays: list[tuple[proctree.ProcId, str | None]] = []
         spared = 0
+        rooted: dict[str, bool] = {}  # asked after the listing above (see _Marks)
         for proc, marker in found:
             tree_mark = self._tree_mark(marker)
             if marker is None:
@@ -424,7 +444,7 @@ class Containment:
                 if any(start <= born + proctree.CREATE_TIME_TOLERANCE for start in live_starts):
                     spared += 1
                     continue
-            elif marker in marks.spare:
+            elif marks.spares(marker, rooted):
                 continue  # its observer's ending takes it
             elif marker in marks.live:
                 # A live subreaper's mark on a child of ours was copied, not inherited: end

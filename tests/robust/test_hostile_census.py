@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -44,8 +43,8 @@ def soak_cli(tmp_path: Path, hostile: Hostile, mode: str, **flags: str) -> tuple
     # The soak ends the worker and sweeps the run itself; the fixture ends the rest by PID.
     proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    if report["work_dir"]:  # None once a passing soak removed it (rmtree(None) raises on 3.13+)
-        shutil.rmtree(report["work_dir"], ignore_errors=True)
+    # A failed run's work folder (worker log, ledger) stays in the session's tmp folder, which
+    # a passing session removes and a failing one keeps: the evidence of a rare failure.
     return proc.returncode, report
 
 

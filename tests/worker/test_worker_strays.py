@@ -172,3 +172,71 @@ def test_one_sweep_ends_unmarked_lineages_that_fork_and_exit() -> None:
     finally:
         for proc in _with_marker(marker):
             proc.kill()  # psutil checks the identity it took: never a reused pid
+
+
+# A stand-in worker (a subreaper) with one live observer that is a subreaper too and holds
+# N sleeping children carrying its mark. The sweep's view of the observers is taken while the
+# observer lives; it then exits (as at its ending's stdin EOF), handing its children to the
+# stand-in, before the sweep lists its adopted children.
+OBSERVER = """
+import ctypes, os, sys, time
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+for _ in range(int(sys.argv[1])):
+    if os.fork() == 0:
+        end = time.monotonic() + 120  # a failed test leaves nothing for long
+        while time.monotonic() < end:
+            time.sleep(0.2)
+        os._exit(0)
+print("ready", flush=True)
+sys.stdin.read()  # exits at EOF
+"""
+RACED = """
+import contextlib, json, os, subprocess, sys, time
+import psutil, proctree
+from worker.containment import Contained, Containment, _Marks, worker_mark
+me = psutil.Process()
+c = Containment(worker_mark(me.pid, proctree.create_time(me)), proctree.create_time(me))
+assert proctree.enable_subreaper()
+c.subreaper = True
+mark = c.observer_mark("ending")
+env = dict(os.environ, **{proctree.MARK_ENV: mark})
+observer = subprocess.Popen(
+    [sys.executable, "-c", sys.argv[1], sys.argv[2]], env=env, text=True,
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+)
+assert observer.stdout.readline().strip() == "ready"
+identity = proctree.identify(observer.pid)
+marks = _Marks.of([Contained(identity, None, mark, subreaper=True)])  # the observer lives
+observer.stdin.close()
+observer.wait()
+deadline = time.monotonic() + 60
+while len(proctree.adopted_children({observer.pid})) < int(sys.argv[2]):
+    assert time.monotonic() < deadline, "the observer's children were not handed over"
+    time.sleep(0.02)
+orphans = proctree.adopted_children({observer.pid})
+strays = c._adopted_strays({observer.pid}, marks, [])
+print(json.dumps({"orphans": [p.pid for p in orphans], "strays": [s.pid for s, _ in strays]}))
+for proc in orphans:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.kill()  # psutil checks the identity it took: never a reused pid
+psutil.wait_procs(orphans, timeout=30)  # reaped: children of ours
+"""
+
+
+def test_an_observer_exiting_during_a_sweep_leaves_its_tree_to_its_ending() -> None:
+    """The sweep took its view of the observers (a live subreaper's mark on a child of ours is
+    a copy) before it listed its children; an observer that exited in between had handed it
+    its whole tree, all taken for copies and ended one by one, each by a scan of the process
+    table. With 3 observers of 150 orphans each, every ending of the worker stalled past the
+    soak's 5 s grace (a CI failure: 450 leaked). Now the observer is asked after the listing:
+    its tree is its ending's."""
+    out = subprocess.run(
+        [sys.executable, "-c", RACED, OBSERVER, "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert len(result["orphans"]) == 5, result
+    assert result["strays"] == [], result
