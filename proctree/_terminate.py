@@ -132,7 +132,10 @@ class _Tree:
         # As subreaper, whatever of root's tree outlives its parent is handed to us: the
         # tree is root's subtree plus our adopted children that carry its mark (or, unmarked,
         # sit in its group). Found child by child, with no scan of the process table.
-        self.local = own_child and mark is not None and _platform.is_subreaper()
+        # (Unmarked, where `known_children` asks for our other children too: the scan.)
+        self.local = (
+            own_child and _platform.is_subreaper() and (mark is not None or known_children is None)
+        )
 
     def group_verified(self) -> ProcId | None:
         """A living process of ours that is in the group right now, if any."""
@@ -245,9 +248,12 @@ class _Tree:
             self.known.add(self.root)
             pids += subtree_pids(self.root.pid)
         pgid = self.group if isinstance(self.group, int) else None
-        children, churn = _adopted_marks(
-            {self.root.pid, *self.others}, self.cell is not None, self.mark
-        )
+        children: list[tuple[psutil.Process, str | None]] = []
+        churn = False
+        if self.mark is not None or pgid is not None:  # else no adoptee can be of this tree
+            children, churn = _adopted_marks(
+                {self.root.pid, *self.others}, self.cell is not None, self.mark
+            )
         self.churn = churn or bool(reaped)
         for proc, marker in children:
             if mark_matches(marker, self.mark or "") or (
@@ -501,10 +507,11 @@ def terminate_tree(root: ProcId, **options: Any) -> TerminationResult:
     reaped here - its Popen/asyncio owner collects its exit status - nor are `dont_reap` pids.
     known_children: the pids this process spawned itself; if given and we are a subreaper,
     our other direct children (orphans the kernel handed to us) are ended too.
-    own_child: root was spawned by this process; with a mark and as subreaper the tree is
-    then found without scanning the process table (see _Tree); `dont_reap` then also names
-    our children that are not part of it (others' roots, helpers), whose environment need
-    not be read.
+    own_child: root is a child of this process (spawned, or adopted as subreaper); as
+    subreaper its tree is then found without scanning the process table (see _Tree): root's
+    subtree and our adopted children carrying the mark or in the group. `dont_reap` then also
+    names our children that are not part of it (others' roots, helpers), whose environment
+    need not be read.
     Blocking, thread-safe (no shared state); from asyncio use aterminate_tree.
     """
     steps = _escalate(root, **options)

@@ -65,6 +65,7 @@ def _run_module(argv: list[str]) -> subprocess.CompletedProcess[str]:
         ["fake_claude.bench", "--scenario", "nosuch"],  # was a traceback
         ["proctree.bench", "--repeat", "0"],  # was a traceback
         ["proctree.bench_spawn", "--spawns", "0"],
+        ["worker.bench_strays", "--grace", "-1"],
         ["harness", "soak", "--report", ""],  # wrote the report into the current folder
         ["harness", "bench", "--json", ""],
     ],
@@ -108,6 +109,7 @@ def _entries_without_help(text: str) -> list[str]:
         ["proctree"],
         ["proctree.bench"],
         ["proctree.bench_spawn"],
+        ["worker.bench_strays"],
     ],
 )
 def test_every_flag_says_what_it_does(argv):

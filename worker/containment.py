@@ -388,15 +388,18 @@ class Containment:
                         mark=mark,
                         grace=grace if round_no == 0 else 0.0,
                         dont_reap=exclude_pids,
+                        # Each a child of ours: its tree found child by child. Scans of the
+                        # whole table, one per stray and look, took 7 s of CPU for 150.
+                        own_child=True,
                     )
-                    for pid_id, mark in strays
+                    for pid_id, mark in _one_per_tree(strays)
                 )
             )
             # An ending leaves its root's exit status to the root's owner, which for an
             # adopted stray is us: reaped now, not left a zombie until the next sweep.
             self.reap_zombies(exclude_pids)
             ended += [pid_id for result in results for pid_id in result.ended]
-        return ended
+        return sorted(set(ended))
 
     def _adopted_strays(
         self,
@@ -535,6 +538,23 @@ class Containment:
         for mark, since in marks:
             ended.extend(proctree.sweep(mark=mark, grace=self.stray_grace, since=since))
         return ended
+
+
+def _one_per_tree(
+    strays: list[tuple[proctree.ProcId, str | None]],
+) -> list[tuple[proctree.ProcId, str | None]]:
+    """One ending per tree: strays carrying the same mark are one tree, which an ending by that
+    mark takes whole (rooted at the oldest: nothing older is taken for its tree); before, each
+    of 150 orphans of one observer was ended with the whole of it, 22,500 endings' worth of
+    looks. Unmarked strays are each a tree of their own."""
+    oldest: dict[str, proctree.ProcId] = {}
+    alone: list[tuple[proctree.ProcId, str | None]] = []
+    for pid_id, mark in strays:
+        if mark is None:
+            alone.append((pid_id, None))
+        elif mark not in oldest or pid_id.create_time < oldest[mark].create_time:
+            oldest[mark] = pid_id
+    return alone + [(pid_id, mark) for mark, pid_id in oldest.items()]
 
 
 def _create_time_or_now(pid: int) -> float:

@@ -75,7 +75,9 @@ os.setsid()
 while True:
     time.sleep(60)
 '''
-parents = [subprocess.Popen([sys.executable, "-c", STRAY, out], env={}) for _ in range(3)]
+# Unmarked, or all with the mark of one ended observer (its orphans: one tree).
+env = {proctree.MARK_ENV: c.observer_mark("ended")} if sys.argv[2] == "marked" else {}
+parents = [subprocess.Popen([sys.executable, "-c", STRAY, out], env=env) for _ in range(3)]
 for p in parents:
     p.wait()
 deadline = time.monotonic() + 60
@@ -89,13 +91,16 @@ print(json.dumps({"strays": strays, "ended": [e.pid for e in ended], "left": zom
 """
 
 
-def test_stubborn_strays_are_ended_side_by_side_and_reaped(tmp_path) -> None:
+@pytest.mark.parametrize("marked", ["unmarked", "marked"])
+def test_stubborn_strays_are_ended_side_by_side_and_reaped(tmp_path, marked: str) -> None:
     """The sweep holds the spawn lock: ended one after another, N strays that ignore SIGTERM
     held every new session back N graces. All get SIGTERM together, and none is left a
-    zombie of the worker afterwards."""
+    zombie of the worker afterwards. Each is said ended once: strays with one observer's mark
+    were each ended with all the others (a mark takes its whole tree), and 150 of them were
+    said to be 16,671 ended processes, after 11 s of CPU."""
     terms = tmp_path / "terms"
     out = subprocess.run(
-        [sys.executable, "-c", STUBBORN_STRAYS, str(terms)],
+        [sys.executable, "-c", STUBBORN_STRAYS, str(terms), marked],
         capture_output=True,
         text=True,
         timeout=120,
@@ -240,3 +245,16 @@ def test_an_observer_exiting_during_a_sweep_leaves_its_tree_to_its_ending() -> N
     result = json.loads(out.stdout)
     assert len(result["orphans"]) == 5, result
     assert result["strays"] == [], result
+
+
+def test_the_strays_bench_says_each_stray_ended_once() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench_strays", "-n", "4", "--repeat", "1"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [(w[0], w[-1]) for w in lines] == [("unmarked", "4"), ("marked", "4")], done.stdout
