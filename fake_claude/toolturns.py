@@ -14,6 +14,8 @@ from fake_claude import permission_request, permissions, subagents
 from fake_claude.hookout import stop_of
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from fake_claude.context import Context
     from fake_claude.mcp import McpClients
 
@@ -222,29 +224,17 @@ class ToolTurns:
         tool_use_id (PermissionRequest's does not); `with_mode`: the permission_mode."""
         asks: list[tuple[dict, float | None]] = []
         names: list[tuple[str, str]] = []  # (hook_id, hook_name) of each, for hook events
-        subject = tool if query is None else query  # nothing to match: every matcher runs
-        for matcher in self.hooks.get(event) or []:
-            if subject and not matcher_matches(matcher.get("matcher"), subject):
-                continue
+        for matcher, cb, hook_input in self._callbacks(
+            event, tool, tool_id, extra, with_id=with_id, query=query, with_mode=with_mode
+        ):
             # The matcher's timeout (seconds; the real CLI's default 60): a hook that does not
             # answer in time is cancelled and counts as having said nothing.
             timeout = matcher.get("timeout")
             wait = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else 60.0
-            for cb in matcher.get("hookCallbackIds") or []:
-                hook_input = {
-                    "session_id": self.session_id,
-                    "transcript_path": self.ctx.transcript_path(),
-                    "cwd": os.getcwd(),
-                    **({"permission_mode": self.permission_mode} if with_mode else {}),
-                    "hook_event_name": event,
-                    **({"tool_name": tool} if tool is not None else {}),
-                    **({"tool_use_id": tool_id} if tool is not None and with_id else {}),
-                    **extra,
-                }
-                body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
-                        "tool_use_id": tool_id}  # fmt: skip
-                asks.append((body, wait))
-                names.append((m.new_uuid(), f"{event}:{matcher.get('matcher') or ''}"))
+            body = {"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
+                    "tool_use_id": tool_id}  # fmt: skip
+            asks.append((body, wait))
+            names.append((m.new_uuid(), f"{event}:{matcher.get('matcher') or ''}"))
         if not asks:
             return []
         if self.hook_events:
@@ -260,20 +250,37 @@ class ToolTurns:
         """Send the hook_callbacks for `event` and wait for none of them, as the real CLI runs
         its Interrupt hooks (2.1.335: not awaited; their output is ignored). Their answers,
         coming later, are dropped (no request waits on them), so no hook_response either."""
+        for _, cb, hook_input in self._callbacks(
+            event, None, None, extra, with_id=False, query=query, with_mode=True
+        ):
+            self.post({"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
+                       "tool_use_id": None})  # fmt: skip
+
+    def _callbacks(
+        self, event: str, tool: str | None, tool_id: str | None, extra: dict, *,
+        with_id: bool, query: str | None, with_mode: bool,
+    ) -> Iterator[tuple[dict, str, dict]]:  # fmt: skip
+        """(matcher, callback id, hook input) of each SDK callback registered for `event`
+        whose matcher matches `query`, or the tool when no query is given ("": every one)."""
+        subject = tool if query is None else query
         for matcher in self.hooks.get(event) or []:
-            if query and not matcher_matches(matcher.get("matcher"), query):
+            if subject and not matcher_matches(matcher.get("matcher"), subject):
                 continue
             for cb in matcher.get("hookCallbackIds") or []:
-                hook_input = {
-                    "session_id": self.session_id,
-                    "transcript_path": self.ctx.transcript_path(),
-                    "cwd": os.getcwd(),
-                    "permission_mode": self.permission_mode,
-                    "hook_event_name": event,
-                    **extra,
-                }
-                self.post({"subtype": "hook_callback", "callback_id": cb, "input": hook_input,
-                           "tool_use_id": None})  # fmt: skip
+                yield (
+                    matcher,
+                    cb,
+                    {
+                        "session_id": self.session_id,
+                        "transcript_path": self.ctx.transcript_path(),
+                        "cwd": os.getcwd(),
+                        **({"permission_mode": self.permission_mode} if with_mode else {}),
+                        "hook_event_name": event,
+                        **({"tool_name": tool} if tool is not None else {}),
+                        **({"tool_use_id": tool_id} if tool is not None and with_id else {}),
+                        **extra,
+                    },
+                )
 
     def _hook_response(self, hook_id: str, event: str, name: str, out: dict) -> None:
         error = str(out.get("_error", ""))
