@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -547,10 +548,14 @@ async def aterminate_tree(
     *,
     close_stdin: Any = None,
     root_exited: Awaitable[Any] | None = None,
+    executor: Executor | None = None,
     **options: Any,
 ) -> TerminationResult:
     """terminate_tree for asyncio (same keywords): stdin is closed in the loop, each step
     between waits (scans, signals) runs in a thread, and the waits themselves in the loop.
+
+    executor: where the steps run (default: the loop's default executor). A caller that ends
+    many trees at once can keep their steps from queueing ahead of its other endings'.
 
     root_exited: completes when the loop has reaped root (the caller spawned it with asyncio).
     The stdin stage then waits on it instead of polling; and where the rest of the tree can be
@@ -578,11 +583,12 @@ async def aterminate_tree(
     elif asyncio.iscoroutine(root_exited):
         root_exited.close()  # not needed here: never leave it un-awaited
     steps = _escalate(root, close_stdin=close_stdin, **options)
-    finished, value = await asyncio.to_thread(_step, steps, None)
+    loop = asyncio.get_running_loop()
+    finished, value = await loop.run_in_executor(executor, _step, steps, None)
     while not finished:
         ids, timeout = value
         alive = await await_gone(ids, timeout)
-        finished, value = await asyncio.to_thread(_step, steps, alive)
+        finished, value = await loop.run_in_executor(executor, _step, steps, alive)
     if waited is not None:
         if exited and root not in value.stdin:
             value.stdin.insert(0, root)

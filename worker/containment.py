@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,10 @@ log = logging.getLogger("worker.containment")
 STRAY_ROUNDS = 3
 # The longest a stray's SIGTERM is given before SIGKILL: a sweep holds the spawn lock meanwhile.
 STRAY_GRACE_S = 1.0
+# The sweep's own threads: its work never queues ahead of an ending's steps in the loop's
+# default executor. Before, one sweep's 150 stray endings held all six of its threads for
+# seconds, and three observers' endings waited past a soak's 5 s grace (a CI failure).
+SWEEP_THREADS = 2
 
 
 def cell_label(mark: str) -> str:
@@ -160,6 +166,7 @@ class Containment:
         # The observers' environment: ours, read once (copying os.environ decodes every
         # variable, on each spawn otherwise); the worker never changes its own.
         self.env = dict(os.environ)
+        self.sweep_threads = ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="sweep")
 
     def start(self) -> None:
         # Linux: orphans of our children (escapees) reparent to us, not to PID 1.
@@ -228,6 +235,7 @@ class Containment:
     def close_cgroups(self) -> None:
         """Graceful shutdown, once the observers are ended: remove their (empty) cells."""
         proctree.disable_cgroups()
+        self.sweep_threads.shutdown(wait=False)  # the last sweep is over
 
     def close_guardian(self) -> int | None:
         """Graceful shutdown: cut the lifeline; the guardian sweeps once more and exits."""
@@ -355,7 +363,10 @@ class Containment:
             )
             if not full:
                 return ended
-        return ended + await asyncio.to_thread(self._sweep, live, exclude_pids)
+        loop = asyncio.get_running_loop()
+        return ended + await loop.run_in_executor(
+            self.sweep_threads, self._sweep, live, exclude_pids
+        )
 
     async def _end_adopted(
         self,
@@ -375,8 +386,11 @@ class Containment:
         tried: set[proctree.ProcId] = set()
         for round_no in range(STRAY_ROUNDS):
             # Only newcomers: one that outlived its ending is not tried (nor stopped) again.
-            strays = await asyncio.to_thread(
-                self._adopted_strays, exclude_pids, marks, live_starts, round_no > 0, tried
+            strays = await asyncio.get_running_loop().run_in_executor(
+                self.sweep_threads,
+                functools.partial(
+                    self._adopted_strays, exclude_pids, marks, live_starts, round_no > 0, tried
+                ),
             )
             if not strays:
                 break
@@ -391,6 +405,7 @@ class Containment:
                         # Each a child of ours: its tree found child by child. Scans of the
                         # whole table, one per stray and look, took 7 s of CPU for 150.
                         own_child=True,
+                        executor=self.sweep_threads,
                     )
                     for pid_id, mark in _one_per_tree(strays)
                 )

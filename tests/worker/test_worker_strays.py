@@ -258,3 +258,53 @@ def test_the_strays_bench_says_each_stray_ended_once() -> None:
     assert done.returncode == 0, done.stderr
     lines = [line.split() for line in done.stdout.splitlines()[1:]]
     assert [(w[0], w[-1]) for w in lines] == [("unmarked", "4"), ("marked", "4")], done.stdout
+
+
+# A stand-in worker whose loop's default executor (two threads) is all taken, as by endings'
+# steps; one adopted stray. The blockers are released once the sweep is over, or after 20 s.
+BUSY_EXECUTOR = """
+import asyncio, json, subprocess, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+import psutil, proctree
+from worker.containment import Containment, _Marks, worker_mark
+me = psutil.Process()
+c = Containment(worker_mark(me.pid, proctree.create_time(me)), proctree.create_time(me))
+assert proctree.enable_subreaper()
+c.subreaper = True
+ORPHAN = "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(60)\\n"
+subprocess.run([sys.executable, "-c", ORPHAN], env={}, check=True)
+deadline = time.monotonic() + 60
+while not proctree.adopted_children(set()):
+    assert time.monotonic() < deadline, "the stray was not adopted"
+    time.sleep(0.02)
+stray = proctree.adopted_children(set())[0]
+released = threading.Event()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(2))
+    busy = [loop.run_in_executor(None, released.wait, 20) for _ in range(2)]
+    ended = await c._end_adopted(set(), 0.2, _Marks(frozenset(), frozenset()), [])
+    released.set()
+    return ended, await asyncio.gather(*busy)
+
+ended, waited = asyncio.run(main())
+print(json.dumps({"ended": [e.pid for e in ended], "stray": stray.pid, "waited": waited}))
+"""
+
+
+def test_a_sweep_does_not_wait_for_the_loops_default_executor() -> None:
+    """The sweep ran its steps in the loop's default executor, as the endings of observers do:
+    one sweep's 150 stray endings held all of it for seconds and three observers' endings
+    waited past a soak's 5 s grace (a CI failure). It has threads of its own now: it ends its
+    stray while every default thread is taken, and so releases them (they waited 20 s)."""
+    out = subprocess.run(
+        [sys.executable, "-c", BUSY_EXECUTOR],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["ended"] == [result["stray"]], result
+    assert result["waited"] == [True, True], "the sweep waited for the default executor"
