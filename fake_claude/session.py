@@ -339,9 +339,7 @@ class Session(ToolTurns):
             body: dict, timeout: float | None = None, idle: object = None, post: bool = False
         ) -> dict:
             if post:  # a notification the real CLI does not wait on (a cancellation)
-                self.req_counter += 1
-                rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
-                send({"type": "control_request", "request_id": rid, "request": body})
+                self.post(body)
                 return {}
             return self.request(body, wait if timeout is None else timeout)
 
@@ -393,11 +391,13 @@ class Session(ToolTurns):
         timeout, {"_error": ...} once it has passed)."""
         return self.request_all([(body, timeout)])[0]
 
-    def post(self, body: dict) -> None:
-        """A control request whose answer nobody waits for (one that comes is dropped)."""
+    def post(self, body: dict) -> str:
+        """Send a control request; its request_id. Alone, one whose answer nobody waits for (one
+        that comes is dropped); request_all waits for the ones it posts."""
         self.req_counter += 1
         rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
         send({"type": "control_request", "request_id": rid, "request": body})
+        return rid
 
     def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
         """Several control requests in flight at once (the real CLI runs the hooks that match
@@ -407,9 +407,7 @@ class Session(ToolTurns):
         start = time.monotonic()
         timeouts: dict[str, float | None] = {}
         for body, timeout in asks:
-            self.req_counter += 1
-            rid = f"req_{self.req_counter}_{os.urandom(4).hex()}"
-            send({"type": "control_request", "request_id": rid, "request": body})
+            rid = self.post(body)
             timeouts[rid] = timeout
             self.waiting.add(rid)
         rids = list(timeouts)

@@ -82,7 +82,7 @@ class ToolTurns:
     def request_all(self, asks: list[tuple[dict, float | None]]) -> list[dict]:
         raise NotImplementedError
 
-    def post(self, body: dict) -> None:
+    def post(self, body: dict) -> str:
         raise NotImplementedError
 
     def tool_round(self, tool: str, prompt: str) -> list[dict]:
