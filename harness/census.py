@@ -71,6 +71,7 @@ class ProcRecord:
     parent_pid: int | None = None  # the fake main that spawned it (ledger)
     ppid: int | None = None
     session: str | None = None  # attributed by the target
+    held_at: float = 0.0  # when a look last found this very process at its pid
     proc: psutil.Process | None = None
     rss: int = 0
     status: str = ""
@@ -528,6 +529,7 @@ class Census:
             return False
         except psutil.AccessDenied:
             return True
+        rec.held_at = now
         if rec.status == psutil.STATUS_ZOMBIE:
             self._mark_exited(rec, now)
             # (adopting is Linux's: the platform test is for type checkers)
@@ -592,6 +594,7 @@ class Census:
         if not proc.is_running():  # gone, or its PID reused by another process
             self._gone(rec, now)
             return False
+        rec.held_at = now
         if not rss:
             return self._probe(rec, now)
         rec.rss = rss
@@ -757,6 +760,8 @@ class Census:
                 continue
             if rec is None:
                 rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
+                if parent is None:
+                    parent = self._session_leader(pid, ct)
                 if parent is not None:
                     rec.parent_pid = parent.pid
                     rec.role = rec.role or "descendant"
@@ -866,6 +871,23 @@ class Census:
             return ct + CT_TOLERANCE >= worker_ct, None
         parent = self._live_parent(ppid, ct)
         return parent is not None, parent
+
+    def _session_leader(self, pid: int, ct: float) -> ProcRecord | None:
+        """The run's process that leads this one's POSIX session, for one first seen with no
+        parent of the run (its parent exited before a sample saw it: a fan-out's fork, the
+        middle of a double fork). A member of a session descends from its leader, and the
+        leader's pid is no other process's while the session has members: a record that held
+        that pid from before this process's birth until after it is the leader. The soak's
+        observers lead sessions of their own (the fixed worker's, or the macOS path's), so an
+        orphan that did not start a session of its own is of its observer's session; before,
+        it was judged by time only and its leak named no session."""
+        sid = proctree.session_of(pid)
+        if sid is None or sid == pid:
+            return None
+        for rec in self.records.get(sid, ()):
+            if rec.create_time <= ct + CT_TOLERANCE and rec.held_at >= ct + CT_TOLERANCE:
+                return rec
+        return None
 
     def _live_parent(self, ppid: int, ct: float) -> ProcRecord | None:
         """The record of a live process of the run at ppid, if it was there before ct."""

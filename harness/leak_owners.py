@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 from harness.leak_procs import CT_TOLERANCE_S, Identity, Proc, descendants, names_a_helper, now
@@ -170,12 +168,9 @@ class Attribution:
         """The owner of a known, older process that leads this one's session or group. The
         middle of a double fork calls setsid and exits: its orphan (reparented to pytest, a
         subreaper) has no known parent and no token left, but the middle led its session."""
-        if sys.platform == "win32":
-            return None
-        try:
-            leaders = {os.getsid(proc.pid), os.getpgid(proc.pid)} - {proc.pid}
-        except OSError:
-            return None
+        import proctree
+
+        leaders = {proctree.session_of(proc.pid), proctree.group_of(proc.pid)} - {proc.pid, None}
         for (pid, create_time), number in self.known.items():
             if pid in leaders and create_time <= proc.create_time + CT_TOLERANCE_S:
                 return number

@@ -57,11 +57,13 @@ from ._platform import (
     enable_subreaper,
     end_stale_cells,
     exec_problem,
+    group_of,
     is_subreaper,
     pdeathsig_method,
     send_cont,
     send_kill,
     send_term,
+    session_of,
 )
 from ._platform import send_stop as stop
 from ._python import ask_to_stop, python_command
@@ -105,6 +107,7 @@ __all__ = [
     "enable_subreaper",
     "end_stale_cells",
     "exec_problem",
+    "group_of",
     "environ",
     "exited",
     "fallback_forced",
@@ -129,6 +132,7 @@ __all__ = [
     "send_cont",
     "send_kill",
     "send_term",
+    "session_of",
     "spawn_options",
     "start_guardian",
     "shown_argv",

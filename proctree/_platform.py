@@ -125,6 +125,16 @@ def group_of(pid: int) -> int | None:
         return _posix.group_of(pid)
 
 
+def session_of(pid: int) -> int | None:
+    """The POSIX session id: its leader's pid. No process joins an existing session (setsid
+    only makes a new one), so every member descends from the leader, and while any member
+    lives the kernel gives that pid to no other process. None on Windows or once gone."""
+    if sys.platform == "win32":
+        return None
+    else:
+        return _posix.session_of(pid)
+
+
 def _send_posix(pid_id: ProcId, sig: int) -> bool:
     if sys.platform == "win32":
         raise NotImplementedError("POSIX signals")

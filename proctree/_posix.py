@@ -30,6 +30,13 @@ def group_of(pid: int) -> int | None:
         return None
 
 
+def session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
+
+
 def send_verified(pid_id: ProcId, sig: int) -> bool:
     """Signal the process only if it is still the one we identified."""
     proc = pid_id.process()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -39,3 +42,13 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def end_stand_in(worker: subprocess.Popen[Any], ours: list[psutil.Process]) -> None:
+    """End a stand-in worker and what it started (by handle: identity checked)."""
+    for proc in ours:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    worker.kill()
+    worker.wait(timeout=30)
+    psutil.wait_procs(ours, timeout=10)

@@ -9,7 +9,6 @@ just freed, between two samples.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from soak_helpers import SLEEPER, wait_for
+from soak_helpers import SLEEPER, end_stand_in, wait_for
 
 from harness.census import Census, ProcRecord, run_id_token
 from harness.cleanup import sweep_run
@@ -191,16 +190,6 @@ while True: time.sleep(1)
 """
 
 
-def _end(worker: subprocess.Popen, ours: list[psutil.Process]) -> None:
-    """End the stand-in worker and what it started (by handle: identity checked)."""
-    for proc in ours:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    worker.kill()
-    worker.wait(timeout=30)
-    psutil.wait_procs(ours, timeout=10)
-
-
 @pytest.mark.parametrize("reaped", [True, False], ids=["parent-reaped", "parent-zombie"])
 def test_child_of_a_parent_that_exits_after_being_seen_is_escaped(reaped: bool) -> None:
     """The grandchild is seen under its parent (ppid settled: not read again while the parent
@@ -242,7 +231,7 @@ def test_child_of_a_parent_that_exits_after_being_seen_is_escaped(reaped: bool) 
         (rec,) = [r for r in census.live_records() if r.pid == grandchild]
         assert rec.ppid != middle
     finally:
-        _end(worker, ours)
+        end_stand_in(worker, ours)
 
 
 def test_process_that_execs_after_first_sight_is_named_by_its_current_argv(spawn) -> None:
@@ -370,7 +359,7 @@ def test_only_the_workers_own_guardian_is_a_helper(with_guardian: bool) -> None:
                 assert not counted(replacement), "the replacement guardian was counted"
             assert not counted(first)
     finally:
-        _end(worker, ours)
+        end_stand_in(worker, ours)
 
 
 def test_a_new_process_with_a_blank_argv_is_judged_within_a_second() -> None:
@@ -456,7 +445,7 @@ def test_the_child_of_a_worker_child_judged_later_is_judged_with_it() -> None:
         # Both are first seen by one sample; the child is undecided for up to a second.
         wait_for(lambda: counted() == {child, grandchild}, what="both counted as the run's")
     finally:
-        _end(worker, ours)
+        end_stand_in(worker, ours)
 
 
 def test_a_zombie_holds_no_memory_in_the_rss_total(run_id) -> None:
@@ -589,4 +578,4 @@ def test_a_fork_of_an_observer_seen_before_its_exec_is_of_the_observers_session(
         assert rec.parent_pid == observer.pid
         assert census.session_of(rec) == "s"
     finally:
-        _end(observer, ours)
+        end_stand_in(observer, ours)
