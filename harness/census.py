@@ -72,6 +72,8 @@ class ProcRecord:
     ppid: int | None = None
     session: str | None = None  # attributed by the target
     held_at: float = 0.0  # when a look last found this very process at its pid
+    sid: int | None = None  # POSIX session, read when first seen with no parent of the run
+    leader: ProcRecord | None = None  # the run's process that leads that session
     proc: psutil.Process | None = None
     rss: int = 0
     status: str = ""
@@ -152,6 +154,7 @@ class Census:
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
         self._undecided: dict[int, tuple[float, float]] = {}  # see _mid_exec: pid -> (ct, since)
+        self._unled: list[ProcRecord] = []  # see _await_leader
         # pid -> what to add to its ledger lines' times: only for a fake whose boot time was
         # not the run's (bootclock), so empty as a rule.
         self._ledger_shift: dict[int, float] = {}
@@ -371,6 +374,8 @@ class Census:
     def session_of(self, rec: ProcRecord, depth: int = 0) -> str | None:
         if rec.session is not None:
             return rec.session
+        if rec.leader is not None and depth < 64:
+            return self.session_of(rec.leader, depth + 1)
         if rec.parent_pid is not None:
             parent = self._latest(rec.parent_pid, before=rec.spawn_ts)
             # Up the whole line of parents (bounded: links read at different moments): a
@@ -640,6 +645,7 @@ class Census:
             now = proctree.now()
             pids = set(psutil.pids())
             self._discover(pids, now)
+            self._link_leaders()
             self._n_samples += 1
             if self.worker is not None and (
                 self._n_samples % FULL_TREE_EVERY == 1 or not self.judging or self._force_tree
@@ -761,7 +767,7 @@ class Census:
             if rec is None:
                 rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
                 if parent is None:
-                    parent = self._session_leader(pid, ct)
+                    self._await_leader(rec)
                 if parent is not None:
                     rec.parent_pid = parent.pid
                     rec.role = rec.role or "descendant"
@@ -872,22 +878,40 @@ class Census:
         parent = self._live_parent(ppid, ct)
         return parent is not None, parent
 
-    def _session_leader(self, pid: int, ct: float) -> ProcRecord | None:
-        """The run's process that leads this one's POSIX session, for one first seen with no
-        parent of the run (its parent exited before a sample saw it: a fan-out's fork, the
-        middle of a double fork). A member of a session descends from its leader, and the
-        leader's pid is no other process's while the session has members: a record that held
-        that pid from before this process's birth until after it is the leader. The soak's
-        observers lead sessions of their own (the fixed worker's, or the macOS path's), so an
-        orphan that did not start a session of its own is of its observer's session; before,
-        it was judged by time only and its leak named no session."""
-        sid = proctree.session_of(pid)
-        if sid is None or sid == pid:
-            return None
-        for rec in self.records.get(sid, ()):
-            if rec.create_time <= ct + CT_TOLERANCE and rec.held_at >= ct + CT_TOLERANCE:
-                return rec
-        return None
+    def _await_leader(self, rec: ProcRecord) -> None:
+        """One first seen with no parent of the run (its parent exited before a sample saw it:
+        a fan-out's fork, the middle of a double fork) descends from the leader of its POSIX
+        session, unless it started one of its own. The soak's observers lead sessions of their
+        own (the fixed worker's, and on the macOS path), so such an orphan is of its observer's
+        session; before, it was judged by time only and its leak named no session."""
+        sid = proctree.session_of(rec.pid)
+        if sid is not None and sid != rec.pid:
+            rec.sid = sid
+            self._unled.append(rec)
+
+    def _link_leaders(self) -> None:
+        """Find the leaders of the orphans that wait for one (see _await_leader), also those
+        first seen after them. No process joins an existing session, and the leader's pid is no
+        other process's while the session has members: a record seen holding that pid after
+        the orphan's birth is its leader (exact; a process cannot forge it)."""
+        waiting = []
+        for rec in self._unled:
+            born = rec.create_time + CT_TOLERANCE
+            leader = next(
+                (
+                    r
+                    for r in self.records.get(rec.sid or 0, ())
+                    if r.create_time <= born and r.held_at >= born
+                ),
+                None,
+            )
+            if leader is not None:
+                rec.leader = leader
+                rec.role = rec.role or "descendant"
+                self._epoch += 1
+            elif rec.alive:
+                waiting.append(rec)
+        self._unled = waiting
 
     def _live_parent(self, ppid: int, ct: float) -> ProcRecord | None:
         """The record of a live process of the run at ppid, if it was there before ct."""

@@ -30,15 +30,19 @@ pytestmark = pytest.mark.skipif(
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 
-def _daemonizing_claude(tmp_path: Path, argv: list[bytes]) -> Path:
-    """A claude that first leaves a fully scrubbed daemon running `sleep` with `argv`."""
+def _daemonizing_claude(
+    tmp_path: Path, argv: list[bytes], detach: str = "setsid", linger: float = 0.0
+) -> Path:
+    """A claude that first leaves a fully scrubbed daemon running `sleep` with `argv`: in a
+    session of its own (`detach="setsid"`) or only a process group of its own, in the claude's
+    session (`"setpgid"`); the claude then waits `linger` seconds before it answers."""
     script = tmp_path / "claude"
     script.write_text(
         f"""#!{sys.executable}
-import os, sys
+import os, sys, time
 pid = os.fork()
 if pid == 0:
-    os.setsid()
+    os.{detach}({"" if detach == "setsid" else "0, 0"})
     if os.fork() == 0:
         fd = os.open(os.devnull, os.O_RDWR)
         for f in (0, 1, 2):
@@ -47,6 +51,7 @@ if pid == 0:
         os.execve({SLEEP!r}, {argv!r}, {{}})
     os._exit(0)
 os.waitpid(pid, 0)
+time.sleep({linger})
 os.execv(sys.executable, [sys.executable, "-m", "fake_claude", *sys.argv[1:]])
 """
     )
@@ -90,6 +95,35 @@ def test_scrubbed_daemons_are_judged_and_never_outlive_the_run(
             assert done.returncode == 0 and report["verdict"] == "PASS", done.stdout
         assert _daemons(argv) == [], "a daemon outlived the run"
         assert run_pids(run_id) == []
+    finally:
+        for p in _daemons(argv):  # only if the harness failed to: by their unique argv
+            p.kill()
+
+
+def test_a_daemon_left_in_its_claudes_session_is_named_with_that_session(
+    tmp_path: Path, run_id: str
+) -> None:
+    """On the macOS path the worker ends its observer's process group; a daemon that made a
+    group of its own but stayed in the observer's POSIX session outlives it, first seen by the
+    census as the harness's orphan. Its session's leader, the observer, says whose it is: each
+    leak names its session (one claude per session, all four at once, so time alone could
+    not tell). The claude lingers so that a sample sees it alive after its daemon's birth."""
+    argv = [b"sleep-in-session", f"{60 + secrets.randbelow(10**6) / 10**6:.6f}".encode()]
+    claude = _daemonizing_claude(tmp_path, argv, detach="setpgid", linger=3.0)
+    report_dir = tmp_path / "report"
+    env = dict(os.environ, PROCTREE_FALLBACK="1")
+    cmd = [sys.executable, "-m", "harness", "soak", "--claude", str(claude), "--run-id", run_id]
+    cmd += ["--sessions", "4", "--concurrency", "4", "--prompts", "1", "--grace", "2"]
+    cmd += ["--progress", "none", "--no-plot", "--report", str(report_dir)]
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        report = json.loads((report_dir / "report.json").read_text())
+        assert done.returncode == 1 and report["verdict"] == "FAIL", done.stdout
+        want = printable_argv(_texts(argv))
+        sessions = [e["session"] for e in report["leaked"] if e["cmdline"] == want]
+        assert len(sessions) == 4, report["leaked"]
+        assert set(sessions) == {f"soak-{run_id}-{i:06d}" for i in range(4)}, report["leaked"]
+        assert _daemons(argv) == [], "a daemon outlived the run"
     finally:
         for p in _daemons(argv):  # only if the harness failed to: by their unique argv
             p.kill()
