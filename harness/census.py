@@ -72,8 +72,7 @@ class ProcRecord:
     ppid: int | None = None
     session: str | None = None  # attributed by the target
     held_at: float = 0.0  # when a look last found this very process at its pid
-    sid: int | None = None  # POSIX session, read when first seen with no parent of the run
-    leader: ProcRecord | None = None  # the run's process that leads that session
+    leader: ProcRecord | None = None  # the run's process that leads its POSIX session
     proc: psutil.Process | None = None
     rss: int = 0
     status: str = ""
@@ -154,7 +153,7 @@ class Census:
         self.records: dict[int, list[ProcRecord]] = {}  # pid -> records (reuse keeps several)
         self._seen: dict[int, tuple[float, bool]] = {}  # pid -> (create_time, ours)
         self._undecided: dict[int, tuple[float, float]] = {}  # see _mid_exec: pid -> (ct, since)
-        self._unled: list[ProcRecord] = []  # see _await_leader
+        self._unled: list[tuple[ProcRecord, int]] = []  # (record, its session id): _await_leader
         # pid -> what to add to its ledger lines' times: only for a fake whose boot time was
         # not the run's (bootclock), so empty as a rule.
         self._ledger_shift: dict[int, float] = {}
@@ -768,7 +767,7 @@ class Census:
                 rec = self._add(ProcRecord(pid=pid, create_time=ct, spawn_ts=now))
                 if parent is None:
                     self._await_leader(rec)
-                if parent is not None:
+                else:
                     rec.parent_pid = parent.pid
                     rec.role = rec.role or "descendant"
             if not rec.cmdline:
@@ -883,11 +882,10 @@ class Census:
         a fan-out's fork, the middle of a double fork) descends from the leader of its POSIX
         session, unless it started one of its own. The soak's observers lead sessions of their
         own (the fixed worker's, and on the macOS path), so such an orphan is of its observer's
-        session; before, it was judged by time only and its leak named no session."""
+        session, where time alone could not tell which of those running at its birth."""
         sid = proctree.session_of(rec.pid)
         if sid is not None and sid != rec.pid:
-            rec.sid = sid
-            self._unled.append(rec)
+            self._unled.append((rec, sid))
 
     def _link_leaders(self) -> None:
         """Find the leaders of the orphans that wait for one (see _await_leader), also those
@@ -895,22 +893,15 @@ class Census:
         other process's while the session has members: a record seen holding that pid after
         the orphan's birth is its leader (exact; a process cannot forge it)."""
         waiting = []
-        for rec in self._unled:
+        for rec, sid in self._unled:
             born = rec.create_time + CT_TOLERANCE
-            leader = next(
-                (
-                    r
-                    for r in self.records.get(rec.sid or 0, ())
-                    if r.create_time <= born and r.held_at >= born
-                ),
-                None,
-            )
-            if leader is not None:
-                rec.leader = leader
+            held = [r for r in self.records.get(sid, ()) if r.create_time <= born <= r.held_at]
+            if held:
+                rec.leader = held[0]
                 rec.role = rec.role or "descendant"
                 self._epoch += 1
             elif rec.alive:
-                waiting.append(rec)
+                waiting.append((rec, sid))
         self._unled = waiting
 
     def _live_parent(self, ppid: int, ct: float) -> ProcRecord | None:
