@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Collection
@@ -113,16 +114,25 @@ _BINARY_MAGIC = (
 _BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
 
 
-def exec_problem(path: str) -> str | None:
-    """Why execve would refuse this executable file with ENOEXEC (a script without `#!`, which
-    a shell runs but a spawn cannot), or None. Unknown (None) where the kernel has binfmt_misc
-    formats registered: those may run anything."""
+# The kernel reads a script's `#!` line from the file's first bytes (BINPRM_BUF_SIZE) and
+# runs an interpreter that is itself a script, a few levels deep.
+_SHEBANG_BYTES = 256
+_SHEBANG_DEPTH = 4
+
+
+def exec_problem(path: str, _depth: int = 0) -> str | None:
+    """Why execve would refuse this executable file (ENOEXEC: a script without `#!`, which a
+    shell runs but a spawn cannot; ENOENT: a `#!` interpreter that is not there, often one
+    named with a CR by a script saved with CRLF line endings), or None. Unknown (None) where
+    the kernel has binfmt_misc formats registered: those may run anything."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(_SHEBANG_BYTES)
     except OSError:
         return None  # unreadable yet executable: the spawn will say
-    if head[:2] == b"#!" or head in _BINARY_MAGIC:
+    if head[:2] == b"#!":
+        return _interpreter_problem(head, _depth)
+    if head[:4] in _BINARY_MAGIC:
         return None
     try:
         registered = set(os.listdir(_BINFMT_MISC)) - {"register", "status"}
@@ -134,3 +144,23 @@ def exec_problem(path: str) -> str | None:
         "the kernel cannot run it: no '#!' line and not a binary (a shell runs such a script, "
         "a spawn fails with 'Exec format error')"
     )
+
+
+def _interpreter_problem(head: bytes, depth: int) -> str | None:
+    """Why the interpreter a `#!` line names cannot run (see exec_problem), or None. A relative
+    one is looked up from the spawner's working folder, unknown here: nothing is said."""
+    # The kernel takes the name up to the first blank or newline: a CR stays in it.
+    found = re.match(rb"#![ \t]*([^ \t\n\0]+)", head)
+    if found is None:
+        return None  # `#!` alone: the spawn will say
+    name = os.fsdecode(found.group(1))
+    if not os.path.isabs(name) or depth >= _SHEBANG_DEPTH:
+        return None
+    if not (os.path.isfile(name) and os.access(name, os.X_OK)):
+        crlf = " (CRLF line endings: the name ends in a carriage return)" if "\r" in name else ""
+        return (
+            f"the kernel cannot run it: its '#!' interpreter {name!r} is not an executable "
+            f"file{crlf}, so every spawn of it fails"
+        )
+    inner = exec_problem(name, depth + 1)
+    return f"its '#!' interpreter {name!r}: {inner}" if inner else None

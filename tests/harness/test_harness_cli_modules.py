@@ -114,6 +114,14 @@ def test_exec_problem_knows_scripts_and_binaries(tmp_path, monkeypatch) -> None:
     assert proctree.exec_problem(str(script)) is None
     assert proctree.exec_problem(os.path.realpath(sys.executable)) is None  # a binary
     assert "no '#!' line" in (proctree.exec_problem(str(text)) or "")
+    # A `#!` interpreter that is itself a script runs if that one does (the kernel nests them).
+    nested, broken = tmp_path / "nested", tmp_path / "broken"
+    nested.write_text(f"#!{script}\n")
+    broken.write_text(f"#!{text}\n")
+    for path in (script, text, nested, broken):
+        path.chmod(0o755)
+    assert proctree.exec_problem(str(nested)) is None
+    assert "no '#!' line" in (proctree.exec_problem(str(broken)) or "")
     # Formats registered with binfmt_misc may run anything: nothing is said then.
     (tmp_path / "binfmt").mkdir()
     for name in ("register", "status", "python3.11"):

@@ -180,3 +180,26 @@ def test_census_counts_no_process_on_the_workers_word_alone(tmp_path, hostiles) 
         assert other.pid not in leaked, report["leaked"]
         assert code == 0 and report["verdict"] == "PASS", report["reasons"]
         wait_none_alive(hostile)
+
+
+@pytest.mark.parametrize(
+    ("first_line", "said"),
+    [
+        (b"#!/nonexistent/python3\n", "'/nonexistent/python3'"),
+        # Saved with Windows line endings: the kernel looks for "python3\r".
+        (b"#!" + sys.executable.encode() + b"\r\n", "CRLF"),
+    ],
+)
+def test_a_claude_whose_interpreter_cannot_run_is_refused(first_line, said, tmp_path) -> None:
+    """A `#!` script whose interpreter does not exist (or names it with a trailing CR) cannot
+    be exec'd: every observer's spawn fails with ENOENT. The soak ran anyway and PASSed (exit
+    0, a warning that no message was processed), having tested nothing; a script with no `#!`
+    was already refused. Now both are refused before anything starts (exit 2)."""
+    claude = tmp_path / "claude"
+    claude.write_bytes(first_line + b"print('never')\n")
+    claude.chmod(0o755)
+    argv = [sys.executable, "-m", "harness", "soak", "--claude", str(claude), "--sessions", "1",
+            "--progress", "none", "--no-plot", "--report", str(tmp_path / "report")]  # fmt: skip
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "the kernel cannot run it" in proc.stderr and said in proc.stderr, proc.stderr
