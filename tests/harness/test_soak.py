@@ -307,10 +307,11 @@ def test_a_leaky_workers_growing_rss_is_judged_too(tmp_path, run_id):
 @pytest.mark.skipif(sys.platform == "win32", reason="a POSIX #! script that cannot start")
 def test_a_worker_that_never_gets_claude_running_is_an_error(tmp_path, run_id):
     # The worker spawns this instead of the harness's fake (a later --claude wins): it passes
-    # the worker's start-up check (an executable file), and every spawn of it fails at exec.
+    # the worker's start-up check (an executable file; a relative interpreter is looked up
+    # from the spawner's folder, unknown to the check), and every spawn of it fails at exec.
     # The hooks still answer and the queue still drains, so every session "completes".
     broken = tmp_path / "claude"
-    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.write_text("#!nonexistent/interpreter\n")
     broken.chmod(0o755)
     target = ReferenceTarget(mode="fixed", extra_args=["--claude", str(broken)])
     report = _soak(tmp_path, run_id, target, sessions=3, prompts=1, concurrency=2, plot=False)
