@@ -212,6 +212,8 @@ def build_report(
     cfg["report"] = str(config.report) if config.report else None
     if config.duration is not None:  # the time box ruled: a default of 300 read as the run's
         cfg["sessions"] = None
+    if config.target == "reference":  # the limit the worker ran with, not "its default"
+        cfg["turn_timeout"] = config.turn_timeout_s()
     return {
         "verdict": verdict.verdict,
         "exit_code": verdict.exit_code,
@@ -238,7 +240,7 @@ def build_report(
             for w in (
                 grace_warning(config),
                 starts_warning(starts, run.completed),
-                messages_warning(messages, config.claude),
+                messages_warning(messages, config),
                 mcp_warning(config, census),
             )
             if w
@@ -315,15 +317,17 @@ def build_report(
     }
 
 
-def messages_warning(messages: dict[str, int] | None, claude: Path | str | None) -> str | None:
+def messages_warning(messages: dict[str, int] | None, config: SoakConfig) -> str | None:
     """No queued message ever processed: the observers never worked (a claude that does not
-    speak the protocol, or one every scenario of which misbehaves). Leaks are still judged, but
-    only of claudes that never answered, which a reader of a PASS should know."""
+    speak the protocol or answers too slowly, or one every scenario of which misbehaves). Leaks
+    are still judged, but only of claudes that never answered, which a reader of a PASS should
+    know."""
     if not messages or messages.get("processed") or not messages.get("failed"):
         return None
     why = (
-        f"see the worker log: does the claude at {claude} speak the stream-json protocol?"
-        if claude
+        f"see the worker log: does the claude at {config.claude} speak the stream-json "
+        f"protocol, and answer a turn within --turn-timeout ({config.turn_timeout_s():g} s)?"
+        if config.claude
         else "expected if every scenario misbehaves (hang, crash); otherwise see the worker log"
     )
     return (

@@ -28,6 +28,12 @@ def default_concurrency() -> int:
 # plus itself; 1 GB is several times that, yet 40x under the 44 GB of issue #603.
 DEFAULT_PEAK_BUDGET_MB = 1024.0
 
+# The reference worker's limit on one observer turn. The fake answers at once, and a hung one
+# holds its session for a turn timeout: 120 s (the worker's default, like claude-mem's) would make
+# a soak of hundreds of sessions take hours. A real claude asks a model, which takes that long.
+FAKE_TURN_TIMEOUT_S = 10.0
+CLAUDE_TURN_TIMEOUT_S = 120.0
+
 
 @dataclass
 class SoakConfig:
@@ -46,6 +52,7 @@ class SoakConfig:
     # MB, worker + descendants: no new session past it (None: twice rss_peak; 0: never)
     rss_stop: float | None = None
     rss_min_span: int = DEFAULT_MIN_SLOPE_SPAN  # sessions in the 2nd half before slopes count
+    turn_timeout: float | None = None  # the reference worker's, s (None: see turn_timeout_s)
     report: Path | None = None
     worker_grace: float = 0.5  # the worker's own escalation step (--grace of the worker)
     reap_interval: float = 1.0
@@ -76,10 +83,19 @@ class SoakConfig:
             return None if self.rss_peak is None else 2 * self.rss_peak
         return self.rss_stop or None
 
+    def turn_timeout_s(self) -> float:
+        if self.turn_timeout is not None:
+            return self.turn_timeout
+        return FAKE_TURN_TIMEOUT_S if self.claude is None else CLAUDE_TURN_TIMEOUT_S
+
     def target_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"mode": self.mode}
         if self.target == "reference":
-            kw.update(worker_grace=self.worker_grace, reap_interval=self.reap_interval)
+            kw.update(
+                worker_grace=self.worker_grace,
+                reap_interval=self.reap_interval,
+                turn_timeout=self.turn_timeout_s(),
+            )
         kw.update(self.target_options)
         return kw
 

@@ -20,6 +20,7 @@ import psutil
 
 import proctree
 from harness.hooks import HookClient
+from harness.soak_config import CLAUDE_TURN_TIMEOUT_S, FAKE_TURN_TIMEOUT_S
 from harness.target import RunContext, SessionSpec, SpawnedProcess, Target, WorkerHandle
 from harness.text import describe
 from harness.workload import make_observation
@@ -30,6 +31,8 @@ STOP_TIMEOUT_S = 20.0
 REGISTRY_MIN_INTERVAL_S = 1.0
 REGISTRY_SESSIONS_PER_REQUEST = 200  # the worker takes up to 500 ids per ?sessions=
 DRAIN_WAIT_MS = 1000  # one long-poll of the session's status; repeated until the deadline
+DRAIN_TIMEOUT_S = 60.0  # a queue that does not move this long is given up (see drain)
+DRAIN_SLACK_S = 10.0  # beyond its slowest turns: the observer's spawn and start-up
 ABANDON_TIMEOUT_S = 10.0  # a DELETE ends the observer by escalation: a few graces at most
 
 
@@ -51,8 +54,8 @@ class ReferenceTarget(Target):
         worker_grace: float = 0.5,
         reap_interval: float = 1.0,
         idle_timeout: float | None = None,
-        turn_timeout: float | None = 10.0,
-        drain_timeout: float = 60.0,
+        turn_timeout: float | None = FAKE_TURN_TIMEOUT_S,
+        drain_timeout: float | None = None,
         end_sessions: bool | None = None,
         extra_args: list[str] | None = None,
     ) -> None:
@@ -62,9 +65,12 @@ class ReferenceTarget(Target):
         self.worker_grace = worker_grace
         self.reap_interval = reap_interval
         self.idle_timeout = idle_timeout
-        # A hung observer holds its session for one turn timeout; 120 s (the worker's default,
-        # like claude-mem's) would make a soak of hundreds of sessions take hours.
         self.turn_timeout = turn_timeout
+        # A message is tried twice (the worker's --max-attempts) before the queue moves on, so
+        # a queue of slow turns may rest for two turn timeouts and still be moving.
+        if drain_timeout is None:
+            slowest = 2 * (turn_timeout or CLAUDE_TURN_TIMEOUT_S) + DRAIN_SLACK_S
+            drain_timeout = max(DRAIN_TIMEOUT_S, slowest)
         self.drain_timeout = drain_timeout
         # 9.0.0 had no session-end hook; the fixed flow restores it.
         self.end_sessions = (mode == "fixed") if end_sessions is None else end_sessions
