@@ -32,6 +32,7 @@ from cliargs import (
     path_arg,
     run_id_arg,
 )
+from harness import report_lock
 from harness.census import Census
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run, wait_unjudged_gone
 from harness.interrupts import shielded
@@ -693,6 +694,8 @@ def run(args: argparse.Namespace) -> int:
         if not done:
             print("soak interrupted", file=sys.stderr)
             return EXIT_CODES[INTERRUPTED]
+    finally:
+        report_lock.release(config.report)
     report = done[0]
     print_summary(report)
     if config.report is not None and report.get("report_json_written", True):

@@ -13,6 +13,7 @@ from typing import Any
 
 import proctree
 from cliargs import NON_NEGATIVE, NON_NEGATIVE_INT
+from harness import report_lock
 from harness.report import begin_report
 from harness.runs import under_way
 from harness.verdict import DEFAULT_MIN_SLOPE_SPAN, DEFAULT_SLOPE_BUDGET_MB, RUNNING
@@ -189,9 +190,15 @@ def report_dir_problem(report: Path | None, run_id: str) -> str | None:
     writer = _writing_there(Path(report))
     if writer is not None:
         return f"--report {report}: run {writer} is writing its report there"
+    # Held to the run's end (report_lock.release): a run started at the same moment has not
+    # written its record yet, so the check above cannot see it.
+    if not report_lock.take(Path(report)):
+        writer = _writing_there(Path(report)) or "of another harness"
+        return f"--report {report}: run {writer} is writing its report there"
     try:
         begin_report(Path(report), run_id)
     except OSError as exc:
+        report_lock.release(Path(report))
         where = f": {exc.filename}" if exc.filename else ""
         return f"--report {report}: cannot write the report there ({exc.strerror or exc}{where})"
     return None

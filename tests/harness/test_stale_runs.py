@@ -297,6 +297,43 @@ def test_a_report_folder_a_live_run_writes_to_is_refused(tmp_path, run_id, monke
     assert json.loads((report / "report.json").read_text())["verdict"] == "PASS"
 
 
+# A harness between its report check and its run record (its worker starting): it has marked
+# the folder "running" but no record names it yet. Holds that state until its stdin closes.
+_STARTING_HARNESS = """
+import sys
+from pathlib import Path
+from harness.soak_config import report_dir_problem
+print(report_dir_problem(Path(sys.argv[1]), sys.argv[2]), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_report_folder_a_starting_run_took_is_refused(tmp_path, run_id, monkeypatch, popen):
+    """Two soaks started together with one --report: the second checked the folder before the
+    first had written its run record (it does once its worker runs), and both ran, each
+    printing its verdict beside the other's report.json. The second is refused with exit 2."""
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path / "runs"))
+    report = tmp_path / "report"
+    starting = [sys.executable, "-c", _STARTING_HARNESS, str(report), run_id]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    first = popen(starting, text=True, env=os.environ, **pipes)
+    assert first.stdout is not None
+    assert first.stdout.readline().strip() == "None"  # it took the folder (popen ends it)
+    assert runs.under_way(run_id) is None  # no record yet: the registry cannot tell
+    argv = [sys.executable, "-m", "harness", "soak", "--sessions", "1", "--scenarios", "ok"]
+    argv += ["--progress", "none", "--report", str(report)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=os.environ)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "is writing its report there" in done.stderr
+    assert json.loads((report / "report.json").read_text())["run_id"] == run_id
+    # Its holder gone (however it ended), the folder is free again.
+    assert first.stdin is not None
+    first.stdin.close()
+    first.wait(timeout=60)
+    free = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=os.environ)
+    assert free.returncode == 0, (free.stdout, free.stderr)
+
+
 def test_a_run_record_that_cannot_be_written_is_said(tmp_path, monkeypatch, capsys) -> None:
     # An unwritable HOME (inherited from another user) or runs folder: the soak went on without
     # its record and said nothing, so a harness killed outright left processes no sweep finds.
