@@ -181,6 +181,8 @@ def report_dir_problem(report: Path | None, run_id: str) -> str | None:
     after the whole soak."""
     if report is None:
         return None
+    if Path(report).exists() and not Path(report).is_dir():
+        return f"--report {report}: is a file, not a folder"
     try:
         Path(report).mkdir(parents=True, exist_ok=True)
     except OSError as exc:

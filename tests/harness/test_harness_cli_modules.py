@@ -77,6 +77,8 @@ def test_senseless_numbers_are_usage_errors(argv: list[str], capsys) -> None:
         # A folder under a regular file: uncreatable everywhere (a path under /proc is
         # creatable on Windows, as C:\\proc\\...).
         ("--report", "{a_file}/sub", "cannot create the folder"),
+        # Said as such: "cannot create the folder (File exists)" read as if a folder were there.
+        ("--report", "{a_file}", "is a file, not a folder"),
     ],
 )
 def test_soak_refuses_what_cannot_test_anything_before_it_starts(
