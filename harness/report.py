@@ -259,6 +259,12 @@ def zombies_text(zombies: list[dict[str, Any]]) -> str:
     return f"{left} ({late} more reaped late)" if late else str(left)
 
 
+def kept_work_text(report: dict[str, Any]) -> str:
+    """What a kept work folder holds: no ledger after a `--claude` run (its claude writes none)."""
+    own_claude = (report.get("config") or {}).get("claude")
+    return f"worker log, database{'' if own_claude else ', ledger'}"
+
+
 def markdown_summary(report: dict[str, Any]) -> str:
     icon = {"PASS": "✅", "FAIL": "❌"}.get(report["verdict"], "⚠️")
     lat = report.get("cleanup_latency_ms") or {}
@@ -276,7 +282,7 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"cleanup latency ms: {latency_text(lat)}; {report.get('sessions_per_s')} sessions/s.",
     ]
     if report.get("work_dir"):
-        lines += ["", f"Work folder kept (worker log, database, ledger): `{report['work_dir']}`"]
+        lines += ["", f"Work folder kept ({kept_work_text(report)}): `{report['work_dir']}`"]
     facts = facts_text(report.get("target_facts") or {})
     if facts:
         lines += ["", f"Target: {facts}."]

@@ -14,6 +14,7 @@ import proctree
 from harness.census import Census, ProcRecord, Sample
 from harness.report import (
     facts_text,
+    kept_work_text,
     latency_text,
     leak_entry,
     leaks_table,
@@ -434,4 +435,4 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
         print("harness errors:\n" + "\n".join(unsaid), file=stream)
     kept = report.get("work_dir")
     if kept and Path(kept).is_dir():
-        print(f"  work folder kept (worker log, database, ledger): {kept}", file=stream)
+        print(f"  work folder kept ({kept_work_text(report)}): {kept}", file=stream)

@@ -193,11 +193,16 @@ def _slow_session(run: SoakRun) -> str:
     age = time.monotonic() - since
     if age < SLOW_SESSION_S:
         return ""
-    limit = (
-        f" (one whose queue does not move for {run.drain_timeout:g} s is given up)"
-        if run.drain_timeout
-        else ""
-    )
+    limit = ""
+    if run.drain_timeout:
+        # Its queue moves with each message done or failed: one whose observers hang takes
+        # two turn limits per message (tried twice), and was read as stuck past the 60 s.
+        turns = (
+            f"; each message may take 2 turns of up to {run.config.turn_timeout_s():g} s"
+            if run.config.target == "reference"
+            else ""
+        )
+        limit = f" (one whose queue does not move for {run.drain_timeout:g} s is given up{turns})"
     return f"session {index} in flight for {age:.0f} s{limit}"
 
 

@@ -431,7 +431,8 @@ def test_progress_names_a_session_long_in_flight():
     run.in_flight = {4: now - 1.0, 3: now - SLOW_SESSION_S - 20.0}
     stage = _stage(run)
     assert stage.startswith("session 3 in flight for 3"), stage  # the oldest, 35 s
-    assert stage.endswith("(one whose queue does not move for 60 s is given up)"), stage
+    given_up = "(one whose queue does not move for 60 s is given up; each message may take 2 turns"
+    assert given_up + " of up to 10 s)" in stage, stage
     run.in_flight = {4: now - 1.0}
     assert _stage(run) == ""  # none slow: nothing said
     run.in_flight, run.no_more = {3: now - SLOW_SESSION_S - 1.0}, True

@@ -75,3 +75,5 @@ def test_the_turn_limit_reaches_the_worker(
         assert report["config"]["turn_timeout"] == turn_timeout
         assert report["messages"]["processed"] == 0, report["messages"]
         assert len(said) == 1 and "--turn-timeout (1 s)" in said[0], report["warnings"]
+        # Kept for the reader of the warning, and said without a ledger: --claude writes none.
+        assert "work folder kept (worker log, database): " in done.stdout, done.stdout
