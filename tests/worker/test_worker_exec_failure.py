@@ -1,5 +1,7 @@
 """A `claude` that passes the start-up check (an executable file) but cannot be executed: each
-failed attempt says why (the exit and the exec's own words), not just that stdin was closed."""
+failed attempt says why (the exit and the exec's own words), not just that stdin was closed.
+Its `#!` interpreter is relative: looked up from the spawner's folder, which the check cannot
+know (a missing absolute one is refused at start-up)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ FLAGS = ["--grace", "0.2", "--reap-interval", "0.5", "--turn-timeout", "20", "--
 
 def test_a_claude_with_a_bad_interpreter_fails_each_attempt_with_its_reason(tmp_path, workers):
     claude = tmp_path / "claude"
-    claude.write_text("#!/nonexistent/interpreter\n", encoding="utf-8")
+    claude.write_text("#!nonexistent/interpreter\n", encoding="utf-8")
     claude.chmod(0o755)
     worker = workers(claude, flags=FLAGS)
     sid = worker.new_session("bad-interpreter")
@@ -48,7 +50,7 @@ def test_an_observer_that_exits_at_once_keeps_its_exit_code_among_others(tmp_pat
     tree left) must not reap another between its fork and its registration, whose status is
     asyncio's. Before: asyncio logged 'exit status already read' and the registry said 255."""
     claude = tmp_path / "claude"
-    claude.write_text("#!/nonexistent/interpreter\n", encoding="utf-8")
+    claude.write_text("#!nonexistent/interpreter\n", encoding="utf-8")
     claude.chmod(0o755)
     worker = workers(claude, flags=FLAGS)
     sids = [worker.new_session(f"side-by-side-{n}") for n in range(4)]
