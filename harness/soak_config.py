@@ -165,6 +165,8 @@ def config_problem(config: SoakConfig) -> str | None:
             return f"--claude {where}: {cannot}"
         if config.mcp_servers:
             return "--mcp-servers gives the fake MCP servers: it cannot be used with --claude"
+    if config.turn_timeout is not None and config.target != "reference":
+        return "--turn-timeout is the reference worker's limit (claude-mem's worker has its own)"
     settings = config.target_options.get("settings") or {}
     if settings and config.target != "claude-mem":
         return "--claude-mem-setting is for --target claude-mem (the real worker's settings)"

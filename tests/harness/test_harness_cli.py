@@ -50,6 +50,7 @@ def test_bare_weights_mean_a_mix():
     [
         (["--claude-mem-setting", "A=1"], "is for --target claude-mem"),
         (["--target", "claude-mem", "--claude-mem-setting", "A"], "needs KEY=VALUE, not 'A'"),
+        (["--target", "claude-mem", "--turn-timeout", "30"], "is the reference worker's"),
     ],
 )
 def test_claude_mem_settings_are_checked_before_the_run(args: list[str], said: str) -> None:
