@@ -33,6 +33,9 @@ def soak_cli(tmp_path: Path, hostile: Hostile, mode: str, **flags: str) -> tuple
         "concurrency": "2",
         "grace": "1.5",
         "reap-interval": "0.5",
+        # The fake's limit, not --claude's 120 s (a real claude's): these claudes answer at
+        # once or never, and one that never does held its session for 2 x 120 s per message.
+        "turn-timeout": "10",
         "progress": "none",
         "report": str(out),
         **{k.replace("_", "-"): v for k, v in flags.items()},
