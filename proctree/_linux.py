@@ -93,6 +93,12 @@ def child_pids(pid: int) -> list[int] | None:
         return []  # no such process: no children
     except OSError:
         return None
+    if str(pid) not in tids:
+        # Not its own entry: a process may mount another's /proc entry over its own (root),
+        # and its children files then list that one's children (PID 1's: every process).
+        # psutil's look at every process's parent finds its own. (A leader's thread stays
+        # listed until its whole group exits; were it not, psutil would answer all the same.)
+        return None
     for tid in tids:
         try:
             kids.extend(thread_child_pids(pid, int(tid)))
@@ -102,22 +108,7 @@ def child_pids(pid: int) -> list[int] | None:
             return None  # the kernel has no children file
         except (OSError, ValueError):
             return None
-    # Read after the lists: a process may mount another's /proc entry over its own (root),
-    # and its children files then list that one's children (PID 1's: every process). Not
-    # its own: psutil's look at every process's parent finds those.
-    return kids if _own_entry(pid) else None
-
-
-def _own_entry(pid: int) -> bool:
-    """Whether /proc/<pid> tells of pid (its stat's first field), not of a process whose entry
-    was mounted over it; True when gone meanwhile (its children were read, if any)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read(32).split(b" ", 1)[0]) == pid
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return False
+    return kids
 
 
 def thread_child_pids(pid: int, tid: int) -> list[int]:
