@@ -12,16 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from harness.report import target_text  # noqa: E402
+from harness.report import sessions_text, target_text  # noqa: E402
 
 
 def plot_title(report: dict[str, Any]) -> str:
     """Verdict, target, and sessions as the terminal's summary counts them: completed of the
     run's, and failed (a lone count of the completed read as the run's size)."""
-    return (
-        f"soak {report.get('verdict')}: {target_text(report)}, sessions "
-        f"{report.get('completed')}/{report.get('sessions')} (failed {report.get('failed')})"
-    )
+    return f"soak {report.get('verdict')}: {target_text(report)}, sessions {sessions_text(report)}"
 
 
 def plot_rss(path: Path, report: dict[str, Any]) -> Path:

@@ -252,6 +252,21 @@ def latency_text(lat: dict[str, Any]) -> str:
     return f"{figures} ({counts})"
 
 
+def cut_off(report: dict[str, Any]) -> int:
+    """Sessions started that neither completed nor failed: an interrupt or a harness error cut
+    them off (the worker still ended them, so the cleanup-latency line counts them)."""
+    done = (report.get("completed") or 0) + (report.get("failed") or 0)
+    return max(0, (report.get("started") or 0) - done)
+
+
+def sessions_text(report: dict[str, Any]) -> str:
+    """Sessions completed of those asked for, failed, and cut off."""
+    cut = cut_off(report)
+    cut_text = f", {cut} more started and cut off" if cut else ""
+    return (f"{report.get('completed')}/{report.get('sessions')} "
+            f"(failed {report.get('failed')}{cut_text})")  # fmt: skip
+
+
 def zombies_text(zombies: list[dict[str, Any]]) -> str:
     """Those left unreaped (what the verdict counts), and how many more were reaped late."""
     late = sum(1 for z in zombies if z.get("reaped"))
@@ -281,6 +296,8 @@ def markdown_summary(report: dict[str, Any]) -> str:
         f"{'; '.join(filter(None, [slopes_text(rss), peak_text(rss)]))}; "
         f"cleanup latency ms: {latency_text(lat)}; {report.get('sessions_per_s')} sessions/s.",
     ]
+    if cut := cut_off(report):
+        lines += ["", f"{cut} more session(s) started and were cut off before they completed."]
     if report.get("work_dir"):
         lines += ["", f"Work folder kept ({kept_work_text(report)}): `{report['work_dir']}`"]
     facts = facts_text(report.get("target_facts") or {})

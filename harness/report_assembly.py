@@ -19,6 +19,7 @@ from harness.report import (
     leak_entry,
     leaks_table,
     peak_text,
+    sessions_text,
     slopes_text,
     swept_leak_entry,
     write_json,
@@ -407,7 +408,7 @@ def print_summary(report: dict[str, Any], stream: Any = None) -> None:
     print(
         f"soak {report['verdict']}: target={report['target']}"
         f"{f' mode={mode}' if (mode := report['mode']) else ''} "
-        f"sessions {report['completed']}/{report['sessions']} (failed {report['failed']}) "
+        f"sessions {sessions_text(report)} "
         f"in {report['duration_s']} s ({report['sessions_per_s']} sessions/s)\n"
         f"  leaked {report['leaked_count']}, zombies {zombies_text(report['zombies'])}, escaped "
         f"{len(report['escaped'])}, peak descendants {report['peak_descendants']} "

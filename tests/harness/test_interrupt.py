@@ -298,16 +298,31 @@ def test_the_last_progress_line_counts_as_the_report_does(tmp_path, run_id):
     """The sessions in flight at an interrupt are cancelled, not done: the progress line's last
     count said 16/10000 where the summary said 12 completed and 0 failed."""
     report_dir = tmp_path / "report"
-    err = tmp_path / "stderr.txt"
+    err, out = tmp_path / "stderr.txt", tmp_path / "stdout.txt"
     argv = _soak_argv(run_id, report_dir, "ok")
     argv[argv.index("--progress") + 1] = "plain"
     env = {**os.environ, "LEAKPROOF_RUNS_DIR": str(tmp_path / "runs")}
-    with err.open("w") as err_file, _running(argv, run_id, env=env, stderr=err_file) as harness:
+    with (
+        err.open("w") as err_file,
+        out.open("w") as out_file,
+        _running(argv, run_id, env=env, stderr=err_file, stdout=out_file) as harness,
+    ):
         # Sessions in flight at the signal: the run has processes (see _running) and goes on.
         harness.send_signal(signal.SIGTERM)
         assert harness.wait(timeout=120) == 130
     report = json.loads((report_dir / "report.json").read_text())
     last = [line for line in err.read_text().splitlines() if line.startswith("[soak")][-1]
     ended = report["completed"] + report["failed"]
-    assert f" sessions ended {ended}/10000 (failed {report['failed']}) " in last, last
+    assert f" sessions ended {ended}/10000 (failed {report['failed']}" in last, last
     assert last.endswith("| interrupted"), last
+    # The summary's sessions and its cleanup-latency line add up: the latter counts every
+    # session that ended, those cut off by the interrupt too (it said "sessions 60/200" beside
+    # "n=53 ... 11 more").
+    summary = out.read_text()
+    counted = re.search(
+        r"sessions (\d+)/10000 \(failed (\d+)(?:, (\d+) more started and cut off)?\)", summary
+    )
+    assert counted, summary
+    said = sum(int(n or 0) for n in counted.groups())
+    latency = report["cleanup_latency_ms"]
+    assert said == report["started"] == latency["n"] + latency["not_measured"], (summary, latency)
