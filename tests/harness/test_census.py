@@ -301,7 +301,7 @@ def test_new_processes_are_judged_parents_first_also_across_a_pid_wrap():
     """(create time, pid) ordered a parent and the child it forked within one 10 ms tick by
     pid: after a wrap (parent 32767, child 300) the child came first and, no record of its
     parent yet, was taken for no child of the run's for good (helper-38: a leak, and a PASS)."""
-    from harness.census import _parents_first
+    from harness.census_procs import parents_first
 
     def entry(ct: float, pid: int, ppid: int) -> tuple[float, int, None, int]:
         return (ct, pid, None, ppid)
@@ -314,7 +314,7 @@ def test_new_processes_are_judged_parents_first_also_across_a_pid_wrap():
         entry(100.0, 7, 8),  # two whose links read as a loop (pids reused between reads)
         entry(100.0, 8, 7),
     ]
-    order = [pid for _, pid, _, _ in _parents_first(fresh)]  # type: ignore[arg-type]
+    order = [pid for _, pid, _, _ in parents_first(fresh)]  # type: ignore[arg-type]
     assert sorted(order) == sorted(e[1] for e in fresh)  # each once, the loop too
     assert order.index(32767) < order.index(300) < order.index(301)
     assert order[0] == 5000

@@ -21,6 +21,7 @@ import pytest
 from soak_helpers import SLEEPER, end_stand_in, wait_for
 
 from harness.census import Census, ProcRecord, run_id_token
+from harness.census_procs import read_cmdline
 from harness.cleanup import sweep_run
 from harness.target import SpawnedProcess
 from harness.targets import claude_mem_pidns as pidns
@@ -436,7 +437,7 @@ def test_the_child_of_a_worker_child_judged_later_is_judged_with_it() -> None:
         if not child:
             pytest.skip("this kernel does not let a process blank its argv (PR_SET_MM_MAP)")
         ours += [psutil.Process(child), psutil.Process(grandchild)]
-        assert not Census._cmdline(psutil.Process(child)), "the child's argv should read empty"
+        assert not read_cmdline(psutil.Process(child)), "the child's argv should read empty"
 
         def counted() -> set[int]:
             census.sample()
