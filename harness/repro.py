@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 
 from cliargs import NON_NEGATIVE_INT, int_at_least
-from harness.census import Census, ProcRecord
+from harness.census import RUN_ID_FLAG, Census, ProcRecord
 from harness.cleanup import end_live_runs, live_run, run_over, sweep_run
 from harness.interrupts import shielded
 from harness.report import leak_entry, leaks_table
@@ -111,10 +111,23 @@ def _row(k: int, leaky: Side, fixed: Side, mcp_servers: int) -> str:
     return f"after prompt {k:>2}: leaky worker: {side(leaky)} | fixed worker: {side(fixed)}"
 
 
+def _as_started(rec: ProcRecord) -> dict[str, Any]:
+    """A fake claude's row names it as the worker started it, as #603's table does: `claude`
+    and its arguments (`--resume <id>` from the second prompt on). Its process runs them
+    behind the fake's interpreter, boot script and run id, which are alike in every row and
+    filled the column's width."""
+    entry = leak_entry(rec, None)
+    argv = entry["cmdline"]
+    if rec.role in ("main", "observer"):
+        for i, arg in enumerate(argv):
+            if arg.startswith(RUN_ID_FLAG):
+                entry["cmdline"] = ["claude", *argv[i + 1 :]]
+                break
+    return entry
+
+
 def _print_table(title: str, records: list[Any], out: Any) -> None:
-    table = leaks_table(
-        [leak_entry(r, None) for r in records], width=100, where=False, middle=False
-    )
+    table = leaks_table([_as_started(r) for r in records], width=None, where=False)
     print(title + "\n    " + table.rstrip().replace("\n", "\n    "), file=out)
 
 
@@ -136,7 +149,9 @@ async def run_repro(
         print(
             f"#603 repro: one session, {prompts} prompts, well-behaved fake claude{with_mcp}\n"
             f"  leaky worker = claude-mem 9.0.0's flow (no session end)   run {leaky.run_id}\n"
-            f"  fixed worker = contained observers + session-end hook     run {fixed.run_id}",
+            f"  fixed worker = contained observers + session-end hook     run {fixed.run_id}\n"
+            f"  (COMMAND: each fake claude's arguments as the worker gave them; its process runs\n"
+            f"  them as `python -I -S fake_claude/_boot.py --fake-claude-run-id=RUN ...`)",
             file=out,
         )
         timeout = aiohttp.ClientTimeout(total=60)

@@ -25,7 +25,13 @@ def test_repro_shows_growth_and_the_fix():
     # Each prompt's table lists the new leaks only, said so; the end lists them all.
     assert text.count("newly leaked:") == prompts - 1
     final = text.split("leaky worker, all leaked:")[1]
-    assert final.count("fake_claude") == prompts, text
+    # Named as the worker started them, as #603's table: the first prompt's observer, then
+    # those resuming its conversation (each row the whole command, not a cut of the fake's
+    # interpreter path alike in every row).
+    rows = [line for line in final.splitlines() if " claude --output-format stream-json" in line]
+    assert len(rows) == prompts, text
+    assert sum(" --resume " in row for row in rows) == prompts - 1, text
+    assert all(row.rstrip().endswith("--permission-mode default") for row in rows), text
 
 
 def test_repro_with_mcp_servers_leaks_each_observers_servers_too():
