@@ -186,7 +186,15 @@ def held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
     """pid -> class of a live object in this process that owns that child (after gc.collect(),
     so unreachable ones are gone). Killing such a child breaks whoever reuses it: a cache, a
     session-wide object that a function-scoped fixture filled lazily (execnet's suite: a gateway
-    started by the first test that needs it; loky's: a reusable executor's workers).
+    started by the first test that needs it; loky's: a reusable executor's workers)."""
+    return {
+        pid: f"{type(obj).__module__}.{type(obj).__qualname__}"
+        for pid, obj in live_holders(pids).items()
+    }
+
+
+def live_holders(pids: Collection[int]) -> dict[int, object]:
+    """pid -> a live object in this process that owns that child, if any.
 
     Owners are known by their class: a name ending in "Popen" (subprocess's, which asyncio's
     transports hold, and those of multiprocessing, loky, billiard) or ptyprocess's PtyProcess
@@ -203,7 +211,7 @@ def held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
     # nobody holds it any more.
     dropped = {id(proc) for proc in getattr(subprocess, "_active", None) or ()}
     wanted = set(pids)
-    held: dict[int, str] = {}
+    held: dict[int, object] = {}
     for obj in gc.get_objects():
         kind = type(obj)
         if not (kind.__name__.endswith("Popen") or (pty is not None and isinstance(obj, pty))):
@@ -213,5 +221,42 @@ def held_by_live_objects(pids: Collection[int]) -> dict[int, str]:
         except (AttributeError, TypeError):
             continue
         if type(pid) is int and pid in wanted and id(obj) not in dropped:
-            held[pid] = f"{kind.__module__}.{kind.__qualname__}"
+            held[pid] = obj
     return held
+
+
+# Packages whose objects reachable() does not look into: pytest's config, session, nodes and
+# fixture requests (and pluggy's plugin manager, and this plugin) lead to every test's objects.
+PYTEST_PACKAGES = ("_pytest", "pluggy", "harness.pytest_plugin", "harness.leak_tracker")
+
+
+def reachable(root: object, wanted: Collection[int], limit: int = 200_000) -> set[int]:
+    """The ids in `wanted` of objects that `root` refers to, directly or not (at most `limit`
+    objects looked at). Modules, classes and a function's globals are not followed: from them
+    every object of the program is reachable, and so everything would be the root's; nor are
+    pytest's own objects (PYTEST_PACKAGES): a fixture that holds the config does not hold what
+    the tests keep in it."""
+    import gc
+    import types
+
+    found: set[int] = set()
+    seen = {id(root)}
+    queue = [root]
+    for obj in queue:  # grows as it goes: breadth first
+        if id(obj) in wanted:
+            found.add(id(obj))
+            if len(found) == len(wanted):
+                break
+            continue
+        package = type(obj).__module__ or ""
+        if isinstance(obj, (types.ModuleType, type)) or package.startswith(PYTEST_PACKAGES):
+            continue
+        if isinstance(obj, types.FunctionType):
+            refs: list[object] = [obj.__closure__, obj.__defaults__, obj.__kwdefaults__]
+        else:
+            refs = gc.get_referents(obj)
+        for ref in refs:
+            if ref is not None and id(ref) not in seen and len(seen) < limit:
+                seen.add(id(ref))
+                queue.append(ref)
+    return found

@@ -201,6 +201,30 @@ class LeakTracker:
         first = min(ended, key=lambda owner: owner.started)
         return first.started, first.pids_at_start
 
+    def give(self, pids: Collection[int], number: int) -> set[int]:
+        """These processes and their lineage are owner `number`'s from now on (a fixture whose
+        object holds them): judged when it ends, not with the owner they had. Returns the pids
+        given."""
+        import psutil
+
+        import proctree
+
+        given: set[int] = set()
+        with self._lock:
+            for pid in pids:
+                try:
+                    proc = psutil.Process(pid)
+                    lineage = [proc, *proc.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for member in lineage:
+                    try:
+                        self._state.known[(member.pid, proctree.create_time(member))] = number
+                    except psutil.Error:
+                        continue
+                    given.add(member.pid)
+        return given
+
     def ignore(self, pid: int) -> None:
         import psutil
 

@@ -36,7 +36,9 @@ How a process is tied to a test:
   ``--leak-check-subreaper`` makes pytest a child subreaper, so such orphans are reparented to
   pytest instead of init and the parent chain finds them.
 Processes started while a module/class/session fixture sets up or tears down (within a test's
-setup or teardown) belong to that fixture and are only judged after it is torn down. With
+setup or teardown) belong to that fixture and are only judged after it is torn down; so do those
+that an object reachable from such a fixture's live value holds (a session-wide process pool
+that starts or replaces its workers while a test uses it: LeakCheckPlugin._give_to_fixtures). With
 ``--leak-check``, those of no checked test (a hook's, a thread's after its test's teardown) are
 judged at the session's end, once the threads tests left running have had up to the timeout to
 end. Under pytest-xdist each worker judges its own descendants
@@ -166,6 +168,9 @@ class _FixtureOwner:
     owner: Owner
     label: str
     previous: tuple[int, str | None] | None = None  # what to restore after its teardown
+    # Its value (a pool, a server object): a process it holds is the fixture's, whoever ran
+    # when the object started it (see LeakCheckPlugin._give_to_fixtures).
+    value: object = None
 
     def resume(self, tracker: LeakTracker) -> None:
         self.previous = tracker.resume(self.owner)
@@ -277,7 +282,8 @@ class LeakCheckPlugin:
         threads_before = LingeringThreads.snapshot()
         record = _FixtureOwner(owner, label)
         try:
-            return (yield)
+            record.value = yield
+            return record.value
         finally:
             self.threads.left_by(label, threads_before, by_test=False)
             self.tracker.restore(owner, current, env_value)
@@ -344,6 +350,8 @@ class LeakCheckPlugin:
         if timeout is None:
             timeout = self.enabled_for(item)[1]
         window = self.tracker.take_window()
+        if self._live_fixture_values():  # not waited for: a fixture's pool does not end
+            self._give_to_fixtures(self.tracker.find_leaks(*window, fallback=owner.number)[0])
         leaks, waited = self.tracker.wait_for_leaks(window, timeout, fallback=owner.number)
         item.user_properties.append(("leak_check_wait_s", round(waited, 3)))
         before, suspects = item.stash.get(_threads_key, (frozenset(), []))
@@ -352,6 +360,14 @@ class LeakCheckPlugin:
             return None
         leaks, doubtful = self._blame_threads(leaks, owner.label, suspects)
         collected, held = self.tracker.after_gc(leaks)
+        # One started during the wait (a pool replacing a worker), or one held in the tree of
+        # another: what a fixture's object holds is not this test's.
+        given = self._give_to_fixtures([leak for leak in leaks if leak.pid in held])
+        if given:
+            leaks = [leak for leak in leaks if leak.pid not in given]
+            held = {pid: kind for pid, kind in held.items() if pid not in given}
+            if not leaks:
+                return None
         survivors = self.tracker.settle(leaks, spare=held, window=window, fallback=owner.number)
         self.leaked.extend(leaks)
         mine = sum(1 for leak in leaks if leak.owner == owner.label)
@@ -370,6 +386,38 @@ class LeakCheckPlugin:
         notes += [doubt(doubtful)] if doubtful else []
         notes += [survivors_note(survivors)] if survivors and self.tracker.kill else []
         return "\n".join([text, *notes, FIX_HINT])
+
+    def _live_fixture_values(self) -> list[_FixtureOwner]:
+        """The higher-scoped fixtures set up and not yet torn down that have a value."""
+        return [
+            record
+            for stack in self._fixture_owners.values()
+            for record in stack
+            if record.value is not None and not record.owner.ended
+        ]
+
+    def _give_to_fixtures(self, leaks: list[Leak]) -> set[int]:
+        """The leaks that an object a live higher-scoped fixture holds (its value, or what that
+        refers to) owns, given to that fixture with their lineage; returns their pids.
+
+        A session-wide ProcessPoolExecutor starts its workers on the first submit, and a Pool
+        with maxtasksperchild replaces them from its handler thread: while a test runs, and so
+        with its token. They are the fixture's to end at its teardown, and judged then."""
+        from harness.leak_procs import live_holders, reachable
+
+        records = self._live_fixture_values()
+        holders = live_holders({leak.pid for leak in leaks}) if records else {}
+        if not holders:
+            return set()
+        left = {id(holder): pid for pid, holder in holders.items()}
+        given: set[int] = set()
+        for record in records:
+            if not left:
+                break
+            found = reachable(record.value, left.keys())
+            # Their lineage goes with them (a worker's own subprocess).
+            given |= self.tracker.give([left.pop(key) for key in found], record.owner.number)
+        return given
 
     @staticmethod
     def _blame_threads(
