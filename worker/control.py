@@ -13,8 +13,10 @@ SIGSTOP answers nothing: both say so at once, and `stop` follows its SIGTERM wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -26,6 +28,7 @@ import psutil
 
 import proctree
 from worker.config import is_loopback
+from worker.store import OPEN_STATES
 
 # Exit codes as LSB init scripts' `status`: 0 running, 3 not running (also: worker.json names a
 # process that is not the worker that wrote it), 4 unknown (a worker.json that cannot be read:
@@ -217,6 +220,8 @@ def status(data_dir: Path) -> int:
     found = find(data_dir)
     if isinstance(found, NotFound):
         print(found.reason)
+        if found.code == NOT_RUNNING:
+            _say_left_behind(data_dir)
         return found.code
     pid = found.info["pid"]
     if found.ident is None:
@@ -224,6 +229,7 @@ def status(data_dir: Path) -> int:
             f"no worker is running for {data_dir}: worker.json names pid {pid}, which is gone "
             "(it did not stop cleanly; the next start sweeps what it left)"
         )
+        _say_left_behind(data_dir)
         return NOT_RUNNING
     if _frozen(found.ident):  # its API would keep us the whole HTTP timeout for nothing
         print(
@@ -249,6 +255,55 @@ def status(data_dir: Path) -> int:
         print(f"  {what}: {_tally(stats.get(what))}")
     print(f"  rss: {stats['rss'] / 2**20:.1f} MB" if stats.get("rss") else "  rss: unknown")
     return RUNNING
+
+
+def _say_left_behind(data_dir: Path) -> None:
+    """No worker runs: say what its database still holds for the next start (a user of a
+    worker killed with work queued was told only that it is gone): queued messages, which the
+    next start works, and observers of earlier runs that still run, which it ends."""
+    queued, sessions, running = _left_behind(data_dir / "worker.db")
+    if queued:
+        print(
+            f"  queued: {queued} message(s) of {sessions} session(s), kept in its database: "
+            "the next start works them"
+        )
+    if running:
+        pids = ", ".join(str(p.pid) for p in running[:10]) + (", ..." if len(running) > 10 else "")
+        print(
+            f"  still running: {len(running)} observer(s) of earlier runs (pid {pids}): the "
+            "next start ends them"
+        )
+
+
+def _left_behind(db_path: Path) -> tuple[int, int, list[proctree.ProcId]]:
+    """(messages queued or claimed, their sessions, observers of earlier runs still running),
+    read without writing (no database, or one that cannot be read now: nothing to say)."""
+    if not db_path.is_file():
+        return 0, 0, []
+    marks = ",".join("?" * len(OPEN_STATES))
+    try:
+        uri = f"{db_path.as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+            queued, sessions = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM pending_messages "
+                "WHERE status IN ('pending','processing')"
+            ).fetchone()
+            rows = db.execute(
+                "SELECT p.pid, p.create_time, r.boot FROM processes p JOIN runs r "
+                f"ON r.id=p.run_id WHERE p.state IN ({marks})",  # noqa: S608 - placeholders
+                OPEN_STATES,
+            ).fetchall()
+    except sqlite3.Error:
+        return 0, 0, []
+    # Exact identities (pid and create_time, read with the run's boot time): a pid another
+    # program holds since is not reported.
+    running = [
+        ident
+        for pid, created, boot in sorted(rows)
+        if (ident := proctree.recorded(int(pid), float(created), boot)) is not None
+        and proctree.is_alive(ident)
+    ]
+    return int(queued), int(sessions), running
 
 
 def stop(data_dir: Path, timeout: float, kill: bool) -> int:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from workerkit import FakeRun, Worker, wait_until
+from workerkit import REPO, FakeRun, Worker, wait_until
 
 import proctree
 from bootclock import ENV as BOOT_TIME_ENV
@@ -500,3 +501,51 @@ def test_a_forged_registry_does_not_make_the_restart_kill_a_stranger(
         for stranger in strangers:
             stranger.kill()
             stranger.wait(10)
+
+
+@posix_only
+def test_status_of_a_killed_worker_says_what_waits_and_what_still_runs(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """Before, `python -m worker status` said of a killed worker only that it is gone: not that
+    the work it had accepted waits in its database, nor that its observers still ran (its
+    guardian killed too; fallback: no parent-death signal either)."""
+    data = tmp_path / "data"
+    claude = fake_run.shim(f"{STUBBORN}+slow:first=0,latency=0.5,jitter=0")
+    first: Worker = workers(claude, data_dir=data, env={proctree.FALLBACK_ENV: "1"})
+    open_sessions(first, 2, "st")
+    for i in range(4):
+        for s in range(2):
+            first.observe(f"st-{s}", i)
+    observers = wait_until(
+        lambda: len(s := fake_run.started("main")) == 2 and s, what="2 observers"
+    )
+    first.freeze()
+    first.kill_guardian()
+    first.kill9()
+    assert all(proctree.is_alive(o) for o in observers), "the observers died with their worker"
+    db = sqlite3.connect(f"file:{data / 'worker.db'}?mode=ro", uri=True)
+    try:
+        (queued,) = db.execute(
+            "SELECT COUNT(*) FROM pending_messages WHERE status IN ('pending','processing')"
+        ).fetchone()
+    finally:
+        db.close()
+    assert queued > 0, "the queue drained before the kill"
+    python, python_env = proctree.python_command()
+    said = subprocess.run(
+        [python, "-m", "worker", "status", "--data-dir", str(data)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, **python_env}, check=False,
+    )  # fmt: skip
+    assert said.returncode == 3, said
+    assert f"queued: {queued} message(s) of 2 session(s)" in said.stdout, said.stdout
+    pids = ", ".join(str(o.pid) for o in sorted(observers, key=lambda o: o.pid))
+    assert f"still running: 2 observer(s) of earlier runs (pid {pids})" in said.stdout, said.stdout
+    # What it said is what the next start does.
+    second: Worker = workers(claude, data_dir=data)
+    assert not any(proctree.is_alive(o) for o in observers)
+    wait_until(
+        lambda: second.api().ok("GET", "/api/pending-queue")["queue"]["totalPending"] == 0,
+        what="the queue worked by the next start",
+    )
