@@ -218,6 +218,14 @@ def _tally(counts: object) -> str:
 
 def status(data_dir: Path) -> int:
     found = find(data_dir)
+    if _none_serves(found):
+        starting = _starting(data_dir)
+        if starting is not None:
+            print(
+                f"worker pid {starting.pid} is starting for {data_dir}: it serves once its "
+                "start-up (reaping what earlier runs left) is done"
+            )
+            return NOT_ANSWERING
     if isinstance(found, NotFound):
         print(found.reason)
         if found.code == NOT_RUNNING:
@@ -257,6 +265,66 @@ def status(data_dir: Path) -> int:
     return RUNNING
 
 
+def _none_serves(found: Found | NotFound) -> bool:
+    """worker.json names no live worker (none there, or its pid is gone)."""
+    if isinstance(found, NotFound):
+        return found.code == NOT_RUNNING
+    return found.ident is None
+
+
+def _starting(data_dir: Path) -> proctree.ProcId | None:
+    """A worker of this data dir that has begun its run but not yet written worker.json: its
+    start-up (the restart reaping of a killed worker's leftovers, a stopped guardian's last
+    sweep) can take seconds. Its run's row names it (pid, create_time); taken only if that
+    process runs `worker serve` as the database's owner with this very database open, as the
+    rows are no proof (an observer may write them; a copied data dir names its original's)."""
+    db_path = data_dir / "worker.db"
+    try:
+        db_file = db_path.stat()
+        with _read_only(db_path) as db:
+            rows = db.execute(
+                "SELECT pid, create_time, boot FROM runs WHERE ended IS NULL ORDER BY id DESC"
+            ).fetchall()
+    except (OSError, sqlite3.Error):
+        return None
+    for pid, created, boot in rows:
+        ident = proctree.recorded(int(pid), float(created), boot)
+        proc = None if ident is None or not proctree.is_alive(ident) else ident.process()
+        if proc is not None and _serves(proc, db_file):
+            return ident
+    return None
+
+
+def _read_only(db_path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """The worker's database, opened so that nothing is written (nor created)."""
+    uri = f"{db_path.as_uri()}?mode=ro"
+    return contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0))
+
+
+def _serves(proc: psutil.Process, db_file: os.stat_result) -> bool:
+    """Whether it runs `python -m worker serve` with that database file open, and (POSIX) as
+    its owner: root asking about another user's data dir would otherwise signal whatever that
+    user's rows name."""
+    try:
+        argv = proc.cmdline()
+        if sys.platform != "win32" and proc.uids().real != db_file.st_uid:
+            return False
+        opened = [f.path for f in proc.open_files()]
+    except psutil.Error:
+        return False
+    if not any(argv[i : i + 3] == ["-m", "worker", "serve"] for i in range(len(argv))):
+        return False
+    return any(_same_file(path, db_file) for path in opened)
+
+
+def _same_file(path: str, db_file: os.stat_result) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (db_file.st_dev, db_file.st_ino)
+
+
 def _say_left_behind(data_dir: Path) -> None:
     """No worker runs: say what its database still holds for the next start (a user of a
     worker killed with work queued was told only that it is gone): queued messages, which the
@@ -282,8 +350,7 @@ def _left_behind(db_path: Path) -> tuple[int, int, list[proctree.ProcId]]:
         return 0, 0, []
     marks = ",".join("?" * len(OPEN_STATES))
     try:
-        uri = f"{db_path.as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+        with _read_only(db_path) as db:
             queued, sessions = db.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT session_id) FROM pending_messages "
                 "WHERE status IN ('pending','processing')"
@@ -308,6 +375,17 @@ def _left_behind(db_path: Path) -> tuple[int, int, list[proctree.ProcId]]:
 
 def stop(data_dir: Path, timeout: float, kill: bool) -> int:
     found = find(data_dir)
+    starting = _starting(data_dir) if _none_serves(found) else None
+    if starting is not None:
+        # Not serving yet: no API to ask. Before, "nothing to stop" (exit 0), and the worker
+        # went on to serve. SIGTERM: it stops once its start-up is done (before its handler is
+        # set, nothing of it has started yet).
+        if sys.platform == "win32":
+            print(f"worker pid {starting.pid} is starting: stop it once it serves", file=sys.stderr)
+            return NOT_ANSWERING
+        how, refused = _term(starting)
+        return _until_gone(starting, f"it is starting (not serving yet); {how}", refused,
+                           timeout, kill)  # fmt: skip
     if isinstance(found, NotFound):
         print(found.reason, file=sys.stderr if found.code == UNKNOWN else sys.stdout)
         return 0 if found.code == NOT_RUNNING else found.code
@@ -328,6 +406,11 @@ def stop(data_dir: Path, timeout: float, kill: bool) -> int:
             # A worker whose loop is stuck still runs its signal handler once the loop moves.
             how, refused = _term(ident)
             how = f"its API did not answer ({exc}); " + how
+    return _until_gone(ident, how, refused, timeout, kill)
+
+
+def _until_gone(ident: proctree.ProcId, how: str, refused: bool, timeout: float, kill: bool) -> int:
+    """After the ask (`how`): wait for the worker to exit, and SIGKILL it with --kill."""
     if refused:  # neither the API nor SIGTERM reached it: no use waiting
         print(f"worker pid {ident.pid}: {how}", file=sys.stderr)
         if not kill:

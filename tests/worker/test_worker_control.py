@@ -378,3 +378,82 @@ def test_a_host_the_worker_cannot_serve_is_not_asked(tmp_path: Path) -> None:
         listener.wait(timeout=DEADLINE)
         if listener.stdout is not None:
             listener.stdout.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM; no guardian on Windows")
+def test_a_worker_in_its_start_up_is_said_starting_and_stop_ends_it(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """A worker that has begun its run but not yet written worker.json (a restart's reaping of
+    what a killed worker left can take seconds): `status` said no worker runs (exit 3), and
+    `stop` said "nothing to stop" (exit 0), after which the worker went on to serve. Here the
+    start-up waits 5 s for an earlier run's guardian that does not exit (a stand-in with that
+    guardian's argv, named by that run's row)."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    claude = fake_run.shim("ok")
+    first: Worker = workers(claude, data_dir=data)
+    first.stop()
+    assert first.wait_exit() == 0
+    python, python_env = proctree.python_command()
+    env = {**os.environ, **python_env}
+    # Its argv is the first worker's guardian's; its stdin held open, it waits for ever.
+    stand_in = subprocess.Popen(
+        [python, *proctree.guardian_args(first.pid)], cwd=REPO, stdin=subprocess.PIPE, env=env
+    )
+    second = None
+    try:
+        stand_id = wait_until(lambda: proctree.identify(stand_in.pid), what="the stand-in")
+        db = sqlite3.connect(data / "worker.db", isolation_level=None)
+        try:  # the first run again, unclean, its guardian the stand-in
+            db.execute(
+                "INSERT INTO runs(pid, create_time, mark, mode, started, boot, guardian) "
+                "SELECT pid, create_time, mark, mode, started, boot, ? FROM runs WHERE id=1",
+                (f"{stand_id.pid} {stand_id.create_time!r}",),
+            )
+        finally:
+            db.close()
+        argv = [python, "-m", "worker", "serve", "--data-dir", str(data), "--claude", str(claude)]
+        second = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+
+        def run_begun() -> bool:
+            ro = sqlite3.connect(f"file:{data / 'worker.db'}?mode=ro", uri=True)
+            try:
+                return bool(ro.execute("SELECT 1 FROM runs WHERE pid=?", (second.pid,)).fetchone())
+            finally:
+                ro.close()
+
+        wait_until(run_begun, what="the second worker's run begun")
+        said = control("status", "--data-dir", str(data))
+        assert not (data / "worker.json").exists(), "the start-up was over too soon to tell"
+        assert said.returncode == 1, said
+        assert f"worker pid {second.pid} is starting" in said.stdout, said.stdout
+        said = control("stop", "--data-dir", str(data))
+        assert said.returncode == 0, said
+        assert second.poll() is not None, f"stop returned with the worker running: {said.stdout}"
+    finally:
+        for proc in (second, stand_in):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if proc is not None:
+                proc.wait(timeout=DEADLINE)
+        if stand_in.stdin is not None:
+            stand_in.stdin.close()
+    fake_run.assert_none_alive(timeout=10)
+
+
+def test_a_copied_data_dir_does_not_name_its_original_worker_as_starting(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """A copy of a live worker's data dir (worker.json left out) holds that worker's run as
+    not ended: the worker is running, but not on the copy, and must neither be said to start
+    there nor be stopped by a `stop` of the copy."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    copy = tmp_path / "copy"
+    shutil.copytree(worker.data_dir, copy, ignore=shutil.ignore_patterns("worker.json"))
+    said = control("status", "--data-dir", str(copy))
+    assert said.returncode == 3 and "starting" not in said.stdout, said
+    said = control("stop", "--data-dir", str(copy))
+    assert said.returncode == 0, said
+    assert worker.proc is not None and worker.proc.poll() is None, "the original was stopped"
