@@ -24,7 +24,7 @@ from worker.leaky import LeakySessionManager
 from worker.reaper import Reaper
 from worker.routes import BODY_TIMEOUT_KEY, DB_LOST_KEY, MAX_BODY_KEY, Routes, guard
 from worker.sessions import SessionManager
-from worker.store import Store
+from worker.store import Store, is_locked
 
 log = logging.getLogger("worker")
 # At shutdown, how long requests in flight get to finish (aiohttp's default, 60 s, let one client
@@ -64,7 +64,7 @@ class WorkerService:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
             self.store = Store(cfg.db_path, cfg.db_busy_timeout)
         except (OSError, sqlite3.Error) as exc:
-            raise StartError(f"--data-dir {cfg.data_dir}: cannot hold the database: {exc}") from exc
+            raise _database_problem(cfg, exc, "cannot hold the database") from exc
         try:
             with self.store.db:
                 # One transaction holding the write lock: two workers started at once on one
@@ -76,7 +76,7 @@ class WorkerService:
                     self.pid, self.create_time, self.mark, cfg.mode, proctree.boot_stamp()
                 )
         except sqlite3.Error as exc:
-            raise StartError(f"--data-dir {cfg.data_dir}: the database: {exc}") from exc
+            raise _database_problem(cfg, exc, "the database") from exc
         self.containment = Containment(self.mark, self.create_time, cfg.grace)
         self.sessions = SessionManager(cfg, self.store, self.containment, self.run_id)
         self.leaky = LeakySessionManager(cfg, self.store, self.run_id, self.mark)
@@ -253,9 +253,7 @@ class WorkerService:
             except sqlite3.DatabaseError as exc:  # corrupt pages, a full disk: say so, exit 2
                 self.containment.close_guardian()
                 self.containment.close_cgroups()
-                raise StartError(
-                    f"--data-dir {self.cfg.data_dir}: the database cannot be used: {exc}"
-                ) from exc
+                raise _database_problem(self.cfg, exc, "the database cannot be used") from exc
         app = web.Application(client_max_size=self.cfg.max_body, middlewares=[guard])
         app[MAX_BODY_KEY] = self.cfg.max_body
         app[BODY_TIMEOUT_KEY] = self.cfg.client_timeout
@@ -416,6 +414,18 @@ class WorkerService:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _database_problem(cfg: WorkerConfig, exc: Exception, what: str) -> StartError:
+    """Why the start-up cannot use the database. A lock another process held past
+    --db-busy-timeout is said as such: "the database: database is locked" named neither the
+    file, nor that it was waited for, nor the setting that says how long."""
+    if isinstance(exc, sqlite3.Error) and is_locked(exc):
+        return StartError(
+            f"--data-dir {cfg.data_dir}: {cfg.db_path.name} is locked by another process (a "
+            f"backup, a sqlite3 shell?): waited {cfg.db_busy_timeout:g} s (--db-busy-timeout)"
+        )
+    return StartError(f"--data-dir {cfg.data_dir}: {what}: {exc}")
 
 
 def _replace(src: str, dst: os.PathLike[str] | str, patience_s: float = 2.0) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from workerkit import REPO, FakeRun, Worker, observation, wait_until
+from workerkit import REPO, FakeRun, Worker, observation, wait_until, write_locked
 
 _RUN = {"cwd": REPO, "capture_output": True, "text": True, "timeout": 120}
 
@@ -353,3 +353,21 @@ def test_no_hook_gets_a_2xx_for_a_write_into_a_removed_database(fake_run: FakeRu
     assert "was removed while the worker ran" in body["error"]
     assert worker.wait_exit(timeout=30) == 1
     fake_run.assert_none_alive(timeout=30)
+
+
+def test_a_database_another_process_keeps_locked_is_said_so(fake_run: FakeRun, workers, tmp_path):
+    """Before: "the database: database is locked", which named neither the file, nor that the
+    worker had waited for it, nor the setting that says how long."""
+    data = tmp_path / "data"
+    first: Worker = workers(fake_run.shim("ok"), data_dir=data)  # makes the database
+    first.stop()
+    assert first.wait_exit() == 0
+    argv = [sys.executable, "-m", "worker", "serve", "--data-dir", str(data), "--claude",
+            str(first.claude), "--db-busy-timeout", "0.5"]  # fmt: skip
+    with write_locked(data / "worker.db"):
+        run = subprocess.run(argv, **_RUN)
+    assert run.returncode == 2, run.stderr
+    said = f"--data-dir {data}: worker.db is locked by another process"
+    assert said in run.stderr and "waited 0.5 s (--db-busy-timeout)" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    fake_run.assert_none_alive(timeout=10)
