@@ -242,6 +242,7 @@ class WorkerService:
             proctree.watch_lifeline(
                 self.cfg.lifeline_fd, loop, lambda: self.request_stop("lifeline: parent gone")
             )
+        pending: list[int] = []  # sessions with queued work, woken once we serve
         if self.fixed:
             self.containment.start()
             try:
@@ -250,6 +251,9 @@ class WorkerService:
                 if requeued:
                     log.info("re-queued %d message(s) a previous run did not finish", requeued)
                 await self.reaper.at_start()
+                # Read before serving: pages the reads above do not touch (the sessions')
+                # corrupt were a traceback and exit 1 once worker.json was written.
+                pending = await self.store.sessions_with_pending()
             except sqlite3.DatabaseError as exc:  # corrupt pages, a full disk: say so, exit 2
                 self.containment.close_guardian()
                 self.containment.close_cgroups()
@@ -301,7 +305,7 @@ class WorkerService:
             )
             self.ready = True
             if self.fixed:
-                for session_id in await self.store.sessions_with_pending():
+                for session_id in pending:
                     self.sessions.notify(session_id)
                 self._tasks.append(asyncio.create_task(self.reaper.run(), name="reaper"))
             self._tasks.append(asyncio.create_task(self._watch_data_dir(), name="data-dir"))

@@ -371,3 +371,47 @@ def test_a_database_another_process_keeps_locked_is_said_so(fake_run: FakeRun, w
     assert said in run.stderr and "waited 0.5 s (--db-busy-timeout)" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
     fake_run.assert_none_alive(timeout=10)
+
+
+def test_a_database_whose_sessions_are_corrupt_is_refused_before_serving(
+    fake_run: FakeRun, workers, tmp_path
+):
+    """Damage in pages that the start-up's first reads do not touch (the sessions table's,
+    read only to wake the sessions with queued work): before, the worker served (worker.json
+    written), then a DatabaseError traceback and exit 1."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    first: Worker = workers(fake_run.shim("hang:at=mid-turn,turn=0"), data_dir=data)
+    for i in range(40):  # several pages of sessions, each with a queued observation
+        content_id = f"s{i}-" + "x" * 300
+        first.new_session(content_id, project="p" * 200)
+        first.observe(content_id, i)
+    first.kill9()
+    path = data / "worker.db"
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            leaves = [p for (p,) in db.execute(
+                "SELECT pageno FROM dbstat WHERE name='sessions' AND pagetype='leaf'"
+            )]  # fmt: skip
+        except sqlite3.OperationalError:
+            pytest.skip("this SQLite has no dbstat table to find the sessions' pages with")
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        db.close()
+    assert len(leaves) > 1, leaves
+    raw = bytearray(path.read_bytes())
+    for page in leaves:  # all but each page's header
+        raw[(page - 1) * size + 8 : page * size] = b"\xa5" * (size - 8)
+    path.write_bytes(bytes(raw))
+    argv = [sys.executable, "-m", "worker", "serve", "--data-dir", str(data), "--claude",
+            str(first.claude)]  # fmt: skip
+    run = subprocess.run(argv, **_RUN)
+    assert run.returncode == 2, run.stderr
+    assert f"--data-dir {data}: the database cannot be used: database disk image is malformed" in (
+        run.stderr
+    )
+    assert "Traceback" not in run.stderr and "listening" not in run.stderr, run.stderr
+    fake_run.assert_none_alive(timeout=10)
