@@ -102,7 +102,30 @@ def find(data_dir: Path) -> Found | NotFound:
                 "signalled",
                 NOT_RUNNING,
             )
+    if ident is not None and _holds_other_files(ident, data_dir / "worker.db"):
+        return NotFound(
+            f"no worker is running for {data_dir}: {path} names pid {pid}, a worker that does "
+            f"not have {data_dir / 'worker.db'} open (a worker.json copied from another data "
+            "dir?): it is neither reported nor signalled",
+            NOT_RUNNING,
+        )
     return Found(info, ident)
+
+
+def _holds_other_files(ident: proctree.ProcId, db_path: Path) -> bool:
+    """Whether the process worker.json names has files open, none of them this database: the
+    worker of another data dir (a copy of a live one's names it; `stop` of the copy stopped the
+    original). A worker has its database open from before worker.json is written until after
+    it is removed. False where that cannot be told (no files listed, not allowed to look)."""
+    proc = ident.process()
+    try:
+        opened = [f.path for f in proc.open_files()] if proc is not None else []
+        db_file = db_path.stat()
+    except psutil.Error:
+        return False
+    except OSError:  # no database here at all
+        return bool(opened)
+    return bool(opened) and not any(_same_file(path, db_file) for path in opened)
 
 
 def _user(uid: int) -> str:

@@ -457,3 +457,25 @@ def test_a_copied_data_dir_does_not_name_its_original_worker_as_starting(
     said = control("stop", "--data-dir", str(copy))
     assert said.returncode == 0, said
     assert worker.proc is not None and worker.proc.poll() is None, "the original was stopped"
+
+
+def test_a_copied_worker_json_does_not_name_its_original_worker(
+    fake_run: FakeRun, workers, tmp_path: Path
+) -> None:
+    """A copy of a live worker's data dir, worker.json included, named the original worker:
+    `status` of the copy reported it as running there and `stop` of the copy stopped it."""
+    worker: Worker = workers(fake_run.shim("ok"))
+    for copy, kept in ((tmp_path / "copy", None), (tmp_path / "json-only", "worker.json")):
+        if kept is None:
+            shutil.copytree(worker.data_dir, copy)
+        else:
+            copy.mkdir()
+            shutil.copy(worker.data_dir / kept, copy / kept)
+        said = control("status", "--data-dir", str(copy))
+        assert said.returncode == 3, said
+        assert "copied from another data dir" in said.stdout, said.stdout
+        said = control("stop", "--data-dir", str(copy))
+        assert said.returncode == 0, said
+        assert worker.proc is not None and worker.proc.poll() is None, "the original was stopped"
+    said = control("status", "--data-dir", str(worker.data_dir))
+    assert said.returncode == 0, said  # the original is still found where it runs
