@@ -6,6 +6,7 @@ psutil is imported lazily, as in harness/pytest_plugin.py (loaded by every pytes
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Collection
@@ -73,7 +74,24 @@ def shown_cmdline(proc: psutil.Process) -> str:
         argv = proctree.cmdline(proc)
     except psutil.AccessDenied:
         argv = []
-    return " ".join(proctree.shown_argv(proc, argv)).strip() or "?"
+    shown = " ".join(proctree.shown_argv(proc, argv)).strip() or "?"
+    # A fork that did not exec (multiprocessing's fork start method, os.fork) reads as pytest
+    # itself, under xdist as `python -u -c import sys;exec(eval(...))`: say what it is.
+    return f"{FORK_NOTE} {shown}" if argv and argv == _pytest_argv() else shown
+
+
+FORK_NOTE = "(a fork of pytest, no exec)"
+
+
+@functools.cache
+def _pytest_argv() -> list[str]:
+    """This process's argv (pytest's, or an xdist worker's), read once."""
+    import psutil
+
+    try:
+        return psutil.Process().cmdline()
+    except psutil.Error:
+        return []
 
 
 def names_a_helper(cmdline: str) -> bool:
