@@ -50,7 +50,10 @@ def held_note(held: dict[int, str]) -> str:
         f"note: leak-check left {len(held)} of them running: a live object still holds each "
         f"({pids}), so later tests may still use them (a cache, or a session-wide object that "
         "this test filled); they are ended at the session's end. If nothing reuses them, end "
-        "them in the test (terminate() and join() or wait() on the object that holds each)"
+        "them in the test (terminate() and join() or wait() on the object that holds each); if "
+        "the object is meant to serve the whole session (a pool, loky's reusable executor), "
+        "make it in a session-scoped fixture that ends it at its teardown: what it starts is "
+        "then the fixture's, not the test's that first used it"
     )
 
 
