@@ -116,7 +116,10 @@ def _holds_other_files(ident: proctree.ProcId, db_path: Path) -> bool:
     """Whether the process worker.json names has files open, none of them this database: the
     worker of another data dir (a copy of a live one's names it; `stop` of the copy stopped the
     original). A worker has its database open from before worker.json is written until after
-    it is removed. False where that cannot be told (no files listed, not allowed to look)."""
+    it is removed. False where that cannot be told (no files listed, not allowed to look;
+    Windows, where psutil may list only some of a process's files)."""
+    if sys.platform == "win32":
+        return False
     proc = ident.process()
     try:
         opened = [f.path for f in proc.open_files()] if proc is not None else []
