@@ -7,6 +7,7 @@ Usage: python3 ci/tox.py -e py   (any tox arguments are passed through)
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,17 +25,36 @@ def _venv_python(path: Path) -> Path:
     return path / sub / exe
 
 
+def _imports(py: Path, module: str) -> bool:
+    if not py.exists():
+        return False
+    return subprocess.run([str(py), "-c", f"import {module}"], capture_output=True).returncode == 0
+
+
+def _create_boot() -> None:
+    print(f"ci/tox.py: creating {BOOT} with {TOX_REQ}", flush=True)
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(BOOT)
+    except subprocess.CalledProcessError:
+        # Left half made (a python, no pip), it would fail every later run in the same way.
+        shutil.rmtree(BOOT, ignore_errors=True)
+        sys.exit(
+            "ci/tox.py: Python's venv could not install pip (ensurepip); "
+            "on Debian/Ubuntu: apt install python3-venv"
+        )
+
+
 def ensure_tox() -> Path:
     py = _venv_python(BOOT)
-    if not py.exists():
-        print(f"ci/tox.py: creating {BOOT} with {TOX_REQ}", flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(BOOT)
-    probe = subprocess.run([str(py), "-c", "import tox"], capture_output=True)
-    if probe.returncode != 0:
-        subprocess.run(
-            [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", TOX_REQ],
-            check=True,
-        )
+    # A bootstrap without tox and without pip (a failed ensurepip left it so) is made again:
+    # before, each later run failed in it with "No module named pip" until it was removed.
+    if not _imports(py, "tox") and not _imports(py, "pip"):
+        _create_boot()
+    if not _imports(py, "tox"):
+        cmd = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", TOX_REQ]
+        code = subprocess.run(cmd).returncode
+        if code != 0:
+            sys.exit(f"ci/tox.py: pip could not install {TOX_REQ} into {BOOT} (exit {code})")
     return py
 
 

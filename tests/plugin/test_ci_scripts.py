@@ -84,3 +84,21 @@ def test_actionlint_rejects_a_broken_workflow_and_accepts_ours(tmp_path: Path) -
     assert "ubuntu-latst" in result.stdout and "no_such_thing" in result.stdout
     ours = run_script("actionlint.py", str(ROOT / ".github" / "workflows"), env=dict(os.environ))
     assert ours.returncode == 0, ours.stdout + ours.stderr
+
+
+def test_tox_wrapper_remakes_a_bootstrap_left_without_pip(tmp_path: Path) -> None:
+    # What a failed ensurepip (Debian/Ubuntu without python3-venv) leaves: a python, no pip.
+    (tmp_path / "ci").mkdir()
+    shutil.copy(ROOT / "ci" / "tox.py", tmp_path / "ci" / "tox.py")
+    boot = tmp_path / ".cache" / "tox-bootstrap"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(boot)], check=True)
+    # No index: the wrapper's pip cannot get tox, so the test needs no network.
+    env = dict(os.environ, PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="")
+    cmd = [sys.executable, str(tmp_path / "ci" / "tox.py"), "--version"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "could not install tox" in result.stderr, result.stderr
+    bin_dir = "Scripts" if os.name == "nt" else "bin"
+    pip_probe = [str(boot / bin_dir / "python"), "-c", "import pip"]
+    assert subprocess.run(pip_probe, capture_output=True).returncode == 0  # made again, with pip
