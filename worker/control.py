@@ -122,13 +122,13 @@ def _holds_other_files(ident: proctree.ProcId, db_path: Path) -> bool:
         return False
     proc = ident.process()
     try:
-        opened = [f.path for f in proc.open_files()] if proc is not None else []
+        opened = _open_paths(proc) if proc is not None else []
         db_file = db_path.stat()
     except psutil.Error:
         return False
     except OSError:  # no database here at all
         return bool(opened)
-    return bool(opened) and not any(_same_file(path, db_file) for path in opened)
+    return bool(opened) and not _among(opened, db_file)
 
 
 def _user(uid: int) -> str:
@@ -335,12 +335,22 @@ def _serves(proc: psutil.Process, db_file: os.stat_result) -> bool:
         argv = proc.cmdline()
         if sys.platform != "win32" and proc.uids().real != db_file.st_uid:
             return False
-        opened = [f.path for f in proc.open_files()]
+        opened = _open_paths(proc)
     except psutil.Error:
         return False
     if not any(argv[i : i + 3] == ["-m", "worker", "serve"] for i in range(len(argv))):
         return False
-    return any(_same_file(path, db_file) for path in opened)
+    return _among(opened, db_file)
+
+
+def _open_paths(proc: psutil.Process) -> list[str]:
+    """The paths of the regular files it has open (raises psutil.Error)."""
+    return [f.path for f in proc.open_files()]
+
+
+def _among(paths: list[str], db_file: os.stat_result) -> bool:
+    """Whether one of these paths is that very file (by device and inode: any path to it)."""
+    return any(_same_file(path, db_file) for path in paths)
 
 
 def _same_file(path: str, db_file: os.stat_result) -> bool:
